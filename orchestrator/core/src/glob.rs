@@ -34,7 +34,10 @@ mod tests {
     fn globs() {
         assert!(matches("*A100*", "NVIDIA A100-SXM4-40GB"));
         assert!(matches("*a100*", "NVIDIA A100-SXM4-40GB"));
-        assert!(matches("NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 4090"));
+        assert!(matches(
+            "NVIDIA GeForce RTX 4090",
+            "NVIDIA GeForce RTX 4090"
+        ));
         assert!(matches("*RTX ?090", "NVIDIA GeForce RTX 4090"));
         assert!(!matches("*H100*", "NVIDIA A100-SXM4-40GB"));
         assert!(!matches("RTX", "NVIDIA GeForce RTX 4090"));

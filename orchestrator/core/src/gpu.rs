@@ -667,7 +667,16 @@ mod tests {
             MigProfileName::parse("MIG 3g.40gb").unwrap().to_string(),
             "3g.40gb"
         );
-        for bad in ["", "1g", "1g.10", "g.10gb", "0g.10gb", "1x.10gb", "1g.10gb+xx", "1g.0gb"] {
+        for bad in [
+            "",
+            "1g",
+            "1g.10",
+            "g.10gb",
+            "0g.10gb",
+            "1x.10gb",
+            "1g.10gb+xx",
+            "1g.0gb",
+        ] {
             assert!(MigProfileName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -695,14 +704,26 @@ mod tests {
         let p = a100
             .profile(&MigProfileName::parse("1g.10gb").unwrap())
             .unwrap();
-        assert_eq!((p.id, p.memory_slices, p.placements), (15, 2, &[0u8, 2, 4, 6][..]));
-        assert!(class_by_name("NVIDIA GeForce RTX 4090").unwrap().mig.is_none());
+        assert_eq!(
+            (p.id, p.memory_slices, p.placements),
+            (15, 2, &[0u8, 2, 4, 6][..])
+        );
+        assert!(
+            class_by_name("NVIDIA GeForce RTX 4090")
+                .unwrap()
+                .mig
+                .is_none()
+        );
         assert_eq!(
             classes_with_profile(&MigProfileName::parse("1g.10gb").unwrap())
                 .iter()
                 .map(|c| c.name)
                 .collect::<Vec<_>>(),
-            ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"]
+            [
+                "NVIDIA A100-SXM4-40GB",
+                "NVIDIA A100-SXM4-80GB",
+                "NVIDIA H100 80GB HBM3"
+            ]
         );
     }
 

@@ -217,7 +217,12 @@ mod tests {
 
     #[test]
     fn waves_respect_dependencies_and_order() {
-        let g = graph(&[("web", "api"), ("api", "db"), ("worker", "db"), ("api", "cache")]);
+        let g = graph(&[
+            ("web", "api"),
+            ("api", "db"),
+            ("worker", "db"),
+            ("api", "cache"),
+        ]);
         assert_eq!(
             g.waves(),
             vec![vec!["db", "cache"], vec!["api", "worker"], vec!["web"]]

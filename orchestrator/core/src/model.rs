@@ -133,7 +133,7 @@ impl Default for AgentDefaults {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Protocol {
     Tcp,
@@ -355,9 +355,16 @@ impl Default for HealthCheck {
 pub enum Probe {
     /// No probe: running counts as healthy.
     None,
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
-    Exec { command: Vec<String> },
+    Http {
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        port: u16,
+    },
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 impl Probe {
@@ -567,7 +574,9 @@ mod tests {
         assert_eq!(p.protocol, Protocol::Udp);
         assert_eq!(p.to_string(), "127.0.0.1:9000:8080/udp");
         assert_eq!(PortMapping::parse("8080").unwrap().host_port, None);
-        for bad in ["", "0:80", "70000:80", "a:b", "1:2:3:4", "80/sctp", "x.y:1:2"] {
+        for bad in [
+            "", "0:80", "70000:80", "a:b", "1:2:3:4", "80/sctp", "x.y:1:2",
+        ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -100,7 +100,9 @@ impl Duration {
         if !total.is_finite() || total > u64::MAX as f64 {
             return Err(UnitError::Overflow(text.to_string()));
         }
-        Ok(Duration(std::time::Duration::from_nanos(total.round() as u64)))
+        Ok(Duration(std::time::Duration::from_nanos(
+            total.round() as u64
+        )))
     }
 }
 

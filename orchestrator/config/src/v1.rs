@@ -1,0 +1,1349 @@
+//! Decoding of `version: 1` configs.
+//!
+//! Every field an agent can carry is decoded against a base: the builtin
+//! defaults for the `defaults:` section, and that section for each agent.
+//! So a default is merged field by field (an agent setting `health.http`
+//! keeps the default `interval`), and a mistake inside `defaults:` is
+//! reported once, at its own line.
+
+use std::collections::BTreeMap;
+
+use orch_core::gpu::{self, GpuRequest, MigProfileName, SliceRequest};
+use orch_core::model::{
+    Agent, AgentDefaults, Backoff, ControlSettings, CrashLoop, Federation, GpuInjection, GpuPolicy,
+    GpuSelector, Group, HealthCheck, HostConfig, HostInfo, MetricsSettings, MpsSettings, Peer,
+    PortMapping, Probe, Resources, RestartMode, RestartPolicy, RuntimeSettings, Security, Sharing,
+    ShutdownMode, Slo, VolumeMount,
+};
+use orch_core::units::{ByteSize, Duration, Percent};
+
+use crate::decode::{self as de, MapReader};
+use crate::diag::{Diagnostics, closest};
+use crate::source::{AgentSource, GroupSource, SourceIndex, valid_name};
+use crate::yaml::{Node, Value};
+
+pub const AGENT_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "env",
+    "ports",
+    "volumes",
+    "depends_on",
+    "gpu",
+    "restart",
+    "health",
+    "resources",
+    "security",
+    "replicas",
+    "required",
+    "labels",
+    "stop_timeout",
+    "config",
+    "script_path",
+];
+
+/// Decodes a v1 document. Returns what could be decoded; the caller checks
+/// `d.has_errors()`.
+pub fn decode(root: &Node, d: &mut Diagnostics) -> Option<(HostConfig, SourceIndex)> {
+    let mut top = MapReader::new(root, "the config", d)?;
+    match top.take("version") {
+        Some(v) => {
+            if let Some(n) = de::uint(v, "version", 0, u64::from(u32::MAX), d)
+                && n != 1
+            {
+                d.error_help(
+                    "version",
+                    v.span,
+                    format!("unsupported config version {n}"),
+                    "this orchestrator reads `version: 1`",
+                );
+            }
+        }
+        None => d.error_help(
+            "version",
+            root.span,
+            "missing `version`",
+            "start the file with `version: 1`",
+        ),
+    }
+
+    let host = match top.take("host") {
+        Some(n) => host_info(n, d),
+        None => {
+            d.error_help(
+                "missing",
+                root.span,
+                "missing `host`",
+                "add `host: {name: <hostname>}`",
+            );
+            None
+        }
+    };
+    let host_name = host.as_ref().map(|h| h.name.clone()).unwrap_or_default();
+
+    let builtin = AgentDefaults::default();
+    let defaults = match top.take("defaults") {
+        Some(n) => agent_defaults(n, &builtin, d),
+        None => builtin,
+    };
+    let gpus = top
+        .take("gpus")
+        .map(|n| gpu_policies(n, d))
+        .unwrap_or_default();
+    let runtime = match top.take("runtime") {
+        Some(n) => runtime_settings(n, &host_name, d),
+        None => RuntimeSettings::defaults_for(&host_name),
+    };
+    let mut index = SourceIndex::default();
+    let groups = match top.take("groups") {
+        Some(n) => groups(n, &defaults, &mut index, d),
+        None => {
+            d.error_help(
+                "missing",
+                root.span,
+                "missing `groups`",
+                "declare at least one group of agents under `groups:`",
+            );
+            Vec::new()
+        }
+    };
+    let federation = top.take("federation").and_then(|n| federation(n, d));
+    let metrics = top
+        .take("metrics")
+        .map(|n| metrics(n, d))
+        .unwrap_or_default();
+    let control = top
+        .take("control")
+        .map(|n| control(n, d))
+        .unwrap_or_default();
+    top.finish(d);
+
+    Some((
+        HostConfig {
+            host: host?,
+            defaults,
+            gpus,
+            groups,
+            runtime,
+            federation,
+            metrics,
+            control,
+        },
+        index,
+    ))
+}
+
+fn host_info(node: &Node, d: &mut Diagnostics) -> Option<HostInfo> {
+    let mut m = MapReader::new(node, "`host`", d)?;
+    let name = match m.take("name") {
+        Some(n) => {
+            let s = de::name(n, "the host name", d);
+            if let Some(s) = &s
+                && !valid_name(s)
+            {
+                d.error_help(
+                    "name",
+                    n.span,
+                    format!("`{s}` is not a valid host name"),
+                    "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
+                );
+            }
+            s
+        }
+        None => {
+            d.error("missing", node.span, "`host` needs a `name`");
+            None
+        }
+    };
+    let labels = m
+        .take("labels")
+        .and_then(|n| de::string_map(n, "host labels", d))
+        .unwrap_or_default();
+    m.finish(d);
+    Some(HostInfo {
+        name: name?,
+        labels,
+    })
+}
+
+/// The `defaults:` section. Keys that only make sense per agent get a
+/// message saying so instead of "unknown key".
+fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> AgentDefaults {
+    let Some(mut m) = MapReader::new(node, "`defaults`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    if let Some(n) = m.take("image") {
+        out.image = de::name(n, "the default image", d);
+    }
+    if let Some(n) = m.take("env") {
+        reserved_env(n, d);
+        out.env = merge_map(&base.env, de::string_map(n, "`env`", d));
+    }
+    if let Some(n) = m.take("labels") {
+        out.labels = merge_map(&base.labels, de::string_map(n, "`labels`", d));
+    }
+    if let Some(n) = m.take("restart") {
+        out.restart = restart(n, &base.restart, d);
+    }
+    if let Some(n) = m.take("health") {
+        out.health = health(n, &base.health, d);
+    }
+    if let Some(n) = m.take("resources") {
+        out.resources = resources(n, &base.resources, d);
+    }
+    if let Some(n) = m.take("security") {
+        out.security = security(n, &base.security, d);
+    }
+    if let Some(n) = m.take("stop_timeout") {
+        out.stop_timeout = de::duration(n, "`stop_timeout`", d).unwrap_or(base.stop_timeout);
+    }
+    for (k, _) in m.rest() {
+        let key = k.as_str().unwrap_or("~");
+        if AGENT_KEYS.contains(&key) {
+            d.error_help(
+                "not-a-default",
+                k.span,
+                format!("`{key}` cannot be set in `defaults`"),
+                format!("set `{key}` on each agent that needs it"),
+            );
+        } else {
+            let known = [
+                "image",
+                "env",
+                "labels",
+                "restart",
+                "health",
+                "resources",
+                "security",
+                "stop_timeout",
+            ];
+            match closest(key, known) {
+                Some(s) => d.error_help(
+                    "unknown-key",
+                    k.span,
+                    format!("unknown key `{key}` in `defaults`"),
+                    format!("did you mean `{s}`?"),
+                ),
+                None => d.error_help(
+                    "unknown-key",
+                    k.span,
+                    format!("unknown key `{key}` in `defaults`"),
+                    format!("known keys here: {}", known.join(", ")),
+                ),
+            }
+        }
+    }
+    out
+}
+
+/// `ORCH_*` variables are the agent contract's; a config cannot set them.
+fn reserved_env(node: &Node, d: &mut Diagnostics) {
+    for (k, _) in node.as_map().unwrap_or(&[]) {
+        if let Some(name) = k.as_str()
+            && name.starts_with("ORCH_")
+        {
+            d.error_help(
+                "reserved",
+                k.span,
+                format!("`{name}` is set by the orchestrator and cannot be given in `env`"),
+                "rename the variable",
+            );
+        }
+    }
+}
+
+fn merge_map(
+    base: &BTreeMap<String, String>,
+    over: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut out = base.clone();
+    out.extend(over.unwrap_or_default());
+    out
+}
+
+pub(crate) fn restart(node: &Node, base: &RestartPolicy, d: &mut Diagnostics) -> RestartPolicy {
+    // `restart: always` is short for `restart: {policy: always}`.
+    if let Value::Scalar { .. } = node.value {
+        let mut out = base.clone();
+        if let Some(p) = restart_mode(node, d) {
+            out.policy = p;
+        }
+        return out;
+    }
+    let Some(mut m) = MapReader::new(node, "`restart`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    if let Some(n) = m.take("policy") {
+        out.policy = restart_mode(n, d).unwrap_or(base.policy);
+    }
+    if let Some(n) = m.take("backoff") {
+        out.backoff = backoff(n, &base.backoff, d);
+    }
+    if let Some(n) = m.take("crashloop") {
+        out.crashloop = crashloop(n, &base.crashloop, d);
+    }
+    m.finish(d);
+    out
+}
+
+fn restart_mode(node: &Node, d: &mut Diagnostics) -> Option<RestartMode> {
+    let s = de::string(node, "the restart policy", d)?;
+    match s.as_str() {
+        "always" => Some(RestartMode::Always),
+        "on-failure" => Some(RestartMode::OnFailure),
+        "never" | "no" => Some(RestartMode::Never),
+        other => {
+            let hint = closest(other, ["always", "on-failure", "never"])
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| "use `always`, `on-failure` or `never`".into());
+            d.error_help(
+                "enum",
+                node.span,
+                format!("unknown restart policy `{other}`"),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+fn backoff(node: &Node, base: &Backoff, d: &mut Diagnostics) -> Backoff {
+    let Some(mut m) = MapReader::new(node, "`backoff`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    let initial = m.take("initial");
+    if let Some(n) = initial {
+        out.initial = de::duration(n, "`backoff.initial`", d).unwrap_or(base.initial);
+    }
+    if let Some(n) = m.take("max") {
+        out.max = de::duration(n, "`backoff.max`", d).unwrap_or(base.max);
+    }
+    if let Some(n) = m.take("multiplier") {
+        out.multiplier =
+            de::float(n, "`backoff.multiplier`", 1.0, 10.0, d).unwrap_or(base.multiplier);
+    }
+    if let Some(n) = m.take("jitter") {
+        out.jitter = de::percent(n, "`backoff.jitter`", d).unwrap_or(base.jitter);
+    }
+    if out.initial > out.max {
+        d.error_help(
+            "backoff",
+            initial.map(|n| n.span).unwrap_or(node.span),
+            format!(
+                "`backoff.initial` ({}) is longer than `backoff.max` ({})",
+                out.initial, out.max
+            ),
+            "make `initial` at most `max`",
+        );
+    }
+    if out.initial == Duration::ZERO {
+        d.error_help(
+            "backoff",
+            initial.map(|n| n.span).unwrap_or(node.span),
+            "`backoff.initial` must be longer than zero",
+            "a zero backoff restarts a crashing agent in a tight loop; use e.g. `100ms`",
+        );
+    }
+    m.finish(d);
+    out
+}
+
+fn crashloop(node: &Node, base: &CrashLoop, d: &mut Diagnostics) -> CrashLoop {
+    let Some(mut m) = MapReader::new(node, "`crashloop`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    if let Some(n) = m.take("restarts") {
+        out.restarts = de::uint(n, "`crashloop.restarts`", 1, 1000, d)
+            .map(|v| v as u32)
+            .unwrap_or(base.restarts);
+    }
+    if let Some(n) = m.take("window") {
+        out.window = de::duration(n, "`crashloop.window`", d).unwrap_or(base.window);
+    }
+    m.finish(d);
+    out
+}
+
+pub(crate) fn health(node: &Node, base: &HealthCheck, d: &mut Diagnostics) -> HealthCheck {
+    // `health: none` turns probing off.
+    if let Value::Scalar { text, .. } = &node.value {
+        if text == "none" {
+            return HealthCheck {
+                probe: Probe::None,
+                ..base.clone()
+            };
+        }
+        d.error_help(
+            "type",
+            node.span,
+            format!("`health` must be a mapping or `none`, found `{text}`"),
+            "e.g. `health: {http: {port: 8080, path: /health}}`",
+        );
+        return base.clone();
+    }
+    let Some(mut m) = MapReader::new(node, "`health`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    let mut probes = Vec::new();
+    if let Some((k, n)) = m.take_entry("http") {
+        probes.push(k.span);
+        if let Some(p) = http_probe(n, d) {
+            out.probe = p;
+        }
+    }
+    if let Some((k, n)) = m.take_entry("tcp") {
+        probes.push(k.span);
+        if let Some(mut t) = MapReader::new(n, "`health.tcp`", d) {
+            match t.take("port") {
+                Some(p) => {
+                    if let Some(port) = port_number(p, "`health.tcp.port`", d) {
+                        out.probe = Probe::Tcp { port };
+                    }
+                }
+                None => d.error("missing", n.span, "`health.tcp` needs a `port`"),
+            }
+            t.finish(d);
+        }
+    }
+    if let Some((k, n)) = m.take_entry("none") {
+        probes.push(k.span);
+        if de::boolean(n, "`health.none`", d) == Some(true) {
+            out.probe = Probe::None;
+        } else {
+            d.error_help(
+                "health",
+                n.span,
+                "`health.none` can only be `true`",
+                "remove it to keep a probe",
+            );
+        }
+    }
+    if let Some((k, n)) = m.take_entry("exec") {
+        probes.push(k.span);
+        if let Some(cmd) = de::strings(n, "`health.exec`", d) {
+            if cmd.is_empty() {
+                d.error("empty", n.span, "`health.exec` needs a command");
+            } else {
+                out.probe = Probe::Exec {
+                    command: cmd.into_iter().map(|(s, _)| s).collect(),
+                };
+            }
+        }
+    }
+    if probes.len() > 1 {
+        d.error_help(
+            "health",
+            probes[1],
+            "a health check has one probe; found more than one of `http`, `tcp`, `exec`, `none`",
+            "keep one of them",
+        );
+    }
+    if let Some(n) = m.take("interval") {
+        out.interval = de::duration(n, "`health.interval`", d).unwrap_or(base.interval);
+    }
+    if let Some(n) = m.take("timeout") {
+        out.timeout = de::duration(n, "`health.timeout`", d).unwrap_or(base.timeout);
+    }
+    if let Some(n) = m.take("retries") {
+        out.retries = de::uint(n, "`health.retries`", 1, 100, d)
+            .map(|v| v as u32)
+            .unwrap_or(base.retries);
+    }
+    if let Some(n) = m.take("start_period") {
+        out.start_period = de::duration(n, "`health.start_period`", d).unwrap_or(base.start_period);
+    }
+    if out.interval == Duration::ZERO {
+        d.error(
+            "health",
+            m.span(),
+            "`health.interval` must be longer than zero",
+        );
+    }
+    m.finish(d);
+    out
+}
+
+fn http_probe(node: &Node, d: &mut Diagnostics) -> Option<Probe> {
+    let mut m = MapReader::new(node, "`health.http`", d)?;
+    let port = match m.take("port") {
+        Some(p) => port_number(p, "`health.http.port`", d),
+        None => {
+            d.error("missing", node.span, "`health.http` needs a `port`");
+            None
+        }
+    };
+    let path = match m.take("path") {
+        Some(p) => {
+            let s = de::string(p, "`health.http.path`", d);
+            if let Some(s) = &s
+                && !s.starts_with('/')
+            {
+                d.error_help(
+                    "path",
+                    p.span,
+                    format!("the health path `{s}` must start with `/`"),
+                    format!("write `/{s}`"),
+                );
+            }
+            s
+        }
+        None => Some("/health".to_string()),
+    };
+    m.finish(d);
+    Some(Probe::Http {
+        port: port?,
+        path: path?,
+    })
+}
+
+pub(crate) fn port_number(node: &Node, what: &str, d: &mut Diagnostics) -> Option<u16> {
+    de::uint(node, what, 1, 65535, d).map(|p| p as u16)
+}
+
+fn resources(node: &Node, base: &Resources, d: &mut Diagnostics) -> Resources {
+    let Some(mut m) = MapReader::new(node, "`resources`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    if let Some(n) = m.take("cpus") {
+        out.cpus = de::float(n, "`resources.cpus`", 0.01, 1024.0, d).or(base.cpus);
+    }
+    if let Some(n) = m.take("memory") {
+        let v = de::size(n, "`resources.memory`", d);
+        if let Some(v) = v
+            && v.bytes() < 6 * ByteSize::MIB
+        {
+            d.error_help(
+                "range",
+                n.span,
+                format!("`resources.memory` of {v} is below Docker's minimum of 6m"),
+                "give the agent at least `6m`",
+            );
+        }
+        out.memory = v.or(base.memory);
+    }
+    if let Some(n) = m.take("pids") {
+        out.pids = de::uint(n, "`resources.pids`", 1, 4_194_304, d)
+            .map(|v| v as u32)
+            .or(base.pids);
+    }
+    m.finish(d);
+    out
+}
+
+fn security(node: &Node, base: &Security, d: &mut Diagnostics) -> Security {
+    let Some(mut m) = MapReader::new(node, "`security`", d) else {
+        return base.clone();
+    };
+    let mut out = base.clone();
+    if let Some(n) = m.take("cap_add") {
+        if let Some(caps) = de::strings(n, "`security.cap_add`", d) {
+            out.cap_add = Vec::new();
+            for (c, span) in caps {
+                let c = c.to_ascii_uppercase();
+                let c = c.strip_prefix("CAP_").unwrap_or(&c).to_string();
+                if !c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_') || c.is_empty() {
+                    d.error(
+                        "capability",
+                        span,
+                        format!("`{c}` is not a capability name"),
+                    );
+                } else {
+                    out.cap_add.push(c);
+                }
+            }
+        }
+    }
+    if let Some(n) = m.take("read_only") {
+        out.read_only = de::boolean(n, "`security.read_only`", d).unwrap_or(base.read_only);
+    }
+    m.finish(d);
+    out
+}
+
+fn gpu_policies(node: &Node, d: &mut Diagnostics) -> Vec<GpuPolicy> {
+    let Some(items) = de::seq(node, "`gpus`", d) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Some(mut m) = MapReader::new(item, "a `gpus` entry", d) else {
+            continue;
+        };
+        let select = match m.take("select") {
+            Some(n) => gpu_selector(n, d),
+            None => {
+                d.error_help(
+                    "missing",
+                    item.span,
+                    "a `gpus` entry needs `select`",
+                    "e.g. `select: {index: 0}`, `select: {name: \"*A100*\"}` or `select: all`",
+                );
+                None
+            }
+        };
+        let sharing = m.take("sharing").and_then(|n| sharing(n, d));
+        let reserve = m
+            .take("reserve")
+            .and_then(|n| de::size(n, "`reserve`", d))
+            .unwrap_or(ByteSize::mib(512));
+        let oversubscribe = m
+            .take("oversubscribe")
+            .and_then(|n| de::boolean(n, "`oversubscribe`", d))
+            .unwrap_or(false);
+        m.finish(d);
+        if let Some(select) = select {
+            out.push(GpuPolicy {
+                select,
+                sharing,
+                reserve,
+                oversubscribe,
+            });
+        }
+    }
+    out
+}
+
+fn gpu_selector(node: &Node, d: &mut Diagnostics) -> Option<GpuSelector> {
+    if node.as_str() == Some("all") {
+        return Some(GpuSelector::All);
+    }
+    let mut m = MapReader::new(node, "`select`", d)?;
+    let mut found = Vec::new();
+    if let Some(n) = m.take("index") {
+        found.push(de::uint(n, "`select.index`", 0, 63, d).map(|i| GpuSelector::Index(i as u32)));
+    }
+    if let Some(n) = m.take("uuid") {
+        found.push(de::name(n, "`select.uuid`", d).map(GpuSelector::Uuid));
+    }
+    if let Some(n) = m.take("name") {
+        found.push(de::name(n, "`select.name`", d).map(GpuSelector::Name));
+    }
+    let span = m.span();
+    m.finish(d);
+    match found.len() {
+        1 => found.pop().flatten(),
+        0 => {
+            d.error_help(
+                "missing",
+                span,
+                "`select` needs one of `index`, `uuid`, `name`",
+                "e.g. `select: {index: 0}`",
+            );
+            None
+        }
+        _ => {
+            d.error(
+                "select",
+                span,
+                "`select` takes one of `index`, `uuid`, `name`, not several",
+            );
+            None
+        }
+    }
+}
+
+fn sharing(node: &Node, d: &mut Diagnostics) -> Option<Sharing> {
+    let s = de::string(node, "`sharing`", d)?;
+    let opts = ["mig", "mps", "exclusive", "time-slice"];
+    match s.as_str() {
+        "mig" => Some(Sharing::Mig),
+        "mps" => Some(Sharing::Mps),
+        "exclusive" => Some(Sharing::Exclusive),
+        "time-slice" => Some(Sharing::TimeSlice),
+        other => {
+            let hint = closest(other, opts)
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| "use `mig`, `mps`, `exclusive` or `time-slice`".into());
+            d.error_help(
+                "enum",
+                node.span,
+                format!("unknown sharing mode `{other}`"),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+fn runtime_settings(node: &Node, host: &str, d: &mut Diagnostics) -> RuntimeSettings {
+    let mut out = RuntimeSettings::defaults_for(host);
+    let Some(mut m) = MapReader::new(node, "`runtime`", d) else {
+        return out;
+    };
+    if let Some(n) = m.take("gpu_injection")
+        && let Some(s) = de::string(n, "`gpu_injection`", d)
+    {
+        out.gpu_injection = match s.as_str() {
+            "auto" => GpuInjection::Auto,
+            "nvidia" => GpuInjection::Nvidia,
+            "cdi" => GpuInjection::Cdi,
+            "env" => GpuInjection::Env,
+            other => {
+                d.error_help(
+                    "enum",
+                    n.span,
+                    format!("unknown GPU injection mode `{other}`"),
+                    "use `auto`, `nvidia` (nvidia-container-toolkit), `cdi` or `env`",
+                );
+                out.gpu_injection
+            }
+        };
+    }
+    if let Some(n) = m.take("network")
+        && let Some(s) = de::name(n, "`network`", d)
+    {
+        if valid_name(&s) {
+            out.network = s;
+        } else {
+            d.error("name", n.span, format!("`{s}` is not a valid network name"));
+        }
+    }
+    if let Some(n) = m.take("shutdown")
+        && let Some(s) = de::string(n, "`shutdown`", d)
+    {
+        out.shutdown = match s.as_str() {
+            "leave" => ShutdownMode::Leave,
+            "stop" => ShutdownMode::Stop,
+            other => {
+                d.error_help(
+                    "enum",
+                    n.span,
+                    format!("unknown shutdown mode `{other}`"),
+                    "use `leave` (agents keep running) or `stop`",
+                );
+                out.shutdown
+            }
+        };
+    }
+    if let Some(n) = m.take("state_dir")
+        && let Some(s) = absolute_path(n, "`state_dir`", d)
+    {
+        out.state_dir = s;
+    }
+    if let Some(n) = m.take("nvml_library") {
+        out.nvml_library = de::name(n, "`nvml_library`", d);
+    }
+    if let Some(n) = m.take("docker_host") {
+        out.docker_host = de::name(n, "`docker_host`", d);
+    }
+    if let Some(n) = m.take("mps")
+        && let Some(mut mm) = MapReader::new(n, "`runtime.mps`", d)
+    {
+        let mut mps = MpsSettings::default();
+        if let Some(b) = mm.take("control_binary")
+            && let Some(s) = de::name(b, "`control_binary`", d)
+        {
+            mps.control_binary = s;
+        }
+        if let Some(b) = mm.take("directory") {
+            mps.directory = absolute_path(b, "`mps.directory`", d);
+        }
+        mm.finish(d);
+        out.mps = mps;
+    }
+    m.finish(d);
+    out
+}
+
+fn absolute_path(node: &Node, what: &str, d: &mut Diagnostics) -> Option<String> {
+    let s = de::name(node, what, d)?;
+    if !s.starts_with('/') {
+        d.error_help(
+            "path",
+            node.span,
+            format!("{what} must be an absolute path, found `{s}`"),
+            "start it with `/`",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn federation(node: &Node, d: &mut Diagnostics) -> Option<Federation> {
+    let mut m = MapReader::new(node, "`federation`", d)?;
+    let listen = match m.take("listen") {
+        Some(n) => zmq_endpoint(n, "`federation.listen`", d),
+        None => {
+            d.error("missing", node.span, "`federation` needs `listen`");
+            None
+        }
+    };
+    let mut peers: Vec<Peer> = Vec::new();
+    if let Some(n) = m.take("peers")
+        && let Some(items) = de::seq(n, "`federation.peers`", d)
+    {
+        for item in items {
+            let Some(mut p) = MapReader::new(item, "a peer", d) else {
+                continue;
+            };
+            let name = p.take("name").and_then(|n| de::name(n, "the peer name", d));
+            let endpoint = p
+                .take("endpoint")
+                .and_then(|n| zmq_endpoint(n, "the peer endpoint", d));
+            let public_key = p.take("public_key").and_then(|n| curve_key(n, d));
+            p.finish(d);
+            match (name, endpoint) {
+                (Some(name), Some(endpoint)) => {
+                    if peers.iter().any(|q| q.name == name) {
+                        d.error(
+                            "duplicate",
+                            item.span,
+                            format!("peer `{name}` is listed twice"),
+                        );
+                    }
+                    peers.push(Peer {
+                        name,
+                        endpoint,
+                        public_key,
+                    });
+                }
+                _ => d.error_help(
+                    "missing",
+                    item.span,
+                    "a peer needs `name` and `endpoint`",
+                    "e.g. `{name: pc2, endpoint: tcp://pc2.lan:7300, public_key: \"...\"}`",
+                ),
+            }
+        }
+    }
+    let mut secret_key_file = None;
+    if let Some(n) = m.take("keys")
+        && let Some(mut k) = MapReader::new(n, "`federation.keys`", d)
+    {
+        secret_key_file = k
+            .take("secret_key_file")
+            .and_then(|n| absolute_path(n, "`secret_key_file`", d));
+        k.finish(d);
+    }
+    m.finish(d);
+    Some(Federation {
+        listen: listen?,
+        peers,
+        secret_key_file,
+    })
+}
+
+fn zmq_endpoint(node: &Node, what: &str, d: &mut Diagnostics) -> Option<String> {
+    let s = de::name(node, what, d)?;
+    let ok = s
+        .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if !ok {
+        d.error_help(
+            "endpoint",
+            node.span,
+            format!("{what} `{s}` is not a ZeroMQ TCP endpoint"),
+            "write `tcp://HOST:PORT`",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn curve_key(node: &Node, d: &mut Diagnostics) -> Option<String> {
+    let s = de::name(node, "the peer public key", d)?;
+    // A CURVE key in Z85 is 40 characters of the Z85 alphabet.
+    const Z85: &str =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    if s.len() != 40 || !s.chars().all(|c| Z85.contains(c)) {
+        d.error_help(
+            "key",
+            node.span,
+            "the peer public key is not a 40-character Z85 CURVE key",
+            "copy the peer's public key file content",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn metrics(node: &Node, d: &mut Diagnostics) -> MetricsSettings {
+    let Some(mut m) = MapReader::new(node, "`metrics`", d) else {
+        return MetricsSettings::default();
+    };
+    let mut out = MetricsSettings::default();
+    if let Some(n) = m.take("listen") {
+        if n.is_null() || n.as_str() == Some("none") {
+            out.listen = None;
+        } else if let Some(s) = de::name(n, "`metrics.listen`", d) {
+            if s.parse::<std::net::SocketAddr>().is_ok() {
+                out.listen = Some(s);
+            } else {
+                d.error_help(
+                    "address",
+                    n.span,
+                    format!("`metrics.listen` `{s}` is not an address"),
+                    "write `IP:PORT`, e.g. `127.0.0.1:9464`, or `none`",
+                );
+            }
+        }
+    }
+    m.finish(d);
+    out
+}
+
+fn control(node: &Node, d: &mut Diagnostics) -> ControlSettings {
+    let Some(mut m) = MapReader::new(node, "`control`", d) else {
+        return ControlSettings::default();
+    };
+    let mut out = ControlSettings::default();
+    if let Some(n) = m.take("socket")
+        && let Some(s) = absolute_path(n, "`control.socket`", d)
+    {
+        out.socket = s;
+    }
+    if let Some(n) = m.take("group") {
+        out.group = de::name(n, "`control.group`", d);
+    }
+    m.finish(d);
+    out
+}
+
+fn groups(
+    node: &Node,
+    defaults: &AgentDefaults,
+    index: &mut SourceIndex,
+    d: &mut Diagnostics,
+) -> Vec<Group> {
+    let Some(mut m) = MapReader::new(node, "`groups`", d) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in m.rest() {
+        let name = k.as_str().unwrap_or("~").to_string();
+        if !valid_name(&name) {
+            d.error_help(
+                "name",
+                k.span,
+                format!("`{name}` is not a valid group name"),
+                "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
+            );
+        }
+        if let Some(g) = group(&name, k, v, defaults, index, d) {
+            out.push(g);
+        }
+    }
+    m.finish(d);
+    out
+}
+
+fn group(
+    name: &str,
+    key: &Node,
+    node: &Node,
+    defaults: &AgentDefaults,
+    index: &mut SourceIndex,
+    d: &mut Diagnostics,
+) -> Option<Group> {
+    let mut m = MapReader::new(node, format!("group `{name}`"), d)?;
+    let description = m
+        .take("description")
+        .and_then(|n| de::string(n, "`description`", d));
+    let depends_on: Vec<(String, _)> = m
+        .take("depends_on")
+        .and_then(|n| de::strings(n, "`depends_on`", d))
+        .unwrap_or_default();
+    let slo = m.take("slo").and_then(|n| slo(n, d));
+    let mut agents = Vec::new();
+    match m.take("agents") {
+        Some(n) => {
+            if let Some(mut am) = MapReader::new(n, format!("the agents of `{name}`"), d) {
+                for (ak, av) in am.rest() {
+                    let aname = ak.as_str().unwrap_or("~").to_string();
+                    if !valid_name(&aname) {
+                        d.error_help(
+                            "name",
+                            ak.span,
+                            format!("`{aname}` is not a valid agent name"),
+                            "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
+                        );
+                    }
+                    if let Some(a) = agent(&aname, name, ak, av, defaults, index, d) {
+                        agents.push(a);
+                    }
+                }
+                am.finish(d);
+            }
+        }
+        None => d.warning(
+            "empty-group",
+            key.span,
+            format!("group `{name}` has no `agents`"),
+        ),
+    }
+    m.finish(d);
+    index.groups.push(GroupSource {
+        name: name.to_string(),
+        span: key.span,
+        depends_on: depends_on.clone(),
+    });
+    Some(Group {
+        name: name.to_string(),
+        description,
+        depends_on: depends_on.into_iter().map(|(s, _)| s).collect(),
+        slo,
+        agents,
+    })
+}
+
+fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
+    let mut m = MapReader::new(node, "`slo`", d)?;
+    let availability = m
+        .take("availability")
+        .and_then(|n| de::percent(n, "`slo.availability`", d));
+    let latency_p99 = m
+        .take("latency_p99")
+        .and_then(|n| de::duration(n, "`slo.latency_p99`", d));
+    let error_rate = m
+        .take("error_rate")
+        .and_then(|n| de::percent(n, "`slo.error_rate`", d));
+    let window = m
+        .take("window")
+        .and_then(|n| de::duration(n, "`slo.window`", d))
+        .unwrap_or(Duration::from_secs(30 * 86400));
+    if let (Some(a), Some(n)) = (availability, node.get("availability"))
+        && a == Percent::HUNDRED
+    {
+        d.error_help(
+            "slo",
+            n.span,
+            "an availability objective of 100% leaves no error budget",
+            "use a figure below 100%, e.g. `99.9%`",
+        );
+    }
+    m.finish(d);
+    Some(Slo {
+        availability,
+        latency_p99,
+        error_rate,
+        window,
+    })
+}
+
+fn agent(
+    name: &str,
+    group: &str,
+    key: &Node,
+    node: &Node,
+    defaults: &AgentDefaults,
+    index: &mut SourceIndex,
+    d: &mut Diagnostics,
+) -> Option<Agent> {
+    let mut m = MapReader::new(node, format!("agent `{name}`"), d)?;
+    let image = match m.take("image") {
+        Some(n) => de::name(n, "`image`", d),
+        None => match &defaults.image {
+            Some(i) => Some(i.clone()),
+            None => {
+                d.error_help(
+                    "missing",
+                    key.span,
+                    format!("agent `{name}` has no image"),
+                    "set `image:` on the agent or in `defaults`",
+                );
+                None
+            }
+        },
+    };
+    let command = m.take("command").and_then(|n| {
+        de::strings(n, "`command`", d).map(|v| v.into_iter().map(|(s, _)| s).collect())
+    });
+    let env = merge_map(
+        &defaults.env,
+        m.take("env").and_then(|n| de::string_map(n, "`env`", d)),
+    );
+    let labels = merge_map(
+        &defaults.labels,
+        m.take("labels")
+            .and_then(|n| de::string_map(n, "`labels`", d)),
+    );
+    if let Some(n) = node.get("env") {
+        reserved_env(n, d);
+    }
+    let mut ports = Vec::new();
+    let mut port_sources = Vec::new();
+    if let Some(n) = m.take("ports")
+        && let Some(items) = de::seq(n, "`ports`", d)
+    {
+        for item in items {
+            let Some(text) = de::string(item, "a port", d) else {
+                continue;
+            };
+            match PortMapping::parse(&text) {
+                Ok(p) => {
+                    port_sources.push((p.clone(), item.span));
+                    ports.push(p);
+                }
+                Err(e) => d.error("port", item.span, e),
+            }
+        }
+    }
+    let mut volumes = Vec::new();
+    if let Some(n) = m.take("volumes")
+        && let Some(items) = de::seq(n, "`volumes`", d)
+    {
+        for item in items {
+            let Some(text) = de::string(item, "a volume", d) else {
+                continue;
+            };
+            match VolumeMount::parse(&text) {
+                Ok(v) => volumes.push(v),
+                Err(e) => d.error("volume", item.span, e),
+            }
+        }
+    }
+    let depends_on = m
+        .take("depends_on")
+        .and_then(|n| de::strings(n, "`depends_on`", d))
+        .unwrap_or_default();
+    let gpu = m.take("gpu").and_then(|n| gpu_request(n, d));
+    let restart = m
+        .take("restart")
+        .map(|n| restart(n, &defaults.restart, d))
+        .unwrap_or_else(|| defaults.restart.clone());
+    let health = m
+        .take("health")
+        .map(|n| health(n, &defaults.health, d))
+        .unwrap_or_else(|| defaults.health.clone());
+    let resources = m
+        .take("resources")
+        .map(|n| resources(n, &defaults.resources, d))
+        .unwrap_or_else(|| defaults.resources.clone());
+    let security = m
+        .take("security")
+        .map(|n| security(n, &defaults.security, d))
+        .unwrap_or_else(|| defaults.security.clone());
+    let (replicas, replicas_span) = match m.take("replicas") {
+        Some(n) => (
+            de::uint(n, "`replicas`", 1, 64, d)
+                .map(|v| v as u32)
+                .unwrap_or(1),
+            n.span,
+        ),
+        None => (1, key.span),
+    };
+    let required = m
+        .take("required")
+        .and_then(|n| de::boolean(n, "`required`", d))
+        .unwrap_or(true);
+    let stop_timeout = m
+        .take("stop_timeout")
+        .and_then(|n| de::duration(n, "`stop_timeout`", d))
+        .unwrap_or(defaults.stop_timeout);
+    let config = m.take("config").map(de::to_json);
+    let script_path = m
+        .take("script_path")
+        .and_then(|n| de::name(n, "`script_path`", d));
+    m.finish(d);
+    index.agents.push(AgentSource {
+        name: name.to_string(),
+        group: group.to_string(),
+        span: key.span,
+        depends_on: depends_on.clone(),
+        ports: port_sources,
+        replicas: (replicas, replicas_span),
+    });
+    Some(Agent {
+        name: name.to_string(),
+        group: group.to_string(),
+        image: image?,
+        command,
+        env,
+        ports,
+        volumes,
+        depends_on: depends_on.into_iter().map(|(s, _)| s).collect(),
+        gpu,
+        restart,
+        health,
+        resources,
+        security,
+        replicas,
+        required,
+        labels,
+        stop_timeout,
+        config,
+        script_path,
+    })
+}
+
+/// `gpu: {slice: mig, profile: 1g.10gb, fallback: {slice: mps, memory: 10g, compute: 25%}}`,
+/// or the shorthands `gpu: exclusive`, `gpu: time-slice`, `gpu: none`.
+pub(crate) fn gpu_request(node: &Node, d: &mut Diagnostics) -> Option<GpuRequest> {
+    if let Value::Scalar { text, .. } = &node.value {
+        return match text.as_str() {
+            "none" => None,
+            "exclusive" => Some(GpuRequest::new(SliceRequest::Exclusive)),
+            "time-slice" => Some(GpuRequest::new(SliceRequest::TimeSlice)),
+            other => {
+                d.error_help(
+                    "gpu",
+                    node.span,
+                    format!("`gpu: {other}` is not a GPU request"),
+                    "write `gpu: {slice: mig, profile: 1g.10gb}`, `gpu: {slice: mps, memory: 4g, compute: 25%}`, `gpu: exclusive` or `gpu: none`",
+                );
+                None
+            }
+        };
+    }
+    let mut m = MapReader::new(node, "`gpu`", d)?;
+    let slice_node = m.take("slice");
+    let kind = match slice_node {
+        None => {
+            d.error_help(
+                "missing",
+                node.span,
+                "a GPU request needs `slice`",
+                "use `slice: mig`, `mps`, `exclusive` or `time-slice`",
+            );
+            None
+        }
+        Some(n) => de::string(n, "`slice`", d),
+    };
+    let request = match kind.as_deref() {
+        Some("mig") => {
+            let profile = match m.take("profile") {
+                Some(p) => mig_profile(p, d),
+                None => {
+                    d.error_help(
+                        "missing",
+                        node.span,
+                        "a `mig` request needs a `profile`",
+                        "e.g. `profile: 1g.10gb`",
+                    );
+                    None
+                }
+            };
+            profile.map(|profile| SliceRequest::Mig { profile })
+        }
+        Some("mps") => {
+            let memory = match m.take("memory") {
+                Some(n) => mps_memory(n, d),
+                None => {
+                    d.error_help(
+                        "missing",
+                        node.span,
+                        "an `mps` request needs `memory`",
+                        "e.g. `memory: 4g`",
+                    );
+                    None
+                }
+            };
+            let compute = match m.take("compute") {
+                Some(n) => {
+                    let c = de::percent(n, "`compute`", d);
+                    if c == Some(Percent::default()) {
+                        d.error("gpu", n.span, "an MPS compute share of 0% can run nothing");
+                        None
+                    } else {
+                        c
+                    }
+                }
+                None => {
+                    d.error_help(
+                        "missing",
+                        node.span,
+                        "an `mps` request needs `compute`",
+                        "e.g. `compute: 25%` (the share of the GPU's threads)",
+                    );
+                    None
+                }
+            };
+            match (memory, compute) {
+                (Some(memory), Some(compute)) => Some(SliceRequest::Mps { memory, compute }),
+                _ => None,
+            }
+        }
+        Some("exclusive") => Some(SliceRequest::Exclusive),
+        Some("time-slice") => Some(SliceRequest::TimeSlice),
+        Some(other) => {
+            // The fields of the intended kind are not the problem; say only what is.
+            for key in ["profile", "memory", "compute"] {
+                m.allow(key);
+            }
+            let hint = closest(other, ["mig", "mps", "exclusive", "time-slice"])
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| "use `mig`, `mps`, `exclusive` or `time-slice`".into());
+            d.error_help(
+                "gpu",
+                slice_node.map(|n| n.span).unwrap_or(node.span),
+                format!("unknown slice kind `{other}`"),
+                hint,
+            );
+            None
+        }
+        None => None,
+    };
+    let fallback = m.take("fallback").and_then(|n| gpu_request(n, d));
+    m.finish(d);
+    Some(GpuRequest {
+        kind: request?,
+        fallback: fallback.map(Box::new),
+    })
+}
+
+fn mig_profile(node: &Node, d: &mut Diagnostics) -> Option<MigProfileName> {
+    let text = de::string(node, "`profile`", d)?;
+    let known = gpu::known_profile_names();
+    match MigProfileName::parse(&text) {
+        Ok(p) => {
+            if gpu::classes_with_profile(&p).is_empty() {
+                let hint = match closest(&text, known.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? known profiles: {}", known.join(", ")),
+                    None => format!("known profiles: {}", known.join(", ")),
+                };
+                d.error_help(
+                    "mig-profile",
+                    node.span,
+                    format!("no GPU offers the MIG profile `{p}`"),
+                    hint,
+                );
+                return None;
+            }
+            Some(p)
+        }
+        Err(e) => {
+            d.error_help(
+                "mig-profile",
+                node.span,
+                e,
+                format!("known profiles: {}", known.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn mps_memory(node: &Node, d: &mut Diagnostics) -> Option<ByteSize> {
+    let m = de::size(node, "`memory`", d)?;
+    let largest = gpu::largest_memory();
+    if m.bytes() == 0 {
+        d.error(
+            "gpu",
+            node.span,
+            "an MPS memory share of 0 can hold nothing",
+        );
+        return None;
+    }
+    if m > largest {
+        let biggest = gpu::CATALOG
+            .iter()
+            .max_by_key(|c| c.memory_mib)
+            .map(|c| c.name)
+            .unwrap_or("?");
+        d.error_help(
+            "impossible",
+            node.span,
+            format!("an MPS memory share of {m} is larger than any GPU holds"),
+            format!("the largest known GPU, {biggest}, has {largest}"),
+        );
+        return None;
+    }
+    Some(m)
+}

@@ -1,0 +1,233 @@
+//! Checks that need the whole config: references between agents and
+//! groups, dependency cycles, duplicate names, host port collisions.
+//! Shared by the v1 decoder and the legacy importer.
+
+use std::collections::BTreeMap;
+
+use orch_core::graph::{Graph, group_graph};
+use orch_core::model::{HostConfig, Protocol};
+
+use crate::diag::{Diagnostics, closest};
+use crate::source::SourceIndex;
+
+pub fn check(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    duplicate_agents(index, d);
+    agent_references(config, index, d);
+    group_references(config, index, d);
+    cycles(config, index, d);
+    port_collisions(index, d);
+}
+
+fn duplicate_agents(index: &SourceIndex, d: &mut Diagnostics) {
+    let mut first: BTreeMap<&str, &crate::source::AgentSource> = BTreeMap::new();
+    for a in &index.agents {
+        match first.get(a.name.as_str()) {
+            Some(f) => d.error_help(
+                "duplicate-agent",
+                a.span,
+                format!(
+                    "agent `{}` is defined twice (first in group `{}` on line {})",
+                    a.name, f.group, f.span.start.line
+                ),
+                "agent names are unique on a host; rename or remove one",
+            ),
+            None => {
+                first.insert(&a.name, a);
+            }
+        }
+    }
+}
+
+fn agent_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    let names: Vec<&str> = config.agents().map(|a| a.name.as_str()).collect();
+    for a in &index.agents {
+        for (dep, span) in &a.depends_on {
+            if names.contains(&dep.as_str()) {
+                continue;
+            }
+            let msg = format!(
+                "agent `{}` depends on `{dep}`, which is not an agent of this host",
+                a.name
+            );
+            if config.group(dep).is_some() {
+                d.error_help(
+                    "unknown-dependency",
+                    *span,
+                    msg,
+                    format!("`{dep}` is a group; name it in the group's `depends_on` instead"),
+                );
+            } else {
+                match closest(dep, names.iter().copied()) {
+                    Some(c) => d.error_help(
+                        "unknown-dependency",
+                        *span,
+                        msg,
+                        format!("did you mean `{c}`?"),
+                    ),
+                    None => d.error("unknown-dependency", *span, msg),
+                }
+            }
+        }
+    }
+}
+
+fn group_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+    for g in &index.groups {
+        for (dep, span) in &g.depends_on {
+            if names.contains(&dep.as_str()) {
+                continue;
+            }
+            let msg = format!(
+                "group `{}` depends on `{dep}`, which is not a group of this host",
+                g.name
+            );
+            if config.agent(dep).is_some() {
+                d.error_help(
+                    "unknown-dependency",
+                    *span,
+                    msg,
+                    format!("`{dep}` is an agent; name it in an agent's `depends_on` instead"),
+                );
+            } else {
+                match closest(dep, names.iter().copied()) {
+                    Some(c) => d.error_help(
+                        "unknown-dependency",
+                        *span,
+                        msg,
+                        format!("did you mean `{c}`?"),
+                    ),
+                    None => d.error("unknown-dependency", *span, msg),
+                }
+            }
+        }
+    }
+}
+
+fn cycles(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    // Only edges to things that exist: unknown names were reported above.
+    let mut agents = Graph::new();
+    for a in config.agents() {
+        agents.add_node(&a.name);
+    }
+    for a in config.agents() {
+        for dep in &a.depends_on {
+            if config.agent(dep).is_some() {
+                agents.add_edge(&a.name, dep);
+            }
+        }
+    }
+    if let Some(cycle) = agents.find_cycle() {
+        // Point at the dependency entry that closes the cycle.
+        let from = &cycle[cycle.len() - 2];
+        let to = &cycle[cycle.len() - 1];
+        let span = index
+            .agent(from)
+            .and_then(|a| a.depends_on.iter().find(|(n, _)| n == to).map(|(_, s)| *s))
+            .or_else(|| index.agent(from).map(|a| a.span))
+            .unwrap_or_default();
+        d.error_help(
+            "cycle",
+            span,
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+            "remove one of these dependencies",
+        );
+        return;
+    }
+    let mut known = config.clone();
+    for g in &mut known.groups {
+        g.depends_on.retain(|dep| config.group(dep).is_some());
+    }
+    let groups = group_graph(&known);
+    if let Some(cycle) = groups.find_cycle() {
+        let from = &cycle[cycle.len() - 2];
+        let to = &cycle[cycle.len() - 1];
+        let explicit = index
+            .group(from)
+            .and_then(|g| g.depends_on.iter().find(|(n, _)| n == to).map(|(_, s)| *s));
+        // An implied edge comes from an agent of `from` that depends on an agent of `to`.
+        let implied = || {
+            config.group(from).and_then(|g| {
+                g.agents.iter().find_map(|a| {
+                    let src = index.agent(&a.name)?;
+                    src.depends_on
+                        .iter()
+                        .find(|(dep, _)| config.agent(dep).is_some_and(|x| x.group == *to))
+                        .map(|(dep, s)| (a.name.clone(), dep.clone(), *s))
+                })
+            })
+        };
+        match (explicit, implied()) {
+            (Some(span), _) => d.error_help(
+                "cycle",
+                span,
+                format!("group dependency cycle: {}", cycle.join(" -> ")),
+                "remove one of these dependencies",
+            ),
+            (None, Some((agent, dep, span))) => d.error_help(
+                "cycle",
+                span,
+                format!(
+                    "group dependency cycle: {} (group `{from}` depends on `{to}` because `{agent}` depends on `{dep}`)",
+                    cycle.join(" -> ")
+                ),
+                "groups start as units, so agents of two groups cannot depend on each other both ways; move an agent or drop a dependency",
+            ),
+            (None, None) => d.error(
+                "cycle",
+                index.group(from).map(|g| g.span).unwrap_or_default(),
+                format!("group dependency cycle: {}", cycle.join(" -> ")),
+            ),
+        }
+    }
+}
+
+fn port_collisions(index: &SourceIndex, d: &mut Diagnostics) {
+    struct Seen<'a> {
+        agent: &'a str,
+        line: u32,
+        ip: Option<&'a str>,
+    }
+    let mut by_port: BTreeMap<(u16, Protocol), Vec<Seen>> = BTreeMap::new();
+    for a in &index.agents {
+        for (p, span) in &a.ports {
+            let Some(hp) = p.host_port else { continue };
+            if a.replicas.0 > 1 {
+                d.error_help(
+                    "port-collision",
+                    *span,
+                    format!(
+                        "agent `{}` has {} replicas but publishes the fixed host port {hp}",
+                        a.name, a.replicas.0
+                    ),
+                    "publish only the container port (e.g. `8080`) or run one replica",
+                );
+            }
+            let ip = p
+                .host_ip
+                .as_deref()
+                .filter(|ip| *ip != "0.0.0.0" && *ip != "::");
+            let entry = by_port.entry((hp, p.protocol)).or_default();
+            // Two bindings clash when either is on all addresses or both on the same one.
+            if let Some(other) = entry
+                .iter()
+                .find(|s| s.ip.is_none() || ip.is_none() || s.ip == ip)
+            {
+                d.error_help(
+                    "port-collision",
+                    *span,
+                    format!(
+                        "host port {hp} is already published by agent `{}` (line {})",
+                        other.agent, other.line
+                    ),
+                    "each host port can be published once; pick another host port",
+                );
+            }
+            entry.push(Seen {
+                agent: &a.name,
+                line: span.start.line,
+                ip,
+            });
+        }
+    }
+}
