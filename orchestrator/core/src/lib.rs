@@ -10,4 +10,5 @@ pub mod glob;
 pub mod gpu;
 pub mod graph;
 pub mod model;
+pub mod supervise;
 pub mod units;

@@ -1,0 +1,985 @@
+//! Transitions on inputs and commands, and the decision pass that turns
+//! the resulting state into actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::state::*;
+use crate::gpu::ReplicaKey;
+use crate::graph::{agent_graph, group_graph};
+use crate::model::{HostConfig, RestartMode};
+
+impl Supervisor {
+    /// Applies something that happened and decides what to do next.
+    pub fn handle(&mut self, now: Millis, input: Input) -> Outcome {
+        let mut out = Outcome::default();
+        match input {
+            Input::Resync { containers } => self.resync(now, containers, &mut out),
+            Input::ContainerStarted { key, id } => {
+                if let Some(r) = self.replicas.get_mut(&key)
+                    && r.container.as_ref().is_some_and(|c| c.id == id)
+                    && r.op.is_none()
+                    && !r.is_running()
+                {
+                    if let Some(c) = r.container.as_mut() {
+                        c.status = ContainerStatus::Running;
+                    }
+                    mark_started(r, now, &mut out);
+                }
+            }
+            Input::ContainerDied { key, id, code, oom } => {
+                self.died(now, key, id, code, oom, &mut out)
+            }
+            Input::ContainerRemoved { key, id } => {
+                if let Some(r) = self.replicas.get_mut(&key)
+                    && r.container.as_ref().is_some_and(|c| c.id == id)
+                    && r.op.is_none()
+                {
+                    r.container = None;
+                    r.health = Health::Unknown;
+                    r.phase = Phase::Pending;
+                    out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                }
+            }
+            Input::Health { key, id, ok } => self.health(now, key, id, ok, &mut out),
+            Input::OpFinished { key, op, result } => {
+                self.op_finished(now, key, op, result, &mut out)
+            }
+            Input::DockerDown => {
+                if self.docker_up {
+                    self.docker_up = false;
+                    out.events.push(EventKind::DockerDown);
+                }
+            }
+        }
+        self.settle(now, &mut out);
+        out
+    }
+
+    /// Re-evaluates timers (backoffs, retries, stability).
+    pub fn tick(&mut self, now: Millis) -> Outcome {
+        let mut out = Outcome::default();
+        self.settle(now, &mut out);
+        out
+    }
+
+    /// The next moment `tick` has something to do, if any.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.replicas
+            .values()
+            .filter_map(|r| match &r.phase {
+                Phase::BackingOff { until, .. } => Some(*until),
+                Phase::Failed { retry_at, .. } => Some(*retry_at),
+                _ if r.failures > 0 => r.healthy_since.map(|t| t + STABLE_AFTER),
+                _ => None,
+            })
+            .min()
+    }
+
+    pub fn start_group(&mut self, now: Millis, group: &str) -> Result<Outcome, CommandError> {
+        if self.config.group(group).is_none() {
+            return Err(CommandError::UnknownGroup(group.to_string()));
+        }
+        let mut out = Outcome::default();
+        // Starting a group starts what it depends on, in order.
+        for g in self.start_order(&self.group_graph.closure(&[group])) {
+            if self.started.insert(g.clone()) {
+                self.ready_groups.remove(&g);
+                out.events.push(EventKind::GroupStarting { group: g });
+            }
+        }
+        out.persist();
+        self.settle(now, &mut out);
+        Ok(out)
+    }
+
+    pub fn stop_group(
+        &mut self,
+        now: Millis,
+        group: &str,
+        with_dependents: bool,
+    ) -> Result<Outcome, CommandError> {
+        if self.config.group(group).is_none() {
+            return Err(CommandError::UnknownGroup(group.to_string()));
+        }
+        let dependents: Vec<String> = self
+            .group_graph
+            .reverse_closure(&[group])
+            .into_iter()
+            .filter(|g| g != group && self.started.contains(g))
+            .collect();
+        if !dependents.is_empty() && !with_dependents {
+            return Err(CommandError::NeededBy {
+                group: group.to_string(),
+                needed_by: dependents,
+            });
+        }
+        let mut out = Outcome::default();
+        for g in std::iter::once(group.to_string()).chain(dependents) {
+            if self.started.remove(&g) {
+                self.ready_groups.remove(&g);
+                out.events.push(EventKind::GroupStopping { group: g });
+            }
+        }
+        out.persist();
+        self.settle(now, &mut out);
+        Ok(out)
+    }
+
+    /// Stops every group (daemon shutdown with `shutdown: stop`).
+    pub fn stop_all(&mut self, now: Millis) -> Outcome {
+        let mut out = Outcome::default();
+        for g in std::mem::take(&mut self.started) {
+            out.events.push(EventKind::GroupStopping { group: g });
+        }
+        self.ready_groups.clear();
+        self.settle(now, &mut out);
+        out
+    }
+
+    /// Stops the group's agents (reverse order) and starts them again.
+    pub fn restart_group(&mut self, now: Millis, group: &str) -> Result<Outcome, CommandError> {
+        if self.config.group(group).is_none() {
+            return Err(CommandError::UnknownGroup(group.to_string()));
+        }
+        if !self.started.contains(group) {
+            return self.start_group(now, group);
+        }
+        let mut out = Outcome::default();
+        self.restarting.insert(group.to_string());
+        self.ready_groups.remove(group);
+        out.events.push(EventKind::GroupStopping {
+            group: group.to_string(),
+        });
+        self.settle(now, &mut out);
+        Ok(out)
+    }
+
+    /// Restarts an agent's replicas one at a time.
+    pub fn restart_agent(
+        &mut self,
+        now: Millis,
+        group: &str,
+        agent: &str,
+    ) -> Result<Outcome, CommandError> {
+        let a = self
+            .agents
+            .get(agent)
+            .filter(|a| a.group == group)
+            .ok_or_else(|| CommandError::UnknownAgent {
+                group: group.to_string(),
+                agent: agent.to_string(),
+            })?;
+        let n = a.replicas;
+        for i in 0..n {
+            if let Some(r) = self.replicas.get_mut(&ReplicaKey::new(agent, i)) {
+                r.restart_requested = true;
+            }
+        }
+        let mut out = Outcome::default();
+        self.settle(now, &mut out);
+        Ok(out)
+    }
+
+    /// Takes a new config. Agents whose hash changed are recreated, one
+    /// replica at a time; removed agents and groups are stopped.
+    pub fn reload(
+        &mut self,
+        now: Millis,
+        config: HostConfig,
+        hashes: BTreeMap<String, String>,
+    ) -> Result<Outcome, CommandError> {
+        if config.host.name != self.config.host.name {
+            return Err(CommandError::WrongHost {
+                current: self.config.host.name.clone(),
+                new: config.host.name,
+            });
+        }
+        let mut changed: Vec<String> = hashes
+            .iter()
+            .filter(|(a, h)| self.hashes.get(*a) != Some(*h))
+            .map(|(a, _)| a.clone())
+            .collect();
+        changed.extend(
+            self.hashes
+                .keys()
+                .filter(|a| !hashes.contains_key(*a))
+                .cloned(),
+        );
+        changed.sort();
+        self.agent_graph = agent_graph(&config);
+        self.group_graph = group_graph(&config);
+        self.agents = config
+            .agents()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        self.hashes = hashes;
+        self.started.retain(|g| config.group(g).is_some());
+        self.restarting.retain(|g| config.group(g).is_some());
+        self.config = config;
+        self.generation += 1;
+        // A changed GPU request invalidates the slice.
+        for r in self.replicas.values_mut() {
+            if changed.contains(&r.key.agent) {
+                r.slice = None;
+            }
+        }
+        let mut out = Outcome::default();
+        out.events.push(EventKind::ConfigApplied {
+            generation: self.generation,
+            changed,
+        });
+        out.persist();
+        self.settle(now, &mut out);
+        Ok(out)
+    }
+
+    // ---- transitions ----
+
+    fn resync(
+        &mut self,
+        now: Millis,
+        containers: Vec<(ReplicaKey, String, ContainerFacts)>,
+        out: &mut Outcome,
+    ) {
+        if !self.docker_up {
+            self.docker_up = true;
+            out.events.push(EventKind::DockerUp);
+        }
+        let mut by_key: BTreeMap<ReplicaKey, Vec<(String, ContainerFacts)>> = BTreeMap::new();
+        for (key, group, facts) in containers {
+            by_key.entry(key).or_default().push((group, facts));
+        }
+        // Containers that vanished while we were not looking.
+        for r in self.replicas.values_mut() {
+            if r.op.is_some() {
+                continue;
+            }
+            if let Some(c) = &r.container
+                && !by_key
+                    .get(&r.key)
+                    .is_some_and(|v| v.iter().any(|(_, f)| f.id == c.id))
+            {
+                r.container = None;
+                r.health = Health::Unknown;
+                r.phase = Phase::Pending;
+                out.actions
+                    .push(Action::UnwatchHealth { key: r.key.clone() });
+            }
+        }
+        for (key, mut found) in by_key {
+            let current = self
+                .replicas
+                .get(&key)
+                .and_then(|r| r.container.as_ref().map(|c| c.id.clone()));
+            // Keep the container we already track, else a running one, else the first.
+            let keep = found
+                .iter()
+                .position(|(_, f)| Some(&f.id) == current.as_ref())
+                .or_else(|| {
+                    found
+                        .iter()
+                        .position(|(_, f)| f.status == ContainerStatus::Running)
+                })
+                .unwrap_or(0);
+            let (group, facts) = found.swap_remove(keep);
+            for (_, dup) in found {
+                out.events.push(EventKind::DuplicateRemoved {
+                    replica: key.clone(),
+                    container: dup.id.clone(),
+                });
+                out.actions.push(if dup.status == ContainerStatus::Running {
+                    Action::Stop {
+                        key: key.clone(),
+                        id: dup.id,
+                    }
+                } else {
+                    Action::Remove {
+                        key: key.clone(),
+                        id: dup.id,
+                    }
+                });
+            }
+            let group = self
+                .agents
+                .get(&key.agent)
+                .map(|a| a.group.clone())
+                .unwrap_or(group);
+            let r = self
+                .replicas
+                .entry(key.clone())
+                .or_insert_with(|| Replica::new(key.clone(), &group));
+            if r.op.is_some() {
+                continue;
+            }
+            let first_sight = r.container.as_ref().map(|c| &c.id) != Some(&facts.id);
+            let was_running = r.is_running();
+            let status = facts.status;
+            r.container = Some(facts.clone());
+            if first_sight {
+                out.events.push(EventKind::AgentAdopted {
+                    replica: key.clone(),
+                    group: r.group.clone(),
+                    container: facts.id.clone(),
+                });
+            }
+            match status {
+                ContainerStatus::Running => {
+                    if first_sight || !was_running {
+                        r.started_at = Some(now);
+                        r.health = Health::Unknown;
+                        r.probe_failures = 0;
+                        r.phase = Phase::Running;
+                        out.actions.push(Action::WatchHealth {
+                            key: key.clone(),
+                            id: facts.id.clone(),
+                        });
+                    }
+                }
+                ContainerStatus::Created => r.phase = Phase::Pending,
+                ContainerStatus::Exited { code, .. } => {
+                    if was_running {
+                        out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                    }
+                    if !matches!(r.phase, Phase::BackingOff { .. } | Phase::Exited { .. }) {
+                        // Found stopped (it died while nobody watched): bring
+                        // it back now if its policy says so.
+                        r.phase = if self_should_restart(&self.agents, &key, code) {
+                            Phase::BackingOff {
+                                until: now,
+                                exit_code: Some(code),
+                            }
+                        } else {
+                            Phase::Exited { code }
+                        };
+                    }
+                }
+            }
+        }
+        self.sync_replica_table();
+    }
+
+    fn died(
+        &mut self,
+        now: Millis,
+        key: ReplicaKey,
+        id: String,
+        code: i64,
+        oom: bool,
+        out: &mut Outcome,
+    ) {
+        let wanted = self.wanted(&key);
+        let restart = self.should_restart(&key, code, oom);
+        let Some(r) = self.replicas.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = r.container.as_mut().filter(|c| c.id == id) else {
+            return;
+        };
+        if !matches!(c.status, ContainerStatus::Running) {
+            return;
+        }
+        c.status = ContainerStatus::Exited { code, oom };
+        r.health = Health::Unknown;
+        r.healthy_since = None;
+        out.actions.push(Action::UnwatchHealth { key: key.clone() });
+        // A stop or restart we asked for: the operation reports its own end.
+        if r.op.is_some() || !wanted || r.held_by_crashloop {
+            return;
+        }
+        out.events.push(EventKind::AgentExited {
+            replica: key.clone(),
+            group: r.group.clone(),
+            code,
+            oom,
+        });
+        if restart {
+            self.schedule_restart(now, &key, Some(code), out);
+        } else if let Some(r) = self.replicas.get_mut(&key) {
+            r.phase = Phase::Exited { code };
+        }
+    }
+
+    /// Counts a failure and sets the backoff; marks a crash loop.
+    fn schedule_restart(
+        &mut self,
+        now: Millis,
+        key: &ReplicaKey,
+        exit_code: Option<i64>,
+        out: &mut Outcome,
+    ) {
+        let (restarts_limit, window) = match self.agents.get(&key.agent) {
+            Some(a) => (
+                a.restart.crashloop.restarts,
+                a.restart.crashloop.window.as_millis() as u64,
+            ),
+            None => return,
+        };
+        let failures = self.replicas.get(key).map(|r| r.failures + 1).unwrap_or(1);
+        let delay = self.backoff_delay(key, failures);
+        let Some(r) = self.replicas.get_mut(key) else {
+            return;
+        };
+        r.failures = failures;
+        r.restart_times.push_back(now);
+        while r
+            .restart_times
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > window)
+        {
+            r.restart_times.pop_front();
+        }
+        r.phase = Phase::BackingOff {
+            until: now + delay,
+            exit_code,
+        };
+        out.events.push(EventKind::AgentRestarting {
+            replica: key.clone(),
+            group: r.group.clone(),
+            in_ms: delay,
+            attempt: failures,
+        });
+        if !r.crashloop && r.restart_times.len() as u32 >= restarts_limit {
+            r.crashloop = true;
+            out.events.push(EventKind::AgentCrashLoop {
+                replica: key.clone(),
+                group: r.group.clone(),
+                restarts: r.restart_times.len() as u32,
+                window_ms: window,
+            });
+            self.hold_dependents(&key.agent);
+        }
+    }
+
+    /// Marks every replica that (transitively, through required
+    /// dependencies) needs `agent` as held.
+    fn hold_dependents(&mut self, agent: &str) {
+        for dependent in self.required_dependents(agent) {
+            for r in self
+                .replicas
+                .values_mut()
+                .filter(|r| r.key.agent == dependent)
+            {
+                r.held_by_crashloop = true;
+            }
+        }
+    }
+
+    /// Agents that need `agent`, transitively, through required edges.
+    fn required_dependents(&self, agent: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![agent.to_string()];
+        while let Some(a) = todo.pop() {
+            let required = self.agents.get(&a).is_some_and(|x| x.required);
+            if !required {
+                continue;
+            }
+            for d in self.agent_graph.dependents_of(&a) {
+                if out.insert(d.to_string()) {
+                    todo.push(d.to_string());
+                }
+            }
+        }
+        out.remove(agent);
+        out
+    }
+
+    /// Whether anything `agent` needs (transitively, required) is crash-looping.
+    fn upstream_crashloop(&self, agent: &str) -> bool {
+        let closure = self.agent_graph.closure(&[agent]);
+        closure.iter().filter(|a| a.as_str() != agent).any(|a| {
+            self.agents.get(a).is_some_and(|x| x.required)
+                && self
+                    .replicas
+                    .values()
+                    .any(|r| &r.key.agent == a && r.crashloop)
+        })
+    }
+
+    fn health(&mut self, now: Millis, key: ReplicaKey, id: String, ok: bool, out: &mut Outcome) {
+        let (retries, start_period) = match self.agents.get(&key.agent) {
+            Some(a) => (a.health.retries, a.health.start_period.as_millis() as u64),
+            None => return,
+        };
+        let Some(r) = self.replicas.get_mut(&key) else {
+            return;
+        };
+        if !r.is_running() || r.container.as_ref().is_none_or(|c| c.id != id) {
+            return;
+        }
+        if ok {
+            r.probe_failures = 0;
+            if r.health != Health::Healthy {
+                r.health = Health::Healthy;
+                r.healthy_since = Some(now);
+                out.events.push(EventKind::AgentHealthy {
+                    replica: key.clone(),
+                    group: r.group.clone(),
+                });
+                if r.crashloop {
+                    r.crashloop = false;
+                    r.restart_times.clear();
+                    out.events.push(EventKind::AgentRecovered {
+                        replica: key.clone(),
+                        group: r.group.clone(),
+                    });
+                }
+            }
+        } else {
+            // As with Docker: failures in the start period do not count,
+            // unless the replica has already been healthy since it started.
+            let in_start_period =
+                r.healthy_since.is_none() && r.started_at.is_some_and(|t| now < t + start_period);
+            if in_start_period {
+                return;
+            }
+            r.probe_failures += 1;
+            if r.probe_failures >= retries && r.health != Health::Unhealthy {
+                r.health = Health::Unhealthy;
+                r.healthy_since = None;
+                out.events.push(EventKind::AgentUnhealthy {
+                    replica: key.clone(),
+                    group: r.group.clone(),
+                });
+            }
+        }
+    }
+
+    fn op_finished(
+        &mut self,
+        now: Millis,
+        key: ReplicaKey,
+        op: OpKind,
+        result: Result<OpSuccess, String>,
+        out: &mut Outcome,
+    ) {
+        let wanted = self.wanted(&key);
+        let retry_failures = self.replicas.get(&key).map(|r| r.failures + 1).unwrap_or(1);
+        let delay = self.backoff_delay(&key, retry_failures);
+        let Some(r) = self.replicas.get_mut(&key) else {
+            return;
+        };
+        if r.op != Some(op) {
+            return;
+        }
+        r.op = None;
+        match (op, result) {
+            (OpKind::Stop | OpKind::Remove, Ok(_)) => {
+                r.container = None;
+                r.health = Health::Unknown;
+                r.started_at = None;
+                r.healthy_since = None;
+                r.phase = if wanted {
+                    Phase::Pending
+                } else {
+                    Phase::Stopped
+                };
+                out.events.push(EventKind::AgentStopped {
+                    replica: key.clone(),
+                    group: r.group.clone(),
+                });
+            }
+            (_, Ok(success)) => {
+                if let Some(s) = success.slice {
+                    r.slice = Some(s);
+                    out.persist();
+                }
+                r.container = success.container;
+                if r.is_running() {
+                    mark_started(r, now, out);
+                } else {
+                    r.phase = Phase::Pending;
+                }
+            }
+            (_, Err(reason)) => {
+                r.failures = retry_failures;
+                r.phase = Phase::Failed {
+                    reason: reason.clone(),
+                    retry_at: now + delay,
+                };
+                out.events.push(EventKind::AgentFailed {
+                    replica: key.clone(),
+                    group: r.group.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    // ---- the decision pass ----
+
+    /// Group transitions, then stops (reverse order), then starts (order).
+    fn settle(&mut self, now: Millis, out: &mut Outcome) {
+        // A group being restarted comes back once all of it is down.
+        let done: Vec<String> = self
+            .restarting
+            .iter()
+            .filter(|g| {
+                !self
+                    .replicas
+                    .values()
+                    .any(|r| &r.group == *g && (r.container.is_some() || r.op.is_some()))
+            })
+            .cloned()
+            .collect();
+        for g in done {
+            self.restarting.remove(&g);
+            out.events.push(EventKind::GroupStarting { group: g });
+        }
+        self.sync_replica_table();
+        // Stable long enough: forget past failures.
+        for r in self.replicas.values_mut() {
+            if r.failures > 0
+                && r.health == Health::Healthy
+                && r.healthy_since.is_some_and(|t| now >= t + STABLE_AFTER)
+            {
+                r.failures = 0;
+            }
+        }
+        if self.docker_up {
+            let order = self.agent_order();
+            self.stop_pass(&order, out);
+            self.start_pass(now, &order, out);
+        }
+        self.group_events(out);
+        self.replicas
+            .retain(|_, r| !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none()));
+    }
+
+    fn agent_order(&self) -> Vec<String> {
+        self.agent_graph.waves().into_iter().flatten().collect()
+    }
+
+    fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
+        self.group_graph
+            .waves()
+            .into_iter()
+            .flatten()
+            .filter(|g| groups.contains(g))
+            .collect()
+    }
+
+    fn keys_of(&self, agent: &str) -> Vec<ReplicaKey> {
+        self.replicas
+            .keys()
+            .filter(|k| k.agent == agent)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the replica is due to go down (unwanted, or held by a crash loop).
+    fn going_down(&self, r: &Replica) -> bool {
+        !self.wanted(&r.key) || (r.held_by_crashloop && self.upstream_crashloop(&r.key.agent))
+    }
+
+    fn stop_pass(&mut self, order: &[String], out: &mut Outcome) {
+        // Unknown agents (removed from the config) go first: nothing we know depends on them.
+        let mut agents: Vec<String> = self
+            .replicas
+            .keys()
+            .map(|k| k.agent.clone())
+            .filter(|a| !self.agents.contains_key(a))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        agents.extend(order.iter().rev().cloned());
+        for agent in agents {
+            for key in self.keys_of(&agent) {
+                let Some(r) = self.replicas.get(&key) else {
+                    continue;
+                };
+                if r.op.is_some() || r.container.is_none() || !self.going_down(r) {
+                    continue;
+                }
+                // Dependents that are also going down stop first.
+                let blocked = self.agent_graph.dependents_of(&agent).iter().any(|d| {
+                    self.replicas.values().any(|x| {
+                        x.key.agent == *d
+                            && (x.container.is_some() || x.op.is_some())
+                            && self.going_down(x)
+                    })
+                });
+                if blocked {
+                    continue;
+                }
+                let Some(r) = self.replicas.get_mut(&key) else {
+                    continue;
+                };
+                let Some(c) = r.container.clone() else {
+                    continue;
+                };
+                if c.status == ContainerStatus::Running {
+                    r.op = Some(OpKind::Stop);
+                    r.phase = Phase::Stopping;
+                    out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                    out.actions.push(Action::Stop {
+                        key: key.clone(),
+                        id: c.id,
+                    });
+                } else {
+                    r.op = Some(OpKind::Remove);
+                    r.phase = Phase::Stopping;
+                    out.actions.push(Action::Remove {
+                        key: key.clone(),
+                        id: c.id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Required dependencies of `agent` that are not ready.
+    fn waiting_for(&self, agent: &str) -> Vec<String> {
+        let Some(a) = self.agents.get(agent) else {
+            return Vec::new();
+        };
+        a.depends_on
+            .iter()
+            .filter(|d| self.agents.get(*d).is_some_and(|x| x.required))
+            .filter(|d| !self.agent_ready(d))
+            .cloned()
+            .collect()
+    }
+
+    fn start_pass(&mut self, now: Millis, order: &[String], out: &mut Outcome) {
+        for agent in order {
+            let Some(spec) = self.agents.get(agent).cloned() else {
+                continue;
+            };
+            let hash = self.hashes.get(agent).cloned().unwrap_or_default();
+            let waiting = self.waiting_for(agent);
+            for key in self.keys_of(agent) {
+                if !self.wanted(&key) {
+                    continue;
+                }
+                let upstream_loop = self.upstream_crashloop(agent);
+                // One replica of an agent changes at a time.
+                let sibling_busy = self.replicas.values().any(|x| {
+                    x.key.agent == *agent
+                        && x.key != key
+                        && (x.op.is_some() || (x.is_running() && !self.counts_healthy(x)))
+                });
+                let Some(r) = self.replicas.get_mut(&key) else {
+                    continue;
+                };
+                if r.op.is_some() {
+                    continue;
+                }
+                if r.held_by_crashloop {
+                    if upstream_loop {
+                        continue;
+                    }
+                    r.held_by_crashloop = false;
+                }
+                let group = r.group.clone();
+                let container = r.container.clone();
+                match container {
+                    None => {
+                        if let Phase::Failed { retry_at, .. } = r.phase
+                            && now < retry_at
+                        {
+                            continue;
+                        }
+                        if !waiting.is_empty() {
+                            hold(r, &waiting, out);
+                            continue;
+                        }
+                        r.op = Some(OpKind::Launch);
+                        r.phase = Phase::Starting;
+                        out.events.push(EventKind::AgentStarting {
+                            replica: key.clone(),
+                            group: group.clone(),
+                        });
+                        out.actions.push(Action::Launch {
+                            key: key.clone(),
+                            group,
+                            replace: None,
+                            slice: r.slice.clone(),
+                            generation: self.generation,
+                        });
+                    }
+                    Some(c) if c.config_hash != hash => {
+                        if sibling_busy {
+                            continue;
+                        }
+                        if let Phase::Failed { retry_at, .. } = r.phase
+                            && now < retry_at
+                        {
+                            continue;
+                        }
+                        if !waiting.is_empty() {
+                            hold(r, &waiting, out);
+                            continue;
+                        }
+                        r.op = Some(OpKind::Recreate);
+                        r.phase = Phase::Starting;
+                        out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                        out.events.push(EventKind::AgentStarting {
+                            replica: key.clone(),
+                            group: group.clone(),
+                        });
+                        out.actions.push(Action::Launch {
+                            key: key.clone(),
+                            group,
+                            replace: Some(c.id),
+                            slice: r.slice.clone(),
+                            generation: self.generation,
+                        });
+                    }
+                    Some(c) => match c.status {
+                        ContainerStatus::Created => {
+                            if let Phase::Failed { retry_at, .. } = r.phase
+                                && now < retry_at
+                            {
+                                continue;
+                            }
+                            if !waiting.is_empty() {
+                                hold(r, &waiting, out);
+                                continue;
+                            }
+                            r.op = Some(OpKind::Start);
+                            r.phase = Phase::Starting;
+                            out.events.push(EventKind::AgentStarting {
+                                replica: key.clone(),
+                                group,
+                            });
+                            out.actions.push(Action::Start {
+                                key: key.clone(),
+                                id: c.id,
+                            });
+                        }
+                        ContainerStatus::Running => {
+                            let unhealthy = r.health == Health::Unhealthy
+                                && spec.restart.policy != RestartMode::Never;
+                            let requested = r.restart_requested && !sibling_busy;
+                            if !(unhealthy || requested) {
+                                continue;
+                            }
+                            r.restart_requested = false;
+                            r.op = Some(OpKind::Restart);
+                            r.phase = Phase::Starting;
+                            out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                            out.actions.push(Action::Restart {
+                                key: key.clone(),
+                                id: c.id.clone(),
+                            });
+                            if unhealthy {
+                                // A failed health check counts like a crash.
+                                self.count_failure(now, &key, out);
+                            }
+                            if let Some(r) = self.replicas.get_mut(&key) {
+                                r.restarts_total += 1;
+                            }
+                        }
+                        ContainerStatus::Exited { code, .. } => {
+                            let due = match r.phase {
+                                Phase::BackingOff { until, .. } => now >= until,
+                                Phase::Failed { retry_at, .. } => now >= retry_at,
+                                Phase::Exited { .. } => r.restart_requested,
+                                _ => self_should_restart(&self.agents, &key, code),
+                            };
+                            if !due {
+                                continue;
+                            }
+                            if !waiting.is_empty() {
+                                hold(r, &waiting, out);
+                                continue;
+                            }
+                            r.restart_requested = false;
+                            r.op = Some(OpKind::Start);
+                            r.phase = Phase::Starting;
+                            r.restarts_total += 1;
+                            out.events.push(EventKind::AgentStarting {
+                                replica: key.clone(),
+                                group,
+                            });
+                            out.actions.push(Action::Start {
+                                key: key.clone(),
+                                id: c.id,
+                            });
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Failure accounting for a health-driven restart (no backoff wait: the
+    /// container is restarted at once, but the crash-loop count grows).
+    fn count_failure(&mut self, now: Millis, key: &ReplicaKey, out: &mut Outcome) {
+        let phase_before = self.replicas.get(key).map(|r| r.phase.clone());
+        self.schedule_restart(now, key, None, out);
+        if let (Some(r), Some(p)) = (self.replicas.get_mut(key), phase_before) {
+            r.phase = p;
+        }
+    }
+
+    fn group_events(&mut self, out: &mut Outcome) {
+        let groups: Vec<String> = self.config.groups.iter().map(|g| g.name.clone()).collect();
+        for g in groups {
+            if self.group_wanted(&g) {
+                let ready = self.group_ready(&g);
+                if ready && self.ready_groups.insert(g.clone()) {
+                    out.events.push(EventKind::GroupReady { group: g });
+                } else if !ready {
+                    self.ready_groups.remove(&g);
+                }
+            } else if !self.restarting.contains(&g) {
+                let active = self
+                    .replicas
+                    .values()
+                    .any(|r| r.group == g && (r.container.is_some() || r.op.is_some()));
+                let stopping = out
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, EventKind::AgentStopped { group, .. } | EventKind::GroupStopping { group } if *group == g));
+                if !active && stopping {
+                    out.events.push(EventKind::GroupStopped { group: g });
+                }
+            }
+        }
+    }
+}
+
+fn self_should_restart(
+    agents: &BTreeMap<String, crate::model::Agent>,
+    key: &ReplicaKey,
+    code: i64,
+) -> bool {
+    match agents.get(&key.agent).map(|a| a.restart.policy) {
+        Some(RestartMode::Always) => true,
+        Some(RestartMode::OnFailure) => code != 0,
+        _ => false,
+    }
+}
+
+fn hold(r: &mut Replica, waiting: &[String], out: &mut Outcome) {
+    let phase = Phase::Held {
+        waiting_for: waiting.to_vec(),
+    };
+    if r.phase != phase {
+        out.events.push(EventKind::AgentHeld {
+            replica: r.key.clone(),
+            group: r.group.clone(),
+            waiting_for: waiting.to_vec(),
+        });
+        r.phase = phase;
+    }
+}
+
+fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {
+    r.phase = Phase::Running;
+    r.started_at = Some(now);
+    r.health = Health::Unknown;
+    r.healthy_since = None;
+    r.probe_failures = 0;
+    out.events.push(EventKind::AgentRunning {
+        replica: r.key.clone(),
+        group: r.group.clone(),
+    });
+    if let Some(c) = &r.container {
+        out.actions.push(Action::WatchHealth {
+            key: r.key.clone(),
+            id: c.id.clone(),
+        });
+    }
+}

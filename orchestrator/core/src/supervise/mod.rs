@@ -1,0 +1,28 @@
+//! The supervision state machine of one host, as pure data.
+//!
+//! The daemon's owner task feeds a [`Supervisor`] what happened (container
+//! seen, died, health result, an operation finished, an operator command)
+//! together with the current time, and executes the [`Action`]s it returns.
+//! Nothing here does I/O or reads a clock, so every rule below is tested
+//! with plain tables.
+//!
+//! Rules:
+//! - A replica starts only when every agent it depends on is ready (all of
+//!   its replicas running and healthy, or running with no probe). An
+//!   optional dependency (`required: false`) never holds anyone.
+//! - Independent replicas start together; an agent's replicas are
+//!   recreated one at a time when its config hash changes.
+//! - A container that exits is restarted as its policy says, after an
+//!   exponential backoff with jitter; `restarts` restarts within `window`
+//!   mark it crash-looping, which stops its (transitive, required)
+//!   dependents; they start again, in dependency order, once it is healthy.
+//! - Replicas that are no longer wanted stop in reverse dependency order.
+//! - While Docker is unreachable nothing is attempted; when it is back the
+//!   observed containers are adopted by their labels, never duplicated.
+
+mod decide;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use state::*;

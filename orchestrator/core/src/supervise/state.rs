@@ -1,0 +1,590 @@
+//! Types of the supervision state machine and its transitions.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{ReplicaKey, Slice};
+use crate::graph::{Graph, agent_graph, group_graph};
+use crate::model::{Agent, HostConfig, RestartMode};
+
+/// Milliseconds on a monotonic clock the caller owns.
+pub type Millis = u64;
+
+/// A replica is counted healthy-and-stable after this long, which resets
+/// its backoff.
+pub const STABLE_AFTER: Millis = 10_000;
+
+/// What the caller knows about one container of ours.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerFacts {
+    pub id: String,
+    pub config_hash: String,
+    pub status: ContainerStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status")]
+pub enum ContainerStatus {
+    /// Created but never started (e.g. the daemon died between the two calls).
+    Created,
+    Running,
+    Exited {
+        code: i64,
+        oom: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    /// Not probed yet since the last start.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+/// Where a replica is in its life, for people and for the decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "phase")]
+pub enum Phase {
+    /// Wanted, not started yet (about to start, or held).
+    Pending,
+    /// Held until these agents are ready.
+    Held {
+        waiting_for: Vec<String>,
+    },
+    /// A create/start is in flight.
+    Starting,
+    Running,
+    /// Exited; a restart is due at `until`.
+    BackingOff {
+        until: Millis,
+        exit_code: Option<i64>,
+    },
+    /// Exited and not to be restarted (policy, or a clean exit under on-failure).
+    Exited {
+        code: i64,
+    },
+    /// The last launch failed (image missing, Docker refused, no GPU slice).
+    Failed {
+        reason: String,
+        retry_at: Millis,
+    },
+    Stopping,
+    /// Not wanted any more and gone; kept only until removed from the table.
+    Stopped,
+}
+
+/// An operation the caller runs and reports back with `Input::OpFinished`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpKind {
+    /// Create (if no container exists) and start.
+    Launch,
+    /// `docker start` of the existing container.
+    Start,
+    /// Stop (with the agent's grace period) and start again.
+    Restart,
+    /// Remove the old container, create a new one from the current spec, start it.
+    Recreate,
+    /// Stop and remove.
+    Stop,
+    /// Remove a container that is not running.
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replica {
+    pub key: ReplicaKey,
+    pub group: String,
+    pub container: Option<ContainerFacts>,
+    pub phase: Phase,
+    pub health: Health,
+    pub probe_failures: u32,
+    /// When the current container last started (our clock).
+    pub started_at: Option<Millis>,
+    pub healthy_since: Option<Millis>,
+    /// The operation in flight, if any.
+    pub op: Option<OpKind>,
+    /// Restarts since the replica was last stable; drives the backoff.
+    pub failures: u32,
+    /// Times of recent restarts, for crash-loop detection.
+    pub restart_times: VecDeque<Millis>,
+    pub crashloop: bool,
+    /// Set by `agent restart`; cleared when the restart is issued.
+    pub restart_requested: bool,
+    /// Stopped because a dependency is crash-looping; started again when it recovers.
+    pub held_by_crashloop: bool,
+    pub slice: Option<Slice>,
+    /// Total restarts done by the supervisor (for status and metrics).
+    pub restarts_total: u64,
+}
+
+impl Replica {
+    pub(crate) fn new(key: ReplicaKey, group: &str) -> Self {
+        Replica {
+            key,
+            group: group.to_string(),
+            container: None,
+            phase: Phase::Pending,
+            health: Health::Unknown,
+            probe_failures: 0,
+            started_at: None,
+            healthy_since: None,
+            op: None,
+            failures: 0,
+            restart_times: VecDeque::new(),
+            crashloop: false,
+            restart_requested: false,
+            held_by_crashloop: false,
+            slice: None,
+            restarts_total: 0,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.container.as_ref().map(|c| c.status),
+            Some(ContainerStatus::Running)
+        )
+    }
+}
+
+/// Things that happened, reported by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A full listing of our containers (at start, and after Docker came back).
+    Resync {
+        containers: Vec<(ReplicaKey, String, ContainerFacts)>,
+    },
+    ContainerStarted {
+        key: ReplicaKey,
+        id: String,
+    },
+    ContainerDied {
+        key: ReplicaKey,
+        id: String,
+        code: i64,
+        oom: bool,
+    },
+    ContainerRemoved {
+        key: ReplicaKey,
+        id: String,
+    },
+    Health {
+        key: ReplicaKey,
+        id: String,
+        ok: bool,
+    },
+    OpFinished {
+        key: ReplicaKey,
+        op: OpKind,
+        result: Result<OpSuccess, String>,
+    },
+    DockerDown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpSuccess {
+    /// The container the operation left in place (none after Stop/Remove).
+    pub container: Option<ContainerFacts>,
+    /// The slice as the operation completed it (a created MIG device).
+    pub slice: Option<Slice>,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    Launch {
+        key: ReplicaKey,
+        group: String,
+        /// A stale container to remove first (recreate).
+        replace: Option<String>,
+        slice: Option<Slice>,
+        generation: u64,
+    },
+    Start {
+        key: ReplicaKey,
+        id: String,
+    },
+    Restart {
+        key: ReplicaKey,
+        id: String,
+    },
+    Stop {
+        key: ReplicaKey,
+        id: String,
+    },
+    Remove {
+        key: ReplicaKey,
+        id: String,
+    },
+    /// Probe this container until told otherwise.
+    WatchHealth {
+        key: ReplicaKey,
+        id: String,
+    },
+    UnwatchHealth {
+        key: ReplicaKey,
+    },
+    /// Desired state changed: write it out.
+    Persist,
+}
+
+/// What operators see happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum EventKind {
+    GroupStarting {
+        group: String,
+    },
+    GroupReady {
+        group: String,
+    },
+    GroupStopping {
+        group: String,
+    },
+    GroupStopped {
+        group: String,
+    },
+    AgentStarting {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentRunning {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentHealthy {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentUnhealthy {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentExited {
+        replica: ReplicaKey,
+        group: String,
+        code: i64,
+        oom: bool,
+    },
+    AgentRestarting {
+        replica: ReplicaKey,
+        group: String,
+        in_ms: u64,
+        attempt: u32,
+    },
+    AgentCrashLoop {
+        replica: ReplicaKey,
+        group: String,
+        restarts: u32,
+        window_ms: u64,
+    },
+    AgentRecovered {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentHeld {
+        replica: ReplicaKey,
+        group: String,
+        waiting_for: Vec<String>,
+    },
+    AgentFailed {
+        replica: ReplicaKey,
+        group: String,
+        reason: String,
+    },
+    AgentStopped {
+        replica: ReplicaKey,
+        group: String,
+    },
+    AgentAdopted {
+        replica: ReplicaKey,
+        group: String,
+        container: String,
+    },
+    DuplicateRemoved {
+        replica: ReplicaKey,
+        container: String,
+    },
+    ConfigApplied {
+        generation: u64,
+        changed: Vec<String>,
+    },
+    DockerDown,
+    DockerUp,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    pub actions: Vec<Action>,
+    pub events: Vec<EventKind>,
+}
+
+impl Outcome {
+    pub(crate) fn persist(&mut self) {
+        if !self.actions.contains(&Action::Persist) {
+            self.actions.push(Action::Persist);
+        }
+    }
+}
+
+/// Why an operator command was refused. Nothing changes when it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no group `{0}` on this host")]
+    UnknownGroup(String),
+    #[error("no agent `{agent}` in group `{group}`")]
+    UnknownAgent { group: String, agent: String },
+    #[error("group `{group}` is needed by started group(s) {}; stop them first or pass --with-dependents", needed_by.join(", "))]
+    NeededBy {
+        group: String,
+        needed_by: Vec<String>,
+    },
+    #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
+    WrongHost { current: String, new: String },
+}
+
+/// The desired state that survives restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persisted {
+    pub started_groups: BTreeSet<String>,
+    pub generation: u64,
+    /// GPU slices by replica (`agent#replica`), kept across restarts.
+    pub slices: BTreeMap<String, Slice>,
+}
+
+/// The supervision state of one host.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub(crate) config: HostConfig,
+    pub(crate) agents: BTreeMap<String, Agent>,
+    pub(crate) hashes: BTreeMap<String, String>,
+    pub(crate) agent_graph: Graph,
+    pub(crate) group_graph: Graph,
+    pub(crate) started: BTreeSet<String>,
+    /// Groups being restarted: held down until fully stopped, then started.
+    pub(crate) restarting: BTreeSet<String>,
+    pub(crate) generation: u64,
+    pub(crate) replicas: BTreeMap<ReplicaKey, Replica>,
+    pub(crate) docker_up: bool,
+    /// Groups that have reported ready since they were last started.
+    pub(crate) ready_groups: BTreeSet<String>,
+}
+
+/// The label value of a replica's key in persisted slices.
+pub fn slice_key(key: &ReplicaKey) -> String {
+    format!("{}#{}", key.agent, key.replica)
+}
+
+impl Supervisor {
+    /// A supervisor for `config`, with hashes from `hash_of`, resuming
+    /// `persisted`. Docker is assumed unreachable until the first `Resync`.
+    pub fn new(config: HostConfig, hashes: BTreeMap<String, String>, persisted: Persisted) -> Self {
+        let mut s = Supervisor {
+            agents: BTreeMap::new(),
+            hashes,
+            agent_graph: agent_graph(&config),
+            group_graph: group_graph(&config),
+            config,
+            started: BTreeSet::new(),
+            restarting: BTreeSet::new(),
+            generation: persisted.generation,
+            replicas: BTreeMap::new(),
+            docker_up: false,
+            ready_groups: BTreeSet::new(),
+        };
+        s.agents = s
+            .config
+            .agents()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        s.started = persisted
+            .started_groups
+            .into_iter()
+            .filter(|g| s.config.group(g).is_some())
+            .collect();
+        s.sync_replica_table();
+        for (k, slice) in persisted.slices {
+            if let Some((agent, n)) = k.rsplit_once('#')
+                && let Ok(n) = n.parse()
+                && let Some(r) = s.replicas.get_mut(&ReplicaKey::new(agent, n))
+            {
+                r.slice = Some(slice);
+            }
+        }
+        s
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn docker_up(&self) -> bool {
+        self.docker_up
+    }
+
+    pub fn started_groups(&self) -> &BTreeSet<String> {
+        &self.started
+    }
+
+    pub fn replicas(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.values()
+    }
+
+    pub fn replica(&self, key: &ReplicaKey) -> Option<&Replica> {
+        self.replicas.get(key)
+    }
+
+    pub fn config_hash(&self, agent: &str) -> Option<&str> {
+        self.hashes.get(agent).map(String::as_str)
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            started_groups: self.started.clone(),
+            generation: self.generation,
+            slices: self
+                .replicas
+                .values()
+                .filter_map(|r| r.slice.clone().map(|s| (slice_key(&r.key), s)))
+                .collect(),
+        }
+    }
+
+    /// Whether a group is wanted (started and not mid-restart).
+    pub fn group_wanted(&self, group: &str) -> bool {
+        self.started.contains(group) && !self.restarting.contains(group)
+    }
+
+    /// Whether a replica is wanted right now.
+    pub(crate) fn wanted(&self, key: &ReplicaKey) -> bool {
+        match self.agents.get(&key.agent) {
+            Some(a) => key.replica < a.replicas && self.group_wanted(&a.group),
+            None => false,
+        }
+    }
+
+    /// A group is ready when every replica of its required agents runs healthy.
+    pub fn group_ready(&self, group: &str) -> bool {
+        let Some(g) = self.config.group(group) else {
+            return false;
+        };
+        g.agents
+            .iter()
+            .filter(|a| a.required)
+            .all(|a| self.agent_ready(&a.name))
+    }
+
+    /// Counts for a group: (wanted replicas, running, healthy).
+    pub fn group_counts(&self, group: &str) -> (usize, usize, usize) {
+        let mut wanted = 0;
+        let mut running = 0;
+        let mut healthy = 0;
+        for r in self.replicas.values().filter(|r| r.group == group) {
+            if self.wanted(&r.key) {
+                wanted += 1;
+            }
+            if r.is_running() {
+                running += 1;
+                if self.counts_healthy(r) {
+                    healthy += 1;
+                }
+            }
+        }
+        (wanted, running, healthy)
+    }
+
+    pub(crate) fn counts_healthy(&self, r: &Replica) -> bool {
+        let has_probe = self
+            .agents
+            .get(&r.key.agent)
+            .is_some_and(|a| a.health.probe != crate::model::Probe::None);
+        r.is_running() && (r.health == Health::Healthy || (!has_probe && r.op.is_none()))
+    }
+
+    /// Every wanted replica of the agent is running and healthy (and current).
+    pub(crate) fn agent_ready(&self, agent: &str) -> bool {
+        let Some(a) = self.agents.get(agent) else {
+            return false;
+        };
+        if !self.group_wanted(&a.group) {
+            return false;
+        }
+        (0..a.replicas).all(|i| {
+            self.replicas
+                .get(&ReplicaKey::new(agent, i))
+                .is_some_and(|r| self.counts_healthy(r) && !r.crashloop)
+        })
+    }
+
+    /// Makes the replica table hold every wanted replica (and keeps the
+    /// ones with containers, which may need stopping).
+    pub(crate) fn sync_replica_table(&mut self) {
+        let mut wanted = Vec::new();
+        for a in self.config.agents() {
+            if self.group_wanted(&a.group) {
+                for i in 0..a.replicas {
+                    wanted.push((ReplicaKey::new(&a.name, i), a.group.clone()));
+                }
+            }
+        }
+        for (key, group) in wanted {
+            self.replicas
+                .entry(key.clone())
+                .or_insert_with(|| Replica::new(key, &group));
+        }
+        // Forget replicas that are unwanted, have no container and nothing in flight.
+        let wanted_keys: Vec<ReplicaKey> = self
+            .replicas
+            .keys()
+            .filter(|k| self.wanted(k))
+            .cloned()
+            .collect();
+        self.replicas
+            .retain(|k, r| wanted_keys.contains(k) || r.container.is_some() || r.op.is_some());
+    }
+
+    /// Restart delay after `failures` consecutive failures, with a jitter
+    /// derived from the key so that replicas spread out deterministically.
+    pub fn backoff_delay(&self, key: &ReplicaKey, failures: u32) -> Millis {
+        let Some(a) = self.agents.get(&key.agent) else {
+            return 1000;
+        };
+        let b = &a.restart.backoff;
+        let initial = b.initial.as_millis() as f64;
+        let max = b.max.as_millis() as f64;
+        let exp = failures.saturating_sub(1).min(64) as i32;
+        let base = (initial * b.multiplier.powi(exp)).min(max);
+        let spread = b.jitter.fraction() * base;
+        // FNV-1a over the key and attempt: a fixed pseudo-random in [-1, 1].
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key
+            .agent
+            .bytes()
+            .chain(key.replica.to_le_bytes())
+            .chain(failures.to_le_bytes())
+        {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let unit = (h % 20_001) as f64 / 10_000.0 - 1.0;
+        (base + unit * spread).clamp(1.0, max.max(1.0)).round() as Millis
+    }
+
+    /// Restart policy verdict for an exit.
+    pub(crate) fn should_restart(&self, key: &ReplicaKey, code: i64, oom: bool) -> bool {
+        match self.agents.get(&key.agent).map(|a| a.restart.policy) {
+            Some(RestartMode::Always) => true,
+            Some(RestartMode::OnFailure) => code != 0 || oom,
+            Some(RestartMode::Never) | None => false,
+        }
+    }
+}

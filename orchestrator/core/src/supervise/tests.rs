@@ -1,0 +1,978 @@
+//! The supervision rules, checked as data: feed inputs, compare the exact
+//! actions and events that come out.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::gpu::ReplicaKey;
+use crate::model::*;
+use crate::units::{Duration, Percent};
+
+/// `(group, group deps, [(agent, agent deps, replicas, required)])`
+type Spec<'a> = &'a [(
+    &'a str,
+    &'a [&'a str],
+    &'a [(&'a str, &'a [&'a str], u32, bool)],
+)];
+
+fn config(spec: Spec) -> HostConfig {
+    let mut defaults = AgentDefaults {
+        image: Some("img".into()),
+        ..AgentDefaults::default()
+    };
+    defaults.health.probe = Probe::Http {
+        port: 8080,
+        path: "/health".into(),
+    };
+    defaults.health.start_period = Duration::from_secs(30);
+    defaults.restart.backoff.jitter = Percent::whole(0);
+    let groups = spec
+        .iter()
+        .map(|(g, gdeps, agents)| Group {
+            name: g.to_string(),
+            description: None,
+            depends_on: gdeps.iter().map(|s| s.to_string()).collect(),
+            slo: None,
+            agents: agents
+                .iter()
+                .map(|(a, deps, replicas, required)| Agent {
+                    name: a.to_string(),
+                    group: g.to_string(),
+                    image: "img".into(),
+                    command: None,
+                    env: BTreeMap::new(),
+                    ports: vec![],
+                    volumes: vec![],
+                    depends_on: deps.iter().map(|s| s.to_string()).collect(),
+                    gpu: None,
+                    restart: defaults.restart.clone(),
+                    health: defaults.health.clone(),
+                    resources: Resources::default(),
+                    security: Security::default(),
+                    replicas: *replicas,
+                    required: *required,
+                    labels: BTreeMap::new(),
+                    stop_timeout: Duration::from_secs(10),
+                    config: None,
+                    script_path: None,
+                })
+                .collect(),
+        })
+        .collect();
+    HostConfig {
+        host: HostInfo {
+            name: "h".into(),
+            labels: BTreeMap::new(),
+        },
+        defaults,
+        gpus: vec![],
+        groups,
+        runtime: RuntimeSettings::defaults_for("h"),
+        federation: None,
+        metrics: MetricsSettings::default(),
+        control: ControlSettings::default(),
+    }
+}
+
+fn hashes(c: &HostConfig, tag: &str) -> BTreeMap<String, String> {
+    c.agents()
+        .map(|a| (a.name.clone(), format!("{}-{tag}", a.name)))
+        .collect()
+}
+
+fn k(agent: &str) -> ReplicaKey {
+    ReplicaKey::new(agent, 0)
+}
+
+fn kr(agent: &str, r: u32) -> ReplicaKey {
+    ReplicaKey::new(agent, r)
+}
+
+/// Plays the daemon's executor: containers get ids `c-<agent>-<replica>-<n>`.
+struct Harness {
+    s: Supervisor,
+    now: Millis,
+    next_id: u32,
+    log: Vec<String>,
+}
+
+impl Harness {
+    fn new(spec: Spec) -> Self {
+        let c = config(spec);
+        let h = hashes(&c, "v1");
+        let mut s = Supervisor::new(c, h, Persisted::default());
+        let out = s.handle(0, Input::Resync { containers: vec![] });
+        assert_eq!(out.events, vec![EventKind::DockerUp]);
+        Harness {
+            s,
+            now: 0,
+            next_id: 0,
+            log: vec![],
+        }
+    }
+
+    fn hash(&self, agent: &str) -> String {
+        self.s.config_hash(agent).unwrap().to_string()
+    }
+
+    fn record(&mut self, out: &Outcome) {
+        for a in &out.actions {
+            let line = match a {
+                Action::Launch {
+                    key, replace: None, ..
+                } => format!("launch {key}"),
+                Action::Launch {
+                    key,
+                    replace: Some(_),
+                    ..
+                } => format!("recreate {key}"),
+                Action::Start { key, .. } => format!("start {key}"),
+                Action::Restart { key, .. } => format!("restart {key}"),
+                Action::Stop { key, .. } => format!("stop {key}"),
+                Action::Remove { key, .. } => format!("remove {key}"),
+                Action::WatchHealth { .. } | Action::UnwatchHealth { .. } | Action::Persist => {
+                    continue;
+                }
+            };
+            self.log.push(line);
+        }
+    }
+
+    fn take_log(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.log)
+    }
+
+    fn apply(&mut self, input: Input) -> Outcome {
+        let out = self.s.handle(self.now, input);
+        self.record(&out);
+        out
+    }
+
+    fn cmd(&mut self, f: impl FnOnce(&mut Supervisor) -> Outcome) -> Outcome {
+        let out = f(&mut self.s);
+        self.record(&out);
+        out
+    }
+
+    fn container(&mut self, agent: &str, replica: u32) -> ContainerFacts {
+        self.next_id += 1;
+        ContainerFacts {
+            id: format!("c-{agent}-{replica}-{}", self.next_id),
+            config_hash: self.hash(agent),
+            status: ContainerStatus::Running,
+        }
+    }
+
+    /// Completes every operation in flight successfully.
+    fn finish_ops(&mut self) {
+        let busy: Vec<(ReplicaKey, OpKind)> = self
+            .s
+            .replicas()
+            .filter_map(|r| r.op.map(|op| (r.key.clone(), op)))
+            .collect();
+        for (key, op) in busy {
+            let container = match op {
+                OpKind::Stop | OpKind::Remove => None,
+                OpKind::Start | OpKind::Restart => {
+                    let mut c = self.s.replica(&key).unwrap().container.clone().unwrap();
+                    c.status = ContainerStatus::Running;
+                    Some(c)
+                }
+                OpKind::Launch | OpKind::Recreate => Some(self.container(&key.agent, key.replica)),
+            };
+            self.apply(Input::OpFinished {
+                key,
+                op,
+                result: Ok(OpSuccess {
+                    container,
+                    slice: None,
+                }),
+            });
+        }
+    }
+
+    fn id(&self, key: &ReplicaKey) -> String {
+        self.s
+            .replica(key)
+            .unwrap()
+            .container
+            .as_ref()
+            .unwrap()
+            .id
+            .clone()
+    }
+
+    fn healthy(&mut self, key: ReplicaKey) -> Outcome {
+        let id = self.id(&key);
+        self.apply(Input::Health { key, id, ok: true })
+    }
+
+    fn unhealthy(&mut self, key: ReplicaKey) -> Outcome {
+        let id = self.id(&key);
+        self.apply(Input::Health { key, id, ok: false })
+    }
+
+    fn die(&mut self, key: ReplicaKey, code: i64) -> Outcome {
+        let id = self.id(&key);
+        self.apply(Input::ContainerDied {
+            key,
+            id,
+            code,
+            oom: false,
+        })
+    }
+
+    fn at(&mut self, now: Millis) -> Outcome {
+        self.now = now;
+        let out = self.s.tick(now);
+        self.record(&out);
+        out
+    }
+
+    fn phase(&self, key: &ReplicaKey) -> Phase {
+        self.s.replica(key).unwrap().phase.clone()
+    }
+
+    /// Finishes ops and reports every running replica healthy, until quiet.
+    fn settle_healthy(&mut self) {
+        for _ in 0..20 {
+            self.finish_ops();
+            let unhealthy: Vec<ReplicaKey> = self
+                .s
+                .replicas()
+                .filter(|r| r.is_running() && r.health != Health::Healthy && r.op.is_none())
+                .map(|r| r.key.clone())
+                .collect();
+            if unhealthy.is_empty() && self.s.replicas().all(|r| r.op.is_none()) {
+                return;
+            }
+            for key in unhealthy {
+                self.healthy(key);
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+const CHAIN: Spec = &[(
+    "core",
+    &[],
+    &[
+        ("Registry", &[], 1, true),
+        ("Twin", &["Registry"], 1, true),
+        ("Api", &["Twin"], 1, true),
+    ],
+)];
+
+#[test]
+fn a_group_starts_in_dependency_order_gated_on_health() {
+    let mut h = Harness::new(CHAIN);
+    let out = h.cmd(|s| s.start_group(0, "core").unwrap());
+    assert_eq!(h.take_log(), ["launch Registry"]);
+    assert!(out.actions.contains(&Action::Persist));
+    assert_eq!(
+        h.phase(&k("Twin")),
+        Phase::Held {
+            waiting_for: vec!["Registry".into()]
+        }
+    );
+    h.finish_ops();
+    assert!(
+        h.take_log().is_empty(),
+        "Twin must wait for Registry to be healthy"
+    );
+    h.healthy(k("Registry"));
+    assert_eq!(h.take_log(), ["launch Twin"]);
+    h.finish_ops();
+    h.healthy(k("Twin"));
+    assert_eq!(h.take_log(), ["launch Api"]);
+    h.finish_ops();
+    let out = h.healthy(k("Api"));
+    assert!(out.events.contains(&EventKind::GroupReady {
+        group: "core".into()
+    }));
+}
+
+#[test]
+fn independent_agents_start_together() {
+    let mut h = Harness::new(&[(
+        "g",
+        &[],
+        &[
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+            ("C", &["A", "B"], 1, true),
+        ],
+    )]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(h.take_log(), ["launch A", "launch B"]);
+}
+
+#[test]
+fn starting_a_group_starts_the_groups_it_needs_first() {
+    let mut h = Harness::new(&[
+        ("infra", &[], &[("Registry", &[], 1, true)]),
+        ("apps", &[], &[("Web", &["Registry"], 1, true)]),
+    ]);
+    let out = h.cmd(|s| s.start_group(0, "apps").unwrap());
+    assert_eq!(
+        out.events[..2],
+        [
+            EventKind::GroupStarting {
+                group: "infra".into()
+            },
+            EventKind::GroupStarting {
+                group: "apps".into()
+            }
+        ]
+    );
+    assert_eq!(h.take_log(), ["launch Registry"]);
+    assert_eq!(
+        h.s.started_groups().iter().collect::<Vec<_>>(),
+        ["apps", "infra"]
+    );
+}
+
+#[test]
+fn replicas_of_one_agent_start_together_and_each_counts_for_readiness() {
+    let mut h = Harness::new(&[(
+        "g",
+        &[],
+        &[("Pool", &[], 3, true), ("User", &["Pool"], 1, true)],
+    )]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(
+        h.take_log(),
+        ["launch Pool", "launch Pool#1", "launch Pool#2"]
+    );
+    h.finish_ops();
+    h.healthy(kr("Pool", 0));
+    h.healthy(kr("Pool", 1));
+    assert!(h.take_log().is_empty());
+    h.healthy(kr("Pool", 2));
+    assert_eq!(h.take_log(), ["launch User"]);
+}
+
+#[test]
+fn an_optional_dependency_never_holds() {
+    let mut h = Harness::new(&[(
+        "g",
+        &[],
+        &[("Cache", &[], 1, false), ("Api", &["Cache"], 1, true)],
+    )]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(h.take_log(), ["launch Cache", "launch Api"]);
+}
+
+#[test]
+fn a_crash_restarts_after_an_exponential_backoff() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    // Backoff: 100ms doubling, capped at 60s (builtin defaults, jitter off here).
+    let mut expected_delays = vec![];
+    let mut delays = vec![];
+    for attempt in 1..=12u32 {
+        let out = h.die(k("A"), 3);
+        let ev = out
+            .events
+            .iter()
+            .find_map(|e| match e {
+                EventKind::AgentRestarting {
+                    in_ms, attempt: a, ..
+                } => Some((*in_ms, *a)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(ev.1, attempt);
+        delays.push(ev.0);
+        expected_delays.push((100u64 << (attempt - 1)).min(60_000));
+        let until = h.now + ev.0;
+        h.at(until - 1);
+        assert!(h.take_log().is_empty(), "restarted before its backoff");
+        h.at(until);
+        assert_eq!(h.take_log(), ["start A"]);
+        h.finish_ops();
+    }
+    assert_eq!(delays, expected_delays);
+}
+
+#[test]
+fn a_stable_replica_forgets_its_failures() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    for _ in 0..3 {
+        h.die(k("A"), 1);
+        let until = h.s.next_deadline().unwrap();
+        h.at(until);
+        h.finish_ops();
+    }
+    assert_eq!(h.s.replica(&k("A")).unwrap().failures, 3);
+    let t = h.now;
+    h.healthy(k("A"));
+    assert_eq!(h.s.next_deadline(), Some(t + STABLE_AFTER));
+    h.at(t + STABLE_AFTER);
+    assert_eq!(h.s.replica(&k("A")).unwrap().failures, 0);
+    let out = h.die(k("A"), 1);
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        EventKind::AgentRestarting {
+            in_ms: 100,
+            attempt: 1,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn restart_policies() {
+    for (policy, code, restarts) in [
+        (RestartMode::Always, 0, true),
+        (RestartMode::Always, 1, true),
+        (RestartMode::OnFailure, 0, false),
+        (RestartMode::OnFailure, 137, true),
+        (RestartMode::Never, 1, false),
+    ] {
+        let mut c = config(&[("g", &[], &[("A", &[], 1, true)])]);
+        c.groups[0].agents[0].restart.policy = policy;
+        let hs = hashes(&c, "v1");
+        let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+        h.s = Supervisor::new(c, hs, Persisted::default());
+        h.s.handle(0, Input::Resync { containers: vec![] });
+        h.cmd(|s| s.start_group(0, "g").unwrap());
+        h.settle_healthy();
+        h.die(k("A"), code);
+        let phase = h.phase(&k("A"));
+        assert_eq!(
+            matches!(phase, Phase::BackingOff { .. }),
+            restarts,
+            "{policy:?} exit {code}: {phase:?}"
+        );
+        if !restarts {
+            assert_eq!(phase, Phase::Exited { code });
+            assert_eq!(h.s.next_deadline(), None);
+        }
+    }
+}
+
+#[test]
+fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
+    let mut h = Harness::new(CHAIN);
+    h.cmd(|s| s.start_group(0, "core").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    // Default crash-loop: 5 restarts within 10 minutes.
+    let mut marked = None;
+    for i in 1..=5 {
+        let out = h.die(k("Registry"), 1);
+        if out
+            .events
+            .iter()
+            .any(|e| matches!(e, EventKind::AgentCrashLoop { .. }))
+        {
+            marked = Some(i);
+            // Its dependents go down, dependents of dependents first.
+            assert_eq!(h.take_log(), ["stop Api"]);
+            h.finish_ops();
+            assert_eq!(h.take_log(), ["stop Twin"]);
+            h.finish_ops();
+            break;
+        }
+        let until = h.s.next_deadline().unwrap();
+        h.at(until);
+        h.finish_ops();
+        h.take_log();
+    }
+    assert_eq!(marked, Some(5));
+    assert!(h.s.replica(&k("Registry")).unwrap().crashloop);
+    // It keeps backing off while marked.
+    let until = h.s.next_deadline().unwrap();
+    h.at(until);
+    assert_eq!(h.take_log(), ["start Registry"]);
+    h.finish_ops();
+    assert!(
+        h.take_log().is_empty(),
+        "dependents stay held while it is not healthy"
+    );
+    let out = h.healthy(k("Registry"));
+    assert!(out.events.contains(&EventKind::AgentRecovered {
+        replica: k("Registry"),
+        group: "core".into()
+    }));
+    assert_eq!(h.take_log(), ["launch Twin"]);
+    h.finish_ops();
+    h.healthy(k("Twin"));
+    assert_eq!(h.take_log(), ["launch Api"]);
+}
+
+#[test]
+fn unhealthy_after_retries_restarts_but_not_during_the_start_period() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.finish_ops();
+    h.take_log();
+    for _ in 0..5 {
+        h.unhealthy(k("A"));
+    }
+    assert!(
+        h.take_log().is_empty(),
+        "failures in the start period do not count"
+    );
+    h.now = 30_000;
+    h.unhealthy(k("A"));
+    h.unhealthy(k("A"));
+    assert!(h.take_log().is_empty());
+    let out = h.unhealthy(k("A"));
+    assert!(out.events.contains(&EventKind::AgentUnhealthy {
+        replica: k("A"),
+        group: "g".into()
+    }));
+    assert_eq!(h.take_log(), ["restart A"]);
+    assert_eq!(h.s.replica(&k("A")).unwrap().failures, 1);
+}
+
+#[test]
+fn a_healthy_replica_that_fails_probes_counts_at_once() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    for _ in 0..3 {
+        h.unhealthy(k("A"));
+    }
+    assert_eq!(h.take_log(), ["restart A"]);
+}
+
+#[test]
+fn stopping_goes_in_reverse_dependency_order() {
+    let mut h = Harness::new(CHAIN);
+    h.cmd(|s| s.start_group(0, "core").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    h.cmd(|s| s.stop_group(0, "core", false).unwrap());
+    assert_eq!(h.take_log(), ["stop Api"]);
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["stop Twin"]);
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["stop Registry"]);
+    h.finish_ops();
+    assert_eq!(h.s.replicas().count(), 0);
+}
+
+#[test]
+fn a_group_others_need_is_not_stopped_unless_asked() {
+    let mut h = Harness::new(&[
+        ("infra", &[], &[("Registry", &[], 1, true)]),
+        ("apps", &["infra"], &[("Web", &[], 1, true)]),
+    ]);
+    h.cmd(|s| s.start_group(0, "apps").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let err = h.s.stop_group(0, "infra", false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "group `infra` is needed by started group(s) apps; stop them first or pass --with-dependents"
+    );
+    assert_eq!(
+        h.s.started_groups().len(),
+        2,
+        "a refused command changes nothing"
+    );
+    h.cmd(|s| s.stop_group(0, "infra", true).unwrap());
+    assert_eq!(h.take_log(), ["stop Web", "stop Registry"]);
+}
+
+#[test]
+fn restarting_an_agent_goes_one_replica_at_a_time() {
+    let mut h = Harness::new(&[("g", &[], &[("Pool", &[], 2, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    h.cmd(|s| s.restart_agent(0, "g", "Pool").unwrap());
+    assert_eq!(h.take_log(), ["restart Pool"]);
+    h.finish_ops();
+    assert!(
+        h.take_log().is_empty(),
+        "the second waits for the first to be healthy"
+    );
+    h.healthy(kr("Pool", 0));
+    assert_eq!(h.take_log(), ["restart Pool#1"]);
+    assert_eq!(
+        h.s.restart_agent(0, "other", "Pool")
+            .unwrap_err()
+            .to_string(),
+        "no agent `Pool` in group `other`"
+    );
+}
+
+#[test]
+fn a_reload_recreates_only_changed_agents_one_replica_at_a_time() {
+    let spec: Spec = &[("g", &[], &[("A", &[], 1, true), ("Pool", &["A"], 2, true)])];
+    let mut h = Harness::new(spec);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let c = config(spec);
+    let mut hs = hashes(&c, "v1");
+    hs.insert("Pool".into(), "Pool-v2".into());
+    let out = h.cmd(|s| s.reload(0, c, hs).unwrap());
+    assert!(out.events.contains(&EventKind::ConfigApplied {
+        generation: 1,
+        changed: vec!["Pool".into()]
+    }));
+    assert_eq!(h.take_log(), ["recreate Pool"]);
+    h.finish_ops();
+    assert!(h.take_log().is_empty());
+    h.healthy(kr("Pool", 0));
+    assert_eq!(h.take_log(), ["recreate Pool#1"]);
+}
+
+#[test]
+fn a_reload_stops_removed_agents_and_starts_new_ones() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true), ("Old", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let c = config(&[("g", &[], &[("A", &[], 1, true), ("New", &["A"], 1, true)])]);
+    let hs = hashes(&c, "v1");
+    h.cmd(|s| s.reload(0, c, hs).unwrap());
+    assert_eq!(h.take_log(), ["stop Old", "launch New"]);
+    let other = config(&[("g", &[], &[])]);
+    let mut wrong = other.clone();
+    wrong.host.name = "elsewhere".into();
+    assert!(matches!(
+        h.s.reload(0, wrong, BTreeMap::new()),
+        Err(CommandError::WrongHost { .. })
+    ));
+}
+
+#[test]
+fn adoption_keeps_running_containers_and_removes_duplicates() {
+    let c = config(CHAIN);
+    let hs = hashes(&c, "v1");
+    let persisted = Persisted {
+        started_groups: ["core".to_string()].into(),
+        generation: 4,
+        slices: BTreeMap::new(),
+    };
+    let mut s = Supervisor::new(c, hs, persisted);
+    let facts = |id: &str, agent: &str, status| {
+        (
+            k(agent),
+            "core".to_string(),
+            ContainerFacts {
+                id: id.into(),
+                config_hash: format!("{agent}-v1"),
+                status,
+            },
+        )
+    };
+    let out = s.handle(
+        1000,
+        Input::Resync {
+            containers: vec![
+                facts("r1", "Registry", ContainerStatus::Running),
+                facts(
+                    "t-old",
+                    "Twin",
+                    ContainerStatus::Exited {
+                        code: 137,
+                        oom: false,
+                    },
+                ),
+                facts("t1", "Twin", ContainerStatus::Running),
+                facts("a1", "Api", ContainerStatus::Created),
+            ],
+        },
+    );
+    assert_eq!(
+        out.actions,
+        vec![
+            Action::WatchHealth {
+                key: k("Registry"),
+                id: "r1".into()
+            },
+            Action::Remove {
+                key: k("Twin"),
+                id: "t-old".into()
+            },
+            Action::WatchHealth {
+                key: k("Twin"),
+                id: "t1".into()
+            },
+        ]
+    );
+    assert!(out.events.contains(&EventKind::DuplicateRemoved {
+        replica: k("Twin"),
+        container: "t-old".into()
+    }));
+    // Nothing is launched or restarted: the created Api waits for Twin to be healthy.
+    assert_eq!(
+        s.replica(&k("Api")).unwrap().phase,
+        Phase::Held {
+            waiting_for: vec!["Twin".into()]
+        }
+    );
+    assert_eq!(s.generation(), 4);
+}
+
+#[test]
+fn adoption_restarts_what_died_unwatched_and_launches_what_is_missing() {
+    let c = config(&[(
+        "g",
+        &[],
+        &[
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+            ("C", &[], 1, true),
+        ],
+    )]);
+    let hs = hashes(&c, "v1");
+    let persisted = Persisted {
+        started_groups: ["g".to_string()].into(),
+        ..Persisted::default()
+    };
+    let mut s = Supervisor::new(c, hs, persisted);
+    let out = s.handle(
+        0,
+        Input::Resync {
+            containers: vec![(
+                k("A"),
+                "g".into(),
+                ContainerFacts {
+                    id: "a".into(),
+                    config_hash: "A-v1".into(),
+                    status: ContainerStatus::Exited {
+                        code: 2,
+                        oom: false,
+                    },
+                },
+            )],
+        },
+    );
+    let ops: Vec<_> = out
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::WatchHealth { .. } | Action::UnwatchHealth { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        ops,
+        vec![
+            Action::Start {
+                key: k("A"),
+                id: "a".into()
+            },
+            Action::Launch {
+                key: k("B"),
+                group: "g".into(),
+                replace: None,
+                slice: None,
+                generation: 0
+            },
+            Action::Launch {
+                key: k("C"),
+                group: "g".into(),
+                replace: None,
+                slice: None,
+                generation: 0
+            },
+        ]
+    );
+}
+
+#[test]
+fn containers_of_agents_no_longer_configured_are_removed() {
+    let c = config(&[("g", &[], &[("A", &[], 1, true)])]);
+    let hs = hashes(&c, "v1");
+    let mut s = Supervisor::new(
+        c,
+        hs,
+        Persisted {
+            started_groups: ["g".to_string()].into(),
+            ..Persisted::default()
+        },
+    );
+    let out = s.handle(
+        0,
+        Input::Resync {
+            containers: vec![
+                (
+                    k("A"),
+                    "g".into(),
+                    ContainerFacts {
+                        id: "a".into(),
+                        config_hash: "A-v1".into(),
+                        status: ContainerStatus::Running,
+                    },
+                ),
+                (
+                    k("Gone"),
+                    "g".into(),
+                    ContainerFacts {
+                        id: "x".into(),
+                        config_hash: "?".into(),
+                        status: ContainerStatus::Running,
+                    },
+                ),
+            ],
+        },
+    );
+    assert!(out.actions.contains(&Action::Stop {
+        key: k("Gone"),
+        id: "x".into()
+    }));
+    assert!(
+        !out.actions
+            .iter()
+            .any(|a| matches!(a, Action::Launch { .. } | Action::Restart { .. }))
+    );
+}
+
+#[test]
+fn nothing_is_attempted_while_docker_is_down() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true), ("B", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.take_log();
+    let out = h.apply(Input::DockerDown);
+    assert_eq!(out.events, vec![EventKind::DockerDown]);
+    // The launches in flight fail while Docker is down.
+    for agent in ["A", "B"] {
+        h.apply(Input::OpFinished {
+            key: k(agent),
+            op: OpKind::Launch,
+            result: Err("docker unreachable".into()),
+        });
+    }
+    h.at(60_000);
+    assert!(h.take_log().is_empty());
+    assert_eq!(h.s.next_deadline().map(|d| d <= 60_000), Some(true));
+    // A's launch had in fact created its container before the cut.
+    let out = h.apply(Input::Resync {
+        containers: vec![(
+            k("A"),
+            "g".into(),
+            ContainerFacts {
+                id: "a".into(),
+                config_hash: "A-v1".into(),
+                status: ContainerStatus::Running,
+            },
+        )],
+    });
+    assert!(out.events.contains(&EventKind::DockerUp));
+    assert_eq!(
+        h.take_log(),
+        ["launch B"],
+        "A is adopted, not launched twice"
+    );
+}
+
+#[test]
+fn a_failed_launch_is_retried_after_its_backoff() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.take_log();
+    let out = h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Launch,
+        result: Err("image missing".into()),
+    });
+    assert!(out.events.contains(&EventKind::AgentFailed {
+        replica: k("A"),
+        group: "g".into(),
+        reason: "image missing".into()
+    }));
+    assert_eq!(
+        h.phase(&k("A")),
+        Phase::Failed {
+            reason: "image missing".into(),
+            retry_at: 100
+        }
+    );
+    h.at(99);
+    assert!(h.take_log().is_empty());
+    h.at(100);
+    assert_eq!(h.take_log(), ["launch A"]);
+}
+
+#[test]
+fn restarting_a_group_stops_it_then_starts_it_in_order() {
+    let mut h = Harness::new(CHAIN);
+    h.cmd(|s| s.start_group(0, "core").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    h.cmd(|s| s.restart_group(0, "core").unwrap());
+    assert_eq!(h.take_log(), ["stop Api"]);
+    h.finish_ops();
+    h.finish_ops();
+    h.finish_ops();
+    assert_eq!(
+        h.take_log(),
+        ["stop Twin", "stop Registry", "launch Registry"]
+    );
+    assert!(h.s.group_wanted("core"));
+}
+
+#[test]
+fn events_and_late_reports_for_old_containers_are_ignored() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let out = h.apply(Input::ContainerDied {
+        key: k("A"),
+        id: "someone-else".into(),
+        code: 1,
+        oom: false,
+    });
+    assert!(out.events.is_empty() && h.take_log().is_empty());
+    let out = h.apply(Input::Health {
+        key: k("A"),
+        id: "someone-else".into(),
+        ok: false,
+    });
+    assert!(out.events.is_empty());
+    let out = h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Stop,
+        result: Ok(OpSuccess {
+            container: None,
+            slice: None,
+        }),
+    });
+    assert!(out.events.is_empty(), "no Stop was in flight");
+    assert!(h.s.replica(&k("A")).unwrap().is_running());
+}
+
+#[test]
+fn persisted_state_round_trips() {
+    let mut h = Harness::new(CHAIN);
+    h.cmd(|s| s.start_group(0, "core").unwrap());
+    let p = h.s.persisted();
+    assert_eq!(p.started_groups.iter().collect::<Vec<_>>(), ["core"]);
+    let c = config(CHAIN);
+    let hs = hashes(&c, "v1");
+    let s = Supervisor::new(c, hs, p.clone());
+    assert_eq!(s.persisted(), p);
+}
+
+#[test]
+fn backoff_jitter_spreads_delays_within_bounds() {
+    let mut c = config(&[("g", &[], &[("A", &[], 8, true)])]);
+    c.groups[0].agents[0].restart.backoff.jitter = Percent::whole(20);
+    let hs = hashes(&c, "v1");
+    let s = Supervisor::new(c, hs, Persisted::default());
+    let delays: Vec<u64> = (0..8).map(|i| s.backoff_delay(&kr("A", i), 4)).collect();
+    assert!(delays.iter().all(|d| (640..=960).contains(d)), "{delays:?}");
+    let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+    assert!(
+        distinct.len() > 4,
+        "jitter should spread replicas: {delays:?}"
+    );
+    assert_eq!(
+        s.backoff_delay(&kr("A", 3), 4),
+        s.backoff_delay(&kr("A", 3), 4)
+    );
+}
