@@ -26,9 +26,13 @@ impl Supervisor {
                     mark_started(r, now, &mut out);
                 }
             }
-            Input::ContainerDied { key, id, code, oom } => {
-                self.died(now, key, id, code, oom, &mut out)
-            }
+            Input::ContainerDied {
+                key,
+                id,
+                code,
+                oom,
+                at_ms,
+            } => self.died(now, key, id, code, oom, at_ms, &mut out),
             Input::ContainerRemoved { key, id } => {
                 if let Some(r) = self.replicas.get_mut(&key)
                     && r.container.as_ref().is_some_and(|c| c.id == id)
@@ -358,6 +362,7 @@ impl Supervisor {
         self.sync_replica_table();
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn died(
         &mut self,
         now: Millis,
@@ -365,6 +370,7 @@ impl Supervisor {
         id: String,
         code: i64,
         oom: bool,
+        at_ms: u64,
         out: &mut Outcome,
     ) {
         let wanted = self.wanted(&key);
@@ -372,6 +378,20 @@ impl Supervisor {
         let Some(r) = self.replicas.get_mut(&key) else {
             return;
         };
+        if matches!(
+            r.op,
+            Some(OpKind::Launch | OpKind::Recreate | OpKind::Start | OpKind::Restart)
+        ) {
+            // Settled when the operation reports which container it started
+            // and when: the event can overtake the operation's own report.
+            r.early_exit = Some(EarlyExit {
+                id,
+                code,
+                oom,
+                at_ms,
+            });
+            return;
+        }
         let Some(c) = r.container.as_mut().filter(|c| c.id == id) else {
             return;
         };
@@ -562,6 +582,9 @@ impl Supervisor {
             return;
         }
         r.op = None;
+        if matches!(op, OpKind::Stop | OpKind::Remove) {
+            r.early_exit = None;
+        }
         match (op, result) {
             (OpKind::Stop | OpKind::Remove, Ok(_)) => {
                 r.container = None;
@@ -584,13 +607,45 @@ impl Supervisor {
                     out.persist();
                 }
                 r.container = success.container;
-                if r.is_running() {
-                    mark_started(r, now, out);
-                } else {
-                    r.phase = Phase::Pending;
+                let early = r.early_exit.take();
+                let crashed = match (&r.container, early) {
+                    // Exited before the operation could look at it.
+                    (
+                        Some(ContainerFacts {
+                            status: ContainerStatus::Exited { code, oom },
+                            ..
+                        }),
+                        _,
+                    ) => Some((*code, *oom)),
+                    // Died after this start; the news overtook the report.
+                    (Some(c), Some(e)) if e.id == c.id && e.at_ms >= c.started_at_ms => {
+                        Some((e.code, e.oom))
+                    }
+                    _ => None,
+                };
+                match crashed {
+                    Some((code, oom)) => {
+                        if let Some(c) = r.container.as_mut() {
+                            c.status = ContainerStatus::Exited { code, oom };
+                        }
+                        out.events.push(EventKind::AgentExited {
+                            replica: key.clone(),
+                            group: r.group.clone(),
+                            code,
+                            oom,
+                        });
+                        if wanted && self.should_restart(&key, code, oom) {
+                            self.schedule_restart(now, &key, Some(code), out);
+                        } else if let Some(r) = self.replicas.get_mut(&key) {
+                            r.phase = Phase::Exited { code };
+                        }
+                    }
+                    None if r.is_running() => mark_started(r, now, out),
+                    None => r.phase = Phase::Pending,
                 }
             }
             (_, Err(reason)) => {
+                r.early_exit = None;
                 r.failures = retry_failures;
                 r.phase = Phase::Failed {
                     reason: reason.clone(),

@@ -21,6 +21,9 @@ pub struct ContainerFacts {
     pub id: String,
     pub config_hash: String,
     pub status: ContainerStatus,
+    /// When Docker last started it (Unix ms, Docker's clock; 0 if unknown).
+    #[serde(default)]
+    pub started_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +122,18 @@ pub struct Replica {
     pub slice: Option<Slice>,
     /// Total restarts done by the supervisor (for status and metrics).
     pub restarts_total: u64,
+    /// An exit reported while an operation was in flight, settled when it ends
+    /// (the event can overtake the operation's own report).
+    pub early_exit: Option<EarlyExit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyExit {
+    pub id: String,
+    pub code: i64,
+    pub oom: bool,
+    /// Unix ms on Docker's clock.
+    pub at_ms: u64,
 }
 
 impl Replica {
@@ -140,6 +155,7 @@ impl Replica {
             held_by_crashloop: false,
             slice: None,
             restarts_total: 0,
+            early_exit: None,
         }
     }
 
@@ -167,6 +183,8 @@ pub enum Input {
         id: String,
         code: i64,
         oom: bool,
+        /// When it died: Unix ms on Docker's clock.
+        at_ms: u64,
     },
     ContainerRemoved {
         key: ReplicaKey,

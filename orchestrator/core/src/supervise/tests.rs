@@ -160,6 +160,7 @@ impl Harness {
             id: format!("c-{agent}-{replica}-{}", self.next_id),
             config_hash: self.hash(agent),
             status: ContainerStatus::Running,
+            started_at_ms: 1_000_000 + self.now,
         }
     }
 
@@ -214,11 +215,13 @@ impl Harness {
 
     fn die(&mut self, key: ReplicaKey, code: i64) -> Outcome {
         let id = self.id(&key);
+        let at_ms = 1_000_000 + self.now;
         self.apply(Input::ContainerDied {
             key,
             id,
             code,
             oom: false,
+            at_ms,
         })
     }
 
@@ -666,6 +669,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
                 id: id.into(),
                 config_hash: format!("{agent}-v1"),
                 status,
+                started_at_ms: 0,
             },
         )
     };
@@ -748,6 +752,7 @@ fn adoption_restarts_what_died_unwatched_and_launches_what_is_missing() {
                         code: 2,
                         oom: false,
                     },
+                    started_at_ms: 0,
                 },
             )],
         },
@@ -806,6 +811,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         id: "a".into(),
                         config_hash: "A-v1".into(),
                         status: ContainerStatus::Running,
+                        started_at_ms: 0,
                     },
                 ),
                 (
@@ -815,6 +821,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         id: "x".into(),
                         config_hash: "?".into(),
                         status: ContainerStatus::Running,
+                        started_at_ms: 0,
                     },
                 ),
             ],
@@ -858,6 +865,7 @@ fn nothing_is_attempted_while_docker_is_down() {
                 id: "a".into(),
                 config_hash: "A-v1".into(),
                 status: ContainerStatus::Running,
+                started_at_ms: 0,
             },
         )],
     });
@@ -926,6 +934,7 @@ fn events_and_late_reports_for_old_containers_are_ignored() {
         id: "someone-else".into(),
         code: 1,
         oom: false,
+        at_ms: 0,
     });
     assert!(out.events.is_empty() && h.take_log().is_empty());
     let out = h.apply(Input::Health {
@@ -975,4 +984,110 @@ fn backoff_jitter_spreads_delays_within_bounds() {
         s.backoff_delay(&kr("A", 3), 4),
         s.backoff_delay(&kr("A", 3), 4)
     );
+}
+
+#[test]
+fn an_exit_that_overtakes_the_launch_report_still_counts() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.take_log();
+    // Docker reports the death before the executor reports the launch.
+    h.now = 50;
+    let out = h.apply(Input::ContainerDied {
+        key: k("A"),
+        id: "c9".into(),
+        code: 3,
+        oom: false,
+        at_ms: 1_000_060,
+    });
+    assert!(out.events.is_empty());
+    let c = ContainerFacts {
+        id: "c9".into(),
+        config_hash: h.hash("A"),
+        status: ContainerStatus::Running,
+        started_at_ms: 1_000_050,
+    };
+    let out = h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Launch,
+        result: Ok(OpSuccess {
+            container: Some(c),
+            slice: None,
+        }),
+    });
+    assert!(out.events.contains(&EventKind::AgentExited {
+        replica: k("A"),
+        group: "g".into(),
+        code: 3,
+        oom: false
+    }));
+    assert!(matches!(
+        h.phase(&k("A")),
+        Phase::BackingOff { until: 150, .. }
+    ));
+    assert!(!h.s.replica(&k("A")).unwrap().is_running());
+}
+
+#[test]
+fn a_stop_exit_during_a_restart_is_not_a_crash() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.cmd(|s| s.restart_agent(0, "g", "A").unwrap());
+    let id = h.id(&k("A"));
+    // The stop half of the restart: an exit older than the new start.
+    h.apply(Input::ContainerDied {
+        key: k("A"),
+        id: id.clone(),
+        code: 143,
+        oom: false,
+        at_ms: 1_000_010,
+    });
+    let c = ContainerFacts {
+        id,
+        config_hash: h.hash("A"),
+        status: ContainerStatus::Running,
+        started_at_ms: 1_000_020,
+    };
+    let out = h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Restart,
+        result: Ok(OpSuccess {
+            container: Some(c),
+            slice: None,
+        }),
+    });
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::AgentExited { .. }))
+    );
+    assert_eq!(h.phase(&k("A")), Phase::Running);
+}
+
+#[test]
+fn a_container_found_dead_by_the_launch_is_a_crash_with_backoff() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    let c = ContainerFacts {
+        id: "x".into(),
+        config_hash: h.hash("A"),
+        status: ContainerStatus::Exited {
+            code: 1,
+            oom: false,
+        },
+        started_at_ms: 1,
+    };
+    h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Launch,
+        result: Ok(OpSuccess {
+            container: Some(c),
+            slice: None,
+        }),
+    });
+    assert!(matches!(h.phase(&k("A")), Phase::BackingOff { .. }));
+    h.take_log();
+    h.at(1);
+    assert!(h.take_log().is_empty(), "no immediate restart");
 }
