@@ -166,8 +166,6 @@ pub struct AgentStatus {
     pub slice: Option<Slice>,
     pub ports: Vec<String>,
     pub config_hash: Option<String>,
-    /// The container's address on the host network, when running.
-    pub address: Option<String>,
 }
 
 /// Something that happened, numbered so clients can resume.

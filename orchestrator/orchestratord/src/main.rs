@@ -1,1 +1,247 @@
-fn main() {}
+//! `orchestratord`: the per-host supervisor daemon.
+//!
+//! Exit codes: 0 clean stop; 1 runtime failure; 2 bad command line;
+//! 3 invalid config; 4 the control socket cannot be bound (e.g. another
+//! daemon holds it); 5 the state directory cannot be used.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use orch_config::{ConfigError, LoadOptions};
+use orch_daemon::{DaemonError, Settings};
+use orch_docker::Endpoint;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
+const EXIT_SOCKET: u8 = 4;
+const EXIT_STATE: u8 = 5;
+
+/// The GPU-aware agent supervisor of one host.
+#[derive(Debug, Parser)]
+#[command(name = "orchestratord", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (as systemd does).
+    Run(RunArgs),
+    /// Validate the config and print what it holds, then exit.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// The host's startup_config.yaml.
+    #[arg(long, env = "ORCH_CONFIG")]
+    config: PathBuf,
+    /// Host name for a legacy config (default: its directory's name).
+    #[arg(long = "host-name")]
+    host_name: Option<String>,
+    /// Value of `${PORT_OFFSET}` in legacy configs.
+    #[arg(
+        long,
+        env = "PORT_OFFSET",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    port_offset: i64,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where desired state is kept (default: the config's `runtime.state_dir`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// The control socket (default: the config's `control.socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The Docker Engine (default: `runtime.docker_host`, then DOCKER_HOST,
+    /// then unix:///var/run/docker.sock).
+    #[arg(long)]
+    docker_host: Option<String>,
+    /// Docker operations run at most this many at once.
+    #[arg(long, default_value_t = 16)]
+    parallel: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,hyper=warn,bollard=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Run(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("orchestratord: cannot start the async runtime: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            rt.block_on(run(args))
+        }
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, ExitCode> {
+    let opts = LoadOptions {
+        host_name: args.host_name.clone(),
+        port_offset: args.port_offset,
+        ..LoadOptions::default()
+    };
+    orch_config::load_file(&args.config, &opts).map_err(|e| {
+        match &e {
+            ConfigError::Invalid {
+                diagnostics,
+                source_text,
+                ..
+            } => eprint!(
+                "{}",
+                orch_config::diag::render(diagnostics, source_text, false)
+            ),
+            other => eprintln!("orchestratord: {other}"),
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn check(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("{}", w.headline());
+            }
+            println!(
+                "{}: valid; host {}, {} groups, {} agents",
+                args.config.display(),
+                l.config.host.name,
+                l.config.groups.len(),
+                l.config.agent_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let loaded = match load(&args.config) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{}", w.headline());
+    }
+    let cfg = &loaded.config;
+    let docker = args
+        .docker_host
+        .clone()
+        .or_else(|| cfg.runtime.docker_host.clone())
+        .or_else(|| std::env::var("DOCKER_HOST").ok())
+        .unwrap_or_else(|| format!("unix://{}", Endpoint::DEFAULT_SOCKET));
+    let endpoint = match Endpoint::parse(&docker) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("orchestratord: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let settings = Settings {
+        config_path: args.config.config.clone(),
+        load_options: LoadOptions {
+            host_name: args.config.host_name.clone(),
+            port_offset: args.config.port_offset,
+            ..LoadOptions::default()
+        },
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&cfg.runtime.state_dir)),
+        socket: args
+            .socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&cfg.control.socket)),
+        socket_group: cfg.control.group.clone(),
+        docker_endpoint: endpoint.to_string(),
+        max_parallel_ops: args.parallel,
+    };
+    let runtime: Arc<dyn orch_docker::ContainerRuntime> =
+        Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
+    let shutdown = CancellationToken::new();
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("orchestratord: cannot install signal handlers");
+        return ExitCode::from(EXIT_FAILED);
+    };
+    let stop = shutdown.clone();
+    let (control_tx, mut control_rx) = tokio::sync::oneshot::channel();
+    let signals = tokio::spawn(async move {
+        let mut control: Option<orch_daemon::Control> = None;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if control.is_none() {
+                        control = control_rx.try_recv().ok();
+                    }
+                    match &control {
+                        Some(c) => {
+                            tracing::info!("SIGHUP: reloading the config");
+                            c.reload().await;
+                        }
+                        None => tracing::warn!("SIGHUP before the daemon was ready; ignored"),
+                    }
+                }
+            }
+        }
+        tracing::info!("stop signal received");
+        stop.cancel();
+    });
+    let result = orch_daemon::run(loaded, settings, runtime, shutdown.clone(), |control| {
+        let _ = control_tx.send(control);
+        orch_daemon::notify::ready("ready");
+    })
+    .await;
+    signals.abort();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestratord: {e}");
+            ExitCode::from(match e {
+                DaemonError::Bind(_) => EXIT_SOCKET,
+                DaemonError::Store(_) => EXIT_STATE,
+            })
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The daemon's event log: numbered events kept in a ring for late readers
+//! (`events`), and broadcast to followers (`events -f`, `group start --wait`).
+
+use std::collections::VecDeque;
+
+use orch_api::Event;
+use orch_core::supervise::EventKind;
+use tokio::sync::broadcast;
+
+pub const KEEP: usize = 10_000;
+
+#[derive(Debug)]
+pub struct EventLog {
+    next_seq: u64,
+    ring: VecDeque<Event>,
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog::new()
+    }
+}
+
+impl EventLog {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        EventLog {
+            next_seq: 1,
+            ring: VecDeque::with_capacity(1024),
+            tx,
+        }
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn push(&mut self, kind: EventKind, time_ms: u64) {
+        let event = Event {
+            seq: self.next_seq,
+            time_ms,
+            kind,
+        };
+        self.next_seq += 1;
+        if self.ring.len() == KEEP {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(event.clone());
+        // No follower is not an error.
+        let _ = self.tx.send(event);
+    }
+
+    /// Events with `seq >= since`, and a receiver for the ones after them.
+    /// Taken together under the owner's hand, so nothing falls in between.
+    pub fn subscribe(&self, since: u64) -> (Vec<Event>, broadcast::Receiver<Event>) {
+        let backlog = self
+            .ring
+            .iter()
+            .filter(|e| e.seq >= since)
+            .cloned()
+            .collect();
+        (backlog, self.tx.subscribe())
+    }
+
+    pub fn recent(&self, n: usize) -> Vec<Event> {
+        let skip = self.ring.len().saturating_sub(n);
+        self.ring.iter().skip(skip).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_and_live_events_meet_without_a_gap() {
+        let mut log = EventLog::new();
+        log.push(EventKind::DockerUp, 1);
+        log.push(EventKind::DockerDown, 2);
+        let (backlog, mut rx) = log.subscribe(2);
+        assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+        log.push(EventKind::DockerUp, 3);
+        assert_eq!(rx.try_recv().unwrap().seq, 3);
+        assert_eq!(log.recent(1)[0].seq, 3);
+    }
+}
