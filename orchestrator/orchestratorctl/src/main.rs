@@ -1,1 +1,71 @@
-fn main() {}
+//! `orchestratorctl`: the operator's CLI.
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::output::Out;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let out = Out::new(cli.output, cli.color);
+    match run(&cli, &out) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(err) => match err.downcast_ref::<exit::Exit>() {
+            Some(e) => {
+                if let Some(m) = &e.message {
+                    eprintln!("orchestratorctl: {m}");
+                }
+                exit::to_exit_code(e.code)
+            }
+            None => {
+                eprintln!("orchestratorctl: {err:#}");
+                ExitCode::from(exit::FAILED)
+            }
+        },
+    }
+}
+
+fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
+    let client = || commands::daemon::client(cli.socket.as_ref(), cli.config.as_ref());
+    match &cli.command {
+        Command::Status => commands::status::run(&client(), out),
+        Command::Groups => commands::groups::run(&client(), out),
+        Command::Group(cmd) => commands::group::run(&client(), cmd, out),
+        Command::Agents { group } => commands::agents::run(&client(), group.as_deref(), out),
+        Command::Agent(cli::AgentCmd::Restart { target }) => {
+            commands::agent::restart(&client(), target, out)
+        }
+        Command::Logs {
+            target,
+            follow,
+            tail,
+            replica,
+        } => commands::logs::run(&client(), target, *follow, *tail, *replica),
+        Command::Events { follow, since } => commands::events::run(&client(), *follow, *since, out),
+        Command::Apply { file, load } => commands::apply::apply(&client(), file, load, out),
+        Command::Reload => commands::apply::reload(&client(), out),
+        Command::Config(cmd) => commands::config::run(cmd, out),
+        Command::Completion(args) => {
+            commands::completion::run(args);
+            Ok(())
+        }
+        Command::Man(args) => commands::man::run(args),
+    }
+}

@@ -1,0 +1,234 @@
+//! The command line: one clap struct per verb. Behaviour lives in
+//! `commands/<verb>.rs` and the libraries they call.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::{ColorChoice, Format};
+
+/// Operate the GPU-aware agent orchestrator.
+///
+/// Talks to the local `orchestratord` over its control socket, or works on
+/// config files directly (`config`, `export`, `plan`).
+#[derive(Debug, Parser)]
+#[command(name = "orchestratorctl", version, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config, \
+4 daemon unreachable, 5 not found, 6 timeout, 7 GPU plan unsatisfiable.")]
+pub struct Cli {
+    /// Output format: tables for people, JSON or YAML for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    pub output: Format,
+    /// When to use colour (`auto`: on a terminal, unless NO_COLOR is set).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+    /// The daemon's control socket (default: the config's `control.socket`).
+    #[arg(long, global = true, env = "ORCHESTRATOR_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// A host config whose `control.socket` names the socket.
+    #[arg(
+        long = "config",
+        global = true,
+        env = "ORCH_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon, Docker, GPUs and every group at a glance.
+    Status,
+    /// Every group with its state.
+    Groups,
+    /// Start, stop or restart a group (and, for start, what it depends on).
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Every agent replica: phase, health, restarts, GPU slice.
+    Agents {
+        /// Only this group's agents.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Act on one agent.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// An agent's container output.
+    Logs {
+        /// GROUP/AGENT
+        target: String,
+        /// Keep following new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Which replica.
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+    },
+    /// What the daemon did (starts, health, restarts, crash loops…).
+    Events {
+        /// Keep following new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start from this event number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Install a config on the daemon and apply it: only changed agents restart.
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Make the daemon re-read its config file (like SIGHUP).
+    Reload,
+    /// Validate, show or convert a startup_config.yaml.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script.
+    Completion(CompletionArgs),
+    /// Write man pages for orchestratorctl and every verb.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GroupArgs {
+    pub name: String,
+    /// Wait until the group is ready (or stopped), showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit code 6).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Start a group and the groups it depends on, in dependency order.
+    Start(GroupArgs),
+    /// Stop a group's agents in reverse dependency order.
+    Stop {
+        #[command(flatten)]
+        args: GroupArgs,
+        /// Also stop started groups that depend on this one.
+        #[arg(long)]
+        with_dependents: bool,
+    },
+    /// Stop a group and start it again.
+    Restart(GroupArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Restart an agent's replicas one at a time.
+    Restart {
+        /// GROUP/AGENT
+        target: String,
+    },
+}
+
+/// How a legacy file is read (it names no host and uses `${PORT_OFFSET}`).
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Host name for a legacy file (default: the directory holding it).
+    #[arg(long = "host-name", value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// Value of `${PORT_OFFSET}` in legacy port expressions.
+    #[arg(
+        long,
+        env = "PORT_OFFSET",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub port_offset: i64,
+    /// Image for legacy agents that only name a script. Placeholders:
+    /// {agent}, {agent_lower}, {group}, {script_stem}.
+    #[arg(long, value_name = "TEMPLATE", default_value = orch_config::DEFAULT_IMAGE_TEMPLATE)]
+    pub image_template: String,
+}
+
+impl LoadArgs {
+    pub fn options(&self) -> orch_config::LoadOptions {
+        orch_config::LoadOptions {
+            host_name: self.host_name.clone(),
+            port_offset: self.port_offset,
+            image_template: self.image_template.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Check config files; print every problem with file, line and column.
+    ///
+    /// A legacy file (agent_groups / pc2_services) is recognised by its
+    /// shape and checked as its import would read it.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Show what a config means: groups, agents, images, ports, GPU requests.
+    Show {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Write a config (legacy or v1) as version 1.
+    Convert {
+        file: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCmd {
+    /// A Docker Compose file for one host.
+    Compose(ExportArgs),
+    /// Kubernetes Deployments and Services.
+    K8s(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub file: PathBuf,
+    /// Export only these groups (and the groups they depend on).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<PathBuf>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Directory to write the pages into.
+    #[arg(long, default_value = "man")]
+    pub dir: PathBuf,
+}

@@ -1,0 +1,49 @@
+//! `apply FILE` (install a new config on the daemon and apply it) and
+//! `reload` (re-read the daemon's config file).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use orch_api::{Applied, ApplyRequest};
+
+use super::daemon::{block_on, fail};
+use crate::cli::LoadArgs;
+use crate::output::{Format, Out, print_data};
+
+pub fn apply(client: &orch_api::Client, file: &Path, load: &LoadArgs, out: &Out) -> Result<()> {
+    // Checked here first, so mistakes show with their source lines.
+    super::config::load(file, load, out)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let req = ApplyRequest {
+        file_name: file.display().to_string(),
+        config_text: text,
+    };
+    let applied: Applied = block_on(client.post("/v1/apply", &req))?.map_err(fail)?;
+    show(&applied, out)
+}
+
+pub fn reload(client: &orch_api::Client, out: &Out) -> Result<()> {
+    let applied: Applied =
+        block_on(client.post("/v1/reload", &serde_json::json!({})))?.map_err(fail)?;
+    show(&applied, out)
+}
+
+fn show(a: &Applied, out: &Out) -> Result<()> {
+    if out.format != Format::Table {
+        return print_data(out.format, a);
+    }
+    for w in &a.warnings {
+        eprintln!("{}", out.yellow(w));
+    }
+    if a.changed.is_empty() {
+        println!("generation {} applied; no agent changes", a.generation);
+    } else {
+        println!(
+            "generation {} applied; recreating changed agents one replica at a time: {}",
+            a.generation,
+            a.changed.join(", ")
+        );
+    }
+    Ok(())
+}
