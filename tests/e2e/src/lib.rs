@@ -1,1 +1,415 @@
-//! Skeleton.
+//! End-to-end test support: real `orchestratord` processes against the real
+//! Docker Engine, with the reference agent as the in-container probe.
+//!
+//! Every test gets its own host name (so its containers, network and state
+//! are its own) and publishes no fixed host ports, so tests can run side by
+//! side. Whatever a test leaves is removed by label when its [`Host`] drops.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use orch_api::{Client, Event, GroupStatus, Status};
+
+pub const IMAGE: &str = "orchestrator-agent:latest";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// Runs `f` once across every test process, under a file lock.
+fn once_across_processes(name: &str, f: impl FnOnce()) {
+    let dir = target_dir().join("e2e-locks");
+    std::fs::create_dir_all(&dir).expect("lock dir");
+    let file = std::fs::File::create(dir.join(name)).expect("lock file");
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).expect("flock");
+    f();
+}
+
+/// The daemon and CLI binaries, built for this profile on first use.
+pub fn binaries() -> (PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        once_across_processes("build-binaries", || {
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "orchestratord",
+                    "-p",
+                    "orchestratorctl",
+                ])
+                .current_dir(repo_root())
+                .status()
+                .expect("cargo build");
+            assert!(
+                status.success(),
+                "building orchestratord/orchestratorctl failed"
+            );
+        });
+        let dir = target_dir().join("debug");
+        (dir.join("orchestratord"), dir.join("orchestratorctl"))
+    })
+    .clone()
+}
+
+/// The reference agent image, built once if this host lacks it.
+pub fn agent_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        once_across_processes("agent-image", || {
+            let present = Command::new("docker")
+                .args(["image", "inspect", IMAGE])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !present {
+                let status = Command::new(repo_root().join("scripts/build-agent-image.sh"))
+                    .status()
+                    .expect("build-agent-image.sh");
+                assert!(status.success(), "building the agent image failed");
+            }
+        });
+    });
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A container of ours, as Docker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub id: String,
+    pub agent: String,
+    pub replica: String,
+    pub running: bool,
+    pub started_at: String,
+}
+
+/// A unique host: its name, temp dir, and cleanup.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Host {
+    pub fn new(test: &str) -> Host {
+        let suffix: u32 = rand::random::<u32>() % 1_000_000;
+        let name = format!("e2e-{test}-{suffix}");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        Host { name, dir }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Every container labelled with this host, running or not.
+    pub fn containers(&self) -> Vec<Seen> {
+        let ids = docker_ok(&[
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.orchestrator.host={}", self.name),
+        ]);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut args = vec![
+            "inspect",
+            "--format",
+            "{{.Id}}|{{index .Config.Labels \"io.orchestrator.agent\"}}|{{index .Config.Labels \"io.orchestrator.replica\"}}|{{.State.Running}}|{{.State.StartedAt}}",
+        ];
+        let ids: Vec<&str> = ids.lines().collect();
+        args.extend(ids.iter().copied());
+        docker_ok(&args)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                Seen {
+                    id: f[0].to_string(),
+                    agent: f[1].to_string(),
+                    replica: f[2].to_string(),
+                    running: f[3] == "true",
+                    started_at: f[4].to_string(),
+                }
+            })
+            .collect()
+    }
+
+    /// Asserts no (agent, replica) has more than one container.
+    pub fn assert_no_duplicates(&self) {
+        let mut seen = std::collections::BTreeMap::new();
+        for c in self.containers() {
+            if let Some(other) = seen.insert((c.agent.clone(), c.replica.clone()), c.id.clone()) {
+                panic!(
+                    "duplicate containers for {}#{}: {other} and {}",
+                    c.agent, c.replica, c.id
+                );
+            }
+        }
+    }
+
+    pub fn container_of(&self, agent: &str) -> Option<Seen> {
+        self.containers()
+            .into_iter()
+            .find(|c| c.agent == agent && c.replica == "0")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.orchestrator.host={}", self.name),
+        ]);
+        let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = docker(&args);
+        }
+        let _ = docker(&["network", "rm", &format!("orch-{}", self.name)]);
+    }
+}
+
+/// A host config made from a shipped one: renamed to `host`, and with
+/// published ports reduced to container ports, so tests never collide on
+/// host ports.
+pub fn derive_config(source: &str, from_host: &str, host: &str) -> String {
+    let mut out = String::new();
+    for line in source.lines() {
+        let line = line.replace(
+            &format!("{{name: {from_host},"),
+            &format!("{{name: {host},"),
+        );
+        let line = match line.find("ports: [") {
+            Some(i) => {
+                let (head, tail) = line.split_at(i);
+                let end = tail.find(']').map(|e| e + 1).unwrap_or(tail.len());
+                let list = &tail["ports: [".len()..end - 1];
+                let ports: Vec<String> = list
+                    .split(',')
+                    .map(|p| {
+                        let p = p.trim().trim_matches('"');
+                        format!("\"{}\"", p.rsplit(':').next().unwrap_or(p))
+                    })
+                    .collect();
+                format!("{head}ports: [{}]{}", ports.join(", "), &tail[end..])
+            }
+            None => line,
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// One `orchestratord` process.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra: Vec<String>,
+    starts: u32,
+}
+
+impl Daemon {
+    pub fn start(host: &Host, config_text: &str, extra: &[&str]) -> Daemon {
+        binaries();
+        agent_image();
+        let config = host.path("startup_config.yaml");
+        std::fs::write(&config, config_text).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            config,
+            socket: host.path("orchestrator.sock"),
+            state_dir: host.path("state"),
+            log: host.path("daemon.log"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let (bin, _) = binaries();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        self.starts += 1;
+        let mut header = log.try_clone().expect("log clone");
+        let _ = writeln!(header, "==== daemon start #{} ====", self.starts);
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn orchestratord");
+        self.child = Some(child);
+        self.wait_until("the control socket answers", Duration::from_secs(30), |d| {
+            std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
+        });
+    }
+
+    /// `kill -9`: no cleanup of any kind.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart_after_kill9(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        c.wait().expect("wait")
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let c = self.child.as_ref().expect("daemon running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig).expect("signal");
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    /// Runs `orchestratorctl --socket … ARGS`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let (_, ctl) = binaries();
+        Command::new(ctl)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("orchestratorctl")
+    }
+
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "orchestratorctl {args:?} exited {:?}\nstdout: {}\nstderr: {}\ndaemon log: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(40)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn status(&self) -> Status {
+        serde_json::from_str(&self.ctl_ok(&["-o", "json", "status"])).expect("status json")
+    }
+
+    pub fn groups(&self) -> Vec<GroupStatus> {
+        serde_json::from_str(&self.ctl_ok(&["-o", "json", "groups"])).expect("groups json")
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.ctl_ok(&["-o", "json", "events"])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event json"))
+            .collect()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Polls `cond` until it holds; panics with the daemon log after `limit`.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut cond: impl FnMut(&Daemon) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "timed out after {limit:?} waiting until {what}\ndaemon log:\n{}",
+            self.log_tail(60)
+        );
+    }
+
+    pub fn wait_all_ready(&self, limit: Duration) {
+        self.wait_until("every started group is ready", limit, |d| {
+            let s = d.status();
+            s.groups
+                .iter()
+                .filter(|g| g.started)
+                .all(|g| g.state == orch_api::GroupState::Ready)
+                && s.agents.healthy == s.agents.wanted
+        });
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes a file atomically (tests rewrite configs the daemon may read).
+pub fn write(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}

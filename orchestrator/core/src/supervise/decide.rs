@@ -746,14 +746,7 @@ impl Supervisor {
                     continue;
                 }
                 // Dependents that are also going down stop first.
-                let blocked = self.agent_graph.dependents_of(&agent).iter().any(|d| {
-                    self.replicas.values().any(|x| {
-                        x.key.agent == *d
-                            && (x.container.is_some() || x.op.is_some())
-                            && self.going_down(x)
-                    })
-                });
-                if blocked {
+                if self.stop_blocked(&agent) {
                     continue;
                 }
                 let Some(r) = self.replicas.get_mut(&key) else {
@@ -787,12 +780,45 @@ impl Supervisor {
         let Some(a) = self.agents.get(agent) else {
             return Vec::new();
         };
-        a.depends_on
+        let mut waiting: Vec<String> = a
+            .depends_on
             .iter()
             .filter(|d| self.agents.get(*d).is_some_and(|x| x.required))
             .filter(|d| !self.agent_ready(d))
             .cloned()
-            .collect()
+            .collect();
+        // A group's `depends_on` holds every agent of the group until each
+        // named group is ready.
+        if let Some(g) = self.config.group(&a.group) {
+            for dep in &g.depends_on {
+                if !self.group_wanted(dep) || !self.group_ready(dep) {
+                    waiting.push(format!("group {dep}"));
+                }
+            }
+        }
+        waiting
+    }
+
+    /// Whether something that must stop before `agent` is still up: a
+    /// dependent agent, or an agent of a group that names `agent`'s group
+    /// in its `depends_on`, that is itself going down.
+    fn stop_blocked(&self, agent: &str) -> bool {
+        let group = self
+            .agents
+            .get(agent)
+            .map(|a| a.group.as_str())
+            .unwrap_or("");
+        let dependents = self.agent_graph.dependents_of(agent);
+        self.replicas.values().any(|x| {
+            if !(x.container.is_some() || x.op.is_some()) || !self.going_down(x) {
+                return false;
+            }
+            let x_group_needs = self
+                .config
+                .group(&x.group)
+                .is_some_and(|g| x.group != group && g.depends_on.iter().any(|d| d == group));
+            dependents.contains(&x.key.agent.as_str()) || x_group_needs
+        })
     }
 
     fn start_pass(&mut self, now: Millis, order: &[String], out: &mut Outcome) {

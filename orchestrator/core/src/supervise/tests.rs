@@ -584,7 +584,13 @@ fn a_group_others_need_is_not_stopped_unless_asked() {
         "a refused command changes nothing"
     );
     h.cmd(|s| s.stop_group(0, "infra", true).unwrap());
-    assert_eq!(h.take_log(), ["stop Web", "stop Registry"]);
+    assert_eq!(
+        h.take_log(),
+        ["stop Web"],
+        "apps names infra in depends_on: it stops first"
+    );
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["stop Registry"]);
 }
 
 #[test]
@@ -1090,4 +1096,37 @@ fn a_container_found_dead_by_the_launch_is_a_crash_with_backoff() {
     h.take_log();
     h.at(1);
     assert!(h.take_log().is_empty(), "no immediate restart");
+}
+
+#[test]
+fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
+    let mut h = Harness::new(&[
+        (
+            "infra",
+            &[],
+            &[("Registry", &[], 1, true), ("Slow", &[], 1, true)],
+        ),
+        ("apps", &["infra"], &[("Web", &[], 1, true)]),
+    ]);
+    h.cmd(|s| s.start_group(0, "apps").unwrap());
+    assert_eq!(h.take_log(), ["launch Registry", "launch Slow"]);
+    assert_eq!(
+        h.phase(&k("Web")),
+        Phase::Held {
+            waiting_for: vec!["group infra".into()]
+        }
+    );
+    h.finish_ops();
+    h.healthy(k("Registry"));
+    assert!(
+        h.take_log().is_empty(),
+        "Web waits for all of infra, not just one agent"
+    );
+    h.healthy(k("Slow"));
+    assert_eq!(h.take_log(), ["launch Web"]);
+    h.settle_healthy();
+    h.cmd(|s| s.stop_group(0, "infra", true).unwrap());
+    assert_eq!(h.take_log(), ["stop Web"]);
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["stop Slow", "stop Registry"]);
 }
