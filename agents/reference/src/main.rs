@@ -9,6 +9,11 @@
 //! Exit codes: 0 after SIGTERM or SIGINT; 2 for a bad setting (knob,
 //! `ORCH_*` value or argument); `AGENT_EXIT_CODE` (default 1) for a
 //! simulated failure; 1 when the agent cannot run at all (a port taken).
+//!
+//! `reference-agent --probe URL` is a health-check mode instead: one check
+//! of `http://IP:PORT/PATH` or `tcp://IP:PORT`, exit 0 healthy, 1 not, 2 a
+//! bad URL (`agent_sdk::probe`). It is the health-check command of the
+//! `FROM scratch` image, which has no shell and no curl.
 
 use std::fmt;
 use std::io::Write as _;
@@ -26,7 +31,7 @@ mod knobs;
 mod lifecycle;
 mod work;
 
-use agent_sdk::{ServeConfig, StartTime};
+use agent_sdk::{ServeConfig, StartTime, probe};
 use knobs::Knobs;
 use lifecycle::Outcome;
 
@@ -44,7 +49,13 @@ fn write_log_line(args: fmt::Arguments<'_>) {
 }
 
 const USAGE: &str = "\
-usage: reference-agent [--version | --help]
+usage: reference-agent [--version | --help | --probe URL]
+
+  --probe URL  check a health endpoint once and exit: 0 healthy, 1 not,
+               2 a bad URL. URL is http://127.0.0.1:PORT/PATH (healthy on
+               a 2xx answer) or tcp://127.0.0.1:PORT (healthy when a
+               connection opens); it gives up after 3s. For health checks
+               in images with no shell and no curl.
 
 Serves /health, /ready, /info, /metrics and /work on every port in
 ORCH_LISTEN_PORTS (default 8080). Behaviour is set by environment:
@@ -59,6 +70,51 @@ ORCH_LISTEN_PORTS (default 8080). Behaviour is set by environment:
   AGENT_WORK_ERROR_RATE      share of /work requests failing with 500 (default 0)
   AGENT_LISTEN_HOST          IP address to listen on (default 0.0.0.0)
 Durations: 500ms, 2s, 1m, 1h, 1m30s.";
+
+/// `--probe URL`: one health check, before and without any of the
+/// agent's own settings, so a probe never fails on a knob meant for the
+/// serving process it checks.
+fn probe_mode(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let url = match args.as_slice() {
+        [url] => match url.to_str() {
+            Some(url) => url.to_owned(),
+            None => {
+                eprintln!("reference-agent: --probe: the URL is not UTF-8");
+                return ExitCode::from(probe::EXIT_BAD_URL);
+            }
+        },
+        [] => {
+            eprintln!(
+                "reference-agent: --probe needs a URL: http://127.0.0.1:PORT/PATH or tcp://127.0.0.1:PORT"
+            );
+            return ExitCode::from(probe::EXIT_BAD_URL);
+        }
+        [_, extra, ..] => {
+            eprintln!("reference-agent: --probe takes one URL; unexpected {extra:?}");
+            return ExitCode::from(probe::EXIT_BAD_URL);
+        }
+    };
+    match probe::probe(&url, probe::DEFAULT_TIMEOUT) {
+        Ok(healthy) => {
+            // Docker keeps the output of health checks (`docker inspect`),
+            // so a short line says what was seen.
+            match healthy.status {
+                Some(status) => write_log_line(format_args!("healthy: {url} answered {status}")),
+                None => write_log_line(format_args!("healthy: {url} accepted a connection")),
+            }
+            ExitCode::from(probe::EXIT_HEALTHY)
+        }
+        Err(err) => {
+            let code = err.exit_code();
+            if code == probe::EXIT_BAD_URL {
+                eprintln!("reference-agent: --probe: {err}");
+            } else {
+                eprintln!("unhealthy: {err}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     // Before anything slow, so uptime and agent_start_time_seconds cover
@@ -75,6 +131,7 @@ fn main() -> ExitCode {
                 write_log_line(format_args!("{USAGE}"));
                 ExitCode::SUCCESS
             }
+            Some("--probe") => probe_mode(std::env::args_os().skip(2).collect()),
             _ => {
                 eprintln!(
                     "reference-agent: unexpected argument {arg:?}: settings come from the environment; see --help"

@@ -651,3 +651,72 @@ fn version_flag_prints_the_version() {
         [format!("reference-agent {}", env!("CARGO_PKG_VERSION"))]
     );
 }
+
+/// Runs `reference-agent --probe ARGS...` with `vars` and returns its exit
+/// code, stdout and stderr.
+fn probe(vars: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reference-agent"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .arg("--probe")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn probe_mode_checks_health_over_http_and_tcp() {
+    let mut agent = Agent::spawn(&[("AGENT_UNHEALTHY_AFTER", "2s")]);
+    let addr = agent.addr();
+
+    let url = format!("http://{addr}/health");
+    let (code, out, _) = probe(&[], &[&url]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, format!("healthy: {url} answered 200\n"));
+    let (code, out, _) = probe(&[], &[&format!("tcp://{addr}")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("accepted a connection"), "{out}");
+
+    // A knob that would stop the serving agent does not concern a probe.
+    let (code, _, err) = probe(&[("AGENT_START_DELAY", "bogus")], &[&url]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, _, err) = probe(&[], &[&format!("http://{addr}/nowhere")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("answered 404"), "{err}");
+
+    eventually("the probe to see /health turn 503", || {
+        probe(&[], &[&url]).0 == Some(1)
+    });
+    let (_, _, err) = probe(&[], &[&url]);
+    assert!(
+        err.starts_with("unhealthy: ") && err.contains("503"),
+        "{err}"
+    );
+    drop(agent);
+
+    let (code, _, err) = probe(&[], &[&url]);
+    assert_eq!(code, Some(1), "a stopped agent is unhealthy");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn probe_mode_refuses_bad_urls_with_exit_2() {
+    for args in [
+        &[][..],
+        &["http://localhost:8080/health"],
+        &["ftp://127.0.0.1:21"],
+        &["http://127.0.0.1:8080/health", "extra"],
+    ] {
+        let (code, out, err) = probe(&[], args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains("--probe"), "{args:?}: {err}");
+    }
+}

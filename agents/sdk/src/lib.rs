@@ -5,7 +5,8 @@
 //! records [`metrics`] in a [`Registry`], and hands all of it to
 //! [`serve`] (or [`Server::bind`] then [`Server::run`]), which listens on
 //! every `ORCH_LISTEN_PORTS` port and answers `/health`, `/ready`, `/info`
-//! and `/metrics` next to the author's own [`Routes`].
+//! and `/metrics` next to the author's own [`Routes`]. [`probe`] gives an
+//! agent binary a health-check mode for images with no shell or curl.
 //!
 //! ```no_run
 //! use agent_sdk::{HealthState, Registry, Routes, ServeConfig, StatusCode, text};
@@ -31,12 +32,14 @@ pub mod duration;
 pub mod env;
 pub mod health;
 pub mod metrics;
+pub mod probe;
 pub mod server;
 
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use env::{EnvError, GpuEnv, Identity, ListenConfig};
 pub use health::{Health, HealthState};
 pub use metrics::{Counter, CounterVec, Gauge, Histogram, MetricsError, Registry};
+pub use probe::{ProbeError, ProbeTarget};
 pub use server::{
     Body, Routes, ServeConfig, ServeError, Server, StartTime, Stopped, json, serve, text,
 };

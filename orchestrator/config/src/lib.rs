@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod decode;
 pub mod diag;
+pub mod export;
 pub mod legacy;
 pub mod source;
 pub mod v1;

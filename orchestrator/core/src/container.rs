@@ -128,16 +128,59 @@ pub fn config_hash(agent: &Agent) -> String {
     format!("{h:016x}")
 }
 
-/// Container ports the agent should listen on: its published ports and
+/// Container ports the agent should listen on: its published TCP ports and
 /// its health probe's port, in that order, without repeats.
 pub fn listen_ports(agent: &Agent) -> Vec<u16> {
-    let mut ports: Vec<u16> = agent.ports.iter().map(|p| p.container_port).collect();
-    if let Some(p) = agent.health.probe.port() {
-        ports.push(p);
+    let mut ports: Vec<u16> = Vec::new();
+    let tcp = agent
+        .ports
+        .iter()
+        .filter(|p| p.protocol == crate::model::Protocol::Tcp)
+        .map(|p| p.container_port);
+    for port in tcp.chain(agent.health.probe.port()) {
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
     }
-    let mut seen = std::collections::BTreeSet::new();
-    ports.retain(|p| seen.insert(*p));
     ports
+}
+
+/// The agent contract's environment over the agent's own `env` (the
+/// contract's values win): identity, listen ports, free-form config.
+/// `replica` is omitted when unknown (an export running several copies of
+/// one definition); `gpu_slice` is the `ORCH_GPU_SLICE` value.
+pub fn contract_env(
+    host: &HostConfig,
+    agent: &Agent,
+    replica: Option<u32>,
+    gpu_slice: String,
+) -> BTreeMap<String, String> {
+    let mut env = agent.env.clone();
+    env.insert("ORCH_HOST".into(), host.host.name.clone());
+    env.insert("ORCH_GROUP".into(), agent.group.clone());
+    env.insert("ORCH_AGENT".into(), agent.name.clone());
+    if let Some(r) = replica {
+        env.insert("ORCH_REPLICA".into(), r.to_string());
+    }
+    env.insert("ORCH_GPU_SLICE".into(), gpu_slice);
+    let listen = listen_ports(agent);
+    if !listen.is_empty() {
+        env.insert(
+            "ORCH_LISTEN_PORTS".into(),
+            listen
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    if let Some(c) = &agent.config {
+        env.insert("ORCH_AGENT_CONFIG".into(), c.to_string());
+    }
+    if let Some(s) = &agent.script_path {
+        env.insert("ORCH_SCRIPT_PATH".into(), s.clone());
+    }
+    env
 }
 
 /// What the GPU side of the host contributes to a container.
@@ -158,32 +201,12 @@ pub fn build_spec(
     slice: Option<&Slice>,
     gpu: &GpuContext<'_>,
 ) -> ContainerSpec {
-    let mut env = agent.env.clone();
-    env.insert("ORCH_HOST".into(), host.host.name.clone());
-    env.insert("ORCH_GROUP".into(), agent.group.clone());
-    env.insert("ORCH_AGENT".into(), agent.name.clone());
-    env.insert("ORCH_REPLICA".into(), replica.to_string());
-    env.insert(
-        "ORCH_GPU_SLICE".into(),
+    let mut env = contract_env(
+        host,
+        agent,
+        Some(replica),
         slice.map(Slice::describe).unwrap_or_else(|| "none".into()),
     );
-    let listen = listen_ports(agent);
-    if !listen.is_empty() {
-        env.insert(
-            "ORCH_LISTEN_PORTS".into(),
-            listen
-                .iter()
-                .map(u16::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-    if let Some(c) = &agent.config {
-        env.insert("ORCH_AGENT_CONFIG".into(), c.to_string());
-    }
-    if let Some(s) = &agent.script_path {
-        env.insert("ORCH_SCRIPT_PATH".into(), s.clone());
-    }
 
     let mut labels = agent.labels.clone();
     labels.insert(labels::HOST.into(), host.host.name.clone());

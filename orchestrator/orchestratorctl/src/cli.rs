@@ -95,6 +95,9 @@ pub enum Command {
     /// Validate, show or convert a startup_config.yaml.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Write a config as a Docker Compose file or Kubernetes manifests.
+    #[command(subcommand)]
+    Export(ExportCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Write man pages for orchestratorctl and every verb.

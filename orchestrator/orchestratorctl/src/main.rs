@@ -62,6 +62,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Apply { file, load } => commands::apply::apply(&client(), file, load, out),
         Command::Reload => commands::apply::reload(&client(), out),
         Command::Config(cmd) => commands::config::run(cmd, out),
+        Command::Export(cmd) => commands::export::run(cmd, out),
         Command::Completion(args) => {
             commands::completion::run(args);
             Ok(())

@@ -8,6 +8,7 @@ pub mod completion;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod export;
 pub mod group;
 pub mod groups;
 pub mod logs;
