@@ -175,7 +175,13 @@ fn command_error(e: CommandError) -> ApiError {
 }
 
 fn config_error(e: ConfigError) -> ApiError {
-    let details = e.diagnostics().iter().map(|d| d.headline()).collect();
+    let mut details = Vec::new();
+    for d in e.diagnostics() {
+        details.push(d.headline());
+        if let Some(help) = &d.help {
+            details.push(format!("  = help: {help}"));
+        }
+    }
     let code = match e {
         ConfigError::Io { .. } => ErrorCode::NotFound,
         _ => ErrorCode::InvalidConfig,

@@ -151,8 +151,12 @@ impl Host {
         ];
         let ids: Vec<&str> = ids.lines().collect();
         args.extend(ids.iter().copied());
-        docker_ok(&args)
+        // A container removed since `ps` is simply gone: inspect still
+        // prints the others (and fails for the missing one).
+        let out = docker(&args);
+        String::from_utf8_lossy(&out.stdout)
             .lines()
+            .filter(|l| l.contains('|'))
             .map(|l| {
                 let f: Vec<&str> = l.split('|').collect();
                 Seen {
@@ -412,4 +416,63 @@ pub fn write(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A small host: group `base` holds a chain Flaky <- Mid <- Top (each
+/// needs the one before), group `extra` holds Side (needs nothing).
+/// Flaky exits with code 3 at start while `<ctl>/fail` exists, which makes
+/// it crash-loop on demand. Backoff and probing are fast so tests are short.
+pub fn chain_config(host: &str, ctl: &Path) -> String {
+    format!(
+        r#"version: 1
+host: {{name: {host}}}
+defaults:
+  image: {IMAGE}
+  restart: {{policy: on-failure, backoff: {{initial: 200ms, max: 2s}}, crashloop: {{restarts: 3, window: 1m}}}}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
+  stop_timeout: 2s
+groups:
+  base:
+    agents:
+      Flaky:
+        env: {{AGENT_FAIL_IF_EXISTS: /ctl/fail, AGENT_EXIT_CODE: "3"}}
+        volumes: ["{ctl}:/ctl"]
+      Mid: {{depends_on: [Flaky]}}
+      Top: {{depends_on: [Mid]}}
+  extra:
+    agents:
+      Side: {{}}
+"#,
+        ctl = ctl.display()
+    )
+}
+
+/// Events of one kind for one agent, in order.
+pub fn agent_events<'a>(events: &'a [Event], agent: &str) -> Vec<&'a Event> {
+    use orch_core::supervise::EventKind::*;
+    events
+        .iter()
+        .filter(|e| match &e.kind {
+            AgentStarting { replica, .. }
+            | AgentRunning { replica, .. }
+            | AgentHealthy { replica, .. }
+            | AgentUnhealthy { replica, .. }
+            | AgentExited { replica, .. }
+            | AgentRestarting { replica, .. }
+            | AgentCrashLoop { replica, .. }
+            | AgentRecovered { replica, .. }
+            | AgentHeld { replica, .. }
+            | AgentFailed { replica, .. }
+            | AgentStopped { replica, .. }
+            | AgentAdopted { replica, .. } => replica.agent == agent,
+            _ => false,
+        })
+        .collect()
+}
+
+pub fn kind_name(e: &Event) -> String {
+    serde_json::to_value(&e.kind)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }
