@@ -2,6 +2,9 @@
 //! restored: the daemon notices, waits, reconnects, reconciles what
 //! happened meanwhile, and creates no duplicate.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};

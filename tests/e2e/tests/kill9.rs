@@ -2,6 +2,9 @@
 //! 20 times: no duplicate container, no agent restarted because of it,
 //! desired state intact.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! no agent starts before each agent it requires is healthy, no group is
 //! ready before the groups it depends on.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

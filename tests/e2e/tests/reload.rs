@@ -1,6 +1,9 @@
 //! A reload that changes one agent restarts only that agent; a bad config
 //! is refused and the running one stays in charge.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use e2e::{Daemon, Host, chain_config, write};

@@ -2,6 +2,9 @@
 //! crash-looping agent backs off, is marked, holds its dependents, and they
 //! come back in order once it recovers.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use e2e::{Daemon, Host, agent_events, chain_config, docker_ok, kind_name};

@@ -1,6 +1,9 @@
 //! The control socket: mode 0660, and a user outside its group is refused,
 //! both by the file mode and, if the file is loosened, by the peer check.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
