@@ -10,5 +10,6 @@ pub mod glob;
 pub mod gpu;
 pub mod graph;
 pub mod model;
+pub mod planner;
 pub mod supervise;
 pub mod units;
