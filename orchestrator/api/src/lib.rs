@@ -22,6 +22,7 @@
 //! Every failure is an [`ApiError`] with an HTTP status that matches its code.
 
 mod client;
+pub mod report;
 mod types;
 
 pub use client::{Client, ClientError};

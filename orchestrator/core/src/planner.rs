@@ -1688,3 +1688,13 @@ impl fmt::Display for PlanNote {
         }
     }
 }
+
+/// The GPU requests of every replica of a config, in priority order
+/// (declaration order: groups, then agents, then replicas).
+pub fn config_requests(config: &crate::model::HostConfig) -> Vec<(ReplicaKey, GpuRequest)> {
+    config
+        .agents()
+        .filter_map(|a| a.gpu.as_ref().map(|g| (a, g)))
+        .flat_map(|(a, g)| (0..a.replicas).map(move |i| (ReplicaKey::new(&a.name, i), g.clone())))
+        .collect()
+}

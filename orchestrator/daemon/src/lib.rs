@@ -9,6 +9,7 @@
 
 pub mod docker;
 pub mod events;
+pub mod gpu;
 pub mod notify;
 pub mod ops;
 pub mod owner;
@@ -46,6 +47,15 @@ pub struct Settings {
     pub socket_group: Option<String>,
     pub docker_endpoint: String,
     pub max_parallel_ops: usize,
+    /// Per-GPU MPS pipe and log directories are made under this one.
+    pub mps_base: PathBuf,
+}
+
+/// The GPU side: NVML (or why there is none) and MPS control.
+#[derive(Debug)]
+pub struct GpuDeps {
+    pub backend: Result<Arc<dyn orch_gpu::GpuBackend>, String>,
+    pub mps: Arc<dyn orch_gpu::MpsControl>,
 }
 
 /// A handle to ask the running daemon for a reload (SIGHUP).
@@ -71,6 +81,7 @@ pub async fn run(
     loaded: Loaded,
     settings: Settings,
     rt: Arc<dyn ContainerRuntime>,
+    gpu: GpuDeps,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(Control),
 ) -> Result<(), DaemonError> {
@@ -78,6 +89,10 @@ pub async fn run(
     let network = loaded.config.runtime.network.clone();
     let store = store::StateStore::open(&settings.state_dir, &host)?;
     let (tx, rx) = mpsc::channel(1024);
+    let (gpu_handle, gpu_reason) = match gpu.backend {
+        Ok(backend) => (Some(gpu::Gpu::start(backend, gpu.mps)), None),
+        Err(reason) => (None, Some(reason)),
+    };
     let owner = Owner::new(
         loaded,
         OwnerSettings {
@@ -85,10 +100,12 @@ pub async fn run(
             load_options: settings.load_options.clone(),
             docker_endpoint: settings.docker_endpoint.clone(),
             max_parallel_ops: settings.max_parallel_ops,
+            mps_base: settings.mps_base.clone(),
         },
         rt.clone(),
         store,
         tx.clone(),
+        gpu_handle.clone(),
     )?;
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
@@ -113,6 +130,19 @@ pub async fn run(
         watch_stop.clone(),
     ));
     let dog_task = tokio::spawn(notify::watchdog(tx.clone(), api_stop.clone()));
+    let gpu_task = match (gpu_handle, gpu_reason) {
+        (Some(g), _) => tokio::spawn(gpu::poll(g, tx.clone(), watch_stop.clone())),
+        (None, reason) => {
+            let reason = reason.unwrap_or_default();
+            tracing::warn!("no GPUs: {reason}");
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Event::Gpu(gpu::GpuNews::Unavailable { reason }))
+                    .await;
+            })
+        }
+    };
     let owner_task = tokio::spawn(owner.run(rx, owner_stop.clone()));
     tracing::info!(host = %host, socket = %settings.socket.display(), "orchestratord ready");
     on_ready(Control { tx: tx.clone() });
@@ -128,6 +158,7 @@ pub async fn run(
     let _ = owner_task.await;
     watch_stop.cancel();
     let _ = watch_task.await;
+    let _ = gpu_task.await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
 }

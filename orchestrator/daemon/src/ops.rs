@@ -4,9 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_core::container::{ContainerSpec, labels};
+use std::path::PathBuf;
+
+use orch_core::container::{self, ContainerSpec, GpuContext, Injection, labels};
+use orch_core::model::HostConfig;
+use tokio::sync::mpsc;
+
+use crate::gpu::Gpu;
+use crate::owner::Event;
 use orch_core::gpu::{ReplicaKey, Slice};
-use orch_core::supervise::{ContainerFacts, ContainerStatus, OpKind, OpSuccess};
+use orch_core::supervise::{ContainerFacts, ContainerStatus, OpSuccess};
 use orch_docker::{ContainerInfo, ContainerRuntime, ContainerState, DockerError};
 
 /// Container facts as the supervisor needs them.
@@ -129,11 +136,23 @@ pub async fn remove(rt: &dyn ContainerRuntime, id: &str) -> Result<(), String> {
     rt.remove(id, true).await.map(|_| ()).map_err(msg)
 }
 
+/// The inputs of a container spec, built only once the GPU side of the
+/// slice is ready (a MIG device's UUID is known after it is made).
+#[derive(Debug, Clone)]
+pub struct SpecInputs {
+    pub config: Arc<HostConfig>,
+    pub agent: String,
+    pub replica: u32,
+    pub hash: String,
+    pub generation: u64,
+    pub injection: Injection,
+}
+
 /// What one action needs to run on its own.
 #[derive(Debug, Clone)]
 pub enum Job {
     Launch {
-        spec: Box<ContainerSpec>,
+        spec: Box<SpecInputs>,
         replace: Option<String>,
         slice: Option<Slice>,
         stop_timeout: Duration,
@@ -154,27 +173,98 @@ pub enum Job {
     },
 }
 
-impl Job {
-    pub fn kind(&self, replace: bool) -> OpKind {
-        match self {
-            Job::Launch { .. } if replace => OpKind::Recreate,
-            Job::Launch { .. } => OpKind::Launch,
-            Job::Start { .. } => OpKind::Start,
-            Job::Restart { .. } => OpKind::Restart,
-            Job::Stop { .. } => OpKind::Stop,
-            Job::Remove { .. } => OpKind::Remove,
-        }
-    }
+/// The surroundings a job runs in.
+#[derive(Debug, Clone)]
+pub struct JobCtx {
+    pub rt: Arc<dyn ContainerRuntime>,
+    pub gpu: Option<Gpu>,
+    /// Where per-GPU MPS pipe and log directories live.
+    pub mps_base: PathBuf,
+    pub tx: mpsc::Sender<Event>,
+    pub key: ReplicaKey,
+}
 
-    pub async fn run(self, rt: Arc<dyn ContainerRuntime>) -> Result<OpSuccess, String> {
-        let rt = rt.as_ref();
+/// Makes the GPU side of a slice real: the MIG instance (reported to the
+/// owner at once, so it is never left unrecorded) or the MPS daemon.
+/// Returns the completed slice and the MPS pipe directory, if any.
+async fn prepare_gpu(
+    ctx: &JobCtx,
+    slice: Option<Slice>,
+) -> Result<(Option<Slice>, Option<PathBuf>), String> {
+    let Some(mut slice) = slice else {
+        return Ok((None, None));
+    };
+    let gpu = || {
+        ctx.gpu
+            .clone()
+            .ok_or_else(|| "this host has no usable NVML, so GPU slices cannot be made".to_string())
+    };
+    let mut pipe = None;
+    match &mut slice {
+        Slice::Mig {
+            gpu_index,
+            profile_id,
+            placement_start,
+            gi_id,
+            ci_id,
+            device_uuid,
+            ..
+        } if gi_id.is_none() => {
+            let made = gpu()?
+                .create(*gpu_index, *profile_id, *placement_start)
+                .await
+                .map_err(|e| e.to_string())?;
+            *gi_id = Some(made.gi_id);
+            *ci_id = Some(made.ci_id);
+            *device_uuid = Some(made.device_uuid);
+            let _ = ctx
+                .tx
+                .send(Event::SliceReady {
+                    key: ctx.key.clone(),
+                    slice: slice.clone(),
+                })
+                .await;
+        }
+        Slice::Mps { gpu_uuid, .. } => {
+            let m = crate::gpu::mps_gpu(&ctx.mps_base, gpu_uuid);
+            gpu()?.mps_ensure(m.clone()).await?;
+            pipe = Some(m.pipe_dir);
+        }
+        _ => {}
+    }
+    Ok((Some(slice), pipe))
+}
+
+impl Job {
+    pub async fn run(self, ctx: JobCtx) -> Result<OpSuccess, String> {
+        let rt = ctx.rt.as_ref();
         match self {
             Job::Launch {
                 spec,
                 replace,
                 slice,
                 stop_timeout,
-            } => launch(rt, &spec, replace.as_deref(), stop_timeout, slice).await,
+            } => {
+                let (slice, pipe) = prepare_gpu(&ctx, slice).await?;
+                let agent = spec
+                    .config
+                    .agent(&spec.agent)
+                    .ok_or_else(|| format!("agent {} is no longer configured", spec.agent))?;
+                let pipe_text = pipe.as_ref().map(|p| p.display().to_string());
+                let built = container::build_spec(
+                    &spec.config,
+                    agent,
+                    spec.replica,
+                    &spec.hash,
+                    spec.generation,
+                    slice.as_ref(),
+                    &GpuContext {
+                        injection: spec.injection,
+                        mps_pipe_dir: pipe_text.as_deref(),
+                    },
+                );
+                launch(rt, &built, replace.as_deref(), stop_timeout, slice).await
+            }
             Job::Start { id } => start(rt, &id).await,
             Job::Restart { id, stop_timeout } => restart(rt, &id, stop_timeout).await,
             Job::Stop { id, stop_timeout } => {

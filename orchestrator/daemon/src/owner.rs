@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orch_api::{
-    Accepted, AgentCounts, AgentStatus, ApiError, Applied, DockerStatus, ErrorCode,
-    Event as ApiEvent, GpuSummary, GroupState, GroupStatus, Status,
+    Accepted, AgentCounts, AgentStatus, ApiError, Applied, ApplyRequest, ConfigChanges,
+    DockerStatus, ErrorCode, Event as ApiEvent, FreeCapacity, GpuReport, GpuStatus, GpuSummary,
+    GroupState, GroupStatus, PlanReport, SliceOwner, Status, Telemetry,
 };
 use orch_config::{ConfigError, LoadOptions, Loaded};
-use orch_core::container::{self, GpuContext, Injection};
+use orch_core::container::{self, Injection};
 use orch_core::gpu::ReplicaKey;
+use orch_core::gpu::{GpuInfo, MigState, Slice};
 use orch_core::model::{GpuInjection, HostConfig, ShutdownMode};
 use orch_core::supervise::{
     Action, CommandError, ContainerFacts, EventKind, Input, OpKind, OpSuccess, Outcome, Supervisor,
@@ -30,7 +32,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::EventLog;
-use crate::ops::{self, Job};
+use crate::gpu::{Gpu, GpuNews};
+use crate::ops::{self, Job, JobCtx, SpecInputs};
 use crate::probe::{self, ProbeJob};
 use crate::store::StateStore;
 
@@ -83,6 +86,17 @@ pub enum ApiCall {
         since: u64,
         reply: oneshot::Sender<(Vec<ApiEvent>, broadcast::Receiver<ApiEvent>)>,
     },
+    Gpu(oneshot::Sender<GpuReport>),
+    /// Plan a config against the live inventory and assignments.
+    Plan {
+        request: ApplyRequest,
+        reply: Reply<PlanReport>,
+    },
+    MigMode {
+        gpu: u32,
+        enable: bool,
+        reply: Reply<Accepted>,
+    },
     /// The container of a replica, for logs.
     Container {
         group: String,
@@ -114,6 +128,12 @@ pub enum Event {
     },
     /// Answered as soon as the owner gets to it: the watchdog's proof of life.
     Ping(oneshot::Sender<()>),
+    Gpu(GpuNews),
+    /// A launch made a replica's MIG instance.
+    SliceReady {
+        key: ReplicaKey,
+        slice: Slice,
+    },
 }
 
 /// What the owner needs to know about its surroundings.
@@ -124,6 +144,8 @@ pub struct OwnerSettings {
     pub docker_endpoint: String,
     /// How many Docker operations may run at once.
     pub max_parallel_ops: usize,
+    /// Per-GPU MPS pipe and log directories are made under this one.
+    pub mps_base: PathBuf,
 }
 
 pub struct Owner {
@@ -140,6 +162,13 @@ pub struct Owner {
     engine: Option<EngineInfo>,
     ever_ready: BTreeSet<String>,
     started_at: Instant,
+    /// The config as launch jobs see it (replaced whole on reload).
+    config: Arc<HostConfig>,
+    gpu: Option<Gpu>,
+    last_inventory: Option<Vec<GpuInfo>>,
+    telemetry: BTreeMap<u32, Telemetry>,
+    /// GPUs whose MPS control daemon this daemon may have started.
+    mps_running: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -200,8 +229,19 @@ impl Owner {
         rt: Arc<dyn ContainerRuntime>,
         store: StateStore,
         tx: mpsc::Sender<Event>,
+        gpu: Option<Gpu>,
     ) -> Result<Self, crate::DaemonError> {
         let persisted = store.load()?;
+        // MPS daemons of the agents a previous daemon left running.
+        let mps_running = persisted
+            .slices
+            .values()
+            .filter_map(|s| match s {
+                Slice::Mps { gpu_uuid, .. } => Some(gpu_uuid.clone()),
+                _ => None,
+            })
+            .collect();
+        let config = Arc::new(loaded.config.clone());
         let hashes = hashes(&loaded.config);
         let sup = Supervisor::new(loaded.config, hashes, persisted);
         let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -221,6 +261,11 @@ impl Owner {
             engine: None,
             ever_ready: BTreeSet::new(),
             started_at: Instant::now(),
+            config,
+            gpu,
+            last_inventory: None,
+            telemetry: BTreeMap::new(),
+            mps_running,
         })
     }
 
@@ -323,6 +368,26 @@ impl Owner {
             Event::Ping(tx) => {
                 let _ = tx.send(());
             }
+            Event::Gpu(GpuNews::Reading { gpus, telemetry }) => {
+                self.telemetry = telemetry;
+                if self.last_inventory.as_ref() != Some(&gpus) {
+                    self.last_inventory = Some(gpus.clone());
+                    let out = self.sup.handle(now, Input::Inventory { gpus });
+                    self.execute(out);
+                }
+            }
+            Event::Gpu(GpuNews::Unavailable { reason }) => {
+                if self.sup.gpu_unavailable() != Some(reason.as_str()) {
+                    tracing::warn!("GPUs unavailable: {reason}");
+                    self.last_inventory = None;
+                    let out = self.sup.handle(now, Input::GpuUnavailable { reason });
+                    self.execute(out);
+                }
+            }
+            Event::SliceReady { key, slice } => {
+                let out = self.sup.handle(now, Input::SliceReady { key, slice });
+                self.execute(out);
+            }
         }
     }
 
@@ -417,6 +482,27 @@ impl Owner {
         for action in out.actions {
             self.act(action);
         }
+        self.stop_idle_mps();
+    }
+
+    /// Stops MPS control daemons whose GPU has no client left.
+    fn stop_idle_mps(&mut self) {
+        let Some(gpu) = &self.gpu else { return };
+        let needed: BTreeSet<String> = self
+            .sup
+            .replicas()
+            .filter(|r| r.container.is_some() || r.op.is_some() || self.sup.group_wanted(&r.group))
+            .filter_map(|r| match &r.slice {
+                Some(Slice::Mps { gpu_uuid, .. }) => Some(gpu_uuid.clone()),
+                _ => None,
+            })
+            .collect();
+        let idle: Vec<String> = self.mps_running.difference(&needed).cloned().collect();
+        for uuid in idle {
+            tracing::info!(gpu = %uuid, "no MPS client left; stopping its control daemon");
+            gpu.mps_stop(crate::gpu::mps_gpu(&self.settings.mps_base, &uuid));
+            self.mps_running.remove(&uuid);
+        }
     }
 
     fn act(&mut self, action: Action) {
@@ -453,28 +539,25 @@ impl Owner {
                 generation,
                 ..
             } => {
-                let config = self.sup.config();
-                let Some(agent) = config.agent(&key.agent) else {
+                let Some(agent) = self.config.agent(&key.agent) else {
                     return;
                 };
-                let hash = self
-                    .sup
-                    .config_hash(&key.agent)
-                    .unwrap_or_default()
-                    .to_string();
-                let injection = self.injection();
-                let spec = container::build_spec(
-                    config,
-                    agent,
-                    key.replica,
-                    &hash,
+                let stop_timeout = agent.stop_timeout.std();
+                if let Some(Slice::Mps { gpu_uuid, .. }) = &slice {
+                    self.mps_running.insert(gpu_uuid.clone());
+                }
+                let spec = SpecInputs {
+                    config: self.config.clone(),
+                    agent: key.agent.clone(),
+                    replica: key.replica,
+                    hash: self
+                        .sup
+                        .config_hash(&key.agent)
+                        .unwrap_or_default()
+                        .to_string(),
                     generation,
-                    slice.as_ref(),
-                    &GpuContext {
-                        injection,
-                        mps_pipe_dir: None,
-                    },
-                );
+                    injection: self.injection(),
+                };
                 let op = if replace.is_some() {
                     OpKind::Recreate
                 } else {
@@ -484,9 +567,16 @@ impl Owner {
                     spec: Box::new(spec),
                     replace,
                     slice,
-                    stop_timeout: agent.stop_timeout.std(),
+                    stop_timeout,
                 };
                 self.spawn_op(key, op, job);
+            }
+            Action::DestroyMig {
+                gpu_index, gi_id, ..
+            } => {
+                if let Some(gpu) = &self.gpu {
+                    gpu.destroy(gpu_index, gi_id);
+                }
             }
             Action::Start { key, id } => self.spawn_op(key, OpKind::Start, Job::Start { id }),
             Action::Restart { key, id } => {
@@ -510,12 +600,18 @@ impl Owner {
     }
 
     fn spawn_op(&mut self, key: ReplicaKey, op: OpKind, job: Job) {
-        let rt = self.rt.clone();
+        let ctx = JobCtx {
+            rt: self.rt.clone(),
+            gpu: self.gpu.clone(),
+            mps_base: self.settings.mps_base.clone(),
+            tx: self.tx.clone(),
+            key: key.clone(),
+        };
         let tx = self.tx.clone();
         let permits = self.permits.clone();
         self.ops.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let result = job.run(rt).await;
+            let result = job.run(ctx).await;
             let _ = tx.send(Event::Op { key, op, result }).await;
         });
         // Reap finished tasks so the set does not grow.
@@ -550,10 +646,12 @@ impl Owner {
         let warnings = loaded.warnings.iter().map(|w| w.headline()).collect();
         let events_from = self.log.next_seq();
         let hashes = hashes(&loaded.config);
+        let new_config = Arc::new(loaded.config.clone());
         let out = self
             .sup
             .reload(now, loaded.config, hashes)
             .map_err(command_error)?;
+        self.config = new_config;
         let changed = out
             .events
             .iter()
@@ -637,6 +735,13 @@ impl Owner {
                     });
                 let _ = reply.send(answer);
             }
+            ApiCall::Gpu(tx) => {
+                let _ = tx.send(self.gpu_report());
+            }
+            ApiCall::Plan { request, reply } => {
+                let _ = reply.send(self.plan(&request));
+            }
+            ApiCall::MigMode { gpu, enable, reply } => self.mig_mode(gpu, enable, reply),
             ApiCall::Subscribe { since, reply } => {
                 let _ = reply.send(self.log.subscribe(since));
             }
@@ -790,15 +895,268 @@ impl Owner {
                 .to_string(),
             },
             gpu: GpuSummary {
-                available: false,
-                reason: Some("GPU support is not configured in this daemon".into()),
-                gpus: 0,
+                available: self.sup.inventory().is_some(),
+                reason: self.sup.gpu_unavailable().map(str::to_string),
+                gpus: self.sup.inventory().map(<[GpuInfo]>::len).unwrap_or(0),
                 slices: self.sup.replicas().filter(|r| r.slice.is_some()).count(),
             },
             groups,
             agents: counts,
         }
     }
+}
+
+impl Owner {
+    fn slice_owners(&self) -> Vec<SliceOwner> {
+        self.sup
+            .replicas()
+            .filter_map(|r| {
+                r.slice.clone().map(|slice| SliceOwner {
+                    replica: r.key.to_string(),
+                    group: r.group.clone(),
+                    slice,
+                })
+            })
+            .collect()
+    }
+
+    fn gpu_report(&self) -> GpuReport {
+        let owners = self.slice_owners();
+        let gpus = self.sup.inventory_with_ownership().unwrap_or_default();
+        GpuReport {
+            available: self.sup.inventory().is_some(),
+            reason: self.sup.gpu_unavailable().map(str::to_string),
+            library: self.gpu.as_ref().map(|g| g.library.display().to_string()),
+            driver_version: self.gpu.as_ref().and_then(|g| g.driver_version.clone()),
+            gpus: gpus
+                .iter()
+                .map(|info| {
+                    let slices: Vec<SliceOwner> = owners
+                        .iter()
+                        .filter(|o| o.slice.gpu_uuid() == info.uuid)
+                        .cloned()
+                        .collect();
+                    GpuStatus {
+                        free: free_capacity(info, &slices, &self.sup.config().gpus),
+                        telemetry: self.telemetry.get(&info.index).copied(),
+                        info: info.clone(),
+                        slices,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Plans `request`'s config on the live inventory, keeping the slices
+    /// of running replicas whose request the new config leaves unchanged.
+    fn plan(&self, request: &ApplyRequest) -> Result<PlanReport, ApiError> {
+        let loaded = orch_config::load_str(
+            &request.file_name,
+            &request.config_text,
+            &self.settings.load_options,
+        )
+        .map_err(config_error)?;
+        let new = &loaded.config;
+        let gpus = self.sup.inventory_with_ownership().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "no GPU inventory on this host: {}",
+                    self.sup.gpu_unavailable().unwrap_or("not taken yet")
+                ),
+            )
+        })?;
+        let requests = orch_core::planner::config_requests(new);
+        let current: Vec<orch_core::gpu::Assignment> = self
+            .sup
+            .replicas()
+            .filter(|r| {
+                r.container.is_some()
+                    && new.agent(&r.key.agent).map(|a| &a.gpu)
+                        == self.sup.config().agent(&r.key.agent).map(|a| &a.gpu)
+            })
+            .filter_map(|r| {
+                r.slice.clone().map(|slice| orch_core::gpu::Assignment {
+                    replica: r.key.clone(),
+                    slice,
+                    fallback_depth: r.slice_depth,
+                })
+            })
+            .collect();
+        let plan = orch_core::planner::plan(&orch_core::planner::PlanInput {
+            gpus: &gpus,
+            policies: &new.gpus,
+            requests: &requests,
+            current: &current,
+            settings: Default::default(),
+        });
+        let mut report = orch_api::report::plan_report(new, &plan, &requests, &current, "daemon");
+        let new_hashes = hashes(new);
+        let mut changes = ConfigChanges::default();
+        for (agent, h) in &new_hashes {
+            match self.sup.config_hash(agent) {
+                None => changes.added.push(agent.clone()),
+                Some(old) if old != h => changes.recreated.push(agent.clone()),
+                Some(_) => changes.unchanged += 1,
+            }
+        }
+        for a in self.sup.config().agents() {
+            if !new_hashes.contains_key(&a.name) {
+                changes.removed.push(a.name.clone());
+            }
+        }
+        report.changes = Some(changes);
+        Ok(report)
+    }
+
+    /// MIG mode changes are never made by the daemon on its own: only on
+    /// request, refused while agents hold slices of the GPU, and pending
+    /// until the GPU is reset.
+    fn mig_mode(&self, index: u32, enable: bool, reply: Reply<Accepted>) {
+        let Some(gpu) = self.gpu.clone() else {
+            let _ = reply.send(Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "no GPUs: {}",
+                    self.sup.gpu_unavailable().unwrap_or("NVML is not loaded")
+                ),
+            )));
+            return;
+        };
+        let Some(info) = self
+            .sup
+            .inventory()
+            .and_then(|g| g.iter().find(|g| g.index == index))
+            .cloned()
+        else {
+            let _ = reply.send(Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no GPU {index} on this host"),
+            )));
+            return;
+        };
+        let holders: Vec<String> = self
+            .sup
+            .replicas()
+            .filter(|r| r.slice.as_ref().is_some_and(|s| s.gpu_uuid() == info.uuid))
+            .map(|r| r.key.to_string())
+            .collect();
+        if !holders.is_empty() {
+            let _ = reply.send(Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "GPU {index} has slices held by {}; stop their groups before changing its MIG mode",
+                    holders.join(", ")
+                ),
+            )));
+            return;
+        }
+        let events_from = self.log.next_seq();
+        tokio::spawn(async move {
+            let answer = gpu
+                .set_mig_mode(index, enable)
+                .await
+                .map(|c| Accepted {
+                    message: mig_message(index, &info.name, enable, c.reset_required),
+                    groups: Vec::new(),
+                    events_from,
+                })
+                .map_err(|e| {
+                    let code = match e {
+                        orch_gpu::GpuError::NotSupported { .. } => ErrorCode::Conflict,
+                        orch_gpu::GpuError::NoSuchGpu { .. } => ErrorCode::NotFound,
+                        _ => ErrorCode::Unavailable,
+                    };
+                    ApiError::new(code, e.to_string())
+                });
+            let _ = reply.send(answer);
+        });
+    }
+}
+
+/// What an operator is told after a MIG mode request.
+pub fn mig_message(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
+    let what = if enable { "enabled" } else { "disabled" };
+    if reset_required {
+        format!(
+            "MIG mode will be {what} on GPU {index} ({name}) after a GPU reset (`nvidia-smi -r -i {index}`) or a reboot; nothing changes until then"
+        )
+    } else {
+        format!("MIG mode is {what} on GPU {index} ({name})")
+    }
+}
+
+/// What is left on a GPU for new slices.
+pub fn free_capacity(
+    info: &GpuInfo,
+    slices: &[SliceOwner],
+    policies: &[orch_core::model::GpuPolicy],
+) -> FreeCapacity {
+    let policy = policies
+        .iter()
+        .find(|p| p.select.matches(info.index, &info.uuid, &info.name));
+    let reserve = policy.map_or(orch_core::planner::DEFAULT_RESERVE, |p| p.reserve);
+    let sharing = match (policy.and_then(|p| p.sharing), &info.mig) {
+        (Some(s), _) => s.as_str().to_string(),
+        (None, MigState::Enabled { .. }) => "mig".into(),
+        (None, _) => "mps or exclusive".into(),
+    };
+    let mut free = FreeCapacity {
+        sharing,
+        mps_memory_bytes: None,
+        mps_compute_basis_points: None,
+        mps_clients: None,
+        mig_memory_slices: None,
+        mig_compute_slices: None,
+        whole_gpu_free: slices.is_empty(),
+    };
+    match &info.mig {
+        MigState::Enabled {
+            memory_slices,
+            compute_slices,
+            profiles,
+            instances,
+            ..
+        } => {
+            let used_mem: u32 = instances.iter().map(|i| u32::from(i.placement_size)).sum();
+            let used_compute: u32 = instances
+                .iter()
+                .filter_map(|i| {
+                    profiles
+                        .iter()
+                        .find(|p| p.id == i.profile_id)
+                        .map(|p| u32::from(p.compute_slices))
+                })
+                .sum();
+            free.mig_memory_slices =
+                u8::try_from(u32::from(*memory_slices).saturating_sub(used_mem)).ok();
+            free.mig_compute_slices =
+                u8::try_from(u32::from(*compute_slices).saturating_sub(used_compute)).ok();
+            free.whole_gpu_free = instances.is_empty();
+        }
+        _ => {
+            let (mut mem, mut bp, mut n) = (0u64, 0u32, 0u32);
+            for s in slices {
+                if let Slice::Mps {
+                    memory, compute, ..
+                } = &s.slice
+                {
+                    mem += memory.bytes();
+                    bp += compute.basis_points();
+                    n += 1;
+                }
+            }
+            free.mps_memory_bytes = Some(
+                info.memory_total
+                    .bytes()
+                    .saturating_sub(reserve.bytes())
+                    .saturating_sub(mem),
+            );
+            free.mps_compute_basis_points = Some(10_000u32.saturating_sub(bp));
+            free.mps_clients = Some(orch_core::planner::DEFAULT_MAX_MPS_CLIENTS.saturating_sub(n));
+        }
+    }
+    free
 }
 
 /// Writes a file so that a reader sees the old or the new content, whole.

@@ -301,6 +301,26 @@ async fn route(server: &Server, req: Request<Incoming>) -> Result<Response<Body>
             let body = futures_util::stream::iter(head).chain(live);
             Ok(Response::new(BodyExt::boxed_unsync(StreamBody::new(body))))
         }
+        (Method::GET, ["gpu"]) => Ok(json(StatusCode::OK, &ask(server, ApiCall::Gpu).await?)),
+        (Method::POST, ["plan"]) => {
+            let body: ApplyBody = body_json(req).await?;
+            let Some(request) = body.0 else {
+                return Err(bad("`plan` needs a body: {file_name, config_text}"));
+            };
+            let r = ask(server, |reply| ApiCall::Plan { request, reply }).await??;
+            Ok(json(StatusCode::OK, &r))
+        }
+        (Method::POST, ["gpu", index, "mig"]) => {
+            let gpu: u32 = index
+                .parse()
+                .map_err(|_| bad(format!("`{index}` is not a GPU index")))?;
+            let body: MigBody = body_json(req).await?;
+            let Some(orch_api::MigModeRequest { enable }) = body.0 else {
+                return Err(bad("`mig` needs a body: {enable: true|false}"));
+            };
+            let r = ask(server, |reply| ApiCall::MigMode { gpu, enable, reply }).await??;
+            Ok(json(StatusCode::ACCEPTED, &r))
+        }
         (Method::POST, ["reload"]) => {
             let r = ask_event(server, |reply| Event::Reload {
                 text: None,
@@ -335,6 +355,10 @@ async fn route(server: &Server, req: Request<Incoming>) -> Result<Response<Body>
 #[derive(Default, serde::Deserialize)]
 #[serde(transparent)]
 struct ApplyBody(Option<ApplyRequest>);
+
+#[derive(Default, serde::Deserialize)]
+#[serde(transparent)]
+struct MigBody(Option<orch_api::MigModeRequest>);
 
 /// A broadcast receiver as a stream; a follower that falls too far behind
 /// is cut off rather than slowing the owner.

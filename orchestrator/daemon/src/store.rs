@@ -129,7 +129,7 @@ mod tests {
         let state = Persisted {
             started_groups: ["infra_core".to_string(), "vision_gpu".to_string()].into(),
             generation: 3,
-            slices: Default::default(),
+            ..Persisted::default()
         };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);

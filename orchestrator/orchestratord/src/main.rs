@@ -132,6 +132,23 @@ fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, ExitCode> {
     })
 }
 
+/// NVML from the config's `runtime.nvml_library`, else `ORCH_NVML_LIBRARY`,
+/// else the system's library; MPS control from `ORCH_MPS_CONTROL`, else the
+/// config's `runtime.mps.control_binary`. A host without NVML still runs:
+/// its CPU agents start and its GPU agents say why they cannot.
+fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
+    let explicit = cfg.runtime.nvml_library.as_ref().map(PathBuf::from);
+    let backend = orch_gpu::NvmlBackend::open(explicit.as_deref())
+        .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>)
+        .map_err(|e| e.to_string());
+    let binary = std::env::var("ORCH_MPS_CONTROL")
+        .unwrap_or_else(|_| cfg.runtime.mps.control_binary.clone());
+    orch_daemon::GpuDeps {
+        backend,
+        mps: Arc::new(orch_gpu::MpsControlDaemon::new(binary)),
+    }
+}
+
 fn check(args: &ConfigArgs) -> ExitCode {
     match load(args) {
         Ok(l) => {
@@ -173,6 +190,18 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&cfg.runtime.state_dir));
+    let mps_base = cfg
+        .runtime
+        .mps
+        .directory
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir.join("mps"));
+    let gpu = gpu_deps(cfg);
     let settings = Settings {
         config_path: args.config.config.clone(),
         load_options: LoadOptions {
@@ -180,10 +209,7 @@ async fn run(args: RunArgs) -> ExitCode {
             port_offset: args.config.port_offset,
             ..LoadOptions::default()
         },
-        state_dir: args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(&cfg.runtime.state_dir)),
+        state_dir,
         socket: args
             .socket
             .clone()
@@ -191,6 +217,7 @@ async fn run(args: RunArgs) -> ExitCode {
         socket_group: cfg.control.group.clone(),
         docker_endpoint: endpoint.to_string(),
         max_parallel_ops: args.parallel,
+        mps_base,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
@@ -228,10 +255,17 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::info!("stop signal received");
         stop.cancel();
     });
-    let result = orch_daemon::run(loaded, settings, runtime, shutdown.clone(), |control| {
-        let _ = control_tx.send(control);
-        orch_daemon::notify::ready("ready");
-    })
+    let result = orch_daemon::run(
+        loaded,
+        settings,
+        runtime,
+        gpu,
+        shutdown.clone(),
+        |control| {
+            let _ = control_tx.send(control);
+            orch_daemon::notify::ready("ready");
+        },
+    )
     .await;
     signals.abort();
     match result {

@@ -54,6 +54,55 @@ impl Supervisor {
                     out.events.push(EventKind::DockerDown);
                 }
             }
+            Input::Inventory { gpus } => {
+                // Instances that are gone (a reboot, a reset) are no longer ours to track.
+                let before = self.owned_mig.len();
+                self.owned_mig.retain(|o| {
+                    gpus.iter().any(|g| {
+                        g.uuid == o.gpu_uuid
+                            && matches!(&g.mig, crate::gpu::MigState::Enabled { instances, .. }
+                                if instances.iter().any(|i| i.gi_id == o.gi_id && i.placement_start == o.placement_start))
+                    })
+                });
+                if self.owned_mig.len() != before {
+                    out.persist();
+                }
+                self.inventory = Some(gpus);
+                self.gpu_unavailable = None;
+            }
+            Input::GpuUnavailable { reason } => {
+                if self.gpu_unavailable.as_deref() != Some(reason.as_str()) {
+                    out.events.push(EventKind::GpuUnavailable {
+                        reason: reason.clone(),
+                    });
+                }
+                self.inventory = None;
+                self.gpu_unavailable = Some(reason);
+            }
+            Input::SliceReady { key, slice } => {
+                if let crate::gpu::Slice::Mig {
+                    gpu_uuid,
+                    gi_id: Some(gi_id),
+                    profile_id,
+                    placement_start,
+                    ..
+                } = &slice
+                {
+                    let owned = OwnedMig {
+                        gpu_uuid: gpu_uuid.clone(),
+                        gi_id: *gi_id,
+                        profile_id: *profile_id,
+                        placement_start: *placement_start,
+                    };
+                    if !self.owned_mig.contains(&owned) {
+                        self.owned_mig.push(owned);
+                    }
+                }
+                if let Some(r) = self.replicas.get_mut(&key) {
+                    r.slice = Some(slice);
+                }
+                out.persist();
+            }
         }
         self.settle(now, &mut out);
         out
@@ -210,6 +259,11 @@ impl Supervisor {
                 .cloned(),
         );
         changed.sort();
+        let gpu_changed: Vec<String> = config
+            .agents()
+            .filter(|a| self.agents.get(&a.name).is_none_or(|old| old.gpu != a.gpu))
+            .map(|a| a.name.clone())
+            .collect();
         self.agent_graph = agent_graph(&config);
         self.group_graph = group_graph(&config);
         self.agents = config
@@ -223,8 +277,9 @@ impl Supervisor {
         self.generation += 1;
         // A changed GPU request invalidates the slice.
         for r in self.replicas.values_mut() {
-            if changed.contains(&r.key.agent) {
+            if gpu_changed.contains(&r.key.agent) {
                 r.slice = None;
+                r.plan_error = None;
             }
         }
         let mut out = Outcome::default();
@@ -693,11 +748,150 @@ impl Supervisor {
         if self.docker_up {
             let order = self.agent_order();
             self.stop_pass(&order, out);
+            self.assign_slices(now, out);
             self.start_pass(now, &order, out);
         }
         self.group_events(out);
         self.replicas
             .retain(|_, r| !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none()));
+    }
+
+    /// Gives GPU slices to the wanted replicas that need one, planning
+    /// the whole host at once so that running replicas keep theirs.
+    fn assign_slices(&mut self, now: Millis, out: &mut Outcome) {
+        let needs: Vec<ReplicaKey> = self
+            .replicas
+            .values()
+            .filter(|r| {
+                r.slice.is_none()
+                    && r.op.is_none()
+                    && self.wanted(&r.key)
+                    && self
+                        .agents
+                        .get(&r.key.agent)
+                        .is_some_and(|a| a.gpu.is_some())
+                    && !matches!(r.phase, Phase::Failed { retry_at, .. } if now < retry_at)
+            })
+            .map(|r| r.key.clone())
+            .collect();
+        if needs.is_empty() {
+            return;
+        }
+        let Some(gpus) = self.inventory_with_ownership() else {
+            for key in needs {
+                let Some(r) = self.replicas.get_mut(&key) else {
+                    continue;
+                };
+                match &self.gpu_unavailable {
+                    Some(reason) => {
+                        let reason = format!("GPU agents cannot start on this host: {reason}");
+                        if r.plan_error.as_deref() != Some(reason.as_str()) {
+                            out.events.push(EventKind::AgentFailed {
+                                replica: key.clone(),
+                                group: r.group.clone(),
+                                reason: reason.clone(),
+                            });
+                            r.plan_error = Some(reason.clone());
+                        }
+                        r.phase = Phase::Failed {
+                            reason,
+                            retry_at: now + GPU_RETRY,
+                        };
+                    }
+                    None => hold(r, &["GPU inventory".to_string()], out),
+                }
+            }
+            return;
+        };
+        let mut requests = Vec::new();
+        let mut current = Vec::new();
+        for a in self.config.agents() {
+            let Some(req) = &a.gpu else { continue };
+            for i in 0..a.replicas.max(1) {
+                let key = ReplicaKey::new(&a.name, i);
+                let Some(r) = self.replicas.get(&key) else {
+                    continue;
+                };
+                // Replicas still holding a container keep their capacity until gone.
+                if !(self.wanted(&key) || r.container.is_some() || r.op.is_some()) {
+                    continue;
+                }
+                requests.push((key.clone(), req.clone()));
+                if let Some(slice) = &r.slice {
+                    current.push(crate::gpu::Assignment {
+                        replica: key,
+                        slice: slice.clone(),
+                        fallback_depth: r.slice_depth,
+                    });
+                }
+            }
+        }
+        let plan = crate::planner::plan(&crate::planner::PlanInput {
+            gpus: &gpus,
+            policies: &self.config.gpus,
+            requests: &requests,
+            current: &current,
+            settings: crate::planner::PlannerSettings::default(),
+        });
+        for note in &plan.notes {
+            out.events.push(EventKind::GpuNote {
+                text: note.to_string(),
+            });
+        }
+        for d in &plan.destroy {
+            self.owned_mig
+                .retain(|o| !(o.gpu_uuid == d.gpu_uuid && o.gi_id == d.gi_id));
+            out.actions.push(Action::DestroyMig {
+                gpu_index: d.gpu_index,
+                gpu_uuid: d.gpu_uuid.clone(),
+                gi_id: d.gi_id,
+            });
+            out.events.push(EventKind::MigDestroyed {
+                gpu_index: d.gpu_index,
+                gi_id: d.gi_id,
+            });
+            out.persist();
+        }
+        for a in &plan.assignments {
+            let Some(r) = self.replicas.get_mut(&a.replica) else {
+                continue;
+            };
+            if r.slice.as_ref() != Some(&a.slice) {
+                if r.slice.is_none() {
+                    out.events.push(EventKind::SliceAssigned {
+                        replica: a.replica.clone(),
+                        group: r.group.clone(),
+                        slice: a.slice.to_string(),
+                        fallback_depth: a.fallback_depth,
+                    });
+                }
+                r.slice = Some(a.slice.clone());
+                r.slice_depth = a.fallback_depth;
+                r.plan_error = None;
+                out.persist();
+            }
+        }
+        for e in &plan.errors {
+            if !needs.contains(&e.replica) {
+                continue;
+            }
+            let Some(r) = self.replicas.get_mut(&e.replica) else {
+                continue;
+            };
+            let reason = e.to_string();
+            if r.plan_error.as_deref() != Some(reason.as_str()) {
+                out.events.push(EventKind::AgentFailed {
+                    replica: e.replica.clone(),
+                    group: r.group.clone(),
+                    reason: reason.clone(),
+                });
+                r.plan_error = Some(reason.clone());
+            }
+            r.phase = Phase::Failed {
+                reason,
+                retry_at: now + GPU_RETRY,
+            };
+        }
     }
 
     fn agent_order(&self) -> Vec<String> {
@@ -853,11 +1047,15 @@ impl Supervisor {
                 }
                 let group = r.group.clone();
                 let container = r.container.clone();
+                let needs_slice = spec.gpu.is_some() && r.slice.is_none();
                 match container {
                     None => {
                         if let Phase::Failed { retry_at, .. } = r.phase
                             && now < retry_at
                         {
+                            continue;
+                        }
+                        if needs_slice {
                             continue;
                         }
                         if !waiting.is_empty() {
@@ -879,7 +1077,7 @@ impl Supervisor {
                         });
                     }
                     Some(c) if c.config_hash != hash => {
-                        if sibling_busy {
+                        if sibling_busy || needs_slice {
                             continue;
                         }
                         if let Phase::Failed { retry_at, .. } = r.phase

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::{ReplicaKey, Slice};
+use crate::gpu::{GpuInfo, ReplicaKey, Slice};
 use crate::graph::{Graph, agent_graph, group_graph};
 use crate::model::{Agent, HostConfig, RestartMode};
 
@@ -14,6 +14,10 @@ pub type Millis = u64;
 /// A replica is counted healthy-and-stable after this long, which resets
 /// its backoff.
 pub const STABLE_AFTER: Millis = 10_000;
+
+/// How long a replica that could not get a GPU slice waits before the
+/// host is planned again for it.
+pub const GPU_RETRY: Millis = 30_000;
 
 /// What the caller knows about one container of ours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +124,10 @@ pub struct Replica {
     /// Stopped because a dependency is crash-looping; started again when it recovers.
     pub held_by_crashloop: bool,
     pub slice: Option<Slice>,
+    /// Which entry of the agent's request chain the slice meets.
+    pub slice_depth: u8,
+    /// The last GPU planning failure reported for this replica.
+    pub plan_error: Option<String>,
     /// Total restarts done by the supervisor (for status and metrics).
     pub restarts_total: u64,
     /// An exit reported while an operation was in flight, settled when it ends
@@ -154,6 +162,8 @@ impl Replica {
             restart_requested: false,
             held_by_crashloop: false,
             slice: None,
+            slice_depth: 0,
+            plan_error: None,
             restarts_total: 0,
             early_exit: None,
         }
@@ -201,6 +211,19 @@ pub enum Input {
         result: Result<OpSuccess, String>,
     },
     DockerDown,
+    /// A fresh GPU inventory (at start, and whenever it changes).
+    Inventory {
+        gpus: Vec<GpuInfo>,
+    },
+    /// The host has no usable NVML: GPU agents cannot start, CPU ones can.
+    GpuUnavailable {
+        reason: String,
+    },
+    /// A launch completed a replica's slice (e.g. created its MIG instance).
+    SliceReady {
+        key: ReplicaKey,
+        slice: Slice,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +269,12 @@ pub enum Action {
     },
     UnwatchHealth {
         key: ReplicaKey,
+    },
+    /// Destroy a MIG instance this orchestrator created and nobody uses.
+    DestroyMig {
+        gpu_index: u32,
+        gpu_uuid: String,
+        gi_id: u32,
     },
     /// Desired state changed: write it out.
     Persist,
@@ -334,6 +363,22 @@ pub enum EventKind {
     },
     DockerDown,
     DockerUp,
+    SliceAssigned {
+        replica: ReplicaKey,
+        group: String,
+        slice: String,
+        fallback_depth: u8,
+    },
+    MigDestroyed {
+        gpu_index: u32,
+        gi_id: u32,
+    },
+    GpuNote {
+        text: String,
+    },
+    GpuUnavailable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -373,6 +418,18 @@ pub struct Persisted {
     pub generation: u64,
     /// GPU slices by replica (`agent#replica`), kept across restarts.
     pub slices: BTreeMap<String, Slice>,
+    /// MIG instances this orchestrator created: the only ones it may destroy.
+    #[serde(default)]
+    pub owned_mig: Vec<OwnedMig>,
+}
+
+/// A MIG GPU instance made by this orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OwnedMig {
+    pub gpu_uuid: String,
+    pub gi_id: u32,
+    pub profile_id: u32,
+    pub placement_start: u8,
 }
 
 /// The supervision state of one host.
@@ -391,6 +448,10 @@ pub struct Supervisor {
     pub(crate) docker_up: bool,
     /// Groups that have reported ready since they were last started.
     pub(crate) ready_groups: BTreeSet<String>,
+    /// The last GPU inventory; `None` until the first one (or without NVML).
+    pub(crate) inventory: Option<Vec<GpuInfo>>,
+    pub(crate) gpu_unavailable: Option<String>,
+    pub(crate) owned_mig: Vec<OwnedMig>,
 }
 
 /// The label value of a replica's key in persisted slices.
@@ -414,6 +475,9 @@ impl Supervisor {
             replicas: BTreeMap::new(),
             docker_up: false,
             ready_groups: BTreeSet::new(),
+            inventory: None,
+            gpu_unavailable: None,
+            owned_mig: persisted.owned_mig.clone(),
         };
         s.agents = s
             .config
@@ -461,6 +525,36 @@ impl Supervisor {
         self.replicas.get(key)
     }
 
+    pub fn inventory(&self) -> Option<&[GpuInfo]> {
+        self.inventory.as_deref()
+    }
+
+    pub fn gpu_unavailable(&self) -> Option<&str> {
+        self.gpu_unavailable.as_deref()
+    }
+
+    pub fn owned_mig(&self) -> &[OwnedMig] {
+        &self.owned_mig
+    }
+
+    /// The inventory with the instances this orchestrator made marked owned.
+    pub fn inventory_with_ownership(&self) -> Option<Vec<GpuInfo>> {
+        let mut gpus = self.inventory.clone()?;
+        for g in &mut gpus {
+            if let crate::gpu::MigState::Enabled { instances, .. } = &mut g.mig {
+                for i in instances {
+                    i.owned = self.owned_mig.iter().any(|o| {
+                        o.gpu_uuid == g.uuid
+                            && o.gi_id == i.gi_id
+                            && o.profile_id == i.profile_id
+                            && o.placement_start == i.placement_start
+                    });
+                }
+            }
+        }
+        Some(gpus)
+    }
+
     pub fn config_hash(&self, agent: &str) -> Option<&str> {
         self.hashes.get(agent).map(String::as_str)
     }
@@ -474,6 +568,7 @@ impl Supervisor {
                 .values()
                 .filter_map(|r| r.slice.clone().map(|s| (slice_key(&r.key), s)))
                 .collect(),
+            owned_mig: self.owned_mig.clone(),
         }
     }
 

@@ -130,6 +130,11 @@ impl Harness {
                 Action::Restart { key, .. } => format!("restart {key}"),
                 Action::Stop { key, .. } => format!("stop {key}"),
                 Action::Remove { key, .. } => format!("remove {key}"),
+                Action::DestroyMig {
+                    gpu_index, gi_id, ..
+                } => {
+                    format!("destroy mig {gpu_index}/{gi_id}")
+                }
                 Action::WatchHealth { .. } | Action::UnwatchHealth { .. } | Action::Persist => {
                     continue;
                 }
@@ -664,7 +669,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
     let persisted = Persisted {
         started_groups: ["core".to_string()].into(),
         generation: 4,
-        slices: BTreeMap::new(),
+        ..Persisted::default()
     };
     let mut s = Supervisor::new(c, hs, persisted);
     let facts = |id: &str, agent: &str, status| {
@@ -1129,4 +1134,276 @@ fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
     assert_eq!(h.take_log(), ["stop Web"]);
     h.finish_ops();
     assert_eq!(h.take_log(), ["stop Slow", "stop Registry"]);
+}
+
+// ---- GPU slices ----
+
+fn gpu_harness(requests: &[(&str, crate::gpu::GpuRequest)]) -> Harness {
+    let spec: Spec = &[(
+        "g",
+        &[],
+        &[
+            ("Cpu", &[], 1, true),
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+        ],
+    )];
+    let mut c = config(spec);
+    for (agent, req) in requests {
+        let a = c.groups[0]
+            .agents
+            .iter_mut()
+            .find(|a| a.name == *agent)
+            .unwrap();
+        a.gpu = Some(req.clone());
+    }
+    let hs = hashes(&c, "v1");
+    let mut h = Harness::new(spec);
+    h.s = Supervisor::new(c, hs, Persisted::default());
+    h.s.handle(0, Input::Resync { containers: vec![] });
+    h
+}
+
+fn mps(mem: u64, pct: u32) -> crate::gpu::GpuRequest {
+    crate::gpu::GpuRequest::new(crate::gpu::SliceRequest::Mps {
+        memory: crate::units::ByteSize::gib(mem),
+        compute: Percent::whole(pct),
+    })
+}
+
+fn mig(profile: &str) -> crate::gpu::GpuRequest {
+    crate::gpu::GpuRequest::new(crate::gpu::SliceRequest::Mig {
+        profile: crate::gpu::MigProfileName::parse(profile).unwrap(),
+    })
+}
+
+fn class(name: &str) -> &'static crate::gpu::GpuClass {
+    crate::gpu::class_by_name(name).unwrap()
+}
+
+fn launched_slice(out: &Outcome, agent: &str) -> Option<crate::gpu::Slice> {
+    out.actions.iter().find_map(|a| match a {
+        Action::Launch { key, slice, .. } if key.agent == agent => slice.clone(),
+        _ => None,
+    })
+}
+
+#[test]
+fn gpu_agents_wait_for_the_inventory_and_cpu_agents_do_not() {
+    let mut h = gpu_harness(&[("A", mps(4, 20))]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(h.take_log(), ["launch Cpu", "launch B"]);
+    assert_eq!(
+        h.phase(&k("A")),
+        Phase::Held {
+            waiting_for: vec!["GPU inventory".into()]
+        }
+    );
+    let gpus = vec![crate::gpu::GpuInfo::from_class(
+        0,
+        "GPU-4090",
+        class("NVIDIA GeForce RTX 4090"),
+        false,
+    )];
+    let out = h.apply(Input::Inventory { gpus });
+    assert_eq!(h.take_log(), ["launch A"]);
+    let slice = launched_slice(&out, "A").unwrap();
+    assert_eq!(slice.to_string(), "GPU 0 mps 4g 20%");
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        EventKind::SliceAssigned {
+            fallback_depth: 0,
+            ..
+        }
+    )));
+    assert_eq!(h.s.persisted().slices["A#0"], slice);
+}
+
+#[test]
+fn without_nvml_gpu_agents_fail_with_the_reason_and_the_rest_runs() {
+    let mut h = gpu_harness(&[("A", mps(4, 20))]);
+    h.apply(Input::GpuUnavailable {
+        reason: "no NVML library at /usr/lib/libnvidia-ml.so.1".into(),
+    });
+    let out = h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(h.take_log(), ["launch Cpu", "launch B"]);
+    let failed = out.events.iter().find_map(|e| match e {
+        EventKind::AgentFailed {
+            replica, reason, ..
+        } if replica.agent == "A" => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        failed.as_deref(),
+        Some("GPU agents cannot start on this host: no NVML library at /usr/lib/libnvidia-ml.so.1")
+    );
+}
+
+#[test]
+fn an_unsatisfiable_request_fails_with_the_planner_reason_and_is_retried_later() {
+    let mut h = gpu_harness(&[("A", mig("1g.10gb"))]);
+    let gpus = vec![crate::gpu::GpuInfo::from_class(
+        0,
+        "GPU-4090",
+        class("NVIDIA GeForce RTX 4090"),
+        false,
+    )];
+    h.apply(Input::Inventory { gpus });
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert_eq!(h.take_log(), ["launch Cpu", "launch B"]);
+    let Phase::Failed { reason, retry_at } = h.phase(&k("A")) else {
+        panic!("{:?}", h.phase(&k("A")))
+    };
+    assert_eq!(
+        reason,
+        "A wants mig 1g.10gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given"
+    );
+    assert_eq!(retry_at, GPU_RETRY);
+    assert_eq!(h.s.next_deadline(), Some(GPU_RETRY));
+}
+
+#[test]
+fn mig_instances_are_created_by_the_launch_recorded_as_ours_and_forgotten_after_a_reboot() {
+    let mut h = gpu_harness(&[("A", mig("3g.20gb")), ("B", mig("3g.20gb"))]);
+    let a100 = crate::gpu::GpuInfo::from_class(0, "GPU-a100", class("NVIDIA A100-SXM4-40GB"), true);
+    h.apply(Input::Inventory {
+        gpus: vec![a100.clone()],
+    });
+    let out = h.cmd(|s| s.start_group(0, "g").unwrap());
+    let a = launched_slice(&out, "A").unwrap();
+    let b = launched_slice(&out, "B").unwrap();
+    let starts = |s: &crate::gpu::Slice| match s {
+        crate::gpu::Slice::Mig {
+            placement_start,
+            gi_id: None,
+            ..
+        } => *placement_start,
+        other => panic!("{other:?}"),
+    };
+    let mut placements = [starts(&a), starts(&b)];
+    placements.sort();
+    assert_eq!(placements, [0, 4], "two 3g.20gb fit only at 0 and 4");
+    let made = match a.clone() {
+        crate::gpu::Slice::Mig {
+            gpu_index,
+            gpu_uuid,
+            profile,
+            profile_id,
+            placement_start,
+            ..
+        } => crate::gpu::Slice::Mig {
+            gpu_index,
+            gpu_uuid,
+            profile,
+            profile_id,
+            placement_start,
+            gi_id: Some(2),
+            ci_id: Some(0),
+            device_uuid: Some("MIG-a".into()),
+        },
+        _ => unreachable!(),
+    };
+    h.apply(Input::SliceReady {
+        key: k("A"),
+        slice: made.clone(),
+    });
+    assert_eq!(h.s.owned_mig().len(), 1);
+    assert_eq!(h.s.persisted().owned_mig, h.s.owned_mig());
+    assert_eq!(h.s.replica(&k("A")).unwrap().slice.as_ref(), Some(&made));
+    // A reboot loses the layout: the record of ours goes with it.
+    h.apply(Input::Inventory { gpus: vec![a100] });
+    assert!(h.s.owned_mig().is_empty());
+}
+
+#[test]
+fn owned_idle_instances_are_destroyed_and_foreign_ones_never() {
+    let mut a100 =
+        crate::gpu::GpuInfo::from_class(0, "GPU-a100", class("NVIDIA A100-SXM4-40GB"), true);
+    if let crate::gpu::MigState::Enabled { instances, .. } = &mut a100.mig {
+        instances.push(crate::gpu::MigInstance {
+            gi_id: 9,
+            profile_id: 19,
+            placement_start: 0,
+            placement_size: 1,
+            ci_id: Some(0),
+            device_uuid: Some("MIG-x".into()),
+            owned: false,
+        });
+    }
+    let record = crate::gpu::Slice::Mig {
+        gpu_index: 0,
+        gpu_uuid: "GPU-a100".into(),
+        profile: "1g.5gb".into(),
+        profile_id: 19,
+        placement_start: 0,
+        gi_id: Some(9),
+        ci_id: Some(0),
+        device_uuid: Some("MIG-x".into()),
+    };
+    // Ours (we made it for Cpu, which no longer asks for a GPU): destroyed to make room.
+    let mut h = gpu_harness(&[("A", mig("7g.40gb"))]);
+    h.apply(Input::Inventory {
+        gpus: vec![a100.clone()],
+    });
+    h.apply(Input::SliceReady {
+        key: k("Cpu"),
+        slice: record,
+    });
+    assert_eq!(h.s.owned_mig().len(), 1);
+    let out = h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert!(out.actions.contains(&Action::DestroyMig {
+        gpu_index: 0,
+        gpu_uuid: "GPU-a100".into(),
+        gi_id: 9
+    }));
+    assert!(h.s.owned_mig().is_empty());
+    // Not ours: never destroyed, so the 7g.40gb cannot be placed.
+    let mut h = gpu_harness(&[("A", mig("7g.40gb"))]);
+    h.apply(Input::Inventory { gpus: vec![a100] });
+    let out = h.cmd(|s| s.start_group(0, "g").unwrap());
+    assert!(
+        !out.actions
+            .iter()
+            .any(|a| matches!(a, Action::DestroyMig { .. }))
+    );
+    assert!(matches!(h.phase(&k("A")), Phase::Failed { .. }));
+}
+
+#[test]
+fn a_reload_keeps_the_slice_unless_the_gpu_request_changed() {
+    let mut h = gpu_harness(&[("A", mps(4, 20))]);
+    let gpus = vec![crate::gpu::GpuInfo::from_class(
+        0,
+        "GPU-4090",
+        class("NVIDIA GeForce RTX 4090"),
+        false,
+    )];
+    h.apply(Input::Inventory { gpus });
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    let before = h.s.replica(&k("A")).unwrap().slice.clone();
+    let mut c = h.s.config().clone();
+    c.groups[0].agents[1].env.insert("X".into(), "1".into());
+    let mut hs = hashes(&c, "v1");
+    hs.insert("A".into(), "A-v2".into());
+    h.cmd(|s| s.reload(0, c.clone(), hs.clone()).unwrap());
+    assert_eq!(h.s.replica(&k("A")).unwrap().slice, before);
+    h.settle_healthy();
+    assert_eq!(
+        h.s.replica(&k("A")).unwrap().slice,
+        before,
+        "the recreated container keeps the slice"
+    );
+    c.groups[0].agents[1].gpu = Some(mps(6, 20));
+    hs.insert("A".into(), "A-v3".into());
+    h.cmd(|s| s.reload(0, c, hs).unwrap());
+    assert_eq!(
+        h.s.replica(&k("A"))
+            .unwrap()
+            .slice
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "GPU 0 mps 6g 20%"
+    );
 }

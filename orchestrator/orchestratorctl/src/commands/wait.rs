@@ -37,7 +37,8 @@ fn group_of(kind: &EventKind) -> Option<&str> {
         | AgentHeld { group, .. }
         | AgentFailed { group, .. }
         | AgentStopped { group, .. }
-        | AgentAdopted { group, .. } => Some(group),
+        | AgentAdopted { group, .. }
+        | SliceAssigned { group, .. } => Some(group),
         _ => None,
     }
 }
@@ -129,6 +130,24 @@ pub fn describe(e: &Event) -> String {
         }
         DockerDown => "docker engine unreachable".into(),
         DockerUp => "docker engine connected".into(),
+        SliceAssigned {
+            replica,
+            group,
+            slice,
+            fallback_depth,
+        } => format!(
+            "{group}/{replica}: GPU slice {slice}{}",
+            if *fallback_depth > 0 {
+                format!(" (fallback #{fallback_depth})")
+            } else {
+                String::new()
+            }
+        ),
+        MigDestroyed { gpu_index, gi_id } => {
+            format!("GPU {gpu_index}: destroyed our unused MIG instance {gi_id}")
+        }
+        GpuNote { text } => format!("gpu: {text}"),
+        GpuUnavailable { reason } => format!("GPUs unavailable: {reason}"),
     }
 }
 
