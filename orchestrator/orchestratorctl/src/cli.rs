@@ -92,6 +92,24 @@ pub enum Command {
     },
     /// Make the daemon re-read its config file (like SIGHUP).
     Reload,
+    /// GPUs: inventory, slices and their owners, free capacity.
+    Gpu {
+        #[command(subcommand)]
+        command: Option<GpuCmd>,
+        /// NVML library to read when no daemon runs (default: ORCH_NVML_LIBRARY, then the system's).
+        #[arg(long, global = true, value_name = "PATH")]
+        nvml: Option<PathBuf>,
+    },
+    /// Which agent would get which GPU slice for a config, and which MIG
+    /// instances would be made (exit code 7 when something cannot be placed).
+    Plan {
+        file: PathBuf,
+        /// Plan on this host's GPUs even when a daemon runs.
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Validate, show or convert a startup_config.yaml.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -138,6 +156,33 @@ pub enum AgentCmd {
         /// GROUP/AGENT
         target: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GpuCmd {
+    /// Change a GPU's MIG mode (pending until the GPU is reset).
+    Mig {
+        #[command(subcommand)]
+        action: MigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigAction {
+    /// Turn MIG on.
+    Enable(MigArgs),
+    /// Turn MIG off.
+    Disable(MigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigArgs {
+    /// The GPU index.
+    #[arg(long)]
+    pub gpu: u32,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// How a legacy file is read (it names no host and uses `${PORT_OFFSET}`).

@@ -61,6 +61,25 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Events { follow, since } => commands::events::run(&client(), *follow, *since, out),
         Command::Apply { file, load } => commands::apply::apply(&client(), file, load, out),
         Command::Reload => commands::apply::reload(&client(), out),
+        Command::Gpu {
+            command: None,
+            nvml,
+        } => commands::gpu::show(&client(), nvml.as_deref(), out),
+        Command::Gpu {
+            command: Some(cli::GpuCmd::Mig { action }),
+            nvml,
+        } => {
+            let (args, enable) = match action {
+                cli::MigAction::Enable(a) => (a, true),
+                cli::MigAction::Disable(a) => (a, false),
+            };
+            commands::gpu::mig(&client(), nvml.as_deref(), args.gpu, enable, args.yes, out)
+        }
+        Command::Plan {
+            file,
+            offline,
+            load,
+        } => commands::plan::run(&client(), file, load, *offline, out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
         Command::Completion(args) => {

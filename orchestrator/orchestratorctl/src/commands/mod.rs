@@ -9,10 +9,12 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod export;
+pub mod gpu;
 pub mod group;
 pub mod groups;
 pub mod logs;
 pub mod man;
+pub mod plan;
 pub mod status;
 pub mod wait;
 

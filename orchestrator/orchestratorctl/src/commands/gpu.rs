@@ -1,0 +1,314 @@
+//! `gpu`: GPUs, their slices and owners, and what is free; and
+//! `gpu mig enable|disable`. Asks the daemon when one runs; otherwise reads
+//! NVML directly (owners are then unknown).
+
+use std::io::{IsTerminal, Write as _};
+
+use anyhow::Result;
+use orch_api::{Accepted, GpuReport, GpuStatus, MigModeRequest};
+use orch_core::gpu::MigState;
+use orch_core::units::ByteSize;
+
+use super::daemon::{block_on, fail};
+use crate::exit::{self, Exit};
+use crate::output::{Format, Out, Table, print_data};
+
+/// The daemon's report, or a local one read from NVML when no daemon answers.
+fn report(client: &orch_api::Client, nvml: Option<&std::path::Path>) -> Result<(GpuReport, bool)> {
+    match block_on(client.get::<GpuReport>("/v1/gpu"))? {
+        Ok(r) => Ok((r, true)),
+        Err(e) if e.is_unreachable() => Ok((local_report(nvml), false)),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
+    use orch_gpu::GpuBackend as _;
+    match orch_gpu::NvmlBackend::open(nvml) {
+        Err(e) => GpuReport {
+            available: false,
+            reason: Some(e.to_string()),
+            library: None,
+            driver_version: None,
+            gpus: Vec::new(),
+        },
+        Ok(b) => match b.inventory() {
+            Err(e) => GpuReport {
+                available: false,
+                reason: Some(e.to_string()),
+                library: Some(b.library_path().display().to_string()),
+                driver_version: b.driver_version().ok(),
+                gpus: Vec::new(),
+            },
+            Ok(gpus) => GpuReport {
+                available: true,
+                reason: None,
+                library: Some(b.library_path().display().to_string()),
+                driver_version: b.driver_version().ok(),
+                gpus: gpus
+                    .into_iter()
+                    .map(|info| {
+                        let telemetry = b.telemetry(info.index).ok().map(|t| orch_api::Telemetry {
+                            memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
+                            utilization_gpu: t.gpu_utilization.unwrap_or(0),
+                            utilization_memory: t.memory_utilization.unwrap_or(0),
+                            temperature_c: t.temperature_c.unwrap_or(0),
+                            power_mw: t.power_mw.unwrap_or(0),
+                        });
+                        let free = free_without_owners(&info);
+                        GpuStatus {
+                            info,
+                            telemetry,
+                            slices: Vec::new(),
+                            free,
+                        }
+                    })
+                    .collect(),
+            },
+        },
+    }
+}
+
+fn free_without_owners(info: &orch_core::gpu::GpuInfo) -> orch_api::FreeCapacity {
+    let (mem, compute, whole) = match &info.mig {
+        MigState::Enabled {
+            memory_slices,
+            compute_slices,
+            profiles,
+            instances,
+            ..
+        } => {
+            let used_mem: u32 = instances.iter().map(|i| u32::from(i.placement_size)).sum();
+            let used_c: u32 = instances
+                .iter()
+                .filter_map(|i| {
+                    profiles
+                        .iter()
+                        .find(|p| p.id == i.profile_id)
+                        .map(|p| u32::from(p.compute_slices))
+                })
+                .sum();
+            (
+                u8::try_from(u32::from(*memory_slices).saturating_sub(used_mem)).ok(),
+                u8::try_from(u32::from(*compute_slices).saturating_sub(used_c)).ok(),
+                instances.is_empty(),
+            )
+        }
+        _ => (None, None, true),
+    };
+    orch_api::FreeCapacity {
+        sharing: if info.mig.is_enabled() {
+            "mig".into()
+        } else {
+            "mps or exclusive".into()
+        },
+        mps_memory_bytes: None,
+        mps_compute_basis_points: None,
+        mps_clients: None,
+        mig_memory_slices: mem,
+        mig_compute_slices: compute,
+        whole_gpu_free: whole,
+    }
+}
+
+fn mig_text(m: &MigState) -> String {
+    match m {
+        MigState::Unsupported => "no MIG".into(),
+        MigState::Disabled {
+            pending_enable: false,
+        } => "off".into(),
+        MigState::Disabled {
+            pending_enable: true,
+        } => "off (on after reset)".into(),
+        MigState::Enabled {
+            pending_disable: false,
+            instances,
+            ..
+        } => format!("on, {} instance(s)", instances.len()),
+        MigState::Enabled {
+            pending_disable: true,
+            ..
+        } => "on (off after reset)".into(),
+    }
+}
+
+fn free_text(f: &orch_api::FreeCapacity) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = f.mps_memory_bytes {
+        parts.push(format!("mps {} memory", human_size(m)));
+    }
+    if let Some(c) = f.mps_compute_basis_points {
+        parts.push(format!("{}% compute", c / 100));
+    }
+    if let Some(n) = f.mps_clients {
+        parts.push(format!("{n} clients"));
+    }
+    if let (Some(m), Some(c)) = (f.mig_memory_slices, f.mig_compute_slices) {
+        parts.push(format!("{m} memory / {c} compute slices"));
+    }
+    if f.whole_gpu_free {
+        parts.push("whole GPU free".into());
+    }
+    parts.join(", ")
+}
+
+/// Sizes rounded to one decimal in GiB/MiB, for people.
+pub fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if bytes >= ByteSize::GIB {
+        format!("{:.1}g", b / ByteSize::GIB as f64)
+    } else {
+        format!("{:.0}m", b / ByteSize::MIB as f64)
+    }
+}
+
+pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out) -> Result<()> {
+    let (r, from_daemon) = report(client, nvml)?;
+    if out.format != Format::Table {
+        return print_data(out.format, &r);
+    }
+    if !r.available {
+        println!(
+            "{} {}",
+            out.yellow("no GPUs usable:"),
+            r.reason.as_deref().unwrap_or("?")
+        );
+        println!("CPU-only groups run normally; groups with GPU agents cannot start on this host.");
+        return Ok(());
+    }
+    println!(
+        "{} {} (driver {}){}",
+        out.bold("nvml"),
+        r.library.as_deref().unwrap_or("?"),
+        r.driver_version.as_deref().unwrap_or("?"),
+        if from_daemon {
+            String::new()
+        } else {
+            out.dim("  [no daemon: slices and owners unknown]")
+        }
+    );
+    let mut t = Table::new([
+        "GPU", "NAME", "MEMORY", "USED", "UTIL", "TEMP", "POWER", "MIG", "SHARING", "FREE",
+    ]);
+    for g in &r.gpus {
+        let (used, util, temp, power) = match &g.telemetry {
+            Some(t) => (
+                human_size(t.memory_used_bytes),
+                format!("{}%", t.utilization_gpu),
+                format!("{}C", t.temperature_c),
+                format!("{}W", t.power_mw / 1000),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        t.row([
+            if g.info.lost {
+                out.red(&format!("{} LOST", g.info.index))
+            } else {
+                g.info.index.to_string()
+            },
+            g.info.name.clone(),
+            human_size(g.info.memory_total.bytes()),
+            used,
+            util,
+            temp,
+            power,
+            mig_text(&g.info.mig),
+            g.free.sharing.clone(),
+            free_text(&g.free),
+        ]);
+    }
+    print!("{}", t.render(out));
+    let slices: Vec<_> = r.gpus.iter().flat_map(|g| g.slices.iter()).collect();
+    if from_daemon {
+        println!();
+        if slices.is_empty() {
+            println!("no slices given out");
+        } else {
+            let mut t = Table::new(["OWNER", "GROUP", "SLICE", "DEVICE"]);
+            for s in slices {
+                let device = match &s.slice {
+                    orch_core::gpu::Slice::Mig {
+                        device_uuid: Some(u),
+                        ..
+                    } => u.clone(),
+                    other => other.gpu_uuid().to_string(),
+                };
+                t.row([
+                    s.replica.clone(),
+                    s.group.clone(),
+                    s.slice.to_string(),
+                    device,
+                ]);
+            }
+            print!("{}", t.render(out));
+        }
+    }
+    Ok(())
+}
+
+/// `gpu mig enable|disable --gpu N [--yes]`.
+pub fn mig(
+    client: &orch_api::Client,
+    nvml: Option<&std::path::Path>,
+    gpu: u32,
+    enable: bool,
+    yes: bool,
+    out: &Out,
+) -> Result<()> {
+    let what = if enable { "Enable" } else { "Disable" };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Exit::with(
+                exit::USAGE,
+                "changing MIG mode needs confirmation: pass --yes",
+            )
+            .into());
+        }
+        eprint!(
+            "{what} MIG on GPU {gpu}? The change takes effect only after a GPU reset or reboot, and every agent on that GPU must be stopped first. [y/N] "
+        );
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Err(Exit::with(exit::FAILED, "not changed").into());
+        }
+    }
+    let path = format!("/v1/gpu/{gpu}/mig");
+    let message = match block_on(client.post::<_, Accepted>(&path, &MigModeRequest { enable }))? {
+        Ok(a) => a.message,
+        Err(e) if e.is_unreachable() => local_mig(nvml, gpu, enable)?,
+        Err(e) => return Err(fail(e)),
+    };
+    if out.format != Format::Table {
+        return print_data(out.format, &serde_json::json!({ "message": message }));
+    }
+    println!("{message}");
+    Ok(())
+}
+
+fn local_mig(nvml: Option<&std::path::Path>, gpu: u32, enable: bool) -> Result<String> {
+    use orch_gpu::GpuBackend as _;
+    let b =
+        orch_gpu::NvmlBackend::open(nvml).map_err(|e| Exit::with(exit::FAILED, e.to_string()))?;
+    let name = b
+        .inventory()
+        .ok()
+        .and_then(|g| g.into_iter().find(|x| x.index == gpu).map(|x| x.name))
+        .unwrap_or_else(|| "?".into());
+    let change = b.set_mig_mode(gpu, enable).map_err(|e| {
+        let code = match e {
+            orch_gpu::GpuError::NoSuchGpu { .. } => exit::NOT_FOUND,
+            _ => exit::FAILED,
+        };
+        Exit::with(code, e.to_string())
+    })?;
+    let what = if enable { "enabled" } else { "disabled" };
+    Ok(if change.reset_required {
+        format!(
+            "MIG mode will be {what} on GPU {gpu} ({name}) after a GPU reset (`nvidia-smi -r -i {gpu}`) or a reboot; nothing changes until then"
+        )
+    } else {
+        format!("MIG mode is {what} on GPU {gpu} ({name})")
+    })
+}
