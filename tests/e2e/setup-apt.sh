@@ -3,7 +3,10 @@
 # whose command is missing: running it again installs nothing.
 #
 # Usage: tests/e2e/setup-apt.sh [COMMAND=PACKAGE ...]
-#   default: systemd-analyze=systemd
+#   COMMAND is a name looked up in PATH, or an absolute path.
+#   default: systemd-analyze=systemd /bin/kill=procps (what
+#   `systemd-analyze verify` of the orchestratord unit needs: its
+#   ExecReload= runs /bin/kill, and verify checks that it exists)
 #
 # CI runs as root, so apt-get works directly; elsewhere `sudo -n` is used
 # when it needs no password. Packages come without recommends.
@@ -11,7 +14,17 @@ set -euo pipefail
 
 prog="setup-apt"
 pairs=("$@")
-[[ ${#pairs[@]} -gt 0 ]] || pairs=("systemd-analyze=systemd")
+[[ ${#pairs[@]} -gt 0 ]] || pairs=("systemd-analyze=systemd" "/bin/kill=procps")
+
+# A path must be an executable file (`kill` is also a shell builtin, so
+# `command -v` would find it without the file).
+have() {
+    if [[ "$1" == /* ]]; then
+        [[ -x "$1" ]]
+    else
+        command -v "$1" >/dev/null 2>&1
+    fi
+}
 
 missing=()
 for pair in "${pairs[@]}"; do
@@ -21,7 +34,7 @@ for pair in "${pairs[@]}"; do
         echo "$prog: expected COMMAND=PACKAGE, got '$pair'" >&2
         exit 2
     fi
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    have "$cmd" || missing+=("$pkg")
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -50,7 +63,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 for pair in "${pairs[@]}"; do
     cmd="${pair%%=*}"
-    command -v "$cmd" >/dev/null 2>&1 || {
+    have "$cmd" || {
         echo "$prog: $cmd is still missing after installing ${missing[*]}" >&2
         exit 1
     }

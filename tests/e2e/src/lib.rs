@@ -250,11 +250,22 @@ pub struct Daemon {
     pub state_dir: PathBuf,
     pub log: PathBuf,
     pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
     starts: u32,
 }
 
 impl Daemon {
     pub fn start(host: &Host, config_text: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(host, config_text, extra, &[])
+    }
+
+    /// Like `start`, with extra environment (e.g. the NVML simulator's).
+    pub fn start_with_env(
+        host: &Host,
+        config_text: &str,
+        extra: &[&str],
+        env: &[(String, String)],
+    ) -> Daemon {
         binaries();
         agent_image();
         let config = host.path("startup_config.yaml");
@@ -266,6 +277,7 @@ impl Daemon {
             state_dir: host.path("state"),
             log: host.path("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env.to_vec(),
             starts: 0,
         };
         d.spawn();
@@ -292,6 +304,7 @@ impl Daemon {
             .arg(&self.socket)
             .args(&self.extra)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -409,6 +422,101 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The simulator's library, `nvml-simctl` and MPS stand-in, built on first use.
+pub fn sim_binaries() -> (PathBuf, PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    BINS.get_or_init(|| {
+        once_across_processes("build-sim", || {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "nvml-sim"])
+                .current_dir(repo_root())
+                .status()
+                .expect("cargo build");
+            assert!(status.success(), "building the NVML simulator failed");
+        });
+        let dir = target_dir().join("debug");
+        (
+            dir.join("libnvml_sim.so"),
+            dir.join("nvml-simctl"),
+            dir.join("nvidia-cuda-mps-control-sim"),
+        )
+    })
+    .clone()
+}
+
+/// Environment that makes a daemon see the simulated GPUs of `sim_host`
+/// (a file under the repository) with its own state, and use the MPS
+/// stand-in.
+pub fn sim_env(host: &Host, sim_host: &str) -> Vec<(String, String)> {
+    let (lib, _, mps) = sim_binaries();
+    vec![
+        ("ORCH_NVML_LIBRARY".into(), lib.display().to_string()),
+        (
+            "NVML_SIM_CONFIG".into(),
+            repo_root().join(sim_host).display().to_string(),
+        ),
+        (
+            "NVML_SIM_STATE".into(),
+            host.path("nvml-state.json").display().to_string(),
+        ),
+        ("ORCH_MPS_CONTROL".into(), mps.display().to_string()),
+    ]
+}
+
+/// `nvml-simctl ARGS` against the daemon's simulated GPUs; stdout.
+pub fn simctl(env: &[(String, String)], args: &[&str]) -> String {
+    let (_, simctl, _) = sim_binaries();
+    let out = Command::new(simctl)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("nvml-simctl");
+    assert!(
+        out.status.success(),
+        "nvml-simctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// MIG GPU instances on a simulated GPU: (gi id, profile, placement start, MIG uuid).
+pub fn sim_instances(env: &[(String, String)], gpu: usize) -> Vec<(u64, String, u64, String)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&simctl(env, &["status"])).expect("status json");
+    let mut out: Vec<(u64, String, u64, String)> = v["gpus"][gpu]["mig"]["gpu_instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|gi| {
+                    (
+                        gi["id"].as_u64().unwrap_or(0),
+                        gi["profile"].as_str().unwrap_or("").to_string(),
+                        gi["placement"]["start"].as_u64().unwrap_or(0),
+                        gi["compute_instances"][0]["mig_uuid"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort_by_key(|i| i.2);
+    out
+}
+
+/// An environment variable of a container.
+pub fn container_env(id: &str, name: &str) -> Option<String> {
+    let env = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        id,
+    ]);
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
 }
 
 /// Writes a file atomically (tests rewrite configs the daemon may read).

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{Daemon, Host, Seen, derive_config, repo_root};
+use e2e::{Daemon, Host, Seen, container_env, derive_config, repo_root, sim_env, sim_instances};
 use rand::Rng;
 
 #[test]
@@ -19,7 +19,10 @@ fn kill_9_during_starts_and_stops_never_duplicates_or_restarts() {
     let source =
         std::fs::read_to_string(repo_root().join("config/mainpc/startup_config.yaml")).unwrap();
     let text = derive_config(&source, "mainpc", &host.name);
-    let mut daemon = Daemon::start(&host, &text, &[]);
+    // On a simulated A100: FaceRecognitionAgent (vision_gpu) holds a MIG slice.
+    let env = sim_env(&host, "config/sim/lab-a100.yaml");
+    let mut daemon = Daemon::start_with_env(&host, &text, &[], &env);
+    let state_file = daemon.state_dir.join(format!("{}.state.json", host.name));
     let mut rng = rand::rng();
     let targets = ["memory_stack", "vision_gpu"];
     for round in 0..20 {
@@ -73,5 +76,34 @@ fn kill_9_during_starts_and_stops_never_duplicates_or_restarts() {
         }
         let s = daemon.status();
         assert_eq!(s.agents.running, s.agents.wanted, "round {round}");
+        // GPU slices: one MIG instance at most, always recorded as ours, and
+        // the running agent holds exactly it.
+        let instances = sim_instances(&env, 0);
+        assert!(
+            instances.len() <= 1,
+            "round {round}: instances leaked: {instances:?}"
+        );
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        let owned: Vec<u64> = state["owned_mig"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["gi_id"].as_u64().unwrap())
+            .collect();
+        for (gi, ..) in &instances {
+            assert!(
+                owned.contains(gi),
+                "round {round}: instance {gi} is not recorded as ours ({owned:?})"
+            );
+        }
+        if let Some(face) = host.container_of("FaceRecognitionAgent") {
+            let device = container_env(&face.id, "NVIDIA_VISIBLE_DEVICES").unwrap();
+            assert_eq!(instances.len(), 1, "round {round}");
+            assert_eq!(
+                device, instances[0].3,
+                "round {round}: the agent holds the instance"
+            );
+        }
     }
 }

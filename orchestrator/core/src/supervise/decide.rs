@@ -759,17 +759,26 @@ impl Supervisor {
     /// Gives GPU slices to the wanted replicas that need one, planning
     /// the whole host at once so that running replicas keep theirs.
     fn assign_slices(&mut self, now: Millis, out: &mut Outcome) {
+        // Every GPU replica about to get a new container is planned, even
+        // with a slice on record: the planner checks that slice against
+        // the inventory (after a reboot its MIG instance is gone and is
+        // re-made at the same placement).
         let needs: Vec<ReplicaKey> = self
             .replicas
             .values()
             .filter(|r| {
-                r.slice.is_none()
+                let Some(agent) = self.agents.get(&r.key.agent) else {
+                    return false;
+                };
+                let launching = r.slice.is_none()
+                    || r.container.as_ref().is_none_or(|c| {
+                        Some(c.config_hash.as_str())
+                            != self.hashes.get(&r.key.agent).map(String::as_str)
+                    });
+                agent.gpu.is_some()
+                    && launching
                     && r.op.is_none()
                     && self.wanted(&r.key)
-                    && self
-                        .agents
-                        .get(&r.key.agent)
-                        .is_some_and(|a| a.gpu.is_some())
                     && !matches!(r.phase, Phase::Failed { retry_at, .. } if now < retry_at)
             })
             .map(|r| r.key.clone())
@@ -853,6 +862,10 @@ impl Supervisor {
             out.persist();
         }
         for a in &plan.assignments {
+            // Running replicas keep what they run with.
+            if !needs.contains(&a.replica) {
+                continue;
+            }
             let Some(r) = self.replicas.get_mut(&a.replica) else {
                 continue;
             };
@@ -864,6 +877,34 @@ impl Supervisor {
                         slice: a.slice.to_string(),
                         fallback_depth: a.fallback_depth,
                     });
+                }
+                // We were making this instance when we last stopped: the
+                // one found at exactly that placement is the one we made.
+                if let (
+                    Some(crate::gpu::Slice::Mig {
+                        gi_id: None,
+                        placement_start: was,
+                        ..
+                    }),
+                    crate::gpu::Slice::Mig {
+                        gpu_uuid,
+                        gi_id: Some(gi_id),
+                        profile_id,
+                        placement_start,
+                        ..
+                    },
+                ) = (&r.slice, &a.slice)
+                    && was == placement_start
+                {
+                    let owned = OwnedMig {
+                        gpu_uuid: gpu_uuid.clone(),
+                        gi_id: *gi_id,
+                        profile_id: *profile_id,
+                        placement_start: *placement_start,
+                    };
+                    if !self.owned_mig.contains(&owned) {
+                        self.owned_mig.push(owned);
+                    }
                 }
                 r.slice = Some(a.slice.clone());
                 r.slice_depth = a.fallback_depth;

@@ -1407,3 +1407,61 @@ fn a_reload_keeps_the_slice_unless_the_gpu_request_changed() {
         "GPU 0 mps 6g 20%"
     );
 }
+
+#[test]
+fn after_a_reboot_a_recorded_mig_slice_is_made_again_at_its_placement() {
+    let spec: Spec = &[(
+        "g",
+        &[],
+        &[
+            ("Cpu", &[], 1, true),
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+        ],
+    )];
+    let mut c = config(spec);
+    c.groups[0].agents[1].gpu = Some(mig("3g.20gb"));
+    let hs = hashes(&c, "v1");
+    let recorded = crate::gpu::Slice::Mig {
+        gpu_index: 0,
+        gpu_uuid: "GPU-a100".into(),
+        profile: "3g.20gb".into(),
+        profile_id: 9,
+        placement_start: 4,
+        gi_id: Some(2),
+        ci_id: Some(0),
+        device_uuid: Some("MIG-old".into()),
+    };
+    let persisted = Persisted {
+        started_groups: ["g".to_string()].into(),
+        slices: [("A#0".to_string(), recorded)].into(),
+        owned_mig: vec![OwnedMig {
+            gpu_uuid: "GPU-a100".into(),
+            gi_id: 2,
+            profile_id: 9,
+            placement_start: 4,
+        }],
+        ..Persisted::default()
+    };
+    let mut s = Supervisor::new(c, hs, persisted);
+    // The reboot took the containers and the layout.
+    let a100 = crate::gpu::GpuInfo::from_class(0, "GPU-a100", class("NVIDIA A100-SXM4-40GB"), true);
+    s.handle(0, Input::Inventory { gpus: vec![a100] });
+    assert!(s.owned_mig().is_empty());
+    let out = s.handle(0, Input::Resync { containers: vec![] });
+    let slice = launched_slice(&out, "A").unwrap();
+    assert_eq!(
+        slice,
+        crate::gpu::Slice::Mig {
+            gpu_index: 0,
+            gpu_uuid: "GPU-a100".into(),
+            profile: "3g.20gb".into(),
+            profile_id: 9,
+            placement_start: 4,
+            gi_id: None,
+            ci_id: None,
+            device_uuid: None,
+        },
+        "the same placement, to be made again by the launch"
+    );
+}
