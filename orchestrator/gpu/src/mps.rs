@@ -147,13 +147,17 @@ impl MpsControlDaemon {
 
     /// The program with the GPU's environment: inherited `CUDA_*` variables
     /// are dropped so none of the supervisor's own settings leaks into the
-    /// daemon (and from there into every MPS server it starts).
+    /// daemon (and from there into every MPS server it starts), and so are
+    /// systemd's notify variables, which belong to the supervisor alone.
     fn command(&self, gpu: &MpsGpu) -> Command {
         let mut cmd = Command::new(&self.binary);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("CUDA_") {
                 cmd.env_remove(key);
             }
+        }
+        for key in ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"] {
+            cmd.env_remove(key);
         }
         cmd.env(ENV_PIPE_DIR, &gpu.pipe_dir)
             .env(ENV_LOG_DIR, &gpu.log_dir)

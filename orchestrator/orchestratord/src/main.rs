@@ -155,6 +155,16 @@ fn check(args: &ConfigArgs) -> ExitCode {
             for w in &l.warnings {
                 eprintln!("{}", w.headline());
             }
+            // The host must have what the config names outside itself.
+            if let Some(group) = &l.config.control.group
+                && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+            {
+                eprintln!(
+                    "{}: control.group `{group}` does not exist on this host; create it (groupadd {group}) or change the config",
+                    args.config.display()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!(
                 "{}: valid; host {}, {} groups, {} agents",
                 args.config.display(),
@@ -273,6 +283,8 @@ async fn run(args: RunArgs) -> ExitCode {
         Err(e) => {
             eprintln!("orchestratord: {e}");
             ExitCode::from(match e {
+                // A socket group that does not exist is a config mistake.
+                DaemonError::Bind(orch_daemon::server::BindError::NoGroup(_)) => EXIT_CONFIG,
                 DaemonError::Bind(_) => EXIT_SOCKET,
                 DaemonError::Store(_) => EXIT_STATE,
             })
