@@ -390,6 +390,16 @@ fn global_settings(node: &Node, defaults: &mut AgentDefaults, d: &mut Diagnostic
         && let Some(env) = de::string_map(n, "`environment`", d)
     {
         for (k, v) in &env {
+            if k.starts_with("ORCH_")
+                && let Some((kn, _)) = n.entry(k)
+            {
+                d.error_help(
+                    "reserved",
+                    kn.span,
+                    format!("`{k}` is set by the orchestrator and cannot be given in `env`"),
+                    "rename the variable",
+                );
+            }
             if v.contains("${")
                 && let Some(vn) = n.get(k)
             {
