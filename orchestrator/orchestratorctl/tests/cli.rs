@@ -378,3 +378,29 @@ fn gpu_reads_the_simulator_without_a_daemon_and_mig_mode_waits_for_a_reset() {
         "{text}"
     );
 }
+
+#[test]
+fn the_shipped_compose_files_are_the_current_exports() {
+    for host in ["mainpc", "pc2"] {
+        let out = ctl(
+            &[
+                "export",
+                "compose",
+                &format!("config/{host}/startup_config.yaml"),
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shipped =
+            std::fs::read_to_string(root().join(format!("compose/{host}.compose.yaml"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            shipped,
+            "compose/{host}.compose.yaml is stale: regenerate it with `orchestratorctl export compose config/{host}/startup_config.yaml --write compose/{host}.compose.yaml`"
+        );
+    }
+}
