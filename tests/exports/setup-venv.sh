@@ -18,32 +18,8 @@ venv="${1:-$root/target/py-venv}"
 # the checks accept without a deliberate bump here.
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 
-python="${PYTHON:-python3}"
-if ! command -v "$python" >/dev/null 2>&1; then
-    echo "setup-venv.sh: $python not found; install Python 3 (with the venv module)" >&2
-    exit 1
-fi
-
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-
-want_ok() {
-    "$venv/bin/python" - "$KUBERNETES_VALIDATE_VERSION" <<'PY'
-import sys
-from importlib import metadata
-try:
-    if metadata.version("kubernetes-validate") != sys.argv[1]:
-        sys.exit(1)
-except metadata.PackageNotFoundError:
-    sys.exit(1)
-PY
-}
-
-if ! want_ok || [ ! -x "$venv/bin/kubernetes-validate" ]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-    want_ok || { echo "setup-venv.sh: kubernetes-validate missing after install" >&2; exit 1; }
-fi
-
+# shellcheck source=../py-venv.sh
+. "$here/../py-venv.sh"
+ensure_venv "$venv" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+[ -x "$venv/bin/kubernetes-validate" ] || { echo "setup-venv.sh: kubernetes-validate missing after install" >&2; exit 1; }
 echo "$venv/bin/kubernetes-validate"

@@ -38,67 +38,73 @@ fn duplicate_agents(index: &SourceIndex, d: &mut Diagnostics) {
     }
 }
 
+/// What a `depends_on` entry may name, for the shared reference check.
+struct RefKind<'a> {
+    what: &'static str,
+    names: Vec<&'a str>,
+    /// The other kind of name, and where to write it instead.
+    other: Vec<&'a str>,
+    other_hint: &'static str,
+}
+
 fn agent_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
-    let names: Vec<&str> = config.agents().map(|a| a.name.as_str()).collect();
+    let kind = RefKind {
+        what: "agent",
+        names: config.agents().map(|a| a.name.as_str()).collect(),
+        other: config.groups.iter().map(|g| g.name.as_str()).collect(),
+        other_hint: "is a group; name it in the group's `depends_on` instead",
+    };
     for a in &index.agents {
-        for (dep, span) in &a.depends_on {
-            if names.contains(&dep.as_str()) {
-                continue;
-            }
-            let msg = format!(
-                "agent `{}` depends on `{dep}`, which is not an agent of this host",
-                a.name
-            );
-            if config.group(dep).is_some() {
-                d.error_help(
-                    "unknown-dependency",
-                    *span,
-                    msg,
-                    format!("`{dep}` is a group; name it in the group's `depends_on` instead"),
-                );
-            } else {
-                match closest(dep, names.iter().copied()) {
-                    Some(c) => d.error_help(
-                        "unknown-dependency",
-                        *span,
-                        msg,
-                        format!("did you mean `{c}`?"),
-                    ),
-                    None => d.error("unknown-dependency", *span, msg),
-                }
-            }
-        }
+        check_references("agent", &a.name, &a.depends_on, &kind, d);
     }
 }
 
 fn group_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
-    let names: Vec<&str> = config.groups.iter().map(|g| g.name.as_str()).collect();
+    let kind = RefKind {
+        what: "group",
+        names: config.groups.iter().map(|g| g.name.as_str()).collect(),
+        other: config.agents().map(|a| a.name.as_str()).collect(),
+        other_hint: "is an agent; name it in an agent's `depends_on` instead",
+    };
     for g in &index.groups {
-        for (dep, span) in &g.depends_on {
-            if names.contains(&dep.as_str()) {
-                continue;
-            }
-            let msg = format!(
-                "group `{}` depends on `{dep}`, which is not a group of this host",
-                g.name
+        check_references("group", &g.name, &g.depends_on, &kind, d);
+    }
+}
+
+/// Every dependency must name something of `kind`; a name of the other
+/// kind gets a pointer to where it belongs, anything else the closest name.
+fn check_references(
+    owner_kind: &str,
+    owner: &str,
+    deps: &[(String, crate::yaml::Span)],
+    kind: &RefKind,
+    d: &mut Diagnostics,
+) {
+    for (dep, span) in deps {
+        if kind.names.contains(&dep.as_str()) {
+            continue;
+        }
+        let msg = format!(
+            "{owner_kind} `{owner}` depends on `{dep}`, which is not {} {} of this host",
+            if kind.what == "agent" { "an" } else { "a" },
+            kind.what
+        );
+        if kind.other.contains(&dep.as_str()) {
+            d.error_help(
+                "unknown-dependency",
+                *span,
+                msg,
+                format!("`{dep}` {}", kind.other_hint),
             );
-            if config.agent(dep).is_some() {
-                d.error_help(
+        } else {
+            match closest(dep, kind.names.iter().copied()) {
+                Some(c) => d.error_help(
                     "unknown-dependency",
                     *span,
                     msg,
-                    format!("`{dep}` is an agent; name it in an agent's `depends_on` instead"),
-                );
-            } else {
-                match closest(dep, names.iter().copied()) {
-                    Some(c) => d.error_help(
-                        "unknown-dependency",
-                        *span,
-                        msg,
-                        format!("did you mean `{c}`?"),
-                    ),
-                    None => d.error("unknown-dependency", *span, msg),
-                }
+                    format!("did you mean `{c}`?"),
+                ),
+                None => d.error("unknown-dependency", *span, msg),
             }
         }
     }

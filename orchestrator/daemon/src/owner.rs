@@ -13,13 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use orch_api::{
     Accepted, AgentCounts, AgentStatus, ApiError, Applied, ApplyRequest, ConfigChanges,
-    DockerStatus, ErrorCode, Event as ApiEvent, FreeCapacity, GpuReport, GpuStatus, GpuSummary,
-    GroupState, GroupStatus, PlanReport, SliceOwner, Status, Telemetry,
+    DockerStatus, ErrorCode, Event as ApiEvent, GpuReport, GpuStatus, GpuSummary, GroupState,
+    GroupStatus, PlanReport, SliceOwner, Status, Telemetry,
 };
 use orch_config::{ConfigError, LoadOptions, Loaded};
 use orch_core::container::{self, Injection};
 use orch_core::gpu::ReplicaKey;
-use orch_core::gpu::{GpuInfo, MigState, Slice};
+use orch_core::gpu::{GpuInfo, Slice};
 use orch_core::model::{GpuInjection, HostConfig, ShutdownMode};
 use orch_core::supervise::{
     Action, CommandError, ContainerFacts, EventKind, Input, OpKind, OpSuccess, Outcome, Supervisor,
@@ -937,7 +937,11 @@ impl Owner {
                         .cloned()
                         .collect();
                     GpuStatus {
-                        free: free_capacity(info, &slices, &self.sup.config().gpus),
+                        free: orch_api::report::free_capacity(
+                            info,
+                            &slices,
+                            &self.sup.config().gpus,
+                        ),
                         telemetry: self.telemetry.get(&info.index).copied(),
                         info: info.clone(),
                         slices,
@@ -1084,79 +1088,6 @@ pub fn mig_message(index: u32, name: &str, enable: bool, reset_required: bool) -
     } else {
         format!("MIG mode is {what} on GPU {index} ({name})")
     }
-}
-
-/// What is left on a GPU for new slices.
-pub fn free_capacity(
-    info: &GpuInfo,
-    slices: &[SliceOwner],
-    policies: &[orch_core::model::GpuPolicy],
-) -> FreeCapacity {
-    let policy = policies
-        .iter()
-        .find(|p| p.select.matches(info.index, &info.uuid, &info.name));
-    let reserve = policy.map_or(orch_core::planner::DEFAULT_RESERVE, |p| p.reserve);
-    let sharing = match (policy.and_then(|p| p.sharing), &info.mig) {
-        (Some(s), _) => s.as_str().to_string(),
-        (None, MigState::Enabled { .. }) => "mig".into(),
-        (None, _) => "mps or exclusive".into(),
-    };
-    let mut free = FreeCapacity {
-        sharing,
-        mps_memory_bytes: None,
-        mps_compute_basis_points: None,
-        mps_clients: None,
-        mig_memory_slices: None,
-        mig_compute_slices: None,
-        whole_gpu_free: slices.is_empty(),
-    };
-    match &info.mig {
-        MigState::Enabled {
-            memory_slices,
-            compute_slices,
-            profiles,
-            instances,
-            ..
-        } => {
-            let used_mem: u32 = instances.iter().map(|i| u32::from(i.placement_size)).sum();
-            let used_compute: u32 = instances
-                .iter()
-                .filter_map(|i| {
-                    profiles
-                        .iter()
-                        .find(|p| p.id == i.profile_id)
-                        .map(|p| u32::from(p.compute_slices))
-                })
-                .sum();
-            free.mig_memory_slices =
-                u8::try_from(u32::from(*memory_slices).saturating_sub(used_mem)).ok();
-            free.mig_compute_slices =
-                u8::try_from(u32::from(*compute_slices).saturating_sub(used_compute)).ok();
-            free.whole_gpu_free = instances.is_empty();
-        }
-        _ => {
-            let (mut mem, mut bp, mut n) = (0u64, 0u32, 0u32);
-            for s in slices {
-                if let Slice::Mps {
-                    memory, compute, ..
-                } = &s.slice
-                {
-                    mem += memory.bytes();
-                    bp += compute.basis_points();
-                    n += 1;
-                }
-            }
-            free.mps_memory_bytes = Some(
-                info.memory_total
-                    .bytes()
-                    .saturating_sub(reserve.bytes())
-                    .saturating_sub(mem),
-            );
-            free.mps_compute_basis_points = Some(10_000u32.saturating_sub(bp));
-            free.mps_clients = Some(orch_core::planner::DEFAULT_MAX_MPS_CLIENTS.saturating_sub(n));
-        }
-    }
-    free
 }
 
 /// Writes a file so that a reader sees the old or the new content, whole.

@@ -55,7 +55,8 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                             temperature_c: t.temperature_c.unwrap_or(0),
                             power_mw: t.power_mw.unwrap_or(0),
                         });
-                        let free = free_without_owners(&info);
+                        // No daemon: no owners known, and no policies applied.
+                        let free = orch_api::report::free_capacity(&info, &[], &[]);
                         GpuStatus {
                             info,
                             telemetry,
@@ -66,48 +67,6 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                     .collect(),
             },
         },
-    }
-}
-
-fn free_without_owners(info: &orch_core::gpu::GpuInfo) -> orch_api::FreeCapacity {
-    let (mem, compute, whole) = match &info.mig {
-        MigState::Enabled {
-            memory_slices,
-            compute_slices,
-            profiles,
-            instances,
-            ..
-        } => {
-            let used_mem: u32 = instances.iter().map(|i| u32::from(i.placement_size)).sum();
-            let used_c: u32 = instances
-                .iter()
-                .filter_map(|i| {
-                    profiles
-                        .iter()
-                        .find(|p| p.id == i.profile_id)
-                        .map(|p| u32::from(p.compute_slices))
-                })
-                .sum();
-            (
-                u8::try_from(u32::from(*memory_slices).saturating_sub(used_mem)).ok(),
-                u8::try_from(u32::from(*compute_slices).saturating_sub(used_c)).ok(),
-                instances.is_empty(),
-            )
-        }
-        _ => (None, None, true),
-    };
-    orch_api::FreeCapacity {
-        sharing: if info.mig.is_enabled() {
-            "mig".into()
-        } else {
-            "mps or exclusive".into()
-        },
-        mps_memory_bytes: None,
-        mps_compute_basis_points: None,
-        mps_clients: None,
-        mig_memory_slices: mem,
-        mig_compute_slices: compute,
-        whole_gpu_free: whole,
     }
 }
 
