@@ -55,6 +55,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Gpu {
     tx: std::sync::mpsc::Sender<Job>,
+    /// Wakes the poller early: the layout just changed.
+    refresh: Arc<tokio::sync::Notify>,
     pub library: PathBuf,
     pub driver_version: Option<String>,
 }
@@ -137,6 +139,7 @@ impl Gpu {
         }
         Gpu {
             tx,
+            refresh: Arc::new(tokio::sync::Notify::new()),
             library,
             driver_version,
         }
@@ -163,12 +166,21 @@ impl Gpu {
                 reply,
             })
             .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let made = rx.await.map_err(|_| gone())?;
+        self.refresh_soon();
+        made
     }
 
     /// Queued behind everything asked before it; never waits.
     pub fn destroy(&self, gpu: u32, gi_id: u32) {
         let _ = self.tx.send(Job::Destroy { gpu, gi_id });
+        self.refresh_soon();
+    }
+
+    /// Asks the poller for a fresh inventory now (queued behind any MIG
+    /// change already asked for, so it sees the change).
+    pub fn refresh_soon(&self) {
+        self.refresh.notify_one();
     }
 
     pub async fn set_mig_mode(&self, gpu: u32, enable: bool) -> Result<MigModeChange, GpuError> {
@@ -220,6 +232,7 @@ pub async fn poll(gpu: Gpu, tx: mpsc::Sender<Event>, shutdown: CancellationToken
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
+            () = gpu.refresh.notified() => {}
         }
     }
 }

@@ -65,10 +65,17 @@ fn mig_slices_are_made_reused_and_reapplied_after_a_reboot() {
         given_set, sim_uuids,
         "each agent has its own instance, and every instance an agent"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&daemon.ctl_ok(&["-o", "json", "gpu"])).unwrap();
-    assert_eq!(report["gpus"][0]["slices"].as_array().unwrap().len(), 4);
-    assert_eq!(report["gpus"][0]["free"]["mig_memory_slices"], 0);
+    // The daemon re-reads the inventory as soon as it changes the layout.
+    daemon.wait_until(
+        "the GPU report shows the new layout",
+        Duration::from_secs(10),
+        |d| {
+            let report: serde_json::Value =
+                serde_json::from_str(&d.ctl_ok(&["-o", "json", "gpu"])).unwrap();
+            report["gpus"][0]["slices"].as_array().unwrap().len() == 4
+                && report["gpus"][0]["free"]["mig_memory_slices"] == 0
+        },
+    );
 
     // Restarting the groups reuses our instances: nothing is made or destroyed.
     daemon.ctl_ok(&[

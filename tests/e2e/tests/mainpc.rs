@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{Daemon, Host, derive_config, repo_root};
+use e2e::{Daemon, Host, derive_config, repo_root, sim_env};
 use orch_core::supervise::EventKind;
 
 #[test]
@@ -18,7 +18,9 @@ fn all_mainpc_groups_start_in_dependency_order_and_become_healthy() {
     let source =
         std::fs::read_to_string(repo_root().join("config/mainpc/startup_config.yaml")).unwrap();
     let text = derive_config(&source, "mainpc", &host.name);
-    let daemon = Daemon::start(&host, &text, &[]);
+    // Its GPU agents get MPS shares of a simulated RTX 4090.
+    let env = sim_env(&host, "config/mainpc/gpus.sim.yaml");
+    let daemon = Daemon::start_with_env(&host, &text, &[], &env);
     let config = orch_config::load_str("c.yaml", &text, &Default::default())
         .unwrap()
         .config;
@@ -40,6 +42,7 @@ fn all_mainpc_groups_start_in_dependency_order_and_become_healthy() {
         11
     );
     assert_eq!(host.containers().iter().filter(|c| c.running).count(), 54);
+    assert_eq!(status.gpu.slices, 4, "the four GPU agents hold MPS shares");
     host.assert_no_duplicates();
 
     let events = daemon.events();

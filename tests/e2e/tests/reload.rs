@@ -71,10 +71,12 @@ fn a_reload_changing_one_agent_restarts_only_that_agent() {
     host.assert_no_duplicates();
 
     // `apply` installs a new file the same way and reports what changed.
+    // Made from the config the daemon runs now: only Top differs.
     let newer = host.path("newer.yaml");
+    let running = std::fs::read_to_string(&daemon.config).unwrap();
     std::fs::write(
         &newer,
-        text.replace(
+        running.replace(
             "Top: {depends_on: [Mid]}",
             "Top: {depends_on: [Mid], env: {MODE: slow}}",
         ),
