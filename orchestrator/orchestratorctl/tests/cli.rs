@@ -240,6 +240,7 @@ fn plan_places_every_gpu_agent_of_both_hosts_on_their_own_cards() {
             t("FaceRecognitionAgent", "mps", "4g"),
             t("STTService", "mps", "4g"),
             t("TTSService", "mps", "3g"),
+            t("LocalFineTunerAgent", "mps", "5g"),
             t("ChainOfThoughtAgent", "mps", "6g"),
         ]
     );
@@ -264,19 +265,22 @@ fn the_same_configs_get_mig_slices_on_a100_and_h100() {
             t("FaceRecognitionAgent", "mig", "1g.10gb"),
             t("STTService", "mig", "1g.10gb"),
             t("TTSService", "mig", "1g.10gb"),
+            t("LocalFineTunerAgent", "mig", "1g.10gb"),
             t("ChainOfThoughtAgent", "mig", "2g.20gb"),
         ]
     );
-    // The A100-40GB has no 2g.20gb: the first fallback, 2g.10gb, fits.
+    // A100-40GBs have no 2g.20gb: the first fallback, 2g.10gb, goes on the
+    // second card once four 1g.10gb fill the first one's memory slices.
     assert_eq!(
         planned(
             "config/mainpc/startup_config.yaml",
-            "config/sim/lab-a100.yaml"
+            "config/sim/lab-2xa100.yaml"
         ),
         [
             t("FaceRecognitionAgent", "mig", "1g.10gb"),
             t("STTService", "mig", "1g.10gb"),
             t("TTSService", "mig", "1g.10gb"),
+            t("LocalFineTunerAgent", "mig", "1g.10gb"),
             t("ChainOfThoughtAgent", "mig", "2g.10gb"),
         ]
     );
@@ -289,7 +293,21 @@ fn the_same_configs_get_mig_slices_on_a100_and_h100() {
         &["-o", "json", "plan", "config/mainpc/startup_config.yaml"],
         Some("config/sim/lab-h100.yaml"),
     ));
-    assert_eq!(v["mig_create"].as_array().unwrap().len(), 4);
+    assert_eq!(v["mig_create"].as_array().unwrap().len(), 5);
+    // One A100-40GB holds 8 memory slices: the fifth MIG agent does not
+    // fit, and MPS is not allowed on a MIG card.
+    let out = ctl(
+        &["plan", "config/mainpc/startup_config.yaml"],
+        Some("config/sim/lab-a100.yaml"),
+    );
+    assert_eq!(out.status.code(), Some(7));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cannot place: ChainOfThoughtAgent wants mig 2g.20gb, falling back to mig 2g.10gb, then mps memory=6g compute=25%"), "{text}");
+    assert!(
+        text.contains("no free placement for 2g.10gb beside 1g.10gb@0"),
+        "{text}"
+    );
+    assert!(text.contains("its policy allows only mig"), "{text}");
 }
 
 #[test]

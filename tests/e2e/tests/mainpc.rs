@@ -42,7 +42,7 @@ fn all_mainpc_groups_start_in_dependency_order_and_become_healthy() {
         11
     );
     assert_eq!(host.containers().iter().filter(|c| c.running).count(), 54);
-    assert_eq!(status.gpu.slices, 4, "the four GPU agents hold MPS shares");
+    assert_eq!(status.gpu.slices, 5, "the five GPU agents hold MPS shares");
     host.assert_no_duplicates();
 
     let events = daemon.events();
