@@ -67,7 +67,7 @@ async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess,
     })
 }
 
-/// Creates and starts a replica's container. A container already holding
+/// Creates a replica's container and, unless `start` is false, starts it. A container already holding
 /// the name is adopted when it is this replica at this config hash (an
 /// earlier launch got as far as creating it), and replaced otherwise.
 pub async fn launch(
@@ -76,6 +76,7 @@ pub async fn launch(
     replace: Option<&str>,
     stop_timeout: Duration,
     slice: Option<Slice>,
+    start: bool,
 ) -> Result<OpSuccess, String> {
     if let Some(old) = replace {
         stop_and_remove(rt, old, stop_timeout).await?;
@@ -98,7 +99,9 @@ pub async fn launch(
         }
         Err(e) => return Err(msg(e)),
     };
-    rt.start(&id).await.map_err(msg)?;
+    if start {
+        rt.start(&id).await.map_err(msg)?;
+    }
     let mut done = inspect_facts(rt, &id).await?;
     done.slice = slice;
     Ok(done)
@@ -156,6 +159,8 @@ pub enum Job {
         replace: Option<String>,
         slice: Option<Slice>,
         stop_timeout: Duration,
+        /// False: create only; the container is started later.
+        start: bool,
     },
     Start {
         id: String,
@@ -244,6 +249,7 @@ impl Job {
                 replace,
                 slice,
                 stop_timeout,
+                start,
             } => {
                 let (slice, pipe) = prepare_gpu(&ctx, slice).await?;
                 let agent = spec
@@ -263,7 +269,7 @@ impl Job {
                         mps_pipe_dir: pipe_text.as_deref(),
                     },
                 );
-                launch(rt, &built, replace.as_deref(), stop_timeout, slice).await
+                launch(rt, &built, replace.as_deref(), stop_timeout, slice, start).await
             }
             Job::Start { id } => start(rt, &id).await,
             Job::Restart { id, stop_timeout } => restart(rt, &id, stop_timeout).await,

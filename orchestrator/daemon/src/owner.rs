@@ -537,6 +537,7 @@ impl Owner {
                 replace,
                 slice,
                 generation,
+                start,
                 ..
             } => {
                 let Some(agent) = self.config.agent(&key.agent) else {
@@ -558,16 +559,17 @@ impl Owner {
                     generation,
                     injection: self.injection(),
                 };
-                let op = if replace.is_some() {
-                    OpKind::Recreate
-                } else {
-                    OpKind::Launch
+                let op = match (&replace, start) {
+                    (Some(_), _) => OpKind::Recreate,
+                    (None, true) => OpKind::Launch,
+                    (None, false) => OpKind::Create,
                 };
                 let job = Job::Launch {
                     spec: Box::new(spec),
                     replace,
                     slice,
                     stop_timeout,
+                    start,
                 };
                 self.spawn_op(key, op, job);
             }

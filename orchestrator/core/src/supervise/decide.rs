@@ -1101,6 +1101,19 @@ impl Supervisor {
                         }
                         if !waiting.is_empty() {
                             hold(r, &waiting, out);
+                            // Create it now, start it when they are ready:
+                            // most of a start's cost is off the critical path.
+                            if self.docker_up && !upstream_loop {
+                                r.op = Some(OpKind::Create);
+                                out.actions.push(Action::Launch {
+                                    key: key.clone(),
+                                    group,
+                                    replace: None,
+                                    slice: r.slice.clone(),
+                                    generation: self.generation,
+                                    start: false,
+                                });
+                            }
                             continue;
                         }
                         r.op = Some(OpKind::Launch);
@@ -1115,6 +1128,7 @@ impl Supervisor {
                             replace: None,
                             slice: r.slice.clone(),
                             generation: self.generation,
+                            start: true,
                         });
                     }
                     Some(c) if c.config_hash != hash => {
@@ -1143,6 +1157,7 @@ impl Supervisor {
                             replace: Some(c.id),
                             slice: r.slice.clone(),
                             generation: self.generation,
+                            start: true,
                         });
                     }
                     Some(c) => match c.status {

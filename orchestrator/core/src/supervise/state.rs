@@ -89,6 +89,9 @@ pub enum Phase {
 pub enum OpKind {
     /// Create (if no container exists) and start.
     Launch,
+    /// Create without starting: a held replica is made ready ahead of its
+    /// dependencies, so only `docker start` is left when they are.
+    Create,
     /// `docker start` of the existing container.
     Start,
     /// Stop (with the agent's grace period) and start again.
@@ -245,6 +248,8 @@ pub enum Action {
         replace: Option<String>,
         slice: Option<Slice>,
         generation: u64,
+        /// False: create the container and leave it stopped.
+        start: bool,
     },
     Start {
         key: ReplicaKey,

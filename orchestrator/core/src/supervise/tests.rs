@@ -119,6 +119,12 @@ impl Harness {
         for a in &out.actions {
             let line = match a {
                 Action::Launch {
+                    key,
+                    replace: None,
+                    start: false,
+                    ..
+                } => format!("create {key}"),
+                Action::Launch {
                     key, replace: None, ..
                 } => format!("launch {key}"),
                 Action::Launch {
@@ -185,6 +191,11 @@ impl Harness {
                     Some(c)
                 }
                 OpKind::Launch | OpKind::Recreate => Some(self.container(&key.agent, key.replica)),
+                OpKind::Create => {
+                    let mut c = self.container(&key.agent, key.replica);
+                    c.status = ContainerStatus::Created;
+                    Some(c)
+                }
             };
             self.apply(Input::OpFinished {
                 key,
@@ -276,7 +287,11 @@ const CHAIN: Spec = &[(
 fn a_group_starts_in_dependency_order_gated_on_health() {
     let mut h = Harness::new(CHAIN);
     let out = h.cmd(|s| s.start_group(0, "core").unwrap());
-    assert_eq!(h.take_log(), ["launch Registry"]);
+    // The held ones are created at once and started when ready.
+    assert_eq!(
+        h.take_log(),
+        ["launch Registry", "create Twin", "create Api"]
+    );
     assert!(out.actions.contains(&Action::Persist));
     assert_eq!(
         h.phase(&k("Twin")),
@@ -290,10 +305,10 @@ fn a_group_starts_in_dependency_order_gated_on_health() {
         "Twin must wait for Registry to be healthy"
     );
     h.healthy(k("Registry"));
-    assert_eq!(h.take_log(), ["launch Twin"]);
+    assert_eq!(h.take_log(), ["start Twin"]);
     h.finish_ops();
     h.healthy(k("Twin"));
-    assert_eq!(h.take_log(), ["launch Api"]);
+    assert_eq!(h.take_log(), ["start Api"]);
     h.finish_ops();
     let out = h.healthy(k("Api"));
     assert!(out.events.contains(&EventKind::GroupReady {
@@ -313,7 +328,7 @@ fn independent_agents_start_together() {
         ],
     )]);
     h.cmd(|s| s.start_group(0, "g").unwrap());
-    assert_eq!(h.take_log(), ["launch A", "launch B"]);
+    assert_eq!(h.take_log(), ["launch A", "launch B", "create C"]);
 }
 
 #[test]
@@ -334,7 +349,7 @@ fn starting_a_group_starts_the_groups_it_needs_first() {
             }
         ]
     );
-    assert_eq!(h.take_log(), ["launch Registry"]);
+    assert_eq!(h.take_log(), ["launch Registry", "create Web"]);
     assert_eq!(
         h.s.started_groups().iter().collect::<Vec<_>>(),
         ["apps", "infra"]
@@ -351,14 +366,19 @@ fn replicas_of_one_agent_start_together_and_each_counts_for_readiness() {
     h.cmd(|s| s.start_group(0, "g").unwrap());
     assert_eq!(
         h.take_log(),
-        ["launch Pool", "launch Pool#1", "launch Pool#2"]
+        [
+            "launch Pool",
+            "launch Pool#1",
+            "launch Pool#2",
+            "create User"
+        ]
     );
     h.finish_ops();
     h.healthy(kr("Pool", 0));
     h.healthy(kr("Pool", 1));
     assert!(h.take_log().is_empty());
     h.healthy(kr("Pool", 2));
-    assert_eq!(h.take_log(), ["launch User"]);
+    assert_eq!(h.take_log(), ["start User"]);
 }
 
 #[test]
@@ -509,10 +529,10 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
         replica: k("Registry"),
         group: "core".into()
     }));
-    assert_eq!(h.take_log(), ["launch Twin"]);
+    assert_eq!(h.take_log(), ["launch Twin", "create Api"]);
     h.finish_ops();
     h.healthy(k("Twin"));
-    assert_eq!(h.take_log(), ["launch Api"]);
+    assert_eq!(h.take_log(), ["start Api"]);
 }
 
 #[test]
@@ -786,14 +806,16 @@ fn adoption_restarts_what_died_unwatched_and_launches_what_is_missing() {
                 group: "g".into(),
                 replace: None,
                 slice: None,
-                generation: 0
+                generation: 0,
+                start: true,
             },
             Action::Launch {
                 key: k("C"),
                 group: "g".into(),
                 replace: None,
                 slice: None,
-                generation: 0
+                generation: 0,
+                start: true,
             },
         ]
     );
@@ -929,7 +951,13 @@ fn restarting_a_group_stops_it_then_starts_it_in_order() {
     h.finish_ops();
     assert_eq!(
         h.take_log(),
-        ["stop Twin", "stop Registry", "launch Registry"]
+        [
+            "stop Twin",
+            "stop Registry",
+            "launch Registry",
+            "create Twin",
+            "create Api"
+        ]
     );
     assert!(h.s.group_wanted("core"));
 }
@@ -1114,7 +1142,10 @@ fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
         ("apps", &["infra"], &[("Web", &[], 1, true)]),
     ]);
     h.cmd(|s| s.start_group(0, "apps").unwrap());
-    assert_eq!(h.take_log(), ["launch Registry", "launch Slow"]);
+    assert_eq!(
+        h.take_log(),
+        ["launch Registry", "launch Slow", "create Web"]
+    );
     assert_eq!(
         h.phase(&k("Web")),
         Phase::Held {
@@ -1128,7 +1159,7 @@ fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
         "Web waits for all of infra, not just one agent"
     );
     h.healthy(k("Slow"));
-    assert_eq!(h.take_log(), ["launch Web"]);
+    assert_eq!(h.take_log(), ["start Web"]);
     h.settle_healthy();
     h.cmd(|s| s.stop_group(0, "infra", true).unwrap());
     assert_eq!(h.take_log(), ["stop Web"]);
