@@ -1,19 +1,24 @@
-//! The client side: one HTTP/1.1 connection per request over the unix
-//! socket (requests are rare and short; streams hold their connection).
+//! The client side: typed methods, one per [`Request`], each one HTTP/1.1
+//! connection over the unix socket (requests are rare and short; streams
+//! hold their connection). `for_host` sends every request on to another
+//! host through the local daemon.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http_body_util::{BodyExt, Full};
+use hyper::Response;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::types::ApiError;
+use crate::error::ApiError;
+use crate::http::{Method, Route, to_route};
+use crate::reply::{Accepted, AgentStatus, Applied, GpuReport, GroupStatus, PlanReport, Status};
+use crate::request::{Envelope, Request};
+use crate::wire::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -48,25 +53,44 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
+    host: Option<String>,
 }
 
 impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Client {
             socket: socket.into(),
+            host: None,
         }
+    }
+
+    /// The same client, sending its requests on to `host` (through the
+    /// local daemon's federation) when `host` is given.
+    pub fn for_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
+        self
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response<Incoming>, ClientError> {
+    /// The host requests are for, when not the local daemon's.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    fn route(&self, request: Request) -> Route {
+        to_route(&Envelope::new(self.host.clone(), request))
+    }
+
+    async fn send(&self, route: Route) -> Result<Response<Incoming>, ClientError> {
+        let Route { method, path, body } = route;
+        let method = match method {
+            Method::Get => hyper::Method::GET,
+            Method::Post => hyper::Method::POST,
+        };
+        let path = path.as_str();
         let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
@@ -92,7 +116,7 @@ impl Client {
             let _ = conn.await;
         });
         let has_body = body.is_some();
-        let mut req = Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "orchestratord");
@@ -138,37 +162,132 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Self::json(self.send(Method::GET, path, None).await?).await
+    async fn unary<T: DeserializeOwned>(&self, request: Request) -> Result<T, ClientError> {
+        Self::json(self.send(self.route(request)).await?).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        let body = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Self::json(self.send(Method::POST, path, Some(body)).await?).await
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.unary(Request::Status).await
     }
 
-    /// The raw body of a streamed answer, chunk by chunk.
-    pub async fn stream(
+    pub async fn groups(&self) -> Result<Vec<GroupStatus>, ClientError> {
+        self.unary(Request::Groups).await
+    }
+
+    pub async fn agents(&self, group: Option<&str>) -> Result<Vec<AgentStatus>, ClientError> {
+        self.unary(Request::Agents {
+            group: group.map(str::to_string),
+        })
+        .await
+    }
+
+    pub async fn group_start(&self, group: &str) -> Result<Accepted, ClientError> {
+        self.unary(Request::GroupStart {
+            group: group.to_string(),
+        })
+        .await
+    }
+
+    pub async fn group_stop(
         &self,
-        path: &str,
+        group: &str,
+        with_dependents: bool,
+    ) -> Result<Accepted, ClientError> {
+        self.unary(Request::GroupStop {
+            group: group.to_string(),
+            with_dependents,
+        })
+        .await
+    }
+
+    pub async fn group_restart(
+        &self,
+        group: &str,
+        with_dependents: bool,
+    ) -> Result<Accepted, ClientError> {
+        self.unary(Request::GroupRestart {
+            group: group.to_string(),
+            with_dependents,
+        })
+        .await
+    }
+
+    pub async fn agent_restart(&self, group: &str, agent: &str) -> Result<Accepted, ClientError> {
+        self.unary(Request::AgentRestart {
+            group: group.to_string(),
+            agent: agent.to_string(),
+        })
+        .await
+    }
+
+    pub async fn apply(&self, file_name: &str, config_text: &str) -> Result<Applied, ClientError> {
+        self.unary(Request::Apply {
+            file_name: file_name.to_string(),
+            config_text: config_text.to_string(),
+        })
+        .await
+    }
+
+    pub async fn reload(&self) -> Result<Applied, ClientError> {
+        self.unary(Request::Reload).await
+    }
+
+    pub async fn gpu(&self) -> Result<GpuReport, ClientError> {
+        self.unary(Request::Gpu).await
+    }
+
+    pub async fn plan(
+        &self,
+        file_name: &str,
+        config_text: &str,
+    ) -> Result<PlanReport, ClientError> {
+        self.unary(Request::Plan {
+            file_name: file_name.to_string(),
+            config_text: config_text.to_string(),
+        })
+        .await
+    }
+
+    pub async fn mig_mode(&self, gpu: u32, enable: bool) -> Result<Accepted, ClientError> {
+        self.unary(Request::MigMode { gpu, enable }).await
+    }
+
+    /// A replica's container output, chunk by chunk.
+    pub async fn logs(
+        &self,
+        group: &str,
+        agent: &str,
+        replica: u32,
+        follow: bool,
+        tail: Option<u64>,
     ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
-        let body = self.send(Method::GET, path, None).await?.into_body();
+        let route = self.route(Request::Logs {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            replica,
+            follow,
+            tail,
+        });
+        let body = self.send(route).await?.into_body();
         Ok(body
             .into_data_stream()
             .map(|r| r.map_err(|e| ClientError::Protocol(e.to_string()))))
     }
 
-    /// A newline-delimited JSON stream, decoded item by item.
-    pub async fn lines<T: DeserializeOwned + 'static>(
+    /// Events from `since` on; with `follow`, the stream stays open for
+    /// new ones.
+    pub async fn events(
         &self,
-        path: &str,
-    ) -> Result<impl Stream<Item = Result<T, ClientError>> + use<T>, ClientError> {
-        let chunks = self.stream(path).await?;
-        Ok(ndjson(chunks))
+        since: u64,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<Event, ClientError>> + use<>, ClientError> {
+        let body = self
+            .send(self.route(Request::Events { since, follow }))
+            .await?
+            .into_body();
+        Ok(ndjson(body.into_data_stream().map(|r| {
+            r.map_err(|e| ClientError::Protocol(e.to_string()))
+        })))
     }
 }
 
@@ -236,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_socket_says_so() {
         let c = Client::new("/nonexistent/orchestrator.sock");
-        let err = c.get::<serde_json::Value>("/v1/status").await.unwrap_err();
+        let err = c.status().await.unwrap_err();
         assert!(matches!(err, ClientError::NoSocket { .. }), "{err}");
         assert!(err.is_unreachable());
     }

@@ -1,32 +1,49 @@
-//! The control API of `orchestratord`: HTTP/JSON over a unix socket.
+//! The control API of `orchestratord`.
 //!
-//! One set of types for both ends: the daemon serialises them, the CLI
-//! deserialises them, and nothing else crosses the socket. Paths are
-//! versioned (`/v1/...`); an incompatible change gets a new prefix.
+//! Every operation is a variant of [`Request`], versioned ([`VERSION`])
+//! and wrapped in an [`Envelope`] that names the host it is for; each has
+//! one typed reply (a variant of [`Response`]) or an [`ApiError`]. The data
+//! in them are the API's own types ([`wire`]), not the core's, so either
+//! side can change its internals without breaking the other. Transports
+//! only move envelopes and replies:
 //!
-//! | method | path | body | answer |
-//! |---|---|---|---|
-//! | GET | /v1/status | | [`Status`] |
-//! | GET | /v1/groups | | `Vec<GroupStatus>` |
-//! | POST | /v1/groups/{group}/{start,stop,restart} | [`GroupAction`] | [`Accepted`] |
-//! | GET | /v1/agents | | `Vec<AgentStatus>` |
-//! | POST | /v1/agents/{group}/{agent}/restart | | [`Accepted`] |
-//! | GET | /v1/agents/{group}/{agent}/logs?follow&tail&replica | | raw log bytes, streamed |
-//! | GET | /v1/events?follow&since | | [`Event`] per line (NDJSON), streamed |
-//! | POST | /v1/reload | | [`Applied`] |
-//! | POST | /v1/apply | [`ApplyRequest`] | [`Applied`] |
-//! | GET | /v1/gpu | | [`GpuReport`] |
-//! | POST | /v1/plan | [`ApplyRequest`] | [`PlanReport`] |
-//! | POST | /v1/gpu/{index}/mig | [`MigModeRequest`] | [`Accepted`] |
+//! - HTTP/1.1 on the daemon's unix socket ([`http`]: one route per
+//!   request, the [`Client`] on the CLI side);
+//! - the federation bus between daemons, which carries the same envelopes
+//!   to another host and brings its reply back.
 //!
-//! Every failure is an [`ApiError`] with an HTTP status that matches its code.
+//! | request | HTTP route | reply |
+//! |---|---|---|
+//! | `status` | GET /v1/status | [`Status`] |
+//! | `groups` | GET /v1/groups | `Vec<GroupStatus>` |
+//! | `agents` | GET /v1/agents?group | `Vec<AgentStatus>` |
+//! | `group_start` | POST /v1/groups/{group}/start | [`Accepted`] |
+//! | `group_stop` | POST /v1/groups/{group}/stop `{with_dependents}` | [`Accepted`] |
+//! | `group_restart` | POST /v1/groups/{group}/restart `{with_dependents}` | [`Accepted`] |
+//! | `agent_restart` | POST /v1/agents/{group}/{agent}/restart | [`Accepted`] |
+//! | `logs` | GET /v1/agents/{group}/{agent}/logs?replica&follow&tail | raw bytes, streamed |
+//! | `events` | GET /v1/events?since&follow | one [`Event`] per line (NDJSON), streamed |
+//! | `apply` | POST /v1/apply `{file_name, config_text}` | [`Applied`] |
+//! | `reload` | POST /v1/reload | [`Applied`] |
+//! | `gpu` | GET /v1/gpu | [`GpuReport`] |
+//! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] |
+//! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
+//!
+//! Any route takes `host=NAME` to reach another host. Every failure is an
+//! [`ApiError`] with an HTTP status that matches its code.
 
 mod client;
+pub mod convert;
+mod error;
+pub mod http;
+mod reply;
 pub mod report;
-mod types;
+mod request;
+pub mod text;
+pub mod wire;
 
-pub use client::{Client, ClientError};
-pub use types::*;
-
-/// The path prefix of this API version.
-pub const PREFIX: &str = "/v1";
+pub use client::{Client, ClientError, ndjson};
+pub use error::{ApiError, ErrorCode};
+pub use reply::*;
+pub use request::{Envelope, Reply, Request, Response, VERSION};
+pub use wire::{Event, EventKind};

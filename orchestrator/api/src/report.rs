@@ -1,19 +1,19 @@
 //! Turning a plan into the report `orchestratorctl plan` shows, the same
 //! whether the daemon planned with its live state or the CLI planned alone.
 
-use orch_core::gpu::{Assignment, GpuRequest, ReplicaKey};
+use orch_core::gpu::{Assignment, GpuInfo, GpuRequest, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
 use orch_core::planner::Plan;
 
-use orch_core::gpu::{GpuInfo, MigState, Slice};
-
-use crate::types::{FreeCapacity, PlanReport, PlannedSlice, SliceOwner};
+use crate::convert;
+use crate::reply::{FreeCapacity, MigCreate, MigDestroy, PlanReport, PlannedSlice};
 
 pub fn plan_report(
     config: &HostConfig,
     plan: &Plan,
     requests: &[(ReplicaKey, GpuRequest)],
     current: &[Assignment],
+    inventory: &[GpuInfo],
     inventory_source: &str,
 ) -> PlanReport {
     let group_of = |key: &ReplicaKey| {
@@ -26,12 +26,7 @@ pub fn plan_report(
         requests
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, r)| {
-                r.chain()
-                    .map(|x| x.kind.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            })
+            .map(|(_, r)| convert::gpu_request(r))
             .unwrap_or_default()
     };
     PlanReport {
@@ -41,10 +36,10 @@ pub fn plan_report(
             .assignments
             .iter()
             .map(|a| PlannedSlice {
-                replica: a.replica.to_string(),
+                replica: convert::replica(&a.replica),
                 group: group_of(&a.replica),
                 request: request_of(&a.replica),
-                slice: a.slice.clone(),
+                slice: convert::slice(&a.slice, Some(inventory)),
                 fallback_depth: a.fallback_depth,
                 kept: current
                     .iter()
@@ -54,33 +49,34 @@ pub fn plan_report(
         mig_create: plan
             .create
             .iter()
-            .map(|c| {
-                format!(
-                    "GPU {} ({}): {} at placement {} for {}",
-                    c.gpu_index, c.gpu_uuid, c.profile, c.placement_start, c.replica
-                )
+            .map(|c| MigCreate {
+                gpu_index: c.gpu_index,
+                gpu_uuid: c.gpu_uuid.clone(),
+                profile: c.profile.clone(),
+                placement_start: c.placement_start,
+                replica: convert::replica(&c.replica),
             })
             .collect(),
         mig_destroy: plan
             .destroy
             .iter()
-            .map(|d| {
-                format!(
-                    "GPU {} ({}): GPU instance {} at placement {}",
-                    d.gpu_index, d.gpu_uuid, d.gi_id, d.placement_start
-                )
+            .map(|d| MigDestroy {
+                gpu_index: d.gpu_index,
+                gpu_uuid: d.gpu_uuid.clone(),
+                gi_id: d.gi_id,
+                placement_start: d.placement_start,
             })
             .collect(),
-        errors: plan.errors.iter().map(ToString::to_string).collect(),
-        notes: plan.notes.iter().map(ToString::to_string).collect(),
+        errors: plan.errors.iter().map(convert::plan_error).collect(),
+        notes: plan.notes.iter().map(convert::plan_note).collect(),
         changes: None,
     }
 }
 
-/// What is left on a GPU for new slices.
+/// What is left on a GPU for new slices, given the slices held on it.
 pub fn free_capacity(
     info: &GpuInfo,
-    slices: &[SliceOwner],
+    slices: &[&Slice],
     policies: &[orch_core::model::GpuPolicy],
 ) -> FreeCapacity {
     let policy = policies
@@ -130,7 +126,7 @@ pub fn free_capacity(
             for s in slices {
                 if let Slice::Mps {
                     memory, compute, ..
-                } = &s.slice
+                } = s
                 {
                     mem += memory.bytes();
                     bp += compute.basis_points();

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod decode;
 pub mod diag;
 pub mod export;
+pub mod fsutil;
 pub mod legacy;
 pub mod source;
 pub mod v1;

@@ -3,29 +3,25 @@
 
 use std::collections::VecDeque;
 
-use orch_api::Event;
-use orch_core::supervise::EventKind;
+use orch_api::{Event, EventKind};
 use tokio::sync::broadcast;
 
 pub const KEEP: usize = 10_000;
 
 #[derive(Debug)]
 pub struct EventLog {
+    host: String,
     next_seq: u64,
     ring: VecDeque<Event>,
     tx: broadcast::Sender<Event>,
 }
 
-impl Default for EventLog {
-    fn default() -> Self {
-        EventLog::new()
-    }
-}
-
 impl EventLog {
-    pub fn new() -> Self {
+    /// The log of `host`'s events (every event carries its host).
+    pub fn new(host: impl Into<String>) -> Self {
         let (tx, _) = broadcast::channel(4096);
         EventLog {
+            host: host.into(),
             next_seq: 1,
             ring: VecDeque::with_capacity(1024),
             tx,
@@ -39,6 +35,7 @@ impl EventLog {
 
     pub fn push(&mut self, kind: EventKind, time_ms: u64) {
         let event = Event {
+            host: self.host.clone(),
             seq: self.next_seq,
             time_ms,
             kind,
@@ -76,7 +73,7 @@ mod tests {
 
     #[test]
     fn backlog_and_live_events_meet_without_a_gap() {
-        let mut log = EventLog::new();
+        let mut log = EventLog::new("h");
         log.push(EventKind::DockerUp, 1);
         log.push(EventKind::DockerDown, 2);
         let (backlog, mut rx) = log.subscribe(2);

@@ -2,11 +2,16 @@
 //!
 //! [`run`] wires the parts together and returns when `shutdown` fires:
 //! the owner task (all host state, see [`owner`]), the Docker watcher, the
-//! health probes and Docker operations it spawns, the control API server,
-//! and the systemd watchdog. Shutdown order: stop accepting API requests,
-//! stop watching Docker, let the owner finish (leaving agents running, or
-//! stopping them with `shutdown: stop`), then return.
+//! health probes and Docker operations it spawns, the control API
+//! ([`service`] behind the HTTP [`server`]), and the systemd watchdog.
+//! Every outside system comes in through [`Deps`] as a trait object, so
+//! the same `run` is driven by the real Docker Engine and NVML in
+//! production and by fakes in the in-process tests. Shutdown order: stop
+//! accepting API requests, stop watching Docker, let the owner finish
+//! (leaving agents running, or stopping them with `shutdown: stop`), then
+//! return.
 
+pub mod clock;
 pub mod docker;
 pub mod events;
 pub mod gpu;
@@ -16,7 +21,11 @@ pub mod owner;
 pub mod peer;
 pub mod probe;
 pub mod server;
+pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod views;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -27,7 +36,7 @@ use orch_docker::ContainerRuntime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::{Event, Owner, OwnerSettings};
+use crate::owner::{Event, Owner, OwnerDeps, OwnerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -42,7 +51,6 @@ pub enum DaemonError {
 pub struct Settings {
     pub config_path: PathBuf,
     pub load_options: LoadOptions,
-    pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub docker_endpoint: String,
@@ -58,21 +66,51 @@ pub struct GpuDeps {
     pub mps: Arc<dyn orch_gpu::MpsControl>,
 }
 
-/// A handle to ask the running daemon for a reload (SIGHUP).
+/// The outside systems, each behind its trait.
+#[derive(Debug)]
+pub struct Deps {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub gpu: GpuDeps,
+    pub prober: Arc<dyn probe::Prober>,
+    pub store: Arc<dyn store::StateStore>,
+    pub clock: Arc<dyn clock::Clock>,
+}
+
+impl Deps {
+    /// The real ones around a Docker runtime: network probes, the state
+    /// file in `state_dir`, the system clock.
+    pub fn standard(
+        runtime: Arc<dyn ContainerRuntime>,
+        gpu: GpuDeps,
+        state_dir: &std::path::Path,
+        host: &str,
+    ) -> Result<Self, DaemonError> {
+        Ok(Deps {
+            prober: Arc::new(probe::NetProber::new(runtime.clone())),
+            runtime,
+            gpu,
+            store: Arc::new(store::FileStore::open(state_dir, host)?),
+            clock: Arc::new(clock::SystemClock),
+        })
+    }
+}
+
+/// A handle to the running daemon, given to `on_ready`.
 #[derive(Debug, Clone)]
 pub struct Control {
     tx: mpsc::Sender<Event>,
+    service: service::Service,
 }
 
 impl Control {
+    /// Re-reads the config file (SIGHUP).
     pub async fn reload(&self) {
-        let _ = self
-            .tx
-            .send(Event::Reload {
-                text: None,
-                reply: None,
-            })
-            .await;
+        let _ = self.tx.send(Event::Reload).await;
+    }
+
+    /// The control API, as transports use it.
+    pub fn service(&self) -> &service::Service {
+        &self.service
     }
 }
 
@@ -80,17 +118,16 @@ impl Control {
 pub async fn run(
     loaded: Loaded,
     settings: Settings,
-    rt: Arc<dyn ContainerRuntime>,
-    gpu: GpuDeps,
+    deps: Deps,
     shutdown: CancellationToken,
     on_ready: impl FnOnce(Control),
 ) -> Result<(), DaemonError> {
     let host = loaded.config.host.name.clone();
     let network = loaded.config.runtime.network.clone();
-    let store = store::StateStore::open(&settings.state_dir, &host)?;
+    let rt = deps.runtime.clone();
     let (tx, rx) = mpsc::channel(1024);
-    let (gpu_handle, gpu_reason) = match gpu.backend {
-        Ok(backend) => (Some(gpu::Gpu::start(backend, gpu.mps)), None),
+    let (gpu_handle, gpu_reason) = match deps.gpu.backend {
+        Ok(backend) => (Some(gpu::Gpu::start(backend, deps.gpu.mps)), None),
         Err(reason) => (None, Some(reason)),
     };
     let owner = Owner::new(
@@ -102,13 +139,18 @@ pub async fn run(
             max_parallel_ops: settings.max_parallel_ops,
             mps_base: settings.mps_base.clone(),
         },
-        rt.clone(),
-        store,
+        OwnerDeps {
+            rt: rt.clone(),
+            prober: deps.prober,
+            store: deps.store,
+            clock: deps.clock,
+            gpu: gpu_handle.clone(),
+        },
         tx.clone(),
-        gpu_handle.clone(),
     )?;
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
+    let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), None);
 
     let api_stop = CancellationToken::new();
     let watch_stop = CancellationToken::new();
@@ -116,8 +158,7 @@ pub async fn run(
     let server_task = tokio::spawn(server::serve(
         listener,
         server::Server {
-            tx: tx.clone(),
-            rt: rt.clone(),
+            service: service.clone(),
             policy,
         },
         api_stop.clone(),
@@ -145,7 +186,10 @@ pub async fn run(
     };
     let owner_task = tokio::spawn(owner.run(rx, owner_stop.clone()));
     tracing::info!(host = %host, socket = %settings.socket.display(), "orchestratord ready");
-    on_ready(Control { tx: tx.clone() });
+    on_ready(Control {
+        tx: tx.clone(),
+        service,
+    });
     drop(tx);
 
     shutdown.cancelled().await;

@@ -7,7 +7,7 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::{ApiCall, Event};
+use crate::owner::Event;
 
 pub fn ready(status: &str) {
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -44,8 +44,12 @@ pub async fn watchdog(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
             continue;
         }
         let (stx, srx) = oneshot::channel();
-        if tx.send(Event::Api(ApiCall::Status(stx))).await.is_ok()
-            && let Ok(s) = srx.await
+        let ask = Event::Request {
+            request: orch_api::Request::Status,
+            reply: stx,
+        };
+        if tx.send(ask).await.is_ok()
+            && let Ok(Ok(orch_api::Response::Status(s))) = srx.await
         {
             let started = s.groups.iter().filter(|g| g.started).count();
             let line = format!(

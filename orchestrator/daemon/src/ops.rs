@@ -1,5 +1,6 @@
 //! The Docker side of each supervisor action, run as a task per action.
-//! Each reports back to the owner as `Event::Op`; none touches host state.
+//! Each reports back to the owner as `Event::Op`, with a typed
+//! [`LaunchError`] when it fails; none touches host state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::gpu::Gpu;
 use crate::owner::Event;
 use orch_core::gpu::{ReplicaKey, Slice};
-use orch_core::supervise::{ContainerFacts, ContainerStatus, OpSuccess};
+use orch_core::supervise::{ContainerFacts, ContainerStatus, LaunchError, OpSuccess};
 use orch_docker::{ContainerInfo, ContainerRuntime, ContainerState, DockerError};
 
 /// Container facts as the supervisor needs them.
@@ -55,11 +56,29 @@ pub fn replica_of(
     Some((ReplicaKey::new(agent, replica), group))
 }
 
-fn msg(e: DockerError) -> String {
-    e.to_string()
+/// What a Docker failure means for a launch.
+pub fn launch_error(e: DockerError) -> LaunchError {
+    match e {
+        DockerError::ImageMissing { image } => LaunchError::ImageMissing { image },
+        DockerError::GpuDriverMissing { driver, message } => LaunchError::GpuDriverMissing {
+            driver,
+            detail: message,
+        },
+        DockerError::InvalidSpec { reason, .. } => LaunchError::InvalidSpec { detail: reason },
+        e if e.is_unreachable() => LaunchError::DockerUnreachable {
+            detail: e.to_string(),
+        },
+        e => LaunchError::DockerRefused {
+            detail: e.to_string(),
+        },
+    }
 }
 
-async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, String> {
+fn msg(e: DockerError) -> LaunchError {
+    launch_error(e)
+}
+
+async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
     let info = rt.inspect(id).await.map_err(msg)?;
     Ok(OpSuccess {
         container: Some(facts(&info)),
@@ -77,7 +96,7 @@ pub async fn launch(
     stop_timeout: Duration,
     slice: Option<Slice>,
     start: bool,
-) -> Result<OpSuccess, String> {
+) -> Result<OpSuccess, LaunchError> {
     if let Some(old) = replace {
         stop_and_remove(rt, old, stop_timeout).await?;
     }
@@ -107,7 +126,7 @@ pub async fn launch(
     Ok(done)
 }
 
-pub async fn start(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, String> {
+pub async fn start(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
     rt.start(id).await.map_err(msg)?;
     inspect_facts(rt, id).await
 }
@@ -116,7 +135,7 @@ pub async fn restart(
     rt: &dyn ContainerRuntime,
     id: &str,
     timeout: Duration,
-) -> Result<OpSuccess, String> {
+) -> Result<OpSuccess, LaunchError> {
     rt.stop(id, timeout).await.map_err(msg)?;
     rt.start(id).await.map_err(msg)?;
     inspect_facts(rt, id).await
@@ -126,7 +145,7 @@ pub async fn stop_and_remove(
     rt: &dyn ContainerRuntime,
     id: &str,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), LaunchError> {
     match rt.stop(id, timeout).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => return Ok(()),
@@ -135,7 +154,7 @@ pub async fn stop_and_remove(
     rt.remove(id, true).await.map(|_| ()).map_err(msg)
 }
 
-pub async fn remove(rt: &dyn ContainerRuntime, id: &str) -> Result<(), String> {
+pub async fn remove(rt: &dyn ContainerRuntime, id: &str) -> Result<(), LaunchError> {
     rt.remove(id, true).await.map(|_| ()).map_err(msg)
 }
 
@@ -195,15 +214,13 @@ pub struct JobCtx {
 async fn prepare_gpu(
     ctx: &JobCtx,
     slice: Option<Slice>,
-) -> Result<(Option<Slice>, Option<PathBuf>), String> {
+) -> Result<(Option<Slice>, Option<PathBuf>), LaunchError> {
     let Some(mut slice) = slice else {
         return Ok((None, None));
     };
-    let gpu = || {
-        ctx.gpu
-            .clone()
-            .ok_or_else(|| "this host has no usable NVML, so GPU slices cannot be made".to_string())
-    };
+    let gpu = || ctx.gpu.clone().ok_or(LaunchError::NoGpuAccess);
+    let gpu_index = slice.gpu_index();
+    let prepare = |detail: String| LaunchError::GpuPrepare { gpu_index, detail };
     let mut pipe = None;
     match &mut slice {
         Slice::Mig {
@@ -218,7 +235,7 @@ async fn prepare_gpu(
             let made = gpu()?
                 .create(*gpu_index, *profile_id, *placement_start)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| prepare(e.to_string()))?;
             *gi_id = Some(made.gi_id);
             *ci_id = Some(made.ci_id);
             *device_uuid = Some(made.device_uuid);
@@ -232,7 +249,7 @@ async fn prepare_gpu(
         }
         Slice::Mps { gpu_uuid, .. } => {
             let m = crate::gpu::mps_gpu(&ctx.mps_base, gpu_uuid);
-            gpu()?.mps_ensure(m.clone()).await?;
+            gpu()?.mps_ensure(m.clone()).await.map_err(prepare)?;
             pipe = Some(m.pipe_dir);
         }
         _ => {}
@@ -241,7 +258,7 @@ async fn prepare_gpu(
 }
 
 impl Job {
-    pub async fn run(self, ctx: JobCtx) -> Result<OpSuccess, String> {
+    pub async fn run(self, ctx: JobCtx) -> Result<OpSuccess, LaunchError> {
         let rt = ctx.rt.as_ref();
         match self {
             Job::Launch {
@@ -252,10 +269,12 @@ impl Job {
                 start,
             } => {
                 let (slice, pipe) = prepare_gpu(&ctx, slice).await?;
-                let agent = spec
-                    .config
-                    .agent(&spec.agent)
-                    .ok_or_else(|| format!("agent {} is no longer configured", spec.agent))?;
+                let agent =
+                    spec.config
+                        .agent(&spec.agent)
+                        .ok_or_else(|| LaunchError::NotConfigured {
+                            agent: spec.agent.clone(),
+                        })?;
                 let pipe_text = pipe.as_ref().map(|p| p.display().to_string());
                 let built = container::build_spec(
                     &spec.config,

@@ -1,11 +1,16 @@
 //! Health probes, run by the daemon itself (scratch images have no shell
-//! for Docker's own checks). One task per watched container: it finds the
-//! container's address on the host network, probes, and reports each result.
+//! for Docker's own checks). One task per watched container runs the
+//! probe loop; what a single probe does is behind [`Prober`], so the
+//! daemon runs on a scripted prober in tests. [`NetProber`] is the real
+//! one: it finds the container's address on its network and probes it.
 
+use std::collections::HashMap;
+use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use orch_core::gpu::ReplicaKey;
 use orch_core::model::{HealthCheck, Probe};
 use orch_docker::ContainerRuntime;
@@ -19,62 +24,112 @@ use crate::owner::Event;
 /// not held back by a long `interval` between its first probes.
 pub const STARTUP_INTERVAL: Duration = Duration::from_millis(200);
 
+/// One container to probe.
 #[derive(Debug, Clone)]
-pub struct ProbeJob {
+pub struct ProbeTarget {
     pub key: ReplicaKey,
     pub id: String,
     pub network: String,
     pub check: HealthCheck,
 }
 
-pub async fn run(job: ProbeJob, rt: Arc<dyn ContainerRuntime>, tx: mpsc::Sender<Event>) {
-    let interval = job.check.interval.std();
-    let timeout = job.check.timeout.std();
-    let mut addr: Option<IpAddr> = None;
-    let mut ever_ok = false;
-    loop {
-        let ok = match &job.check.probe {
+/// Makes one health probe of a container.
+#[async_trait]
+pub trait Prober: Send + Sync + Debug {
+    async fn probe(&self, target: &ProbeTarget) -> bool;
+}
+
+/// Probes over the network (HTTP, TCP) or by `docker exec`.
+#[derive(Debug)]
+pub struct NetProber {
+    rt: Arc<dyn ContainerRuntime>,
+    /// Container addresses, found once and forgotten on a failed probe
+    /// (a restarted container may have a new one). Held only to copy out
+    /// or in, never across an await.
+    addrs: Mutex<HashMap<String, IpAddr>>,
+}
+
+impl NetProber {
+    pub fn new(rt: Arc<dyn ContainerRuntime>) -> Self {
+        NetProber {
+            rt,
+            addrs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, id: &str) -> Option<IpAddr> {
+        self.addrs.lock().ok().and_then(|m| m.get(id).copied())
+    }
+
+    fn remember(&self, id: &str, ip: Option<IpAddr>) {
+        if let Ok(mut m) = self.addrs.lock() {
+            match ip {
+                Some(ip) => {
+                    m.insert(id.to_string(), ip);
+                }
+                None => {
+                    m.remove(id);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Prober for NetProber {
+    async fn probe(&self, t: &ProbeTarget) -> bool {
+        let timeout = t.check.timeout.std();
+        match &t.check.probe {
             // Nothing to probe: running is healthy.
             Probe::None => true,
-            Probe::Exec { command } => rt
-                .exec(&job.id, command, timeout)
+            Probe::Exec { command } => self
+                .rt
+                .exec(&t.id, command, timeout)
                 .await
                 .is_ok_and(|o| o.exit_code == 0),
             Probe::Http { port, .. } | Probe::Tcp { port } => {
-                if addr.is_none() {
-                    addr = rt
-                        .inspect(&job.id)
+                let ip = match self.cached(&t.id) {
+                    Some(ip) => Some(ip),
+                    None => self
+                        .rt
+                        .inspect(&t.id)
                         .await
                         .ok()
-                        .and_then(|i| i.ip_on(&job.network).and_then(|ip| ip.parse().ok()));
-                }
-                match addr {
-                    None => false,
-                    Some(ip) => {
-                        let sa = SocketAddr::new(ip, *port);
-                        let ok = match &job.check.probe {
-                            Probe::Http { path, .. } => http_ok(sa, path, timeout).await,
-                            _ => tcp_ok(sa, timeout).await,
-                        };
-                        if !ok {
-                            // The address may be stale (a restarted container).
-                            addr = None;
-                        }
-                        ok
-                    }
-                }
+                        .and_then(|i| i.ip_on(&t.network).and_then(|ip| ip.parse().ok())),
+                };
+                let Some(ip) = ip else { return false };
+                let sa = SocketAddr::new(ip, *port);
+                let ok = match &t.check.probe {
+                    Probe::Http { path, .. } => http_ok(sa, path, timeout).await,
+                    _ => tcp_ok(sa, timeout).await,
+                };
+                self.remember(&t.id, ok.then_some(ip));
+                ok
             }
-        };
+        }
+    }
+}
+
+/// Probes `target` until the task is aborted, reporting every result and
+/// how long the probe took.
+pub async fn run(target: ProbeTarget, prober: Arc<dyn Prober>, tx: mpsc::Sender<Event>) {
+    let interval = target.check.interval.std();
+    let mut ever_ok = false;
+    loop {
+        let began = tokio::time::Instant::now();
+        let ok = prober.probe(&target).await;
+        let took = began.elapsed();
         ever_ok |= ok;
         let report = Event::Health {
-            key: job.key.clone(),
-            id: job.id.clone(),
+            key: target.key.clone(),
+            id: target.id.clone(),
             ok,
+            took,
         };
         if tx.send(report).await.is_err() {
             return;
         }
-        if job.check.probe == Probe::None {
+        if target.check.probe == Probe::None {
             return;
         }
         tokio::time::sleep(if ever_ok {

@@ -1,9 +1,10 @@
 //! Byte sizes as people write them in the simulator's YAML files and on the
 //! `nvml-simctl` command line (`24564MiB`, `1.5GiB`, `512M`, `10GB`, `4096`).
 //!
-//! Binary units (`KiB`, `MiB`, `GiB`, `TiB` and the one-letter `K`, `M`, `G`,
-//! `T` in either case) are powers of 1024, as `nvidia-smi` and Docker use them;
-//! `KB`, `MB`, `GB`, `TB` are powers of 1000. A bare number is bytes.
+//! Every unit is a power of 1024 (`k`/`KiB`/`KB`, `m`/`MiB`/`MB`, `g`/`GiB`/`GB`,
+//! `t`/`TiB`/`TB`, in any case), as `nvidia-smi` and Docker use them and as the
+//! orchestrator's config reads them: one convention across the workspace. A
+//! bare number is bytes.
 
 use std::fmt;
 
@@ -18,41 +19,19 @@ pub const MIB: u64 = 1024 * KIB;
 pub const GIB: u64 = 1024 * MIB;
 
 /// Parses a size such as `24564MiB`, `1.5GiB`, `8g` or `1000000` into bytes.
+/// Units are read by the orchestrator's own parser
+/// (`orch_core::units::ByteSize`), so a size means the same in a simulator
+/// file as in a host config; a bare number is bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, unit) = trimmed.split_at(split);
-    if number.is_empty() {
-        return Err(format!(
-            "`{text}` is not a size: expected a number such as 512MiB or 8GiB"
-        ));
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return trimmed
+            .parse()
+            .map_err(|_| format!("`{text}` is out of range"));
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: `{number}` is not a number"))?;
-    let multiplier: f64 = match unit.trim() {
-        "" | "B" | "b" => 1.0,
-        "KiB" | "K" | "k" => KIB as f64,
-        "MiB" | "M" | "m" => MIB as f64,
-        "GiB" | "G" | "g" => GIB as f64,
-        "TiB" | "T" | "t" => (GIB * 1024) as f64,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        other => {
-            return Err(format!(
-                "`{text}` has unknown unit `{other}`: use B, KiB, MiB, GiB, TiB (or K, M, G, T), KB, MB, GB, TB"
-            ));
-        }
-    };
-    let bytes = value * multiplier;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok(bytes.round() as u64)
+    orch_core::units::ByteSize::parse(trimmed)
+        .map(orch_core::units::ByteSize::bytes)
+        .map_err(|e| format!("`{text}` is not a size ({e}): write e.g. 512MiB or 8GiB"))
 }
 
 /// Formats bytes with the largest binary unit that keeps the number whole,
@@ -140,7 +119,8 @@ mod tests {
             ("1.5GiB", 3 * GIB / 2),
             ("512M", 512 * MIB),
             ("8g", 8 * GIB),
-            ("10GB", 10_000_000_000),
+            // One convention with the host configs: GB is GiB.
+            ("10GB", 10 * GIB),
             ("2 KiB", 2048),
             ("1T", 1024 * GIB),
         ];
@@ -151,7 +131,7 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_size() {
-        for text in ["", "MiB", "12XB", "-5", "1.2.3G"] {
+        for text in ["", "MiB", "12XB", "-5", "1.2.3G", "99999999999999999999"] {
             assert!(parse_size(text).is_err(), "{text} should be rejected");
         }
     }

@@ -39,6 +39,10 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
+    /// Send the command to this host, through the local daemon and the
+    /// federation (default: the local daemon's own host).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -128,9 +132,21 @@ pub struct GroupArgs {
     /// Wait until the group is ready (or stopped), showing progress.
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this many seconds (exit code 6).
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// Give up waiting after this long (exit code 6): `90`, `30s`, `5m`.
+    /// Implies --wait.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A timeout: a duration as the config writes them (`30s`, `1m30s`,
+/// `500ms`), or a bare number of seconds.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    orch_core::units::Duration::parse(text)
+        .map(|d| d.std())
+        .map_err(|e| format!("{e} (write e.g. `90`, `30s`, `5m`)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,8 +161,15 @@ pub enum GroupCmd {
         #[arg(long)]
         with_dependents: bool,
     },
-    /// Stop a group and start it again.
-    Restart(GroupArgs),
+    /// Stop a group and start it again (and, if asked, the started groups
+    /// that depend on it, which go down first and come back after it).
+    Restart {
+        #[command(flatten)]
+        args: GroupArgs,
+        /// Also restart started groups that depend on this one.
+        #[arg(long)]
+        with_dependents: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

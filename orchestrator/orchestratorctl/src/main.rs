@@ -43,7 +43,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
-    let client = || commands::daemon::client(cli.socket.as_ref(), cli.config.as_ref());
+    let client = || {
+        commands::daemon::client(
+            cli.socket.as_ref(),
+            cli.config.as_ref(),
+            cli.host.as_deref(),
+        )
+    };
     match &cli.command {
         Command::Status => commands::status::run(&client(), out),
         Command::Groups => commands::groups::run(&client(), out),

@@ -209,15 +209,13 @@ fn planned(host_file: &str, sim: &str) -> Vec<(String, String, String)> {
         .iter()
         .map(|a| {
             let s = &a["slice"];
-            let detail = s
-                .get("profile")
-                .or_else(|| s.get("memory"))
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string();
+            let detail = match s.get("profile") {
+                Some(p) => p.as_str().unwrap().to_string(),
+                // MPS memory is in bytes: shown here in whole GiB.
+                None => format!("{}g", s["memory_bytes"].as_u64().unwrap() >> 30),
+            };
             (
-                a["replica"].as_str().unwrap().to_string(),
+                a["replica"]["agent"].as_str().unwrap().to_string(),
                 s["kind"].as_str().unwrap().to_string(),
                 detail,
             )

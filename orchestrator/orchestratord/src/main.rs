@@ -219,7 +219,6 @@ async fn run(args: RunArgs) -> ExitCode {
             port_offset: args.config.port_offset,
             ..LoadOptions::default()
         },
-        state_dir,
         socket: args
             .socket
             .clone()
@@ -231,6 +230,13 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
+    let deps = match orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("orchestratord: {e}");
+            return ExitCode::from(EXIT_STATE);
+        }
+    };
     let shutdown = CancellationToken::new();
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -265,17 +271,10 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::info!("stop signal received");
         stop.cancel();
     });
-    let result = orch_daemon::run(
-        loaded,
-        settings,
-        runtime,
-        gpu,
-        shutdown.clone(),
-        |control| {
-            let _ = control_tx.send(control);
-            orch_daemon::notify::ready("ready");
-        },
-    )
+    let result = orch_daemon::run(loaded, settings, deps, shutdown.clone(), |control| {
+        let _ = control_tx.send(control);
+        orch_daemon::notify::ready("ready");
+    })
     .await;
     signals.abort();
     match result {

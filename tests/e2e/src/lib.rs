@@ -555,32 +555,14 @@ groups:
     )
 }
 
-/// Events of one kind for one agent, in order.
+/// Events about one agent, in order.
 pub fn agent_events<'a>(events: &'a [Event], agent: &str) -> Vec<&'a Event> {
-    use orch_core::supervise::EventKind::*;
     events
         .iter()
-        .filter(|e| match &e.kind {
-            AgentStarting { replica, .. }
-            | AgentRunning { replica, .. }
-            | AgentHealthy { replica, .. }
-            | AgentUnhealthy { replica, .. }
-            | AgentExited { replica, .. }
-            | AgentRestarting { replica, .. }
-            | AgentCrashLoop { replica, .. }
-            | AgentRecovered { replica, .. }
-            | AgentHeld { replica, .. }
-            | AgentFailed { replica, .. }
-            | AgentStopped { replica, .. }
-            | AgentAdopted { replica, .. } => replica.agent == agent,
-            _ => false,
-        })
+        .filter(|e| e.kind.replica().is_some_and(|r| r.agent == agent))
         .collect()
 }
 
 pub fn kind_name(e: &Event) -> String {
-    serde_json::to_value(&e.kind)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
-        .unwrap_or_default()
+    e.kind.name().to_string()
 }

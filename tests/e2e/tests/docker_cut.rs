@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::{Daemon, Host, chain_config, docker_ok};
-use orch_core::supervise::EventKind;
+use orch_api::EventKind;
 
 /// Forwards a unix socket to Docker's; can cut every connection and refuse new ones.
 struct Proxy {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e::{Daemon, Host, derive_config, repo_root, sim_env};
-use orch_core::supervise::EventKind;
+use orch_api::EventKind;
 
 #[test]
 fn all_mainpc_groups_start_in_dependency_order_and_become_healthy() {

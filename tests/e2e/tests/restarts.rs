@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use e2e::{Daemon, Host, agent_events, chain_config, docker_ok, kind_name};
-use orch_core::supervise::EventKind;
+use orch_api::EventKind;
 
 #[test]
 fn a_killed_agent_container_is_restarted() {

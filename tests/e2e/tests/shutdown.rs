@@ -39,11 +39,11 @@ fn shutdown_stop_stops_agents_in_reverse_order_and_the_next_daemon_restores_them
     let log = std::fs::read_to_string(&daemon.log).unwrap();
     let order: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("\"kind\":\"agent-stopped\""))
+        .filter(|l| l.contains("agent-stopped"))
         .filter_map(|l| {
             ["Flaky", "Mid", "Top"]
                 .into_iter()
-                .find(|a| l.contains(&format!("\"agent\":\"{a}\"")))
+                .find(|a| l.contains(&format!("base/{a}: stopped")))
         })
         .collect();
     assert_eq!(order, ["Top", "Mid", "Flaky"]);

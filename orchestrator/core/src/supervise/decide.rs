@@ -137,6 +137,7 @@ impl Supervisor {
         for g in self.start_order(&self.group_graph.closure(&[group])) {
             if self.started.insert(g.clone()) {
                 self.ready_groups.remove(&g);
+                self.ever_ready.remove(&g);
                 out.events.push(EventKind::GroupStarting { group: g });
             }
         }
@@ -164,12 +165,14 @@ impl Supervisor {
             return Err(CommandError::NeededBy {
                 group: group.to_string(),
                 needed_by: dependents,
+                restart: false,
             });
         }
         let mut out = Outcome::default();
         for g in std::iter::once(group.to_string()).chain(dependents) {
             if self.started.remove(&g) {
                 self.ready_groups.remove(&g);
+                self.ever_ready.remove(&g);
                 out.events.push(EventKind::GroupStopping { group: g });
             }
         }
@@ -185,24 +188,48 @@ impl Supervisor {
             out.events.push(EventKind::GroupStopping { group: g });
         }
         self.ready_groups.clear();
+        self.ever_ready.clear();
         self.settle(now, &mut out);
         out
     }
 
-    /// Stops the group's agents (reverse order) and starts them again.
-    pub fn restart_group(&mut self, now: Millis, group: &str) -> Result<Outcome, CommandError> {
+    /// Stops the group's agents (reverse order) and starts them again. A
+    /// group that started groups depend on is refused, as a stop is, unless
+    /// `with_dependents`: then they go down first and come back after it,
+    /// in dependency order.
+    pub fn restart_group(
+        &mut self,
+        now: Millis,
+        group: &str,
+        with_dependents: bool,
+    ) -> Result<Outcome, CommandError> {
         if self.config.group(group).is_none() {
             return Err(CommandError::UnknownGroup(group.to_string()));
         }
         if !self.started.contains(group) {
             return self.start_group(now, group);
         }
+        let dependents: Vec<String> = self
+            .group_graph
+            .reverse_closure(&[group])
+            .into_iter()
+            .filter(|g| g != group && self.started.contains(g))
+            .collect();
+        if !dependents.is_empty() && !with_dependents {
+            return Err(CommandError::NeededBy {
+                group: group.to_string(),
+                needed_by: dependents,
+                restart: true,
+            });
+        }
         let mut out = Outcome::default();
-        self.restarting.insert(group.to_string());
-        self.ready_groups.remove(group);
-        out.events.push(EventKind::GroupStopping {
-            group: group.to_string(),
-        });
+        for g in std::iter::once(group.to_string()).chain(dependents) {
+            if self.restarting.insert(g.clone()) {
+                self.ready_groups.remove(&g);
+                self.ever_ready.remove(&g);
+                out.events.push(EventKind::GroupStopping { group: g });
+            }
+        }
         self.settle(now, &mut out);
         Ok(out)
     }
@@ -223,12 +250,16 @@ impl Supervisor {
                 agent: agent.to_string(),
             })?;
         let n = a.replicas;
+        let mut out = Outcome::default();
         for i in 0..n {
             if let Some(r) = self.replicas.get_mut(&ReplicaKey::new(agent, i)) {
                 r.restart_requested = true;
+                out.events.push(EventKind::AgentRestartRequested {
+                    replica: r.key.clone(),
+                    group: r.group.clone(),
+                });
             }
         }
-        let mut out = Outcome::default();
         self.settle(now, &mut out);
         Ok(out)
     }
@@ -395,14 +426,18 @@ impl Supervisor {
                     }
                 }
                 ContainerStatus::Created => r.phase = Phase::Pending,
-                ContainerStatus::Exited { code, .. } => {
+                ContainerStatus::Exited { code, oom } => {
                     if was_running {
                         out.actions.push(Action::UnwatchHealth { key: key.clone() });
                     }
                     if !matches!(r.phase, Phase::BackingOff { .. } | Phase::Exited { .. }) {
                         // Found stopped (it died while nobody watched): bring
                         // it back now if its policy says so.
-                        r.phase = if self_should_restart(&self.agents, &key, code) {
+                        let restart = self
+                            .agents
+                            .get(&key.agent)
+                            .is_some_and(|a| restart_wanted(a.restart.policy, code, oom));
+                        r.phase = if restart {
                             Phase::BackingOff {
                                 until: now,
                                 exit_code: Some(code),
@@ -624,7 +659,7 @@ impl Supervisor {
         now: Millis,
         key: ReplicaKey,
         op: OpKind,
-        result: Result<OpSuccess, String>,
+        result: Result<OpSuccess, LaunchError>,
         out: &mut Outcome,
     ) {
         let wanted = self.wanted(&key);
@@ -696,10 +731,14 @@ impl Supervisor {
                         }
                     }
                     None if r.is_running() => mark_started(r, now, out),
+                    // Created ahead of its dependencies: still held, and
+                    // nothing changed that is worth an event.
+                    None if matches!(r.phase, Phase::Held { .. }) => {}
                     None => r.phase = Phase::Pending,
                 }
             }
-            (_, Err(reason)) => {
+            (_, Err(error)) => {
+                let reason = FailReason::Launch(error);
                 r.early_exit = None;
                 r.failures = retry_failures;
                 r.phase = Phase::Failed {
@@ -749,6 +788,8 @@ impl Supervisor {
             let order = self.agent_order();
             self.stop_pass(&order, out);
             self.assign_slices(now, out);
+            // A group that just became ready says so before what it releases starts.
+            self.group_events(out);
             self.start_pass(now, &order, out);
         }
         self.group_events(out);
@@ -792,9 +833,11 @@ impl Supervisor {
                     continue;
                 };
                 match &self.gpu_unavailable {
-                    Some(reason) => {
-                        let reason = format!("GPU agents cannot start on this host: {reason}");
-                        if r.plan_error.as_deref() != Some(reason.as_str()) {
+                    Some(detail) => {
+                        let reason = FailReason::GpuUnavailable {
+                            detail: detail.clone(),
+                        };
+                        if r.plan_error.as_ref() != Some(&reason) {
                             out.events.push(EventKind::AgentFailed {
                                 replica: key.clone(),
                                 group: r.group.clone(),
@@ -807,7 +850,7 @@ impl Supervisor {
                             retry_at: now + GPU_RETRY,
                         };
                     }
-                    None => hold(r, &["GPU inventory".to_string()], out),
+                    None => hold(r, &[Wait::GpuInventory], out),
                 }
             }
             return;
@@ -843,9 +886,7 @@ impl Supervisor {
             settings: crate::planner::PlannerSettings::default(),
         });
         for note in &plan.notes {
-            out.events.push(EventKind::GpuNote {
-                text: note.to_string(),
-            });
+            out.events.push(EventKind::GpuNote { note: note.clone() });
         }
         for d in &plan.destroy {
             self.owned_mig
@@ -874,7 +915,7 @@ impl Supervisor {
                     out.events.push(EventKind::SliceAssigned {
                         replica: a.replica.clone(),
                         group: r.group.clone(),
-                        slice: a.slice.to_string(),
+                        slice: a.slice.clone(),
                         fallback_depth: a.fallback_depth,
                     });
                 }
@@ -919,8 +960,8 @@ impl Supervisor {
             let Some(r) = self.replicas.get_mut(&e.replica) else {
                 continue;
             };
-            let reason = e.to_string();
-            if r.plan_error.as_deref() != Some(reason.as_str()) {
+            let reason = FailReason::NoSlice(Box::new(e.clone()));
+            if r.plan_error.as_ref() != Some(&reason) {
                 out.events.push(EventKind::AgentFailed {
                     replica: e.replica.clone(),
                     group: r.group.clone(),
@@ -1011,23 +1052,23 @@ impl Supervisor {
     }
 
     /// Required dependencies of `agent` that are not ready.
-    fn waiting_for(&self, agent: &str) -> Vec<String> {
+    fn waiting_for(&self, agent: &str) -> Vec<Wait> {
         let Some(a) = self.agents.get(agent) else {
             return Vec::new();
         };
-        let mut waiting: Vec<String> = a
+        let mut waiting: Vec<Wait> = a
             .depends_on
             .iter()
             .filter(|d| self.agents.get(*d).is_some_and(|x| x.required))
             .filter(|d| !self.agent_ready(d))
-            .cloned()
+            .map(|d| Wait::Agent(d.clone()))
             .collect();
         // A group's `depends_on` holds every agent of the group until each
         // named group is ready.
         if let Some(g) = self.config.group(&a.group) {
             for dep in &g.depends_on {
                 if !self.group_wanted(dep) || !self.group_ready(dep) {
-                    waiting.push(format!("group {dep}"));
+                    waiting.push(Wait::Group(dep.clone()));
                 }
             }
         }
@@ -1072,7 +1113,7 @@ impl Supervisor {
                 let sibling_busy = self.replicas.values().any(|x| {
                     x.key.agent == *agent
                         && x.key != key
-                        && (x.op.is_some() || (x.is_running() && !self.counts_healthy(x)))
+                        && (x.op.is_some() || (x.is_running() && !self.replica_healthy(x)))
                 });
                 let Some(r) = self.replicas.get_mut(&key) else {
                     continue;
@@ -1192,6 +1233,8 @@ impl Supervisor {
                             r.restart_requested = false;
                             r.op = Some(OpKind::Restart);
                             r.phase = Phase::Starting;
+                            // Its health is not known again until it is probed.
+                            r.health = Health::Unknown;
                             out.actions.push(Action::UnwatchHealth { key: key.clone() });
                             out.actions.push(Action::Restart {
                                 key: key.clone(),
@@ -1205,12 +1248,12 @@ impl Supervisor {
                                 r.restarts_total += 1;
                             }
                         }
-                        ContainerStatus::Exited { code, .. } => {
+                        ContainerStatus::Exited { code, oom } => {
                             let due = match r.phase {
                                 Phase::BackingOff { until, .. } => now >= until,
                                 Phase::Failed { retry_at, .. } => now >= retry_at,
                                 Phase::Exited { .. } => r.restart_requested,
-                                _ => self_should_restart(&self.agents, &key, code),
+                                _ => restart_wanted(spec.restart.policy, code, oom),
                             };
                             if !due {
                                 continue;
@@ -1254,6 +1297,7 @@ impl Supervisor {
             if self.group_wanted(&g) {
                 let ready = self.group_ready(&g);
                 if ready && self.ready_groups.insert(g.clone()) {
+                    self.ever_ready.insert(g.clone());
                     out.events.push(EventKind::GroupReady { group: g });
                 } else if !ready {
                     self.ready_groups.remove(&g);
@@ -1267,7 +1311,11 @@ impl Supervisor {
                     .events
                     .iter()
                     .any(|e| matches!(e, EventKind::AgentStopped { group, .. } | EventKind::GroupStopping { group } if *group == g));
-                if !active && stopping {
+                let said = out
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, EventKind::GroupStopped { group } if *group == g));
+                if !active && stopping && !said {
                     out.events.push(EventKind::GroupStopped { group: g });
                 }
             }
@@ -1275,19 +1323,7 @@ impl Supervisor {
     }
 }
 
-fn self_should_restart(
-    agents: &BTreeMap<String, crate::model::Agent>,
-    key: &ReplicaKey,
-    code: i64,
-) -> bool {
-    match agents.get(&key.agent).map(|a| a.restart.policy) {
-        Some(RestartMode::Always) => true,
-        Some(RestartMode::OnFailure) => code != 0,
-        _ => false,
-    }
-}
-
-fn hold(r: &mut Replica, waiting: &[String], out: &mut Outcome) {
+fn hold(r: &mut Replica, waiting: &[Wait], out: &mut Outcome) {
     let phase = Phase::Held {
         waiting_for: waiting.to_vec(),
     };

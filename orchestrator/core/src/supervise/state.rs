@@ -52,14 +52,13 @@ pub enum Health {
 }
 
 /// Where a replica is in its life, for people and for the decisions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "phase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     /// Wanted, not started yet (about to start, or held).
     Pending,
-    /// Held until these agents are ready.
+    /// Held until these are ready.
     Held {
-        waiting_for: Vec<String>,
+        waiting_for: Vec<Wait>,
     },
     /// A create/start is in flight.
     Starting,
@@ -75,12 +74,90 @@ pub enum Phase {
     },
     /// The last launch failed (image missing, Docker refused, no GPU slice).
     Failed {
-        reason: String,
+        reason: FailReason,
         retry_at: Millis,
     },
     Stopping,
     /// Not wanted any more and gone; kept only until removed from the table.
     Stopped,
+}
+
+/// What a held replica waits for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Wait {
+    /// A required agent it depends on is not ready.
+    Agent(String),
+    /// A group named in its group's `depends_on` is not started or not ready.
+    Group(String),
+    /// GPU agents wait for the first GPU inventory.
+    GpuInventory,
+}
+
+/// Why a launch (or start) of a container failed, as the daemon's
+/// executor reports it. Typed so that metrics can count by reason and the
+/// edge (CLI, logs) can say it in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchError {
+    /// The image is not on the host (images are never pulled).
+    ImageMissing { image: String },
+    /// Docker could not be reached during the operation.
+    DockerUnreachable { detail: String },
+    /// Docker refused the request.
+    DockerRefused { detail: String },
+    /// The engine cannot provide GPU devices through this driver.
+    GpuDriverMissing { driver: String, detail: String },
+    /// The container spec cannot be expressed as a Docker request.
+    InvalidSpec { detail: String },
+    /// Making the GPU side of the slice real failed (a MIG instance, an MPS daemon).
+    GpuPrepare { gpu_index: u32, detail: String },
+    /// The host has no usable NVML, so no slice can be made.
+    NoGpuAccess,
+    /// The agent is no longer in the config.
+    NotConfigured { agent: String },
+}
+
+/// Why a replica is `Failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailReason {
+    Launch(LaunchError),
+    /// The planner could place none of the agent's GPU requests.
+    NoSlice(Box<crate::planner::PlanError>),
+    /// The host has no usable GPUs (no NVML, or it failed); `detail` is
+    /// what the GPU adapter said.
+    GpuUnavailable {
+        detail: String,
+    },
+}
+
+impl FailReason {
+    /// A short, stable name for counting failures by kind (a metric label).
+    pub fn label(&self) -> &'static str {
+        match self {
+            FailReason::Launch(e) => match e {
+                LaunchError::ImageMissing { .. } => "image_missing",
+                LaunchError::DockerUnreachable { .. } => "docker_unreachable",
+                LaunchError::DockerRefused { .. } => "docker_error",
+                LaunchError::GpuDriverMissing { .. } => "gpu_driver_missing",
+                LaunchError::InvalidSpec { .. } => "invalid_spec",
+                LaunchError::GpuPrepare { .. } => "gpu_prepare",
+                LaunchError::NoGpuAccess => "gpu_unavailable",
+                LaunchError::NotConfigured { .. } => "not_configured",
+            },
+            FailReason::NoSlice(_) => "gpu_no_capacity",
+            FailReason::GpuUnavailable { .. } => "gpu_unavailable",
+        }
+    }
+}
+
+/// Where a group is, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupPhase {
+    Stopped,
+    Starting,
+    Ready,
+    /// Started, was ready, and some required agent is not healthy now.
+    Degraded,
+    Stopping,
 }
 
 /// An operation the caller runs and reports back with `Input::OpFinished`.
@@ -104,7 +181,7 @@ pub enum OpKind {
     Remove,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Replica {
     pub key: ReplicaKey,
     pub group: String,
@@ -130,7 +207,7 @@ pub struct Replica {
     /// Which entry of the agent's request chain the slice meets.
     pub slice_depth: u8,
     /// The last GPU planning failure reported for this replica.
-    pub plan_error: Option<String>,
+    pub plan_error: Option<FailReason>,
     /// Total restarts done by the supervisor (for status and metrics).
     pub restarts_total: u64,
     /// An exit reported while an operation was in flight, settled when it ends
@@ -211,7 +288,7 @@ pub enum Input {
     OpFinished {
         key: ReplicaKey,
         op: OpKind,
-        result: Result<OpSuccess, String>,
+        result: Result<OpSuccess, LaunchError>,
     },
     DockerDown,
     /// A fresh GPU inventory (at start, and whenever it changes).
@@ -285,9 +362,9 @@ pub enum Action {
     Persist,
 }
 
-/// What operators see happen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+/// What operators see happen. The control API has its own wire form of
+/// these (`orch_api::EventKind`); this one may change freely.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     GroupStarting {
         group: String,
@@ -342,12 +419,17 @@ pub enum EventKind {
     AgentHeld {
         replica: ReplicaKey,
         group: String,
-        waiting_for: Vec<String>,
+        waiting_for: Vec<Wait>,
     },
     AgentFailed {
         replica: ReplicaKey,
         group: String,
-        reason: String,
+        reason: FailReason,
+    },
+    /// An operator asked for a restart (`agent restart`).
+    AgentRestartRequested {
+        replica: ReplicaKey,
+        group: String,
     },
     AgentStopped {
         replica: ReplicaKey,
@@ -371,7 +453,7 @@ pub enum EventKind {
     SliceAssigned {
         replica: ReplicaKey,
         group: String,
-        slice: String,
+        slice: Slice,
         fallback_depth: u8,
     },
     MigDestroyed {
@@ -379,7 +461,7 @@ pub enum EventKind {
         gi_id: u32,
     },
     GpuNote {
-        text: String,
+        note: crate::planner::PlanNote,
     },
     GpuUnavailable {
         reason: String,
@@ -407,10 +489,20 @@ pub enum CommandError {
     UnknownGroup(String),
     #[error("no agent `{agent}` in group `{group}`")]
     UnknownAgent { group: String, agent: String },
-    #[error("group `{group}` is needed by started group(s) {}; stop them first or pass --with-dependents", needed_by.join(", "))]
+    #[error(
+        "group `{group}` is needed by started group(s) {}; {}",
+        needed_by.join(", "),
+        if *restart {
+            "pass --with-dependents to restart them with it"
+        } else {
+            "stop them first or pass --with-dependents"
+        }
+    )]
     NeededBy {
         group: String,
         needed_by: Vec<String>,
+        /// The refused command was a restart (not a stop).
+        restart: bool,
     },
     #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
     WrongHost { current: String, new: String },
@@ -451,8 +543,11 @@ pub struct Supervisor {
     pub(crate) generation: u64,
     pub(crate) replicas: BTreeMap<ReplicaKey, Replica>,
     pub(crate) docker_up: bool,
-    /// Groups that have reported ready since they were last started.
+    /// Groups that are ready now (their `GroupReady` was reported).
     pub(crate) ready_groups: BTreeSet<String>,
+    /// Groups that have been ready since they were last started: one that
+    /// is not ready now is degraded rather than starting.
+    pub(crate) ever_ready: BTreeSet<String>,
     /// The last GPU inventory; `None` until the first one (or without NVML).
     pub(crate) inventory: Option<Vec<GpuInfo>>,
     pub(crate) gpu_unavailable: Option<String>,
@@ -480,6 +575,7 @@ impl Supervisor {
             replicas: BTreeMap::new(),
             docker_up: false,
             ready_groups: BTreeSet::new(),
+            ever_ready: BTreeSet::new(),
             inventory: None,
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
@@ -601,6 +697,27 @@ impl Supervisor {
             .all(|a| self.agent_ready(&a.name))
     }
 
+    /// Where a group is: stopped, starting, ready, degraded or stopping.
+    pub fn group_phase(&self, group: &str) -> GroupPhase {
+        if !self.group_wanted(group) {
+            let active = self
+                .replicas
+                .values()
+                .any(|r| r.group == group && (r.container.is_some() || r.op.is_some()));
+            if self.started.contains(group) || active {
+                GroupPhase::Stopping
+            } else {
+                GroupPhase::Stopped
+            }
+        } else if self.group_ready(group) {
+            GroupPhase::Ready
+        } else if self.ever_ready.contains(group) {
+            GroupPhase::Degraded
+        } else {
+            GroupPhase::Starting
+        }
+    }
+
     /// Counts for a group: (wanted replicas, running, healthy).
     pub fn group_counts(&self, group: &str) -> (usize, usize, usize) {
         let mut wanted = 0;
@@ -612,7 +729,7 @@ impl Supervisor {
             }
             if r.is_running() {
                 running += 1;
-                if self.counts_healthy(r) {
+                if self.replica_healthy(r) {
                     healthy += 1;
                 }
             }
@@ -620,7 +737,9 @@ impl Supervisor {
         (wanted, running, healthy)
     }
 
-    pub(crate) fn counts_healthy(&self, r: &Replica) -> bool {
+    /// The one definition of a healthy replica: its container runs, and its
+    /// probe passed (or it has no probe and nothing is in flight).
+    pub fn replica_healthy(&self, r: &Replica) -> bool {
         let has_probe = self
             .agents
             .get(&r.key.agent)
@@ -639,7 +758,7 @@ impl Supervisor {
         (0..a.replicas).all(|i| {
             self.replicas
                 .get(&ReplicaKey::new(agent, i))
-                .is_some_and(|r| self.counts_healthy(r) && !r.crashloop)
+                .is_some_and(|r| self.replica_healthy(r) && !r.crashloop)
         })
     }
 
@@ -699,10 +818,19 @@ impl Supervisor {
 
     /// Restart policy verdict for an exit.
     pub(crate) fn should_restart(&self, key: &ReplicaKey, code: i64, oom: bool) -> bool {
-        match self.agents.get(&key.agent).map(|a| a.restart.policy) {
-            Some(RestartMode::Always) => true,
-            Some(RestartMode::OnFailure) => code != 0 || oom,
-            Some(RestartMode::Never) | None => false,
-        }
+        self.agents
+            .get(&key.agent)
+            .is_some_and(|a| restart_wanted(a.restart.policy, code, oom))
+    }
+}
+
+/// The restart policy, the one place it is decided: `always` restarts any
+/// exit, `on-failure` a non-zero exit or an out-of-memory kill (which can
+/// exit 0 from the process's point of view), `never` nothing.
+pub fn restart_wanted(policy: RestartMode, code: i64, oom: bool) -> bool {
+    match policy {
+        RestartMode::Always => true,
+        RestartMode::OnFailure => code != 0 || oom,
+        RestartMode::Never => false,
     }
 }

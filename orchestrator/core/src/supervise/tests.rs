@@ -296,7 +296,7 @@ fn a_group_starts_in_dependency_order_gated_on_health() {
     assert_eq!(
         h.phase(&k("Twin")),
         Phase::Held {
-            waiting_for: vec!["Registry".into()]
+            waiting_for: vec![Wait::Agent("Registry".into())]
         }
     );
     h.finish_ops();
@@ -747,7 +747,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
     assert_eq!(
         s.replica(&k("Api")).unwrap().phase,
         Phase::Held {
-            waiting_for: vec!["Twin".into()]
+            waiting_for: vec![Wait::Agent("Twin".into())]
         }
     );
     assert_eq!(s.generation(), 4);
@@ -883,7 +883,9 @@ fn nothing_is_attempted_while_docker_is_down() {
         h.apply(Input::OpFinished {
             key: k(agent),
             op: OpKind::Launch,
-            result: Err("docker unreachable".into()),
+            result: Err(LaunchError::DockerUnreachable {
+                detail: "connection refused".into(),
+            }),
         });
     }
     h.at(60_000);
@@ -910,6 +912,12 @@ fn nothing_is_attempted_while_docker_is_down() {
     );
 }
 
+fn missing() -> LaunchError {
+    LaunchError::ImageMissing {
+        image: "img".into(),
+    }
+}
+
 #[test]
 fn a_failed_launch_is_retried_after_its_backoff() {
     let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
@@ -918,17 +926,17 @@ fn a_failed_launch_is_retried_after_its_backoff() {
     let out = h.apply(Input::OpFinished {
         key: k("A"),
         op: OpKind::Launch,
-        result: Err("image missing".into()),
+        result: Err(missing()),
     });
     assert!(out.events.contains(&EventKind::AgentFailed {
         replica: k("A"),
         group: "g".into(),
-        reason: "image missing".into()
+        reason: FailReason::Launch(missing())
     }));
     assert_eq!(
         h.phase(&k("A")),
         Phase::Failed {
-            reason: "image missing".into(),
+            reason: FailReason::Launch(missing()),
             retry_at: 100
         }
     );
@@ -944,7 +952,7 @@ fn restarting_a_group_stops_it_then_starts_it_in_order() {
     h.cmd(|s| s.start_group(0, "core").unwrap());
     h.settle_healthy();
     h.take_log();
-    h.cmd(|s| s.restart_group(0, "core").unwrap());
+    h.cmd(|s| s.restart_group(0, "core", false).unwrap());
     assert_eq!(h.take_log(), ["stop Api"]);
     h.finish_ops();
     h.finish_ops();
@@ -1149,7 +1157,7 @@ fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
     assert_eq!(
         h.phase(&k("Web")),
         Phase::Held {
-            waiting_for: vec!["group infra".into()]
+            waiting_for: vec![Wait::Group("infra".into())]
         }
     );
     h.finish_ops();
@@ -1227,7 +1235,7 @@ fn gpu_agents_wait_for_the_inventory_and_cpu_agents_do_not() {
     assert_eq!(
         h.phase(&k("A")),
         Phase::Held {
-            waiting_for: vec!["GPU inventory".into()]
+            waiting_for: vec![Wait::GpuInventory]
         }
     );
     let gpus = vec![crate::gpu::GpuInfo::from_class(
@@ -1265,8 +1273,10 @@ fn without_nvml_gpu_agents_fail_with_the_reason_and_the_rest_runs() {
         _ => None,
     });
     assert_eq!(
-        failed.as_deref(),
-        Some("GPU agents cannot start on this host: no NVML library at /usr/lib/libnvidia-ml.so.1")
+        failed,
+        Some(FailReason::GpuUnavailable {
+            detail: "no NVML library at /usr/lib/libnvidia-ml.so.1".into()
+        })
     );
 }
 
@@ -1285,8 +1295,12 @@ fn an_unsatisfiable_request_fails_with_the_planner_reason_and_is_retried_later()
     let Phase::Failed { reason, retry_at } = h.phase(&k("A")) else {
         panic!("{:?}", h.phase(&k("A")))
     };
+    let FailReason::NoSlice(error) = reason else {
+        panic!("{reason:?}")
+    };
+    assert_eq!(error.replica, k("A"));
     assert_eq!(
-        reason,
+        error.to_string(),
         "A wants mig 1g.10gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given"
     );
     assert_eq!(retry_at, GPU_RETRY);
@@ -1494,5 +1508,102 @@ fn after_a_reboot_a_recorded_mig_slice_is_made_again_at_its_placement() {
             device_uuid: None,
         },
         "the same placement, to be made again by the launch"
+    );
+}
+
+const TWO_GROUPS: Spec = &[
+    ("infra", &[], &[("Reg", &[], 1, true)]),
+    ("apps", &["infra"], &[("App", &[], 1, true)]),
+];
+
+#[test]
+fn restarting_a_group_others_need_is_refused_or_takes_them_along() {
+    let mut h = Harness::new(TWO_GROUPS);
+    h.cmd(|s| s.start_group(0, "apps").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let err = h.s.restart_group(0, "infra", false).unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::NeededBy {
+            group: "infra".into(),
+            needed_by: vec!["apps".into()],
+            restart: true
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "group `infra` is needed by started group(s) apps; pass --with-dependents to restart them with it"
+    );
+    assert_eq!(
+        h.s.group_phase("infra"),
+        GroupPhase::Ready,
+        "nothing changed"
+    );
+    let out = h.cmd(|s| s.restart_group(0, "infra", true).unwrap());
+    assert_eq!(
+        out.events,
+        vec![
+            EventKind::GroupStopping {
+                group: "infra".into()
+            },
+            EventKind::GroupStopping {
+                group: "apps".into()
+            }
+        ]
+    );
+    // The dependent goes down first, then what it needs; both come back,
+    // in order (the dependent's container is made ahead, and started
+    // only once the group it needs is ready).
+    assert_eq!(h.take_log(), ["stop App"]);
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["stop Reg", "create App"]);
+    assert!(matches!(h.phase(&k("App")), Phase::Held { .. }));
+    h.finish_ops();
+    assert_eq!(h.take_log(), ["launch Reg"]);
+    h.settle_healthy();
+    assert_eq!(h.take_log(), ["start App"]);
+    assert_eq!(h.s.group_phase("infra"), GroupPhase::Ready);
+    assert_eq!(h.s.group_phase("apps"), GroupPhase::Ready);
+}
+
+#[test]
+fn a_held_replica_created_ahead_is_reported_held_once() {
+    let mut h = Harness::new(CHAIN);
+    let mut events = h.cmd(|s| s.start_group(0, "core").unwrap()).events;
+    // Every creation finishes; the held ones stay held, with no news.
+    let busy: Vec<ReplicaKey> =
+        h.s.replicas()
+            .filter(|r| r.op.is_some())
+            .map(|r| r.key.clone())
+            .collect();
+    for key in busy {
+        let op = h.s.replica(&key).unwrap().op.unwrap();
+        let mut c = h.container(&key.agent, key.replica);
+        if op == OpKind::Create {
+            c.status = ContainerStatus::Created;
+        }
+        events.extend(
+            h.apply(Input::OpFinished {
+                key,
+                op,
+                result: Ok(OpSuccess {
+                    container: Some(c),
+                    slice: None,
+                }),
+            })
+            .events,
+        );
+    }
+    let held: Vec<&EventKind> = events
+        .iter()
+        .filter(|e| matches!(e, EventKind::AgentHeld { .. }))
+        .collect();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(
+        h.phase(&k("Api")),
+        Phase::Held {
+            waiting_for: vec![Wait::Agent("Twin".into())]
+        }
     );
 }

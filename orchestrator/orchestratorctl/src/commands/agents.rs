@@ -1,17 +1,16 @@
-//! `agents`: every replica with its phase, health, restarts and GPU slice.
+//! `agents [--group G]`: every replica with its phase, health, restarts
+//! and GPU slice; optional agents marked, and why a replica waits.
 
 use anyhow::Result;
 use orch_api::AgentStatus;
-use orch_core::supervise::{Health, Phase};
+use orch_api::text::waits;
+use orch_api::wire::{Health, Phase};
 
 use super::daemon::{block_on, fail};
 use crate::output::{Format, Out, Table, print_data};
 
 pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<()> {
-    let mut agents: Vec<AgentStatus> = block_on(client.get("/v1/agents"))?.map_err(fail)?;
-    if let Some(g) = group {
-        agents.retain(|a| a.group == g);
-    }
+    let agents: Vec<AgentStatus> = block_on(client.agents(group))?.map_err(fail)?;
     if out.format != Format::Table {
         return print_data(out.format, &agents);
     }
@@ -26,11 +25,14 @@ pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<
         "PORTS",
     ]);
     for a in &agents {
-        let name = if a.replica == 0 {
+        let mut name = if a.replica == 0 {
             a.agent.clone()
         } else {
             format!("{}#{}", a.agent, a.replica)
         };
+        if !a.required {
+            name.push_str(" (optional)");
+        }
         t.row([
             a.group.clone(),
             name,
@@ -61,16 +63,25 @@ pub fn phase_text(p: &Phase, crashloop: bool, out: &Out) -> String {
     let text = match p {
         Phase::Pending => out.dim("pending"),
         Phase::Held { waiting_for } => {
-            out.yellow(&format!("held (waiting for {})", waiting_for.join(", ")))
+            out.yellow(&format!("held (waiting for {})", waits(waiting_for)))
         }
         Phase::Starting => out.yellow("starting"),
         Phase::Running => out.green("running"),
-        Phase::BackingOff { exit_code, .. } => out.yellow(&match exit_code {
-            Some(c) => format!("backing off (exit {c})"),
-            None => "backing off".into(),
+        Phase::BackingOff {
+            exit_code,
+            retry_in_ms,
+        } => out.yellow(&match exit_code {
+            Some(c) => format!("backing off (exit {c}, retry in {})", secs(*retry_in_ms)),
+            None => format!("backing off (retry in {})", secs(*retry_in_ms)),
         }),
         Phase::Exited { code } => out.dim(&format!("exited ({code})")),
-        Phase::Failed { reason, .. } => out.red(&format!("failed: {reason}")),
+        Phase::Failed {
+            reason,
+            retry_in_ms,
+        } => out.red(&format!(
+            "failed: {reason} (retry in {})",
+            secs(*retry_in_ms)
+        )),
         Phase::Stopping => out.yellow("stopping"),
         Phase::Stopped => out.dim("stopped"),
     };
@@ -78,5 +89,13 @@ pub fn phase_text(p: &Phase, crashloop: bool, out: &Out) -> String {
         format!("{} {text}", out.red("CRASH-LOOP"))
     } else {
         text
+    }
+}
+
+fn secs(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}s", ms / 1000)
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use orch_api::{Applied, ApplyRequest};
+use orch_api::Applied;
 
 use super::daemon::{block_on, fail};
 use crate::cli::LoadArgs;
@@ -15,17 +15,13 @@ pub fn apply(client: &orch_api::Client, file: &Path, load: &LoadArgs, out: &Out)
     super::config::load(file, load, out)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let req = ApplyRequest {
-        file_name: file.display().to_string(),
-        config_text: text,
-    };
-    let applied: Applied = block_on(client.post("/v1/apply", &req))?.map_err(fail)?;
+    let applied: Applied =
+        block_on(client.apply(&file.display().to_string(), &text))?.map_err(fail)?;
     show(&applied, out)
 }
 
 pub fn reload(client: &orch_api::Client, out: &Out) -> Result<()> {
-    let applied: Applied =
-        block_on(client.post("/v1/reload", &serde_json::json!({})))?.map_err(fail)?;
+    let applied: Applied = block_on(client.reload())?.map_err(fail)?;
     show(&applied, out)
 }
 

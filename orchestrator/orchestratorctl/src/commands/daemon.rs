@@ -1,4 +1,5 @@
-//! Reaching the daemon: which socket, and what its errors mean as exit codes.
+//! Reaching the daemon: which socket, which host, and what its errors
+//! mean as exit codes.
 
 use std::path::PathBuf;
 
@@ -8,16 +9,19 @@ use crate::exit::{self, Exit};
 
 /// The socket to use: `--socket`/`ORCHESTRATOR_SOCKET`, else the config's
 /// `control.socket` (`--config`/`ORCH_CONFIG`), else the default path.
-pub fn client(socket: Option<&PathBuf>, config: Option<&PathBuf>) -> Client {
-    if let Some(s) = socket {
-        return Client::new(s.clone());
-    }
-    if let Some(path) = config
+/// With `--host`, every request is carried to that host by the local
+/// daemon.
+pub fn client(socket: Option<&PathBuf>, config: Option<&PathBuf>, host: Option<&str>) -> Client {
+    let c = if let Some(s) = socket {
+        Client::new(s.clone())
+    } else if let Some(path) = config
         && let Ok(l) = orch_config::load_file(path, &Default::default())
     {
-        return Client::new(l.config.control.socket);
-    }
-    Client::new(orch_core::model::ControlSettings::default().socket)
+        Client::new(l.config.control.socket)
+    } else {
+        Client::new(orch_core::model::ControlSettings::default().socket)
+    };
+    c.for_host(host.map(str::to_string))
 }
 
 /// Turns a client error into the documented exit code.
@@ -30,7 +34,7 @@ pub fn fail(e: ClientError) -> anyhow::Error {
             ErrorCode::NotFound => exit::NOT_FOUND,
             ErrorCode::InvalidConfig => exit::INVALID_CONFIG,
             ErrorCode::BadRequest => exit::USAGE,
-            ErrorCode::Forbidden => exit::UNREACHABLE,
+            ErrorCode::Forbidden | ErrorCode::HostUnreachable => exit::UNREACHABLE,
             _ => exit::FAILED,
         },
         ClientError::Protocol(_) => exit::FAILED,

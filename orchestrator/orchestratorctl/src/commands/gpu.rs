@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Write as _};
 
 use anyhow::Result;
-use orch_api::{Accepted, GpuReport, GpuStatus, MigModeRequest};
-use orch_core::gpu::MigState;
+use orch_api::wire::{Mig, Slice};
+use orch_api::{Accepted, GpuReport, GpuStatus};
 use orch_core::units::ByteSize;
 
 use super::daemon::{block_on, fail};
@@ -15,7 +15,7 @@ use crate::output::{Format, Out, Table, print_data};
 
 /// The daemon's report, or a local one read from NVML when no daemon answers.
 fn report(client: &orch_api::Client, nvml: Option<&std::path::Path>) -> Result<(GpuReport, bool)> {
-    match block_on(client.get::<GpuReport>("/v1/gpu"))? {
+    match block_on(client.gpu())? {
         Ok(r) => Ok((r, true)),
         Err(e) if e.is_unreachable() => Ok((local_report(nvml), false)),
         Err(e) => Err(fail(e)),
@@ -58,7 +58,7 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                         // No daemon: no owners known, and no policies applied.
                         let free = orch_api::report::free_capacity(&info, &[], &[]);
                         GpuStatus {
-                            info,
+                            info: orch_api::convert::gpu_info(&info),
                             telemetry,
                             slices: Vec::new(),
                             free,
@@ -70,21 +70,21 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
     }
 }
 
-fn mig_text(m: &MigState) -> String {
+fn mig_text(m: &Mig) -> String {
     match m {
-        MigState::Unsupported => "no MIG".into(),
-        MigState::Disabled {
+        Mig::Unsupported => "no MIG".into(),
+        Mig::Disabled {
             pending_enable: false,
         } => "off".into(),
-        MigState::Disabled {
+        Mig::Disabled {
             pending_enable: true,
         } => "off (on after reset)".into(),
-        MigState::Enabled {
+        Mig::Enabled {
             pending_disable: false,
             instances,
             ..
         } => format!("on, {} instance(s)", instances.len()),
-        MigState::Enabled {
+        Mig::Enabled {
             pending_disable: true,
             ..
         } => "on (off after reset)".into(),
@@ -166,7 +166,7 @@ pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out
                 g.info.index.to_string()
             },
             g.info.name.clone(),
-            human_size(g.info.memory_total.bytes()),
+            human_size(g.info.memory_total_bytes),
             used,
             util,
             temp,
@@ -186,14 +186,14 @@ pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out
             let mut t = Table::new(["OWNER", "GROUP", "SLICE", "DEVICE"]);
             for s in slices {
                 let device = match &s.slice {
-                    orch_core::gpu::Slice::Mig {
+                    Slice::Mig {
                         device_uuid: Some(u),
                         ..
                     } => u.clone(),
                     other => other.gpu_uuid().to_string(),
                 };
                 t.row([
-                    s.replica.clone(),
+                    s.replica.to_string(),
                     s.group.clone(),
                     s.slice.to_string(),
                     device,
@@ -233,9 +233,8 @@ pub fn mig(
             return Err(Exit::with(exit::FAILED, "not changed").into());
         }
     }
-    let path = format!("/v1/gpu/{gpu}/mig");
-    let message = match block_on(client.post::<_, Accepted>(&path, &MigModeRequest { enable }))? {
-        Ok(a) => a.message,
+    let message = match block_on(client.mig_mode(gpu, enable))? {
+        Ok(Accepted { message, .. }) => message,
         Err(e) if e.is_unreachable() => local_mig(nvml, gpu, enable)?,
         Err(e) => return Err(fail(e)),
     };
@@ -262,12 +261,10 @@ fn local_mig(nvml: Option<&std::path::Path>, gpu: u32, enable: bool) -> Result<S
         };
         Exit::with(code, e.to_string())
     })?;
-    let what = if enable { "enabled" } else { "disabled" };
-    Ok(if change.reset_required {
-        format!(
-            "MIG mode will be {what} on GPU {gpu} ({name}) after a GPU reset (`nvidia-smi -r -i {gpu}`) or a reboot; nothing changes until then"
-        )
-    } else {
-        format!("MIG mode is {what} on GPU {gpu} ({name})")
-    })
+    Ok(orch_api::text::mig_change(
+        gpu,
+        &name,
+        enable,
+        change.reset_required,
+    ))
 }

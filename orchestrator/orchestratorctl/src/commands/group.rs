@@ -3,61 +3,65 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use orch_api::{Accepted, GroupAction};
+use orch_api::Accepted;
 
 use super::daemon::{block_on, fail};
 use super::wait::{Goal, wait};
 use crate::cli::{GroupArgs, GroupCmd};
 use crate::output::{Format, Out, print_data};
 
+/// How long `--wait` waits when no `--timeout` is given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub fn run(client: &orch_api::Client, cmd: &GroupCmd, out: &Out) -> Result<()> {
-    let (verb, args, with_dependents) = match cmd {
-        GroupCmd::Start(a) => ("start", a, false),
+    block_on(go(client, cmd, out))?
+}
+
+async fn go(client: &orch_api::Client, cmd: &GroupCmd, out: &Out) -> Result<()> {
+    let (accepted, args, goal): (Accepted, &GroupArgs, Goal) = match cmd {
+        GroupCmd::Start(a) => (
+            client.group_start(&a.name).await.map_err(fail)?,
+            a,
+            Goal::Ready,
+        ),
         GroupCmd::Stop {
             args,
             with_dependents,
-        } => ("stop", args, *with_dependents),
-        GroupCmd::Restart(a) => ("restart", a, false),
+        } => (
+            client
+                .group_stop(&args.name, *with_dependents)
+                .await
+                .map_err(fail)?,
+            args,
+            Goal::Stopped,
+        ),
+        GroupCmd::Restart {
+            args,
+            with_dependents,
+        } => (
+            client
+                .group_restart(&args.name, *with_dependents)
+                .await
+                .map_err(fail)?,
+            args,
+            Goal::Ready,
+        ),
     };
-    block_on(go(client, verb, args, with_dependents, out))?
-}
-
-async fn go(
-    client: &orch_api::Client,
-    verb: &str,
-    args: &GroupArgs,
-    with_dependents: bool,
-    out: &Out,
-) -> Result<()> {
-    let path = format!("/v1/groups/{}/{verb}", args.name);
-    let accepted: Accepted = client
-        .post(&path, &GroupAction { with_dependents })
-        .await
-        .map_err(fail)?;
     if out.format != Format::Table {
         print_data(out.format, &accepted)?;
     } else {
         eprintln!("{}", accepted.message);
     }
-    if !args.wait {
+    // A timeout means waiting, whether or not --wait was written.
+    if !args.wait && args.timeout.is_none() {
         return Ok(());
     }
-    let goal = if verb == "stop" {
-        Goal::Stopped
-    } else {
-        Goal::Ready
-    };
-    let groups = if verb == "restart" {
-        vec![args.name.clone()]
-    } else {
-        accepted.groups.clone()
-    };
     wait(
         client,
-        &groups,
+        &accepted.groups,
         goal,
         accepted.events_from,
-        Duration::from_secs(args.timeout),
+        args.timeout.unwrap_or(DEFAULT_TIMEOUT),
         out,
     )
     .await

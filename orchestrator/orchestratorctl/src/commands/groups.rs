@@ -8,7 +8,7 @@ use super::status::groups_table;
 use crate::output::{Format, Out, print_data};
 
 pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
-    let groups: Vec<GroupStatus> = block_on(client.get("/v1/groups"))?.map_err(fail)?;
+    let groups: Vec<GroupStatus> = block_on(client.groups())?.map_err(fail)?;
     if out.format != Format::Table {
         return print_data(out.format, &groups);
     }

@@ -15,16 +15,14 @@ pub fn run(
     tail: Option<u64>,
     replica: u32,
 ) -> Result<()> {
-    let (group, agent) = split(target)?;
-    let mut path = format!("/v1/agents/{group}/{agent}/logs?replica={replica}");
-    if follow {
-        path.push_str("&follow=1");
-    }
-    if let Some(t) = tail {
-        path.push_str(&format!("&tail={t}"));
-    }
+    let (group, agent) = split(client, target)?;
     block_on(async {
-        let mut stream = Box::pin(client.stream(&path).await.map_err(fail)?);
+        let mut stream = Box::pin(
+            client
+                .logs(group, agent, replica, follow, tail)
+                .await
+                .map_err(fail)?,
+        );
         let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(fail)?;

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use orch_api::{ApplyRequest, PlanReport, Status};
+use orch_api::PlanReport;
 
 use super::daemon::{block_on, fail};
 use crate::cli::LoadArgs;
@@ -25,17 +25,28 @@ pub fn run(
     let config = &loaded.config;
     let mut report = None;
     if !offline {
-        match block_on(client.get::<Status>("/v1/status"))? {
+        match block_on(client.status())? {
             Ok(s) if s.host == config.host.name => {
-                let req = ApplyRequest {
-                    file_name: file.display().to_string(),
-                    config_text: std::fs::read_to_string(file)?,
-                };
+                let text = std::fs::read_to_string(file)?;
                 report =
-                    Some(block_on(client.post::<_, PlanReport>("/v1/plan", &req))?.map_err(fail)?);
+                    Some(block_on(client.plan(&file.display().to_string(), &text))?.map_err(fail)?);
             }
-            Ok(_) => {}
-            Err(e) if e.is_unreachable() => {}
+            // A daemon of another host answers here: its GPUs are not
+            // that host's, and neither are this machine's.
+            Ok(s) => {
+                return Err(Exit::with(
+                    exit::FAILED,
+                    format!(
+                        "{} is the config of host `{}`, but the daemon here runs host `{}`; plan it there (`--host {}`), or on this machine's GPUs with --offline",
+                        file.display(),
+                        config.host.name,
+                        s.host,
+                        config.host.name
+                    ),
+                )
+                .into());
+            }
+            Err(e) if e.is_unreachable() && client.host().is_none() => {}
             Err(e) => return Err(fail(e)),
         }
     }
@@ -80,6 +91,7 @@ fn local(config: &orch_core::model::HostConfig) -> Result<PlanReport> {
         &plan,
         &requests,
         &[],
+        &gpus,
         &backend.library_path().display().to_string(),
     ))
 }
@@ -95,7 +107,7 @@ fn show(r: &PlanReport, out: &Out) {
         println!("no agent asks for a GPU");
     }
     if !r.assignments.is_empty() {
-        let mut t = Table::new(["AGENT", "GROUP", "WANTS", "GETS", ""]);
+        let mut t = Table::new(["AGENT", "GROUP", "WANTS", "GETS", "NOTE"]);
         for a in &r.assignments {
             let note = match (a.kept, a.fallback_depth) {
                 (true, _) => out.dim("kept"),
@@ -103,9 +115,13 @@ fn show(r: &PlanReport, out: &Out) {
                 (false, n) => out.yellow(&format!("new, fallback #{n}")),
             };
             t.row([
-                a.replica.clone(),
+                a.replica.to_string(),
                 a.group.clone(),
-                a.request.clone(),
+                a.request
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
                 a.slice.to_string(),
                 note,
             ]);
@@ -113,10 +129,25 @@ fn show(r: &PlanReport, out: &Out) {
         print!("{}", t.render(out));
     }
     for c in &r.mig_create {
-        println!("{} MIG instance: {c}", out.green("+ create"));
+        println!(
+            "{} MIG instance: GPU {} ({}): {} at placement {} for {}",
+            out.green("+ create"),
+            c.gpu_index,
+            c.gpu_uuid,
+            c.profile,
+            c.placement_start,
+            c.replica
+        );
     }
     for d in &r.mig_destroy {
-        println!("{} our unused MIG instance: {d}", out.red("- destroy"));
+        println!(
+            "{} our unused MIG instance: GPU {} ({}): GPU instance {} at placement {}",
+            out.red("- destroy"),
+            d.gpu_index,
+            d.gpu_uuid,
+            d.gi_id,
+            d.placement_start
+        );
     }
     for n in &r.notes {
         println!("{} {n}", out.yellow("note:"));

@@ -7,7 +7,7 @@ use super::daemon::{block_on, fail};
 use crate::output::{Format, Out, Table, print_data};
 
 pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
-    let s: Status = block_on(client.get("/v1/status"))?.map_err(fail)?;
+    let s: Status = block_on(client.status())?.map_err(fail)?;
     if out.format != Format::Table {
         return print_data(out.format, &s);
     }

@@ -1,63 +1,8 @@
-//! Request, response and error types of the control API.
+//! The replies of the control API, one type per kind of answer.
 
-use orch_core::gpu::{GpuInfo, Slice};
-use orch_core::supervise::{EventKind, Health, Phase};
 use serde::{Deserialize, Serialize};
 
-/// Why a request failed; `code` tells a script what kind of failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-    /// `file:line:column: message` lines for config errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub details: Vec<String>,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            details: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    BadRequest,
-    Forbidden,
-    NotFound,
-    /// The request conflicts with the current state (e.g. a group others need).
-    Conflict,
-    InvalidConfig,
-    /// A dependency of the daemon (Docker, NVML) cannot do it right now.
-    Unavailable,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn http_status(self) -> u16 {
-        match self {
-            ErrorCode::BadRequest | ErrorCode::InvalidConfig => 400,
-            ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound => 404,
-            ErrorCode::Conflict => 409,
-            ErrorCode::Unavailable => 503,
-            ErrorCode::Internal => 500,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupAction {
-    /// `stop`: also stop started groups that depend on this one.
-    #[serde(default)]
-    pub with_dependents: bool,
-}
+use crate::wire::{GpuInfo, GpuWant, Health, Phase, PlanError, PlanNote, ReplicaRef, Slice};
 
 /// A command was taken; `events_from` is the sequence number of the first
 /// event it caused, so a client can follow its progress without a gap.
@@ -69,24 +14,12 @@ pub struct Accepted {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyRequest {
-    /// The name the text is shown under in diagnostics.
-    pub file_name: String,
-    pub config_text: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub generation: u64,
     /// Agents whose containers change (recreated, added or removed).
     pub changed: Vec<String>,
     pub warnings: Vec<String>,
     pub events_from: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigModeRequest {
-    pub enable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +75,13 @@ pub struct GroupStatus {
     pub running: usize,
     pub healthy: usize,
     pub depends_on: Vec<String>,
+    /// The group's agents, in config order.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Optional agents (`required: false`) of a started group that are
+    /// not healthy yet: a ready group may still have these coming.
+    #[serde(default)]
+    pub optional_not_ready: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,19 +103,12 @@ pub struct AgentStatus {
     pub image: String,
     pub restarts: u64,
     pub crashloop: bool,
+    /// False for an optional agent: nothing waits for it, and its group
+    /// is ready without it.
+    pub required: bool,
     pub slice: Option<Slice>,
     pub ports: Vec<String>,
     pub config_hash: Option<String>,
-}
-
-/// Something that happened, numbered so clients can resume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub seq: u64,
-    /// Unix time in milliseconds.
-    pub time_ms: u64,
-    #[serde(flatten)]
-    pub kind: EventKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,7 +139,7 @@ pub struct Telemetry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceOwner {
-    pub replica: String,
+    pub replica: ReplicaRef,
     pub group: String,
     pub slice: Slice,
 }
@@ -230,19 +163,20 @@ pub struct PlanReport {
     /// Where the inventory came from (`daemon`, or a library path).
     pub inventory_source: String,
     pub assignments: Vec<PlannedSlice>,
-    pub mig_create: Vec<String>,
-    pub mig_destroy: Vec<String>,
-    pub errors: Vec<String>,
-    pub notes: Vec<String>,
+    pub mig_create: Vec<MigCreate>,
+    pub mig_destroy: Vec<MigDestroy>,
+    pub errors: Vec<PlanError>,
+    pub notes: Vec<PlanNote>,
     /// With a running daemon: what applying the config would change.
     pub changes: Option<ConfigChanges>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedSlice {
-    pub replica: String,
+    pub replica: ReplicaRef,
     pub group: String,
-    pub request: String,
+    /// The request and its fallbacks, in order.
+    pub request: Vec<GpuWant>,
     pub slice: Slice,
     pub fallback_depth: u8,
     /// Kept from the running assignment.
@@ -255,4 +189,30 @@ pub struct ConfigChanges {
     pub removed: Vec<String>,
     pub recreated: Vec<String>,
     pub unchanged: usize,
+}
+
+/// A MIG instance a plan would create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigCreate {
+    pub gpu_index: u32,
+    pub gpu_uuid: String,
+    pub profile: String,
+    pub placement_start: u8,
+    pub replica: ReplicaRef,
+}
+
+/// One of our MIG instances a plan would destroy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigDestroy {
+    pub gpu_index: u32,
+    pub gpu_uuid: String,
+    pub gi_id: u32,
+    pub placement_start: u8,
+}
+
+/// A chunk of a container's output (for transports that cannot stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogText {
+    /// The output, as text (invalid UTF-8 replaced).
+    pub text: String,
 }

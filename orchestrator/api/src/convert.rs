@@ -1,0 +1,543 @@
+//! From the core's types to the API's wire types. The only place that
+//! knows both: a change in the core shows up here, not on the wire.
+
+use orch_core::gpu as core_gpu;
+use orch_core::planner as core_plan;
+use orch_core::supervise as core;
+use orch_core::supervise::Millis;
+
+use crate::wire::*;
+
+pub fn replica(k: &core_gpu::ReplicaKey) -> ReplicaRef {
+    ReplicaRef {
+        agent: k.agent.clone(),
+        replica: k.replica,
+    }
+}
+
+pub fn health(h: core::Health) -> Health {
+    match h {
+        core::Health::Unknown => Health::Unknown,
+        core::Health::Healthy => Health::Healthy,
+        core::Health::Unhealthy => Health::Unhealthy,
+    }
+}
+
+pub fn wait(w: &core::Wait) -> Wait {
+    match w {
+        core::Wait::Agent(a) => Wait::Agent { agent: a.clone() },
+        core::Wait::Group(g) => Wait::Group { group: g.clone() },
+        core::Wait::GpuInventory => Wait::GpuInventory,
+    }
+}
+
+/// A phase as seen at `now` (the supervisor's clock): deadlines become
+/// "in so many milliseconds".
+pub fn phase(p: &core::Phase, now: Millis) -> Phase {
+    match p {
+        core::Phase::Pending => Phase::Pending,
+        core::Phase::Held { waiting_for } => Phase::Held {
+            waiting_for: waiting_for.iter().map(wait).collect(),
+        },
+        core::Phase::Starting => Phase::Starting,
+        core::Phase::Running => Phase::Running,
+        core::Phase::BackingOff { until, exit_code } => Phase::BackingOff {
+            retry_in_ms: until.saturating_sub(now),
+            exit_code: *exit_code,
+        },
+        core::Phase::Exited { code } => Phase::Exited { code: *code },
+        core::Phase::Failed { reason, retry_at } => Phase::Failed {
+            reason: fail_reason(reason),
+            retry_in_ms: retry_at.saturating_sub(now),
+        },
+        core::Phase::Stopping => Phase::Stopping,
+        core::Phase::Stopped => Phase::Stopped,
+    }
+}
+
+pub fn fail_reason(r: &core::FailReason) -> FailReason {
+    match r {
+        core::FailReason::Launch(e) => match e {
+            core::LaunchError::ImageMissing { image } => FailReason::ImageMissing {
+                image: image.clone(),
+            },
+            core::LaunchError::DockerUnreachable { detail } => FailReason::DockerUnreachable {
+                detail: detail.clone(),
+            },
+            core::LaunchError::DockerRefused { detail } => FailReason::DockerRefused {
+                detail: detail.clone(),
+            },
+            core::LaunchError::GpuDriverMissing { driver, detail } => {
+                FailReason::GpuDriverMissing {
+                    driver: driver.clone(),
+                    detail: detail.clone(),
+                }
+            }
+            core::LaunchError::InvalidSpec { detail } => FailReason::InvalidSpec {
+                detail: detail.clone(),
+            },
+            core::LaunchError::GpuPrepare { gpu_index, detail } => FailReason::GpuPrepare {
+                gpu_index: *gpu_index,
+                detail: detail.clone(),
+            },
+            core::LaunchError::NoGpuAccess => FailReason::GpuUnavailable {
+                detail: "this host has no usable NVML".into(),
+            },
+            core::LaunchError::NotConfigured { agent } => FailReason::NotConfigured {
+                agent: agent.clone(),
+            },
+        },
+        core::FailReason::NoSlice(e) => FailReason::NoGpuCapacity {
+            error: Box::new(plan_error(e)),
+        },
+        core::FailReason::GpuUnavailable { detail } => FailReason::GpuUnavailable {
+            detail: detail.clone(),
+        },
+    }
+}
+
+/// A slice; MIG slices get their memory from the inventory when it is known.
+pub fn slice(s: &core_gpu::Slice, inventory: Option<&[core_gpu::GpuInfo]>) -> Slice {
+    match s {
+        core_gpu::Slice::Mig {
+            gpu_index,
+            gpu_uuid,
+            profile,
+            profile_id,
+            placement_start,
+            device_uuid,
+            ..
+        } => Slice::Mig {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            profile: profile.clone(),
+            placement_start: *placement_start,
+            device_uuid: device_uuid.clone(),
+            memory_bytes: inventory.and_then(|gpus| {
+                gpus.iter()
+                    .find(|g| g.uuid == *gpu_uuid)
+                    .and_then(|g| match &g.mig {
+                        core_gpu::MigState::Enabled { profiles, .. } => profiles
+                            .iter()
+                            .find(|p| p.id == *profile_id)
+                            .map(|p| p.memory.bytes()),
+                        _ => None,
+                    })
+            }),
+        },
+        core_gpu::Slice::Mps {
+            gpu_index,
+            gpu_uuid,
+            memory,
+            compute,
+        } => Slice::Mps {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            memory_bytes: memory.bytes(),
+            compute_basis_points: compute.basis_points(),
+        },
+        core_gpu::Slice::Exclusive {
+            gpu_index,
+            gpu_uuid,
+        } => Slice::Exclusive {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+        },
+        core_gpu::Slice::TimeSlice {
+            gpu_index,
+            gpu_uuid,
+        } => Slice::TimeSlice {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+        },
+    }
+}
+
+pub fn gpu_want(r: &core_gpu::SliceRequest) -> GpuWant {
+    match r {
+        core_gpu::SliceRequest::Mig { profile } => GpuWant::Mig {
+            profile: profile.to_string(),
+        },
+        core_gpu::SliceRequest::Mps { memory, compute } => GpuWant::Mps {
+            memory_bytes: memory.bytes(),
+            compute_basis_points: compute.basis_points(),
+        },
+        core_gpu::SliceRequest::Exclusive => GpuWant::Exclusive,
+        core_gpu::SliceRequest::TimeSlice => GpuWant::TimeSlice,
+    }
+}
+
+/// A request and its fallbacks, in order.
+pub fn gpu_request(r: &core_gpu::GpuRequest) -> Vec<GpuWant> {
+    r.chain().map(|x| gpu_want(&x.kind)).collect()
+}
+
+pub fn gpu_info(g: &core_gpu::GpuInfo) -> GpuInfo {
+    GpuInfo {
+        index: g.index,
+        uuid: g.uuid.clone(),
+        name: g.name.clone(),
+        memory_total_bytes: g.memory_total.bytes(),
+        mig: match &g.mig {
+            core_gpu::MigState::Unsupported => Mig::Unsupported,
+            core_gpu::MigState::Disabled { pending_enable } => Mig::Disabled {
+                pending_enable: *pending_enable,
+            },
+            core_gpu::MigState::Enabled {
+                pending_disable,
+                memory_slices,
+                compute_slices,
+                profiles,
+                instances,
+            } => Mig::Enabled {
+                pending_disable: *pending_disable,
+                memory_slices: *memory_slices,
+                compute_slices: *compute_slices,
+                profiles: profiles
+                    .iter()
+                    .map(|p| MigProfile {
+                        id: p.id,
+                        name: p.name.clone(),
+                        compute_slices: p.compute_slices,
+                        memory_slices: p.memory_slices,
+                        memory_bytes: p.memory.bytes(),
+                        max_instances: p.max_instances,
+                    })
+                    .collect(),
+                instances: instances
+                    .iter()
+                    .map(|i| MigInstance {
+                        gi_id: i.gi_id,
+                        profile_id: i.profile_id,
+                        profile: profiles
+                            .iter()
+                            .find(|p| p.id == i.profile_id)
+                            .map(|p| p.name.clone()),
+                        placement_start: i.placement_start,
+                        placement_size: i.placement_size,
+                        ci_id: i.ci_id,
+                        device_uuid: i.device_uuid.clone(),
+                        owned: i.owned,
+                    })
+                    .collect(),
+            },
+        },
+        lost: g.lost,
+    }
+}
+
+pub fn plan_error(e: &core_plan::PlanError) -> PlanError {
+    PlanError {
+        replica: replica(&e.replica),
+        attempts: e
+            .attempts
+            .iter()
+            .map(|a| PlanAttempt {
+                wanted: gpu_want(&a.wanted),
+                refusals: a
+                    .refusals
+                    .iter()
+                    .map(|r| Refusal {
+                        gpu_index: r.gpu_index,
+                        gpu_name: r.gpu_name.clone(),
+                        why: refusal(&r.reason),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+pub fn refusal(r: &core_plan::RefusalReason) -> RefusalReason {
+    use core_plan::RefusalReason as C;
+    match r {
+        C::Lost => RefusalReason::Lost,
+        C::NoMig => RefusalReason::NoMig,
+        C::MigOff { pending_enable } => RefusalReason::MigOff {
+            pending_enable: *pending_enable,
+        },
+        C::MigOn => RefusalReason::MigOn,
+        C::NoSuchProfile { profile, offered } => RefusalReason::NoSuchProfile {
+            profile: profile.clone(),
+            offered: offered.clone(),
+        },
+        C::UnsupportedGeometry { memory_slices } => RefusalReason::UnsupportedGeometry {
+            memory_slices: *memory_slices,
+        },
+        C::Policy { sharing } => RefusalReason::Policy {
+            sharing: sharing.as_str().to_string(),
+        },
+        C::TimeSliceNeedsPolicy => RefusalReason::TimeSliceNeedsPolicy,
+        C::MigMaxInstances { profile, max } => RefusalReason::MigMaxInstances {
+            profile: profile.clone(),
+            max: *max,
+        },
+        C::MigComputeFull {
+            profile,
+            used,
+            total,
+            needed,
+        } => RefusalReason::MigComputeFull {
+            profile: profile.clone(),
+            used: *used,
+            total: *total,
+            needed: *needed,
+        },
+        C::MigNoPlacement { profile, occupants } => RefusalReason::MigNoPlacement {
+            profile: profile.clone(),
+            occupants: occupants
+                .iter()
+                .map(|o| Occupant {
+                    profile: o.profile.clone(),
+                    placement_start: o.placement_start,
+                    holder: o.holder.as_ref().map(replica),
+                    gi_id: o.gi_id,
+                })
+                .collect(),
+        },
+        C::MpsClients { clients, max } => RefusalReason::MpsClients {
+            clients: *clients,
+            max: *max,
+        },
+        C::MpsMemory {
+            used,
+            capacity,
+            reserve,
+            clients,
+            wanted,
+        } => RefusalReason::MpsMemory {
+            used_bytes: used.bytes(),
+            capacity_bytes: capacity.bytes(),
+            reserve_bytes: reserve.bytes(),
+            clients: *clients,
+            wanted_bytes: wanted.bytes(),
+        },
+        C::MpsCompute {
+            used_basis_points,
+            clients,
+            wanted,
+        } => RefusalReason::MpsCompute {
+            used_basis_points: *used_basis_points,
+            clients: *clients,
+            wanted_basis_points: wanted.basis_points(),
+        },
+        C::HeldExclusive { holder } => RefusalReason::HeldExclusive {
+            holder: replica(holder),
+        },
+        C::InUse {
+            mps_clients,
+            time_slice_clients,
+        } => RefusalReason::InUse {
+            mps_clients: *mps_clients,
+            time_slice_clients: *time_slice_clients,
+        },
+    }
+}
+
+pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
+    use core_plan::PlanNote as C;
+    match n {
+        C::GpuLost {
+            gpu_index,
+            gpu_uuid,
+            name,
+        } => PlanNote::GpuLost {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            name: name.clone(),
+        },
+        C::MigModePending {
+            gpu_index,
+            name,
+            enable,
+        } => PlanNote::MigModePending {
+            gpu_index: *gpu_index,
+            name: name.clone(),
+            enable: *enable,
+        },
+        C::PolicyUnusable {
+            gpu_index,
+            name,
+            sharing,
+            mig_on,
+            mig_capable,
+        } => PlanNote::PolicyUnusable {
+            gpu_index: *gpu_index,
+            name: name.clone(),
+            sharing: sharing.as_str().to_string(),
+            mig_on: *mig_on,
+            mig_capable: *mig_capable,
+        },
+        C::Dropped {
+            replica: r,
+            slice: s,
+            reason,
+        } => PlanNote::Dropped {
+            replica: replica(r),
+            slice: slice(s, None),
+            why: match reason {
+                core_plan::DropReason::RequestChanged => DropReason::RequestChanged,
+                core_plan::DropReason::GpuGone => DropReason::GpuGone,
+                core_plan::DropReason::InstanceGone => DropReason::InstanceGone,
+                core_plan::DropReason::Refused(r) => DropReason::Refused {
+                    refusal: refusal(r),
+                },
+            },
+        },
+        C::Reapplied {
+            replica: r,
+            gpu_index,
+            profile,
+            placement_start,
+        } => PlanNote::Reapplied {
+            replica: replica(r),
+            gpu_index: *gpu_index,
+            profile: profile.clone(),
+            placement_start: *placement_start,
+        },
+        C::SearchCutShort { replica: r } => PlanNote::SearchCutShort {
+            replica: replica(r),
+        },
+    }
+}
+
+pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
+    use core::EventKind as C;
+    let r = replica;
+    match e {
+        C::GroupStarting { group } => EventKind::GroupStarting {
+            group: group.clone(),
+        },
+        C::GroupReady { group } => EventKind::GroupReady {
+            group: group.clone(),
+        },
+        C::GroupStopping { group } => EventKind::GroupStopping {
+            group: group.clone(),
+        },
+        C::GroupStopped { group } => EventKind::GroupStopped {
+            group: group.clone(),
+        },
+        C::AgentStarting { replica, group } => EventKind::AgentStarting {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentRunning { replica, group } => EventKind::AgentRunning {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentHealthy { replica, group } => EventKind::AgentHealthy {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentUnhealthy { replica, group } => EventKind::AgentUnhealthy {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentExited {
+            replica,
+            group,
+            code,
+            oom,
+        } => EventKind::AgentExited {
+            replica: r(replica),
+            group: group.clone(),
+            code: *code,
+            oom: *oom,
+        },
+        C::AgentRestarting {
+            replica,
+            group,
+            in_ms,
+            attempt,
+        } => EventKind::AgentRestarting {
+            replica: r(replica),
+            group: group.clone(),
+            in_ms: *in_ms,
+            attempt: *attempt,
+        },
+        C::AgentRestartRequested { replica, group } => EventKind::AgentRestartRequested {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentCrashLoop {
+            replica,
+            group,
+            restarts,
+            window_ms,
+        } => EventKind::AgentCrashLoop {
+            replica: r(replica),
+            group: group.clone(),
+            restarts: *restarts,
+            window_ms: *window_ms,
+        },
+        C::AgentRecovered { replica, group } => EventKind::AgentRecovered {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentHeld {
+            replica,
+            group,
+            waiting_for,
+        } => EventKind::AgentHeld {
+            replica: r(replica),
+            group: group.clone(),
+            waiting_for: waiting_for.iter().map(wait).collect(),
+        },
+        C::AgentFailed {
+            replica,
+            group,
+            reason,
+        } => EventKind::AgentFailed {
+            replica: r(replica),
+            group: group.clone(),
+            reason: fail_reason(reason),
+        },
+        C::AgentStopped { replica, group } => EventKind::AgentStopped {
+            replica: r(replica),
+            group: group.clone(),
+        },
+        C::AgentAdopted {
+            replica,
+            group,
+            container,
+        } => EventKind::AgentAdopted {
+            replica: r(replica),
+            group: group.clone(),
+            container: container.clone(),
+        },
+        C::DuplicateRemoved { replica, container } => EventKind::DuplicateRemoved {
+            replica: r(replica),
+            container: container.clone(),
+        },
+        C::ConfigApplied {
+            generation,
+            changed,
+        } => EventKind::ConfigApplied {
+            generation: *generation,
+            changed: changed.clone(),
+        },
+        C::DockerDown => EventKind::DockerDown,
+        C::DockerUp => EventKind::DockerUp,
+        C::SliceAssigned {
+            replica,
+            group,
+            slice: s,
+            fallback_depth,
+        } => EventKind::SliceAssigned {
+            replica: r(replica),
+            group: group.clone(),
+            slice: slice(s, inventory),
+            fallback_depth: *fallback_depth,
+        },
+        C::MigDestroyed { gpu_index, gi_id } => EventKind::MigDestroyed {
+            gpu_index: *gpu_index,
+            gi_id: *gi_id,
+        },
+        C::GpuNote { note } => EventKind::GpuNote {
+            note: plan_note(note),
+        },
+        C::GpuUnavailable { reason } => EventKind::GpuUnavailable {
+            reason: reason.clone(),
+        },
+    }
+}

@@ -1,0 +1,470 @@
+//! The HTTP form of the control API: one route per [`Request`], both
+//! ways. The client builds routes with [`to_route`]; the daemon's server
+//! turns what arrives back into an [`Envelope`] with [`from_route`]. A
+//! `host=NAME` query parameter on any route carries the envelope's host.
+//!
+//! Bodies are JSON; answers are the reply's data as JSON (not tagged),
+//! except logs (raw bytes) and events (one JSON event per line).
+
+use serde::Deserialize;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::request::{Envelope, Request, VERSION};
+
+/// The path prefix of this API version.
+pub const PREFIX: &str = "/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// A request as HTTP: method, path with query, JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Vec<u8>>,
+}
+
+#[derive(serde::Serialize, Deserialize, Default)]
+struct WithDependents {
+    #[serde(default)]
+    with_dependents: bool,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct ConfigText {
+    file_name: String,
+    config_text: String,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+struct MigBody {
+    enable: bool,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
+    // These bodies are plain structs of strings and bools: serialising
+    // them cannot fail.
+    Some(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The route of a request.
+pub fn to_route(env: &Envelope) -> Route {
+    let mut query: Vec<String> = Vec::new();
+    let (method, path, body) = match &env.request {
+        Request::Status => (Method::Get, "status".to_string(), None),
+        Request::Groups => (Method::Get, "groups".into(), None),
+        Request::Agents { group } => {
+            if let Some(g) = group {
+                query.push(format!("group={g}"));
+            }
+            (Method::Get, "agents".into(), None)
+        }
+        Request::GroupStart { group } => (Method::Post, format!("groups/{group}/start"), None),
+        Request::GroupStop {
+            group,
+            with_dependents,
+        } => (
+            Method::Post,
+            format!("groups/{group}/stop"),
+            json(&WithDependents {
+                with_dependents: *with_dependents,
+            }),
+        ),
+        Request::GroupRestart {
+            group,
+            with_dependents,
+        } => (
+            Method::Post,
+            format!("groups/{group}/restart"),
+            json(&WithDependents {
+                with_dependents: *with_dependents,
+            }),
+        ),
+        Request::AgentRestart { group, agent } => (
+            Method::Post,
+            format!("agents/{group}/{agent}/restart"),
+            None,
+        ),
+        Request::Logs {
+            group,
+            agent,
+            replica,
+            follow,
+            tail,
+        } => {
+            query.push(format!("replica={replica}"));
+            if *follow {
+                query.push("follow=1".into());
+            }
+            if let Some(t) = tail {
+                query.push(format!("tail={t}"));
+            }
+            (Method::Get, format!("agents/{group}/{agent}/logs"), None)
+        }
+        Request::Events { since, follow } => {
+            query.push(format!("since={since}"));
+            if *follow {
+                query.push("follow=1".into());
+            }
+            (Method::Get, "events".into(), None)
+        }
+        Request::Apply {
+            file_name,
+            config_text,
+        } => (
+            Method::Post,
+            "apply".into(),
+            json(&ConfigText {
+                file_name: file_name.clone(),
+                config_text: config_text.clone(),
+            }),
+        ),
+        Request::Reload => (Method::Post, "reload".into(), None),
+        Request::Gpu => (Method::Get, "gpu".into(), None),
+        Request::Plan {
+            file_name,
+            config_text,
+        } => (
+            Method::Post,
+            "plan".into(),
+            json(&ConfigText {
+                file_name: file_name.clone(),
+                config_text: config_text.clone(),
+            }),
+        ),
+        Request::MigMode { gpu, enable } => (
+            Method::Post,
+            format!("gpu/{gpu}/mig"),
+            json(&MigBody { enable: *enable }),
+        ),
+    };
+    if let Some(h) = &env.host {
+        query.push(format!("host={h}"));
+    }
+    let mut path = format!("{PREFIX}/{path}");
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    Route { method, path, body }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, msg)
+}
+
+fn query_value<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn query_flag(query: Option<&str>, key: &str) -> bool {
+    query_value(query, key).is_some_and(|v| v.is_empty() || v == "1" || v == "true")
+}
+
+fn query_num<T: std::str::FromStr>(query: Option<&str>, key: &str) -> Result<Option<T>, ApiError> {
+    match query_value(query, key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("`{key}={v}` is not a number"))),
+    }
+}
+
+fn body_as<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("bad `{what}` body: {e}")))
+}
+
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        body_as(body, what)
+    }
+}
+
+/// The envelope a route stands for, or why it stands for none.
+pub fn from_route(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Envelope, ApiError> {
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no such API path {path}; this daemon speaks {PREFIX}"),
+        ));
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let get = method == "GET";
+    let post = method == "POST";
+    let request = match parts.as_slice() {
+        ["status"] if get => Request::Status,
+        ["groups"] if get => Request::Groups,
+        ["agents"] if get => Request::Agents {
+            group: query_value(query, "group").map(str::to_string),
+        },
+        ["groups", group, verb] if post => {
+            let group = group.to_string();
+            match *verb {
+                "start" => Request::GroupStart { group },
+                "stop" => Request::GroupStop {
+                    group,
+                    with_dependents: body_or_default::<WithDependents>(body, "stop")?
+                        .with_dependents,
+                },
+                "restart" => Request::GroupRestart {
+                    group,
+                    with_dependents: body_or_default::<WithDependents>(body, "restart")?
+                        .with_dependents,
+                },
+                other => {
+                    return Err(bad(format!(
+                        "unknown group action `{other}`; use start, stop or restart"
+                    )));
+                }
+            }
+        }
+        ["agents", group, agent, "restart"] if post => Request::AgentRestart {
+            group: group.to_string(),
+            agent: agent.to_string(),
+        },
+        ["agents", group, agent, "logs"] if get => Request::Logs {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            replica: query_num(query, "replica")?.unwrap_or(0),
+            follow: query_flag(query, "follow"),
+            tail: query_num(query, "tail")?,
+        },
+        ["events"] if get => Request::Events {
+            since: query_num(query, "since")?.unwrap_or(0),
+            follow: query_flag(query, "follow"),
+        },
+        ["apply"] if post => {
+            let b: ConfigText = body_as(body, "apply")?;
+            Request::Apply {
+                file_name: b.file_name,
+                config_text: b.config_text,
+            }
+        }
+        ["reload"] if post => Request::Reload,
+        ["gpu"] if get => Request::Gpu,
+        ["plan"] if post => {
+            let b: ConfigText = body_as(body, "plan")?;
+            Request::Plan {
+                file_name: b.file_name,
+                config_text: b.config_text,
+            }
+        }
+        ["gpu", index, "mig"] if post => {
+            let gpu = index
+                .parse()
+                .map_err(|_| bad(format!("`{index}` is not a GPU index")))?;
+            let b: MigBody = body_as(body, "mig")?;
+            Request::MigMode {
+                gpu,
+                enable: b.enable,
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no such API route {method} {path}"),
+            ));
+        }
+    };
+    Ok(Envelope {
+        v: VERSION,
+        host: query_value(query, "host")
+            .filter(|h| !h.is_empty())
+            .map(str::to_string),
+        request,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_request() -> Vec<Request> {
+        vec![
+            Request::Status,
+            Request::Groups,
+            Request::Agents { group: None },
+            Request::Agents {
+                group: Some("speech_gpu".into()),
+            },
+            Request::GroupStart {
+                group: "vision_gpu".into(),
+            },
+            Request::GroupStop {
+                group: "infra_core".into(),
+                with_dependents: true,
+            },
+            Request::GroupRestart {
+                group: "infra_core".into(),
+                with_dependents: false,
+            },
+            Request::AgentRestart {
+                group: "speech_gpu".into(),
+                agent: "STTService".into(),
+            },
+            Request::Logs {
+                group: "g".into(),
+                agent: "A".into(),
+                replica: 2,
+                follow: true,
+                tail: Some(10),
+            },
+            Request::Logs {
+                group: "g".into(),
+                agent: "A".into(),
+                replica: 0,
+                follow: false,
+                tail: None,
+            },
+            Request::Events {
+                since: 42,
+                follow: true,
+            },
+            Request::Apply {
+                file_name: "x.yaml".into(),
+                config_text: "version: 1\n".into(),
+            },
+            Request::Reload,
+            Request::Gpu,
+            Request::Plan {
+                file_name: "x.yaml".into(),
+                config_text: "version: 1\n".into(),
+            },
+            Request::MigMode {
+                gpu: 1,
+                enable: true,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_request_survives_its_route() {
+        for host in [None, Some("pc2".to_string())] {
+            for r in every_request() {
+                let env = Envelope::new(host.clone(), r);
+                let route = to_route(&env);
+                let (path, query) = match route.path.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (route.path.as_str(), None),
+                };
+                let back = from_route(
+                    route.method.as_str(),
+                    path,
+                    query,
+                    route.body.as_deref().unwrap_or_default(),
+                )
+                .unwrap_or_else(|e| panic!("{}: {e}", route.path));
+                assert_eq!(back, env, "{}", route.path);
+            }
+        }
+    }
+
+    #[test]
+    fn routes_are_the_documented_ones() {
+        let r = to_route(&Envelope::new(
+            Some("pc2".into()),
+            Request::GroupStart {
+                group: "vision_gpu".into(),
+            },
+        ));
+        assert_eq!(
+            (r.method, r.path.as_str()),
+            (Method::Post, "/v1/groups/vision_gpu/start?host=pc2")
+        );
+        // A stop without a body stops only the group itself.
+        let e = from_route("POST", "/v1/groups/g/stop", None, b"").unwrap();
+        assert_eq!(
+            e.request,
+            Request::GroupStop {
+                group: "g".into(),
+                with_dependents: false
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_routes_say_what_is_wrong() {
+        let cases = [
+            (
+                "GET",
+                "/v2/status",
+                None,
+                "",
+                ErrorCode::NotFound,
+                "this daemon speaks /v1",
+            ),
+            (
+                "POST",
+                "/v1/status",
+                None,
+                "",
+                ErrorCode::NotFound,
+                "no such API route",
+            ),
+            (
+                "POST",
+                "/v1/groups/g/explode",
+                None,
+                "",
+                ErrorCode::BadRequest,
+                "unknown group action `explode`",
+            ),
+            (
+                "GET",
+                "/v1/events",
+                Some("since=x"),
+                "",
+                ErrorCode::BadRequest,
+                "`since=x` is not a number",
+            ),
+            (
+                "POST",
+                "/v1/gpu/zero/mig",
+                None,
+                "{\"enable\":true}",
+                ErrorCode::BadRequest,
+                "`zero` is not a GPU index",
+            ),
+            (
+                "POST",
+                "/v1/apply",
+                None,
+                "{}",
+                ErrorCode::BadRequest,
+                "bad `apply` body",
+            ),
+        ];
+        for (method, path, query, body, code, text) in cases {
+            let e = from_route(method, path, query, body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, code, "{path}");
+            assert!(e.message.contains(text), "{path}: {}", e.message);
+        }
+    }
+}

@@ -1,0 +1,649 @@
+//! The wire types in words: what the CLI prints and the daemon logs.
+//! Everything else carries the typed data; this is the only place that
+//! turns it into English.
+//!
+//! Plan errors and notes read exactly as the planner's own rendering
+//! (checked by a test), so a plan reads the same whether the CLI planned
+//! alone or the daemon answered.
+
+use std::fmt;
+
+use orch_core::units::{ByteSize, Percent};
+
+use crate::wire::*;
+
+impl fmt::Display for ReplicaRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.replica == 0 {
+            f.write_str(&self.agent)
+        } else {
+            write!(f, "{}#{}", self.agent, self.replica)
+        }
+    }
+}
+
+fn size(bytes: u64) -> ByteSize {
+    ByteSize(bytes)
+}
+
+fn share(bp: u32) -> Percent {
+    Percent::from_basis_points(bp)
+}
+
+/// Sizes as the planner writes them: whole or decimal GiB, else exact.
+fn human(bytes: u64) -> String {
+    let b = u128::from(bytes);
+    let g = u128::from(ByteSize::GIB);
+    if b >= g {
+        if b % g == 0 {
+            return format!("{}g", b / g);
+        }
+        if (b * 10) % g == 0 {
+            let t = b * 10 / g;
+            return format!("{}.{}g", t / 10, t % 10);
+        }
+        if (b * 100) % g == 0 {
+            let h = b * 100 / g;
+            return format!("{}.{:02}g", h / 100, h % 100);
+        }
+    }
+    size(bytes).to_string()
+}
+
+fn plural(n: u32, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+fn article(name: &str) -> &'static str {
+    let vowel = name
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    // "an NVIDIA ...": the acronym is spoken with a vowel sound.
+    if vowel || name.starts_with("NVIDIA") {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Slice::Mig {
+                gpu_index,
+                profile,
+                placement_start,
+                ..
+            } => write!(f, "GPU {gpu_index} mig {profile} @{placement_start}"),
+            Slice::Mps {
+                gpu_index,
+                memory_bytes,
+                compute_basis_points,
+                ..
+            } => write!(
+                f,
+                "GPU {gpu_index} mps {} {}",
+                size(*memory_bytes),
+                share(*compute_basis_points)
+            ),
+            Slice::Exclusive { gpu_index, .. } => write!(f, "GPU {gpu_index} exclusive"),
+            Slice::TimeSlice { gpu_index, .. } => write!(f, "GPU {gpu_index} time-slice"),
+        }
+    }
+}
+
+impl fmt::Display for GpuWant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuWant::Mig { profile } => write!(f, "mig {profile}"),
+            GpuWant::Mps {
+                memory_bytes,
+                compute_basis_points,
+            } => write!(
+                f,
+                "mps memory={} compute={}",
+                size(*memory_bytes),
+                share(*compute_basis_points)
+            ),
+            GpuWant::Exclusive => f.write_str("exclusive"),
+            GpuWant::TimeSlice => f.write_str("time-slice"),
+        }
+    }
+}
+
+impl fmt::Display for Occupant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.profile, self.placement_start)?;
+        match (&self.holder, self.gi_id) {
+            (Some(r), _) => write!(f, " ({r})"),
+            (None, Some(gi)) => write!(f, " (not ours, GI {gi})"),
+            (None, None) => f.write_str(" (not ours)"),
+        }
+    }
+}
+
+impl RefusalReason {
+    /// True when the GPU could take the kind of request, only not now.
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            RefusalReason::MigMaxInstances { .. }
+                | RefusalReason::MigComputeFull { .. }
+                | RefusalReason::MigNoPlacement { .. }
+                | RefusalReason::MpsClients { .. }
+                | RefusalReason::MpsMemory { .. }
+                | RefusalReason::MpsCompute { .. }
+                | RefusalReason::HeldExclusive { .. }
+                | RefusalReason::InUse { .. }
+        )
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    /// The reason on its own, without the GPU it is about.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefusalReason::Lost => f.write_str("the GPU is lost"),
+            RefusalReason::NoMig => f.write_str("the GPU has no MIG"),
+            RefusalReason::MigOff {
+                pending_enable: false,
+            } => f.write_str("MIG is off (turn it on with `nvidia-smi -mig 1` and a GPU reset)"),
+            RefusalReason::MigOff {
+                pending_enable: true,
+            } => f.write_str("MIG is off until a GPU reset applies the pending change"),
+            RefusalReason::MigOn => f.write_str("MIG is on, so it takes only mig requests"),
+            RefusalReason::NoSuchProfile { profile, offered } => write!(
+                f,
+                "offers no {profile} profile (only {})",
+                offered.join(", ")
+            ),
+            RefusalReason::UnsupportedGeometry { memory_slices } => write!(
+                f,
+                "its MIG geometry ({memory_slices} memory slices) is beyond what the planner models"
+            ),
+            RefusalReason::Policy { sharing } => write!(f, "its policy allows only {sharing}"),
+            RefusalReason::TimeSliceNeedsPolicy => f.write_str(
+                "time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy",
+            ),
+            RefusalReason::MigMaxInstances { profile, max } => write!(
+                f,
+                "already holds the most {profile} instances it can ({max})"
+            ),
+            RefusalReason::MigComputeFull {
+                profile,
+                used,
+                total,
+                needed,
+            } => write!(
+                f,
+                "{used} of {total} compute slices are taken, {profile} needs {needed}"
+            ),
+            RefusalReason::MigNoPlacement { profile, occupants } => {
+                write!(f, "no free placement for {profile}")?;
+                if !occupants.is_empty() {
+                    f.write_str(" beside ")?;
+                    for (i, o) in occupants.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(", ")?;
+                        }
+                        write!(f, "{o}")?;
+                    }
+                }
+                Ok(())
+            }
+            RefusalReason::MpsClients { clients, max } => write!(
+                f,
+                "already serves {} (at most {max})",
+                plural(*clients, "MPS client", "MPS clients")
+            ),
+            RefusalReason::MpsMemory {
+                used_bytes,
+                capacity_bytes,
+                reserve_bytes,
+                clients,
+                wanted_bytes,
+            } => {
+                if *clients == 0 {
+                    write!(
+                        f,
+                        "{} does not fit in the {} MPS clients may use (memory less a {} reserve)",
+                        human(*wanted_bytes),
+                        human(*capacity_bytes),
+                        human(*reserve_bytes)
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{} of {} already given to {}, {} more does not fit",
+                        human(*used_bytes),
+                        human(*capacity_bytes),
+                        plural(*clients, "client", "clients"),
+                        human(*wanted_bytes)
+                    )
+                }
+            }
+            RefusalReason::MpsCompute {
+                used_basis_points,
+                clients,
+                wanted_basis_points,
+            } => write!(
+                f,
+                "{} of compute already given to {}, {} more goes past 100%",
+                share(*used_basis_points),
+                plural(*clients, "client", "clients"),
+                share(*wanted_basis_points)
+            ),
+            RefusalReason::HeldExclusive { holder } => write!(f, "held exclusively by {holder}"),
+            RefusalReason::InUse {
+                mps_clients,
+                time_slice_clients,
+            } => {
+                let users = if *mps_clients > 0 {
+                    plural(*mps_clients, "MPS client", "MPS clients")
+                } else {
+                    plural(*time_slice_clients, "time-slice client", "time-slice clients")
+                };
+                write!(f, "already used by {users}; exclusive needs a GPU nobody uses")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (i, name) = (self.gpu_index, &self.gpu_name);
+        match &self.why {
+            RefusalReason::NoMig => {
+                write!(f, "GPU {i} is {} {name}, which has no MIG", article(name))
+            }
+            RefusalReason::Lost => write!(f, "GPU {i} ({name}) is lost"),
+            reason => write!(f, "GPU {i} ({name}): {reason}"),
+        }
+    }
+}
+
+fn write_refusals(f: &mut fmt::Formatter<'_>, refusals: &[Refusal]) -> fmt::Result {
+    if refusals.is_empty() {
+        return f.write_str("the host has no GPU");
+    }
+    for (i, r) in refusals.iter().enumerate() {
+        if i > 0 {
+            f.write_str("; ")?;
+        }
+        write!(f, "{r}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} wants ", self.replica)?;
+        match self.attempts.as_slice() {
+            [only] => {
+                write!(f, "{}; ", only.wanted)?;
+                write_refusals(f, &only.refusals)?;
+                // Nothing on this host could ever serve it as configured:
+                // a fallback is the only way out, so say there is none.
+                if !only.refusals.is_empty() && !only.refusals.iter().any(|r| r.why.is_capacity()) {
+                    f.write_str(", and no fallback is given")?;
+                }
+                Ok(())
+            }
+            attempts => {
+                for (i, a) in attempts.iter().enumerate() {
+                    match i {
+                        0 => write!(f, "{}", a.wanted)?,
+                        1 => write!(f, ", falling back to {}", a.wanted)?,
+                        _ => write!(f, ", then {}", a.wanted)?,
+                    }
+                }
+                for a in attempts {
+                    write!(f, "; for {}: ", a.wanted)?;
+                    write_refusals(f, &a.refusals)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::RequestChanged => f.write_str("it no longer matches the request"),
+            DropReason::GpuGone => f.write_str("the GPU is gone"),
+            DropReason::InstanceGone => {
+                f.write_str("its MIG instance is gone and its placement is not free")
+            }
+            DropReason::Refused { refusal } => write!(f, "{refusal}"),
+        }
+    }
+}
+
+impl fmt::Display for PlanNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanNote::GpuLost {
+                gpu_index,
+                gpu_uuid,
+                name,
+            } => write!(
+                f,
+                "GPU {gpu_index} ({name}, {gpu_uuid}) is lost; nothing is placed on it until it is reset or replaced"
+            ),
+            PlanNote::MigModePending {
+                gpu_index,
+                name,
+                enable,
+            } => {
+                let (to, now) = if *enable {
+                    ("on", "off")
+                } else {
+                    ("off", "on")
+                };
+                write!(
+                    f,
+                    "GPU {gpu_index} ({name}): MIG is set to turn {to} and needs a GPU reset; until then it is planned with MIG {now}"
+                )
+            }
+            PlanNote::PolicyUnusable {
+                gpu_index,
+                name,
+                sharing,
+                mig_on,
+                mig_capable,
+            } => {
+                let why = match (mig_on, mig_capable) {
+                    (true, _) => "MIG is on; turn MIG off (GPU reset) or change the policy",
+                    (false, true) => "MIG is off; turn it on (GPU reset) or change the policy",
+                    (false, false) => "the GPU has no MIG; change the policy",
+                };
+                write!(
+                    f,
+                    "GPU {gpu_index} ({name}): its policy says {sharing}, but {why}; it takes nothing meanwhile"
+                )
+            }
+            PlanNote::Dropped {
+                replica,
+                slice,
+                why,
+            } => write!(f, "{replica} loses {slice}: {why}; planning it again"),
+            PlanNote::Reapplied {
+                replica,
+                gpu_index,
+                profile,
+                placement_start,
+            } => write!(
+                f,
+                "GPU {gpu_index}: re-creating {profile} @{placement_start} for {replica} (its instance is gone, e.g. after a reboot)"
+            ),
+            PlanNote::SearchCutShort { replica } => write!(
+                f,
+                "the MIG layout search for {replica} hit its limit; it was counted as not fitting"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wait::Agent { agent } => f.write_str(agent),
+            Wait::Group { group } => write!(f, "group {group}"),
+            Wait::GpuInventory => f.write_str("the GPU inventory"),
+        }
+    }
+}
+
+/// `a, b, group c`.
+pub fn waits(w: &[Wait]) -> String {
+    w.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::ImageMissing { image } => write!(
+                f,
+                "image `{image}` is not on this host and is never pulled; build it here (`docker build -t {image} ...`) or load it (`docker load -i FILE`)"
+            ),
+            FailReason::DockerUnreachable { detail } => {
+                write!(f, "the Docker Engine could not be reached: {detail}")
+            }
+            FailReason::DockerRefused { detail } => write!(f, "Docker refused: {detail}"),
+            FailReason::GpuDriverMissing { driver, detail } => write!(
+                f,
+                "the Docker Engine cannot provide GPU devices through the `{driver}` driver: {detail}; install nvidia-container-toolkit, enable CDI, or set `runtime.gpu_injection: env`"
+            ),
+            FailReason::InvalidSpec { detail } => {
+                write!(f, "the container cannot be created: {detail}")
+            }
+            FailReason::GpuPrepare { gpu_index, detail } => {
+                write!(f, "preparing its slice of GPU {gpu_index} failed: {detail}")
+            }
+            FailReason::GpuUnavailable { detail } => {
+                write!(f, "GPU agents cannot start on this host: {detail}")
+            }
+            FailReason::NoGpuCapacity { error } => write!(f, "{error}"),
+            FailReason::NotConfigured { agent } => {
+                write!(f, "agent {agent} is no longer configured")
+            }
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EventKind::*;
+        match self {
+            GroupStarting { group } => write!(f, "group {group}: starting"),
+            GroupReady { group } => write!(f, "group {group}: ready"),
+            GroupStopping { group } => write!(f, "group {group}: stopping"),
+            GroupStopped { group } => write!(f, "group {group}: stopped"),
+            AgentStarting { replica, group } => write!(f, "{group}/{replica}: starting"),
+            AgentRunning { replica, group } => write!(f, "{group}/{replica}: running"),
+            AgentHealthy { replica, group } => write!(f, "{group}/{replica}: healthy"),
+            AgentUnhealthy { replica, group } => write!(f, "{group}/{replica}: unhealthy"),
+            AgentExited {
+                replica,
+                group,
+                code,
+                oom,
+            } => write!(
+                f,
+                "{group}/{replica}: exited with code {code}{}",
+                if *oom { " (out of memory)" } else { "" }
+            ),
+            AgentRestarting {
+                replica,
+                group,
+                in_ms,
+                attempt,
+            } => write!(f, "{group}/{replica}: restart #{attempt} in {in_ms}ms"),
+            AgentRestartRequested { replica, group } => {
+                write!(f, "{group}/{replica}: restart requested")
+            }
+            AgentCrashLoop {
+                replica,
+                group,
+                restarts,
+                window_ms,
+            } => write!(
+                f,
+                "{group}/{replica}: crash-looping ({restarts} restarts within {}s); dependents held",
+                window_ms / 1000
+            ),
+            AgentRecovered { replica, group } => write!(f, "{group}/{replica}: recovered"),
+            AgentHeld {
+                replica,
+                group,
+                waiting_for,
+            } => write!(
+                f,
+                "{group}/{replica}: held, waiting for {}",
+                waits(waiting_for)
+            ),
+            AgentFailed {
+                replica,
+                group,
+                reason,
+            } => write!(f, "{group}/{replica}: failed: {reason}"),
+            AgentStopped { replica, group } => write!(f, "{group}/{replica}: stopped"),
+            AgentAdopted {
+                replica,
+                group,
+                container,
+            } => write!(
+                f,
+                "{group}/{replica}: adopted container {}",
+                &container[..container.len().min(12)]
+            ),
+            DuplicateRemoved { replica, container } => write!(
+                f,
+                "{replica}: removed duplicate container {}",
+                &container[..container.len().min(12)]
+            ),
+            ConfigApplied {
+                generation,
+                changed,
+            } => write!(
+                f,
+                "config generation {generation} applied; changed: {}",
+                if changed.is_empty() {
+                    "none".into()
+                } else {
+                    changed.join(", ")
+                }
+            ),
+            DockerDown => f.write_str("docker engine unreachable"),
+            DockerUp => f.write_str("docker engine connected"),
+            SliceAssigned {
+                replica,
+                group,
+                slice,
+                fallback_depth,
+            } => {
+                write!(f, "{group}/{replica}: GPU slice {slice}")?;
+                if *fallback_depth > 0 {
+                    write!(f, " (fallback #{fallback_depth})")?;
+                }
+                Ok(())
+            }
+            MigDestroyed { gpu_index, gi_id } => {
+                write!(
+                    f,
+                    "GPU {gpu_index}: destroyed our unused MIG instance {gi_id}"
+                )
+            }
+            GpuNote { note } => write!(f, "gpu: {note}"),
+            GpuUnavailable { reason } => write!(f, "GPUs unavailable: {reason}"),
+        }
+    }
+}
+
+/// What an operator is told after a MIG mode change was made.
+pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
+    let what = if enable { "enabled" } else { "disabled" };
+    if reset_required {
+        format!(
+            "MIG mode will be {what} on GPU {index} ({name}) after a GPU reset (`nvidia-smi -r -i {index}`) or a reboot; nothing changes until then"
+        )
+    } else {
+        format!("MIG mode is {what} on GPU {index} ({name})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_core::gpu::{GpuInfo, ReplicaKey, class_by_name};
+    use orch_core::planner::{PlanInput, plan};
+
+    use crate::convert;
+
+    /// Plans that fail and note things in many ways, on real card classes.
+    fn plans() -> Vec<orch_core::planner::Plan> {
+        use orch_core::gpu::{GpuRequest, MigProfileName, SliceRequest};
+        use orch_core::units::{ByteSize, Percent};
+        let a100 = class_by_name("NVIDIA A100-SXM4-40GB").unwrap();
+        let g4090 = class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+        let gpu_sets = [
+            vec![GpuInfo::from_class(0, "GPU-a", g4090, false)],
+            vec![GpuInfo::from_class(0, "GPU-a", a100, true)],
+            vec![GpuInfo::from_class(0, "GPU-a", a100, false)],
+            vec![
+                GpuInfo::from_class(0, "GPU-a", a100, true),
+                GpuInfo::from_class(1, "GPU-b", g4090, false),
+            ],
+            vec![],
+        ];
+        let mig = |p: &str| SliceRequest::Mig {
+            profile: MigProfileName::parse(p).unwrap(),
+        };
+        let mps = |g: u64, c: u32| SliceRequest::Mps {
+            memory: ByteSize::gib(g),
+            compute: Percent::whole(c),
+        };
+        let requests: Vec<(ReplicaKey, GpuRequest)> = vec![
+            (ReplicaKey::new("A", 0), GpuRequest::new(mig("3g.20gb"))),
+            (ReplicaKey::new("B", 0), GpuRequest::new(mig("3g.20gb"))),
+            (
+                ReplicaKey::new("C", 1),
+                GpuRequest::new(mig("7g.40gb")).with_fallback(GpuRequest::new(mps(30, 90))),
+            ),
+            (ReplicaKey::new("D", 0), GpuRequest::new(mps(20, 60))),
+            (
+                ReplicaKey::new("E", 0),
+                GpuRequest::new(SliceRequest::Exclusive),
+            ),
+            (
+                ReplicaKey::new("F", 0),
+                GpuRequest::new(SliceRequest::TimeSlice),
+            ),
+            (ReplicaKey::new("G", 0), GpuRequest::new(mig("2g.20gb"))),
+        ];
+        gpu_sets
+            .iter()
+            .map(|gpus| {
+                plan(&PlanInput {
+                    gpus,
+                    policies: &[],
+                    requests: &requests,
+                    current: &[],
+                    settings: Default::default(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_errors_and_notes_read_as_the_planner_writes_them() {
+        let mut seen = 0;
+        for p in plans() {
+            for e in &p.errors {
+                assert_eq!(convert::plan_error(e).to_string(), e.to_string());
+                seen += 1;
+            }
+            for n in &p.notes {
+                assert_eq!(convert::plan_note(n).to_string(), n.to_string());
+            }
+            for a in &p.assignments {
+                assert_eq!(
+                    convert::slice(&a.slice, None).to_string(),
+                    a.slice.to_string()
+                );
+            }
+        }
+        assert!(
+            seen >= 10,
+            "the fixture should fail in many ways, got {seen}"
+        );
+    }
+}

@@ -1,0 +1,618 @@
+//! The API's own data types: what crosses the control socket and the
+//! federation bus. They mirror the core's internal types but are defined
+//! here, so the core can change without breaking a peer or a script that
+//! runs another version (`convert` maps between the two).
+//!
+//! Conventions: sizes are bytes (`*_bytes`), shares are basis points
+//! (hundredths of a percent, `*_basis_points`), durations are
+//! milliseconds (`*_ms`), times are Unix milliseconds. Enums are tagged
+//! with a kebab-case name.
+
+use serde::{Deserialize, Serialize};
+
+/// One replica of an agent: `{agent, replica}`, shown as `Agent` or `Agent#1`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaRef {
+    pub agent: String,
+    pub replica: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    /// Not probed yet since the last start.
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+/// What a held replica waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "on")]
+pub enum Wait {
+    /// A required agent it depends on is not ready.
+    Agent { agent: String },
+    /// A group its group depends on is not started or not ready.
+    Group { group: String },
+    /// The first GPU inventory has not been taken yet.
+    GpuInventory,
+}
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "phase")]
+pub enum Phase {
+    /// Wanted, not started yet.
+    Pending,
+    /// Held until what it waits for is ready.
+    Held {
+        waiting_for: Vec<Wait>,
+    },
+    /// A create or start is in flight.
+    Starting,
+    Running,
+    /// Exited; restarted after the backoff.
+    BackingOff {
+        retry_in_ms: u64,
+        exit_code: Option<i64>,
+    },
+    /// Exited and not restarted (its policy, or a clean exit under on-failure).
+    Exited {
+        code: i64,
+    },
+    /// The last launch failed; tried again after `retry_in_ms`.
+    Failed {
+        reason: FailReason,
+        retry_in_ms: u64,
+    },
+    Stopping,
+    Stopped,
+}
+
+impl Phase {
+    /// The phase's name as a metric label value (`backing_off`, ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Held { .. } => "held",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::BackingOff { .. } => "backing_off",
+            Phase::Exited { .. } => "exited",
+            Phase::Failed { .. } => "failed",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Why a replica failed to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+pub enum FailReason {
+    /// The image is not on the host; images are never pulled.
+    ImageMissing {
+        image: String,
+    },
+    DockerUnreachable {
+        detail: String,
+    },
+    /// Docker refused the request; `detail` is its message.
+    DockerRefused {
+        detail: String,
+    },
+    GpuDriverMissing {
+        driver: String,
+        detail: String,
+    },
+    InvalidSpec {
+        detail: String,
+    },
+    /// Making the GPU slice real (a MIG instance, an MPS daemon) failed.
+    GpuPrepare {
+        gpu_index: u32,
+        detail: String,
+    },
+    /// The host's GPUs cannot be used; `detail` says why (from NVML).
+    GpuUnavailable {
+        detail: String,
+    },
+    /// No GPU can take the agent's request or any of its fallbacks.
+    NoGpuCapacity {
+        error: Box<PlanError>,
+    },
+    /// The agent is no longer in the config.
+    NotConfigured {
+        agent: String,
+    },
+}
+
+impl FailReason {
+    /// A short, stable name for counting failures by kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            FailReason::ImageMissing { .. } => "image_missing",
+            FailReason::DockerUnreachable { .. } => "docker_unreachable",
+            FailReason::DockerRefused { .. } => "docker_error",
+            FailReason::GpuDriverMissing { .. } => "gpu_driver_missing",
+            FailReason::InvalidSpec { .. } => "invalid_spec",
+            FailReason::GpuPrepare { .. } => "gpu_prepare",
+            FailReason::GpuUnavailable { .. } => "gpu_unavailable",
+            FailReason::NoGpuCapacity { .. } => "gpu_no_capacity",
+            FailReason::NotConfigured { .. } => "not_configured",
+        }
+    }
+}
+
+/// A slice of a GPU given to one replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Slice {
+    Mig {
+        gpu_index: u32,
+        gpu_uuid: String,
+        profile: String,
+        placement_start: u8,
+        /// `MIG-<uuid>` of the MIG device, once the instance exists.
+        device_uuid: Option<String>,
+        /// Memory of the profile.
+        memory_bytes: Option<u64>,
+    },
+    Mps {
+        gpu_index: u32,
+        gpu_uuid: String,
+        memory_bytes: u64,
+        compute_basis_points: u32,
+    },
+    Exclusive {
+        gpu_index: u32,
+        gpu_uuid: String,
+    },
+    TimeSlice {
+        gpu_index: u32,
+        gpu_uuid: String,
+    },
+}
+
+impl Slice {
+    pub fn gpu_index(&self) -> u32 {
+        match self {
+            Slice::Mig { gpu_index, .. }
+            | Slice::Mps { gpu_index, .. }
+            | Slice::Exclusive { gpu_index, .. }
+            | Slice::TimeSlice { gpu_index, .. } => *gpu_index,
+        }
+    }
+
+    pub fn gpu_uuid(&self) -> &str {
+        match self {
+            Slice::Mig { gpu_uuid, .. }
+            | Slice::Mps { gpu_uuid, .. }
+            | Slice::Exclusive { gpu_uuid, .. }
+            | Slice::TimeSlice { gpu_uuid, .. } => gpu_uuid,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Slice::Mig { .. } => "mig",
+            Slice::Mps { .. } => "mps",
+            Slice::Exclusive { .. } => "exclusive",
+            Slice::TimeSlice { .. } => "time-slice",
+        }
+    }
+}
+
+/// What a GPU request asks for (one entry of a request and its fallbacks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum GpuWant {
+    Mig {
+        profile: String,
+    },
+    Mps {
+        memory_bytes: u64,
+        compute_basis_points: u32,
+    },
+    Exclusive,
+    TimeSlice,
+}
+
+/// One physical GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_bytes: u64,
+    pub mig: Mig,
+    /// NVML reports the GPU lost; nothing is placed on it.
+    pub lost: bool,
+}
+
+/// MIG mode and layout of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum Mig {
+    /// The GPU has no MIG.
+    Unsupported,
+    /// MIG capable and off; `pending_enable` when a reset turns it on.
+    Disabled { pending_enable: bool },
+    Enabled {
+        pending_disable: bool,
+        memory_slices: u8,
+        compute_slices: u8,
+        /// The profiles the GPU offers.
+        profiles: Vec<MigProfile>,
+        instances: Vec<MigInstance>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigProfile {
+    pub id: u32,
+    pub name: String,
+    pub compute_slices: u8,
+    pub memory_slices: u8,
+    pub memory_bytes: u64,
+    pub max_instances: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigInstance {
+    pub gi_id: u32,
+    pub profile_id: u32,
+    /// The profile's name, when the GPU offers it.
+    pub profile: Option<String>,
+    pub placement_start: u8,
+    pub placement_size: u8,
+    pub ci_id: Option<u32>,
+    pub device_uuid: Option<String>,
+    /// Made by this orchestrator: the only instances it may destroy.
+    pub owned: bool,
+}
+
+// ---------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------
+
+/// Why a replica's GPU request (and each fallback) could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanError {
+    pub replica: ReplicaRef,
+    /// The request and each fallback, in the order tried.
+    pub attempts: Vec<PlanAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanAttempt {
+    pub wanted: GpuWant,
+    /// One per GPU of the host.
+    pub refusals: Vec<Refusal>,
+}
+
+/// Why one GPU could not take one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub gpu_index: u32,
+    pub gpu_name: String,
+    pub why: RefusalReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "reason")]
+pub enum RefusalReason {
+    Lost,
+    NoMig,
+    MigOff {
+        pending_enable: bool,
+    },
+    MigOn,
+    NoSuchProfile {
+        profile: String,
+        offered: Vec<String>,
+    },
+    UnsupportedGeometry {
+        memory_slices: u8,
+    },
+    Policy {
+        sharing: String,
+    },
+    TimeSliceNeedsPolicy,
+    MigMaxInstances {
+        profile: String,
+        max: u8,
+    },
+    MigComputeFull {
+        profile: String,
+        used: u8,
+        total: u8,
+        needed: u8,
+    },
+    MigNoPlacement {
+        profile: String,
+        occupants: Vec<Occupant>,
+    },
+    MpsClients {
+        clients: u32,
+        max: u32,
+    },
+    MpsMemory {
+        used_bytes: u64,
+        capacity_bytes: u64,
+        reserve_bytes: u64,
+        clients: u32,
+        wanted_bytes: u64,
+    },
+    MpsCompute {
+        used_basis_points: u32,
+        clients: u32,
+        wanted_basis_points: u32,
+    },
+    HeldExclusive {
+        holder: ReplicaRef,
+    },
+    InUse {
+        mps_clients: u32,
+        time_slice_clients: u32,
+    },
+}
+
+/// A MIG instance in the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occupant {
+    pub profile: String,
+    pub placement_start: u8,
+    /// The replica using it; none for an instance that is not ours.
+    pub holder: Option<ReplicaRef>,
+    pub gi_id: Option<u32>,
+}
+
+/// Something the operator should know about a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "note")]
+pub enum PlanNote {
+    GpuLost {
+        gpu_index: u32,
+        gpu_uuid: String,
+        name: String,
+    },
+    MigModePending {
+        gpu_index: u32,
+        name: String,
+        enable: bool,
+    },
+    PolicyUnusable {
+        gpu_index: u32,
+        name: String,
+        sharing: String,
+        mig_on: bool,
+        mig_capable: bool,
+    },
+    Dropped {
+        replica: ReplicaRef,
+        slice: Slice,
+        why: DropReason,
+    },
+    Reapplied {
+        replica: ReplicaRef,
+        gpu_index: u32,
+        profile: String,
+        placement_start: u8,
+    },
+    SearchCutShort {
+        replica: ReplicaRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "why")]
+pub enum DropReason {
+    RequestChanged,
+    GpuGone,
+    InstanceGone,
+    Refused { refusal: RefusalReason },
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+/// Something that happened on a host, numbered so clients can resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The host it happened on.
+    pub host: String,
+    pub seq: u64,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum EventKind {
+    GroupStarting {
+        group: String,
+    },
+    GroupReady {
+        group: String,
+    },
+    GroupStopping {
+        group: String,
+    },
+    GroupStopped {
+        group: String,
+    },
+    AgentStarting {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentRunning {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentHealthy {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentUnhealthy {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentExited {
+        replica: ReplicaRef,
+        group: String,
+        code: i64,
+        oom: bool,
+    },
+    AgentRestarting {
+        replica: ReplicaRef,
+        group: String,
+        in_ms: u64,
+        attempt: u32,
+    },
+    AgentRestartRequested {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentCrashLoop {
+        replica: ReplicaRef,
+        group: String,
+        restarts: u32,
+        window_ms: u64,
+    },
+    AgentRecovered {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentHeld {
+        replica: ReplicaRef,
+        group: String,
+        waiting_for: Vec<Wait>,
+    },
+    AgentFailed {
+        replica: ReplicaRef,
+        group: String,
+        reason: FailReason,
+    },
+    AgentStopped {
+        replica: ReplicaRef,
+        group: String,
+    },
+    AgentAdopted {
+        replica: ReplicaRef,
+        group: String,
+        container: String,
+    },
+    DuplicateRemoved {
+        replica: ReplicaRef,
+        container: String,
+    },
+    ConfigApplied {
+        generation: u64,
+        changed: Vec<String>,
+    },
+    DockerDown,
+    DockerUp,
+    SliceAssigned {
+        replica: ReplicaRef,
+        group: String,
+        slice: Slice,
+        fallback_depth: u8,
+    },
+    MigDestroyed {
+        gpu_index: u32,
+        gi_id: u32,
+    },
+    GpuNote {
+        note: PlanNote,
+    },
+    GpuUnavailable {
+        reason: String,
+    },
+}
+
+impl EventKind {
+    /// The group an event is about, if any.
+    pub fn group(&self) -> Option<&str> {
+        use EventKind::*;
+        match self {
+            GroupStarting { group }
+            | GroupReady { group }
+            | GroupStopping { group }
+            | GroupStopped { group }
+            | AgentStarting { group, .. }
+            | AgentRunning { group, .. }
+            | AgentHealthy { group, .. }
+            | AgentUnhealthy { group, .. }
+            | AgentExited { group, .. }
+            | AgentRestarting { group, .. }
+            | AgentRestartRequested { group, .. }
+            | AgentCrashLoop { group, .. }
+            | AgentRecovered { group, .. }
+            | AgentHeld { group, .. }
+            | AgentFailed { group, .. }
+            | AgentStopped { group, .. }
+            | AgentAdopted { group, .. }
+            | SliceAssigned { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
+    /// The replica an event is about, if any.
+    pub fn replica(&self) -> Option<&ReplicaRef> {
+        use EventKind::*;
+        match self {
+            AgentStarting { replica, .. }
+            | AgentRunning { replica, .. }
+            | AgentHealthy { replica, .. }
+            | AgentUnhealthy { replica, .. }
+            | AgentExited { replica, .. }
+            | AgentRestarting { replica, .. }
+            | AgentRestartRequested { replica, .. }
+            | AgentCrashLoop { replica, .. }
+            | AgentRecovered { replica, .. }
+            | AgentHeld { replica, .. }
+            | AgentFailed { replica, .. }
+            | AgentStopped { replica, .. }
+            | AgentAdopted { replica, .. }
+            | DuplicateRemoved { replica, .. }
+            | SliceAssigned { replica, .. } => Some(replica),
+            _ => None,
+        }
+    }
+
+    /// The event's kebab-case name, as in its JSON `kind`.
+    pub fn name(&self) -> &'static str {
+        use EventKind::*;
+        match self {
+            GroupStarting { .. } => "group-starting",
+            GroupReady { .. } => "group-ready",
+            GroupStopping { .. } => "group-stopping",
+            GroupStopped { .. } => "group-stopped",
+            AgentStarting { .. } => "agent-starting",
+            AgentRunning { .. } => "agent-running",
+            AgentHealthy { .. } => "agent-healthy",
+            AgentUnhealthy { .. } => "agent-unhealthy",
+            AgentExited { .. } => "agent-exited",
+            AgentRestarting { .. } => "agent-restarting",
+            AgentRestartRequested { .. } => "agent-restart-requested",
+            AgentCrashLoop { .. } => "agent-crash-loop",
+            AgentRecovered { .. } => "agent-recovered",
+            AgentHeld { .. } => "agent-held",
+            AgentFailed { .. } => "agent-failed",
+            AgentStopped { .. } => "agent-stopped",
+            AgentAdopted { .. } => "agent-adopted",
+            DuplicateRemoved { .. } => "duplicate-removed",
+            ConfigApplied { .. } => "config-applied",
+            DockerDown => "docker-down",
+            DockerUp => "docker-up",
+            SliceAssigned { .. } => "slice-assigned",
+            MigDestroyed { .. } => "mig-destroyed",
+            GpuNote { .. } => "gpu-note",
+            GpuUnavailable { .. } => "gpu-unavailable",
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The executor: records what the supervisor decided happened (events)
+//! and carries out its actions by spawning tasks that report back.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use orch_core::gpu::{ReplicaKey, Slice};
+use orch_core::supervise::{Action, OpKind, Outcome};
+
+use super::{Event, Owner};
+use crate::ops::{Job, JobCtx, SpecInputs};
+use crate::probe::{self, ProbeTarget};
+
+impl Owner {
+    /// Records events and runs actions.
+    pub(super) fn execute(&mut self, out: Outcome) {
+        let time = self.deps.clock.unix_ms();
+        for e in out.events {
+            let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
+            tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
+            self.log.push(kind, time);
+        }
+        for action in out.actions {
+            self.act(action);
+        }
+        self.stop_idle_mps();
+    }
+
+    /// Stops MPS control daemons whose GPU has no client left.
+    fn stop_idle_mps(&mut self) {
+        let Some(gpu) = &self.deps.gpu else { return };
+        let needed: BTreeSet<String> = self
+            .sup
+            .replicas()
+            .filter(|r| r.container.is_some() || r.op.is_some() || self.sup.group_wanted(&r.group))
+            .filter_map(|r| match &r.slice {
+                Some(Slice::Mps { gpu_uuid, .. }) => Some(gpu_uuid.clone()),
+                _ => None,
+            })
+            .collect();
+        let idle: Vec<String> = self.mps_running.difference(&needed).cloned().collect();
+        for uuid in idle {
+            tracing::info!(gpu = %uuid, "no MPS client left; stopping its control daemon");
+            gpu.mps_stop(crate::gpu::mps_gpu(&self.settings.mps_base, &uuid));
+            self.mps_running.remove(&uuid);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Persist => self.persist(),
+            Action::WatchHealth { key, id } => {
+                let Some(agent) = self.sup.config().agent(&key.agent) else {
+                    return;
+                };
+                let target = ProbeTarget {
+                    key: key.clone(),
+                    id,
+                    network: self.sup.config().runtime.network.clone(),
+                    check: agent.health.clone(),
+                };
+                let handle = tokio::spawn(probe::run(
+                    target,
+                    self.deps.prober.clone(),
+                    self.tx.clone(),
+                ));
+                if let Some(old) = self.probes.insert(key, handle.abort_handle()) {
+                    old.abort();
+                }
+            }
+            Action::UnwatchHealth { key } => {
+                if let Some(p) = self.probes.remove(&key) {
+                    p.abort();
+                }
+            }
+            Action::Launch {
+                key,
+                replace,
+                slice,
+                generation,
+                start,
+                ..
+            } => {
+                let Some(agent) = self.config.agent(&key.agent) else {
+                    return;
+                };
+                let stop_timeout = agent.stop_timeout.std();
+                if let Some(Slice::Mps { gpu_uuid, .. }) = &slice {
+                    self.mps_running.insert(gpu_uuid.clone());
+                }
+                let spec = SpecInputs {
+                    config: self.config.clone(),
+                    agent: key.agent.clone(),
+                    replica: key.replica,
+                    hash: self
+                        .sup
+                        .config_hash(&key.agent)
+                        .unwrap_or_default()
+                        .to_string(),
+                    generation,
+                    injection: self.injection(),
+                };
+                let op = match (&replace, start) {
+                    (Some(_), _) => OpKind::Recreate,
+                    (None, true) => OpKind::Launch,
+                    (None, false) => OpKind::Create,
+                };
+                let job = Job::Launch {
+                    spec: Box::new(spec),
+                    replace,
+                    slice,
+                    stop_timeout,
+                    start,
+                };
+                self.spawn_op(key, op, job);
+            }
+            Action::DestroyMig {
+                gpu_index, gi_id, ..
+            } => {
+                if let Some(gpu) = &self.deps.gpu {
+                    gpu.destroy(gpu_index, gi_id);
+                }
+            }
+            Action::Start { key, id } => self.spawn_op(key, OpKind::Start, Job::Start { id }),
+            Action::Restart { key, id } => {
+                let stop_timeout = self.stop_timeout(&key);
+                self.spawn_op(key, OpKind::Restart, Job::Restart { id, stop_timeout });
+            }
+            Action::Stop { key, id } => {
+                let stop_timeout = self.stop_timeout(&key);
+                self.spawn_op(key, OpKind::Stop, Job::Stop { id, stop_timeout });
+            }
+            Action::Remove { key, id } => self.spawn_op(key, OpKind::Remove, Job::Remove { id }),
+        }
+    }
+
+    /// Writes the desired state. The file is a few kilobytes and written
+    /// only when desired state changes (an operator command, a slice
+    /// given), not per event; its cost is measured in the benchmarks.
+    fn persist(&mut self) {
+        if let Err(e) = self.deps.store.save(&self.sup.persisted()) {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn stop_timeout(&self, key: &ReplicaKey) -> Duration {
+        self.sup
+            .config()
+            .agent(&key.agent)
+            .map(|a| a.stop_timeout.std())
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    fn spawn_op(&mut self, key: ReplicaKey, op: OpKind, job: Job) {
+        let ctx = JobCtx {
+            rt: self.deps.rt.clone(),
+            gpu: self.deps.gpu.clone(),
+            mps_base: self.settings.mps_base.clone(),
+            tx: self.tx.clone(),
+            key: key.clone(),
+        };
+        let tx = self.tx.clone();
+        let permits = self.permits.clone();
+        self.ops.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = job.run(ctx).await;
+            let _ = tx.send(Event::Op { key, op, result }).await;
+        });
+        // Reap finished tasks so the set does not grow.
+        while self.ops.try_join_next().is_some() {}
+    }
+}

@@ -1,0 +1,234 @@
+//! The control API as a transport sees it: an [`Envelope`] in, a reply or
+//! a stream out. The HTTP server on the control socket calls this; so does
+//! the federation bus for requests from peers. A new transport is one more
+//! caller of [`Service`]; it never talks to the owner itself.
+//!
+//! Requests for another host are handed to a [`Remote`] (the federation),
+//! or refused with `host_unreachable` when there is none.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use orch_api::{ApiError, Envelope, ErrorCode, LogText, Request, Response};
+use orch_docker::ContainerRuntime;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::owner::Event;
+
+/// Reaches other hosts.
+#[async_trait]
+pub trait Remote: Send + Sync + Debug {
+    /// Carries a request to `host` and brings back its reply.
+    async fn call(&self, host: &str, envelope: Envelope) -> Result<Response, ApiError>;
+    /// The events of `host` from `since` on, as its daemon numbered them.
+    async fn events(
+        &self,
+        host: &str,
+        since: u64,
+        follow: bool,
+    ) -> Result<futures_util::stream::BoxStream<'static, orch_api::Event>, ApiError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    tx: mpsc::Sender<Event>,
+    rt: Arc<dyn ContainerRuntime>,
+    host: String,
+    remote: Option<Arc<dyn Remote>>,
+}
+
+fn gone() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down")
+}
+
+/// Where an envelope goes.
+enum Target<'a> {
+    Local,
+    Remote(&'a str),
+}
+
+impl Service {
+    pub fn new(
+        tx: mpsc::Sender<Event>,
+        rt: Arc<dyn ContainerRuntime>,
+        host: String,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> Self {
+        Service {
+            tx,
+            rt,
+            host,
+            remote,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn target<'e>(&self, env: &'e Envelope) -> Result<Target<'e>, ApiError> {
+        env.check_version()?;
+        match env.host.as_deref() {
+            None => Ok(Target::Local),
+            Some(h) if h == self.host => Ok(Target::Local),
+            Some(h) => Ok(Target::Remote(h)),
+        }
+    }
+
+    fn remote(&self, host: &str) -> Result<&Arc<dyn Remote>, ApiError> {
+        self.remote.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::HostUnreachable,
+                format!(
+                    "cannot reach host `{host}`: this daemon ({}) has no federation configured",
+                    self.host
+                ),
+            )
+        })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Answers a request in one reply. Event and log requests get what
+    /// there is now (a stream's `follow` needs [`Service::events`] or
+    /// [`Service::logs`]).
+    pub async fn call(&self, env: Envelope) -> Result<Response, ApiError> {
+        if let Target::Remote(host) = self.target(&env)? {
+            return self.remote(host)?.call(host, env.clone()).await;
+        }
+        match env.request {
+            Request::Events { since, .. } => {
+                let (backlog, _) = self.subscribe(since).await?;
+                Ok(Response::Events(backlog))
+            }
+            Request::Logs {
+                group,
+                agent,
+                replica,
+                tail,
+                ..
+            } => {
+                let mut stream = Box::pin(
+                    self.local_logs(&group, &agent, replica, false, tail)
+                        .await?,
+                );
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(Response::Logs(LogText {
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                }))
+            }
+            request => self.ask(|reply| Event::Request { request, reply }).await?,
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        since: u64,
+    ) -> Result<(Vec<orch_api::Event>, broadcast::Receiver<orch_api::Event>), ApiError> {
+        self.ask(|reply| Event::Subscribe { since, reply }).await
+    }
+
+    /// Events from `since` on; with `follow`, new ones as they happen. A
+    /// follower that falls far behind is cut off rather than slowing the
+    /// owner.
+    pub async fn events(
+        &self,
+        env: &Envelope,
+        since: u64,
+        follow: bool,
+    ) -> Result<futures_util::stream::BoxStream<'static, orch_api::Event>, ApiError> {
+        if let Target::Remote(host) = self.target(env)? {
+            return self.remote(host)?.events(host, since, follow).await;
+        }
+        let (backlog, rx) = self.subscribe(since).await?;
+        let last = backlog
+            .last()
+            .map(|e| e.seq)
+            .unwrap_or(since.saturating_sub(1));
+        let head = futures_util::stream::iter(backlog);
+        if !follow {
+            return Ok(head.boxed());
+        }
+        let live = futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(e) => Some((e, rx)),
+                Err(_) => None,
+            }
+        })
+        .filter(move |e| std::future::ready(e.seq > last));
+        Ok(head.chain(live).boxed())
+    }
+
+    /// A replica's container output, streamed.
+    pub async fn logs(
+        &self,
+        env: &Envelope,
+    ) -> Result<futures_util::stream::BoxStream<'static, Bytes>, ApiError> {
+        let Request::Logs {
+            group,
+            agent,
+            replica,
+            follow,
+            tail,
+        } = &env.request
+        else {
+            return Err(ApiError::new(ErrorCode::BadRequest, "not a logs request"));
+        };
+        if let Target::Remote(host) = self.target(env)? {
+            if *follow {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "following the logs of another host is not supported; run `logs` without -f, or on {host}"
+                    ),
+                ));
+            }
+            return match self.remote(host)?.call(host, env.clone()).await? {
+                Response::Logs(t) => Ok(futures_util::stream::iter([Bytes::from(t.text)]).boxed()),
+                other => Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("host {host} answered logs with {}", other.name()),
+                )),
+            };
+        }
+        Ok(self
+            .local_logs(group, agent, *replica, *follow, *tail)
+            .await?
+            .boxed())
+    }
+
+    async fn local_logs(
+        &self,
+        group: &str,
+        agent: &str,
+        replica: u32,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<impl Stream<Item = Bytes> + use<>, ApiError> {
+        let (group, agent) = (group.to_string(), agent.to_string());
+        let id = self
+            .ask(|reply| Event::ContainerOf {
+                group,
+                agent,
+                replica,
+                reply,
+            })
+            .await??;
+        let logs = self
+            .rt
+            .logs(&id, follow, tail)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        Ok(logs.filter_map(|c| async move { c.ok().map(|c| c.bytes) }))
+    }
+}

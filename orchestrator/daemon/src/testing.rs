@@ -1,0 +1,290 @@
+//! The in-process daemon harness (feature `testing`): the real daemon (`orch_daemon::run`) on
+//! the Docker and GPU fakes, a scripted prober, an in-memory state store
+//! and a manual wall clock, serving a real unix socket in a temporary
+//! directory, driven through the real client. Under a paused tokio clock
+//! its timers (backoffs, probe intervals) run in virtual time, so a test
+//! of minutes of supervision takes milliseconds.
+
+// Test support: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::clock::ManualClock;
+use crate::probe::{ProbeTarget, Prober};
+use crate::store::MemStore;
+use crate::{Control, Deps, GpuDeps, Settings};
+use async_trait::async_trait;
+use orch_api::{Client, Event, Status};
+use orch_docker::ContainerRuntime as _;
+use orch_docker::fake::FakeRuntime;
+use orch_gpu::{FakeGpu, FakeMps};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Health by agent: healthy unless told otherwise.
+#[derive(Debug, Default)]
+pub struct ScriptedProber {
+    sick: Mutex<BTreeMap<String, bool>>,
+    probes: Mutex<u64>,
+}
+
+impl ScriptedProber {
+    pub fn set_healthy(&self, agent: &str, healthy: bool) {
+        self.sick
+            .lock()
+            .unwrap()
+            .insert(agent.to_string(), !healthy);
+    }
+
+    pub fn probes(&self) -> u64 {
+        *self.probes.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl Prober for ScriptedProber {
+    async fn probe(&self, t: &ProbeTarget) -> bool {
+        *self.probes.lock().unwrap() += 1;
+        !self
+            .sick
+            .lock()
+            .unwrap()
+            .get(&t.key.agent)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// The outside world of one host; it outlives daemon restarts.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub rt: Arc<FakeRuntime>,
+    pub gpu: Option<Arc<FakeGpu>>,
+    pub mps: Arc<FakeMps>,
+    pub prober: Arc<ScriptedProber>,
+    pub store: MemStore,
+    pub clock: ManualClock,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    pub fn new() -> Self {
+        World {
+            rt: Arc::new(FakeRuntime::new()),
+            gpu: None,
+            mps: Arc::new(FakeMps::default()),
+            prober: Arc::new(ScriptedProber::default()),
+            store: MemStore::new(),
+            clock: ManualClock::new(1_796_000_000_000),
+        }
+    }
+
+    pub fn with_gpu(mut self, gpu: FakeGpu) -> Self {
+        self.gpu = Some(Arc::new(gpu));
+        self
+    }
+}
+
+pub struct Harness {
+    pub world: World,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    pub control: Control,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), crate::DaemonError>>>,
+}
+
+impl Harness {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("startup_config.yaml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("orch.sock")
+    }
+
+    /// A daemon on `config` in a fresh world.
+    pub async fn start(config: &str) -> Harness {
+        Harness::start_in(World::new(), config).await
+    }
+
+    pub async fn start_in(world: World, config: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("startup_config.yaml"), config).unwrap();
+        let (control, shutdown, task) = launch(&world, dir.path().to_path_buf()).await;
+        Harness {
+            client: Client::new(dir.path().join("orch.sock")),
+            world,
+            dir,
+            control,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the daemon (agents keep running, as with `shutdown: leave`).
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the daemon and starts a new one in the same world, on the
+    /// same config file and state.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (control, shutdown, task) = launch(&self.world, self.dir.path().to_path_buf()).await;
+        self.control = control;
+        self.shutdown = shutdown;
+        self.task = Some(task);
+    }
+
+    pub async fn status(&self) -> Status {
+        self.client.status().await.unwrap()
+    }
+
+    /// Every event so far.
+    pub async fn events(&self) -> Vec<Event> {
+        use futures_util::StreamExt;
+        let s = self.client.events(0, false).await.unwrap();
+        s.map(|e| e.unwrap()).collect().await
+    }
+
+    /// Polls the status until `cond` holds (virtual time, up to 10 minutes).
+    pub async fn until(&self, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
+        for _ in 0..6000 {
+            let s = self.status().await;
+            if cond(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let events: Vec<String> = self
+            .events()
+            .await
+            .iter()
+            .map(|e| format!("{} {}", e.seq, e.kind))
+            .collect();
+        panic!(
+            "never: {what}\nstatus: {:#?}\nevents:\n{}",
+            self.status().await,
+            events.join("\n")
+        );
+    }
+
+    /// Waits until every started group is ready and every wanted agent healthy.
+    pub async fn until_ready(&self) -> Status {
+        self.until("every started group is ready", |s| {
+            s.groups
+                .iter()
+                .filter(|g| g.started)
+                .all(|g| g.state == orch_api::GroupState::Ready)
+                && s.agents.healthy == s.agents.wanted
+        })
+        .await
+    }
+
+    /// The running container of a replica, as Docker (the fake) has it.
+    pub async fn container_of(&self, agent: &str) -> Option<String> {
+        let filter = orch_docker::LabelFilter::any().label("io.orchestrator.agent", agent);
+        self.world
+            .rt
+            .list(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.state.is_alive())
+            .map(|c| c.id)
+    }
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn launch(
+    world: &World,
+    dir: PathBuf,
+) -> (
+    Control,
+    CancellationToken,
+    JoinHandle<Result<(), crate::DaemonError>>,
+) {
+    let config_path = dir.join("startup_config.yaml");
+    let loaded = orch_config::load_file(&config_path, &Default::default()).unwrap();
+    let settings = Settings {
+        config_path,
+        load_options: Default::default(),
+        socket: dir.join("orch.sock"),
+        socket_group: None,
+        docker_endpoint: orch_docker::fake::FAKE_ENDPOINT.into(),
+        max_parallel_ops: 8,
+        mps_base: dir.join("mps"),
+    };
+    let deps = Deps {
+        runtime: world.rt.clone(),
+        gpu: GpuDeps {
+            backend: match &world.gpu {
+                Some(g) => Ok(g.clone()),
+                None => Err("this host has no NVML library".into()),
+            },
+            mps: world.mps.clone(),
+        },
+        prober: world.prober.clone(),
+        store: Arc::new(world.store.clone()),
+        clock: Arc::new(world.clock.clone()),
+    };
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        crate::run(loaded, settings, deps, stop, move |c| {
+            let _ = tx.send(c);
+        })
+        .await
+    });
+    let control = rx.await.expect("the daemon started");
+    (control, shutdown, task)
+}
+
+/// A small host: group `base` holds a chain Flaky <- Mid <- Top, group
+/// `extra` holds Side and an optional Extra that waits for `base`.
+pub const CHAIN: &str = r#"version: 1
+host: {name: testhost}
+defaults:
+  image: orchestrator-agent:latest
+  restart: {policy: on-failure, backoff: {initial: 200ms, max: 2s}, crashloop: {restarts: 3, window: 1m}}
+  health: {http: {port: 8080}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}
+  stop_timeout: 2s
+groups:
+  base:
+    agents:
+      Flaky: {}
+      Mid: {depends_on: [Flaky]}
+      Top: {depends_on: [Mid]}
+  extra:
+    depends_on: [base]
+    agents:
+      Side: {}
+      Extra: {required: false}
+"#;
