@@ -583,9 +583,9 @@ impl SloEngine {
     pub fn heap_bytes(&self) -> usize {
         let scrape_bytes = |s: &AgentScrape| {
             size_of::<AgentScrape>()
-                + s.durations.as_ref().map_or(0, |h| {
-                    h.bounds().len() * size_of::<f64>() + h.cumulative().len() * size_of::<u64>()
-                })
+                + s.durations
+                    .as_ref()
+                    .map_or(0, |h| size_of_val(h.bounds()) + size_of_val(h.cumulative()))
         };
         self.groups
             .iter()

@@ -354,12 +354,11 @@ svc_latency_seconds_bucket{path=\"/b\",le=\"+Inf\"} 100
         }
     }
 
-    /// `(earlier, later) -> (requests, errors, histogram counts, restarted)`
-    fn check(
-        earlier: &AgentScrape,
-        later: &AgentScrape,
-        want: (Option<u64>, Option<u64>, Option<(&[u64], u64)>, bool),
-    ) {
+    /// `(requests, errors, (histogram cumulative counts, count), restarted)`
+    type Want<'a> = (Option<u64>, Option<u64>, Option<(&'a [u64], u64)>, bool);
+
+    /// `(earlier, later) -> want`
+    fn check(earlier: &AgentScrape, later: &AgentScrape, want: Want<'_>) {
         let (delta, restarted) = later.since(earlier);
         let durations = delta
             .durations

@@ -1,7 +1,8 @@
 //! The SLO history as it is written to disk between daemon runs.
 //!
-//! Only non-empty buckets are written, with their bucket index, so an idle
-//! group costs a few bytes. The last scrape of each replica is not kept: after
+//! Each ring is written as the counts of its buckets from the oldest
+//! non-empty one to the newest non-empty one, so an idle series costs a few
+//! bytes and a busy one about five per bucket. The last scrape of each replica is not kept: after
 //! a restart the first scrape is a baseline again, so the requests served
 //! while the daemon was down count as no data rather than as one burst at
 //! the moment it came back.
@@ -49,8 +50,16 @@ struct RingState {
     resolution_ms: u64,
     len: u64,
     head: Option<u64>,
-    /// `(bucket index, good, bad)`, oldest first, empty buckets left out.
-    buckets: Vec<(u64, u32, u32)>,
+    /// The bucket index of `good[0]` and `bad[0]`.
+    #[serde(default)]
+    first: u64,
+    /// Counts of consecutive buckets from `first`, without the empty ones
+    /// at either end: dense arrays of small numbers are far shorter in JSON
+    /// than a list of (index, good, bad).
+    #[serde(default)]
+    good: Vec<u32>,
+    #[serde(default)]
+    bad: Vec<u32>,
 }
 
 /// Why a persisted state cannot be used.
@@ -73,11 +82,22 @@ pub enum StateError {
 impl RingState {
     fn of(ring: &Ring) -> RingState {
         let shape = ring.shape();
+        let buckets = ring.buckets();
+        let first = buckets.first().map_or(0, |b| b.0);
+        let span = buckets.last().map_or(0, |b| b.0 - first + 1) as usize;
+        let (mut good, mut bad) = (vec![0; span], vec![0; span]);
+        for (index, g, b) in buckets {
+            let i = (index - first) as usize;
+            good[i] = g;
+            bad[i] = b;
+        }
         RingState {
             resolution_ms: shape.resolution_ms,
             len: shape.len,
             head: ring.head(),
-            buckets: ring.buckets(),
+            first,
+            good,
+            bad,
         }
     }
 
@@ -99,7 +119,22 @@ impl RingState {
         if !fits {
             return Err("a ring of an unknown shape");
         }
-        Ring::from_buckets(shape, self.head, &self.buckets).ok_or("buckets outside their ring")
+        if self.good.len() != self.bad.len() {
+            return Err("good and bad counts of different lengths");
+        }
+        if self.first.checked_add(self.good.len() as u64).is_none() {
+            return Err("buckets outside their ring");
+        }
+        // `first + i` cannot overflow: checked just above.
+        let buckets: Vec<(u64, u32, u32)> = self
+            .good
+            .iter()
+            .zip(&self.bad)
+            .enumerate()
+            .filter(|(_, (g, b))| **g != 0 || **b != 0)
+            .map(|(i, (g, b))| (self.first + i as u64, *g, *b))
+            .collect();
+        Ring::from_buckets(shape, self.head, &buckets).ok_or("buckets outside their ring")
     }
 }
 
@@ -211,5 +246,34 @@ impl SloEngine {
             );
         }
         Ok(SloEngine { groups })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A state file is outside input: no number in it may panic the
+        /// daemon, only be refused.
+        #[test]
+        fn odd_rings_are_refused_not_panicked_on(
+            resolution_ms in prop_oneof![Just(10_000u64), Just(HOUR_MS), any::<u64>()],
+            len in prop_oneof![Just(360u64), 0u64..800, any::<u64>()],
+            head in proptest::option::of(prop_oneof![any::<u64>(), Just(u64::MAX), 0u64..1000]),
+            first in prop_oneof![any::<u64>(), Just(u64::MAX - 1), 0u64..1000],
+            good in proptest::collection::vec(any::<u32>(), 0..5),
+            bad in proptest::collection::vec(any::<u32>(), 0..5),
+        ) {
+            let state = RingState { resolution_ms, len, head, first, good, bad };
+            for expected in [Some(FINE), None] {
+                if let Ok(ring) = state.ring(expected) {
+                    // What is accepted reads back as written.
+                    let again = RingState::of(&ring).ring(expected);
+                    prop_assert_eq!(again.as_ref(), Ok(&ring));
+                }
+            }
+        }
     }
 }

@@ -636,6 +636,15 @@ fn a_state_that_cannot_be_used_is_refused_by_name() {
             what: "buckets outside their ring"
         }))
     );
+    let lengths = good.replacen("\"bad\":[1]", "\"bad\":[1,1]", 1);
+    assert_eq!(
+        SloState::from_json(&lengths).map(SloEngine::restore),
+        Ok(Err(StateError::Corrupt {
+            group: "g".into(),
+            sli: Sli::Availability,
+            what: "good and bad counts of different lengths"
+        }))
+    );
     let carry = good.replacen(
         "\"good_total\":0",
         "\"latency_carry\":1.5,\"good_total\":0",

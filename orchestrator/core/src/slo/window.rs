@@ -196,6 +196,11 @@ impl Ring {
         let Some(head) = head else {
             return buckets.is_empty().then_some(ring);
         };
+        // INVARIANT: a head no time could reach is refused, so that
+        // `head + 1` and `head × resolution` never overflow.
+        if head > u64::MAX / shape.resolution_ms - 1 {
+            return None;
+        }
         let oldest = ring.oldest(head);
         let mut previous = None;
         for &(index, good, bad) in buckets {
@@ -432,7 +437,8 @@ mod tests {
             resolution_ms: 10,
             len: 4,
         };
-        let table: [(Option<u64>, &[(u64, u32, u32)], bool); 6] = [
+        type Row<'a> = (Option<u64>, &'a [(u64, u32, u32)], bool);
+        let table: [Row; 6] = [
             (Some(9), &[(6, 1, 0), (9, 0, 1)], true),
             (Some(9), &[(5, 1, 0)], false),
             (Some(9), &[(10, 1, 0)], false),
