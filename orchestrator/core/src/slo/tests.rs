@@ -1057,3 +1057,140 @@ proptest! {
         prop_assert!(total("30d") <= r.totals.total());
     }
 }
+
+#[derive(Debug, Clone)]
+enum Op {
+    Configure {
+        window_s: u64,
+        availability: bool,
+        latency: bool,
+        error_rate: bool,
+    },
+    Availability {
+        at: u64,
+        healthy: u64,
+        wanted: u64,
+    },
+    Requests {
+        at: u64,
+        requests: u64,
+        errors: u64,
+        fast: u64,
+    },
+    Report {
+        at: u64,
+    },
+    Restart,
+}
+
+fn arb_time() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        BASE..BASE + 40 * DAY,
+        Just(0u64),
+        Just(u64::MAX),
+        any::<u64>()
+    ]
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let window_s = prop_oneof![
+        Just(0u64),
+        1u64..100_000,
+        Just(30 * 86_400),
+        86_400u64..400 * 86_400,
+        Just(u64::MAX / 1_000_000_000)
+    ];
+    prop_oneof![
+        (window_s, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(window_s, availability, latency, error_rate)| Op::Configure {
+                window_s,
+                availability,
+                latency,
+                error_rate
+            }
+        ),
+        (
+            arb_time(),
+            prop_oneof![0u64..20, any::<u64>()],
+            prop_oneof![0u64..20, any::<u64>()]
+        )
+            .prop_map(|(at, healthy, wanted)| Op::Availability {
+                at,
+                healthy,
+                wanted
+            }),
+        (
+            arb_time(),
+            prop_oneof![0u64..50, any::<u64>()],
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(at, requests, errors, fast)| Op::Requests {
+                at,
+                requests,
+                errors,
+                fast
+            }),
+        arb_time().prop_map(|at| Op::Report { at }),
+        Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    /// No sequence of calls, at any times, with any window, panics; the
+    /// totals never go down while a series lives; ratios stay in [0, 1].
+    #[test]
+    fn any_sequence_of_calls_is_safe(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        let mut e = SloEngine::default();
+        let mut last: Option<(Counts, Counts, Counts)> = None;
+        for op in ops {
+            match op {
+                Op::Configure { window_s, availability, latency, error_rate } => {
+                    let s = Slo {
+                        availability: availability.then(|| Percent::parse("99%").unwrap()),
+                        latency_p99: latency.then(|| d("1s")),
+                        error_rate: error_rate.then(|| Percent::parse("1%").unwrap()),
+                        window: Duration::from_secs(window_s),
+                    };
+                    e.configure([("g", &s)]);
+                    last = None;
+                }
+                Op::Availability { at, healthy, wanted } => {
+                    let _ = e.record_availability(at, "g", healthy, wanted);
+                }
+                Op::Requests { at, requests, errors, fast } => {
+                    let fast = fast % (requests.saturating_add(1));
+                    let delta = RequestDelta {
+                        requests: Some(requests),
+                        errors: Some(errors),
+                        durations: Some(hist(&[0.5, 5.0], &[fast, fast], requests)),
+                    };
+                    let _ = e.record_requests(at, "g", &delta);
+                }
+                Op::Report { at } => {
+                    if let Some(g) = e.group_report(at, "g") {
+                        for r in &g.slis {
+                            for w in &r.windows {
+                                prop_assert!(w.error_ratio.is_none_or(|x| (0.0..=1.0).contains(&x)));
+                            }
+                        }
+                        let totals = |sli| g.sli(sli).map(|r| r.totals).unwrap_or_default();
+                        let now = (totals(Sli::Availability), totals(Sli::Latency), totals(Sli::ErrorRate));
+                        if let Some(before) = last {
+                            for (b, n) in [(before.0, now.0), (before.1, now.1), (before.2, now.2)] {
+                                prop_assert!(n.good >= b.good && n.bad >= b.bad);
+                            }
+                        }
+                        last = Some(now);
+                    }
+                }
+                Op::Restart => {
+                    let state = e.snapshot();
+                    let slos: Vec<(String, Slo)> = e.groups.iter().filter_map(|(n, g)| Some((n.clone(), g.slo.clone()?))).collect();
+                    e = SloEngine::restore(SloState::from_json(&state.to_json()).unwrap()).unwrap();
+                    e.configure(slos.iter().map(|(n, s)| (n.as_str(), s)));
+                }
+            }
+        }
+    }
+}

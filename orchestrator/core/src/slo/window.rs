@@ -198,7 +198,7 @@ impl Ring {
         };
         // INVARIANT: a head no time could reach is refused, so that
         // `head + 1` and `head × resolution` never overflow.
-        if head > u64::MAX / shape.resolution_ms - 1 {
+        if head > u64::MAX / shape.resolution_ms {
             return None;
         }
         let oldest = ring.oldest(head);
