@@ -38,6 +38,12 @@
 //! A zero budget (an `error_rate: 0%` objective) burns infinitely fast on
 //! the first bad event: burn rate `+Inf`, budget remaining `−Inf`.
 //!
+//! A [`SliReport`] maps one to one onto the `orchestrator_slo_*` series:
+//! `objective.target` is the objective ratio, `totals` the events
+//! (good + bad) and errors (bad) counters, each [`WindowReport`] the error
+//! ratio and burn rate with `window` printed as its label (`5m` … `30d`),
+//! and `budget_remaining` the error budget remaining ratio.
+//!
 //! # Time, memory and precision
 //!
 //! Time is an argument, in Unix milliseconds, because the history outlives
