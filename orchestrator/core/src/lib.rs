@@ -11,5 +11,6 @@ pub mod gpu;
 pub mod graph;
 pub mod model;
 pub mod planner;
+pub mod slo;
 pub mod supervise;
 pub mod units;
