@@ -319,12 +319,14 @@ def fleet_alert_rules(scale):
 
 
 def rule_groups(scale):
+    # One group for everything SLO, in dependency order: rules of a group
+    # run one after the other at the same instant, each seeing the results
+    # of those before it, while separate groups run on their own schedules
+    # and would read each other's results one evaluation late.
+    slo = slo_sli_rules(scale) + slo_period_rules(scale) + slo_meta_rules() + slo_alert_rules()
     return {
         "groups": [
-            {"name": "orchestrator-slo-sli", "rules": slo_sli_rules(scale)},
-            {"name": "orchestrator-slo-period", "rules": slo_period_rules(scale)},
-            {"name": "orchestrator-slo-meta", "rules": slo_meta_rules()},
-            {"name": "orchestrator-slo-alerts", "rules": slo_alert_rules()},
+            {"name": "orchestrator-slo", "rules": slo},
             {"name": "orchestrator-alerts", "rules": fleet_alert_rules(scale)},
         ]
     }
