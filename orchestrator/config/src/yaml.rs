@@ -479,6 +479,71 @@ mod tests {
     }
 
     #[test]
+    fn last_wins_keeps_the_first_place_and_the_last_value() {
+        let doc = parse_with(
+            "a: 1\nb:\n  x: {k: 1}\n  x: {k: 2}\na: 3\n",
+            DuplicateKeys::LastWins,
+        )
+        .unwrap();
+        let keys: Vec<_> = doc
+            .root
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap(), v.span.start.line))
+            .collect();
+        assert_eq!(keys, [("a", 5), ("b", 3)]);
+        assert_eq!(
+            doc.root
+                .get("b")
+                .unwrap()
+                .get("x")
+                .unwrap()
+                .get("k")
+                .unwrap()
+                .as_str(),
+            Some("2")
+        );
+        let seen: Vec<_> = doc
+            .duplicates
+            .iter()
+            .map(|d| {
+                (
+                    d.key.as_str(),
+                    d.path.clone(),
+                    d.previous.start.line,
+                    d.again.start.line,
+                    d.replaced
+                        .get("k")
+                        .and_then(Node::as_str)
+                        .or(d.replaced.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("x", vec!["b".to_string()], 3, 4, Some("1")),
+                ("a", vec![], 1, 5, Some("1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_wins_records_the_path_through_lists() {
+        let doc = parse_with("s:\n  - {n: 1, n: 2}\n", DuplicateKeys::LastWins).unwrap();
+        assert_eq!(doc.duplicates.len(), 1);
+        assert_eq!(doc.duplicates[0].path, ["s", "-"]);
+        assert_eq!(
+            doc.root.get("s").unwrap().as_seq().unwrap()[0]
+                .get("n")
+                .unwrap()
+                .as_str(),
+            Some("2")
+        );
+    }
+
+    #[test]
     fn anchors_and_aliases_expand() {
         let root = parse("x: &A {k: 1}\ny: *A\n").unwrap();
         assert_eq!(root.get("y").unwrap().get("k").unwrap().as_str(), Some("1"));

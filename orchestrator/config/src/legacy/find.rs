@@ -69,7 +69,9 @@ pub struct Found<'a> {
     pub section: String,
 }
 
-/// Every agent the launcher found, in file order.
+/// Every agent the launcher found, in the order it read them: top-level
+/// sections in file order, each agent group read where `agent_groups` is.
+/// (A repeated key keeps the place of its first occurrence.)
 pub fn launcher_agents(root: &Node) -> Vec<Found<'_>> {
     let mut out = Vec::new();
     let Some(top) = root.as_map() else {
@@ -86,7 +88,6 @@ pub fn launcher_agents(root: &Node) -> Vec<Found<'_>> {
             }
         }
     }
-    out.sort_by_key(|f| f.at.start);
     out
 }
 
@@ -140,16 +141,8 @@ pub fn agents_in_replaced(path: &[String], key: &str, replaced: &Node) -> Vec<St
             }
         }
         // One agent written as `Name: {...}` in a section or an agent group.
-        [_] => {
-            if is_agent(replaced) {
-                found.push(key.to_string());
-            }
-        }
-        [top, _] if top == "agent_groups" => {
-            if is_agent(replaced) {
-                found.push(key.to_string());
-            }
-        }
+        [_] if is_agent(replaced) => found.push(key.to_string()),
+        [top, _] if top == "agent_groups" && is_agent(replaced) => found.push(key.to_string()),
         _ => {}
     }
     found

@@ -31,11 +31,11 @@ pub struct Member {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     /// Under the top-level `docker_groups`, where it belongs.
-    DockerGroups,
+    TopLevel,
     /// Under a `docker_groups` written inside `agent_groups`.
-    NestedDockerGroups,
+    Nested,
     /// Directly under `agent_groups`, shaped as a docker group.
-    AgentGroups,
+    InAgentGroups,
 }
 
 struct Def<'a> {
@@ -74,7 +74,7 @@ fn definitions<'a>(root: &'a Node, d: &mut Diagnostics) -> Vec<Def<'a>> {
                         defs.push(Def {
                             key: gk,
                             node: gv,
-                            place: Place::DockerGroups,
+                            place: Place::TopLevel,
                         });
                     }
                 }
@@ -107,7 +107,7 @@ fn definitions<'a>(root: &'a Node, d: &mut Diagnostics) -> Vec<Def<'a>> {
                     defs.push(Def {
                         key: k,
                         node: v,
-                        place: Place::NestedDockerGroups,
+                        place: Place::Nested,
                     });
                 }
             } else if is_docker_group_shape(gv) {
@@ -123,7 +123,7 @@ fn definitions<'a>(root: &'a Node, d: &mut Diagnostics) -> Vec<Def<'a>> {
                 defs.push(Def {
                     key: gk,
                     node: gv,
-                    place: Place::AgentGroups,
+                    place: Place::InAgentGroups,
                 });
             }
         }
@@ -144,9 +144,9 @@ pub fn docker_groups(
     for def in definitions(root, d) {
         let gname = def.key.as_str().unwrap_or("~").to_string();
         let path = match def.place {
-            Place::DockerGroups => format!("docker_groups.{gname}"),
-            Place::NestedDockerGroups => format!("agent_groups.docker_groups.{gname}"),
-            Place::AgentGroups => format!("agent_groups.{gname}"),
+            Place::TopLevel => format!("docker_groups.{gname}"),
+            Place::Nested => format!("agent_groups.docker_groups.{gname}"),
+            Place::InAgentGroups => format!("agent_groups.{gname}"),
         };
         let Some(entries) = def.node.as_map() else {
             d.warning_help(
