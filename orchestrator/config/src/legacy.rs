@@ -1,24 +1,56 @@
-//! Import of the legacy startup_config format (`agent_groups` or
-//! `pc2_services` define agents, `docker_groups` define groups).
+//! Import of the legacy startup_config format, in every shape it took.
+//!
+//! Which agents: exactly those the legacy launcher started (see `find`):
+//! every mapping with a `script_path` that is an entry of a value of
+//! `agent_groups`, or of any top-level value (a list of entries named by
+//! `name`, or a mapping of name to entry). A file is legacy when it has no
+//! `version` and has `agent_groups`, `pc2_services`, `docker_groups` or
+//! such an agent. The shapes seen over the format's life:
+//! 1. top-level sections as lists (`core_services:`, `pc2_services:`, ...),
+//!    block or flow style, next to non-agent sections;
+//! 2. `agent_groups` and no `docker_groups`;
+//! 3. `agent_groups` plus `docker_groups`;
+//! 4. `docker_groups` written inside `agent_groups`, followed by more
+//!    docker-group-shaped entries (`description`, an `agents` list) there;
+//! 5. repeated keys.
 //!
 //! Mapping rules:
-//! - `docker_groups.<g>` becomes group `g` (with its description); its
-//!   `agents` list assigns agents to it.
+//! - The file is read as the launcher's loader read it: a repeated key keeps
+//!   its last value (in the place of the first), with a warning naming both
+//!   lines and any agent that only the hidden value defined.
+//! - Groups are the docker groups, wherever they were written (a warning
+//!   for each one inside `agent_groups`); `docker_groups.<g>` becomes group
+//!   `g` with its description, and its `agents` list assigns agents to it
+//!   (the first group listing an agent keeps it). A docker group defined
+//!   twice is merged into the first.
 //! - An agent in no docker group is placed in the docker group holding the
-//!   most agents of its legacy `agent_groups` section (first such group in
-//!   file order on a tie), with a warning. Nothing is dropped.
+//!   most agents of its section (agent group or top-level section; first
+//!   such group in file order on a tie), else in a group named after its
+//!   section, with a warning. In a file with no docker group at all, the
+//!   sections are the groups, silently.
+//! - Faults that refuse the file: a name the launcher read twice (two
+//!   entries it started both, in one section or two; not a repeated key,
+//!   where only the last was read), an unknown dependency, a dependency
+//!   cycle, a host port published twice, and values that cannot be mapped
+//!   (a port that is no port, an invalid name).
 //! - `port` becomes a published port `P:P` (bound to `host` when that is a
-//!   specific address); `health_check_port` becomes an HTTP health check on
-//!   `/health` (a TCP check on `port` when there is none).
+//!   specific address; `localhost` is 127.0.0.1, a host name is a warning);
+//!   `health_check_port` becomes an HTTP health check on `/health` (a TCP
+//!   check on `port` when there is none).
 //! - `"${PORT_OFFSET}+7200"` is evaluated (`PORT_OFFSET` given by the
 //!   caller, 0 by default); so are such values inside `config`.
-//! - `dependencies` become `depends_on`; `required: false` marks the agent
-//!   optional; `config` is kept as the agent's free-form config;
-//!   `script_path` is kept and the image comes from a template.
-//! - `global_settings.environment`, `.resource_limits` (`memory_mb`,
-//!   `cpu_percent` as a share of one CPU) and `.health_checks`, and the
-//!   top-level `health_checks.start_period_seconds`, become defaults.
-//! - Everything else is reported as a warning at its line.
+//! - `dependencies` become `depends_on`; `required: false` (or YAML 1.1
+//!   `no`/`off`) marks the agent optional; `config` (or `params`, its older
+//!   name) is kept as the agent's free-form config; `script_path` is kept
+//!   and the image comes from a template. A map entry is named by its key
+//!   (a differing `name` is a warning).
+//! - `environment`, `resource_limits` (`memory_mb`, `cpu_percent` as a
+//!   share of one CPU) and `health_checks` (`interval_seconds`,
+//!   `timeout_seconds`, `retries`, `start_period_seconds`), under
+//!   `global_settings` or at the top level, become defaults.
+//! - Everything else is reported as a warning at its line: an entry of an
+//!   agent section without `script_path` (the launcher never started it),
+//!   an empty agent group, an unknown key.
 
 use std::collections::BTreeMap;
 
