@@ -167,7 +167,9 @@ pub fn import(
         match key {
             "agent_groups" => report_agent_groups(k, v, d),
             "docker_groups" => {} // read by `groups`
-            "global_settings" => global_settings(&without_agents(v), &mut defaults, d),
+            "global_settings" if v.as_map().is_some() => {
+                global_settings(&without_agents(v), &mut defaults, d)
+            }
             "environment" | "resource_limits" | "health_checks" if v.as_map().is_some() => {
                 let settings = without_agents(v);
                 match key {
