@@ -56,7 +56,13 @@ const SECTIONS: &[&str] = &[
     "environment",
     "volumes",
 ];
-const GROUPS: &[&str] = &["foundation", "memory", "speech", "infra_core", "docker_groups"];
+const GROUPS: &[&str] = &[
+    "foundation",
+    "memory",
+    "speech",
+    "infra_core",
+    "docker_groups",
+];
 
 struct Agent {
     name: String,
@@ -327,7 +333,9 @@ fn render(c: &mut Choices, doc: &[(String, Section)]) -> String {
                             out.push_str(&format!("  - {{ name: {n}, port: 5999 }}\n"));
                         }
                         Item::Comment => {
-                            out.push_str("  # - { name: Retired, script_path: agents/retired.py }\n");
+                            out.push_str(
+                                "  # - { name: Retired, script_path: agents/retired.py }\n",
+                            );
                         }
                     }
                 }
@@ -462,7 +470,8 @@ pub fn check(bytes: &[u8]) {
                 assert!(
                     errors
                         .iter()
-                        .any(|d| d.code == "duplicate-agent" && d.message.contains(&format!("`{name}`"))),
+                        .any(|d| d.code == "duplicate-agent"
+                            && d.message.contains(&format!("`{name}`"))),
                     "`{name}` read twice, not reported:\n{}",
                     built.text
                 );
