@@ -19,6 +19,7 @@ tests/e2e/setup-apt.sh systemd-analyze=systemd docker-compose=docker-compose set
 step "python tools (target/py-venv)"
 tests/nvml/setup-venv.sh >/dev/null
 tests/exports/setup-venv.sh >/dev/null
+tests/legacy/setup-venv.sh >/dev/null
 
 step "formatting"
 cargo fmt --all -- --check

@@ -1,24 +1,56 @@
-//! Import of the legacy startup_config format (`agent_groups` or
-//! `pc2_services` define agents, `docker_groups` define groups).
+//! Import of the legacy startup_config format, in every shape it took.
+//!
+//! Which agents: exactly those the legacy launcher started (see `find`):
+//! every mapping with a `script_path` that is an entry of a value of
+//! `agent_groups`, or of any top-level value (a list of entries named by
+//! `name`, or a mapping of name to entry). A file is legacy when it has no
+//! `version` and has `agent_groups`, `pc2_services`, `docker_groups` or
+//! such an agent. The shapes seen over the format's life:
+//! 1. top-level sections as lists (`core_services:`, `pc2_services:`, ...),
+//!    block or flow style, next to non-agent sections;
+//! 2. `agent_groups` and no `docker_groups`;
+//! 3. `agent_groups` plus `docker_groups`;
+//! 4. `docker_groups` written inside `agent_groups`, followed by more
+//!    docker-group-shaped entries (`description`, an `agents` list) there;
+//! 5. repeated keys.
 //!
 //! Mapping rules:
-//! - `docker_groups.<g>` becomes group `g` (with its description); its
-//!   `agents` list assigns agents to it.
+//! - The file is read as the launcher's loader read it: a repeated key keeps
+//!   its last value (in the place of the first), with a warning naming both
+//!   lines and any agent that only the hidden value defined.
+//! - Groups are the docker groups, wherever they were written (a warning
+//!   for each one inside `agent_groups`); `docker_groups.<g>` becomes group
+//!   `g` with its description, and its `agents` list assigns agents to it
+//!   (the first group listing an agent keeps it). A docker group defined
+//!   twice is merged into the first.
 //! - An agent in no docker group is placed in the docker group holding the
-//!   most agents of its legacy `agent_groups` section (first such group in
-//!   file order on a tie), with a warning. Nothing is dropped.
+//!   most agents of its section (agent group or top-level section; first
+//!   such group in file order on a tie), else in a group named after its
+//!   section, with a warning. In a file with no docker group at all, the
+//!   sections are the groups, silently.
+//! - Faults that refuse the file: a name the launcher read twice (two
+//!   entries it started both, in one section or two; not a repeated key,
+//!   where only the last was read), an unknown dependency, a dependency
+//!   cycle, a host port published twice, and values that cannot be mapped
+//!   (a port that is no port, an invalid name).
 //! - `port` becomes a published port `P:P` (bound to `host` when that is a
-//!   specific address); `health_check_port` becomes an HTTP health check on
-//!   `/health` (a TCP check on `port` when there is none).
+//!   specific address; `localhost` is 127.0.0.1, a host name is a warning);
+//!   `health_check_port` becomes an HTTP health check on `/health` (a TCP
+//!   check on `port` when there is none).
 //! - `"${PORT_OFFSET}+7200"` is evaluated (`PORT_OFFSET` given by the
 //!   caller, 0 by default); so are such values inside `config`.
-//! - `dependencies` become `depends_on`; `required: false` marks the agent
-//!   optional; `config` is kept as the agent's free-form config;
-//!   `script_path` is kept and the image comes from a template.
-//! - `global_settings.environment`, `.resource_limits` (`memory_mb`,
-//!   `cpu_percent` as a share of one CPU) and `.health_checks`, and the
-//!   top-level `health_checks.start_period_seconds`, become defaults.
-//! - Everything else is reported as a warning at its line.
+//! - `dependencies` become `depends_on`; `required: false` (or YAML 1.1
+//!   `no`/`off`) marks the agent optional; `config` (or `params`, its older
+//!   name) is kept as the agent's free-form config; `script_path` is kept
+//!   and the image comes from a template. A map entry is named by its key
+//!   (a differing `name` is a warning).
+//! - `environment`, `resource_limits` (`memory_mb`, `cpu_percent` as a
+//!   share of one CPU) and `health_checks` (`interval_seconds`,
+//!   `timeout_seconds`, `retries`, `start_period_seconds`), under
+//!   `global_settings` or at the top level, become defaults.
+//! - Everything else is reported as a warning at its line: an entry of an
+//!   agent section without `script_path` (the launcher never started it),
+//!   an empty agent group, an unknown key.
 
 use std::collections::BTreeMap;
 
@@ -28,10 +60,13 @@ use orch_core::model::{
 };
 use orch_core::units::{ByteSize, Duration};
 
+mod find;
+mod groups;
+
 use crate::decode::{self as de, MapReader};
 use crate::diag::Diagnostics;
 use crate::source::{AgentSource, GroupSource, SourceIndex, valid_name};
-use crate::yaml::{Node, Span, Value};
+use crate::yaml::{Document, Node, Span, Value};
 
 /// What the importer needs that the legacy file does not say.
 #[derive(Debug, Clone)]
@@ -90,42 +125,61 @@ fn render_image(t: &str, agent: &str, group: &str, script: Option<&str>) -> Stri
         .replace("{script_stem}", &stem.to_lowercase())
 }
 
-/// True when the document looks like a legacy config.
+/// True when the document is a legacy config: a mapping with no `version`
+/// that has a legacy section or an agent by the launcher's rule.
 pub fn is_legacy(root: &Node) -> bool {
-    root.get("version").is_none()
-        && (root.get("agent_groups").is_some()
-            || root.get("pc2_services").is_some()
-            || root.get("docker_groups").is_some())
+    root.as_map().is_some()
+        && root.get("version").is_none()
+        && (LEGACY_SECTIONS.iter().any(|k| root.get(k).is_some())
+            || !find::launcher_agents(root).is_empty())
 }
 
+const LEGACY_SECTIONS: &[&str] = &["agent_groups", "pc2_services", "docker_groups"];
+
+/// An agent the launcher found, with its checked name.
 struct LegacyAgent<'a> {
     name: String,
-    key_span: Span,
-    /// The `agent_groups` section it was defined in (mainpc shape only).
-    section: Option<String>,
-    node: &'a Node,
+    /// Where the name is written (the key, or the `name` value).
+    name_span: Span,
+    found: find::Found<'a>,
 }
 
+/// Imports a legacy document: every agent the launcher found, grouped, with
+/// everything that cannot be mapped reported at its line.
 pub fn import(
-    root: &Node,
+    doc: &Document,
     opts: &LegacyOptions,
     d: &mut Diagnostics,
 ) -> Option<(HostConfig, SourceIndex)> {
-    let mut top = MapReader::new(root, "the legacy config", d)?;
+    let root = &doc.root;
+    let Some(top) = root.as_map() else {
+        d.error(
+            "not-a-config",
+            root.span,
+            format!("a startup config is a mapping, found {}", root.kind()),
+        );
+        return None;
+    };
+
     let mut defaults = AgentDefaults::default();
-    if let Some(n) = top.take("global_settings") {
-        global_settings(n, &mut defaults, d);
-    }
-    if let Some(n) = top.take("health_checks")
-        && let Some(mut m) = MapReader::new(n, "`health_checks`", d)
-    {
-        if let Some(v) = m.take("start_period_seconds")
-            && let Some(s) = de::uint(v, "`start_period_seconds`", 0, 86_400, d)
-        {
-            defaults.health.start_period = Duration::from_secs(s);
-        }
-        for (k, _) in m.rest() {
-            unmapped(k, "health_checks", d);
+    for (k, v) in top {
+        let key = k.as_str().unwrap_or("~");
+        match key {
+            "agent_groups" => report_agent_groups(k, v, d),
+            "docker_groups" => {} // read by `groups`
+            "global_settings" if v.as_map().is_some() => {
+                global_settings(&without_agents(v), &mut defaults, d)
+            }
+            "environment" | "resource_limits" | "health_checks" if v.as_map().is_some() => {
+                let settings = without_agents(v);
+                match key {
+                    "environment" => environment(&settings, key, &mut defaults, d),
+                    "resource_limits" => resource_limits(&settings, key, &mut defaults, d),
+                    _ => health_checks(&settings, key, &mut defaults, d),
+                }
+            }
+            _ if find::has_agents(v) => report_non_agents(key, v, d),
+            _ => unmapped(k, key, d),
         }
     }
     let template_is_fixed = !opts.image_template.contains('{');
@@ -133,211 +187,85 @@ pub fn import(
         defaults.image = Some(opts.image_template.clone());
     }
 
-    // Agents, from either shape.
+    // Agents, by the launcher's rule; a name read twice is a fault.
     let mut agents: Vec<LegacyAgent> = Vec::new();
-    if let Some(n) = top.take("agent_groups")
-        && let Some(mut sections) = MapReader::new(n, "`agent_groups`", d)
-    {
-        for (sk, sv) in sections.rest() {
-            let section = sk.as_str().unwrap_or("~").to_string();
-            if sv.is_null() || sv.as_map().is_some_and(<[_]>::is_empty) {
-                d.warning(
-                    "legacy-empty",
-                    sk.span,
-                    format!("agent group `{section}` defines no agents"),
-                );
-                continue;
-            }
-            let Some(mut am) = MapReader::new(sv, format!("agent group `{section}`"), d) else {
-                continue;
-            };
-            for (ak, av) in am.rest() {
-                agents.push(LegacyAgent {
-                    name: ak.as_str().unwrap_or("~").to_string(),
-                    key_span: ak.span,
-                    section: Some(section.clone()),
-                    node: av,
-                });
-            }
-        }
-    }
-    if let Some(n) = top.take("pc2_services")
-        && let Some(items) = de::seq(n, "`pc2_services`", d)
-    {
-        for item in items {
-            match item.entry("name") {
-                Some((_, nv)) => {
-                    if let Some(name) = de::name(nv, "the service name", d) {
-                        agents.push(LegacyAgent {
-                            name,
-                            key_span: nv.span,
-                            section: None,
-                            node: item,
-                        });
-                    }
+    for f in find::launcher_agents(root) {
+        let named = match (f.keyed, f.node.get("name")) {
+            (true, _) => {
+                if f.name.is_none() {
+                    d.error("name", f.at, "an agent's key must be its name");
                 }
-                None => d.error(
+                f.name.clone()
+            }
+            (false, Some(nv)) => de::name(nv, "the agent's `name`", d).map(|n| (n, nv.span)),
+            (false, None) => {
+                d.error_help(
                     "missing",
-                    item.span,
-                    "a service in `pc2_services` needs a `name`",
+                    f.at,
+                    format!("an agent entry of `{}` has no `name`", f.section),
+                    "add `name: AgentName`",
+                );
+                None
+            }
+        };
+        let Some((name, name_span)) = named else {
+            continue;
+        };
+        if f.keyed
+            && let Some(nv) = f.node.get("name")
+            && let Some(other) = nv.as_str()
+            && other != name
+        {
+            d.warning_help(
+                "legacy-name",
+                nv.span,
+                format!(
+                    "agent `{name}` also says `name: {other}`; it is imported as `{name}`, its key"
                 ),
-            }
+                "remove the `name` or make it match the key",
+            );
         }
-    }
-
-    // Groups.
-    struct DockerGroup {
-        name: String,
-        span: Span,
-        description: Option<String>,
-        members: Vec<String>,
-    }
-    let mut docker_groups: Vec<DockerGroup> = Vec::new();
-    let mut placed: BTreeMap<String, String> = BTreeMap::new();
-    if let Some(n) = top.take("docker_groups")
-        && let Some(mut gm) = MapReader::new(n, "`docker_groups`", d)
-    {
-        for (gk, gv) in gm.rest() {
-            let gname = gk.as_str().unwrap_or("~").to_string();
-            if !valid_name(&gname) {
-                d.error(
-                    "name",
-                    gk.span,
-                    format!("`{gname}` is not a valid group name"),
-                );
-            }
-            let Some(mut g) = MapReader::new(gv, format!("docker group `{gname}`"), d) else {
-                continue;
-            };
-            let description = g
-                .take("description")
-                .and_then(|v| de::string(v, "`description`", d));
-            let mut members = Vec::new();
-            if let Some(list) = g.take("agents").and_then(|v| de::strings(v, "`agents`", d)) {
-                for (aname, span) in list {
-                    if !agents.iter().any(|a| a.name == aname) {
-                        d.warning_help(
-                            "legacy-unknown-agent",
-                            span,
-                            format!("docker group `{gname}` lists `{aname}`, which no agent definition declares; skipped"),
-                            "define the agent or remove it from the group",
-                        );
-                        continue;
-                    }
-                    if let Some(first) = placed.get(&aname) {
-                        d.warning(
-                            "legacy-regrouped",
-                            span,
-                            format!(
-                                "`{aname}` is already in docker group `{first}`; it stays there"
-                            ),
-                        );
-                        continue;
-                    }
-                    placed.insert(aname.clone(), gname.clone());
-                    members.push(aname);
-                }
-            }
-            for (k, _) in g.rest() {
-                unmapped(
-                    k,
-                    &format!("docker_groups.{gname}.{}", k.as_str().unwrap_or("~")),
-                    d,
-                );
-            }
-            docker_groups.push(DockerGroup {
-                name: gname,
-                span: gk.span,
-                description,
-                members,
-            });
-        }
-    } else {
-        d.error_help(
-            "legacy-no-groups",
-            root.span,
-            "the legacy config has no `docker_groups`, so its agents belong to no group",
-            "add `docker_groups` or convert by hand to version 1",
-        );
-    }
-
-    // Agents in no docker group go where most of their section went.
-    for a in &agents {
-        if placed.contains_key(&a.name) {
+        if let Some(first) = agents.iter().find(|a| a.name == name) {
+            d.error_help(
+                "duplicate-agent",
+                name_span,
+                format!(
+                    "agent `{name}` is defined twice: on line {} (in `{}`) and here (in `{}`); the legacy launcher read both",
+                    first.name_span.start.line, first.found.section, f.section
+                ),
+                "agent names are unique on a host; remove or rename one of them",
+            );
             continue;
         }
-        let target = a.section.as_ref().and_then(|section| {
-            let mut counts: Vec<(usize, usize)> = Vec::new(); // (count, group position)
-            for (gi, g) in docker_groups.iter().enumerate() {
-                let n = agents
-                    .iter()
-                    .filter(|x| {
-                        x.section.as_ref() == Some(section) && placed.get(&x.name) == Some(&g.name)
-                    })
-                    .count();
-                if n > 0 {
-                    counts.push((n, gi));
-                }
-            }
-            counts.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
-            counts.first().map(|(_, gi)| *gi)
+        agents.push(LegacyAgent {
+            name,
+            name_span,
+            found: f,
         });
-        match target {
-            Some(gi) => {
-                let g = &mut docker_groups[gi];
-                d.warning_help(
-                    "legacy-ungrouped",
-                    a.key_span,
-                    format!(
-                        "agent `{}` is in no docker group; placed in `{}` with the other agents of `{}`",
-                        a.name,
-                        g.name,
-                        a.section.as_deref().unwrap_or("?")
-                    ),
-                    format!("list `{}` under a docker group to choose its group", a.name),
-                );
-                g.members.push(a.name.clone());
-                placed.insert(a.name.clone(), g.name.clone());
-            }
-            None => {
-                let gname = a.section.clone().unwrap_or_else(|| "ungrouped".to_string());
-                d.warning(
-                    "legacy-ungrouped",
-                    a.key_span,
-                    format!(
-                        "agent `{}` is in no docker group; placed in a group `{gname}` of its own",
-                        a.name
-                    ),
-                );
-                match docker_groups.iter_mut().find(|g| g.name == gname) {
-                    Some(g) => g.members.push(a.name.clone()),
-                    None => docker_groups.push(DockerGroup {
-                        name: gname.clone(),
-                        span: a.key_span,
-                        description: None,
-                        members: vec![a.name.clone()],
-                    }),
-                }
-                placed.insert(a.name.clone(), gname);
-            }
-        }
     }
+    duplicate_keys(doc, &agents, d);
 
-    for (k, _) in top.rest() {
-        let key = k.as_str().unwrap_or("~");
-        unmapped(k, key, d);
-    }
+    // Groups: docker groups wherever written, then a place for the rest.
+    let members: Vec<groups::Member> = agents
+        .iter()
+        .map(|a| groups::Member {
+            name: a.name.clone(),
+            section: a.found.section.clone(),
+            span: a.name_span,
+        })
+        .collect();
+    let (mut docker_groups, mut placed) = groups::docker_groups(root, &members, d);
+    groups::place_ungrouped(&mut docker_groups, &mut placed, &members, d);
 
     let mut index = SourceIndex::default();
     let mut groups = Vec::new();
     for g in &docker_groups {
         let mut members = Vec::new();
         for name in &g.members {
-            // Definitions in file order decide among duplicates; validation reports them.
-            for a in agents.iter().filter(|a| &a.name == name) {
-                if let Some(agent) = agent(a, &g.name, &defaults, opts, &mut index, d) {
-                    members.push(agent);
-                }
+            if let Some(a) = agents.iter().find(|a| &a.name == name)
+                && let Some(agent) = agent(a, &g.name, &defaults, opts, &mut index, d)
+            {
+                members.push(agent);
             }
         }
         index.groups.push(GroupSource {
@@ -373,10 +301,130 @@ pub fn import(
     ))
 }
 
+/// A warning for each repeated key, naming both lines and any agent the
+/// replaced value held that is therefore not imported.
+fn duplicate_keys(doc: &Document, agents: &[LegacyAgent], d: &mut Diagnostics) {
+    for dup in &doc.duplicates {
+        let mut lost: Vec<String> = find::agents_in_replaced(&dup.path, &dup.key, &dup.replaced)
+            .into_iter()
+            .filter(|n| !agents.iter().any(|a| &a.name == n))
+            .collect();
+        lost.dedup();
+        let mut message = format!(
+            "duplicate key `{}` (lines {} and {}): the last one is used, as the legacy launcher read it",
+            dup.key, dup.previous.start.line, dup.again.start.line
+        );
+        if !lost.is_empty() {
+            message.push_str(&format!(
+                "; not imported, as only the earlier one defines them: {}",
+                lost.join(", ")
+            ));
+        }
+        d.warning_help(
+            "legacy-duplicate-key",
+            dup.again,
+            message,
+            "keep one of the two, or merge them",
+        );
+    }
+}
+
+/// Warnings for what `agent_groups` holds besides agent groups and agents.
+fn report_agent_groups(key: &Node, node: &Node, d: &mut Diagnostics) {
+    let Some(entries) = node.as_map() else {
+        match node.value {
+            Value::Null => {}
+            _ if find::has_agents(node) => report_non_agents("agent_groups", node, d),
+            _ => unmapped(key, "agent_groups", d),
+        }
+        return;
+    };
+    for (gk, gv) in entries {
+        let g = gk.as_str().unwrap_or("~");
+        if find::is_agent(gv) {
+            d.warning_help(
+                "legacy-misplaced",
+                gk.span,
+                format!(
+                    "agent `{g}` is written directly under `agent_groups`, not in an agent group; imported from section `agent_groups`"
+                ),
+                format!("move `{g}` into one of the agent groups"),
+            );
+        } else if groups::is_nested_docker_groups(gk, gv) || groups::is_docker_group_shape(gv) {
+            // Read, and warned about, as docker groups.
+        } else if find::entries(gv).is_empty() && !matches!(gv.value, Value::Scalar { .. }) {
+            d.warning(
+                "legacy-empty",
+                gk.span,
+                format!("agent group `{g}` defines no agents"),
+            );
+        } else if matches!(gv.value, Value::Scalar { .. }) {
+            unmapped(gk, &format!("agent_groups.{g}"), d);
+        } else {
+            report_non_agents(&format!("agent_groups.{g}"), gv, d);
+        }
+    }
+}
+
+/// Warnings for the entries of an agent section that are not agents.
+fn report_non_agents(path: &str, section: &Node, d: &mut Diagnostics) {
+    for e in find::entries(section) {
+        if find::is_agent(e.value) {
+            continue;
+        }
+        let name = match e.key {
+            Some(k) => k.as_str().map(str::to_string),
+            None => e
+                .value
+                .get("name")
+                .and_then(Node::as_str)
+                .map(str::to_string),
+        };
+        if e.value.as_map().is_some() {
+            d.warning_help(
+                "legacy-not-agent",
+                e.span(),
+                format!(
+                    "{} in `{path}` has no `script_path`, so the legacy launcher never started it; ignored",
+                    name.map_or("an entry".to_string(), |n| format!("`{n}`"))
+                ),
+                "add a `script_path` if it is an agent, or remove it",
+            );
+        } else {
+            let what = match name {
+                Some(n) => format!("{path}.{n}"),
+                None => format!("an entry of {path}"),
+            };
+            unmapped_at(e.span(), &what, d);
+        }
+    }
+}
+
+/// A copy of a settings section without the agents the launcher found in
+/// it, so that settings readers do not report them as unknown keys.
+fn without_agents(node: &Node) -> Node {
+    match &node.value {
+        Value::Map(m) if m.iter().any(|(_, v)| find::is_agent(v)) => Node {
+            value: Value::Map(
+                m.iter()
+                    .filter(|(_, v)| !find::is_agent(v))
+                    .cloned()
+                    .collect(),
+            ),
+            span: node.span,
+        },
+        _ => node.clone(),
+    }
+}
+
 fn unmapped(key: &Node, path: &str, d: &mut Diagnostics) {
+    unmapped_at(key.span, path, d);
+}
+
+fn unmapped_at(span: Span, path: &str, d: &mut Diagnostics) {
     d.warning_help(
         "legacy-unmapped",
-        key.span,
+        span,
         format!("`{path}` has no meaning here; ignored"),
         "the orchestrator has no equivalent; remove it or express it in the agent's own config",
     );
@@ -386,91 +434,14 @@ fn global_settings(node: &Node, defaults: &mut AgentDefaults, d: &mut Diagnostic
     let Some(mut m) = MapReader::new(node, "`global_settings`", d) else {
         return;
     };
-    if let Some(n) = m.take("environment")
-        && let Some(env) = de::string_map(n, "`environment`", d)
-    {
-        for (k, v) in &env {
-            if k.starts_with("ORCH_")
-                && let Some((kn, _)) = n.entry(k)
-            {
-                d.error_help(
-                    "reserved",
-                    kn.span,
-                    format!("`{k}` is set by the orchestrator and cannot be given in `env`"),
-                    "rename the variable",
-                );
-            }
-            if v.contains("${")
-                && let Some(vn) = n.get(k)
-            {
-                d.warning_help(
-                    "legacy-shell",
-                    vn.span,
-                    format!("`{k}` uses shell expansion (`{v}`), which containers do not perform; kept as written"),
-                    "write the value the agent should see",
-                );
-            }
-        }
-        defaults.env = env;
+    if let Some(n) = m.take("environment") {
+        environment(n, "global_settings.environment", defaults, d);
     }
-    if let Some(n) = m.take("resource_limits")
-        && let Some(mut r) = MapReader::new(n, "`resource_limits`", d)
-    {
-        if let Some(v) = r.take("memory_mb")
-            && let Some(mb) = de::uint(v, "`memory_mb`", 6, 1 << 30, d)
-        {
-            defaults.resources.memory = Some(ByteSize::mib(mb));
-        }
-        if let Some(v) = r.take("cpu_percent")
-            && let Some(p) = de::uint(v, "`cpu_percent`", 1, 100_000, d)
-        {
-            let cpus = p as f64 / 100.0;
-            defaults.resources.cpus = Some(cpus);
-            d.warning(
-                "legacy-interpreted",
-                v.span,
-                format!("`cpu_percent: {p}` read as a limit of {cpus} CPUs ({p}% of one CPU)"),
-            );
-        }
-        for (k, _) in r.rest() {
-            unmapped(
-                k,
-                &format!(
-                    "global_settings.resource_limits.{}",
-                    k.as_str().unwrap_or("~")
-                ),
-                d,
-            );
-        }
+    if let Some(n) = m.take("resource_limits") {
+        resource_limits(n, "global_settings.resource_limits", defaults, d);
     }
-    if let Some(n) = m.take("health_checks")
-        && let Some(mut h) = MapReader::new(n, "`health_checks`", d)
-    {
-        if let Some(v) = h.take("interval_seconds")
-            && let Some(s) = de::uint(v, "`interval_seconds`", 1, 86_400, d)
-        {
-            defaults.health.interval = Duration::from_secs(s);
-        }
-        if let Some(v) = h.take("timeout_seconds")
-            && let Some(s) = de::uint(v, "`timeout_seconds`", 1, 86_400, d)
-        {
-            defaults.health.timeout = Duration::from_secs(s);
-        }
-        if let Some(v) = h.take("retries")
-            && let Some(s) = de::uint(v, "`retries`", 1, 100, d)
-        {
-            defaults.health.retries = s as u32;
-        }
-        for (k, _) in h.rest() {
-            unmapped(
-                k,
-                &format!(
-                    "global_settings.health_checks.{}",
-                    k.as_str().unwrap_or("~")
-                ),
-                d,
-            );
-        }
+    if let Some(n) = m.take("health_checks") {
+        health_checks(n, "global_settings.health_checks", defaults, d);
     }
     for (k, _) in m.rest() {
         unmapped(
@@ -478,6 +449,91 @@ fn global_settings(node: &Node, defaults: &mut AgentDefaults, d: &mut Diagnostic
             &format!("global_settings.{}", k.as_str().unwrap_or("~")),
             d,
         );
+    }
+}
+
+/// Environment for every agent. Written both in `global_settings` and at
+/// the top level, it is merged, the later value of a name winning.
+fn environment(n: &Node, path: &str, defaults: &mut AgentDefaults, d: &mut Diagnostics) {
+    let Some(env) = de::string_map(n, &format!("`{path}`"), d) else {
+        return;
+    };
+    for (k, v) in &env {
+        if k.starts_with("ORCH_")
+            && let Some((kn, _)) = n.entry(k)
+        {
+            d.error_help(
+                "reserved",
+                kn.span,
+                format!("`{k}` is set by the orchestrator and cannot be given in `env`"),
+                "rename the variable",
+            );
+        }
+        if v.contains("${")
+            && let Some(vn) = n.get(k)
+        {
+            d.warning_help(
+                "legacy-shell",
+                vn.span,
+                format!("`{k}` uses shell expansion (`{v}`), which containers do not perform; kept as written"),
+                "write the value the agent should see",
+            );
+        }
+    }
+    defaults.env.extend(env);
+}
+
+fn resource_limits(n: &Node, path: &str, defaults: &mut AgentDefaults, d: &mut Diagnostics) {
+    let Some(mut r) = MapReader::new(n, format!("`{path}`"), d) else {
+        return;
+    };
+    if let Some(v) = r.take("memory_mb")
+        && let Some(mb) = de::uint(v, "`memory_mb`", 6, 1 << 30, d)
+    {
+        defaults.resources.memory = Some(ByteSize::mib(mb));
+    }
+    if let Some(v) = r.take("cpu_percent")
+        && let Some(p) = de::uint(v, "`cpu_percent`", 1, 100_000, d)
+    {
+        let cpus = p as f64 / 100.0;
+        defaults.resources.cpus = Some(cpus);
+        d.warning(
+            "legacy-interpreted",
+            v.span,
+            format!("`cpu_percent: {p}` read as a limit of {cpus} CPUs ({p}% of one CPU)"),
+        );
+    }
+    for (k, _) in r.rest() {
+        unmapped(k, &format!("{path}.{}", k.as_str().unwrap_or("~")), d);
+    }
+}
+
+fn health_checks(n: &Node, path: &str, defaults: &mut AgentDefaults, d: &mut Diagnostics) {
+    let Some(mut h) = MapReader::new(n, format!("`{path}`"), d) else {
+        return;
+    };
+    if let Some(v) = h.take("interval_seconds")
+        && let Some(s) = de::uint(v, "`interval_seconds`", 1, 86_400, d)
+    {
+        defaults.health.interval = Duration::from_secs(s);
+    }
+    if let Some(v) = h.take("timeout_seconds")
+        && let Some(s) = de::uint(v, "`timeout_seconds`", 1, 86_400, d)
+    {
+        defaults.health.timeout = Duration::from_secs(s);
+    }
+    if let Some(v) = h.take("retries")
+        && let Some(s) = de::uint(v, "`retries`", 1, 100, d)
+    {
+        defaults.health.retries = s as u32;
+    }
+    if let Some(v) = h.take("start_period_seconds")
+        && let Some(s) = de::uint(v, "`start_period_seconds`", 0, 86_400, d)
+    {
+        defaults.health.start_period = Duration::from_secs(s);
+    }
+    for (k, _) in h.rest() {
+        unmapped(k, &format!("{path}.{}", k.as_str().unwrap_or("~")), d);
     }
 }
 
@@ -609,11 +665,11 @@ fn agent(
     if !valid_name(&a.name) {
         d.error(
             "name",
-            a.key_span,
+            a.name_span,
             format!("`{}` is not a valid agent name", a.name),
         );
     }
-    let mut m = MapReader::new(a.node, format!("agent `{}`", a.name), d)?;
+    let mut m = MapReader::new(a.found.node, format!("agent `{}`", a.name), d)?;
     m.allow("name");
     let script_path = m
         .take("script_path")
@@ -623,11 +679,17 @@ fn agent(
         match s.parse::<std::net::IpAddr>() {
             Ok(ip) if ip.is_unspecified() => None,
             Ok(_) => Some(s),
+            Err(_) if s == "localhost" => Some("127.0.0.1".to_string()),
             Err(_) => {
-                d.error(
-                    "address",
+                // The launcher passed it to the agent, which bound where it
+                // resolved; a container port has no such choice.
+                d.warning_help(
+                    "legacy-interpreted",
                     n.span,
-                    format!("`host: {s}` is not an IP address"),
+                    format!(
+                        "`host: {s}` is not an IP address; the port is published on all addresses"
+                    ),
+                    "write an IP address to publish on one address only",
                 );
                 None
             }
@@ -660,15 +722,31 @@ fn agent(
     };
     let required = m
         .take("required")
-        .and_then(|n| de::boolean(n, "`required`", d))
+        .and_then(|n| yaml11_bool(n, "`required`", d))
         .unwrap_or(true);
     let depends_on = m
         .take("dependencies")
         .and_then(|n| de::strings(n, "`dependencies`", d))
         .unwrap_or_default();
-    let config = m
-        .take("config")
-        .map(|n| config_json(n, opts.port_offset, d));
+    // Older files called the agent's own settings `params`.
+    let config = match (m.take("config"), m.take_entry("params")) {
+        (Some(c), params) => {
+            if let Some((pk, _)) = params {
+                d.warning_help(
+                    "legacy-unmapped",
+                    pk.span,
+                    format!(
+                        "`params` of agent `{}` is ignored: its `config` is used",
+                        a.name
+                    ),
+                    "merge `params` into `config`",
+                );
+            }
+            Some(config_json(c, opts.port_offset, d))
+        }
+        (None, Some((_, p))) => Some(config_json(p, opts.port_offset, d)),
+        (None, None) => None,
+    };
     for (k, _) in m.rest() {
         let key = k.as_str().unwrap_or("~");
         d.warning_help(
@@ -681,10 +759,10 @@ fn agent(
     index.agents.push(AgentSource {
         name: a.name.clone(),
         group: group.to_string(),
-        span: a.key_span,
+        span: a.name_span,
         depends_on: depends_on.clone(),
         ports: port_sources,
-        replicas: (1, a.key_span),
+        replicas: (1, a.name_span),
     });
     Some(Agent {
         name: a.name.clone(),
@@ -710,6 +788,23 @@ fn agent(
         config,
         script_path,
     })
+}
+
+/// A boolean as the legacy loader read one (YAML 1.1: `yes`/`no` and
+/// `on`/`off` too).
+fn yaml11_bool(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bool> {
+    if let Value::Scalar {
+        text,
+        quoted: false,
+    } = &node.value
+    {
+        match text.as_str() {
+            "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(true),
+            "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(false),
+            _ => {}
+        }
+    }
+    de::boolean(node, what, d)
 }
 
 #[cfg(test)]

@@ -125,41 +125,43 @@ pub fn load_str(label: &str, text: &str, opts: &LoadOptions) -> Result<Loaded, C
         diagnostics: d.into_sorted(),
         source_text: text.to_string(),
     };
-    let root = match yaml::parse(text) {
-        Ok(root) => root,
-        Err(e) => {
-            let span = yaml::Span {
-                start: e.pos,
-                end: e.pos,
-            };
-            d.error("syntax", span, e.message);
-            return Err(invalid(d));
-        }
-    };
-    let format = if legacy::is_legacy(&root) {
-        Format::Legacy
-    } else {
-        Format::V1
-    };
-    if root.as_map().is_none() {
-        d.error_help(
-            "not-a-config",
-            root.span,
-            format!("a startup config is a mapping, found {}", root.kind()),
-            "start with `version: 1` (or use a legacy file with `agent_groups` / `pc2_services`)",
-        );
-        return Err(invalid(d));
-    }
-    let decoded = match format {
-        Format::V1 => v1::decode(&root, &mut d),
-        Format::Legacy => {
+    // A legacy file is read as its own loader read it (a repeated key keeps
+    // its last value); anything else is read strictly, as version 1.
+    let legacy_doc = yaml::parse_with(text, yaml::DuplicateKeys::LastWins)
+        .ok()
+        .filter(|doc| legacy::is_legacy(&doc.root));
+    let (decoded, format) = match legacy_doc {
+        Some(doc) => {
             let host = opts.host_name.clone().unwrap_or_else(|| "legacy".into());
             let lo = legacy::LegacyOptions {
                 host_name: host,
                 port_offset: opts.port_offset,
                 image_template: opts.image_template.clone(),
             };
-            legacy::import(&root, &lo, &mut d)
+            (legacy::import(&doc, &lo, &mut d), Format::Legacy)
+        }
+        None => {
+            let root = match yaml::parse(text) {
+                Ok(root) => root,
+                Err(e) => {
+                    let span = yaml::Span {
+                        start: e.pos,
+                        end: e.pos,
+                    };
+                    d.error("syntax", span, e.message);
+                    return Err(invalid(d));
+                }
+            };
+            if root.as_map().is_none() {
+                d.error_help(
+                    "not-a-config",
+                    root.span,
+                    format!("a startup config is a mapping, found {}", root.kind()),
+                    "start with `version: 1` (or use a legacy file with `agent_groups` / `pc2_services`)",
+                );
+                return Err(invalid(d));
+            }
+            (v1::decode(&root, &mut d), Format::V1)
         }
     };
     if let Some((config, index)) = &decoded {

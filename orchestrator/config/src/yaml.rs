@@ -7,6 +7,11 @@
 //!
 //! Limits protect the daemon from hostile input: nesting depth and the
 //! total number of nodes (alias expansion included) are capped.
+//!
+//! Duplicate keys are refused (version 1 is strict). Legacy files were read
+//! by a loader on which the last of two equal keys silently won, so
+//! [`parse_with`] can instead keep the last value, at the position of the
+//! first key as that loader did, and record what it replaced.
 
 use std::collections::HashMap;
 
@@ -49,7 +54,8 @@ pub enum Value {
         quoted: bool,
     },
     Seq(Vec<Node>),
-    /// Entries in document order. Keys are unique (duplicates are refused).
+    /// Entries in document order. Keys are unique (duplicates are refused,
+    /// or folded into one entry by [`DuplicateKeys::LastWins`]).
     Map(Vec<(Node, Node)>),
 }
 
@@ -127,6 +133,37 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// What to do with a key written twice in one mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuplicateKeys {
+    /// A syntax error naming both lines.
+    Refuse,
+    /// The later value replaces the earlier one, keeping the earlier
+    /// entry's place in the mapping; each replacement is recorded.
+    LastWins,
+}
+
+/// A key written again in the same mapping, under [`DuplicateKeys::LastWins`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateKey {
+    pub key: String,
+    /// Keys of the enclosing mappings, outermost first (`-` for a list item).
+    pub path: Vec<String>,
+    /// The previous occurrence of the key.
+    pub previous: Span,
+    /// This occurrence, whose value is kept.
+    pub again: Span,
+    /// The value that was replaced, which a reader of the tree no longer sees.
+    pub replaced: Node,
+}
+
+/// A parsed document and the duplicate keys folded while reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub root: Node,
+    pub duplicates: Vec<DuplicateKey>,
+}
+
 pub const MAX_DEPTH: usize = 128;
 pub const MAX_NODES: usize = 1_000_000;
 
@@ -138,15 +175,28 @@ enum Frame {
     },
     Map {
         entries: Vec<(Node, Node)>,
-        pending_key: Option<Node>,
+        pending_key: Option<PendingKey>,
         start: Span,
         anchor: usize,
     },
 }
 
-/// Parses one YAML document into a spanned tree. An empty document is `Null`.
+/// A key waiting for its value; `replaces` is the entry it folds into.
+struct PendingKey {
+    key: Node,
+    replaces: Option<(usize, Vec<String>)>,
+}
+
+/// Parses one YAML document into a spanned tree, refusing duplicate keys.
+/// An empty document is `Null`.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    parse_with(text, DuplicateKeys::Refuse).map(|doc| doc.root)
+}
+
+/// Parses one YAML document, with duplicate keys handled as `keys` says.
+pub fn parse_with(text: &str, keys: DuplicateKeys) -> Result<Document, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
+    let mut duplicates: Vec<DuplicateKey> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;
@@ -280,14 +330,17 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
         }
-        match stack.last_mut() {
-            None => root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
+        let Some((top, outer)) = stack.split_last_mut() else {
+            root = Some(node);
+            continue;
+        };
+        match top {
+            Frame::Seq { items, .. } => items.push(node),
+            Frame::Map {
                 entries,
                 pending_key,
                 ..
-            }) => match pending_key.take() {
+            } => match pending_key.take() {
                 None => {
                     if !matches!(node.value, Value::Scalar { .. } | Value::Null) {
                         return Err(SyntaxError {
@@ -295,26 +348,67 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                             message: "mapping keys must be plain scalars".into(),
                         });
                     }
-                    if let Some((first, _)) = entries
+                    let earlier = entries
                         .iter()
-                        .find(|(k, _)| k.as_str().is_some() && k.as_str() == node.as_str())
-                    {
-                        return Err(SyntaxError {
-                            pos: node.span.start,
-                            message: format!(
-                                "duplicate key `{}` (first defined on line {})",
-                                node.as_str().unwrap_or(""),
-                                first.span.start.line
-                            ),
-                        });
-                    }
-                    *pending_key = Some(node);
+                        .position(|(k, _)| k.as_str().is_some() && k.as_str() == node.as_str());
+                    let replaces = match (earlier, keys) {
+                        (None, _) => None,
+                        (Some(i), DuplicateKeys::Refuse) => {
+                            return Err(SyntaxError {
+                                pos: node.span.start,
+                                message: format!(
+                                    "duplicate key `{}` (first defined on line {})",
+                                    node.as_str().unwrap_or(""),
+                                    entries[i].0.span.start.line
+                                ),
+                            });
+                        }
+                        (Some(i), DuplicateKeys::LastWins) => Some((i, enclosing_keys(outer))),
+                    };
+                    *pending_key = Some(PendingKey {
+                        key: node,
+                        replaces,
+                    });
                 }
-                Some(key) => entries.push((key, node)),
+                Some(PendingKey {
+                    key,
+                    replaces: None,
+                }) => entries.push((key, node)),
+                Some(PendingKey {
+                    key,
+                    replaces: Some((i, path)),
+                }) => {
+                    let (previous, replaced) = std::mem::replace(&mut entries[i], (key, node));
+                    duplicates.push(DuplicateKey {
+                        key: entries[i].0.as_str().unwrap_or("").to_string(),
+                        path,
+                        previous: previous.span,
+                        again: entries[i].0.span,
+                        replaced,
+                    });
+                }
             },
         }
     }
-    Ok(root.unwrap_or(Node::null(last_span)))
+    Ok(Document {
+        root: root.unwrap_or(Node::null(last_span)),
+        duplicates,
+    })
+}
+
+/// The keys leading to a mapping, given the frames enclosing it.
+fn enclosing_keys(outer: &[Frame]) -> Vec<String> {
+    outer
+        .iter()
+        .map(|f| match f {
+            Frame::Seq { .. } => "-".to_string(),
+            Frame::Map { pending_key, .. } => pending_key
+                .as_ref()
+                .and_then(|p| p.key.as_str())
+                .unwrap_or("~")
+                .to_string(),
+        })
+        .collect()
 }
 
 fn push_frame(stack: &mut Vec<Frame>, frame: Frame, span: Span) -> Result<(), SyntaxError> {
@@ -382,6 +476,71 @@ mod tests {
         let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(err.pos, Pos { line: 3, col: 1 });
         assert_eq!(err.message, "duplicate key `a` (first defined on line 1)");
+    }
+
+    #[test]
+    fn last_wins_keeps_the_first_place_and_the_last_value() {
+        let doc = parse_with(
+            "a: 1\nb:\n  x: {k: 1}\n  x: {k: 2}\na: 3\n",
+            DuplicateKeys::LastWins,
+        )
+        .unwrap();
+        let keys: Vec<_> = doc
+            .root
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap(), v.span.start.line))
+            .collect();
+        assert_eq!(keys, [("a", 5), ("b", 3)]);
+        assert_eq!(
+            doc.root
+                .get("b")
+                .unwrap()
+                .get("x")
+                .unwrap()
+                .get("k")
+                .unwrap()
+                .as_str(),
+            Some("2")
+        );
+        let seen: Vec<_> = doc
+            .duplicates
+            .iter()
+            .map(|d| {
+                (
+                    d.key.as_str(),
+                    d.path.clone(),
+                    d.previous.start.line,
+                    d.again.start.line,
+                    d.replaced
+                        .get("k")
+                        .and_then(Node::as_str)
+                        .or(d.replaced.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("x", vec!["b".to_string()], 3, 4, Some("1")),
+                ("a", vec![], 1, 5, Some("1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_wins_records_the_path_through_lists() {
+        let doc = parse_with("s:\n  - {n: 1, n: 2}\n", DuplicateKeys::LastWins).unwrap();
+        assert_eq!(doc.duplicates.len(), 1);
+        assert_eq!(doc.duplicates[0].path, ["s", "-"]);
+        assert_eq!(
+            doc.root.get("s").unwrap().as_seq().unwrap()[0]
+                .get("n")
+                .unwrap()
+                .as_str(),
+            Some("2")
+        );
     }
 
     #[test]

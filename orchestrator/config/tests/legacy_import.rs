@@ -187,3 +187,114 @@ docker_groups:
         ]
     );
 }
+
+fn diags(text: &str) -> Result<Vec<String>, Vec<String>> {
+    let show = |d: &orch_config::Diagnostic| {
+        format!(
+            "{}:{}: {}[{}]: {}",
+            d.line,
+            d.column,
+            match d.severity {
+                orch_config::Severity::Error => "error",
+                orch_config::Severity::Warning => "warning",
+            },
+            d.code,
+            d.message
+        )
+    };
+    let opts = LoadOptions {
+        host_name: Some("h".into()),
+        ..LoadOptions::default()
+    };
+    match load_str("l.yaml", text, &opts) {
+        Ok(l) => Ok(l.warnings.iter().map(show).collect()),
+        Err(e) => Err(e.diagnostics().iter().map(show).collect()),
+    }
+}
+
+#[test]
+fn version_1_files_stay_strict_about_repeated_keys() {
+    let text = "version: 1\nhost: {name: h}\ngroups: {}\ngroups: {}\n";
+    assert_eq!(
+        diags(text),
+        Err(vec![
+            "4:1: error[syntax]: duplicate key `groups` (first defined on line 3)".to_string()
+        ])
+    );
+}
+
+#[test]
+fn an_agent_key_repeated_in_one_group_is_read_once_its_last_definition() {
+    let text = "\
+agent_groups:
+  core:
+    A: {script_path: a.py, port: 7000}
+    A: {script_path: a2.py, port: 7001}
+";
+    assert_eq!(
+        diags(text),
+        Ok(vec![
+            "4:5: warning[legacy-duplicate-key]: duplicate key `A` (lines 3 and 4): the last one is used, as the legacy launcher read it".to_string()
+        ])
+    );
+    let l = load_str("l.yaml", text, &LoadOptions::default()).unwrap();
+    assert_eq!(
+        l.config.agent("A").unwrap().ports[0].to_string(),
+        "7001:7001"
+    );
+}
+
+#[test]
+fn an_agent_listed_twice_in_one_section_is_defined_twice() {
+    let text = "\
+services:
+  - {name: A, script_path: a.py, port: 7000}
+  - {name: A, script_path: a.py, port: 7001}
+";
+    assert_eq!(
+        diags(text),
+        Err(vec![
+            "3:12: error[duplicate-agent]: agent `A` is defined twice: on line 2 (in `services`) and here (in `services`); the legacy launcher read both".to_string()
+        ])
+    );
+}
+
+#[test]
+fn a_repeated_agent_group_names_the_agents_it_hid() {
+    let text = "\
+agent_groups:
+  core:
+    A: {script_path: a.py}
+    B: {script_path: b.py}
+  core:
+    A: {script_path: a.py}
+";
+    assert_eq!(
+        diags(text),
+        Ok(vec![
+            "5:3: warning[legacy-duplicate-key]: duplicate key `core` (lines 2 and 5): the last one is used, as the legacy launcher read it; not imported, as only the earlier one defines them: B".to_string()
+        ])
+    );
+}
+
+#[test]
+fn entries_the_launcher_read_differently_are_reported() {
+    let text = "\
+agent_groups:
+  core:
+    A: {script_path: a.py, name: Alpha, params: {x: 1}, config: {y: 2}, host: db.lan, port: 7000}
+  Stray: {script_path: s.py}
+services:
+  - {script_path: nameless.py}
+";
+    assert_eq!(
+        diags(text),
+        Err(vec![
+            "3:34: warning[legacy-name]: agent `A` also says `name: Alpha`; it is imported as `A`, its key".to_string(),
+            "3:41: warning[legacy-unmapped]: `params` of agent `A` is ignored: its `config` is used".to_string(),
+            "3:79: warning[legacy-interpreted]: `host: db.lan` is not an IP address; the port is published on all addresses".to_string(),
+            "4:3: warning[legacy-misplaced]: agent `Stray` is written directly under `agent_groups`, not in an agent group; imported from section `agent_groups`".to_string(),
+            "6:5: error[missing]: an agent entry of `services` has no `name`".to_string(),
+        ])
+    );
+}
