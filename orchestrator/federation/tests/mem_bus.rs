@@ -237,3 +237,40 @@ async fn a_bus_not_listed_by_its_peer_hears_nothing() {
     assert_eq!(x.peers()[0].state, PeerState::Unknown);
     assert_eq!(a.peers()[0].messages_in, 0);
 }
+
+#[test]
+fn the_bus_config_comes_from_the_config_model() {
+    use orch_core::model::{Federation, Peer};
+    use orch_core::units::Duration as ConfigDuration;
+    let key = PublicKey::from_bytes([7; 32]);
+    let mut federation = Federation {
+        listen: "tcp://0.0.0.0:7100".into(),
+        peers: vec![Peer {
+            name: "pc2".into(),
+            endpoint: "tcp://pc2.lan:7100".into(),
+            public_key: key.to_z85(),
+        }],
+        secret_key_file: None,
+        heartbeat: ConfigDuration::from_millis(250),
+        suspect_after: 3,
+        down_after: 6,
+    };
+    let config = BusConfig::from_model("mainpc", &federation, 99).expect("valid");
+    assert_eq!(config.host, "mainpc");
+    assert_eq!(config.incarnation, 99);
+    assert_eq!(config.listen, "tcp://0.0.0.0:7100");
+    assert_eq!(
+        config.timing,
+        Timing {
+            heartbeat_ms: 250,
+            suspect_after: 3,
+            down_after: 6
+        }
+    );
+    assert_eq!(config.peers[0].public_key, key);
+    assert_eq!(config.peers[0].endpoint, "tcp://pc2.lan:7100");
+
+    federation.peers[0].public_key = "short".into();
+    let err = BusConfig::from_model("mainpc", &federation, 99).expect_err("bad key");
+    assert!(err.to_string().contains("pc2"), "{err}");
+}
