@@ -6,8 +6,9 @@
 
 use orch_core::gpu::{GpuRequest, SliceRequest};
 use orch_core::model::{
-    Agent, AgentDefaults, Backoff, CrashLoop, GpuInjection, GpuSelector, HealthCheck, HostConfig,
-    Probe, Resources, RestartMode, RestartPolicy, RuntimeSettings, Security, ShutdownMode,
+    Agent, AgentDefaults, Backoff, CrashLoop, Federation, GpuInjection, GpuSelector, HealthCheck,
+    HostConfig, Probe, Resources, RestartMode, RestartPolicy, RuntimeSettings, Security,
+    ShutdownMode,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -148,9 +149,7 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
                     let mut pm = map();
                     put(&mut pm, "name", s(&p.name));
                     put(&mut pm, "endpoint", s(&p.endpoint));
-                    if let Some(k) = &p.public_key {
-                        put(&mut pm, "public_key", s(k));
-                    }
+                    put(&mut pm, "public_key", s(&p.public_key));
                     Value::Mapping(pm)
                 })
                 .collect();
@@ -158,6 +157,15 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
         }
         if let Some(k) = &f.secret_key_file {
             put(&mut fm, "keys", one("secret_key_file", s(k)));
+        }
+        if f.heartbeat != Federation::DEFAULT_HEARTBEAT {
+            put(&mut fm, "heartbeat", s(f.heartbeat));
+        }
+        if f.suspect_after != Federation::DEFAULT_SUSPECT_AFTER {
+            put(&mut fm, "suspect_after", Value::from(f.suspect_after));
+        }
+        if f.down_after != Federation::DEFAULT_DOWN_AFTER {
+            put(&mut fm, "down_after", Value::from(f.down_after));
         }
         put(&mut root, "federation", Value::Mapping(fm));
     }

@@ -107,7 +107,9 @@ pub fn decode(root: &Node, d: &mut Diagnostics) -> Option<(HostConfig, SourceInd
             Vec::new()
         }
     };
-    let federation = top.take("federation").and_then(|n| federation(n, d));
+    let federation = top
+        .take("federation")
+        .and_then(|n| federation(n, &host_name, d));
     let metrics = top
         .take("metrics")
         .map(|n| metrics(n, d))
@@ -765,7 +767,7 @@ fn absolute_path(node: &Node, what: &str, d: &mut Diagnostics) -> Option<String>
     Some(s)
 }
 
-fn federation(node: &Node, d: &mut Diagnostics) -> Option<Federation> {
+fn federation(node: &Node, host_name: &str, d: &mut Diagnostics) -> Option<Federation> {
     let mut m = MapReader::new(node, "`federation`", d)?;
     let listen = match m.take("listen") {
         Some(n) => zmq_endpoint(n, "`federation.listen`", d),
@@ -774,44 +776,10 @@ fn federation(node: &Node, d: &mut Diagnostics) -> Option<Federation> {
             None
         }
     };
-    let mut peers: Vec<Peer> = Vec::new();
-    if let Some(n) = m.take("peers")
-        && let Some(items) = de::seq(n, "`federation.peers`", d)
-    {
-        for item in items {
-            let Some(mut p) = MapReader::new(item, "a peer", d) else {
-                continue;
-            };
-            let name = p.take("name").and_then(|n| de::name(n, "the peer name", d));
-            let endpoint = p
-                .take("endpoint")
-                .and_then(|n| zmq_endpoint(n, "the peer endpoint", d));
-            let public_key = p.take("public_key").and_then(|n| curve_key(n, d));
-            p.finish(d);
-            match (name, endpoint) {
-                (Some(name), Some(endpoint)) => {
-                    if peers.iter().any(|q| q.name == name) {
-                        d.error(
-                            "duplicate",
-                            item.span,
-                            format!("peer `{name}` is listed twice"),
-                        );
-                    }
-                    peers.push(Peer {
-                        name,
-                        endpoint,
-                        public_key,
-                    });
-                }
-                _ => d.error_help(
-                    "missing",
-                    item.span,
-                    "a peer needs `name` and `endpoint`",
-                    "e.g. `{name: pc2, endpoint: tcp://pc2.lan:7300, public_key: \"...\"}`",
-                ),
-            }
-        }
-    }
+    let peers = m
+        .take("peers")
+        .map(|n| peers(n, host_name, d))
+        .unwrap_or_default();
     let mut secret_key_file = None;
     if let Some(n) = m.take("keys")
         && let Some(mut k) = MapReader::new(n, "`federation.keys`", d)
@@ -821,12 +789,135 @@ fn federation(node: &Node, d: &mut Diagnostics) -> Option<Federation> {
             .and_then(|n| absolute_path(n, "`secret_key_file`", d));
         k.finish(d);
     }
+    let heartbeat = match m.take("heartbeat") {
+        Some(n) => heartbeat(n, d),
+        None => Some(Federation::DEFAULT_HEARTBEAT),
+    };
+    let suspect_node = m.take("suspect_after");
+    let suspect_after = match suspect_node {
+        Some(n) => missed_beats(n, "`federation.suspect_after`", 1, d),
+        None => Some(Federation::DEFAULT_SUSPECT_AFTER),
+    };
+    let down_node = m.take("down_after");
+    let down_after = match down_node {
+        Some(n) => missed_beats(n, "`federation.down_after`", 2, d),
+        None => Some(Federation::DEFAULT_DOWN_AFTER),
+    };
+    if let (Some(suspect), Some(down)) = (suspect_after, down_after)
+        && down <= suspect
+    {
+        // Point at whichever of the two was written (the other is a default).
+        let span = down_node.or(suspect_node).map_or(node.span, |n| n.span);
+        d.error_help(
+            "federation",
+            span,
+            format!(
+                "`federation.down_after` ({down}) must be more than `suspect_after` ({suspect})"
+            ),
+            "a peer is suspect first and down later; e.g. `suspect_after: 2`, `down_after: 4`",
+        );
+    }
     m.finish(d);
     Some(Federation {
         listen: listen?,
         peers,
         secret_key_file,
+        heartbeat: heartbeat?,
+        suspect_after: suspect_after?,
+        down_after: down_after?,
     })
+}
+
+fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
+    let mut out: Vec<Peer> = Vec::new();
+    let Some(items) = de::seq(node, "`federation.peers`", d) else {
+        return out;
+    };
+    for item in items {
+        let Some(mut p) = MapReader::new(item, "a peer", d) else {
+            continue;
+        };
+        let name_node = p.take("name");
+        let name = name_node.and_then(|n| de::name(n, "the peer name", d));
+        let endpoint_node = p.take("endpoint");
+        let endpoint = endpoint_node.and_then(|n| zmq_endpoint(n, "the peer endpoint", d));
+        let key_node = p.take("public_key");
+        let public_key = key_node.and_then(|n| curve_key(n, d));
+        p.finish(d);
+        if name_node.is_none() || endpoint_node.is_none() {
+            d.error_help(
+                "missing",
+                item.span,
+                "a peer needs `name`, `endpoint` and `public_key`",
+                "e.g. `{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"<40 Z85 characters>\"}`",
+            );
+        }
+        // Malformed values were reported where they are written.
+        let (Some(name), Some(endpoint)) = (name, endpoint) else {
+            continue;
+        };
+        if key_node.is_none() {
+            d.error_help(
+                "missing",
+                item.span,
+                format!("peer `{name}` has no `public_key`"),
+                "copy the peer's `<host>.pub` file (written by `orchestratorctl keys generate`) into `public_key`",
+            );
+        }
+        let name_span = name_node.map_or(item.span, |n| n.span);
+        if name == host_name {
+            d.error_help(
+                "federation",
+                name_span,
+                format!("peer `{name}` is this host's own name"),
+                "a host does not list itself; remove it from `federation.peers`",
+            );
+        }
+        if out.iter().any(|q| q.name == name) {
+            d.error(
+                "duplicate",
+                item.span,
+                format!("peer `{name}` is listed twice"),
+            );
+        }
+        let Some(public_key) = public_key else {
+            continue;
+        };
+        if let Some(q) = out.iter().find(|q| q.public_key == public_key) {
+            d.error_help(
+                "duplicate",
+                key_node.map_or(item.span, |n| n.span),
+                format!("peer `{name}` has the same public key as peer `{}`", q.name),
+                "a key identifies one host; give each peer its own key pair",
+            );
+        }
+        out.push(Peer {
+            name,
+            endpoint,
+            public_key,
+        });
+    }
+    out
+}
+
+fn heartbeat(node: &Node, d: &mut Diagnostics) -> Option<Duration> {
+    let beat = de::duration(node, "`federation.heartbeat`", d)?;
+    // Below 10ms the heartbeats alone would keep a core busy; above a minute
+    // a lost host goes unnoticed for minutes.
+    if beat < Duration::from_millis(10) || beat > Duration::from_secs(60) {
+        d.error_help(
+            "federation",
+            node.span,
+            format!("`federation.heartbeat` ({beat}) must be between 10ms and 1m"),
+            "the default is `500ms`",
+        );
+        return None;
+    }
+    Some(beat)
+}
+
+fn missed_beats(node: &Node, what: &str, min: u64, d: &mut Diagnostics) -> Option<u32> {
+    de::uint(node, what, min, 1000, d).and_then(|n| u32::try_from(n).ok())
 }
 
 fn zmq_endpoint(node: &Node, what: &str, d: &mut Diagnostics) -> Option<String> {
@@ -852,7 +943,18 @@ fn curve_key(node: &Node, d: &mut Diagnostics) -> Option<String> {
     // A CURVE key in Z85 is 40 characters of the Z85 alphabet.
     const Z85: &str =
         "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
-    if s.len() != 40 || !s.chars().all(|c| Z85.contains(c)) {
+    // Five characters encode four bytes, and not every group does: a value
+    // above u32::MAX is no key, whatever its alphabet.
+    let group_fits = |g: &[u8]| {
+        g.iter()
+            .try_fold(0u64, |acc, &c| {
+                Z85.bytes()
+                    .position(|z| z == c)
+                    .map(|v| acc * 85 + v as u64)
+            })
+            .is_some_and(|v| v <= u64::from(u32::MAX))
+    };
+    if s.len() != 40 || !s.as_bytes().chunks(5).all(group_fits) {
         d.error_help(
             "key",
             node.span,
@@ -1346,4 +1448,57 @@ fn mps_memory(node: &Node, d: &mut Diagnostics) -> Option<ByteSize> {
         return None;
     }
     Some(m)
+}
+
+#[cfg(test)]
+mod federation_tests {
+    use orch_core::model::Federation;
+    use orch_core::units::Duration;
+
+    use crate::{LoadOptions, convert, load_str};
+
+    const KEY: &str = "rq+TC5Kj0ZvUq=FX5d*[bYUKsMWnj7dGo![k3-Ne";
+
+    fn load(federation: &str) -> Federation {
+        let text = format!(
+            "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation:\n{federation}"
+        );
+        let loaded = load_str("f.yaml", &text, &LoadOptions::default()).expect("loads");
+        loaded.config.federation.expect("federation")
+    }
+
+    #[test]
+    fn timing_defaults_apply_when_unwritten() {
+        let f = load("  listen: tcp://0.0.0.0:7100\n");
+        assert_eq!(f.heartbeat, Duration::from_millis(500));
+        assert_eq!((f.suspect_after, f.down_after), (2, 4));
+        assert!(f.peers.is_empty());
+        assert_eq!(f.secret_key_path("h1"), "/etc/orchestrator/h1.key");
+    }
+
+    #[test]
+    fn written_timing_and_peers_are_kept_and_survive_conversion() {
+        let f = load(&format!(
+            "  listen: tcp://0.0.0.0:7100\n  heartbeat: 250ms\n  suspect_after: 3\n  down_after: 9\n  keys: {{secret_key_file: /k/h1.key}}\n  peers:\n    - {{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\"}}\n"
+        ));
+        assert_eq!(f.heartbeat, Duration::from_millis(250));
+        assert_eq!((f.suspect_after, f.down_after), (3, 9));
+        assert_eq!(f.peers[0].public_key, KEY);
+        assert_eq!(f.secret_key_path("h1"), "/k/h1.key");
+
+        let config = load_str(
+            "f.yaml",
+            &format!(
+                "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation: {{listen: tcp://0.0.0.0:7100, heartbeat: 250ms, suspect_after: 3, down_after: 9, peers: [{{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\"}}]}}\n"
+            ),
+            &LoadOptions::default(),
+        )
+        .expect("loads")
+        .config;
+        let again = convert::to_v1_yaml(&config);
+        let reread = load_str("again.yaml", &again, &LoadOptions::default())
+            .expect("the converted config loads")
+            .config;
+        assert_eq!(reread.federation, config.federation);
+    }
 }

@@ -517,18 +517,48 @@ impl RuntimeSettings {
     }
 }
 
+/// Another host this one federates with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
     pub name: String,
+    /// Where its daemon listens: `tcp://HOST:PORT`.
     pub endpoint: String,
-    pub public_key: Option<String>,
+    /// Its CURVE public key, Z85 (40 characters). Required: a peer whose
+    /// key is not known cannot be authenticated, so it is never admitted.
+    pub public_key: String,
 }
 
+/// How this host reaches its peers and decides that one is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Federation {
+    /// Where this daemon listens for its peers: `tcp://HOST:PORT`.
     pub listen: String,
     pub peers: Vec<Peer>,
+    /// This host's CURVE secret key file; `None` means
+    /// [`Federation::DEFAULT_SECRET_KEY_DIR`]`/<host>.key`.
     pub secret_key_file: Option<String>,
+    /// How often a heartbeat is sent to every peer.
+    pub heartbeat: Duration,
+    /// A peer is suspect after this many heartbeat intervals without one.
+    pub suspect_after: u32,
+    /// A peer is down after this many; always more than `suspect_after`.
+    pub down_after: u32,
+}
+
+impl Federation {
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+    pub const DEFAULT_SUSPECT_AFTER: u32 = 2;
+    pub const DEFAULT_DOWN_AFTER: u32 = 4;
+    pub const DEFAULT_SECRET_KEY_DIR: &'static str = "/etc/orchestrator";
+
+    /// The secret key file this host uses: the configured one, or
+    /// `/etc/orchestrator/<host>.key`.
+    pub fn secret_key_path(&self, host: &str) -> String {
+        match &self.secret_key_file {
+            Some(path) => path.clone(),
+            None => format!("{}/{host}.key", Self::DEFAULT_SECRET_KEY_DIR),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,367 @@
+//! An in-memory federation for in-process daemon tests: buses join a
+//! [`MemNetwork`], and [`MemNetwork::cut`] / [`MemNetwork::heal`] partition
+//! them. Messages go through the same codec and the same [`Node`] (detector,
+//! subscriptions, snapshots, requests) as over ZeroMQ; only the sockets are
+//! replaced by function calls. Heartbeats run on tokio's clock, so a test
+//! with a paused clock sees a peer go down without waiting.
+//!
+//! What it does not model: CURVE (a bus only hears buses that list it and
+//! that it lists), queueing and reconnection delays.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::bus::{
+    BoxFuture, Bus, BusConfig, Inbound, Inbox, IncomingRequest, PeerView, PublishError,
+    RequestError, unix_ms,
+};
+use crate::node::{self, Delivery, Frames, Node, Out, PeerTable};
+use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
+
+/// The network several [`MemBus`]es join. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemNetwork {
+    inner: Arc<NetInner>,
+}
+
+#[derive(Debug)]
+struct NetInner {
+    start: Instant,
+    /// Short holds only (look-ups, cut checks), never while a node is
+    /// locked or across an `.await`.
+    state: Mutex<NetState>,
+}
+
+#[derive(Debug, Default)]
+struct NetState {
+    members: BTreeMap<String, Member>,
+    cuts: BTreeSet<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    node: Arc<Mutex<Node<()>>>,
+    inbox: mpsc::Sender<Inbound>,
+    table: Arc<Mutex<PeerTable>>,
+    peers: BTreeSet<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+impl Default for MemNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemNetwork {
+    pub fn new() -> Self {
+        MemNetwork {
+            inner: Arc::new(NetInner {
+                start: Instant::now(),
+                state: Mutex::new(NetState::default()),
+            }),
+        }
+    }
+
+    /// Adds a bus for `config.host` (replacing one of the same name, as a
+    /// restarted daemon would). Must be called within a tokio runtime: the
+    /// bus's heartbeats run as a task.
+    pub fn join(&self, config: BusConfig) -> (MemBus, Inbox) {
+        let peers: Vec<(String, String)> = config
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), p.endpoint.clone()))
+            .collect();
+        let node = Node::new(&config.host, config.incarnation, &peers, config.timing);
+        let table = node.table();
+        let node = Arc::new(Mutex::new(node));
+        let (tx, rx) = mpsc::channel(config.inbox_capacity.max(1));
+        let member = Member {
+            node: Arc::clone(&node),
+            inbox: tx,
+            table: Arc::clone(&table),
+            peers: peers.iter().map(|(n, _)| n.clone()).collect(),
+        };
+        lock(&self.inner.state)
+            .members
+            .insert(config.host.clone(), member);
+        let net = self.clone();
+        let host = config.host.clone();
+        let period = Duration::from_millis(config.timing.heartbeat_ms);
+        let beats = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(member) = net.member(&host) else {
+                    return;
+                };
+                let outs = lock(&member.node).tick(net.now(), unix_ms());
+                net.carry(&host, outs);
+            }
+        });
+        let bus = MemBus {
+            net: self.clone(),
+            host: config.host,
+            incarnation: config.incarnation,
+            node,
+            table,
+            beats,
+            next_id: AtomicU64::new(1),
+            snapshot_seq: AtomicU64::new(0),
+        };
+        (bus, Inbox(rx))
+    }
+
+    /// Stops all traffic between `a` and `b`, both ways.
+    pub fn cut(&self, a: &str, b: &str) {
+        lock(&self.inner.state).cuts.insert(pair(a, b));
+    }
+
+    /// Lets traffic between `a` and `b` flow again.
+    pub fn heal(&self, a: &str, b: &str) {
+        lock(&self.inner.state).cuts.remove(&pair(a, b));
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn member(&self, host: &str) -> Option<Member> {
+        lock(&self.inner.state).members.get(host).cloned()
+    }
+
+    /// The receiving member if a message from `from` can reach `to`: both
+    /// joined, not cut, and each lists the other (CURVE would refuse
+    /// anyone else).
+    fn link(&self, from: &str, to: &str) -> Option<Member> {
+        let state = lock(&self.inner.state);
+        if state.cuts.contains(&pair(from, to)) {
+            return None;
+        }
+        let sender = state.members.get(from)?;
+        let receiver = state.members.get(to)?;
+        (sender.peers.contains(to) && receiver.peers.contains(from)).then(|| receiver.clone())
+    }
+
+    /// Carries out what node `origin` asked for, and whatever that causes
+    /// in turn, one node lock at a time.
+    fn carry(&self, origin: &str, outs: Vec<Out<()>>) {
+        let mut queue: VecDeque<(String, Out<()>)> =
+            outs.into_iter().map(|o| (origin.to_owned(), o)).collect();
+        while let Some((at, out)) = queue.pop_front() {
+            match out {
+                Out::ToPeer { peer, frames } => {
+                    let Some(to) = self.link(&at, &peer) else {
+                        continue;
+                    };
+                    self.count_out(&at, &peer);
+                    let more = lock(&to.node).on_subscriber(self.now(), &at, (), &frames);
+                    queue.extend(more.into_iter().map(|o| (peer.clone(), o)));
+                }
+                Out::ToSubscriber { peer, frames, .. } => {
+                    let Some(to) = self.link(&at, &peer) else {
+                        continue;
+                    };
+                    self.count_out(&at, &peer);
+                    let more = lock(&to.node).on_peer(self.now(), &at, &frames);
+                    queue.extend(more.into_iter().map(|o| (peer.clone(), o)));
+                }
+                Out::Deliver(delivery) => self.deliver(&at, delivery),
+            }
+        }
+    }
+
+    fn count_out(&self, from: &str, to: &str) {
+        if let Some(m) = self.member(from) {
+            node::lock(&m.table).count_out(to);
+        }
+    }
+
+    fn deliver(&self, at: &str, delivery: Delivery<()>) {
+        let Some(member) = self.member(at) else {
+            return;
+        };
+        let (peer, item) = match delivery {
+            Delivery::Item { peer, item } => (peer, item),
+            Delivery::Request {
+                from,
+                id,
+                body,
+                trace,
+                ..
+            } => {
+                let net = self.clone();
+                let host = at.to_owned();
+                let to = from.clone();
+                let responder = Box::new(move |body: Value| {
+                    let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
+                    net.carry(
+                        &host,
+                        vec![Out::ToSubscriber {
+                            peer: to,
+                            route: (),
+                            frames,
+                        }],
+                    );
+                    Ok(())
+                });
+                let request = IncomingRequest {
+                    from: from.clone(),
+                    body,
+                    trace,
+                    responder,
+                };
+                (from, Inbound::Request(request))
+            }
+        };
+        if member.inbox.try_send(item).is_err() {
+            node::lock(&member.table).drop_input(&peer, DropKind::InboxFull, &"the inbox is full");
+        }
+    }
+}
+
+fn encode(trace: Option<TraceContext>, message: Message) -> Result<Frames, wire::EncodeError> {
+    wire::encode(&Envelope { trace, message }).map(Frames::from)
+}
+
+/// A bus on a [`MemNetwork`]. Leaves the network when dropped.
+#[derive(Debug)]
+pub struct MemBus {
+    net: MemNetwork,
+    host: String,
+    incarnation: u64,
+    node: Arc<Mutex<Node<()>>>,
+    table: Arc<Mutex<PeerTable>>,
+    beats: JoinHandle<()>,
+    next_id: AtomicU64,
+    snapshot_seq: AtomicU64,
+}
+
+impl Drop for MemBus {
+    fn drop(&mut self) {
+        self.beats.abort();
+        let mut state = lock(&self.net.inner.state);
+        // A restarted bus of the same name may already have replaced this one.
+        if state
+            .members
+            .get(&self.host)
+            .is_some_and(|m| Arc::ptr_eq(&m.node, &self.node))
+        {
+            state.members.remove(&self.host);
+        }
+    }
+}
+
+impl Bus for MemBus {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    fn publish_snapshot(
+        &self,
+        body: Value,
+        trace: Option<TraceContext>,
+    ) -> Result<(), PublishError> {
+        let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let frames = encode(
+            trace,
+            Message::Snapshot(wire::Snapshot {
+                host: self.host.clone(),
+                incarnation: self.incarnation,
+                sequence,
+                body,
+            }),
+        )?;
+        let outs = lock(&self.node).publish_snapshot(self.net.now(), frames);
+        self.net.carry(&self.host, outs);
+        Ok(())
+    }
+
+    fn publish_events(
+        &self,
+        batch: Vec<Value>,
+        trace: Option<TraceContext>,
+    ) -> Result<(), PublishError> {
+        let frames = encode(
+            trace,
+            Message::Events(wire::Events {
+                host: self.host.clone(),
+                batch,
+            }),
+        )?;
+        let outs = lock(&self.node).publish_events(self.net.now(), frames);
+        self.net.carry(&self.host, outs);
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        peer: &str,
+        body: Value,
+        trace: Option<TraceContext>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Value, RequestError>> {
+        let peer = peer.to_owned();
+        Box::pin(async move {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let frames = encode(
+                trace,
+                Message::Request(wire::Request {
+                    id,
+                    from: self.host.clone(),
+                    body,
+                }),
+            )?;
+            let (tx, rx) = oneshot::channel();
+            let sent = {
+                let mut node = lock(&self.node);
+                node.start_request(&peer, id, tx);
+                node.is_pending(id)
+            };
+            if sent {
+                self.net.carry(
+                    &self.host,
+                    vec![Out::ToPeer {
+                        peer: peer.clone(),
+                        frames,
+                    }],
+                );
+            }
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(RequestError::Closed),
+                Err(_) => Err(RequestError::Timeout {
+                    peer,
+                    after: timeout,
+                }),
+            }
+        })
+    }
+
+    fn peers(&self) -> Vec<PeerView> {
+        node::lock(&self.table).views(self.net.now())
+    }
+}

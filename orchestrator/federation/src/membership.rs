@@ -1,0 +1,441 @@
+//! Membership and failure detection, as pure code: time is an argument
+//! (milliseconds on a monotonic clock), nothing here sleeps or reads a clock.
+//!
+//! The peer list is static (the config's). Each peer is `unknown` until its
+//! first heartbeat, then `alive`; more than `suspect_after` heartbeat
+//! intervals of silence make it `suspect`, more than `down_after` make it
+//! `down`; any fresh heartbeat makes it `alive` again, so a healed
+//! partition needs no restart. A heartbeat is fresh when it carries a newer
+//! incarnation (the peer restarted), or the same incarnation and a higher
+//! sequence; anything else is stale and ignored. A `down` peer accepts any
+//! incarnation, so a peer whose clock went back across a restart is still
+//! taken back once it has been seen down.
+//!
+//! [`Leases`] is the other half: who subscribed to this host's stream, and
+//! until when.
+
+use std::collections::BTreeMap;
+
+/// How often heartbeats go out, and how many missed ones make a peer
+/// suspect, then down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub suspect_after: u32,
+    pub down_after: u32,
+}
+
+impl Timing {
+    /// How long a subscription lives without a heartbeat renewing it: as
+    /// long as it takes to declare its holder down.
+    pub fn lease_ms(&self) -> u64 {
+        self.heartbeat_ms * u64::from(self.down_after)
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 500,
+            suspect_after: 2,
+            down_after: 4,
+        }
+    }
+}
+
+/// What this host believes of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PeerState {
+    /// Never heard from since this host started.
+    Unknown,
+    Alive,
+    Suspect,
+    Down,
+}
+
+impl PeerState {
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerState::Unknown => "unknown",
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A peer's state changed, or it restarted (a new incarnation while alive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub peer: String,
+    pub state: PeerState,
+    pub incarnation: u64,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Accepted; with the change it caused, if any.
+    Fresh(Option<Change>),
+    /// Older than what was already heard; ignored.
+    Stale,
+    /// Not a configured peer.
+    Stranger,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    state: PeerState,
+    incarnation: Option<u64>,
+    sequence: u64,
+    last_heard: u64,
+}
+
+/// The failure detector over the static peer list.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    timing: Timing,
+    members: BTreeMap<String, Member>,
+}
+
+impl Membership {
+    pub fn new<I, S>(peers: I, timing: Timing) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let members = peers
+            .into_iter()
+            .map(|p| {
+                (
+                    p.into(),
+                    Member {
+                        state: PeerState::Unknown,
+                        incarnation: None,
+                        sequence: 0,
+                        last_heard: 0,
+                    },
+                )
+            })
+            .collect();
+        Membership { timing, members }
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    pub fn heartbeat(&mut self, now: u64, peer: &str, incarnation: u64, sequence: u64) -> Heard {
+        let Some(m) = self.members.get_mut(peer) else {
+            return Heard::Stranger;
+        };
+        let restarted = match m.incarnation {
+            None => true,
+            Some(known) if incarnation > known => true,
+            Some(known) if incarnation < known => {
+                if m.state != PeerState::Down {
+                    return Heard::Stale;
+                }
+                true
+            }
+            Some(_) => {
+                if sequence <= m.sequence {
+                    return Heard::Stale;
+                }
+                false
+            }
+        };
+        let was = m.state;
+        m.incarnation = Some(incarnation);
+        m.sequence = sequence;
+        m.last_heard = now;
+        m.state = PeerState::Alive;
+        let change = (restarted || was != PeerState::Alive).then(|| Change {
+            peer: peer.to_owned(),
+            state: PeerState::Alive,
+            incarnation,
+        });
+        Heard::Fresh(change)
+    }
+
+    /// Moves silent peers to `suspect` and `down`.
+    pub fn tick(&mut self, now: u64) -> Vec<Change> {
+        let t = self.timing;
+        let mut changes = Vec::new();
+        for (name, m) in &mut self.members {
+            let Some(incarnation) = m.incarnation else {
+                continue;
+            };
+            let silent = now.saturating_sub(m.last_heard);
+            let state = if silent > t.heartbeat_ms * u64::from(t.down_after) {
+                PeerState::Down
+            } else if silent > t.heartbeat_ms * u64::from(t.suspect_after) {
+                PeerState::Suspect
+            } else {
+                continue;
+            };
+            // Only heartbeats move a peer back; silence only moves it on.
+            if state > m.state {
+                m.state = state;
+                changes.push(Change {
+                    peer: name.clone(),
+                    state,
+                    incarnation,
+                });
+            }
+        }
+        changes
+    }
+
+    pub fn state(&self, peer: &str) -> Option<PeerState> {
+        self.members.get(peer).map(|m| m.state)
+    }
+
+    pub fn incarnation(&self, peer: &str) -> Option<u64> {
+        self.members.get(peer).and_then(|m| m.incarnation)
+    }
+
+    /// When the last fresh heartbeat was heard.
+    pub fn last_heard(&self, peer: &str) -> Option<u64> {
+        self.members
+            .get(peer)
+            .filter(|m| m.incarnation.is_some())
+            .map(|m| m.last_heard)
+    }
+}
+
+/// Subscriptions to this host's stream: one per peer, each renewed by the
+/// peer's heartbeats and held by a route (a ZeroMQ routing id, or nothing
+/// in memory).
+#[derive(Debug, Clone)]
+pub struct Leases<R> {
+    ttl_ms: u64,
+    by_peer: BTreeMap<String, (R, u64)>,
+}
+
+impl<R: Clone + PartialEq> Leases<R> {
+    pub fn new(ttl_ms: u64) -> Self {
+        Leases {
+            ttl_ms,
+            by_peer: BTreeMap::new(),
+        }
+    }
+
+    /// Renews `peer`'s lease on `route`. True when the subscription is new
+    /// (none, an expired one, or on another route: the peer reconnected),
+    /// so the caller sends it the current snapshot.
+    pub fn renew(&mut self, now: u64, peer: &str, route: R) -> bool {
+        let expires = now + self.ttl_ms;
+        match self.by_peer.get_mut(peer) {
+            Some((r, e)) if *r == route && *e >= now => {
+                *e = expires;
+                false
+            }
+            _ => {
+                self.by_peer.insert(peer.to_owned(), (route, expires));
+                true
+            }
+        }
+    }
+
+    /// Live subscriptions at `now`: peer and route.
+    pub fn live(&self, now: u64) -> Vec<(String, R)> {
+        self.by_peer
+            .iter()
+            .filter(|(_, (_, e))| *e >= now)
+            .map(|(p, (r, _))| (p.clone(), r.clone()))
+            .collect()
+    }
+
+    pub fn expire(&mut self, now: u64) {
+        self.by_peer.retain(|_, (_, e)| *e >= now);
+    }
+
+    pub fn remove(&mut self, peer: &str) {
+        self.by_peer.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use PeerState::*;
+
+    const T: Timing = Timing {
+        heartbeat_ms: 100,
+        suspect_after: 2,
+        down_after: 4,
+    };
+
+    /// One step of a scenario: at `now`, either a heartbeat from `b`
+    /// (incarnation, sequence) or a tick; then what `b` must be.
+    /// After a step: `b`'s state, the change reported for it, and
+    /// whether the heartbeat was stale.
+    type Seen = (PeerState, Option<(PeerState, u64)>, bool);
+
+    enum Step {
+        Beat(u64, u64, u64),
+        Tick(u64),
+    }
+    use Step::*;
+
+    /// Runs steps against a detector of peers `b` and `c`, and returns, per
+    /// step, `b`'s state and whether the step reported a change for `b`.
+    fn run(steps: &[Step]) -> Vec<Seen> {
+        let mut m = Membership::new(["b", "c"], T);
+        steps
+            .iter()
+            .map(|s| {
+                let (changes, stale) = match *s {
+                    Beat(now, inc, seq) => match m.heartbeat(now, "b", inc, seq) {
+                        Heard::Fresh(c) => (c.into_iter().collect(), false),
+                        Heard::Stale => (Vec::new(), true),
+                        Heard::Stranger => panic!("b is a peer"),
+                    },
+                    Tick(now) => (m.tick(now), false),
+                };
+                assert!(changes.iter().all(|c| c.peer == "b"), "only b speaks");
+                let change = changes.first().map(|c| (c.state, c.incarnation));
+                (m.state("b").expect("b"), change, stale)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn detector_tables() {
+        let cases: &[(&str, Vec<Step>, Vec<Seen>)] = &[
+            (
+                "unknown until first heard, then alive",
+                vec![Tick(1000), Beat(1000, 7, 1), Tick(1100)],
+                vec![
+                    (Unknown, None, false),
+                    (Alive, Some((Alive, 7)), false),
+                    (Alive, None, false),
+                ],
+            ),
+            (
+                "suspect after more than 2 intervals, down after more than 4",
+                vec![
+                    Beat(0, 7, 1),
+                    Tick(200),
+                    Tick(201),
+                    Tick(400),
+                    Tick(401),
+                    Tick(5000),
+                ],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Alive, None, false),
+                    (Suspect, Some((Suspect, 7)), false),
+                    (Suspect, None, false),
+                    (Down, Some((Down, 7)), false),
+                    (Down, None, false),
+                ],
+            ),
+            (
+                "a down peer heard again is alive: the partition healed",
+                vec![Beat(0, 7, 1), Tick(1000), Beat(1000, 7, 9), Tick(1100)],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Down, Some((Down, 7)), false),
+                    (Alive, Some((Alive, 7)), false),
+                    (Alive, None, false),
+                ],
+            ),
+            (
+                "a restart while alive is a change with the new incarnation",
+                vec![Beat(0, 7, 5), Beat(100, 8, 1)],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Alive, Some((Alive, 8)), false),
+                ],
+            ),
+            (
+                "an old sequence, a repeated one, or an older incarnation is stale",
+                vec![
+                    Beat(0, 7, 5),
+                    Beat(50, 7, 5),
+                    Beat(60, 7, 4),
+                    Beat(70, 6, 99),
+                    Tick(250),
+                ],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Alive, None, true),
+                    (Alive, None, true),
+                    (Alive, None, true),
+                    // Stale heartbeats do not keep a peer alive.
+                    (Suspect, Some((Suspect, 7)), false),
+                ],
+            ),
+            (
+                "a suspect peer heard again is alive without a restart",
+                vec![Beat(0, 7, 1), Tick(300), Beat(300, 7, 2)],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Suspect, Some((Suspect, 7)), false),
+                    (Alive, Some((Alive, 7)), false),
+                ],
+            ),
+            (
+                "a down peer may come back with a lower incarnation (clock went back)",
+                vec![
+                    Beat(0, 7, 1),
+                    Tick(1000),
+                    Beat(1000, 3, 1),
+                    Beat(1100, 7, 2),
+                ],
+                vec![
+                    (Alive, Some((Alive, 7)), false),
+                    (Down, Some((Down, 7)), false),
+                    (Alive, Some((Alive, 3)), false),
+                    // The restarted one is now current; the next higher
+                    // incarnation counts as a restart again.
+                    (Alive, Some((Alive, 7)), false),
+                ],
+            ),
+        ];
+        for (name, steps, expected) in cases {
+            assert_eq!(&run(steps), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn strangers_are_not_members() {
+        let mut m = Membership::new(["b"], T);
+        assert_eq!(m.heartbeat(0, "x", 1, 1), Heard::Stranger);
+        assert_eq!(m.state("x"), None);
+        assert_eq!(m.state("b"), Some(Unknown));
+        assert_eq!(m.last_heard("b"), None);
+        assert!(matches!(m.heartbeat(5, "b", 1, 1), Heard::Fresh(Some(_))));
+        assert_eq!(m.last_heard("b"), Some(5));
+        assert_eq!(m.incarnation("b"), Some(1));
+    }
+
+    #[test]
+    fn a_lease_is_new_when_first_taken_expired_or_moved() {
+        let mut l: Leases<u8> = Leases::new(400);
+        assert!(l.renew(0, "b", 1), "first");
+        assert!(!l.renew(100, "b", 1), "renewed");
+        assert_eq!(l.live(500), vec![("b".to_owned(), 1)]);
+        assert!(
+            l.live(501).is_empty(),
+            "expired 400ms after the last renewal"
+        );
+        assert!(l.renew(600, "b", 1), "after expiry");
+        assert!(l.renew(700, "b", 2), "reconnected on another route");
+        assert_eq!(l.live(700), vec![("b".to_owned(), 2)]);
+        l.expire(2000);
+        assert!(l.live(0).is_empty(), "expire removes it");
+        l.renew(0, "c", 3);
+        l.remove("c");
+        assert!(l.live(0).is_empty());
+    }
+}

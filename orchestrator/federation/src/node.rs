@@ -1,0 +1,482 @@
+//! What one host does with messages, whatever carries them: both buses
+//! feed a [`Node`] frames and time, and carry out the [`Out`]s it returns.
+//! It holds the detector, the subscriptions, the latest snapshot, the
+//! requests waiting for replies and the per-peer counters; it does no I/O.
+//!
+//! Two channels exist between a host and each peer, named after the
+//! ZeroMQ sockets that carry them: messages this host sends to a peer
+//! ([`Out::ToPeer`], its DEALER) and messages to a subscriber
+//! ([`Out::ToSubscriber`], its ROUTER). What may arrive on each is closed:
+//! a subscriber sends heartbeats and requests; a peer streams heartbeats,
+//! snapshots, events and replies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::bus::{Inbound, PeerView, RequestError};
+use crate::membership::{Change, Heard, Leases, Membership, PeerState, Timing};
+use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
+
+pub(crate) type Frames = Arc<[Vec<u8>]>;
+
+/// What a node asks its bus to do.
+#[derive(Debug)]
+pub(crate) enum Out<R> {
+    ToPeer {
+        peer: String,
+        frames: Frames,
+    },
+    ToSubscriber {
+        peer: String,
+        route: R,
+        frames: Frames,
+    },
+    Deliver(Delivery<R>),
+}
+
+/// Something for the daemon; the bus turns it into an [`Inbound`].
+#[derive(Debug)]
+pub(crate) enum Delivery<R> {
+    Item {
+        peer: String,
+        item: Inbound,
+    },
+    Request {
+        from: String,
+        route: R,
+        id: u64,
+        body: Value,
+        trace: Option<TraceContext>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    messages_in: u64,
+    messages_out: u64,
+    dropped: BTreeMap<DropKind, u64>,
+    logged: BTreeSet<DropKind>,
+    /// Incarnation, sequence and arrival of the last accepted snapshot.
+    snapshot: Option<(u64, u64, u64)>,
+}
+
+/// The detector and counters, shared with whoever asks for [`PeerView`]s.
+#[derive(Debug)]
+pub(crate) struct PeerTable {
+    membership: Membership,
+    endpoints: BTreeMap<String, String>,
+    stats: BTreeMap<String, Stats>,
+}
+
+impl PeerTable {
+    pub(crate) fn state(&self, peer: &str) -> Option<PeerState> {
+        self.membership.state(peer)
+    }
+
+    /// Counts refused input from `peer`, logging the first of each kind.
+    pub(crate) fn drop_input(
+        &mut self,
+        peer: &str,
+        kind: DropKind,
+        detail: &dyn std::fmt::Display,
+    ) {
+        let Some(s) = self.stats.get_mut(peer) else {
+            tracing::debug!(peer, %kind, %detail, "dropping a federation message from a stranger");
+            return;
+        };
+        *s.dropped.entry(kind).or_default() += 1;
+        // Once per peer and kind: a broken or hostile peer must not flood
+        // the log; the counters keep the full tally.
+        if s.logged.insert(kind) {
+            tracing::warn!(
+                peer,
+                %kind,
+                %detail,
+                "dropping a federation message; further ones of this kind from this peer are only counted"
+            );
+        }
+    }
+
+    pub(crate) fn count_out(&mut self, peer: &str) {
+        if let Some(s) = self.stats.get_mut(peer) {
+            s.messages_out += 1;
+        }
+    }
+
+    fn count_in(&mut self, peer: &str) {
+        if let Some(s) = self.stats.get_mut(peer) {
+            s.messages_in += 1;
+        }
+    }
+
+    pub(crate) fn views(&self, now: u64) -> Vec<PeerView> {
+        let age = |at: u64| Duration::from_millis(now.saturating_sub(at));
+        self.stats
+            .iter()
+            .map(|(name, s)| PeerView {
+                name: name.clone(),
+                endpoint: self.endpoints.get(name).cloned().unwrap_or_default(),
+                state: self.membership.state(name).unwrap_or(PeerState::Unknown),
+                incarnation: self.membership.incarnation(name),
+                last_heartbeat_age: self.membership.last_heard(name).map(age),
+                snapshot_age: s.snapshot.map(|(_, _, at)| age(at)),
+                messages_in: s.messages_in,
+                messages_out: s.messages_out,
+                dropped: s.dropped.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Locks the table. Every hold is a few counter updates, never across an
+/// `.await` or a socket call, so a std mutex is enough.
+pub(crate) fn lock(table: &Mutex<PeerTable>) -> MutexGuard<'_, PeerTable> {
+    table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Pending {
+    peer: String,
+    reply: oneshot::Sender<Result<Value, RequestError>>,
+}
+
+/// One host's protocol state; `R` is how the transport names a
+/// subscriber's connection.
+pub(crate) struct Node<R> {
+    host: String,
+    incarnation: u64,
+    peers: Vec<String>,
+    table: Arc<Mutex<PeerTable>>,
+    leases: Leases<R>,
+    snapshot: Option<Frames>,
+    beats: u64,
+    pending: HashMap<u64, Pending>,
+}
+
+impl<R> std::fmt::Debug for Node<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("host", &self.host)
+            .field("incarnation", &self.incarnation)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Clone + PartialEq> Node<R> {
+    pub(crate) fn new(
+        host: &str,
+        incarnation: u64,
+        peers: &[(String, String)],
+        timing: Timing,
+    ) -> Self {
+        let table = PeerTable {
+            membership: Membership::new(peers.iter().map(|(n, _)| n.clone()), timing),
+            endpoints: peers.iter().cloned().collect(),
+            stats: peers
+                .iter()
+                .map(|(n, _)| (n.clone(), Stats::default()))
+                .collect(),
+        };
+        Node {
+            host: host.to_owned(),
+            incarnation,
+            peers: peers.iter().map(|(n, _)| n.clone()).collect(),
+            table: Arc::new(Mutex::new(table)),
+            leases: Leases::new(timing.lease_ms()),
+            snapshot: None,
+            beats: 0,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn table(&self) -> Arc<Mutex<PeerTable>> {
+        Arc::clone(&self.table)
+    }
+
+    /// Sends this host's heartbeat to every peer and subscriber, and moves
+    /// silent peers on.
+    pub(crate) fn tick(&mut self, now: u64, unix_ms: u64) -> Vec<Out<R>> {
+        self.beats += 1;
+        let mut out = Vec::new();
+        let heartbeat = Message::Heartbeat(wire::Heartbeat {
+            host: self.host.clone(),
+            incarnation: self.incarnation,
+            sequence: self.beats,
+            sent_at_ms: unix_ms,
+        });
+        if let Some(frames) = encode(None, heartbeat) {
+            for peer in &self.peers {
+                out.push(Out::ToPeer {
+                    peer: peer.clone(),
+                    frames: Arc::clone(&frames),
+                });
+            }
+            out.extend(self.to_subscribers(now, &frames));
+        }
+        for change in lock(&self.table).membership.tick(now) {
+            tracing::info!(peer = %change.peer, state = %change.state, incarnation = change.incarnation, "peer state");
+            out.push(changed(change));
+        }
+        self.leases.expire(now);
+        // Callers that gave up (timed out) dropped their receivers.
+        self.pending.retain(|_, p| !p.reply.is_closed());
+        out
+    }
+
+    fn to_subscribers(&self, now: u64, frames: &Frames) -> Vec<Out<R>> {
+        self.leases
+            .live(now)
+            .into_iter()
+            .map(|(peer, route)| Out::ToSubscriber {
+                peer,
+                route,
+                frames: Arc::clone(frames),
+            })
+            .collect()
+    }
+
+    /// Stores and sends this host's snapshot.
+    pub(crate) fn publish_snapshot(&mut self, now: u64, frames: Frames) -> Vec<Out<R>> {
+        let out = self.to_subscribers(now, &frames);
+        self.snapshot = Some(frames);
+        out
+    }
+
+    pub(crate) fn publish_events(&self, now: u64, frames: Frames) -> Vec<Out<R>> {
+        self.to_subscribers(now, &frames)
+    }
+
+    /// Registers a request about to be sent to `peer`. The caller sends
+    /// the frames; if that fails, [`Node::request_failed`].
+    pub(crate) fn start_request(
+        &mut self,
+        peer: &str,
+        id: u64,
+        reply: oneshot::Sender<Result<Value, RequestError>>,
+    ) {
+        let check = match lock(&self.table).state(peer) {
+            None => Err(RequestError::UnknownPeer {
+                peer: peer.to_owned(),
+            }),
+            Some(PeerState::Unknown) => Err(RequestError::Unreachable {
+                peer: peer.to_owned(),
+            }),
+            Some(PeerState::Down) => Err(RequestError::PeerDown {
+                peer: peer.to_owned(),
+            }),
+            Some(PeerState::Alive | PeerState::Suspect) => Ok(()),
+        };
+        match check {
+            Ok(()) => {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        peer: peer.to_owned(),
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Whether a request is still waiting (it was not refused at once).
+    pub(crate) fn is_pending(&self, id: u64) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    pub(crate) fn request_failed(&mut self, id: u64, error: RequestError) {
+        if let Some(p) = self.pending.remove(&id) {
+            let _ = p.reply.send(Err(error));
+        }
+    }
+
+    /// Frames from `peer` on the subscriber channel (ROUTER side).
+    pub(crate) fn on_subscriber(
+        &mut self,
+        now: u64,
+        peer: &str,
+        route: R,
+        frames: &[impl AsRef<[u8]>],
+    ) -> Vec<Out<R>> {
+        let Some(envelope) = self.decode(peer, frames) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match envelope.message {
+            Message::Heartbeat(h) => {
+                self.heard(now, peer, &h, &mut out);
+                if self.leases.renew(now, peer, route.clone())
+                    && let Some(snapshot) = &self.snapshot
+                {
+                    // A new subscriber gets the current state at once
+                    // rather than at the next change.
+                    out.push(Out::ToSubscriber {
+                        peer: peer.to_owned(),
+                        route,
+                        frames: Arc::clone(snapshot),
+                    });
+                }
+            }
+            Message::Request(r) => out.push(Out::Deliver(Delivery::Request {
+                from: peer.to_owned(),
+                route,
+                id: r.id,
+                body: r.body,
+                trace: envelope.trace,
+            })),
+            other => self.unexpected(peer, &other, "from a subscriber"),
+        }
+        out
+    }
+
+    /// Frames from `peer` on the peer channel (DEALER side).
+    pub(crate) fn on_peer(
+        &mut self,
+        now: u64,
+        peer: &str,
+        frames: &[impl AsRef<[u8]>],
+    ) -> Vec<Out<R>> {
+        let Some(envelope) = self.decode(peer, frames) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let trace = envelope.trace;
+        match envelope.message {
+            Message::Heartbeat(h) => self.heard(now, peer, &h, &mut out),
+            Message::Snapshot(s) => {
+                if self.fresh_snapshot(now, peer, s.incarnation, s.sequence) {
+                    out.push(Out::Deliver(Delivery::Item {
+                        peer: peer.to_owned(),
+                        item: Inbound::Snapshot {
+                            peer: s.host,
+                            incarnation: s.incarnation,
+                            sequence: s.sequence,
+                            body: s.body,
+                            trace,
+                        },
+                    }));
+                }
+            }
+            Message::Events(e) => out.push(Out::Deliver(Delivery::Item {
+                peer: peer.to_owned(),
+                item: Inbound::Events {
+                    peer: e.host,
+                    batch: e.batch,
+                    trace,
+                },
+            })),
+            Message::Reply(r) => match self.pending.remove(&r.id) {
+                Some(p) if p.peer == peer => {
+                    let _ = p.reply.send(Ok(r.body));
+                }
+                Some(p) => {
+                    // A reply id only the right peer may answer.
+                    self.pending.insert(r.id, p);
+                    lock(&self.table).drop_input(
+                        peer,
+                        DropKind::Unexpected,
+                        &"a reply to a request sent to another peer",
+                    );
+                }
+                None => tracing::debug!(
+                    peer,
+                    id = r.id,
+                    "a reply nobody waits for (late, after a timeout)"
+                ),
+            },
+            other => self.unexpected(peer, &other, "from a peer"),
+        }
+        out
+    }
+
+    /// Decodes and authenticates: the host a message claims must be the
+    /// peer whose key it came with.
+    fn decode(&mut self, peer: &str, frames: &[impl AsRef<[u8]>]) -> Option<Envelope> {
+        let mut table = lock(&self.table);
+        match wire::decode(frames) {
+            Err(e) => {
+                table.drop_input(peer, e.kind(), &e);
+                None
+            }
+            Ok(envelope) => match envelope.message.claimed_host() {
+                Some(claimed) if claimed != peer => {
+                    table.drop_input(
+                        peer,
+                        DropKind::Impostor,
+                        &format!("claims to be `{claimed}`"),
+                    );
+                    None
+                }
+                _ => {
+                    table.count_in(peer);
+                    Some(envelope)
+                }
+            },
+        }
+    }
+
+    fn unexpected(&self, peer: &str, message: &Message, channel: &str) {
+        let detail = format!("a {:?} message {channel}", message.message_type());
+        lock(&self.table).drop_input(peer, DropKind::Unexpected, &detail);
+    }
+
+    fn heard(&mut self, now: u64, peer: &str, h: &wire::Heartbeat, out: &mut Vec<Out<R>>) {
+        let heard = lock(&self.table)
+            .membership
+            .heartbeat(now, peer, h.incarnation, h.sequence);
+        if let Heard::Fresh(Some(change)) = heard {
+            tracing::info!(peer, state = %change.state, incarnation = change.incarnation, "peer state");
+            out.push(changed(change));
+        }
+    }
+
+    fn fresh_snapshot(&mut self, now: u64, peer: &str, incarnation: u64, sequence: u64) -> bool {
+        let mut table = lock(&self.table);
+        let current = table.membership.incarnation(peer);
+        let Some(stats) = table.stats.get_mut(peer) else {
+            return false;
+        };
+        let fresh = match stats.snapshot {
+            None => true,
+            Some((inc, seq, _)) => {
+                incarnation > inc
+                    || (incarnation == inc && sequence > seq)
+                    // The detector took the peer back with a lower
+                    // incarnation (it was down and its clock went back).
+                    || (incarnation < inc && current == Some(incarnation))
+            }
+        };
+        if fresh {
+            stats.snapshot = Some((incarnation, sequence, now));
+        }
+        fresh
+    }
+}
+
+fn changed<R>(change: Change) -> Out<R> {
+    Out::Deliver(Delivery::Item {
+        peer: change.peer.clone(),
+        item: Inbound::PeerChanged(change),
+    })
+}
+
+/// Frames of a message this node makes itself; those cannot be too large
+/// (no body), so a failure is only logged.
+fn encode(trace: Option<TraceContext>, message: Message) -> Option<Frames> {
+    match wire::encode(&Envelope { trace, message }) {
+        Ok(frames) => Some(frames.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a heartbeat");
+            None
+        }
+    }
+}
