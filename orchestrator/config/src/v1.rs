@@ -366,6 +366,9 @@ fn crashloop(node: &Node, base: &CrashLoop, d: &mut Diagnostics) -> CrashLoop {
     if let Some(n) = m.take("window") {
         out.window = de::duration(n, "`crashloop.window`", d).unwrap_or(base.window);
     }
+    if let Some(n) = m.take("stable") {
+        out.stable = de::duration(n, "`crashloop.stable`", d).or(base.stable);
+    }
     m.finish(d);
     out
 }

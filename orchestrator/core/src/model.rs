@@ -314,6 +314,9 @@ impl Default for Backoff {
 pub struct CrashLoop {
     pub restarts: u32,
     pub window: Duration,
+    /// How long a replica must stay healthy to count as stable again: its
+    /// backoff resets and a crash loop ends. `None`: the backoff's cap.
+    pub stable: Option<Duration>,
 }
 
 impl Default for CrashLoop {
@@ -321,7 +324,15 @@ impl Default for CrashLoop {
         CrashLoop {
             restarts: 5,
             window: Duration::from_secs(600),
+            stable: None,
         }
+    }
+}
+
+impl RestartPolicy {
+    /// The stability period: `crashloop.stable`, else the backoff's cap.
+    pub fn stable_after(&self) -> Duration {
+        self.crashloop.stable.unwrap_or(self.backoff.max)
     }
 }
 

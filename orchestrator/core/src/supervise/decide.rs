@@ -122,7 +122,9 @@ impl Supervisor {
             .filter_map(|r| match &r.phase {
                 Phase::BackingOff { until, .. } => Some(*until),
                 Phase::Failed { retry_at, .. } => Some(*retry_at),
-                _ if r.failures > 0 => r.healthy_since.map(|t| t + STABLE_AFTER),
+                _ if r.failures > 0 || r.crashloop => {
+                    r.healthy_since.map(|t| t + self.stable_after(&r.key.agent))
+                }
                 _ => None,
             })
             .min()
@@ -625,14 +627,8 @@ impl Supervisor {
                     replica: key.clone(),
                     group: r.group.clone(),
                 });
-                if r.crashloop {
-                    r.crashloop = false;
-                    r.restart_times.clear();
-                    out.events.push(EventKind::AgentRecovered {
-                        replica: key.clone(),
-                        group: r.group.clone(),
-                    });
-                }
+                // A crash-looping replica is recovered only once it has
+                // stayed healthy for its stability period (see `settle`).
             }
         } else {
             // As with Docker: failures in the start period do not count,
@@ -775,13 +771,28 @@ impl Supervisor {
             out.events.push(EventKind::GroupStarting { group: g });
         }
         self.sync_replica_table();
-        // Stable long enough: forget past failures.
+        // Healthy for the stability period: past failures are forgotten and
+        // a crash loop is over (its dependents start again below).
+        let stable: BTreeMap<String, Millis> = self
+            .agents
+            .keys()
+            .map(|a| (a.clone(), self.stable_after(a)))
+            .collect();
         for r in self.replicas.values_mut() {
-            if r.failures > 0
+            let period = stable.get(&r.key.agent).copied().unwrap_or(10_000);
+            if (r.failures > 0 || r.crashloop)
                 && r.health == Health::Healthy
-                && r.healthy_since.is_some_and(|t| now >= t + STABLE_AFTER)
+                && r.healthy_since.is_some_and(|t| now >= t + period)
             {
                 r.failures = 0;
+                if r.crashloop {
+                    r.crashloop = false;
+                    r.restart_times.clear();
+                    out.events.push(EventKind::AgentRecovered {
+                        replica: r.key.clone(),
+                        group: r.group.clone(),
+                    });
+                }
             }
         }
         if self.docker_up {

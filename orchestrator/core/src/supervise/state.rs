@@ -11,10 +11,6 @@ use crate::model::{Agent, HostConfig, RestartMode};
 /// Milliseconds on a monotonic clock the caller owns.
 pub type Millis = u64;
 
-/// A replica is counted healthy-and-stable after this long, which resets
-/// its backoff.
-pub const STABLE_AFTER: Millis = 10_000;
-
 /// How long a replica that could not get a GPU slice waits before the
 /// host is planned again for it.
 pub const GPU_RETRY: Millis = 30_000;
@@ -787,6 +783,15 @@ impl Supervisor {
             .collect();
         self.replicas
             .retain(|k, r| wanted_keys.contains(k) || r.container.is_some() || r.op.is_some());
+    }
+
+    /// How long a replica of `agent` must stay healthy to be stable again
+    /// (its backoff resets, a crash loop ends).
+    pub fn stable_after(&self, agent: &str) -> Millis {
+        self.agents
+            .get(agent)
+            .map(|a| a.restart.stable_after().as_millis() as Millis)
+            .unwrap_or(10_000)
     }
 
     /// Restart delay after `failures` consecutive failures, with a jitter
