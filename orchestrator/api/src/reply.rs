@@ -16,8 +16,13 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub generation: u64,
-    /// Agents whose containers change (recreated, added or removed).
+    /// Agents whose config changed (their containers are made anew when
+    /// they next run).
     pub changed: Vec<String>,
+    /// Of those, the ones recreated (or added, or removed) now: their
+    /// group is started, or they still have containers.
+    #[serde(default)]
+    pub recreated: Vec<String>,
     pub warnings: Vec<String>,
     pub events_from: u64,
 }

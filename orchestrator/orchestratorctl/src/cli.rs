@@ -122,7 +122,7 @@ pub enum Command {
     Export(ExportCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
-    /// Write man pages for orchestratorctl and every verb.
+    /// Man pages: the program's on standard output, or every verb's into --dir.
     Man(ManArgs),
 }
 
@@ -299,7 +299,8 @@ pub struct CompletionArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Directory to write the pages into.
-    #[arg(long, default_value = "man")]
-    pub dir: PathBuf,
+    /// Write every page (the program's and one per verb) into this
+    /// directory; without it, the program's page goes to standard output.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }

@@ -267,9 +267,26 @@ impl Owner {
             })
             .unwrap_or_default();
         self.execute(out);
+        let recreated = changed
+            .iter()
+            .filter(|agent| {
+                let running = self
+                    .sup
+                    .replicas()
+                    .any(|r| &r.key.agent == *agent && (r.container.is_some() || r.op.is_some()));
+                let wanted = self
+                    .sup
+                    .config()
+                    .agent(agent)
+                    .is_some_and(|a| self.sup.group_wanted(&a.group));
+                running || wanted
+            })
+            .cloned()
+            .collect();
         Ok(Applied {
             generation: self.sup.generation(),
             changed,
+            recreated,
             warnings,
             events_from,
         })
