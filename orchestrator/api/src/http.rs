@@ -150,6 +150,8 @@ pub fn to_route(env: &Envelope) -> Route {
             format!("gpu/{gpu}/mig"),
             json(&MigBody { enable: *enable }),
         ),
+        Request::Peers => (Method::Get, "peers".into(), None),
+        Request::Fleet => (Method::Get, "fleet".into(), None),
     };
     if let Some(h) = &env.host {
         query.push(format!("host={h}"));
@@ -269,6 +271,8 @@ pub fn from_route(
         }
         ["reload"] if post => Request::Reload,
         ["gpu"] if get => Request::Gpu,
+        ["peers"] if get => Request::Peers,
+        ["fleet"] if get => Request::Fleet,
         ["plan"] if post => {
             let b: ConfigText = body_as(body, "plan")?;
             Request::Plan {
@@ -361,6 +365,8 @@ mod tests {
                 gpu: 1,
                 enable: true,
             },
+            Request::Peers,
+            Request::Fleet,
         ]
     }
 

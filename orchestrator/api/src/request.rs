@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, GpuReport, GroupStatus, LogText, PlanReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, LogText, PeerStatus, PlanReport,
+    Status,
 };
 use crate::wire::Event;
 
@@ -79,6 +80,10 @@ pub enum Request {
     },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
+    /// The configured peers and how they are seen. Reply: `Vec<PeerStatus>`.
+    Peers,
+    /// Every host's latest state, this one's live. Reply: [`Fleet`].
+    Fleet,
 }
 
 impl Request {
@@ -99,6 +104,8 @@ impl Request {
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
             Request::MigMode { .. } => "mig_mode",
+            Request::Peers => "peers",
+            Request::Fleet => "fleet",
         }
     }
 
@@ -113,6 +120,8 @@ impl Request {
                 | Request::Events { .. }
                 | Request::Gpu
                 | Request::Plan { .. }
+                | Request::Peers
+                | Request::Fleet
         )
     }
 }
@@ -167,6 +176,8 @@ pub enum Response {
     Plan(PlanReport),
     Events(Vec<Event>),
     Logs(LogText),
+    Peers(Vec<PeerStatus>),
+    Fleet(Fleet),
 }
 
 impl Response {
@@ -182,6 +193,8 @@ impl Response {
             Response::Plan(_) => "plan",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
+            Response::Peers(_) => "peers",
+            Response::Fleet(_) => "fleet",
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Facts<'a> {
     pub telemetry: Option<&'a BTreeMap<u32, Telemetry>>,
     pub gpu_library: Option<&'a str>,
     pub driver_version: Option<&'a str>,
+    /// The number of the last event logged.
+    pub last_event_seq: u64,
 }
 
 pub fn group_state(p: GroupPhase) -> GroupState {
@@ -197,6 +199,7 @@ pub fn status(sup: &Supervisor, f: &Facts<'_>) -> Status {
     }
     Status {
         host: sup.config().host.name.clone(),
+        last_event_seq: f.last_event_seq,
         version: f.version.to_string(),
         pid: f.pid,
         uptime_ms: f.uptime_ms,

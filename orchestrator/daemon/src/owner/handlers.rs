@@ -66,6 +66,7 @@ impl Owner {
                 .gpu
                 .as_ref()
                 .and_then(|g| g.driver_version.as_deref()),
+            last_event_seq: self.log.next_seq() - 1,
         }
     }
 
@@ -122,6 +123,14 @@ impl Owner {
                 self.mig_mode(gpu, enable, reply);
                 return;
             }
+            Request::Peers => Ok(Response::Peers(
+                self.deps
+                    .bus
+                    .as_deref()
+                    .map(crate::fleet::peer_status)
+                    .unwrap_or_default(),
+            )),
+            Request::Fleet => Ok(Response::Fleet(self.fleet_view())),
             Request::Logs { .. } | Request::Events { .. } => Err(ApiError::new(
                 ErrorCode::Internal,
                 "logs and events are served by the transport, not the owner",

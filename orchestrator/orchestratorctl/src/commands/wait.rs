@@ -123,14 +123,26 @@ pub async fn wait(
     };
     let mut stream_open = true;
     loop {
-        let all: Vec<GroupStatus> = client.groups().await.map_err(fail)?;
+        let status = client.status().await.map_err(fail)?;
+        let all: Vec<GroupStatus> = status.groups;
         let mine: Vec<&GroupStatus> = all.iter().filter(|g| groups.contains(&g.name)).collect();
         let done = mine.iter().all(|g| goal.reached(g));
         let (healthy, wanted, running) = mine.iter().fold((0, 0, 0), |a, g| {
             (a.0 + g.healthy, a.1 + g.wanted, a.2 + g.running)
         });
         if done {
-            // The state is reached; show everything that led to it.
+            // The state is reached; show everything that led to it (the
+            // events may still be on their way from another host).
+            while p.last < status.last_event_seq && stream_open {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(Ok(e)) => p.handle(&e, goal)?,
+                        Some(Err(e)) => return Err(fail(e)),
+                        None => stream_open = false,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
             catch_up(client, &mut p, goal).await?;
             if tty {
                 eprint!("\r\x1b[2K");
