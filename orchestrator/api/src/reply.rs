@@ -178,6 +178,20 @@ pub struct PlanReport {
     pub notes: Vec<PlanNote>,
     /// With a running daemon: what applying the config would change.
     pub changes: Option<ConfigChanges>,
+    /// What the config's agents need on other hosts, and whether it is
+    /// ready there now (as far as this host knows).
+    #[serde(default)]
+    pub remote: Vec<RemoteDependency>,
+}
+
+/// A cross-host dependency of an agent, as a plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteDependency {
+    pub agent: String,
+    pub on: crate::wire::Wait,
+    /// `ready`, `not ready`, `host down`, `not heard from`, or `unknown`
+    /// (planned without a daemon).
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

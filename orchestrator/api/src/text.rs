@@ -396,6 +396,8 @@ impl fmt::Display for Wait {
             Wait::Agent { agent } => f.write_str(agent),
             Wait::Group { group } => write!(f, "group {group}"),
             Wait::GpuInventory => f.write_str("the GPU inventory"),
+            Wait::RemoteAgent { host, agent } => write!(f, "{host}/{agent}"),
+            Wait::RemoteGroup { host, group } => write!(f, "group {group} on {host}"),
         }
     }
 }

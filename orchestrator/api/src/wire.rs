@@ -36,6 +36,10 @@ pub enum Wait {
     Group { group: String },
     /// The first GPU inventory has not been taken yet.
     GpuInventory,
+    /// An agent of another host is not ready (or that host is down).
+    RemoteAgent { host: String, agent: String },
+    /// A group of another host is not ready (or that host is down).
+    RemoteGroup { host: String, group: String },
 }
 
 /// Where a replica is in its life.

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use orch_api::wire::{Phase, Wait};
 use orch_api::{ClientError, ErrorCode, GroupState, PeerState};
 use orch_daemon::testing::{Harness, World};
 use orch_federation::{MemNetwork, SecretKey};
@@ -263,4 +264,66 @@ async fn a_cut_host_is_seen_down_keeps_its_last_state_and_comes_back_by_itself()
         settle(50).await;
     }
     panic!("beta's restart was not seen");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again() {
+    let net = MemNetwork::new();
+    let alpha = config("alpha", &["beta"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  needs_eyes:\n    agents:\n      Needy: {depends_on: [beta/Eyes]}",
+    );
+    let beta = config("beta", &["alpha"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  vision:\n    agents:\n      Eyes: {}",
+    );
+    let gpu = orch_gpu::FakeGpu::new().with_gpu(
+        orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap(),
+        false,
+    );
+    let a = Harness::start_in(World::new().on(&net).with_gpu(gpu), &alpha).await;
+    let b = Harness::start_in(World::new().on(&net), &beta).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    a.client.group_start("needs_eyes").await.unwrap();
+    settle(2_000).await;
+    let needy = |agents: Vec<orch_api::AgentStatus>| {
+        agents.into_iter().find(|x| x.agent == "Needy").unwrap()
+    };
+    let n = needy(a.client.agents(None).await.unwrap());
+    assert_eq!(
+        n.phase,
+        Phase::Held {
+            waiting_for: vec![Wait::RemoteAgent {
+                host: "beta".into(),
+                agent: "Eyes".into()
+            }]
+        }
+    );
+    // plan shows the wait and its state.
+    let text = std::fs::read_to_string(a.config_path()).unwrap();
+    let plan = a.client.plan("c.yaml", &text).await.unwrap();
+    assert_eq!(plan.remote.len(), 1);
+    assert_eq!(plan.remote[0].agent, "Needy");
+    assert_eq!(plan.remote[0].state, "not ready");
+
+    // Eyes comes up on beta: Needy starts.
+    b.client.group_start("vision").await.unwrap();
+    a.until("Needy runs", |s| s.agents.healthy == 1).await;
+    // Eyes turns unhealthy there: Needy is stopped and held again.
+    b.world.prober.set_healthy("Eyes", false);
+    a.until("Needy held again", |s| s.agents.running == 0).await;
+    assert!(matches!(
+        needy(a.client.agents(None).await.unwrap()).phase,
+        Phase::Held { .. }
+    ));
+    b.world.prober.set_healthy("Eyes", true);
+    a.until("Needy back", |s| s.agents.healthy == 1).await;
+    // beta goes down: held again; back: started again, with no restart.
+    net.cut("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Down).await;
+    a.until("Needy held while beta is down", |s| s.agents.running == 0)
+        .await;
+    net.heal("alpha", "beta");
+    a.until("Needy back after the partition", |s| s.agents.healthy == 1)
+        .await;
 }

@@ -79,6 +79,11 @@ impl Supervisor {
                 self.inventory = None;
                 self.gpu_unavailable = Some(reason);
             }
+            Input::Remote { host, state } => {
+                if self.remote.get(&host) != Some(&state) {
+                    self.remote.insert(host, state);
+                }
+            }
             Input::SliceReady { key, slice } => {
                 if let crate::gpu::Slice::Mig {
                     gpu_uuid,
@@ -1008,9 +1013,13 @@ impl Supervisor {
             .collect()
     }
 
-    /// Whether the replica is due to go down (unwanted, or held by a crash loop).
+    /// Whether the replica is due to go down: unwanted, held by a crash
+    /// loop, or something it needs on another host has failed.
     fn going_down(&self, r: &Replica) -> bool {
-        !self.wanted(&r.key) || (r.held_by_crashloop && self.upstream_crashloop(&r.key.agent))
+        !self.wanted(&r.key)
+            || (r.held_by_crashloop && self.upstream_crashloop(&r.key.agent))
+            // A container made ahead and not started holds nothing: kept.
+            || (r.is_running() && self.remote_failed(&r.key.agent))
     }
 
     fn stop_pass(&mut self, order: &[String], out: &mut Outcome) {
@@ -1077,12 +1086,23 @@ impl Supervisor {
         // A group's `depends_on` holds every agent of the group until each
         // named group is ready.
         if let Some(g) = self.config.group(&a.group) {
-            for dep in &g.depends_on {
+            for dep in g
+                .depends_on
+                .iter()
+                .filter_map(|d| crate::model::Dep::local(d))
+            {
                 if !self.group_wanted(dep) || !self.group_ready(dep) {
-                    waiting.push(Wait::Group(dep.clone()));
+                    waiting.push(Wait::Group(dep.to_string()));
                 }
             }
         }
+        // And so do agents and groups of other hosts.
+        waiting.extend(
+            self.remote_dependencies(agent)
+                .into_iter()
+                .filter(|(_, met)| !met)
+                .map(|(w, _)| w),
+        );
         waiting
     }
 
@@ -1119,7 +1139,7 @@ impl Supervisor {
                 if !self.wanted(&key) {
                     continue;
                 }
-                let upstream_loop = self.upstream_crashloop(agent);
+                let upstream_loop = self.upstream_crashloop(agent) || self.remote_failed(agent);
                 // One replica of an agent changes at a time.
                 let sibling_busy = self.replicas.values().any(|x| {
                     x.key.agent == *agent

@@ -1683,3 +1683,98 @@ fn a_held_replica_created_ahead_is_reported_held_once() {
         }
     );
 }
+
+fn remote_up(agents: &[&str], groups: &[&str]) -> RemoteHost {
+    RemoteHost::Up(RemoteView {
+        ready_agents: agents.iter().map(|a| a.to_string()).collect(),
+        ready_groups: groups.iter().map(|g| g.to_string()).collect(),
+    })
+}
+
+#[test]
+fn a_cross_host_dependency_holds_releases_and_holds_again() {
+    let mut h = Harness::new(&[(
+        "g",
+        &["pc2/group:vision"],
+        &[("Local", &[], 1, true), ("Needy", &["pc2/Eyes"], 1, true)],
+    )]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    // pc2 not heard from: nothing of the group starts (its group waits
+    // too); their containers are made ahead, as for any held replica.
+    assert_eq!(h.take_log(), ["create Local", "create Needy"]);
+    h.finish_ops();
+    assert_eq!(
+        h.phase(&k("Needy")),
+        Phase::Held {
+            waiting_for: vec![
+                Wait::RemoteAgent {
+                    host: "pc2".into(),
+                    agent: "Eyes".into()
+                },
+                Wait::RemoteGroup {
+                    host: "pc2".into(),
+                    group: "vision".into()
+                },
+            ]
+        }
+    );
+    // pc2's group is ready, its agent not yet: Local goes, Needy waits.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["start Local"]);
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&["Eyes"], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["start Needy"]);
+    h.settle_healthy();
+    h.take_log();
+    // Eyes turns unhealthy over there: Needy is stopped and held again.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["stop Needy"]);
+    h.finish_ops();
+    assert!(h.take_log().is_empty(), "held, not re-created meanwhile");
+    assert!(matches!(h.phase(&k("Needy")), Phase::Held { .. }));
+    // pc2 goes down: the whole group, which needs pc2's group, goes down.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: RemoteHost::Down,
+    });
+    assert_eq!(h.take_log(), ["stop Local"]);
+    h.finish_ops();
+    // Back, and everything ready: both start again.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&["Eyes"], &["vision"]),
+    });
+    let mut log = h.take_log();
+    log.sort();
+    assert_eq!(log, ["launch Local", "launch Needy"]);
+}
+
+#[test]
+fn a_restarted_host_does_not_stop_what_waits_on_a_host_it_has_not_heard_yet() {
+    let mut h = Harness::new(&[("g", &[], &[("Needy", &["pc2/Eyes"], 1, true)])]);
+    let c = h.container("Needy", 0);
+    let s = &mut h.s;
+    s.started.insert("g".into());
+    h.apply(Input::Resync {
+        containers: vec![(k("Needy"), "g".into(), c)],
+    });
+    assert!(
+        !h.take_log().iter().any(|l| l.starts_with("stop")),
+        "a running dependent is left alone until pc2 is heard from"
+    );
+    assert_eq!(h.s.replica(&k("Needy")).unwrap().phase, Phase::Running);
+    // Heard: Eyes is not ready there. Now it is held.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &[]),
+    });
+    assert_eq!(h.take_log(), ["stop Needy"]);
+}

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use orch_api::{Fleet, HostView, PeerState, Snapshot};
+use orch_api::wire::{Health, Phase};
+use orch_api::{Fleet, GroupState, HostView, PeerState, Snapshot};
+use orch_core::supervise::{Input, RemoteHost, RemoteView};
 use tokio::time::Instant;
 
 use super::Owner;
@@ -73,7 +75,55 @@ impl Owner {
     }
 
     pub(super) fn on_peer(&mut self, news: PeerNews) {
+        let peer = match &news {
+            PeerNews::Snapshot { peer, .. }
+            | PeerNews::Events { peer, .. }
+            | PeerNews::State { peer, .. } => peer.clone(),
+        };
         self.fleet.take(news);
+        // What the cross-host dependencies see of that host.
+        let state = self.remote_state(&peer);
+        if self.sup.remote(&peer) != &state {
+            let now = self.now();
+            let out = self.sup.handle(now, Input::Remote { host: peer, state });
+            self.execute(out);
+        }
+    }
+
+    /// Another host as cross-host dependencies see it: down when the
+    /// detector says so, else what its latest snapshot says is ready.
+    fn remote_state(&self, peer: &str) -> RemoteHost {
+        let Some(p) = self.fleet.get(peer) else {
+            return RemoteHost::Unknown;
+        };
+        match (p.state, &p.snapshot) {
+            (PeerState::Down, _) => RemoteHost::Down,
+            (PeerState::Alive | PeerState::Suspect, Some((s, _))) => RemoteHost::Up(remote_view(s)),
+            _ => RemoteHost::Unknown,
+        }
+    }
+
+    /// A cross-host dependency's state, for `plan`.
+    pub(super) fn remote_dependency_state(&self, on: &orch_api::wire::Wait) -> String {
+        use orch_api::wire::Wait;
+        let (host, ready) = match on {
+            Wait::RemoteAgent { host, agent } => (
+                host,
+                matches!(self.sup.remote(host), RemoteHost::Up(v) if v.ready_agents.contains(agent)),
+            ),
+            Wait::RemoteGroup { host, group } => (
+                host,
+                matches!(self.sup.remote(host), RemoteHost::Up(v) if v.ready_groups.contains(group)),
+            ),
+            _ => return "unknown".into(),
+        };
+        match self.sup.remote(host) {
+            RemoteHost::Unknown => "not heard from",
+            RemoteHost::Down => "host down",
+            RemoteHost::Up(_) if ready => "ready",
+            RemoteHost::Up(_) => "not ready",
+        }
+        .into()
     }
 
     /// This host (live) and every peer (its latest snapshot, with its
@@ -99,5 +149,29 @@ impl Owner {
             });
         }
         Fleet { hosts }
+    }
+}
+
+/// What is ready on a host, from its snapshot: an agent whose every
+/// replica runs healthy and is not crash-looping, a group that is ready.
+pub fn remote_view(s: &Snapshot) -> RemoteView {
+    let mut ready = std::collections::BTreeMap::<&str, bool>::new();
+    for a in &s.agents {
+        let ok = a.phase == Phase::Running && a.health == Health::Healthy && !a.crashloop;
+        *ready.entry(a.agent.as_str()).or_insert(true) &= ok;
+    }
+    RemoteView {
+        ready_agents: ready
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(a, _)| a.to_string())
+            .collect(),
+        ready_groups: s
+            .status
+            .groups
+            .iter()
+            .filter(|g| g.state == GroupState::Ready)
+            .map(|g| g.name.clone())
+            .collect(),
     }
 }

@@ -367,6 +367,8 @@ impl Owner {
             }
         }
         report.changes = Some(changes);
+        report.remote =
+            orch_api::report::remote_dependencies(new, |on| self.remote_dependency_state(on));
         Ok(report)
     }
 
