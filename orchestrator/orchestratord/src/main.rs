@@ -34,7 +34,17 @@ enum Command {
     /// Run the daemon in the foreground (as systemd does).
     Run(RunArgs),
     /// Validate the config and print what it holds, then exit.
-    Check(ConfigArgs),
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Do not check the federation's secret key file (for a config being
+    /// staged on a machine that does not have the key yet).
+    #[arg(long)]
+    without_keys: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,7 +159,8 @@ fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     }
 }
 
-fn check(args: &ConfigArgs) -> ExitCode {
+fn check(check_args: &CheckArgs) -> ExitCode {
+    let args = &check_args.config;
     match load(args) {
         Ok(l) => {
             for w in &l.warnings {
@@ -165,7 +176,12 @@ fn check(args: &ConfigArgs) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_CONFIG);
             }
-            if let Some(fed) = &l.config.federation {
+            if let Some(fed) = l
+                .config
+                .federation
+                .as_ref()
+                .filter(|_| !check_args.without_keys)
+            {
                 let key = fed.secret_key_path(&l.config.host.name);
                 if let Err(e) = orch_federation::keys::load_secret(std::path::Path::new(&key)) {
                     eprintln!("{}: federation: {e}", args.config.display());

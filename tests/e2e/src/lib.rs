@@ -214,12 +214,24 @@ impl Drop for Host {
     }
 }
 
-/// A host config made from a shipped one: renamed to `host`, and with
+/// A host config made from a shipped one: renamed to `host`, with
 /// published ports reduced to container ports, so tests never collide on
-/// host ports.
+/// host ports, and without its federation section (a test host has no
+/// peers).
 pub fn derive_config(source: &str, from_host: &str, host: &str) -> String {
     let mut out = String::new();
+    let mut in_federation = false;
     for line in source.lines() {
+        let top_level = line
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#');
+        if top_level {
+            in_federation = line.starts_with("federation:");
+        }
+        if in_federation {
+            continue;
+        }
         let line = line.replace(
             &format!("{{name: {from_host},"),
             &format!("{{name: {host},"),
