@@ -147,7 +147,7 @@ pub enum Command {
 pub struct FleetArgs {
     /// Every host of the federation, each with its state and the age of
     /// what is shown (a host that is down shows its last known state).
-    #[arg(long, conflicts_with = "host")]
+    #[arg(long)]
     pub all_hosts: bool,
 }
 

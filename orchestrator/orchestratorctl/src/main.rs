@@ -43,6 +43,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
+    let all_hosts = match &cli.command {
+        Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
+        Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
+        _ => false,
+    };
+    if all_hosts && cli.host.is_some() {
+        return Err(exit::Exit::with(
+            exit::USAGE,
+            "--all-hosts shows every host already; it does not go with --host",
+        )
+        .into());
+    }
     let client = || {
         commands::daemon::client(
             cli.socket.as_ref(),
