@@ -107,6 +107,9 @@ pub struct AgentStatus {
     pub agent: String,
     pub replica: u32,
     pub phase: Phase,
+    /// Why it is `pending`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::wire::PendingReason>,
     pub health: Health,
     pub container: Option<String>,
     pub image: String,

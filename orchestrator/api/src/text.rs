@@ -390,6 +390,17 @@ impl fmt::Display for PlanNote {
     }
 }
 
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PendingReason::DockerDown => "the Docker Engine is unreachable",
+            PendingReason::GroupStopped => "its group is not started",
+            PendingReason::GpuSlice => "waiting for a GPU slice",
+            PendingReason::Starting => "about to start",
+        })
+    }
+}
+
 impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

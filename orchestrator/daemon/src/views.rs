@@ -89,6 +89,18 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
         agent: r.key.agent.clone(),
         replica: r.key.replica,
         phase: convert::phase(&r.phase, now),
+        pending: (r.phase == orch_core::supervise::Phase::Pending).then(|| {
+            use orch_api::wire::PendingReason;
+            if !sup.docker_up() {
+                PendingReason::DockerDown
+            } else if !sup.group_wanted(&r.group) {
+                PendingReason::GroupStopped
+            } else if agent.is_some_and(|a| a.gpu.is_some()) && r.slice.is_none() {
+                PendingReason::GpuSlice
+            } else {
+                PendingReason::Starting
+            }
+        }),
         health: convert::health(r.health),
         container: r
             .container

@@ -209,16 +209,39 @@ impl Owner {
     ) -> Result<String, ApiError> {
         let key = ReplicaKey::new(agent, replica);
         match self.sup.config().agent(agent) {
-            Some(a) if a.group == group => self
-                .sup
-                .replica(&key)
-                .and_then(|r| r.container.as_ref().map(|c| c.id.clone()))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::NotFound,
-                        format!("{group}/{key} has no container (is its group started?)"),
-                    )
-                }),
+            Some(a) if a.group == group => {
+                let r = self.sup.replica(&key);
+                // A container made ahead and never started has no output.
+                if let Some(c) = r.and_then(|r| r.container.as_ref())
+                    && c.status != orch_core::supervise::ContainerStatus::Created
+                {
+                    return Ok(c.id.clone());
+                }
+                // Say why there is none.
+                let why = match r.map(|r| &r.phase) {
+                    _ if !self.sup.group_wanted(group) => {
+                        format!("its group `{group}` is not started")
+                    }
+                    Some(orch_core::supervise::Phase::Held { waiting_for }) => format!(
+                        "it is held, waiting for {}",
+                        orch_api::text::waits(
+                            &waiting_for
+                                .iter()
+                                .map(orch_api::convert::wait)
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                    Some(orch_core::supervise::Phase::Failed { reason, .. }) => format!(
+                        "its last start failed: {}",
+                        orch_api::convert::fail_reason(reason)
+                    ),
+                    _ => "it is about to start".to_string(),
+                };
+                Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("{group}/{key} has no container: {why}"),
+                ))
+            }
             _ => Err(self.agent_error(CommandError::UnknownAgent {
                 group: group.to_string(),
                 agent: agent.to_string(),

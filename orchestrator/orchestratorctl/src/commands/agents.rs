@@ -42,7 +42,10 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         t.row([
             a.group.clone(),
             name,
-            phase_text(&a.phase, a.crashloop, out),
+            match a.pending {
+                Some(why) => out.dim(&format!("pending ({why})")),
+                None => phase_text(&a.phase, a.crashloop, out),
+            },
             match a.health {
                 Health::Healthy => out.green("healthy"),
                 Health::Unhealthy => out.red("unhealthy"),
