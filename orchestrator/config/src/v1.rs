@@ -240,10 +240,11 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
 }
 
 /// `ORCH_*` variables are the agent contract's; a config cannot set them.
-fn reserved_env(node: &Node, d: &mut Diagnostics) {
+/// (The one check, for both formats.)
+pub(crate) fn reserved_env(node: &Node, d: &mut Diagnostics) {
     for (k, _) in node.as_map().unwrap_or(&[]) {
         if let Some(name) = k.as_str()
-            && name.starts_with("ORCH_")
+            && orch_core::container::is_reserved_env(name)
         {
             d.error_help(
                 "reserved",
