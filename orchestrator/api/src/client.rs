@@ -16,7 +16,9 @@ use tokio::net::UnixStream;
 
 use crate::error::ApiError;
 use crate::http::{Method, Route, to_route};
-use crate::reply::{Accepted, AgentStatus, Applied, GpuReport, GroupStatus, PlanReport, Status};
+use crate::reply::{
+    Accepted, AgentStatus, Applied, GpuReport, GroupStatus, PlanReport, SloReport, Status,
+};
 use crate::request::{Envelope, Request};
 use crate::wire::Event;
 
@@ -250,6 +252,14 @@ impl Client {
 
     pub async fn mig_mode(&self, gpu: u32, enable: bool) -> Result<Accepted, ClientError> {
         self.unary(Request::MigMode { gpu, enable }).await
+    }
+
+    /// SLO figures of every group with an `slo:`, or of one.
+    pub async fn slo(&self, group: Option<&str>) -> Result<SloReport, ClientError> {
+        self.unary(Request::Slo {
+            group: group.map(str::to_string),
+        })
+        .await
     }
 
     /// A replica's container output, chunk by chunk.

@@ -150,6 +150,12 @@ pub fn to_route(env: &Envelope) -> Route {
             format!("gpu/{gpu}/mig"),
             json(&MigBody { enable: *enable }),
         ),
+        Request::Slo { group } => {
+            if let Some(g) = group {
+                query.push(format!("group={g}"));
+            }
+            (Method::Get, "slo".into(), None)
+        }
     };
     if let Some(h) = &env.host {
         query.push(format!("host={h}"));
@@ -269,6 +275,11 @@ pub fn from_route(
         }
         ["reload"] if post => Request::Reload,
         ["gpu"] if get => Request::Gpu,
+        ["slo"] if get => Request::Slo {
+            group: query_value(query, "group")
+                .filter(|g| !g.is_empty())
+                .map(str::to_string),
+        },
         ["plan"] if post => {
             let b: ConfigText = body_as(body, "plan")?;
             Request::Plan {
@@ -360,6 +371,10 @@ mod tests {
             Request::MigMode {
                 gpu: 1,
                 enable: true,
+            },
+            Request::Slo { group: None },
+            Request::Slo {
+                group: Some("vision_gpu".into()),
             },
         ]
     }

@@ -28,6 +28,7 @@
 //! | `gpu` | GET /v1/gpu | [`GpuReport`] |
 //! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] |
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
+//! | `slo` | GET /v1/slo?group | [`SloReport`] |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, GpuReport, GroupStatus, LogText, PlanReport, Status,
+    Accepted, AgentStatus, Applied, GpuReport, GroupStatus, LogText, PlanReport, SloReport, Status,
 };
 use crate::wire::Event;
 
@@ -79,6 +79,12 @@ pub enum Request {
     },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
+    /// SLO figures of every group with an `slo:`, or of one. Reply:
+    /// [`SloReport`].
+    Slo {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
 }
 
 impl Request {
@@ -99,6 +105,7 @@ impl Request {
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
             Request::MigMode { .. } => "mig_mode",
+            Request::Slo { .. } => "slo",
         }
     }
 
@@ -113,6 +120,7 @@ impl Request {
                 | Request::Events { .. }
                 | Request::Gpu
                 | Request::Plan { .. }
+                | Request::Slo { .. }
         )
     }
 }
@@ -167,6 +175,7 @@ pub enum Response {
     Plan(PlanReport),
     Events(Vec<Event>),
     Logs(LogText),
+    Slo(SloReport),
 }
 
 impl Response {
@@ -182,6 +191,7 @@ impl Response {
             Response::Plan(_) => "plan",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
+            Response::Slo(_) => "slo",
         }
     }
 }

@@ -15,13 +15,17 @@ pub mod clock;
 pub mod docker;
 pub mod events;
 pub mod gpu;
+pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod ops;
 pub mod owner;
 pub mod peer;
 pub mod probe;
 pub mod server;
 pub mod service;
+pub mod slo_scrape;
+pub mod slo_store;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -57,6 +61,10 @@ pub struct Settings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    /// Where `/metrics` is served (`host:port`, port 0 for any free one);
+    /// `None` serves no metrics.
+    pub metrics_listen: Option<String>,
+    pub observe: observe::ObserveSettings,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -74,6 +82,10 @@ pub struct Deps {
     pub prober: Arc<dyn probe::Prober>,
     pub store: Arc<dyn store::StateStore>,
     pub clock: Arc<dyn clock::Clock>,
+    /// The SLO history between runs.
+    pub slo_store: Arc<dyn slo_store::SloStore>,
+    /// Reads the agents' own metrics.
+    pub fetcher: Arc<dyn slo_scrape::MetricsFetcher>,
 }
 
 impl Deps {
@@ -87,9 +99,11 @@ impl Deps {
     ) -> Result<Self, DaemonError> {
         Ok(Deps {
             prober: Arc::new(probe::NetProber::new(runtime.clone())),
+            fetcher: Arc::new(slo_scrape::HttpFetcher::new(runtime.clone())),
             runtime,
             gpu,
             store: Arc::new(store::FileStore::open(state_dir, host)?),
+            slo_store: Arc::new(slo_store::FileSloStore::new(state_dir, host)),
             clock: Arc::new(clock::SystemClock),
         })
     }
@@ -100,6 +114,7 @@ impl Deps {
 pub struct Control {
     tx: mpsc::Sender<Event>,
     service: service::Service,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Control {
@@ -111,6 +126,11 @@ impl Control {
     /// The control API, as transports use it.
     pub fn service(&self) -> &service::Service {
         &self.service
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 }
 
@@ -138,6 +158,7 @@ pub async fn run(
             docker_endpoint: settings.docker_endpoint.clone(),
             max_parallel_ops: settings.max_parallel_ops,
             mps_base: settings.mps_base.clone(),
+            observe: settings.observe.clone(),
         },
         OwnerDeps {
             rt: rt.clone(),
@@ -145,9 +166,12 @@ pub async fn run(
             store: deps.store,
             clock: deps.clock,
             gpu: gpu_handle.clone(),
+            slo_store: deps.slo_store,
+            fetcher: deps.fetcher,
         },
         tx.clone(),
     )?;
+    let snapshots = owner.metrics();
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
     let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), None);
@@ -171,6 +195,32 @@ pub async fn run(
         watch_stop.clone(),
     ));
     let dog_task = tokio::spawn(notify::watchdog(tx.clone(), api_stop.clone()));
+    // A metrics port in use does not stop supervision: it is reported,
+    // and the daemon runs without `/metrics`.
+    let mut metrics_addr = None;
+    let metrics_task = match &settings.metrics_listen {
+        Some(addr) => match metrics::serve::bind(addr).await {
+            Ok(listener) => {
+                metrics_addr = metrics::serve::local_addr(&listener);
+                tracing::info!(addr = ?metrics_addr, "serving /metrics");
+                Some(tokio::spawn(metrics::serve::serve(
+                    listener,
+                    snapshots,
+                    api_stop.clone(),
+                )))
+            }
+            Err(e) => {
+                tracing::error!("{e}; no metrics are served");
+                None
+            }
+        },
+        None => None,
+    };
+    let tick_task = tokio::spawn(observe::ticker(
+        settings.observe.clone(),
+        tx.clone(),
+        watch_stop.clone(),
+    ));
     let gpu_task = match (gpu_handle, gpu_reason) {
         (Some(g), _) => tokio::spawn(gpu::poll(g, tx.clone(), watch_stop.clone())),
         (None, reason) => {
@@ -189,6 +239,7 @@ pub async fn run(
     on_ready(Control {
         tx: tx.clone(),
         service,
+        metrics_addr,
     });
     drop(tx);
 
@@ -197,12 +248,16 @@ pub async fn run(
     api_stop.cancel();
     let _ = server_task.await;
     let _ = dog_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     // With `shutdown: stop` the owner needs Docker news until the end.
     owner_stop.cancel();
     let _ = owner_task.await;
     watch_stop.cancel();
     let _ = watch_task.await;
     let _ = gpu_task.await;
+    let _ = tick_task.await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
 }

@@ -72,6 +72,10 @@ struct RunArgs {
     /// Docker operations run at most this many at once.
     #[arg(long, default_value_t = 16)]
     parallel: usize,
+    /// Where `/metrics` is served, `HOST:PORT` (default: the config's
+    /// `metrics.listen`); `off` serves none.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -227,6 +231,12 @@ async fn run(args: RunArgs) -> ExitCode {
         docker_endpoint: endpoint.to_string(),
         max_parallel_ops: args.parallel,
         mps_base,
+        metrics_listen: match args.metrics_listen.as_deref() {
+            Some("off") => None,
+            Some(addr) => Some(addr.to_string()),
+            None => cfg.metrics.listen.clone(),
+        },
+        observe: Default::default(),
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));

@@ -15,6 +15,7 @@ impl Owner {
     /// Records events and runs actions.
     pub(super) fn execute(&mut self, out: Outcome) {
         let time = self.deps.clock.unix_ms();
+        self.obs.counters.record_events(&out.events);
         for e in out.events {
             let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
             tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
@@ -139,6 +140,7 @@ impl Owner {
     /// given), not per event; its cost is measured in the benchmarks.
     fn persist(&mut self) {
         if let Err(e) = self.deps.store.save(&self.sup.persisted()) {
+            self.obs.counters.state_write_failures += 1;
             tracing::error!("{e}");
         }
     }

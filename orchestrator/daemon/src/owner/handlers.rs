@@ -122,6 +122,7 @@ impl Owner {
                 self.mig_mode(gpu, enable, reply);
                 return;
             }
+            Request::Slo { group } => self.slo_report(group.as_deref()),
             Request::Logs { .. } | Request::Events { .. } => Err(ApiError::new(
                 ErrorCode::Internal,
                 "logs and events are served by the transport, not the owner",
@@ -258,6 +259,7 @@ impl Owner {
             .reload(now, loaded.config, hashes)
             .map_err(command_error)?;
         self.config = new_config;
+        self.configure_slos();
         let changed = out
             .events
             .iter()

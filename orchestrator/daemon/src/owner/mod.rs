@@ -9,6 +9,9 @@
 
 mod exec;
 mod handlers;
+mod observe;
+
+pub use observe::Observer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -104,6 +107,8 @@ pub enum Event {
         key: ReplicaKey,
         slice: Slice,
     },
+    /// Metrics and SLO work (`crate::observe`).
+    Observe(crate::observe::Tick),
 }
 
 /// What the owner needs to know about its surroundings.
@@ -116,6 +121,7 @@ pub struct OwnerSettings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    pub observe: crate::observe::ObserveSettings,
 }
 
 /// The outside systems the owner acts through.
@@ -126,6 +132,8 @@ pub struct OwnerDeps {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
     pub gpu: Option<Gpu>,
+    pub slo_store: Arc<dyn crate::slo_store::SloStore>,
+    pub fetcher: Arc<dyn crate::slo_scrape::MetricsFetcher>,
 }
 
 pub struct Owner {
@@ -148,6 +156,8 @@ pub struct Owner {
     mps_running: BTreeSet<String>,
     /// Containers Docker reported OOM-killed; their `die` follows.
     oom_killed: BTreeSet<String>,
+    /// Metrics counters, the SLO engine, published snapshots.
+    obs: Observer,
 }
 
 impl std::fmt::Debug for Owner {
@@ -186,6 +196,12 @@ impl Owner {
         let config = Arc::new(loaded.config.clone());
         let hashes = hashes(&loaded.config);
         let host = loaded.config.host.name.clone();
+        let obs = Observer::new(
+            &loaded.config,
+            deps.slo_store.clone(),
+            deps.fetcher.clone(),
+            settings.observe.clone(),
+        );
         let sup = Supervisor::new(loaded.config, hashes, persisted);
         let permits = Arc::new(tokio::sync::Semaphore::new(
             settings.max_parallel_ops.max(1),
@@ -206,6 +222,7 @@ impl Owner {
             telemetry: BTreeMap::new(),
             mps_running,
             oom_killed: BTreeSet::new(),
+            obs,
         })
     }
 
@@ -216,6 +233,11 @@ impl Owner {
 
     pub fn supervisor(&self) -> &Supervisor {
         &self.sup
+    }
+
+    /// The metrics snapshots the owner publishes.
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
+        self.obs.subscribe()
     }
 
     /// Runs until `shutdown` fires (and, with `shutdown: stop`, until every
@@ -257,8 +279,10 @@ impl Owner {
                     None => break,
                 },
                 () = sleep_until(deadline) => {
+                    let began = std::time::Instant::now();
                     let out = self.sup.tick(self.now());
                     self.execute(out);
+                    self.obs.reconciled(began);
                 }
             }
         }
@@ -268,6 +292,7 @@ impl Owner {
         // Operations already running finish: a create half-done is worse than a late exit.
         let wait = async { while self.ops.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
+        self.obs.save();
     }
 
     fn drained(&self) -> bool {
@@ -278,6 +303,8 @@ impl Owner {
 
     fn on(&mut self, ev: Event) {
         let now = self.now();
+        // Reconcile time: every input but observability's own work.
+        let began = std::time::Instant::now();
         match ev {
             Event::Request { request, reply } => self.on_request(now, request, reply),
             Event::Subscribe { since, reply } => {
@@ -293,7 +320,7 @@ impl Owner {
             }
             Event::Docker(news) => self.on_docker(now, news),
             Event::Health { key, id, ok, took } => {
-                let _ = took;
+                self.observe_health(&key, took);
                 let out = self.sup.handle(now, Input::Health { key, id, ok });
                 self.execute(out);
             }
@@ -338,7 +365,9 @@ impl Owner {
                 let out = self.sup.handle(now, Input::SliceReady { key, slice });
                 self.execute(out);
             }
+            Event::Observe(tick) => return self.on_observe(tick),
         }
+        self.obs.reconciled(began);
     }
 
     fn on_docker(&mut self, now: u64, news: DockerNews) {
