@@ -29,6 +29,7 @@ pub mod slo_store;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod views;
 pub mod watch;
 

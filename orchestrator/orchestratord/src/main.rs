@@ -4,6 +4,8 @@
 //! 3 invalid config; 4 the control socket cannot be bound (e.g. another
 //! daemon holds it); 5 the state directory cannot be used.
 
+mod telemetry;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ const EXIT_STATE: u8 = 5;
 #[derive(Debug, Parser)]
 #[command(name = "orchestratord", version)]
 struct Cli {
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,15 +91,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,hyper=warn,bollard=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // Flushes the traces when main returns.
+    let _telemetry = telemetry::init(cli.log_format);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Run(args) => {

@@ -77,6 +77,9 @@ impl Owner {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
             }
             Request::GroupStart { group } => {
+                // Open until the groups it starts are ready (`crate::trace`).
+                let span = tracing::info_span!("group_start", group = %group);
+                let _in = span.enter();
                 self.group_command(&group, "starting", |s| s.start_group(now, &group))
             }
             Request::GroupStop {

@@ -31,6 +31,8 @@ pub struct Observer {
     fetcher: Arc<dyn MetricsFetcher>,
     scraping: Option<JoinHandle<()>>,
     settings: ObserveSettings,
+    /// Open `group_start` spans.
+    spans: crate::trace::GroupSpans,
 }
 
 impl std::fmt::Debug for Observer {
@@ -75,6 +77,7 @@ impl Observer {
             fetcher,
             scraping: None,
             settings,
+            spans: Default::default(),
         }
     }
 
@@ -264,6 +267,59 @@ impl Owner {
             Err(e) => tracing::debug!(replica = %target.key, "scrape not recorded: {e}"),
         }
         self.obs.dirty = true;
+    }
+
+    /// Keeps a group start's span open until the group is ready or
+    /// stopping; a group starting under a `group_start` span (the
+    /// request's) gets it.
+    pub(super) fn trace_groups(&mut self, events: &[orch_core::supervise::EventKind]) {
+        use orch_core::supervise::EventKind;
+        for e in events {
+            match e {
+                EventKind::GroupStarting { group } => {
+                    let current = tracing::Span::current();
+                    if current
+                        .metadata()
+                        .is_some_and(|m| m.name() == "group_start")
+                    {
+                        self.obs.spans.open(group, current);
+                    }
+                }
+                EventKind::GroupReady { group }
+                | EventKind::GroupStopping { group }
+                | EventKind::GroupStopped { group } => self.obs.spans.close(group),
+                _ => {}
+            }
+        }
+    }
+
+    /// The span of an operation: a launch or start of a replica of a
+    /// group being started is an `agent_start` in that group's start.
+    pub(super) fn op_span(
+        &self,
+        key: &orch_core::gpu::ReplicaKey,
+        op: orch_core::supervise::OpKind,
+    ) -> tracing::Span {
+        use orch_core::supervise::OpKind;
+        if !matches!(
+            op,
+            OpKind::Launch | OpKind::Start | OpKind::Create | OpKind::Recreate
+        ) {
+            return tracing::Span::none();
+        }
+        let group = self
+            .sup
+            .replica(key)
+            .map(|r| r.group.as_str())
+            .unwrap_or("");
+        match self.obs.spans.parent_of(group) {
+            Some(parent) => {
+                tracing::info_span!(parent: parent, "agent_start", replica = %key, group = group, op = ?op)
+            }
+            None => {
+                tracing::info_span!(parent: None, "agent_start", replica = %key, group = group, op = ?op)
+            }
+        }
     }
 
     /// A (re)loaded config's SLOs.
