@@ -55,8 +55,8 @@ pub enum Tick {
     Save,
     /// One agent's scrape, reduced to what the SLOs need (or why not).
     Scraped {
-        target: ScrapeTarget,
-        result: Result<AgentScrape, String>,
+        target: Box<ScrapeTarget>,
+        result: Box<Result<AgentScrape, String>>,
     },
 }
 

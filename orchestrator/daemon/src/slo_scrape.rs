@@ -200,7 +200,10 @@ pub async fn round(
         })
         .buffer_unordered(PARALLEL);
     while let Some((target, result)) = results.next().await {
-        let ev = Event::Observe(crate::observe::Tick::Scraped { target, result });
+        let ev = Event::Observe(crate::observe::Tick::Scraped {
+            target: Box::new(target),
+            result: Box::new(result),
+        });
         if tx.send(ev).await.is_err() {
             return;
         }

@@ -61,13 +61,16 @@ impl Prober for ScriptedProber {
     }
 }
 
+/// Requests, errors, and requests at or under each bound.
+type Served = (u64, u64, [u64; 3]);
+
 /// Agents' request counters as their `/metrics` would show them, set by
 /// the test: per agent, (requests, errors, requests at or under each of
 /// [`ScriptedMetrics::BOUNDS`]). An agent with nothing set has no metrics
 /// endpoint (its scrape fails).
 #[derive(Debug, Default)]
 pub struct ScriptedMetrics {
-    agents: Mutex<BTreeMap<String, (u64, u64, [u64; 3])>>,
+    agents: Mutex<BTreeMap<String, Served>>,
     fetches: Mutex<u64>,
 }
 
@@ -97,7 +100,7 @@ impl ScriptedMetrics {
         let (requests, errors, buckets) = m.get(agent)?;
         let mut t = String::from("# TYPE agent_requests_total counter\n");
         t += &format!("agent_requests_total{{endpoint=\"/work\"}} {requests}\n");
-        t += &format!("agent_requests_total{{endpoint=\"/health\"}} 9999\n");
+        t += "agent_requests_total{endpoint=\"/health\"} 9999\n";
         t += &format!("# TYPE agent_errors_total counter\nagent_errors_total {errors}\n");
         t += "# TYPE agent_work_duration_seconds histogram\n";
         for (b, n) in Self::BOUNDS.iter().zip(buckets) {

@@ -192,8 +192,6 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     for d in [&da, &db] {
         d.ctl_ok(&["group", "start", "vision_gpu", "--wait", "--timeout", "120"]);
     }
-    // Requests for the error-rate SLO, read from the agent's own metrics.
-    work(&a, "ServiceRegistry", 20);
 
     // Each daemon's live text passes promtool, GPU series included.
     for (port, kind) in [(port_a, "mps"), (port_b, "mig")] {
@@ -214,11 +212,14 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         "start", "--dir", &dir_s, "--scale", "60", "--target", &target_a, "--target", &target_b,
     ]);
 
-    // The agent scrapes count the requests sent above.
+    // Requests for the error-rate SLO, read from the agent's own metrics
+    // (the first scrape of a replica is its baseline: requests count from
+    // the second on).
     da.wait_until(
-        "the error-rate SLO counted the requests",
-        Duration::from_secs(60),
+        "the error-rate SLO counted requests",
+        Duration::from_secs(90),
         |_| {
+            work(&a, "ServiceRegistry", 5);
             http_get(port_a, "/metrics").is_some_and(|t| {
                 t.lines().any(|l| {
                     l.starts_with("orchestrator_slo_events_total{")

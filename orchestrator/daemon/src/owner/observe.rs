@@ -110,7 +110,7 @@ impl Owner {
             Tick::Sample => self.sample_availability(),
             Tick::Scrape => self.scrape_agents(),
             Tick::Save => self.obs.save(),
-            Tick::Scraped { target, result } => self.scraped(target, result),
+            Tick::Scraped { target, result } => self.scraped(*target, *result),
         }
     }
 
