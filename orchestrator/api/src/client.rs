@@ -17,7 +17,8 @@ use tokio::net::UnixStream;
 use crate::error::ApiError;
 use crate::http::{Method, Route, to_route};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, PeerStatus, PlanReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, PeerStatus, PlanReport,
+    SloReport, Status,
 };
 use crate::request::{Envelope, Request};
 use crate::wire::Event;
@@ -260,6 +261,14 @@ impl Client {
 
     pub async fn fleet(&self) -> Result<Fleet, ClientError> {
         self.unary(Request::Fleet).await
+    }
+
+    /// SLO figures of every group with an `slo:`, or of one.
+    pub async fn slo(&self, group: Option<&str>) -> Result<SloReport, ClientError> {
+        self.unary(Request::Slo {
+            group: group.map(str::to_string),
+        })
+        .await
     }
 
     /// A replica's container output, chunk by chunk.

@@ -549,3 +549,45 @@ pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) 
         },
     }
 }
+
+/// The SLO engine's figures as the API gives them.
+pub fn slo_report(host: &str, reports: &[orch_core::slo::GroupReport]) -> crate::reply::SloReport {
+    use crate::reply::{SloGroup, SloReport, SloSli, SloWindow};
+    SloReport {
+        host: host.to_string(),
+        groups: reports
+            .iter()
+            .map(|g| SloGroup {
+                group: g.group.clone(),
+                slis: g
+                    .slis
+                    .iter()
+                    .map(|s| SloSli {
+                        slo: s.objective.sli.as_str().to_string(),
+                        objective: s.objective.target,
+                        budget: s.objective.budget,
+                        latency_threshold_ms: s
+                            .objective
+                            .threshold
+                            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                        slo_window: s.slo_window.to_string(),
+                        events: s.totals.total(),
+                        errors: s.totals.bad,
+                        budget_remaining: s.budget_remaining,
+                        windows: s
+                            .windows
+                            .iter()
+                            .map(|w| SloWindow {
+                                window: w.window.to_string(),
+                                events: w.events.total(),
+                                errors: w.events.bad,
+                                error_ratio: w.error_ratio,
+                                burn_rate: w.burn_rate,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}

@@ -152,6 +152,12 @@ pub fn to_route(env: &Envelope) -> Route {
         ),
         Request::Peers => (Method::Get, "peers".into(), None),
         Request::Fleet => (Method::Get, "fleet".into(), None),
+        Request::Slo { group } => {
+            if let Some(g) = group {
+                query.push(format!("group={g}"));
+            }
+            (Method::Get, "slo".into(), None)
+        }
     };
     if let Some(h) = &env.host {
         query.push(format!("host={h}"));
@@ -273,6 +279,11 @@ pub fn from_route(
         ["gpu"] if get => Request::Gpu,
         ["peers"] if get => Request::Peers,
         ["fleet"] if get => Request::Fleet,
+        ["slo"] if get => Request::Slo {
+            group: query_value(query, "group")
+                .filter(|g| !g.is_empty())
+                .map(str::to_string),
+        },
         ["plan"] if post => {
             let b: ConfigText = body_as(body, "plan")?;
             Request::Plan {
@@ -367,6 +378,10 @@ mod tests {
             },
             Request::Peers,
             Request::Fleet,
+            Request::Slo { group: None },
+            Request::Slo {
+                group: Some("vision_gpu".into()),
+            },
         ]
     }
 

@@ -30,6 +30,7 @@
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
 //! | `peers` | GET /v1/peers | `Vec<PeerStatus>` |
 //! | `fleet` | GET /v1/fleet | [`Fleet`] |
+//! | `slo` | GET /v1/slo?group | [`SloReport`] |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code.

@@ -249,6 +249,9 @@ pub struct Snapshot {
     pub status: Status,
     pub agents: Vec<AgentStatus>,
     pub gpu: GpuReport,
+    /// Its groups' SLO figures.
+    #[serde(default)]
+    pub slo: Option<SloReport>,
 }
 
 /// How this host sees another one.
@@ -312,4 +315,55 @@ pub struct HostView {
     /// How old `snapshot` is (0 for this host).
     pub snapshot_age_ms: Option<u64>,
     pub snapshot: Option<Snapshot>,
+}
+
+/// SLO figures of one host (`slo`): every group with an `slo:`, or one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloReport {
+    pub host: String,
+    pub groups: Vec<SloGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloGroup {
+    pub group: String,
+    pub slis: Vec<SloSli>,
+}
+
+/// One SLI of a group: its objective and figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloSli {
+    /// `availability`, `latency` or `error_rate`.
+    pub slo: String,
+    /// The share of good events aimed for (0.995).
+    pub objective: f64,
+    /// The share of bad events allowed (1 - objective).
+    pub budget: f64,
+    /// The latency threshold (latency only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_threshold_ms: Option<u64>,
+    /// The SLO window, as written in the config (`30d`).
+    pub slo_window: String,
+    /// Every event since the series began, good and bad.
+    pub events: u64,
+    /// The bad ones among them.
+    pub errors: u64,
+    /// The share of the budget left over the SLO window; `None` without
+    /// events. Negative once overspent.
+    pub budget_remaining: Option<f64>,
+    /// 5m, 30m, 1h, 6h, 1d, 3d, then the SLO window unless it is one of them.
+    pub windows: Vec<SloWindow>,
+}
+
+/// One SLI over one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloWindow {
+    pub window: String,
+    pub events: u64,
+    pub errors: u64,
+    /// errors / events; `None` without events.
+    pub error_ratio: Option<f64>,
+    /// error ratio / budget; `None` without events, and in JSON also when
+    /// infinite (a zero budget with an error).
+    pub burn_rate: Option<f64>,
 }

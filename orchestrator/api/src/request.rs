@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
     Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, LogText, PeerStatus, PlanReport,
-    Status,
+    SloReport, Status,
 };
 use crate::wire::Event;
 
@@ -84,6 +84,12 @@ pub enum Request {
     Peers,
     /// Every host's latest state, this one's live. Reply: [`Fleet`].
     Fleet,
+    /// SLO figures of every group with an `slo:`, or of one. Reply:
+    /// [`SloReport`].
+    Slo {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
 }
 
 impl Request {
@@ -106,6 +112,7 @@ impl Request {
             Request::MigMode { .. } => "mig_mode",
             Request::Peers => "peers",
             Request::Fleet => "fleet",
+            Request::Slo { .. } => "slo",
         }
     }
 
@@ -122,6 +129,7 @@ impl Request {
                 | Request::Plan { .. }
                 | Request::Peers
                 | Request::Fleet
+                | Request::Slo { .. }
         )
     }
 }
@@ -178,6 +186,7 @@ pub enum Response {
     Logs(LogText),
     Peers(Vec<PeerStatus>),
     Fleet(Fleet),
+    Slo(SloReport),
 }
 
 impl Response {
@@ -195,6 +204,7 @@ impl Response {
             Response::Logs(_) => "logs",
             Response::Peers(_) => "peers",
             Response::Fleet(_) => "fleet",
+            Response::Slo(_) => "slo",
         }
     }
 }

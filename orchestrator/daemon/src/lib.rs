@@ -16,16 +16,21 @@ pub mod docker;
 pub mod events;
 pub mod fleet;
 pub mod gpu;
+pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod ops;
 pub mod owner;
 pub mod peer;
 pub mod probe;
 pub mod server;
 pub mod service;
+pub mod slo_scrape;
+pub mod slo_store;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod views;
 pub mod watch;
 
@@ -58,6 +63,10 @@ pub struct Settings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    /// Where `/metrics` is served (`host:port`, port 0 for any free one);
+    /// `None` serves no metrics.
+    pub metrics_listen: Option<String>,
+    pub observe: observe::ObserveSettings,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -77,6 +86,10 @@ pub struct Deps {
     pub clock: Arc<dyn clock::Clock>,
     /// The federation bus, for a host with peers.
     pub federation: Option<fleet::FederationDeps>,
+    /// The SLO history between runs.
+    pub slo_store: Arc<dyn slo_store::SloStore>,
+    /// Reads the agents' own metrics.
+    pub fetcher: Arc<dyn slo_scrape::MetricsFetcher>,
 }
 
 impl Deps {
@@ -90,9 +103,11 @@ impl Deps {
     ) -> Result<Self, DaemonError> {
         Ok(Deps {
             prober: Arc::new(probe::NetProber::new(runtime.clone())),
+            fetcher: Arc::new(slo_scrape::HttpFetcher::new(runtime.clone())),
             runtime,
             gpu,
             store: Arc::new(store::FileStore::open(state_dir, host)?),
+            slo_store: Arc::new(slo_store::FileSloStore::new(state_dir, host)),
             clock: Arc::new(clock::SystemClock),
             federation: None,
         })
@@ -104,6 +119,7 @@ impl Deps {
 pub struct Control {
     tx: mpsc::Sender<Event>,
     service: service::Service,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Control {
@@ -115,6 +131,11 @@ impl Control {
     /// The control API, as transports use it.
     pub fn service(&self) -> &service::Service {
         &self.service
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 }
 
@@ -146,6 +167,7 @@ pub async fn run(
             docker_endpoint: settings.docker_endpoint.clone(),
             max_parallel_ops: settings.max_parallel_ops,
             mps_base: settings.mps_base.clone(),
+            observe: settings.observe.clone(),
         },
         OwnerDeps {
             rt: rt.clone(),
@@ -154,9 +176,12 @@ pub async fn run(
             clock: deps.clock,
             gpu: gpu_handle.clone(),
             bus: bus.clone(),
+            slo_store: deps.slo_store,
+            fetcher: deps.fetcher,
         },
         tx.clone(),
     )?;
+    let snapshots = owner.metrics();
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
     let api_stop_for_bridge = CancellationToken::new();
@@ -192,6 +217,32 @@ pub async fn run(
         watch_stop.clone(),
     ));
     let dog_task = tokio::spawn(notify::watchdog(tx.clone(), api_stop.clone()));
+    // A metrics port in use does not stop supervision: it is reported,
+    // and the daemon runs without `/metrics`.
+    let mut metrics_addr = None;
+    let metrics_task = match &settings.metrics_listen {
+        Some(addr) => match metrics::serve::bind(addr).await {
+            Ok(listener) => {
+                metrics_addr = metrics::serve::local_addr(&listener);
+                tracing::info!(addr = ?metrics_addr, "serving /metrics");
+                Some(tokio::spawn(metrics::serve::serve(
+                    listener,
+                    snapshots,
+                    api_stop.clone(),
+                )))
+            }
+            Err(e) => {
+                tracing::error!("{e}; no metrics are served");
+                None
+            }
+        },
+        None => None,
+    };
+    let tick_task = tokio::spawn(observe::ticker(
+        settings.observe.clone(),
+        tx.clone(),
+        watch_stop.clone(),
+    ));
     let gpu_task = match (gpu_handle, gpu_reason) {
         (Some(g), _) => tokio::spawn(gpu::poll(g, tx.clone(), watch_stop.clone())),
         (None, reason) => {
@@ -210,6 +261,7 @@ pub async fn run(
     on_ready(Control {
         tx: tx.clone(),
         service,
+        metrics_addr,
     });
     drop(tx);
 
@@ -221,12 +273,16 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = dog_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     // With `shutdown: stop` the owner needs Docker news until the end.
     owner_stop.cancel();
     let _ = owner_task.await;
     watch_stop.cancel();
     let _ = watch_task.await;
     let _ = gpu_task.await;
+    let _ = tick_task.await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())
 }

@@ -268,7 +268,16 @@ impl Job {
                 stop_timeout,
                 start,
             } => {
-                let (slice, pipe) = prepare_gpu(&ctx, slice).await?;
+                let gpu_span = match &slice {
+                    Some(s) => tracing::info_span!(
+                        "gpu_prepare",
+                        gpu = s.gpu_index(),
+                        kind = s.kind_name()
+                    ),
+                    None => tracing::Span::none(),
+                };
+                let (slice, pipe) =
+                    tracing::Instrument::instrument(prepare_gpu(&ctx, slice), gpu_span).await?;
                 let agent =
                     spec.config
                         .agent(&spec.agent)

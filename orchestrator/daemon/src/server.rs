@@ -162,6 +162,7 @@ fn reply(r: Reply) -> Response<Body> {
         Reply::Logs(x) => json(StatusCode::OK, &x),
         Reply::Peers(x) => json(StatusCode::OK, &x),
         Reply::Fleet(x) => json(StatusCode::OK, &x),
+        Reply::Slo(x) => json(StatusCode::OK, &x),
     }
 }
 

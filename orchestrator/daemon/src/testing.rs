@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use crate::clock::ManualClock;
 use crate::probe::{ProbeTarget, Prober};
+use crate::slo_scrape::{FetchError, MetricsFetcher, ScrapeTarget};
+use crate::slo_store::MemSloStore;
 use crate::store::MemStore;
 use crate::{Control, Deps, GpuDeps, Settings};
 use async_trait::async_trait;
@@ -59,6 +61,72 @@ impl Prober for ScriptedProber {
     }
 }
 
+/// Requests, errors, and requests at or under each bound.
+type Served = (u64, u64, [u64; 3]);
+
+/// Agents' request counters as their `/metrics` would show them, set by
+/// the test: per agent, (requests, errors, requests at or under each of
+/// [`ScriptedMetrics::BOUNDS`]). An agent with nothing set has no metrics
+/// endpoint (its scrape fails).
+#[derive(Debug, Default)]
+pub struct ScriptedMetrics {
+    agents: Mutex<BTreeMap<String, Served>>,
+    fetches: Mutex<u64>,
+}
+
+impl ScriptedMetrics {
+    /// The bounds of the request-duration histogram, in seconds.
+    pub const BOUNDS: [f64; 3] = [0.1, 1.0, 5.0];
+
+    /// Adds requests to an agent's counters: `errors` of them failed and
+    /// `slow` took longer than 5 s (the others 0.1 s or less).
+    pub fn serve(&self, agent: &str, requests: u64, errors: u64, slow: u64) {
+        let mut m = self.agents.lock().unwrap();
+        let e = m.entry(agent.to_string()).or_default();
+        e.0 += requests;
+        e.1 += errors;
+        let fast = requests - slow;
+        e.2[0] += fast;
+        e.2[1] += fast;
+        e.2[2] += fast;
+    }
+
+    pub fn fetches(&self) -> u64 {
+        *self.fetches.lock().unwrap()
+    }
+
+    fn text(&self, agent: &str) -> Option<String> {
+        let m = self.agents.lock().unwrap();
+        let (requests, errors, buckets) = m.get(agent)?;
+        let mut t = String::from("# TYPE agent_requests_total counter\n");
+        t += &format!("agent_requests_total{{endpoint=\"/work\"}} {requests}\n");
+        t += "agent_requests_total{endpoint=\"/health\"} 9999\n";
+        t += &format!("# TYPE agent_errors_total counter\nagent_errors_total {errors}\n");
+        t += "# TYPE agent_work_duration_seconds histogram\n";
+        for (b, n) in Self::BOUNDS.iter().zip(buckets) {
+            t += &format!("agent_work_duration_seconds_bucket{{le=\"{b}\"}} {n}\n");
+        }
+        t += &format!("agent_work_duration_seconds_bucket{{le=\"+Inf\"}} {requests}\n");
+        t += &format!("agent_work_duration_seconds_count {requests}\n");
+        Some(t)
+    }
+}
+
+#[async_trait]
+impl MetricsFetcher for ScriptedMetrics {
+    async fn fetch(
+        &self,
+        t: &ScrapeTarget,
+        _timeout: Duration,
+        _max_bytes: usize,
+    ) -> Result<Vec<u8>, FetchError> {
+        *self.fetches.lock().unwrap() += 1;
+        self.text(&t.key.agent)
+            .map(String::into_bytes)
+            .ok_or(FetchError::Status(404))
+    }
+}
+
 /// The outside world of one host; it outlives daemon restarts.
 #[derive(Debug, Clone)]
 pub struct World {
@@ -71,6 +139,8 @@ pub struct World {
     /// The in-memory federation network this host joins, when its config
     /// has a `federation` section.
     pub net: Option<orch_federation::MemNetwork>,
+    pub slo_store: MemSloStore,
+    pub metrics: Arc<ScriptedMetrics>,
 }
 
 impl Default for World {
@@ -89,6 +159,8 @@ impl World {
             store: MemStore::new(),
             clock: ManualClock::new(1_796_000_000_000),
             net: None,
+            slo_store: MemSloStore::new(),
+            metrics: Arc::new(ScriptedMetrics::default()),
         }
     }
 
@@ -161,6 +233,26 @@ impl Harness {
 
     pub async fn status(&self) -> Status {
         self.client.status().await.unwrap()
+    }
+
+    /// `GET /metrics`, as a scraper would, with no timeout (the tokio
+    /// clock may be paused).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.control.metrics_addr().expect("metrics are served");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
     }
 
     /// Every event so far.
@@ -250,6 +342,8 @@ async fn launch(
         docker_endpoint: orch_docker::fake::FAKE_ENDPOINT.into(),
         max_parallel_ops: 8,
         mps_base: dir.join("mps"),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        observe: Default::default(),
     };
     let deps = Deps {
         runtime: world.rt.clone(),
@@ -264,6 +358,8 @@ async fn launch(
         store: Arc::new(world.store.clone()),
         clock: Arc::new(world.clock.clone()),
         federation: None,
+        slo_store: Arc::new(world.slo_store.clone()),
+        fetcher: world.metrics.clone(),
     };
     let federation = match (&world.net, &loaded.config.federation) {
         (Some(net), Some(fed)) => {

@@ -124,6 +124,12 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Service-level objectives: burn rate per window and error budget
+    /// left, per group with an `slo:`.
+    Slo {
+        /// Only this group.
+        group: Option<String>,
+    },
     /// Validate, show or convert a startup_config.yaml.
     #[command(subcommand)]
     Config(ConfigCmd),

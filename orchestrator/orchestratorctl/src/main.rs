@@ -118,6 +118,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             offline,
             load,
         } => commands::plan::run(&client(), file, load, *offline, out),
+        Command::Slo { group } => commands::slo::run(&client(), group.as_deref(), out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
         Command::Completion(args) => {

@@ -4,6 +4,8 @@
 //! 3 invalid config; 4 the control socket cannot be bound (e.g. another
 //! daemon holds it); 5 the state directory cannot be used.
 
+mod telemetry;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ const EXIT_STATE: u8 = 5;
 #[derive(Debug, Parser)]
 #[command(name = "orchestratord", version)]
 struct Cli {
+    /// How log lines are written to stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +87,10 @@ struct RunArgs {
     /// Docker operations run at most this many at once.
     #[arg(long, default_value_t = 16)]
     parallel: usize,
+    /// Where `/metrics` is served, `HOST:PORT` (default: the config's
+    /// `metrics.listen`); `off` serves none.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -92,15 +101,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,hyper=warn,bollard=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // Flushes the traces when main returns.
+    let _telemetry = telemetry::init(cli.log_format);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Run(args) => {
@@ -272,6 +274,12 @@ async fn run(args: RunArgs) -> ExitCode {
         docker_endpoint: endpoint.to_string(),
         max_parallel_ops: args.parallel,
         mps_base,
+        metrics_listen: match args.metrics_listen.as_deref() {
+            Some("off") => None,
+            Some(addr) => Some(addr.to_string()),
+            None => cfg.metrics.listen.clone(),
+        },
+        observe: Default::default(),
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));

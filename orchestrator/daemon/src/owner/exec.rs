@@ -16,6 +16,14 @@ impl Owner {
     pub(super) fn execute(&mut self, out: Outcome) {
         let time = self.deps.clock.unix_ms();
         let mut published = Vec::with_capacity(out.events.len());
+        self.obs.counters.record_events(&out.events);
+        self.trace_groups(&out.events);
+        let span = if out.actions.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("reconcile", actions = out.actions.len())
+        };
+        let _in = span.enter();
         for e in out.events {
             let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
             tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
@@ -141,6 +149,7 @@ impl Owner {
     /// given), not per event; its cost is measured in the benchmarks.
     fn persist(&mut self) {
         if let Err(e) = self.deps.store.save(&self.sup.persisted()) {
+            self.obs.counters.state_write_failures += 1;
             tracing::error!("{e}");
         }
     }
@@ -163,11 +172,15 @@ impl Owner {
         };
         let tx = self.tx.clone();
         let permits = self.permits.clone();
-        self.ops.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = job.run(ctx).await;
-            let _ = tx.send(Event::Op { key, op, result }).await;
-        });
+        let span = self.op_span(&key, op);
+        self.ops.spawn(tracing::Instrument::instrument(
+            async move {
+                let _permit = permits.acquire_owned().await;
+                let result = job.run(ctx).await;
+                let _ = tx.send(Event::Op { key, op, result }).await;
+            },
+            span,
+        ));
         // Reap finished tasks so the set does not grow.
         while self.ops.try_join_next().is_some() {}
     }

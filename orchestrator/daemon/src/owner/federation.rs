@@ -22,10 +22,15 @@ impl Owner {
     /// This host as peers see it.
     pub(super) fn snapshot(&self) -> Snapshot {
         let facts = self.facts();
+        let slo = match self.slo_report(None) {
+            Ok(orch_api::Response::Slo(r)) => Some(r),
+            _ => None,
+        };
         Snapshot {
             status: views::status(&self.sup, &facts),
             agents: views::agents(&self.sup, facts.now, None).unwrap_or_default(),
             gpu: views::gpu(&self.sup, &facts),
+            slo,
         }
     }
 

@@ -78,6 +78,9 @@ impl Owner {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
             }
             Request::GroupStart { group } => {
+                // Open until the groups it starts are ready (`crate::trace`).
+                let span = tracing::info_span!("group_start", group = %group);
+                let _in = span.enter();
                 self.group_command(&group, "starting", |s| s.start_group(now, &group))
             }
             Request::GroupStop {
@@ -131,6 +134,7 @@ impl Owner {
                     .unwrap_or_default(),
             )),
             Request::Fleet => Ok(Response::Fleet(self.fleet_view())),
+            Request::Slo { group } => self.slo_report(group.as_deref()),
             Request::Logs { .. } | Request::Events { .. } => Err(ApiError::new(
                 ErrorCode::Internal,
                 "logs and events are served by the transport, not the owner",
@@ -290,6 +294,7 @@ impl Owner {
             .reload(now, loaded.config, hashes)
             .map_err(command_error)?;
         self.config = new_config;
+        self.configure_slos();
         let changed = out
             .events
             .iter()

@@ -10,6 +10,9 @@
 mod exec;
 mod federation;
 mod handlers;
+mod observe;
+
+pub use observe::Observer;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -115,6 +118,8 @@ pub enum Event {
         since: u64,
         reply: oneshot::Sender<Option<PeerFeed>>,
     },
+    /// Metrics and SLO work (`crate::observe`).
+    Observe(crate::observe::Tick),
 }
 
 /// A peer's event backlog and live feed.
@@ -130,6 +135,7 @@ pub struct OwnerSettings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    pub observe: crate::observe::ObserveSettings,
 }
 
 /// The outside systems the owner acts through.
@@ -142,6 +148,8 @@ pub struct OwnerDeps {
     pub gpu: Option<Gpu>,
     /// The federation bus, when this host has peers.
     pub bus: Option<Arc<dyn orch_federation::Bus>>,
+    pub slo_store: Arc<dyn crate::slo_store::SloStore>,
+    pub fetcher: Arc<dyn crate::slo_scrape::MetricsFetcher>,
 }
 
 pub struct Owner {
@@ -169,6 +177,8 @@ pub struct Owner {
     /// Something changed since the last snapshot was published.
     snapshot_dirty: bool,
     last_snapshot: Option<Instant>,
+    /// Metrics counters, the SLO engine, published snapshots.
+    obs: Observer,
 }
 
 impl std::fmt::Debug for Owner {
@@ -214,6 +224,12 @@ impl Owner {
         );
         let hashes = hashes(&loaded.config);
         let host = loaded.config.host.name.clone();
+        let obs = Observer::new(
+            &loaded.config,
+            deps.slo_store.clone(),
+            deps.fetcher.clone(),
+            settings.observe.clone(),
+        );
         let sup = Supervisor::new(loaded.config, hashes, persisted);
         let permits = Arc::new(tokio::sync::Semaphore::new(
             settings.max_parallel_ops.max(1),
@@ -237,6 +253,7 @@ impl Owner {
             fleet,
             snapshot_dirty: true,
             last_snapshot: None,
+            obs,
         })
     }
 
@@ -247,6 +264,11 @@ impl Owner {
 
     pub fn supervisor(&self) -> &Supervisor {
         &self.sup
+    }
+
+    /// The metrics snapshots the owner publishes.
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
+        self.obs.subscribe()
     }
 
     /// Runs until `shutdown` fires (and, with `shutdown: stop`, until every
@@ -289,8 +311,10 @@ impl Owner {
                     None => break,
                 },
                 () = sleep_until(deadline) => {
+                    let began = std::time::Instant::now();
                     let out = self.sup.tick(self.now());
                     self.execute(out);
+                    self.obs.reconciled(began);
                 }
                 () = sleep_until(snapshot_due) => self.publish_snapshot(),
             }
@@ -301,6 +325,7 @@ impl Owner {
         // Operations already running finish: a create half-done is worse than a late exit.
         let wait = async { while self.ops.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
+        self.obs.save();
     }
 
     fn drained(&self) -> bool {
@@ -311,6 +336,8 @@ impl Owner {
 
     fn on(&mut self, ev: Event) {
         let now = self.now();
+        // Reconcile time: every input but observability's own work.
+        let began = std::time::Instant::now();
         match ev {
             Event::Request { request, reply } => self.on_request(now, request, reply),
             Event::Subscribe { since, reply } => {
@@ -326,7 +353,7 @@ impl Owner {
             }
             Event::Docker(news) => self.on_docker(now, news),
             Event::Health { key, id, ok, took } => {
-                let _ = took;
+                self.observe_health(&key, took);
                 let out = self.sup.handle(now, Input::Health { key, id, ok });
                 self.execute(out);
             }
@@ -375,7 +402,9 @@ impl Owner {
             Event::SubscribePeer { peer, since, reply } => {
                 let _ = reply.send(self.fleet.subscribe(&peer, since));
             }
+            Event::Observe(tick) => return self.on_observe(tick),
         }
+        self.obs.reconciled(began);
     }
 
     fn on_docker(&mut self, now: u64, news: DockerNews) {

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod man;
 pub mod peers;
 pub mod plan;
+pub mod slo;
 pub mod status;
 pub mod wait;
 

@@ -1,0 +1,484 @@
+//! The `/metrics` read model: what the daemon exports to Prometheus.
+//!
+//! Three parts, so that a scrape never waits on the owner, Docker, NVML
+//! or a peer:
+//!
+//! - [`Counters`], kept by the owner task: what the supervisor's state
+//!   does not hold (failures by reason, health-check and reconcile
+//!   durations, state-file write failures). Plain numbers, no I/O.
+//! - [`snapshot`], a pure function of the supervisor's state, the
+//!   counters, the SLO figures and a few facts, giving a [`Snapshot`]: the
+//!   exported values, already in the shape of the series. The owner
+//!   publishes a fresh one when something changed, at most once per
+//!   publish interval (`crate::observe`).
+//! - [`render`], the text format 0.0.4 of a snapshot, run by the HTTP
+//!   handler ([`serve`]) on the latest published snapshot, on the
+//!   handler's own task.
+//!
+//! The names, labels and types are the metrics contract of
+//! `docs/observability.md`. No label is unbounded: replicas are numbered,
+//! failure reasons are [`FailReason::label`](orch_core::supervise::FailReason::label)'s
+//! closed set, and container ids appear nowhere. Peer series come from
+//! [`Snapshot::peers`], empty until the daemon federates.
+
+mod render;
+pub mod serve;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use orch_api::{GpuReport, Telemetry, wire};
+use orch_core::slo::{GroupReport, Sli};
+use orch_core::supervise::{EventKind, Phase, Supervisor};
+
+pub use render::{CONTENT_TYPE, render, render_into};
+
+/// Bucket bounds (seconds) of the health-check duration histogram.
+pub const HEALTH_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
+/// Bucket bounds (seconds) of the reconcile duration histogram: the owner
+/// handles one input in microseconds; a millisecond is already slow.
+pub const RECONCILE_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1];
+
+/// Failure reasons every agent exports from the start (at 0), so that a
+/// rate over them has a series before the first failure.
+pub const BASE_REASONS: [&str; 3] = ["exited", "oom_killed", "unhealthy"];
+
+/// The states of `orchestrator_agent_state`, in the contract's order.
+pub const AGENT_STATES: [&str; 8] = [
+    "pending",
+    "held",
+    "starting",
+    "running",
+    "backing_off",
+    "exited",
+    "failed",
+    "stopping",
+];
+
+/// A Prometheus histogram with fixed bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket, not cumulative; one more than `bounds` (the `+Inf` one).
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// (upper bound, cumulative count) per finite bucket.
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds
+            .iter()
+            .zip(self.counts.iter())
+            .scan(0, |acc, (b, c)| {
+                *acc += c;
+                Some((*b, *acc))
+            })
+    }
+}
+
+/// What the owner counts besides the supervisor's state.
+#[derive(Debug, Clone)]
+pub struct Counters {
+    /// By (group, agent, reason).
+    pub failures: BTreeMap<(String, String, &'static str), u64>,
+    /// By (group, agent).
+    pub health: BTreeMap<(String, String), Histogram>,
+    pub reconcile: Histogram,
+    pub state_write_failures: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            failures: BTreeMap::new(),
+            health: BTreeMap::new(),
+            reconcile: Histogram::new(RECONCILE_BUCKETS),
+            state_write_failures: 0,
+        }
+    }
+}
+
+impl Counters {
+    /// Counts the failures among the supervisor's events.
+    pub fn record_events<'a>(&mut self, events: impl IntoIterator<Item = &'a EventKind>) {
+        for e in events {
+            let (replica, group, reason) = match e {
+                EventKind::AgentExited {
+                    replica,
+                    group,
+                    oom,
+                    ..
+                } => (replica, group, if *oom { "oom_killed" } else { "exited" }),
+                EventKind::AgentUnhealthy { replica, group } => (replica, group, "unhealthy"),
+                EventKind::AgentFailed {
+                    replica,
+                    group,
+                    reason,
+                } => (replica, group, reason.label()),
+                _ => continue,
+            };
+            *self
+                .failures
+                .entry((group.clone(), replica.agent.clone(), reason))
+                .or_default() += 1;
+        }
+    }
+
+    pub fn record_health(&mut self, group: &str, agent: &str, took: Duration) {
+        self.health
+            .entry((group.to_string(), agent.to_string()))
+            .or_insert_with(|| Histogram::new(HEALTH_BUCKETS))
+            .observe(took);
+    }
+}
+
+/// One replica's series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaRow {
+    pub group: String,
+    pub agent: String,
+    pub replica: u32,
+    pub up: bool,
+    /// One of [`AGENT_STATES`].
+    pub state: &'static str,
+    pub crashlooping: bool,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub group: String,
+    pub started: bool,
+    pub ready: bool,
+    pub wanted: usize,
+    pub running: usize,
+    pub healthy: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuRow {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    /// `enabled`, `disabled` or `unsupported`.
+    pub mig: &'static str,
+    pub memory_total_bytes: u64,
+    pub telemetry: Option<Telemetry>,
+    /// Free MPS memory and compute share, for GPUs used with MPS.
+    pub mps_free: Option<(u64, f64)>,
+    /// Free MIG memory slices, for MIG GPUs.
+    pub mig_free_slices: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceRow {
+    pub gpu: u32,
+    pub uuid: String,
+    /// `mig`, `mps`, `exclusive` or `time-slice`.
+    pub kind: &'static str,
+    /// The MIG profile, `<memory>/<compute>%` for MPS, `whole` otherwise.
+    pub profile: String,
+    pub group: String,
+    pub agent: String,
+    pub replica: u32,
+    /// `None` where nothing is promised (time slicing).
+    pub memory_bytes: Option<u64>,
+}
+
+/// The figures of one SLI of one group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloRow {
+    pub group: String,
+    pub slo: Sli,
+    pub objective: f64,
+    pub events: u64,
+    pub errors: u64,
+    /// (window label, error ratio, burn rate), windows with events only.
+    pub windows: Vec<(String, f64, f64)>,
+    pub budget_remaining: Option<f64>,
+}
+
+/// One federation peer as this host sees it (filled once the daemon
+/// federates; empty until then).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRow {
+    pub peer: String,
+    /// `unknown`, `alive`, `suspect` or `down`.
+    pub state: &'static str,
+    pub heartbeat_age_seconds: Option<f64>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub decode_errors: u64,
+}
+
+/// Everything `/metrics` shows, as of one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub host: String,
+    pub version: String,
+    pub reconcile: Histogram,
+    pub state_write_failures: u64,
+    pub replicas: Vec<ReplicaRow>,
+    /// (group, agent, reason, count).
+    pub failures: Vec<(String, String, &'static str, u64)>,
+    /// (group, agent, durations).
+    pub health: Vec<(String, String, Histogram)>,
+    pub groups: Vec<GroupRow>,
+    pub gpus: Vec<GpuRow>,
+    pub slices: Vec<SliceRow>,
+    pub slos: Vec<SloRow>,
+    pub peers: Vec<PeerRow>,
+}
+
+impl Snapshot {
+    /// A daemon that has seen nothing yet.
+    pub fn empty(host: &str, version: &str) -> Snapshot {
+        Snapshot {
+            host: host.to_string(),
+            version: version.to_string(),
+            reconcile: Histogram::new(RECONCILE_BUCKETS),
+            state_write_failures: 0,
+            replicas: Vec::new(),
+            failures: Vec::new(),
+            health: Vec::new(),
+            groups: Vec::new(),
+            gpus: Vec::new(),
+            slices: Vec::new(),
+            slos: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+/// The contract's name for a replica's phase.
+pub fn state_label(p: &Phase) -> &'static str {
+    match p {
+        Phase::Pending => "pending",
+        Phase::Held { .. } => "held",
+        Phase::Starting => "starting",
+        Phase::Running => "running",
+        Phase::BackingOff { .. } => "backing_off",
+        Phase::Exited { .. } | Phase::Stopped => "exited",
+        Phase::Failed { .. } => "failed",
+        Phase::Stopping => "stopping",
+    }
+}
+
+/// `4g/25%`: an MPS share as the `profile` label writes it.
+pub fn mps_profile(memory_bytes: u64, compute_basis_points: u32) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    let memory = if memory_bytes % GIB == 0 {
+        format!("{}g", memory_bytes / GIB)
+    } else {
+        format!("{}m", memory_bytes / MIB)
+    };
+    format!(
+        "{memory}/{}",
+        orch_core::units::Percent::from_basis_points(compute_basis_points)
+    )
+}
+
+fn gpu_rows(report: &GpuReport) -> (Vec<GpuRow>, Vec<SliceRow>) {
+    let mut gpus = Vec::new();
+    let mut slices = Vec::new();
+    for g in &report.gpus {
+        let mig = match g.info.mig {
+            wire::Mig::Unsupported => "unsupported",
+            wire::Mig::Disabled { .. } => "disabled",
+            wire::Mig::Enabled { .. } => "enabled",
+        };
+        let has_mps = g
+            .slices
+            .iter()
+            .any(|s| matches!(s.slice, wire::Slice::Mps { .. }));
+        let mps_free = if has_mps || g.free.sharing == "mps" {
+            g.free
+                .mps_memory_bytes
+                .zip(g.free.mps_compute_basis_points)
+                .map(|(m, bp)| (m, f64::from(bp) / 10_000.0))
+        } else {
+            None
+        };
+        gpus.push(GpuRow {
+            index: g.info.index,
+            uuid: g.info.uuid.clone(),
+            name: g.info.name.clone(),
+            mig,
+            memory_total_bytes: g.info.memory_total_bytes,
+            telemetry: g.telemetry,
+            mps_free,
+            mig_free_slices: g.free.mig_memory_slices,
+        });
+        for owner in &g.slices {
+            let (kind, profile, memory_bytes) = match &owner.slice {
+                wire::Slice::Mig {
+                    profile,
+                    memory_bytes,
+                    ..
+                } => ("mig", profile.clone(), *memory_bytes),
+                wire::Slice::Mps {
+                    memory_bytes,
+                    compute_basis_points,
+                    ..
+                } => (
+                    "mps",
+                    mps_profile(*memory_bytes, *compute_basis_points),
+                    Some(*memory_bytes),
+                ),
+                wire::Slice::Exclusive { .. } => (
+                    "exclusive",
+                    "whole".to_string(),
+                    Some(g.info.memory_total_bytes),
+                ),
+                wire::Slice::TimeSlice { .. } => ("time-slice", "whole".to_string(), None),
+            };
+            slices.push(SliceRow {
+                gpu: g.info.index,
+                uuid: g.info.uuid.clone(),
+                kind,
+                profile,
+                group: owner.group.clone(),
+                agent: owner.replica.agent.clone(),
+                replica: owner.replica.replica,
+                memory_bytes,
+            });
+        }
+    }
+    (gpus, slices)
+}
+
+/// The SLO figures as series.
+pub fn slo_rows(reports: &[GroupReport]) -> Vec<SloRow> {
+    let mut out = Vec::new();
+    for g in reports {
+        for s in &g.slis {
+            out.push(SloRow {
+                group: g.group.clone(),
+                slo: s.objective.sli,
+                objective: s.objective.target,
+                events: s.totals.total(),
+                errors: s.totals.bad,
+                windows: s
+                    .windows
+                    .iter()
+                    .filter_map(|w| Some((w.window.to_string(), w.error_ratio?, w.burn_rate?)))
+                    .collect(),
+                budget_remaining: s.budget_remaining,
+            });
+        }
+    }
+    out
+}
+
+/// The exported values: a pure function of the supervisor's state, the
+/// owner's counters, the SLO rows and the GPU read model.
+pub fn snapshot(
+    sup: &Supervisor,
+    counters: &Counters,
+    slos: Vec<SloRow>,
+    gpu: &GpuReport,
+    version: &str,
+) -> Snapshot {
+    let config = sup.config();
+    let mut replicas = Vec::new();
+    for agent in config.agents() {
+        for i in 0..agent.replicas.max(1) {
+            let key = orch_core::gpu::ReplicaKey::new(&agent.name, i);
+            let Some(r) = sup.replica(&key) else { continue };
+            if !sup.group_wanted(&r.group) && r.container.is_none() {
+                continue;
+            }
+            replicas.push(ReplicaRow {
+                group: r.group.clone(),
+                agent: r.key.agent.clone(),
+                replica: r.key.replica,
+                up: sup.replica_healthy(r),
+                state: state_label(&r.phase),
+                crashlooping: r.crashloop,
+                restarts: r.restarts_total,
+            });
+        }
+    }
+    let mut failures: BTreeMap<(&str, &str, &'static str), u64> = BTreeMap::new();
+    for agent in config.agents() {
+        for reason in BASE_REASONS {
+            failures.insert((&agent.group, &agent.name, reason), 0);
+        }
+    }
+    for ((group, agent, reason), n) in &counters.failures {
+        failures.insert((group, agent, reason), *n);
+    }
+    let groups = config
+        .groups
+        .iter()
+        .map(|g| {
+            let (wanted, running, healthy) = sup.group_counts(&g.name);
+            GroupRow {
+                group: g.name.clone(),
+                started: sup.started_groups().contains(&g.name),
+                ready: sup.group_phase(&g.name) == orch_core::supervise::GroupPhase::Ready,
+                wanted,
+                running,
+                healthy,
+            }
+        })
+        .collect();
+    let (gpus, slices) = gpu_rows(gpu);
+    Snapshot {
+        host: config.host.name.clone(),
+        version: version.to_string(),
+        reconcile: counters.reconcile.clone(),
+        state_write_failures: counters.state_write_failures,
+        replicas,
+        failures: failures
+            .into_iter()
+            .map(|((g, a, r), n)| (g.to_string(), a.to_string(), r, n))
+            .collect(),
+        health: counters
+            .health
+            .iter()
+            .map(|((g, a), h)| (g.clone(), a.clone(), h.clone()))
+            .collect(),
+        groups,
+        gpus,
+        slices,
+        slos,
+        peers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

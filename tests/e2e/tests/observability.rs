@@ -1,0 +1,459 @@
+//! Observability end to end: two daemons as two hosts (simulated GPUs:
+//! MPS on an RTX 4090, MIG on an A100) running real agents, scraped by a
+//! real Prometheus (Debian's `prometheus`, started by
+//! `tests/observability/run_local.sh` with the shipped rules at time scale
+//! 60); every query of every dashboard returns data; an agent made to fail
+//! its availability SLO (`AGENT_UNHEALTHY_IF_EXISTS`) drives the burn rate
+//! until the page alert fires, and the alert resolves once it is healed.
+//! And: the spans of a `group start` reach an OTLP receiver under one
+//! trace id.
+
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{Daemon, Host, IMAGE, repo_root, sim_env};
+use prost::Message as _;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A host with an infra group and a GPU group, both with SLOs. `gpu` is
+/// the GPU agent's request; `ctl` is mounted at /ctl in it.
+fn config(name: &str, port: u16, gpu: &str, sharing: &str, ctl: &Path) -> String {
+    format!(
+        r#"version: 1
+host: {{name: {name}}}
+defaults:
+  image: {IMAGE}
+  restart: {{policy: on-failure, backoff: {{initial: 200ms, max: 1s}}, crashloop: {{restarts: 3, window: 1m}}}}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 1, start_period: 2s}}
+  stop_timeout: 1s
+gpus:
+  - select: {{index: 0}}
+    sharing: {sharing}
+groups:
+  infra_core:
+    slo: {{availability: 99.9%, error_rate: 1%}}
+    agents:
+      ServiceRegistry: {{}}
+  vision_gpu:
+    depends_on: [infra_core]
+    slo: {{availability: 99.5%}}
+    agents:
+      FaceRecognitionAgent:
+        gpu: {gpu}
+        env: {{AGENT_UNHEALTHY_IF_EXISTS: /ctl/sick}}
+        volumes: ["{ctl}:/ctl"]
+metrics: {{listen: "127.0.0.1:{port}"}}
+"#,
+        ctl = ctl.display()
+    )
+}
+
+fn run_local(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(repo_root().join("tests/observability/run_local.sh"))
+        .args(args)
+        .output()
+        .expect("run_local.sh")
+}
+
+fn run_local_ok(args: &[&str]) -> String {
+    let out = run_local(args);
+    assert!(
+        out.status.success(),
+        "run_local.sh {args:?} failed\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Stops what `run_local.sh start` started, however the test ends.
+struct Prometheus {
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = run_local(&["stop", "--dir", self.dir.to_str().unwrap()]);
+    }
+}
+
+/// `GET path` on 127.0.0.1:port; the body of a 200 answer.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c == "200")
+        .then(|| body.to_string())
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (tests/e2e/setup-apt.sh promtool=prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends `/work` requests to an agent from this machine (its address on
+/// the host's Docker network).
+fn work(host: &Host, agent: &str, n: usize) {
+    let seen = host.container_of(agent).unwrap();
+    let ip = e2e::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &seen.id,
+    ]);
+    for _ in 0..n {
+        if let Ok(mut s) = TcpStream::connect((ip.as_str(), 8080)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = write!(s, "GET /work HTTP/1.0\r\nHost: agent\r\n\r\n");
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        }
+    }
+}
+
+#[test]
+fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
+    assert!(
+        Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "prometheus is not installed: run tests/e2e/setup-apt.sh prometheus=prometheus"
+    );
+    let a = Host::new("obs-mps");
+    let b = Host::new("obs-mig");
+    let (port_a, port_b) = (free_port(), free_port());
+    let (ctl_a, ctl_b) = (a.path("ctl"), b.path("ctl"));
+    std::fs::create_dir_all(&ctl_a).unwrap();
+    std::fs::create_dir_all(&ctl_b).unwrap();
+    let da = Daemon::start_with_env(
+        &a,
+        &config(
+            &a.name,
+            port_a,
+            "{slice: mps, memory: 2g, compute: 10%}",
+            "mps",
+            &ctl_a,
+        ),
+        &[],
+        &sim_env(&a, "config/mainpc/gpus.sim.yaml"),
+    );
+    let db = Daemon::start_with_env(
+        &b,
+        &config(
+            &b.name,
+            port_b,
+            "{slice: mig, profile: 1g.10gb}",
+            "mig",
+            &ctl_b,
+        ),
+        &[],
+        &sim_env(&b, "config/sim/lab-a100.yaml"),
+    );
+    for d in [&da, &db] {
+        d.ctl_ok(&["group", "start", "vision_gpu", "--wait", "--timeout", "120"]);
+    }
+
+    // Each daemon's live text passes promtool, GPU series included.
+    for (port, kind) in [(port_a, "mps"), (port_b, "mig")] {
+        let text = http_get(port, "/metrics").expect("/metrics answers");
+        promtool_check(&text);
+        assert!(
+            text.contains(&format!("kind=\"{kind}\"")),
+            "no {kind} slice in:\n{text}"
+        );
+    }
+
+    let dir = a.path("prometheus");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let _prom = Prometheus { dir: dir.clone() };
+    let target_a = format!("127.0.0.1:{port_a}");
+    let target_b = format!("127.0.0.1:{port_b}");
+    run_local_ok(&[
+        "start", "--dir", &dir_s, "--scale", "60", "--target", &target_a, "--target", &target_b,
+    ]);
+
+    // Requests for the error-rate SLO, read from the agent's own metrics
+    // (the first scrape of a replica is its baseline: requests count from
+    // the second on).
+    da.wait_until(
+        "the error-rate SLO counted requests",
+        Duration::from_secs(90),
+        |_| {
+            work(&a, "ServiceRegistry", 5);
+            http_get(port_a, "/metrics").is_some_and(|t| {
+                t.lines().any(|l| {
+                    l.starts_with("orchestrator_slo_events_total{")
+                        && l.contains("slo=\"error_rate\"")
+                        && !l.ends_with(" 0")
+                })
+            })
+        },
+    );
+
+    // FaceRecognitionAgent on host a fails its health checks: it is
+    // restarted, crash-loops, and its group's availability burns.
+    std::fs::write(ctl_a.join("sick"), "").unwrap();
+    let page = [
+        "OrchestratorSLOBudgetBurnFast",
+        "--label",
+        &format!("host={}", a.name),
+        "--label",
+        "group=vision_gpu",
+        "--label",
+        "slo=availability",
+    ];
+    let wait = |state: &str| {
+        let mut args = vec!["wait-alert", "--dir", &dir_s, "--timeout", "240"];
+        args.extend(page.iter().copied());
+        args.extend(["--state", state]);
+        run_local_ok(&args);
+    };
+    wait("firing");
+    // Host b's SLOs are healthy: no page for it.
+    run_local_ok(&[
+        "wait-alert",
+        "--dir",
+        &dir_s,
+        "--timeout",
+        "0",
+        "OrchestratorSLOBudgetBurnFast",
+        "--label",
+        &format!("host={}", b.name),
+        "--state",
+        "resolved",
+    ]);
+    // Crash-looping by now (it restarts every few seconds).
+    da.wait_until(
+        "FaceRecognitionAgent crash-loops",
+        Duration::from_secs(60),
+        |_| {
+            http_get(port_a, "/metrics").is_some_and(|t| {
+                t.lines().any(|l| {
+                    l.starts_with("orchestrator_agent_crashlooping{")
+                        && l.contains("FaceRecognitionAgent")
+                        && l.ends_with(" 1")
+                })
+            })
+        },
+    );
+
+    // Every panel of every dashboard has data, read from the JSON; only
+    // the federation panels may be empty (the daemons do not federate yet).
+    let checked = run_local_ok(&[
+        "check-dashboards",
+        "--dir",
+        &dir_s,
+        "--allow-empty",
+        "^Peer",
+        "--allow-empty",
+        "^Federation messages$",
+    ]);
+    assert!(!checked.contains("FAIL"), "{checked}");
+
+    // Healed: the short window clears and the page resolves.
+    std::fs::remove_file(ctl_a.join("sick")).unwrap();
+    wait("resolved");
+    da.wait_until(
+        "FaceRecognitionAgent is healthy again",
+        Duration::from_secs(60),
+        |d| d.status().agents.healthy == d.status().agents.wanted,
+    );
+}
+
+/// Spans as the receiver got them: name, trace id, span id, parent id.
+type Spans = Arc<Mutex<Vec<(String, Vec<u8>, Vec<u8>, Vec<u8>)>>>;
+
+/// An OTLP/HTTP receiver: takes `POST /v1/traces` (protobuf) and keeps
+/// every span.
+fn otlp_receiver() -> (u16, Spans) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let spans: Spans = Arc::default();
+    let keep = spans.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if line.starts_with("POST /v1/traces")
+                        && let Ok(req) = ExportTraceServiceRequest::decode(body.as_slice())
+                    {
+                        let mut got = keep.lock().unwrap();
+                        for rs in req.resource_spans {
+                            for ss in rs.scope_spans {
+                                for s in ss.spans {
+                                    got.push((s.name, s.trace_id, s.span_id, s.parent_span_id));
+                                }
+                            }
+                        }
+                    }
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (port, spans)
+}
+
+#[test]
+fn the_spans_of_a_group_start_reach_an_otlp_receiver_under_one_trace() {
+    let (port, spans) = otlp_receiver();
+    let host = Host::new("otlp");
+    let ctl = host.path("ctl");
+    std::fs::create_dir_all(&ctl).unwrap();
+    let env = {
+        let mut env = sim_env(&host, "config/mainpc/gpus.sim.yaml");
+        env.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            format!("http://127.0.0.1:{port}"),
+        ));
+        env.push(("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()));
+        env
+    };
+    let d = Daemon::start_with_env(
+        &host,
+        &config(
+            &host.name,
+            free_port(),
+            "{slice: mps, memory: 2g, compute: 10%}",
+            "mps",
+            &ctl,
+        ),
+        &["--log-format", "json"],
+        &env,
+    );
+    d.ctl_ok(&["group", "start", "vision_gpu", "--wait", "--timeout", "120"]);
+
+    // group_start ends when its groups are ready; the batch exporter sends
+    // it within its schedule delay.
+    let start = Instant::now();
+    let root = loop {
+        let found = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.0 == "group_start")
+            .cloned();
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no group_start span; got {:?}\ndaemon log:\n{}",
+            spans
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| &s.0)
+                .collect::<Vec<_>>(),
+            d.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(root.3.is_empty(), "group_start is a root span");
+    // Give the agents' spans (they end before the group's) a moment too.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = spans.lock().unwrap().clone();
+    let trace: Vec<_> = got.iter().filter(|s| s.1 == root.1).collect();
+    let by_id: BTreeMap<&Vec<u8>, &String> = trace.iter().map(|s| (&s.2, &s.0)).collect();
+    let parent_name = |s: &(String, Vec<u8>, Vec<u8>, Vec<u8>)| by_id.get(&s.3).copied();
+    // Both agents (ServiceRegistry, then FaceRecognitionAgent once
+    // infra_core is ready) start as children of the group's start.
+    let agents: Vec<_> = trace.iter().filter(|s| s.0 == "agent_start").collect();
+    assert!(agents.len() >= 2, "{trace:?}");
+    assert!(
+        agents
+            .iter()
+            .all(|s| parent_name(s).is_some_and(|p| p == "group_start")),
+        "{trace:?}"
+    );
+    // The GPU agent's MPS share was prepared inside its start.
+    let prep: Vec<_> = trace.iter().filter(|s| s.0 == "gpu_prepare").collect();
+    assert_eq!(prep.len(), 1, "{trace:?}");
+    assert_eq!(
+        parent_name(prep[0]).map(String::as_str),
+        Some("agent_start")
+    );
+    let names: BTreeSet<&str> = trace.iter().map(|s| s.0.as_str()).collect();
+    assert!(names.contains("reconcile"), "{names:?}");
+
+    // The logs were JSON lines, without colour codes.
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("orchestratord ready"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert!(!log.contains('\u{1b}'));
+}
