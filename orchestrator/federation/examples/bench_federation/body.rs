@@ -36,6 +36,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub fn parse(label: &str) -> Option<Self> {
+        [Kind::Small, Kind::Large, Kind::Mixed]
+            .into_iter()
+            .find(|k| k.label() == label)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Kind::Small => "small",

@@ -2,6 +2,7 @@
 //! receipt on the peer (latency), and the detector's verdicts while the
 //! stream flows and both cores are busy (false verdicts).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -73,6 +74,19 @@ pub struct Latency {
     pub published: Published,
     pub received: u64,
     pub latencies_ms: Vec<f64>,
+    /// CPU time per message of both bus threads, of ZeroMQ's I/O threads
+    /// (CURVE, TCP), and of the whole process (with the publisher's
+    /// building of bodies and the receiver's reading of them).
+    pub cpu_ms_per_message: [f64; 3],
+    /// Of the time the bus threads were runnable, the share they spent
+    /// waiting for a CPU (the machine's other load) rather than running.
+    pub bus_wait_share: f64,
+    /// Messages a's socket took for b (heartbeats included).
+    pub out_of_a: u64,
+    /// Messages b decoded from a (heartbeats included).
+    pub into_b: u64,
+    /// What b refused from a, by kind.
+    pub dropped_by_b: BTreeMap<String, u64>,
 }
 
 /// `a` publishes to `b` at `rate` for `duration`; latency taken on `b`.
@@ -99,6 +113,7 @@ pub async fn latency(
     tokio::time::sleep(Duration::from_millis(2 * crate::net::timing().heartbeat_ms)).await;
     let bus_a = Arc::new(bus_a);
     let stop = Arc::new(AtomicBool::new(false));
+    let before = procs::time_split()?;
     let publisher = spawn_publisher(
         Arc::clone(&bus_a),
         Bodies::new(kind, &a.name, base),
@@ -117,8 +132,24 @@ pub async fn latency(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let received = tap_b.counts.snapshots.load(Ordering::Relaxed);
+    let after = procs::time_split()?;
     let latencies_ms = tap_b.counts.take_latencies();
+    // Where messages went missing, if any did: refused by a's socket (its
+    // queue to b full), or dropped by b (its inbox full).
+    let out_of_a = bus_a
+        .peers()
+        .iter()
+        .find(|p| p.name == b.name)
+        .map_or(0, |p| p.messages_out);
+    let b_view = bus_b.peers().into_iter().find(|p| p.name == a.name);
+    let into_b = b_view.as_ref().map_or(0, |p| p.messages_in);
+    let dropped_by_b: BTreeMap<String, u64> = b_view
+        .map(|p| p.dropped.iter().map(|(k, n)| (k.to_string(), *n)).collect())
+        .unwrap_or_default();
     drop(bus_b);
+    let per_message = |s: f64| 1000.0 * s / published.messages.max(1) as f64;
+    let bus_run = after.0.run_s - before.0.run_s;
+    let bus_wait = after.0.wait_s - before.0.wait_s;
     Ok(Latency {
         kind,
         body_bytes: body::size_of(kind),
@@ -126,6 +157,19 @@ pub async fn latency(
         published,
         received,
         latencies_ms,
+        cpu_ms_per_message: [
+            per_message(bus_run),
+            per_message(after.1.run_s - before.1.run_s),
+            per_message(after.2 - before.2),
+        ],
+        bus_wait_share: if bus_run + bus_wait > 0.0 {
+            bus_wait / (bus_run + bus_wait)
+        } else {
+            0.0
+        },
+        out_of_a,
+        into_b,
+        dropped_by_b,
     })
 }
 
@@ -159,6 +203,15 @@ pub fn latency_json(l: &Latency) -> Value {
         "seconds": round3(l.published.seconds),
         "received": l.received,
         "latency_ms": json_of(&l.latencies_ms),
+        "messages_out_of_a": l.out_of_a,
+        "messages_into_b": l.into_b,
+        "dropped_by_b": l.dropped_by_b,
+        "bus_threads_waiting_for_cpu_percent": round3(100.0 * l.bus_wait_share),
+        "cpu_ms_per_message": {
+            "bus_threads": round3(l.cpu_ms_per_message[0]),
+            "zeromq_io_threads": round3(l.cpu_ms_per_message[1]),
+            "whole_process": round3(l.cpu_ms_per_message[2]),
+        },
     })
 }
 

@@ -43,6 +43,7 @@ usage: bench_federation [OPTIONS]
   --soak-secs S       length of the false-verdict run (default 600)
   --idle-secs S       idle sampling window (default 60)
   --rate R            snapshots per second (default 1000; each way in the soak)
+  --bodies LIST       latency bodies: small,large,mixed (default small,large)
   --burners N         CPU burners during the soak (default: one per core)
   --heartbeat-ms MS   detector settings, to try others than the defaults
   --suspect-after N   (500, 2, 4)
@@ -62,6 +63,7 @@ struct Opts {
     rate: u32,
     burners: usize,
     timing: Timing,
+    bodies: Vec<body::Kind>,
     out: PathBuf,
 }
 
@@ -79,6 +81,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         rate: 1000,
         burners: cores,
         timing: Timing::default(),
+        bodies: vec![body::Kind::Small, body::Kind::Large],
         out: PathBuf::from("target/bench"),
     };
     let mut it = args.iter();
@@ -108,6 +111,12 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--heartbeat-ms" => o.timing.heartbeat_ms = value.parse().with_context(bad)?,
             "--suspect-after" => o.timing.suspect_after = value.parse().with_context(bad)?,
             "--down-after" => o.timing.down_after = value.parse().with_context(bad)?,
+            "--bodies" => {
+                o.bodies = value
+                    .split(',')
+                    .map(|b| body::Kind::parse(b).with_context(bad))
+                    .collect::<Result<_>>()?;
+            }
             "--out" => o.out = value.into(),
             _ => bail!("unknown option {flag}\n{USAGE}"),
         }
@@ -208,7 +217,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         if wants("latency") {
             let mut runs = Vec::new();
-            for kind in [body::Kind::Small, body::Kind::Large] {
+            for &kind in &o.bodies {
                 eprintln!(
                     "==> latency: {} snapshots ({} bytes) at {}/s for {} s",
                     kind.label(),

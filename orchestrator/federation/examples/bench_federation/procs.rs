@@ -249,6 +249,64 @@ pub fn parse_sample(stat: &str, status: &str, ticks_per_s: f64) -> Result<ProcSa
     })
 }
 
+/// One thread's time so far, from `/proc/PID/task/TID/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThreadTime {
+    /// On a CPU, in seconds.
+    pub run_s: f64,
+    /// Runnable but waiting for a CPU, in seconds.
+    pub wait_s: f64,
+}
+
+/// `schedstat`: nanoseconds on a CPU, nanoseconds waiting on a run queue,
+/// timeslices.
+pub fn parse_schedstat(text: &str) -> Option<ThreadTime> {
+    let mut it = text.split_whitespace().map(str::parse::<u64>);
+    let run = it.next()?.ok()?;
+    let wait = it.next()?.ok()?;
+    Some(ThreadTime {
+        run_s: run as f64 / 1e9,
+        wait_s: wait as f64 / 1e9,
+    })
+}
+
+/// Time of each living thread of `pid`, by thread name.
+pub fn threads_time(pid: u32) -> Result<Vec<(String, ThreadTime)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = entry?.path();
+        // A thread may end between the listing and the reads.
+        let (Ok(name), Ok(sched)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        if let Some(t) = parse_schedstat(&sched) {
+            out.push((name.trim_end().to_owned(), t));
+        }
+    }
+    Ok(out)
+}
+
+/// Time so far of the bus threads (`federation-*`), of ZeroMQ's I/O
+/// threads (`ZMQbg/*`), and the CPU seconds of the whole process (threads
+/// that ended included).
+pub fn time_split() -> Result<(ThreadTime, ThreadTime, f64)> {
+    let pid = std::process::id();
+    let threads = threads_time(pid)?;
+    let sum = |prefix: &str| {
+        threads.iter().filter(|(n, _)| n.starts_with(prefix)).fold(
+            ThreadTime::default(),
+            |acc, (_, t)| ThreadTime {
+                run_s: acc.run_s + t.run_s,
+                wait_s: acc.wait_s + t.wait_s,
+            },
+        )
+    };
+    Ok((sum("federation-"), sum("ZMQbg/"), sample(pid)?.cpu_s))
+}
+
 /// Busy and total jiffies of the whole machine (`/proc/stat`, first line).
 pub fn machine_cpu() -> Result<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/stat")?;
@@ -320,6 +378,18 @@ mod tests {
                 threads: 3,
             }
         );
+    }
+
+    #[test]
+    fn schedstat_gives_run_and_wait_seconds() {
+        assert_eq!(
+            parse_schedstat("1500000000 250000000 42\n"),
+            Some(ThreadTime {
+                run_s: 1.5,
+                wait_s: 0.25
+            })
+        );
+        assert_eq!(parse_schedstat("garbage"), None);
     }
 
     #[test]

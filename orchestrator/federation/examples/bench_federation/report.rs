@@ -214,13 +214,17 @@ pub fn markdown(all: &Value) -> String {
             };
             let _ = writeln!(
                 out,
-                "| snapshot publish → receipt on the peer, {} ({size}) at {}/s for {:.0} s | {}; {} of {} received | p99 < 20 ms | libzmq alone ~25 µs (no CURVE, no JSON) |",
+                "| snapshot publish → receipt on the peer, {} ({size}) at {}/s for {:.0} s | {}; {} of {} received; CPU per message: bus threads {}, ZeroMQ I/O {}, whole process {}; bus threads runnable but waiting for a CPU {:.0}% of the time | p99 < 20 ms | libzmq alone ~25 µs (no CURVE, no JSON) |",
                 run["body"].as_str().unwrap_or("?"),
                 run["rate_per_s"],
                 num(&run["seconds"]).unwrap_or(0.0),
                 summary(&run["latency_ms"]),
                 run["received"],
                 run["published"],
+                ms(num(&run["cpu_ms_per_message"]["bus_threads"]).unwrap_or(0.0)),
+                ms(num(&run["cpu_ms_per_message"]["zeromq_io_threads"]).unwrap_or(0.0)),
+                ms(num(&run["cpu_ms_per_message"]["whole_process"]).unwrap_or(0.0)),
+                num(&run["bus_threads_waiting_for_cpu_percent"]).unwrap_or(0.0),
             );
         }
     }
@@ -259,12 +263,72 @@ pub fn markdown(all: &Value) -> String {
             last["threads"],
         );
     }
+    let notes = notes(all);
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+        for note in notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
     let _ = writeln!(
         out,
         "\nRaw samples: `federation.json` next to this file. Published figures are quoted \
          from docs/targets (their own documentation and defaults), not measured here."
     );
     out
+}
+
+/// What the figures mean, where the data says something a table cannot.
+fn notes(all: &Value) -> Vec<String> {
+    let r = &all["results"];
+    let s = &all["settings"];
+    let mut notes = Vec::new();
+    let (Some(hb), Some(down)) = (s["heartbeat_ms"].as_u64(), s["down_after"].as_u64()) else {
+        return notes;
+    };
+    let bound = (hb * down) as f64;
+    let worst = [&r["link_cuts"], &r["process_kills"]]
+        .iter()
+        .filter_map(|m| num(&m["down_ms"]["max"]))
+        .fold(None, |acc: Option<f64>, x| {
+            Some(acc.map_or(x, |a| a.max(x)))
+        });
+    if let Some(worst) = worst {
+        notes.push(format!(
+            "A peer is declared down once it has been silent for more than {down} × {hb} ms \
+             = {bound:.0} ms, so a cut just after a heartbeat arrived is seen down {bound:.0} ms \
+             later and one just before the next heartbeat about {:.0} ms later. The cuts are \
+             spread over the heartbeat interval, so the slowest of them (here {}) sits at that \
+             bound: only a lower threshold (fewer missed heartbeats, or a shorter interval) \
+             brings it lower.",
+            bound - hb as f64,
+            ms(worst),
+        ));
+    }
+    for run in r["latency"].as_array().into_iter().flatten() {
+        let (Some(p99), Some(wait)) = (
+            num(&run["latency_ms"]["p99"]),
+            num(&run["bus_threads_waiting_for_cpu_percent"]),
+        ) else {
+            continue;
+        };
+        if p99 > 20.0 && wait > 50.0 {
+            let per = num(&run["cpu_ms_per_message"]["bus_threads"]).unwrap_or(0.0)
+                + num(&run["cpu_ms_per_message"]["zeromq_io_threads"]).unwrap_or(0.0);
+            let rate = num(&run["rate_per_s"]).unwrap_or(0.0);
+            notes.push(format!(
+                "The {} stream's p99 of {} is queueing: its bus threads were runnable but \
+                 waiting for a CPU {wait:.0}% of the time (the machine's other load). The bus \
+                 needs {} of CPU per message at both ends together, {:.0}% of one core at \
+                 {rate:.0}/s; what it did not get, the queue between the two hosts absorbed.",
+                run["body"].as_str().unwrap_or("?"),
+                ms(p99),
+                ms(per),
+                per * rate / 10.0,
+            ));
+        }
+    }
+    notes
 }
 
 #[cfg(test)]
@@ -278,6 +342,37 @@ mod tests {
         assert!(text.contains("20–30 s (10.0–15.0× our p99)"), "{text}");
         assert!(text.contains("50 s (25.0× our p99)"), "{text}");
         assert!(!others_against(None).contains('×'));
+    }
+
+    #[test]
+    fn a_slow_stream_starved_of_cpu_is_explained_and_a_fast_one_is_not() {
+        let run = |p99: f64, wait: f64| {
+            json!({"body": "large", "rate_per_s": 1000, "latency_ms": {"p99": p99},
+                   "bus_threads_waiting_for_cpu_percent": wait,
+                   "cpu_ms_per_message": {"bus_threads": 0.4, "zeromq_io_threads": 0.1}})
+        };
+        let all = |runs: Vec<Value>| {
+            json!({"settings": {"heartbeat_ms": 500, "down_after": 4},
+                   "results": {"latency": runs}})
+        };
+        let slow = notes(&all(vec![run(700.0, 70.0)]));
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert!(slow[0].contains("waiting for a CPU 70%"), "{slow:?}");
+        assert!(slow[0].contains("0.50 ms of CPU per message"), "{slow:?}");
+        assert!(slow[0].contains("50% of one core"), "{slow:?}");
+        assert!(notes(&all(vec![run(5.0, 70.0), run(700.0, 10.0)])).is_empty());
+    }
+
+    #[test]
+    fn the_detection_bound_is_the_silence_threshold() {
+        let all = json!({"settings": {"heartbeat_ms": 500, "down_after": 4},
+                         "results": {"link_cuts": {"down_ms": {"max": 1999.0}},
+                                     "process_kills": {"down_ms": {"max": 2001.5}}}});
+        let n = notes(&all);
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(n[0].contains("4 × 500 ms = 2000 ms"), "{n:?}");
+        assert!(n[0].contains("about 1500 ms later"), "{n:?}");
+        assert!(n[0].contains("(here 2002 ms)"), "{n:?}");
     }
 
     #[test]
