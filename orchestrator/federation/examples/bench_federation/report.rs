@@ -312,11 +312,13 @@ fn notes(all: &Value) -> Vec<String> {
         ) else {
             continue;
         };
-        if p99 > 20.0 && wait > 50.0 {
+        // A stream over its target while its threads queued for a CPU a
+        // good part of the time: say so, with what it needed.
+        if p99 > 20.0 && wait > 20.0 {
             let per = num(&run["cpu_ms_per_message"]["bus_threads"]).unwrap_or(0.0)
                 + num(&run["cpu_ms_per_message"]["zeromq_io_threads"]).unwrap_or(0.0);
             let rate = num(&run["rate_per_s"]).unwrap_or(0.0);
-            notes.push(format!(
+            let mut note = format!(
                 "The {} stream's p99 of {} is queueing: its bus threads were runnable but \
                  waiting for a CPU {wait:.0}% of the time (the machine's other load). The bus \
                  needs {} of CPU per message at both ends together, {:.0}% of one core at \
@@ -325,7 +327,18 @@ fn notes(all: &Value) -> Vec<String> {
                 ms(p99),
                 ms(per),
                 per * rate / 10.0,
-            ));
+            );
+            let (sent, got) = (run["published"].as_u64(), run["received"].as_u64());
+            if let (Some(sent), Some(got)) = (sent, got)
+                && got < sent
+            {
+                let _ = write!(
+                    note,
+                    " Messages that found that queue full (ZeroMQ's high-water mark, 1000 \
+                     messages) were dropped: {got} of {sent} arrived."
+                );
+            }
+            notes.push(note);
         }
     }
     notes
@@ -348,6 +361,7 @@ mod tests {
     fn a_slow_stream_starved_of_cpu_is_explained_and_a_fast_one_is_not() {
         let run = |p99: f64, wait: f64| {
             json!({"body": "large", "rate_per_s": 1000, "latency_ms": {"p99": p99},
+                   "published": 1000, "received": 900,
                    "bus_threads_waiting_for_cpu_percent": wait,
                    "cpu_ms_per_message": {"bus_threads": 0.4, "zeromq_io_threads": 0.1}})
         };
@@ -361,6 +375,11 @@ mod tests {
         assert!(slow[0].contains("0.50 ms of CPU per message"), "{slow:?}");
         assert!(slow[0].contains("50% of one core"), "{slow:?}");
         assert!(notes(&all(vec![run(5.0, 70.0), run(700.0, 10.0)])).is_empty());
+        assert!(slow[0].contains("900 of 1000 arrived"), "{slow:?}");
+        let mut complete = run(700.0, 70.0);
+        complete["received"] = json!(1000);
+        let n = notes(&all(vec![complete]));
+        assert!(n.len() == 1 && !n[0].contains("dropped"), "{n:?}");
     }
 
     #[test]
