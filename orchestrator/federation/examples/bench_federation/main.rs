@@ -35,6 +35,7 @@ use serde_json::{Map, Value, json};
 
 const USAGE: &str = "\
 usage: bench_federation [OPTIONS]
+       bench_federation render DIR/federation.json   (the Markdown again)
 
   --only LIST         comma-separated subset of: idle,latency,detect,kill,soak
   --cuts N            link cuts to time (default 30; two verdicts each)
@@ -148,6 +149,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some("peer") => run_peer(),
+        Some("render") => render(args.get(1)),
         _ => run(&args),
     };
     match result {
@@ -157,6 +159,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `render` mode: writes `federation.md` again next to the
+/// `federation.json` of an earlier run.
+fn render(json_path: Option<&String>) -> Result<()> {
+    let path = PathBuf::from(json_path.context("usage: bench_federation render FEDERATION.JSON")?);
+    let all: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
+    )?;
+    let md_path = path.with_file_name("federation.md");
+    std::fs::write(&md_path, report::markdown(&all))?;
+    eprintln!("wrote {}", md_path.display());
+    Ok(())
 }
 
 /// The `peer` mode: one bus, configured from the environment, reporting
