@@ -193,6 +193,30 @@ impl Membership {
         changes
     }
 
+    /// The earliest time at which [`Membership::tick`] would move a peer
+    /// on if nothing is heard from it: its last heartbeat plus just over
+    /// `suspect_after` (an alive peer) or `down_after` (a suspect one)
+    /// intervals. `None` when no peer can change by silence alone.
+    ///
+    /// A transport that ticks only on its heartbeat schedule sees a
+    /// threshold crossed up to one interval late; ticking at this time as
+    /// well gives each verdict when its silence is due.
+    pub fn next_change_at(&self) -> Option<u64> {
+        let t = self.timing;
+        self.members
+            .values()
+            .filter(|m| m.incarnation.is_some())
+            .filter_map(|m| {
+                let after = match m.state {
+                    PeerState::Alive => t.suspect_after,
+                    PeerState::Suspect => t.down_after,
+                    PeerState::Unknown | PeerState::Down => return None,
+                };
+                Some(m.last_heard + t.heartbeat_ms * u64::from(after) + 1)
+            })
+            .min()
+    }
+
     pub fn state(&self, peer: &str) -> Option<PeerState> {
         self.members.get(peer).map(|m| m.state)
     }
@@ -405,6 +429,46 @@ mod tests {
         for (name, steps, expected) in cases {
             assert_eq!(&run(steps), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn the_next_change_is_due_just_past_each_threshold_of_the_quietest_peer() {
+        let mut m = Membership::new(["b", "c"], T);
+        assert_eq!(m.next_change_at(), None, "nobody heard yet");
+        m.heartbeat(1000, "b", 7, 1);
+        assert_eq!(m.next_change_at(), Some(1201), "b suspect after 200 ms");
+        m.heartbeat(1050, "c", 9, 1);
+        assert_eq!(m.next_change_at(), Some(1201), "b is still the quietest");
+        m.heartbeat(1100, "b", 7, 2);
+        assert_eq!(m.next_change_at(), Some(1251), "now c is");
+        // At that time exactly, the tick does make c suspect.
+        let changes = m.tick(1251);
+        assert_eq!(changes.len(), 1);
+        assert_eq!((changes[0].peer.as_str(), changes[0].state), ("c", Suspect));
+        // c's next threshold is down; b's suspect one comes first.
+        assert_eq!(m.next_change_at(), Some(1301));
+        m.tick(1301);
+        assert_eq!(m.next_change_at(), Some(1451), "c down after 400 ms");
+        m.tick(1451);
+        assert_eq!(m.state("c"), Some(Down));
+        assert_eq!(m.next_change_at(), Some(1501), "b down after 400 ms");
+        m.tick(1501);
+        assert_eq!(
+            m.next_change_at(),
+            None,
+            "both down: only a heartbeat moves them"
+        );
+        m.heartbeat(2000, "c", 9, 2);
+        assert_eq!(m.next_change_at(), Some(2201));
+    }
+
+    #[test]
+    fn one_ms_before_the_next_change_a_tick_changes_nothing() {
+        let mut m = Membership::new(["b"], T);
+        m.heartbeat(0, "b", 7, 1);
+        let due = m.next_change_at().expect("b alive");
+        assert!(m.tick(due - 1).is_empty());
+        assert_eq!(m.tick(due).len(), 1);
     }
 
     #[test]

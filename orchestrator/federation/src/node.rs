@@ -219,14 +219,30 @@ impl<R: Clone + PartialEq> Node<R> {
             }
             out.extend(self.to_subscribers(now, &frames));
         }
-        for change in lock(&self.table).membership.tick(now) {
-            tracing::info!(peer = %change.peer, state = %change.state, incarnation = change.incarnation, "peer state");
-            out.push(changed(change));
-        }
+        out.extend(self.check(now));
         self.leases.expire(now);
         // Callers that gave up (timed out) dropped their receivers.
         self.pending.retain(|_, p| !p.reply.is_closed());
         out
+    }
+
+    /// Moves silent peers on, without sending anything: for a bus that
+    /// wakes at [`Node::next_check_at`] between heartbeats.
+    pub(crate) fn check(&mut self, now: u64) -> Vec<Out<R>> {
+        lock(&self.table)
+            .membership
+            .tick(now)
+            .into_iter()
+            .map(|change| {
+                tracing::info!(peer = %change.peer, state = %change.state, incarnation = change.incarnation, "peer state");
+                changed(change)
+            })
+            .collect()
+    }
+
+    /// When a silent peer is next due to become suspect or down.
+    pub(crate) fn next_check_at(&self) -> Option<u64> {
+        lock(&self.table).membership.next_change_at()
     }
 
     fn to_subscribers(&self, now: u64, frames: &Frames) -> Vec<Out<R>> {

@@ -3,8 +3,8 @@
 //!
 //! The thread owns every socket and the protocol [`Node`]. The async side
 //! sends it [`Command`]s over a channel and wakes it through an inproc
-//! PUSH/PULL pair; the thread's poll timeout is only its heartbeat
-//! schedule.
+//! PUSH/PULL pair; the thread's poll timeout is only its own schedule: the
+//! next heartbeat, or the moment a silent peer's verdict falls due.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -407,8 +407,18 @@ impl Worker {
                 if next_beat <= now {
                     next_beat = now + self.period;
                 }
+            } else if self.node.next_check_at().is_some_and(|at| self.now() >= at) {
+                let outs = self.node.check(self.now());
+                self.carry(outs);
             }
-            let wait = next_beat.saturating_duration_since(Instant::now());
+            // Also wake when a silent peer's verdict is due: on the
+            // heartbeat schedule alone it would come up to one interval
+            // late, a quarter of the default time to `down`.
+            let wake = match self.node.next_check_at() {
+                Some(at) => next_beat.min(self.start + Duration::from_millis(at)),
+                None => next_beat,
+            };
+            let wait = wake.saturating_duration_since(Instant::now());
             let timeout = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX) + 1;
             let readable = match self.poll(timeout) {
                 Ok(r) => r,
