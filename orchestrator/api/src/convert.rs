@@ -539,5 +539,23 @@ pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) 
         C::GpuUnavailable { reason } => EventKind::GpuUnavailable {
             reason: reason.clone(),
         },
+        C::StateInferred {
+            origin,
+            adopted,
+            groups,
+            unconfigured,
+        } => EventKind::StateInferred {
+            origin: origin.label().to_string(),
+            adopted: *adopted,
+            groups: groups.clone(),
+            unconfigured: *unconfigured,
+        },
+        C::FreshStart { stopping } => EventKind::FreshStart {
+            stopping: *stopping,
+        },
+        C::StateWriteFailed { detail } => EventKind::StateWriteFailed {
+            detail: detail.clone(),
+        },
+        C::StateWritten => EventKind::StateWritten,
     }
 }

@@ -532,6 +532,24 @@ pub enum EventKind {
     GpuUnavailable {
         reason: String,
     },
+    /// The state did not account for running containers; `groups` were
+    /// marked started from them. `origin`: `saved`, `missing`, `damaged`.
+    StateInferred {
+        origin: String,
+        adopted: u32,
+        groups: Vec<String>,
+        unconfigured: u32,
+    },
+    /// Started with `--fresh`: the running containers of ours are stopped.
+    FreshStart {
+        stopping: u32,
+    },
+    /// The state file could not be written; supervision goes on.
+    StateWriteFailed {
+        detail: String,
+    },
+    /// The state file was written again after failed writes.
+    StateWritten,
 }
 
 impl EventKind {
@@ -613,6 +631,10 @@ impl EventKind {
             MigDestroyed { .. } => "mig-destroyed",
             GpuNote { .. } => "gpu-note",
             GpuUnavailable { .. } => "gpu-unavailable",
+            StateInferred { .. } => "state-inferred",
+            FreshStart { .. } => "fresh-start",
+            StateWriteFailed { .. } => "state-write-failed",
+            StateWritten => "state-written",
         }
     }
 }

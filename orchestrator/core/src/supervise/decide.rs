@@ -135,6 +135,7 @@ impl Supervisor {
         let mut out = Outcome::default();
         // Starting a group starts what it depends on, in order.
         for g in self.start_order(&self.group_graph.closure(&[group])) {
+            self.stopped.remove(&g);
             if self.started.insert(g.clone()) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
@@ -173,6 +174,7 @@ impl Supervisor {
             if self.started.remove(&g) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
+                self.stopped.insert(g.clone());
                 out.events.push(EventKind::GroupStopping { group: g });
             }
         }
@@ -335,6 +337,7 @@ impl Supervisor {
             self.docker_up = true;
             out.events.push(EventKind::DockerUp);
         }
+        self.apply_inference(&containers, out);
         let mut by_key: BTreeMap<ReplicaKey, Vec<(String, ContainerFacts)>> = BTreeMap::new();
         for (key, group, facts) in containers {
             by_key.entry(key).or_default().push((group, facts));

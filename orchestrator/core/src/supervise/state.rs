@@ -466,6 +466,24 @@ pub enum EventKind {
     GpuUnavailable {
         reason: String,
     },
+    /// The state did not account for running containers: these groups
+    /// were marked started from them (see `infer`).
+    StateInferred {
+        origin: super::infer::StateOrigin,
+        adopted: u32,
+        groups: Vec<String>,
+        unconfigured: u32,
+    },
+    /// Started with `--fresh`: every running container of ours is stopped.
+    FreshStart {
+        stopping: u32,
+    },
+    /// The state could not be written; supervision goes on from memory.
+    StateWriteFailed {
+        detail: String,
+    },
+    /// The state was written again after failed writes.
+    StateWritten,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -512,6 +530,10 @@ pub enum CommandError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persisted {
     pub started_groups: BTreeSet<String>,
+    /// Groups an operator stopped: running containers of these are the
+    /// rest of a stop, never evidence that they are wanted.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stopped_groups: BTreeSet<String>,
     pub generation: u64,
     /// GPU slices by replica (`agent#replica`), kept across restarts.
     pub slices: BTreeMap<String, Slice>,
@@ -538,6 +560,10 @@ pub struct Supervisor {
     pub(crate) agent_graph: Graph,
     pub(crate) group_graph: Graph,
     pub(crate) started: BTreeSet<String>,
+    /// Groups an operator stopped (see `Persisted::stopped_groups`).
+    pub(crate) stopped: BTreeSet<String>,
+    /// Armed by `infer_intent`, used once on the first listing of Docker.
+    pub(crate) inference: Option<super::infer::StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
     pub(crate) restarting: BTreeSet<String>,
     pub(crate) generation: u64,
@@ -570,6 +596,8 @@ impl Supervisor {
             group_graph: group_graph(&config),
             config,
             started: BTreeSet::new(),
+            stopped: BTreeSet::new(),
+            inference: None,
             restarting: BTreeSet::new(),
             generation: persisted.generation,
             replicas: BTreeMap::new(),
@@ -589,6 +617,11 @@ impl Supervisor {
             .started_groups
             .into_iter()
             .filter(|g| s.config.group(g).is_some())
+            .collect();
+        s.stopped = persisted
+            .stopped_groups
+            .into_iter()
+            .filter(|g| s.config.group(g).is_some() && !s.started.contains(g))
             .collect();
         s.sync_replica_table();
         for (k, slice) in persisted.slices {
@@ -663,6 +696,7 @@ impl Supervisor {
     pub fn persisted(&self) -> Persisted {
         Persisted {
             started_groups: self.started.clone(),
+            stopped_groups: self.stopped.clone(),
             generation: self.generation,
             slices: self
                 .replicas

@@ -1607,3 +1607,312 @@ fn a_held_replica_created_ahead_is_reported_held_once() {
         }
     );
 }
+
+// ---- intent inferred from running containers ----
+
+const FOUR_GROUPS: Spec = &[
+    (
+        "infra",
+        &[],
+        &[("Reg", &[], 1, true), ("Twin", &[], 1, true)],
+    ),
+    ("coord", &["infra"], &[("Coord", &[], 1, true)]),
+    ("vision", &["coord"], &[("Face", &[], 2, true)]),
+    ("util", &[], &[("Tool", &[], 1, true)]),
+];
+
+fn seen(
+    agent: &str,
+    replica: u32,
+    group: &str,
+    status: ContainerStatus,
+) -> (ReplicaKey, String, ContainerFacts) {
+    (
+        kr(agent, replica),
+        group.to_string(),
+        ContainerFacts {
+            id: format!("c-{agent}-{replica}"),
+            config_hash: format!("{agent}-v1"),
+            status,
+            started_at_ms: 0,
+        },
+    )
+}
+
+const RUNNING: ContainerStatus = ContainerStatus::Running;
+const EXITED: ContainerStatus = ContainerStatus::Exited {
+    code: 1,
+    oom: false,
+};
+
+#[test]
+fn which_groups_running_containers_mark_started() {
+    let c = config(FOUR_GROUPS);
+    let graph = crate::graph::group_graph(&c);
+    struct Case {
+        name: &'static str,
+        known: &'static [&'static str],
+        seen: Vec<(ReplicaKey, String, ContainerFacts)>,
+        groups: &'static [&'static str],
+        adopted: u32,
+        unconfigured: u32,
+    }
+    let cases = [
+        Case {
+            name: "nothing runs",
+            known: &[],
+            seen: vec![],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 0,
+        },
+        Case {
+            name: "a group with its dependencies, in start order",
+            known: &[],
+            seen: vec![seen("Face", 1, "vision", RUNNING)],
+            groups: &["infra", "coord", "vision"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+        Case {
+            name: "every running container of a marked group is counted",
+            known: &[],
+            seen: vec![
+                seen("Reg", 0, "infra", RUNNING),
+                seen("Twin", 0, "infra", RUNNING),
+                seen("Tool", 0, "util", RUNNING),
+            ],
+            groups: &["infra", "util"],
+            adopted: 3,
+            unconfigured: 0,
+        },
+        Case {
+            name: "exited and created containers are no evidence",
+            known: &[],
+            seen: vec![
+                seen("Tool", 0, "util", EXITED),
+                seen("Reg", 0, "infra", ContainerStatus::Created),
+            ],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 0,
+        },
+        Case {
+            name: "agents not in the config are counted, not followed",
+            known: &[],
+            seen: vec![seen("Gone", 0, "util", RUNNING)],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 1,
+        },
+        Case {
+            name: "the config's group wins over the label",
+            known: &[],
+            seen: vec![seen("Tool", 0, "infra", RUNNING)],
+            groups: &["util"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+        Case {
+            name: "groups the state accounts for are left alone",
+            known: &["infra", "util"],
+            seen: vec![
+                seen("Coord", 0, "coord", RUNNING),
+                seen("Tool", 0, "util", RUNNING),
+            ],
+            groups: &["coord"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+    ];
+    for case in cases {
+        let known = case.known.iter().map(|s| s.to_string()).collect();
+        let got = infer_started(&c, &graph, &known, &case.seen);
+        assert_eq!(
+            got,
+            Inference {
+                groups: case.groups.iter().map(|s| s.to_string()).collect(),
+                adopted: case.adopted,
+                unconfigured: case.unconfigured,
+            },
+            "{}",
+            case.name
+        );
+    }
+}
+
+/// A supervisor resuming `persisted`, armed with `origin`, after its
+/// first listing of `seen`: the ops it ordered and the events.
+fn first_listing(
+    persisted: Persisted,
+    origin: StateOrigin,
+    seen: Vec<(ReplicaKey, String, ContainerFacts)>,
+) -> (Supervisor, Vec<String>, Outcome) {
+    let c = config(FOUR_GROUPS);
+    let hs = hashes(&c, "v1");
+    let mut s = Supervisor::new(c, hs, persisted);
+    s.infer_intent(origin);
+    let out = s.handle(0, Input::Resync { containers: seen });
+    let ops = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch { key, .. } => Some(format!("launch {key}")),
+            Action::Stop { key, .. } => Some(format!("stop {key}")),
+            Action::Remove { key, .. } => Some(format!("remove {key}")),
+            Action::Start { key, .. } => Some(format!("start {key}")),
+            Action::Restart { key, .. } => Some(format!("restart {key}")),
+            _ => None,
+        })
+        .collect();
+    (s, ops, out)
+}
+
+#[test]
+fn a_lost_state_adopts_what_runs_and_stops_nothing() {
+    let (s, ops, out) = first_listing(
+        Persisted::default(),
+        StateOrigin::Missing,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+            seen("Coord", 0, "coord", RUNNING),
+            seen("Face", 0, "vision", RUNNING),
+            seen("Gone", 0, "util", RUNNING),
+        ],
+    );
+    let started: Vec<&str> = s.started_groups().iter().map(String::as_str).collect();
+    assert_eq!(started, ["coord", "infra", "vision"]);
+    // The missing second replica of a partially running group is launched;
+    // only the container of an agent no longer configured is stopped.
+    assert_eq!(ops, ["stop Gone", "launch Face#1"]);
+    assert!(out.actions.contains(&Action::Persist));
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Missing,
+        adopted: 4,
+        groups: vec!["infra".into(), "coord".into(), "vision".into()],
+        unconfigured: 1,
+    }));
+    assert_eq!(s.persisted().started_groups, s.started_groups().clone());
+}
+
+#[test]
+fn a_new_host_with_nothing_running_says_nothing() {
+    let (s, ops, out) = first_listing(Persisted::default(), StateOrigin::Missing, vec![]);
+    assert!(s.started_groups().is_empty());
+    assert!(ops.is_empty());
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+    );
+}
+
+#[test]
+fn a_damaged_state_is_always_reported() {
+    let (_, ops, out) = first_listing(Persisted::default(), StateOrigin::Damaged, vec![]);
+    assert!(ops.is_empty());
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Damaged,
+        adopted: 0,
+        groups: vec![],
+        unconfigured: 0,
+    }));
+}
+
+#[test]
+fn a_saved_state_only_gains_the_groups_it_does_not_mention() {
+    let persisted = Persisted {
+        started_groups: ["infra".to_string()].into(),
+        stopped_groups: ["util".to_string()].into(),
+        ..Persisted::default()
+    };
+    let (s, ops, out) = first_listing(
+        persisted,
+        StateOrigin::Saved,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+            seen("Coord", 0, "coord", RUNNING),
+            // The rest of a stop a crash cut short.
+            seen("Tool", 0, "util", RUNNING),
+        ],
+    );
+    let started: Vec<&str> = s.started_groups().iter().map(String::as_str).collect();
+    assert_eq!(started, ["coord", "infra"]);
+    assert_eq!(ops, ["stop Tool"]);
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Saved,
+        adopted: 1,
+        groups: vec!["coord".into()],
+        unconfigured: 0,
+    }));
+}
+
+#[test]
+fn a_saved_state_that_accounts_for_everything_infers_nothing() {
+    let persisted = Persisted {
+        started_groups: ["infra".to_string()].into(),
+        ..Persisted::default()
+    };
+    let (_, ops, out) = first_listing(
+        persisted,
+        StateOrigin::Saved,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+        ],
+    );
+    assert!(ops.is_empty());
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+    );
+}
+
+#[test]
+fn fresh_stops_every_running_container_and_says_so() {
+    let (s, ops, out) = first_listing(
+        Persisted::default(),
+        StateOrigin::Fresh,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Tool", 0, "util", RUNNING),
+            seen("Face", 1, "vision", EXITED),
+        ],
+    );
+    assert!(s.started_groups().is_empty());
+    // Reverse dependency order: what depends on infra goes first.
+    assert_eq!(ops, ["stop Tool", "remove Face#1", "stop Reg"]);
+    assert!(out.events.contains(&EventKind::FreshStart { stopping: 2 }));
+}
+
+#[test]
+fn inference_happens_on_the_first_listing_only() {
+    let (mut s, _, _) = first_listing(Persisted::default(), StateOrigin::Missing, vec![]);
+    s.handle(1, Input::DockerDown);
+    let out = s.handle(
+        2,
+        Input::Resync {
+            containers: vec![seen("Tool", 0, "util", RUNNING)],
+        },
+    );
+    assert!(s.started_groups().is_empty());
+    assert!(out.actions.contains(&Action::Stop {
+        key: k("Tool"),
+        id: "c-Tool-0".into()
+    }));
+}
+
+#[test]
+fn stopped_groups_are_remembered_until_started_again() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.cmd(|s| s.stop_group(0, "util", false).unwrap());
+    let stopped: Vec<String> = h.s.persisted().stopped_groups.into_iter().collect();
+    assert_eq!(stopped, ["util"]);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    assert!(h.s.persisted().stopped_groups.is_empty());
+    assert!(h.s.persisted().started_groups.contains("util"));
+}
