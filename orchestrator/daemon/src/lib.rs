@@ -57,6 +57,8 @@ pub struct Settings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    /// Start from no started group and stop what runs (`run --fresh`).
+    pub fresh: bool,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -138,6 +140,7 @@ pub async fn run(
             docker_endpoint: settings.docker_endpoint.clone(),
             max_parallel_ops: settings.max_parallel_ops,
             mps_base: settings.mps_base.clone(),
+            fresh: settings.fresh,
         },
         OwnerDeps {
             rt: rt.clone(),

@@ -120,7 +120,7 @@ impl Harness {
     pub async fn start_in(world: World, config: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("startup_config.yaml"), config).unwrap();
-        let (control, shutdown, task) = launch(&world, dir.path().to_path_buf()).await;
+        let (control, shutdown, task) = launch(&world, dir.path().to_path_buf(), false).await;
         Harness {
             client: Client::new(dir.path().join("orch.sock")),
             world,
@@ -142,8 +142,18 @@ impl Harness {
     /// Stops the daemon and starts a new one in the same world, on the
     /// same config file and state.
     pub async fn restart(&mut self) {
+        self.restart_with(false).await;
+    }
+
+    /// Restarts as `orchestratord run --fresh` does.
+    pub async fn restart_fresh(&mut self) {
+        self.restart_with(true).await;
+    }
+
+    async fn restart_with(&mut self, fresh: bool) {
         self.stop().await;
-        let (control, shutdown, task) = launch(&self.world, self.dir.path().to_path_buf()).await;
+        let (control, shutdown, task) =
+            launch(&self.world, self.dir.path().to_path_buf(), fresh).await;
         self.control = control;
         self.shutdown = shutdown;
         self.task = Some(task);
@@ -225,6 +235,7 @@ impl Drop for Harness {
 async fn launch(
     world: &World,
     dir: PathBuf,
+    fresh: bool,
 ) -> (
     Control,
     CancellationToken,
@@ -240,6 +251,7 @@ async fn launch(
         docker_endpoint: orch_docker::fake::FAKE_ENDPOINT.into(),
         max_parallel_ops: 8,
         mps_base: dir.join("mps"),
+        fresh,
     };
     let deps = Deps {
         runtime: world.rt.clone(),

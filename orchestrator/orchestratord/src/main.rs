@@ -72,6 +72,11 @@ struct RunArgs {
     /// Docker operations run at most this many at once.
     #[arg(long, default_value_t = 16)]
     parallel: usize,
+    /// Start from no started group, whatever the state file says, and stop
+    /// every running agent of this host. Without it, a missing or damaged
+    /// state file is inferred from the running agents, which keep running.
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn main() -> ExitCode {
@@ -227,6 +232,7 @@ async fn run(args: RunArgs) -> ExitCode {
         docker_endpoint: endpoint.to_string(),
         max_parallel_ops: args.parallel,
         mps_base,
+        fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));

@@ -139,6 +139,9 @@ impl Supervisor {
             out.events.push(EventKind::FreshStart {
                 stopping: u32::try_from(stopping).unwrap_or(u32::MAX),
             });
+            // The old state is replaced now, so that a restart without
+            // `--fresh` does not bring back what was just stopped.
+            out.persist();
             return;
         }
         let known: BTreeSet<String> = self.started.union(&self.stopped).cloned().collect();

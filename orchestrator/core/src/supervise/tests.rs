@@ -1886,6 +1886,7 @@ fn fresh_stops_every_running_container_and_says_so() {
     // Reverse dependency order: what depends on infra goes first.
     assert_eq!(ops, ["stop Tool", "remove Face#1", "stop Reg"]);
     assert!(out.events.contains(&EventKind::FreshStart { stopping: 2 }));
+    assert!(out.actions.contains(&Action::Persist));
 }
 
 #[test]

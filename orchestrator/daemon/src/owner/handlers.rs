@@ -71,7 +71,11 @@ impl Owner {
 
     pub(super) fn on_request(&mut self, now: u64, request: Request, reply: Reply) {
         let answer = match request {
-            Request::Status => Ok(Response::Status(views::status(&self.sup, &self.facts()))),
+            Request::Status => {
+                let mut status = views::status(&self.sup, &self.facts());
+                status.state = self.state_file.clone();
+                Ok(Response::Status(status))
+            }
             Request::Groups => Ok(Response::Groups(views::groups(&self.sup))),
             Request::Agents { group } => {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)

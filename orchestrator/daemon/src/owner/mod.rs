@@ -21,7 +21,7 @@ use orch_core::container::{self, Injection};
 use orch_core::gpu::{GpuInfo, ReplicaKey, Slice};
 use orch_core::model::{GpuInjection, HostConfig, ShutdownMode};
 use orch_core::supervise::{
-    ContainerFacts, Input, LaunchError, OpKind, OpSuccess, Persisted, Supervisor,
+    ContainerFacts, Input, LaunchError, OpKind, OpSuccess, Persisted, StateOrigin, Supervisor,
 };
 use orch_docker::{
     ContainerEvent, ContainerRuntime, ContainerSummary, EngineInfo, EventKind as DockerEventKind,
@@ -116,6 +116,8 @@ pub struct OwnerSettings {
     pub max_parallel_ops: usize,
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
+    /// Start from no started group, whatever the state says (`run --fresh`).
+    pub fresh: bool,
 }
 
 /// The outside systems the owner acts through.
@@ -148,6 +150,10 @@ pub struct Owner {
     mps_running: BTreeSet<String>,
     /// Containers Docker reported OOM-killed; their `die` follows.
     oom_killed: BTreeSet<String>,
+    /// The state file's health, for `status`.
+    state_file: orch_api::StateFileStatus,
+    /// When to try again to write the state after a failed write.
+    persist_retry: Option<Instant>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -173,7 +179,8 @@ impl Owner {
         deps: OwnerDeps,
         tx: mpsc::Sender<Event>,
     ) -> Result<Self, crate::DaemonError> {
-        let persisted: Persisted = deps.store.load()?.unwrap_or_default();
+        let (persisted, origin) =
+            initial_state(&*deps.store, deps.clock.unix_ms(), settings.fresh)?;
         // MPS daemons of the agents a previous daemon left running.
         let mps_running = persisted
             .slices
@@ -186,7 +193,14 @@ impl Owner {
         let config = Arc::new(loaded.config.clone());
         let hashes = hashes(&loaded.config);
         let host = loaded.config.host.name.clone();
-        let sup = Supervisor::new(loaded.config, hashes, persisted);
+        let mut sup = Supervisor::new(loaded.config, hashes, persisted);
+        sup.infer_intent(origin);
+        let state_file = orch_api::StateFileStatus {
+            location: deps.store.location(),
+            origin: origin.label().to_string(),
+            write_error: None,
+            failed_writes: 0,
+        };
         let permits = Arc::new(tokio::sync::Semaphore::new(
             settings.max_parallel_ops.max(1),
         ));
@@ -206,6 +220,8 @@ impl Owner {
             telemetry: BTreeMap::new(),
             mps_running,
             oom_killed: BTreeSet::new(),
+            state_file,
+            persist_retry: None,
         })
     }
 
@@ -231,6 +247,10 @@ impl Owner {
                 .sup
                 .next_deadline()
                 .map(|ms| self.epoch + Duration::from_millis(ms));
+            let deadline = match (deadline, self.persist_retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !stopping => {
@@ -257,6 +277,9 @@ impl Owner {
                     None => break,
                 },
                 () = sleep_until(deadline) => {
+                    if self.persist_retry.is_some_and(|t| Instant::now() >= t) {
+                        self.persist();
+                    }
                     let out = self.sup.tick(self.now());
                     self.execute(out);
                 }
@@ -417,6 +440,41 @@ impl Owner {
             },
         }
     }
+}
+
+/// The desired state to start from, and where it came from. A damaged
+/// file is kept aside, never refused: the running containers say what was
+/// wanted. `--fresh` starts from nothing started, keeping only the record
+/// of which MIG instances are ours (a fact, not an intent).
+fn initial_state(
+    store: &dyn StateStore,
+    now_unix_ms: u64,
+    fresh: bool,
+) -> Result<(Persisted, StateOrigin), crate::store::StoreError> {
+    use crate::store::Loaded;
+    let loaded = crate::store::load_or_keep_aside(store, now_unix_ms / 1000)?;
+    if let Loaded::Damaged { reason, kept_as } = &loaded {
+        tracing::warn!(
+            kept_as = %kept_as,
+            "the state file was damaged ({reason}); kept aside as {kept_as}; inferring started groups from the running agents"
+        );
+    }
+    Ok(match (loaded, fresh) {
+        (Loaded::Saved(p), true) => (
+            Persisted {
+                owned_mig: p.owned_mig,
+                ..Persisted::default()
+            },
+            StateOrigin::Fresh,
+        ),
+        (_, true) => (Persisted::default(), StateOrigin::Fresh),
+        (Loaded::Saved(p), false) => (p, StateOrigin::Saved),
+        (Loaded::Missing, false) => {
+            tracing::info!(state = %store.location(), "no saved state; inferring started groups from the running agents");
+            (Persisted::default(), StateOrigin::Missing)
+        }
+        (Loaded::Damaged { .. }, false) => (Persisted::default(), StateOrigin::Damaged),
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
