@@ -234,6 +234,7 @@ impl LoadArgs {
             host_name: self.host_name.clone(),
             port_offset: self.port_offset,
             image_template: self.image_template.clone(),
+            ..orch_config::LoadOptions::default()
         }
     }
 }

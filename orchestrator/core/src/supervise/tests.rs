@@ -55,6 +55,7 @@ fn config(spec: Spec) -> HostConfig {
                     stop_timeout: Duration::from_secs(10),
                     config: None,
                     script_path: None,
+                    secrets: vec![],
                 })
                 .collect(),
         })
@@ -71,6 +72,7 @@ fn config(spec: Spec) -> HostConfig {
         federation: None,
         metrics: MetricsSettings::default(),
         control: ControlSettings::default(),
+        secrets: BTreeMap::new(),
     }
 }
 
