@@ -1,6 +1,9 @@
 //! Secrets in the Compose and Kubernetes exports: a reference to the
 //! secret, mounted where the supervisor mounts it, and never its value.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 
 use orch_config::export::compose::{self, ComposeOptions};

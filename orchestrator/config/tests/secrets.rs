@@ -1,6 +1,9 @@
 //! Secrets in a config: files on this machine are checked (exist, owner
 //! only), agents get the file of each name, and nothing but paths is kept.
 
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 
 use orch_config::{LoadOptions, load_file, load_str};
