@@ -8,7 +8,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
     Accepted, AgentStatus, Applied, GpuReport, GroupStatus, LogText, PlanReport, Status,
 };
-use crate::wire::Event;
+use crate::wire::{Event, StateDocument};
 
 /// The version of the request and reply types. A peer or client that
 /// speaks another one is refused with [`ErrorCode::Version`].
@@ -79,6 +79,11 @@ pub enum Request {
     },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
+    /// The desired state, to back up or move. Reply: [`StateDocument`].
+    StateExport,
+    /// Replace the desired state, whole, and act on it (as `apply` does
+    /// for a config). Reply: [`Accepted`].
+    StateImport { state: StateDocument },
 }
 
 impl Request {
@@ -99,6 +104,8 @@ impl Request {
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
             Request::MigMode { .. } => "mig_mode",
+            Request::StateExport => "state_export",
+            Request::StateImport { .. } => "state_import",
         }
     }
 
@@ -113,6 +120,7 @@ impl Request {
                 | Request::Events { .. }
                 | Request::Gpu
                 | Request::Plan { .. }
+                | Request::StateExport
         )
     }
 }
@@ -167,6 +175,7 @@ pub enum Response {
     Plan(PlanReport),
     Events(Vec<Event>),
     Logs(LogText),
+    State(StateDocument),
 }
 
 impl Response {
@@ -182,6 +191,7 @@ impl Response {
             Response::Plan(_) => "plan",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
+            Response::State(_) => "state",
         }
     }
 }

@@ -160,6 +160,7 @@ fn reply(r: Reply) -> Response<Body> {
         Reply::Plan(x) => json(StatusCode::OK, &x),
         Reply::Events(x) => json(StatusCode::OK, &x),
         Reply::Logs(x) => json(StatusCode::OK, &x),
+        Reply::State(x) => json(StatusCode::OK, &x),
     }
 }
 

@@ -120,6 +120,10 @@ pub enum Command {
     /// Write a config as a Docker Compose file or Kubernetes manifests.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// Back up, move or restore the daemon's desired state (which groups
+    /// are started, the config generation, the MIG instances that are ours).
+    #[command(subcommand)]
+    State(StateCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Write man pages for orchestratorctl and every verb.
@@ -269,6 +273,16 @@ pub enum ConfigCmd {
         #[command(flatten)]
         load: LoadArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Print the desired state as a versioned JSON document
+    /// (`orchestratorctl state export > FILE`).
+    Export,
+    /// Replace the desired state with FILE's, whole, on the running daemon:
+    /// groups it names start, started groups it does not name stop.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,6 +88,10 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         } => commands::plan::run(&client(), file, load, *offline, out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
+        Command::State(cli::StateCmd::Export) => commands::state::export(&client()),
+        Command::State(cli::StateCmd::Import { file }) => {
+            commands::state::import(&client(), file, out)
+        }
         Command::Completion(args) => {
             commands::completion::run(args);
             Ok(())

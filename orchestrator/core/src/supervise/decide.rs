@@ -760,7 +760,7 @@ impl Supervisor {
     // ---- the decision pass ----
 
     /// Group transitions, then stops (reverse order), then starts (order).
-    fn settle(&mut self, now: Millis, out: &mut Outcome) {
+    pub(crate) fn settle(&mut self, now: Millis, out: &mut Outcome) {
         // A group being restarted comes back once all of it is down.
         let done: Vec<String> = self
             .restarting
@@ -983,7 +983,7 @@ impl Supervisor {
         self.agent_graph.waves().into_iter().flatten().collect()
     }
 
-    fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
+    pub(crate) fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
         self.group_graph
             .waves()
             .into_iter()

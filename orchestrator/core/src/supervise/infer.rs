@@ -26,7 +26,10 @@
 
 use std::collections::BTreeSet;
 
-use super::state::{ContainerFacts, ContainerStatus, EventKind, Outcome, Supervisor};
+use super::state::{
+    CommandError, ContainerFacts, ContainerStatus, EventKind, Millis, Outcome, Persisted,
+    Supervisor,
+};
 use crate::gpu::ReplicaKey;
 use crate::graph::Graph;
 use crate::model::HostConfig;
@@ -165,5 +168,60 @@ impl Supervisor {
                 unconfigured: found.unconfigured,
             });
         }
+    }
+}
+
+impl Supervisor {
+    /// Replaces the desired state with an imported one (`state import`),
+    /// whole or not at all: every group it names must be in the config.
+    /// Started groups bring the groups they depend on, as `group start`
+    /// does; groups started now and not in the import are stopped. The
+    /// generation is the imported one; MIG instances recorded as ours are
+    /// added to the ones already recorded (an instance is only ever
+    /// destroyed if it exists, is ours and nothing uses it). Slices are
+    /// not imported: running replicas keep theirs, new ones are planned.
+    pub fn restore(&mut self, now: Millis, state: Persisted) -> Result<Outcome, CommandError> {
+        let unknown: Vec<String> = state
+            .started_groups
+            .iter()
+            .chain(&state.stopped_groups)
+            .filter(|g| self.config.group(g).is_none())
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(CommandError::UnknownGroups(unknown));
+        }
+        let roots: Vec<&str> = state.started_groups.iter().map(String::as_str).collect();
+        let wanted = self.group_graph.closure(&roots);
+        let mut out = Outcome::default();
+        for g in self.start_order(&self.started.clone()).into_iter().rev() {
+            if !wanted.contains(&g) {
+                self.started.remove(&g);
+                self.ready_groups.remove(&g);
+                self.ever_ready.remove(&g);
+                out.events.push(EventKind::GroupStopping { group: g });
+            }
+        }
+        for g in self.start_order(&wanted) {
+            if self.started.insert(g.clone()) {
+                self.ready_groups.remove(&g);
+                self.ever_ready.remove(&g);
+                out.events.push(EventKind::GroupStarting { group: g });
+            }
+        }
+        self.stopped = state
+            .stopped_groups
+            .into_iter()
+            .filter(|g| !self.started.contains(g))
+            .collect();
+        self.generation = state.generation;
+        for m in state.owned_mig {
+            if !self.owned_mig.contains(&m) {
+                self.owned_mig.push(m);
+            }
+        }
+        out.persist();
+        self.settle(now, &mut out);
+        Ok(out)
     }
 }

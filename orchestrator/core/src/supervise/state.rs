@@ -524,6 +524,8 @@ pub enum CommandError {
     },
     #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
     WrongHost { current: String, new: String },
+    #[error("no group {} on this host; nothing was changed", .0.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "))]
+    UnknownGroups(Vec<String>),
 }
 
 /// The desired state that survives restarts.

@@ -1919,3 +1919,75 @@ fn stopped_groups_are_remembered_until_started_again() {
     assert!(h.s.persisted().stopped_groups.is_empty());
     assert!(h.s.persisted().started_groups.contains("util"));
 }
+
+#[test]
+fn an_imported_state_replaces_the_desired_one_whole() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.finish_ops();
+    h.take_log();
+    let imported = Persisted {
+        started_groups: ["vision".to_string()].into(),
+        stopped_groups: ["util".to_string()].into(),
+        generation: 9,
+        owned_mig: vec![OwnedMig {
+            gpu_uuid: "GPU-a".into(),
+            gi_id: 3,
+            profile_id: 19,
+            placement_start: 0,
+        }],
+        ..Persisted::default()
+    };
+    let out = h.cmd(|s| s.restore(0, imported).unwrap());
+    let started: Vec<&str> = h.s.started_groups().iter().map(String::as_str).collect();
+    // The dependencies of an imported group come with it; util goes.
+    assert_eq!(started, ["coord", "infra", "vision"]);
+    assert_eq!(h.s.generation(), 9);
+    assert_eq!(h.s.owned_mig().len(), 1);
+    assert!(out.actions.contains(&Action::Persist));
+    assert!(out.events.contains(&EventKind::GroupStopping {
+        group: "util".into()
+    }));
+    // Held replicas are created ahead, as after any start.
+    assert_eq!(
+        h.take_log(),
+        [
+            "stop Tool",
+            "launch Reg",
+            "launch Twin",
+            "create Coord",
+            "create Face",
+            "create Face#1"
+        ]
+    );
+    assert_eq!(
+        h.s.persisted()
+            .stopped_groups
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["util"]
+    );
+}
+
+#[test]
+fn an_import_naming_an_unknown_group_changes_nothing() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    let before = h.s.persisted();
+    let err =
+        h.s.restore(
+            0,
+            Persisted {
+                started_groups: ["util".to_string(), "speech".to_string()].into(),
+                generation: 4,
+                ..Persisted::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, CommandError::UnknownGroups(vec!["speech".into()]));
+    assert_eq!(
+        err.to_string(),
+        "no group `speech` on this host; nothing was changed"
+    );
+    assert_eq!(h.s.persisted(), before);
+}

@@ -15,6 +15,7 @@ pub mod groups;
 pub mod logs;
 pub mod man;
 pub mod plan;
+pub mod state;
 pub mod status;
 pub mod wait;
 
