@@ -82,9 +82,7 @@ fn a_deleted_state_directory_stops_no_agent() {
     daemon.kill9();
     std::fs::remove_dir_all(&daemon.state_dir).unwrap();
     daemon.spawn();
-    daemon.wait_until("the state is inferred", READY, |d| {
-        !inferred(d).is_empty()
-    });
+    daemon.wait_until("the state is inferred", READY, |d| !inferred(d).is_empty());
     assert_eq!(started_groups(&daemon), ["base", "extra"]);
     daemon.wait_all_ready(READY);
     all_survived(&host, &before);
@@ -107,7 +105,10 @@ fn a_deleted_state_directory_stops_no_agent() {
     let state = daemon.state_dir.join(format!("{}.state.json", host.name));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    assert_eq!(saved["started_groups"], serde_json::json!(["base", "extra"]));
+    assert_eq!(
+        saved["started_groups"],
+        serde_json::json!(["base", "extra"])
+    );
     // Stopping them takes an operator.
     daemon.ctl_ok(&["group", "stop", "extra"]);
     daemon.wait_until("extra's agent stopped", READY, |_| {
@@ -124,9 +125,7 @@ fn a_truncated_state_file_is_kept_aside_and_stops_no_agent() {
     let truncated = &whole[..whole.len() / 2];
     std::fs::write(&state, truncated).unwrap();
     daemon.spawn();
-    daemon.wait_until("the state is inferred", READY, |d| {
-        !inferred(d).is_empty()
-    });
+    daemon.wait_until("the state is inferred", READY, |d| !inferred(d).is_empty());
     assert_eq!(started_groups(&daemon), ["base", "extra"]);
     daemon.wait_all_ready(READY);
     all_survived(&host, &before);
@@ -271,7 +270,10 @@ fn a_secret_value_is_in_its_agent_mount_and_nowhere_else() {
 
     for (what, text) in &emitted {
         assert!(!text.is_empty(), "{what} said nothing");
-        assert!(!text.contains(&value), "the secret's value is in {what}:\n{text}");
+        assert!(
+            !text.contains(&value),
+            "the secret's value is in {what}:\n{text}"
+        );
     }
     // The check can fail: the value is findable where it is.
     assert!(

@@ -803,6 +803,7 @@ impl Supervisor {
     /// Gives GPU slices to the wanted replicas that need one, planning
     /// the whole host at once so that running replicas keep theirs.
     fn assign_slices(&mut self, now: Millis, out: &mut Outcome) {
+        self.adopt_observed_slices(out);
         // Every GPU replica about to get a new container is planned, even
         // with a slice on record: the planner checks that slice against
         // the inventory (after a reboot its MIG instance is gone and is

@@ -225,3 +225,69 @@ impl Supervisor {
         Ok(out)
     }
 }
+
+impl Supervisor {
+    /// Gives running replicas with no slice on record the slice their
+    /// container's label describes, read against the inventory, so that
+    /// planning counts what they really hold instead of placing them anew.
+    /// A slice another replica already holds is not taken twice; a label
+    /// that does not match the inventory leaves the replica to the planner.
+    pub(crate) fn adopt_observed_slices(&mut self, out: &mut Outcome) {
+        let Some(gpus) = self.inventory.clone() else {
+            return;
+        };
+        let keys: Vec<crate::gpu::ReplicaKey> = self
+            .replicas
+            .values()
+            .filter(|r| r.slice.is_none() && r.is_running())
+            .filter(|r| r.container.as_ref().is_some_and(|c| c.gpu_slice.is_some()))
+            .map(|r| r.key.clone())
+            .collect();
+        for key in keys {
+            let Some(text) = self
+                .replicas
+                .get(&key)
+                .and_then(|r| r.container.as_ref())
+                .and_then(|c| c.gpu_slice.clone())
+            else {
+                continue;
+            };
+            let Some(slice) = crate::gpu::Slice::from_description(&text, &gpus) else {
+                continue;
+            };
+            let shared = matches!(
+                slice,
+                crate::gpu::Slice::Mps { .. } | crate::gpu::Slice::TimeSlice { .. }
+            );
+            if !shared
+                && self
+                    .replicas
+                    .values()
+                    .any(|r| r.slice.as_ref() == Some(&slice))
+            {
+                continue;
+            }
+            let depth = self
+                .agents
+                .get(&key.agent)
+                .and_then(|a| a.gpu.as_ref())
+                .and_then(|g| {
+                    g.chain()
+                        .position(|q| q.kind.kind_name() == slice.kind_name())
+                })
+                .unwrap_or(0);
+            let Some(r) = self.replicas.get_mut(&key) else {
+                continue;
+            };
+            out.events.push(EventKind::SliceAssigned {
+                replica: key.clone(),
+                group: r.group.clone(),
+                slice: slice.clone(),
+                fallback_depth: u8::try_from(depth).unwrap_or(u8::MAX),
+            });
+            r.slice = Some(slice);
+            r.slice_depth = u8::try_from(depth).unwrap_or(u8::MAX);
+            out.persist();
+        }
+    }
+}

@@ -28,6 +28,10 @@ pub struct ContainerFacts {
     /// When Docker last started it (Unix ms, Docker's clock; 0 if unknown).
     #[serde(default)]
     pub started_at_ms: u64,
+    /// The GPU slice it was given, as its label describes it
+    /// (`Slice::describe`): read back when the state has no record of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_slice: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -174,6 +174,7 @@ impl Harness {
             config_hash: self.hash(agent),
             status: ContainerStatus::Running,
             started_at_ms: 1_000_000 + self.now,
+            gpu_slice: None,
         }
     }
 
@@ -703,6 +704,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
                 config_hash: format!("{agent}-v1"),
                 status,
                 started_at_ms: 0,
+                gpu_slice: None,
             },
         )
     };
@@ -786,6 +788,7 @@ fn adoption_restarts_what_died_unwatched_and_launches_what_is_missing() {
                         oom: false,
                     },
                     started_at_ms: 0,
+                    gpu_slice: None,
                 },
             )],
         },
@@ -847,6 +850,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         config_hash: "A-v1".into(),
                         status: ContainerStatus::Running,
                         started_at_ms: 0,
+                        gpu_slice: None,
                     },
                 ),
                 (
@@ -857,6 +861,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         config_hash: "?".into(),
                         status: ContainerStatus::Running,
                         started_at_ms: 0,
+                        gpu_slice: None,
                     },
                 ),
             ],
@@ -903,6 +908,7 @@ fn nothing_is_attempted_while_docker_is_down() {
                 config_hash: "A-v1".into(),
                 status: ContainerStatus::Running,
                 started_at_ms: 0,
+                gpu_slice: None,
             },
         )],
     });
@@ -1055,6 +1061,7 @@ fn an_exit_that_overtakes_the_launch_report_still_counts() {
         config_hash: h.hash("A"),
         status: ContainerStatus::Running,
         started_at_ms: 1_000_050,
+        gpu_slice: None,
     };
     let out = h.apply(Input::OpFinished {
         key: k("A"),
@@ -1097,6 +1104,7 @@ fn a_stop_exit_during_a_restart_is_not_a_crash() {
         config_hash: h.hash("A"),
         status: ContainerStatus::Running,
         started_at_ms: 1_000_020,
+        gpu_slice: None,
     };
     let out = h.apply(Input::OpFinished {
         key: k("A"),
@@ -1126,6 +1134,7 @@ fn a_container_found_dead_by_the_launch_is_a_crash_with_backoff() {
             oom: false,
         },
         started_at_ms: 1,
+        gpu_slice: None,
     };
     h.apply(Input::OpFinished {
         key: k("A"),
@@ -1637,6 +1646,7 @@ fn seen(
             config_hash: format!("{agent}-v1"),
             status,
             started_at_ms: 0,
+            gpu_slice: None,
         },
     )
 }
@@ -1990,4 +2000,89 @@ fn an_import_naming_an_unknown_group_changes_nothing() {
         "no group `speech` on this host; nothing was changed"
     );
     assert_eq!(h.s.persisted(), before);
+}
+
+#[test]
+fn a_lost_state_reads_running_agents_slices_back_from_their_labels() {
+    let spec: Spec = &[(
+        "g",
+        &[],
+        &[
+            ("Cpu", &[], 1, true),
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+        ],
+    )];
+    let mut c = config(spec);
+    c.groups[0].agents[1].gpu = Some(mig("1g.5gb"));
+    c.groups[0].agents[2].gpu = Some(mps(4, 25));
+    let hs = hashes(&c, "v1");
+    let mut s = Supervisor::new(c, hs, Persisted::default());
+    s.infer_intent(StateOrigin::Missing);
+    let labelled = |agent: &str, label: Option<&str>| {
+        let mut seen = seen(agent, 0, "g", RUNNING);
+        seen.2.gpu_slice = label.map(str::to_string);
+        seen
+    };
+    s.handle(
+        0,
+        Input::Resync {
+            containers: vec![
+                labelled("Cpu", None),
+                labelled("A", Some("mig:MIG-dev-5:1g.5gb")),
+                labelled("B", Some("mps:GPU-4090b:memory=4g,compute=25%")),
+            ],
+        },
+    );
+    let a100 = class("NVIDIA A100-SXM4-40GB");
+    let profile = a100
+        .profile(&crate::gpu::MigProfileName::parse("1g.5gb").unwrap())
+        .unwrap();
+    let mut mig_gpu = crate::gpu::GpuInfo::from_class(0, "GPU-a100", a100, true);
+    if let crate::gpu::MigState::Enabled { instances, .. } = &mut mig_gpu.mig {
+        // Another free instance of the same profile, which planning from
+        // scratch would pick first.
+        instances.push(crate::gpu::MigInstance {
+            gi_id: 3,
+            profile_id: profile.id,
+            placement_start: profile.placements[0],
+            placement_size: profile.memory_slices,
+            ci_id: Some(0),
+            device_uuid: Some("MIG-dev-3".into()),
+            owned: false,
+        });
+        instances.push(crate::gpu::MigInstance {
+            gi_id: 5,
+            profile_id: profile.id,
+            placement_start: profile.placements[1],
+            placement_size: profile.memory_slices,
+            ci_id: Some(0),
+            device_uuid: Some("MIG-dev-5".into()),
+            owned: false,
+        });
+    }
+    let gpus = vec![
+        mig_gpu,
+        crate::gpu::GpuInfo::from_class(1, "GPU-4090", class("NVIDIA GeForce RTX 4090"), false),
+        crate::gpu::GpuInfo::from_class(2, "GPU-4090b", class("NVIDIA GeForce RTX 4090"), false),
+    ];
+    let out = s.handle(1, Input::Inventory { gpus });
+    assert!(
+        !out.actions.iter().any(|a| matches!(
+            a,
+            Action::Launch { .. } | Action::Stop { .. } | Action::DestroyMig { .. }
+        )),
+        "{:?}",
+        out.actions
+    );
+    let a = s.replica(&k("A")).unwrap().slice.clone().unwrap();
+    assert!(
+        matches!(&a, crate::gpu::Slice::Mig { gi_id: Some(5), device_uuid: Some(d), .. } if d == "MIG-dev-5"),
+        "{a:?}"
+    );
+    let b = s.replica(&k("B")).unwrap().slice.clone().unwrap();
+    assert_eq!(b.describe(), "mps:GPU-4090b:memory=4g,compute=25%");
+    // Used, but not claimed: only instances recorded as made here are ours.
+    assert!(s.owned_mig().is_empty());
+    assert_eq!(s.persisted().slices.len(), 2);
 }

@@ -390,6 +390,7 @@ impl Owner {
                                 orch_core::supervise::ContainerStatus::Running
                             },
                             started_at_ms: 0,
+                            gpu_slice: o.summary.labels.get(container::labels::GPU_SLICE).cloned(),
                         },
                     };
                     listed.push((key, group, facts));
