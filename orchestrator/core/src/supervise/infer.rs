@@ -236,7 +236,7 @@ impl Supervisor {
         let Some(gpus) = self.inventory.clone() else {
             return;
         };
-        let keys: Vec<crate::gpu::ReplicaKey> = self
+        let keys: Vec<ReplicaKey> = self
             .replicas
             .values()
             .filter(|r| r.slice.is_none() && r.is_running())
