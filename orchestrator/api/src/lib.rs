@@ -28,6 +28,8 @@
 //! | `gpu` | GET /v1/gpu | [`GpuReport`] |
 //! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] |
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
+//! | `state_export` | GET /v1/state | [`wire::StateDocument`] |
+//! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code.

@@ -101,12 +101,25 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating if needed) the state directory of `host`.
+    /// Opens (creating if needed) the state directory of `host`. A disk
+    /// that is read-only or full is no reason not to start: the directory
+    /// is made by the first write that can, and failed writes are reported
+    /// by the daemon while it supervises.
     pub fn open(dir: &Path, host: &str) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::StorageFull
+                ) => {}
+            Err(source) => {
+                return Err(StoreError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
         Ok(FileStore {
             dir: dir.to_path_buf(),
             host: host.to_string(),
@@ -360,6 +373,34 @@ mod tests {
             load_or_keep_aside(&store, 1),
             Err(StoreError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_state_directory_deleted_under_the_daemon_comes_back_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let store = FileStore::open(&state_dir, "h").unwrap();
+        std::fs::remove_dir_all(&state_dir).unwrap();
+        let state = Persisted {
+            generation: 2,
+            ..Persisted::default()
+        };
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_made_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the directory should be: nothing can be written under it.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let store = FileStore {
+            dir: blocked.clone(),
+            host: "h".into(),
+        };
+        let err = store.save(&Persisted::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Write { .. }), "{err}");
     }
 
     #[test]

@@ -117,3 +117,42 @@ fn a_file_that_is_not_a_state_export_is_refused_with_what_is_wrong() {
     }
     assert!(host.h.world.store.state().is_none(), "nothing was written");
 }
+
+#[test]
+fn status_says_when_the_state_cannot_be_saved_and_when_it_is_again() {
+    let host = Host::start();
+    host.h.world.store.fail_writes(true);
+    code(
+        &host.ctl(&["group", "start", "base", "--wait", "--timeout", "60s"]),
+        0,
+    );
+    let status = host.ctl(&["status"]);
+    code(&status, 0);
+    let line = text(&status.stdout)
+        .lines()
+        .find(|l| l.starts_with("state "))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("NOT SAVED"), "{line}");
+    assert!(line.contains("No space left on device"), "{line}");
+    host.h.world.store.fail_writes(false);
+    // Retried every 5 s without anyone asking.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = text(&host.ctl(&["status"]).stdout);
+        if !status.contains("NOT SAVED") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        host.h
+            .world
+            .store
+            .state()
+            .unwrap()
+            .started_groups
+            .contains("base")
+    );
+}
