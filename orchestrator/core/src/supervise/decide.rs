@@ -305,6 +305,7 @@ impl Supervisor {
             .collect();
         self.hashes = hashes;
         self.started.retain(|g| config.group(g).is_some());
+        self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
         self.config = config;
         self.generation += 1;

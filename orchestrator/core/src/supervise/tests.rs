@@ -2086,3 +2086,15 @@ fn a_lost_state_reads_running_agents_slices_back_from_their_labels() {
     assert!(s.owned_mig().is_empty());
     assert_eq!(s.persisted().slices.len(), 2);
 }
+
+#[test]
+fn a_group_removed_from_the_config_is_forgotten_as_stopped_too() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.cmd(|s| s.stop_group(0, "util", false).unwrap());
+    let c = config(&FOUR_GROUPS[..3]);
+    let hs = hashes(&c, "v1");
+    h.cmd(|s| s.reload(0, c, hs).unwrap());
+    // An export of this state imports on this config.
+    assert!(h.s.persisted().stopped_groups.is_empty());
+}
