@@ -246,8 +246,13 @@ fn a_secret_value_is_in_its_agent_mount_and_nowhere_else() {
     run("export k8s", &["export", "k8s", &cfg]);
     run("state export", &["state", "export"]);
     run("logs", &["logs", "extra/Side"]);
-    run("reload", &["reload"]);
-    daemon.ctl_ok(&["agent", "restart", "extra/Side"]);
+    run("reload", &["-o", "json", "reload"]);
+    run("apply", &["-o", "json", "apply", &cfg]);
+    run("group start", &["-o", "json", "group", "start", "extra"]);
+    run(
+        "agent restart",
+        &["-o", "json", "agent", "restart", "extra/Side"],
+    );
     daemon.wait_all_ready(READY);
     run("events after a restart", &["-o", "json", "events"]);
     // The daemon's own log and the state directory.
@@ -282,4 +287,38 @@ fn a_secret_value_is_in_its_agent_mount_and_nowhere_else() {
             .any(|(_, t)| t.contains(secret.to_str().unwrap())),
         "the path (not the value) is shown somewhere"
     );
+}
+
+#[test]
+fn an_export_restores_the_same_desired_state_on_a_new_state_directory() {
+    let (host, mut daemon, _) = started("export-import");
+    daemon.ctl_ok(&["group", "stop", "extra"]);
+    daemon.wait_until("extra's agent stopped", READY, |_| {
+        host.container_of("Side").is_none()
+    });
+    let exported = daemon.ctl_ok(&["state", "export"]);
+    let file = host.path("backup.json");
+    std::fs::write(&file, &exported).unwrap();
+
+    // A new state directory, and nothing running: as on a rebuilt host.
+    daemon.kill9();
+    std::fs::remove_dir_all(&daemon.state_dir).unwrap();
+    daemon.extra.push("--fresh".into());
+    daemon.spawn();
+    daemon.wait_until("every agent stopped", READY, |_| {
+        host.containers().is_empty()
+    });
+    daemon.extra.clear();
+    assert!(started_groups(&daemon).is_empty());
+
+    let out = daemon.ctl_ok(&["state", "import", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "state imported; started base");
+    daemon.wait_all_ready(READY);
+    assert_eq!(started_groups(&daemon), ["base"]);
+    assert_eq!(running(&host).len(), 3);
+    assert_eq!(daemon.ctl_ok(&["state", "export"]), exported);
+    // And it is on disk: a kill -9 keeps it.
+    daemon.kill9();
+    daemon.spawn();
+    assert_eq!(daemon.ctl_ok(&["state", "export"]), exported);
 }
