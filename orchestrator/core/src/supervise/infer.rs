@@ -23,6 +23,16 @@
 //!   short, and they are stopped.
 //! - With [`StateOrigin::Fresh`] nothing is inferred: every container of
 //!   ours is unwanted and stopped, and the event says how many.
+//! - What was inferred is written down at once, so the next start reads it.
+//!
+//! Slices follow the same idea: a running replica with no slice on record
+//! gets the one its container's `io.orchestrator.gpu-slice` label
+//! describes, read against the inventory, before anything is planned
+//! (`adopt_observed_slices`). A MIG instance found this way is used but
+//! not claimed as ours: only instances recorded as made here are destroyed.
+//!
+//! `state import` ([`Supervisor::restore`]) lives here too: the other way
+//! desired state comes back after a loss.
 
 use std::collections::BTreeSet;
 
