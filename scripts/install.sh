@@ -147,7 +147,8 @@ else
     fi
     # A config the daemon would refuse is not installed at all.
     if [[ -x "$bin_dir/orchestratord" ]]; then
-        "$bin_dir/orchestratord" check --config "$config_src" >/dev/null ||
+        # (Its federation key may not exist yet: it is made below.)
+        "$bin_dir/orchestratord" check --without-keys --config "$config_src" >/dev/null ||
             die "$config_src is not a valid config (see above)"
     fi
 fi
@@ -208,6 +209,24 @@ fi
 if [[ -f "$root$config_file" ]] && ! grep -Eq '^[[:space:]]*control:' "$root$config_file"; then
     say "note: $config_file sets no control.group: only root may use the control socket;"
     say "      add 'control: {group: orchestrator}' to let members of that group use orchestratorctl"
+fi
+
+# --- the federation key -------------------------------------------------------
+# A host with peers needs its CURVE key pair; one is made, never replaced.
+if [[ -f "$root$config_file" ]] && grep -Eq '^federation:' "$root$config_file"; then
+    fed_host="$(sed -nE 's/^host: *\{ *name: *([A-Za-z0-9._-]+).*/\1/p' "$root$config_file" | head -n 1)"
+    key_dir="$root$config_dir"
+    if [[ -z "$fed_host" ]]; then
+        say "note: cannot tell this config's host name; make its key with: orchestratorctl keys generate HOST --out $config_dir"
+    elif [[ -f "$key_dir/$fed_host.key" ]]; then
+        say "$config_dir/$fed_host.key: exists"
+    elif [[ -x "$bin_dir/orchestratorctl" ]] && ! $dry_run; then
+        "$bin_dir/orchestratorctl" keys generate "$fed_host" --out "$key_dir" >/dev/null
+        say "$config_dir/$fed_host.key: made (mode 0600); its public key, for the peers' configs:"
+        say "    $(cat "$key_dir/$fed_host.pub")"
+    else
+        say "would make $config_dir/$fed_host.key (orchestratorctl keys generate $fed_host --out $config_dir)"
+    fi
 fi
 
 # --- the control socket's group -----------------------------------------------

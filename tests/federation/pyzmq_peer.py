@@ -6,7 +6,10 @@ daemon's heartbeats and snapshot, sends one request and reads its reply.
 Prints what it decoded as one JSON object on stdout; exits 1 (with the reason
 on stderr) if anything is missing or does not match the documented format.
 
-Usage: pyzmq_peer.py ENDPOINT SERVER_PUBLIC_Z85 MY_SECRET_Z85 MY_PUBLIC_Z85 MY_NAME
+Usage: pyzmq_peer.py ENDPOINT SERVER_PUBLIC_Z85 MY_SECRET_Z85 MY_PUBLIC_Z85 MY_NAME [REQUEST_JSON]
+
+REQUEST_JSON is the body of the one request (default: a ping); to a daemon,
+a control API request such as '{"v": 1, "op": "status"}'.
 """
 
 import json
@@ -77,6 +80,7 @@ def decode(frames):
 
 def main(argv):
     endpoint, server_key, secret, public, name = argv[1:6]
+    request = json.loads(argv[6]) if len(argv) > 6 else {"op": "ping", "from": "python"}
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
@@ -112,7 +116,7 @@ def main(argv):
                     MAGIC + bytes([VERSION, REQUEST]) + trace.encode(),
                     u64(REQUEST_ID),
                     name.encode(),
-                    json.dumps({"op": "ping", "from": "python"}).encode(),
+                    json.dumps(request).encode(),
                 ]
             )
             request_sent = True

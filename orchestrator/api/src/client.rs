@@ -16,7 +16,9 @@ use tokio::net::UnixStream;
 
 use crate::error::ApiError;
 use crate::http::{Method, Route, to_route};
-use crate::reply::{Accepted, AgentStatus, Applied, GpuReport, GroupStatus, PlanReport, Status};
+use crate::reply::{
+    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, PeerStatus, PlanReport, Status,
+};
 use crate::request::{Envelope, Request};
 use crate::wire::Event;
 
@@ -263,6 +265,14 @@ impl Client {
 
     pub async fn mig_mode(&self, gpu: u32, enable: bool) -> Result<Accepted, ClientError> {
         self.unary(Request::MigMode { gpu, enable }).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerStatus>, ClientError> {
+        self.unary(Request::Peers).await
+    }
+
+    pub async fn fleet(&self) -> Result<Fleet, ClientError> {
+        self.unary(Request::Fleet).await
     }
 
     /// A replica's container output, chunk by chunk.

@@ -28,6 +28,14 @@ pub fn wait(w: &core::Wait) -> Wait {
         core::Wait::Agent(a) => Wait::Agent { agent: a.clone() },
         core::Wait::Group(g) => Wait::Group { group: g.clone() },
         core::Wait::GpuInventory => Wait::GpuInventory,
+        core::Wait::RemoteAgent { host, agent } => Wait::RemoteAgent {
+            host: host.clone(),
+            agent: agent.clone(),
+        },
+        core::Wait::RemoteGroup { host, group } => Wait::RemoteGroup {
+            host: host.clone(),
+            group: group.clone(),
+        },
     }
 }
 

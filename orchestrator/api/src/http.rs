@@ -150,6 +150,8 @@ pub fn to_route(env: &Envelope) -> Route {
             format!("gpu/{gpu}/mig"),
             json(&MigBody { enable: *enable }),
         ),
+        Request::Peers => (Method::Get, "peers".into(), None),
+        Request::Fleet => (Method::Get, "fleet".into(), None),
         Request::StateExport => (Method::Get, "state".into(), None),
         Request::StateImport { state } => (Method::Post, "state".into(), json(state)),
     };
@@ -271,6 +273,8 @@ pub fn from_route(
         }
         ["reload"] if post => Request::Reload,
         ["gpu"] if get => Request::Gpu,
+        ["peers"] if get => Request::Peers,
+        ["fleet"] if get => Request::Fleet,
         ["plan"] if post => {
             let b: ConfigText = body_as(body, "plan")?;
             Request::Plan {
@@ -367,6 +371,8 @@ mod tests {
                 gpu: 1,
                 enable: true,
             },
+            Request::Peers,
+            Request::Fleet,
             Request::StateExport,
             Request::StateImport {
                 state: crate::wire::StateDocument {

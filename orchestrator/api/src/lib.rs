@@ -28,6 +28,8 @@
 //! | `gpu` | GET /v1/gpu | [`GpuReport`] |
 //! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] |
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
+//! | `peers` | GET /v1/peers | `Vec<PeerStatus>` |
+//! | `fleet` | GET /v1/fleet | [`Fleet`] |
 //! | `state_export` | GET /v1/state | [`wire::StateDocument`] |
 //! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] |
 //!

@@ -16,8 +16,13 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub generation: u64,
-    /// Agents whose containers change (recreated, added or removed).
+    /// Agents whose config changed (their containers are made anew when
+    /// they next run).
     pub changed: Vec<String>,
+    /// Of those, the ones recreated (or added, or removed) now: their
+    /// group is started, or they still have containers.
+    #[serde(default)]
+    pub recreated: Vec<String>,
     pub warnings: Vec<String>,
     pub events_from: u64,
 }
@@ -25,6 +30,10 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub host: String,
+    /// The number of the last event so far (0: none yet): a client that
+    /// follows events knows it has seen everything up to this answer.
+    #[serde(default)]
+    pub last_event_seq: u64,
     pub version: String,
     pub pid: u32,
     pub uptime_ms: u64,
@@ -114,6 +123,9 @@ pub struct AgentStatus {
     pub agent: String,
     pub replica: u32,
     pub phase: Phase,
+    /// Why it is `pending`, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::wire::PendingReason>,
     pub health: Health,
     pub container: Option<String>,
     pub image: String,
@@ -185,6 +197,20 @@ pub struct PlanReport {
     pub notes: Vec<PlanNote>,
     /// With a running daemon: what applying the config would change.
     pub changes: Option<ConfigChanges>,
+    /// What the config's agents need on other hosts, and whether it is
+    /// ready there now (as far as this host knows).
+    #[serde(default)]
+    pub remote: Vec<RemoteDependency>,
+}
+
+/// A cross-host dependency of an agent, as a plan shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteDependency {
+    pub agent: String,
+    pub on: crate::wire::Wait,
+    /// `ready`, `not ready`, `host down`, `not heard from`, or `unknown`
+    /// (planned without a daemon).
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,4 +257,75 @@ pub struct MigDestroy {
 pub struct LogText {
     /// The output, as text (invalid UTF-8 replaced).
     pub text: String,
+}
+
+/// A host's state as its peers see it: what it publishes to them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub status: Status,
+    pub agents: Vec<AgentStatus>,
+    pub gpu: GpuReport,
+}
+
+/// How this host sees another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerState {
+    /// This host itself.
+    #[serde(rename = "self")]
+    Local,
+    /// Never heard from since this daemon started.
+    Unknown,
+    Alive,
+    /// Heartbeats missed; not yet declared down.
+    Suspect,
+    Down,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Local => "self",
+            PeerState::Unknown => "unknown",
+            PeerState::Alive => "alive",
+            PeerState::Suspect => "suspect",
+            PeerState::Down => "down",
+        }
+    }
+}
+
+/// One configured peer, as `peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub endpoint: String,
+    pub state: PeerState,
+    /// The peer's current run (its start time, Unix ms); changes when it restarts.
+    pub incarnation: Option<u64>,
+    /// Since its last heartbeat.
+    pub last_heartbeat_age_ms: Option<u64>,
+    /// Since its last snapshot.
+    pub snapshot_age_ms: Option<u64>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    /// Frames from it that could not be read (dropped, never acted on).
+    pub decode_errors: u64,
+}
+
+/// Every host of the federation, this one first: the latest snapshot of
+/// each, with its age, and how this host sees it. A host that is down is
+/// shown with its last known state, not hidden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub hosts: Vec<HostView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    pub host: String,
+    pub state: PeerState,
+    pub incarnation: Option<u64>,
+    /// How old `snapshot` is (0 for this host).
+    pub snapshot_age_ms: Option<u64>,
+    pub snapshot: Option<Snapshot>,
 }

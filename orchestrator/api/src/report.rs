@@ -70,6 +70,7 @@ pub fn plan_report(
         errors: plan.errors.iter().map(convert::plan_error).collect(),
         notes: plan.notes.iter().map(convert::plan_note).collect(),
         changes: None,
+        remote: remote_dependencies(config, |_| "unknown".to_string()),
     }
 }
 
@@ -144,4 +145,39 @@ pub fn free_capacity(
         }
     }
     free
+}
+
+/// Every cross-host dependency of a config (an agent's own and its
+/// group's), with its state as `state_of` tells it.
+pub fn remote_dependencies(
+    config: &HostConfig,
+    state_of: impl Fn(&crate::wire::Wait) -> String,
+) -> Vec<crate::reply::RemoteDependency> {
+    use orch_core::model::Dep;
+    let mut out = Vec::new();
+    for a in config.agents() {
+        let group_deps = config
+            .group(&a.group)
+            .map(|g| g.depends_on.as_slice())
+            .unwrap_or_default();
+        for d in a.depends_on.iter().chain(group_deps) {
+            let on = match Dep::parse(d) {
+                Ok(Dep::RemoteAgent { host, agent }) => crate::wire::Wait::RemoteAgent {
+                    host: host.to_string(),
+                    agent: agent.to_string(),
+                },
+                Ok(Dep::RemoteGroup { host, group }) => crate::wire::Wait::RemoteGroup {
+                    host: host.to_string(),
+                    group: group.to_string(),
+                },
+                _ => continue,
+            };
+            out.push(crate::reply::RemoteDependency {
+                agent: a.name.clone(),
+                state: state_of(&on),
+                on,
+            });
+        }
+    }
+    out
 }

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, GpuReport, GroupStatus, LogText, PlanReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, LogText, PeerStatus, PlanReport,
+    Status,
 };
 use crate::wire::{Event, StateDocument};
 
@@ -79,6 +80,10 @@ pub enum Request {
     },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
+    /// The configured peers and how they are seen. Reply: `Vec<PeerStatus>`.
+    Peers,
+    /// Every host's latest state, this one's live. Reply: [`Fleet`].
+    Fleet,
     /// The desired state, to back up or move. Reply: [`StateDocument`].
     StateExport,
     /// Replace the desired state, whole, and act on it (as `apply` does
@@ -104,6 +109,8 @@ impl Request {
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
             Request::MigMode { .. } => "mig_mode",
+            Request::Peers => "peers",
+            Request::Fleet => "fleet",
             Request::StateExport => "state_export",
             Request::StateImport { .. } => "state_import",
         }
@@ -120,6 +127,8 @@ impl Request {
                 | Request::Events { .. }
                 | Request::Gpu
                 | Request::Plan { .. }
+                | Request::Peers
+                | Request::Fleet
                 | Request::StateExport
         )
     }
@@ -175,6 +184,8 @@ pub enum Response {
     Plan(PlanReport),
     Events(Vec<Event>),
     Logs(LogText),
+    Peers(Vec<PeerStatus>),
+    Fleet(Fleet),
     State(StateDocument),
 }
 
@@ -191,6 +202,8 @@ impl Response {
             Response::Plan(_) => "plan",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
+            Response::Peers(_) => "peers",
+            Response::Fleet(_) => "fleet",
             Response::State(_) => "state",
         }
     }

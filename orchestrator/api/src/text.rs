@@ -390,12 +390,25 @@ impl fmt::Display for PlanNote {
     }
 }
 
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PendingReason::DockerDown => "the Docker Engine is unreachable",
+            PendingReason::GroupStopped => "its group is not started",
+            PendingReason::GpuSlice => "waiting for a GPU slice",
+            PendingReason::Starting => "about to start",
+        })
+    }
+}
+
 impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Wait::Agent { agent } => f.write_str(agent),
             Wait::Group { group } => write!(f, "group {group}"),
             Wait::GpuInventory => f.write_str("the GPU inventory"),
+            Wait::RemoteAgent { host, agent } => write!(f, "{host}/{agent}"),
+            Wait::RemoteGroup { host, group } => write!(f, "group {group} on {host}"),
         }
     }
 }

@@ -36,6 +36,24 @@ pub enum Wait {
     Group { group: String },
     /// The first GPU inventory has not been taken yet.
     GpuInventory,
+    /// An agent of another host is not ready (or that host is down).
+    RemoteAgent { host: String, agent: String },
+    /// A group of another host is not ready (or that host is down).
+    RemoteGroup { host: String, group: String },
+}
+
+/// Why a replica is `pending` (wanted, not started, not held).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PendingReason {
+    /// Nothing is started while the Docker Engine is unreachable.
+    DockerDown,
+    /// Its group is not started (it is going away).
+    GroupStopped,
+    /// It waits for a GPU slice to be planned for it.
+    GpuSlice,
+    /// It is about to be started.
+    Starting,
 }
 
 /// Where a replica is in its life.

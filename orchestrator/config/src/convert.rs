@@ -319,6 +319,11 @@ fn crashloop_diff(c: &CrashLoop, base: &CrashLoop) -> Mapping {
     if c.window != base.window {
         put(&mut m, "window", s(c.window));
     }
+    if c.stable != base.stable
+        && let Some(stable) = c.stable
+    {
+        put(&mut m, "stable", s(stable));
+    }
     m
 }
 

@@ -459,17 +459,8 @@ fn environment(n: &Node, path: &str, defaults: &mut AgentDefaults, d: &mut Diagn
     let Some(env) = de::string_map(n, &format!("`{path}`"), d) else {
         return;
     };
+    crate::v1::reserved_env(n, d);
     for (k, v) in &env {
-        if k.starts_with("ORCH_")
-            && let Some((kn, _)) = n.entry(k)
-        {
-            d.error_help(
-                "reserved",
-                kn.span,
-                format!("`{k}` is set by the orchestrator and cannot be given in `env`"),
-                "rename the variable",
-            );
-        }
         if v.contains("${")
             && let Some(vn) = n.get(k)
         {

@@ -245,10 +245,11 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
 }
 
 /// `ORCH_*` variables are the agent contract's; a config cannot set them.
-fn reserved_env(node: &Node, d: &mut Diagnostics) {
+/// (The one check, for both formats.)
+pub(crate) fn reserved_env(node: &Node, d: &mut Diagnostics) {
     for (k, _) in node.as_map().unwrap_or(&[]) {
         if let Some(name) = k.as_str()
-            && name.starts_with("ORCH_")
+            && orch_core::container::is_reserved_env(name)
         {
             d.error_help(
                 "reserved",
@@ -370,6 +371,9 @@ fn crashloop(node: &Node, base: &CrashLoop, d: &mut Diagnostics) -> CrashLoop {
     }
     if let Some(n) = m.take("window") {
         out.window = de::duration(n, "`crashloop.window`", d).unwrap_or(base.window);
+    }
+    if let Some(n) = m.take("stable") {
+        out.stable = de::duration(n, "`crashloop.stable`", d).or(base.stable);
     }
     m.finish(d);
     out

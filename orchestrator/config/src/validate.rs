@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use orch_core::graph::{Graph, group_graph};
-use orch_core::model::{HostConfig, Protocol};
+use orch_core::model::{Dep, HostConfig, Protocol};
 
 use crate::diag::{Diagnostics, closest};
 use crate::source::SourceIndex;
@@ -14,6 +14,7 @@ pub fn check(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
     duplicate_agents(index, d);
     agent_references(config, index, d);
     group_references(config, index, d);
+    remote_references(config, index, d);
     cycles(config, index, d);
     port_collisions(index, d);
 }
@@ -81,7 +82,8 @@ fn check_references(
     d: &mut Diagnostics,
 ) {
     for (dep, span) in deps {
-        if kind.names.contains(&dep.as_str()) {
+        // Another host's names are checked by `remote_references`.
+        if kind.names.contains(&dep.as_str()) || dep.contains('/') {
             continue;
         }
         let msg = format!(
@@ -106,6 +108,61 @@ fn check_references(
                 ),
                 None => d.error("unknown-dependency", *span, msg),
             }
+        }
+    }
+}
+
+/// `HOST/AGENT` and `HOST/group:NAME` entries: well formed, and naming a
+/// peer of the federation (not this host itself). What exists on that host
+/// is its own config's business, checked when it answers.
+fn remote_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    let peers: Vec<&str> = config
+        .federation
+        .iter()
+        .flat_map(|f| f.peers.iter().map(|p| p.name.as_str()))
+        .collect();
+    let entries = index
+        .agents
+        .iter()
+        .flat_map(|a| a.depends_on.iter())
+        .chain(index.groups.iter().flat_map(|g| g.depends_on.iter()));
+    for (dep, span) in entries.filter(|(dep, _)| dep.contains('/')) {
+        let host = match Dep::parse(dep) {
+            Ok(Dep::RemoteAgent { host, .. } | Dep::RemoteGroup { host, .. }) => host,
+            Ok(Dep::Local(_)) => continue,
+            Err(e) => {
+                d.error_help(
+                    "unknown-dependency",
+                    *span,
+                    e,
+                    "write HOST/AGENT for an agent of another host, HOST/group:NAME for its group",
+                );
+                continue;
+            }
+        };
+        if host == config.host.name {
+            d.error_help(
+                "unknown-dependency",
+                *span,
+                format!("`{dep}` names this host itself"),
+                "name this host's agents and groups without the host",
+            );
+        } else if !peers.contains(&host) {
+            let help = if peers.is_empty() {
+                "this host has no `federation` section: add one with that host in `peers`"
+                    .to_string()
+            } else {
+                match closest(host, peers.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? (peers: {})", peers.join(", ")),
+                    None => format!("the peers are: {}", peers.join(", ")),
+                }
+            };
+            d.error_help(
+                "unknown-host",
+                *span,
+                format!("`{dep}` names host `{host}`, which is not a peer of this host"),
+                help,
+            );
         }
     }
 }

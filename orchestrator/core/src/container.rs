@@ -150,6 +150,12 @@ pub fn listen_ports(agent: &Agent) -> Vec<u16> {
     ports
 }
 
+/// Whether an environment variable is the agent contract's (`ORCH_*`):
+/// the orchestrator sets these, a config may not.
+pub fn is_reserved_env(name: &str) -> bool {
+    name.starts_with("ORCH_")
+}
+
 /// The agent contract's environment over the agent's own `env` (the
 /// contract's values win): identity, listen ports, free-form config.
 /// `replica` is omitted when unknown (an export running several copies of

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::HostConfig;
+use crate::model::{Dep, HostConfig};
 
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
@@ -157,8 +157,9 @@ pub fn agent_graph(config: &HostConfig) -> Graph {
     for agent in config.agents() {
         g.add_node(&agent.name);
     }
+    // Another host's agents are not part of this host's order.
     for agent in config.agents() {
-        for dep in &agent.depends_on {
+        for dep in agent.depends_on.iter().filter_map(|d| Dep::local(d)) {
             g.add_edge(&agent.name, dep);
         }
     }
@@ -177,12 +178,12 @@ pub fn group_graph(config: &HostConfig) -> Graph {
         g.add_node(&group.name);
     }
     for group in &config.groups {
-        for dep in &group.depends_on {
+        for dep in group.depends_on.iter().filter_map(|d| Dep::local(d)) {
             g.add_edge(&group.name, dep);
         }
         for agent in &group.agents {
-            for dep in &agent.depends_on {
-                if let Some(dg) = group_of.get(dep.as_str())
+            for dep in agent.depends_on.iter().filter_map(|d| Dep::local(d)) {
+                if let Some(dg) = group_of.get(dep)
                     && *dg != group.name
                 {
                     g.add_edge(&group.name, dg);

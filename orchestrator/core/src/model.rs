@@ -32,6 +32,44 @@ pub struct HostConfig {
     pub secrets: BTreeMap<String, String>,
 }
 
+/// One `depends_on` entry: an agent or group of this host (a bare name),
+/// or of another host of the federation (`HOST/AGENT`, `HOST/group:NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dep<'a> {
+    Local(&'a str),
+    RemoteAgent { host: &'a str, agent: &'a str },
+    RemoteGroup { host: &'a str, group: &'a str },
+}
+
+impl<'a> Dep<'a> {
+    /// Reads an entry; `Err` says why a remote one is malformed.
+    pub fn parse(entry: &'a str) -> Result<Dep<'a>, String> {
+        let Some((host, rest)) = entry.split_once('/') else {
+            return Ok(Dep::Local(entry));
+        };
+        if host.is_empty() || rest.is_empty() || rest.contains('/') {
+            return Err(format!("`{entry}` is not HOST/AGENT or HOST/group:NAME"));
+        }
+        Ok(match rest.strip_prefix("group:") {
+            Some("") => return Err(format!("`{entry}` names no group after `group:`")),
+            Some(group) => Dep::RemoteGroup { host, group },
+            None => Dep::RemoteAgent { host, agent: rest },
+        })
+    }
+
+    /// The local name, for a local entry.
+    pub fn local(entry: &'a str) -> Option<&'a str> {
+        match Dep::parse(entry) {
+            Ok(Dep::Local(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Dep::Local(_))
+    }
+}
+
 impl HostConfig {
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.groups.iter().find(|g| g.name == name)
@@ -356,6 +394,9 @@ impl Default for Backoff {
 pub struct CrashLoop {
     pub restarts: u32,
     pub window: Duration,
+    /// How long a replica must stay healthy to count as stable again: its
+    /// backoff resets and a crash loop ends. `None`: the backoff's cap.
+    pub stable: Option<Duration>,
 }
 
 impl Default for CrashLoop {
@@ -363,7 +404,15 @@ impl Default for CrashLoop {
         CrashLoop {
             restarts: 5,
             window: Duration::from_secs(600),
+            stable: None,
         }
+    }
+}
+
+impl RestartPolicy {
+    /// The stability period: `crashloop.stable`, else the backoff's cap.
+    pub fn stable_after(&self) -> Duration {
+        self.crashloop.stable.unwrap_or(self.backoff.max)
     }
 }
 

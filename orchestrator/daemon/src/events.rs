@@ -33,7 +33,8 @@ impl EventLog {
         self.next_seq
     }
 
-    pub fn push(&mut self, kind: EventKind, time_ms: u64) {
+    /// Numbers, keeps and broadcasts an event; returns it as numbered.
+    pub fn push(&mut self, kind: EventKind, time_ms: u64) -> Event {
         let event = Event {
             host: self.host.clone(),
             seq: self.next_seq,
@@ -46,7 +47,8 @@ impl EventLog {
         }
         self.ring.push_back(event.clone());
         // No follower is not an error.
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(event.clone());
+        event
     }
 
     /// Events with `seq >= since`, and a receiver for the ones after them.

@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod docker;
 pub mod events;
+pub mod fleet;
 pub mod gpu;
 pub mod notify;
 pub mod ops;
@@ -76,6 +77,8 @@ pub struct Deps {
     pub prober: Arc<dyn probe::Prober>,
     pub store: Arc<dyn store::StateStore>,
     pub clock: Arc<dyn clock::Clock>,
+    /// The federation bus, for a host with peers.
+    pub federation: Option<fleet::FederationDeps>,
 }
 
 impl Deps {
@@ -93,6 +96,7 @@ impl Deps {
             gpu,
             store: Arc::new(store::FileStore::open(state_dir, host)?),
             clock: Arc::new(clock::SystemClock),
+            federation: None,
         })
     }
 }
@@ -128,6 +132,10 @@ pub async fn run(
     let network = loaded.config.runtime.network.clone();
     let rt = deps.runtime.clone();
     let (tx, rx) = mpsc::channel(1024);
+    let (bus, inbox) = match deps.federation {
+        Some(f) => (Some(f.bus), Some(f.inbox)),
+        None => (None, None),
+    };
     let (gpu_handle, gpu_reason) = match deps.gpu.backend {
         Ok(backend) => (Some(gpu::Gpu::start(backend, deps.gpu.mps)), None),
         Err(reason) => (None, Some(reason)),
@@ -148,14 +156,27 @@ pub async fn run(
             store: deps.store,
             clock: deps.clock,
             gpu: gpu_handle.clone(),
+            bus: bus.clone(),
         },
         tx.clone(),
     )?;
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
-    let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), None);
+    let api_stop_for_bridge = CancellationToken::new();
+    let remote: Option<Arc<dyn service::Remote>> = bus
+        .clone()
+        .map(|b| Arc::new(fleet::BusRemote::new(b, tx.clone())) as Arc<dyn service::Remote>);
+    let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), remote);
+    let bridge_task = inbox.map(|inbox| {
+        tokio::spawn(fleet::bridge(
+            inbox,
+            tx.clone(),
+            service.clone(),
+            api_stop_for_bridge.clone(),
+        ))
+    });
 
-    let api_stop = CancellationToken::new();
+    let api_stop = api_stop_for_bridge;
     let watch_stop = CancellationToken::new();
     let owner_stop = CancellationToken::new();
     let server_task = tokio::spawn(server::serve(
@@ -199,6 +220,9 @@ pub async fn run(
     notify::stopping();
     api_stop.cancel();
     let _ = server_task.await;
+    if let Some(t) = bridge_task {
+        let _ = t.await;
+    }
     let _ = dog_task.await;
     // With `shutdown: stop` the owner needs Docker news until the end.
     owner_stop.cancel();

@@ -160,6 +160,8 @@ fn reply(r: Reply) -> Response<Body> {
         Reply::Plan(x) => json(StatusCode::OK, &x),
         Reply::Events(x) => json(StatusCode::OK, &x),
         Reply::Logs(x) => json(StatusCode::OK, &x),
+        Reply::Peers(x) => json(StatusCode::OK, &x),
+        Reply::Fleet(x) => json(StatusCode::OK, &x),
         Reply::State(x) => json(StatusCode::OK, &x),
     }
 }

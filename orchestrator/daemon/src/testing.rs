@@ -68,6 +68,9 @@ pub struct World {
     pub prober: Arc<ScriptedProber>,
     pub store: MemStore,
     pub clock: ManualClock,
+    /// The in-memory federation network this host joins, when its config
+    /// has a `federation` section.
+    pub net: Option<orch_federation::MemNetwork>,
 }
 
 impl Default for World {
@@ -85,7 +88,14 @@ impl World {
             prober: Arc::new(ScriptedProber::default()),
             store: MemStore::new(),
             clock: ManualClock::new(1_796_000_000_000),
+            net: None,
         }
+    }
+
+    /// A host on `net` (its config names its peers).
+    pub fn on(mut self, net: &orch_federation::MemNetwork) -> Self {
+        self.net = Some(net.clone());
+        self
     }
 
     pub fn with_gpu(mut self, gpu: FakeGpu) -> Self {
@@ -265,7 +275,25 @@ async fn launch(
         prober: world.prober.clone(),
         store: Arc::new(world.store.clone()),
         clock: Arc::new(world.clock.clone()),
+        federation: None,
     };
+    let federation = match (&world.net, &loaded.config.federation) {
+        (Some(net), Some(fed)) => {
+            // Every start is a new incarnation, larger than the last.
+            static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let incarnation = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let config =
+                orch_federation::BusConfig::from_model(&loaded.config.host.name, fed, incarnation)
+                    .unwrap();
+            let (bus, inbox) = net.join(config);
+            Some(crate::fleet::FederationDeps {
+                bus: Arc::new(bus),
+                inbox,
+            })
+        }
+        _ => None,
+    };
+    let deps = Deps { federation, ..deps };
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let stop = shutdown.clone();

@@ -30,6 +30,8 @@ pub struct Facts<'a> {
     pub telemetry: Option<&'a BTreeMap<u32, Telemetry>>,
     pub gpu_library: Option<&'a str>,
     pub driver_version: Option<&'a str>,
+    /// The number of the last event logged.
+    pub last_event_seq: u64,
 }
 
 pub fn group_state(p: GroupPhase) -> GroupState {
@@ -87,6 +89,18 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
         agent: r.key.agent.clone(),
         replica: r.key.replica,
         phase: convert::phase(&r.phase, now),
+        pending: (r.phase == orch_core::supervise::Phase::Pending).then(|| {
+            use orch_api::wire::PendingReason;
+            if !sup.docker_up() {
+                PendingReason::DockerDown
+            } else if !sup.group_wanted(&r.group) {
+                PendingReason::GroupStopped
+            } else if agent.is_some_and(|a| a.gpu.is_some()) && r.slice.is_none() {
+                PendingReason::GpuSlice
+            } else {
+                PendingReason::Starting
+            }
+        }),
         health: convert::health(r.health),
         container: r
             .container
@@ -197,6 +211,7 @@ pub fn status(sup: &Supervisor, f: &Facts<'_>) -> Status {
     }
     Status {
         host: sup.config().host.name.clone(),
+        last_event_seq: f.last_event_seq,
         version: f.version.to_string(),
         pid: f.pid,
         uptime_ms: f.uptime_ms,

@@ -241,6 +241,7 @@ async fn apply_and_reload_recreate_only_what_changed() {
     );
     let applied = h.client.apply("new.yaml", &changed).await.unwrap();
     assert_eq!(applied.changed, ["Top"]);
+    assert_eq!(applied.recreated, ["Top"]);
     assert_eq!(applied.generation, 1);
     // apply installs the text over the daemon's config file
     assert_eq!(std::fs::read_to_string(h.config_path()).unwrap(), changed);
@@ -269,8 +270,16 @@ async fn apply_and_reload_recreate_only_what_changed() {
     let applied = h.client.reload().await.unwrap();
     assert_eq!(applied.changed, ["Top"]);
     assert_eq!(applied.generation, 2);
+    // A change to an agent of a stopped group recreates nothing now.
+    let side = CHAIN.replace("Side: {}", "Side: {env: {MODE: slow}}");
+    std::fs::write(h.config_path(), &side).unwrap();
+    let applied = h.client.reload().await.unwrap();
+    assert_eq!(applied.changed, ["Side"]);
+    assert!(applied.recreated.is_empty(), "{:?}", applied.recreated);
+    std::fs::write(h.config_path(), CHAIN).unwrap();
+    h.client.reload().await.unwrap();
     h.control.reload().await;
-    h.until("generation 3", |s| s.generation == 3).await;
+    h.until("generation 5", |s| s.generation == 5).await;
 }
 
 #[tokio::test(start_paused = true)]

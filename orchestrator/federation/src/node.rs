@@ -435,7 +435,26 @@ impl<R: Clone + PartialEq> Node<R> {
             .heartbeat(now, peer, h.incarnation, h.sequence);
         if let Heard::Fresh(Some(change)) = heard {
             tracing::info!(peer, state = %change.state, incarnation = change.incarnation, "peer state");
+            // A peer just came (back): subscribe to it now rather than at
+            // the next beat, so nothing it publishes meanwhile is missed.
+            let resubscribe =
+                change.state == PeerState::Alive && self.peers.iter().any(|p| p == peer);
             out.push(changed(change));
+            if resubscribe {
+                self.beats += 1;
+                let heartbeat = Message::Heartbeat(wire::Heartbeat {
+                    host: self.host.clone(),
+                    incarnation: self.incarnation,
+                    sequence: self.beats,
+                    sent_at_ms: crate::bus::unix_ms(),
+                });
+                if let Some(frames) = encode(None, heartbeat) {
+                    out.push(Out::ToPeer {
+                        peer: peer.to_owned(),
+                        frames,
+                    });
+                }
+            }
         }
     }
 

@@ -50,9 +50,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon, Docker, GPUs and every group at a glance.
-    Status,
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// Every group with its state.
-    Groups,
+    Groups {
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
     /// Start, stop or restart a group (and, for start, what it depends on).
     #[command(subcommand)]
     Group(GroupCmd),
@@ -61,6 +67,8 @@ pub enum Command {
         /// Only this group's agents.
         #[arg(long)]
         group: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Act on one agent.
     #[command(subcommand)]
@@ -100,6 +108,8 @@ pub enum Command {
     Gpu {
         #[command(subcommand)]
         command: Option<GpuCmd>,
+        #[command(flatten)]
+        fleet: FleetArgs,
         /// NVML library to read when no daemon runs (default: ORCH_NVML_LIBRARY, then the system's).
         #[arg(long, global = true, value_name = "PATH")]
         nvml: Option<PathBuf>,
@@ -120,14 +130,42 @@ pub enum Command {
     /// Write a config as a Docker Compose file or Kubernetes manifests.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// The federation's peers: state, incarnation, heartbeat and snapshot
+    /// ages, messages in and out, decode errors.
+    Peers,
+    /// Federation keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Back up, move or restore the daemon's desired state (which groups
     /// are started, the config generation, the MIG instances that are ours).
     #[command(subcommand)]
     State(StateCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
-    /// Write man pages for orchestratorctl and every verb.
+    /// Man pages: the program's on standard output, or every verb's into --dir.
     Man(ManArgs),
+}
+
+/// Every host of the federation, from the latest snapshots.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct FleetArgs {
+    /// Every host of the federation, each with its state and the age of
+    /// what is shown (a host that is down shows its last known state).
+    #[arg(long)]
+    pub all_hosts: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Make a CURVE key pair for a host: `<HOST>.key` (secret, mode 0600)
+    /// and `<HOST>.pub` (its public key, for the peers' configs).
+    Generate {
+        /// The host the keys are for.
+        host: String,
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -314,7 +352,8 @@ pub struct CompletionArgs {
 
 #[derive(Debug, Args)]
 pub struct ManArgs {
-    /// Directory to write the pages into.
-    #[arg(long, default_value = "man")]
-    pub dir: PathBuf,
+    /// Write every page (the program's and one per verb) into this
+    /// directory; without it, the program's page goes to standard output.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }

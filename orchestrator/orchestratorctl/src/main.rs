@@ -43,6 +43,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
+    let all_hosts = match &cli.command {
+        Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
+        Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
+        _ => false,
+    };
+    if all_hosts && cli.host.is_some() {
+        return Err(exit::Exit::with(
+            exit::USAGE,
+            "--all-hosts shows every host already; it does not go with --host",
+        )
+        .into());
+    }
     let client = || {
         commands::daemon::client(
             cli.socket.as_ref(),
@@ -51,10 +63,23 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         )
     };
     match &cli.command {
-        Command::Status => commands::status::run(&client(), out),
-        Command::Groups => commands::groups::run(&client(), out),
+        Command::Status { fleet } if fleet.all_hosts => {
+            commands::fleet::run(&client(), commands::fleet::View::Status, out)
+        }
+        Command::Status { .. } => commands::status::run(&client(), out),
+        Command::Groups { fleet } if fleet.all_hosts => {
+            commands::fleet::run(&client(), commands::fleet::View::Groups, out)
+        }
+        Command::Groups { .. } => commands::groups::run(&client(), out),
         Command::Group(cmd) => commands::group::run(&client(), cmd, out),
-        Command::Agents { group } => commands::agents::run(&client(), group.as_deref(), out),
+        Command::Agents { group, fleet } if fleet.all_hosts => {
+            commands::fleet::run(&client(), commands::fleet::View::Agents(group.clone()), out)
+        }
+        Command::Agents { group, .. } => commands::agents::run(&client(), group.as_deref(), out),
+        Command::Peers => commands::peers::run(&client(), out),
+        Command::Keys(cli::KeysCmd::Generate { host, out: dir }) => {
+            commands::keys::generate(host, dir, out)
+        }
         Command::Agent(cli::AgentCmd::Restart { target }) => {
             commands::agent::restart(&client(), target, out)
         }
@@ -69,11 +94,18 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Reload => commands::apply::reload(&client(), out),
         Command::Gpu {
             command: None,
+            fleet,
+            ..
+        } if fleet.all_hosts => commands::fleet::run(&client(), commands::fleet::View::Gpu, out),
+        Command::Gpu {
+            command: None,
             nvml,
+            ..
         } => commands::gpu::show(&client(), nvml.as_deref(), out),
         Command::Gpu {
             command: Some(cli::GpuCmd::Mig { action }),
             nvml,
+            ..
         } => {
             let (args, enable) = match action {
                 cli::MigAction::Enable(a) => (a, true),

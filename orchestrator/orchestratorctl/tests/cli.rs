@@ -186,6 +186,22 @@ fn completion_and_man_pages_are_generated() {
             "{page} is not roff"
         );
     }
+    // The synopsis names the verb as it is typed.
+    let start = std::fs::read_to_string(dir.path().join("orchestratorctl-group-start.1")).unwrap();
+    assert!(
+        start.contains("\\fBorchestratorctl group start\\fR"),
+        "{start}"
+    );
+    // Without --dir: the program's page on standard output, no files.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .arg("man")
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH orchestratorctl 1"));
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
 }
 
 #[test]

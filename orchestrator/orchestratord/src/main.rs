@@ -34,7 +34,17 @@ enum Command {
     /// Run the daemon in the foreground (as systemd does).
     Run(RunArgs),
     /// Validate the config and print what it holds, then exit.
-    Check(ConfigArgs),
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Do not check the federation's secret key file (for a config being
+    /// staged on a machine that does not have the key yet).
+    #[arg(long)]
+    without_keys: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,7 +164,8 @@ fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     }
 }
 
-fn check(args: &ConfigArgs) -> ExitCode {
+fn check(check_args: &CheckArgs) -> ExitCode {
+    let args = &check_args.config;
     match load(args) {
         Ok(l) => {
             for w in &l.warnings {
@@ -170,6 +181,18 @@ fn check(args: &ConfigArgs) -> ExitCode {
                 );
                 return ExitCode::from(EXIT_CONFIG);
             }
+            if let Some(fed) = l
+                .config
+                .federation
+                .as_ref()
+                .filter(|_| !check_args.without_keys)
+            {
+                let key = fed.secret_key_path(&l.config.host.name);
+                if let Err(e) = orch_federation::keys::load_secret(std::path::Path::new(&key)) {
+                    eprintln!("{}: federation: {e}", args.config.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
             println!(
                 "{}: valid; host {}, {} groups, {} agents",
                 args.config.display(),
@@ -181,6 +204,28 @@ fn check(args: &ConfigArgs) -> ExitCode {
         }
         Err(code) => code,
     }
+}
+
+/// The federation bus of a host with peers: its secret key (which must be
+/// readable by this user only), then a ZeroMQ bus with CURVE that admits
+/// only the configured peers' keys.
+fn start_federation(
+    host: &str,
+    fed: &orch_core::model::Federation,
+) -> Result<orch_daemon::fleet::FederationDeps, String> {
+    let key_path = fed.secret_key_path(host);
+    let secret = orch_federation::keys::load_secret(std::path::Path::new(&key_path))
+        .map_err(|e| e.to_string())?;
+    let config =
+        orch_federation::BusConfig::from_model(host, fed, orch_federation::incarnation_now())
+            .map_err(|e| e.to_string())?;
+    let (bus, inbox) =
+        orch_federation::ZmqBus::start(config, &secret).map_err(|e| e.to_string())?;
+    tracing::info!(listen = %fed.listen, peers = fed.peers.len(), "federation bus up");
+    Ok(orch_daemon::fleet::FederationDeps {
+        bus: Arc::new(bus),
+        inbox,
+    })
 }
 
 async fn run(args: RunArgs) -> ExitCode {
@@ -236,13 +281,22 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
-    let deps = match orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name) {
+    let mut deps = match orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("orchestratord: {e}");
             return ExitCode::from(EXIT_STATE);
         }
     };
+    if let Some(fed) = &cfg.federation {
+        match start_federation(&cfg.host.name, fed) {
+            Ok(f) => deps.federation = Some(f),
+            Err(e) => {
+                eprintln!("orchestratord: federation: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     let shutdown = CancellationToken::new();
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),

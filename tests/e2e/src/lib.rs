@@ -1,6 +1,9 @@
 //! End-to-end test support: real `orchestratord` processes against the real
 //! Docker Engine, with the reference agent as the in-container probe.
 //!
+//! Hosts of a federation each run in their own network namespace on a
+//! private link layer ([`net::Lan`]), so a link can be cut and restored.
+//!
 //! Every test gets its own host name (so its containers, network and state
 //! are its own) and publishes no fixed host ports, so tests can run side by
 //! side. Whatever a test leaves is removed by label when its [`Host`] drops.
@@ -12,6 +15,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use orch_api::{Client, Event, GroupStatus, Status};
+
+pub mod net;
 
 pub const IMAGE: &str = "orchestrator-agent:latest";
 
@@ -209,12 +214,24 @@ impl Drop for Host {
     }
 }
 
-/// A host config made from a shipped one: renamed to `host`, and with
+/// A host config made from a shipped one: renamed to `host`, with
 /// published ports reduced to container ports, so tests never collide on
-/// host ports.
+/// host ports, and without its federation section (a test host has no
+/// peers).
 pub fn derive_config(source: &str, from_host: &str, host: &str) -> String {
     let mut out = String::new();
+    let mut in_federation = false;
     for line in source.lines() {
+        let top_level = line
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_whitespace() && c != '#');
+        if top_level {
+            in_federation = line.starts_with("federation:");
+        }
+        if in_federation {
+            continue;
+        }
         let line = line.replace(
             &format!("{{name: {from_host},"),
             &format!("{{name: {host},"),
@@ -251,6 +268,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pub extra: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The network namespace the daemon runs in (its own "host"), if any.
+    pub netns: Option<String>,
     starts: u32,
 }
 
@@ -278,6 +297,28 @@ impl Daemon {
             log: host.path("daemon.log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.to_vec(),
+            netns: None,
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Like `start`, inside network namespace `netns` (see [`net::Lan`]).
+    pub fn start_in_netns(host: &Host, config_text: &str, netns: &str) -> Daemon {
+        binaries();
+        agent_image();
+        let config = host.path("startup_config.yaml");
+        std::fs::write(&config, config_text).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            config,
+            socket: host.path("orchestrator.sock"),
+            state_dir: host.path("state"),
+            log: host.path("daemon.log"),
+            extra: Vec::new(),
+            env: Vec::new(),
+            netns: Some(netns.to_string()),
             starts: 0,
         };
         d.spawn();
@@ -294,7 +335,16 @@ impl Daemon {
         self.starts += 1;
         let mut header = log.try_clone().expect("log clone");
         let _ = writeln!(header, "==== daemon start #{} ====", self.starts);
-        let child = Command::new(bin)
+        // `ip netns exec` execs the daemon itself: the child is the daemon.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config)

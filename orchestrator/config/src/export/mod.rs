@@ -328,7 +328,12 @@ fn group_names(groups: &[&Group]) -> Vec<String> {
 /// of the groups its group depends on. Agents later in a group wait through
 /// the ones they depend on, so the group's order holds with shorter lists.
 fn start_after<'a>(config: &'a HostConfig, agent: &'a Agent) -> Vec<&'a str> {
-    let mut deps: Vec<&str> = agent.depends_on.iter().map(String::as_str).collect();
+    // Another host's agents are not in this host's export.
+    let mut deps: Vec<&str> = agent
+        .depends_on
+        .iter()
+        .filter_map(|d| orch_core::model::Dep::local(d))
+        .collect();
     let group = config.group(&agent.group);
     let in_own_group = |dep: &str| group.is_some_and(|g| g.agents.iter().any(|a| a.name == dep));
     let starts_group = !agent.depends_on.iter().any(|d| in_own_group(d));

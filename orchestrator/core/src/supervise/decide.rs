@@ -79,6 +79,11 @@ impl Supervisor {
                 self.inventory = None;
                 self.gpu_unavailable = Some(reason);
             }
+            Input::Remote { host, state } => {
+                if self.remote.get(&host) != Some(&state) {
+                    self.remote.insert(host, state);
+                }
+            }
             Input::SliceReady { key, slice } => {
                 if let crate::gpu::Slice::Mig {
                     gpu_uuid,
@@ -122,7 +127,9 @@ impl Supervisor {
             .filter_map(|r| match &r.phase {
                 Phase::BackingOff { until, .. } => Some(*until),
                 Phase::Failed { retry_at, .. } => Some(*retry_at),
-                _ if r.failures > 0 => r.healthy_since.map(|t| t + STABLE_AFTER),
+                _ if r.failures > 0 || r.crashloop => {
+                    r.healthy_since.map(|t| t + self.stable_after(&r.key.agent))
+                }
                 _ => None,
             })
             .min()
@@ -629,14 +636,8 @@ impl Supervisor {
                     replica: key.clone(),
                     group: r.group.clone(),
                 });
-                if r.crashloop {
-                    r.crashloop = false;
-                    r.restart_times.clear();
-                    out.events.push(EventKind::AgentRecovered {
-                        replica: key.clone(),
-                        group: r.group.clone(),
-                    });
-                }
+                // A crash-looping replica is recovered only once it has
+                // stayed healthy for its stability period (see `settle`).
             }
         } else {
             // As with Docker: failures in the start period do not count,
@@ -779,13 +780,28 @@ impl Supervisor {
             out.events.push(EventKind::GroupStarting { group: g });
         }
         self.sync_replica_table();
-        // Stable long enough: forget past failures.
+        // Healthy for the stability period: past failures are forgotten and
+        // a crash loop is over (its dependents start again below).
+        let stable: BTreeMap<String, Millis> = self
+            .agents
+            .keys()
+            .map(|a| (a.clone(), self.stable_after(a)))
+            .collect();
         for r in self.replicas.values_mut() {
-            if r.failures > 0
+            let period = stable.get(&r.key.agent).copied().unwrap_or(10_000);
+            if (r.failures > 0 || r.crashloop)
                 && r.health == Health::Healthy
-                && r.healthy_since.is_some_and(|t| now >= t + STABLE_AFTER)
+                && r.healthy_since.is_some_and(|t| now >= t + period)
             {
                 r.failures = 0;
+                if r.crashloop {
+                    r.crashloop = false;
+                    r.restart_times.clear();
+                    out.events.push(EventKind::AgentRecovered {
+                        replica: r.key.clone(),
+                        group: r.group.clone(),
+                    });
+                }
             }
         }
         if self.docker_up {
@@ -1002,9 +1018,13 @@ impl Supervisor {
             .collect()
     }
 
-    /// Whether the replica is due to go down (unwanted, or held by a crash loop).
+    /// Whether the replica is due to go down: unwanted, held by a crash
+    /// loop, or something it needs on another host has failed.
     fn going_down(&self, r: &Replica) -> bool {
-        !self.wanted(&r.key) || (r.held_by_crashloop && self.upstream_crashloop(&r.key.agent))
+        !self.wanted(&r.key)
+            || (r.held_by_crashloop && self.upstream_crashloop(&r.key.agent))
+            // A container made ahead and not started holds nothing: kept.
+            || (r.is_running() && self.remote_failed(&r.key.agent))
     }
 
     fn stop_pass(&mut self, order: &[String], out: &mut Outcome) {
@@ -1071,12 +1091,23 @@ impl Supervisor {
         // A group's `depends_on` holds every agent of the group until each
         // named group is ready.
         if let Some(g) = self.config.group(&a.group) {
-            for dep in &g.depends_on {
+            for dep in g
+                .depends_on
+                .iter()
+                .filter_map(|d| crate::model::Dep::local(d))
+            {
                 if !self.group_wanted(dep) || !self.group_ready(dep) {
-                    waiting.push(Wait::Group(dep.clone()));
+                    waiting.push(Wait::Group(dep.to_string()));
                 }
             }
         }
+        // And so do agents and groups of other hosts.
+        waiting.extend(
+            self.remote_dependencies(agent)
+                .into_iter()
+                .filter(|(_, met)| !met)
+                .map(|(w, _)| w),
+        );
         waiting
     }
 
@@ -1113,7 +1144,7 @@ impl Supervisor {
                 if !self.wanted(&key) {
                     continue;
                 }
-                let upstream_loop = self.upstream_crashloop(agent);
+                let upstream_loop = self.upstream_crashloop(agent) || self.remote_failed(agent);
                 // One replica of an agent changes at a time.
                 let sibling_busy = self.replicas.values().any(|x| {
                     x.key.agent == *agent

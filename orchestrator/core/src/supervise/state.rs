@@ -11,10 +11,6 @@ use crate::model::{Agent, HostConfig, RestartMode};
 /// Milliseconds on a monotonic clock the caller owns.
 pub type Millis = u64;
 
-/// A replica is counted healthy-and-stable after this long, which resets
-/// its backoff.
-pub const STABLE_AFTER: Millis = 10_000;
-
 /// How long a replica that could not get a GPU slice waits before the
 /// host is planned again for it.
 pub const GPU_RETRY: Millis = 30_000;
@@ -95,6 +91,31 @@ pub enum Wait {
     Group(String),
     /// GPU agents wait for the first GPU inventory.
     GpuInventory,
+    /// An agent of another host (`depends_on: [HOST/AGENT]`) is not ready.
+    RemoteAgent { host: String, agent: String },
+    /// A group of another host (`depends_on: [HOST/group:NAME]`) is not ready.
+    RemoteGroup { host: String, group: String },
+}
+
+/// What this host knows of another host, for cross-host dependencies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RemoteHost {
+    /// Not heard from since this daemon started: its dependents are not
+    /// started, and running ones are left alone (a restarted daemon must
+    /// not stop them before it has heard).
+    #[default]
+    Unknown,
+    /// Declared down: its dependents are stopped and held.
+    Down,
+    /// Alive, with what is ready on it.
+    Up(RemoteView),
+}
+
+/// The agents and groups of another host that are ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteView {
+    pub ready_agents: BTreeSet<String>,
+    pub ready_groups: BTreeSet<String>,
 }
 
 /// Why a launch (or start) of a container failed, as the daemon's
@@ -307,6 +328,11 @@ pub enum Input {
     SliceReady {
         key: ReplicaKey,
         slice: Slice,
+    },
+    /// What is known of another host changed.
+    Remote {
+        host: String,
+        state: RemoteHost,
     },
 }
 
@@ -584,6 +610,8 @@ pub struct Supervisor {
     pub(crate) inventory: Option<Vec<GpuInfo>>,
     pub(crate) gpu_unavailable: Option<String>,
     pub(crate) owned_mig: Vec<OwnedMig>,
+    /// Other hosts, as far as cross-host dependencies need them.
+    pub(crate) remote: BTreeMap<String, RemoteHost>,
 }
 
 /// The label value of a replica's key in persisted slices.
@@ -613,6 +641,7 @@ impl Supervisor {
             inventory: None,
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
+            remote: BTreeMap::new(),
         };
         s.agents = s
             .config
@@ -675,6 +704,66 @@ impl Supervisor {
 
     pub fn owned_mig(&self) -> &[OwnedMig] {
         &self.owned_mig
+    }
+
+    /// What is known of another host.
+    pub fn remote(&self, host: &str) -> &RemoteHost {
+        static UNKNOWN: RemoteHost = RemoteHost::Unknown;
+        self.remote.get(host).unwrap_or(&UNKNOWN)
+    }
+
+    /// The cross-host dependencies of an agent (its own and its group's),
+    /// each with whether it is met now.
+    pub fn remote_dependencies(&self, agent: &str) -> Vec<(Wait, bool)> {
+        let Some(a) = self.agents.get(agent) else {
+            return Vec::new();
+        };
+        let group_deps = self
+            .config
+            .group(&a.group)
+            .map(|g| g.depends_on.as_slice())
+            .unwrap_or_default();
+        a.depends_on
+            .iter()
+            .chain(group_deps)
+            .filter_map(|d| match crate::model::Dep::parse(d) {
+                Ok(crate::model::Dep::RemoteAgent { host, agent }) => {
+                    let met = matches!(self.remote(host), RemoteHost::Up(v) if v.ready_agents.contains(agent));
+                    Some((
+                        Wait::RemoteAgent {
+                            host: host.to_string(),
+                            agent: agent.to_string(),
+                        },
+                        met,
+                    ))
+                }
+                Ok(crate::model::Dep::RemoteGroup { host, group }) => {
+                    let met = matches!(self.remote(host), RemoteHost::Up(v) if v.ready_groups.contains(group));
+                    Some((
+                        Wait::RemoteGroup {
+                            host: host.to_string(),
+                            group: group.to_string(),
+                        },
+                        met,
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether a cross-host dependency of `agent` has failed: its host is
+    /// down, or it is heard from and the dependency is not ready. (A host
+    /// not heard from yet has not failed anything.)
+    pub(crate) fn remote_failed(&self, agent: &str) -> bool {
+        self.remote_dependencies(agent).iter().any(|(w, met)| {
+            !met && match w {
+                Wait::RemoteAgent { host, .. } | Wait::RemoteGroup { host, .. } => {
+                    !matches!(self.remote(host), RemoteHost::Unknown)
+                }
+                _ => false,
+            }
+        })
     }
 
     /// The inventory with the instances this orchestrator made marked owned.
@@ -827,6 +916,15 @@ impl Supervisor {
             .collect();
         self.replicas
             .retain(|k, r| wanted_keys.contains(k) || r.container.is_some() || r.op.is_some());
+    }
+
+    /// How long a replica of `agent` must stay healthy to be stable again
+    /// (its backoff resets, a crash loop ends).
+    pub fn stable_after(&self, agent: &str) -> Millis {
+        self.agents
+            .get(agent)
+            .map(|a| a.restart.stable_after().as_millis() as Millis)
+            .unwrap_or(10_000)
     }
 
     /// Restart delay after `failures` consecutive failures, with a jitter

@@ -443,8 +443,13 @@ fn a_stable_replica_forgets_its_failures() {
     assert_eq!(h.s.replica(&k("A")).unwrap().failures, 3);
     let t = h.now;
     h.healthy(k("A"));
-    assert_eq!(h.s.next_deadline(), Some(t + STABLE_AFTER));
-    h.at(t + STABLE_AFTER);
+    // The stability period defaults to the backoff's cap.
+    let stable = h.s.stable_after("A");
+    assert_eq!(stable, 60_000);
+    assert_eq!(h.s.next_deadline(), Some(t + stable));
+    h.at(t + stable - 1);
+    assert_eq!(h.s.replica(&k("A")).unwrap().failures, 3);
+    h.at(t + stable);
     assert_eq!(h.s.replica(&k("A")).unwrap().failures, 0);
     let out = h.die(k("A"), 1);
     assert!(out.events.iter().any(|e| matches!(
@@ -527,7 +532,22 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
         h.take_log().is_empty(),
         "dependents stay held while it is not healthy"
     );
+    // Healthy is not recovered: it must stay healthy for its stability
+    // period (the backoff's cap, 60 s here) first.
+    let t = h.now;
     let out = h.healthy(k("Registry"));
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::AgentRecovered { .. })),
+        "{:?}",
+        out.events
+    );
+    assert!(h.s.replica(&k("Registry")).unwrap().crashloop);
+    assert_eq!(h.s.next_deadline(), Some(t + 60_000));
+    h.at(t + 59_999);
+    assert!(h.take_log().is_empty(), "dependents stay held meanwhile");
+    let out = h.at(t + 60_000);
     assert!(out.events.contains(&EventKind::AgentRecovered {
         replica: k("Registry"),
         group: "core".into()
@@ -536,6 +556,62 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
     h.finish_ops();
     h.healthy(k("Twin"));
     assert_eq!(h.take_log(), ["start Api"]);
+}
+
+#[test]
+fn a_crash_loop_that_is_healthy_between_crashes_stays_marked_and_keeps_its_backoff() {
+    let mut h = Harness::new(CHAIN);
+    h.cmd(|s| s.start_group(0, "core").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let mut loops = 0;
+    let mut recovered = 0;
+    let mut delays = Vec::new();
+    // It crashes a second after every start, healthy in between, for 40
+    // rounds: far more than the 5 restarts that mark it.
+    for _ in 0..40 {
+        let out = h.die(k("Registry"), 1);
+        for e in &out.events {
+            match e {
+                EventKind::AgentCrashLoop { .. } => loops += 1,
+                EventKind::AgentRestarting { in_ms, .. } => delays.push(*in_ms),
+                _ => {}
+            }
+        }
+        let until = h.s.next_deadline().unwrap();
+        let out = h.at(until);
+        recovered += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .count();
+        h.finish_ops();
+        let out = h.healthy(k("Registry"));
+        recovered += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .count();
+        let t = h.now + 1_000;
+        let out = h.at(t);
+        recovered += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .count();
+    }
+    assert_eq!(loops, 1, "marked once");
+    assert_eq!(recovered, 0, "never recovered while it keeps crashing");
+    assert!(h.s.replica(&k("Registry")).unwrap().crashloop);
+    // Its dependents stayed down the whole time.
+    assert!(
+        h.take_log()
+            .iter()
+            .all(|l| l == "start Registry" || l == "stop Api" || l == "stop Twin"),
+    );
+    // The backoff grew to its cap and stayed there: no restart came early.
+    assert_eq!(*delays.last().unwrap(), 60_000);
+    assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
 }
 
 #[test]
@@ -1617,6 +1693,101 @@ fn a_held_replica_created_ahead_is_reported_held_once() {
             waiting_for: vec![Wait::Agent("Twin".into())]
         }
     );
+}
+
+fn remote_up(agents: &[&str], groups: &[&str]) -> RemoteHost {
+    RemoteHost::Up(RemoteView {
+        ready_agents: agents.iter().map(|a| a.to_string()).collect(),
+        ready_groups: groups.iter().map(|g| g.to_string()).collect(),
+    })
+}
+
+#[test]
+fn a_cross_host_dependency_holds_releases_and_holds_again() {
+    let mut h = Harness::new(&[(
+        "g",
+        &["pc2/group:vision"],
+        &[("Local", &[], 1, true), ("Needy", &["pc2/Eyes"], 1, true)],
+    )]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    // pc2 not heard from: nothing of the group starts (its group waits
+    // too); their containers are made ahead, as for any held replica.
+    assert_eq!(h.take_log(), ["create Local", "create Needy"]);
+    h.finish_ops();
+    assert_eq!(
+        h.phase(&k("Needy")),
+        Phase::Held {
+            waiting_for: vec![
+                Wait::RemoteAgent {
+                    host: "pc2".into(),
+                    agent: "Eyes".into()
+                },
+                Wait::RemoteGroup {
+                    host: "pc2".into(),
+                    group: "vision".into()
+                },
+            ]
+        }
+    );
+    // pc2's group is ready, its agent not yet: Local goes, Needy waits.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["start Local"]);
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&["Eyes"], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["start Needy"]);
+    h.settle_healthy();
+    h.take_log();
+    // Eyes turns unhealthy over there: Needy is stopped and held again.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &["vision"]),
+    });
+    assert_eq!(h.take_log(), ["stop Needy"]);
+    h.finish_ops();
+    assert!(h.take_log().is_empty(), "held, not re-created meanwhile");
+    assert!(matches!(h.phase(&k("Needy")), Phase::Held { .. }));
+    // pc2 goes down: the whole group, which needs pc2's group, goes down.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: RemoteHost::Down,
+    });
+    assert_eq!(h.take_log(), ["stop Local"]);
+    h.finish_ops();
+    // Back, and everything ready: both start again.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&["Eyes"], &["vision"]),
+    });
+    let mut log = h.take_log();
+    log.sort();
+    assert_eq!(log, ["launch Local", "launch Needy"]);
+}
+
+#[test]
+fn a_restarted_host_does_not_stop_what_waits_on_a_host_it_has_not_heard_yet() {
+    let mut h = Harness::new(&[("g", &[], &[("Needy", &["pc2/Eyes"], 1, true)])]);
+    let c = h.container("Needy", 0);
+    let s = &mut h.s;
+    s.started.insert("g".into());
+    h.apply(Input::Resync {
+        containers: vec![(k("Needy"), "g".into(), c)],
+    });
+    assert!(
+        !h.take_log().iter().any(|l| l.starts_with("stop")),
+        "a running dependent is left alone until pc2 is heard from"
+    );
+    assert_eq!(h.s.replica(&k("Needy")).unwrap().phase, Phase::Running);
+    // Heard: Eyes is not ready there. Now it is held.
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&[], &[]),
+    });
+    assert_eq!(h.take_log(), ["stop Needy"]);
 }
 
 // ---- intent inferred from running containers ----

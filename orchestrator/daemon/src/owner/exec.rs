@@ -18,11 +18,13 @@ impl Owner {
     /// Records events and runs actions.
     pub(super) fn execute(&mut self, out: Outcome) {
         let time = self.deps.clock.unix_ms();
+        let mut published = Vec::with_capacity(out.events.len());
         for e in out.events {
             let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
             tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
-            self.log.push(kind, time);
+            published.push(self.log.push(kind, time));
         }
+        self.publish_events(&published);
         for action in out.actions {
             self.act(action);
         }

@@ -67,6 +67,7 @@ impl Owner {
                 .gpu
                 .as_ref()
                 .and_then(|g| g.driver_version.as_deref()),
+            last_event_seq: self.log.next_seq() - 1,
         }
     }
 
@@ -127,6 +128,14 @@ impl Owner {
                 self.mig_mode(gpu, enable, reply);
                 return;
             }
+            Request::Peers => Ok(Response::Peers(
+                self.deps
+                    .bus
+                    .as_deref()
+                    .map(crate::fleet::peer_status)
+                    .unwrap_or_default(),
+            )),
+            Request::Fleet => Ok(Response::Fleet(self.fleet_view())),
             Request::StateExport => Ok(Response::State(orch_api::convert::state_document(
                 &self.sup.config().host.name,
                 &self.sup.persisted(),
@@ -240,16 +249,39 @@ impl Owner {
     ) -> Result<String, ApiError> {
         let key = ReplicaKey::new(agent, replica);
         match self.sup.config().agent(agent) {
-            Some(a) if a.group == group => self
-                .sup
-                .replica(&key)
-                .and_then(|r| r.container.as_ref().map(|c| c.id.clone()))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::NotFound,
-                        format!("{group}/{key} has no container (is its group started?)"),
-                    )
-                }),
+            Some(a) if a.group == group => {
+                let r = self.sup.replica(&key);
+                // A container made ahead and never started has no output.
+                if let Some(c) = r.and_then(|r| r.container.as_ref())
+                    && c.status != orch_core::supervise::ContainerStatus::Created
+                {
+                    return Ok(c.id.clone());
+                }
+                // Say why there is none.
+                let why = match r.map(|r| &r.phase) {
+                    _ if !self.sup.group_wanted(group) => {
+                        format!("its group `{group}` is not started")
+                    }
+                    Some(orch_core::supervise::Phase::Held { waiting_for }) => format!(
+                        "it is held, waiting for {}",
+                        orch_api::text::waits(
+                            &waiting_for
+                                .iter()
+                                .map(orch_api::convert::wait)
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                    Some(orch_core::supervise::Phase::Failed { reason, .. }) => format!(
+                        "its last start failed: {}",
+                        orch_api::convert::fail_reason(reason)
+                    ),
+                    _ => "it is about to start".to_string(),
+                };
+                Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    format!("{group}/{key} has no container: {why}"),
+                ))
+            }
             _ => Err(self.agent_error(CommandError::UnknownAgent {
                 group: group.to_string(),
                 agent: agent.to_string(),
@@ -307,9 +339,26 @@ impl Owner {
             })
             .unwrap_or_default();
         self.execute(out);
+        let recreated = changed
+            .iter()
+            .filter(|agent| {
+                let running = self
+                    .sup
+                    .replicas()
+                    .any(|r| &r.key.agent == *agent && (r.container.is_some() || r.op.is_some()));
+                let wanted = self
+                    .sup
+                    .config()
+                    .agent(agent)
+                    .is_some_and(|a| self.sup.group_wanted(&a.group));
+                running || wanted
+            })
+            .cloned()
+            .collect();
         Ok(Applied {
             generation: self.sup.generation(),
             changed,
+            recreated,
             warnings,
             events_from,
         })
@@ -381,6 +430,8 @@ impl Owner {
             }
         }
         report.changes = Some(changes);
+        report.remote =
+            orch_api::report::remote_dependencies(new, |on| self.remote_dependency_state(on));
         Ok(report)
     }
 

@@ -8,6 +8,7 @@
 //! No lock is held across an await.
 
 mod exec;
+mod federation;
 mod handlers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::events::EventLog;
+use crate::fleet::{FleetBook, PeerNews};
 use crate::gpu::{Gpu, GpuNews};
 use crate::ops;
 use crate::probe::Prober;
@@ -104,7 +106,19 @@ pub enum Event {
         key: ReplicaKey,
         slice: Slice,
     },
+    /// News from a peer host (federation).
+    Peer(PeerNews),
+    /// A peer's events from `since` on, and a receiver for later ones
+    /// (for a `--host` wait); `None` when it is not a peer.
+    SubscribePeer {
+        peer: String,
+        since: u64,
+        reply: oneshot::Sender<Option<PeerFeed>>,
+    },
 }
+
+/// A peer's event backlog and live feed.
+pub type PeerFeed = (Vec<orch_api::Event>, broadcast::Receiver<orch_api::Event>);
 
 /// What the owner needs to know about its surroundings.
 #[derive(Debug, Clone)]
@@ -128,6 +142,8 @@ pub struct OwnerDeps {
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
     pub gpu: Option<Gpu>,
+    /// The federation bus, when this host has peers.
+    pub bus: Option<Arc<dyn orch_federation::Bus>>,
 }
 
 pub struct Owner {
@@ -150,6 +166,11 @@ pub struct Owner {
     mps_running: BTreeSet<String>,
     /// Containers Docker reported OOM-killed; their `die` follows.
     oom_killed: BTreeSet<String>,
+    /// What this host knows of its peers.
+    fleet: FleetBook,
+    /// Something changed since the last snapshot was published.
+    snapshot_dirty: bool,
+    last_snapshot: Option<Instant>,
     /// The state file's health, for `status`.
     state_file: orch_api::StateFileStatus,
     /// When to try again to write the state after a failed write.
@@ -191,6 +212,13 @@ impl Owner {
             })
             .collect();
         let config = Arc::new(loaded.config.clone());
+        let fleet = FleetBook::new(
+            loaded
+                .config
+                .federation
+                .iter()
+                .flat_map(|f| f.peers.iter().map(|p| p.name.as_str())),
+        );
         let hashes = hashes(&loaded.config);
         let host = loaded.config.host.name.clone();
         let mut sup = Supervisor::new(loaded.config, hashes, persisted);
@@ -220,6 +248,9 @@ impl Owner {
             telemetry: BTreeMap::new(),
             mps_running,
             oom_killed: BTreeSet::new(),
+            fleet,
+            snapshot_dirty: true,
+            last_snapshot: None,
             state_file,
             persist_retry: None,
         })
@@ -247,6 +278,7 @@ impl Owner {
                 .sup
                 .next_deadline()
                 .map(|ms| self.epoch + Duration::from_millis(ms));
+            let snapshot_due = self.snapshot_due();
             let deadline = match (deadline, self.persist_retry) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -283,6 +315,7 @@ impl Owner {
                     let out = self.sup.tick(self.now());
                     self.execute(out);
                 }
+                () = sleep_until(snapshot_due) => self.publish_snapshot(),
             }
         }
         for (_, p) in self.probes.drain() {
@@ -360,6 +393,10 @@ impl Owner {
             Event::SliceReady { key, slice } => {
                 let out = self.sup.handle(now, Input::SliceReady { key, slice });
                 self.execute(out);
+            }
+            Event::Peer(news) => self.on_peer(news),
+            Event::SubscribePeer { peer, since, reply } => {
+                let _ = reply.send(self.fleet.subscribe(&peer, since));
             }
         }
     }

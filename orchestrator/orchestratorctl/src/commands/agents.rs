@@ -14,6 +14,12 @@ pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<
     if out.format != Format::Table {
         return print_data(out.format, &agents);
     }
+    render(&agents, out);
+    Ok(())
+}
+
+/// Agents as a table.
+pub fn render(agents: &[AgentStatus], out: &Out) {
     let mut t = Table::new([
         "GROUP",
         "AGENT",
@@ -24,7 +30,7 @@ pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<
         "GPU",
         "PORTS",
     ]);
-    for a in &agents {
+    for a in agents {
         let mut name = if a.replica == 0 {
             a.agent.clone()
         } else {
@@ -36,7 +42,10 @@ pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<
         t.row([
             a.group.clone(),
             name,
-            phase_text(&a.phase, a.crashloop, out),
+            match a.pending {
+                Some(why) => out.dim(&format!("pending ({why})")),
+                None => phase_text(&a.phase, a.crashloop, out),
+            },
             match a.health {
                 Health::Healthy => out.green("healthy"),
                 Health::Unhealthy => out.red("unhealthy"),
@@ -56,7 +65,6 @@ pub fn run(client: &orch_api::Client, group: Option<&str>, out: &Out) -> Result<
         ]);
     }
     print!("{}", t.render(out));
-    Ok(())
 }
 
 pub fn phase_text(p: &Phase, crashloop: bool, out: &Out) -> String {

@@ -32,13 +32,25 @@ fn show(a: &Applied, out: &Out) -> Result<()> {
     for w in &a.warnings {
         eprintln!("{}", out.yellow(w));
     }
-    if a.changed.is_empty() {
-        println!("generation {} applied; no agent changes", a.generation);
-    } else {
-        println!(
+    let idle: Vec<&str> = a
+        .changed
+        .iter()
+        .filter(|c| !a.recreated.contains(c))
+        .map(String::as_str)
+        .collect();
+    match (a.recreated.is_empty(), idle.is_empty()) {
+        (true, true) => println!("generation {} applied; no agent changes", a.generation),
+        (false, _) => println!(
             "generation {} applied; recreating changed agents one replica at a time: {}",
             a.generation,
-            a.changed.join(", ")
+            a.recreated.join(", ")
+        ),
+        (true, false) => println!("generation {} applied", a.generation),
+    }
+    if !idle.is_empty() {
+        println!(
+            "changed, applied when their group starts: {}",
+            idle.join(", ")
         );
     }
     Ok(())

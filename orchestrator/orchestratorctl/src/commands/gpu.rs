@@ -126,6 +126,12 @@ pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out
     if out.format != Format::Table {
         return print_data(out.format, &r);
     }
+    render(&r, from_daemon, out);
+    Ok(())
+}
+
+/// A GPU report as tables; `from_daemon: false` when read from NVML here.
+pub fn render(r: &GpuReport, from_daemon: bool, out: &Out) {
     if !r.available {
         println!(
             "{} {}",
@@ -133,7 +139,7 @@ pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out
             r.reason.as_deref().unwrap_or("?")
         );
         println!("CPU-only groups run normally; groups with GPU agents cannot start on this host.");
-        return Ok(());
+        return;
     }
     println!(
         "{} {} (driver {}){}",
@@ -202,7 +208,6 @@ pub fn show(client: &orch_api::Client, nvml: Option<&std::path::Path>, out: &Out
             print!("{}", t.render(out));
         }
     }
-    Ok(())
 }
 
 /// `gpu mig enable|disable --gpu N [--yes]`.

@@ -1,4 +1,6 @@
-//! `man --dir DIR`: one roff page for the program and one per verb.
+//! `man`: roff pages. Without `--dir`, the program's page on standard
+//! output (`orchestratorctl man | man -l -`); with `--dir DIR`, one page
+//! for the program and one per verb, written into DIR.
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
@@ -6,24 +8,43 @@ use clap::CommandFactory;
 use crate::cli::{Cli, ManArgs};
 
 pub fn run(args: &ManArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let cmd = Cli::command();
+    let Some(dir) = &args.dir else {
+        let mut buf = Vec::new();
+        page(&cmd, &["orchestratorctl".to_string()]).render(&mut buf)?;
+        use std::io::Write as _;
+        std::io::stdout().write_all(&buf)?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = 0;
-    write_pages(&cmd, "orchestratorctl", args, &mut written)?;
-    eprintln!("wrote {written} man pages to {}", args.dir.display());
+    write_pages(&cmd, &["orchestratorctl".to_string()], dir, &mut written)?;
+    eprintln!("wrote {written} man pages to {}", dir.display());
     Ok(())
 }
 
-fn write_pages(cmd: &clap::Command, name: &str, args: &ManArgs, written: &mut usize) -> Result<()> {
-    let cmd = cmd.clone().name(name.to_string());
+/// The page of a (sub)command: file and title `orchestratorctl-group-start`,
+/// synopsis `orchestratorctl group start`.
+fn page(cmd: &clap::Command, words: &[String]) -> clap_mangen::Man {
+    let cmd = cmd.clone().name(words.join("-")).bin_name(words.join(" "));
+    clap_mangen::Man::new(cmd)
+}
+
+fn write_pages(
+    cmd: &clap::Command,
+    words: &[String],
+    dir: &std::path::Path,
+    written: &mut usize,
+) -> Result<()> {
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
-    let path = args.dir.join(format!("{name}.1"));
+    page(cmd, words).render(&mut buf)?;
+    let path = dir.join(format!("{}.1", words.join("-")));
     std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
     *written += 1;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
-        write_pages(sub, &format!("{name}-{}", sub.get_name()), args, written)?;
+        let mut next = words.to_vec();
+        next.push(sub.get_name().to_string());
+        write_pages(sub, &next, dir, written)?;
     }
     Ok(())
 }

@@ -169,6 +169,19 @@ fn show(r: &PlanReport, out: &Out) {
             list(&c.removed)
         );
     }
+    for d in &r.remote {
+        let state = match d.state.as_str() {
+            "ready" => out.green(&d.state),
+            "unknown" => out.dim(&d.state),
+            _ => out.yellow(&d.state),
+        };
+        println!(
+            "{} {} waits for {} ({state})",
+            out.bold("needs:"),
+            d.agent,
+            d.on
+        );
+    }
     for e in &r.errors {
         println!("{} {e}", out.red("cannot place:"));
     }

@@ -31,6 +31,12 @@ pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
     if out.format != Format::Table {
         return print_data(out.format, &s);
     }
+    render(&s, out);
+    Ok(())
+}
+
+/// The status as a table.
+pub fn render(s: &Status, out: &Out) {
     let docker = if s.docker.connected {
         out.green(&format!(
             "connected (engine {}, API {}, GPU injection {})",
@@ -80,7 +86,6 @@ pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
     );
     println!();
     print!("{}", groups_table(&s.groups, out).render(out));
-    Ok(())
 }
 
 pub fn state_text(state: GroupState, out: &Out) -> String {

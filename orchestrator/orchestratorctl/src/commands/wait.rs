@@ -95,11 +95,20 @@ impl Printer<'_> {
     }
 }
 
-/// Prints every event of ours after the last one handled, up to now.
-async fn catch_up(client: &Client, p: &mut Printer<'_>, goal: Goal) -> anyhow::Result<()> {
+/// Prints every event of ours after the last one handled, up to `until`.
+async fn catch_up(
+    client: &Client,
+    p: &mut Printer<'_>,
+    goal: Goal,
+    until: u64,
+) -> anyhow::Result<()> {
     let mut rest = Box::pin(client.events(p.last + 1, false).await.map_err(fail)?);
     while let Some(e) = rest.next().await {
-        p.handle(&e.map_err(fail)?, goal)?;
+        let e = e.map_err(fail)?;
+        if e.seq > until {
+            break;
+        }
+        p.handle(&e, goal)?;
     }
     Ok(())
 }
@@ -123,15 +132,32 @@ pub async fn wait(
     };
     let mut stream_open = true;
     loop {
-        let all: Vec<GroupStatus> = client.groups().await.map_err(fail)?;
+        let status = client.status().await.map_err(fail)?;
+        let all: Vec<GroupStatus> = status.groups;
         let mine: Vec<&GroupStatus> = all.iter().filter(|g| groups.contains(&g.name)).collect();
         let done = mine.iter().all(|g| goal.reached(g));
         let (healthy, wanted, running) = mine.iter().fold((0, 0, 0), |a, g| {
             (a.0 + g.healthy, a.1 + g.wanted, a.2 + g.running)
         });
         if done {
-            // The state is reached; show everything that led to it.
-            catch_up(client, &mut p, goal).await?;
+            // The state is reached; show everything that led to it, and
+            // nothing after (the summary is this state's). The events may
+            // still be on their way from another host.
+            let until = status.last_event_seq;
+            while p.last < until && stream_open {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(Ok(e)) if e.seq <= until => p.handle(&e, goal)?,
+                        Some(Ok(_)) => break,
+                        Some(Err(e)) => return Err(fail(e)),
+                        None => stream_open = false,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if p.last < until {
+                catch_up(client, &mut p, goal, until).await?;
+            }
             if tty {
                 eprint!("\r\x1b[2K");
             }
@@ -178,7 +204,7 @@ pub async fn wait(
                 None => stream_open = false,
             },
             () = tokio::time::sleep_until(deadline) => {
-                catch_up(client, &mut p, goal).await?;
+                catch_up(client, &mut p, goal, u64::MAX).await?;
                 if tty {
                     eprint!("\r\x1b[2K");
                 }

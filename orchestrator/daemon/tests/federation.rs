@@ -1,0 +1,329 @@
+//! Federated daemons in process: two or three hosts on an in-memory bus
+//! (`MemNetwork`), each the real daemon on fakes, under a paused clock.
+//! Fleet views, remote commands and their event streams, failure
+//! detection, partitions that heal, restarts seen by their incarnation.
+
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orch_api::wire::{Phase, Wait};
+use orch_api::{ClientError, ErrorCode, GroupState, PeerState};
+use orch_daemon::testing::{Harness, World};
+use orch_federation::{MemNetwork, SecretKey};
+
+fn key() -> String {
+    SecretKey::generate().unwrap().public().to_z85()
+}
+
+/// A host named `name` whose peers are `peers`, with one group `g`.
+fn config(name: &str, peers: &[&str]) -> String {
+    let list: Vec<String> = peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{{name: {p}, endpoint: \"tcp://{p}:7100\", public_key: \"{}\"}}",
+                key()
+            )
+        })
+        .collect();
+    format!(
+        r#"version: 1
+host: {{name: {name}}}
+defaults:
+  image: orchestrator-agent:latest
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
+  stop_timeout: 2s
+groups:
+  g:
+    agents:
+      A: {{}}
+      B: {{depends_on: [A]}}
+federation:
+  listen: "tcp://0.0.0.0:7100"
+  peers: [{}]
+"#,
+        list.join(", ")
+    )
+}
+
+async fn settle(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn peer_state(h: &Harness, peer: &str) -> PeerState {
+    h.client
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == peer)
+        .unwrap()
+        .state
+}
+
+async fn until_peer(h: &Harness, peer: &str, want: PeerState) {
+    for _ in 0..600 {
+        if peer_state(h, peer).await == want {
+            return;
+        }
+        settle(50).await;
+    }
+    panic!("{peer} never became {want:?}: {:?}", h.client.peers().await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hosts_see_each_other_and_take_commands_for_each_other() {
+    let net = MemNetwork::new();
+    let a = Harness::start_in(World::new().on(&net), &config("alpha", &["beta"])).await;
+    let b = Harness::start_in(World::new().on(&net), &config("beta", &["alpha"])).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    until_peer(&b, "alpha", PeerState::Alive).await;
+
+    // A command for beta, sent to alpha's socket, runs on beta.
+    let remote = a.client.clone().for_host(Some("beta".into()));
+    let mut follow = Box::pin(remote.events(1, true).await.unwrap());
+    let accepted = remote.group_start("g").await.unwrap();
+    // Followed live, as a `--host beta ... --wait` does.
+    loop {
+        let e = follow.next().await.unwrap().unwrap();
+        assert_eq!(e.host, "beta");
+        if e.kind.name() == "group-ready" {
+            break;
+        }
+    }
+    assert_eq!(accepted.groups, ["g"]);
+    b.until_ready().await;
+    assert!(a.world.rt.containers().is_empty(), "nothing ran on alpha");
+    assert_eq!(b.world.rt.containers().len(), 2);
+    // Its replies are beta's own.
+    assert_eq!(remote.status().await.unwrap().host, "beta");
+    let agents = remote.agents(Some("g")).await.unwrap();
+    assert_eq!(agents.len(), 2);
+    // beta's events, relayed by alpha from the accepted command on.
+    let events: Vec<_> = remote
+        .events(accepted.events_from, false)
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert!(events.iter().all(|e| e.host == "beta"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind.name() == "group-ready" && e.kind.group() == Some("g")),
+        "{events:?}"
+    );
+    assert_eq!(events[0].seq, accepted.events_from);
+
+    // The fleet from alpha: itself live, beta from its latest snapshot.
+    settle(200).await;
+    let fleet = a.client.fleet().await.unwrap();
+    let hosts: Vec<(&str, PeerState)> = fleet
+        .hosts
+        .iter()
+        .map(|h| (h.host.as_str(), h.state))
+        .collect();
+    assert_eq!(
+        hosts,
+        [("alpha", PeerState::Local), ("beta", PeerState::Alive)]
+    );
+    let beta = &fleet.hosts[1];
+    let snap = beta.snapshot.as_ref().unwrap();
+    assert_eq!(snap.status.host, "beta");
+    assert_eq!(snap.status.agents.healthy, 2);
+    assert!(beta.snapshot_age_ms.unwrap() < 1_000);
+
+    // Errors come back as the remote host's own, with their codes.
+    let e = match remote.group_start("nosuch").await.unwrap_err() {
+        ClientError::Api(e) => e,
+        other => panic!("{other}"),
+    };
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(
+        e.message.contains("no group `nosuch` on host beta"),
+        "{}",
+        e.message
+    );
+    // A host nobody knows is unreachable, by name.
+    let e = match a
+        .client
+        .clone()
+        .for_host(Some("gamma".into()))
+        .status()
+        .await
+        .unwrap_err()
+    {
+        ClientError::Api(e) => e,
+        other => panic!("{other}"),
+    };
+    assert_eq!(e.code, ErrorCode::HostUnreachable);
+    assert!(e.message.contains("gamma"), "{}", e.message);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_host_is_seen_down_keeps_its_last_state_and_comes_back_by_itself() {
+    let net = MemNetwork::new();
+    let a = Harness::start_in(World::new().on(&net), &config("alpha", &["beta", "gamma"])).await;
+    let mut b =
+        Harness::start_in(World::new().on(&net), &config("beta", &["alpha", "gamma"])).await;
+    let c = Harness::start_in(World::new().on(&net), &config("gamma", &["alpha", "beta"])).await;
+    for (h, peers) in [
+        (&a, ["beta", "gamma"]),
+        (&b, ["alpha", "gamma"]),
+        (&c, ["alpha", "beta"]),
+    ] {
+        for p in peers {
+            until_peer(h, p, PeerState::Alive).await;
+        }
+    }
+    b.client.group_start("g").await.unwrap();
+    b.until_ready().await;
+    settle(200).await;
+
+    // Cut beta off from everyone.
+    net.cut("alpha", "beta");
+    net.cut("gamma", "beta");
+    let cut_at = tokio::time::Instant::now();
+    until_peer(&a, "beta", PeerState::Down).await;
+    until_peer(&c, "beta", PeerState::Down).await;
+    // 500 ms heartbeats, down after 4 misses.
+    assert!(
+        cut_at.elapsed() <= Duration::from_millis(2_600),
+        "{:?}",
+        cut_at.elapsed()
+    );
+    assert_eq!(
+        peer_state(&a, "gamma").await,
+        PeerState::Alive,
+        "only beta is cut"
+    );
+    let fleet = a.client.fleet().await.unwrap();
+    let beta = fleet.hosts.iter().find(|h| h.host == "beta").unwrap();
+    assert_eq!(beta.state, PeerState::Down);
+    assert_eq!(
+        beta.snapshot.as_ref().unwrap().status.agents.healthy,
+        2,
+        "a down host keeps its last known state"
+    );
+    let e = match a
+        .client
+        .clone()
+        .for_host(Some("beta".into()))
+        .status()
+        .await
+        .unwrap_err()
+    {
+        ClientError::Api(e) => e,
+        other => panic!("{other}"),
+    };
+    assert_eq!(e.code, ErrorCode::HostUnreachable);
+
+    // The link comes back: no restart needed.
+    net.heal("alpha", "beta");
+    net.heal("gamma", "beta");
+    until_peer(&a, "beta", PeerState::Alive).await;
+    until_peer(&c, "beta", PeerState::Alive).await;
+
+    // A restarted daemon is seen with a new incarnation.
+    let before = a
+        .client
+        .peers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "beta")
+        .unwrap()
+        .incarnation
+        .unwrap();
+    b.restart().await;
+    for _ in 0..200 {
+        let now = a
+            .client
+            .peers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "beta")
+            .unwrap();
+        if now.incarnation.is_some_and(|i| i > before) && now.state == PeerState::Alive {
+            let fleet = a.client.fleet().await.unwrap();
+            let beta = fleet.hosts.iter().find(|h| h.host == "beta").unwrap();
+            assert_eq!(beta.incarnation, now.incarnation);
+            let groups = &beta.snapshot.as_ref().unwrap().status.groups;
+            assert!(
+                groups
+                    .iter()
+                    .any(|g| g.name == "g" && g.state != GroupState::Stopped)
+            );
+            return;
+        }
+        settle(50).await;
+    }
+    panic!("beta's restart was not seen");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again() {
+    let net = MemNetwork::new();
+    let alpha = config("alpha", &["beta"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  needs_eyes:\n    agents:\n      Needy: {depends_on: [beta/Eyes]}",
+    );
+    let beta = config("beta", &["alpha"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  vision:\n    agents:\n      Eyes: {}",
+    );
+    let gpu = orch_gpu::FakeGpu::new().with_gpu(
+        orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap(),
+        false,
+    );
+    let a = Harness::start_in(World::new().on(&net).with_gpu(gpu), &alpha).await;
+    let b = Harness::start_in(World::new().on(&net), &beta).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    a.client.group_start("needs_eyes").await.unwrap();
+    settle(2_000).await;
+    let needy = |agents: Vec<orch_api::AgentStatus>| {
+        agents.into_iter().find(|x| x.agent == "Needy").unwrap()
+    };
+    let n = needy(a.client.agents(None).await.unwrap());
+    assert_eq!(
+        n.phase,
+        Phase::Held {
+            waiting_for: vec![Wait::RemoteAgent {
+                host: "beta".into(),
+                agent: "Eyes".into()
+            }]
+        }
+    );
+    // plan shows the wait and its state.
+    let text = std::fs::read_to_string(a.config_path()).unwrap();
+    let plan = a.client.plan("c.yaml", &text).await.unwrap();
+    assert_eq!(plan.remote.len(), 1);
+    assert_eq!(plan.remote[0].agent, "Needy");
+    assert_eq!(plan.remote[0].state, "not ready");
+
+    // Eyes comes up on beta: Needy starts.
+    b.client.group_start("vision").await.unwrap();
+    a.until("Needy runs", |s| s.agents.healthy == 1).await;
+    // Eyes turns unhealthy there: Needy is stopped and held again.
+    b.world.prober.set_healthy("Eyes", false);
+    a.until("Needy held again", |s| s.agents.running == 0).await;
+    assert!(matches!(
+        needy(a.client.agents(None).await.unwrap()).phase,
+        Phase::Held { .. }
+    ));
+    b.world.prober.set_healthy("Eyes", true);
+    a.until("Needy back", |s| s.agents.healthy == 1).await;
+    // beta goes down: held again; back: started again, with no restart.
+    net.cut("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Down).await;
+    a.until("Needy held while beta is down", |s| s.agents.running == 0)
+        .await;
+    net.heal("alpha", "beta");
+    a.until("Needy back after the partition", |s| s.agents.healthy == 1)
+        .await;
+}
