@@ -231,6 +231,19 @@ impl Client {
         .await
     }
 
+    /// The desired state of the host, to back up or move.
+    pub async fn state_export(&self) -> Result<crate::wire::StateDocument, ClientError> {
+        self.unary(Request::StateExport).await
+    }
+
+    /// Replaces the host's desired state with `state` and acts on it.
+    pub async fn state_import(
+        &self,
+        state: crate::wire::StateDocument,
+    ) -> Result<Accepted, ClientError> {
+        self.unary(Request::StateImport { state }).await
+    }
+
     pub async fn reload(&self) -> Result<Applied, ClientError> {
         self.unary(Request::Reload).await
     }

@@ -547,6 +547,67 @@ pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) 
         C::GpuUnavailable { reason } => EventKind::GpuUnavailable {
             reason: reason.clone(),
         },
+        C::StateInferred {
+            origin,
+            adopted,
+            groups,
+            unconfigured,
+        } => EventKind::StateInferred {
+            origin: origin.label().to_string(),
+            adopted: *adopted,
+            groups: groups.clone(),
+            unconfigured: *unconfigured,
+        },
+        C::FreshStart { stopping } => EventKind::FreshStart {
+            stopping: *stopping,
+        },
+        C::StateWriteFailed { detail } => EventKind::StateWriteFailed {
+            detail: detail.clone(),
+        },
+        C::StateWritten => EventKind::StateWritten,
+    }
+}
+
+/// The desired state as `state export` writes it.
+pub fn state_document(host: &str, p: &core::Persisted) -> StateDocument {
+    StateDocument {
+        kind: StateDocument::KIND.into(),
+        format: StateDocument::FORMAT,
+        host: host.to_string(),
+        generation: p.generation,
+        started_groups: p.started_groups.iter().cloned().collect(),
+        stopped_groups: p.stopped_groups.iter().cloned().collect(),
+        owned_mig: p
+            .owned_mig
+            .iter()
+            .map(|m| OwnedMigInstance {
+                gpu_uuid: m.gpu_uuid.clone(),
+                gi_id: m.gi_id,
+                profile_id: m.profile_id,
+                placement_start: m.placement_start,
+            })
+            .collect(),
+    }
+}
+
+/// An imported document as the supervisor's desired state (no slices:
+/// those are planned on the host, never carried between hosts).
+pub fn persisted_of(d: &StateDocument) -> core::Persisted {
+    core::Persisted {
+        started_groups: d.started_groups.iter().cloned().collect(),
+        stopped_groups: d.stopped_groups.iter().cloned().collect(),
+        generation: d.generation,
+        slices: Default::default(),
+        owned_mig: d
+            .owned_mig
+            .iter()
+            .map(|m| core::OwnedMig {
+                gpu_uuid: m.gpu_uuid.clone(),
+                gi_id: m.gi_id,
+                profile_id: m.profile_id,
+                placement_start: m.placement_start,
+            })
+            .collect(),
     }
 }
 

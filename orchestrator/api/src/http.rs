@@ -158,6 +158,8 @@ pub fn to_route(env: &Envelope) -> Route {
             }
             (Method::Get, "slo".into(), None)
         }
+        Request::StateExport => (Method::Get, "state".into(), None),
+        Request::StateImport { state } => (Method::Post, "state".into(), json(state)),
     };
     if let Some(h) = &env.host {
         query.push(format!("host={h}"));
@@ -291,6 +293,10 @@ pub fn from_route(
                 config_text: b.config_text,
             }
         }
+        ["state"] if get => Request::StateExport,
+        ["state"] if post => Request::StateImport {
+            state: body_as(body, "state")?,
+        },
         ["gpu", index, "mig"] if post => {
             let gpu = index
                 .parse()
@@ -381,6 +387,23 @@ mod tests {
             Request::Slo { group: None },
             Request::Slo {
                 group: Some("vision_gpu".into()),
+            },
+            Request::StateExport,
+            Request::StateImport {
+                state: crate::wire::StateDocument {
+                    kind: crate::wire::StateDocument::KIND.into(),
+                    format: crate::wire::StateDocument::FORMAT,
+                    host: "mainpc".into(),
+                    generation: 3,
+                    started_groups: vec!["infra_core".into()],
+                    stopped_groups: vec!["vision_gpu".into()],
+                    owned_mig: vec![crate::wire::OwnedMigInstance {
+                        gpu_uuid: "GPU-1".into(),
+                        gi_id: 2,
+                        profile_id: 19,
+                        placement_start: 4,
+                    }],
+                },
             },
         ]
     }

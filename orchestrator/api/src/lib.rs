@@ -31,6 +31,8 @@
 //! | `peers` | GET /v1/peers | `Vec<PeerStatus>` |
 //! | `fleet` | GET /v1/fleet | [`Fleet`] |
 //! | `slo` | GET /v1/slo?group | [`SloReport`] |
+//! | `state_export` | GET /v1/state | [`wire::StateDocument`] |
+//! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code.

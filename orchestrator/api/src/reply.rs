@@ -43,6 +43,22 @@ pub struct Status {
     pub gpu: GpuSummary,
     pub groups: Vec<GroupStatus>,
     pub agents: AgentCounts,
+    /// The state file: where, how the daemon started from it, whether it
+    /// can be written now.
+    #[serde(default)]
+    pub state: StateFileStatus,
+}
+
+/// The state file as the daemon sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFileStatus {
+    pub location: String,
+    /// How this daemon started: `saved`, `missing`, `damaged`, `fresh`.
+    pub origin: String,
+    /// Why the last write failed, while writes fail.
+    pub write_error: Option<String>,
+    /// Failed writes since the daemon started.
+    pub failed_writes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

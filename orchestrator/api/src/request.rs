@@ -9,7 +9,7 @@ use crate::reply::{
     Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, LogText, PeerStatus, PlanReport,
     SloReport, Status,
 };
-use crate::wire::Event;
+use crate::wire::{Event, StateDocument};
 
 /// The version of the request and reply types. A peer or client that
 /// speaks another one is refused with [`ErrorCode::Version`].
@@ -90,6 +90,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group: Option<String>,
     },
+    /// The desired state, to back up or move. Reply: [`StateDocument`].
+    StateExport,
+    /// Replace the desired state, whole, and act on it (as `apply` does
+    /// for a config). Reply: [`Accepted`].
+    StateImport { state: StateDocument },
 }
 
 impl Request {
@@ -113,6 +118,8 @@ impl Request {
             Request::Peers => "peers",
             Request::Fleet => "fleet",
             Request::Slo { .. } => "slo",
+            Request::StateExport => "state_export",
+            Request::StateImport { .. } => "state_import",
         }
     }
 
@@ -130,6 +137,7 @@ impl Request {
                 | Request::Peers
                 | Request::Fleet
                 | Request::Slo { .. }
+                | Request::StateExport
         )
     }
 }
@@ -187,6 +195,7 @@ pub enum Response {
     Peers(Vec<PeerStatus>),
     Fleet(Fleet),
     Slo(SloReport),
+    State(StateDocument),
 }
 
 impl Response {
@@ -205,6 +214,7 @@ impl Response {
             Response::Peers(_) => "peers",
             Response::Fleet(_) => "fleet",
             Response::Slo(_) => "slo",
+            Response::State(_) => "state",
         }
     }
 }

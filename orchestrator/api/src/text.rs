@@ -558,6 +558,45 @@ impl fmt::Display for EventKind {
             }
             GpuNote { note } => write!(f, "gpu: {note}"),
             GpuUnavailable { reason } => write!(f, "GPUs unavailable: {reason}"),
+            StateInferred {
+                origin,
+                adopted,
+                groups,
+                unconfigured,
+            } => {
+                let why = match origin.as_str() {
+                    "missing" => "state missing",
+                    "damaged" => "state damaged",
+                    _ => "state incomplete",
+                };
+                let plural = if *adopted == 1 { "" } else { "s" };
+                write!(f, "{why}: adopted {adopted} running agent{plural}; ")?;
+                match groups.as_slice() {
+                    [] => f.write_str("no group marked started")?,
+                    [one] => write!(f, "group {one} marked started")?,
+                    many => write!(f, "groups {} marked started", many.join(", "))?,
+                }
+                if *unconfigured > 0 {
+                    let plural = if *unconfigured == 1 { "" } else { "s" };
+                    write!(
+                        f,
+                        "; stopping {unconfigured} container{plural} of agents not in the config"
+                    )?;
+                }
+                Ok(())
+            }
+            FreshStart { stopping } => {
+                let plural = if *stopping == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "started fresh: no group is started; stopping {stopping} running agent{plural}"
+                )
+            }
+            StateWriteFailed { detail } => write!(
+                f,
+                "state not saved ({detail}); agents are still supervised, retrying"
+            ),
+            StateWritten => f.write_str("state saved again"),
         }
     }
 }
@@ -658,5 +697,38 @@ mod tests {
             seen >= 10,
             "the fixture should fail in many ways, got {seen}"
         );
+    }
+
+    #[test]
+    fn what_a_lost_state_inferred_reads_plainly() {
+        use crate::wire::EventKind;
+        let groups = |g: &[&str]| g.iter().map(|s| s.to_string()).collect();
+        let cases = [
+            (
+                EventKind::StateInferred {
+                    origin: "missing".into(),
+                    adopted: 7,
+                    groups: groups(&["infra_core", "coordination", "vision_gpu"]),
+                    unconfigured: 0,
+                },
+                "state missing: adopted 7 running agents; groups infra_core, coordination, vision_gpu marked started",
+            ),
+            (
+                EventKind::StateInferred {
+                    origin: "damaged".into(),
+                    adopted: 1,
+                    groups: groups(&["util"]),
+                    unconfigured: 2,
+                },
+                "state damaged: adopted 1 running agent; group util marked started; stopping 2 containers of agents not in the config",
+            ),
+            (
+                EventKind::FreshStart { stopping: 3 },
+                "started fresh: no group is started; stopping 3 running agents",
+            ),
+        ];
+        for (kind, text) in cases {
+            assert_eq!(kind.to_string(), text);
+        }
     }
 }

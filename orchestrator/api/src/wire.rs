@@ -550,6 +550,24 @@ pub enum EventKind {
     GpuUnavailable {
         reason: String,
     },
+    /// The state did not account for running containers; `groups` were
+    /// marked started from them. `origin`: `saved`, `missing`, `damaged`.
+    StateInferred {
+        origin: String,
+        adopted: u32,
+        groups: Vec<String>,
+        unconfigured: u32,
+    },
+    /// Started with `--fresh`: the running containers of ours are stopped.
+    FreshStart {
+        stopping: u32,
+    },
+    /// The state file could not be written; supervision goes on.
+    StateWriteFailed {
+        detail: String,
+    },
+    /// The state file was written again after failed writes.
+    StateWritten,
 }
 
 impl EventKind {
@@ -631,6 +649,153 @@ impl EventKind {
             MigDestroyed { .. } => "mig-destroyed",
             GpuNote { .. } => "gpu-note",
             GpuUnavailable { .. } => "gpu-unavailable",
+            StateInferred { .. } => "state-inferred",
+            FreshStart { .. } => "fresh-start",
+            StateWriteFailed { .. } => "state-write-failed",
+            StateWritten => "state-written",
+        }
+    }
+}
+
+/// What `state export` writes and `state import` reads: the desired state
+/// of one host, versioned. It holds group names, a generation and MIG
+/// instance ids; nothing from the config, so no secret can be in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDocument {
+    /// Always [`StateDocument::KIND`]: says what the file is.
+    pub kind: String,
+    /// The document's format; this program reads [`StateDocument::FORMAT`].
+    pub format: u32,
+    pub host: String,
+    pub generation: u64,
+    pub started_groups: Vec<String>,
+    /// Groups an operator stopped (their leftovers are never adopted).
+    #[serde(default)]
+    pub stopped_groups: Vec<String>,
+    /// MIG instances this orchestrator made: the only ones it may destroy.
+    #[serde(default)]
+    pub owned_mig: Vec<OwnedMigInstance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnedMigInstance {
+    pub gpu_uuid: String,
+    pub gi_id: u32,
+    pub profile_id: u32,
+    pub placement_start: u8,
+}
+
+/// Why a state document cannot be imported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDocumentError {
+    #[error("not an orchestrator state export: {0}")]
+    Syntax(String),
+    #[error("not an orchestrator state export (kind `{0}`, expected `{kind}`)", kind = StateDocument::KIND)]
+    Kind(String),
+    #[error("state format {0} is not supported; this program reads format {format}", format = StateDocument::FORMAT)]
+    Format(u32),
+    #[error("the state export is for host `{file}`, this is `{this}`")]
+    WrongHost { file: String, this: String },
+}
+
+impl StateDocument {
+    pub const KIND: &'static str = "orchestrator-state";
+    pub const FORMAT: u32 = 1;
+
+    /// Reads and checks a document: its syntax (unknown fields refused),
+    /// what it is, and its format. The host is checked where it is known.
+    pub fn parse(text: &str) -> Result<Self, StateDocumentError> {
+        // Kind and format first, so a newer format says so rather than
+        // failing on a field this version does not know.
+        let head: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| StateDocumentError::Syntax(e.to_string()))?;
+        let kind = head.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind != Self::KIND {
+            return Err(StateDocumentError::Kind(kind.to_string()));
+        }
+        match head.get("format").and_then(serde_json::Value::as_u64) {
+            Some(f) if f == u64::from(Self::FORMAT) => {}
+            Some(f) => {
+                return Err(StateDocumentError::Format(
+                    u32::try_from(f).unwrap_or(u32::MAX),
+                ));
+            }
+            None => return Err(StateDocumentError::Syntax("no `format` number".into())),
+        }
+        serde_json::from_value(head).map_err(|e| StateDocumentError::Syntax(e.to_string()))
+    }
+
+    /// Whether it may be imported on `host`.
+    pub fn check(&self, host: &str) -> Result<(), StateDocumentError> {
+        if self.kind != Self::KIND {
+            return Err(StateDocumentError::Kind(self.kind.clone()));
+        }
+        if self.format != Self::FORMAT {
+            return Err(StateDocumentError::Format(self.format));
+        }
+        if self.host != host {
+            return Err(StateDocumentError::WrongHost {
+                file: self.host.clone(),
+                this: host.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod state_document_tests {
+    use super::*;
+
+    fn doc() -> StateDocument {
+        StateDocument {
+            kind: StateDocument::KIND.into(),
+            format: StateDocument::FORMAT,
+            host: "mainpc".into(),
+            generation: 4,
+            started_groups: vec!["infra_core".into()],
+            stopped_groups: vec![],
+            owned_mig: vec![],
+        }
+    }
+
+    #[test]
+    fn a_document_round_trips_and_is_checked_for_its_host() {
+        let text = serde_json::to_string_pretty(&doc()).unwrap();
+        let back = StateDocument::parse(&text).unwrap();
+        assert_eq!(back, doc());
+        back.check("mainpc").unwrap();
+        assert_eq!(
+            back.check("pc2").unwrap_err().to_string(),
+            "the state export is for host `mainpc`, this is `pc2`"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_state_export_says_so() {
+        let cases = [
+            (
+                "{\"kind\": \"orchestrator-state\", \"format\": 1,",
+                "not an orchestrator state export: EOF",
+            ),
+            (
+                "{\"version\": 1}",
+                "not an orchestrator state export (kind ``, expected `orchestrator-state`)",
+            ),
+            (
+                "{\"kind\": \"orchestrator-state\", \"format\": 2, \"new_field\": true}",
+                "state format 2 is not supported; this program reads format 1",
+            ),
+            (
+                "{\"kind\": \"orchestrator-state\", \"format\": 1, \"host\": \"h\", \"generation\": 1, \"started_groups\": [], \"typo\": 1}",
+                "not an orchestrator state export: unknown field `typo`",
+            ),
+        ];
+        for (text, message) in cases {
+            let err = StateDocument::parse(text).unwrap_err().to_string();
+            assert!(err.starts_with(message), "{text}: {err}");
         }
     }
 }

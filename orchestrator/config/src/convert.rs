@@ -103,6 +103,10 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
     if !runtime.is_empty() {
         put(&mut root, "runtime", Value::Mapping(runtime));
     }
+    if !c.secrets.is_empty() {
+        // Paths only: the model never holds a secret's value.
+        put(&mut root, "secrets", string_map(&c.secrets));
+    }
 
     let mut groups = map();
     for g in &c.groups {
@@ -429,6 +433,10 @@ fn agent_diff(a: &Agent, d: &AgentDefaults) -> Mapping {
     }
     if let Some(sp) = &a.script_path {
         put(&mut m, "script_path", s(sp));
+    }
+    if !a.secrets.is_empty() {
+        let names: Vec<String> = a.secrets.iter().map(|x| x.name.clone()).collect();
+        put(&mut m, "secrets", strings(&names));
     }
     let env = map_diff(&a.env, &d.env);
     if !env.is_empty() {

@@ -296,6 +296,7 @@ pub fn import(
             federation: None,
             metrics: MetricsSettings::default(),
             control: ControlSettings::default(),
+            secrets: Default::default(),
         },
         index,
     ))
@@ -754,6 +755,7 @@ fn agent(
         depends_on: depends_on.clone(),
         ports: port_sources,
         replicas: (1, a.name_span),
+        secrets: Vec::new(),
     });
     Some(Agent {
         name: a.name.clone(),
@@ -778,6 +780,7 @@ fn agent(
         stop_timeout: defaults.stop_timeout,
         config,
         script_path,
+        secrets: Vec::new(),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod export;
 pub mod fsutil;
 pub mod legacy;
+pub mod secrets;
 pub mod source;
 pub mod v1;
 pub mod validate;
@@ -42,6 +43,9 @@ pub struct LoadOptions {
     pub port_offset: i64,
     /// Image for legacy agents that give only a `script_path`.
     pub image_template: String,
+    /// Check the secret files on this machine (exist, owner-only mode).
+    /// Off only to read a config meant for another machine.
+    pub check_files: bool,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +54,7 @@ impl Default for LoadOptions {
             host_name: None,
             port_offset: 0,
             image_template: DEFAULT_IMAGE_TEMPLATE.to_string(),
+            check_files: true,
         }
     }
 }
@@ -166,6 +171,9 @@ pub fn load_str(label: &str, text: &str, opts: &LoadOptions) -> Result<Loaded, C
     };
     if let Some((config, index)) = &decoded {
         validate::check(config, index, &mut d);
+        if opts.check_files {
+            secrets::check_files(config, index, &mut d);
+        }
     }
     match decoded {
         Some((config, _)) if !d.has_errors() => Ok(Loaded {

@@ -9,6 +9,16 @@ use crate::yaml::Span;
 pub struct SourceIndex {
     pub groups: Vec<GroupSource>,
     pub agents: Vec<AgentSource>,
+    pub secrets: Vec<SecretSource>,
+}
+
+/// An entry of the host's `secrets:` map.
+#[derive(Debug, Clone)]
+pub struct SecretSource {
+    pub name: String,
+    pub key: Span,
+    /// The file's path as written.
+    pub path: Span,
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub struct AgentSource {
     pub depends_on: Vec<(String, Span)>,
     pub ports: Vec<(PortMapping, Span)>,
     pub replicas: (u32, Span),
+    /// The secrets the agent names.
+    pub secrets: Vec<(String, Span)>,
 }
 
 impl SourceIndex {

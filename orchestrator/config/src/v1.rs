@@ -40,6 +40,7 @@ pub const AGENT_KEYS: &[&str] = &[
     "stop_timeout",
     "config",
     "script_path",
+    "secrets",
 ];
 
 /// Decodes a v1 document. Returns what could be decoded; the caller checks
@@ -95,6 +96,10 @@ pub fn decode(root: &Node, d: &mut Diagnostics) -> Option<(HostConfig, SourceInd
         None => RuntimeSettings::defaults_for(&host_name),
     };
     let mut index = SourceIndex::default();
+    let secrets = top
+        .take("secrets")
+        .map(|n| crate::secrets::decode_host(n, &mut index, d))
+        .unwrap_or_default();
     let groups = match top.take("groups") {
         Some(n) => groups(n, &defaults, &mut index, d),
         None => {
@@ -120,19 +125,19 @@ pub fn decode(root: &Node, d: &mut Diagnostics) -> Option<(HostConfig, SourceInd
         .unwrap_or_default();
     top.finish(d);
 
-    Some((
-        HostConfig {
-            host: host?,
-            defaults,
-            gpus,
-            groups,
-            runtime,
-            federation,
-            metrics,
-            control,
-        },
-        index,
-    ))
+    let mut config = HostConfig {
+        host: host?,
+        defaults,
+        gpus,
+        groups,
+        runtime,
+        federation,
+        metrics,
+        control,
+        secrets,
+    };
+    crate::secrets::resolve(&mut config, &index, d);
+    Some((config, index))
 }
 
 fn host_info(node: &Node, d: &mut Diagnostics) -> Option<HostInfo> {
@@ -1247,6 +1252,11 @@ fn agent(
     let script_path = m
         .take("script_path")
         .and_then(|n| de::name(n, "`script_path`", d));
+    // Names only: `secrets::resolve` gives them their files.
+    let secrets = m
+        .take("secrets")
+        .and_then(|n| de::strings(n, "`secrets`", d))
+        .unwrap_or_default();
     m.finish(d);
     index.agents.push(AgentSource {
         name: name.to_string(),
@@ -1255,6 +1265,7 @@ fn agent(
         depends_on: depends_on.clone(),
         ports: port_sources,
         replicas: (replicas, replicas_span),
+        secrets: secrets.clone(),
     });
     Some(Agent {
         name: name.to_string(),
@@ -1276,6 +1287,7 @@ fn agent(
         stop_timeout,
         config,
         script_path,
+        secrets: Vec::new(),
     })
 }
 

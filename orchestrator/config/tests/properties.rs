@@ -284,6 +284,7 @@ fn model() -> impl Strategy<Value = HostConfig> {
                         stop_timeout: defaults.stop_timeout,
                         config: None,
                         script_path: None,
+                        secrets: vec![],
                     });
                 }
                 for a in &out_agents {
@@ -309,6 +310,7 @@ fn model() -> impl Strategy<Value = HostConfig> {
                 federation: None,
                 metrics: MetricsSettings::default(),
                 control: ControlSettings::default(),
+                secrets: BTreeMap::new(),
             }
         },
     )

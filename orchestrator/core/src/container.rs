@@ -103,6 +103,10 @@ pub fn config_hash(agent: &Agent) -> String {
         config: &'a Option<serde_json::Value>,
         script_path: &'a Option<String>,
         listen: Vec<u16>,
+        /// Names and host paths only: a secret's value is never read here,
+        /// so rotating it in place restarts nothing.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        secrets: &'a [crate::model::SecretMount],
     }
     let shape = Shape {
         image: &agent.image,
@@ -118,6 +122,7 @@ pub fn config_hash(agent: &Agent) -> String {
         config: &agent.config,
         script_path: &agent.script_path,
         listen: listen_ports(agent),
+        secrets: &agent.secrets,
     };
     let bytes = serde_json::to_vec(&shape).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -186,6 +191,9 @@ pub fn contract_env(
     if let Some(s) = &agent.script_path {
         env.insert("ORCH_SCRIPT_PATH".into(), s.clone());
     }
+    for secret in &agent.secrets {
+        env.insert(secret.env_name(), secret.target());
+    }
     env
 }
 
@@ -226,6 +234,11 @@ pub fn build_spec(
     }
 
     let mut mounts = agent.volumes.clone();
+    mounts.extend(agent.secrets.iter().map(|s| VolumeMount {
+        source: s.source.clone(),
+        target: s.target(),
+        read_only: true,
+    }));
     let mut ipc_host = false;
     let mut devices = GpuDevices::None;
     if let Some(s) = slice {
@@ -351,6 +364,7 @@ mod tests {
             stop_timeout: Duration::from_secs(10),
             config: Some(serde_json::json!({"model": "whisper"})),
             script_path: Some("stt.py".into()),
+            secrets: vec![],
         };
         let host = HostConfig {
             host: HostInfo {
@@ -364,6 +378,7 @@ mod tests {
             federation: None,
             metrics: MetricsSettings::default(),
             control: ControlSettings::default(),
+            secrets: BTreeMap::new(),
         };
         (host, agent)
     }
@@ -521,5 +536,51 @@ mod tests {
             path: "/health".into(),
         };
         assert_ne!(config_hash(&a), base, "the probe port is a listen port");
+    }
+
+    #[test]
+    fn a_secret_is_a_read_only_mount_and_a_file_variable_never_a_value() {
+        let (host, mut agent) = host_and_agent();
+        let without = config_hash(&agent);
+        agent.secrets = vec![SecretMount {
+            name: "HF_TOKEN".into(),
+            source: "/etc/orchestrator/secrets/hf".into(),
+        }];
+        let spec = build_spec(
+            &host,
+            &agent,
+            0,
+            "abc",
+            1,
+            None,
+            &GpuContext {
+                injection: Injection::Env,
+                mps_pipe_dir: None,
+            },
+        );
+        assert_eq!(
+            spec.env.get("HF_TOKEN_FILE").map(String::as_str),
+            Some("/run/secrets/HF_TOKEN")
+        );
+        assert!(spec.mounts.contains(&VolumeMount {
+            source: "/etc/orchestrator/secrets/hf".into(),
+            target: "/run/secrets/HF_TOKEN".into(),
+            read_only: true,
+        }));
+        // The secret list shapes the container; a path change does too.
+        let with = config_hash(&agent);
+        assert_ne!(with, without);
+        agent.secrets[0].source = "/etc/orchestrator/secrets/hf2".into();
+        assert_ne!(config_hash(&agent), with);
+    }
+
+    #[test]
+    fn secret_names_are_variable_names_outside_the_contract() {
+        for ok in ["HF_TOKEN", "db_password", "_X1"] {
+            assert!(valid_secret_name(ok), "{ok}");
+        }
+        for bad in ["", "1KEY", "HF-TOKEN", "a.b", "ORCH_KEY", "KEY/../x"] {
+            assert!(!valid_secret_name(bad), "{bad}");
+        }
     }
 }

@@ -623,6 +623,60 @@ impl Slice {
             Slice::TimeSlice { gpu_uuid, .. } => format!("time-slice:{gpu_uuid}"),
         }
     }
+
+    /// The slice a container holds, read back from its [`describe`](Self::describe)
+    /// text (the `io.orchestrator.gpu-slice` label) against the inventory:
+    /// how a daemon that lost its state learns what running agents use.
+    /// `None` when the text or the GPU it names is not recognised, or a MIG
+    /// device is not (or no longer) in the inventory; such a replica is
+    /// planned as if new.
+    pub fn from_description(text: &str, gpus: &[GpuInfo]) -> Option<Slice> {
+        let (kind, rest) = text.split_once(':')?;
+        let gpu_by_uuid = |uuid: &str| gpus.iter().find(|g| g.uuid == uuid && !g.lost);
+        match kind {
+            "mig" => {
+                let (device, profile) = rest.split_once(':')?;
+                gpus.iter().filter(|g| !g.lost).find_map(|g| {
+                    let MigState::Enabled { instances, .. } = &g.mig else {
+                        return None;
+                    };
+                    let i = instances
+                        .iter()
+                        .find(|i| i.device_uuid.as_deref() == Some(device))?;
+                    Some(Slice::Mig {
+                        gpu_index: g.index,
+                        gpu_uuid: g.uuid.clone(),
+                        profile: profile.to_string(),
+                        profile_id: i.profile_id,
+                        placement_start: i.placement_start,
+                        gi_id: Some(i.gi_id),
+                        ci_id: i.ci_id,
+                        device_uuid: i.device_uuid.clone(),
+                    })
+                })
+            }
+            "mps" => {
+                let (uuid, shares) = rest.split_once(':')?;
+                let (memory, compute) = shares.split_once(',')?;
+                let g = gpu_by_uuid(uuid)?;
+                Some(Slice::Mps {
+                    gpu_index: g.index,
+                    gpu_uuid: g.uuid.clone(),
+                    memory: ByteSize::parse(memory.strip_prefix("memory=")?).ok()?,
+                    compute: Percent::parse(compute.strip_prefix("compute=")?).ok()?,
+                })
+            }
+            "exclusive" => gpu_by_uuid(rest).map(|g| Slice::Exclusive {
+                gpu_index: g.index,
+                gpu_uuid: g.uuid.clone(),
+            }),
+            "time-slice" => gpu_by_uuid(rest).map(|g| Slice::TimeSlice {
+                gpu_index: g.index,
+                gpu_uuid: g.uuid.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Slice {
@@ -657,6 +711,71 @@ pub struct Assignment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_is_read_back_from_its_description_and_the_inventory() {
+        let a100 = class_by_name("NVIDIA A100-SXM4-40GB").unwrap();
+        let rtx = class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+        let mut mig_gpu = GpuInfo::from_class(0, "GPU-a100", a100, true);
+        if let MigState::Enabled { instances, .. } = &mut mig_gpu.mig {
+            instances.push(MigInstance {
+                gi_id: 5,
+                profile_id: 19,
+                placement_start: 6,
+                placement_size: 1,
+                ci_id: Some(0),
+                device_uuid: Some("MIG-dev-5".into()),
+                owned: false,
+            });
+        }
+        let gpus = vec![mig_gpu, GpuInfo::from_class(1, "GPU-4090", rtx, false)];
+        let slices = [
+            Slice::Mig {
+                gpu_index: 0,
+                gpu_uuid: "GPU-a100".into(),
+                profile: "1g.5gb".into(),
+                profile_id: 19,
+                placement_start: 6,
+                gi_id: Some(5),
+                ci_id: Some(0),
+                device_uuid: Some("MIG-dev-5".into()),
+            },
+            Slice::Mps {
+                gpu_index: 1,
+                gpu_uuid: "GPU-4090".into(),
+                memory: ByteSize::mib(1536),
+                compute: Percent::parse("12.5%").unwrap(),
+            },
+            Slice::Exclusive {
+                gpu_index: 1,
+                gpu_uuid: "GPU-4090".into(),
+            },
+            Slice::TimeSlice {
+                gpu_index: 0,
+                gpu_uuid: "GPU-a100".into(),
+            },
+        ];
+        for slice in slices {
+            assert_eq!(
+                Slice::from_description(&slice.describe(), &gpus),
+                Some(slice.clone()),
+                "{}",
+                slice.describe()
+            );
+        }
+        // What cannot be placed on this inventory is not guessed.
+        for text in [
+            "mig:MIG-gone:1g.5gb",
+            "mig:GPU-a100:1g.5gb",
+            "mps:GPU-other:memory=1g,compute=10%",
+            "mps:GPU-4090:memory=lots,compute=10%",
+            "exclusive:GPU-other",
+            "whole:GPU-4090",
+            "",
+        ] {
+            assert_eq!(Slice::from_description(text, &gpus), None, "{text}");
+        }
+    }
 
     #[test]
     fn profile_names_round_trip() {

@@ -27,6 +27,9 @@ pub struct HostConfig {
     pub federation: Option<Federation>,
     pub metrics: MetricsSettings,
     pub control: ControlSettings,
+    /// Secret files of the host by name (`secrets:`): the path, never the value.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// One `depends_on` entry: an agent or group of this host (a bare name),
@@ -141,6 +144,45 @@ pub struct Agent {
     pub config: Option<serde_json::Value>,
     /// The script a generic runner image executes, delivered in `ORCH_SCRIPT_PATH`.
     pub script_path: Option<String>,
+    /// Host secrets given to the agent, in the order written.
+    #[serde(default)]
+    pub secrets: Vec<SecretMount>,
+}
+
+/// A secret file of the host given to an agent: mounted read-only at
+/// `/run/secrets/<name>` and announced as `<name>_FILE`. Only the path is
+/// known here; the value is read by the agent alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMount {
+    pub name: String,
+    /// The file on the host.
+    pub source: String,
+}
+
+/// Where secrets are mounted in a container, as Docker secrets are.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+impl SecretMount {
+    /// The path of the secret inside the container.
+    pub fn target(&self) -> String {
+        format!("{SECRETS_DIR}/{}", self.name)
+    }
+
+    /// The variable that names the file (`<NAME>_FILE`).
+    pub fn env_name(&self) -> String {
+        format!("{}_FILE", self.name)
+    }
+}
+
+/// A secret name becomes an environment variable name (`<NAME>_FILE`) and
+/// a file name: letters, digits and `_`, not starting with a digit, and not
+/// in the orchestrator's `ORCH_` namespace.
+pub fn valid_secret_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("ORCH_")
+        && name.len() <= 64
 }
 
 /// The `defaults:` section, merged under every agent.

@@ -67,6 +67,8 @@ pub struct Settings {
     /// `None` serves no metrics.
     pub metrics_listen: Option<String>,
     pub observe: observe::ObserveSettings,
+    /// Start from no started group and stop what runs (`run --fresh`).
+    pub fresh: bool,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -168,6 +170,7 @@ pub async fn run(
             max_parallel_ops: settings.max_parallel_ops,
             mps_base: settings.mps_base.clone(),
             observe: settings.observe.clone(),
+            fresh: settings.fresh,
         },
         OwnerDeps {
             rt: rt.clone(),

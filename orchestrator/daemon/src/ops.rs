@@ -43,6 +43,7 @@ pub fn facts(info: &ContainerInfo) -> ContainerFacts {
             .started_at_ms
             .and_then(|t| u64::try_from(t).ok())
             .unwrap_or(0),
+        gpu_slice: info.labels.get(labels::GPU_SLICE).cloned(),
     }
 }
 

@@ -163,6 +163,7 @@ fn reply(r: Reply) -> Response<Body> {
         Reply::Peers(x) => json(StatusCode::OK, &x),
         Reply::Fleet(x) => json(StatusCode::OK, &x),
         Reply::Slo(x) => json(StatusCode::OK, &x),
+        Reply::State(x) => json(StatusCode::OK, &x),
     }
 }
 

@@ -5,6 +5,12 @@
 //!
 //! Invariant: the file is replaced atomically (`orch_config::fsutil`), so
 //! a crash at any instant leaves either the old state or the new one.
+//!
+//! The file is a cache of intent, not the only copy of it: a missing file
+//! is a fresh start, and a damaged one is kept aside ([`StateStore::keep_aside`],
+//! `<host>.state.json.damaged-<unix seconds>`), never overwritten, while the
+//! daemon infers intent from the running containers
+//! (`orch_core::supervise::infer`).
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -35,8 +41,35 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is damaged ({reason}); move it away to start from no started groups")]
+    #[error("{path} is damaged ({reason})")]
     Corrupt { path: PathBuf, reason: String },
+}
+
+/// The state as loaded at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Saved(Persisted),
+    /// No state was ever saved here (or it was deleted).
+    Missing,
+    /// The saved state could not be read; it was moved to `kept_as`.
+    Damaged {
+        reason: String,
+        kept_as: String,
+    },
+}
+
+/// Loads the state; a damaged one is kept aside under `stamp` (Unix
+/// seconds) rather than refused, so the daemon can start by inference.
+pub fn load_or_keep_aside(store: &dyn StateStore, stamp: u64) -> Result<Loaded, StoreError> {
+    match store.load() {
+        Ok(Some(p)) => Ok(Loaded::Saved(p)),
+        Ok(None) => Ok(Loaded::Missing),
+        Err(StoreError::Corrupt { reason, .. }) => {
+            let kept_as = store.keep_aside(stamp)?;
+            Ok(Loaded::Damaged { reason, kept_as })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Where desired state is kept.
@@ -47,6 +80,9 @@ pub trait StateStore: Send + Sync + Debug {
     fn save(&self, state: &Persisted) -> Result<(), StoreError>;
     /// Where it is, for people.
     fn location(&self) -> String;
+    /// Moves a damaged state out of the way, keeping it whole, and says
+    /// where it went. `stamp` (Unix seconds) makes the name unique.
+    fn keep_aside(&self, stamp: u64) -> Result<String, StoreError>;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,12 +101,25 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating if needed) the state directory of `host`.
+    /// Opens (creating if needed) the state directory of `host`. A disk
+    /// that is read-only or full is no reason not to start: the directory
+    /// is made by the first write that can, and failed writes are reported
+    /// by the daemon while it supervises.
     pub fn open(dir: &Path, host: &str) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::StorageFull
+                ) => {}
+            Err(source) => {
+                return Err(StoreError::Dir {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
         Ok(FileStore {
             dir: dir.to_path_buf(),
             host: host.to_string(),
@@ -118,12 +167,32 @@ impl StateStore for FileStore {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
+        // A state directory deleted under a running daemon comes back with
+        // the next write; if it cannot, the write below says why.
+        let _ = std::fs::create_dir_all(&self.dir);
         orch_config::fsutil::write_atomic(&path, &bytes)
             .map_err(|source| StoreError::Write { path, source })
     }
 
     fn location(&self) -> String {
         self.path().display().to_string()
+    }
+
+    fn keep_aside(&self, stamp: u64) -> Result<String, StoreError> {
+        let path = self.path();
+        let mut aside = path.with_extension(format!("json.damaged-{stamp}"));
+        // INVARIANT: a damaged file is never overwritten, not even by an
+        // older damaged copy kept in the same second.
+        let mut n = 1;
+        while aside.exists() {
+            aside = path.with_extension(format!("json.damaged-{stamp}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(&path, &aside).map_err(|source| StoreError::Write {
+            path: aside.clone(),
+            source,
+        })?;
+        Ok(aside.display().to_string())
     }
 }
 
@@ -140,6 +209,9 @@ struct MemInner {
     state: Option<Persisted>,
     fail_writes: bool,
     saves: u64,
+    /// The next load finds the state damaged.
+    damaged: bool,
+    kept_aside: Vec<Persisted>,
 }
 
 impl MemStore {
@@ -174,11 +246,33 @@ impl MemStore {
     pub fn fail_writes(&self, fail: bool) {
         self.lock().fail_writes = fail;
     }
+
+    /// Forgets the saved state, as a deleted state directory does.
+    pub fn lose(&self) {
+        self.lock().state = None;
+    }
+
+    /// Makes the saved state unreadable, as a truncated file is.
+    pub fn damage(&self) {
+        self.lock().damaged = true;
+    }
+
+    /// The states moved aside as damaged, oldest first.
+    pub fn kept_aside(&self) -> Vec<Persisted> {
+        self.lock().kept_aside.clone()
+    }
 }
 
 impl StateStore for MemStore {
     fn load(&self) -> Result<Option<Persisted>, StoreError> {
-        Ok(self.lock().state.clone())
+        let g = self.lock();
+        if g.damaged {
+            return Err(StoreError::Corrupt {
+                path: PathBuf::from("memory"),
+                reason: "made unreadable by the test".into(),
+            });
+        }
+        Ok(g.state.clone())
     }
 
     fn save(&self, state: &Persisted) -> Result<(), StoreError> {
@@ -196,6 +290,14 @@ impl StateStore for MemStore {
 
     fn location(&self) -> String {
         "memory".into()
+    }
+
+    fn keep_aside(&self, _stamp: u64) -> Result<String, StoreError> {
+        let mut g = self.lock();
+        g.damaged = false;
+        let old = g.state.take().unwrap_or_default();
+        g.kept_aside.push(old);
+        Ok(format!("memory (damaged copy {})", g.kept_aside.len()))
     }
 }
 
@@ -233,6 +335,72 @@ mod tests {
         std::fs::write(store.path(), b"{\"format\": 1, \"host\": ").unwrap();
         let err = store.load().unwrap_err();
         assert!(err.to_string().contains("is damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_file_is_kept_aside_whole_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), "h").unwrap();
+        let damaged = b"{\"format\": 1, \"host\": ".to_vec();
+        std::fs::write(store.path(), &damaged).unwrap();
+        let Loaded::Damaged { kept_as, reason } = load_or_keep_aside(&store, 1700).unwrap() else {
+            panic!("not seen as damaged");
+        };
+        assert!(!reason.is_empty());
+        assert!(kept_as.ends_with("h.state.json.damaged-1700"), "{kept_as}");
+        assert_eq!(std::fs::read(&kept_as).unwrap(), damaged);
+        assert_eq!(load_or_keep_aside(&store, 1700).unwrap(), Loaded::Missing);
+        // A second damaged file in the same second keeps the first.
+        std::fs::write(store.path(), b"garbage").unwrap();
+        let Loaded::Damaged {
+            kept_as: second, ..
+        } = load_or_keep_aside(&store, 1700).unwrap()
+        else {
+            panic!("not seen as damaged");
+        };
+        assert_ne!(second, kept_as);
+        assert_eq!(std::fs::read(&kept_as).unwrap(), damaged);
+        assert_eq!(std::fs::read(&second).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn an_unreadable_directory_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), "h").unwrap();
+        // A directory where the file should be cannot be read as one.
+        std::fs::create_dir(store.path()).unwrap();
+        assert!(matches!(
+            load_or_keep_aside(&store, 1),
+            Err(StoreError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_directory_deleted_under_the_daemon_comes_back_with_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let store = FileStore::open(&state_dir, "h").unwrap();
+        std::fs::remove_dir_all(&state_dir).unwrap();
+        let state = Persisted {
+            generation: 2,
+            ..Persisted::default()
+        };
+        store.save(&state).unwrap();
+        assert_eq!(store.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_made_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the directory should be: nothing can be written under it.
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let store = FileStore {
+            dir: blocked.clone(),
+            host: "h".into(),
+        };
+        let err = store.save(&Persisted::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Write { .. }), "{err}");
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl Harness {
     pub async fn start_in(world: World, config: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("startup_config.yaml"), config).unwrap();
-        let (control, shutdown, task) = launch(&world, dir.path().to_path_buf()).await;
+        let (control, shutdown, task) = launch(&world, dir.path().to_path_buf(), false).await;
         Harness {
             client: Client::new(dir.path().join("orch.sock")),
             world,
@@ -224,8 +224,18 @@ impl Harness {
     /// Stops the daemon and starts a new one in the same world, on the
     /// same config file and state.
     pub async fn restart(&mut self) {
+        self.restart_with(false).await;
+    }
+
+    /// Restarts as `orchestratord run --fresh` does.
+    pub async fn restart_fresh(&mut self) {
+        self.restart_with(true).await;
+    }
+
+    async fn restart_with(&mut self, fresh: bool) {
         self.stop().await;
-        let (control, shutdown, task) = launch(&self.world, self.dir.path().to_path_buf()).await;
+        let (control, shutdown, task) =
+            launch(&self.world, self.dir.path().to_path_buf(), fresh).await;
         self.control = control;
         self.shutdown = shutdown;
         self.task = Some(task);
@@ -327,6 +337,7 @@ impl Drop for Harness {
 async fn launch(
     world: &World,
     dir: PathBuf,
+    fresh: bool,
 ) -> (
     Control,
     CancellationToken,
@@ -344,6 +355,7 @@ async fn launch(
         mps_base: dir.join("mps"),
         metrics_listen: Some("127.0.0.1:0".into()),
         observe: Default::default(),
+        fresh,
     };
     let deps = Deps {
         runtime: world.rt.clone(),

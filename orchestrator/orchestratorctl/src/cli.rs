@@ -142,6 +142,10 @@ pub enum Command {
     /// Federation keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Back up, move or restore the daemon's desired state (which groups
+    /// are started, the config generation, the MIG instances that are ours).
+    #[command(subcommand)]
+    State(StateCmd),
     /// Print a shell completion script.
     Completion(CompletionArgs),
     /// Man pages: the program's on standard output, or every verb's into --dir.
@@ -278,6 +282,7 @@ impl LoadArgs {
             host_name: self.host_name.clone(),
             port_offset: self.port_offset,
             image_template: self.image_template.clone(),
+            ..orch_config::LoadOptions::default()
         }
     }
 }
@@ -312,6 +317,16 @@ pub enum ConfigCmd {
         #[command(flatten)]
         load: LoadArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCmd {
+    /// Print the desired state as a versioned JSON document
+    /// (`orchestratorctl state export > FILE`).
+    Export,
+    /// Replace the desired state with FILE's, whole, on the running daemon:
+    /// groups it names start, started groups it does not name stop.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -91,6 +91,11 @@ struct RunArgs {
     /// `metrics.listen`); `off` serves none.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Start from no started group, whatever the state file says, and stop
+    /// every running agent of this host. Without it, a missing or damaged
+    /// state file is inferred from the running agents, which keep running.
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn main() -> ExitCode {
@@ -280,6 +285,7 @@ async fn run(args: RunArgs) -> ExitCode {
             None => cfg.metrics.listen.clone(),
         },
         observe: Default::default(),
+        fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));

@@ -37,6 +37,12 @@
 //! - Published host ports with more than one replica: they collide, as
 //!   they would under the supervisor.
 //!
+//! - Secrets are Compose secrets: a top-level `secrets:` entry per secret
+//!   used, with the host file (`file:`), and `secrets: [NAME]` on each
+//!   service, which Compose mounts read-only at `/run/secrets/NAME` as the
+//!   supervisor does; `NAME_FILE` is in the environment. The value is never
+//!   read.
+//!
 //! Every `$` of the config is written as `$$`, because Compose interpolates
 //! `${VAR}` in every value and the supervisor passes them on verbatim.
 
@@ -118,8 +124,14 @@ pub fn render(config: &HostConfig, opts: &ComposeOptions) -> Result<String, Expo
 
     let mut services = Mapping::new();
     let mut volumes = Mapping::new();
+    let mut secrets = Mapping::new();
     for agent in agents_of(&groups) {
         let service = service(config, agent, &names, &network, reserve_gpus, opts);
+        for secret in &agent.secrets {
+            let mut entry = Mapping::new();
+            put(&mut entry, "file", s(&secret.source));
+            put(&mut secrets, &secret.name, Value::Mapping(entry));
+        }
         for v in agent.volumes.iter().filter(|v| !v.is_bind()) {
             put(&mut volumes, &v.source, Value::Mapping(Mapping::new()));
         }
@@ -150,6 +162,9 @@ pub fn render(config: &HostConfig, opts: &ComposeOptions) -> Result<String, Expo
     put(&mut root, "networks", Value::Mapping(networks));
     if !volumes.is_empty() {
         put(&mut root, "volumes", Value::Mapping(volumes));
+    }
+    if !secrets.is_empty() {
+        put(&mut root, "secrets", Value::Mapping(secrets));
     }
     let mut root = Value::Mapping(root);
     escape_dollars(&mut root);
@@ -254,6 +269,13 @@ fn service(
     }
     if !mounts.is_empty() {
         put(&mut svc, "volumes", strings(mounts));
+    }
+    if !agent.secrets.is_empty() {
+        put(
+            &mut svc,
+            "secrets",
+            strings(agent.secrets.iter().map(|x| x.name.as_str())),
+        );
     }
 
     let deps = start_after(config, agent);

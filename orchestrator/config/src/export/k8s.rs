@@ -36,6 +36,14 @@
 //!   export does not create (it knows no size or storage class); bind
 //!   mounts become `hostPath` volumes, and relative ones are refused.
 //!
+//! - Secrets. Each secret an agent names is a reference to a Kubernetes
+//!   Secret named by its [`dns_label`] (`HF_TOKEN` -> `hf-token`), with the
+//!   value under the key `NAME`, mounted read-only (mode 0400) at
+//!   `/run/secrets/NAME` as on the host, with `NAME_FILE` set. The export
+//!   never reads the file: create the Secret from it on the cluster,
+//!   `kubectl create secret generic hf-token -n NAMESPACE
+//!   --from-file=HF_TOKEN=/etc/orchestrator/secrets/hf_token`.
+//!
 //! Every `$` in environment values and arguments is written as `$$`,
 //! because Kubernetes expands `$(VAR)` there and the supervisor does not.
 
@@ -562,6 +570,30 @@ fn volumes(agent: &Agent) -> Result<(Vec<Value>, Vec<Value>), ExportError> {
         if v.read_only {
             put(&mut mount, "readOnly", Value::Bool(true));
         }
+        mounts.push(Value::Mapping(mount));
+    }
+    for (i, secret) in agent.secrets.iter().enumerate() {
+        let name = format!("secret-{i}");
+        let mut item = Mapping::new();
+        put(&mut item, "key", s(&secret.name));
+        put(&mut item, "path", s(&secret.name));
+        let mut source = Mapping::new();
+        put(&mut source, "secretName", s(dns_label(&secret.name)));
+        put(
+            &mut source,
+            "items",
+            Value::Sequence(vec![Value::Mapping(item)]),
+        );
+        put(&mut source, "defaultMode", Value::from(0o400));
+        let mut vol = Mapping::new();
+        put(&mut vol, "name", s(&name));
+        put(&mut vol, "secret", Value::Mapping(source));
+        volumes.push(Value::Mapping(vol));
+        let mut mount = Mapping::new();
+        put(&mut mount, "name", s(&name));
+        put(&mut mount, "mountPath", s(secret.target()));
+        put(&mut mount, "subPath", s(&secret.name));
+        put(&mut mount, "readOnly", Value::Bool(true));
         mounts.push(Value::Mapping(mount));
     }
     Ok((volumes, mounts))

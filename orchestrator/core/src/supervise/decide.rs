@@ -142,6 +142,7 @@ impl Supervisor {
         let mut out = Outcome::default();
         // Starting a group starts what it depends on, in order.
         for g in self.start_order(&self.group_graph.closure(&[group])) {
+            self.stopped.remove(&g);
             if self.started.insert(g.clone()) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
@@ -180,6 +181,7 @@ impl Supervisor {
             if self.started.remove(&g) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
+                self.stopped.insert(g.clone());
                 out.events.push(EventKind::GroupStopping { group: g });
             }
         }
@@ -310,6 +312,7 @@ impl Supervisor {
             .collect();
         self.hashes = hashes;
         self.started.retain(|g| config.group(g).is_some());
+        self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
         self.config = config;
         self.generation += 1;
@@ -342,6 +345,7 @@ impl Supervisor {
             self.docker_up = true;
             out.events.push(EventKind::DockerUp);
         }
+        self.apply_inference(&containers, out);
         let mut by_key: BTreeMap<ReplicaKey, Vec<(String, ContainerFacts)>> = BTreeMap::new();
         for (key, group, facts) in containers {
             by_key.entry(key).or_default().push((group, facts));
@@ -758,7 +762,7 @@ impl Supervisor {
     // ---- the decision pass ----
 
     /// Group transitions, then stops (reverse order), then starts (order).
-    fn settle(&mut self, now: Millis, out: &mut Outcome) {
+    pub(crate) fn settle(&mut self, now: Millis, out: &mut Outcome) {
         // A group being restarted comes back once all of it is down.
         let done: Vec<String> = self
             .restarting
@@ -816,6 +820,7 @@ impl Supervisor {
     /// Gives GPU slices to the wanted replicas that need one, planning
     /// the whole host at once so that running replicas keep theirs.
     fn assign_slices(&mut self, now: Millis, out: &mut Outcome) {
+        self.adopt_observed_slices(out);
         // Every GPU replica about to get a new container is planned, even
         // with a slice on record: the planner checks that slice against
         // the inventory (after a reboot its MIG instance is gone and is
@@ -996,7 +1001,7 @@ impl Supervisor {
         self.agent_graph.waves().into_iter().flatten().collect()
     }
 
-    fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
+    pub(crate) fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
         self.group_graph
             .waves()
             .into_iter()

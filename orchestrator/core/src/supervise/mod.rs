@@ -19,10 +19,14 @@
 //! - Replicas that are no longer wanted stop in reverse dependency order.
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
+//! - A daemon that lost its state infers from the running containers
+//!   which groups were started (`infer`), and stops nothing that runs.
 
 mod decide;
+mod infer;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use infer::*;
 pub use state::*;

@@ -24,6 +24,10 @@ pub struct ContainerFacts {
     /// When Docker last started it (Unix ms, Docker's clock; 0 if unknown).
     #[serde(default)]
     pub started_at_ms: u64,
+    /// The GPU slice it was given, as its label describes it
+    /// (`Slice::describe`): read back when the state has no record of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_slice: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +496,24 @@ pub enum EventKind {
     GpuUnavailable {
         reason: String,
     },
+    /// The state did not account for running containers: these groups
+    /// were marked started from them (see `infer`).
+    StateInferred {
+        origin: super::infer::StateOrigin,
+        adopted: u32,
+        groups: Vec<String>,
+        unconfigured: u32,
+    },
+    /// Started with `--fresh`: every running container of ours is stopped.
+    FreshStart {
+        stopping: u32,
+    },
+    /// The state could not be written; supervision goes on from memory.
+    StateWriteFailed {
+        detail: String,
+    },
+    /// The state was written again after failed writes.
+    StateWritten,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -532,12 +554,18 @@ pub enum CommandError {
     },
     #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
     WrongHost { current: String, new: String },
+    #[error("no group {} on this host; nothing was changed", .0.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "))]
+    UnknownGroups(Vec<String>),
 }
 
 /// The desired state that survives restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persisted {
     pub started_groups: BTreeSet<String>,
+    /// Groups an operator stopped: running containers of these are the
+    /// rest of a stop, never evidence that they are wanted.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub stopped_groups: BTreeSet<String>,
     pub generation: u64,
     /// GPU slices by replica (`agent#replica`), kept across restarts.
     pub slices: BTreeMap<String, Slice>,
@@ -564,6 +592,10 @@ pub struct Supervisor {
     pub(crate) agent_graph: Graph,
     pub(crate) group_graph: Graph,
     pub(crate) started: BTreeSet<String>,
+    /// Groups an operator stopped (see `Persisted::stopped_groups`).
+    pub(crate) stopped: BTreeSet<String>,
+    /// Armed by `infer_intent`, used once on the first listing of Docker.
+    pub(crate) inference: Option<super::infer::StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
     pub(crate) restarting: BTreeSet<String>,
     pub(crate) generation: u64,
@@ -598,6 +630,8 @@ impl Supervisor {
             group_graph: group_graph(&config),
             config,
             started: BTreeSet::new(),
+            stopped: BTreeSet::new(),
+            inference: None,
             restarting: BTreeSet::new(),
             generation: persisted.generation,
             replicas: BTreeMap::new(),
@@ -618,6 +652,11 @@ impl Supervisor {
             .started_groups
             .into_iter()
             .filter(|g| s.config.group(g).is_some())
+            .collect();
+        s.stopped = persisted
+            .stopped_groups
+            .into_iter()
+            .filter(|g| s.config.group(g).is_some() && !s.started.contains(g))
             .collect();
         s.sync_replica_table();
         for (k, slice) in persisted.slices {
@@ -752,6 +791,7 @@ impl Supervisor {
     pub fn persisted(&self) -> Persisted {
         Persisted {
             started_groups: self.started.clone(),
+            stopped_groups: self.stopped.clone(),
             generation: self.generation,
             slices: self
                 .replicas

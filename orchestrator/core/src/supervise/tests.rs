@@ -55,6 +55,7 @@ fn config(spec: Spec) -> HostConfig {
                     stop_timeout: Duration::from_secs(10),
                     config: None,
                     script_path: None,
+                    secrets: vec![],
                 })
                 .collect(),
         })
@@ -71,6 +72,7 @@ fn config(spec: Spec) -> HostConfig {
         federation: None,
         metrics: MetricsSettings::default(),
         control: ControlSettings::default(),
+        secrets: BTreeMap::new(),
     }
 }
 
@@ -172,6 +174,7 @@ impl Harness {
             config_hash: self.hash(agent),
             status: ContainerStatus::Running,
             started_at_ms: 1_000_000 + self.now,
+            gpu_slice: None,
         }
     }
 
@@ -777,6 +780,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
                 config_hash: format!("{agent}-v1"),
                 status,
                 started_at_ms: 0,
+                gpu_slice: None,
             },
         )
     };
@@ -860,6 +864,7 @@ fn adoption_restarts_what_died_unwatched_and_launches_what_is_missing() {
                         oom: false,
                     },
                     started_at_ms: 0,
+                    gpu_slice: None,
                 },
             )],
         },
@@ -921,6 +926,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         config_hash: "A-v1".into(),
                         status: ContainerStatus::Running,
                         started_at_ms: 0,
+                        gpu_slice: None,
                     },
                 ),
                 (
@@ -931,6 +937,7 @@ fn containers_of_agents_no_longer_configured_are_removed() {
                         config_hash: "?".into(),
                         status: ContainerStatus::Running,
                         started_at_ms: 0,
+                        gpu_slice: None,
                     },
                 ),
             ],
@@ -977,6 +984,7 @@ fn nothing_is_attempted_while_docker_is_down() {
                 config_hash: "A-v1".into(),
                 status: ContainerStatus::Running,
                 started_at_ms: 0,
+                gpu_slice: None,
             },
         )],
     });
@@ -1129,6 +1137,7 @@ fn an_exit_that_overtakes_the_launch_report_still_counts() {
         config_hash: h.hash("A"),
         status: ContainerStatus::Running,
         started_at_ms: 1_000_050,
+        gpu_slice: None,
     };
     let out = h.apply(Input::OpFinished {
         key: k("A"),
@@ -1171,6 +1180,7 @@ fn a_stop_exit_during_a_restart_is_not_a_crash() {
         config_hash: h.hash("A"),
         status: ContainerStatus::Running,
         started_at_ms: 1_000_020,
+        gpu_slice: None,
     };
     let out = h.apply(Input::OpFinished {
         key: k("A"),
@@ -1200,6 +1210,7 @@ fn a_container_found_dead_by_the_launch_is_a_crash_with_backoff() {
             oom: false,
         },
         started_at_ms: 1,
+        gpu_slice: None,
     };
     h.apply(Input::OpFinished {
         key: k("A"),
@@ -1777,4 +1788,484 @@ fn a_restarted_host_does_not_stop_what_waits_on_a_host_it_has_not_heard_yet() {
         state: remote_up(&[], &[]),
     });
     assert_eq!(h.take_log(), ["stop Needy"]);
+}
+
+// ---- intent inferred from running containers ----
+
+const FOUR_GROUPS: Spec = &[
+    (
+        "infra",
+        &[],
+        &[("Reg", &[], 1, true), ("Twin", &[], 1, true)],
+    ),
+    ("coord", &["infra"], &[("Coord", &[], 1, true)]),
+    ("vision", &["coord"], &[("Face", &[], 2, true)]),
+    ("util", &[], &[("Tool", &[], 1, true)]),
+];
+
+fn seen(
+    agent: &str,
+    replica: u32,
+    group: &str,
+    status: ContainerStatus,
+) -> (ReplicaKey, String, ContainerFacts) {
+    (
+        kr(agent, replica),
+        group.to_string(),
+        ContainerFacts {
+            id: format!("c-{agent}-{replica}"),
+            config_hash: format!("{agent}-v1"),
+            status,
+            started_at_ms: 0,
+            gpu_slice: None,
+        },
+    )
+}
+
+const RUNNING: ContainerStatus = ContainerStatus::Running;
+const EXITED: ContainerStatus = ContainerStatus::Exited {
+    code: 1,
+    oom: false,
+};
+
+#[test]
+fn which_groups_running_containers_mark_started() {
+    let c = config(FOUR_GROUPS);
+    let graph = crate::graph::group_graph(&c);
+    struct Case {
+        name: &'static str,
+        known: &'static [&'static str],
+        seen: Vec<(ReplicaKey, String, ContainerFacts)>,
+        groups: &'static [&'static str],
+        adopted: u32,
+        unconfigured: u32,
+    }
+    let cases = [
+        Case {
+            name: "nothing runs",
+            known: &[],
+            seen: vec![],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 0,
+        },
+        Case {
+            name: "a group with its dependencies, in start order",
+            known: &[],
+            seen: vec![seen("Face", 1, "vision", RUNNING)],
+            groups: &["infra", "coord", "vision"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+        Case {
+            name: "every running container of a marked group is counted",
+            known: &[],
+            seen: vec![
+                seen("Reg", 0, "infra", RUNNING),
+                seen("Twin", 0, "infra", RUNNING),
+                seen("Tool", 0, "util", RUNNING),
+            ],
+            groups: &["infra", "util"],
+            adopted: 3,
+            unconfigured: 0,
+        },
+        Case {
+            name: "exited and created containers are no evidence",
+            known: &[],
+            seen: vec![
+                seen("Tool", 0, "util", EXITED),
+                seen("Reg", 0, "infra", ContainerStatus::Created),
+            ],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 0,
+        },
+        Case {
+            name: "agents not in the config are counted, not followed",
+            known: &[],
+            seen: vec![seen("Gone", 0, "util", RUNNING)],
+            groups: &[],
+            adopted: 0,
+            unconfigured: 1,
+        },
+        Case {
+            name: "the config's group wins over the label",
+            known: &[],
+            seen: vec![seen("Tool", 0, "infra", RUNNING)],
+            groups: &["util"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+        Case {
+            name: "groups the state accounts for are left alone",
+            known: &["infra", "util"],
+            seen: vec![
+                seen("Coord", 0, "coord", RUNNING),
+                seen("Tool", 0, "util", RUNNING),
+            ],
+            groups: &["coord"],
+            adopted: 1,
+            unconfigured: 0,
+        },
+    ];
+    for case in cases {
+        let known = case.known.iter().map(|s| s.to_string()).collect();
+        let got = infer_started(&c, &graph, &known, &case.seen);
+        assert_eq!(
+            got,
+            Inference {
+                groups: case.groups.iter().map(|s| s.to_string()).collect(),
+                adopted: case.adopted,
+                unconfigured: case.unconfigured,
+            },
+            "{}",
+            case.name
+        );
+    }
+}
+
+/// A supervisor resuming `persisted`, armed with `origin`, after its
+/// first listing of `seen`: the ops it ordered and the events.
+fn first_listing(
+    persisted: Persisted,
+    origin: StateOrigin,
+    seen: Vec<(ReplicaKey, String, ContainerFacts)>,
+) -> (Supervisor, Vec<String>, Outcome) {
+    let c = config(FOUR_GROUPS);
+    let hs = hashes(&c, "v1");
+    let mut s = Supervisor::new(c, hs, persisted);
+    s.infer_intent(origin);
+    let out = s.handle(0, Input::Resync { containers: seen });
+    let ops = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch { key, .. } => Some(format!("launch {key}")),
+            Action::Stop { key, .. } => Some(format!("stop {key}")),
+            Action::Remove { key, .. } => Some(format!("remove {key}")),
+            Action::Start { key, .. } => Some(format!("start {key}")),
+            Action::Restart { key, .. } => Some(format!("restart {key}")),
+            _ => None,
+        })
+        .collect();
+    (s, ops, out)
+}
+
+#[test]
+fn a_lost_state_adopts_what_runs_and_stops_nothing() {
+    let (s, ops, out) = first_listing(
+        Persisted::default(),
+        StateOrigin::Missing,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+            seen("Coord", 0, "coord", RUNNING),
+            seen("Face", 0, "vision", RUNNING),
+            seen("Gone", 0, "util", RUNNING),
+        ],
+    );
+    let started: Vec<&str> = s.started_groups().iter().map(String::as_str).collect();
+    assert_eq!(started, ["coord", "infra", "vision"]);
+    // The missing second replica of a partially running group is launched;
+    // only the container of an agent no longer configured is stopped.
+    assert_eq!(ops, ["stop Gone", "launch Face#1"]);
+    assert!(out.actions.contains(&Action::Persist));
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Missing,
+        adopted: 4,
+        groups: vec!["infra".into(), "coord".into(), "vision".into()],
+        unconfigured: 1,
+    }));
+    assert_eq!(s.persisted().started_groups, s.started_groups().clone());
+}
+
+#[test]
+fn a_new_host_with_nothing_running_says_nothing() {
+    let (s, ops, out) = first_listing(Persisted::default(), StateOrigin::Missing, vec![]);
+    assert!(s.started_groups().is_empty());
+    assert!(ops.is_empty());
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+    );
+}
+
+#[test]
+fn a_damaged_state_is_always_reported() {
+    let (_, ops, out) = first_listing(Persisted::default(), StateOrigin::Damaged, vec![]);
+    assert!(ops.is_empty());
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Damaged,
+        adopted: 0,
+        groups: vec![],
+        unconfigured: 0,
+    }));
+}
+
+#[test]
+fn a_saved_state_only_gains_the_groups_it_does_not_mention() {
+    let persisted = Persisted {
+        started_groups: ["infra".to_string()].into(),
+        stopped_groups: ["util".to_string()].into(),
+        ..Persisted::default()
+    };
+    let (s, ops, out) = first_listing(
+        persisted,
+        StateOrigin::Saved,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+            seen("Coord", 0, "coord", RUNNING),
+            // The rest of a stop a crash cut short.
+            seen("Tool", 0, "util", RUNNING),
+        ],
+    );
+    let started: Vec<&str> = s.started_groups().iter().map(String::as_str).collect();
+    assert_eq!(started, ["coord", "infra"]);
+    assert_eq!(ops, ["stop Tool"]);
+    assert!(out.events.contains(&EventKind::StateInferred {
+        origin: StateOrigin::Saved,
+        adopted: 1,
+        groups: vec!["coord".into()],
+        unconfigured: 0,
+    }));
+}
+
+#[test]
+fn a_saved_state_that_accounts_for_everything_infers_nothing() {
+    let persisted = Persisted {
+        started_groups: ["infra".to_string()].into(),
+        ..Persisted::default()
+    };
+    let (_, ops, out) = first_listing(
+        persisted,
+        StateOrigin::Saved,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Twin", 0, "infra", RUNNING),
+        ],
+    );
+    assert!(ops.is_empty());
+    assert!(
+        !out.events
+            .iter()
+            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+    );
+}
+
+#[test]
+fn fresh_stops_every_running_container_and_says_so() {
+    let (s, ops, out) = first_listing(
+        Persisted::default(),
+        StateOrigin::Fresh,
+        vec![
+            seen("Reg", 0, "infra", RUNNING),
+            seen("Tool", 0, "util", RUNNING),
+            seen("Face", 1, "vision", EXITED),
+        ],
+    );
+    assert!(s.started_groups().is_empty());
+    // Reverse dependency order: what depends on infra goes first.
+    assert_eq!(ops, ["stop Tool", "remove Face#1", "stop Reg"]);
+    assert!(out.events.contains(&EventKind::FreshStart { stopping: 2 }));
+    assert!(out.actions.contains(&Action::Persist));
+}
+
+#[test]
+fn inference_happens_on_the_first_listing_only() {
+    let (mut s, _, _) = first_listing(Persisted::default(), StateOrigin::Missing, vec![]);
+    s.handle(1, Input::DockerDown);
+    let out = s.handle(
+        2,
+        Input::Resync {
+            containers: vec![seen("Tool", 0, "util", RUNNING)],
+        },
+    );
+    assert!(s.started_groups().is_empty());
+    assert!(out.actions.contains(&Action::Stop {
+        key: k("Tool"),
+        id: "c-Tool-0".into()
+    }));
+}
+
+#[test]
+fn stopped_groups_are_remembered_until_started_again() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.cmd(|s| s.stop_group(0, "util", false).unwrap());
+    let stopped: Vec<String> = h.s.persisted().stopped_groups.into_iter().collect();
+    assert_eq!(stopped, ["util"]);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    assert!(h.s.persisted().stopped_groups.is_empty());
+    assert!(h.s.persisted().started_groups.contains("util"));
+}
+
+#[test]
+fn an_imported_state_replaces_the_desired_one_whole() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.finish_ops();
+    h.take_log();
+    let imported = Persisted {
+        started_groups: ["vision".to_string()].into(),
+        stopped_groups: ["util".to_string()].into(),
+        generation: 9,
+        owned_mig: vec![OwnedMig {
+            gpu_uuid: "GPU-a".into(),
+            gi_id: 3,
+            profile_id: 19,
+            placement_start: 0,
+        }],
+        ..Persisted::default()
+    };
+    let out = h.cmd(|s| s.restore(0, imported).unwrap());
+    let started: Vec<&str> = h.s.started_groups().iter().map(String::as_str).collect();
+    // The dependencies of an imported group come with it; util goes.
+    assert_eq!(started, ["coord", "infra", "vision"]);
+    assert_eq!(h.s.generation(), 9);
+    assert_eq!(h.s.owned_mig().len(), 1);
+    assert!(out.actions.contains(&Action::Persist));
+    assert!(out.events.contains(&EventKind::GroupStopping {
+        group: "util".into()
+    }));
+    // Held replicas are created ahead, as after any start.
+    assert_eq!(
+        h.take_log(),
+        [
+            "stop Tool",
+            "launch Reg",
+            "launch Twin",
+            "create Coord",
+            "create Face",
+            "create Face#1"
+        ]
+    );
+    assert_eq!(
+        h.s.persisted()
+            .stopped_groups
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["util"]
+    );
+}
+
+#[test]
+fn an_import_naming_an_unknown_group_changes_nothing() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    let before = h.s.persisted();
+    let err =
+        h.s.restore(
+            0,
+            Persisted {
+                started_groups: ["util".to_string(), "speech".to_string()].into(),
+                generation: 4,
+                ..Persisted::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, CommandError::UnknownGroups(vec!["speech".into()]));
+    assert_eq!(
+        err.to_string(),
+        "no group `speech` on this host; nothing was changed"
+    );
+    assert_eq!(h.s.persisted(), before);
+}
+
+#[test]
+fn a_lost_state_reads_running_agents_slices_back_from_their_labels() {
+    let spec: Spec = &[(
+        "g",
+        &[],
+        &[
+            ("Cpu", &[], 1, true),
+            ("A", &[], 1, true),
+            ("B", &[], 1, true),
+        ],
+    )];
+    let mut c = config(spec);
+    c.groups[0].agents[1].gpu = Some(mig("1g.5gb"));
+    c.groups[0].agents[2].gpu = Some(mps(4, 25));
+    let hs = hashes(&c, "v1");
+    let mut s = Supervisor::new(c, hs, Persisted::default());
+    s.infer_intent(StateOrigin::Missing);
+    let labelled = |agent: &str, label: Option<&str>| {
+        let mut seen = seen(agent, 0, "g", RUNNING);
+        seen.2.gpu_slice = label.map(str::to_string);
+        seen
+    };
+    s.handle(
+        0,
+        Input::Resync {
+            containers: vec![
+                labelled("Cpu", None),
+                labelled("A", Some("mig:MIG-dev-5:1g.5gb")),
+                labelled("B", Some("mps:GPU-4090b:memory=4g,compute=25%")),
+            ],
+        },
+    );
+    let a100 = class("NVIDIA A100-SXM4-40GB");
+    let profile = a100
+        .profile(&crate::gpu::MigProfileName::parse("1g.5gb").unwrap())
+        .unwrap();
+    let mut mig_gpu = crate::gpu::GpuInfo::from_class(0, "GPU-a100", a100, true);
+    if let crate::gpu::MigState::Enabled { instances, .. } = &mut mig_gpu.mig {
+        // Another free instance of the same profile, which planning from
+        // scratch would pick first.
+        instances.push(crate::gpu::MigInstance {
+            gi_id: 3,
+            profile_id: profile.id,
+            placement_start: profile.placements[0],
+            placement_size: profile.memory_slices,
+            ci_id: Some(0),
+            device_uuid: Some("MIG-dev-3".into()),
+            owned: false,
+        });
+        instances.push(crate::gpu::MigInstance {
+            gi_id: 5,
+            profile_id: profile.id,
+            placement_start: profile.placements[1],
+            placement_size: profile.memory_slices,
+            ci_id: Some(0),
+            device_uuid: Some("MIG-dev-5".into()),
+            owned: false,
+        });
+    }
+    let gpus = vec![
+        mig_gpu,
+        crate::gpu::GpuInfo::from_class(1, "GPU-4090", class("NVIDIA GeForce RTX 4090"), false),
+        crate::gpu::GpuInfo::from_class(2, "GPU-4090b", class("NVIDIA GeForce RTX 4090"), false),
+    ];
+    let out = s.handle(1, Input::Inventory { gpus });
+    assert!(
+        !out.actions.iter().any(|a| matches!(
+            a,
+            Action::Launch { .. } | Action::Stop { .. } | Action::DestroyMig { .. }
+        )),
+        "{:?}",
+        out.actions
+    );
+    let a = s.replica(&k("A")).unwrap().slice.clone().unwrap();
+    assert!(
+        matches!(&a, crate::gpu::Slice::Mig { gi_id: Some(5), device_uuid: Some(d), .. } if d == "MIG-dev-5"),
+        "{a:?}"
+    );
+    let b = s.replica(&k("B")).unwrap().slice.clone().unwrap();
+    assert_eq!(b.describe(), "mps:GPU-4090b:memory=4g,compute=25%");
+    // Used, but not claimed: only instances recorded as made here are ours.
+    assert!(s.owned_mig().is_empty());
+    assert_eq!(s.persisted().slices.len(), 2);
+}
+
+#[test]
+fn a_group_removed_from_the_config_is_forgotten_as_stopped_too() {
+    let mut h = Harness::new(FOUR_GROUPS);
+    h.cmd(|s| s.start_group(0, "util").unwrap());
+    h.cmd(|s| s.stop_group(0, "util", false).unwrap());
+    let c = config(&FOUR_GROUPS[..3]);
+    let hs = hashes(&c, "v1");
+    h.cmd(|s| s.reload(0, c, hs).unwrap());
+    // An export of this state imports on this config.
+    assert!(h.s.persisted().stopped_groups.is_empty());
 }

@@ -8,6 +8,9 @@ use orch_core::gpu::{ReplicaKey, Slice};
 use orch_core::supervise::{Action, OpKind, Outcome};
 
 use super::{Event, Owner};
+
+/// How long after a failed state write it is tried again.
+pub(super) const PERSIST_RETRY: Duration = Duration::from_secs(5);
 use crate::ops::{Job, JobCtx, SpecInputs};
 use crate::probe::{self, ProbeTarget};
 
@@ -147,11 +150,40 @@ impl Owner {
     /// Writes the desired state. The file is a few kilobytes and written
     /// only when desired state changes (an operator command, a slice
     /// given), not per event; its cost is measured in the benchmarks.
-    fn persist(&mut self) {
-        if let Err(e) = self.deps.store.save(&self.sup.persisted()) {
-            self.obs.counters.state_write_failures += 1;
-            tracing::error!("{e}");
+    ///
+    /// A failed write (a full or read-only disk) stops nothing: the state
+    /// stays in memory, supervision goes on, the failure is an event and
+    /// a `status` field, and the write is tried again every
+    /// [`PERSIST_RETRY`] until it succeeds.
+    pub(super) fn persist(&mut self) {
+        match self.deps.store.save(&self.sup.persisted()) {
+            Ok(()) => {
+                self.persist_retry = None;
+                if self.state_file.write_error.take().is_some() {
+                    tracing::info!("state saved again");
+                    self.record(orch_core::supervise::EventKind::StateWritten);
+                }
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                self.state_file.failed_writes += 1;
+                self.obs.counters.state_write_failures += 1;
+                self.persist_retry = Some(tokio::time::Instant::now() + PERSIST_RETRY);
+                if self.state_file.write_error.as_deref() != Some(detail.as_str()) {
+                    tracing::error!("{detail}; agents are still supervised, retrying");
+                    self.state_file.write_error = Some(detail.clone());
+                    self.record(orch_core::supervise::EventKind::StateWriteFailed { detail });
+                }
+            }
         }
+    }
+
+    /// Records one event the owner itself observed.
+    fn record(&mut self, e: orch_core::supervise::EventKind) {
+        let time = self.deps.clock.unix_ms();
+        let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
+        tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
+        self.log.push(kind, time);
     }
 
     fn stop_timeout(&self, key: &ReplicaKey) -> Duration {

@@ -20,6 +20,7 @@ pub(super) fn command_error(e: CommandError) -> ApiError {
         CommandError::UnknownGroup(_) | CommandError::UnknownAgent { .. } => ErrorCode::NotFound,
         CommandError::NeededBy { .. } => ErrorCode::Conflict,
         CommandError::WrongHost { .. } => ErrorCode::InvalidConfig,
+        CommandError::UnknownGroups(_) => ErrorCode::BadRequest,
     };
     ApiError::new(code, e.to_string())
 }
@@ -72,7 +73,11 @@ impl Owner {
 
     pub(super) fn on_request(&mut self, now: u64, request: Request, reply: Reply) {
         let answer = match request {
-            Request::Status => Ok(Response::Status(views::status(&self.sup, &self.facts()))),
+            Request::Status => {
+                let mut status = views::status(&self.sup, &self.facts());
+                status.state = self.state_file.clone();
+                Ok(Response::Status(status))
+            }
             Request::Groups => Ok(Response::Groups(views::groups(&self.sup))),
             Request::Agents { group } => {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
@@ -135,6 +140,11 @@ impl Owner {
             )),
             Request::Fleet => Ok(Response::Fleet(self.fleet_view())),
             Request::Slo { group } => self.slo_report(group.as_deref()),
+            Request::StateExport => Ok(Response::State(orch_api::convert::state_document(
+                &self.sup.config().host.name,
+                &self.sup.persisted(),
+            ))),
+            Request::StateImport { state } => self.state_import(now, state),
             Request::Logs { .. } | Request::Events { .. } => Err(ApiError::new(
                 ErrorCode::Internal,
                 "logs and events are served by the transport, not the owner",
@@ -180,6 +190,36 @@ impl Owner {
         }
         Ok(Response::Accepted(Accepted {
             message: format!("{verb} {}", groups.join(", ")),
+            groups,
+            events_from,
+        }))
+    }
+
+    /// `state import` on the running daemon: checked whole (what it is,
+    /// its format, its host, every group it names), then written and acted
+    /// on, as `apply` does for a config.
+    fn state_import(
+        &mut self,
+        now: u64,
+        state: orch_api::wire::StateDocument,
+    ) -> Result<Response, ApiError> {
+        state
+            .check(&self.sup.config().host.name)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
+        let events_from = self.log.next_seq();
+        let out = self
+            .sup
+            .restore(now, orch_api::convert::persisted_of(&state))
+            .map_err(command_error)?;
+        self.execute(out);
+        let groups: Vec<String> = self.sup.started_groups().iter().cloned().collect();
+        tracing::info!(generation = state.generation, groups = ?groups, "state imported");
+        Ok(Response::Accepted(Accepted {
+            message: if groups.is_empty() {
+                "state imported; no group started".into()
+            } else {
+                format!("state imported; started {}", groups.join(", "))
+            },
             groups,
             events_from,
         }))

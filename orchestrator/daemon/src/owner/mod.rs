@@ -25,7 +25,7 @@ use orch_core::container::{self, Injection};
 use orch_core::gpu::{GpuInfo, ReplicaKey, Slice};
 use orch_core::model::{GpuInjection, HostConfig, ShutdownMode};
 use orch_core::supervise::{
-    ContainerFacts, Input, LaunchError, OpKind, OpSuccess, Persisted, Supervisor,
+    ContainerFacts, Input, LaunchError, OpKind, OpSuccess, Persisted, StateOrigin, Supervisor,
 };
 use orch_docker::{
     ContainerEvent, ContainerRuntime, ContainerSummary, EngineInfo, EventKind as DockerEventKind,
@@ -136,6 +136,8 @@ pub struct OwnerSettings {
     /// Per-GPU MPS pipe and log directories are made under this one.
     pub mps_base: PathBuf,
     pub observe: crate::observe::ObserveSettings,
+    /// Start from no started group, whatever the state says (`run --fresh`).
+    pub fresh: bool,
 }
 
 /// The outside systems the owner acts through.
@@ -179,6 +181,10 @@ pub struct Owner {
     last_snapshot: Option<Instant>,
     /// Metrics counters, the SLO engine, published snapshots.
     obs: Observer,
+    /// The state file's health, for `status`.
+    state_file: orch_api::StateFileStatus,
+    /// When to try again to write the state after a failed write.
+    persist_retry: Option<Instant>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -204,7 +210,8 @@ impl Owner {
         deps: OwnerDeps,
         tx: mpsc::Sender<Event>,
     ) -> Result<Self, crate::DaemonError> {
-        let persisted: Persisted = deps.store.load()?.unwrap_or_default();
+        let (persisted, origin) =
+            initial_state(&*deps.store, deps.clock.unix_ms(), settings.fresh)?;
         // MPS daemons of the agents a previous daemon left running.
         let mps_running = persisted
             .slices
@@ -230,7 +237,14 @@ impl Owner {
             deps.fetcher.clone(),
             settings.observe.clone(),
         );
-        let sup = Supervisor::new(loaded.config, hashes, persisted);
+        let mut sup = Supervisor::new(loaded.config, hashes, persisted);
+        sup.infer_intent(origin);
+        let state_file = orch_api::StateFileStatus {
+            location: deps.store.location(),
+            origin: origin.label().to_string(),
+            write_error: None,
+            failed_writes: 0,
+        };
         let permits = Arc::new(tokio::sync::Semaphore::new(
             settings.max_parallel_ops.max(1),
         ));
@@ -254,6 +268,8 @@ impl Owner {
             snapshot_dirty: true,
             last_snapshot: None,
             obs,
+            state_file,
+            persist_retry: None,
         })
     }
 
@@ -285,6 +301,10 @@ impl Owner {
                 .next_deadline()
                 .map(|ms| self.epoch + Duration::from_millis(ms));
             let snapshot_due = self.snapshot_due();
+            let deadline = match (deadline, self.persist_retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !stopping => {
@@ -312,6 +332,9 @@ impl Owner {
                 },
                 () = sleep_until(deadline) => {
                     let began = std::time::Instant::now();
+                    if self.persist_retry.is_some_and(|t| Instant::now() >= t) {
+                        self.persist();
+                    }
                     let out = self.sup.tick(self.now());
                     self.execute(out);
                     self.obs.reconciled(began);
@@ -433,6 +456,7 @@ impl Owner {
                                 orch_core::supervise::ContainerStatus::Running
                             },
                             started_at_ms: 0,
+                            gpu_slice: o.summary.labels.get(container::labels::GPU_SLICE).cloned(),
                         },
                     };
                     listed.push((key, group, facts));
@@ -483,6 +507,41 @@ impl Owner {
             },
         }
     }
+}
+
+/// The desired state to start from, and where it came from. A damaged
+/// file is kept aside, never refused: the running containers say what was
+/// wanted. `--fresh` starts from nothing started, keeping only the record
+/// of which MIG instances are ours (a fact, not an intent).
+fn initial_state(
+    store: &dyn StateStore,
+    now_unix_ms: u64,
+    fresh: bool,
+) -> Result<(Persisted, StateOrigin), crate::store::StoreError> {
+    use crate::store::Loaded;
+    let loaded = crate::store::load_or_keep_aside(store, now_unix_ms / 1000)?;
+    if let Loaded::Damaged { reason, kept_as } = &loaded {
+        tracing::warn!(
+            kept_as = %kept_as,
+            "the state file was damaged ({reason}); kept aside as {kept_as}; inferring started groups from the running agents"
+        );
+    }
+    Ok(match (loaded, fresh) {
+        (Loaded::Saved(p), true) => (
+            Persisted {
+                owned_mig: p.owned_mig,
+                ..Persisted::default()
+            },
+            StateOrigin::Fresh,
+        ),
+        (_, true) => (Persisted::default(), StateOrigin::Fresh),
+        (Loaded::Saved(p), false) => (p, StateOrigin::Saved),
+        (Loaded::Missing, false) => {
+            tracing::info!(state = %store.location(), "no saved state; inferring started groups from the running agents");
+            (Persisted::default(), StateOrigin::Missing)
+        }
+        (Loaded::Damaged { .. }, false) => (Persisted::default(), StateOrigin::Damaged),
+    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

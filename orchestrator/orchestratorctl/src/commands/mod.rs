@@ -19,6 +19,7 @@ pub mod man;
 pub mod peers;
 pub mod plan;
 pub mod slo;
+pub mod state;
 pub mod status;
 pub mod wait;
 

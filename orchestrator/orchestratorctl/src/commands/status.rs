@@ -6,6 +6,26 @@ use orch_api::{GroupState, Status};
 use super::daemon::{block_on, fail};
 use crate::output::{Format, Out, Table, print_data};
 
+/// Where the state file is, how the daemon started from it, and whether
+/// it can be written now.
+fn state_line(st: &orch_api::StateFileStatus, out: &Out) -> String {
+    let origin = match st.origin.as_str() {
+        "missing" => " (started without one; groups inferred from running agents)",
+        "damaged" => {
+            " (started from a damaged one, kept aside; groups inferred from running agents)"
+        }
+        "fresh" => " (started fresh)",
+        _ => "",
+    };
+    match &st.write_error {
+        Some(e) => out.red(&format!(
+            "{}{origin}: NOT SAVED ({} failed writes, retrying): {e}",
+            st.location, st.failed_writes
+        )),
+        None => format!("{}{origin}", st.location),
+    }
+}
+
 pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
     let s: Status = block_on(client.status())?.map_err(fail)?;
     if out.format != Format::Table {
@@ -51,6 +71,7 @@ pub fn render(s: &Status, out: &Out) {
     );
     println!("{} {docker}", out.bold("docker"));
     println!("{} {gpu}", out.bold("gpu"));
+    println!("{} {}", out.bold("state"), state_line(&s.state, out));
     println!(
         "{} {}/{} healthy, {} running{}",
         out.bold("agents"),
