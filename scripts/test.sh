@@ -14,12 +14,13 @@ step() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
 
 step "system packages"
-tests/e2e/setup-apt.sh systemd-analyze=systemd docker-compose=docker-compose setpriv=util-linux useradd=passwd /usr/include/zmq.h=libzmq3-dev prometheus=prometheus promtool=prometheus
+tests/e2e/setup-apt.sh systemd-analyze=systemd docker-compose=docker-compose setpriv=util-linux useradd=passwd /usr/include/zmq.h=libzmq3-dev prometheus=prometheus promtool=prometheus ip=iproute2
 
 step "python tools (target/py-venv)"
 tests/nvml/setup-venv.sh >/dev/null
 tests/exports/setup-venv.sh >/dev/null
 tests/legacy/setup-venv.sh >/dev/null
+tests/federation/setup-venv.sh >/dev/null
 
 step "observability: rules, dashboards, compose file (tests/observability)"
 tests/observability/check.sh --quick

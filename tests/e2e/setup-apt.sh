@@ -3,7 +3,7 @@
 # whose command is missing: running it again installs nothing.
 #
 # Usage: tests/e2e/setup-apt.sh [COMMAND=PACKAGE ...]
-#   COMMAND is a name looked up in PATH, or an absolute path.
+#   COMMAND is a name looked up in PATH, or an absolute path to a file.
 #   default: systemd-analyze=systemd /bin/kill=procps (what
 #   `systemd-analyze verify` of the orchestratord unit needs: its
 #   ExecReload= runs /bin/kill, and verify checks that it exists)
@@ -16,11 +16,14 @@ prog="setup-apt"
 pairs=("$@")
 [[ ${#pairs[@]} -gt 0 ]] || pairs=("systemd-analyze=systemd" "/bin/kill=procps")
 
-# A path must be an executable file (`kill` is also a shell builtin, so
-# `command -v` would find it without the file).
+# A path under a bin/ directory must be an executable file (`kill` is also a
+# shell builtin, so `command -v` would find it without the file); any other
+# path (a header such as /usr/include/zmq.h) must be a file.
 have() {
-    if [[ "$1" == /* ]]; then
-        [[ -x "$1" ]]
+    if [[ "$1" == */bin/* ]]; then
+        [[ -f "$1" && -x "$1" ]]
+    elif [[ "$1" == /* ]]; then
+        [[ -f "$1" ]]
     else
         command -v "$1" >/dev/null 2>&1
     fi
