@@ -2360,17 +2360,24 @@ fn a_decision_pass_on_a_running_host_grows_linearly() {
     for groups in [2, 8] {
         let mut h = scaled_running(groups);
         let key = k("g0a3x0");
-        counts.push((
-            visits(&mut h, |h| {
-                h.at(h.now + 1000);
-            }),
-            visits(&mut h, |h| {
-                h.healthy(key);
-            }),
-        ));
+        let tick = visits(&mut h, |h| {
+            h.at(h.now + 1000);
+        });
+        // A healthy replica passing its probe changes nothing: no pass.
+        let passing = visits(&mut h, |h| {
+            h.healthy(key.clone());
+        });
+        assert_eq!(passing, 0, "a passing probe of a healthy replica");
+        // Failing ones change nothing until the last retry makes it unhealthy.
+        let failing = visits(&mut h, |h| {
+            for _ in 0..3 {
+                h.unhealthy(key.clone());
+            }
+        });
+        counts.push((tick, failing));
     }
     assert_linear("a tick", counts[0].0, counts[1].0);
-    assert_linear("a health result", counts[0].1, counts[1].1);
+    assert_linear("a health change", counts[0].1, counts[1].1);
 }
 
 #[test]
