@@ -1382,10 +1382,12 @@ impl Supervisor {
                 } else if !ready {
                     self.ready_groups.remove(&g);
                 }
-            } else if !self.restarting.contains(&g) {
-                if !active.contains(&g) && stopping.contains(&g) && !said.contains(&g) {
-                    out.events.push(EventKind::GroupStopped { group: g });
-                }
+            } else if !self.restarting.contains(&g)
+                && !active.contains(&g)
+                && stopping.contains(&g)
+                && !said.contains(&g)
+            {
+                out.events.push(EventKind::GroupStopped { group: g });
             }
         }
     }
