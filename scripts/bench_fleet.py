@@ -32,8 +32,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import (BIN, StartEvents, median, pct, remove_labelled, rss_kib, run,  # noqa: E402
-                       save)
+from bench_lib import (BIN, StartEvents, cpu_ticks, median, pct, remove_labelled, rss_kib,  # noqa: E402
+                       run, save)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "10,20,40").split(",")]
@@ -110,10 +110,15 @@ def main():
         time.sleep(1.0)
         results["rss_idle_kib"] = rss_kib(daemon.pid)
 
+        hz = os.sysconf("SC_CLK_TCK")
+
         def ours(n, r):
+            c0 = cpu_ticks(daemon.pid)
             t0 = time.time()
             run(*ctl, "group", "start", f"g{n}", "--wait", "--timeout", "300")
             healthy = time.time() - t0
+            results.setdefault("daemon_cpu_s", {}).setdefault(str(n), []).append(
+                (cpu_ticks(daemon.pid) - c0) / hz)
             running = events.all_running(t0, HOST_LABEL, HOST, n)
             if n == max(SIZES):
                 results["rss_busy_kib"] = rss_kib(daemon.pid)
