@@ -32,8 +32,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import (BIN, StartEvents, cpu_ticks, median, pct, remove_labelled, rss_kib,  # noqa: E402
-                       run, save)
+from bench_lib import (BIN, StartEvents, cpu_ticks, median, pct, remove_labelled,  # noqa: E402
+                       remove_network, rss_kib, run, save)
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "10,20,40").split(",")]
@@ -200,7 +200,7 @@ def main():
         remove_labelled(f"{HOST_LABEL}={HOST}")
         remove_labelled(f"{HOST_LABEL}={RAW_HOST}")
         for net in (f"orch-{HOST}", f"orch-{RAW_HOST}"):
-            subprocess.run(["docker", "network", "rm", net], capture_output=True)
+            remove_network(net)
 
     path = save("fleet.json", results)
     print(f"group start, depth 3, {ROUNDS} rounds per side and size, alternating (compose {compose_version}"

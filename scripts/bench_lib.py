@@ -63,6 +63,16 @@ def remove_labelled(label):
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
+def remove_network(name):
+    """Removes a network, retrying while Docker still detaches removed containers."""
+    for _ in range(10):
+        if subprocess.run(["docker", "network", "rm", name], capture_output=True).returncode == 0:
+            return
+        if subprocess.run(["docker", "network", "inspect", name], capture_output=True).returncode != 0:
+            return
+        time.sleep(0.5)
+
+
 class StartEvents:
     """Docker's `start` events (its own clock), collected in the background."""
 

@@ -30,7 +30,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import BIN, ROOT, StartEvents, cpu_share, remove_labelled, rss_kib, run, save  # noqa: E402
+from bench_lib import (BIN, ROOT, StartEvents, cpu_share, remove_labelled, remove_network, rss_kib,  # noqa: E402
+                       run, save)
 
 HOST = "benchscale"
 LABEL = "io.orchestrator.host"
@@ -213,7 +214,7 @@ def main():
         events.close()
         d.stop()
         remove_labelled(f"{LABEL}={HOST}")
-        subprocess.run(["docker", "network", "rm", f"orch-{HOST}"], capture_output=True)
+        remove_network(f"orch-{HOST}")
     print(f"written: {save('scale.json', res)}")
 
 
