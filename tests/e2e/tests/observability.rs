@@ -70,7 +70,7 @@ host: {{name: {name}}}
 defaults:
   image: {IMAGE}
   restart: {{policy: on-failure, backoff: {{initial: 200ms, max: 1s}}, crashloop: {{restarts: 3, window: 1m}}}}
-  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 1, start_period: 2s}}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 2s, retries: 3, start_period: 2s}}
   stop_timeout: 1s
 gpus:
   - select: {{index: 0}}
@@ -235,8 +235,15 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         });
     }
 
-    // Each daemon's live text passes promtool, GPU series included.
-    for (port, kind) in [(port_a, "mps"), (port_b, "mig")] {
+    // Each daemon's live text passes promtool, GPU series included (the
+    // text is the snapshot published each second: wait for one taken
+    // after the start).
+    for (d, port, kind) in [(&da, port_a, "mps"), (&db, port_b, "mig")] {
+        d.wait_until(
+            &format!("/metrics shows the {kind} slice"),
+            Duration::from_secs(30),
+            |_| http_get(port, "/metrics").is_some_and(|t| t.contains(&format!("kind=\"{kind}\""))),
+        );
         let text = http_get(port, "/metrics").expect("/metrics answers");
         promtool_check(&text);
         assert!(
