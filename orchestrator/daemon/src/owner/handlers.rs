@@ -71,7 +71,13 @@ impl Owner {
         }
     }
 
-    pub(super) fn on_request(&mut self, now: u64, request: Request, reply: Reply) {
+    pub(super) fn on_request(
+        &mut self,
+        now: u64,
+        request: Request,
+        reply: Reply,
+        caller: &tracing::Span,
+    ) {
         let answer = match request {
             Request::Status => {
                 let mut status = views::status(&self.sup, &self.facts());
@@ -83,8 +89,9 @@ impl Owner {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
             }
             Request::GroupStart { group } => {
-                // Open until the groups it starts are ready (`crate::trace`).
-                let span = tracing::info_span!("group_start", group = %group);
+                // Open until the groups it starts are ready (`crate::trace`);
+                // under the caller's span, which a peer's command continues.
+                let span = tracing::info_span!(parent: caller, "group_start", group = %group);
                 let _in = span.enter();
                 self.group_command(&group, "starting", |s| s.start_group(now, &group))
             }
