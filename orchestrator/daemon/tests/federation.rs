@@ -134,6 +134,9 @@ async fn hosts_see_each_other_and_take_commands_for_each_other() {
     let beta = &fleet.hosts[1];
     let snap = beta.snapshot.as_ref().unwrap();
     assert_eq!(snap.status.host, "beta");
+    // The whole status, as beta would answer it, its state file included.
+    assert_eq!(snap.status.state, remote.status().await.unwrap().state);
+    assert!(!snap.status.state.location.is_empty());
     assert_eq!(snap.status.agents.healthy, 2);
     assert!(beta.snapshot_age_ms.unwrap() < 1_000);
 
