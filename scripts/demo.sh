@@ -15,7 +15,8 @@
 # Each daemon runs on a copy of config/<host>/startup_config.yaml under
 # target/demo/<host>/ (so `apply` in the tour rewrites the copy, not the
 # repository's file), with its federation pointed at the other on loopback
-# (mainpc tcp://127.0.0.1:7101, pc2 tcp://127.0.0.1:7102), keys under
+# (mainpc tcp://127.0.0.1:7301, pc2 tcp://127.0.0.1:7302; no agent of either
+# host publishes those ports, and both hosts share this machine's), keys under
 # target/demo/keys/, and metrics on 127.0.0.1:9464 (mainpc) and :9465 (pc2).
 # State, sockets and logs are under target/demo/<host>/. To drive a host:
 #   export ORCHESTRATOR_SOCKET=target/demo/mainpc/orchestrator.sock
@@ -62,8 +63,8 @@ up() {
         [ -f "$demo/keys/$host.key" ] || "$bin/orchestratorctl" keys generate "$host" --out "$demo/keys" >/dev/null
     done
     mkdir -p "$demo/mainpc" "$demo/pc2"
-    demo_config mainpc 7101 pc2 7102 9464 >"$demo/mainpc/startup_config.yaml"
-    demo_config pc2 7102 mainpc 7101 9465 >"$demo/pc2/startup_config.yaml"
+    demo_config mainpc 7301 pc2 7302 9464 >"$demo/mainpc/startup_config.yaml"
+    demo_config pc2 7302 mainpc 7301 9465 >"$demo/pc2/startup_config.yaml"
     for host in "${hosts[@]}"; do
         mkdir -p "$demo/$host"
         local sock="$demo/$host/orchestrator.sock" pidfile="$demo/$host/orchestratord.pid"

@@ -1487,7 +1487,7 @@ mod federation_tests {
     fn timing_defaults_apply_when_unwritten() {
         let f = load("  listen: tcp://0.0.0.0:7100\n");
         assert_eq!(f.heartbeat, Duration::from_millis(500));
-        assert_eq!((f.suspect_after, f.down_after), (2, 4));
+        assert_eq!((f.suspect_after, f.down_after), (2, 3));
         assert!(f.peers.is_empty());
         assert_eq!(f.secret_key_path("h1"), "/etc/orchestrator/h1.key");
     }

@@ -1,5 +1,6 @@
 //! Checks that need the whole config: references between agents and
-//! groups, dependency cycles, duplicate names, host port collisions.
+//! groups, dependency cycles, duplicate names, host port collisions
+//! (between agents, and with the daemon's own listeners).
 //! Shared by the v1 decoder and the legacy importer.
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub fn check(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
     remote_references(config, index, d);
     cycles(config, index, d);
     port_collisions(index, d);
+    listener_collisions(config, index, d);
 }
 
 fn duplicate_agents(index: &SourceIndex, d: &mut Diagnostics) {
@@ -291,6 +293,84 @@ fn port_collisions(index: &SourceIndex, d: &mut Diagnostics) {
                 line: span.start.line,
                 ip,
             });
+        }
+    }
+}
+
+/// A TCP port the daemon itself listens on: what it is for, as the config
+/// says it, the address (`None`: every address) and the port.
+struct Listener {
+    what: &'static str,
+    written: String,
+    ip: Option<String>,
+    port: u16,
+}
+
+/// `HOST:PORT` (an IPv6 host in brackets) as a listener; `None` for text
+/// that is not one (its own check reports it).
+fn listener(what: &'static str, written: &str, address: &str) -> Option<Listener> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let every = matches!(host, "" | "*" | "0.0.0.0" | "::");
+    Some(Listener {
+        what,
+        written: written.to_string(),
+        ip: (!every).then(|| host.to_string()),
+        port,
+    })
+}
+
+fn daemon_listeners(config: &HostConfig) -> Vec<Listener> {
+    let mut out = Vec::new();
+    if let Some(f) = &config.federation
+        && let Some(l) = listener(
+            "federation.listen",
+            &f.listen,
+            f.listen.strip_prefix("tcp://").unwrap_or(&f.listen),
+        )
+    {
+        out.push(l);
+    }
+    if let Some(m) = &config.metrics.listen
+        && let Some(l) = listener("metrics.listen", m, m)
+    {
+        out.push(l);
+    }
+    out
+}
+
+/// An agent that publishes a host port the daemon listens on would fail to
+/// start, or take the daemon's port before it binds it.
+fn listener_collisions(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
+    let listeners = daemon_listeners(config);
+    for a in &index.agents {
+        for (p, span) in &a.ports {
+            let Some(hp) = p.host_port else { continue };
+            if p.protocol != Protocol::Tcp {
+                continue;
+            }
+            let ip = p
+                .host_ip
+                .as_deref()
+                .filter(|ip| *ip != "0.0.0.0" && *ip != "::");
+            let clash = listeners.iter().find(|l| {
+                l.port == hp && (l.ip.is_none() || ip.is_none() || l.ip.as_deref() == ip)
+            });
+            if let Some(l) = clash {
+                d.error_help(
+                    "port-collision",
+                    *span,
+                    format!(
+                        "host port {hp} of agent `{}` is where orchestratord listens (`{}: {}`)",
+                        a.name, l.what, l.written
+                    ),
+                    format!(
+                        "pick another host port for the agent, or another port for `{}`",
+                        l.what
+                    ),
+                );
+            }
         }
     }
 }

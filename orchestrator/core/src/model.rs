@@ -639,7 +639,7 @@ pub struct Federation {
 impl Federation {
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
     pub const DEFAULT_SUSPECT_AFTER: u32 = 2;
-    pub const DEFAULT_DOWN_AFTER: u32 = 4;
+    pub const DEFAULT_DOWN_AFTER: u32 = 3;
     pub const DEFAULT_SECRET_KEY_DIR: &'static str = "/etc/orchestrator";
 
     /// The secret key file this host uses: the configured one, or

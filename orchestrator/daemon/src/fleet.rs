@@ -20,13 +20,15 @@ use orch_api::{
     ApiError, Envelope, ErrorCode, Event as ApiEvent, PeerState, PeerStatus, Reply, Response,
     Snapshot,
 };
-use orch_federation::{Bus, Inbound, Inbox, RequestError};
+use orch_federation::{Bus, Inbound, Inbox, RequestError, TraceContext};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::owner::Event;
 use crate::service::{Remote, Service};
+use crate::trace;
 
 /// How long a request to another host may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -244,14 +246,24 @@ pub async fn bridge(
             }
             Inbound::Request(req) => {
                 let service = service.clone();
-                tokio::spawn(async move {
-                    let from = req.from.clone();
-                    let reply = answer(&service, &from, req.body.clone()).await;
-                    let body = serde_json::to_value(Reply::from(reply)).unwrap_or_default();
-                    if let Err(e) = req.reply(body) {
-                        tracing::warn!(peer = %from, "cannot reply: {e}");
+                let span = tracing::info_span!("remote_command", peer = %req.from);
+                if let Some(tc) = &req.trace
+                    && let Err(e) =
+                        trace::set_remote_parent(&span, tc.traceparent(), tc.tracestate())
+                {
+                    tracing::debug!(peer = %req.from, "{e}");
+                }
+                tokio::spawn(
+                    async move {
+                        let from = req.from.clone();
+                        let reply = answer(&service, &from, req.body.clone()).await;
+                        let body = serde_json::to_value(Reply::from(reply)).unwrap_or_default();
+                        if let Err(e) = req.reply(body) {
+                            tracing::warn!(peer = %from, "cannot reply: {e}");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
                 continue;
             }
         };
@@ -311,9 +323,14 @@ impl Remote for BusRemote {
     async fn call(&self, host: &str, envelope: Envelope) -> Result<Response, ApiError> {
         let body = serde_json::to_value(&envelope)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        // The peer's spans for this command continue this one's trace.
+        let span = tracing::info_span!("remote_call", host = %host, op = envelope.request.name());
+        let context = trace::traceparent(&span)
+            .and_then(|(parent, state)| TraceContext::new(&parent, state.as_deref()).ok());
         let reply = self
             .bus
-            .request(host, body, None, REQUEST_TIMEOUT)
+            .request(host, body, context, REQUEST_TIMEOUT)
+            .instrument(span)
             .await
             .map_err(|e| match e {
                 RequestError::UnknownPeer { .. } => ApiError::new(

@@ -47,6 +47,7 @@ pub async fn watchdog(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
         let ask = Event::Request {
             request: orch_api::Request::Status,
             reply: stx,
+            span: tracing::Span::none(),
         };
         if tx.send(ask).await.is_ok()
             && let Ok(Ok(orch_api::Response::Status(s))) = srx.await

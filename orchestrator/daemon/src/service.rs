@@ -127,7 +127,15 @@ impl Service {
                     text: String::from_utf8_lossy(&bytes).into_owned(),
                 }))
             }
-            request => self.ask(|reply| Event::Request { request, reply }).await?,
+            request => {
+                let span = tracing::Span::current();
+                self.ask(|reply| Event::Request {
+                    request,
+                    reply,
+                    span,
+                })
+                .await?
+            }
         }
     }
 

@@ -277,9 +277,23 @@ async fn apply_and_reload_recreate_only_what_changed() {
     assert_eq!(applied.changed, ["Side"]);
     assert!(applied.recreated.is_empty(), "{:?}", applied.recreated);
     std::fs::write(h.config_path(), CHAIN).unwrap();
-    h.client.reload().await.unwrap();
+    let applied = h.client.reload().await.unwrap();
+    assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
     h.control.reload().await;
     h.until("generation 5", |s| s.generation == 5).await;
+
+    // What the daemon opened at start is not reopened: the reply says so.
+    let listen = format!("{CHAIN}metrics: {{listen: \"127.0.0.1:9999\"}}\n");
+    std::fs::write(h.config_path(), &listen).unwrap();
+    let applied = h.client.reload().await.unwrap();
+    assert!(applied.changed.is_empty(), "{:?}", applied.changed);
+    assert_eq!(applied.warnings.len(), 1, "{:?}", applied.warnings);
+    assert!(
+        applied.warnings[0]
+            .starts_with("`metrics` changed: it takes effect when orchestratord restarts"),
+        "{:?}",
+        applied.warnings
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -134,6 +134,9 @@ async fn hosts_see_each_other_and_take_commands_for_each_other() {
     let beta = &fleet.hosts[1];
     let snap = beta.snapshot.as_ref().unwrap();
     assert_eq!(snap.status.host, "beta");
+    // The whole status, as beta would answer it, its state file included.
+    assert_eq!(snap.status.state, remote.status().await.unwrap().state);
+    assert!(!snap.status.state.location.is_empty());
     assert_eq!(snap.status.agents.healthy, 2);
     assert!(beta.snapshot_age_ms.unwrap() < 1_000);
 
@@ -326,4 +329,65 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
     net.heal("alpha", "beta");
     a.until("Needy back after the partition", |s| s.agents.healthy == 1)
         .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_for_another_host_continues_the_callers_trace_there() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // Every task of this test runs on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let net = MemNetwork::new();
+    let a = Harness::start_in(World::new().on(&net), &config("alpha", &["beta"])).await;
+    let b = Harness::start_in(World::new().on(&net), &config("beta", &["alpha"])).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    until_peer(&b, "alpha", PeerState::Alive).await;
+
+    let remote = a.client.clone().for_host(Some("beta".into()));
+    remote.group_start("g").await.unwrap();
+    b.until_ready().await;
+    settle(500).await;
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no `{name}` span in {:?}", names(&spans)))
+    };
+    fn names(spans: &[opentelemetry_sdk::trace::SpanData]) -> Vec<&str> {
+        spans.iter().map(|s| s.name.as_ref()).collect()
+    }
+    // alpha's call, beta's handling of it, and the group start it made,
+    // one trace, each the parent of the next.
+    let call = named("remote_call");
+    let command = named("remote_command");
+    let start = named("group_start");
+    let trace = call.span_context.trace_id();
+    assert_eq!(command.span_context.trace_id(), trace);
+    assert_eq!(start.span_context.trace_id(), trace);
+    assert_eq!(command.parent_span_id, call.span_context.span_id());
+    assert!(
+        command.parent_span_is_remote,
+        "the parent came over the bus"
+    );
+    assert_eq!(start.parent_span_id, command.span_context.span_id());
+    // beta's agents started under that group start (B twice: its
+    // container is created while it is held, and started once A is up).
+    let agent_starts: Vec<_> = spans.iter().filter(|s| s.name == "agent_start").collect();
+    assert!(agent_starts.len() >= 2, "{:?}", names(&spans));
+    assert!(
+        agent_starts
+            .iter()
+            .all(|s| s.span_context.trace_id() == trace)
+    );
 }

@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use orch_core::model::Federation;
+
 /// How often heartbeats go out, and how many missed ones make a peer
 /// suspect, then down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +39,8 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             heartbeat_ms: 500,
-            suspect_after: 2,
-            down_after: 4,
+            suspect_after: Federation::DEFAULT_SUSPECT_AFTER,
+            down_after: Federation::DEFAULT_DOWN_AFTER,
         }
     }
 }

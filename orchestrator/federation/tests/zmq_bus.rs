@@ -164,6 +164,9 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
         assert_eq!(body, json!({"groups": {"vision_gpu": "running"}}));
     }
 
+    // Events go only to subscribers: b's heartbeats subscribe it to c, and
+    // c's heartbeats, which make c alive for b, flow only once they have.
+    assert_eq!(state_change(&mut in_b, "c", PeerState::Alive).await, 3);
     bus_c
         .publish_events(vec![json!({"agent": "x", "event": "started"})], None)
         .expect("publish");

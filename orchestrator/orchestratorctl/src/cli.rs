@@ -129,6 +129,8 @@ pub enum Command {
     Slo {
         /// Only this group.
         group: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
     },
     /// Validate, show or convert a startup_config.yaml.
     #[command(subcommand)]

@@ -46,6 +46,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
     let all_hosts = match &cli.command {
         Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
         Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
+        Command::Slo { fleet, .. } => fleet.all_hosts,
         _ => false,
     };
     if all_hosts && cli.host.is_some() {
@@ -118,7 +119,10 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             offline,
             load,
         } => commands::plan::run(&client(), file, load, *offline, out),
-        Command::Slo { group } => commands::slo::run(&client(), group.as_deref(), out),
+        Command::Slo { group, fleet } if fleet.all_hosts => {
+            commands::fleet::run(&client(), commands::fleet::View::Slo(group.clone()), out)
+        }
+        Command::Slo { group, .. } => commands::slo::run(&client(), group.as_deref(), out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
         Command::State(cli::StateCmd::Export) => commands::state::export(&client()),

@@ -89,3 +89,79 @@ fn slo_shows_each_objective_as_a_table_and_as_json() {
     );
     drop(h);
 }
+
+fn federated(name: &str, peer: &str) -> String {
+    let key = orch_federation::SecretKey::generate()
+        .unwrap()
+        .public()
+        .to_z85();
+    CONFIG.replace("host: {name: slocli}", &format!("host: {{name: {name}}}"))
+        + &format!(
+            "federation:\n  listen: \"tcp://0.0.0.0:7100\"\n  peers: [{{name: {peer}, endpoint: \"tcp://{peer}:7100\", public_key: \"{key}\"}}]\n"
+        )
+}
+
+#[test]
+fn slo_all_hosts_shows_each_hosts_objectives_from_its_snapshot() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = orch_federation::MemNetwork::new();
+    let (a, b) = rt.block_on(async {
+        let a = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &federated("alpha", "beta"),
+        )
+        .await;
+        let b = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &federated("beta", "alpha"),
+        )
+        .await;
+        // Only beta runs `web`.
+        b.client.group_start("web").await.unwrap();
+        b.until_ready().await;
+        (a, b)
+    });
+
+    // Until beta's snapshot carries an availability sample of `web`.
+    let events = |v: &serde_json::Value| v[1]["data"]["groups"][0]["slis"][0]["events"].as_u64();
+    let mut v = serde_json::Value::Null;
+    for _ in 0..100 {
+        let out = ctl(&a, &["-o", "json", "slo", "web", "--all-hosts"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        v = serde_json::from_slice(&out.stdout).unwrap();
+        if events(&v).is_some_and(|n| n >= 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(events(&v).is_some_and(|n| n >= 1), "{v}");
+    assert_eq!(v[0]["host"], "alpha");
+    assert_eq!(v[1]["host"], "beta");
+    assert_eq!(v[1]["state"], "alive");
+    assert_eq!(v[1]["data"]["host"], "beta");
+    assert_eq!(v[1]["data"]["groups"][0]["group"], "web");
+    assert_eq!(v[1]["data"]["groups"].as_array().unwrap().len(), 1);
+
+    // The table: a section per host, beta's rows from its snapshot.
+    let out = ctl(&a, &["slo", "--all-hosts"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("== alpha (this host"), "{table}");
+    assert!(table.contains("== beta (alive"), "{table}");
+    let beta = table.split("== beta").nth(1).unwrap();
+    let avail = beta.lines().find(|l| l.contains("availability")).unwrap();
+    assert!(
+        avail.starts_with("web") && avail.contains("99.5%") && avail.contains("% of 30d"),
+        "{table}"
+    );
+
+    // One host or all of them, not both.
+    let out = ctl(&a, &["--host", "beta", "slo", "--all-hosts"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    drop((a, b));
+    drop(rt);
+}

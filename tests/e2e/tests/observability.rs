@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{Daemon, Host, IMAGE, repo_root, sim_env};
+use e2e::{Daemon, Host, IMAGE, binaries, repo_root, sim_env};
 use prost::Message as _;
 
 fn free_port() -> u16 {
@@ -28,6 +28,37 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A CURVE key pair for `host`, made by the CLI: (secret key file, public key).
+fn keys(host: &Host) -> (PathBuf, String) {
+    let (_, ctl) = binaries();
+    let dir = host.path("keys");
+    let out = Command::new(ctl)
+        .args(["keys", "generate", &host.name, "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(dir.join(format!("{}.pub", host.name))).unwrap();
+    (
+        dir.join(format!("{}.key", host.name)),
+        public.trim().to_string(),
+    )
+}
+
+/// The `federation:` section of a host on loopback port `listen` with its
+/// secret key, and one peer (name, port, public key).
+fn federation(listen: u16, secret: &Path, peer: (&str, u16, &str)) -> String {
+    let (name, port, key) = peer;
+    format!(
+        "federation:\n  listen: \"tcp://127.0.0.1:{listen}\"\n  keys: {{secret_key_file: {}}}\n  peers:\n    - {{name: {name}, endpoint: \"tcp://127.0.0.1:{port}\", public_key: \"{key}\"}}\n",
+        secret.display()
+    )
 }
 
 /// A host with an infra group and a GPU group, both with SLOs. `gpu` is
@@ -39,7 +70,7 @@ host: {{name: {name}}}
 defaults:
   image: {IMAGE}
   restart: {{policy: on-failure, backoff: {{initial: 200ms, max: 1s}}, crashloop: {{restarts: 3, window: 1m}}}}
-  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 1, start_period: 2s}}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 2s, retries: 3, start_period: 2s}}
   stop_timeout: 1s
 gpus:
   - select: {{index: 0}}
@@ -165,36 +196,54 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     let (ctl_a, ctl_b) = (a.path("ctl"), b.path("ctl"));
     std::fs::create_dir_all(&ctl_a).unwrap();
     std::fs::create_dir_all(&ctl_b).unwrap();
+    // The two hosts federate over loopback, so the peer series have data.
+    let (bus_a, bus_b) = (free_port(), free_port());
+    let (secret_a, public_a) = keys(&a);
+    let (secret_b, public_b) = keys(&b);
     let da = Daemon::start_with_env(
         &a,
-        &config(
+        &(config(
             &a.name,
             port_a,
             "{slice: mps, memory: 2g, compute: 10%}",
             "mps",
             &ctl_a,
-        ),
+        ) + &federation(bus_a, &secret_a, (&b.name, bus_b, &public_b))),
         &[],
         &sim_env(&a, "config/mainpc/gpus.sim.yaml"),
     );
     let db = Daemon::start_with_env(
         &b,
-        &config(
+        &(config(
             &b.name,
             port_b,
             "{slice: mig, profile: 1g.10gb}",
             "mig",
             &ctl_b,
-        ),
+        ) + &federation(bus_b, &secret_b, (&a.name, bus_a, &public_a))),
         &[],
         &sim_env(&b, "config/sim/lab-a100.yaml"),
     );
     for d in [&da, &db] {
         d.ctl_ok(&["group", "start", "vision_gpu", "--wait", "--timeout", "120"]);
     }
+    for (d, peer) in [(&da, &b.name), (&db, &a.name)] {
+        d.wait_until(&format!("{peer} is alive"), Duration::from_secs(30), |d| {
+            let peers: serde_json::Value =
+                serde_json::from_str(&d.ctl_ok(&["-o", "json", "peers"])).unwrap();
+            peers[0]["name"] == peer.as_str() && peers[0]["state"] == "alive"
+        });
+    }
 
-    // Each daemon's live text passes promtool, GPU series included.
-    for (port, kind) in [(port_a, "mps"), (port_b, "mig")] {
+    // Each daemon's live text passes promtool, GPU series included (the
+    // text is the snapshot published each second: wait for one taken
+    // after the start).
+    for (d, port, kind) in [(&da, port_a, "mps"), (&db, port_b, "mig")] {
+        d.wait_until(
+            &format!("/metrics shows the {kind} slice"),
+            Duration::from_secs(30),
+            |_| http_get(port, "/metrics").is_some_and(|t| t.contains(&format!("kind=\"{kind}\""))),
+        );
         let text = http_get(port, "/metrics").expect("/metrics answers");
         promtool_check(&text);
         assert!(
@@ -277,17 +326,29 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         },
     );
 
-    // Every panel of every dashboard has data, read from the JSON; only
-    // the federation panels may be empty (the daemons do not federate yet).
-    let checked = run_local_ok(&[
-        "check-dashboards",
-        "--dir",
-        &dir_s,
-        "--allow-empty",
-        "^Peer",
-        "--allow-empty",
-        "^Federation messages$",
-    ]);
+    // ... and Prometheus has scraped it so.
+    let url = std::fs::read_to_string(dir.join("prometheus.url")).unwrap();
+    let seen = Command::new("python3")
+        .arg(repo_root().join("tests/observability/promwait.py"))
+        .args([
+            url.trim(),
+            "--timeout",
+            "30",
+            "query",
+            "orchestrator_agent_crashlooping == 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        seen.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&seen.stdout),
+        String::from_utf8_lossy(&seen.stderr)
+    );
+
+    // Every panel of every dashboard has data, read from the JSON, the
+    // federation panels included.
+    let checked = run_local_ok(&["check-dashboards", "--dir", &dir_s]);
     assert!(!checked.contains("FAIL"), "{checked}");
 
     // Healed: the short window clears and the page resolves.

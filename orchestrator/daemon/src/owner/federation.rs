@@ -26,8 +26,10 @@ impl Owner {
             Ok(orch_api::Response::Slo(r)) => Some(r),
             _ => None,
         };
+        let mut status = views::status(&self.sup, &facts);
+        status.state = self.state_file.clone();
         Snapshot {
-            status: views::status(&self.sup, &facts),
+            status,
             agents: views::agents(&self.sup, facts.now, None).unwrap_or_default(),
             gpu: views::gpu(&self.sup, &facts),
             slo,

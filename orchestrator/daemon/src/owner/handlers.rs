@@ -10,6 +10,7 @@ use orch_api::{
 };
 use orch_config::ConfigError;
 use orch_core::gpu::ReplicaKey;
+use orch_core::model::HostConfig;
 use orch_core::supervise::{CommandError, EventKind, Outcome};
 
 use super::{Owner, Reply, hashes};
@@ -71,7 +72,13 @@ impl Owner {
         }
     }
 
-    pub(super) fn on_request(&mut self, now: u64, request: Request, reply: Reply) {
+    pub(super) fn on_request(
+        &mut self,
+        now: u64,
+        request: Request,
+        reply: Reply,
+        caller: &tracing::Span,
+    ) {
         let answer = match request {
             Request::Status => {
                 let mut status = views::status(&self.sup, &self.facts());
@@ -83,8 +90,9 @@ impl Owner {
                 views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
             }
             Request::GroupStart { group } => {
-                // Open until the groups it starts are ready (`crate::trace`).
-                let span = tracing::info_span!("group_start", group = %group);
+                // Open until the groups it starts are ready (`crate::trace`);
+                // under the caller's span, which a peer's command continues.
+                let span = tracing::info_span!(parent: caller, "group_start", group = %group);
                 let _in = span.enter();
                 self.group_command(&group, "starting", |s| s.start_group(now, &group))
             }
@@ -325,7 +333,12 @@ impl Owner {
                     )
                 })?;
         }
-        let warnings = loaded.warnings.iter().map(|w| w.headline()).collect();
+        let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
+        for section in restart_only_changes(self.sup.config(), &loaded.config) {
+            warnings.push(format!(
+                "`{section}` changed: it takes effect when orchestratord restarts (`systemctl restart orchestratord`); the running daemon keeps the old value"
+            ));
+        }
         let events_from = self.log.next_seq();
         let hashes = hashes(&loaded.config);
         let new_config = Arc::new(loaded.config.clone());
@@ -530,4 +543,22 @@ impl Owner {
             let _ = reply.send(answer);
         });
     }
+}
+
+/// The settings of `new` that differ from `old` and that the running daemon
+/// cannot take over: it opened its sockets, its bus, its Docker connection,
+/// its state directory and NVML with the old ones.
+fn restart_only_changes(old: &HostConfig, new: &HostConfig) -> Vec<&'static str> {
+    let (o, n) = (&old.runtime, &new.runtime);
+    [
+        ("control", old.control != new.control),
+        ("metrics", old.metrics != new.metrics),
+        ("federation", old.federation != new.federation),
+        ("runtime.state_dir", o.state_dir != n.state_dir),
+        ("runtime.docker_host", o.docker_host != n.docker_host),
+        ("runtime.nvml_library", o.nvml_library != n.nvml_library),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }

@@ -69,10 +69,12 @@ pub type Reply = oneshot::Sender<Result<Response, ApiError>>;
 /// Everything that makes the owner act.
 #[derive(Debug)]
 pub enum Event {
-    /// A request from a transport (the control socket, a peer).
+    /// A request from a transport (the control socket, a peer). `span` is
+    /// the caller's: a command from a peer continues the peer's trace.
     Request {
         request: Request,
         reply: Reply,
+        span: tracing::Span,
     },
     /// The events from `since` on, and a receiver for the ones after them
     /// (for event streams), taken together so none falls in between.
@@ -362,7 +364,11 @@ impl Owner {
         // Reconcile time: every input but observability's own work.
         let began = std::time::Instant::now();
         match ev {
-            Event::Request { request, reply } => self.on_request(now, request, reply),
+            Event::Request {
+                request,
+                reply,
+                span,
+            } => self.on_request(now, request, reply, &span),
             Event::Subscribe { since, reply } => {
                 let _ = reply.send(self.log.subscribe(since));
             }

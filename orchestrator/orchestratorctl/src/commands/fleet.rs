@@ -1,10 +1,10 @@
-//! `status|groups|agents|gpu --all-hosts`: every host of the federation
+//! `status|groups|agents|gpu|slo --all-hosts`: every host of the federation
 //! from the local daemon, this host live and each peer from its latest
 //! snapshot, each under a heading with its state and the age of what is
 //! shown. A host that is down shows its last known state, marked as such.
 
 use anyhow::Result;
-use orch_api::{Fleet, HostView, PeerState, Snapshot};
+use orch_api::{Fleet, HostView, PeerState, SloReport, Snapshot};
 use serde::Serialize;
 
 use super::daemon::{block_on, fail};
@@ -16,6 +16,7 @@ pub enum View {
     Groups,
     Agents(Option<String>),
     Gpu,
+    Slo(Option<String>),
 }
 
 /// One host in machine output: how it is seen, and the part asked for.
@@ -69,6 +70,14 @@ pub fn run(client: &orch_api::Client, view: View, out: &Out) -> Result<()> {
                     super::agents::render(&agents, out);
                 }
                 View::Gpu => super::gpu::render(&s.gpu, true, out),
+                View::Slo(group) => match slo_of(s, group.as_deref()) {
+                    Some(r) if !r.groups.is_empty() => print!(
+                        "{}",
+                        super::slo::slo_table(std::slice::from_ref(&r), out).render(out)
+                    ),
+                    Some(_) => println!("no group with an `slo:` here"),
+                    None => println!("{}", out.dim("(no SLO figures from this host)")),
+                },
             },
         }
     }
@@ -86,8 +95,19 @@ fn part(s: &Snapshot, view: &View) -> serde_json::Value {
                 .collect::<Vec<_>>(),
         ),
         View::Gpu => serde_json::to_value(&s.gpu),
+        View::Slo(group) => serde_json::to_value(slo_of(s, group.as_deref())),
     }
     .unwrap_or_default()
+}
+
+/// The host's SLO figures, only `group`'s if one is named (a host without
+/// that group shows none of its groups).
+fn slo_of(s: &Snapshot, group: Option<&str>) -> Option<SloReport> {
+    let mut report = s.slo.clone()?;
+    if let Some(g) = group {
+        report.groups.retain(|x| x.group == g);
+    }
+    Some(report)
 }
 
 /// `== pc2 (alive, incarnation 1796..., as of 0.4s ago) ==`
