@@ -66,6 +66,14 @@ def earlier_rows(old_doc):
     return rows
 
 
+def skipped_steps(command):
+    """The steps a `BENCH_SKIP=a,b scripts/bench.sh` command did not run."""
+    for word in command.split():
+        if word.startswith("BENCH_SKIP="):
+            return [x for x in word.split("=", 1)[1].split(",") if x]
+    return []
+
+
 def main():
     bench, out_md = sys.argv[1], sys.argv[2]
     m = load(bench, "machine.json", {})
@@ -94,6 +102,12 @@ def main():
     w("")
     w(f"Command: `{m.get('command', 'scripts/bench.sh')}` ({m.get('minutes', '?')} minutes)")
     w("")
+    reused = skipped_steps(m.get("command", ""))
+    if reused:
+        w(f"This command skipped {', '.join(reused)} (`BENCH_SKIP`): those figures are the ones the "
+          "previous run of each step left in `target/bench`, on the same machine; see the earlier "
+          "runs below for that run's command and commit.")
+        w("")
     w(f"Machine: {m.get('cpus', '?')} cores ({m.get('cpu_model', '?')}), {m.get('mem_gib', '?')} GiB, "
       f"Linux {m.get('kernel', '?')}, Docker Engine {m.get('docker', '?')} with the "
       f"`{m.get('storage_driver', '?')}` storage driver"
