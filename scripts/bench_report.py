@@ -90,7 +90,7 @@ def main():
     w = L.append
     w("# Benchmarks")
     w("")
-    w("Every figure here was made by one run of `scripts/bench.sh`, which runs the planner and SLO "
+    w("Every figure here was made by `scripts/bench.sh`, which runs the planner and SLO "
       "benches (`cargo bench -p orch-core`), the `/metrics` render bench (`cargo bench -p orch-daemon "
       "--bench metrics`), `scripts/bench_federation.sh`, `scripts/bench_fleet.py` (group start side "
       "by side with docker-compose and the raw Docker baseline; crash to running) and "
@@ -105,8 +105,8 @@ def main():
     reused = skipped_steps(m.get("command", ""))
     if reused:
         w(f"This command skipped {', '.join(reused)} (`BENCH_SKIP`): those figures are the ones the "
-          "previous run of each step left in `target/bench`, on the same machine; see the earlier "
-          "runs below for that run's command and commit.")
+          "latest run that did not skip them left in `target/bench`, on the same machine (the last "
+          "row of the earlier runs below); the rest are this command's.")
         w("")
     w(f"Machine: {m.get('cpus', '?')} cores ({m.get('cpu_model', '?')}), {m.get('mem_gib', '?')} GiB, "
       f"Linux {m.get('kernel', '?')}, Docker Engine {m.get('docker', '?')} with the "
@@ -378,7 +378,9 @@ def main():
     w(EARLIER_HEAD)
     w("|---|---|---|---|---|---|---|---|")
     rows = earlier_rows(old)
-    if fleet:
+    # A run that skipped the fleet or scale step has no row of its own:
+    # those figures are an earlier run's, already in the table.
+    if fleet and not {"fleet", "scale"} & set(reused):
         big = str(max(fleet["sizes"]))
         s = fleet["start"][big]
         med = {side: {k: median([r[k] for r in s[side]]) for k in ("running", "healthy")} for side in s}
