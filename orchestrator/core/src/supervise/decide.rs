@@ -44,7 +44,16 @@ impl Supervisor {
                     out.actions.push(Action::UnwatchHealth { key: key.clone() });
                 }
             }
-            Input::Health { key, id, ok } => self.health(now, key, id, ok, &mut out),
+            Input::Health { key, id, ok } => {
+                if !self.health(now, key, id, ok, &mut out) {
+                    // Nothing the passes look at changed (the steady state:
+                    // a healthy replica passed its probe), so the last pass
+                    // still holds; what time alone changes is the tick's
+                    // (`next_deadline`). Probes are most of the inputs of a
+                    // running host: this keeps each one O(1).
+                    return out;
+                }
+            }
             Input::OpFinished { key, op, result } => {
                 self.op_finished(now, key, op, result, &mut out)
             }
@@ -306,6 +315,7 @@ impl Supervisor {
             .collect();
         self.agent_graph = agent_graph(&config);
         self.group_graph = group_graph(&config);
+        self.agent_order = self.agent_graph.waves().into_iter().flatten().collect();
         self.agents = config
             .agents()
             .map(|a| (a.name.clone(), a.clone()))
@@ -575,12 +585,11 @@ impl Supervisor {
     /// dependencies) needs `agent` as held.
     fn hold_dependents(&mut self, agent: &str) {
         for dependent in self.required_dependents(agent) {
-            for r in self
-                .replicas
-                .values_mut()
-                .filter(|r| r.key.agent == dependent)
-            {
-                r.held_by_crashloop = true;
+            let keys = self.keys_of(&dependent);
+            for key in keys {
+                if let Some(r) = self.replicas.get_mut(&key) {
+                    r.held_by_crashloop = true;
+                }
             }
         }
     }
@@ -609,24 +618,30 @@ impl Supervisor {
         let closure = self.agent_graph.closure(&[agent]);
         closure.iter().filter(|a| a.as_str() != agent).any(|a| {
             self.agents.get(a).is_some_and(|x| x.required)
-                && self
-                    .replicas
-                    .values()
-                    .any(|r| &r.key.agent == a && r.crashloop)
+                && self.replicas_of(a).any(|r| r.crashloop)
         })
     }
 
-    fn health(&mut self, now: Millis, key: ReplicaKey, id: String, ok: bool, out: &mut Outcome) {
+    /// Applies a probe result; whether the replica's health changed.
+    fn health(
+        &mut self,
+        now: Millis,
+        key: ReplicaKey,
+        id: String,
+        ok: bool,
+        out: &mut Outcome,
+    ) -> bool {
         let (retries, start_period) = match self.agents.get(&key.agent) {
             Some(a) => (a.health.retries, a.health.start_period.as_millis() as u64),
-            None => return,
+            None => return false,
         };
         let Some(r) = self.replicas.get_mut(&key) else {
-            return;
+            return false;
         };
         if !r.is_running() || r.container.as_ref().is_none_or(|c| c.id != id) {
-            return;
+            return false;
         }
+        let before = r.health;
         if ok {
             r.probe_failures = 0;
             if r.health != Health::Healthy {
@@ -645,7 +660,7 @@ impl Supervisor {
             let in_start_period =
                 r.healthy_since.is_none() && r.started_at.is_some_and(|t| now < t + start_period);
             if in_start_period {
-                return;
+                return false;
             }
             r.probe_failures += 1;
             if r.probe_failures >= retries && r.health != Health::Unhealthy {
@@ -657,6 +672,7 @@ impl Supervisor {
                 });
             }
         }
+        r.health != before
     }
 
     fn op_finished(
@@ -764,17 +780,16 @@ impl Supervisor {
     /// Group transitions, then stops (reverse order), then starts (order).
     pub(crate) fn settle(&mut self, now: Millis, out: &mut Outcome) {
         // A group being restarted comes back once all of it is down.
-        let done: Vec<String> = self
-            .restarting
-            .iter()
-            .filter(|g| {
-                !self
-                    .replicas
-                    .values()
-                    .any(|r| &r.group == *g && (r.container.is_some() || r.op.is_some()))
-            })
-            .cloned()
-            .collect();
+        let done: Vec<String> = if self.restarting.is_empty() {
+            Vec::new()
+        } else {
+            let active = self.active_groups();
+            self.restarting
+                .iter()
+                .filter(|g| !active.contains(g.as_str()))
+                .cloned()
+                .collect()
+        };
         for g in done {
             self.restarting.remove(&g);
             out.events.push(EventKind::GroupStarting { group: g });
@@ -787,6 +802,7 @@ impl Supervisor {
             .keys()
             .map(|a| (a.clone(), self.stable_after(a)))
             .collect();
+        self.visited(self.replicas.len());
         for r in self.replicas.values_mut() {
             let period = stable.get(&r.key.agent).copied().unwrap_or(10_000);
             if (r.failures > 0 || r.crashloop)
@@ -805,14 +821,16 @@ impl Supervisor {
             }
         }
         if self.docker_up {
-            let order = self.agent_order();
+            let order = std::mem::take(&mut self.agent_order);
             self.stop_pass(&order, out);
             self.assign_slices(now, out);
             // A group that just became ready says so before what it releases starts.
             self.group_events(out);
             self.start_pass(now, &order, out);
+            self.agent_order = order;
         }
         self.group_events(out);
+        self.visited(self.replicas.len());
         self.replicas
             .retain(|_, r| !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none()));
     }
@@ -997,10 +1015,6 @@ impl Supervisor {
         }
     }
 
-    fn agent_order(&self) -> Vec<String> {
-        self.agent_graph.waves().into_iter().flatten().collect()
-    }
-
     pub(crate) fn start_order(&self, groups: &BTreeSet<String>) -> Vec<String> {
         self.group_graph
             .waves()
@@ -1011,11 +1025,7 @@ impl Supervisor {
     }
 
     fn keys_of(&self, agent: &str) -> Vec<ReplicaKey> {
-        self.replicas
-            .keys()
-            .filter(|k| k.agent == agent)
-            .cloned()
-            .collect()
+        self.replicas_of(agent).map(|r| r.key.clone()).collect()
     }
 
     /// Whether the replica is due to go down: unwanted, held by a crash
@@ -1030,14 +1040,15 @@ impl Supervisor {
     fn stop_pass(&mut self, order: &[String], out: &mut Outcome) {
         // Unknown agents (removed from the config) go first: nothing we know depends on them.
         let mut agents: Vec<String> = self
-            .replicas
-            .keys()
-            .map(|k| k.agent.clone())
-            .filter(|a| !self.agents.contains_key(a))
+            .scan()
+            .map(|r| &r.key.agent)
+            .filter(|a| !self.agents.contains_key(*a))
+            .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         agents.extend(order.iter().rev().cloned());
+        let blockers = self.stop_blockers();
         for agent in agents {
             for key in self.keys_of(&agent) {
                 let Some(r) = self.replicas.get(&key) else {
@@ -1047,7 +1058,7 @@ impl Supervisor {
                     continue;
                 }
                 // Dependents that are also going down stop first.
-                if self.stop_blocked(&agent) {
+                if blockers.block(self, &agent) {
                     continue;
                 }
                 let Some(r) = self.replicas.get_mut(&key) else {
@@ -1077,7 +1088,7 @@ impl Supervisor {
     }
 
     /// Required dependencies of `agent` that are not ready.
-    fn waiting_for(&self, agent: &str) -> Vec<Wait> {
+    fn waiting_for(&self, agent: &str, groups_ready: &mut BTreeMap<String, bool>) -> Vec<Wait> {
         let Some(a) = self.agents.get(agent) else {
             return Vec::new();
         };
@@ -1096,7 +1107,15 @@ impl Supervisor {
                 .iter()
                 .filter_map(|d| crate::model::Dep::local(d))
             {
-                if !self.group_wanted(dep) || !self.group_ready(dep) {
+                let ready = match groups_ready.get(dep) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.group_wanted(dep) && self.group_ready(dep);
+                        groups_ready.insert(dep.to_string(), r);
+                        r
+                    }
+                };
+                if !ready {
                     waiting.push(Wait::Group(dep.to_string()));
                 }
             }
@@ -1111,45 +1130,49 @@ impl Supervisor {
         waiting
     }
 
-    /// Whether something that must stop before `agent` is still up: a
-    /// dependent agent, or an agent of a group that names `agent`'s group
-    /// in its `depends_on`, that is itself going down.
-    fn stop_blocked(&self, agent: &str) -> bool {
-        let group = self
-            .agents
-            .get(agent)
-            .map(|a| a.group.as_str())
-            .unwrap_or("");
-        let dependents = self.agent_graph.dependents_of(agent);
-        self.replicas.values().any(|x| {
+    /// What is going down with a container or an operation in flight,
+    /// taken once per stop pass (issuing a stop keeps a replica in it), so
+    /// that each replica's check is a lookup rather than a scan.
+    fn stop_blockers(&self) -> StopBlockers {
+        let mut b = StopBlockers::default();
+        for x in self.scan() {
             if !(x.container.is_some() || x.op.is_some()) || !self.going_down(x) {
-                return false;
+                continue;
             }
-            let x_group_needs = self
-                .config
-                .group(&x.group)
-                .is_some_and(|g| x.group != group && g.depends_on.iter().any(|d| d == group));
-            dependents.contains(&x.key.agent.as_str()) || x_group_needs
-        })
+            b.needed_agents
+                .extend(self.agent_graph.deps_of(&x.key.agent).iter().cloned());
+            if let Some(g) = self.config.group(&x.group) {
+                for d in &g.depends_on {
+                    if *d != x.group {
+                        b.needed_groups.insert(d.clone());
+                    }
+                }
+            }
+        }
+        b
     }
 
     fn start_pass(&mut self, now: Millis, order: &[String], out: &mut Outcome) {
+        // Readiness of the groups named in `depends_on`, worked out once
+        // per group rather than once per agent; forgotten when this pass
+        // takes a running replica down (a restart, a recreate).
+        let mut groups_ready = BTreeMap::new();
+        let looping = self.scan().any(|r| r.crashloop);
         for agent in order {
             let Some(spec) = self.agents.get(agent).cloned() else {
                 continue;
             };
             let hash = self.hashes.get(agent).cloned().unwrap_or_default();
-            let waiting = self.waiting_for(agent);
+            let waiting = self.waiting_for(agent, &mut groups_ready);
+            let upstream_loop =
+                (looping && self.upstream_crashloop(agent)) || self.remote_failed(agent);
             for key in self.keys_of(agent) {
                 if !self.wanted(&key) {
                     continue;
                 }
-                let upstream_loop = self.upstream_crashloop(agent) || self.remote_failed(agent);
                 // One replica of an agent changes at a time.
-                let sibling_busy = self.replicas.values().any(|x| {
-                    x.key.agent == *agent
-                        && x.key != key
-                        && (x.op.is_some() || (x.is_running() && !self.replica_healthy(x)))
+                let sibling_busy = self.replicas_of(agent).any(|x| {
+                    x.key != key && (x.op.is_some() || (x.is_running() && !self.replica_healthy(x)))
                 });
                 let Some(r) = self.replicas.get_mut(&key) else {
                     continue;
@@ -1223,6 +1246,7 @@ impl Supervisor {
                         }
                         r.op = Some(OpKind::Recreate);
                         r.phase = Phase::Starting;
+                        groups_ready.clear();
                         out.actions.push(Action::UnwatchHealth { key: key.clone() });
                         out.events.push(EventKind::AgentStarting {
                             replica: key.clone(),
@@ -1269,6 +1293,7 @@ impl Supervisor {
                             r.restart_requested = false;
                             r.op = Some(OpKind::Restart);
                             r.phase = Phase::Starting;
+                            groups_ready.clear();
                             // Its health is not known again until it is probed.
                             r.health = Health::Unknown;
                             out.actions.push(Action::UnwatchHealth { key: key.clone() });
@@ -1329,6 +1354,25 @@ impl Supervisor {
 
     fn group_events(&mut self, out: &mut Outcome) {
         let groups: Vec<String> = self.config.groups.iter().map(|g| g.name.clone()).collect();
+        // One pass over the table and the outcome's events, not one per group.
+        let active: BTreeSet<String> = self
+            .active_groups()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let mut stopping = BTreeSet::new();
+        let mut said = BTreeSet::new();
+        for e in &out.events {
+            match e {
+                EventKind::AgentStopped { group, .. } | EventKind::GroupStopping { group } => {
+                    stopping.insert(group.clone());
+                }
+                EventKind::GroupStopped { group } => {
+                    said.insert(group.clone());
+                }
+                _ => {}
+            }
+        }
         for g in groups {
             if self.group_wanted(&g) {
                 let ready = self.group_ready(&g);
@@ -1338,24 +1382,37 @@ impl Supervisor {
                 } else if !ready {
                     self.ready_groups.remove(&g);
                 }
-            } else if !self.restarting.contains(&g) {
-                let active = self
-                    .replicas
-                    .values()
-                    .any(|r| r.group == g && (r.container.is_some() || r.op.is_some()));
-                let stopping = out
-                    .events
-                    .iter()
-                    .any(|e| matches!(e, EventKind::AgentStopped { group, .. } | EventKind::GroupStopping { group } if *group == g));
-                let said = out
-                    .events
-                    .iter()
-                    .any(|e| matches!(e, EventKind::GroupStopped { group } if *group == g));
-                if !active && stopping && !said {
-                    out.events.push(EventKind::GroupStopped { group: g });
-                }
+            } else if !self.restarting.contains(&g)
+                && !active.contains(&g)
+                && stopping.contains(&g)
+                && !said.contains(&g)
+            {
+                out.events.push(EventKind::GroupStopped { group: g });
             }
         }
+    }
+}
+
+/// What replicas going down still need (see `Supervisor::stop_blockers`).
+#[derive(Debug, Default)]
+struct StopBlockers {
+    /// Agents a replica going down depends on.
+    needed_agents: BTreeSet<String>,
+    /// Groups named in the `depends_on` of a group with a replica going down.
+    needed_groups: BTreeSet<String>,
+}
+
+impl StopBlockers {
+    /// Whether something that must stop before `agent` is still up: a
+    /// dependent agent, or an agent of a group that names `agent`'s group
+    /// in its `depends_on`, that is itself going down.
+    fn block(&self, sup: &Supervisor, agent: &str) -> bool {
+        let group = sup
+            .agents
+            .get(agent)
+            .map(|a| a.group.as_str())
+            .unwrap_or("");
+        self.needed_agents.contains(agent) || self.needed_groups.contains(group)
     }
 }
 

@@ -612,6 +612,14 @@ pub struct Supervisor {
     pub(crate) owned_mig: Vec<OwnedMig>,
     /// Other hosts, as far as cross-host dependencies need them.
     pub(crate) remote: BTreeMap<String, RemoteHost>,
+    /// Agents in start order (the agent graph's waves), kept with the
+    /// graph: every decision pass walks it.
+    pub(crate) agent_order: Vec<String>,
+    /// Replicas visited by the decision passes. Tests compare it across
+    /// host sizes: a pass that grows worse than linearly with replicas
+    /// fails on the count, never on a timing.
+    #[cfg(test)]
+    pub(crate) visits: std::cell::Cell<u64>,
 }
 
 /// The label value of a replica's key in persisted slices.
@@ -642,7 +650,11 @@ impl Supervisor {
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
             remote: BTreeMap::new(),
+            agent_order: Vec::new(),
+            #[cfg(test)]
+            visits: std::cell::Cell::new(0),
         };
+        s.agent_order = s.agent_graph.waves().into_iter().flatten().collect();
         s.agents = s
             .config
             .agents()
@@ -692,6 +704,37 @@ impl Supervisor {
 
     pub fn replica(&self, key: &ReplicaKey) -> Option<&Replica> {
         self.replicas.get(key)
+    }
+
+    /// The replicas of one agent: a range of the table (keys sort by
+    /// agent, then replica), not a scan of it.
+    pub(crate) fn replicas_of<'a>(&'a self, agent: &str) -> impl Iterator<Item = &'a Replica> {
+        self.replicas
+            .range(ReplicaKey::new(agent, 0)..=ReplicaKey::new(agent, u32::MAX))
+            .map(|(_, r)| r)
+            .inspect(|_| self.visited(1))
+    }
+
+    /// Every replica, for a decision pass (counted in tests).
+    pub(crate) fn scan(&self) -> impl Iterator<Item = &Replica> {
+        self.visited(self.replicas.len());
+        self.replicas.values()
+    }
+
+    /// Counts replicas a pass looked at (tests only; nothing otherwise).
+    #[inline]
+    pub(crate) fn visited(&self, _n: usize) {
+        #[cfg(test)]
+        self.visits.set(self.visits.get() + _n as u64);
+    }
+
+    /// Groups with a replica that still has a container or an operation
+    /// in flight, in one pass over the table.
+    pub(crate) fn active_groups(&self) -> BTreeSet<&str> {
+        self.scan()
+            .filter(|r| r.container.is_some() || r.op.is_some())
+            .map(|r| r.group.as_str())
+            .collect()
     }
 
     pub fn inventory(&self) -> Option<&[GpuInfo]> {
@@ -830,8 +873,7 @@ impl Supervisor {
     pub fn group_phase(&self, group: &str) -> GroupPhase {
         if !self.group_wanted(group) {
             let active = self
-                .replicas
-                .values()
+                .scan()
                 .any(|r| r.group == group && (r.container.is_some() || r.op.is_some()));
             if self.started.contains(group) || active {
                 GroupPhase::Stopping
@@ -885,6 +927,7 @@ impl Supervisor {
             return false;
         }
         (0..a.replicas).all(|i| {
+            self.visited(1);
             self.replicas
                 .get(&ReplicaKey::new(agent, i))
                 .is_some_and(|r| self.replica_healthy(r) && !r.crashloop)
@@ -902,18 +945,16 @@ impl Supervisor {
                 }
             }
         }
+        // A set, not a list: the retain below looks every key up in it.
+        let mut wanted_keys = BTreeSet::new();
         for (key, group) in wanted {
             self.replicas
                 .entry(key.clone())
-                .or_insert_with(|| Replica::new(key, &group));
+                .or_insert_with(|| Replica::new(key.clone(), &group));
+            wanted_keys.insert(key);
         }
         // Forget replicas that are unwanted, have no container and nothing in flight.
-        let wanted_keys: Vec<ReplicaKey> = self
-            .replicas
-            .keys()
-            .filter(|k| self.wanted(k))
-            .cloned()
-            .collect();
+        self.visited(self.replicas.len());
         self.replicas
             .retain(|k, r| wanted_keys.contains(k) || r.container.is_some() || r.op.is_some());
     }

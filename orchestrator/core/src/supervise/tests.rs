@@ -2269,3 +2269,178 @@ fn a_group_removed_from_the_config_is_forgotten_as_stopped_too() {
     // An export of this state imports on this config.
     assert!(h.s.persisted().stopped_groups.is_empty());
 }
+
+// ---- growth with the host's size ----
+//
+// Every input runs one decision pass over the host, so the work of a pass
+// must grow linearly with replicas. These count the replicas a pass visits
+// (`Supervisor::visits`) at two sizes, four times apart: a linear pass
+// visits about four times as many, one that scans the table once per
+// agent or per replica (as `keys_of`, the sibling check, the crash-loop
+// check, the stop order and the replica table's clean-up once did) about
+// sixteen times as many.
+
+/// `groups` groups of 20 agents; in each a dependency chain of depth 4
+/// (1 root, 3, 6, 10 agents), and each group needs the one before it.
+fn scaled_spec(groups: usize) -> Spec<'static> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut spec = Vec::new();
+    for g in 0..groups {
+        let name = leak(format!("g{g}"));
+        let gdeps: &'static [&'static str] = if g == 0 {
+            &[]
+        } else {
+            Box::leak(vec![leak(format!("g{}", g - 1))].into_boxed_slice())
+        };
+        let mut agents = Vec::new();
+        let levels = [1usize, 3, 6, 10];
+        let mut prev: Vec<&'static str> = Vec::new();
+        for (depth, width) in levels.iter().enumerate() {
+            let mut this = Vec::new();
+            for i in 0..*width {
+                let a = leak(format!("g{g}a{depth}x{i}"));
+                let deps: &'static [&'static str] = match prev.get(i % prev.len().max(1)) {
+                    Some(d) => Box::leak(vec![*d].into_boxed_slice()),
+                    None => &[],
+                };
+                agents.push((a, deps, 1u32, true));
+                this.push(a);
+            }
+            prev = this;
+        }
+        spec.push((name, gdeps, &*Box::leak(agents.into_boxed_slice())));
+    }
+    Box::leak(spec.into_boxed_slice())
+}
+
+/// A harness with every group of `scaled_spec(groups)` started and healthy.
+fn scaled_running(groups: usize) -> Harness {
+    let mut h = Harness::new(scaled_spec(groups));
+    let last = format!("g{}", groups - 1);
+    h.cmd(|s| s.start_group(0, &last).unwrap());
+    // Wave by wave: each level of each group is released by the last.
+    for _ in 0..groups * 4 + 4 {
+        h.finish_ops();
+        let starting: Vec<ReplicaKey> =
+            h.s.replicas()
+                .filter(|r| r.is_running() && r.health != Health::Healthy && r.op.is_none())
+                .map(|r| r.key.clone())
+                .collect();
+        for key in starting {
+            h.healthy(key);
+        }
+    }
+    assert!(
+        h.s.replicas().all(|r| r.health == Health::Healthy),
+        "the scaled host did not come up"
+    );
+    h
+}
+
+/// Visits made by `f`.
+fn visits(h: &mut Harness, f: impl FnOnce(&mut Harness)) -> u64 {
+    h.s.visits.set(0);
+    f(h);
+    h.s.visits.get()
+}
+
+/// Linear growth: four times the replicas, at most five times the visits.
+fn assert_linear(what: &str, small: u64, large: u64) {
+    assert!(small > 0, "{what}: nothing counted");
+    assert!(
+        large <= small * 5,
+        "{what}: {small} replica visits at 40 agents, {large} at 160 (linear would be about {})",
+        small * 4
+    );
+}
+
+#[test]
+fn a_decision_pass_on_a_running_host_grows_linearly() {
+    let mut counts = Vec::new();
+    for groups in [2, 8] {
+        let mut h = scaled_running(groups);
+        let key = k("g0a3x0");
+        let tick = visits(&mut h, |h| {
+            h.at(h.now + 1000);
+        });
+        // A healthy replica passing its probe changes nothing: no pass.
+        let passing = visits(&mut h, |h| {
+            h.healthy(key.clone());
+        });
+        assert_eq!(passing, 0, "a passing probe of a healthy replica");
+        // Failing ones change nothing until the last retry makes it unhealthy.
+        let failing = visits(&mut h, |h| {
+            for _ in 0..3 {
+                h.unhealthy(key.clone());
+            }
+        });
+        counts.push((tick, failing));
+    }
+    assert_linear("a tick", counts[0].0, counts[1].0);
+    assert_linear("a health change", counts[0].1, counts[1].1);
+}
+
+#[test]
+fn stopping_a_host_grows_linearly() {
+    let mut counts = Vec::new();
+    for groups in [2, 8] {
+        let mut h = scaled_running(groups);
+        // Every agent but the leaves waits for its dependents to stop.
+        counts.push((
+            visits(&mut h, |h| {
+                h.cmd(|s| s.stop_group(0, "g0", true).unwrap());
+            }),
+            visits(&mut h, |h| h.finish_ops()) / (groups as u64 * 10),
+        ));
+    }
+    assert_linear("the stop command", counts[0].0, counts[1].0);
+    assert_linear("each stop reported", counts[0].1, counts[1].1);
+}
+
+#[test]
+fn adopting_a_running_host_grows_linearly() {
+    let mut counts = Vec::new();
+    for groups in [2, 8] {
+        let c = config(scaled_spec(groups));
+        let hs = hashes(&c, "v1");
+        let persisted = Persisted {
+            started_groups: c.groups.iter().map(|g| g.name.clone()).collect(),
+            ..Persisted::default()
+        };
+        let containers: Vec<_> = c
+            .agents()
+            .map(|a| {
+                (
+                    k(&a.name),
+                    a.group.clone(),
+                    ContainerFacts {
+                        id: format!("c-{}", a.name),
+                        config_hash: format!("{}-v1", a.name),
+                        status: ContainerStatus::Running,
+                        started_at_ms: 0,
+                        gpu_slice: None,
+                    },
+                )
+            })
+            .collect();
+        let n = containers.len();
+        let mut s = Supervisor::new(c, hs, persisted);
+        s.visits.set(0);
+        let out = s.handle(1000, Input::Resync { containers });
+        let adopted = out
+            .events
+            .iter()
+            .filter(|e| matches!(e, EventKind::AgentAdopted { .. }))
+            .count();
+        assert_eq!(adopted, n);
+        assert!(
+            !out.actions.iter().any(|a| matches!(
+                a,
+                Action::Launch { .. } | Action::Start { .. } | Action::Stop { .. }
+            )),
+            "adoption starts or stops nothing"
+        );
+        counts.push(s.visits.get());
+    }
+    assert_linear("adoption", counts[0], counts[1]);
+}
