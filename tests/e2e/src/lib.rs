@@ -474,6 +474,37 @@ impl Drop for Daemon {
     }
 }
 
+/// A host's federation keys, made by `orchestratorctl keys generate`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// The secret key file (mode 0600).
+    pub secret: PathBuf,
+    /// The Z85 public key, as peers list it.
+    pub public: String,
+}
+
+/// Makes `host`'s CURVE key pair under its directory, with the CLI.
+pub fn keys(host: &Host) -> Keys {
+    let (_, ctl) = binaries();
+    let dir = host.path("keys");
+    let out = Command::new(ctl)
+        .args(["keys", "generate", &host.name, "--out"])
+        .arg(&dir)
+        .output()
+        .expect("orchestratorctl keys generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(dir.join(format!("{}.pub", host.name)))
+        .expect("the public key file");
+    Keys {
+        secret: dir.join(format!("{}.key", host.name)),
+        public: public.trim().to_string(),
+    }
+}
+
 /// The simulator's library, `nvml-simctl` and MPS stand-in, built on first use.
 pub fn sim_binaries() -> (PathBuf, PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();

@@ -9,39 +9,12 @@
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::net::Lan;
-use e2e::{Daemon, Host, IMAGE, binaries, repo_root};
-
-/// A host's keys, made by the CLI.
-struct Keys {
-    secret: PathBuf,
-    public: String,
-}
-
-fn keys(host: &Host) -> Keys {
-    let (_, ctl) = binaries();
-    let dir = host.path("keys");
-    let out = Command::new(ctl)
-        .args(["keys", "generate", &host.name, "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let secret = dir.join(format!("{}.key", host.name));
-    let public = std::fs::read_to_string(dir.join(format!("{}.pub", host.name)))
-        .unwrap()
-        .trim()
-        .to_string();
-    Keys { secret, public }
-}
+use e2e::{Daemon, Host, IMAGE, Keys, binaries, keys, repo_root};
 
 /// A host config on `ip`, with `groups` and these peers (name, ip, public key).
 fn config(

@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{Daemon, Host, IMAGE, binaries, repo_root, sim_env};
+use e2e::{Daemon, Host, IMAGE, keys, repo_root, sim_env};
 use prost::Message as _;
 
 fn free_port() -> u16 {
@@ -28,27 +28,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A CURVE key pair for `host`, made by the CLI: (secret key file, public key).
-fn keys(host: &Host) -> (PathBuf, String) {
-    let (_, ctl) = binaries();
-    let dir = host.path("keys");
-    let out = Command::new(ctl)
-        .args(["keys", "generate", &host.name, "--out"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let public = std::fs::read_to_string(dir.join(format!("{}.pub", host.name))).unwrap();
-    (
-        dir.join(format!("{}.key", host.name)),
-        public.trim().to_string(),
-    )
 }
 
 /// The `federation:` section of a host on loopback port `listen` with its
@@ -198,8 +177,7 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     std::fs::create_dir_all(&ctl_b).unwrap();
     // The two hosts federate over loopback, so the peer series have data.
     let (bus_a, bus_b) = (free_port(), free_port());
-    let (secret_a, public_a) = keys(&a);
-    let (secret_b, public_b) = keys(&b);
+    let (ka, kb) = (keys(&a), keys(&b));
     let da = Daemon::start_with_env(
         &a,
         &(config(
@@ -208,7 +186,7 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
             "{slice: mps, memory: 2g, compute: 10%}",
             "mps",
             &ctl_a,
-        ) + &federation(bus_a, &secret_a, (&b.name, bus_b, &public_b))),
+        ) + &federation(bus_a, &ka.secret, (&b.name, bus_b, &kb.public))),
         &[],
         &sim_env(&a, "config/mainpc/gpus.sim.yaml"),
     );
@@ -220,7 +198,7 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
             "{slice: mig, profile: 1g.10gb}",
             "mig",
             &ctl_b,
-        ) + &federation(bus_b, &secret_b, (&a.name, bus_a, &public_a))),
+        ) + &federation(bus_b, &kb.secret, (&a.name, bus_a, &ka.public))),
         &[],
         &sim_env(&b, "config/sim/lab-a100.yaml"),
     );
