@@ -176,6 +176,26 @@ impl World {
     }
 }
 
+/// A `federation:` section for a host on a [`World::on`] network: each
+/// peer at `tcp://PEER:7100` with a fresh public key (the in-memory bus
+/// checks names, not keys).
+pub fn federation_section(peers: &[&str]) -> String {
+    let list: Vec<String> = peers
+        .iter()
+        .map(|p| {
+            let key = orch_federation::SecretKey::generate()
+                .expect("a CURVE key pair")
+                .public()
+                .to_z85();
+            format!("{{name: {p}, endpoint: \"tcp://{p}:7100\", public_key: \"{key}\"}}")
+        })
+        .collect();
+    format!(
+        "federation:\n  listen: \"tcp://0.0.0.0:7100\"\n  peers: [{}]\n",
+        list.join(", ")
+    )
+}
+
 pub struct Harness {
     pub world: World,
     pub dir: tempfile::TempDir,

@@ -11,24 +11,11 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use orch_api::wire::{Phase, Wait};
 use orch_api::{ClientError, ErrorCode, GroupState, PeerState};
-use orch_daemon::testing::{Harness, World};
-use orch_federation::{MemNetwork, SecretKey};
-
-fn key() -> String {
-    SecretKey::generate().unwrap().public().to_z85()
-}
+use orch_daemon::testing::{Harness, World, federation_section};
+use orch_federation::MemNetwork;
 
 /// A host named `name` whose peers are `peers`, with one group `g`.
 fn config(name: &str, peers: &[&str]) -> String {
-    let list: Vec<String> = peers
-        .iter()
-        .map(|p| {
-            format!(
-                "{{name: {p}, endpoint: \"tcp://{p}:7100\", public_key: \"{}\"}}",
-                key()
-            )
-        })
-        .collect();
     format!(
         r#"version: 1
 host: {{name: {name}}}
@@ -41,12 +28,8 @@ groups:
     agents:
       A: {{}}
       B: {{depends_on: [A]}}
-federation:
-  listen: "tcp://0.0.0.0:7100"
-  peers: [{}]
-"#,
-        list.join(", ")
-    )
+"#
+    ) + &federation_section(peers)
 }
 
 async fn settle(ms: u64) {

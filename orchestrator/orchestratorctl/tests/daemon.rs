@@ -204,21 +204,8 @@ fn events_come_as_a_table_with_dates_ndjson_or_a_yaml_stream() {
 }
 
 fn fed_config(name: &str, peers: &[&str]) -> String {
-    let list: Vec<String> = peers
-        .iter()
-        .map(|p| {
-            let key = orch_federation::SecretKey::generate()
-                .unwrap()
-                .public()
-                .to_z85();
-            format!("{{name: {p}, endpoint: \"tcp://{p}:7100\", public_key: \"{key}\"}}")
-        })
-        .collect();
     CHAIN.replace("host: {name: testhost}", &format!("host: {{name: {name}}}"))
-        + &format!(
-            "federation:\n  listen: \"tcp://0.0.0.0:7100\"\n  peers: [{}]\n",
-            list.join(", ")
-        )
+        + &orch_daemon::testing::federation_section(peers)
 }
 
 #[test]

@@ -91,14 +91,8 @@ fn slo_shows_each_objective_as_a_table_and_as_json() {
 }
 
 fn federated(name: &str, peer: &str) -> String {
-    let key = orch_federation::SecretKey::generate()
-        .unwrap()
-        .public()
-        .to_z85();
     CONFIG.replace("host: {name: slocli}", &format!("host: {{name: {name}}}"))
-        + &format!(
-            "federation:\n  listen: \"tcp://0.0.0.0:7100\"\n  peers: [{{name: {peer}, endpoint: \"tcp://{peer}:7100\", public_key: \"{key}\"}}]\n"
-        )
+        + &orch_daemon::testing::federation_section(&[peer])
 }
 
 #[test]
