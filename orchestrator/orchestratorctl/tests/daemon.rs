@@ -279,8 +279,19 @@ fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
     code(&out, 4);
     assert!(text(&out.stderr).contains("gamma"), "{}", text(&out.stderr));
 
-    // Every host, one section each.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Every host, one section each, once beta's snapshot shows the group
+    // it started.
+    let beta_agents = |out: &std::process::Output| -> usize {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[1]["data"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    for _ in 0..100 {
+        if beta_agents(&ctl(&["-o", "json", "agents", "--all-hosts"])) == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let out = ctl(&["status", "--all-hosts"]);
     code(&out, 0);
     let all = text(&out.stdout);
