@@ -281,7 +281,7 @@ fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
 
     // Every host, one section each, once beta's snapshot shows the group
     // it started.
-    let beta_agents = |out: &std::process::Output| -> usize {
+    let beta_agents = |out: &Output| -> usize {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[1]["data"]
             .as_array()
             .map_or(0, Vec::len)
