@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use e2e::{Daemon, Host, IMAGE, keys, repo_root, sim_env};
 use prost::Message as _;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free ports of 127.0.0.1: all bound at once, so none is
+/// handed out twice, then released for the daemons to bind.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// The `federation:` section of a host on loopback port `listen` with its
@@ -171,12 +172,12 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     );
     let a = Host::new("obs-mps");
     let b = Host::new("obs-mig");
-    let (port_a, port_b) = (free_port(), free_port());
+    // Metrics and bus ports of both hosts.
+    let [port_a, port_b, bus_a, bus_b] = free_ports();
     let (ctl_a, ctl_b) = (a.path("ctl"), b.path("ctl"));
     std::fs::create_dir_all(&ctl_a).unwrap();
     std::fs::create_dir_all(&ctl_b).unwrap();
     // The two hosts federate over loopback, so the peer series have data.
-    let (bus_a, bus_b) = (free_port(), free_port());
     let (ka, kb) = (keys(&a), keys(&b));
     let da = Daemon::start_with_env(
         &a,
@@ -423,7 +424,7 @@ fn the_spans_of_a_group_start_reach_an_otlp_receiver_under_one_trace() {
         &host,
         &config(
             &host.name,
-            free_port(),
+            free_ports::<1>()[0],
             "{slice: mps, memory: 2g, compute: 10%}",
             "mps",
             &ctl,
