@@ -401,9 +401,10 @@ fn mig_host_with_processes(host: &Host) {
         "process", "add", "--gpu", "0", "--gi", "1", "--ci", "0", "--pid", "501", "--used", "5GiB",
         "--util", "30",
     ]);
+    // GPU instance 2 has one compute instance: `--ci` may be left out.
     host.simctl_ok(&[
-        "process", "add", "--gpu", "0", "--gi", "2", "--ci", "0", "--pid", "502", "--used", "7GiB",
-        "--util", "10",
+        "process", "add", "--gpu", "0", "--gi", "2", "--pid", "502", "--used", "7GiB", "--util",
+        "10",
     ]);
 }
 

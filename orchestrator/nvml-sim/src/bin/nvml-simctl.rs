@@ -55,9 +55,10 @@ enum ProcessCommand {
         #[arg(long)]
         gpu: u32,
         /// GPU-instance id (MIG).
-        #[arg(long, requires = "ci")]
+        #[arg(long)]
         gi: Option<u32>,
-        /// Compute-instance id (MIG).
+        /// Compute-instance id (MIG; may be left out when the GPU instance
+        /// has exactly one).
         #[arg(long, requires = "gi")]
         ci: Option<u32>,
         /// Process id.
@@ -381,12 +382,37 @@ fn run(cli: Cli) -> Result<()> {
             if server_pid.is_some() && kind != ProcessKind::Mps {
                 bail!("--server-pid is for MPS clients (--kind mps)");
             }
+            let instance = match (gi, ci) {
+                (Some(gi), Some(ci)) => Some((gi, ci)),
+                (Some(gi), None) => {
+                    let (config, state) = sim.snapshot()?;
+                    let gpu_state = state.gpus.get(gpu as usize).ok_or_else(|| {
+                        anyhow!(
+                            "GPU {gpu} does not exist: the host has {} GPU(s)",
+                            config.gpus.len()
+                        )
+                    })?;
+                    let cis: Vec<u32> = gpu_state
+                        .gi(gi)
+                        .map(|g| g.compute_instances.iter().map(|c| c.id).collect())
+                        .unwrap_or_default();
+                    match cis.as_slice() {
+                        [only] => Some((gi, *only)),
+                        [] => bail!("GPU {gpu} has no GPU instance {gi} with a compute instance"),
+                        _ => bail!(
+                            "GPU instance {gi} has {} compute instances: give --ci",
+                            cis.len()
+                        ),
+                    }
+                }
+                _ => None,
+            };
             sim.add_process(
                 gpu,
                 &NewProcess {
                     pid,
                     kind,
-                    instance: gi.zip(ci),
+                    instance,
                     used,
                     util,
                     server_pid,
