@@ -32,6 +32,22 @@ impl Drop for Running<'_> {
     }
 }
 
+/// Every command the stand-in received, in order.
+fn sent(g: &MpsGpu) -> Vec<String> {
+    let text = std::fs::read_to_string(g.log_dir.join("invocations.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .flat_map(|r| {
+            r["commands"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c["command"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
 fn mps_status() -> Value {
     serde_json::from_str(&simctl(&["mps", "status", "--gpu", "0"])).expect("JSON")
 }
@@ -92,6 +108,11 @@ fn servers_clients_status_and_terminate() {
 
         mps.terminate_client(&g, 7100, 7102).expect("terminate");
         assert_eq!(mps.client_pids(&g, 7100).expect("clients"), [7101, 7103]);
+        assert!(
+            sent(&g).contains(&"terminate_client 7100 7102".to_owned()),
+            "the stand-in recorded the command: {:?}",
+            sent(&g)
+        );
         let status = mps_status();
         assert_eq!(status["terminated"][0]["pid"], 7102);
         assert_eq!(
