@@ -23,6 +23,16 @@ Output shape (all sizes in bytes, all keys always present):
       "pci_bus_id": "00000000:07:00.0",
       "memory": {"total": 0, "reserved": 0, "used": 0, "free": 0},
       "mig_mode": {"current": 1, "pending": 1},   # null when MIG is not supported
+      "processes": {                 # the _v3 lists; "used" is null where
+        "compute": [                 #   NVML reports NVML_VALUE_NOT_AVAILABLE
+          {"pid": 4242, "used": 0, "gpu_instance_id": 4294967295, "compute_instance_id": 4294967295}
+        ],
+        "graphics": [],
+        "mps": []
+      },
+      "process_utilization": [       # null: NOT_SUPPORTED (MIG); []: NOT_FOUND
+        {"pid": 4242, "timestamp": 0, "sm": 0, "mem": 0, "enc": 0, "dec": 0}
+      ],
       "mig_devices": [               # empty unless MIG mode is current
         {
           "index": 0,                # for nvmlDeviceGetMigDeviceHandleByIndex
@@ -30,7 +40,8 @@ Output shape (all sizes in bytes, all keys always present):
           "name": "NVIDIA A100-SXM4-40GB MIG 3g.20gb",
           "gpu_instance_id": 2,
           "compute_instance_id": 0,
-          "memory": {"total": 0, "reserved": 0, "used": 0, "free": 0}
+          "memory": {"total": 0, "reserved": 0, "used": 0, "free": 0},
+          "processes": {"compute": [], "graphics": [], "mps": []}
         }
       ]
     }
@@ -58,6 +69,46 @@ def memory(handle):
     }
 
 
+def process_entries(items):
+    return [
+        {
+            "pid": p.pid,
+            "used": p.usedGpuMemory,
+            "gpu_instance_id": p.gpuInstanceId,
+            "compute_instance_id": p.computeInstanceId,
+        }
+        for p in items
+    ]
+
+
+def processes(handle):
+    return {
+        "compute": process_entries(pynvml.nvmlDeviceGetComputeRunningProcesses(handle)),
+        "graphics": process_entries(pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle)),
+        "mps": process_entries(pynvml.nvmlDeviceGetMPSComputeRunningProcesses(handle)),
+    }
+
+
+def process_utilization(handle):
+    try:
+        samples = pynvml.nvmlDeviceGetProcessUtilization(handle, 0)
+    except pynvml.NVMLError_NotFound:
+        return []
+    except pynvml.NVMLError_NotSupported:
+        return None
+    return [
+        {
+            "pid": s.pid,
+            "timestamp": s.timeStamp,
+            "sm": s.smUtil,
+            "mem": s.memUtil,
+            "enc": s.encUtil,
+            "dec": s.decUtil,
+        }
+        for s in samples
+    ]
+
+
 def mig_devices(handle):
     devices = []
     for index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
@@ -73,6 +124,7 @@ def mig_devices(handle):
             "gpu_instance_id": pynvml.nvmlDeviceGetGpuInstanceId(mig),
             "compute_instance_id": pynvml.nvmlDeviceGetComputeInstanceId(mig),
             "memory": memory(mig),
+            "processes": processes(mig),
         })
     return devices
 
@@ -87,6 +139,8 @@ def gpu(index):
         "pci_bus_id": None,
         "memory": None,
         "mig_mode": None,
+        "processes": None,
+        "process_utilization": None,
         "mig_devices": [],
     }
     try:
@@ -95,6 +149,8 @@ def gpu(index):
         entry["name"] = text(pynvml.nvmlDeviceGetName(handle))
         entry["pci_bus_id"] = text(pynvml.nvmlDeviceGetPciInfo(handle).busId)
         entry["memory"] = memory(handle)
+        entry["processes"] = processes(handle)
+        entry["process_utilization"] = process_utilization(handle)
         try:
             current, pending = pynvml.nvmlDeviceGetMigMode(handle)
             entry["mig_mode"] = {"current": current, "pending": pending}

@@ -14,6 +14,7 @@
 //! Architecture invariant: only this crate knows bollard. Nothing public
 //! here mentions a bollard type.
 
+pub mod cgroup;
 pub mod engine;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]

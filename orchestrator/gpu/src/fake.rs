@@ -1,9 +1,10 @@
 //! [`FakeGpu`]: an in-memory GPU host for tests of the crates above this
 //! one. It is built from the core's catalog classes, applies the MIG rules
 //! real GPUs apply (placements, memory-slice overlap, compute slices,
-//! per-profile instance counts, mode changes pending until a reset), can
-//! lose a GPU or fail the next call on demand, and records every call in
-//! order so a test can assert what the daemon asked for.
+//! per-profile instance counts, mode changes pending until a reset), holds
+//! the processes and per-process utilisation a test sets, can lose a GPU or
+//! fail the next call on demand, and records every call in order so a test
+//! can assert what the daemon asked for.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -11,7 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use orch_core::gpu::{CatalogProfile, GpuClass, GpuInfo, MigInstance, MigState};
 use orch_core::units::ByteSize;
 
-use crate::backend::{CreatedInstance, GpuBackend, MigModeChange, Telemetry};
+use crate::backend::{
+    CreatedInstance, GpuBackend, GpuProcess, MigModeChange, ProcessSample, ProcessUtilization,
+    Telemetry,
+};
 use crate::error::GpuError;
 
 /// One call made on a [`FakeGpu`], as recorded.
@@ -35,6 +39,18 @@ pub enum GpuCall {
         gpu: u32,
         enable: bool,
     },
+    Processes {
+        gpu: u32,
+    },
+    InstanceProcesses {
+        gpu: u32,
+        gi_id: u32,
+        ci_id: u32,
+    },
+    ProcessUtilization {
+        gpu: u32,
+        since_us: u64,
+    },
 }
 
 impl GpuCall {
@@ -46,6 +62,9 @@ impl GpuCall {
             GpuCall::CreateInstance { .. } => GpuOp::CreateInstance,
             GpuCall::DestroyInstance { .. } => GpuOp::DestroyInstance,
             GpuCall::SetMigMode { .. } => GpuOp::SetMigMode,
+            GpuCall::Processes { .. } => GpuOp::Processes,
+            GpuCall::InstanceProcesses { .. } => GpuOp::InstanceProcesses,
+            GpuCall::ProcessUtilization { .. } => GpuOp::ProcessUtilization,
         }
     }
 }
@@ -59,6 +78,9 @@ pub enum GpuOp {
     CreateInstance,
     DestroyInstance,
     SetMigMode,
+    Processes,
+    InstanceProcesses,
+    ProcessUtilization,
 }
 
 #[derive(Debug)]
@@ -78,6 +100,8 @@ struct FakeDevice {
     instances: Vec<FakeInstance>,
     lost: bool,
     telemetry: Telemetry,
+    processes: Vec<GpuProcess>,
+    samples: Vec<ProcessSample>,
 }
 
 #[derive(Debug)]
@@ -148,6 +172,8 @@ impl FakeGpu {
             instances: Vec::new(),
             lost: false,
             telemetry: IDLE,
+            processes: Vec::new(),
+            samples: Vec::new(),
         });
         self
     }
@@ -174,13 +200,16 @@ impl FakeGpu {
     }
 
     /// Resets one GPU (or all): the pending MIG mode takes effect and every
-    /// MIG instance is gone, as after `nvidia-smi -r`.
+    /// MIG instance is gone, as after `nvidia-smi -r`, and so is every
+    /// process on it.
     pub fn reset(&self, gpu: Option<u32>) {
         let mut state = self.lock();
         for (index, dev) in state.gpus.iter_mut().enumerate() {
             if gpu.is_none_or(|g| g as usize == index) {
                 dev.mig_current = dev.mig_pending;
                 dev.instances.clear();
+                dev.processes.clear();
+                dev.samples.clear();
             }
         }
     }
@@ -205,6 +234,22 @@ impl FakeGpu {
     pub fn set_telemetry(&self, gpu: u32, telemetry: Telemetry) {
         if let Some(dev) = self.lock().gpus.get_mut(gpu as usize) {
             dev.telemetry = telemetry;
+        }
+    }
+
+    /// The processes `processes(gpu)` answers (and, for those with MIG ids,
+    /// `instance_processes`). Like NVML, the fake lists them in this order.
+    pub fn set_processes(&self, gpu: u32, processes: Vec<GpuProcess>) {
+        if let Some(dev) = self.lock().gpus.get_mut(gpu as usize) {
+            dev.processes = processes;
+        }
+    }
+
+    /// The per-process utilisation the driver holds for `gpu`: a call with
+    /// `since_us` answers the entries whose `newest_us` is later.
+    pub fn set_process_utilization(&self, gpu: u32, samples: Vec<ProcessSample>) {
+        if let Some(dev) = self.lock().gpus.get_mut(gpu as usize) {
+            dev.samples = samples;
         }
     }
 
@@ -333,6 +378,65 @@ impl FakeDevice {
 }
 
 impl GpuBackend for FakeGpu {
+    fn processes(&self, gpu_index: u32) -> Result<Vec<GpuProcess>, GpuError> {
+        let mut state = self.begin(GpuCall::Processes { gpu: gpu_index })?;
+        Ok(state.device(gpu_index)?.processes.clone())
+    }
+
+    fn instance_processes(
+        &self,
+        gpu_index: u32,
+        gi_id: u32,
+        ci_id: u32,
+    ) -> Result<Vec<GpuProcess>, GpuError> {
+        let gpu = gpu_index;
+        let mut state = self.begin(GpuCall::InstanceProcesses { gpu, gi_id, ci_id })?;
+        let dev = state.device(gpu)?;
+        if dev.class.mig.is_none() {
+            return Err(GpuError::mig_unsupported(gpu));
+        }
+        if !dev.mig_current {
+            return Err(GpuError::mig_not_current(gpu, dev.mig_pending));
+        }
+        // The fake's instances each hold one compute instance, id 0.
+        if ci_id != 0 || !dev.instances.iter().any(|i| i.gi_id == gi_id) {
+            return Err(GpuError::NoSuchInstance { gpu, gi_id });
+        }
+        Ok(dev
+            .processes
+            .iter()
+            .filter(|p| p.gpu_instance_id == Some(gi_id) && p.compute_instance_id == Some(ci_id))
+            .cloned()
+            .collect())
+    }
+
+    fn process_utilization(
+        &self,
+        gpu_index: u32,
+        since_us: u64,
+    ) -> Result<ProcessUtilization, GpuError> {
+        let gpu = gpu_index;
+        let mut state = self.begin(GpuCall::ProcessUtilization { gpu, since_us })?;
+        let dev = state.device(gpu)?;
+        if dev.mig_current {
+            return Err(GpuError::NotSupported {
+                gpu,
+                what: "per-process utilisation".to_owned(),
+            });
+        }
+        let processes: Vec<ProcessSample> = dev
+            .samples
+            .iter()
+            .filter(|s| s.newest_us > since_us)
+            .copied()
+            .collect();
+        let newest_us = processes.iter().map(|s| s.newest_us).max();
+        Ok(ProcessUtilization {
+            processes,
+            newest_us,
+        })
+    }
+
     fn inventory(&self) -> Result<Vec<GpuInfo>, GpuError> {
         let state = self.begin(GpuCall::Inventory)?;
         Ok(state

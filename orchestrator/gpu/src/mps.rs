@@ -6,17 +6,18 @@
 //! containers of that GPU mount the pipe directory. [`MpsControlDaemon`]
 //! starts a daemon with `nvidia-cuda-mps-control -d` and stops it by writing
 //! `quit` on the stdin of a fresh `nvidia-cuda-mps-control` with the same
-//! environment, as NVIDIA documents. [`FakeMps`] records the same calls in
-//! memory for tests of the crates above.
+//! environment, as NVIDIA documents. Questions for the daemon
+//! (`get_server_list`, `get_client_list`, `get_server_status`,
+//! `terminate_client`) go the same way, one command per run, and their
+//! replies are bounded in size. `FakeMps` (feature `fake`) records the same
+//! calls in memory for tests of the crates above.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, ErrorKind, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,15 @@ pub const DEFAULT_BINARY: &str = "nvidia-cuda-mps-control";
 pub const CONTROL_ENDPOINT: &str = "control";
 /// The file in the pipe directory holding the control daemon's pid.
 pub const PID_FILE: &str = "nvidia-cuda-mps-control.pid";
+
+/// The most a reply of the control program may hold; a longer one (or a
+/// runaway program) is an error, never a reason to hold unbounded memory.
+pub const MAX_REPLY_BYTES: u64 = 256 * 1024;
+
+#[cfg(any(test, feature = "fake"))]
+mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub use fake::{FakeMps, MpsCall, MpsOp};
 
 const ENV_PIPE_DIR: &str = "CUDA_MPS_PIPE_DIRECTORY";
 const ENV_LOG_DIR: &str = "CUDA_MPS_LOG_DIRECTORY";
@@ -42,7 +52,31 @@ pub struct MpsGpu {
     pub log_dir: PathBuf,
 }
 
-/// Starting and stopping MPS control daemons.
+/// What `get_server_status` says of an MPS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MpsServerStatus {
+    /// Serving its clients.
+    Active,
+    /// A client hit a fatal fault: every client of the server was hit too,
+    /// and new clients get `CUDA_ERROR_MPS_SERVER_NOT_READY` until all the
+    /// hit ones have exited.
+    Fault,
+    /// Any other word the control daemon uses, as it said it.
+    Other(String),
+}
+
+/// An MPS server with its status and clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpsServer {
+    /// Process id of `nvidia-cuda-mps-server`.
+    pub pid: u32,
+    /// Its status.
+    pub status: MpsServerStatus,
+    /// Process ids of its clients.
+    pub clients: Vec<u32>,
+}
+
+/// Starting and stopping MPS control daemons, and talking to their servers.
 pub trait MpsControl: Send + Sync + Debug {
     /// Starts the GPU's control daemon unless it already runs.
     fn ensure_running(&self, gpu: &MpsGpu) -> Result<(), MpsError>;
@@ -50,6 +84,36 @@ pub trait MpsControl: Send + Sync + Debug {
     fn stop(&self, gpu: &MpsGpu) -> Result<(), MpsError>;
     /// Whether the GPU's control daemon runs.
     fn is_running(&self, gpu: &MpsGpu) -> Result<bool, MpsError>;
+    /// The pids of the daemon's MPS servers (`get_server_list`).
+    fn server_pids(&self, gpu: &MpsGpu) -> Result<Vec<u32>, MpsError>;
+    /// The pids of a server's clients (`get_client_list`).
+    fn client_pids(&self, gpu: &MpsGpu, server_pid: u32) -> Result<Vec<u32>, MpsError>;
+    /// A server's status (`get_server_status`): how a fault is noticed.
+    fn server_status(&self, gpu: &MpsGpu, server_pid: u32) -> Result<MpsServerStatus, MpsError>;
+    /// Ends a client's outstanding GPU work (`terminate_client`): its next
+    /// CUDA call fails with `CUDA_ERROR_MPS_CLIENT_TERMINATED`, the other
+    /// clients are untouched. A client the server does not list is
+    /// `NoSuchClient`.
+    fn terminate_client(
+        &self,
+        gpu: &MpsGpu,
+        server_pid: u32,
+        client_pid: u32,
+    ) -> Result<(), MpsError>;
+
+    /// Every server of the daemon with its status and clients.
+    fn servers(&self, gpu: &MpsGpu) -> Result<Vec<MpsServer>, MpsError> {
+        self.server_pids(gpu)?
+            .into_iter()
+            .map(|pid| {
+                Ok(MpsServer {
+                    pid,
+                    status: self.server_status(gpu, pid)?,
+                    clients: self.client_pids(gpu, pid)?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What went wrong starting or stopping an MPS control daemon.
@@ -102,6 +166,33 @@ pub enum MpsError {
 
     #[error("GPU {gpu}: the MPS control daemon still runs {waited:?} after `quit`")]
     StillRunning { gpu: String, waited: Duration },
+
+    #[error("GPU {gpu}: no MPS control daemon runs for it, so it has no MPS servers or clients")]
+    NotRunning { gpu: String },
+
+    #[error("GPU {gpu}: its MPS control daemon has no server with pid {server_pid}")]
+    NoSuchServer { gpu: String, server_pid: u32 },
+
+    #[error("GPU {gpu}: pid {client_pid} is not a client of MPS server {server_pid}")]
+    NoSuchClient {
+        gpu: String,
+        server_pid: u32,
+        client_pid: u32,
+    },
+
+    #[error("GPU {gpu}: `{command}` answered something unexpected: {reply}")]
+    UnexpectedReply {
+        gpu: String,
+        command: String,
+        reply: String,
+    },
+
+    #[error("GPU {gpu}: `{command}` printed more than {limit} bytes")]
+    ReplyTooLarge {
+        gpu: String,
+        command: String,
+        limit: u64,
+    },
 
     #[error("GPU {gpu}: {what}: {source}")]
     Io {
@@ -225,11 +316,21 @@ impl MpsControlDaemon {
             }
             thread::sleep(Duration::from_millis(10));
         };
+        let too_large = |command: &str| MpsError::ReplyTooLarge {
+            gpu: gpu.uuid.clone(),
+            command: command.to_owned(),
+            limit: MAX_REPLY_BYTES,
+        };
+        let stdout = read_bounded(&mut stdout).map_err(io_err("read the program's stdout"))?;
+        let stderr = read_bounded(&mut stderr).map_err(io_err("read the program's stderr"))?;
+        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+            return Err(too_large(&command));
+        };
         Ok(Ran {
             command,
             status,
-            stdout: read_all(&mut stdout).map_err(io_err("read the program's stdout"))?,
-            stderr: read_all(&mut stderr).map_err(io_err("read the program's stderr"))?,
+            stdout,
+            stderr,
         })
     }
 
@@ -331,6 +432,92 @@ impl MpsControl for MpsControlDaemon {
             }),
         }
     }
+
+    fn server_pids(&self, gpu: &MpsGpu) -> Result<Vec<u32>, MpsError> {
+        self.list_servers(gpu)
+    }
+
+    fn client_pids(&self, gpu: &MpsGpu, server_pid: u32) -> Result<Vec<u32>, MpsError> {
+        self.list_clients(gpu, server_pid)
+    }
+
+    fn server_status(&self, gpu: &MpsGpu, server_pid: u32) -> Result<MpsServerStatus, MpsError> {
+        self.status_of(gpu, server_pid)
+    }
+
+    fn terminate_client(
+        &self,
+        gpu: &MpsGpu,
+        server_pid: u32,
+        client_pid: u32,
+    ) -> Result<(), MpsError> {
+        self.terminate(gpu, server_pid, client_pid)
+    }
+}
+
+impl MpsControlDaemon {
+    fn list_servers(&self, gpu: &MpsGpu) -> Result<Vec<u32>, MpsError> {
+        const COMMAND: &str = "get_server_list";
+        let reply = self.ask(gpu, COMMAND)?;
+        parse_pids(&reply).ok_or_else(|| Self::unexpected(gpu, COMMAND, &reply))
+    }
+
+    fn list_clients(&self, gpu: &MpsGpu, server_pid: u32) -> Result<Vec<u32>, MpsError> {
+        let command = format!("get_client_list {server_pid}");
+        let reply = self.ask(gpu, &command)?;
+        parse_pids(&reply).ok_or_else(|| self.refused(gpu, server_pid, &command, &reply))
+    }
+
+    fn status_of(&self, gpu: &MpsGpu, server_pid: u32) -> Result<MpsServerStatus, MpsError> {
+        let command = format!("get_server_status {server_pid}");
+        let reply = self.ask(gpu, &command)?;
+        match reply.trim() {
+            "ACTIVE" => Ok(MpsServerStatus::Active),
+            "FAULT" => Ok(MpsServerStatus::Fault),
+            other => match self.server_pids(gpu) {
+                Ok(pids) if !pids.contains(&server_pid) => Err(MpsError::NoSuchServer {
+                    gpu: gpu.uuid.clone(),
+                    server_pid,
+                }),
+                Ok(_) if !other.is_empty() && !other.contains('\n') => {
+                    Ok(MpsServerStatus::Other(other.to_owned()))
+                }
+                Ok(_) => Err(Self::unexpected(gpu, &command, &reply)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Checks the client is the server's first (the control daemon's reply
+    /// to `terminate_client` is not documented, so a wrong pid is caught
+    /// here, with a clear error), then sends the command; a failed run is
+    /// `CommandFailed` or the daemon's words.
+    fn terminate(&self, gpu: &MpsGpu, server_pid: u32, client_pid: u32) -> Result<(), MpsError> {
+        if !self.list_clients(gpu, server_pid)?.contains(&client_pid) {
+            return Err(MpsError::NoSuchClient {
+                gpu: gpu.uuid.clone(),
+                server_pid,
+                client_pid,
+            });
+        }
+        let command = format!("terminate_client {server_pid} {client_pid}");
+        let ran = self.run(gpu, &[], Some(&format!("{command}\n")))?;
+        if !ran.status.success() {
+            let words = ran.stdout.trim();
+            return Err(if words.is_empty() {
+                MpsError::CommandFailed {
+                    gpu: gpu.uuid.clone(),
+                    command: ran.command,
+                    status: ran.status.to_string(),
+                    stderr: ran.stderr.trim().to_owned(),
+                }
+            } else {
+                Self::unexpected(gpu, &command, words)
+            });
+        }
+        tracing::info!(gpu = %gpu.uuid, server_pid, client_pid, reply = %ran.stdout.trim(), "MPS client terminated");
+        Ok(())
+    }
 }
 
 /// Creates a directory (and its parents) with mode 0755, so the clients in
@@ -365,11 +552,72 @@ fn process_alive(pid: u32) -> bool {
     !matches!(state, Some('Z' | 'X' | 'x') | None)
 }
 
-fn read_all(file: &mut File) -> io::Result<String> {
+/// The file's text, or `None` when it holds more than [`MAX_REPLY_BYTES`].
+fn read_bounded(file: &mut File) -> io::Result<Option<String>> {
     file.rewind()?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    file.take(MAX_REPLY_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_REPLY_BYTES {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A reply of pids, one per line (none for an empty reply); `None` when a
+/// line is anything else (the daemon's words for a refusal).
+fn parse_pids(reply: &str) -> Option<Vec<u32>> {
+    reply
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse::<u32>().ok())
+        .collect()
+}
+
+impl MpsControlDaemon {
+    /// Sends one command to the GPU's running daemon and returns what it
+    /// printed. The real program prints a refusal on stdout and still exits
+    /// 0; the simulated one exits 1: both come back as the reply text, for
+    /// the caller to judge. A run that printed nothing and failed is
+    /// `CommandFailed`.
+    fn ask(&self, gpu: &MpsGpu, command: &str) -> Result<String, MpsError> {
+        if !self.is_running(gpu)? {
+            return Err(MpsError::NotRunning {
+                gpu: gpu.uuid.clone(),
+            });
+        }
+        let ran = self.run(gpu, &[], Some(&format!("{command}\n")))?;
+        if !ran.status.success() && ran.stdout.trim().is_empty() {
+            return Err(MpsError::CommandFailed {
+                gpu: gpu.uuid.clone(),
+                command: ran.command,
+                status: ran.status.to_string(),
+                stderr: ran.stderr.trim().to_owned(),
+            });
+        }
+        Ok(ran.stdout)
+    }
+
+    fn unexpected(gpu: &MpsGpu, command: &str, reply: &str) -> MpsError {
+        MpsError::UnexpectedReply {
+            gpu: gpu.uuid.clone(),
+            command: command.to_owned(),
+            reply: reply.trim().to_owned(),
+        }
+    }
+
+    /// The error for a refused question about `server_pid`: `NoSuchServer`
+    /// when the daemon does not list it, else the daemon's words.
+    fn refused(&self, gpu: &MpsGpu, server_pid: u32, command: &str, reply: &str) -> MpsError {
+        match self.server_pids(gpu) {
+            Ok(pids) if !pids.contains(&server_pid) => MpsError::NoSuchServer {
+                gpu: gpu.uuid.clone(),
+                server_pid,
+            },
+            Ok(_) => Self::unexpected(gpu, command, reply),
+            Err(e) => e,
+        }
+    }
 }
 
 /// The command as an operator would type it.
@@ -385,128 +633,6 @@ fn describe(binary: &Path, args: &[&str], input: Option<&str>) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The fake.
-// ---------------------------------------------------------------------------
-
-/// One call made on a [`FakeMps`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MpsCall {
-    EnsureRunning { uuid: String },
-    Stop { uuid: String },
-    IsRunning { uuid: String },
-}
-
-/// Which kind of call an injected failure applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MpsOp {
-    EnsureRunning,
-    Stop,
-    IsRunning,
-}
-
-#[derive(Debug, Default)]
-struct FakeMpsState {
-    /// Running daemons by pipe directory (one daemon per directory, as the
-    /// real program enforces), with the GPU they serve.
-    running: BTreeMap<PathBuf, String>,
-    calls: Vec<MpsCall>,
-    started: Vec<String>,
-    stopped: Vec<String>,
-    failures: Vec<(MpsOp, MpsError)>,
-}
-
-/// An in-memory, recording [`MpsControl`].
-#[derive(Debug, Default)]
-pub struct FakeMps {
-    // Held for the length of one call only.
-    state: Mutex<FakeMpsState>,
-}
-
-impl FakeMps {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, FakeMpsState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Every call so far, in order.
-    pub fn calls(&self) -> Vec<MpsCall> {
-        self.lock().calls.clone()
-    }
-
-    /// GPUs whose daemon was actually started, in order (an
-    /// `ensure_running` on a running daemon starts nothing).
-    pub fn started(&self) -> Vec<String> {
-        self.lock().started.clone()
-    }
-
-    /// GPUs whose daemon was actually stopped, in order.
-    pub fn stopped(&self) -> Vec<String> {
-        self.lock().stopped.clone()
-    }
-
-    /// GPUs with a running daemon.
-    pub fn running(&self) -> Vec<String> {
-        self.lock().running.values().cloned().collect()
-    }
-
-    /// The daemon of `gpu` dies (as after a fatal client fault).
-    pub fn crash(&self, gpu: &MpsGpu) {
-        self.lock().running.remove(&gpu.pipe_dir);
-    }
-
-    /// The next call of kind `op` fails with `error`.
-    pub fn fail_next(&self, op: MpsOp, error: MpsError) {
-        self.lock().failures.push((op, error));
-    }
-
-    fn begin(&self, call: MpsCall, op: MpsOp) -> Result<MutexGuard<'_, FakeMpsState>, MpsError> {
-        let mut state = self.lock();
-        state.calls.push(call);
-        if let Some(at) = state.failures.iter().position(|(o, _)| *o == op) {
-            let (_, error) = state.failures.remove(at);
-            return Err(error);
-        }
-        Ok(state)
-    }
-}
-
-impl MpsControl for FakeMps {
-    fn ensure_running(&self, gpu: &MpsGpu) -> Result<(), MpsError> {
-        let call = MpsCall::EnsureRunning {
-            uuid: gpu.uuid.clone(),
-        };
-        let mut state = self.begin(call, MpsOp::EnsureRunning)?;
-        if !state.running.contains_key(&gpu.pipe_dir) {
-            state.running.insert(gpu.pipe_dir.clone(), gpu.uuid.clone());
-            state.started.push(gpu.uuid.clone());
-        }
-        Ok(())
-    }
-
-    fn stop(&self, gpu: &MpsGpu) -> Result<(), MpsError> {
-        let call = MpsCall::Stop {
-            uuid: gpu.uuid.clone(),
-        };
-        let mut state = self.begin(call, MpsOp::Stop)?;
-        if state.running.remove(&gpu.pipe_dir).is_some() {
-            state.stopped.push(gpu.uuid.clone());
-        }
-        Ok(())
-    }
-
-    fn is_running(&self, gpu: &MpsGpu) -> Result<bool, MpsError> {
-        let call = MpsCall::IsRunning {
-            uuid: gpu.uuid.clone(),
-        };
-        let state = self.begin(call, MpsOp::IsRunning)?;
-        Ok(state.running.contains_key(&gpu.pipe_dir))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +641,14 @@ mod tests {
     fn this_process_is_alive_and_a_bogus_pid_is_not() {
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(u32::MAX));
+    }
+
+    #[test]
+    fn pid_replies_parse_and_anything_else_is_refused() {
+        assert_eq!(parse_pids(""), Some(vec![]));
+        assert_eq!(parse_pids("12\n 34 \n\n"), Some(vec![12, 34]));
+        assert_eq!(parse_pids("Server 12 not found"), None);
+        assert_eq!(parse_pids("12\nx"), None);
     }
 
     #[test]

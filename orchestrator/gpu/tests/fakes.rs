@@ -372,3 +372,121 @@ fn fake_mps_records_and_is_idempotent() {
         ]
     );
 }
+
+#[test]
+fn fake_gpu_answers_the_processes_and_samples_a_test_sets() {
+    use orch_gpu::{GpuProcess, ProcessKind, ProcessSample};
+    let fake = host();
+    let on_gi = |pid: u32, gi: u32| GpuProcess {
+        pid,
+        used_memory: Some(ByteSize::mib(512)),
+        gpu_instance_id: Some(gi),
+        compute_instance_id: Some(0),
+        kind: ProcessKind::Compute,
+    };
+    let g = fake.create_instance(0, 9, 0).expect("3g.20gb at 0");
+    fake.set_processes(0, vec![on_gi(5, g.gi_id), on_gi(6, 99)]);
+    assert_eq!(fake.processes(0).expect("processes").len(), 2);
+    assert_eq!(
+        fake.instance_processes(0, g.gi_id, 0).expect("GI"),
+        [on_gi(5, g.gi_id)]
+    );
+    assert_eq!(
+        fake.instance_processes(0, 99, 0).expect_err("no GI 99"),
+        GpuError::NoSuchInstance { gpu: 0, gi_id: 99 }
+    );
+    assert!(matches!(
+        fake.instance_processes(2, 1, 0),
+        Err(GpuError::NotSupported { gpu: 2, .. })
+    ));
+    let sample = |pid, newest_us| ProcessSample {
+        pid,
+        sm_percent: 40,
+        memory_percent: 20,
+        encoder_percent: 0,
+        decoder_percent: 0,
+        samples: 3,
+        newest_us,
+    };
+    fake.set_process_utilization(1, vec![sample(7, 1_000), sample(8, 2_000)]);
+    let read = fake.process_utilization(1, 1_000).expect("since 1000");
+    assert_eq!(
+        (read.processes, read.newest_us),
+        (vec![sample(8, 2_000)], Some(2_000))
+    );
+    assert!(matches!(
+        fake.process_utilization(0, 0),
+        Err(GpuError::NotSupported { gpu: 0, .. })
+    ));
+    fake.fail_next(GpuOp::Processes, GpuError::GpuLost { gpu: 1 });
+    assert_eq!(fake.processes(1), Err(GpuError::GpuLost { gpu: 1 }));
+    fake.reset(Some(0));
+    assert_eq!(fake.processes(0).expect("reset"), []);
+    let calls = fake.take_calls();
+    assert!(calls.contains(&GpuCall::ProcessUtilization {
+        gpu: 1,
+        since_us: 1_000
+    }));
+    assert!(calls.contains(&GpuCall::InstanceProcesses {
+        gpu: 0,
+        gi_id: 99,
+        ci_id: 0
+    }));
+}
+
+#[test]
+fn fake_mps_holds_servers_and_records_terminations() {
+    use orch_gpu::{MpsServer, MpsServerStatus};
+    let mps = FakeMps::new();
+    let g = MpsGpu {
+        uuid: "GPU-a".into(),
+        pipe_dir: PathBuf::from("/run/mps/a"),
+        log_dir: PathBuf::from("/var/log/mps/a"),
+    };
+    assert!(matches!(
+        mps.server_pids(&g),
+        Err(MpsError::NotRunning { .. })
+    ));
+    mps.ensure_running(&g).expect("start");
+    mps.add_server(&g, 100, &[101, 102]);
+    mps.set_server_status(&g, 100, MpsServerStatus::Fault);
+    assert_eq!(
+        mps.servers(&g).expect("servers"),
+        [MpsServer {
+            pid: 100,
+            status: MpsServerStatus::Fault,
+            clients: vec![101, 102]
+        }]
+    );
+    mps.terminate_client(&g, 100, 101).expect("terminate");
+    assert!(matches!(
+        mps.terminate_client(&g, 100, 101),
+        Err(MpsError::NoSuchClient {
+            client_pid: 101,
+            ..
+        })
+    ));
+    assert!(matches!(
+        mps.client_pids(&g, 7),
+        Err(MpsError::NoSuchServer { server_pid: 7, .. })
+    ));
+    assert_eq!(mps.terminated(), [("GPU-a".to_owned(), 100, 101)]);
+    mps.fail_next(
+        MpsOp::ServerStatus,
+        MpsError::NotRunning {
+            gpu: "GPU-a".into(),
+        },
+    );
+    assert!(mps.server_status(&g, 100).is_err());
+    mps.stop(&g).expect("stop");
+    mps.ensure_running(&g).expect("start again");
+    assert_eq!(
+        mps.server_pids(&g).expect("quit ended the servers"),
+        Vec::<u32>::new()
+    );
+    assert!(mps.calls().contains(&MpsCall::TerminateClient {
+        uuid: "GPU-a".into(),
+        server_pid: 100,
+        client_pid: 101
+    }));
+}

@@ -6,7 +6,9 @@
 //!   files (which boards, identities, initial modes, telemetry).
 //! - [`mig`] holds the MIG rules: placements, capacity, ids.
 //! - [`state`] is the state shared by every process through a locked file:
-//!   MIG modes, instances, lost GPUs, telemetry overrides.
+//!   MIG modes, instances, lost GPUs, telemetry overrides, processes.
+//! - [`process`] holds the process and MPS-server rules and what NVML's
+//!   process lists and utilisation samples show.
 //! - [`telemetry`] turns the YAML's base-plus-swing values into readings.
 //! - [`sim`] ties them together for the C ABI and `nvml-simctl`.
 //! - [`mps`] is the recording stand-in for `nvidia-cuda-mps-control`.
@@ -20,9 +22,10 @@ pub mod config;
 mod ffi;
 pub mod mig;
 pub mod mps;
+pub mod process;
 pub mod sim;
 pub mod state;
 pub mod telemetry;
 pub mod units;
 
-pub use sim::{ENV_CONFIG, ENV_STATE, SimError, Simulator};
+pub use sim::{ENV_CALLER, ENV_CONFIG, ENV_STATE, SimError, Simulator};

@@ -34,6 +34,9 @@ pub enum MigError {
     /// No instance with that id.
     #[error("no such instance")]
     NotFound,
+    /// Processes still run in the compute instance.
+    #[error("processes still run in the compute instance")]
+    ProcessesRunning,
     /// The GPU instance still has compute instances.
     #[error("the GPU instance still has compute instances")]
     InUse,
@@ -408,6 +411,14 @@ pub fn destroy_compute_instance(
         .iter()
         .position(|ci| ci.id == ci_id)
         .ok_or(MigError::NotFound)?;
+    // The driver refuses to take a compute instance from under its processes.
+    if gpu
+        .processes
+        .iter()
+        .any(|p| p.gpu_instance == Some(gi_id) && p.compute_instance == Some(ci_id))
+    {
+        return Err(MigError::ProcessesRunning);
+    }
     gi.compute_instances.remove(pos);
     Ok(())
 }
@@ -494,6 +505,8 @@ mod tests {
             lost: false,
             overrides: Default::default(),
             gpu_instances: Vec::new(),
+            processes: Vec::new(),
+            mps_server: None,
         }
     }
 

@@ -18,8 +18,14 @@
 //! Every invocation (argv, `CUDA_*` environment, commands, replies, exit
 //! status) is appended as one JSON line to
 //! `$CUDA_MPS_LOG_DIRECTORY/invocations.jsonl`, so tests can assert exactly
-//! what a supervisor sent. No MPS server is ever started: there are no CUDA
-//! clients, so server and client lists are always empty.
+//! what a supervisor sent.
+//!
+//! MPS servers and their clients are the simulated GPUs' (see
+//! [`crate::process`]): with `NVML_SIM_CONFIG` set, the daemon answers
+//! `get_server_list`, `get_server_status`, `get_client_list`,
+//! `terminate_client` and `shutdown_server` from the simulator's shared
+//! state, for the GPUs `CUDA_VISIBLE_DEVICES` names (every GPU when unset),
+//! and `quit` ends those servers. Without a simulator there are no servers.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +38,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+
+use crate::process;
+use crate::sim::Simulator;
 
 /// Pipe-directory variable.
 pub const ENV_PIPE_DIR: &str = "CUDA_MPS_PIPE_DIRECTORY";
@@ -167,14 +176,155 @@ fn parse_pid(text: &str) -> Option<u32> {
     text.parse().ok().filter(|pid| *pid > 0)
 }
 
-/// Answers one command line. No MPS server ever runs here, so commands
-/// naming a server PID find none.
-pub fn handle_command(settings: &mut ControlSettings, line: &str) -> Reply {
+/// An MPS server as the control daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView {
+    /// Server pid.
+    pub pid: u32,
+    /// `ACTIVE` or `FAULT`.
+    pub status: &'static str,
+    /// Client pids, in the order they connected.
+    pub clients: Vec<u32>,
+}
+
+/// The MPS servers one control daemon manages.
+pub trait MpsWorld {
+    /// Every server, in GPU order.
+    fn servers(&mut self) -> Result<Vec<ServerView>, String>;
+    /// Ends a client's work on a server; the client's context is gone.
+    fn terminate_client(&mut self, server: u32, client: u32) -> Result<(), String>;
+    /// Shuts a server (and so its clients) down.
+    fn shutdown_server(&mut self, server: u32) -> Result<(), String>;
+}
+
+/// No simulator: no server ever runs.
+#[derive(Debug, Default)]
+pub struct NoServers;
+
+impl MpsWorld for NoServers {
+    fn servers(&mut self) -> Result<Vec<ServerView>, String> {
+        Ok(Vec::new())
+    }
+
+    fn terminate_client(&mut self, server: u32, _: u32) -> Result<(), String> {
+        Err(format!("Server {server} not found"))
+    }
+
+    fn shutdown_server(&mut self, server: u32) -> Result<(), String> {
+        Err(format!("Server {server} not found"))
+    }
+}
+
+/// The simulated GPUs' servers, limited to the GPUs this daemon serves.
+#[derive(Debug)]
+pub struct SimServers {
+    sim: Simulator,
+    gpus: Vec<u32>,
+}
+
+impl SimServers {
+    /// The servers of the GPUs `visible` names (`CUDA_VISIBLE_DEVICES`:
+    /// indexes or UUIDs, comma separated; every GPU when `None`).
+    pub fn new(sim: Simulator, visible: Option<&str>) -> Self {
+        let gpus = sim
+            .config()
+            .gpus
+            .iter()
+            .filter(|g| {
+                visible.is_none_or(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .any(|want| want == g.uuid || want == g.index.to_string())
+                })
+            })
+            .map(|g| g.index)
+            .collect();
+        Self { sim, gpus }
+    }
+
+    /// The GPU a server of ours runs on.
+    fn gpu_of(&mut self, server: u32) -> Result<u32, String> {
+        let (_, state) = self.sim.snapshot().map_err(|e| e.to_string())?;
+        self.gpus
+            .iter()
+            .copied()
+            .find(|&g| {
+                state.gpus[g as usize]
+                    .mps_server
+                    .as_ref()
+                    .is_some_and(|s| s.pid == server)
+            })
+            .ok_or_else(|| format!("Server {server} not found"))
+    }
+}
+
+impl MpsWorld for SimServers {
+    fn servers(&mut self) -> Result<Vec<ServerView>, String> {
+        let (_, state) = self.sim.snapshot().map_err(|e| e.to_string())?;
+        Ok(self
+            .gpus
+            .iter()
+            .filter_map(|&g| {
+                let gpu = &state.gpus[g as usize];
+                gpu.mps_server.as_ref().map(|s| ServerView {
+                    pid: s.pid,
+                    status: process::server_status(s),
+                    clients: process::mps_clients(gpu),
+                })
+            })
+            .collect())
+    }
+
+    fn terminate_client(&mut self, server: u32, client: u32) -> Result<(), String> {
+        self.gpu_of(server)?;
+        self.sim
+            .terminate_mps_client(server, client)
+            .map(|_| ())
+            .map_err(|e| match e {
+                crate::SimError::Process {
+                    reason: process::ProcessError::NotClient { .. },
+                    ..
+                } => format!("Client {client} not found on server {server}"),
+                other => other.to_string(),
+            })
+    }
+
+    fn shutdown_server(&mut self, server: u32) -> Result<(), String> {
+        let gpu = self.gpu_of(server)?;
+        self.sim
+            .remove_process(server, Some(gpu))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Answers one command line; commands about servers and clients ask `world`.
+pub fn handle_command(
+    settings: &mut ControlSettings,
+    world: &mut dyn MpsWorld,
+    line: &str,
+) -> Reply {
     let words: Vec<&str> = line.split_whitespace().collect();
     let Some((&command, args)) = words.split_first() else {
         return Reply::ok("");
     };
     let no_server = |pid: &str| Reply::err(format!("Server {pid} not found"));
+    let server = |world: &mut dyn MpsWorld, pid: &str| -> Result<ServerView, Reply> {
+        let pid: u32 = parse_pid(pid).ok_or_else(|| no_server(pid))?;
+        match world.servers() {
+            Ok(list) => list
+                .into_iter()
+                .find(|s| s.pid == pid)
+                .ok_or_else(|| no_server(&pid.to_string())),
+            Err(e) => Err(Reply::err(e)),
+        }
+    };
+    let lines = |pids: &[u32]| {
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     match (command, args) {
         ("quit", []) => Reply {
             text: String::new(),
@@ -186,7 +336,34 @@ pub fn handle_command(settings: &mut ControlSettings, line: &str) -> Reply {
             ok: true,
             quit: true,
         },
-        ("get_server_list", []) => Reply::ok(""),
+        ("get_server_list", []) => match world.servers() {
+            Ok(list) => Reply::ok(lines(&list.iter().map(|s| s.pid).collect::<Vec<_>>())),
+            Err(e) => Reply::err(e),
+        },
+        ("get_server_status", [pid]) if parse_pid(pid).is_some() => match server(world, pid) {
+            Ok(s) => Reply::ok(s.status),
+            Err(reply) => reply,
+        },
+        ("get_client_list", [pid]) if parse_pid(pid).is_some() => match server(world, pid) {
+            Ok(s) => Reply::ok(lines(&s.clients)),
+            Err(reply) => reply,
+        },
+        ("terminate_client", [pid, client]) if parse_pid(pid).is_some() => {
+            match (parse_pid(pid), parse_pid(client)) {
+                (Some(s), Some(c)) => match world.terminate_client(s, c) {
+                    Ok(()) => Reply::ok(""),
+                    Err(e) => Reply::err(e),
+                },
+                _ => Reply::err(format!("Invalid client PID: {client}")),
+            }
+        }
+        ("shutdown_server", [pid] | [pid, "-f"]) if parse_pid(pid).is_some() => {
+            match parse_pid(pid).map(|s| world.shutdown_server(s)) {
+                Some(Ok(())) => Reply::ok(""),
+                Some(Err(e)) => Reply::err(e),
+                None => no_server(pid),
+            }
+        }
         ("get_device_client_list", [] | [_]) => Reply::ok(""),
         ("ps", []) => Reply::ok("PID\tID\tSERVER\tDEVICE\tNAMESPACE\tCOMMAND"),
         ("set_default_active_thread_percentage", [value]) => match parse_percentage(value) {
@@ -230,17 +407,18 @@ pub fn handle_command(settings: &mut ControlSettings, line: &str) -> Reply {
         ("start_server", ["-uid", uid, ..]) => Reply::err(format!(
             "Cannot start a server for uid {uid}: this simulated daemon runs no MPS servers"
         )),
-        ("get_server_status", [pid])
-        | ("get_client_list", [pid])
-        | ("shutdown_server", [pid] | [pid, "-f"])
-        | ("get_active_thread_percentage", [pid])
+        ("get_active_thread_percentage", [pid])
         | ("set_active_thread_percentage", [pid, _])
         | ("get_device_pinned_mem_limit", [pid, _])
         | ("set_device_pinned_mem_limit", [pid, _, _])
-        | ("terminate_client", [pid, _])
             if parse_pid(pid).is_some() =>
         {
-            no_server(pid)
+            match server(world, pid) {
+                Ok(_) => Reply::err(format!(
+                    "{command}: per-server settings are not simulated; use the set_default_* commands"
+                )),
+                Err(reply) => reply,
+            }
         }
         _ => Reply::err(format!("Unrecognized command: {line}")),
     }
@@ -437,6 +615,7 @@ impl ControlLog {
 fn serve_connection(
     stream: UnixStream,
     settings: &mut ControlSettings,
+    world: &mut dyn MpsWorld,
     log: &mut ControlLog,
 ) -> io::Result<bool> {
     stream.set_nonblocking(false)?;
@@ -451,7 +630,7 @@ fn serve_connection(
             continue;
         };
         log.line(&format!("Cmd:{}", request.command));
-        let reply = handle_command(settings, &request.command);
+        let reply = handle_command(settings, world, &request.command);
         if !reply.ok {
             log.line(&reply.text);
         }
@@ -507,12 +686,14 @@ pub fn run_daemon(dirs: &Dirs) -> Result<(), MpsError> {
     ));
 
     let mut settings = ControlSettings::default();
+    let mut world = world_from_env(&mut log);
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
                 log.line("Accepting connection...");
                 log.line("NEW UI");
-                let quit = serve_connection(stream, &mut settings, &mut log).unwrap_or(false);
+                let quit = serve_connection(stream, &mut settings, world.as_mut(), &mut log)
+                    .unwrap_or(false);
                 log.line("UI closed");
                 if quit {
                     break;
@@ -529,10 +710,37 @@ pub fn run_daemon(dirs: &Dirs) -> Result<(), MpsError> {
             Err(e) => return Err(io_err("accept")(e)),
         }
     }
+    // `quit` ends the servers this daemon started, and with them their clients.
+    if let Ok(servers) = world.servers() {
+        for server in servers {
+            if let Err(e) = world.shutdown_server(server.pid) {
+                log.line(&format!("Server {} did not shut down: {e}", server.pid));
+            }
+        }
+    }
     let _ = fs::remove_file(&control);
     let _ = fs::remove_file(&pid_path);
     log.line("Exit");
     Ok(())
+}
+
+/// The servers this daemon manages: the simulator's when `NVML_SIM_CONFIG`
+/// names one, else none. A simulator that cannot be opened is logged and
+/// the daemon runs without servers rather than not at all.
+fn world_from_env(log: &mut ControlLog) -> Box<dyn MpsWorld> {
+    if std::env::var_os(crate::ENV_CONFIG).is_none_or(|v| v.is_empty()) {
+        return Box::new(NoServers);
+    }
+    match Simulator::from_env() {
+        Ok(sim) => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            Box::new(SimServers::new(sim, visible.as_deref()))
+        }
+        Err(e) => {
+            log.line(&format!("NVML simulator unavailable, no MPS servers: {e}"));
+            Box::new(NoServers)
+        }
+    }
 }
 
 /// Starts `exe daemon_arg` as a detached background daemon and waits until
@@ -653,15 +861,85 @@ mod tests {
             ("frobnicate", "", false),
         ];
         for (command, want_text, want_ok) in cases {
-            let reply = handle_command(&mut s, command);
+            let reply = handle_command(&mut s, &mut NoServers, command);
             assert_eq!(reply.ok, *want_ok, "{command}: {reply:?}");
             if *want_ok || !want_text.is_empty() {
                 assert_eq!(reply.text, *want_text, "{command}");
             }
             assert!(!reply.quit);
         }
-        assert!(handle_command(&mut s, "quit").quit);
-        assert!(handle_command(&mut s, "quit -t 5").quit);
+        assert!(handle_command(&mut s, &mut NoServers, "quit").quit);
+        assert!(handle_command(&mut s, &mut NoServers, "quit -t 5").quit);
+    }
+
+    /// Servers in memory, recording what was asked of them.
+    #[derive(Default)]
+    struct Servers(Vec<ServerView>, Vec<(u32, u32)>);
+
+    impl MpsWorld for Servers {
+        fn servers(&mut self) -> Result<Vec<ServerView>, String> {
+            Ok(self.0.clone())
+        }
+
+        fn terminate_client(&mut self, server: u32, client: u32) -> Result<(), String> {
+            let s = self
+                .0
+                .iter_mut()
+                .find(|s| s.pid == server)
+                .ok_or("no server")?;
+            let at = s
+                .clients
+                .iter()
+                .position(|c| *c == client)
+                .ok_or("no client")?;
+            s.clients.remove(at);
+            self.1.push((server, client));
+            Ok(())
+        }
+
+        fn shutdown_server(&mut self, server: u32) -> Result<(), String> {
+            self.0.retain(|s| s.pid != server);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn server_commands_answer_from_the_world() {
+        let mut s = ControlSettings::default();
+        let mut world = Servers(
+            vec![
+                ServerView {
+                    pid: 70,
+                    status: "ACTIVE",
+                    clients: vec![71, 72],
+                },
+                ServerView {
+                    pid: 80,
+                    status: "FAULT",
+                    clients: vec![81],
+                },
+            ],
+            Vec::new(),
+        );
+        let mut ask = |line: &str| {
+            let r = handle_command(&mut s, &mut world, line);
+            (r.text, r.ok)
+        };
+        assert_eq!(ask("get_server_list"), ("70\n80".into(), true));
+        assert_eq!(ask("get_server_status 80"), ("FAULT".into(), true));
+        assert_eq!(ask("get_server_status 70"), ("ACTIVE".into(), true));
+        assert_eq!(ask("get_client_list 70"), ("71\n72".into(), true));
+        assert_eq!(
+            ask("get_client_list 99"),
+            ("Server 99 not found".into(), false)
+        );
+        assert_eq!(ask("terminate_client 70 71"), (String::new(), true));
+        assert_eq!(ask("get_client_list 70"), ("72".into(), true));
+        assert!(!ask("terminate_client 70 71").1, "already gone");
+        assert!(!ask("terminate_client 70 x").1);
+        assert_eq!(ask("shutdown_server 80"), (String::new(), true));
+        assert_eq!(ask("get_server_list"), ("70".into(), true));
+        assert_eq!(world.1, [(70, 71)]);
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The simulator as one object: a loaded host description plus the shared
 //! state file, with the operations both the C ABI and `nvml-simctl` perform
-//! (MIG mode changes, GPU resets, reboots, telemetry overrides, lost GPUs)
-//! and the status report `nvml-simctl status` prints.
+//! (MIG mode changes, GPU resets, reboots, telemetry overrides, lost GPUs,
+//! processes and MPS servers) and the status report `nvml-simctl status`
+//! prints.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::{ConfigError, GiProfileSpec, GpuConfig, SimConfig, digest128, uuid_body};
 use crate::mig::{self, MigError, Placement};
+use crate::process::{self, MpsStatus, NewProcess, ProcessError, ProcessStatus};
 use crate::state::{
     CiState, GiState, GpuState, Overrides, SimState, StateError, StateStore, default_state_path,
 };
@@ -20,6 +22,9 @@ use crate::units::MIB;
 pub const ENV_CONFIG: &str = "NVML_SIM_CONFIG";
 /// Environment variable naming the shared state file.
 pub const ENV_STATE: &str = "NVML_SIM_STATE";
+/// Environment variable naming the simulated caller's privileges: `root`
+/// or `user` (default: `root` when the effective uid is 0, else `user`).
+pub const ENV_CALLER: &str = "NVML_SIM_CALLER";
 
 /// What went wrong in a simulator operation.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +59,27 @@ pub enum SimError {
         /// The rule.
         reason: MigError,
     },
+    /// A process rule refused the change.
+    #[error("GPU {gpu}: {reason}")]
+    Process {
+        /// GPU index.
+        gpu: u32,
+        /// The rule.
+        reason: ProcessError,
+    },
+    /// No simulated GPU has a context of this pid.
+    #[error("pid {0} uses no simulated GPU here")]
+    NoSuchProcess(u32),
     /// A request that makes no sense for this GPU.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn micros(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Memory figures as NVML reports them (`nvmlMemory_v2_t`).
@@ -84,15 +107,16 @@ pub fn gpu_memory(gpu: &GpuConfig, sample: &Sample) -> MemoryInfo {
     }
 }
 
-/// Memory of a MIG device: its GPU instance's memory, none of it in use
-/// (the simulator runs no CUDA processes).
-pub fn mig_memory(profile: &GiProfileSpec) -> MemoryInfo {
+/// Memory of a MIG device: its GPU instance's memory, `used` what the
+/// processes in the GPU instance hold.
+pub fn mig_memory(profile: &GiProfileSpec, gpu: &GpuState, gi: u32) -> MemoryInfo {
     let total = profile.memory.bytes();
+    let used = process::process_memory(gpu, Some(gi)).min(total);
     MemoryInfo {
         total,
         reserved: 0,
-        used: 0,
-        free: total,
+        used,
+        free: total - used,
     }
 }
 
@@ -150,6 +174,7 @@ pub struct TelemetryUpdate {
 pub struct Simulator {
     config: SimConfig,
     store: StateStore,
+    privileged: bool,
 }
 
 fn gpu_index(config: &SimConfig, index: u32) -> Result<usize, SimError> {
@@ -169,6 +194,22 @@ fn gpu_index(config: &SimConfig, index: u32) -> Result<usize, SimError> {
 fn reset_gpu_state(gpu: &mut GpuState) {
     gpu.mig_current = gpu.mig_pending;
     gpu.gpu_instances.clear();
+    // A reset ends every context on the GPU.
+    gpu.processes.clear();
+    gpu.mps_server = None;
+}
+
+/// Whether the caller counts as privileged: `NVML_SIM_CALLER` when set,
+/// else whether the effective uid is root, as the real library decides.
+fn caller_privileged(value: Option<std::ffi::OsString>) -> Result<bool, SimError> {
+    match value.as_deref().and_then(|v| v.to_str()) {
+        None | Some("") => Ok(nix::unistd::geteuid().is_root()),
+        Some("root") => Ok(true),
+        Some("user") => Ok(false),
+        Some(other) => Err(SimError::Invalid(format!(
+            "{ENV_CALLER}={other}: use `root` or `user`"
+        ))),
+    }
 }
 
 impl Simulator {
@@ -180,7 +221,15 @@ impl Simulator {
         Ok(Self {
             config,
             store: StateStore::new(state_path),
+            privileged: caller_privileged(std::env::var_os(ENV_CALLER))?,
         })
+    }
+
+    /// Whether NVML answers this process as a privileged caller (see
+    /// [`ENV_CALLER`]): on a MIG-enabled GPU only a privileged caller sees
+    /// the parent device's per-process memory.
+    pub fn privileged(&self) -> bool {
+        self.privileged
     }
 
     /// Opens the simulator named by `NVML_SIM_CONFIG` / `NVML_SIM_STATE`.
@@ -303,6 +352,9 @@ impl Simulator {
             let mig_err = |reason| SimError::Mig { gpu: index, reason };
             mig::require_enabled(cfg.mig(), gpu).map_err(mig_err)?;
             if with_cis {
+                if gpu.processes.iter().any(|p| p.gpu_instance == Some(gi_id)) {
+                    return Err(mig_err(MigError::ProcessesRunning));
+                }
                 if let Some(gi) = gpu.gpu_instances.iter_mut().find(|gi| gi.id == gi_id) {
                     gi.compute_instances.clear();
                 }
@@ -416,6 +468,72 @@ impl Simulator {
         })
     }
 
+    /// Starts a process's context on a GPU (`nvml-simctl process add`).
+    pub fn add_process(&mut self, index: u32, new: &NewProcess) -> Result<(), SimError> {
+        let now = micros(SystemTime::now());
+        self.update_gpu(index, |cfg, gpu| {
+            process::add(cfg, gpu, new, now)
+                .map_err(|reason| SimError::Process { gpu: index, reason })
+        })
+    }
+
+    /// Ends a process's contexts on every GPU, or on one; returns the GPUs
+    /// it left. Ending an MPS server ends its clients too.
+    pub fn remove_process(&mut self, pid: u32, only: Option<u32>) -> Result<Vec<u32>, SimError> {
+        self.update(|config, state| {
+            if let Some(index) = only {
+                gpu_index(config, index)?;
+            }
+            let left: Vec<u32> = state
+                .gpus
+                .iter_mut()
+                .zip(0u32..)
+                .filter(|(_, i)| only.is_none_or(|o| o == *i))
+                .filter_map(|(gpu, i)| process::remove(gpu, pid).then_some(i))
+                .collect();
+            if left.is_empty() {
+                return Err(SimError::NoSuchProcess(pid));
+            }
+            Ok(left)
+        })
+    }
+
+    /// Every process of one GPU, its MPS server first.
+    pub fn processes(&mut self, index: u32) -> Result<Vec<ProcessStatus>, SimError> {
+        let (config, state) = self.snapshot()?;
+        let i = gpu_index(config, index)?;
+        Ok(process::statuses(&state.gpus[i]))
+    }
+
+    /// A fatal fault in the GPU's MPS server (`nvml-simctl mps fault`).
+    pub fn mps_fault(&mut self, index: u32) -> Result<(), SimError> {
+        self.update_gpu(index, |_, gpu| {
+            process::fault(gpu).map_err(|reason| SimError::Process { gpu: index, reason })
+        })
+    }
+
+    /// `terminate_client <server> <client>` on the GPU the server runs on.
+    pub fn terminate_mps_client(&mut self, server: u32, client: u32) -> Result<u32, SimError> {
+        self.update(|_, state| {
+            let (gpu, index) = state
+                .gpus
+                .iter_mut()
+                .zip(0u32..)
+                .find(|(g, _)| g.mps_server.as_ref().is_some_and(|s| s.pid == server))
+                .ok_or(SimError::NoSuchProcess(server))?;
+            process::terminate_client(gpu, server, client)
+                .map_err(|reason| SimError::Process { gpu: index, reason })?;
+            Ok(index)
+        })
+    }
+
+    /// The GPU's MPS server, if one runs.
+    pub fn mps_status(&mut self, index: u32) -> Result<Option<MpsStatus>, SimError> {
+        let (config, state) = self.snapshot()?;
+        let i = gpu_index(config, index)?;
+        Ok(process::mps_status(&state.gpus[i]))
+    }
+
     /// What `nvml-simctl status` prints.
     pub fn status(&mut self, now: SystemTime) -> Result<Status, SimError> {
         let state_path = self.state_path().display().to_string();
@@ -442,7 +560,7 @@ fn mode_name(enabled: bool) -> &'static str {
 }
 
 fn gpu_status(cfg: &GpuConfig, gpu: &GpuState, now: SystemTime) -> GpuStatus {
-    let sample = telemetry::sample(cfg, &gpu.overrides, now);
+    let sample = telemetry::sample_state(cfg, gpu, now);
     let mig = cfg.mig().map(|spec| {
         let devices = mig::mig_devices(gpu);
         MigStatus {
@@ -498,6 +616,8 @@ fn gpu_status(cfg: &GpuConfig, gpu: &GpuState, now: SystemTime) -> GpuStatus {
         telemetry: sample,
         overrides: gpu.overrides.clone(),
         mig,
+        processes: process::statuses(gpu),
+        mps: process::mps_status(gpu),
     }
 }
 
@@ -539,6 +659,10 @@ pub struct GpuStatus {
     pub overrides: Overrides,
     /// MIG state; absent on GPUs without MIG.
     pub mig: Option<MigStatus>,
+    /// Processes, the MPS server first.
+    pub processes: Vec<ProcessStatus>,
+    /// The MPS server; null when none runs.
+    pub mps: Option<MpsStatus>,
 }
 
 /// MIG part of [`GpuStatus`].

@@ -1,6 +1,7 @@
 //! The simulator's mutable state (MIG modes, GPU and compute instances, lost
-//! GPUs, telemetry overrides) and the state file that shares it between every
-//! process using the same host description.
+//! GPUs, telemetry overrides, the processes using each GPU and its MPS server)
+//! and the state file that shares it between every process using the same
+//! host description.
 //!
 //! Writers take an exclusive `flock` on a sibling lock file, re-read the state,
 //! change it and replace the state file atomically (write to a temporary file,
@@ -75,6 +76,70 @@ pub struct Overrides {
     pub fan_percent: Option<u32>,
 }
 
+/// What kind of context a simulated process holds on a GPU, which decides
+/// the NVML lists it appears in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessKind {
+    /// A CUDA context: `nvmlDeviceGetComputeRunningProcesses`.
+    Compute,
+    /// A graphics context: `nvmlDeviceGetGraphicsRunningProcesses`.
+    Graphics,
+    /// An MPS client: listed by `nvmlDeviceGetMPSComputeRunningProcesses` and
+    /// by the compute list too (nvidia-smi's `M+C`).
+    Mps,
+}
+
+impl ProcessKind {
+    /// The name `nvml-simctl` takes and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::Compute => "compute",
+            ProcessKind::Graphics => "graphics",
+            ProcessKind::Mps => "mps",
+        }
+    }
+}
+
+/// A process using a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// Process id (as the host sees it).
+    pub pid: u32,
+    /// Kind of context.
+    pub kind: ProcessKind,
+    /// GPU instance it runs in (MIG only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_instance: Option<u32>,
+    /// Compute instance it runs in (MIG only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_instance: Option<u32>,
+    /// Device memory it holds, bytes.
+    pub used: u64,
+    /// SM utilisation it causes, percent.
+    pub util: u32,
+    /// When it started using the GPU, microseconds since the Unix epoch.
+    pub started_us: u64,
+}
+
+/// The MPS server of a GPU (`nvidia-cuda-mps-server`), started with its
+/// first client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MpsServerState {
+    /// Process id of the server.
+    pub pid: u32,
+    /// When it started, microseconds since the Unix epoch.
+    pub started_us: u64,
+    /// Clients that were connected when a fatal fault hit the server; while
+    /// any of them is still there the server is in FAULT and refuses new
+    /// clients.
+    #[serde(default)]
+    pub faulted_clients: Vec<u32>,
+    /// Clients ended by `terminate_client`, oldest first (the last 64).
+    #[serde(default)]
+    pub terminated: Vec<u32>,
+}
+
 /// Mutable state of one GPU.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuState {
@@ -93,6 +158,12 @@ pub struct GpuState {
     /// GPU instances, in creation order.
     #[serde(default)]
     pub gpu_instances: Vec<GiState>,
+    /// Processes using the GPU, in the order they started.
+    #[serde(default)]
+    pub processes: Vec<ProcessState>,
+    /// The MPS server, once an MPS client has started one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mps_server: Option<MpsServerState>,
 }
 
 impl GpuState {
@@ -126,6 +197,8 @@ impl SimState {
                     lost: g.initially_lost,
                     overrides: Overrides::default(),
                     gpu_instances: Vec::new(),
+                    processes: Vec::new(),
+                    mps_server: None,
                 })
                 .collect(),
         }
@@ -148,6 +221,7 @@ impl SimState {
                         kept.mig_current = false;
                         kept.mig_pending = false;
                         kept.gpu_instances.clear();
+                        kept.processes.retain(|p| p.gpu_instance.is_none());
                     }
                     gpus.push(kept);
                 }

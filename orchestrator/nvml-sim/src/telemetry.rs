@@ -1,5 +1,6 @@
 //! Telemetry values of a GPU at a point in time: the YAML's base plus a
-//! deterministic periodic swing, unless `nvml-simctl set` pinned a value.
+//! deterministic periodic swing, unless `nvml-simctl set` pinned a value,
+//! plus what the GPU's simulated processes use.
 //!
 //! The swing is a sine of wall-clock time, so every process sampling at the
 //! same moment sees the same value, and different metrics and GPUs have
@@ -10,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::config::{GpuConfig, Wave};
-use crate::state::Overrides;
+use crate::process;
+use crate::state::{GpuState, Overrides};
 
 /// One reading of a GPU's telemetry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +90,25 @@ pub fn sample(gpu: &GpuConfig, overrides: &Overrides, now: SystemTime) -> Sample
                 .min(100)
         },
     }
+}
+
+/// Samples a GPU at `now`: the baseline of [`sample`] (memory and work
+/// that no listed process accounts for: the driver's contexts, a display)
+/// plus the memory and SM utilisation of its processes, capped at the
+/// usable memory and 100 %.
+pub fn sample_state(gpu: &GpuConfig, state: &GpuState, now: SystemTime) -> Sample {
+    let mut s = sample(gpu, &state.overrides, now);
+    let card = &gpu.card;
+    let usable = card.memory.total.bytes() - card.memory.reserved.bytes();
+    s.memory_used = s
+        .memory_used
+        .saturating_add(process::process_memory(state, None))
+        .min(usable);
+    s.gpu_util = s
+        .gpu_util
+        .saturating_add(process::process_util(state))
+        .min(100);
+    s
 }
 
 /// Current clock in MHz for a clock whose maximum is `max_mhz`: idle at a

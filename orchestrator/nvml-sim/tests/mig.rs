@@ -317,10 +317,8 @@ fn a100_instances_capacity_placements_and_mig_devices() {
             let mut one = [nvmlGpuInstancePlacement_t { start: 0, size: 0 }];
             let mut count = 1;
             // SAFETY: the array holds `count` entries.
-            assert_eq!(
-                unsafe { f(dev, P_3G20, one.as_mut_ptr(), &mut count) },
-                INSUFFICIENT_SIZE
-            );
+            let code = unsafe { f(dev, P_3G20, one.as_mut_ptr(), &mut count) };
+            assert_eq!(code, INSUFFICIENT_SIZE);
             assert_eq!(count, 2);
             // Profile *index* 2 is 3g.20gb, but create calls take the *id*: 2 is no id.
             assert_eq!(raw.create_gi(dev, 2, None).0, INVALID_ARGUMENT);
@@ -601,11 +599,8 @@ fn one_plus_me_instance_and_default_placements() {
         assert_eq!(name_of(&info.name), "MIG 1g.20gb");
         info.version = 0x0400_0098;
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { f(dev, 9, (&raw mut info).cast()) },
-            25,
-            "unknown version"
-        );
+        let code = unsafe { f(dev, 9, (&raw mut info).cast()) };
+        assert_eq!(code, 25, "unknown version");
     });
 }
 

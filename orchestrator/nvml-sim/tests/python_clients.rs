@@ -63,11 +63,17 @@ fn nvml_dir(scratch: &Path) -> PathBuf {
 
 /// Runs a program of the venv with NVML pointed at the simulator of `host`.
 fn run_client(host: &Host, program: &Path, args: &[&str]) -> Output {
+    run_client_as(host, program, args, "root")
+}
+
+/// [`run_client`] as a simulated `root` or `user` caller.
+fn run_client_as(host: &Host, program: &Path, args: &[&str], caller: &str) -> Output {
     let out = Command::new(program)
         .args(args)
         .env("LD_LIBRARY_PATH", nvml_dir(host.dir.path()))
         .env("NVML_SIM_CONFIG", &host.config)
         .env("NVML_SIM_STATE", &host.state)
+        .env("NVML_SIM_CALLER", caller)
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     assert!(
@@ -82,11 +88,16 @@ fn run_client(host: &Host, program: &Path, args: &[&str]) -> Output {
 
 /// `pynvml_dump.py` output.
 fn pynvml_dump(host: &Host) -> Value {
+    pynvml_dump_as(host, "root")
+}
+
+fn pynvml_dump_as(host: &Host, caller: &str) -> Value {
     let script = workspace_root().join("tests/nvml/pynvml_dump.py");
-    let out = run_client(
+    let out = run_client_as(
         host,
         &venv_python(),
         &[script.to_str().expect("utf-8 path")],
+        caller,
     );
     serde_json::from_slice(&out.stdout).expect("pynvml_dump prints JSON")
 }
@@ -314,4 +325,198 @@ fn pynvml_sees_instances_created_through_the_api() {
             assert_eq!(devices[0]["memory"]["total"], 19968u64 * 1024 * 1024);
         },
     );
+}
+
+/// Real processes for gpustat, which shows only pids that exist; killed
+/// when dropped.
+struct Sleepers(Vec<std::process::Child>);
+
+impl Sleepers {
+    fn start(n: usize) -> Self {
+        Sleepers(
+            (0..n)
+                .map(|_| {
+                    Command::new("sleep")
+                        .arg("300")
+                        .spawn()
+                        .expect("spawn sleep")
+                })
+                .collect(),
+        )
+    }
+
+    fn pid(&self, i: usize) -> String {
+        self.0[i].id().to_string()
+    }
+}
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            // Best effort: the test is over either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn pids_of(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .expect("a process list")
+        .iter()
+        .map(|p| p["pid"].as_u64().expect("pid"))
+        .collect()
+}
+
+#[test]
+fn pynvml_and_gpustat_see_the_processes() {
+    let host = Host::shipped("config/mainpc/gpus.sim.yaml");
+    let procs = Sleepers::start(4);
+    host.simctl_ok(&["set", "--gpu", "0", "--memory-used", "0"]);
+    let (compute, graphics, client, server) =
+        (procs.pid(0), procs.pid(1), procs.pid(2), procs.pid(3));
+    host.simctl_ok(&[
+        "process", "add", "--gpu", "0", "--pid", &compute, "--used", "3GiB", "--util", "35",
+    ]);
+    host.simctl_ok(&[
+        "process", "add", "--gpu", "0", "--pid", &graphics, "--used", "512MiB", "--kind",
+        "graphics",
+    ]);
+    host.simctl_ok(&[
+        "process",
+        "add",
+        "--gpu",
+        "0",
+        "--pid",
+        &client,
+        "--used",
+        "2GiB",
+        "--kind",
+        "mps",
+        "--server-pid",
+        &server,
+    ]);
+    let num = |s: &str| s.parse::<u64>().expect("pid");
+    let dump = pynvml_dump(&host);
+    let gpu = &dump["gpus"][0];
+    assert_eq!(
+        pids_of(&gpu["processes"]["compute"]),
+        [num(&server), num(&compute), num(&client)]
+    );
+    assert_eq!(pids_of(&gpu["processes"]["graphics"]), [num(&graphics)]);
+    assert_eq!(pids_of(&gpu["processes"]["mps"]), [num(&client)]);
+    let first = &gpu["processes"]["compute"][1];
+    assert_eq!(first["used"], 3u64 << 30);
+    assert_eq!(first["gpu_instance_id"], 0xFFFF_FFFFu64, "MIG off");
+    assert_eq!(
+        gpu["memory"]["used"],
+        (3u64 << 30) + (512u64 << 20) + (2u64 << 30) + (32u64 << 20),
+        "the processes and the MPS server on a pinned zero baseline"
+    );
+
+    let out = gpustat(&host, &["--show-pid", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("gpustat --json");
+    let seen = &report["gpus"][0]["processes"];
+    let mut got: Vec<(u64, Value, Value)> = seen
+        .as_array()
+        .expect("gpustat processes")
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().expect("pid"),
+                p["gpu_memory_usage"].clone(),
+                p["command"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by_key(|g| g.0);
+    let mut want: Vec<(u64, Value, Value)> = vec![
+        (num(&compute), 3072.into(), "sleep".into()),
+        (num(&graphics), 512.into(), "sleep".into()),
+        (num(&client), 2048.into(), "sleep".into()),
+        (num(&server), 32.into(), "sleep".into()),
+    ];
+    want.sort_by_key(|w| w.0);
+    assert_eq!(
+        got, want,
+        "gpustat lists each pid once, with its memory in MiB"
+    );
+}
+
+#[test]
+fn pynvml_gets_none_for_mig_parent_memory_as_an_unprivileged_caller() {
+    let host = Host::shipped("config/sim/lab-a100.yaml");
+    host.simctl_ok(&[
+        "create-gi",
+        "--gpu",
+        "0",
+        "--profile",
+        "3g.20gb",
+        "--placement",
+        "0",
+    ]);
+    host.simctl_ok(&[
+        "process", "add", "--gpu", "0", "--gi", "1", "--ci", "0", "--pid", "4711", "--used", "6GiB",
+    ]);
+    let parent_entry = |dump: &Value| dump["gpus"][0]["processes"]["compute"][0].clone();
+
+    let root = pynvml_dump_as(&host, "root");
+    let entry = parent_entry(&root);
+    assert_eq!(
+        (entry["pid"].clone(), entry["used"].clone()),
+        (4711.into(), (6u64 << 30).into())
+    );
+    assert_eq!(
+        (
+            entry["gpu_instance_id"].clone(),
+            entry["compute_instance_id"].clone()
+        ),
+        (1.into(), 0.into())
+    );
+
+    let user = pynvml_dump_as(&host, "user");
+    let entry = parent_entry(&user);
+    assert_eq!(entry["pid"], 4711);
+    assert!(
+        entry["used"].is_null(),
+        "pynvml turns NVML_VALUE_NOT_AVAILABLE into None: {entry}"
+    );
+    let mig = &user["gpus"][0]["mig_devices"][0];
+    assert_eq!(
+        mig["processes"]["compute"][0]["used"],
+        6u64 << 30,
+        "the MIG device still tells"
+    );
+    assert_eq!(mig["memory"]["used"], 6u64 << 30);
+    assert!(
+        user["gpus"][0]["process_utilization"].is_null(),
+        "NOT_SUPPORTED in MIG mode"
+    );
+}
+
+#[test]
+fn pynvml_reads_process_utilisation_samples() {
+    let host = Host::shipped("config/mainpc/gpus.sim.yaml");
+    host.simctl_ok(&[
+        "process", "add", "--gpu", "0", "--pid", "5150", "--used", "1GiB", "--util", "65",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let samples = loop {
+        let dump = pynvml_dump(&host);
+        let samples = dump["gpus"][0]["process_utilization"].clone();
+        if samples.as_array().is_some_and(|s| !s.is_empty()) || std::time::Instant::now() > deadline
+        {
+            break samples;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let samples = samples.as_array().expect("samples, not NOT_SUPPORTED");
+    assert!(!samples.is_empty(), "a sample within a second or two");
+    for s in samples {
+        assert_eq!(
+            (s["pid"].clone(), s["sm"].clone(), s["mem"].clone()),
+            (5150.into(), 65.into(), 32.into())
+        );
+        assert_eq!(s["timestamp"].as_u64().map(|t| t % 1_000_000), Some(0));
+    }
 }

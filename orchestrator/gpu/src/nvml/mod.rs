@@ -2,10 +2,12 @@
 //!
 //! It owns library resolution (explicit path, `ORCH_NVML_LIBRARY`, the
 //! system's `libnvidia-ml.so.1`), the translation of NVML answers into the
-//! core's inventory model, and the MIG create/destroy/mode sequences.
-//! `nvml-wrapper` makes the calls it wraps; the GPU- and compute-instance
-//! calls it does not wrap go through [`raw`].
+//! core's inventory model, the MIG create/destroy/mode sequences, and who
+//! uses each GPU ([`processes`]). `nvml-wrapper` makes the calls it wraps
+//! (the process lists and process utilisation among them); the GPU- and
+//! compute-instance calls it does not wrap go through [`raw`].
 
+mod processes;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -24,7 +26,9 @@ use orch_core::gpu::{GiProfile, GpuInfo, MigInstance, MigState};
 use orch_core::units::ByteSize;
 
 use self::raw::{Failure, Placement, Raw};
-use crate::backend::{CreatedInstance, GpuBackend, MigModeChange, Telemetry};
+use crate::backend::{
+    CreatedInstance, GpuBackend, GpuProcess, MigModeChange, ProcessUtilization, Telemetry,
+};
 use crate::error::{GpuError, code};
 
 /// Environment variable naming the NVML library to load.
@@ -490,6 +494,27 @@ impl NvmlBackend {
 }
 
 impl GpuBackend for NvmlBackend {
+    fn processes(&self, gpu_index: u32) -> Result<Vec<GpuProcess>, GpuError> {
+        self.read_processes(gpu_index)
+    }
+
+    fn instance_processes(
+        &self,
+        gpu_index: u32,
+        gi_id: u32,
+        ci_id: u32,
+    ) -> Result<Vec<GpuProcess>, GpuError> {
+        self.read_instance_processes(gpu_index, gi_id, ci_id)
+    }
+
+    fn process_utilization(
+        &self,
+        gpu_index: u32,
+        since_us: u64,
+    ) -> Result<ProcessUtilization, GpuError> {
+        self.read_process_utilization(gpu_index, since_us)
+    }
+
     fn inventory(&self) -> Result<Vec<GpuInfo>, GpuError> {
         let count = self
             .nvml

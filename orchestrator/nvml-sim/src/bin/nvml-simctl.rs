@@ -1,6 +1,7 @@
 //! `nvml-simctl`: inspects and drives the NVML simulator's shared state from
 //! outside any NVML client — status, GPU resets and reboots, telemetry
-//! overrides, lost GPUs, and MIG layout changes (like `nvidia-smi mig`).
+//! overrides, lost GPUs, MIG layout changes (like `nvidia-smi mig`), the
+//! processes using each GPU and faults of its MPS server.
 //!
 //! Exit codes: 0 success, 1 the simulator refused or failed, 2 bad usage.
 
@@ -11,7 +12,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use nvml_sim::mig::{self, Placement};
+use nvml_sim::process::NewProcess;
 use nvml_sim::sim::TelemetryUpdate;
+use nvml_sim::state::ProcessKind;
 use nvml_sim::units::parse_size;
 use nvml_sim::{ENV_CONFIG, ENV_STATE, Simulator};
 
@@ -37,8 +40,85 @@ enum Mode {
     Disable,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Compute,
+    Graphics,
+    Mps,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProcessCommand {
+    /// Start a process's context on a GPU (on a MIG GPU: in a compute instance).
+    Add {
+        /// GPU index.
+        #[arg(long)]
+        gpu: u32,
+        /// GPU-instance id (MIG).
+        #[arg(long)]
+        gi: Option<u32>,
+        /// Compute-instance id (MIG; may be left out when the GPU instance
+        /// has exactly one).
+        #[arg(long, requires = "gi")]
+        ci: Option<u32>,
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+        /// Device memory it holds, e.g. 3GiB.
+        #[arg(long)]
+        used: String,
+        /// SM utilisation it causes, percent.
+        #[arg(long, default_value_t = 0)]
+        util: u32,
+        /// Kind of context (mps: an MPS client).
+        #[arg(long, value_enum, default_value = "compute")]
+        kind: Kind,
+        /// The MPS server's pid, for the first MPS client of the GPU.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// End a process's contexts (every GPU, or one); an MPS server takes its clients.
+    Remove {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+        /// Only on this GPU.
+        #[arg(long)]
+        gpu: Option<u32>,
+    },
+    /// Print the processes as JSON (every GPU, or one).
+    List {
+        /// GPU index.
+        #[arg(long)]
+        gpu: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MpsCommand {
+    /// A fatal fault in the GPU's MPS server: its clients are hit and it
+    /// refuses new ones until they have all exited.
+    Fault {
+        /// GPU index.
+        #[arg(long)]
+        gpu: u32,
+    },
+    /// Print the GPU's MPS server as JSON (null when none runs).
+    Status {
+        /// GPU index.
+        #[arg(long)]
+        gpu: u32,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Processes using the GPUs.
+    #[command(subcommand)]
+    Process(ProcessCommand),
+    /// The GPUs' MPS servers.
+    #[command(subcommand)]
+    Mps(MpsCommand),
     /// Print every GPU's state as JSON.
     Status,
     /// Reset GPUs (all, or one): pending MIG modes apply, MIG instances are gone.
@@ -282,6 +362,81 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::json!({ "gpu": gpu, "gpu_instance": gi, "compute_instance": ci })
             );
+        }
+        Command::Process(ProcessCommand::Add {
+            gpu,
+            gi,
+            ci,
+            pid,
+            used,
+            util,
+            kind,
+            server_pid,
+        }) => {
+            let used = parse_size(&used).map_err(|e| anyhow!("--used: {e}"))?;
+            let kind = match kind {
+                Kind::Compute => ProcessKind::Compute,
+                Kind::Graphics => ProcessKind::Graphics,
+                Kind::Mps => ProcessKind::Mps,
+            };
+            if server_pid.is_some() && kind != ProcessKind::Mps {
+                bail!("--server-pid is for MPS clients (--kind mps)");
+            }
+            let instance = match (gi, ci) {
+                (Some(gi), Some(ci)) => Some((gi, ci)),
+                (Some(gi), None) => {
+                    let (config, state) = sim.snapshot()?;
+                    let gpu_state = state.gpus.get(gpu as usize).ok_or_else(|| {
+                        anyhow!(
+                            "GPU {gpu} does not exist: the host has {} GPU(s)",
+                            config.gpus.len()
+                        )
+                    })?;
+                    let cis: Vec<u32> = gpu_state
+                        .gi(gi)
+                        .map(|g| g.compute_instances.iter().map(|c| c.id).collect())
+                        .unwrap_or_default();
+                    match cis.as_slice() {
+                        [only] => Some((gi, *only)),
+                        [] => bail!("GPU {gpu} has no GPU instance {gi} with a compute instance"),
+                        _ => bail!(
+                            "GPU instance {gi} has {} compute instances: give --ci",
+                            cis.len()
+                        ),
+                    }
+                }
+                _ => None,
+            };
+            sim.add_process(
+                gpu,
+                &NewProcess {
+                    pid,
+                    kind,
+                    instance,
+                    used,
+                    util,
+                    server_pid,
+                },
+            )?;
+        }
+        Command::Process(ProcessCommand::Remove { pid, gpu }) => {
+            let left = sim.remove_process(pid, gpu)?;
+            println!("{}", serde_json::json!({ "pid": pid, "gpus": left }));
+        }
+        Command::Process(ProcessCommand::List { gpu }) => {
+            let count = sim.config().gpus.len() as u32;
+            let mut all = Vec::new();
+            for index in (0..count).filter(|i| gpu.is_none_or(|g| g == *i)) {
+                all.push(serde_json::json!({ "gpu": index, "processes": sim.processes(index)? }));
+            }
+            if let Some(g) = gpu.filter(|g| *g >= count) {
+                bail!("GPU {g} does not exist: the host has {count} GPU(s)");
+            }
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        Command::Mps(MpsCommand::Fault { gpu }) => sim.mps_fault(gpu)?,
+        Command::Mps(MpsCommand::Status { gpu }) => {
+            println!("{}", serde_json::to_string_pretty(&sim.mps_status(gpu)?)?);
         }
         Command::DestroyGi { gpu, gi, with_cis } => sim.destroy_gpu_instance(gpu, gi, with_cis)?,
         Command::DestroyCi { gpu, gi, ci } => sim.destroy_compute_instance(gpu, gi, ci)?,

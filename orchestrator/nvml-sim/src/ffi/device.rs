@@ -1,5 +1,6 @@
 //! Device enumeration and per-device queries: identity, PCI, memory,
-//! utilisation, temperature, power, fans, clocks, modes and processes.
+//! utilisation, temperature, power, fans, clocks, modes, processes and
+//! per-process utilisation.
 //!
 //! MIG device handles answer identity and memory queries (their GPU
 //! instance's memory) and, like real MIG handles, return
@@ -12,7 +13,8 @@ use std::time::SystemTime;
 use super::support::*;
 use super::types::*;
 use crate::config::PciAddress;
-use crate::sim::{MemoryInfo, gpu_memory, mig_device_uuid, mig_memory};
+use crate::process::{self, ListedProcess, ProcessList};
+use crate::sim::{MemoryInfo, gpu_memory, micros, mig_device_uuid, mig_memory};
 use crate::telemetry::{self, Sample};
 
 /// Runs a device query and writes its value to `out`.
@@ -49,12 +51,12 @@ unsafe fn query_string(
 }
 
 fn sample(d: &DeviceView<'_>) -> Sample {
-    telemetry::sample(d.cfg, &d.state.overrides, SystemTime::now())
+    telemetry::sample_state(d.cfg, d.state, SystemTime::now())
 }
 
 fn memory(d: &DeviceView<'_>) -> MemoryInfo {
     match &d.mig {
-        Some(m) => mig_memory(m.gi_profile),
+        Some(m) => mig_memory(m.gi_profile, d.state, m.gi.id),
         None => gpu_memory(d.cfg, &sample(d)),
     }
 }
@@ -1098,26 +1100,76 @@ pub unsafe extern "C" fn nvmlDeviceGetPersistenceMode(
 
 // ---- processes ------------------------------------------------------------
 
-/// Every process list is empty: the simulator runs no CUDA processes, so the
-/// answer is the same for every struct version.
+/// The processes a list shows for a device (a MIG handle: only its own).
+fn listed_processes(d: &DeviceView<'_>, list: ProcessList) -> Vec<ListedProcess> {
+    let instance = d.mig.as_ref().map(|m| (m.gi.id, m.ci.id));
+    process::listed(d.state, list, instance, d.privileged)
+}
+
+/// Answers a process-list call the way NVML does: `*info_count` is the
+/// caller's array size; a list longer than that is
+/// `NVML_ERROR_INSUFFICIENT_SIZE` with `*info_count` set to the length
+/// needed (so `*info_count == 0` with a null array asks for the count);
+/// otherwise the entries are written and `*info_count` is their number.
 ///
 /// # Safety
-/// `info_count` is null or writable.
-unsafe fn no_processes<T>(
+/// `info_count` is null or readable and writable; `infos` is null or valid
+/// for writing `*info_count` entries.
+unsafe fn process_list<T: Copy>(
     device: DeviceHandle,
     info_count: *mut c_uint,
-    _infos: *mut T,
+    infos: *mut T,
+    list: ProcessList,
+    entry: fn(&ListedProcess) -> T,
 ) -> NvmlReturn {
     guard(|| {
-        with_device(device, |_| Ok(()))?;
         // SAFETY: forwarded contract on `info_count`.
-        unsafe { write_out(info_count, 0) }
+        let capacity = unsafe { read_in(info_count)? } as usize;
+        let entries: Vec<T> = with_device(device, |d| {
+            Ok(listed_processes(d, list).iter().map(entry).collect())
+        })?;
+        let needed = c_uint::try_from(entries.len()).map_err(|_| ERROR_UNKNOWN)?;
+        if entries.len() > capacity {
+            // SAFETY: forwarded contract on `info_count`.
+            unsafe { write_out(info_count, needed)? };
+            return Err(ERROR_INSUFFICIENT_SIZE);
+        }
+        if !entries.is_empty() {
+            // SAFETY: the caller declared room for `capacity >= len` entries.
+            unsafe { write_array(infos, &entries)? };
+        }
+        // SAFETY: forwarded contract on `info_count`.
+        unsafe { write_out(info_count, needed) }
     })
 }
 
+/// `usedGpuMemory`: bytes, or `NVML_VALUE_NOT_AVAILABLE`.
+fn used_memory(p: &ListedProcess) -> c_ulonglong {
+    p.used.unwrap_or(VALUE_NOT_AVAILABLE)
+}
+
+/// The first process struct: pid and memory only.
+fn entry_v1(p: &ListedProcess) -> ProcessInfoV1 {
+    ProcessInfoV1 {
+        pid: p.pid,
+        used_gpu_memory: used_memory(p),
+    }
+}
+
+/// The v2 struct (also what the `_v3` calls fill): MIG ids, or
+/// `0xFFFFFFFF` where MIG is off.
+fn entry_v2(p: &ListedProcess) -> ProcessInfoV2 {
+    ProcessInfoV2 {
+        pid: p.pid,
+        used_gpu_memory: used_memory(p),
+        gpu_instance_id: p.gpu_instance.unwrap_or(NO_INSTANCE),
+        compute_instance_id: p.compute_instance.unwrap_or(NO_INSTANCE),
+    }
+}
+
 macro_rules! process_lists {
-    ($($name:ident),* $(,)?) => {$(
-        #[doc = concat!("`", stringify!($name), "`: always zero processes.")]
+    ($($name:ident: $list:ident, $ty:ty, $entry:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($name), "`.")]
         ///
         /// # Safety
         /// See the module contract.
@@ -1125,22 +1177,76 @@ macro_rules! process_lists {
         pub unsafe extern "C" fn $name(
             device: DeviceHandle,
             info_count: *mut c_uint,
-            infos: *mut std::ffi::c_void,
+            infos: *mut $ty,
         ) -> NvmlReturn {
-            // SAFETY: NVML contract on `info_count`; `infos` is not written.
-            unsafe { no_processes(device, info_count, infos) }
+            // SAFETY: NVML contract: `info_count` is readable and writable,
+            // `infos` has room for `*info_count` entries.
+            unsafe { process_list(device, info_count, infos, ProcessList::$list, $entry) }
         }
     )*};
 }
 
-process_lists!(
-    nvmlDeviceGetComputeRunningProcesses,
-    nvmlDeviceGetComputeRunningProcesses_v2,
-    nvmlDeviceGetComputeRunningProcesses_v3,
-    nvmlDeviceGetGraphicsRunningProcesses,
-    nvmlDeviceGetGraphicsRunningProcesses_v2,
-    nvmlDeviceGetGraphicsRunningProcesses_v3,
-    nvmlDeviceGetMPSComputeRunningProcesses,
-    nvmlDeviceGetMPSComputeRunningProcesses_v2,
-    nvmlDeviceGetMPSComputeRunningProcesses_v3,
-);
+process_lists! {
+    nvmlDeviceGetComputeRunningProcesses: Compute, ProcessInfoV1, entry_v1;
+    nvmlDeviceGetComputeRunningProcesses_v2: Compute, ProcessInfoV2, entry_v2;
+    nvmlDeviceGetComputeRunningProcesses_v3: Compute, ProcessInfoV2, entry_v2;
+    nvmlDeviceGetGraphicsRunningProcesses: Graphics, ProcessInfoV1, entry_v1;
+    nvmlDeviceGetGraphicsRunningProcesses_v2: Graphics, ProcessInfoV2, entry_v2;
+    nvmlDeviceGetGraphicsRunningProcesses_v3: Graphics, ProcessInfoV2, entry_v2;
+    nvmlDeviceGetMPSComputeRunningProcesses: Mps, ProcessInfoV1, entry_v1;
+    nvmlDeviceGetMPSComputeRunningProcesses_v2: Mps, ProcessInfoV2, entry_v2;
+    nvmlDeviceGetMPSComputeRunningProcesses_v3: Mps, ProcessInfoV2, entry_v2;
+}
+
+/// `nvmlDeviceGetProcessUtilization`: the samples newer than
+/// `last_seen_time_stamp` (microseconds; 0 for the whole buffer). A null
+/// array, or one smaller than the samples, is `NVML_ERROR_INSUFFICIENT_SIZE`
+/// with the count needed; no newer sample is `NVML_ERROR_NOT_FOUND`; MIG
+/// (parent or MIG device) is NOT_SUPPORTED, as NVIDIA documents.
+///
+/// # Safety
+/// See the module contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nvmlDeviceGetProcessUtilization(
+    device: DeviceHandle,
+    utilization: *mut ProcessUtilizationSample,
+    process_samples_count: *mut c_uint,
+    last_seen_time_stamp: c_ulonglong,
+) -> NvmlReturn {
+    guard(|| {
+        // SAFETY: NVML contract on `process_samples_count`.
+        let capacity = unsafe { read_in(process_samples_count)? } as usize;
+        let samples = with_device(device, |d| {
+            if d.mig.is_some() || d.state.mig_current {
+                return Err(ERROR_NOT_SUPPORTED);
+            }
+            let now = micros(SystemTime::now());
+            Ok(process::util_samples(d.state, last_seen_time_stamp, now))
+        })?;
+        if samples.is_empty() {
+            return Err(ERROR_NOT_FOUND);
+        }
+        let needed = c_uint::try_from(samples.len()).map_err(|_| ERROR_UNKNOWN)?;
+        if utilization.is_null() || samples.len() > capacity {
+            // SAFETY: NVML contract on `process_samples_count`.
+            unsafe { write_out(process_samples_count, needed)? };
+            return Err(ERROR_INSUFFICIENT_SIZE);
+        }
+        let out: Vec<ProcessUtilizationSample> = samples
+            .iter()
+            .map(|s| ProcessUtilizationSample {
+                pid: s.pid,
+                time_stamp: s.timestamp_us,
+                sm_util: s.sm,
+                mem_util: s.mem,
+                enc_util: 0,
+                dec_util: 0,
+            })
+            .collect();
+        // SAFETY: the caller declared room for `capacity >= len` samples.
+        unsafe {
+            write_array(utilization, &out)?;
+            write_out(process_samples_count, needed)
+        }
+    })
+}

@@ -90,7 +90,7 @@ pub fn mig_code(e: MigError) -> NvmlReturn {
         MigError::UnknownProfile | MigError::InvalidPlacement => ERROR_INVALID_ARGUMENT,
         MigError::InsufficientResources => ERROR_INSUFFICIENT_RESOURCES,
         MigError::NotFound => ERROR_NOT_FOUND,
-        MigError::InUse => ERROR_IN_USE,
+        MigError::InUse | MigError::ProcessesRunning => ERROR_IN_USE,
     }
 }
 
@@ -100,6 +100,7 @@ pub fn sim_code(e: SimError) -> NvmlReturn {
         SimError::Lost(_) => ERROR_GPU_IS_LOST,
         SimError::NoSuchGpu { .. } | SimError::Invalid(_) => ERROR_INVALID_ARGUMENT,
         SimError::Mig { reason, .. } => mig_code(reason),
+        SimError::Process { .. } | SimError::NoSuchProcess(_) => ERROR_INVALID_ARGUMENT,
         SimError::NoConfig | SimError::Config(_) | SimError::State(_) => ERROR_UNKNOWN,
     }
 }
@@ -254,6 +255,8 @@ pub struct DeviceView<'a> {
     pub state: &'a GpuState,
     /// Set for MIG devices.
     pub mig: Option<MigView<'a>>,
+    /// Whether the caller is privileged (see `Simulator::privileged`).
+    pub privileged: bool,
 }
 
 impl DeviceView<'_> {
@@ -299,6 +302,7 @@ pub fn with_device<T>(
 ) -> Outcome<T> {
     with_sim(|sim| {
         let target = device_target(device)?;
+        let privileged = sim.privileged();
         let (config, state) = sim.snapshot().map_err(sim_code)?;
         let gpu_index = match target {
             Target::Gpu(gpu) | Target::Mig { gpu, .. } => gpu as usize,
@@ -318,6 +322,7 @@ pub fn with_device<T>(
             cfg,
             state: gpu_state,
             mig,
+            privileged,
         })
     })
 }

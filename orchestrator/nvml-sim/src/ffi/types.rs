@@ -346,6 +346,42 @@ pub struct DeviceAttributes {
     pub memory_size_mb: c_ulonglong,
 }
 
+/// `NVML_VALUE_NOT_AVAILABLE` as an unsigned long long (`(unsigned long long)-1`).
+pub const VALUE_NOT_AVAILABLE: c_ulonglong = c_ulonglong::MAX;
+
+/// What `gpuInstanceId` / `computeInstanceId` hold when MIG is off.
+pub const NO_INSTANCE: c_uint = 0xFFFF_FFFF;
+
+/// `nvmlProcessInfo_v1_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessInfoV1 {
+    pub pid: c_uint,
+    pub used_gpu_memory: c_ulonglong,
+}
+
+/// `nvmlProcessInfo_v2_t`, which is also `nvmlProcessInfo_t` (the `_v3` calls).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessInfoV2 {
+    pub pid: c_uint,
+    pub used_gpu_memory: c_ulonglong,
+    pub gpu_instance_id: c_uint,
+    pub compute_instance_id: c_uint,
+}
+
+/// `nvmlProcessUtilizationSample_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessUtilizationSample {
+    pub pid: c_uint,
+    pub time_stamp: c_ulonglong,
+    pub sm_util: c_uint,
+    pub mem_util: c_uint,
+    pub enc_util: c_uint,
+    pub dec_util: c_uint,
+}
+
 /// Copies `text` into a fixed C char array, NUL-terminated and truncated to fit.
 pub fn c_array<const N: usize>(text: &str) -> [c_char; N] {
     let mut out = [0 as c_char; N];
@@ -563,6 +599,47 @@ mod layout_tests {
                 compute_instance_slice_count = computeInstanceSliceCount,
                 memory_size_mb = memorySizeMB,
             ]
+        );
+    }
+
+    #[test]
+    fn process_structs_match_nvml_h() {
+        same_layout!(
+            ProcessInfoV1,
+            b::nvmlProcessInfo_v1_t,
+            [pid = pid, used_gpu_memory = usedGpuMemory]
+        );
+        same_layout!(
+            ProcessInfoV2,
+            b::nvmlProcessInfo_v2_t,
+            [
+                pid = pid,
+                used_gpu_memory = usedGpuMemory,
+                gpu_instance_id = gpuInstanceId,
+                compute_instance_id = computeInstanceId,
+            ]
+        );
+        same_layout!(
+            ProcessInfoV2,
+            b::nvmlProcessInfo_t,
+            [pid = pid, used_gpu_memory = usedGpuMemory]
+        );
+        same_layout!(
+            ProcessUtilizationSample,
+            b::nvmlProcessUtilizationSample_t,
+            [
+                pid = pid,
+                time_stamp = timeStamp,
+                sm_util = smUtil,
+                mem_util = memUtil,
+                enc_util = encUtil,
+                dec_util = decUtil,
+            ]
+        );
+        assert_eq!(
+            VALUE_NOT_AVAILABLE,
+            b::NVML_VALUE_NOT_AVAILABLE as c_ulonglong,
+            "(unsigned long long)NVML_VALUE_NOT_AVAILABLE"
         );
     }
 

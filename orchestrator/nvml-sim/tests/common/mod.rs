@@ -197,19 +197,27 @@ fn is_child(name: &str) -> bool {
 /// Runs `body` in a child process of this test binary whose environment
 /// points the library at `host`. `name` must be the test function's name.
 pub fn in_child(name: &str, host: &Host, body: impl FnOnce()) {
+    in_child_env(name, host, &[], body);
+}
+
+/// [`in_child`] with extra environment for the child.
+pub fn in_child_env(name: &str, host: &Host, env: &[(&str, &str)], body: impl FnOnce()) {
     if is_child(name) {
         body();
         return;
     }
     let lib = cdylib();
-    let out = Command::new(std::env::current_exe().expect("test executable"))
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(std::env::current_exe().expect("test executable"));
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_MARKER, name)
         .env(LIB_ENV, &lib)
         .env("NVML_SIM_CONFIG", &host.config)
         .env("NVML_SIM_STATE", &host.state)
-        .output()
-        .expect("run the test in a child process");
+        .env_remove("NVML_SIM_CALLER");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("run the test in a child process");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
