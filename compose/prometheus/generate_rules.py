@@ -53,6 +53,10 @@ PERIOD = "30d"
 PAGE_TIERS = [("1h", "5m", 14.4), ("6h", "30m", 6)]
 TICKET_TIERS = [("3d", "6h", 1)]
 
+# How long an SLO's objective is remembered once its daemon is no longer
+# scraped: the longest short window of the page tiers.
+OBJECTIVE_LOOKBACK = "30m"
+
 # A daemon whose metrics cannot be scraped for this long pages.
 DAEMON_DOWN_FOR = "2m"
 # How far back a down daemon's `host` is looked up (its build_info series).
@@ -246,8 +250,17 @@ def slo_period_rules(scale):
 def slo_meta_rules(scale):
     return [
         {
+            # Read with a lookback as long as the page's longest short
+            # window, so that a daemon that stops being scraped in a burn
+            # does not send an all-clear at once: its SLO alerts go on from
+            # the data the windows still hold (Alertmanager silences them
+            # while the daemon-down page fires).
             "record": "slo:objective:ratio",
-            "expr": f"max by ({SLO_BY}) (orchestrator_slo_objective_ratio)",
+            "expr": (
+                f"max by ({SLO_BY}) (\n"
+                f"  last_over_time(orchestrator_slo_objective_ratio[{scaled(OBJECTIVE_LOOKBACK, scale)}])\n"
+                ")"
+            ),
         },
         {"record": "slo:error_budget:ratio", "expr": "1 - slo:objective:ratio"},
         {

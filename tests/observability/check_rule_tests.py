@@ -131,8 +131,12 @@ MUTANTS = [
     ("observed share from the first sample, not the first event", replace("(slo:sli_events:rate5m > 0)", "(slo:sli_events:rate5m >= 0)")),
     ("daemon down without its host", replace("group_left (host)", "group_left ()")),
     ("daemon down on a missed scrape", with_data(DAEMON_DOWN_FOR="30s")),
-    ("absent on every job", replace('absent(up{job="orchestrator"})', "absent(up)")),
+    ("absent on every job", replace('absent(up{job=\\"orchestrator\\"})', "absent(up)")),
     ("peer refused on one refusal", with_data(REFUSED_FOR="1m")),
+    (
+        "objective forgotten as soon as its daemon is",
+        replace("last_over_time(orchestrator_slo_objective_ratio[30m])", "orchestrator_slo_objective_ratio"),
+    ),
 ]
 
 
