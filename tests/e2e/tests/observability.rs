@@ -264,6 +264,44 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         },
     );
 
+    // The budget spent so far, as the rules compute it from the exported
+    // counters and as the daemon reports it. The daemon has counted the
+    // agent's first start as bad (no replica is excused yet), before
+    // Prometheus ran: the two are compared by what the burn below spends.
+    let url = std::fs::read_to_string(dir.join("prometheus.url")).unwrap();
+    let selector = format!(
+        "{{host=\"{}\", group=\"vision_gpu\", slo=\"availability\"}}",
+        a.name
+    );
+    let budget_expr = format!("slo:period_error_budget_remaining:ratio{selector}");
+    let wait_query = |expr: &str| {
+        let out = Command::new("python3")
+            .arg(repo_root().join("tests/observability/promwait.py"))
+            .args([url.trim(), "--timeout", "60", "query", expr])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    wait_query(&budget_expr);
+    let daemon_budget = || {
+        metric_value(
+            &http_get(port_a, "/metrics").unwrap(),
+            &format!(
+                "orchestrator_slo_error_budget_remaining_ratio{{host=\"{}\",group=\"vision_gpu\",slo=\"availability\"}}",
+                a.name
+            ),
+        )
+    };
+    let spent_before = (
+        1.0 - prom_value(url.trim(), &budget_expr),
+        1.0 - daemon_budget(),
+    );
+
     // FaceRecognitionAgent on host a fails its health checks: it is
     // restarted, crash-loops, and its group's availability burns.
     std::fs::write(ctl_a.join("sick"), "").unwrap();
@@ -312,7 +350,6 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     );
 
     // ... and Prometheus has scraped it so.
-    let url = std::fs::read_to_string(dir.join("prometheus.url")).unwrap();
     let seen = Command::new("python3")
         .arg(repo_root().join("tests/observability/promwait.py"))
         .args([
@@ -345,34 +382,20 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         |d| d.status().agents.healthy == d.status().agents.wanted,
     );
 
-    // The budget the rules compute from the exported counters is the one
-    // the daemon reports: both are 1 - consumed / allowance over the same
-    // 12h period. (Prometheus misses the events before its first scrape,
-    // the few seconds of the agent's first start among them: a tolerance.)
-    let selector = format!(
-        "{{host=\"{}\", group=\"vision_gpu\", slo=\"availability\"}}",
-        a.name
-    );
-    let rules = prom_value(
-        url.trim(),
-        &format!("slo:period_error_budget_remaining:ratio{selector}"),
-    );
-    let text = http_get(port_a, "/metrics").unwrap();
-    let daemon = metric_value(
-        &text,
-        &format!(
-            "orchestrator_slo_error_budget_remaining_ratio{{host=\"{}\",group=\"vision_gpu\",slo=\"availability\"}}",
-            a.name
-        ),
-    );
-    let (spent_rules, spent_daemon) = (1.0 - rules, 1.0 - daemon);
+    // The burn spent the same share of the period's allowance in the
+    // rules, computed from the exported counters, as in the daemon: both
+    // are 1 - consumed / allowance over the same 12h period. (Samples and
+    // scrapes a second apart, and an allowance extrapolated from slightly
+    // different spans: a tolerance.)
+    let spent_rules = 1.0 - prom_value(url.trim(), &budget_expr) - spent_before.0;
+    let spent_daemon = 1.0 - daemon_budget() - spent_before.1;
     assert!(
         spent_daemon > 0.01 && spent_rules > 0.01,
-        "the burn spent nothing? rules {rules}, daemon {daemon}"
+        "the burn spent nothing? rules {spent_rules}, daemon {spent_daemon}"
     );
     assert!(
         (spent_rules - spent_daemon).abs() <= 0.15 * spent_daemon,
-        "budget spent: rules {spent_rules}, daemon {spent_daemon}"
+        "budget spent by the burn: rules {spent_rules}, daemon {spent_daemon} (before: {spent_before:?})"
     );
 
     // Counters never go backwards: host b stops cleanly (its SLO history
