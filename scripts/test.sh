@@ -14,7 +14,7 @@ step() { printf '\n==> %s\n' "$*"; }
 start=$(date +%s)
 
 step "system packages"
-tests/e2e/setup-apt.sh systemd-analyze=systemd docker-compose=docker-compose setpriv=util-linux useradd=passwd /usr/include/zmq.h=libzmq3-dev prometheus=prometheus promtool=prometheus ip=iproute2
+tests/e2e/setup-apt.sh systemd-analyze=systemd docker-compose=docker-compose setpriv=util-linux useradd=passwd /usr/include/zmq.h=libzmq3-dev prometheus=prometheus promtool=prometheus amtool=prometheus-alertmanager prometheus-alertmanager=prometheus-alertmanager ip=iproute2
 
 step "python tools (target/py-venv)"
 tests/nvml/setup-venv.sh >/dev/null

@@ -39,6 +39,9 @@ SLO_BY = "host, group, slo"
 ERRORS = "orchestrator_slo_errors_total"
 EVENTS = "orchestrator_slo_events_total"
 
+# The scrape job of the daemons (compose/prometheus/prometheus.yml).
+JOB = "orchestrator"
+
 # Windows of the error-ratio recordings, and the SLO period.
 WINDOWS = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]
 PERIOD = "30d"
@@ -49,6 +52,17 @@ PERIOD = "30d"
 # alert resolves minutes after a fix instead of hours).
 PAGE_TIERS = [("1h", "5m", 14.4), ("6h", "30m", 6)]
 TICKET_TIERS = [("3d", "6h", 1)]
+
+# How long an SLO's objective is remembered once its daemon is no longer
+# scraped: the longest short window of the page tiers.
+OBJECTIVE_LOOKBACK = "30m"
+
+# A daemon whose metrics cannot be scraped for this long pages.
+DAEMON_DOWN_FOR = "2m"
+# How far back a down daemon's `host` is looked up (its build_info series).
+HOST_LOOKBACK = "1d"
+# A peer refused in every 5m window for this long opens a ticket.
+REFUSED_FOR = "15m"
 
 _UNIT_MS = {"d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -97,14 +111,50 @@ def _burn(window):
     )
 
 
-def _tiers_expr(tiers):
-    """`(long > f and short > f) or ...`; the value is the long window's burn
-    rate of the first tier that holds."""
+def _seconds(window, scale):
+    """A window's length in seconds after scaling, as PromQL reads it."""
+    ms = parse_duration(scaled(window, scale))
+    return str(ms // 1000) if ms % 1000 == 0 else repr(ms / 1000)
+
+
+def _covered(window, scale):
+    """The share of `window` that has data: from the first evaluation in it
+    at which the SLI had events, to now (1 once the window is all history).
+    Prometheus may hold less history than a long window, or the SLI may
+    have been idle for most of it."""
+    return (
+        f"clamp_max(\n"
+        f"  (time() - min_over_time(slo:sli_active:timestamp[{scaled(window, scale)}]))\n"
+        f"  / {_seconds(window, scale)},\n"
+        f"  1\n"
+        f")"
+    )
+
+
+def _guarded_burn(window, scale):
+    """The burn rate of a long window, counting the part of it without data
+    as clean traffic at the rate seen: burn × covered share. A 6-minute
+    incident on a Prometheus with 6 minutes of history is then a 6-minute
+    incident in 3 days, not 3 days of it."""
+    return (
+        f"{_burn(window)}\n"
+        f"* on ({SLO_BY})\n"
+        f"{_covered(window, scale)}"
+    )
+
+
+def _tiers_expr(tiers, scale):
+    """`(long > f and short > f) or ...`; the value is the long window's
+    burn rate of the first tier that holds. Long windows are guarded (see
+    _guarded_burn), so an alert means the same on a Prometheus with a few
+    minutes of history as on one with months: a 6-minute outage neither
+    tickets as 3 days of burn nor keeps the 6h/30m page tier firing."""
     clauses = []
     for long_w, short_w, factor in tiers:
+        long_burn = _guarded_burn(long_w, scale)
         clauses.append(
             "(\n"
-            + _indent(f"{_burn(long_w)} > {factor}")
+            + _indent(f"(\n{_indent(long_burn)}\n) > {factor}")
             + "\nand\n"
             + _indent(f"{_burn(short_w)} > {factor}")
             + "\n)"
@@ -167,29 +217,50 @@ def slo_sli_rules(scale):
 
 
 def slo_period_rules(scale):
-    """The period's error ratio, weighted by events: the sum of 5m error
-    rates over the sum of 5m event rates, sampled at the same instants.
-    (An average of 5m ratios would let a quiet night weigh as much as a
-    busy day.)"""
+    """The period's error ratio, weighted by events: bad events over all
+    events of the period, from the counters' increases (counter resets, such
+    as a daemon restart, are handled by increase()). An average of 5m ratios
+    would let a quiet night weigh as much as a busy day.
+
+    And when the SLI was active: the evaluation time whenever it had events
+    in the last 5m. Its earliest value in a window is where the data in that
+    window begins (see _covered)."""
     p = scaled(PERIOD, scale)
     return [
         {
+            "record": "slo:sli_active:timestamp",
+            "expr": "0 * (slo:sli_events:rate5m > 0) + time()",
+        },
+        {
             "record": f"slo:sli_error:ratio_rate{PERIOD}",
             "expr": (
-                f"sum_over_time(slo:sli_errors:rate5m[{p}])\n"
+                "(\n"
+                f"  sum by ({SLO_BY}) (increase({ERRORS}[{p}]))\n"
+                "  or\n"
+                f"  0 * sum by ({SLO_BY}) (increase({EVENTS}[{p}]))\n"
+                ")\n"
                 "/\n"
-                f"(sum_over_time(slo:sli_events:rate5m[{p}]) > 0)"
+                f"(sum by ({SLO_BY}) (increase({EVENTS}[{p}])) > 0)"
             ),
             "labels": {"window": PERIOD},
-        }
+        },
     ]
 
 
-def slo_meta_rules():
+def slo_meta_rules(scale):
     return [
         {
+            # Read with a lookback as long as the page's longest short
+            # window, so that a daemon that stops being scraped in a burn
+            # does not send an all-clear at once: its SLO alerts go on from
+            # the data the windows still hold (Alertmanager silences them
+            # while the daemon-down page fires).
             "record": "slo:objective:ratio",
-            "expr": f"max by ({SLO_BY}) (orchestrator_slo_objective_ratio)",
+            "expr": (
+                f"max by ({SLO_BY}) (\n"
+                f"  last_over_time(orchestrator_slo_objective_ratio[{scaled(OBJECTIVE_LOOKBACK, scale)}])\n"
+                ")"
+            ),
         },
         {"record": "slo:error_budget:ratio", "expr": "1 - slo:objective:ratio"},
         {
@@ -201,19 +272,31 @@ def slo_meta_rules():
             "expr": _burn(PERIOD),
         },
         {
+            # The share of the period observed so far (orch_core::slo: the
+            # allowance extrapolates the events seen to the whole period).
+            "record": "slo:period_observed:ratio",
+            "expr": _covered(PERIOD, scale),
+        },
+        {
+            # 1 - consumed / allowance, the allowance being the budget's
+            # share of the events the whole period is expected to hold:
+            # 1 - period burn rate x observed share.
             "record": "slo:period_error_budget_remaining:ratio",
-            "expr": "1 - slo:period_burn_rate:ratio",
+            "expr": (
+                "1 - slo:period_burn_rate:ratio\n"
+                f"* on ({SLO_BY}) slo:period_observed:ratio"
+            ),
         },
     ]
 
 
-def slo_alert_rules():
+def slo_alert_rules(scale):
     who = "{{ $labels.group }} on {{ $labels.host }}"
     pace = '{{ $value | printf "%.1f" }}x'
     return [
         {
             "alert": "OrchestratorSLOBudgetBurnFast",
-            "expr": _tiers_expr(PAGE_TIERS),
+            "expr": _tiers_expr(PAGE_TIERS, scale),
             "labels": {"severity": "page"},
             "annotations": {
                 "summary": f"{who}: {{{{ $labels.slo }}}} SLO burning its error budget fast",
@@ -227,7 +310,7 @@ def slo_alert_rules():
         },
         {
             "alert": "OrchestratorSLOBudgetBurnSlow",
-            "expr": _tiers_expr(TICKET_TIERS),
+            "expr": _tiers_expr(TICKET_TIERS, scale),
             "labels": {"severity": "ticket"},
             "annotations": {
                 "summary": f"{who}: {{{{ $labels.slo }}}} SLO slowly burning its error budget",
@@ -236,6 +319,82 @@ def slo_alert_rules():
                     f"{PERIOD} {{{{ $labels.slo }}}} error budget {pace} faster than "
                     f"sustainable ({_tiers_text(TICKET_TIERS)}); kept up, the budget "
                     f"runs out before the {PERIOD} period ends."
+                ),
+            },
+        },
+    ]
+
+
+def daemon_alert_rules(scale):
+    """Daemons Prometheus cannot scrape. `up` carries only the target's
+    instance and job; the daemon's `host` comes from the last build_info it
+    exported, so that Alertmanager can silence that host's other alerts. A
+    daemon never scraped since Prometheus started alerts without a host."""
+    down = f'max by (instance, job) (up{{job="{JOB}"}}) == 0'
+    host = (
+        "topk by (instance, job) (\n"
+        "  1,\n"
+        "  max by (instance, job, host) (\n"
+        f"    last_over_time(orchestrator_build_info{{job=\"{JOB}\"}}[{scaled(HOST_LOOKBACK, scale)}])\n"
+        "  )\n"
+        ")"
+    )
+    return [
+        {
+            "alert": "OrchestratorDaemonDown",
+            "expr": (
+                f"(\n  {down}\n)\n"
+                f"* on (instance, job) group_left (host)\n"
+                f"{host}\n"
+                f"or on (instance, job)\n"
+                f"{down}"
+            ),
+            "for": scaled(DAEMON_DOWN_FOR, scale),
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": (
+                    "orchestratord {{ with $labels.host }}on {{ . }} {{ end }}"
+                    "at {{ $labels.instance }} cannot be scraped"
+                ),
+                "description": (
+                    "Prometheus has not scraped the metrics of orchestratord at "
+                    "{{ $labels.instance }}{{ with $labels.host }} (host {{ . }}){{ end }} for more than "
+                    f"{DAEMON_DOWN_FOR}: the host, the daemon or its metrics listener is "
+                    "down, or the network to it. Its agents and SLOs are not watched "
+                    "meanwhile; their alerts are silenced while this one fires."
+                ),
+            },
+        },
+        {
+            "alert": "OrchestratorDaemonsAbsent",
+            "expr": f'absent(up{{job="{JOB}"}})',
+            "for": scaled(DAEMON_DOWN_FOR, scale),
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": f"Prometheus scrapes no orchestratord (job {JOB})",
+                "description": (
+                    f"Prometheus has had no target in job {JOB} for more than "
+                    f"{DAEMON_DOWN_FOR}: the targets file is empty or missing, or the "
+                    "scrape configuration changed. No host of the fleet is watched."
+                ),
+            },
+        },
+        {
+            "alert": "OrchestratorPeerRefused",
+            "expr": (
+                "sum by (host, peer, reason) (\n"
+                f"  rate(orchestrator_federation_refused_total[{scaled('5m', scale)}])\n"
+                ") > 0"
+            ),
+            "for": scaled(REFUSED_FOR, scale),
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "{{ $labels.host }} keeps refusing peer {{ $labels.peer }} ({{ $labels.reason }})",
+                "description": (
+                    "The daemon on host {{ $labels.host }} has refused peer "
+                    "{{ $labels.peer }} ({{ $labels.reason }}) in every 5m window for "
+                    f"more than {REFUSED_FOR}: a key, role or version that does not "
+                    "match, or someone trying keys."
                 ),
             },
         },
@@ -323,11 +482,19 @@ def rule_groups(scale):
     # run one after the other at the same instant, each seeing the results
     # of those before it, while separate groups run on their own schedules
     # and would read each other's results one evaluation late.
-    slo = slo_sli_rules(scale) + slo_period_rules(scale) + slo_meta_rules() + slo_alert_rules()
+    slo = (
+        slo_sli_rules(scale)
+        + slo_period_rules(scale)
+        + slo_meta_rules(scale)
+        + slo_alert_rules(scale)
+    )
     return {
         "groups": [
             {"name": "orchestrator-slo", "rules": slo},
-            {"name": "orchestrator-alerts", "rules": fleet_alert_rules(scale)},
+            {
+                "name": "orchestrator-alerts",
+                "rules": daemon_alert_rules(scale) + fleet_alert_rules(scale),
+            },
         ]
     }
 

@@ -5,14 +5,14 @@
 #
 #   1. the rules and dashboards are what their generators write
 #   2. promtool check rules / check config, on the shipped rules and on the
-#      rules at time scale 60
+#      rules at time scale 60; amtool check-config of the Alertmanager config
 #   3. promtool test rules (compose/prometheus/tests)
 #   4. every alert is tested firing and quiet, and the tests catch mutants
 #   5. the fixture exporter's output passes promtool check metrics
 #   6. the dashboards' static checks
 #   7. docker-compose config of compose/observability.compose.yaml (no pull)
 #   8. the shipped rules in a real Prometheus against the fixture: the
-#      page fires and every dashboard query returns data
+#      fixture's burn is seen and every dashboard query returns data
 #   9. run_local.sh selftest: the rules at scale 60, alerts firing and
 #      resolving, the dashboard checker catching broken panels
 #
@@ -42,6 +42,7 @@ promtool check rules "$prom"/rules/*.yaml
 "$py" "$prom/generate_rules.py" --scale 60 -o "$tmp/rules-scale60.yaml"
 promtool check rules "$tmp/rules-scale60.yaml"
 promtool check config "$prom/prometheus.yml"
+amtool check-config "$root/compose/alertmanager/alertmanager.yml"
 
 step "promtool test rules"
 promtool test rules "$prom"/tests/*.yaml
@@ -76,9 +77,13 @@ echo "observability.compose.yaml ok"
 step "shipped rules in a real Prometheus, dashboards against it"
 bash "$here/run_local.sh" start --dir "$tmp/shipped" --fixture
 "$py" "$here/promwait.py" --timeout 60 "$(cat "$tmp/shipped/prometheus.url")" query 'slo:period_error_budget_remaining:ratio'
-bash "$here/run_local.sh" wait-alert --dir "$tmp/shipped" --timeout 60 OrchestratorSLOBudgetBurnFast \
-    --label host=mainpc --label group=vision_gpu --label slo=availability --state firing
-bash "$here/run_local.sh" check-dashboards --dir "$tmp/shipped"
+# The fixture burns at 20x from its start. The 5m window sees it at once;
+# the page waits until the 1h window does, counting the part of it this new
+# Prometheus has no data for as clean traffic (minutes, not one): the
+# selftest below watches the page at scale 60.
+"$py" "$here/promwait.py" --timeout 60 "$(cat "$tmp/shipped/prometheus.url")" query \
+    'slo:current_burn_rate:ratio{host="mainpc", group="vision_gpu", slo="availability"} > 14.4'
+bash "$here/run_local.sh" check-dashboards --dir "$tmp/shipped" --allow-empty '^Firing (SLO )?alerts$'
 bash "$here/run_local.sh" stop --dir "$tmp/shipped"
 
 if [[ $quick -eq 0 ]]; then

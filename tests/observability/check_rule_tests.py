@@ -79,8 +79,10 @@ def drop_lines(prefix):
 def unweighted_period(gen):
     """Sloth's plain average of 5m ratios instead of the event-weighted one."""
 
+    keep = gen.slo_period_rules
+
     def rules(scale):
-        return [
+        return [r for r in keep(scale) if r["record"] != "slo:sli_error:ratio_rate30d"] + [
             {
                 "record": "slo:sli_error:ratio_rate30d",
                 "expr": "avg_over_time(slo:sli_error:ratio_rate5m[30d])",
@@ -89,6 +91,12 @@ def unweighted_period(gen):
         ]
 
     gen.slo_period_rules = rules
+    return gen.render(1)
+
+
+def unguarded(gen):
+    """Long windows read as if Prometheus always held all of them."""
+    gen._guarded_burn = lambda window, scale: gen._burn(window)
     return gen.render(1)
 
 
@@ -118,6 +126,17 @@ MUTANTS = [
     ("group alert ignores readiness", replace("unless on (host, group)\n", "and on (host, group)\n")),
     ("peer alert on any value", replace("(orchestrator_peer_up) == 0", "(orchestrator_peer_up) <= 1")),
     ("crash-loop alert on any value", replace("(orchestrator_agent_crashlooping) == 1", "(orchestrator_agent_crashlooping) >= 0")),
+    ("long windows not guarded against missing history", unguarded),
+    ("budget left without the observed share", replace("* on (host, group, slo) slo:period_observed:ratio", "* 1")),
+    ("observed share from the first sample, not the first event", replace("(slo:sli_events:rate5m > 0)", "(slo:sli_events:rate5m >= 0)")),
+    ("daemon down without its host", replace("group_left (host)", "group_left ()")),
+    ("daemon down on a missed scrape", with_data(DAEMON_DOWN_FOR="30s")),
+    ("absent on every job", replace('absent(up{job=\\"orchestrator\\"})', "absent(up)")),
+    ("peer refused on one refusal", with_data(REFUSED_FOR="1m")),
+    (
+        "objective forgotten as soon as its daemon is",
+        replace("last_over_time(orchestrator_slo_objective_ratio[30m])", "orchestrator_slo_objective_ratio"),
+    ),
 ]
 
 

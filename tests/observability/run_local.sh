@@ -4,11 +4,13 @@
 #
 # Usage:
 #   run_local.sh start --dir DIR [--scale N] [--interval DUR]
+#                      [--alertmanager HOST:PORT]
 #                      (--fixture | --target HOST:PORT ...)
 #       Generates the rules at time scale N (default 1; 60 turns 1h into
 #       1m), writes a Prometheus config scraping the targets every DUR
 #       (default 1s), starts Prometheus on a free port of 127.0.0.1 and
 #       returns once it is ready and every target has been scraped. With
+#       --alertmanager, alerts are sent to that Alertmanager. With
 #       --fixture, two fixture exporters (mainpc: MPS on a GeForce card;
 #       pc2: MIG on an A100) are started as the targets. The URL is in
 #       DIR/prometheus.url; logs are in DIR/*.log.
@@ -63,7 +65,7 @@ start_fixture() {
 }
 
 cmd_start() {
-    local dir="" scale=1 interval=1s fixture=0
+    local dir="" scale=1 interval=1s fixture=0 alertmanager=""
     local targets=()
     while [[ $# -gt 0 ]]; do
         case "$1" in
@@ -72,6 +74,7 @@ cmd_start() {
             --interval) interval=$2; shift 2 ;;
             --fixture) fixture=1; shift ;;
             --target) targets+=("$2"); shift 2 ;;
+            --alertmanager) alertmanager=$2; shift 2 ;;
             *) die "start: unknown argument $1" ;;
         esac
     done
@@ -94,6 +97,12 @@ cmd_start() {
         echo "  evaluation_interval: $interval"
         echo "rule_files:"
         echo "  - $dir/rules.yaml"
+        if [[ -n "$alertmanager" ]]; then
+            echo "alerting:"
+            echo "  alertmanagers:"
+            echo "    - static_configs:"
+            echo "        - targets: [\"$alertmanager\"]"
+        fi
         echo "scrape_configs:"
         echo "  - job_name: orchestrator"
         echo "    static_configs:"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the observability checks need, and nothing else:
-# - Debian's prometheus package (the `prometheus` server and `promtool`),
-#   through tests/e2e/setup-apt.sh, only if promtool is missing. It is never
-#   started as a service here: run_local.sh starts its own on a temp dir.
+# - Debian's prometheus package (the `prometheus` server and `promtool`)
+#   and prometheus-alertmanager (`prometheus-alertmanager` and `amtool`),
+#   through tests/e2e/setup-apt.sh, only if missing. Neither is started as
+#   a service here: run_local.sh and the e2e tests start their own.
 # - the project venv (target/py-venv by default) with PyYAML, which
 #   check_rule_tests.py reads the rules and their tests with. The other
 #   scripts use only the standard library.
@@ -20,7 +21,8 @@ venv="${1:-$root/target/py-venv}"
 # a deliberate bump here.
 PYYAML_VERSION="6.0.3"
 
-bash "$root/tests/e2e/setup-apt.sh" promtool=prometheus prometheus=prometheus >&2
+bash "$root/tests/e2e/setup-apt.sh" promtool=prometheus prometheus=prometheus \
+    amtool=prometheus-alertmanager prometheus-alertmanager=prometheus-alertmanager >&2
 
 # shellcheck source=../py-venv.sh
 . "$root/tests/py-venv.sh"

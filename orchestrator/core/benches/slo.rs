@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use orch_core::model::Slo;
 use orch_core::slo::promtext::{self, Limits};
-use orch_core::slo::{AgentScrape, AgentSeries, SloEngine, SloState};
+use orch_core::slo::{AgentScrape, AgentSeries, AvailabilitySample, SloEngine, SloState};
 use orch_core::units::{Duration as Span, Percent};
 
 const GROUPS: usize = 20;
@@ -108,7 +108,15 @@ fn main() {
         };
         for name in &names {
             engine
-                .record_availability(now, name, REPLICAS as u64, REPLICAS as u64)
+                .record_availability(
+                    now,
+                    name,
+                    AvailabilitySample {
+                        wanted: REPLICAS as u64,
+                        healthy: REPLICAS as u64,
+                        excused: 0,
+                    },
+                )
                 .expect("availability");
             engine
                 .record_scrape(now, name, &replica_ids[0], scrape.clone())
@@ -127,7 +135,16 @@ fn main() {
         now += 10_000;
         let start = Instant::now();
         for name in &names {
-            black_box(engine.record_availability(now, name, 9, 10)).expect("availability");
+            black_box(engine.record_availability(
+                now,
+                name,
+                AvailabilitySample {
+                    wanted: 10,
+                    healthy: 9,
+                    excused: 0,
+                },
+            ))
+            .expect("availability");
         }
         times.push(start.elapsed());
     }

@@ -135,7 +135,15 @@ mod tests {
         };
         let mut engine = SloEngine::new([("g", &slo)]);
         engine
-            .record_availability(1_800_000_000_000, "g", 3, 4)
+            .record_availability(
+                1_800_000_000_000,
+                "g",
+                orch_core::slo::AvailabilitySample {
+                    wanted: 4,
+                    healthy: 3,
+                    excused: 0,
+                },
+            )
             .unwrap();
         store.save(&engine.snapshot()).unwrap();
         let back = SloEngine::restore(store.load().unwrap().unwrap()).unwrap();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use orch_api::{Client, Event, GroupStatus, Status};
 
+pub mod alerting;
 pub mod net;
 
 pub const IMAGE: &str = "orchestrator-agent:latest";

@@ -4,7 +4,11 @@
 //! `tests/observability/run_local.sh` with the shipped rules at time scale
 //! 60); every query of every dashboard returns data; an agent made to fail
 //! its availability SLO (`AGENT_UNHEALTHY_IF_EXISTS`) drives the burn rate
-//! until the page alert fires, and the alert resolves once it is healed.
+//! until the page alert fires, and the alert resolves once it is healed;
+//! the budget Prometheus computes from the exported counters is the one
+//! the daemon reports; and a daemon killed with `kill -9` and restarted
+//! exports counters that start again from zero, never a snapshot's older
+//! totals, while its windows keep the history.
 //! And: the spans of a `group start` reach an OTLP receiver under one
 //! trace id.
 
@@ -41,8 +45,10 @@ fn federation(listen: u16, secret: &Path, peer: (&str, u16, &str)) -> String {
     )
 }
 
-/// A host with an infra group and a GPU group, both with SLOs. `gpu` is
-/// the GPU agent's request; `ctl` is mounted at /ctl in it.
+/// A host with an infra group and a GPU group, both with SLOs over 12h:
+/// the SLO period of the rules at time scale 60, so the daemon's budget and
+/// Prometheus's are shares of the same period. `gpu` is the GPU agent's
+/// request; `ctl` is mounted at /ctl in it.
 fn config(name: &str, port: u16, gpu: &str, sharing: &str, ctl: &Path) -> String {
     format!(
         r#"version: 1
@@ -57,12 +63,12 @@ gpus:
     sharing: {sharing}
 groups:
   infra_core:
-    slo: {{availability: 99.9%, error_rate: 1%}}
+    slo: {{availability: 99.9%, error_rate: 1%, window: 12h}}
     agents:
       ServiceRegistry: {{}}
   vision_gpu:
     depends_on: [infra_core]
-    slo: {{availability: 99.5%}}
+    slo: {{availability: 99.5%, window: 12h}}
     agents:
       FaceRecognitionAgent:
         gpu: {gpu}
@@ -258,6 +264,44 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         },
     );
 
+    // The budget spent so far, as the rules compute it from the exported
+    // counters and as the daemon reports it. The daemon has counted the
+    // agent's first start as bad (no replica is excused yet), before
+    // Prometheus ran: the two are compared by what the burn below spends.
+    let url = std::fs::read_to_string(dir.join("prometheus.url")).unwrap();
+    let selector = format!(
+        "{{host=\"{}\", group=\"vision_gpu\", slo=\"availability\"}}",
+        a.name
+    );
+    let budget_expr = format!("slo:period_error_budget_remaining:ratio{selector}");
+    let wait_query = |expr: &str| {
+        let out = Command::new("python3")
+            .arg(repo_root().join("tests/observability/promwait.py"))
+            .args([url.trim(), "--timeout", "60", "query", expr])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    wait_query(&budget_expr);
+    let daemon_budget = || {
+        metric_value(
+            &http_get(port_a, "/metrics").unwrap(),
+            &format!(
+                "orchestrator_slo_error_budget_remaining_ratio{{host=\"{}\",group=\"vision_gpu\",slo=\"availability\"}}",
+                a.name
+            ),
+        )
+    };
+    let spent_before = (
+        1.0 - prom_value(url.trim(), &budget_expr),
+        1.0 - daemon_budget(),
+    );
+
     // FaceRecognitionAgent on host a fails its health checks: it is
     // restarted, crash-loops, and its group's availability burns.
     std::fs::write(ctl_a.join("sick"), "").unwrap();
@@ -306,7 +350,6 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     );
 
     // ... and Prometheus has scraped it so.
-    let url = std::fs::read_to_string(dir.join("prometheus.url")).unwrap();
     let seen = Command::new("python3")
         .arg(repo_root().join("tests/observability/promwait.py"))
         .args([
@@ -338,6 +381,98 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
         Duration::from_secs(60),
         |d| d.status().agents.healthy == d.status().agents.wanted,
     );
+
+    // The burn spent the same share of the period's allowance in the
+    // rules, computed from the exported counters, as in the daemon: both
+    // are 1 - consumed / allowance over the same 12h period. (Samples and
+    // scrapes a second apart, and an allowance extrapolated from slightly
+    // different spans: a tolerance.)
+    let spent_rules = 1.0 - prom_value(url.trim(), &budget_expr) - spent_before.0;
+    let spent_daemon = 1.0 - daemon_budget() - spent_before.1;
+    assert!(
+        spent_daemon > 0.01 && spent_rules > 0.01,
+        "the burn spent nothing? rules {spent_rules}, daemon {spent_daemon}"
+    );
+    assert!(
+        (spent_rules - spent_daemon).abs() <= 0.15 * spent_daemon,
+        "budget spent by the burn: rules {spent_rules}, daemon {spent_daemon} (before: {spent_before:?})"
+    );
+
+    // Counters never go backwards: host b stops cleanly (its SLO history
+    // is saved), runs on, and is killed; the next daemon restores the
+    // older snapshot, and its exported counters start from zero rather than
+    // from the snapshot's totals, which Prometheus would take for new
+    // events. Its windows still hold the history.
+    let events_b = |text: &str| {
+        metric_value(
+            text,
+            &format!(
+                "orchestrator_slo_events_total{{host=\"{}\",group=\"vision_gpu\",slo=\"availability\"}}",
+                b.name
+            ),
+        )
+    };
+    let mut db = db;
+    db.terminate();
+    db.spawn();
+    std::thread::sleep(Duration::from_secs(5));
+    let window_events = |d: &Daemon| {
+        let report: serde_json::Value =
+            serde_json::from_str(&d.ctl_ok(&["-o", "json", "slo", "vision_gpu"])).unwrap();
+        let sli = &report["groups"][0]["slis"][0];
+        assert_eq!(sli["slo"], "availability", "{report}");
+        sli["windows"].as_array().unwrap().last().unwrap()["events"]
+            .as_u64()
+            .unwrap()
+    };
+    let before_kill = window_events(&db);
+    db.kill9();
+    let restarted = Instant::now();
+    db.spawn();
+    db.wait_until(
+        "/metrics shows the SLO counters",
+        Duration::from_secs(30),
+        |_| {
+            http_get(port_b, "/metrics")
+                .is_some_and(|t| t.contains("orchestrator_slo_events_total{"))
+        },
+    );
+    let exported = events_b(&http_get(port_b, "/metrics").unwrap());
+    // One availability event a second (one wanted replica) since the start.
+    let since = restarted.elapsed().as_secs_f64();
+    assert!(
+        exported <= since + 2.0,
+        "events_total is {exported} {since:.1} s after the restart: not from zero"
+    );
+    assert!(
+        window_events(&db) >= before_kill.saturating_sub(5),
+        "the windows lost the history: {} < {before_kill}",
+        window_events(&db)
+    );
+}
+
+/// The value of one sample line of a Prometheus text exposition.
+fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+/// The value of an instant query that returns one series.
+fn prom_value(url: &str, expr: &str) -> f64 {
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let query: String = expr
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b':' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let body = http_get(port, &format!("/api/v1/query?query={query}")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{expr}: {v}");
+    result[0]["value"][1].as_str().unwrap().parse().unwrap()
 }
 
 /// Spans as the receiver got them: name, trace id, span id, parent id.

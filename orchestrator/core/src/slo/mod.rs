@@ -9,17 +9,33 @@
 //!
 //! | SLI | event | bad when | objective | budget |
 //! |---|---|---|---|---|
-//! | `availability` | one wanted, required replica at one sample | it is not healthy | `availability` (99.5%) | 1 − objective (0.5%) |
-//! | `latency` | one request | it took longer than `latency_p99` | 99% of requests at or under it | 1% |
-//! | `error_rate` | one request | it failed | 1 − `error_rate` (99.8%) | `error_rate` (0.2%) |
+//! | `availability` | one wanted, required replica at one sample, unless excused | it is not healthy | `availability` (99.5%) | 1 − objective (0.5%) |
+//! | `latency` | one request | it took longer than `latency_p99`, or got no answer | 99% of requests at or under it | 1% |
+//! | `error_rate` | one request | it failed, or got no answer | 1 − `error_rate` (99.8%) | `error_rate` (0.2%) |
 //!
 //! The daemon samples availability at a fixed interval
-//! ([`SloEngine::record_availability`]: healthy and wanted required
-//! replicas), and scrapes each replica's metrics for requests
-//! ([`SloEngine::record_scrape`], see [`scrape`] for the series and the
-//! reset rule, [`promtext`] for the parser). Latency comes from a request
-//! duration histogram, interpolated inside the bucket that holds the
-//! threshold as `histogram_quantile` does (see [`histogram`]).
+//! ([`SloEngine::record_availability`] with an [`AvailabilitySample`]:
+//! wanted, healthy and excused required replicas), and scrapes each
+//! replica's metrics for requests ([`SloEngine::record_scrape`], see
+//! [`scrape`] for the series and the reset rule, [`promtext`] for the
+//! parser). Latency comes from a request duration histogram, interpolated
+//! inside the bucket that holds the threshold as `histogram_quantile` does
+//! (see [`histogram`]).
+//!
+//! **Planned transitions are excused.** An unhealthy replica the caller
+//! counts as excused (a group's start until it is first ready, a rollout
+//! step's replaced replica within its start period, an operator's stop) is
+//! no event at all: neither good nor bad, and not part of the wanted
+//! replica time the budget is a share of. A crash, a failed probe or an
+//! unplanned restart is not excused.
+//!
+//! **Requests nobody answered.** A replica's own metrics count only the
+//! requests it answered, so a replica that refuses connections would look
+//! clean. [`SloEngine::record_unanswered`] takes the health probes that got
+//! no answer (connection refused, timeout) from replicas that should be
+//! serving: each stands for the requests that replica would have had during
+//! one probe interval, at the group's observed request rate (see
+//! [`Unanswered`]), all bad, in both request SLIs.
 //!
 //! # Figures
 //!
@@ -30,10 +46,29 @@
 //!   never 0 or NaN;
 //! - burn rate = error ratio / budget: 1 spends the budget exactly over the
 //!   SLO window, 14.4 spends 2% of a 30-day budget in an hour;
-//! - over the SLO window, budget remaining = 1 − error ratio / budget; it
-//!   goes negative once the budget is overspent;
-//! - good and bad totals since the series began, monotonic, for recording
-//!   rules computed from counters.
+//! - budget remaining = 1 − consumed / allowance over the SLO window (the
+//!   period), where the allowance is the budget's share of the events the
+//!   whole period is expected to hold (see below); it goes negative once
+//!   the budget is overspent;
+//! - good and bad totals counted by this engine since the series was
+//!   created or restored, monotonic, for recording rules computed from
+//!   counters (see *Restarts and reloads*).
+//!
+//! **The allowance.** A 99.5% objective over 30 days allows 0.5% of the
+//! events of the whole 30 days: for availability, 0.5% of the period's
+//! wanted replica time; for requests, 0.5% of the period's requests. Until
+//! the period has been seen whole, its events are extrapolated from the
+//! rate seen so far: the period is expected to hold `events × period /
+//! observed`, where `observed` runs from the series' first event in the
+//! period to now (at most the period). So
+//!
+//! `budget remaining = 1 − (bad / events) / budget × observed / period`
+//!
+//! and five minutes of total failure on a fresh host consume
+//! `5 min / (0.005 × 30 d)` = 2.3% of a 99.5% budget, not all of it. Once
+//! the series is a whole period old, `observed` is the period and this is
+//! `1 − period burn rate`. The Prometheus rules compute the same figure
+//! from the exported counters (`slo:period_error_budget_remaining:ratio`).
 //!
 //! A zero budget (an `error_rate: 0%` objective) burns infinitely fast on
 //! the first bad event: burn rate `+Inf`, budget remaining `−Inf`.
@@ -58,7 +93,16 @@
 //! [`SloEngine::snapshot`] gives a versioned, serde state ([`SloState`]);
 //! [`SloEngine::restore`] takes it back. A restart after a gap keeps the
 //! history older than the gap and counts the gap as no data: no events,
-//! neither good nor bad. [`SloEngine::configure`] applies a (re)loaded
+//! neither good nor bad.
+//!
+//! **Counters start from zero at a restore.** The windows use the restored
+//! history, but the totals (the exported counters) do not: a snapshot is up
+//! to one save interval old, so restoring its totals after a `kill -9`
+//! would move a counter Prometheus has already seen backwards (2052 to
+//! 1862), and Prometheus would take the whole restored value for new
+//! events. A counter that restarts from zero is a reset Prometheus
+//! understands: `rate()` and `increase()` count only what came after it.
+//! The state therefore keeps no totals. [`SloEngine::configure`] applies a (re)loaded
 //! config: a group whose objectives stay keeps its events; a removed group
 //! or SLI loses them; a changed objective keeps the events and changes only
 //! the arithmetic; a changed window keeps every event the new window can
@@ -193,9 +237,17 @@ impl Objective {
         }
     }
 
-    /// The share of the budget left after an error ratio over the window.
-    pub fn budget_remaining(&self, error_ratio: f64) -> f64 {
-        1.0 - self.burn_rate(error_ratio)
+    /// The share of the period's budget left after `error_ratio` over the
+    /// part of the period seen so far, `observed_share` of it (1 once the
+    /// whole period has been seen): `1 − burn rate × observed share`.
+    pub fn budget_remaining(&self, error_ratio: f64, observed_share: f64) -> f64 {
+        let burn = self.burn_rate(error_ratio);
+        // INVARIANT: a zero budget burns +Inf on any error; +Inf × 0 (the
+        // first instant) would be NaN, so nothing observed spends nothing.
+        if observed_share <= 0.0 {
+            return 1.0;
+        }
+        1.0 - burn * observed_share.min(1.0)
     }
 }
 
@@ -217,10 +269,31 @@ pub struct SliReport {
     pub slo_window: Duration,
     /// [`WINDOWS`] in order, then the SLO window unless it is one of them.
     pub windows: Vec<WindowReport>,
-    /// Over the SLO window; `None` without events.
+    /// 1 − consumed / allowance over the SLO window (see the module doc);
+    /// `None` without events in it.
     pub budget_remaining: Option<f64>,
-    /// Every event since the series began; monotonic, survives restarts.
+    /// How the allowance was worked out; `None` without events in the SLO
+    /// window.
+    pub allowance: Option<Allowance>,
+    /// Every event counted since the series was created or restored in
+    /// this process: monotonic; the exported counters.
     pub totals: Counts,
+}
+
+/// The share of the period's events the budget allows, and what is spent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Allowance {
+    /// From the series' first event in the period to now, at most the
+    /// period.
+    pub observed: Duration,
+    /// The events the whole period is expected to hold: the events seen,
+    /// extrapolated from `observed` to the period. `None` while nothing
+    /// has been observed for any time (the first instant).
+    pub expected_events: Option<f64>,
+    /// Bad events allowed over the period: budget × expected events.
+    pub allowed_bad: Option<f64>,
+    /// Bad events in the period so far.
+    pub consumed: u64,
 }
 
 impl SliReport {
@@ -253,6 +326,55 @@ pub enum RecordError {
     NoRequestObjective { group: String },
 }
 
+/// One availability sample of one group's required replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AvailabilitySample {
+    /// Replicas the group should have running: every replica of its
+    /// required agents while it is started; 0 when it is stopped.
+    pub wanted: u64,
+    /// Wanted replicas that are running and healthy.
+    pub healthy: u64,
+    /// Wanted replicas that are not healthy because of a planned
+    /// transition: the group's start until it is first ready, a rollout
+    /// step's replaced replica within its start period, an operator's stop.
+    /// They count neither as good nor as bad. A crash, a failed probe or an
+    /// unplanned restart is never excused.
+    pub excused: u64,
+}
+
+impl AvailabilitySample {
+    /// `(good, bad)` events: healthy replicas beyond the wanted count are
+    /// not counted, and no more replicas are excused than are unhealthy.
+    pub fn events(self) -> (u64, u64) {
+        let good = self.healthy.min(self.wanted);
+        let unhealthy = self.wanted - good;
+        (good, unhealthy - self.excused.min(unhealthy))
+    }
+}
+
+/// Health probes of one group's replicas that got no answer at all
+/// (connection refused, timeout) while the replicas should have been
+/// serving. The agent's own metrics never see these requests.
+///
+/// Each failed probe stands for the requests its replica would have had
+/// during one probe `interval`: the group's request rate over the SLO
+/// period (the same observed rate the allowance extrapolates), divided by
+/// the `replicas` that share it, rounded, and at least one. All of them
+/// are bad, in the error-rate and the latency SLI alike. A replica that
+/// does not answer for a time `D` therefore consumes about
+/// `D / (budget × period × replicas)` of the budget, whatever its traffic,
+/// as an unhealthy replica does for availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Failed probes, across the group's replicas.
+    pub probes: u64,
+    /// The probe interval: the time each failed probe stands for.
+    pub interval: Duration,
+    /// Replicas of the group that should be serving requests (the group's
+    /// rate is shared among them); 0 is taken as 1.
+    pub replicas: u64,
+}
+
 /// What a scrape of one replica counted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScrapeOutcome {
@@ -283,6 +405,9 @@ pub struct Reconfigured {
 pub(crate) struct Series {
     rings: Rings,
     totals: Counts,
+    /// When the series had its first event (kept across restarts); the
+    /// start of the observed span while it lies inside the period.
+    first_event: Option<UnixMillis>,
     /// The fraction of a good request the latency interpolation has
     /// estimated but not yet counted, in `[0, 1)`.
     carry: f64,
@@ -293,6 +418,7 @@ impl Series {
         Series {
             rings: Rings::new(window_ms(slo_window)),
             totals: Counts::default(),
+            first_event: None,
             carry: 0.0,
         }
     }
@@ -304,6 +430,29 @@ impl Series {
         self.totals.good = self.totals.good.saturating_add(good);
         self.totals.bad = self.totals.bad.saturating_add(bad);
         self.rings.add(now, good, bad);
+        if self.first_event.is_none_or(|first| now < first) {
+            self.first_event = Some(now);
+        }
+    }
+
+    /// From the first event of the period to `now`, at most the period;
+    /// `None` without events in the period. The exact first event when it
+    /// lies in the period (a young series), else the start of the oldest
+    /// bucket in the period that holds events.
+    fn observed_ms(&self, now: UnixMillis, period_ms: u64) -> Option<u64> {
+        let since = match self.first_event {
+            Some(first) if first <= now && now - first < period_ms => first,
+            _ => self.rings.first_bucket_start(now, period_ms)?,
+        };
+        Some(now.saturating_sub(since).min(period_ms))
+    }
+
+    /// The events per millisecond the period is expected to see; `None`
+    /// without events or before any time has passed.
+    fn rate_per_ms(&self, now: UnixMillis, period_ms: u64) -> Option<f64> {
+        let observed = self.observed_ms(now, period_ms).filter(|&o| o > 0)?;
+        let events = self.rings.sum(now, period_ms).total();
+        (events > 0).then(|| events as f64 / observed as f64)
     }
 
     fn report(&self, now: UnixMillis, objective: Objective, slo_window: Duration) -> SliReport {
@@ -323,11 +472,30 @@ impl Series {
         if !WINDOWS.contains(&slo_window) {
             windows.push(slo);
         }
+        let period_ms = window_ms(slo_window);
+        let allowance = slo
+            .error_ratio
+            .and(self.observed_ms(now, period_ms))
+            .map(|observed| {
+                let expected_events = (observed > 0)
+                    .then(|| slo.events.total() as f64 * period_ms as f64 / observed as f64);
+                Allowance {
+                    observed: Duration::from_millis(observed),
+                    expected_events,
+                    allowed_bad: expected_events.map(|e| e * objective.budget),
+                    consumed: slo.events.bad,
+                }
+            });
+        let budget_remaining = slo.error_ratio.zip(allowance).map(|(ratio, a)| {
+            let share = window_ms(a.observed) as f64 / period_ms.max(1) as f64;
+            objective.budget_remaining(ratio, share)
+        });
         SliReport {
             objective,
             slo_window,
             windows,
-            budget_remaining: slo.error_ratio.map(|r| objective.budget_remaining(r)),
+            budget_remaining,
+            allowance,
             totals: self.totals,
         }
     }
@@ -449,20 +617,66 @@ impl SloEngine {
             })
     }
 
-    /// One availability sample: `healthy` of the group's `wanted` required
-    /// replicas were healthy. A group with nothing wanted (stopped) gives
-    /// no events; healthy replicas beyond the wanted count are not counted.
+    /// One availability sample of a group's required replicas (see
+    /// [`AvailabilitySample::events`]). A group with nothing wanted
+    /// (stopped) gives no events; excused replicas give none either.
     pub fn record_availability(
         &mut self,
         now: UnixMillis,
         group: &str,
-        healthy: u64,
-        wanted: u64,
+        sample: AvailabilitySample,
     ) -> Result<(), RecordError> {
         let series = self.series(group, Sli::Availability)?;
-        let good = healthy.min(wanted);
-        series.add(now, good, wanted - good);
+        let (good, bad) = sample.events();
+        series.add(now, good, bad);
         Ok(())
+    }
+
+    /// Health probes that got no answer from replicas that should have been
+    /// serving (see [`Unanswered`]): bad events in the group's error-rate
+    /// and latency SLIs, whichever it has. Returns the bad events recorded
+    /// in each.
+    pub fn record_unanswered(
+        &mut self,
+        now: UnixMillis,
+        group: &str,
+        unanswered: Unanswered,
+    ) -> Result<u64, RecordError> {
+        let g = self
+            .groups
+            .get_mut(group)
+            .filter(|g| g.slo.is_some())
+            .ok_or_else(|| RecordError::NoSlo {
+                group: group.to_owned(),
+            })?;
+        let period_ms = g.slo.as_ref().map_or(0, |s| window_ms(s.window));
+        let measured: Vec<Sli> = [Sli::ErrorRate, Sli::Latency]
+            .into_iter()
+            .filter(|sli| g.series.contains_key(sli))
+            .collect();
+        if measured.is_empty() {
+            return Err(RecordError::NoRequestObjective {
+                group: group.to_owned(),
+            });
+        }
+        // One rate for both SLIs: requests are requests. The error-rate
+        // series counts every answered request; latency only those with a
+        // duration, so it is the fallback.
+        let rate = measured
+            .iter()
+            .find_map(|sli| g.series.get(sli)?.rate_per_ms(now, period_ms))
+            .unwrap_or(0.0);
+        let interval_ms = window_ms(unanswered.interval) as f64;
+        let per_probe = (rate * interval_ms / unanswered.replicas.max(1) as f64).round();
+        // Saturating float-to-int conversion; at least one per probe.
+        let per_probe = (per_probe as u64).max(1);
+        let bad = unanswered.probes.saturating_mul(per_probe);
+        for sli in measured {
+            if let Some(series) = g.series.get_mut(&sli) {
+                series.add(now, 0, bad);
+            }
+        }
+        Ok(bad)
     }
 
     /// New requests of one replica of a group: they count for its latency

@@ -6,6 +6,11 @@
 //! a restart the first scrape is a baseline again, so the requests served
 //! while the daemon was down count as no data rather than as one burst at
 //! the moment it came back.
+//!
+//! Nor are the totals: the exported counters start from zero in every
+//! process (see the module doc of [`super`]), so a snapshot older than
+//! what Prometheus last scraped can never move a counter backwards. A
+//! version 1 state's totals are read and dropped.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +19,11 @@ use serde::{Deserialize, Serialize};
 use super::window::{COARSE_MAX_LEN, FINE, MEDIUM, Ring, Rings, Shape};
 use super::{Counts, GroupSeries, Series, Sli, SloEngine};
 
-/// The state layout this build writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// The state layout this build writes; it also reads version 1.
+pub const STATE_VERSION: u32 = 2;
+
+/// Older layouts this build still reads.
+const READS: [u32; 2] = [1, STATE_VERSION];
 
 const HOUR_MS: u64 = 3_600_000;
 
@@ -30,8 +38,14 @@ pub struct SloState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SeriesState {
-    good_total: u64,
-    bad_total: u64,
+    /// Version 1 only: the totals, no longer restored.
+    #[serde(default, skip_serializing)]
+    good_total: Option<u64>,
+    #[serde(default, skip_serializing)]
+    bad_total: Option<u64>,
+    /// When the series had its first event (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_event: Option<u64>,
     #[serde(default, skip_serializing_if = "is_zero")]
     latency_carry: f64,
     fine: RingState,
@@ -66,7 +80,7 @@ struct RingState {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StateError {
     #[error(
-        "SLO state version {found} is not readable by this build (it reads version {STATE_VERSION})"
+        "SLO state version {found} is not readable by this build (it reads versions 1 to {STATE_VERSION})"
     )]
     Version { found: u32 },
     #[error("SLO state is not a version {STATE_VERSION} state: {reason}")]
@@ -151,7 +165,7 @@ impl SloState {
                 reason: e.to_string(),
             })?
             .version;
-        if found != STATE_VERSION {
+        if !READS.contains(&found) {
             return Err(StateError::Version { found });
         }
         serde_json::from_str(text).map_err(|e| StateError::Format {
@@ -177,8 +191,9 @@ impl SloEngine {
                     .iter()
                     .map(|(&sli, s)| {
                         let state = SeriesState {
-                            good_total: s.totals.good,
-                            bad_total: s.totals.bad,
+                            good_total: None,
+                            bad_total: None,
+                            first_event: s.first_event,
                             latency_carry: s.carry,
                             fine: RingState::of(&s.rings.fine),
                             medium: RingState::of(&s.rings.medium),
@@ -196,10 +211,11 @@ impl SloEngine {
         }
     }
 
-    /// An engine holding a persisted history. It measures nothing until
-    /// [`SloEngine::configure`] says which groups and SLIs to keep.
+    /// An engine holding a persisted history, with every total at zero.
+    /// It measures nothing until [`SloEngine::configure`] says which
+    /// groups and SLIs to keep.
     pub fn restore(state: SloState) -> Result<SloEngine, StateError> {
-        if state.version != STATE_VERSION {
+        if !READS.contains(&state.version) {
             return Err(StateError::Version {
                 found: state.version,
             });
@@ -228,10 +244,10 @@ impl SloEngine {
                 };
                 let restored = Series {
                     rings,
-                    totals: Counts {
-                        good: s.good_total,
-                        bad: s.bad_total,
-                    },
+                    // INVARIANT: exported counters restart from zero; see
+                    // the module doc.
+                    totals: Counts::default(),
+                    first_event: s.first_event,
                     carry: s.latency_carry,
                 };
                 series.insert(sli, restored);

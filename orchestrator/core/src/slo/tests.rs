@@ -59,6 +59,15 @@ fn assert_close(got: Option<f64>, want: Option<f64>, what: &str) {
     assert!(ok, "{what}: got {got:?}, want {want:?}");
 }
 
+/// `healthy` of `wanted` replicas healthy, none excused.
+fn avail(healthy: u64, wanted: u64) -> AvailabilitySample {
+    AvailabilitySample {
+        wanted,
+        healthy,
+        excused: 0,
+    }
+}
+
 fn hist(bounds: &[f64], cumulative: &[u64], count: u64) -> HistogramCounts {
     HistogramCounts::new(bounds.to_vec(), cumulative.to_vec(), count).unwrap()
 }
@@ -75,7 +84,7 @@ fn noonish() -> u64 {
 fn check_window(window: &str, at: u64, inside: bool) {
     let s = slo(Some("99%"), None, None, "30d");
     let mut e = engine(&[("g", &s)]);
-    e.record_availability(at, "g", 0, 1).unwrap();
+    e.record_availability(at, "g", avail(0, 1)).unwrap();
     let r = sli_report(&e, noonish(), "g", Sli::Availability);
     let w = r.window(d(window)).unwrap();
     assert_eq!(
@@ -141,8 +150,9 @@ fn a_short_slo_window_is_read_from_the_finer_rings() {
     // A 2h SLO window: 24 buckets of 5 min, from 10:05 at noonish().
     let s = slo(Some("99%"), None, None, "2h");
     let mut e = engine(&[("g", &s)]);
-    e.record_availability(t(0, 10, 5, 0, 0), "g", 1, 1).unwrap();
-    e.record_availability(t(0, 10, 4, 59, 999), "g", 0, 1)
+    e.record_availability(t(0, 10, 5, 0, 0), "g", avail(1, 1))
+        .unwrap();
+    e.record_availability(t(0, 10, 4, 59, 999), "g", avail(0, 1))
         .unwrap();
     let r = sli_report(&e, noonish(), "g", Sli::Availability);
     assert_eq!(
@@ -157,7 +167,8 @@ fn windows_without_events_have_no_ratio() {
     let s = slo(Some("99%"), Some("1s"), Some("1%"), "30d");
     let mut e = engine(&[("g", &s)]);
     // An event 2 hours ago: outside 5m..1h, inside 6h and on.
-    e.record_availability(t(0, 10, 0, 0, 0), "g", 0, 1).unwrap();
+    e.record_availability(t(0, 10, 0, 0, 0), "g", avail(0, 1))
+        .unwrap();
     let r = sli_report(&e, noonish(), "g", Sli::Availability);
     for w in &r.windows {
         let has = w.window >= d("6h");
@@ -180,9 +191,9 @@ fn a_stopped_group_gives_no_availability_events() {
     let s = slo(Some("99%"), None, None, "30d");
     let mut e = engine(&[("g", &s)]);
     let now = noonish();
-    e.record_availability(now, "g", 0, 0).unwrap();
+    e.record_availability(now, "g", avail(0, 0)).unwrap();
     // Healthy replicas beyond the wanted count are not counted.
-    e.record_availability(now, "g", 5, 3).unwrap();
+    e.record_availability(now, "g", avail(5, 3)).unwrap();
     let r = sli_report(&e, now, "g", Sli::Availability);
     assert_eq!(
         r.window(d("5m")).unwrap().events,
@@ -193,7 +204,8 @@ fn a_stopped_group_gives_no_availability_events() {
 // --------------------------------------------------------- budget and burn
 
 /// Records `good` and `bad` events of `sli` at one instant, then compares
-/// `(target, budget, 5m error ratio, 5m burn rate, budget remaining)`.
+/// `(target, budget, 5m error ratio, 5m burn rate, budget remaining after
+/// a whole period at that ratio)`.
 fn check_figures(
     sli: Sli,
     s: &Slo,
@@ -204,7 +216,9 @@ fn check_figures(
     let mut e = engine(&[("g", s)]);
     let now = noonish();
     match sli {
-        Sli::Availability => e.record_availability(now, "g", good, good + bad).unwrap(),
+        Sli::Availability => e
+            .record_availability(now, "g", avail(good, good + bad))
+            .unwrap(),
         Sli::Latency => {
             // Every good request at or under the 2 s threshold (a bucket
             // bound, so nothing is interpolated), every bad one over it.
@@ -238,7 +252,15 @@ fn check_figures(
     );
     assert_close(w.error_ratio, want.2, &format!("{what}: ratio"));
     assert_close(w.burn_rate, want.3, &format!("{what}: burn"));
-    assert_close(r.budget_remaining, want.4, &format!("{what}: remaining"));
+    assert_close(
+        w.error_ratio.map(|x| r.objective.budget_remaining(x, 1.0)),
+        want.4,
+        &format!("{what}: remaining"),
+    );
+    // At the first instant nothing has been observed for any time: the
+    // period's allowance is unknown and nothing of it is spent yet.
+    let first = (good + bad > 0).then_some(1.0);
+    assert_close(r.budget_remaining, first, &format!("{what}: at once"));
     assert_eq!(r.totals, Counts { good, bad }, "{what}");
     assert_eq!(w.events, Counts { good, bad }, "{what}");
 }
@@ -369,13 +391,14 @@ fn end() -> u64 {
 
 /// 30 days of availability samples, one a minute, 10 000 replicas each
 /// (the arithmetic needs fine ratios); `bad(minutes_before_end)` of them
-/// unhealthy. Returns the figures at `end()`.
+/// unhealthy. The series began a day before the period, so the whole
+/// period has been observed. Returns the figures at `end()`.
 fn thirty_days(bad: impl Fn(u64) -> u64) -> SliReport {
     let s = slo(Some("99.9%"), None, None, "30d");
     let mut e = engine(&[("g", &s)]);
-    for k in (0..30 * 24 * 60).rev() {
+    for k in (0..31 * 24 * 60).rev() {
         let b = bad(k);
-        e.record_availability(end() - k * M, "g", 10_000 - b, 10_000)
+        e.record_availability(end() - k * M, "g", avail(10_000 - b, 10_000))
             .unwrap();
     }
     sli_report(&e, end(), "g", Sli::Availability)
@@ -392,7 +415,16 @@ fn check_workbook(report: &SliReport, burns: &[(&str, f64)], remaining: f64) {
         let got = report.window(d(window)).unwrap().burn_rate;
         assert_close(got, Some(want), window);
     }
-    assert_close(report.budget_remaining, Some(remaining), "budget remaining");
+    // The period read at `end()` is 720 whole hours less its last
+    // millisecond, so `observed` falls short of 30 days by 1 ms.
+    let got = report.budget_remaining.unwrap();
+    assert!(
+        (got - remaining).abs() < 1e-9,
+        "budget remaining: got {got}, want {remaining}"
+    );
+    let a = report.allowance.unwrap();
+    assert_eq!(a.observed, Duration::from_millis(30 * DAY - 1));
+    assert_eq!(a.consumed, report.window(d("30d")).unwrap().events.bad);
 }
 
 #[test]
@@ -466,7 +498,7 @@ fn the_short_window_detects_fast_and_resets_fast() {
     let start = t(0, 11, 0, 0, 0);
     let mut now = start;
     while now < t(0, 12, 0, 0, 0) {
-        e.record_availability(now, "g", 100, 100).unwrap();
+        e.record_availability(now, "g", avail(100, 100)).unwrap();
         now += 10 * S;
     }
     let burn = |e: &SloEngine, at: u64, w: &str| {
@@ -483,7 +515,7 @@ fn the_short_window_detects_fast_and_resets_fast() {
     // whole 10 s samples).
     let mut fired_at = None;
     for k in 1..=60u64 {
-        e.record_availability(now, "g", 0, 100).unwrap();
+        e.record_availability(now, "g", avail(0, 100)).unwrap();
         if fired_at.is_none() && page(&e, now) {
             fired_at = Some(k);
         }
@@ -495,7 +527,7 @@ fn the_short_window_detects_fast_and_resets_fast() {
     // 6 000 / 36 000 / 0.001 = 166.7, so the page stops on the short one.
     let mut reset_at = None;
     for k in 1..=40u64 {
-        e.record_availability(now, "g", 100, 100).unwrap();
+        e.record_availability(now, "g", avail(100, 100)).unwrap();
         if reset_at.is_none() && !page(&e, now) {
             reset_at = Some(k);
             assert_close(Some(burn(&e, now, "5m")), Some(0.0), "5m after the outage");
@@ -524,21 +556,22 @@ fn a_restart_after_a_gap_keeps_the_history_and_counts_the_gap_as_nothing() {
     // From 09:00 to 10:00, a sample every 10 s; 6 of the 360 are bad.
     for i in 0..360u64 {
         let healthy = u64::from(i % 60 != 0);
-        e.record_availability(t(0, 9, 0, 0, 0) + i * 10 * S, "g", healthy, 1)
+        e.record_availability(t(0, 9, 0, 0, 0) + i * 10 * S, "g", avail(healthy, 1))
             .unwrap();
     }
     let mut back = through_disk(&e);
     // Restored, not configured: nothing measured yet.
     assert_eq!(back.report(noonish()), vec![]);
     assert_eq!(
-        back.record_availability(noonish(), "g", 1, 1),
+        back.record_availability(noonish(), "g", avail(1, 1)),
         Err(RecordError::NoSlo { group: "g".into() })
     );
     let changes = back.configure([("g", &s)]);
     assert_eq!(changes.kept, vec![("g".to_string(), Sli::Availability)]);
     assert_eq!(changes.rewindowed, Vec::<String>::new());
     // Down from 10:00 to noon, then one healthy sample.
-    back.record_availability(noonish(), "g", 1, 1).unwrap();
+    back.record_availability(noonish(), "g", avail(1, 1))
+        .unwrap();
     let r = sli_report(&back, noonish(), "g", Sli::Availability);
     let events = |w: &str| r.window(d(w)).unwrap().events;
     // The short windows see only the new sample: the gap is no data.
@@ -547,10 +580,18 @@ fn a_restart_after_a_gap_keeps_the_history_and_counts_the_gap_as_nothing() {
     // The long ones see the hour before the gap, and nothing for the gap.
     assert_eq!(events("6h"), Counts { good: 355, bad: 6 });
     assert_eq!(events("30d"), Counts { good: 355, bad: 6 });
-    assert_eq!(r.totals, Counts { good: 355, bad: 6 });
+    // The exported counters start from zero: only the new sample.
+    assert_eq!(r.totals, Counts { good: 1, bad: 0 });
+    // The period was observed from its first event, 09:00, kept across
+    // the restart: 3 h 0 min 7.5 s of 30 days.
+    let observed = noonish() - t(0, 9, 0, 0, 0);
+    assert_eq!(
+        r.allowance.unwrap().observed,
+        Duration::from_millis(observed)
+    );
     assert_close(
         r.budget_remaining,
-        Some(1.0 - 6.0 / 361.0 / 0.01),
+        Some(1.0 - 6.0 / 361.0 / 0.01 * observed as f64 / (30 * DAY) as f64),
         "remaining",
     );
 }
@@ -559,11 +600,12 @@ fn a_restart_after_a_gap_keeps_the_history_and_counts_the_gap_as_nothing() {
 fn a_gap_longer_than_a_ring_empties_only_that_ring() {
     let s = slo(Some("99%"), None, None, "30d");
     let mut e = engine(&[("g", &s)]);
-    e.record_availability(t(-2, 12, 0, 0, 0), "g", 0, 1)
+    e.record_availability(t(-2, 12, 0, 0, 0), "g", avail(0, 1))
         .unwrap();
     let mut back = through_disk(&e);
     back.configure([("g", &s)]);
-    back.record_availability(noonish(), "g", 1, 1).unwrap();
+    back.record_availability(noonish(), "g", avail(1, 1))
+        .unwrap();
     let r = sli_report(&back, noonish(), "g", Sli::Availability);
     let events = |w: &str| r.window(d(w)).unwrap().events;
     assert_eq!(events("1h"), Counts { good: 1, bad: 0 });
@@ -576,11 +618,11 @@ fn a_gap_longer_than_a_ring_empties_only_that_ring() {
 fn a_clock_that_stepped_back_records_into_the_buckets_it_still_holds() {
     let s = slo(Some("99%"), None, None, "30d");
     let mut e = engine(&[("g", &s)]);
-    e.record_availability(noonish(), "g", 1, 1).unwrap();
+    e.record_availability(noonish(), "g", avail(1, 1)).unwrap();
     let mut back = through_disk(&e);
     back.configure([("g", &s)]);
     // The clock now reads 4 minutes earlier.
-    back.record_availability(noonish() - 4 * M, "g", 0, 1)
+    back.record_availability(noonish() - 4 * M, "g", avail(0, 1))
         .unwrap();
     let r = sli_report(&back, noonish(), "g", Sli::Availability);
     assert_eq!(
@@ -593,9 +635,9 @@ fn a_clock_that_stepped_back_records_into_the_buckets_it_still_holds() {
 fn a_state_that_cannot_be_used_is_refused_by_name() {
     let s = slo(Some("99%"), Some("1s"), None, "30d");
     let mut e = engine(&[("g", &s)]);
-    e.record_availability(noonish(), "g", 0, 1).unwrap();
+    e.record_availability(noonish(), "g", avail(0, 1)).unwrap();
     let good = e.snapshot().to_json();
-    let version = good.replacen("\"version\":1", "\"version\":7", 1);
+    let version = good.replacen("\"version\":2", "\"version\":7", 1);
     assert_eq!(
         SloState::from_json(&version),
         Err(StateError::Version { found: 7 })
@@ -645,11 +687,7 @@ fn a_state_that_cannot_be_used_is_refused_by_name() {
             what: "good and bad counts of different lengths"
         }))
     );
-    let carry = good.replacen(
-        "\"good_total\":0",
-        "\"latency_carry\":1.5,\"good_total\":0",
-        1,
-    );
+    let carry = good.replacen("\"fine\":", "\"latency_carry\":1.5,\"fine\":", 1);
     assert_eq!(
         SloState::from_json(&carry).map(SloEngine::restore),
         Ok(Err(StateError::Corrupt {
@@ -668,7 +706,7 @@ fn reconfiguring_keeps_what_stays_and_drops_what_goes() {
     let mut e = engine(&[("a", &full), ("b", &full)]);
     let now = noonish();
     for g in ["a", "b"] {
-        e.record_availability(now, g, 9, 10).unwrap();
+        e.record_availability(now, g, avail(9, 10)).unwrap();
         let delta = RequestDelta {
             requests: Some(10),
             errors: Some(1),
@@ -746,7 +784,8 @@ fn check_rewindow(from: &str, to: &str, ages: &[u64], want_in_window: u64) {
     let after = slo(Some("99%"), None, None, to);
     let mut e = engine(&[("g", &before)]);
     for &age in ages {
-        e.record_availability(noonish() - age, "g", 0, 1).unwrap();
+        e.record_availability(noonish() - age, "g", avail(0, 1))
+            .unwrap();
     }
     let out = e.configure([("g", &after)]);
     assert_eq!(out.rewindowed, vec!["g".to_string()]);
@@ -879,16 +918,16 @@ fn scrapes_count_new_requests_and_survive_restarts() {
 
 #[test]
 fn records_for_what_a_group_does_not_measure_are_refused() {
-    let avail = slo(Some("99%"), None, None, "30d");
+    let available = slo(Some("99%"), None, None, "30d");
     let lat = slo(None, Some("1s"), None, "30d");
-    let mut e = engine(&[("a", &avail), ("l", &lat)]);
+    let mut e = engine(&[("a", &available), ("l", &lat)]);
     let now = noonish();
     assert_eq!(
-        e.record_availability(now, "x", 1, 1),
+        e.record_availability(now, "x", avail(1, 1)),
         Err(RecordError::NoSlo { group: "x".into() })
     );
     assert_eq!(
-        e.record_availability(now, "l", 1, 1),
+        e.record_availability(now, "l", avail(1, 1)),
         Err(RecordError::NotMeasured {
             group: "l".into(),
             sli: Sli::Availability
@@ -926,7 +965,7 @@ fn interpolated_fractions_carry_over_so_nothing_drifts() {
         ..RequestDelta::default()
     };
     // (estimate so far) -> good counted: 0.25 → 0, 0.5 → 0, 0.75 → 0, 1 → 1.
-    for (i, want_good) in [0u64, 0, 0, 1, 1, 1, 1, 2].into_iter().enumerate() {
+    for (i, want_good) in [0u64, 0, 0, 1, 1, 1].into_iter().enumerate() {
         e.record_requests(now, "g", &one_slowish).unwrap();
         let totals = sli_report(&e, now, "g", Sli::Latency).totals;
         assert_eq!(
@@ -939,15 +978,16 @@ fn interpolated_fractions_carry_over_so_nothing_drifts() {
             i + 1
         );
     }
-    // The carry survives a restart.
+    // The carry (0.5 after six) survives a restart: two more make a
+    // whole good request. (The totals restart from zero.)
     let mut back = through_disk(&e);
     back.configure([("g", &s)]);
-    for _ in 0..4 {
+    for _ in 0..2 {
         back.record_requests(now, "g", &one_slowish).unwrap();
     }
     assert_eq!(
         sli_report(&back, now, "g", Sli::Latency).totals,
-        Counts { good: 3, bad: 9 }
+        Counts { good: 1, bad: 1 }
     );
 }
 
@@ -981,7 +1021,8 @@ fn memory_does_not_grow_with_uptime() {
     let at_start = e.heap_bytes();
     // 100 days, one sample every 5 minutes.
     for i in 0..100 * 288u64 {
-        e.record_availability(BASE + i * 5 * M, "g", 1, 1).unwrap();
+        e.record_availability(BASE + i * 5 * M, "g", avail(1, 1))
+            .unwrap();
     }
     assert_eq!(e.heap_bytes(), at_start);
     // Three SLIs of (360 + 864 + 720) buckets of 8 bytes, plus bookkeeping.
@@ -1026,14 +1067,22 @@ proptest! {
         let mut e = engine(&[("g", &s)]);
         let mut want = Counts::default();
         for &(at, healthy, wanted) in &samples {
-            e.record_availability(BASE + at, "g", healthy, wanted).unwrap();
+            e.record_availability(BASE + at, "g", avail(healthy, wanted)).unwrap();
             want.good += healthy.min(wanted);
             want.bad += wanted - healthy.min(wanted);
         }
         let mut back = through_disk(&e);
         back.configure([("g", &s)]);
         let now = BASE + now_offset;
-        prop_assert_eq!(back.report(now), e.report(now));
+        // The same figures; only the exported counters start over.
+        let without_totals = |mut reports: Vec<GroupReport>| {
+            for s in reports.iter_mut().flat_map(|g| g.slis.iter_mut()) {
+                s.totals = Counts::default();
+            }
+            reports
+        };
+        prop_assert!(back.report(now).iter().flat_map(|g| &g.slis).all(|s| s.totals == Counts::default()));
+        prop_assert_eq!(without_totals(back.report(now)), without_totals(e.report(now)));
         prop_assert_eq!(sli_report(&e, now, "g", Sli::Availability).totals, want);
     }
 
@@ -1047,7 +1096,7 @@ proptest! {
         let s = slo(Some("99%"), None, None, "30d");
         let mut e = engine(&[("g", &s)]);
         for &(at, healthy, wanted) in &samples {
-            e.record_availability(BASE + at, "g", healthy, wanted).unwrap();
+            e.record_availability(BASE + at, "g", avail(healthy, wanted)).unwrap();
         }
         let r = sli_report(&e, BASE + now_offset, "g", Sli::Availability);
         let total = |w: &str| r.window(d(w)).unwrap().events.total();
@@ -1156,7 +1205,7 @@ proptest! {
                     last = None;
                 }
                 Op::Availability { at, healthy, wanted } => {
-                    let _ = e.record_availability(at, "g", healthy, wanted);
+                    let _ = e.record_availability(at, "g", avail(healthy, wanted));
                 }
                 Op::Requests { at, requests, errors, fast } => {
                     let fast = fast % (requests.saturating_add(1));
@@ -1185,6 +1234,8 @@ proptest! {
                     }
                 }
                 Op::Restart => {
+                    // A new process: its counters start from zero.
+                    last = None;
                     let state = e.snapshot();
                     let slos: Vec<(String, Slo)> = e.groups.iter().filter_map(|(n, g)| Some((n.clone(), g.slo.clone()?))).collect();
                     e = SloEngine::restore(SloState::from_json(&state.to_json()).unwrap()).unwrap();
@@ -1193,4 +1244,400 @@ proptest! {
             }
         }
     }
+}
+
+// ------------------------------------------- excused replicas, allowance
+
+#[test]
+fn excused_replicas_are_no_events() {
+    // (wanted, healthy, excused) -> (good, bad)
+    let table = [
+        ((4, 4, 0), (4, 0)),
+        ((4, 1, 0), (1, 3)),
+        // A group starting: three replicas not ready yet, all excused.
+        ((4, 1, 3), (1, 0)),
+        // One of three unhealthy replicas excused (a rollout step).
+        ((4, 1, 1), (1, 2)),
+        // No more excused than unhealthy.
+        ((4, 3, 5), (3, 0)),
+        // Healthy beyond wanted are not counted.
+        ((3, 5, 2), (3, 0)),
+        ((0, 0, 0), (0, 0)),
+        ((0, 2, 2), (0, 0)),
+    ];
+    for ((wanted, healthy, excused), want) in table {
+        let sample = AvailabilitySample {
+            wanted,
+            healthy,
+            excused,
+        };
+        assert_eq!(sample.events(), want, "{sample:?}");
+        let s = slo(Some("99.5%"), None, None, "30d");
+        let mut e = engine(&[("g", &s)]);
+        e.record_availability(noonish(), "g", sample).unwrap();
+        let r = sli_report(&e, noonish(), "g", Sli::Availability);
+        assert_eq!(
+            r.totals,
+            Counts {
+                good: want.0,
+                bad: want.1
+            },
+            "{sample:?}"
+        );
+    }
+}
+
+/// A group of `replicas` sampled every 10 s from `t(0, 0, 0, 0, 0)`; the
+/// samples from `down.0` to `down.1` seconds have every replica unhealthy
+/// (`excused` of them excused). Returns the report at `at` seconds.
+fn young_group(replicas: u64, down: (u64, u64), excused: u64, at: u64) -> SliReport {
+    let s = slo(Some("99.5%"), None, None, "30d");
+    let mut e = engine(&[("g", &s)]);
+    let start = t(0, 0, 0, 0, 0);
+    for sec in (0..=at).step_by(10) {
+        let sick = (down.0..down.1).contains(&sec);
+        let sample = AvailabilitySample {
+            wanted: replicas,
+            healthy: if sick { 0 } else { replicas },
+            excused: if sick { excused } else { 0 },
+        };
+        e.record_availability(start + sec * S, "g", sample).unwrap();
+    }
+    sli_report(&e, start + at * S, "g", Sli::Availability)
+}
+
+#[test]
+fn the_budget_is_a_share_of_the_whole_periods_allowance() {
+    let period = 30.0 * DAY as f64;
+    // (replicas, down from..to s, excused while down, read at s,
+    //  expected budget remaining)
+    type Row = (u64, (u64, u64), u64, u64, f64);
+    let table: [Row; 6] = [
+        // A fresh host, every replica down for its first 5 minutes, read
+        // at 5 minutes: 30 of 31 samples bad over 300 s observed. The
+        // allowance is 0.5% of the period's extrapolated samples, so this
+        // costs (30/31) / 0.005 × 300 s / 30 d, about 5 min / (0.005 × 30 d).
+        (
+            4,
+            (0, 300),
+            0,
+            300,
+            1.0 - (30.0 / 31.0) / 0.005 * 300_000.0 / period,
+        ),
+        // The same outage read an hour later: the same share, since the
+        // extrapolated allowance does not depend on when it is read.
+        (
+            4,
+            (0, 300),
+            0,
+            3_600,
+            1.0 - (30.0 / 361.0) / 0.005 * 3_600_000.0 / period,
+        ),
+        // The replica count does not change the share.
+        (
+            1,
+            (0, 300),
+            0,
+            3_600,
+            1.0 - (30.0 / 361.0) / 0.005 * 3_600_000.0 / period,
+        ),
+        // Half of them excused (a start): half the bad events, and fewer
+        // events in all (30 × 2 excused samples are none).
+        (4, (0, 300), 2, 3_600, {
+            let bad = 30.0 * 2.0;
+            let events = 361.0 * 4.0 - 30.0 * 2.0;
+            1.0 - (bad / events) / 0.005 * 3_600_000.0 / period
+        }),
+        // A start wholly excused spends nothing.
+        (4, (0, 300), 4, 3_600, 1.0),
+        // Never down: the whole budget.
+        (4, (0, 0), 0, 3_600, 1.0),
+    ];
+    for (replicas, down, excused, at, want) in table {
+        let r = young_group(replicas, down, excused, at);
+        let what = format!("{replicas} replicas down {down:?} ({excused} excused), at {at} s");
+        assert_close(r.budget_remaining, Some(want), &what);
+        // Observed from the first event: a wholly excused start has none.
+        let first = if excused == replicas { down.1 } else { 0 };
+        let a = r.allowance.unwrap();
+        assert_eq!(a.observed, Duration::from_secs(at - first), "{what}");
+        let events = r.window(d("30d")).unwrap().events.total() as f64;
+        assert_close(
+            a.allowed_bad,
+            Some(0.005 * events * period / ((at - first) * S) as f64),
+            &what,
+        );
+    }
+    // The operator's case: 5 minutes down on a fresh host leave about
+    // 97.7% of a 30-day 99.5% budget, not -485.7%.
+    let fresh = young_group(4, (0, 300), 0, 300).budget_remaining.unwrap();
+    let expected = 1.0 - 5.0 / (0.005 * 30.0 * 24.0 * 60.0);
+    assert!((fresh - expected).abs() < 0.001, "{fresh} vs {expected}");
+}
+
+#[test]
+fn the_observed_span_starts_at_the_first_event_of_the_period() {
+    let s = slo(Some("99%"), None, None, "30d");
+    // (first event, then one at noonish, expected observed at noonish)
+    let table = [
+        // Young: the exact first event.
+        (t(0, 11, 0, 0, 1), noonish() - t(0, 11, 0, 0, 1)),
+        (t(-2, 7, 3, 0, 0), noonish() - t(-2, 7, 3, 0, 0)),
+        // Older than the period, and nothing since: the period begins at
+        // its first event in the period, the one of 12:00:07.5 (its 10 s
+        // bucket starts at noon).
+        (t(-45, 0, 0, 0, 0), noonish() - t(0, 12, 0, 0, 0)),
+    ];
+    for (first, want) in table {
+        let mut e = engine(&[("g", &s)]);
+        e.record_availability(first, "g", avail(1, 1)).unwrap();
+        e.record_availability(noonish(), "g", avail(1, 1)).unwrap();
+        let a = sli_report(&e, noonish(), "g", Sli::Availability)
+            .allowance
+            .unwrap();
+        assert_eq!(a.observed, Duration::from_millis(want), "first {first}");
+    }
+    // Events all along: the whole period.
+    let mut e = engine(&[("g", &s)]);
+    for h in 0..40 * 24 {
+        e.record_availability(t(-40, h, 0, 0, 0), "g", avail(1, 1))
+            .unwrap();
+    }
+    let a = sli_report(&e, end(), "g", Sli::Availability)
+        .allowance
+        .unwrap();
+    assert_eq!(a.observed, Duration::from_millis(30 * DAY - 1));
+    // A series that went quiet for longer than the period and came back:
+    // observed from its first event in the period, to the resolution of
+    // the finest ring holding it (here the 10 s ring: 11:00:00).
+    let mut e = engine(&[("g", &s)]);
+    e.record_availability(t(-40, 0, 0, 0, 0), "g", avail(1, 1))
+        .unwrap();
+    e.record_availability(t(0, 11, 0, 3, 0), "g", avail(1, 1))
+        .unwrap();
+    let a = sli_report(&e, noonish(), "g", Sli::Availability)
+        .allowance
+        .unwrap();
+    assert_eq!(
+        a.observed,
+        Duration::from_millis(noonish() - t(0, 11, 0, 0, 0))
+    );
+    // A state written before first events were kept (version 1) falls
+    // back on the buckets too.
+    let mut e = engine(&[("g", &s)]);
+    e.record_availability(t(-1, 6, 7, 0, 0), "g", avail(1, 1))
+        .unwrap();
+    let text = e
+        .snapshot()
+        .to_json()
+        .replacen("\"version\":2", "\"version\":1", 1)
+        .replace(&format!("\"first_event\":{},", t(-1, 6, 7, 0, 0)), "");
+    assert!(!text.contains("first_event"), "{text}");
+    let mut back = SloEngine::restore(SloState::from_json(&text).unwrap()).unwrap();
+    back.configure([("g", &s)]);
+    let a = sli_report(&back, noonish(), "g", Sli::Availability)
+        .allowance
+        .unwrap();
+    // Nothing was recorded after it, so even the 10 s ring still holds
+    // its bucket: 06:07:00.
+    assert_eq!(
+        a.observed,
+        Duration::from_millis(noonish() - t(-1, 6, 7, 0, 0))
+    );
+}
+
+// -------------------------------------------------- unanswered requests
+
+#[test]
+fn unanswered_probes_are_bad_requests_weighted_by_the_observed_rate() {
+    let both = slo(None, Some("2s"), Some("1%"), "30d");
+    let errors_only = slo(None, None, Some("1%"), "30d");
+    let start = t(0, 10, 0, 0, 0);
+    // An hour of 600 answered requests a minute (10 a second), all good
+    // and fast, recorded each minute from 10:00; then at 11:00 failed
+    // probes (every 5 s) of one of `replicas`.
+    let history = |e: &mut SloEngine, latency: bool| {
+        for m in 0..=60u64 {
+            let delta = RequestDelta {
+                requests: Some(600),
+                errors: Some(0),
+                durations: latency.then(|| hist(&[2.0], &[600], 600)),
+            };
+            e.record_requests(start + m * M, "g", &delta).unwrap();
+        }
+    };
+    let now = t(0, 11, 0, 0, 0);
+    // (slo, with history, probes, replicas) -> bad events per SLI
+    type Row<'a> = (&'a Slo, bool, u64, u64, u64);
+    let table: [Row; 5] = [
+        // 36 600 requests over 3 600 s observed: 10.17 a second; one of two
+        // replicas misses 3 probes of 5 s: 3 × round(10.17 × 5 / 2) = 3 × 25.
+        (&both, true, 3, 2, 75),
+        (&both, true, 3, 1, 3 * 51),
+        (&errors_only, true, 3, 2, 75),
+        // No traffic seen yet: one bad event per probe.
+        (&both, false, 3, 2, 3),
+        // A replica count of 0 is taken as 1.
+        (&errors_only, true, 1, 0, 51),
+    ];
+    for (s, with_history, probes, replicas, want) in table {
+        let mut e = engine(&[("g", s)]);
+        if with_history {
+            history(&mut e, s.latency_p99.is_some());
+        }
+        let before: Vec<Counts> = [Sli::ErrorRate, Sli::Latency]
+            .iter()
+            .filter_map(|&sli| e.group_report(now, "g")?.sli(sli).map(|r| r.totals))
+            .collect();
+        let got = e
+            .record_unanswered(
+                now,
+                "g",
+                Unanswered {
+                    probes,
+                    interval: d("5s"),
+                    replicas,
+                },
+            )
+            .unwrap();
+        assert_eq!(got, want, "{s:?} {with_history} {probes}/{replicas}");
+        let after: Vec<Counts> = [Sli::ErrorRate, Sli::Latency]
+            .iter()
+            .filter_map(|&sli| e.group_report(now, "g")?.sli(sli).map(|r| r.totals))
+            .collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!((a.good, a.bad), (b.good, b.bad + want), "{s:?}");
+        }
+    }
+    // A group without a request SLO refuses them.
+    let available = slo(Some("99%"), None, None, "30d");
+    let mut e = engine(&[("a", &available)]);
+    let none = Unanswered {
+        probes: 1,
+        interval: d("5s"),
+        replicas: 1,
+    };
+    assert_eq!(
+        e.record_unanswered(now, "a", none),
+        Err(RecordError::NoRequestObjective { group: "a".into() })
+    );
+    assert_eq!(
+        e.record_unanswered(now, "x", none),
+        Err(RecordError::NoSlo { group: "x".into() })
+    );
+}
+
+#[test]
+fn a_replica_that_refuses_for_a_while_costs_what_its_time_is_worth() {
+    // Two replicas, 10 requests a second between them, an error-rate
+    // objective of 0.2%. One replica refuses connections for 5 minutes:
+    // its probes (every 5 s) fail; the other answers its half.
+    let s = slo(None, None, Some("0.2%"), "30d");
+    let mut e = engine(&[("g", &s)]);
+    let start = t(0, 0, 0, 0, 0);
+    let mut now = start;
+    for tick in 0..(2 * 3600 / 5) {
+        let down = (360..420).contains(&tick);
+        let answered = if down { 25 } else { 50 };
+        let delta = RequestDelta {
+            requests: Some(answered),
+            errors: Some(0),
+            durations: None,
+        };
+        e.record_requests(now, "g", &delta).unwrap();
+        if down {
+            e.record_unanswered(
+                now,
+                "g",
+                Unanswered {
+                    probes: 1,
+                    interval: d("5s"),
+                    replicas: 2,
+                },
+            )
+            .unwrap();
+        }
+        now += 5 * S;
+    }
+    let r = sli_report(&e, now - 5 * S, "g", Sli::ErrorRate);
+    // About the half of 5 minutes of traffic that went unanswered: 60
+    // probes × 25 requests = 1 500 bad.
+    let bad = r.totals.bad;
+    assert!((1_450..=1_550).contains(&bad), "{bad}");
+    // And it costs about what 5 minutes of one replica in two is worth:
+    // 2.5 min / (0.002 × 30 d).
+    let spent = 1.0 - r.budget_remaining.unwrap();
+    let worth = 2.5 / (0.002 * 30.0 * 24.0 * 60.0);
+    assert!((spent - worth).abs() < 0.05 * worth, "{spent} vs {worth}");
+}
+
+// ------------------------------------------------ counters and restarts
+
+/// What Prometheus makes of a counter's scraped values: the sum of its
+/// increases, a drop being a reset after which the whole value is new.
+fn prometheus_increase(values: &[u64]) -> u64 {
+    values
+        .windows(2)
+        .map(|w| if w[1] >= w[0] { w[1] - w[0] } else { w[1] })
+        .sum()
+}
+
+#[test]
+fn a_restore_of_an_older_snapshot_never_counts_events_twice() {
+    let s = slo(Some("99%"), None, None, "30d");
+    let mut e = engine(&[("g", &s)]);
+    let mut now = noonish();
+    let mut scraped_events = Vec::new();
+    let mut scraped_errors = Vec::new();
+    let mut recorded = Counts::default();
+    let mut scrape = |e: &SloEngine, now: u64| {
+        let r = sli_report(e, now, "g", Sli::Availability);
+        scraped_events.push(r.totals.total());
+        scraped_errors.push(r.totals.bad);
+    };
+    // Run 1: 100 samples of 10 replicas, 1 bad; the snapshot is taken
+    // after 60 of them; then the process is killed.
+    let mut snapshot = None;
+    for i in 0..100 {
+        e.record_availability(now, "g", avail(9, 10)).unwrap();
+        recorded.good += 9;
+        recorded.bad += 1;
+        if i == 59 {
+            snapshot = Some(e.snapshot().to_json());
+        }
+        scrape(&e, now);
+        now += S;
+    }
+    // Run 2 restores the older snapshot and counts 30 more samples.
+    let mut e = SloEngine::restore(SloState::from_json(&snapshot.unwrap()).unwrap()).unwrap();
+    e.configure([("g", &s)]);
+    scrape(&e, now);
+    for _ in 0..30 {
+        e.record_availability(now, "g", avail(8, 10)).unwrap();
+        recorded.good += 8;
+        recorded.bad += 2;
+        scrape(&e, now);
+        now += S;
+    }
+    // The exported counters started from zero, not from the snapshot's
+    // 600/60: Prometheus sees a reset and counts every event once.
+    assert_eq!(scraped_events[100], 0);
+    assert_eq!(
+        prometheus_increase(&scraped_events) + scraped_events[0],
+        recorded.total()
+    );
+    assert_eq!(
+        prometheus_increase(&scraped_errors) + scraped_errors[0],
+        recorded.bad
+    );
+    // The windows still hold the restored history (60 samples) and the
+    // new one.
+    let r = sli_report(&e, now, "g", Sli::Availability);
+    assert_eq!(
+        r.window(d("30d")).unwrap().events,
+        Counts {
+            good: 60 * 9 + 30 * 8,
+            bad: 60 + 60
+        }
+    );
 }

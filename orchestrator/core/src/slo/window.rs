@@ -171,6 +171,15 @@ impl Ring {
         out
     }
 
+    /// The index of the oldest non-empty bucket among the `buckets`
+    /// buckets ending with the one holding `now`.
+    pub fn first_nonempty(&self, now: UnixMillis, buckets: u64) -> Option<u64> {
+        let head = self.head?;
+        let last = now / self.shape.resolution_ms;
+        let first = (last + 1).saturating_sub(buckets).max(self.oldest(head));
+        (first..=last.min(head)).find(|&index| self.slots[self.slot(index)] != [0, 0])
+    }
+
     /// The non-empty buckets, oldest first, as `(index, good, bad)`.
     pub fn buckets(&self) -> Vec<(u64, u32, u32)> {
         let Some(head) = self.head else {
@@ -294,14 +303,49 @@ impl Rings {
         (tier, shape, buckets)
     }
 
-    pub fn sum(&self, now: UnixMillis, window_ms: u64) -> Counts {
-        let (tier, _, buckets) = self.plan(window_ms);
-        let ring = match (tier, &self.coarse) {
+    fn ring(&self, tier: Tier) -> &Ring {
+        match (tier, &self.coarse) {
             (Tier::Fine, _) => &self.fine,
             (Tier::Medium, _) | (Tier::Coarse, None) => &self.medium,
             (Tier::Coarse, Some(coarse)) => coarse,
-        };
-        ring.sum(now, buckets)
+        }
+    }
+
+    pub fn sum(&self, now: UnixMillis, window_ms: u64) -> Counts {
+        let (tier, _, buckets) = self.plan(window_ms);
+        self.ring(tier).sum(now, buckets)
+    }
+
+    /// The start of the oldest bucket in the window that holds events, to
+    /// the resolution of the finest ring that still holds that bucket: the
+    /// ring serving the window finds it, a finer ring (if it spans that
+    /// far back) places it closer.
+    pub fn first_bucket_start(&self, now: UnixMillis, window_ms: u64) -> Option<UnixMillis> {
+        let (tier, shape, buckets) = self.plan(window_ms);
+        let index = self.ring(tier).first_nonempty(now, buckets)?;
+        let mut start = index * shape.resolution_ms;
+        let mut resolution = shape.resolution_ms;
+        for finer in [&self.medium, &self.fine] {
+            let r = finer.shape().resolution_ms;
+            if r >= resolution {
+                continue;
+            }
+            // Only a finer ring whose oldest bucket starts no later than
+            // the coarse bucket does can tell where in it the events began.
+            let Some(head) = finer.head() else { continue };
+            let oldest_start = (head + 1).saturating_sub(finer.shape().len) * r;
+            if oldest_start > start {
+                continue;
+            }
+            let n = (now / r + 1).saturating_sub(start / r);
+            if let Some(i) = finer.first_nonempty(now, n)
+                && i * r < start.saturating_add(resolution)
+            {
+                start = start.max(i * r);
+                resolution = r;
+            }
+        }
+        Some(start)
     }
 
     /// Fits the coarse ring to a new SLO window, keeping every event the new
@@ -473,6 +517,46 @@ mod tests {
             len: 1,
         });
         assert_eq!(short.buckets(), vec![(10 * 24 + 1, 1, 0)]);
+    }
+
+    #[test]
+    fn the_first_bucket_is_placed_by_the_finest_ring_that_holds_it() {
+        let m = 60_000;
+        let now = 50 * DAY + 12 * H;
+        // (event times before now, window) -> start of the first bucket
+        let table: [(&[u64], u64, Option<u64>); 6] = [
+            (&[], 30 * DAY, None),
+            // Within the hour: the 10 s ring places it (11:34:57 is in the
+            // bucket of 11:34:50).
+            (&[25 * m + 3_000], 30 * DAY, Some(now - 25 * m - 10_000)),
+            // Two days back, with later events: the 10 s ring has moved on,
+            // the 5 min ring places it.
+            (
+                &[2 * DAY + 7 * m, m],
+                30 * DAY,
+                Some(now - 2 * DAY - 10 * m),
+            ),
+            // Ten days back (12:30): only the hour ring holds it (12:00).
+            (&[10 * DAY - 30 * m, m], 30 * DAY, Some(now - 10 * DAY)),
+            // Outside a shorter window: the first event inside it (the
+            // 10 s ring still holds it: nothing came after).
+            (&[10 * DAY, 2 * H + m], DAY, Some(now - 2 * H - m)),
+            // Nothing in the window.
+            (&[40 * DAY], 30 * DAY, None),
+        ];
+        for (ages, window, want) in table {
+            let mut rings = Rings::new(30 * DAY);
+            let mut times: Vec<u64> = ages.iter().map(|a| now - a).collect();
+            times.sort_unstable();
+            for at in times {
+                rings.add(at, 1, 0);
+            }
+            assert_eq!(
+                rings.first_bucket_start(now, window),
+                want,
+                "{ages:?} in {window}"
+            );
+        }
     }
 
     proptest! {

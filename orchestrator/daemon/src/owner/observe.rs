@@ -184,11 +184,13 @@ impl Owner {
             samples.push((g.name.clone(), healthy, wanted));
         }
         for (group, healthy, wanted) in samples {
-            if let Err(e) = self
-                .obs
-                .slo
-                .record_availability(now, &group, healthy, wanted)
-            {
+            // Planned transitions are not told apart yet: none is excused.
+            let sample = orch_core::slo::AvailabilitySample {
+                wanted,
+                healthy,
+                excused: 0,
+            };
+            if let Err(e) = self.obs.slo.record_availability(now, &group, sample) {
                 tracing::debug!("availability sample not recorded: {e}");
             }
         }
