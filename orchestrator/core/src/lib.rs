@@ -6,6 +6,7 @@
 //! needs it, is passed in.
 
 pub mod container;
+pub mod diff;
 pub mod glob;
 pub mod gpu;
 pub mod graph;
