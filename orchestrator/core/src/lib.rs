@@ -5,6 +5,7 @@
 //! a computation over data, tested with data tables. Time, when a decision
 //! needs it, is passed in.
 
+pub mod autoscale;
 pub mod container;
 pub mod diff;
 pub mod glob;
