@@ -1084,6 +1084,11 @@ fn group(
         .and_then(|n| min_healthy(n, d))
         .unwrap_or(defaults.min_healthy);
     let mut agents = Vec::new();
+    let in_group = InGroup {
+        name,
+        defaults,
+        slo: slo.as_ref(),
+    };
     match m.take("agents") {
         Some(n) => {
             if let Some(mut am) = MapReader::new(n, format!("the agents of `{name}`"), d) {
@@ -1097,7 +1102,7 @@ fn group(
                             "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
                         );
                     }
-                    if let Some(a) = agent(&aname, name, ak, av, defaults, slo.as_ref(), index, d) {
+                    if let Some(a) = agent(&aname, ak, av, &in_group, index, d) {
                         agents.push(a);
                     }
                 }
@@ -1161,16 +1166,26 @@ fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
     })
 }
 
+/// What an agent's decoding needs of its group.
+struct InGroup<'a> {
+    name: &'a str,
+    defaults: &'a AgentDefaults,
+    slo: Option<&'a Slo>,
+}
+
 fn agent(
     name: &str,
-    group: &str,
     key: &Node,
     node: &Node,
-    defaults: &AgentDefaults,
-    group_slo: Option<&Slo>,
+    in_group: &InGroup<'_>,
     index: &mut SourceIndex,
     d: &mut Diagnostics,
 ) -> Option<Agent> {
+    let InGroup {
+        name: group,
+        defaults,
+        slo: group_slo,
+    } = *in_group;
     let mut m = MapReader::new(node, format!("agent `{name}`"), d)?;
     let image = match m.take("image") {
         Some(n) => de::name(n, "`image`", d),
@@ -2089,6 +2104,6 @@ groups:
             helps.iter().any(|h| h.contains("`auto_rollback`")),
             "{helps:?}"
         );
-        assert!(helps.iter().any(|h| *h == "write `max`"), "{helps:?}");
+        assert!(helps.contains(&"write `max`"), "{helps:?}");
     }
 }

@@ -1102,7 +1102,9 @@ mod tests {
     #[test]
     fn a_rollout_step_surges_only_into_spare_host_ports() {
         let r = Rollout::default();
-        let cases: &[(&[&str], u32, Rollout, (u32, u32, bool))] = &[
+        // (ports, replicas, rollout, (surge, unavailable, limited by ports))
+        type Case<'a> = (&'a [&'a str], u32, Rollout, (u32, u32, bool));
+        let cases: &[Case] = &[
             // No host port: the default adds one before taking one away.
             (&["8080"], 3, r, (1, 0, false)),
             // A fixed port has no room for a second replica.
