@@ -8,7 +8,9 @@
 //! destroy, the totals each MPS control daemon serves, one [`PlanError`] per
 //! replica that cannot be served (naming every GPU and why not), and notes
 //! for the operator. Applying the plan (NVML calls, MPS daemons, containers)
-//! is someone else's job.
+//! is someone else's job. [`advise`] asks the same question of other hosts
+//! of the fleet (where would these requests fit?) by planning each of them
+//! with what it holds kept in place (see `advice`).
 //!
 //! Architecture invariant: no I/O, clock, randomness or hash-order in the
 //! output. The same input gives the same plan, whatever the order of the
