@@ -6,9 +6,9 @@
 
 use orch_core::gpu::{GpuRequest, SliceRequest};
 use orch_core::model::{
-    Agent, AgentDefaults, Backoff, CrashLoop, Federation, GpuInjection, GpuSelector, HealthCheck,
-    HostConfig, Probe, Resources, RestartMode, RestartPolicy, RuntimeSettings, Security,
-    ShutdownMode,
+    Agent, AgentDefaults, Amount, Autoscale, Backoff, CrashLoop, Federation, GpuInjection,
+    GpuSelector, HealthCheck, HostConfig, OverLimit, Probe, Resources, RestartMode, RestartPolicy,
+    Rollout, RuntimeSettings, Security, ShutdownMode,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -133,6 +133,13 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
             }
             put(&mut gm, "slo", Value::Mapping(sm));
         }
+        let r = rollout_diff(&g.rollout, &c.defaults.rollout);
+        if !r.is_empty() {
+            put(&mut gm, "rollout", Value::Mapping(r));
+        }
+        if g.min_healthy != c.defaults.min_healthy {
+            put(&mut gm, "min_healthy", s(g.min_healthy));
+        }
         let mut agents = map();
         for a in &g.agents {
             agents.insert(s(&a.name), Value::Mapping(agent_diff(a, &c.defaults)));
@@ -222,7 +229,74 @@ fn defaults_diff(d: &AgentDefaults, base: &AgentDefaults) -> Mapping {
     if d.stop_timeout != base.stop_timeout {
         put(&mut m, "stop_timeout", s(d.stop_timeout));
     }
+    let r = rollout_diff(&d.rollout, &base.rollout);
+    if !r.is_empty() {
+        put(&mut m, "rollout", Value::Mapping(r));
+    }
+    if d.min_healthy != base.min_healthy {
+        put(&mut m, "min_healthy", s(d.min_healthy));
+    }
     m
+}
+
+fn amount(a: Amount) -> Value {
+    match a {
+        Amount::Count(n) => Value::from(n),
+        Amount::Share(p) => s(p),
+    }
+}
+
+fn rollout_diff(r: &Rollout, base: &Rollout) -> Mapping {
+    let mut m = map();
+    if r.watch != base.watch {
+        put(&mut m, "watch", s(r.watch));
+    }
+    if r.auto_rollback != base.auto_rollback {
+        put(&mut m, "auto_rollback", Value::Bool(r.auto_rollback));
+    }
+    if r.max_unavailable != base.max_unavailable {
+        put(&mut m, "max_unavailable", amount(r.max_unavailable));
+    }
+    if r.max_surge != base.max_surge {
+        put(&mut m, "max_surge", amount(r.max_surge));
+    }
+    if r.healthy_deadline != base.healthy_deadline {
+        put(&mut m, "healthy_deadline", s(r.healthy_deadline));
+    }
+    m
+}
+
+fn autoscale(a: &Autoscale) -> Value {
+    let mut m = map();
+    if a.min != 1 {
+        put(&mut m, "min", Value::from(a.min));
+    }
+    put(&mut m, "max", Value::from(a.max));
+    if let Some(c) = a.cpu {
+        put(&mut m, "cpu", s(c));
+    }
+    if let Some(g) = a.gpu_util {
+        put(&mut m, "gpu_util", s(g));
+    }
+    if let Some(t) = &a.metric {
+        let mut mm = map();
+        put(&mut mm, "name", s(&t.name));
+        put(&mut mm, "per_replica", Value::from(t.per_replica));
+        if t.shared {
+            put(&mut mm, "shared", Value::Bool(true));
+        }
+        put(&mut m, "metric", Value::Mapping(mm));
+    }
+    if a.latency_slo {
+        put(&mut m, "latency_slo", Value::Bool(true));
+    }
+    if a.up_after != Autoscale::DEFAULT_UP_AFTER {
+        put(&mut m, "up_after", s(a.up_after));
+    }
+    if a.down_after != Autoscale::DEFAULT_DOWN_AFTER {
+        put(&mut m, "down_after", s(a.down_after));
+    }
+    Value::Mapping(m)
 }
 
 fn common_diff(
@@ -460,7 +534,13 @@ fn agent_diff(a: &Agent, d: &AgentDefaults) -> Mapping {
         put(&mut m, "depends_on", strings(&a.depends_on));
     }
     if let Some(g) = &a.gpu {
-        put(&mut m, "gpu", gpu_request(g));
+        let mut value = gpu_request(g);
+        if a.gpu_over_limit == OverLimit::Restart
+            && let Value::Mapping(gm) = &mut value
+        {
+            put(gm, "over_limit", s("restart"));
+        }
+        put(&mut m, "gpu", value);
     }
     common_diff(
         &mut m,
@@ -469,8 +549,13 @@ fn agent_diff(a: &Agent, d: &AgentDefaults) -> Mapping {
         (&a.resources, &d.resources),
         (&a.security, &d.security),
     );
-    if a.replicas != 1 {
+    // An autoscaled agent starts at `min` unless `replicas` says otherwise.
+    let start = a.autoscale.as_ref().map_or(1, |x| x.min);
+    if a.replicas != start {
         put(&mut m, "replicas", Value::from(a.replicas));
+    }
+    if let Some(x) = &a.autoscale {
+        put(&mut m, "autoscale", autoscale(x));
     }
     if !a.required {
         put(&mut m, "required", Value::Bool(false));

@@ -56,7 +56,7 @@ use std::collections::BTreeMap;
 
 use orch_core::model::{
     Agent, AgentDefaults, ControlSettings, Group, HealthCheck, HostConfig, HostInfo,
-    MetricsSettings, PortMapping, Probe, Protocol, RuntimeSettings,
+    MetricsSettings, OverLimit, PortMapping, Probe, Protocol, RuntimeSettings,
 };
 use orch_core::units::{ByteSize, Duration};
 
@@ -278,6 +278,8 @@ pub fn import(
             description: g.description.clone(),
             depends_on: Vec::new(),
             slo: None,
+            rollout: defaults.rollout,
+            min_healthy: defaults.min_healthy,
             agents: members,
         });
     }
@@ -695,6 +697,7 @@ fn agent(
         let pm = PortMapping {
             host_ip: bind,
             host_port: Some(p),
+            host_port_end: None,
             container_port: p,
             protocol: Protocol::Tcp,
         };
@@ -755,6 +758,7 @@ fn agent(
         depends_on: depends_on.clone(),
         ports: port_sources,
         replicas: (1, a.name_span),
+        autoscale_max: None,
         secrets: Vec::new(),
     });
     Some(Agent {
@@ -781,6 +785,8 @@ fn agent(
         config,
         script_path,
         secrets: Vec::new(),
+        autoscale: None,
+        gpu_over_limit: OverLimit::Warn,
     })
 }
 

@@ -36,6 +36,8 @@ pub struct AgentSource {
     pub depends_on: Vec<(String, Span)>,
     pub ports: Vec<(PortMapping, Span)>,
     pub replicas: (u32, Span),
+    /// `autoscale.max` and where it is written, for an autoscaled agent.
+    pub autoscale_max: Option<(u32, Span)>,
     /// The secrets the agent names.
     pub secrets: Vec<(String, Span)>,
 }

@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 
 use orch_core::gpu::{self, GpuRequest, MigProfileName, SliceRequest};
 use orch_core::model::{
-    Agent, AgentDefaults, Backoff, ControlSettings, CrashLoop, Federation, GpuInjection, GpuPolicy,
-    GpuSelector, Group, HealthCheck, HostConfig, HostInfo, MetricsSettings, MpsSettings, Peer,
-    PortMapping, Probe, Resources, RestartMode, RestartPolicy, RuntimeSettings, Security, Sharing,
-    ShutdownMode, Slo, VolumeMount,
+    Agent, AgentDefaults, Amount, Autoscale, Backoff, ControlSettings, CrashLoop, Federation,
+    GpuInjection, GpuPolicy, GpuSelector, Group, HealthCheck, HostConfig, HostInfo, MAX_REPLICAS,
+    MetricTarget, MetricsSettings, MpsSettings, OverLimit, Peer, PortMapping, Probe, Resources,
+    RestartMode, RestartPolicy, Rollout, RuntimeSettings, Security, Sharing, ShutdownMode, Slo,
+    VolumeMount, valid_metric_name,
 };
 use orch_core::units::{ByteSize, Duration, Percent};
 
@@ -41,7 +42,11 @@ pub const AGENT_KEYS: &[&str] = &[
     "config",
     "script_path",
     "secrets",
+    "autoscale",
 ];
+
+/// Keys of a group that `defaults:` also takes, as the default of every group.
+const GROUP_DEFAULT_KEYS: &[&str] = &["rollout", "min_healthy"];
 
 /// Decodes a v1 document. Returns what could be decoded; the caller checks
 /// `d.has_errors()`.
@@ -205,6 +210,12 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
     if let Some(n) = m.take("stop_timeout") {
         out.stop_timeout = de::duration(n, "`stop_timeout`", d).unwrap_or(base.stop_timeout);
     }
+    if let Some(n) = m.take("rollout") {
+        out.rollout = rollout(n, &base.rollout, d);
+    }
+    if let Some(n) = m.take("min_healthy") {
+        out.min_healthy = min_healthy(n, d).unwrap_or(base.min_healthy);
+    }
     for (k, _) in m.rest() {
         let key = k.as_str().unwrap_or("~");
         if AGENT_KEYS.contains(&key) {
@@ -224,6 +235,8 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
                 "resources",
                 "security",
                 "stop_timeout",
+                GROUP_DEFAULT_KEYS[0],
+                GROUP_DEFAULT_KEYS[1],
             ];
             match closest(key, known) {
                 Some(s) => d.error_help(
@@ -1062,7 +1075,20 @@ fn group(
         .and_then(|n| de::strings(n, "`depends_on`", d))
         .unwrap_or_default();
     let slo = m.take("slo").and_then(|n| slo(n, d));
+    let rollout = m
+        .take("rollout")
+        .map(|n| rollout(n, &defaults.rollout, d))
+        .unwrap_or(defaults.rollout);
+    let min_healthy = m
+        .take("min_healthy")
+        .and_then(|n| min_healthy(n, d))
+        .unwrap_or(defaults.min_healthy);
     let mut agents = Vec::new();
+    let in_group = InGroup {
+        name,
+        defaults,
+        slo: slo.as_ref(),
+    };
     match m.take("agents") {
         Some(n) => {
             if let Some(mut am) = MapReader::new(n, format!("the agents of `{name}`"), d) {
@@ -1076,7 +1102,7 @@ fn group(
                             "use letters, digits, `_`, `-` and `.`, starting with a letter or digit",
                         );
                     }
-                    if let Some(a) = agent(&aname, name, ak, av, defaults, index, d) {
+                    if let Some(a) = agent(&aname, ak, av, &in_group, index, d) {
                         agents.push(a);
                     }
                 }
@@ -1100,6 +1126,8 @@ fn group(
         description,
         depends_on: depends_on.into_iter().map(|(s, _)| s).collect(),
         slo,
+        rollout,
+        min_healthy,
         agents,
     })
 }
@@ -1138,15 +1166,26 @@ fn slo(node: &Node, d: &mut Diagnostics) -> Option<Slo> {
     })
 }
 
+/// What an agent's decoding needs of its group.
+struct InGroup<'a> {
+    name: &'a str,
+    defaults: &'a AgentDefaults,
+    slo: Option<&'a Slo>,
+}
+
 fn agent(
     name: &str,
-    group: &str,
     key: &Node,
     node: &Node,
-    defaults: &AgentDefaults,
+    in_group: &InGroup<'_>,
     index: &mut SourceIndex,
     d: &mut Diagnostics,
 ) -> Option<Agent> {
+    let InGroup {
+        name: group,
+        defaults,
+        slo: group_slo,
+    } = *in_group;
     let mut m = MapReader::new(node, format!("agent `{name}`"), d)?;
     let image = match m.take("image") {
         Some(n) => de::name(n, "`image`", d),
@@ -1214,7 +1253,10 @@ fn agent(
         .take("depends_on")
         .and_then(|n| de::strings(n, "`depends_on`", d))
         .unwrap_or_default();
-    let gpu = m.take("gpu").and_then(|n| gpu_request(n, d));
+    let mut gpu_over_limit = OverLimit::default();
+    let gpu = m
+        .take("gpu")
+        .and_then(|n| gpu_request(n, Some(&mut gpu_over_limit), d));
     let restart = m
         .take("restart")
         .map(|n| restart(n, &defaults.restart, d))
@@ -1231,15 +1273,35 @@ fn agent(
         .take("security")
         .map(|n| security(n, &defaults.security, d))
         .unwrap_or_else(|| defaults.security.clone());
-    let (replicas, replicas_span) = match m.take("replicas") {
+    let autoscale_node = m.take("autoscale");
+    let autoscale = autoscale_node.and_then(|n| autoscale(n, d));
+    let replicas_node = m.take("replicas");
+    let (replicas, replicas_span) = match replicas_node {
         Some(n) => (
-            de::uint(n, "`replicas`", 1, 64, d)
+            de::uint(n, "`replicas`", 1, u64::from(MAX_REPLICAS), d)
                 .map(|v| v as u32)
                 .unwrap_or(1),
             n.span,
         ),
-        None => (1, key.span),
+        // An autoscaled agent starts at its minimum.
+        None => (autoscale.as_ref().map_or(1, |a| a.min), key.span),
     };
+    if let (Some(a), Some(n)) = (&autoscale, replicas_node)
+        && !(a.min..=a.max).contains(&replicas)
+    {
+        d.error_help(
+            "autoscale",
+            n.span,
+            format!(
+                "`replicas: {replicas}` is outside the autoscale range {}..={}",
+                a.min, a.max
+            ),
+            "set `replicas` between `autoscale.min` and `autoscale.max`, or leave it out to start at `min`",
+        );
+    }
+    if let (Some(a), Some(n)) = (&autoscale, autoscale_node) {
+        autoscale_needs(name, a, n, gpu.is_some(), group_slo, d);
+    }
     let required = m
         .take("required")
         .and_then(|n| de::boolean(n, "`required`", d))
@@ -1265,6 +1327,10 @@ fn agent(
         depends_on: depends_on.clone(),
         ports: port_sources,
         replicas: (replicas, replicas_span),
+        autoscale_max: autoscale
+            .as_ref()
+            .zip(autoscale_node)
+            .map(|(a, n)| (a.max, n.get("max").map_or(n.span, |m| m.span))),
         secrets: secrets.clone(),
     });
     Some(Agent {
@@ -1288,12 +1354,20 @@ fn agent(
         config,
         script_path,
         secrets: Vec::new(),
+        autoscale,
+        gpu_over_limit,
     })
 }
 
 /// `gpu: {slice: mig, profile: 1g.10gb, fallback: {slice: mps, memory: 10g, compute: 25%}}`,
 /// or the shorthands `gpu: exclusive`, `gpu: time-slice`, `gpu: none`.
-pub(crate) fn gpu_request(node: &Node, d: &mut Diagnostics) -> Option<GpuRequest> {
+/// `over_limit` is read into `over_limit` on the outer request; a fallback
+/// (given `None`) refuses it, as it applies whichever slice is given.
+pub(crate) fn gpu_request(
+    node: &Node,
+    over_limit: Option<&mut OverLimit>,
+    d: &mut Diagnostics,
+) -> Option<GpuRequest> {
     if let Value::Scalar { text, .. } = &node.value {
         return match text.as_str() {
             "none" => None,
@@ -1311,6 +1385,21 @@ pub(crate) fn gpu_request(node: &Node, d: &mut Diagnostics) -> Option<GpuRequest
         };
     }
     let mut m = MapReader::new(node, "`gpu`", d)?;
+    if let Some(n) = m.take("over_limit") {
+        match over_limit {
+            Some(out) => {
+                if let Some(v) = over_limit_mode(n, d) {
+                    *out = v;
+                }
+            }
+            None => d.error_help(
+                "gpu",
+                n.span,
+                "`over_limit` cannot be set on a fallback",
+                "set it once on the agent's `gpu:`; it applies whichever slice the agent gets",
+            ),
+        }
+    }
     let slice_node = m.take("slice");
     let kind = match slice_node {
         None => {
@@ -1398,12 +1487,361 @@ pub(crate) fn gpu_request(node: &Node, d: &mut Diagnostics) -> Option<GpuRequest
         }
         None => None,
     };
-    let fallback = m.take("fallback").and_then(|n| gpu_request(n, d));
+    let fallback = m.take("fallback").and_then(|n| gpu_request(n, None, d));
     m.finish(d);
     Some(GpuRequest {
         kind: request?,
         fallback: fallback.map(Box::new),
     })
+}
+
+fn over_limit_mode(node: &Node, d: &mut Diagnostics) -> Option<OverLimit> {
+    let s = de::string(node, "`gpu.over_limit`", d)?;
+    match s.as_str() {
+        "warn" => Some(OverLimit::Warn),
+        "restart" => Some(OverLimit::Restart),
+        other => {
+            let hint = closest(other, ["warn", "restart"])
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| {
+                    "use `warn` (an event and a metric) or `restart` (also restart the replica)"
+                        .into()
+                });
+            d.error_help(
+                "enum",
+                node.span,
+                format!("unknown `over_limit` action `{other}`"),
+                hint,
+            );
+            None
+        }
+    }
+}
+
+/// `rollout:`, merged field by field over `base` (the builtin rollout for
+/// `defaults:`, the default rollout for a group).
+fn rollout(node: &Node, base: &Rollout, d: &mut Diagnostics) -> Rollout {
+    let Some(mut m) = MapReader::new(node, "`rollout`", d) else {
+        return *base;
+    };
+    let mut out = *base;
+    if let Some(n) = m.take("watch") {
+        out.watch = de::duration(n, "`rollout.watch`", d).unwrap_or(base.watch);
+    }
+    if let Some(n) = m.take("auto_rollback") {
+        out.auto_rollback =
+            de::boolean(n, "`rollout.auto_rollback`", d).unwrap_or(base.auto_rollback);
+    }
+    // A written amount that cannot be read was reported; the zero check
+    // then says nothing more.
+    let mut unreadable = false;
+    let unavailable_node = m.take("max_unavailable");
+    if let Some(n) = unavailable_node {
+        match amount(n, "`rollout.max_unavailable`", d) {
+            Some(v) => out.max_unavailable = v,
+            None => unreadable = true,
+        }
+    }
+    let surge_node = m.take("max_surge");
+    if let Some(n) = surge_node {
+        match amount(n, "`rollout.max_surge`", d) {
+            Some(v) => out.max_surge = v,
+            None => unreadable = true,
+        }
+    }
+    if let Some(n) = m.take("healthy_deadline") {
+        match de::duration(n, "`rollout.healthy_deadline`", d) {
+            Some(v) if v == Duration::ZERO => d.error_help(
+                "rollout",
+                n.span,
+                "`rollout.healthy_deadline` must be longer than zero",
+                "a new replica needs time to become healthy; the default is `5m`",
+            ),
+            Some(v) => out.healthy_deadline = v,
+            None => {}
+        }
+    }
+    renamed(
+        &mut m,
+        &[
+            (
+                "max_parallel",
+                "Nomad's `max_parallel` is `max_unavailable` here (with `max_surge: 0`)",
+            ),
+            (
+                "auto_revert",
+                "Nomad's `auto_revert` is `auto_rollback` here",
+            ),
+            ("maxSurge", "write `max_surge`"),
+            ("maxUnavailable", "write `max_unavailable`"),
+            ("progress_deadline", "write `healthy_deadline`"),
+            (
+                "min_healthy_time",
+                "set `min_healthy` on the group (or in `defaults`); it decides readiness, not only rollouts",
+            ),
+            (
+                "min_healthy",
+                "`min_healthy` is a key of the group (or of `defaults`), beside `rollout`",
+            ),
+        ],
+        d,
+    );
+    if out.max_unavailable.is_zero() && out.max_surge.is_zero() && !unreadable {
+        let span = surge_node
+            .or(unavailable_node)
+            .map_or(node.span, |n| n.span);
+        d.error_help(
+            "rollout",
+            span,
+            "`rollout.max_surge` and `rollout.max_unavailable` are both zero, so a rollout could never replace a replica",
+            "let a new replica start before an old one stops (`max_surge: 1`), or an old one stop first (`max_unavailable: 1`)",
+        );
+    }
+    m.finish(d);
+    out
+}
+
+/// Keys users of other tools write, each with where it belongs here.
+fn renamed(m: &mut MapReader<'_>, keys: &[(&'static str, &str)], d: &mut Diagnostics) {
+    for (key, help) in keys {
+        if let Some((k, _)) = m.take_entry(key) {
+            d.error_help(
+                "unknown-key",
+                k.span,
+                format!("unknown key `{key}` in {}", m.what()),
+                *help,
+            );
+        }
+    }
+}
+
+/// A replica count (`1`) or a share of the replicas (`25%`).
+fn amount(node: &Node, what: &str, d: &mut Diagnostics) -> Option<Amount> {
+    let text = de::string(node, what, d)?;
+    if text.trim_end().ends_with('%') {
+        return de::percent(node, what, d).map(Amount::Share);
+    }
+    de::uint(node, what, 0, u64::from(MAX_REPLICAS), d).map(|n| Amount::Count(n as u32))
+}
+
+fn min_healthy(node: &Node, d: &mut Diagnostics) -> Option<Duration> {
+    let v = de::duration(node, "`min_healthy`", d)?;
+    if v > Duration::from_secs(3600) {
+        d.error_help(
+            "range",
+            node.span,
+            format!("`min_healthy` of {v} is longer than an hour"),
+            "a group counts as ready only after this long; a few seconds is usual (default `5s`)",
+        );
+        return None;
+    }
+    Some(v)
+}
+
+/// `autoscale:` of one agent; checks that need only the section itself.
+fn autoscale(node: &Node, d: &mut Diagnostics) -> Option<Autoscale> {
+    let mut m = MapReader::new(node, "`autoscale`", d)?;
+    let cap = u64::from(MAX_REPLICAS);
+    let min_node = m.take("min");
+    let min = match min_node {
+        Some(n) => de::uint(n, "`autoscale.min`", 1, cap, d).map(|v| v as u32),
+        None => Some(1),
+    };
+    let max = match m.take("max") {
+        Some(n) => de::uint(n, "`autoscale.max`", 1, cap, d).map(|v| v as u32),
+        None => {
+            d.error_help(
+                "missing",
+                node.span,
+                "`autoscale` needs `max`",
+                format!(
+                    "the most replicas the agent may have, e.g. `max: 10` (at most {MAX_REPLICAS})"
+                ),
+            );
+            None
+        }
+    };
+    let target = |n: &Node, what: &str, d: &mut Diagnostics| {
+        let p = de::percent(n, what, d)?;
+        if p.basis_points() == 0 {
+            d.error_help(
+                "autoscale",
+                n.span,
+                format!("{what} of 0% can never be met"),
+                "set the utilisation to hold, e.g. `70%`",
+            );
+            return None;
+        }
+        Some(p)
+    };
+    let cpu_node = m.take("cpu");
+    let cpu = cpu_node.and_then(|n| target(n, "`autoscale.cpu`", d));
+    let gpu_node = m.take("gpu_util");
+    let gpu_util = gpu_node.and_then(|n| target(n, "`autoscale.gpu_util`", d));
+    let metric_node = m.take("metric");
+    let metric = metric_node.and_then(|n| metric_target(n, d));
+    let latency_slo = m
+        .take("latency_slo")
+        .and_then(|n| de::boolean(n, "`autoscale.latency_slo`", d))
+        .unwrap_or(false);
+    let up_after = m
+        .take("up_after")
+        .and_then(|n| de::duration(n, "`autoscale.up_after`", d))
+        .unwrap_or(Autoscale::DEFAULT_UP_AFTER);
+    let down_after = m
+        .take("down_after")
+        .and_then(|n| de::duration(n, "`autoscale.down_after`", d))
+        .unwrap_or(Autoscale::DEFAULT_DOWN_AFTER);
+    renamed(
+        &mut m,
+        &[
+            ("minReplicas", "write `min`"),
+            ("maxReplicas", "write `max`"),
+            ("min_replicas", "write `min`"),
+            ("max_replicas", "write `max`"),
+            (
+                "replicas",
+                "`replicas` is a key of the agent, beside `autoscale`: the count to start with",
+            ),
+        ],
+        d,
+    );
+    m.finish(d);
+    let (min, max) = (min?, max?);
+    if min > max {
+        d.error_help(
+            "autoscale",
+            min_node.map_or(node.span, |n| n.span),
+            format!("`autoscale.min` ({min}) is more than `autoscale.max` ({max})"),
+            "make `min` at most `max`",
+        );
+        return None;
+    }
+    let out = Autoscale {
+        min,
+        max,
+        cpu,
+        gpu_util,
+        metric,
+        latency_slo,
+        up_after,
+        down_after,
+    };
+    // A signal written with a bad value was reported where it is written.
+    let written = cpu_node.is_some() || gpu_node.is_some() || metric_node.is_some();
+    if !out.has_signal() && !written {
+        d.error_help(
+            "autoscale",
+            node.span,
+            "`autoscale` has no signal to scale on",
+            "add at least one of `cpu: 70%`, `gpu_util: 80%`, `metric: {name: ..., per_replica: ...}`, `latency_slo: true`",
+        );
+        return None;
+    }
+    Some(out)
+}
+
+/// `metric: {name: agent_queue_depth, per_replica: 10, shared: false}`.
+fn metric_target(node: &Node, d: &mut Diagnostics) -> Option<MetricTarget> {
+    let mut m = MapReader::new(node, "`autoscale.metric`", d)?;
+    let name = match m.take("name") {
+        Some(n) => {
+            let s = de::name(n, "`autoscale.metric.name`", d);
+            match s {
+                Some(s) if !valid_metric_name(&s) => {
+                    d.error_help(
+                        "metric",
+                        n.span,
+                        format!("`{s}` is not a Prometheus metric name"),
+                        "use letters, digits, `_` and `:`, not starting with a digit, as the agent's `/metrics` names it",
+                    );
+                    None
+                }
+                s => s,
+            }
+        }
+        None => {
+            d.error_help(
+                "missing",
+                node.span,
+                "`autoscale.metric` needs `name`",
+                "the gauge of the agent's `/metrics` to scale on, e.g. `name: agent_queue_depth`",
+            );
+            None
+        }
+    };
+    let per_replica = match m.take("per_replica") {
+        Some(n) => match de::float(n, "`autoscale.metric.per_replica`", 0.0, 1e15, d) {
+            Some(v) if v > 0.0 => Some(v),
+            Some(_) => {
+                d.error_help(
+                    "metric",
+                    n.span,
+                    "`autoscale.metric.per_replica` must be more than zero",
+                    "the value one replica should carry, e.g. `per_replica: 10`",
+                );
+                None
+            }
+            None => None,
+        },
+        None => {
+            d.error_help(
+                "missing",
+                node.span,
+                "`autoscale.metric` needs `per_replica`",
+                "the value one replica should carry, e.g. `per_replica: 10`: replicas = ceil(sum of the replicas' readings / per_replica)",
+            );
+            None
+        }
+    };
+    let shared = m
+        .take("shared")
+        .and_then(|n| de::boolean(n, "`autoscale.metric.shared`", d))
+        .unwrap_or(false);
+    m.finish(d);
+    Some(MetricTarget {
+        name: name?,
+        per_replica: per_replica?,
+        shared,
+    })
+}
+
+/// Checks of `autoscale:` against the rest of the agent and its group.
+fn autoscale_needs(
+    agent: &str,
+    a: &Autoscale,
+    node: &Node,
+    has_gpu: bool,
+    group_slo: Option<&Slo>,
+    d: &mut Diagnostics,
+) {
+    let span_of = |key: &str| node.get(key).map_or(node.span, |n| n.span);
+    if a.gpu_util.is_some() && !has_gpu {
+        d.error_help(
+            "autoscale",
+            span_of("gpu_util"),
+            format!("agent `{agent}` scales on `gpu_util` but has no `gpu`"),
+            "give the agent a GPU request, or scale on `cpu` or a `metric`",
+        );
+    }
+    if a.latency_slo && group_slo.and_then(|s| s.latency_p99).is_none() {
+        d.error_help(
+            "autoscale",
+            span_of("latency_slo"),
+            format!(
+                "agent `{agent}` scales on `latency_slo` but its group has no latency objective"
+            ),
+            "add `slo: {latency_p99: ...}` to the group, or remove `latency_slo`",
+        );
+    }
+    if a.latency_slo && a.cpu.is_none() && a.gpu_util.is_none() && a.metric.is_none() {
+        d.warning_help(
+            "autoscale",
+            span_of("latency_slo"),
+            format!("agent `{agent}` scales on `latency_slo` alone, which only ever scales up"),
+            "add `cpu`, `gpu_util` or a `metric` so that it can also scale back down",
+        );
+    }
 }
 
 fn mig_profile(node: &Node, d: &mut Diagnostics) -> Option<MigProfileName> {
@@ -1516,5 +1954,156 @@ mod federation_tests {
             .expect("the converted config loads")
             .config;
         assert_eq!(reread.federation, config.federation);
+    }
+}
+
+#[cfg(test)]
+mod next_layer_tests {
+    use orch_core::model::{Amount, DEFAULT_MIN_HEALTHY, OverLimit, PortMapping, Rollout};
+    use orch_core::units::{Duration, Percent};
+
+    use crate::{LoadOptions, convert, load_str};
+
+    const FULL: &str = r#"version: 1
+host: {name: h1}
+defaults:
+  image: img
+  rollout: {watch: 1m, max_surge: 25%}
+  min_healthy: 10s
+groups:
+  core:
+    agents:
+      Registry: {}
+  web:
+    slo: {latency_p99: 2s}
+    rollout: {auto_rollback: false, max_unavailable: 1, healthy_deadline: 2m}
+    min_healthy: 3s
+    agents:
+      Front:
+        ports: ["127.0.0.1:8000-8009:8080", "9100"]
+        gpu: {slice: mps, memory: 2g, compute: 10%, over_limit: restart}
+        replicas: 2
+        autoscale:
+          min: 1
+          max: 10
+          cpu: 70%
+          gpu_util: 80%
+          metric: {name: agent_queue_depth, per_replica: 10, shared: true}
+          latency_slo: true
+          up_after: 30s
+          down_after: 10m
+      Back:
+        autoscale: {min: 2, max: 4, cpu: 60%}
+"#;
+
+    #[test]
+    fn every_new_key_is_read_and_merged_over_its_default() {
+        let c = load_str("f.yaml", FULL, &LoadOptions::default())
+            .expect("loads")
+            .config;
+        let core = c.group("core").expect("core");
+        assert_eq!(
+            core.rollout,
+            Rollout {
+                watch: Duration::from_secs(60),
+                max_surge: Amount::Share(Percent::whole(25)),
+                ..Rollout::default()
+            }
+        );
+        assert_eq!(core.min_healthy, Duration::from_secs(10));
+        let web = c.group("web").expect("web");
+        assert_eq!(
+            web.rollout,
+            Rollout {
+                watch: Duration::from_secs(60),
+                auto_rollback: false,
+                max_unavailable: Amount::Count(1),
+                max_surge: Amount::Share(Percent::whole(25)),
+                healthy_deadline: Duration::from_secs(120),
+            }
+        );
+        assert_eq!(web.min_healthy, Duration::from_secs(3));
+
+        let front = c.agent("Front").expect("Front");
+        assert_eq!(front.replicas, 2);
+        assert_eq!(front.gpu_over_limit, OverLimit::Restart);
+        assert_eq!(
+            front.ports[0],
+            PortMapping::parse("127.0.0.1:8000-8009:8080").expect("port")
+        );
+        let a = front.autoscale.as_ref().expect("autoscale");
+        assert_eq!((a.min, a.max), (1, 10));
+        assert_eq!(a.cpu, Some(Percent::whole(70)));
+        assert_eq!(a.gpu_util, Some(Percent::whole(80)));
+        let m = a.metric.as_ref().expect("metric");
+        assert_eq!(
+            (m.name.as_str(), m.per_replica, m.shared),
+            ("agent_queue_depth", 10.0, true)
+        );
+        assert!(a.latency_slo);
+        assert_eq!(
+            (a.up_after, a.down_after),
+            (Duration::from_secs(30), Duration::from_secs(600))
+        );
+        // Without `replicas`, an autoscaled agent starts at `min`.
+        assert_eq!(c.agent("Back").expect("Back").replicas, 2);
+        assert_eq!(c.agent("Registry").expect("Registry").autoscale, None);
+    }
+
+    #[test]
+    fn builtin_defaults_apply_when_nothing_is_written() {
+        let c = load_str(
+            "f.yaml",
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img}\ngroups:\n  g:\n    agents:\n      A: {gpu: {slice: mps, memory: 1g, compute: 5%}}\n",
+            &LoadOptions::default(),
+        )
+        .expect("loads")
+        .config;
+        let g = c.group("g").expect("g");
+        assert_eq!(g.rollout, Rollout::default());
+        assert_eq!(
+            (g.rollout.max_surge, g.rollout.max_unavailable),
+            (Amount::Count(1), Amount::Count(0))
+        );
+        assert_eq!(g.min_healthy, DEFAULT_MIN_HEALTHY);
+        assert_eq!(c.agent("A").expect("A").gpu_over_limit, OverLimit::Warn);
+    }
+
+    #[test]
+    fn the_new_keys_survive_conversion() {
+        let c = load_str("f.yaml", FULL, &LoadOptions::default())
+            .expect("loads")
+            .config;
+        let text = convert::to_v1_yaml(&c);
+        let again = load_str("again.yaml", &text, &LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{e}: {:#?}\n{text}", e.diagnostics()))
+            .config;
+        assert_eq!(again, c, "{text}");
+        // What is a default is not written back.
+        assert!(!text.contains("healthy_deadline: 5m"), "{text}");
+    }
+
+    #[test]
+    fn nomad_and_kubernetes_names_point_to_ours() {
+        let err = load_str(
+            "f.yaml",
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img}\ngroups:\n  g:\n    rollout: {max_parallel: 1, auto_revert: true}\n    agents:\n      A: {autoscale: {maxReplicas: 3, cpu: 50%}}\n",
+            &LoadOptions::default(),
+        )
+        .expect_err("refused");
+        let helps: Vec<&str> = err
+            .diagnostics()
+            .iter()
+            .filter_map(|d| d.help.as_deref())
+            .collect();
+        assert!(
+            helps.iter().any(|h| h.contains("`max_unavailable`")),
+            "{helps:?}"
+        );
+        assert!(
+            helps.iter().any(|h| h.contains("`auto_rollback`")),
+            "{helps:?}"
+        );
+        assert!(helps.contains(&"write `max`"), "{helps:?}");
     }
 }

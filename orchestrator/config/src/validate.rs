@@ -247,51 +247,92 @@ fn cycles(config: &HostConfig, index: &SourceIndex, d: &mut Diagnostics) {
     }
 }
 
+/// Host ports: each replica of an agent needs a port of its own (a range,
+/// one port per replica), and no two agents publish the same port.
 fn port_collisions(index: &SourceIndex, d: &mut Diagnostics) {
     struct Seen<'a> {
         agent: &'a str,
         line: u32,
         ip: Option<&'a str>,
+        ports: (u16, u16),
+        protocol: Protocol,
     }
-    let mut by_port: BTreeMap<(u16, Protocol), Vec<Seen>> = BTreeMap::new();
+    let mut seen: Vec<Seen> = Vec::new();
     for a in &index.agents {
+        let (replicas, _) = a.replicas;
+        // The most replicas the agent can have, and what set it.
+        let (most, by_autoscale) = match a.autoscale_max {
+            Some((max, _)) if max > replicas => (max, true),
+            _ => (replicas, false),
+        };
         for (p, span) in &a.ports {
-            let Some(hp) = p.host_port else { continue };
-            if a.replicas.0 > 1 {
+            let (Some(first), Some(last)) = (p.host_port, p.last_host_port()) else {
+                continue;
+            };
+            let count = p.host_port_count();
+            let needs = if by_autoscale {
+                format!("can have {most} replicas (`autoscale.max`)")
+            } else {
+                format!("has {most} replicas")
+            };
+            if count == 1 && most > 1 {
                 d.error_help(
                     "port-collision",
                     *span,
                     format!(
-                        "agent `{}` has {} replicas but publishes the fixed host port {hp}",
-                        a.name, a.replicas.0
+                        "agent `{}` {needs} but publishes the fixed host port {first}",
+                        a.name
                     ),
-                    "publish only the container port (e.g. `8080`) or run one replica",
+                    format!(
+                        "give each replica its own port with a host port range (e.g. `{first}-{}:{}`), or publish only the container port (`{}`)",
+                        u32::from(first) + most - 1,
+                        p.container_port,
+                        p.container_port
+                    ),
+                );
+            } else if count > 1 && count < most {
+                d.error_help(
+                    "port-collision",
+                    *span,
+                    format!(
+                        "agent `{}` {needs} but its host port range {first}-{last} has only {count} ports",
+                        a.name
+                    ),
+                    format!(
+                        "widen the range to `{first}-{}` (replica i publishes {first} + i)",
+                        u32::from(first) + most - 1
+                    ),
                 );
             }
             let ip = p
                 .host_ip
                 .as_deref()
                 .filter(|ip| *ip != "0.0.0.0" && *ip != "::");
-            let entry = by_port.entry((hp, p.protocol)).or_default();
-            // Two bindings clash when either is on all addresses or both on the same one.
-            if let Some(other) = entry
-                .iter()
-                .find(|s| s.ip.is_none() || ip.is_none() || s.ip == ip)
-            {
+            // Two bindings clash when their ports overlap and either is on
+            // all addresses or both on the same one.
+            if let Some(other) = seen.iter().find(|s| {
+                s.protocol == p.protocol
+                    && s.ports.0 <= last
+                    && first <= s.ports.1
+                    && (s.ip.is_none() || ip.is_none() || s.ip == ip)
+            }) {
+                let port = first.max(other.ports.0);
                 d.error_help(
                     "port-collision",
                     *span,
                     format!(
-                        "host port {hp} is already published by agent `{}` (line {})",
+                        "host port {port} is already published by agent `{}` (line {})",
                         other.agent, other.line
                     ),
                     "each host port can be published once; pick another host port",
                 );
             }
-            entry.push(Seen {
+            seen.push(Seen {
                 agent: &a.name,
                 line: span.start.line,
                 ip,
+                ports: (first, last),
+                protocol: p.protocol,
             });
         }
     }
@@ -346,7 +387,9 @@ fn listener_collisions(config: &HostConfig, index: &SourceIndex, d: &mut Diagnos
     let listeners = daemon_listeners(config);
     for a in &index.agents {
         for (p, span) in &a.ports {
-            let Some(hp) = p.host_port else { continue };
+            let (Some(first), Some(last)) = (p.host_port, p.last_host_port()) else {
+                continue;
+            };
             if p.protocol != Protocol::Tcp {
                 continue;
             }
@@ -355,15 +398,16 @@ fn listener_collisions(config: &HostConfig, index: &SourceIndex, d: &mut Diagnos
                 .as_deref()
                 .filter(|ip| *ip != "0.0.0.0" && *ip != "::");
             let clash = listeners.iter().find(|l| {
-                l.port == hp && (l.ip.is_none() || ip.is_none() || l.ip.as_deref() == ip)
+                (first..=last).contains(&l.port)
+                    && (l.ip.is_none() || ip.is_none() || l.ip.as_deref() == ip)
             });
             if let Some(l) = clash {
                 d.error_help(
                     "port-collision",
                     *span,
                     format!(
-                        "host port {hp} of agent `{}` is where orchestratord listens (`{}: {}`)",
-                        a.name, l.what, l.written
+                        "host port {} of agent `{}` is where orchestratord listens (`{}: {}`)",
+                        l.port, a.name, l.what, l.written
                     ),
                     format!(
                         "pick another host port for the agent, or another port for `{}`",

@@ -483,6 +483,57 @@ fn compose_can_declare_ports_without_publishing_them() {
     assert_eq!(face["expose"], yaml(r#"["5610", "9000/udp"]"#));
 }
 
+/// An agent whose replicas each publish a port of a host port range.
+const RANGED: &str = "version: 1
+host: {name: h1}
+defaults: {image: orchestrator-agent:latest}
+groups:
+  web:
+    agents:
+      Front:
+        ports: [\"127.0.0.1:8300-8303:8080\"]
+        replicas: 2
+        autoscale: {max: 4, cpu: 70%}
+";
+
+#[test]
+fn a_host_port_range_is_published_as_compose_writes_it() {
+    let config = small(RANGED);
+    let doc = compose_doc(&config, &ComposeOptions::default());
+    let front = &doc["services"]["front"];
+    assert_eq!(front["ports"], yaml(r#"["127.0.0.1:8300-8303:8080"]"#));
+    assert_eq!(front["deploy"]["replicas"], yaml("2"));
+    // docker-compose reads the range as one published range.
+    let dir = TempDir::new("compose-range");
+    let file = dir.write(
+        "ranged.yaml",
+        &compose::render(&config, &ComposeOptions::default()).unwrap(),
+    );
+    let out = run(
+        docker_compose().arg("-f").arg(&file).arg("config"),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let normalized: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        normalized["services"]["front"]["ports"],
+        yaml(r#"["127.0.0.1:8300-8303:8080/tcp"]"#)
+    );
+}
+
+#[test]
+fn k8s_has_no_host_ports_so_a_range_is_the_service_port() {
+    let docs = k8s_docs(&small(RANGED), &K8sOptions::default());
+    let svc = find(&docs, "Service", "front");
+    assert_eq!(
+        svc["spec"]["ports"],
+        yaml("[{name: tcp-8080, protocol: TCP, port: 8080, targetPort: tcp-8080}]")
+    );
+    let deployment = find(&docs, "Deployment", "front");
+    assert_eq!(deployment["spec"]["replicas"], yaml("2"));
+    assert!(!format!("{deployment:?}").contains("8300"));
+}
+
 #[test]
 fn a_group_filter_pulls_in_what_the_group_depends_on() {
     let config = small(SMALL);

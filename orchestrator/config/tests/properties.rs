@@ -258,6 +258,7 @@ fn model() -> impl Strategy<Value = HostConfig> {
                                 vec![PortMapping {
                                     host_ip: None,
                                     host_port: None,
+                                    host_port_end: None,
                                     container_port: p,
                                     protocol: Protocol::Tcp,
                                 }]
@@ -285,6 +286,8 @@ fn model() -> impl Strategy<Value = HostConfig> {
                         config: None,
                         script_path: None,
                         secrets: vec![],
+                        autoscale: None,
+                        gpu_over_limit: Default::default(),
                     });
                 }
                 for a in &out_agents {
@@ -295,6 +298,8 @@ fn model() -> impl Strategy<Value = HostConfig> {
                     description: Some("generated".into()),
                     depends_on: Vec::new(),
                     slo: None,
+                    rollout: Default::default(),
+                    min_healthy: orch_core::model::DEFAULT_MIN_HEALTHY,
                     agents: out_agents,
                 });
             }

@@ -302,7 +302,12 @@ pub fn build_spec(
         network: host.runtime.network.clone(),
         aliases,
         hostname: Some(format!("{}-{replica}", agent.name.to_lowercase())),
-        ports: agent.ports.clone(),
+        // Each replica publishes its own port of a host port range.
+        ports: agent
+            .ports
+            .iter()
+            .filter_map(|p| p.for_replica(replica))
+            .collect(),
         mounts,
         cpus: agent.resources.cpus,
         memory: agent.resources.memory,
@@ -365,6 +370,8 @@ mod tests {
             config: Some(serde_json::json!({"model": "whisper"})),
             script_path: Some("stt.py".into()),
             secrets: vec![],
+            autoscale: None,
+            gpu_over_limit: OverLimit::Warn,
         };
         let host = HostConfig {
             host: HostInfo {
@@ -439,6 +446,40 @@ mod tests {
         );
         assert_eq!(spec.aliases, ["STTService"]);
         assert_eq!(spec.network, "orch-mainpc");
+    }
+
+    #[test]
+    fn each_replica_publishes_its_own_port_of_a_range() {
+        let (host, mut agent) = host_and_agent();
+        agent.replicas = 3;
+        agent.ports = vec![
+            PortMapping::parse("127.0.0.1:8000-8002:8080").unwrap(),
+            PortMapping::parse("9100").unwrap(),
+        ];
+        let gpu = GpuContext {
+            injection: Injection::Env,
+            mps_pipe_dir: None,
+        };
+        let published: Vec<Vec<String>> = (0..3)
+            .map(|i| {
+                build_spec(&host, &agent, i, "h", 1, None, &gpu)
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            published,
+            [
+                ["127.0.0.1:8000:8080", "9100"],
+                ["127.0.0.1:8001:8080", "9100"],
+                ["127.0.0.1:8002:8080", "9100"],
+            ]
+        );
+        // The agent listens on the container port whatever its host port.
+        let spec = build_spec(&host, &agent, 2, "h", 1, None, &gpu);
+        assert_eq!(spec.env["ORCH_LISTEN_PORTS"], "8080,9100,6800");
     }
 
     #[test]

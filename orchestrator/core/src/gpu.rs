@@ -418,6 +418,11 @@ pub struct GpuInfo {
     pub mig: MigState,
     /// True when NVML reports the GPU lost; nothing is placed on it.
     pub lost: bool,
+    /// Memory the driver and firmware keep for themselves, where NVML
+    /// reports it (`nvmlMemory_v2_t.reserved`); `None` where it does not,
+    /// and the planner estimates it.
+    #[serde(default)]
+    pub reserved: Option<ByteSize>,
 }
 
 /// MIG mode and layout of one GPU.
@@ -508,6 +513,7 @@ impl GpuInfo {
             memory_total: ByteSize::mib(class.memory_mib),
             mig,
             lost: false,
+            reserved: None,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! a computation over data, tested with data tables. Time, when a decision
 //! needs it, is passed in.
 
+pub mod autoscale;
 pub mod container;
+pub mod diff;
 pub mod glob;
 pub mod gpu;
 pub mod graph;

@@ -102,8 +102,23 @@ pub struct Group {
     /// Groups that must be running (and healthy) before this one starts.
     pub depends_on: Vec<String>,
     pub slo: Option<Slo>,
+    /// How a changed config reaches the group's agents.
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// How long every required replica must have been healthy before the
+    /// group counts as ready (for its dependents, a `--wait`, a rollout's
+    /// next step).
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: Duration,
     /// Agents in declaration order.
     pub agents: Vec<Agent>,
+}
+
+/// The builtin `min_healthy`.
+pub const DEFAULT_MIN_HEALTHY: Duration = Duration::from_secs(5);
+
+fn default_min_healthy() -> Duration {
+    DEFAULT_MIN_HEALTHY
 }
 
 /// Service-level objectives of a group.
@@ -147,6 +162,22 @@ pub struct Agent {
     /// Host secrets given to the agent, in the order written.
     #[serde(default)]
     pub secrets: Vec<SecretMount>,
+    /// Elastic replica count; `replicas` is then the count to start with.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
+    /// What happens when the agent's measured GPU memory exceeds its share
+    /// (`gpu.over_limit`). A supervision setting: not in the config hash.
+    #[serde(default)]
+    pub gpu_over_limit: OverLimit,
+}
+
+impl Agent {
+    /// The most replicas the agent can have: `autoscale.max`, else `replicas`.
+    pub fn max_replicas(&self) -> u32 {
+        self.autoscale
+            .as_ref()
+            .map_or(self.replicas, |a| a.max.max(self.replicas))
+    }
 }
 
 /// A secret file of the host given to an agent: mounted read-only at
@@ -196,6 +227,13 @@ pub struct AgentDefaults {
     pub security: Security,
     pub labels: BTreeMap<String, String>,
     pub stop_timeout: Duration,
+    /// The rollout of every group that sets none of its own (merged field
+    /// by field under a group's `rollout:`).
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// The `min_healthy` of every group that sets none.
+    #[serde(default = "default_min_healthy")]
+    pub min_healthy: Duration,
 }
 
 impl Default for AgentDefaults {
@@ -209,8 +247,191 @@ impl Default for AgentDefaults {
             security: Security::default(),
             labels: BTreeMap::new(),
             stop_timeout: Duration::from_secs(10),
+            rollout: Rollout::default(),
+            min_healthy: DEFAULT_MIN_HEALTHY,
         }
     }
+}
+
+/// A number of replicas, written as a count (`1`) or a share of the
+/// agent's replicas (`25%`), as Kubernetes' `maxSurge` / `maxUnavailable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Amount {
+    Count(u32),
+    Share(Percent),
+}
+
+impl Amount {
+    /// The count for `replicas`, a share rounded up (a surge).
+    pub fn rounded_up(self, replicas: u32) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Share(p) => {
+                (u64::from(replicas) * u64::from(p.basis_points())).div_ceil(10_000) as u32
+            }
+        }
+    }
+
+    /// The count for `replicas`, a share rounded down (unavailability).
+    pub fn rounded_down(self, replicas: u32) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Share(p) => (u64::from(replicas) * u64::from(p.basis_points()) / 10_000) as u32,
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        match self {
+            Amount::Count(n) => n == 0,
+            Amount::Share(p) => p.basis_points() == 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Share(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// How a changed agent is replaced, replica by replica (`rollout:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rollout {
+    /// After a step, how long its new replicas are watched (health, crash
+    /// loops, SLO burn) before the next step.
+    pub watch: Duration,
+    /// Go back to the last good generation by itself when a step fails.
+    pub auto_rollback: bool,
+    /// Replicas that may be missing during a step (below `replicas`).
+    pub max_unavailable: Amount,
+    /// Replicas that may run beyond `replicas` during a step.
+    pub max_surge: Amount,
+    /// A new replica that is not healthy within this long fails its step.
+    pub healthy_deadline: Duration,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            watch: Duration::from_secs(30),
+            auto_rollback: true,
+            max_unavailable: Amount::Count(0),
+            max_surge: Amount::Count(1),
+            healthy_deadline: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How many replicas one rollout step may add and take away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutBudget {
+    /// New replicas started beyond the wanted count before old ones stop.
+    pub surge: u32,
+    /// Old replicas stopped before their replacements are healthy.
+    pub unavailable: u32,
+    /// The surge is smaller than `max_surge` says because the agent's host
+    /// ports have no spare port for an extra replica.
+    pub limited_by_host_ports: bool,
+}
+
+impl Rollout {
+    /// The budget of one step for an agent running `replicas` replicas.
+    ///
+    /// Shares round as Kubernetes rounds them: a surge up, unavailability
+    /// down. An extra replica needs a host port of its own, so an agent
+    /// publishing host ports surges at most by the spare ports of its
+    /// ranges (none for a fixed port). When nothing may be added or taken
+    /// away, one replica is taken away at a time, or no step could ever be
+    /// made.
+    pub fn budget(&self, agent: &Agent, replicas: u32) -> RolloutBudget {
+        let wanted = self.max_surge.rounded_up(replicas);
+        let spare = agent
+            .ports
+            .iter()
+            .filter(|p| p.host_port.is_some())
+            .map(|p| p.host_port_count().saturating_sub(replicas))
+            .min();
+        let surge = spare.map_or(wanted, |s| wanted.min(s));
+        let mut unavailable = self.max_unavailable.rounded_down(replicas).min(replicas);
+        if surge == 0 && unavailable == 0 {
+            unavailable = 1;
+        }
+        RolloutBudget {
+            surge,
+            unavailable,
+            limited_by_host_ports: surge < wanted,
+        }
+    }
+}
+
+/// What happens when an agent's measured GPU memory exceeds its share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverLimit {
+    /// An event and a metric; the agent keeps running.
+    #[default]
+    Warn,
+    /// As `warn`, then the replica is restarted (its restart policy and
+    /// backoff apply).
+    Restart,
+}
+
+/// The replica cap of one agent.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// Elastic replicas (`autoscale:`): HPA-like arithmetic over the signals
+/// configured, between `min` and `max`. See `orch_core::autoscale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// Target mean CPU of the replicas, as a share of their CPU limit (of
+    /// one core without a limit).
+    pub cpu: Option<Percent>,
+    /// Target mean GPU utilisation of the replicas' GPUs or slices.
+    pub gpu_util: Option<Percent>,
+    /// A gauge of the agent's own `/metrics`.
+    pub metric: Option<MetricTarget>,
+    /// Scale up while the group's latency SLO burns faster than the ticket
+    /// threshold.
+    pub latency_slo: bool,
+    /// How long a signal must hold before a scale-up.
+    pub up_after: Duration,
+    /// How long a signal must hold before a scale-down.
+    pub down_after: Duration,
+}
+
+impl Autoscale {
+    pub const DEFAULT_UP_AFTER: Duration = Duration::from_secs(15);
+    pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(300);
+
+    /// Whether any signal is configured.
+    pub fn has_signal(&self) -> bool {
+        self.cpu.is_some() || self.gpu_util.is_some() || self.metric.is_some() || self.latency_slo
+    }
+}
+
+/// A gauge target, as HPA's `AverageValue`: the agent is sized so that each
+/// replica carries `per_replica`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricTarget {
+    /// The Prometheus name of the gauge.
+    pub name: String,
+    pub per_replica: f64,
+    /// Every replica reports the same figure (one shared queue): it is read
+    /// once (the largest reading) instead of summed over the replicas.
+    pub shared: bool,
+}
+
+/// Whether `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -220,22 +441,40 @@ pub enum Protocol {
     Udp,
 }
 
-/// `[host_ip:]host_port:container_port[/proto]` or just `container_port`.
+/// `[host_ip:]host_port:container_port[/proto]` or just `container_port`;
+/// the host port may be a range (`8000-8009:8080`), one port per replica.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortMapping {
     pub host_ip: Option<String>,
+    /// The host port, or the first of a range.
     pub host_port: Option<u16>,
+    /// The last port of a host port range (inclusive): replica `i` publishes
+    /// `host_port + i`. `None` for a single port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port_end: Option<u16>,
     pub container_port: u16,
     pub protocol: Protocol,
 }
 
+/// The longest host port range: the replica cap, and as many again for
+/// rollouts that surge.
+pub const MAX_HOST_PORT_RANGE: u32 = 2 * MAX_REPLICAS;
+
 impl std::fmt::Display for PortMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(ip) = &self.host_ip {
-            write!(f, "{ip}:")?;
+            if ip.contains(':') {
+                write!(f, "[{ip}]:")?;
+            } else {
+                write!(f, "{ip}:")?;
+            }
         }
         if let Some(hp) = self.host_port {
-            write!(f, "{hp}:")?;
+            write!(f, "{hp}")?;
+            if let Some(end) = self.host_port_end {
+                write!(f, "-{end}")?;
+            }
+            f.write_str(":")?;
         }
         write!(f, "{}", self.container_port)?;
         if self.protocol == Protocol::Udp {
@@ -256,33 +495,108 @@ impl PortMapping {
             }
             None => (text, Protocol::Tcp),
         };
-        let parts: Vec<&str> = body.split(':').collect();
+        // An IPv6 address is written in brackets, as Compose writes it.
+        let (bracketed_ip, body) = match body.strip_prefix('[') {
+            Some(rest) => match rest.split_once("]:") {
+                Some((ip, rest)) => (Some(ip), rest),
+                None => return Err(format!("`{text}` has an unclosed `[` around its address")),
+            },
+            None => (None, body),
+        };
+        let mut parts: Vec<&str> = body.split(':').collect();
+        if let Some(ip) = bracketed_ip {
+            parts.insert(0, ip);
+        }
         let port = |s: &str| -> Result<u16, String> {
             match s.parse::<u16>() {
                 Ok(0) | Err(_) => Err(format!("`{s}` is not a port number (1-65535)")),
                 Ok(p) => Ok(p),
             }
         };
-        let (host_ip, host_port, container_port) = match parts.as_slice() {
-            [c] => (None, None, port(c)?),
-            [h, c] => (None, Some(port(h)?), port(c)?),
+        let host = |s: &str| -> Result<(u16, Option<u16>), String> {
+            let Some((a, b)) = s.split_once('-') else {
+                return Ok((port(s)?, None));
+            };
+            let (start, end) = (port(a)?, port(b)?);
+            if end < start {
+                return Err(format!(
+                    "the host port range `{s}` ends before it starts; write `{end}-{start}`"
+                ));
+            }
+            let len = u32::from(end - start) + 1;
+            if len > MAX_HOST_PORT_RANGE {
+                return Err(format!(
+                    "the host port range `{s}` has {len} ports, more than an agent can use ({MAX_HOST_PORT_RANGE}: {MAX_REPLICAS} replicas and as many for a rollout's surge)"
+                ));
+            }
+            Ok((start, (end > start).then_some(end)))
+        };
+        let container = |s: &str| -> Result<u16, String> {
+            if s.contains('-') {
+                return Err(format!(
+                    "`{s}` is a container port range; publish one container port, with a host port range for the replicas (e.g. `8000-8009:8080`)"
+                ));
+            }
+            port(s)
+        };
+        let (host_ip, (host_port, host_port_end), container_port) = match parts.as_slice() {
+            [c] => (None, (None, None), container(c)?),
+            [h, c] => {
+                let (start, end) = host(h)?;
+                (None, (Some(start), end), container(c)?)
+            }
             [ip, h, c] => {
                 if ip.parse::<std::net::IpAddr>().is_err() {
                     return Err(format!("`{ip}` is not an IP address"));
                 }
-                (Some((*ip).to_string()), Some(port(h)?), port(c)?)
+                let (start, end) = host(h)?;
+                (Some((*ip).to_string()), (Some(start), end), container(c)?)
             }
             _ => {
                 return Err(format!(
-                    "`{text}` is not a port mapping; write `HOST:CONTAINER`, `IP:HOST:CONTAINER` or `CONTAINER`"
+                    "`{text}` is not a port mapping; write `HOST:CONTAINER`, `IP:HOST:CONTAINER`, `START-END:CONTAINER` or `CONTAINER`"
                 ));
             }
         };
         Ok(PortMapping {
             host_ip,
             host_port,
+            host_port_end,
             container_port,
             protocol,
+        })
+    }
+
+    /// How many host ports the mapping publishes: the range's length, 1
+    /// for a single port, 0 for none.
+    pub fn host_port_count(&self) -> u32 {
+        match (self.host_port, self.host_port_end) {
+            (None, _) => 0,
+            (Some(_), None) => 1,
+            (Some(start), Some(end)) => u32::from(end.saturating_sub(start)) + 1,
+        }
+    }
+
+    /// The last host port (the port itself for a single one).
+    pub fn last_host_port(&self) -> Option<u16> {
+        self.host_port
+            .map(|start| self.host_port_end.unwrap_or(start))
+    }
+
+    /// What replica `replica` publishes: its own port of a range, the port
+    /// itself otherwise. `None` when the range has no port for it.
+    pub fn for_replica(&self, replica: u32) -> Option<PortMapping> {
+        let (Some(start), Some(_)) = (self.host_port, self.host_port_end) else {
+            return Some(self.clone());
+        };
+        if replica >= self.host_port_count() {
+            return None;
+        }
+        let port = u16::try_from(u32::from(start) + replica).ok()?;
+        Some(PortMapping {
+            host_port: Some(port),
+            host_port_end: None,
+            ..self.clone()
         })
     }
 }
@@ -699,6 +1013,145 @@ mod tests {
             "", "0:80", "70000:80", "a:b", "1:2:3:4", "80/sctp", "x.y:1:2",
         ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn host_port_ranges_give_each_replica_its_own_port() {
+        let p = PortMapping::parse("8000-8009:8080").unwrap();
+        assert_eq!((p.host_port, p.host_port_end), (Some(8000), Some(8009)));
+        assert_eq!(p.host_port_count(), 10);
+        assert_eq!(p.last_host_port(), Some(8009));
+        assert_eq!(p.to_string(), "8000-8009:8080");
+        let third = p.for_replica(3).unwrap();
+        assert_eq!((third.host_port, third.host_port_end), (Some(8003), None));
+        assert_eq!(third.container_port, 8080);
+        assert_eq!(p.for_replica(10), None, "past the range");
+
+        let p = PortMapping::parse("127.0.0.1:9000-9001:80/udp").unwrap();
+        assert_eq!(p.to_string(), "127.0.0.1:9000-9001:80/udp");
+        assert_eq!(
+            p.for_replica(1).unwrap().to_string(),
+            "127.0.0.1:9001:80/udp"
+        );
+        let p = PortMapping::parse("[::1]:9000-9003:80").unwrap();
+        assert_eq!(p.host_ip.as_deref(), Some("::1"));
+        assert_eq!(p.to_string(), "[::1]:9000-9003:80");
+        assert_eq!(PortMapping::parse(&p.to_string()).unwrap(), p);
+
+        // A one-port range is a single port; a single port serves any replica.
+        let p = PortMapping::parse("7000-7000:70").unwrap();
+        assert_eq!((p.host_port_end, p.host_port_count()), (None, 1));
+        assert_eq!(p.for_replica(0).unwrap(), p);
+        assert_eq!(PortMapping::parse("8080").unwrap().host_port_count(), 0);
+
+        for bad in [
+            "8009-8000:80",
+            "8000-:80",
+            "-8000:80",
+            "8000-8009:80-89",
+            "1-200:80",
+            "[::1:80",
+        ] {
+            assert!(PortMapping::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn shares_round_as_kubernetes_rounds_them() {
+        let quarter = Amount::Share(Percent::whole(25));
+        assert_eq!(quarter.rounded_up(3), 1);
+        assert_eq!(quarter.rounded_down(3), 0);
+        assert_eq!(quarter.rounded_up(8), 2);
+        assert_eq!(quarter.rounded_down(8), 2);
+        assert_eq!(Amount::Count(2).rounded_down(8), 2);
+        assert!(Amount::Share(Percent::whole(0)).is_zero());
+        assert!(!Amount::Count(1).is_zero());
+    }
+
+    fn agent_with(ports: &[&str], replicas: u32) -> Agent {
+        Agent {
+            name: "A".into(),
+            group: "g".into(),
+            image: "img".into(),
+            command: None,
+            env: BTreeMap::new(),
+            ports: ports
+                .iter()
+                .map(|p| PortMapping::parse(p).unwrap())
+                .collect(),
+            volumes: vec![],
+            depends_on: vec![],
+            gpu: None,
+            restart: RestartPolicy::default(),
+            health: HealthCheck::default(),
+            resources: Resources::default(),
+            security: Security::default(),
+            replicas,
+            required: true,
+            labels: BTreeMap::new(),
+            stop_timeout: Duration::from_secs(10),
+            config: None,
+            script_path: None,
+            secrets: vec![],
+            autoscale: None,
+            gpu_over_limit: OverLimit::Warn,
+        }
+    }
+
+    #[test]
+    fn a_rollout_step_surges_only_into_spare_host_ports() {
+        let r = Rollout::default();
+        // (ports, replicas, rollout, (surge, unavailable, limited by ports))
+        type Case<'a> = (&'a [&'a str], u32, Rollout, (u32, u32, bool));
+        let cases: &[Case] = &[
+            // No host port: the default adds one before taking one away.
+            (&["8080"], 3, r, (1, 0, false)),
+            // A fixed port has no room for a second replica.
+            (&["7200:7200"], 1, r, (0, 1, true)),
+            // Two spare ports in the range, one surge wanted.
+            (&["8000-8004:80"], 3, r, (1, 0, false)),
+            // The range is full: replace in place.
+            (&["8000-8002:80"], 3, r, (0, 1, true)),
+            (
+                &["8080"],
+                8,
+                Rollout {
+                    max_surge: Amount::Share(Percent::whole(25)),
+                    max_unavailable: Amount::Share(Percent::whole(25)),
+                    ..r
+                },
+                (2, 2, false),
+            ),
+            // Shares that round to nothing still make progress.
+            (
+                &["8080"],
+                2,
+                Rollout {
+                    max_surge: Amount::Share(Percent::whole(0)),
+                    max_unavailable: Amount::Share(Percent::whole(10)),
+                    ..r
+                },
+                (0, 1, false),
+            ),
+        ];
+        for (ports, replicas, rollout, (surge, unavailable, limited)) in cases {
+            let b = rollout.budget(&agent_with(ports, *replicas), *replicas);
+            assert_eq!(
+                (b.surge, b.unavailable, b.limited_by_host_ports),
+                (*surge, *unavailable, *limited),
+                "{ports:?} x{replicas}"
+            );
+        }
+    }
+
+    #[test]
+    fn metric_names_follow_prometheus() {
+        for ok in ["agent_queue_depth", "a:b", "_x", "X1"] {
+            assert!(valid_metric_name(ok), "{ok}");
+        }
+        for bad in ["", "1x", "a-b", "a b", "é"] {
+            assert!(!valid_metric_name(bad), "{bad}");
         }
     }
 

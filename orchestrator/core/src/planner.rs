@@ -8,7 +8,9 @@
 //! destroy, the totals each MPS control daemon serves, one [`PlanError`] per
 //! replica that cannot be served (naming every GPU and why not), and notes
 //! for the operator. Applying the plan (NVML calls, MPS daemons, containers)
-//! is someone else's job.
+//! is someone else's job. [`advise`] asks the same question of other hosts
+//! of the fleet (where would these requests fit?) by planning each of them
+//! with what it holds kept in place (see `advice`).
 //!
 //! Architecture invariant: no I/O, clock, randomness or hash-order in the
 //! output. The same input gives the same plan, whatever the order of the
@@ -40,12 +42,22 @@
 //!   search is exact (see `mig`): if a set of MIG requests can be laid out
 //!   on the host's GPUs, a layout is found.
 //! - **MPS**: per GPU, memory shares add up to at most memory minus the
-//!   policy's reserve (512 MiB by default) and compute shares to at most
-//!   100%, unless the policy sets `oversubscribe`; at most
+//!   driver's reserve minus the policy's reserve (512 MiB by default) and
+//!   compute shares to at most 100%, unless the policy sets
+//!   `oversubscribe`; at most
 //!   [`PlannerSettings::max_mps_clients`] clients. Among GPUs that fit, the
 //!   one left with the least memory wins (best fit, keeping whole GPUs free
 //!   for exclusive holders), ties by index; GPUs that fit only by
 //!   oversubscribing come last.
+//! - **The driver's reserve** is memory the driver and firmware keep on a
+//!   GPU, which no client can have: what NVML measures
+//!   ([`GpuInfo::reserved`]) where it reports it, else an estimate of
+//!   `max(3% of memory, 256 MiB)`, rounded up to whole MiB
+//!   ([`driver_reserve`]). It is held back before any MPS share is
+//!   admitted (a refusal's `reserve` is both reserves together), and
+//!   [`Plan::reserves`] says, for every GPU that takes whole-GPU kinds, how
+//!   much was held back and whether it was measured. MIG instances have
+//!   their memory by profile and need no reserve.
 //! - **Exclusive** takes a GPU nobody else uses, preferring GPUs whose
 //!   policy says `exclusive`, then by index. **Time-slice** goes to the
 //!   allowed GPU with the fewest time-slice clients, ties by index.
@@ -66,9 +78,12 @@
 //! lower-priority one. MIG GPUs and whole GPUs never serve each other's
 //! kinds, so a fallback from MIG to MPS cannot disturb the MIG layout.
 
+mod advice;
 mod mig;
 #[cfg(test)]
 mod tests;
+
+pub use advice::{HostAdvice, HostGpus, ReplicaAdvice, advise};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -88,6 +103,64 @@ use mig::{EngineGpu, FixedHolder, FixedInst, FreeInst, Holder, MigEngine, Prof, 
 pub const DEFAULT_RESERVE: ByteSize = ByteSize::mib(512);
 /// MPS clients per GPU from Volta on.
 pub const DEFAULT_MAX_MPS_CLIENTS: u32 = 48;
+/// The least the driver is assumed to keep on a GPU that does not report it.
+pub const MIN_DRIVER_RESERVE: ByteSize = ByteSize::mib(256);
+/// The share of a GPU's memory the driver is assumed to keep, in basis
+/// points (3%), where NVML does not report it.
+pub const DRIVER_RESERVE_BASIS_POINTS: u64 = 300;
+
+/// How much memory the driver keeps on a GPU, and how that is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverReserve {
+    pub bytes: ByteSize,
+    /// NVML reported it; otherwise it is the estimate.
+    pub measured: bool,
+}
+
+/// The driver's reserve on `gpu`: measured where NVML reports it, else
+/// `max(3% of memory, 256 MiB)`, rounded up to whole MiB.
+pub fn driver_reserve(gpu: &GpuInfo) -> DriverReserve {
+    match gpu.reserved {
+        Some(bytes) => DriverReserve {
+            bytes,
+            measured: true,
+        },
+        None => {
+            let share = (u128::from(gpu.memory_total.bytes())
+                * u128::from(DRIVER_RESERVE_BASIS_POINTS))
+            .div_ceil(10_000);
+            let mib = u128::from(ByteSize::MIB);
+            let rounded = u64::try_from(share.div_ceil(mib) * mib).unwrap_or(u64::MAX);
+            DriverReserve {
+                bytes: ByteSize(rounded.max(MIN_DRIVER_RESERVE.bytes())),
+                measured: false,
+            }
+        }
+    }
+}
+
+/// The memory a slice of `gpu` can hold: an MPS share's limit, a MIG
+/// profile's memory, a whole GPU less the driver's reserve; `None` for
+/// time-slicing, which has no share of its own. This is what a replica's
+/// measured memory is held against (`gpu.over_limit`).
+pub fn slice_memory(slice: &Slice, gpu: &GpuInfo) -> Option<ByteSize> {
+    match slice {
+        Slice::Mps { memory, .. } => Some(*memory),
+        Slice::Mig { profile_id, .. } => match &gpu.mig {
+            MigState::Enabled { profiles, .. } => profiles
+                .iter()
+                .find(|p| p.id == *profile_id)
+                .map(|p| p.memory),
+            _ => None,
+        },
+        Slice::Exclusive { .. } => Some(ByteSize(
+            gpu.memory_total
+                .bytes()
+                .saturating_sub(driver_reserve(gpu).bytes.bytes()),
+        )),
+        Slice::TimeSlice { .. } => None,
+    }
+}
 
 /// Planner knobs that are not per GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +204,20 @@ pub struct Plan {
     /// One per replica that cannot be served, in priority order.
     pub errors: Vec<PlanError>,
     pub notes: Vec<PlanNote>,
+    /// The driver's reserve held back on each GPU that takes whole-GPU
+    /// kinds (MIG off, not lost), by index.
+    #[serde(default)]
+    pub reserves: Vec<ReserveNote>,
+}
+
+/// Memory held back on one GPU before MPS shares are admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveNote {
+    pub gpu_index: u32,
+    /// The driver's own memory, measured or estimated.
+    pub driver: DriverReserve,
+    /// The policy's `reserve` on top of it.
+    pub policy: ByteSize,
 }
 
 impl Plan {
@@ -256,6 +343,7 @@ pub enum RefusalReason {
     MpsMemory {
         used: ByteSize,
         capacity: ByteSize,
+        /// Everything held back: the driver's reserve and the policy's.
         reserve: ByteSize,
         clients: u32,
         wanted: ByteSize,
@@ -370,7 +458,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 struct GpuView<'a> {
     info: &'a GpuInfo,
     sharing: Option<Sharing>,
+    /// The policy's reserve.
     reserve: ByteSize,
+    driver: DriverReserve,
     oversubscribe: bool,
     /// MIG profiles by parsed name, when MIG is on.
     profiles: Vec<(MigProfileName, &'a GiProfile)>,
@@ -395,6 +485,7 @@ impl<'a> GpuView<'a> {
             info,
             sharing: policy.and_then(|p| p.sharing),
             reserve: policy.map_or(DEFAULT_RESERVE, |p| p.reserve),
+            driver: driver_reserve(info),
             oversubscribe: policy.is_some_and(|p| p.oversubscribe),
             profiles,
         }
@@ -439,12 +530,21 @@ impl<'a> GpuView<'a> {
             && self.geometry().is_some_and(|(m, _)| m <= 64)
     }
 
+    /// Both reserves together.
+    fn held_back(&self) -> ByteSize {
+        ByteSize(
+            self.reserve
+                .bytes()
+                .saturating_add(self.driver.bytes.bytes()),
+        )
+    }
+
     fn mps_capacity(&self) -> ByteSize {
         ByteSize(
             self.info
                 .memory_total
                 .bytes()
-                .saturating_sub(self.reserve.bytes()),
+                .saturating_sub(self.held_back().bytes()),
         )
     }
 
@@ -609,7 +709,7 @@ fn whole_refusal(
                 return Some(RefusalReason::MpsMemory {
                     used: ByteSize(w.mps_memory),
                     capacity,
-                    reserve: g.reserve,
+                    reserve: g.held_back(),
                     clients: w.mps_clients,
                     wanted: memory,
                 });
@@ -1365,6 +1465,17 @@ impl<'a> Planner<'a> {
             }
         }
 
+        let reserves = self
+            .gpus
+            .iter()
+            .filter(|g| !g.info.lost && !g.info.mig.is_enabled())
+            .map(|g| ReserveNote {
+                gpu_index: g.info.index,
+                driver: g.driver,
+                policy: g.reserve,
+            })
+            .collect();
+
         Plan {
             assignments,
             create: self.creates,
@@ -1372,6 +1483,7 @@ impl<'a> Planner<'a> {
             mps,
             errors,
             notes: self.notes,
+            reserves,
         }
     }
 }

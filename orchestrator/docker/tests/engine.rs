@@ -84,6 +84,7 @@ async fn an_agent_container_lives_its_whole_life() {
         PortMapping {
             host_ip: Some("127.0.0.1".into()),
             host_port: None,
+            host_port_end: None,
             container_port: 8080,
             protocol: orch_core::model::Protocol::Tcp,
         },

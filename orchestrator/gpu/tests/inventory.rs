@@ -94,6 +94,7 @@ fn mainpc_rtx4090() {
                 memory_total: ByteSize(24564 * MIB),
                 mig: MigState::Unsupported,
                 lost: false,
+                reserved: None,
             }]
         );
         assert_eq!(gpu.driver_version().expect("driver"), "570.133.20");
@@ -166,6 +167,7 @@ fn pc2_rtx3060() {
                 memory_total: ByteSize(12288 * MIB),
                 mig: MigState::Unsupported,
                 lost: false,
+                reserved: None,
             }]
         );
         assert!(matches!(
@@ -293,6 +295,7 @@ fn lost_gpu_is_listed_not_fatal() {
                 memory_total: ByteSize(0),
                 mig: MigState::Unsupported,
                 lost: true,
+                reserved: None,
             }
         );
         assert_eq!(inv[0], before[0]);

@@ -34,8 +34,11 @@
 //!   to be given with `-p`. Named volumes and the network are prefixed
 //!   with the project name by Compose, so they are not the supervisor's.
 //! - The per-replica number (`ORCH_REPLICA` is set only for one replica).
-//! - Published host ports with more than one replica: they collide, as
-//!   they would under the supervisor.
+//! - Which port of a host port range a replica gets: the range is written
+//!   as it is (`8000-8009:8080`, which Compose accepts), and Docker gives
+//!   each container a free port of it, not necessarily `start + i` as the
+//!   supervisor does.
+//! - Autoscaling: `deploy.replicas` is the count the agent starts with.
 //!
 //! - Secrets are Compose secrets: a top-level `secrets:` entry per secret
 //!   used, with the host file (`file:`), and `secrets: [NAME]` on each

@@ -29,9 +29,15 @@
 //! - Restart policies. A Deployment always restarts; `never` and
 //!   `on-failure` are in `io.orchestrator.restart`, backoff and crash-loop
 //!   settings are Kubernetes' own.
-//! - The pids limit (a node setting in Kubernetes), published host ports
-//!   and their host IPs (a Service is cluster-internal), and the
-//!   per-replica number (`ORCH_REPLICA` is set only for one replica).
+//! - The pids limit (a node setting in Kubernetes), published host ports,
+//!   host port ranges and their host IPs (a Service is cluster-internal:
+//!   every replica is reached through the Service's one port, so a range
+//!   has no counterpart), and the per-replica number (`ORCH_REPLICA` is set
+//!   only for one replica).
+//! - Autoscaling and rollouts: `replicas` is the count the agent starts
+//!   with; `autoscale:` is not turned into a HorizontalPodAutoscaler (its
+//!   GPU and agent-metric signals need adapters a cluster may not have),
+//!   and `rollout:` keeps Kubernetes' own rolling update.
 //! - Named volumes become PersistentVolumeClaims of that name, which the
 //!   export does not create (it knows no size or storage class); bind
 //!   mounts become `hostPath` volumes, and relative ones are refused.

@@ -5,7 +5,7 @@
 //! Fixture lines (a line starting with `#` is a comment; `Agent#2` is a replica):
 //!
 //! ```text
-//! gpu 0 a100 [mig-off] [pending] [lost] [uuid=GPU-x]   # class alias, MIG on by default
+//! gpu 0 a100 [mig-off] [pending] [lost] [uuid=GPU-x] [reserved=300m]   # class alias, MIG on by default; the driver's measured reserve
 //! inst 0 3g.20gb@4 gi=2 [owned]                         # an existing MIG instance on GPU 0
 //! policy index=0|name=GLOB|uuid=U|all [mig|mps|exclusive|time-slice] [reserve=1g] [oversubscribe]
 //! max-clients 2
@@ -141,6 +141,10 @@ impl Fixture {
             .map_or(format!("GPU-{index}"), str::to_string);
         let mut g = GpuInfo::from_class(index, &uuid, class, mig_on);
         g.lost = flags.contains(&"lost");
+        g.reserved = flags
+            .iter()
+            .find_map(|w| w.strip_prefix("reserved="))
+            .map(size);
         if flags.contains(&"pending") {
             match &mut g.mig {
                 MigState::Disabled { pending_enable } => *pending_enable = true,
@@ -540,7 +544,7 @@ fn mps_memory_error_says_what_is_taken() {
          S2: GPU 0 mps 4g 10%
          S3: GPU 0 mps 2g 10%
          mps GPU 0: 3 clients, 10g, 30%
-         error: STTService wants mps memory=8g compute=25%; GPU 0 (NVIDIA GeForce RTX 3060): 10g of 11.5g already given to 3 clients, 8g more does not fit",
+         error: STTService wants mps memory=8g compute=25%; GPU 0 (NVIDIA GeForce RTX 3060): 10g of 11407m already given to 3 clients, 8g more does not fit",
     );
 }
 
@@ -549,7 +553,7 @@ fn mps_request_larger_than_the_gpu() {
     check(
         "gpu 0 3060
          want Big mps 16g 10%",
-        "error: Big wants mps memory=16g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 16g does not fit in the 11.5g MPS clients may use (memory less a 512m reserve)",
+        "error: Big wants mps memory=16g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 16g does not fit in the 11407m MPS clients may use (memory less a 881m reserve)",
     );
 }
 
@@ -592,7 +596,7 @@ fn whole_chain_failing_lists_every_attempt() {
          Filler: GPU 1 mps 11g 10%
          create GPU 0 7g.40gb @0 for A
          mps GPU 1: 1 clients, 11g, 10%
-         error: B wants mig 4g.20gb, falling back to mps memory=4g compute=10%; for mig 4g.20gb: GPU 0 (NVIDIA A100-SXM4-40GB): 7 of 7 compute slices are taken, 4g.20gb needs 4; GPU 1 is an NVIDIA GeForce RTX 3060, which has no MIG; for mps memory=4g compute=10%: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 3060): 11g of 11.5g already given to 1 client, 4g more does not fit",
+         error: B wants mig 4g.20gb, falling back to mps memory=4g compute=10%; for mig 4g.20gb: GPU 0 (NVIDIA A100-SXM4-40GB): 7 of 7 compute slices are taken, 4g.20gb needs 4; GPU 1 is an NVIDIA GeForce RTX 3060, which has no MIG; for mps memory=4g compute=10%: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 3060): 11g of 11407m already given to 1 client, 4g more does not fit",
     );
 }
 
@@ -1005,13 +1009,137 @@ fn oversubscribe_lets_shares_exceed_the_gpu() {
 fn reserve_from_the_policy_is_kept_free() {
     check(
         "gpu 0 3060
-         policy index=0 reserve=4g
+         policy index=0 reserve=3g
          want A mps 8g 10%
          want B mps 1g 10%",
         "A: GPU 0 mps 8g 10%
          mps GPU 0: 1 clients, 8g, 10%
-         error: B wants mps memory=1g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 8g of 8g already given to 1 client, 1g more does not fit",
+         error: B wants mps memory=1g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 8g of 8847m already given to 1 client, 1g more does not fit",
     );
+}
+
+#[test]
+fn the_drivers_measured_reserve_replaces_the_estimate() {
+    // Estimated on a 3060: 3% of 12g is 368.64m, 369m in whole MiB, so
+    // 12288m - 512m - 369m = 11407m. Measured at 300m: 11476m.
+    check(
+        "gpu 0 3060 reserved=300m
+         want A mps 11g 10%
+         want Big mps 12g 10%",
+        "A: GPU 0 mps 11g 10%
+         mps GPU 0: 1 clients, 11g, 10%
+         error: Big wants mps memory=12g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 11g of 11476m already given to 1 client, 12g more does not fit",
+    );
+    // 11.2g fits the measured 11476m, not the estimated 11407m.
+    check(
+        "gpu 0 3060 reserved=300m
+         want A mps 11468m 10%",
+        "A: GPU 0 mps 11468m 10%
+         mps GPU 0: 1 clients, 11468m, 10%",
+    );
+    check(
+        "gpu 0 3060
+         want A mps 11468m 10%",
+        "error: A wants mps memory=11468m compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 11468m does not fit in the 11407m MPS clients may use (memory less a 881m reserve)",
+    );
+}
+
+#[test]
+fn the_estimate_is_three_percent_and_at_least_256m() {
+    let cases = [
+        ("3060", None, ByteSize::mib(369), false),
+        ("4090", None, ByteSize::mib(738), false),
+        ("a100", None, ByteSize::mib(1229), false),
+        ("3060", Some(ByteSize::mib(300)), ByteSize::mib(300), true),
+    ];
+    for (alias, measured, want, is_measured) in cases {
+        let mut g = GpuInfo::from_class(0, "GPU-0", class(alias), false);
+        g.reserved = measured;
+        assert_eq!(
+            driver_reserve(&g),
+            DriverReserve {
+                bytes: want,
+                measured: is_measured
+            },
+            "{alias}"
+        );
+    }
+    // A small GPU (4 GiB: 3% is 123m) keeps the 256m floor.
+    let mut small = GpuInfo::from_class(0, "GPU-0", class("3060"), false);
+    small.memory_total = ByteSize::gib(4);
+    assert_eq!(driver_reserve(&small).bytes, MIN_DRIVER_RESERVE);
+}
+
+#[test]
+fn the_plan_says_what_it_held_back_on_each_whole_gpu() {
+    // GPU 0 has MIG on (no reserve needed), GPU 1 is lost, GPUs 2 and 3
+    // take whole-GPU kinds: one measured, one estimated under a 1g policy.
+    let plan = Fixture::parse(
+        "gpu 0 a100
+         gpu 1 4090 lost
+         gpu 2 4090 reserved=400m
+         gpu 3 3060
+         policy index=3 reserve=1g",
+    )
+    .plan();
+    assert_eq!(
+        plan.reserves,
+        [
+            ReserveNote {
+                gpu_index: 2,
+                driver: DriverReserve {
+                    bytes: ByteSize::mib(400),
+                    measured: true
+                },
+                policy: DEFAULT_RESERVE,
+            },
+            ReserveNote {
+                gpu_index: 3,
+                driver: DriverReserve {
+                    bytes: ByteSize::mib(369),
+                    measured: false
+                },
+                policy: ByteSize::gib(1),
+            },
+        ]
+    );
+}
+
+#[test]
+fn slice_memory_is_what_a_replica_is_held_against() {
+    let a100 = GpuInfo::from_class(0, "GPU-a", class("a100"), true);
+    let mig = Slice::Mig {
+        gpu_index: 0,
+        gpu_uuid: "GPU-a".into(),
+        profile: "3g.20gb".into(),
+        profile_id: 9,
+        placement_start: 4,
+        gi_id: None,
+        ci_id: None,
+        device_uuid: None,
+    };
+    assert_eq!(slice_memory(&mig, &a100), Some(ByteSize::gib(20)));
+    let g = GpuInfo::from_class(0, "GPU-g", class("4090"), false);
+    let whole = Slice::Exclusive {
+        gpu_index: 0,
+        gpu_uuid: "GPU-g".into(),
+    };
+    assert_eq!(
+        slice_memory(&whole, &g),
+        Some(ByteSize::mib(24 * 1024 - 738))
+    );
+    let mps = Slice::Mps {
+        gpu_index: 0,
+        gpu_uuid: "GPU-g".into(),
+        memory: ByteSize::gib(4),
+        compute: percent("25%"),
+    };
+    assert_eq!(slice_memory(&mps, &g), Some(ByteSize::gib(4)));
+    let shared = Slice::TimeSlice {
+        gpu_index: 0,
+        gpu_uuid: "GPU-g".into(),
+    };
+    assert_eq!(slice_memory(&shared, &g), None);
 }
 
 #[test]

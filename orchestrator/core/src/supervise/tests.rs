@@ -33,6 +33,8 @@ fn config(spec: Spec) -> HostConfig {
             description: None,
             depends_on: gdeps.iter().map(|s| s.to_string()).collect(),
             slo: None,
+            rollout: Default::default(),
+            min_healthy: DEFAULT_MIN_HEALTHY,
             agents: agents
                 .iter()
                 .map(|(a, deps, replicas, required)| Agent {
@@ -56,6 +58,8 @@ fn config(spec: Spec) -> HostConfig {
                     config: None,
                     script_path: None,
                     secrets: vec![],
+                    autoscale: None,
+                    gpu_over_limit: Default::default(),
                 })
                 .collect(),
         })

@@ -187,6 +187,7 @@ impl NvmlBackend {
             memory_total: ByteSize(memory_total),
             mig,
             lost: false,
+            reserved: None,
         })
     }
 
@@ -205,6 +206,7 @@ impl NvmlBackend {
             memory_total: ByteSize(0),
             mig: MigState::Unsupported,
             lost: true,
+            reserved: None,
         }
     }
 
