@@ -409,8 +409,8 @@ pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
     }
 }
 
-pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
-    use core::EventKind as C;
+pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
+    use core::SupervisorEvent as C;
     let r = replica;
     match e {
         C::GroupStarting { group } => EventKind::GroupStarting {

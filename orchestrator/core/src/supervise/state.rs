@@ -388,14 +388,12 @@ pub enum Action {
         gpu_uuid: String,
         gi_id: u32,
     },
-    /// Desired state changed: write it out.
-    Persist,
 }
 
 /// What operators see happen. The control API has its own wire form of
 /// these (`orch_api::EventKind`); this one may change freely.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
+pub enum SupervisorEvent {
     GroupStarting {
         group: String,
     },
@@ -499,7 +497,7 @@ pub enum EventKind {
     /// The state did not account for running containers: these groups
     /// were marked started from them (see `infer`).
     StateInferred {
-        origin: super::infer::StateOrigin,
+        origin: StateOrigin,
         adopted: u32,
         groups: Vec<String>,
         unconfigured: u32,
@@ -516,16 +514,73 @@ pub enum EventKind {
     StateWritten,
 }
 
+/// What one decision asks of the caller.
+///
+/// "Desired state is written before it is acted on" is a property of this
+/// type, not of the order of a list: a decision that changed desired state
+/// says so in `persist`, and the caller writes
+/// [`Supervisor::persisted`] before it carries out any of `actions`.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
+    /// Desired state changed: write it first.
+    pub persist: bool,
     pub actions: Vec<Action>,
-    pub events: Vec<EventKind>,
+    pub events: Vec<SupervisorEvent>,
 }
 
 impl Outcome {
     pub(crate) fn persist(&mut self) {
-        if !self.actions.contains(&Action::Persist) {
-            self.actions.push(Action::Persist);
+        self.persist = true;
+    }
+}
+
+/// An operator command's outcome, with what the command changed, so the
+/// caller answers from it instead of reading it back from the events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commanded<T> {
+    pub outcome: Outcome,
+    pub changed: T,
+}
+
+impl<T> From<Commanded<T>> for Outcome {
+    fn from(c: Commanded<T>) -> Outcome {
+        c.outcome
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The generation now running.
+    pub generation: u64,
+    /// Agents whose config hash changed, added or removed.
+    pub changed: Vec<String>,
+    /// Of those, the ones acted on now: their group is started, or they
+    /// still have a container or an operation in flight.
+    pub recreated: Vec<String>,
+}
+
+/// Where the desired state the daemon started with came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOrigin {
+    /// Read from the state file: only groups it does not mention are inferred.
+    Saved,
+    /// There was no state file.
+    Missing,
+    /// The state file could not be read and was kept aside.
+    Damaged,
+    /// The operator asked to start from no started group (`run --fresh`).
+    Fresh,
+}
+
+impl StateOrigin {
+    /// A short, stable name (a log field, the wire form).
+    pub fn label(self) -> &'static str {
+        match self {
+            StateOrigin::Saved => "saved",
+            StateOrigin::Missing => "missing",
+            StateOrigin::Damaged => "damaged",
+            StateOrigin::Fresh => "fresh",
         }
     }
 }
@@ -595,7 +650,7 @@ pub struct Supervisor {
     /// Groups an operator stopped (see `Persisted::stopped_groups`).
     pub(crate) stopped: BTreeSet<String>,
     /// Armed by `infer_intent`, used once on the first listing of Docker.
-    pub(crate) inference: Option<super::infer::StateOrigin>,
+    pub(crate) inference: Option<StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
     pub(crate) restarting: BTreeSet<String>,
     pub(crate) generation: u64,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use orch_api::{GpuReport, Telemetry, wire};
 use orch_core::slo::{GroupReport, Sli};
-use orch_core::supervise::{EventKind, Phase, Supervisor};
+use orch_core::supervise::{Phase, Supervisor, SupervisorEvent as EventKind};
 
 pub use render::{CONTENT_TYPE, render, render_into};
 

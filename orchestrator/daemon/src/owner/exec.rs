@@ -33,6 +33,10 @@ impl Owner {
             published.push(self.log.push(kind, time));
         }
         self.publish_events(&published);
+        // INVARIANT: desired state is written before any action runs.
+        if out.persist {
+            self.persist();
+        }
         for action in out.actions {
             self.act(action);
         }
@@ -61,7 +65,6 @@ impl Owner {
 
     fn act(&mut self, action: Action) {
         match action {
-            Action::Persist => self.persist(),
             Action::WatchHealth { key, id } => {
                 let Some(agent) = self.sup.config().agent(&key.agent) else {
                     return;
@@ -161,7 +164,7 @@ impl Owner {
                 self.persist_retry = None;
                 if self.state_file.write_error.take().is_some() {
                     tracing::info!("state saved again");
-                    self.record(orch_core::supervise::EventKind::StateWritten);
+                    self.record(orch_core::supervise::SupervisorEvent::StateWritten);
                 }
             }
             Err(e) => {
@@ -172,14 +175,14 @@ impl Owner {
                 if self.state_file.write_error.as_deref() != Some(detail.as_str()) {
                     tracing::error!("{detail}; agents are still supervised, retrying");
                     self.state_file.write_error = Some(detail.clone());
-                    self.record(orch_core::supervise::EventKind::StateWriteFailed { detail });
+                    self.record(orch_core::supervise::SupervisorEvent::StateWriteFailed { detail });
                 }
             }
         }
     }
 
     /// Records one event the owner itself observed.
-    fn record(&mut self, e: orch_core::supervise::EventKind) {
+    fn record(&mut self, e: orch_core::supervise::SupervisorEvent) {
         let time = self.deps.clock.unix_ms();
         let kind = orch_api::convert::event_kind(&e, self.sup.inventory());
         tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");

@@ -2,7 +2,6 @@
 //! models (`crate::views`) or by a supervisor command. Transports never
 //! reach past this.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use orch_api::{
@@ -11,7 +10,7 @@ use orch_api::{
 use orch_config::ConfigError;
 use orch_core::gpu::ReplicaKey;
 use orch_core::model::HostConfig;
-use orch_core::supervise::{CommandError, EventKind, Outcome};
+use orch_core::supervise::{CommandError, Commanded};
 
 use super::{Owner, Reply, hashes};
 use crate::views::{self, Facts};
@@ -167,35 +166,17 @@ impl Owner {
         &mut self,
         name: &str,
         verb: &str,
-        f: impl FnOnce(&mut orch_core::supervise::Supervisor) -> Result<Outcome, CommandError>,
+        f: impl FnOnce(
+            &mut orch_core::supervise::Supervisor,
+        ) -> Result<Commanded<Vec<String>>, CommandError>,
     ) -> Result<Response, ApiError> {
         if self.sup.config().group(name).is_none() {
             return Err(views::unknown_group(&self.sup, name));
         }
         let events_from = self.log.next_seq();
-        let before: BTreeSet<String> = self.sup.started_groups().clone();
-        let out = f(&mut self.sup).map_err(command_error)?;
-        // The groups the command touched, from its own events (a restart
-        // changes no started set, but names every group it takes down).
-        let mut groups: Vec<String> = out
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                EventKind::GroupStarting { group } | EventKind::GroupStopping { group } => {
-                    Some(group.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        self.execute(out);
-        for g in self.sup.started_groups().symmetric_difference(&before) {
-            if !groups.contains(g) {
-                groups.push(g.clone());
-            }
-        }
-        if groups.is_empty() {
-            groups.push(name.to_string());
-        }
+        let done = f(&mut self.sup).map_err(command_error)?;
+        self.execute(done.outcome);
+        let groups = done.changed;
         Ok(Response::Accepted(Accepted {
             message: format!("{verb} {}", groups.join(", ")),
             groups,
@@ -215,12 +196,12 @@ impl Owner {
             .check(&self.sup.config().host.name)
             .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
         let events_from = self.log.next_seq();
-        let out = self
+        let done = self
             .sup
             .restore(now, orch_api::convert::persisted_of(&state))
             .map_err(command_error)?;
-        self.execute(out);
-        let groups: Vec<String> = self.sup.started_groups().iter().cloned().collect();
+        self.execute(done.outcome);
+        let groups = done.changed;
         tracing::info!(generation = state.generation, groups = ?groups, "state imported");
         Ok(Response::Accepted(Accepted {
             message: if groups.is_empty() {
@@ -342,41 +323,17 @@ impl Owner {
         let events_from = self.log.next_seq();
         let hashes = hashes(&loaded.config);
         let new_config = Arc::new(loaded.config.clone());
-        let out = self
+        let done = self
             .sup
             .reload(now, loaded.config, hashes)
             .map_err(command_error)?;
         self.config = new_config;
         self.configure_slos();
-        let changed = out
-            .events
-            .iter()
-            .find_map(|e| match e {
-                EventKind::ConfigApplied { changed, .. } => Some(changed.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        self.execute(out);
-        let recreated = changed
-            .iter()
-            .filter(|agent| {
-                let running = self
-                    .sup
-                    .replicas()
-                    .any(|r| &r.key.agent == *agent && (r.container.is_some() || r.op.is_some()));
-                let wanted = self
-                    .sup
-                    .config()
-                    .agent(agent)
-                    .is_some_and(|a| self.sup.group_wanted(&a.group));
-                running || wanted
-            })
-            .cloned()
-            .collect();
+        self.execute(done.outcome);
         Ok(Applied {
-            generation: self.sup.generation(),
-            changed,
-            recreated,
+            generation: done.changed.generation,
+            changed: done.changed.changed,
+            recreated: done.changed.recreated,
             warnings,
             events_from,
         })

@@ -287,8 +287,8 @@ impl Owner {
     /// Keeps a group start's span open until the group is ready or
     /// stopping; a group starting under a `group_start` span (the
     /// request's) gets it.
-    pub(super) fn trace_groups(&mut self, events: &[orch_core::supervise::EventKind]) {
-        use orch_core::supervise::EventKind;
+    pub(super) fn trace_groups(&mut self, events: &[orch_core::supervise::SupervisorEvent]) {
+        use orch_core::supervise::SupervisorEvent as EventKind;
         for e in events {
             match e {
                 EventKind::GroupStarting { group } => {
