@@ -15,6 +15,27 @@ pub fn replica(k: &core_gpu::ReplicaKey) -> ReplicaRef {
     }
 }
 
+pub fn group_state(p: core::GroupPhase) -> crate::reply::GroupState {
+    use crate::reply::GroupState;
+    match p {
+        core::GroupPhase::Stopped => GroupState::Stopped,
+        core::GroupPhase::Starting => GroupState::Starting,
+        core::GroupPhase::Ready => GroupState::Ready,
+        core::GroupPhase::Degraded => GroupState::Degraded,
+        core::GroupPhase::Stopping => GroupState::Stopping,
+    }
+}
+
+/// How GPUs are given to containers, as `status` names it.
+pub fn injection(i: orch_core::container::Injection) -> &'static str {
+    use orch_core::container::Injection;
+    match i {
+        Injection::Nvidia => "nvidia",
+        Injection::Cdi => "cdi",
+        Injection::Env => "env",
+    }
+}
+
 pub fn health(h: core::Health) -> Health {
     match h {
         core::Health::Unknown => Health::Unknown,
@@ -161,6 +182,39 @@ pub fn slice(s: &core_gpu::Slice, inventory: Option<&[core_gpu::GpuInfo]>) -> Sl
     }
 }
 
+/// Why the supervisor refused a command.
+pub fn command_error(e: &core::CommandError) -> crate::Rejection {
+    use crate::Rejection;
+    match e {
+        core::CommandError::UnknownGroup(group) => Rejection::UnknownGroup {
+            group: group.clone(),
+            host: None,
+            known: Vec::new(),
+        },
+        core::CommandError::UnknownAgent { group, agent } => Rejection::UnknownAgent {
+            group: group.clone(),
+            agent: agent.clone(),
+            elsewhere: None,
+        },
+        core::CommandError::NeededBy {
+            group,
+            needed_by,
+            restart,
+        } => Rejection::NeededBy {
+            group: group.clone(),
+            needed_by: needed_by.clone(),
+            restart: *restart,
+        },
+        core::CommandError::WrongHost { current, new } => Rejection::WrongHost {
+            current: current.clone(),
+            new: new.clone(),
+        },
+        core::CommandError::UnknownGroups(groups) => Rejection::UnknownGroups {
+            groups: groups.clone(),
+        },
+    }
+}
+
 pub fn gpu_want(r: &core_gpu::SliceRequest) -> GpuWant {
     match r {
         core_gpu::SliceRequest::Mig { profile } => GpuWant::Mig {
@@ -178,6 +232,17 @@ pub fn gpu_want(r: &core_gpu::SliceRequest) -> GpuWant {
 /// A request and its fallbacks, in order.
 pub fn gpu_request(r: &core_gpu::GpuRequest) -> Vec<GpuWant> {
     r.chain().map(|x| gpu_want(&x.kind)).collect()
+}
+
+/// A GPU's readings; a reading the GPU does not offer is 0.
+pub fn gpu_telemetry(t: &orch_gpu::Telemetry) -> crate::reply::GpuTelemetry {
+    crate::reply::GpuTelemetry {
+        memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
+        utilization_gpu: t.gpu_utilization.unwrap_or(0),
+        utilization_memory: t.memory_utilization.unwrap_or(0),
+        temperature_c: t.temperature_c.unwrap_or(0),
+        power_mw: t.power_mw.unwrap_or(0),
+    }
 }
 
 pub fn gpu_info(g: &core_gpu::GpuInfo) -> GpuInfo {

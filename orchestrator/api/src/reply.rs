@@ -151,13 +151,13 @@ pub struct GpuReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuStatus {
     pub info: GpuInfo,
-    pub telemetry: Option<Telemetry>,
+    pub telemetry: Option<GpuTelemetry>,
     pub slices: Vec<SliceOwner>,
     pub free: FreeCapacity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Telemetry {
+pub struct GpuTelemetry {
     pub memory_used_bytes: u64,
     pub utilization_gpu: u32,
     pub utilization_memory: u32,
@@ -261,7 +261,7 @@ pub struct LogText {
 
 /// A host's state as its peers see it: what it publishes to them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct HostSnapshot {
     pub status: Status,
     pub agents: Vec<AgentStatus>,
     pub gpu: GpuReport,
@@ -330,7 +330,7 @@ pub struct HostView {
     pub incarnation: Option<u64>,
     /// How old `snapshot` is (0 for this host).
     pub snapshot_age_ms: Option<u64>,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<HostSnapshot>,
 }
 
 /// SLO figures of one host (`slo`): every group with an `slo:`, or one.

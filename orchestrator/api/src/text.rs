@@ -601,6 +601,248 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// `; did you mean X?` for a close name, else the list of names.
+pub fn suggest(name: &str, names: &[&str]) -> String {
+    let lower = name.to_ascii_lowercase();
+    let mut close: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            let nl = n.to_ascii_lowercase();
+            strsim::levenshtein(&lower, &nl) <= 2 || nl.starts_with(&lower) || nl.contains(&lower)
+        })
+        .collect();
+    close.sort_unstable();
+    match close.as_slice() {
+        [] if names.is_empty() => String::new(),
+        [] => format!("; known: {}", names.join(", ")),
+        [one] => format!("; did you mean `{one}`?"),
+        many => format!(
+            "; did you mean one of {}?",
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn ticked(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|g| format!("`{g}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for crate::Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::Rejection::*;
+        match self {
+            UnknownGroup {
+                group, host: None, ..
+            } => write!(f, "no group `{group}` on this host"),
+            UnknownGroup {
+                group,
+                host: Some(host),
+                known,
+            } => {
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                write!(
+                    f,
+                    "no group `{group}` on host {host}{}",
+                    suggest(group, &known)
+                )
+            }
+            UnknownAgent {
+                group,
+                agent,
+                elsewhere: None,
+            } => write!(f, "no agent `{agent}` in group `{group}`"),
+            UnknownAgent {
+                group,
+                agent,
+                elsewhere: Some(actual),
+            } => write!(
+                f,
+                "no agent `{agent}` in group `{group}`; did you mean `{actual}/{agent}`?"
+            ),
+            UnknownGroups { groups } => write!(
+                f,
+                "no group {} on this host; nothing was changed",
+                ticked(groups)
+            ),
+            NeededBy {
+                group,
+                needed_by,
+                restart,
+            } => write!(
+                f,
+                "group `{group}` is needed by started group(s) {}; {}",
+                needed_by.join(", "),
+                if *restart {
+                    "pass --with-dependents to restart them with it"
+                } else {
+                    "stop them first or pass --with-dependents"
+                }
+            ),
+            WrongHost { current, new } => write!(
+                f,
+                "the new config is for host `{new}`, this daemon runs `{current}`"
+            ),
+            InvalidConfig { message, .. } => f.write_str(message),
+            ConfigNotWritten { path, error } => {
+                write!(f, "cannot write {path}: {error}; nothing was applied")
+            }
+            PlanOfOtherHost {
+                file_name,
+                config_host,
+                daemon_host,
+            } => write!(
+                f,
+                "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; plan it on that host, or with --offline"
+            ),
+            NoContainer {
+                group,
+                replica,
+                why,
+            } => {
+                write!(f, "{group}/{replica} has no container: ")?;
+                match why {
+                    crate::NoContainer::GroupNotStarted => {
+                        write!(f, "its group `{group}` is not started")
+                    }
+                    crate::NoContainer::Held { waiting_for } => {
+                        write!(f, "it is held, waiting for {}", waits(waiting_for))
+                    }
+                    crate::NoContainer::Failed { reason } => {
+                        write!(f, "its last start failed: {reason}")
+                    }
+                    crate::NoContainer::AboutToStart => f.write_str("it is about to start"),
+                }
+            }
+            NoInventory { reason } => write!(
+                f,
+                "no GPU inventory on this host: {}",
+                reason.as_deref().unwrap_or("not taken yet")
+            ),
+            NoGpus { reason } => write!(
+                f,
+                "no GPUs: {}",
+                reason.as_deref().unwrap_or("NVML is not loaded")
+            ),
+            NoSuchGpu { index } => write!(f, "no GPU {index} on this host"),
+            NoMig { index, name } => write!(
+                f,
+                "GPU {index} ({name}) does not support MIG; share it with MPS (`sharing: mps`) instead"
+            ),
+            GpuHeld { index, holders } => write!(
+                f,
+                "GPU {index} has slices held by {}; stop their groups before changing its MIG mode",
+                holders
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Gpu { detail, .. } => f.write_str(detail),
+            NoSlo { group } => write!(f, "group `{group}` has no `slo:` in its config"),
+            BadState(e) => write!(f, "{e}"),
+            TransportOnly => {
+                f.write_str("logs and events are served by the transport, not the owner")
+            }
+            ShuttingDown => f.write_str("the daemon is shutting down"),
+            NoFederation { host, this_host } => write!(
+                f,
+                "cannot reach host `{host}`: this daemon ({this_host}) has no federation configured"
+            ),
+            FollowRemoteLogs { host } => write!(
+                f,
+                "following the logs of another host is not supported; run `logs` without -f, or on {host}"
+            ),
+            NotLogs => f.write_str("not a logs request"),
+            NotARequest { error } => write!(f, "not a request: {error}"),
+            NotPassedOn { this_host, host } => write!(
+                f,
+                "{this_host} does not pass requests on: ask host `{host}` directly"
+            ),
+            NotAPeer { host } => write!(
+                f,
+                "no host `{host}` in this host's federation (`federation.peers`)"
+            ),
+            Unreachable { host, why } => write!(f, "cannot reach host `{host}`: {why}"),
+            NotFollowable { host } => write!(
+                f,
+                "cannot reach host `{host}`: it is not a peer of this host"
+            ),
+            UnreadableReply { host, error } => {
+                write!(f, "host `{host}` answered something unreadable: {error}")
+            }
+            WrongReply {
+                host,
+                asked: crate::Asked::Logs,
+                got,
+            } => write!(f, "host {host} answered logs with {got}"),
+            WrongReply {
+                host,
+                asked: crate::Asked::Events,
+                got,
+            } => write!(f, "host `{host}` answered events with {got}"),
+            NotEncoded { error } | LogsUnavailable { error } | Unreadable { error } => {
+                f.write_str(error)
+            }
+            Forbidden(crate::Forbidden::NoCredentials) => {
+                f.write_str("permission denied: peer credentials unavailable")
+            }
+            Forbidden(crate::Forbidden::Stranger { uid, group, gid }) => write!(
+                f,
+                "permission denied: uid {uid} is neither root, the daemon's user, nor in group {} (gid {gid})",
+                group.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// A group command, for the words of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupVerb {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// `starting infra_core, vision_gpu`: what a group command set going.
+pub fn group_command(verb: GroupVerb, groups: &[String]) -> String {
+    let verb = match verb {
+        GroupVerb::Start => "starting",
+        GroupVerb::Stop => "stopping",
+        GroupVerb::Restart => "restarting",
+    };
+    format!("{verb} {}", groups.join(", "))
+}
+
+/// What an `agent restart` set going.
+pub fn agent_restart(group: &str, agent: &str) -> String {
+    format!("restarting {group}/{agent}")
+}
+
+/// What a `state import` did.
+pub fn state_imported(started: &[String]) -> String {
+    if started.is_empty() {
+        "state imported; no group started".into()
+    } else {
+        format!("state imported; started {}", started.join(", "))
+    }
+}
+
+/// The warning of a reload that changed a setting the running daemon
+/// cannot take over (`section` is its config path).
+pub fn restart_only_change(section: &str) -> String {
+    format!(
+        "`{section}` changed: it takes effect when orchestratord restarts (`systemctl restart orchestratord`); the running daemon keeps the old value"
+    )
+}
+
 /// What an operator is told after a MIG mode change was made.
 pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
     let what = if enable { "enabled" } else { "disabled" };
@@ -697,6 +939,90 @@ mod tests {
             seen >= 10,
             "the fixture should fail in many ways, got {seen}"
         );
+    }
+
+    #[test]
+    fn suggestions_name_the_close_ones_or_list_all() {
+        use super::suggest;
+        let names = ["speech_gpu", "vision_gpu", "infra_core"];
+        assert_eq!(suggest("speech", &names), "; did you mean `speech_gpu`?");
+        assert_eq!(
+            suggest("vision_gpuu", &names),
+            "; did you mean `vision_gpu`?"
+        );
+        assert_eq!(
+            suggest("nosuch", &names),
+            "; known: speech_gpu, vision_gpu, infra_core"
+        );
+        assert_eq!(
+            suggest("gpu", &names),
+            "; did you mean one of `speech_gpu`, `vision_gpu`?"
+        );
+    }
+
+    #[test]
+    fn a_refusal_has_one_code_and_its_words() {
+        use crate::{ApiError, ErrorCode, Rejection};
+        let cases = [
+            (
+                Rejection::UnknownGroup {
+                    group: "vison".into(),
+                    host: Some("h".into()),
+                    known: vec!["vision".into(), "infra".into()],
+                },
+                ErrorCode::NotFound,
+                "no group `vison` on host h; did you mean `vision`?",
+            ),
+            (
+                Rejection::NeededBy {
+                    group: "infra".into(),
+                    needed_by: vec!["apps".into()],
+                    restart: false,
+                },
+                ErrorCode::Conflict,
+                "group `infra` is needed by started group(s) apps; stop them first or pass --with-dependents",
+            ),
+            (
+                Rejection::UnknownGroups {
+                    groups: vec!["a".into(), "b".into()],
+                },
+                ErrorCode::BadRequest,
+                "no group `a`, `b` on this host; nothing was changed",
+            ),
+            (
+                Rejection::NoContainer {
+                    group: "g".into(),
+                    replica: crate::wire::ReplicaRef {
+                        agent: "A".into(),
+                        replica: 1,
+                    },
+                    why: crate::NoContainer::Held {
+                        waiting_for: vec![crate::wire::Wait::Group {
+                            group: "infra".into(),
+                        }],
+                    },
+                },
+                ErrorCode::NotFound,
+                "g/A#1 has no container: it is held, waiting for group infra",
+            ),
+            (
+                Rejection::NoGpus { reason: None },
+                ErrorCode::Unavailable,
+                "no GPUs: NVML is not loaded",
+            ),
+            (
+                Rejection::NotPassedOn {
+                    this_host: "a".into(),
+                    host: "c".into(),
+                },
+                ErrorCode::HostUnreachable,
+                "a does not pass requests on: ask host `c` directly",
+            ),
+        ];
+        for (rejection, code, words) in cases {
+            let e = ApiError::from(rejection);
+            assert_eq!((e.code, e.message.as_str()), (code, words));
+        }
     }
 
     #[test]

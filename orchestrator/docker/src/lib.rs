@@ -25,6 +25,6 @@ pub use engine::{DockerEngine, Endpoint, MIN_API_VERSION};
 pub use error::{DockerError, ObjectKind, Removal};
 pub use runtime::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
-    EXEC_OUTPUT_LIMIT, EngineInfo, EventKind, EventStream, ExecOutcome, LabelFilter, LogChunk,
-    LogStream, OutputStream,
+    DockerEventKind, EXEC_OUTPUT_LIMIT, EngineInfo, EventStream, ExecOutcome, LabelFilter,
+    LogChunk, LogStream, OutputStream,
 };

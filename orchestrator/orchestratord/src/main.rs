@@ -156,8 +156,7 @@ fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, ExitCode> {
 fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     let explicit = cfg.runtime.nvml_library.as_ref().map(PathBuf::from);
     let backend = orch_gpu::NvmlBackend::open(explicit.as_deref())
-        .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>)
-        .map_err(|e| e.to_string());
+        .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>);
     let binary = std::env::var("ORCH_MPS_CONTROL")
         .unwrap_or_else(|_| cfg.runtime.mps.control_binary.clone());
     orch_daemon::GpuDeps {

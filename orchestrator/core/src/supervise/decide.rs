@@ -345,7 +345,7 @@ impl Supervisor {
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
-        self.config = config;
+        self.config = std::sync::Arc::new(config);
         self.generation += 1;
         // A changed GPU request invalidates the slice.
         for r in self.replicas.values_mut() {

@@ -641,7 +641,9 @@ pub struct OwnedMig {
 /// The supervision state of one host.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    pub(crate) config: HostConfig,
+    /// Shared with whoever builds containers from it (launch jobs): one
+    /// copy, replaced whole on reload.
+    pub(crate) config: std::sync::Arc<HostConfig>,
     pub(crate) agents: BTreeMap<String, Agent>,
     pub(crate) hashes: BTreeMap<String, String>,
     pub(crate) agent_graph: Graph,
@@ -691,7 +693,7 @@ impl Supervisor {
             hashes,
             agent_graph: agent_graph(&config),
             group_graph: group_graph(&config),
-            config,
+            config: std::sync::Arc::new(config),
             started: BTreeSet::new(),
             stopped: BTreeSet::new(),
             inference: None,
@@ -739,6 +741,11 @@ impl Supervisor {
 
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The config, to share (a launch builds its container from it).
+    pub fn shared_config(&self) -> std::sync::Arc<HostConfig> {
+        self.config.clone()
     }
 
     pub fn generation(&self) -> u64 {
