@@ -586,30 +586,27 @@ impl StateOrigin {
 }
 
 /// Why an operator command was refused. Nothing changes when it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Typed: its words are `orch_api::text`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
-    #[error("no group `{0}` on this host")]
     UnknownGroup(String),
-    #[error("no agent `{agent}` in group `{group}`")]
-    UnknownAgent { group: String, agent: String },
-    #[error(
-        "group `{group}` is needed by started group(s) {}; {}",
-        needed_by.join(", "),
-        if *restart {
-            "pass --with-dependents to restart them with it"
-        } else {
-            "stop them first or pass --with-dependents"
-        }
-    )]
+    UnknownAgent {
+        group: String,
+        agent: String,
+    },
+    /// Started groups depend on `group`.
     NeededBy {
         group: String,
         needed_by: Vec<String>,
         /// The refused command was a restart (not a stop).
         restart: bool,
     },
-    #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
-    WrongHost { current: String, new: String },
-    #[error("no group {} on this host; nothing was changed", .0.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "))]
+    /// A config for another host.
+    WrongHost {
+        current: String,
+        new: String,
+    },
+    /// A state names groups this host does not have.
     UnknownGroups(Vec<String>),
 }
 
