@@ -11,6 +11,7 @@
 //! (leaving agents running, or stopping them with `shutdown: stop`), then
 //! return.
 
+pub mod accept;
 pub mod clock;
 pub mod docker;
 pub mod event;

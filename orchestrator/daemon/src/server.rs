@@ -19,6 +19,7 @@ use orch_api::{ApiError, ErrorCode, Response as Reply};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
 use crate::peer::{Peer, Policy};
 use crate::service::Service;
 
@@ -79,13 +80,15 @@ pub struct Server {
     pub policy: Policy,
 }
 
+/// Serves until `shutdown` fires; a failed accept (out of file
+/// descriptors) is waited out, not spun on (`crate::accept`).
 pub async fn serve(listener: UnixListener, server: Server, shutdown: CancellationToken) {
+    let mut backoff = accept::Backoff::default();
     loop {
-        let accepted = tokio::select! {
+        let stream = tokio::select! {
             () = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            s = accept::next(&listener, &mut backoff, "control socket") => s,
         };
-        let Ok((stream, _)) = accepted else { continue };
         let peer = stream.peer_cred().ok().map(|c| Peer {
             pid: c.pid(),
             uid: c.uid(),
