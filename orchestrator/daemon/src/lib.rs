@@ -13,7 +13,6 @@
 
 pub mod accept;
 pub mod clock;
-pub mod docker;
 pub mod event;
 pub mod events;
 pub mod fleet;

@@ -287,7 +287,7 @@ async fn run(args: RunArgs) -> ExitCode {
         fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
-        Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
+        Arc::new(orch_docker::Reconnecting::new(endpoint));
     let mut deps = match orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name) {
         Ok(d) => d,
         Err(e) => {
