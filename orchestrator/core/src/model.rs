@@ -64,10 +64,6 @@ impl<'a> Dep<'a> {
             _ => None,
         }
     }
-
-    pub fn is_remote(&self) -> bool {
-        !matches!(self, Dep::Local(_))
-    }
 }
 
 impl HostConfig {

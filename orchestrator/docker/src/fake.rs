@@ -535,10 +535,6 @@ impl FakeRuntime {
             .insert(image.to_string());
     }
 
-    pub fn set_engine_info(&self, info: EngineInfo) {
-        self.lock().engine = info;
-    }
-
     pub fn advance_clock(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         let mut s = self.lock();

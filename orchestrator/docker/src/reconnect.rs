@@ -33,10 +33,6 @@ impl Reconnecting {
         }
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
-    }
-
     async fn engine(&self) -> Result<Arc<DockerEngine>, DockerError> {
         if let Some(e) = self.engine.lock().ok().and_then(|g| g.clone()) {
             return Ok(e);

@@ -196,10 +196,6 @@ impl Owner {
         })
     }
 
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.sup
-    }
-
     /// The metrics snapshots the owner publishes.
     pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
         self.observer.subscribe()
