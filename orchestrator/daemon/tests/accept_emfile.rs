@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,15 +20,13 @@ struct Counted {
 
 impl Listener for Counted {
     type Conn = TcpStream;
-    fn accept(&self) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        async {
-            self.tried.fetch_add(1, Ordering::SeqCst);
-            let r = self.inner.accept().await.map(|(s, _)| s);
-            if r.as_ref().err().and_then(io::Error::raw_os_error) == Some(libc::EMFILE) {
-                self.emfile.fetch_add(1, Ordering::SeqCst);
-            }
-            r
+    async fn accept(&self) -> io::Result<TcpStream> {
+        self.tried.fetch_add(1, Ordering::SeqCst);
+        let r = self.inner.accept().await.map(|(s, _)| s);
+        if r.as_ref().err().and_then(io::Error::raw_os_error) == Some(libc::EMFILE) {
+            self.emfile.fetch_add(1, Ordering::SeqCst);
         }
+        r
     }
 }
 
