@@ -1,9 +1,12 @@
 //! The host supervisor behind `orchestratord`.
 //!
 //! [`run`] wires the parts together and returns when `shutdown` fires:
-//! the owner task (all host state, see [`owner`]), the Docker watcher, the
-//! health probes and Docker operations it spawns, the control API
-//! ([`service`] behind the HTTP [`server`]), and the systemd watchdog.
+//! the owner task (all host state, see [`owner`]) and the workers that
+//! report to it, each through a sender of its own news ([`event`]): the
+//! Docker watcher, the GPU poller, the observability ticker, the
+//! federation bridge, the health probes and Docker operations it spawns;
+//! and the control API ([`service`] behind the HTTP [`server`]),
+//! `/metrics`, and the systemd watchdog.
 //! Every outside system comes in through [`Deps`] as a trait object, so
 //! the same `run` is driven by the real Docker Engine and NVML in
 //! production and by fakes in the in-process tests. Shutdown order: stop

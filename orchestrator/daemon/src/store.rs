@@ -1,6 +1,6 @@
 //! The desired state on disk: which groups are started, at which config
 //! generation, and the GPU slices given out. Behind [`StateStore`], so the
-//! daemon can be run on a [`MemStore`] in tests (which can also be made to
+//! daemon can be run on a `MemStore` in tests (which can also be made to
 //! fail, as a full or read-only disk does).
 //!
 //! Invariant: the file is replaced atomically (`orch_config::fsutil`), so

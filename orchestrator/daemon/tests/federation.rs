@@ -290,7 +290,7 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
     let plan = a.client.plan("c.yaml", &text).await.unwrap();
     assert_eq!(plan.remote.len(), 1);
     assert_eq!(plan.remote[0].agent, "Needy");
-    assert_eq!(plan.remote[0].state, "not ready");
+    assert_eq!(plan.remote[0].state, orch_api::RemoteReadiness::NotReady);
 
     // Eyes comes up on beta: Needy starts.
     b.client.group_start("vision").await.unwrap();

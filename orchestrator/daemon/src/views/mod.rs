@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use orch_api::convert;
 use orch_api::{
     AgentCounts, AgentStatus, ConfigChanges, DockerStatus, GpuReport, GpuStatus, GpuSummary,
-    GpuTelemetry, GroupStatus, HostSnapshot, NoContainer, PlanReport, Rejection, Request, Response,
-    SliceOwner, SloReport, StateFileStatus, Status,
+    GpuTelemetry, GroupStatus, HostSnapshot, NoContainer, PlanReport, Rejection, RemoteReadiness,
+    Request, Response, SliceOwner, SloReport, StateFileStatus, Status,
 };
 use orch_core::gpu::{GpuInfo, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
@@ -395,7 +395,7 @@ pub fn changes(sup: &Supervisor, new: &HostConfig) -> ConfigChanges {
 }
 
 /// A cross-host dependency's state, for `plan`.
-fn remote_state(sup: &Supervisor, on: &orch_api::wire::Wait) -> String {
+fn remote_state(sup: &Supervisor, on: &orch_api::wire::Wait) -> RemoteReadiness {
     use orch_api::wire::Wait;
     let (host, ready) = match on {
         Wait::RemoteAgent { host, agent } => (
@@ -406,15 +406,14 @@ fn remote_state(sup: &Supervisor, on: &orch_api::wire::Wait) -> String {
             host,
             matches!(sup.remote(host), RemoteHost::Up(v) if v.ready_groups.contains(group)),
         ),
-        _ => return "unknown".into(),
+        _ => return RemoteReadiness::Unknown,
     };
     match sup.remote(host) {
-        RemoteHost::Unknown => "not heard from",
-        RemoteHost::Down => "host down",
-        RemoteHost::Up(_) if ready => "ready",
-        RemoteHost::Up(_) => "not ready",
+        RemoteHost::Unknown => RemoteReadiness::NotHeardFrom,
+        RemoteHost::Down => RemoteReadiness::HostDown,
+        RemoteHost::Up(_) if ready => RemoteReadiness::Ready,
+        RemoteHost::Up(_) => RemoteReadiness::NotReady,
     }
-    .into()
 }
 
 /// The GPU whose MIG mode may change now: it must exist, have MIG, and
