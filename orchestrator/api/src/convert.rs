@@ -677,6 +677,31 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
 }
 
 /// The SLO engine's figures as the API gives them.
+/// What is ready on a host, from its snapshot: an agent whose every
+/// replica runs healthy and is not crash-looping, a group that is ready.
+/// (The other way: what a peer said, as cross-host dependencies read it.)
+pub fn remote_view(s: &crate::reply::HostSnapshot) -> core::RemoteView {
+    let mut ready = std::collections::BTreeMap::<&str, bool>::new();
+    for a in &s.agents {
+        let ok = a.phase == Phase::Running && a.health == Health::Healthy && !a.crashloop;
+        *ready.entry(a.agent.as_str()).or_insert(true) &= ok;
+    }
+    core::RemoteView {
+        ready_agents: ready
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(a, _)| a.to_string())
+            .collect(),
+        ready_groups: s
+            .status
+            .groups
+            .iter()
+            .filter(|g| g.state == crate::reply::GroupState::Ready)
+            .map(|g| g.name.clone())
+            .collect(),
+    }
+}
+
 pub fn slo_report(host: &str, reports: &[orch_core::slo::GroupReport]) -> crate::reply::SloReport {
     use crate::reply::{SloGroup, SloReport, SloSli, SloWindow};
     SloReport {

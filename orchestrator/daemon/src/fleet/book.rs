@@ -10,9 +10,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use orch_api::wire::{Health, Phase};
-use orch_api::{Event, GroupState, HostSnapshot, HostView, PeerState, PeerStatus};
-use orch_core::supervise::{RemoteHost, RemoteView};
+use orch_api::{Event, HostSnapshot, HostView, PeerState, PeerStatus};
+use orch_core::supervise::RemoteHost;
 use orch_federation::PeerView;
 use tokio::time::Instant;
 
@@ -161,7 +160,9 @@ impl FleetBook {
         };
         match (p.state, &p.snapshot) {
             (PeerState::Down, _) => RemoteHost::Down,
-            (PeerState::Alive | PeerState::Suspect, Some((s, _))) => RemoteHost::Up(remote_view(s)),
+            (PeerState::Alive | PeerState::Suspect, Some((s, _))) => {
+                RemoteHost::Up(orch_api::convert::remote_view(s))
+            }
             _ => RemoteHost::Unknown,
         }
     }
@@ -221,30 +222,6 @@ pub fn peer_state(s: orch_federation::PeerState) -> PeerState {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// What is ready on a host, from its snapshot: an agent whose every
-/// replica runs healthy and is not crash-looping, a group that is ready.
-pub fn remote_view(s: &HostSnapshot) -> RemoteView {
-    let mut ready = BTreeMap::<&str, bool>::new();
-    for a in &s.agents {
-        let ok = a.phase == Phase::Running && a.health == Health::Healthy && !a.crashloop;
-        *ready.entry(a.agent.as_str()).or_insert(true) &= ok;
-    }
-    RemoteView {
-        ready_agents: ready
-            .into_iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(a, _)| a.to_string())
-            .collect(),
-        ready_groups: s
-            .status
-            .groups
-            .iter()
-            .filter(|g| g.state == GroupState::Ready)
-            .map(|g| g.name.clone())
-            .collect(),
-    }
 }
 
 #[cfg(test)]
