@@ -66,6 +66,7 @@ pub async fn bridge(
             item = inbox.recv() => item,
         };
         let Some(item) = item else { return };
+        // BUS-VALUE: `from_bus` below takes bodies as today's bus gives them.
         let taken = match item {
             Inbound::Snapshot {
                 peer,
@@ -122,10 +123,15 @@ pub async fn bridge(
                         let from = req.from.clone();
                         let reply =
                             Reply::from(answer(&service, &from, &from_bus(&req.body)).await);
-                        let body = codec::encode_reply(&reply)
-                            .map_err(|e| e.to_string())
-                            .and_then(|b| to_bus(&b).map_err(|e| e.to_string()));
-                        match body {
+                        let body = match codec::encode_reply(&reply) {
+                            Ok(body) => body,
+                            Err(e) => {
+                                tracing::error!(peer = %from, "{e}");
+                                return;
+                            }
+                        };
+                        // BUS-VALUE: the body as today's bus takes it.
+                        match to_bus(&body) {
                             Ok(body) => {
                                 if let Err(e) = req.reply(body) {
                                     tracing::warn!(peer = %from, "cannot reply: {e}");

@@ -70,6 +70,7 @@ impl Remote for BusRemote {
         let span = tracing::info_span!("remote_call", host = %host, op = envelope.request.name());
         let context = trace::traceparent(&span)
             .and_then(|(parent, state)| TraceContext::new(&parent, state.as_deref()).ok());
+        // BUS-VALUE: the body as today's bus takes it.
         let body = to_bus(&body).map_err(|e| {
             ApiError::from(Rejection::NotEncoded {
                 error: e.to_string(),
@@ -91,6 +92,7 @@ impl Remote for BusRemote {
                     },
                 })
             })?;
+        // BUS-VALUE: the body as today's bus gives it.
         let reply: Reply = codec::decode_reply(&from_bus(&reply)).map_err(|e| {
             ApiError::from(Rejection::UnreadableReply {
                 host: host.to_string(),
