@@ -1192,7 +1192,7 @@ fn agent(
                     port_sources.push((p.clone(), item.span));
                     ports.push(p);
                 }
-                Err(e) => d.error("port", item.span, e),
+                Err(e) => d.error("port", item.span, de::port_error(&e)),
             }
         }
     }
@@ -1206,7 +1206,7 @@ fn agent(
             };
             match VolumeMount::parse(&text) {
                 Ok(v) => volumes.push(v),
-                Err(e) => d.error("volume", item.span, e),
+                Err(e) => d.error("volume", item.span, de::mount_error(&e)),
             }
         }
     }
@@ -1430,7 +1430,7 @@ fn mig_profile(node: &Node, d: &mut Diagnostics) -> Option<MigProfileName> {
             d.error_help(
                 "mig-profile",
                 node.span,
-                e,
+                de::profile_error(&e),
                 format!("known profiles: {}", known.join(", ")),
             );
             None
