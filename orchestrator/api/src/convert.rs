@@ -15,6 +15,27 @@ pub fn replica(k: &core_gpu::ReplicaKey) -> ReplicaRef {
     }
 }
 
+pub fn group_state(p: core::GroupPhase) -> crate::reply::GroupState {
+    use crate::reply::GroupState;
+    match p {
+        core::GroupPhase::Stopped => GroupState::Stopped,
+        core::GroupPhase::Starting => GroupState::Starting,
+        core::GroupPhase::Ready => GroupState::Ready,
+        core::GroupPhase::Degraded => GroupState::Degraded,
+        core::GroupPhase::Stopping => GroupState::Stopping,
+    }
+}
+
+/// How GPUs are given to containers, as `status` names it.
+pub fn injection(i: orch_core::container::Injection) -> &'static str {
+    use orch_core::container::Injection;
+    match i {
+        Injection::Nvidia => "nvidia",
+        Injection::Cdi => "cdi",
+        Injection::Env => "env",
+    }
+}
+
 pub fn health(h: core::Health) -> Health {
     match h {
         core::Health::Unknown => Health::Unknown,
@@ -161,6 +182,39 @@ pub fn slice(s: &core_gpu::Slice, inventory: Option<&[core_gpu::GpuInfo]>) -> Sl
     }
 }
 
+/// Why the supervisor refused a command.
+pub fn command_error(e: &core::CommandError) -> crate::Rejection {
+    use crate::Rejection;
+    match e {
+        core::CommandError::UnknownGroup(group) => Rejection::UnknownGroup {
+            group: group.clone(),
+            host: None,
+            known: Vec::new(),
+        },
+        core::CommandError::UnknownAgent { group, agent } => Rejection::UnknownAgent {
+            group: group.clone(),
+            agent: agent.clone(),
+            elsewhere: None,
+        },
+        core::CommandError::NeededBy {
+            group,
+            needed_by,
+            restart,
+        } => Rejection::NeededBy {
+            group: group.clone(),
+            needed_by: needed_by.clone(),
+            restart: *restart,
+        },
+        core::CommandError::WrongHost { current, new } => Rejection::WrongHost {
+            current: current.clone(),
+            new: new.clone(),
+        },
+        core::CommandError::UnknownGroups(groups) => Rejection::UnknownGroups {
+            groups: groups.clone(),
+        },
+    }
+}
+
 pub fn gpu_want(r: &core_gpu::SliceRequest) -> GpuWant {
     match r {
         core_gpu::SliceRequest::Mig { profile } => GpuWant::Mig {
@@ -178,6 +232,17 @@ pub fn gpu_want(r: &core_gpu::SliceRequest) -> GpuWant {
 /// A request and its fallbacks, in order.
 pub fn gpu_request(r: &core_gpu::GpuRequest) -> Vec<GpuWant> {
     r.chain().map(|x| gpu_want(&x.kind)).collect()
+}
+
+/// A GPU's readings; a reading the GPU does not offer is 0.
+pub fn gpu_telemetry(t: &orch_gpu::Telemetry) -> crate::reply::GpuTelemetry {
+    crate::reply::GpuTelemetry {
+        memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
+        utilization_gpu: t.gpu_utilization.unwrap_or(0),
+        utilization_memory: t.memory_utilization.unwrap_or(0),
+        temperature_c: t.temperature_c.unwrap_or(0),
+        power_mw: t.power_mw.unwrap_or(0),
+    }
 }
 
 pub fn gpu_info(g: &core_gpu::GpuInfo) -> GpuInfo {
@@ -409,8 +474,8 @@ pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
     }
 }
 
-pub fn event_kind(e: &core::EventKind, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
-    use core::EventKind as C;
+pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
+    use core::SupervisorEvent as C;
     let r = replica;
     match e {
         C::GroupStarting { group } => EventKind::GroupStarting {
@@ -612,6 +677,31 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
 }
 
 /// The SLO engine's figures as the API gives them.
+/// What is ready on a host, from its snapshot: an agent whose every
+/// replica runs healthy and is not crash-looping, a group that is ready.
+/// (The other way: what a peer said, as cross-host dependencies read it.)
+pub fn remote_view(s: &crate::reply::HostSnapshot) -> core::RemoteView {
+    let mut ready = std::collections::BTreeMap::<&str, bool>::new();
+    for a in &s.agents {
+        let ok = a.phase == Phase::Running && a.health == Health::Healthy && !a.crashloop;
+        *ready.entry(a.agent.as_str()).or_insert(true) &= ok;
+    }
+    core::RemoteView {
+        ready_agents: ready
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(a, _)| a.to_string())
+            .collect(),
+        ready_groups: s
+            .status
+            .groups
+            .iter()
+            .filter(|g| g.state == crate::reply::GroupState::Ready)
+            .map(|g| g.name.clone())
+            .collect(),
+    }
+}
+
 pub fn slo_report(host: &str, reports: &[orch_core::slo::GroupReport]) -> crate::reply::SloReport {
     use crate::reply::{SloGroup, SloReport, SloSli, SloWindow};
     SloReport {

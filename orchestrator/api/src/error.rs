@@ -1,6 +1,9 @@
-//! Why a request failed, in a form scripts can act on.
+//! Why a request failed, in a form scripts can act on: [`ApiError`] on
+//! the wire, made from a typed [`Rejection`] in one place.
 
 use serde::{Deserialize, Serialize};
+
+use crate::wire::{FailReason, ReplicaRef, StateDocumentError, Wait};
 
 /// Why a request failed; `code` tells a script what kind of failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -53,6 +56,260 @@ impl ErrorCode {
             ErrorCode::HostUnreachable => 502,
             ErrorCode::Version => 400,
             ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// Every refusal the daemon makes, as data. Its words are in
+/// [`crate::text`]; `From<Rejection> for ApiError` gives it its code and
+/// words, the one place a refusal becomes an [`ApiError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No group `group` (on `host`, whose groups are `known`; `None`: this host).
+    UnknownGroup {
+        group: String,
+        host: Option<String>,
+        known: Vec<String>,
+    },
+    /// No agent `agent` in `group`; `elsewhere` is the group it is in.
+    UnknownAgent {
+        group: String,
+        agent: String,
+        elsewhere: Option<String>,
+    },
+    /// A state names groups this host does not have; nothing was changed.
+    UnknownGroups {
+        groups: Vec<String>,
+    },
+    /// A stop or restart of a group that started groups depend on.
+    NeededBy {
+        group: String,
+        needed_by: Vec<String>,
+        restart: bool,
+    },
+    /// A config (applied or reloaded) for another host.
+    WrongHost {
+        current: String,
+        new: String,
+    },
+    /// A config that does not load; `details` are its diagnostics.
+    InvalidConfig {
+        message: String,
+        details: Vec<String>,
+        /// The file itself could not be read.
+        missing: bool,
+    },
+    /// `apply` could not install the new text; nothing was applied.
+    ConfigNotWritten {
+        path: String,
+        error: String,
+    },
+    /// `plan` of another host's config.
+    PlanOfOtherHost {
+        file_name: String,
+        config_host: String,
+        daemon_host: String,
+    },
+    /// A replica has no container to read logs from.
+    NoContainer {
+        group: String,
+        replica: ReplicaRef,
+        why: NoContainer,
+    },
+    /// `plan` without a GPU inventory (`None`: not taken yet).
+    NoInventory {
+        reason: Option<String>,
+    },
+    /// A GPU request on a host without usable GPUs (`None`: NVML is not loaded).
+    NoGpus {
+        reason: Option<String>,
+    },
+    NoSuchGpu {
+        index: u32,
+    },
+    /// A MIG mode change on a GPU without MIG.
+    NoMig {
+        index: u32,
+        name: String,
+    },
+    /// A MIG mode change on a GPU whose slices are held.
+    GpuHeld {
+        index: u32,
+        holders: Vec<ReplicaRef>,
+    },
+    /// The GPU adapter refused or failed (its own words in `detail`).
+    Gpu {
+        refusal: GpuRefusal,
+        detail: String,
+    },
+    /// `slo GROUP` of a group without an `slo:`.
+    NoSlo {
+        group: String,
+    },
+    /// A state document that may not be imported here.
+    BadState(StateDocumentError),
+    /// A request that only a transport answers reached the owner.
+    TransportOnly,
+    /// The daemon is stopping.
+    ShuttingDown,
+    /// A request for another host on a daemon without federation.
+    NoFederation {
+        host: String,
+        this_host: String,
+    },
+    /// `logs -f` of another host.
+    FollowRemoteLogs {
+        host: String,
+    },
+    /// A logs stream asked with another request.
+    NotLogs,
+    /// A request from a peer that does not read as one.
+    NotARequest {
+        error: String,
+    },
+    /// A peer's request for a third host: requests are never passed on.
+    NotPassedOn {
+        this_host: String,
+        host: String,
+    },
+    /// `host` is not in `federation.peers`.
+    NotAPeer {
+        host: String,
+    },
+    /// `host` could not be reached (`why`: the bus's own words).
+    Unreachable {
+        host: String,
+        why: String,
+    },
+    /// A follow of the events of a host that is not a peer.
+    NotFollowable {
+        host: String,
+    },
+    /// `host` answered with bytes that do not read as a reply.
+    UnreadableReply {
+        host: String,
+        error: String,
+    },
+    /// `host` answered `asked` with another kind of reply.
+    WrongReply {
+        host: String,
+        asked: Asked,
+        got: String,
+    },
+    /// A request could not be encoded for the bus.
+    NotEncoded {
+        error: String,
+    },
+    /// Docker could not give a container's logs.
+    LogsUnavailable {
+        error: String,
+    },
+    /// A request the HTTP server could not read.
+    Unreadable {
+        error: String,
+    },
+    /// A connection whose peer may not use the control socket.
+    Forbidden(Forbidden),
+}
+
+/// Why a replica has no container whose output could be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoContainer {
+    GroupNotStarted,
+    Held { waiting_for: Vec<Wait> },
+    Failed { reason: FailReason },
+    AboutToStart,
+}
+
+/// How the GPU adapter turned a request down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuRefusal {
+    NotSupported,
+    NoSuchGpu,
+    Failed,
+}
+
+/// Which remote answer was not of the kind asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    Logs,
+    Events,
+}
+
+/// Who was refused the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forbidden {
+    /// The connection's credentials could not be read.
+    NoCredentials,
+    /// `uid` is neither root, the daemon's user, nor in the socket's group.
+    Stranger {
+        uid: u32,
+        group: Option<String>,
+        gid: u32,
+    },
+}
+
+impl Rejection {
+    /// The code scripts act on.
+    pub fn code(&self) -> ErrorCode {
+        use Rejection::*;
+        match self {
+            UnknownGroup { .. }
+            | UnknownAgent { .. }
+            | NoContainer { .. }
+            | NoSuchGpu { .. }
+            | NoSlo { .. } => ErrorCode::NotFound,
+            InvalidConfig { missing: true, .. } => ErrorCode::NotFound,
+            UnknownGroups { .. }
+            | BadState(_)
+            | NotLogs
+            | FollowRemoteLogs { .. }
+            | NotARequest { .. }
+            | Unreadable { .. } => ErrorCode::BadRequest,
+            NeededBy { .. } | PlanOfOtherHost { .. } | NoMig { .. } | GpuHeld { .. } => {
+                ErrorCode::Conflict
+            }
+            WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
+            Gpu {
+                refusal: GpuRefusal::NotSupported,
+                ..
+            } => ErrorCode::Conflict,
+            Gpu {
+                refusal: GpuRefusal::NoSuchGpu,
+                ..
+            } => ErrorCode::NotFound,
+            NoInventory { .. }
+            | NoGpus { .. }
+            | Gpu { .. }
+            | ShuttingDown
+            | LogsUnavailable { .. } => ErrorCode::Unavailable,
+            NoFederation { .. }
+            | NotPassedOn { .. }
+            | NotAPeer { .. }
+            | Unreachable { .. }
+            | NotFollowable { .. } => ErrorCode::HostUnreachable,
+            ConfigNotWritten { .. }
+            | TransportOnly
+            | UnreadableReply { .. }
+            | WrongReply { .. }
+            | NotEncoded { .. } => ErrorCode::Internal,
+            Forbidden(_) => ErrorCode::Forbidden,
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> ApiError {
+        let code = r.code();
+        let message = r.to_string();
+        let details = match r {
+            Rejection::InvalidConfig { details, .. } => details,
+            _ => Vec::new(),
+        };
+        ApiError {
+            code,
+            message,
+            details,
         }
     }
 }

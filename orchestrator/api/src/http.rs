@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::request::{Envelope, Request, VERSION};
+use crate::request::{Envelope, Request, Response, VERSION};
 
 /// The path prefix of this API version.
 pub const PREFIX: &str = "/v1";
@@ -323,6 +323,23 @@ pub fn from_route(
     })
 }
 
+/// A reply as HTTP: its status (202 for a command taken, else 200) and
+/// its data as JSON, untagged (the route says what it is). Logs and
+/// events are streamed by the server instead.
+pub fn answer(reply: &Response) -> (u16, Vec<u8>) {
+    let status = match reply {
+        Response::Accepted(_) => 202,
+        _ => 200,
+    };
+    // The tagged form is `{"reply": KIND, "data": DATA}`: the body is DATA.
+    let body = serde_json::to_value(reply)
+        .ok()
+        .and_then(|mut v| v.get_mut("data").map(serde_json::Value::take))
+        .and_then(|data| serde_json::to_vec(&data).ok())
+        .unwrap_or_default();
+    (status, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,5 +527,24 @@ mod tests {
             assert_eq!(e.code, code, "{path}");
             assert!(e.message.contains(text), "{path}: {}", e.message);
         }
+    }
+    #[test]
+    fn an_answer_is_its_data_untagged_with_its_status() {
+        use crate::reply::{Accepted, LogText};
+        let accepted = Accepted {
+            message: "starting g".into(),
+            groups: vec!["g".into()],
+            events_from: 3,
+        };
+        assert_eq!(
+            answer(&Response::Accepted(accepted.clone())),
+            (202, serde_json::to_vec(&accepted).unwrap())
+        );
+        let logs = LogText { text: "a\n".into() };
+        assert_eq!(
+            answer(&Response::Logs(logs.clone())),
+            (200, serde_json::to_vec(&logs).unwrap())
+        );
+        assert_eq!(answer(&Response::Groups(vec![])), (200, b"[]".to_vec()));
     }
 }

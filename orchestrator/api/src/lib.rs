@@ -48,7 +48,7 @@ pub mod text;
 pub mod wire;
 
 pub use client::{Client, ClientError, ndjson};
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection};
 pub use reply::*;
 pub use request::{Envelope, Reply, Request, Response, VERSION};
 pub use wire::{Event, EventKind};

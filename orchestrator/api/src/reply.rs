@@ -151,13 +151,13 @@ pub struct GpuReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuStatus {
     pub info: GpuInfo,
-    pub telemetry: Option<Telemetry>,
+    pub telemetry: Option<GpuTelemetry>,
     pub slices: Vec<SliceOwner>,
     pub free: FreeCapacity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Telemetry {
+pub struct GpuTelemetry {
     pub memory_used_bytes: u64,
     pub utilization_gpu: u32,
     pub utilization_memory: u32,
@@ -208,9 +208,36 @@ pub struct PlanReport {
 pub struct RemoteDependency {
     pub agent: String,
     pub on: crate::wire::Wait,
-    /// `ready`, `not ready`, `host down`, `not heard from`, or `unknown`
-    /// (planned without a daemon).
-    pub state: String,
+    pub state: RemoteReadiness,
+}
+
+/// Whether a cross-host dependency is met, as this host knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteReadiness {
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "not ready")]
+    NotReady,
+    #[serde(rename = "host down")]
+    HostDown,
+    #[serde(rename = "not heard from")]
+    NotHeardFrom,
+    /// Planned without a daemon.
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl RemoteReadiness {
+    /// As on the wire (and as `plan` prints it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteReadiness::Ready => "ready",
+            RemoteReadiness::NotReady => "not ready",
+            RemoteReadiness::HostDown => "host down",
+            RemoteReadiness::NotHeardFrom => "not heard from",
+            RemoteReadiness::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,7 +288,7 @@ pub struct LogText {
 
 /// A host's state as its peers see it: what it publishes to them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct HostSnapshot {
     pub status: Status,
     pub agents: Vec<AgentStatus>,
     pub gpu: GpuReport,
@@ -330,7 +357,7 @@ pub struct HostView {
     pub incarnation: Option<u64>,
     /// How old `snapshot` is (0 for this host).
     pub snapshot_age_ms: Option<u64>,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<HostSnapshot>,
 }
 
 /// SLO figures of one host (`slo`): every group with an `slo:`, or one.
@@ -382,4 +409,24 @@ pub struct SloWindow {
     /// error ratio / budget; `None` without events, and in JSON also when
     /// infinite (a zero budget with an error).
     pub burn_rate: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteReadiness as R;
+
+    #[test]
+    fn remote_readiness_reads_on_the_wire_as_it_prints() {
+        for r in [
+            R::Ready,
+            R::NotReady,
+            R::HostDown,
+            R::NotHeardFrom,
+            R::Unknown,
+        ] {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(serde_json::from_str::<R>(&json).unwrap(), r);
+        }
+    }
 }

@@ -70,7 +70,7 @@ pub fn plan_report(
         errors: plan.errors.iter().map(convert::plan_error).collect(),
         notes: plan.notes.iter().map(convert::plan_note).collect(),
         changes: None,
-        remote: remote_dependencies(config, |_| "unknown".to_string()),
+        remote: remote_dependencies(config, |_| crate::reply::RemoteReadiness::Unknown),
     }
 }
 
@@ -151,7 +151,7 @@ pub fn free_capacity(
 /// group's), with its state as `state_of` tells it.
 pub fn remote_dependencies(
     config: &HostConfig,
-    state_of: impl Fn(&crate::wire::Wait) -> String,
+    state_of: impl Fn(&crate::wire::Wait) -> crate::reply::RemoteReadiness,
 ) -> Vec<crate::reply::RemoteDependency> {
     use orch_core::model::Dep;
     let mut out = Vec::new();

@@ -122,24 +122,6 @@ impl Request {
             Request::StateImport { .. } => "state_import",
         }
     }
-
-    /// Whether the request only reads: it changes nothing on the host.
-    pub fn is_read_only(&self) -> bool {
-        matches!(
-            self,
-            Request::Status
-                | Request::Groups
-                | Request::Agents { .. }
-                | Request::Logs { .. }
-                | Request::Events { .. }
-                | Request::Gpu
-                | Request::Plan { .. }
-                | Request::Peers
-                | Request::Fleet
-                | Request::Slo { .. }
-                | Request::StateExport
-        )
-    }
 }
 
 /// A request with its version and the host it is for. `host: None` (or

@@ -1,10 +1,8 @@
-//! The wire types in words: what the CLI prints and the daemon logs.
-//! Everything else carries the typed data; this is the only place that
-//! turns it into English.
-//!
-//! Plan errors and notes read exactly as the planner's own rendering
-//! (checked by a test), so a plan reads the same whether the CLI planned
-//! alone or the daemon answered.
+//! The wire types in words: what the CLI prints and the daemon logs and
+//! answers. Everything else carries typed data (the planner and the
+//! supervisor have no words of their own); this is the only place that
+//! turns it into English, so a plan reads the same whether the CLI
+//! planned alone or the daemon answered.
 
 use std::fmt;
 
@@ -601,6 +599,248 @@ impl fmt::Display for EventKind {
     }
 }
 
+/// `; did you mean X?` for a close name, else the list of names.
+pub fn suggest(name: &str, names: &[&str]) -> String {
+    let lower = name.to_ascii_lowercase();
+    let mut close: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| {
+            let nl = n.to_ascii_lowercase();
+            strsim::levenshtein(&lower, &nl) <= 2 || nl.starts_with(&lower) || nl.contains(&lower)
+        })
+        .collect();
+    close.sort_unstable();
+    match close.as_slice() {
+        [] if names.is_empty() => String::new(),
+        [] => format!("; known: {}", names.join(", ")),
+        [one] => format!("; did you mean `{one}`?"),
+        many => format!(
+            "; did you mean one of {}?",
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn ticked(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|g| format!("`{g}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Display for crate::Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::Rejection::*;
+        match self {
+            UnknownGroup {
+                group, host: None, ..
+            } => write!(f, "no group `{group}` on this host"),
+            UnknownGroup {
+                group,
+                host: Some(host),
+                known,
+            } => {
+                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                write!(
+                    f,
+                    "no group `{group}` on host {host}{}",
+                    suggest(group, &known)
+                )
+            }
+            UnknownAgent {
+                group,
+                agent,
+                elsewhere: None,
+            } => write!(f, "no agent `{agent}` in group `{group}`"),
+            UnknownAgent {
+                group,
+                agent,
+                elsewhere: Some(actual),
+            } => write!(
+                f,
+                "no agent `{agent}` in group `{group}`; did you mean `{actual}/{agent}`?"
+            ),
+            UnknownGroups { groups } => write!(
+                f,
+                "no group {} on this host; nothing was changed",
+                ticked(groups)
+            ),
+            NeededBy {
+                group,
+                needed_by,
+                restart,
+            } => write!(
+                f,
+                "group `{group}` is needed by started group(s) {}; {}",
+                needed_by.join(", "),
+                if *restart {
+                    "pass --with-dependents to restart them with it"
+                } else {
+                    "stop them first or pass --with-dependents"
+                }
+            ),
+            WrongHost { current, new } => write!(
+                f,
+                "the new config is for host `{new}`, this daemon runs `{current}`"
+            ),
+            InvalidConfig { message, .. } => f.write_str(message),
+            ConfigNotWritten { path, error } => {
+                write!(f, "cannot write {path}: {error}; nothing was applied")
+            }
+            PlanOfOtherHost {
+                file_name,
+                config_host,
+                daemon_host,
+            } => write!(
+                f,
+                "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; plan it on that host, or with --offline"
+            ),
+            NoContainer {
+                group,
+                replica,
+                why,
+            } => {
+                write!(f, "{group}/{replica} has no container: ")?;
+                match why {
+                    crate::NoContainer::GroupNotStarted => {
+                        write!(f, "its group `{group}` is not started")
+                    }
+                    crate::NoContainer::Held { waiting_for } => {
+                        write!(f, "it is held, waiting for {}", waits(waiting_for))
+                    }
+                    crate::NoContainer::Failed { reason } => {
+                        write!(f, "its last start failed: {reason}")
+                    }
+                    crate::NoContainer::AboutToStart => f.write_str("it is about to start"),
+                }
+            }
+            NoInventory { reason } => write!(
+                f,
+                "no GPU inventory on this host: {}",
+                reason.as_deref().unwrap_or("not taken yet")
+            ),
+            NoGpus { reason } => write!(
+                f,
+                "no GPUs: {}",
+                reason.as_deref().unwrap_or("NVML is not loaded")
+            ),
+            NoSuchGpu { index } => write!(f, "no GPU {index} on this host"),
+            NoMig { index, name } => write!(
+                f,
+                "GPU {index} ({name}) does not support MIG; share it with MPS (`sharing: mps`) instead"
+            ),
+            GpuHeld { index, holders } => write!(
+                f,
+                "GPU {index} has slices held by {}; stop their groups before changing its MIG mode",
+                holders
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Gpu { detail, .. } => f.write_str(detail),
+            NoSlo { group } => write!(f, "group `{group}` has no `slo:` in its config"),
+            BadState(e) => write!(f, "{e}"),
+            TransportOnly => {
+                f.write_str("logs and events are served by the transport, not the owner")
+            }
+            ShuttingDown => f.write_str("the daemon is shutting down"),
+            NoFederation { host, this_host } => write!(
+                f,
+                "cannot reach host `{host}`: this daemon ({this_host}) has no federation configured"
+            ),
+            FollowRemoteLogs { host } => write!(
+                f,
+                "following the logs of another host is not supported; run `logs` without -f, or on {host}"
+            ),
+            NotLogs => f.write_str("not a logs request"),
+            NotARequest { error } => write!(f, "not a request: {error}"),
+            NotPassedOn { this_host, host } => write!(
+                f,
+                "{this_host} does not pass requests on: ask host `{host}` directly"
+            ),
+            NotAPeer { host } => write!(
+                f,
+                "no host `{host}` in this host's federation (`federation.peers`)"
+            ),
+            Unreachable { host, why } => write!(f, "cannot reach host `{host}`: {why}"),
+            NotFollowable { host } => write!(
+                f,
+                "cannot reach host `{host}`: it is not a peer of this host"
+            ),
+            UnreadableReply { host, error } => {
+                write!(f, "host `{host}` answered something unreadable: {error}")
+            }
+            WrongReply {
+                host,
+                asked: crate::Asked::Logs,
+                got,
+            } => write!(f, "host {host} answered logs with {got}"),
+            WrongReply {
+                host,
+                asked: crate::Asked::Events,
+                got,
+            } => write!(f, "host `{host}` answered events with {got}"),
+            NotEncoded { error } | LogsUnavailable { error } | Unreadable { error } => {
+                f.write_str(error)
+            }
+            Forbidden(crate::Forbidden::NoCredentials) => {
+                f.write_str("permission denied: peer credentials unavailable")
+            }
+            Forbidden(crate::Forbidden::Stranger { uid, group, gid }) => write!(
+                f,
+                "permission denied: uid {uid} is neither root, the daemon's user, nor in group {} (gid {gid})",
+                group.as_deref().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// A group command, for the words of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupVerb {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// `starting infra_core, vision_gpu`: what a group command set going.
+pub fn group_command(verb: GroupVerb, groups: &[String]) -> String {
+    let verb = match verb {
+        GroupVerb::Start => "starting",
+        GroupVerb::Stop => "stopping",
+        GroupVerb::Restart => "restarting",
+    };
+    format!("{verb} {}", groups.join(", "))
+}
+
+/// What an `agent restart` set going.
+pub fn agent_restart(group: &str, agent: &str) -> String {
+    format!("restarting {group}/{agent}")
+}
+
+/// What a `state import` did.
+pub fn state_imported(started: &[String]) -> String {
+    if started.is_empty() {
+        "state imported; no group started".into()
+    } else {
+        format!("state imported; started {}", started.join(", "))
+    }
+}
+
+/// The warning of a reload that changed a setting the running daemon
+/// cannot take over (`section` is its config path).
+pub fn restart_only_change(section: &str) -> String {
+    format!(
+        "`{section}` changed: it takes effect when orchestratord restarts (`systemctl restart orchestratord`); the running daemon keeps the old value"
+    )
+}
+
 /// What an operator is told after a MIG mode change was made.
 pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
     let what = if enable { "enabled" } else { "disabled" };
@@ -675,28 +915,358 @@ mod tests {
             .collect()
     }
 
+    /// The words of real plans, from the planner through `convert`.
     #[test]
-    fn plan_errors_and_notes_read_as_the_planner_writes_them() {
-        let mut seen = 0;
-        for p in plans() {
-            for e in &p.errors {
-                assert_eq!(convert::plan_error(e).to_string(), e.to_string());
-                seen += 1;
-            }
-            for n in &p.notes {
-                assert_eq!(convert::plan_note(n).to_string(), n.to_string());
-            }
-            for a in &p.assignments {
-                assert_eq!(
-                    convert::slice(&a.slice, None).to_string(),
-                    a.slice.to_string()
-                );
-            }
+    fn plans_read_in_words() {
+        let words: Vec<String> = plans()
+            .iter()
+            .flat_map(|p| {
+                let errors = p.errors.iter().map(|e| convert::plan_error(e).to_string());
+                let notes = p.notes.iter().map(|n| convert::plan_note(n).to_string());
+                errors.chain(notes).collect::<Vec<_>>()
+            })
+            .collect();
+        let want = [
+            "A wants mig 3g.20gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given",
+            "B wants mig 3g.20gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given",
+            "C#1 wants mig 7g.40gb, falling back to mps memory=30g compute=90%; for mig 7g.40gb: GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG; for mps memory=30g compute=90%: GPU 0 (NVIDIA GeForce RTX 4090): 30g does not fit in the 23326m MPS clients may use (memory less a 1250m reserve)",
+            "E wants exclusive; GPU 0 (NVIDIA GeForce RTX 4090): already used by 1 MPS client; exclusive needs a GPU nobody uses",
+            "F wants time-slice; GPU 0 (NVIDIA GeForce RTX 4090): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy, and no fallback is given",
+            "G wants mig 2g.20gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given",
+            "C#1 wants mig 7g.40gb, falling back to mps memory=30g compute=90%; for mig 7g.40gb: GPU 0 (NVIDIA A100-SXM4-40GB): 6 of 7 compute slices are taken, 7g.40gb needs 7; for mps memory=30g compute=90%: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests",
+            "D wants mps memory=20g compute=60%; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests, and no fallback is given",
+            "E wants exclusive; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests, and no fallback is given",
+            "F wants time-slice; GPU 0 (NVIDIA A100-SXM4-40GB): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy, and no fallback is given",
+            "G wants mig 2g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): offers no 2g.20gb profile (only 1g.5gb, 1g.5gb+me, 1g.10gb, 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb), and no fallback is given",
+            "A wants mig 3g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is off (turn it on with `nvidia-smi -mig 1` and a GPU reset), and no fallback is given",
+            "B wants mig 3g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is off (turn it on with `nvidia-smi -mig 1` and a GPU reset), and no fallback is given",
+            "D wants mps memory=20g compute=60%; GPU 0 (NVIDIA A100-SXM4-40GB): 30g of 39219m already given to 1 client, 20g more does not fit",
+            "E wants exclusive; GPU 0 (NVIDIA A100-SXM4-40GB): already used by 1 MPS client; exclusive needs a GPU nobody uses",
+            "F wants time-slice; GPU 0 (NVIDIA A100-SXM4-40GB): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy, and no fallback is given",
+            "G wants mig 2g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is off (turn it on with `nvidia-smi -mig 1` and a GPU reset), and no fallback is given",
+            "C#1 wants mig 7g.40gb, falling back to mps memory=30g compute=90%; for mig 7g.40gb: GPU 0 (NVIDIA A100-SXM4-40GB): 6 of 7 compute slices are taken, 7g.40gb needs 7; GPU 1 is an NVIDIA GeForce RTX 4090, which has no MIG; for mps memory=30g compute=90%: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 4090): 30g does not fit in the 23326m MPS clients may use (memory less a 1250m reserve)",
+            "E wants exclusive; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 4090): already used by 1 MPS client; exclusive needs a GPU nobody uses",
+            "F wants time-slice; GPU 0 (NVIDIA A100-SXM4-40GB): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy; GPU 1 (NVIDIA GeForce RTX 4090): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy, and no fallback is given",
+            "G wants mig 2g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): offers no 2g.20gb profile (only 1g.5gb, 1g.5gb+me, 1g.10gb, 2g.10gb, 3g.20gb, 4g.20gb, 7g.40gb); GPU 1 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given",
+            "A wants mig 3g.20gb; the host has no GPU",
+            "B wants mig 3g.20gb; the host has no GPU",
+            "C#1 wants mig 7g.40gb, falling back to mps memory=30g compute=90%; for mig 7g.40gb: the host has no GPU; for mps memory=30g compute=90%: the host has no GPU",
+            "D wants mps memory=20g compute=60%; the host has no GPU",
+            "E wants exclusive; the host has no GPU",
+            "F wants time-slice; the host has no GPU",
+            "G wants mig 2g.20gb; the host has no GPU",
+        ];
+        assert_eq!(words, want);
+    }
+
+    /// Every reason a GPU gives, in words: one refusal, one GPU.
+    #[test]
+    fn every_refusal_reads_in_words() {
+        use crate::wire::{Occupant, RefusalReason as R, ReplicaRef};
+        let r = |agent: &str| ReplicaRef {
+            agent: agent.into(),
+            replica: 0,
+        };
+        const G: u64 = 1 << 30;
+        let cases = [
+            (R::Lost, "GPU 0 (NVIDIA A100-SXM4-40GB) is lost"),
+            (
+                R::MigOff {
+                    pending_enable: true,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): MIG is off until a GPU reset applies the pending change",
+            ),
+            (
+                R::UnsupportedGeometry { memory_slices: 96 },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): its MIG geometry (96 memory slices) is beyond what the planner models",
+            ),
+            (
+                R::Policy {
+                    sharing: "mps".into(),
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): its policy allows only mps",
+            ),
+            (
+                R::MigMaxInstances {
+                    profile: "1g.5gb+me".into(),
+                    max: 1,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): already holds the most 1g.5gb+me instances it can (1)",
+            ),
+            (
+                R::MigNoPlacement {
+                    profile: "3g.20gb".into(),
+                    occupants: vec![
+                        Occupant {
+                            profile: "1g.5gb".into(),
+                            placement_start: 0,
+                            holder: Some(r("B")),
+                            gi_id: Some(3),
+                        },
+                        Occupant {
+                            profile: "2g.10gb".into(),
+                            placement_start: 4,
+                            holder: None,
+                            gi_id: Some(7),
+                        },
+                        Occupant {
+                            profile: "1g.10gb".into(),
+                            placement_start: 6,
+                            holder: None,
+                            gi_id: None,
+                        },
+                    ],
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): no free placement for 3g.20gb beside 1g.5gb@0 (B), 2g.10gb@4 (not ours, GI 7), 1g.10gb@6 (not ours)",
+            ),
+            (
+                R::MpsClients {
+                    clients: 48,
+                    max: 48,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): already serves 48 MPS clients (at most 48)",
+            ),
+            (
+                R::MpsClients { clients: 1, max: 1 },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): already serves 1 MPS client (at most 1)",
+            ),
+            (
+                R::MpsMemory {
+                    used_bytes: 10 * G,
+                    capacity_bytes: 23 * G / 2,
+                    reserve_bytes: G / 2,
+                    clients: 3,
+                    wanted_bytes: 8 * G,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): 10g of 11.5g already given to 3 clients, 8g more does not fit",
+            ),
+            (
+                R::MpsCompute {
+                    used_basis_points: 6_000,
+                    clients: 1,
+                    wanted_basis_points: 5_000,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): 60% of compute already given to 1 client, 50% more goes past 100%",
+            ),
+            (
+                R::HeldExclusive { holder: r("A") },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): held exclusively by A",
+            ),
+            (
+                R::InUse {
+                    mps_clients: 0,
+                    time_slice_clients: 2,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): already used by 2 time-slice clients; exclusive needs a GPU nobody uses",
+            ),
+        ];
+        for (why, words) in cases {
+            let refusal = crate::wire::Refusal {
+                gpu_index: 0,
+                gpu_name: "NVIDIA A100-SXM4-40GB".into(),
+                why,
+            };
+            assert_eq!(refusal.to_string(), words);
         }
-        assert!(
-            seen >= 10,
-            "the fixture should fail in many ways, got {seen}"
+    }
+
+    #[test]
+    fn every_plan_note_reads_in_words() {
+        use crate::wire::{DropReason, PlanNote as N, RefusalReason, ReplicaRef, Slice};
+        let a = ReplicaRef {
+            agent: "A".into(),
+            replica: 0,
+        };
+        let slice = Slice::Mig {
+            gpu_index: 0,
+            gpu_uuid: "GPU-0".into(),
+            profile: "3g.20gb".into(),
+            placement_start: 4,
+            device_uuid: None,
+            memory_bytes: None,
+        };
+        let dropped = |why| N::Dropped {
+            replica: a.clone(),
+            slice: slice.clone(),
+            why,
+        };
+        let name = || "NVIDIA A100-SXM4-40GB".to_string();
+        let cases = [
+            (
+                N::GpuLost {
+                    gpu_index: 0,
+                    gpu_uuid: "GPU-0".into(),
+                    name: name(),
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB, GPU-0) is lost; nothing is placed on it until it is reset or replaced",
+            ),
+            (
+                N::MigModePending {
+                    gpu_index: 0,
+                    name: name(),
+                    enable: true,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): MIG is set to turn on and needs a GPU reset; until then it is planned with MIG off",
+            ),
+            (
+                N::MigModePending {
+                    gpu_index: 0,
+                    name: name(),
+                    enable: false,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): MIG is set to turn off and needs a GPU reset; until then it is planned with MIG on",
+            ),
+            (
+                N::PolicyUnusable {
+                    gpu_index: 0,
+                    name: name(),
+                    sharing: "mps".into(),
+                    mig_on: true,
+                    mig_capable: true,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): its policy says mps, but MIG is on; turn MIG off (GPU reset) or change the policy; it takes nothing meanwhile",
+            ),
+            (
+                N::PolicyUnusable {
+                    gpu_index: 0,
+                    name: name(),
+                    sharing: "mig".into(),
+                    mig_on: false,
+                    mig_capable: true,
+                },
+                "GPU 0 (NVIDIA A100-SXM4-40GB): its policy says mig, but MIG is off; turn it on (GPU reset) or change the policy; it takes nothing meanwhile",
+            ),
+            (
+                N::PolicyUnusable {
+                    gpu_index: 1,
+                    name: "NVIDIA GeForce RTX 4090".into(),
+                    sharing: "mig".into(),
+                    mig_on: false,
+                    mig_capable: false,
+                },
+                "GPU 1 (NVIDIA GeForce RTX 4090): its policy says mig, but the GPU has no MIG; change the policy; it takes nothing meanwhile",
+            ),
+            (
+                dropped(DropReason::InstanceGone),
+                "A loses GPU 0 mig 3g.20gb @4: its MIG instance is gone and its placement is not free; planning it again",
+            ),
+            (
+                dropped(DropReason::GpuGone),
+                "A loses GPU 0 mig 3g.20gb @4: the GPU is gone; planning it again",
+            ),
+            (
+                dropped(DropReason::RequestChanged),
+                "A loses GPU 0 mig 3g.20gb @4: it no longer matches the request; planning it again",
+            ),
+            (
+                dropped(DropReason::Refused {
+                    refusal: RefusalReason::Policy {
+                        sharing: "exclusive".into(),
+                    },
+                }),
+                "A loses GPU 0 mig 3g.20gb @4: its policy allows only exclusive; planning it again",
+            ),
+            (
+                N::Reapplied {
+                    replica: a.clone(),
+                    gpu_index: 0,
+                    profile: "4g.20gb".into(),
+                    placement_start: 0,
+                },
+                "GPU 0: re-creating 4g.20gb @0 for A (its instance is gone, e.g. after a reboot)",
+            ),
+            (
+                N::SearchCutShort { replica: a.clone() },
+                "the MIG layout search for A hit its limit; it was counted as not fitting",
+            ),
+        ];
+        for (note, words) in cases {
+            assert_eq!(note.to_string(), words);
+        }
+    }
+
+    #[test]
+    fn suggestions_name_the_close_ones_or_list_all() {
+        use super::suggest;
+        let names = ["speech_gpu", "vision_gpu", "infra_core"];
+        assert_eq!(suggest("speech", &names), "; did you mean `speech_gpu`?");
+        assert_eq!(
+            suggest("vision_gpuu", &names),
+            "; did you mean `vision_gpu`?"
         );
+        assert_eq!(
+            suggest("nosuch", &names),
+            "; known: speech_gpu, vision_gpu, infra_core"
+        );
+        assert_eq!(
+            suggest("gpu", &names),
+            "; did you mean one of `speech_gpu`, `vision_gpu`?"
+        );
+    }
+
+    #[test]
+    fn a_refusal_has_one_code_and_its_words() {
+        use crate::{ApiError, ErrorCode, Rejection};
+        let cases = [
+            (
+                Rejection::UnknownGroup {
+                    group: "vison".into(),
+                    host: Some("h".into()),
+                    known: vec!["vision".into(), "infra".into()],
+                },
+                ErrorCode::NotFound,
+                "no group `vison` on host h; did you mean `vision`?",
+            ),
+            (
+                Rejection::NeededBy {
+                    group: "infra".into(),
+                    needed_by: vec!["apps".into()],
+                    restart: false,
+                },
+                ErrorCode::Conflict,
+                "group `infra` is needed by started group(s) apps; stop them first or pass --with-dependents",
+            ),
+            (
+                Rejection::UnknownGroups {
+                    groups: vec!["a".into(), "b".into()],
+                },
+                ErrorCode::BadRequest,
+                "no group `a`, `b` on this host; nothing was changed",
+            ),
+            (
+                Rejection::NoContainer {
+                    group: "g".into(),
+                    replica: crate::wire::ReplicaRef {
+                        agent: "A".into(),
+                        replica: 1,
+                    },
+                    why: crate::NoContainer::Held {
+                        waiting_for: vec![crate::wire::Wait::Group {
+                            group: "infra".into(),
+                        }],
+                    },
+                },
+                ErrorCode::NotFound,
+                "g/A#1 has no container: it is held, waiting for group infra",
+            ),
+            (
+                Rejection::NoGpus { reason: None },
+                ErrorCode::Unavailable,
+                "no GPUs: NVML is not loaded",
+            ),
+            (
+                Rejection::NotPassedOn {
+                    this_host: "a".into(),
+                    host: "c".into(),
+                },
+                ErrorCode::HostUnreachable,
+                "a does not pass requests on: ask host `c` directly",
+            ),
+        ];
+        for (rejection, code, words) in cases {
+            let e = ApiError::from(rejection);
+            assert_eq!((e.code, e.message.as_str()), (code, words));
+        }
     }
 
     #[test]

@@ -396,3 +396,64 @@ pub fn plain_scalar_json(text: &str) -> serde_json::Value {
     }
     serde_json::Value::String(text.to_string())
 }
+
+/// A `depends_on` entry that does not read, in words.
+pub fn dep_error(e: &orch_core::model::DepError) -> String {
+    use orch_core::model::DepError;
+    match e {
+        DepError::Malformed { entry } => format!("`{entry}` is not HOST/AGENT or HOST/group:NAME"),
+        DepError::NoGroup { entry } => format!("`{entry}` names no group after `group:`"),
+    }
+}
+
+/// A port mapping that does not read, in words.
+pub fn port_error(e: &orch_core::model::PortError) -> String {
+    use orch_core::model::PortError;
+    match e {
+        PortError::Protocol { protocol } => {
+            format!("unknown protocol `{protocol}`; use `/tcp` or `/udp`")
+        }
+        PortError::Port { text } => format!("`{text}` is not a port number (1-65535)"),
+        PortError::Ip { text } => format!("`{text}` is not an IP address"),
+        PortError::Shape { text } => format!(
+            "`{text}` is not a port mapping; write `HOST:CONTAINER`, `IP:HOST:CONTAINER`, `START-END:CONTAINER` or `CONTAINER`"
+        ),
+        PortError::UnclosedBracket { text } => {
+            format!("`{text}` has an unclosed `[` around its address")
+        }
+        PortError::RangeBackwards { text, start, end } => {
+            format!("the host port range `{text}` ends before it starts; write `{end}-{start}`")
+        }
+        PortError::RangeTooLong { text, len } => format!(
+            "the host port range `{text}` has {len} ports, more than an agent can use ({}: {} replicas and as many for a rollout's surge)",
+            orch_core::model::MAX_HOST_PORT_RANGE,
+            orch_core::model::MAX_REPLICAS
+        ),
+        PortError::ContainerRange { text } => format!(
+            "`{text}` is a container port range; publish one container port, with a host port range for the replicas (e.g. `8000-8009:8080`)"
+        ),
+    }
+}
+
+/// A volume that does not read, in words.
+pub fn mount_error(e: &orch_core::model::MountError) -> String {
+    use orch_core::model::MountError;
+    match e {
+        MountError::Mode { mode } => format!("unknown mount mode `{mode}`; use `ro` or `rw`"),
+        MountError::Shape { text } => {
+            format!("`{text}` is not a volume; write `SOURCE:TARGET` or `SOURCE:TARGET:ro`")
+        }
+        MountError::EmptySource => "the volume source is empty".into(),
+        MountError::RelativeTarget { target } => {
+            format!("the mount target `{target}` must be an absolute path")
+        }
+    }
+}
+
+/// Text that is not a MIG profile name, in words.
+pub fn profile_error(e: &orch_core::gpu::NotAProfile) -> String {
+    format!(
+        "`{}` is not a MIG profile name; write `<slices>g.<memory>gb`, e.g. `1g.10gb`, `3g.40gb`, `1g.5gb+me`",
+        e.text
+    )
+}

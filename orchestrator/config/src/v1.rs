@@ -1231,7 +1231,7 @@ fn agent(
                     port_sources.push((p.clone(), item.span));
                     ports.push(p);
                 }
-                Err(e) => d.error("port", item.span, e),
+                Err(e) => d.error("port", item.span, de::port_error(&e)),
             }
         }
     }
@@ -1245,7 +1245,7 @@ fn agent(
             };
             match VolumeMount::parse(&text) {
                 Ok(v) => volumes.push(v),
-                Err(e) => d.error("volume", item.span, e),
+                Err(e) => d.error("volume", item.span, de::mount_error(&e)),
             }
         }
     }
@@ -1868,7 +1868,7 @@ fn mig_profile(node: &Node, d: &mut Diagnostics) -> Option<MigProfileName> {
             d.error_help(
                 "mig-profile",
                 node.span,
-                e,
+                de::profile_error(&e),
                 format!("known profiles: {}", known.join(", ")),
             );
             None

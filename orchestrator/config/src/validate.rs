@@ -136,7 +136,7 @@ fn remote_references(config: &HostConfig, index: &SourceIndex, d: &mut Diagnosti
                 d.error_help(
                     "unknown-dependency",
                     *span,
-                    e,
+                    crate::decode::dep_error(&e),
                     "write HOST/AGENT for an agent of another host, HOST/group:NAME for its group",
                 );
                 continue;

@@ -66,7 +66,7 @@ pub struct ContainerSpec {
 }
 
 use crate::gpu::Slice;
-use crate::model::{Agent, HostConfig, Probe};
+use crate::model::{Agent, HostConfig};
 
 /// How the host hands GPUs to containers, once `auto` is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,14 +317,6 @@ pub fn build_spec(
         gpu: devices,
         ipc_host,
         stop_timeout: agent.stop_timeout,
-    }
-}
-
-/// Whether the agent's health can be probed from the host over the network.
-pub fn probe_port(agent: &Agent) -> Option<u16> {
-    match agent.health.probe {
-        Probe::Http { port, .. } | Probe::Tcp { port } => Some(port),
-        _ => None,
     }
 }
 

@@ -86,15 +86,20 @@ pub struct MigProfileName {
     pub graphics: bool,
 }
 
+/// Text that is not a MIG profile name (its words are the config
+/// diagnostics').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAProfile {
+    pub text: String,
+}
+
 impl MigProfileName {
     /// Parses `<N>g.<M>gb[+me|+gfx]`, with an optional `MIG ` prefix.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, NotAProfile> {
         let s = text.trim();
         let s = s.strip_prefix("MIG ").unwrap_or(s);
-        let bad = || {
-            format!(
-                "`{text}` is not a MIG profile name; write `<slices>g.<memory>gb`, e.g. `1g.10gb`, `3g.40gb`, `1g.5gb+me`"
-            )
+        let bad = || NotAProfile {
+            text: text.to_string(),
         };
         let (body, media, graphics) = if let Some(b) = s.strip_suffix("+me") {
             (b, true, false)
@@ -142,7 +147,12 @@ impl Serialize for MigProfileName {
 impl<'de> Deserialize<'de> for MigProfileName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        MigProfileName::parse(&s).map_err(serde::de::Error::custom)
+        MigProfileName::parse(&s).map_err(|_| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&s),
+                &"a MIG profile name such as 1g.10gb",
+            )
+        })
     }
 }
 

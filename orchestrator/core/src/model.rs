@@ -41,17 +41,33 @@ pub enum Dep<'a> {
     RemoteGroup { host: &'a str, group: &'a str },
 }
 
+/// Why a `depends_on` entry does not read (its words are the config
+/// diagnostics').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DepError {
+    /// Not `HOST/AGENT` or `HOST/group:NAME`.
+    Malformed { entry: String },
+    /// `HOST/group:` with no name.
+    NoGroup { entry: String },
+}
+
 impl<'a> Dep<'a> {
     /// Reads an entry; `Err` says why a remote one is malformed.
-    pub fn parse(entry: &'a str) -> Result<Dep<'a>, String> {
+    pub fn parse(entry: &'a str) -> Result<Dep<'a>, DepError> {
         let Some((host, rest)) = entry.split_once('/') else {
             return Ok(Dep::Local(entry));
         };
         if host.is_empty() || rest.is_empty() || rest.contains('/') {
-            return Err(format!("`{entry}` is not HOST/AGENT or HOST/group:NAME"));
+            return Err(DepError::Malformed {
+                entry: entry.to_string(),
+            });
         }
         Ok(match rest.strip_prefix("group:") {
-            Some("") => return Err(format!("`{entry}` names no group after `group:`")),
+            Some("") => {
+                return Err(DepError::NoGroup {
+                    entry: entry.to_string(),
+                });
+            }
             Some(group) => Dep::RemoteGroup { host, group },
             None => Dep::RemoteAgent { host, agent: rest },
         })
@@ -63,10 +79,6 @@ impl<'a> Dep<'a> {
             Ok(Dep::Local(n)) => Some(n),
             _ => None,
         }
-    }
-
-    pub fn is_remote(&self) -> bool {
-        !matches!(self, Dep::Local(_))
     }
 }
 
@@ -484,14 +496,53 @@ impl std::fmt::Display for PortMapping {
     }
 }
 
+/// Why a port mapping does not read (its words are the config
+/// diagnostics').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortError {
+    Protocol {
+        protocol: String,
+    },
+    Port {
+        text: String,
+    },
+    Ip {
+        text: String,
+    },
+    Shape {
+        text: String,
+    },
+    /// `[v6-address` with no `]:` after it.
+    UnclosedBracket {
+        text: String,
+    },
+    /// A host port range whose end comes before its start.
+    RangeBackwards {
+        text: String,
+        start: u16,
+        end: u16,
+    },
+    /// A host port range longer than [`MAX_HOST_PORT_RANGE`].
+    RangeTooLong {
+        text: String,
+        len: u32,
+    },
+    /// A range on the container side.
+    ContainerRange {
+        text: String,
+    },
+}
+
 impl PortMapping {
     /// Parses the compose-style short form.
-    pub fn parse(text: &str) -> Result<PortMapping, String> {
+    pub fn parse(text: &str) -> Result<PortMapping, PortError> {
         let (body, protocol) = match text.rsplit_once('/') {
             Some((b, "tcp")) => (b, Protocol::Tcp),
             Some((b, "udp")) => (b, Protocol::Udp),
             Some((_, p)) => {
-                return Err(format!("unknown protocol `{p}`; use `/tcp` or `/udp`"));
+                return Err(PortError::Protocol {
+                    protocol: p.to_string(),
+                });
             }
             None => (text, Protocol::Tcp),
         };
@@ -499,7 +550,11 @@ impl PortMapping {
         let (bracketed_ip, body) = match body.strip_prefix('[') {
             Some(rest) => match rest.split_once("]:") {
                 Some((ip, rest)) => (Some(ip), rest),
-                None => return Err(format!("`{text}` has an unclosed `[` around its address")),
+                None => {
+                    return Err(PortError::UnclosedBracket {
+                        text: text.to_string(),
+                    });
+                }
             },
             None => (None, body),
         };
@@ -507,35 +562,40 @@ impl PortMapping {
         if let Some(ip) = bracketed_ip {
             parts.insert(0, ip);
         }
-        let port = |s: &str| -> Result<u16, String> {
+        let port = |s: &str| -> Result<u16, PortError> {
             match s.parse::<u16>() {
-                Ok(0) | Err(_) => Err(format!("`{s}` is not a port number (1-65535)")),
+                Ok(0) | Err(_) => Err(PortError::Port {
+                    text: s.to_string(),
+                }),
                 Ok(p) => Ok(p),
             }
         };
-        let host = |s: &str| -> Result<(u16, Option<u16>), String> {
+        let host = |s: &str| -> Result<(u16, Option<u16>), PortError> {
             let Some((a, b)) = s.split_once('-') else {
                 return Ok((port(s)?, None));
             };
             let (start, end) = (port(a)?, port(b)?);
             if end < start {
-                return Err(format!(
-                    "the host port range `{s}` ends before it starts; write `{end}-{start}`"
-                ));
+                return Err(PortError::RangeBackwards {
+                    text: s.to_string(),
+                    start,
+                    end,
+                });
             }
             let len = u32::from(end - start) + 1;
             if len > MAX_HOST_PORT_RANGE {
-                return Err(format!(
-                    "the host port range `{s}` has {len} ports, more than an agent can use ({MAX_HOST_PORT_RANGE}: {MAX_REPLICAS} replicas and as many for a rollout's surge)"
-                ));
+                return Err(PortError::RangeTooLong {
+                    text: s.to_string(),
+                    len,
+                });
             }
             Ok((start, (end > start).then_some(end)))
         };
-        let container = |s: &str| -> Result<u16, String> {
+        let container = |s: &str| -> Result<u16, PortError> {
             if s.contains('-') {
-                return Err(format!(
-                    "`{s}` is a container port range; publish one container port, with a host port range for the replicas (e.g. `8000-8009:8080`)"
-                ));
+                return Err(PortError::ContainerRange {
+                    text: s.to_string(),
+                });
             }
             port(s)
         };
@@ -547,15 +607,17 @@ impl PortMapping {
             }
             [ip, h, c] => {
                 if ip.parse::<std::net::IpAddr>().is_err() {
-                    return Err(format!("`{ip}` is not an IP address"));
+                    return Err(PortError::Ip {
+                        text: (*ip).to_string(),
+                    });
                 }
                 let (start, end) = host(h)?;
                 (Some((*ip).to_string()), (Some(start), end), container(c)?)
             }
             _ => {
-                return Err(format!(
-                    "`{text}` is not a port mapping; write `HOST:CONTAINER`, `IP:HOST:CONTAINER`, `START-END:CONTAINER` or `CONTAINER`"
-                ));
+                return Err(PortError::Shape {
+                    text: text.to_string(),
+                });
             }
         };
         Ok(PortMapping {
@@ -601,6 +663,15 @@ impl PortMapping {
     }
 }
 
+/// Why a volume does not read (its words are the config diagnostics').
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountError {
+    Mode { mode: String },
+    Shape { text: String },
+    EmptySource,
+    RelativeTarget { target: String },
+}
+
 /// `source:target[:ro]`; a source starting with `/` or `.` is a bind mount,
 /// anything else a named volume.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -615,26 +686,30 @@ impl VolumeMount {
         self.source.starts_with('/') || self.source.starts_with('.')
     }
 
-    pub fn parse(text: &str) -> Result<VolumeMount, String> {
+    pub fn parse(text: &str) -> Result<VolumeMount, MountError> {
         let parts: Vec<&str> = text.split(':').collect();
         let (source, target, read_only) = match parts.as_slice() {
             [s, t] => (*s, *t, false),
             [s, t, "ro"] => (*s, *t, true),
             [s, t, "rw"] => (*s, *t, false),
-            [_, _, m] => return Err(format!("unknown mount mode `{m}`; use `ro` or `rw`")),
+            [_, _, m] => {
+                return Err(MountError::Mode {
+                    mode: (*m).to_string(),
+                });
+            }
             _ => {
-                return Err(format!(
-                    "`{text}` is not a volume; write `SOURCE:TARGET` or `SOURCE:TARGET:ro`"
-                ));
+                return Err(MountError::Shape {
+                    text: text.to_string(),
+                });
             }
         };
         if source.is_empty() {
-            return Err("the volume source is empty".into());
+            return Err(MountError::EmptySource);
         }
         if !target.starts_with('/') {
-            return Err(format!(
-                "the mount target `{target}` must be an absolute path"
-            ));
+            return Err(MountError::RelativeTarget {
+                target: target.to_string(),
+            });
         }
         Ok(VolumeMount {
             source: source.to_string(),

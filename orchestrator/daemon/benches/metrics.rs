@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use orch_api::Telemetry;
+use orch_api::GpuTelemetry as Telemetry;
 use orch_core::slo::Sli;
 use orch_daemon::metrics::{
     self, GpuRow, GroupRow, HEALTH_BUCKETS, Histogram, ReplicaRow, SliceRow, SloRow, Snapshot,

@@ -3,8 +3,6 @@
 //! which tests pause and advance.)
 
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + Debug {
@@ -24,26 +22,30 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that says what it is told (tests).
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicU64>);
+/// The fake, compiled for tests and the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub use manual::ManualClock;
 
-impl ManualClock {
-    pub fn new(unix_ms: u64) -> Self {
-        ManualClock(Arc::new(AtomicU64::new(unix_ms)))
+#[cfg(any(test, feature = "testing"))]
+mod manual {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::Clock;
+
+    /// A clock that says what it is told (tests).
+    #[derive(Debug, Clone, Default)]
+    pub struct ManualClock(Arc<AtomicU64>);
+
+    impl ManualClock {
+        pub fn new(unix_ms: u64) -> Self {
+            ManualClock(Arc::new(AtomicU64::new(unix_ms)))
+        }
     }
 
-    pub fn set(&self, unix_ms: u64) {
-        self.0.store(unix_ms, Ordering::SeqCst);
-    }
-
-    pub fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn unix_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+    impl Clock for ManualClock {
+        fn unix_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 }

@@ -62,11 +62,6 @@ impl EventLog {
             .collect();
         (backlog, self.tx.subscribe())
     }
-
-    pub fn recent(&self, n: usize) -> Vec<Event> {
-        let skip = self.ring.len().saturating_sub(n);
-        self.ring.iter().skip(skip).cloned().collect()
-    }
 }
 
 #[cfg(test)]
@@ -82,6 +77,5 @@ mod tests {
         assert_eq!(backlog.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
         log.push(EventKind::DockerUp, 3);
         assert_eq!(rx.try_recv().unwrap().seq, 3);
-        assert_eq!(log.recent(1)[0].seq, 3);
     }
 }

@@ -11,21 +11,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_api::Telemetry;
+use orch_api::GpuTelemetry;
 use orch_core::gpu::GpuInfo;
-use orch_gpu::{CreatedInstance, GpuBackend, GpuError, MigModeChange, MpsControl, MpsGpu};
-use tokio::sync::{mpsc, oneshot};
+use orch_gpu::{
+    CreatedInstance, GpuBackend, GpuError, MigModeChange, MpsControl, MpsError, MpsGpu,
+};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::Event;
+use crate::event::{self, GpuNews};
 
 /// How often inventory and telemetry are read.
 pub const POLL: Duration = Duration::from_secs(5);
 
 /// One inventory with the telemetry of each GPU still present.
-pub type Reading = (Vec<GpuInfo>, BTreeMap<u32, Telemetry>);
+pub type Reading = (Vec<GpuInfo>, BTreeMap<u32, GpuTelemetry>);
 
-enum Job {
+/// One call for the worker thread.
+enum WorkerCall {
     Inventory(oneshot::Sender<Result<Reading, GpuError>>),
     Create {
         gpu: u32,
@@ -44,7 +47,7 @@ enum Job {
     },
     MpsEnsure {
         gpu: MpsGpu,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), MpsError>>,
     },
     MpsStop {
         gpu: MpsGpu,
@@ -53,17 +56,17 @@ enum Job {
 
 /// A handle to the GPU worker; cheap to clone.
 #[derive(Clone)]
-pub struct Gpu {
-    tx: std::sync::mpsc::Sender<Job>,
+pub struct GpuWorker {
+    tx: std::sync::mpsc::Sender<WorkerCall>,
     /// Wakes the poller early: the layout just changed.
     refresh: Arc<tokio::sync::Notify>,
     pub library: PathBuf,
     pub driver_version: Option<String>,
 }
 
-impl std::fmt::Debug for Gpu {
+impl std::fmt::Debug for GpuWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu")
+        f.debug_struct("GpuWorker")
             .field("library", &self.library)
             .finish()
     }
@@ -76,39 +79,30 @@ fn gone() -> GpuError {
     }
 }
 
-impl Gpu {
+impl GpuWorker {
     /// Starts the worker thread over `backend`.
-    pub fn start(backend: Arc<dyn GpuBackend>, mps: Arc<dyn MpsControl>) -> Gpu {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    pub fn start(backend: Arc<dyn GpuBackend>, mps: Arc<dyn MpsControl>) -> GpuWorker {
+        let (tx, rx) = std::sync::mpsc::channel::<WorkerCall>();
         let library = backend.library_path().to_path_buf();
         let driver_version = backend.driver_version().ok();
         let spawned = std::thread::Builder::new().name("gpu-worker".into()).spawn(move || {
             while let Ok(job) = rx.recv() {
                 match job {
-                    Job::Inventory(reply) => {
+                    WorkerCall::Inventory(reply) => {
                         let r = backend.inventory().map(|gpus| {
                             let telemetry = gpus
                                 .iter()
                                 .filter(|g| !g.lost)
                                 .filter_map(|g| {
                                     let t = backend.telemetry(g.index).ok()?;
-                                    Some((
-                                        g.index,
-                                        Telemetry {
-                                            memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
-                                            utilization_gpu: t.gpu_utilization.unwrap_or(0),
-                                            utilization_memory: t.memory_utilization.unwrap_or(0),
-                                            temperature_c: t.temperature_c.unwrap_or(0),
-                                            power_mw: t.power_mw.unwrap_or(0),
-                                        },
-                                    ))
+                                    Some((g.index, orch_api::convert::gpu_telemetry(&t)))
                                 })
                                 .collect();
                             (gpus, telemetry)
                         });
                         let _ = reply.send(r);
                     }
-                    Job::Create {
+                    WorkerCall::Create {
                         gpu,
                         profile_id,
                         placement,
@@ -116,17 +110,17 @@ impl Gpu {
                     } => {
                         let _ = reply.send(backend.create_instance(gpu, profile_id, placement));
                     }
-                    Job::Destroy { gpu, gi_id } => match backend.destroy_instance(gpu, gi_id) {
+                    WorkerCall::Destroy { gpu, gi_id } => match backend.destroy_instance(gpu, gi_id) {
                         Ok(()) => tracing::info!(gpu, gi_id, "destroyed our unused MIG instance"),
                         Err(e) => tracing::warn!(gpu, gi_id, "cannot destroy MIG instance: {e}"),
                     },
-                    Job::MigMode { gpu, enable, reply } => {
+                    WorkerCall::MigMode { gpu, enable, reply } => {
                         let _ = reply.send(backend.set_mig_mode(gpu, enable));
                     }
-                    Job::MpsEnsure { gpu, reply } => {
-                        let _ = reply.send(mps.ensure_running(&gpu).map_err(|e| e.to_string()));
+                    WorkerCall::MpsEnsure { gpu, reply } => {
+                        let _ = reply.send(mps.ensure_running(&gpu));
                     }
-                    Job::MpsStop { gpu } => {
+                    WorkerCall::MpsStop { gpu } => {
                         if let Err(e) = mps.stop(&gpu) {
                             tracing::warn!(gpu = %gpu.uuid, "cannot stop the MPS control daemon: {e}");
                         }
@@ -137,7 +131,7 @@ impl Gpu {
         if let Err(e) = spawned {
             tracing::error!("cannot start the GPU worker thread: {e}");
         }
-        Gpu {
+        GpuWorker {
             tx,
             refresh: Arc::new(tokio::sync::Notify::new()),
             library,
@@ -147,7 +141,9 @@ impl Gpu {
 
     pub async fn inventory(&self) -> Result<Reading, GpuError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Inventory(reply)).map_err(|_| gone())?;
+        self.tx
+            .send(WorkerCall::Inventory(reply))
+            .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -159,7 +155,7 @@ impl Gpu {
     ) -> Result<CreatedInstance, GpuError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Create {
+            .send(WorkerCall::Create {
                 gpu,
                 profile_id,
                 placement,
@@ -173,7 +169,7 @@ impl Gpu {
 
     /// Queued behind everything asked before it; never waits.
     pub fn destroy(&self, gpu: u32, gi_id: u32) {
-        let _ = self.tx.send(Job::Destroy { gpu, gi_id });
+        let _ = self.tx.send(WorkerCall::Destroy { gpu, gi_id });
         self.refresh_soon();
     }
 
@@ -186,47 +182,45 @@ impl Gpu {
     pub async fn set_mig_mode(&self, gpu: u32, enable: bool) -> Result<MigModeChange, GpuError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::MigMode { gpu, enable, reply })
+            .send(WorkerCall::MigMode { gpu, enable, reply })
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
-    pub async fn mps_ensure(&self, gpu: MpsGpu) -> Result<(), String> {
+    pub async fn mps_ensure(&self, gpu: MpsGpu) -> Result<(), MpsPrepareError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::MpsEnsure { gpu, reply })
-            .map_err(|_| "the GPU worker has stopped".to_string())?;
+            .send(WorkerCall::MpsEnsure { gpu, reply })
+            .map_err(|_| MpsPrepareError::WorkerGone)?;
         rx.await
-            .map_err(|_| "the GPU worker has stopped".to_string())?
+            .map_err(|_| MpsPrepareError::WorkerGone)?
+            .map_err(MpsPrepareError::Mps)
     }
 
     pub fn mps_stop(&self, gpu: MpsGpu) {
-        let _ = self.tx.send(Job::MpsStop { gpu });
+        let _ = self.tx.send(WorkerCall::MpsStop { gpu });
     }
 }
 
-/// What the poller reports.
-#[derive(Debug)]
-pub enum GpuNews {
-    Reading {
-        gpus: Vec<GpuInfo>,
-        telemetry: BTreeMap<u32, Telemetry>,
-    },
-    Unavailable {
-        reason: String,
-    },
+/// Why an MPS control daemon could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum MpsPrepareError {
+    #[error(transparent)]
+    Mps(MpsError),
+    #[error("the GPU worker has stopped")]
+    WorkerGone,
 }
 
 /// Reads inventory and telemetry every [`POLL`] until shutdown.
-pub async fn poll(gpu: Gpu, tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
+pub async fn poll(gpu: GpuWorker, news: event::Sender<GpuNews>, shutdown: CancellationToken) {
     loop {
-        let news = match gpu.inventory().await {
+        let reading = match gpu.inventory().await {
             Ok((gpus, telemetry)) => GpuNews::Reading { gpus, telemetry },
             Err(e) => GpuNews::Unavailable {
                 reason: e.to_string(),
             },
         };
-        if tx.send(Event::Gpu(news)).await.is_err() {
+        if news.send(reading).await.is_err() {
             return;
         }
         tokio::select! {

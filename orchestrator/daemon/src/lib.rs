@@ -1,9 +1,12 @@
 //! The host supervisor behind `orchestratord`.
 //!
 //! [`run`] wires the parts together and returns when `shutdown` fires:
-//! the owner task (all host state, see [`owner`]), the Docker watcher, the
-//! health probes and Docker operations it spawns, the control API
-//! ([`service`] behind the HTTP [`server`]), and the systemd watchdog.
+//! the owner task (all host state, see [`owner`]) and the workers that
+//! report to it, each through a sender of its own news ([`event`]): the
+//! Docker watcher, the GPU poller, the observability ticker, the
+//! federation bridge, the health probes and Docker operations it spawns;
+//! and the control API ([`service`] behind the HTTP [`server`]),
+//! `/metrics`, and the systemd watchdog.
 //! Every outside system comes in through [`Deps`] as a trait object, so
 //! the same `run` is driven by the real Docker Engine and NVML in
 //! production and by fakes in the in-process tests. Shutdown order: stop
@@ -11,8 +14,9 @@
 //! (leaving agents running, or stopping them with `shutdown: stop`), then
 //! return.
 
+pub mod accept;
 pub mod clock;
-pub mod docker;
+pub mod event;
 pub mod events;
 pub mod fleet;
 pub mod gpu;
@@ -42,7 +46,8 @@ use orch_docker::ContainerRuntime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::{Event, Owner, OwnerDeps, OwnerSettings};
+use crate::event::{GpuNews, OwnerEvent, Reload};
+use crate::owner::{Owner, OwnerDeps, OwnerSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -74,7 +79,7 @@ pub struct Settings {
 /// The GPU side: NVML (or why there is none) and MPS control.
 #[derive(Debug)]
 pub struct GpuDeps {
-    pub backend: Result<Arc<dyn orch_gpu::GpuBackend>, String>,
+    pub backend: Result<Arc<dyn orch_gpu::GpuBackend>, orch_gpu::GpuError>,
     pub mps: Arc<dyn orch_gpu::MpsControl>,
 }
 
@@ -119,7 +124,7 @@ impl Deps {
 /// A handle to the running daemon, given to `on_ready`.
 #[derive(Debug, Clone)]
 pub struct Control {
-    tx: mpsc::Sender<Event>,
+    reload: event::Sender<Reload>,
     service: service::Service,
     metrics_addr: Option<std::net::SocketAddr>,
 }
@@ -127,7 +132,7 @@ pub struct Control {
 impl Control {
     /// Re-reads the config file (SIGHUP).
     pub async fn reload(&self) {
-        let _ = self.tx.send(Event::Reload).await;
+        let _ = self.reload.send(Reload).await;
     }
 
     /// The control API, as transports use it.
@@ -152,14 +157,14 @@ pub async fn run(
     let host = loaded.config.host.name.clone();
     let network = loaded.config.runtime.network.clone();
     let rt = deps.runtime.clone();
-    let (tx, rx) = mpsc::channel(1024);
+    let (tx, rx) = mpsc::channel::<OwnerEvent>(1024);
     let (bus, inbox) = match deps.federation {
         Some(f) => (Some(f.bus), Some(f.inbox)),
         None => (None, None),
     };
     let (gpu_handle, gpu_reason) = match deps.gpu.backend {
-        Ok(backend) => (Some(gpu::Gpu::start(backend, deps.gpu.mps)), None),
-        Err(reason) => (None, Some(reason)),
+        Ok(backend) => (Some(gpu::GpuWorker::start(backend, deps.gpu.mps)), None),
+        Err(reason) => (None, Some(reason.to_string())),
     };
     let owner = Owner::new(
         loaded,
@@ -188,14 +193,15 @@ pub async fn run(
     let (listener, policy) =
         server::bind(&settings.socket, settings.socket_group.as_deref()).await?;
     let api_stop_for_bridge = CancellationToken::new();
-    let remote: Option<Arc<dyn service::Remote>> = bus
-        .clone()
-        .map(|b| Arc::new(fleet::BusRemote::new(b, tx.clone())) as Arc<dyn service::Remote>);
+    let remote: Option<Arc<dyn service::Remote>> = bus.clone().map(|b| {
+        Arc::new(fleet::BusRemote::new(b, event::Sender::new(tx.clone())))
+            as Arc<dyn service::Remote>
+    });
     let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), remote);
     let bridge_task = inbox.map(|inbox| {
         tokio::spawn(fleet::bridge(
             inbox,
-            tx.clone(),
+            event::Sender::new(tx.clone()),
             service.clone(),
             api_stop_for_bridge.clone(),
         ))
@@ -216,10 +222,14 @@ pub async fn run(
         rt.clone(),
         host.clone(),
         network,
-        tx.clone(),
+        event::Sender::new(tx.clone()),
         watch_stop.clone(),
     ));
-    let dog_task = tokio::spawn(notify::watchdog(tx.clone(), api_stop.clone()));
+    let dog_task = tokio::spawn(notify::watchdog(
+        event::Sender::new(tx.clone()),
+        service.clone(),
+        api_stop.clone(),
+    ));
     // A metrics port in use does not stop supervision: it is reported,
     // and the daemon runs without `/metrics`.
     let mut metrics_addr = None;
@@ -243,26 +253,24 @@ pub async fn run(
     };
     let tick_task = tokio::spawn(observe::ticker(
         settings.observe.clone(),
-        tx.clone(),
+        event::Sender::new(tx.clone()),
         watch_stop.clone(),
     ));
+    let gpu_news = event::Sender::<GpuNews>::new(tx.clone());
     let gpu_task = match (gpu_handle, gpu_reason) {
-        (Some(g), _) => tokio::spawn(gpu::poll(g, tx.clone(), watch_stop.clone())),
+        (Some(g), _) => tokio::spawn(gpu::poll(g, gpu_news, watch_stop.clone())),
         (None, reason) => {
             let reason = reason.unwrap_or_default();
             tracing::warn!("no GPUs: {reason}");
-            let tx = tx.clone();
             tokio::spawn(async move {
-                let _ = tx
-                    .send(Event::Gpu(gpu::GpuNews::Unavailable { reason }))
-                    .await;
+                let _ = gpu_news.send(GpuNews::Unavailable { reason }).await;
             })
         }
     };
     let owner_task = tokio::spawn(owner.run(rx, owner_stop.clone()));
     tracing::info!(host = %host, socket = %settings.socket.display(), "orchestratord ready");
     on_ready(Control {
-        tx: tx.clone(),
+        reload: event::Sender::new(tx.clone()),
         service,
         metrics_addr,
     });

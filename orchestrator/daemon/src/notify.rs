@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use orch_api::{Envelope, Request, Response};
 use sd_notify::NotifyState;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::Event;
+use crate::event::{self, Ping};
+use crate::service::Service;
 
 pub fn ready(status: &str) {
     let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -20,7 +22,7 @@ pub fn stopping() {
 /// Pets the watchdog at half its period, but only while the owner task
 /// answers: a stuck owner is exactly what the watchdog must catch. Also
 /// keeps STATUS= current.
-pub async fn watchdog(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
+pub async fn watchdog(ping: event::Sender<Ping>, service: Service, shutdown: CancellationToken) {
     let period = sd_notify::watchdog_enabled().map(|d| d / 2);
     let tick = period
         .unwrap_or(Duration::from_secs(5))
@@ -31,7 +33,7 @@ pub async fn watchdog(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
             () = tokio::time::sleep(tick) => {}
         }
         let (ptx, prx) = oneshot::channel();
-        if tx.send(Event::Ping(ptx)).await.is_err() {
+        if ping.send(Ping(ptx)).await.is_err() {
             return;
         }
         let alive = tokio::time::timeout(tick, prx)
@@ -43,15 +45,7 @@ pub async fn watchdog(tx: mpsc::Sender<Event>, shutdown: CancellationToken) {
             );
             continue;
         }
-        let (stx, srx) = oneshot::channel();
-        let ask = Event::Request {
-            request: orch_api::Request::Status,
-            reply: stx,
-            span: tracing::Span::none(),
-        };
-        if tx.send(ask).await.is_ok()
-            && let Ok(Ok(orch_api::Response::Status(s))) = srx.await
-        {
+        if let Ok(Response::Status(s)) = service.call(Envelope::new(None, Request::Status)).await {
             let started = s.groups.iter().filter(|g| g.started).count();
             let line = format!(
                 "{started} group(s) started, {}/{} agents healthy, docker {}",

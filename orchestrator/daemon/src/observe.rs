@@ -6,13 +6,10 @@
 
 use std::time::Duration;
 
-use orch_core::slo::AgentScrape;
-use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::Event;
-use crate::slo_scrape::ScrapeTarget;
+use crate::event::{self, Tick};
 
 /// Intervals and bounds of metrics and SLO work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,26 +39,12 @@ impl Default for ObserveSettings {
     }
 }
 
-/// Observability work for the owner.
-#[derive(Debug)]
-pub enum Tick {
-    /// Publish a fresh metrics snapshot if anything changed.
-    Publish,
-    /// Record one availability sample of every group with an SLO.
-    Sample,
-    /// Start a round of agent scrapes (unless one is still running).
-    Scrape,
-    /// Write the SLO history.
-    Save,
-    /// One agent's scrape, reduced to what the SLOs need (or why not).
-    Scraped {
-        target: Box<ScrapeTarget>,
-        result: Box<Result<AgentScrape, String>>,
-    },
-}
-
 /// Sends the periodic ticks until `stop` fires.
-pub async fn ticker(settings: ObserveSettings, tx: mpsc::Sender<Event>, stop: CancellationToken) {
+pub async fn ticker(
+    settings: ObserveSettings,
+    ticks: event::Sender<Tick>,
+    stop: CancellationToken,
+) {
     let every = |d: Duration| {
         let mut i = tokio::time::interval(d.max(Duration::from_millis(10)));
         i.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -81,7 +64,7 @@ pub async fn ticker(settings: ObserveSettings, tx: mpsc::Sender<Event>, stop: Ca
             _ = scrape.tick() => Tick::Scrape,
             _ = save.tick() => Tick::Save,
         };
-        if tx.send(Event::Observe(tick)).await.is_err() {
+        if ticks.send(tick).await.is_err() {
             return;
         }
     }

@@ -1,21 +1,19 @@
 //! The Docker side of each supervisor action, run as a task per action.
-//! Each reports back to the owner as `Event::Op`, with a typed
-//! [`LaunchError`] when it fails; none touches host state.
+//! The executor reports each back to the owner as an `OpDone`, with a
+//! typed [`LaunchError`] when it fails; none touches host state.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::path::PathBuf;
-
 use orch_core::container::{self, ContainerSpec, GpuContext, Injection, labels};
-use orch_core::model::HostConfig;
-use tokio::sync::mpsc;
-
-use crate::gpu::Gpu;
-use crate::owner::Event;
 use orch_core::gpu::{ReplicaKey, Slice};
+use orch_core::model::HostConfig;
 use orch_core::supervise::{ContainerFacts, ContainerStatus, LaunchError, OpSuccess};
 use orch_docker::{ContainerInfo, ContainerRuntime, ContainerState, DockerError};
+
+use crate::event::{self, SliceReady};
+use crate::gpu::GpuWorker;
 
 /// Container facts as the supervisor needs them.
 pub fn facts(info: &ContainerInfo) -> ContainerFacts {
@@ -75,12 +73,8 @@ pub fn launch_error(e: DockerError) -> LaunchError {
     }
 }
 
-fn msg(e: DockerError) -> LaunchError {
-    launch_error(e)
-}
-
 async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
-    let info = rt.inspect(id).await.map_err(msg)?;
+    let info = rt.inspect(id).await.map_err(launch_error)?;
     Ok(OpSuccess {
         container: Some(facts(&info)),
         slice: None,
@@ -104,7 +98,7 @@ pub async fn launch(
     let id = match rt.create(spec).await {
         Ok(id) => id,
         Err(DockerError::NameConflict { existing_id, .. }) => {
-            let info = rt.inspect(&existing_id).await.map_err(msg)?;
+            let info = rt.inspect(&existing_id).await.map_err(launch_error)?;
             let same = |k: &str| info.labels.get(k) == spec.labels.get(k);
             if same(labels::HOST)
                 && same(labels::AGENT)
@@ -114,13 +108,13 @@ pub async fn launch(
                 existing_id
             } else {
                 stop_and_remove(rt, &existing_id, stop_timeout).await?;
-                rt.create(spec).await.map_err(msg)?
+                rt.create(spec).await.map_err(launch_error)?
             }
         }
-        Err(e) => return Err(msg(e)),
+        Err(e) => return Err(launch_error(e)),
     };
     if start {
-        rt.start(&id).await.map_err(msg)?;
+        rt.start(&id).await.map_err(launch_error)?;
     }
     let mut done = inspect_facts(rt, &id).await?;
     done.slice = slice;
@@ -128,7 +122,7 @@ pub async fn launch(
 }
 
 pub async fn start(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
-    rt.start(id).await.map_err(msg)?;
+    rt.start(id).await.map_err(launch_error)?;
     inspect_facts(rt, id).await
 }
 
@@ -137,8 +131,8 @@ pub async fn restart(
     id: &str,
     timeout: Duration,
 ) -> Result<OpSuccess, LaunchError> {
-    rt.stop(id, timeout).await.map_err(msg)?;
-    rt.start(id).await.map_err(msg)?;
+    rt.stop(id, timeout).await.map_err(launch_error)?;
+    rt.start(id).await.map_err(launch_error)?;
     inspect_facts(rt, id).await
 }
 
@@ -150,13 +144,13 @@ pub async fn stop_and_remove(
     match rt.stop(id, timeout).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(msg(e)),
+        Err(e) => return Err(launch_error(e)),
     }
-    rt.remove(id, true).await.map(|_| ()).map_err(msg)
+    rt.remove(id, true).await.map(|_| ()).map_err(launch_error)
 }
 
 pub async fn remove(rt: &dyn ContainerRuntime, id: &str) -> Result<(), LaunchError> {
-    rt.remove(id, true).await.map(|_| ()).map_err(msg)
+    rt.remove(id, true).await.map(|_| ()).map_err(launch_error)
 }
 
 /// The inputs of a container spec, built only once the GPU side of the
@@ -202,10 +196,11 @@ pub enum Job {
 #[derive(Debug, Clone)]
 pub struct JobCtx {
     pub rt: Arc<dyn ContainerRuntime>,
-    pub gpu: Option<Gpu>,
+    pub gpu: Option<GpuWorker>,
     /// Where per-GPU MPS pipe and log directories live.
     pub mps_base: PathBuf,
-    pub tx: mpsc::Sender<Event>,
+    /// A MIG instance made for the replica is reported at once.
+    pub slice_ready: event::Sender<SliceReady>,
     pub key: ReplicaKey,
 }
 
@@ -241,8 +236,8 @@ async fn prepare_gpu(
             *ci_id = Some(made.ci_id);
             *device_uuid = Some(made.device_uuid);
             let _ = ctx
-                .tx
-                .send(Event::SliceReady {
+                .slice_ready
+                .send(SliceReady {
                     key: ctx.key.clone(),
                     slice: slice.clone(),
                 })
@@ -250,7 +245,10 @@ async fn prepare_gpu(
         }
         Slice::Mps { gpu_uuid, .. } => {
             let m = crate::gpu::mps_gpu(&ctx.mps_base, gpu_uuid);
-            gpu()?.mps_ensure(m.clone()).await.map_err(prepare)?;
+            gpu()?
+                .mps_ensure(m.clone())
+                .await
+                .map_err(|e| prepare(e.to_string()))?;
             pipe = Some(m.pipe_dir);
         }
         _ => {}

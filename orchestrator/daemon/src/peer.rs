@@ -36,13 +36,13 @@ impl Policy {
             || p.groups.contains(&self.group)
     }
 
-    pub fn refusal(&self, p: &Peer) -> String {
-        format!(
-            "permission denied: uid {} is neither root, the daemon's user, nor in group {} (gid {})",
-            p.uid,
-            group_name(self.group).unwrap_or_else(|| "?".into()),
-            self.group
-        )
+    /// Why `p` is refused (its words are `orch_api::text`'s).
+    pub fn refusal(&self, p: &Peer) -> orch_api::Forbidden {
+        orch_api::Forbidden::Stranger {
+            uid: p.uid,
+            group: group_name(self.group),
+            gid: self.group,
+        }
     }
 }
 
@@ -96,11 +96,14 @@ mod tests {
             "supplementary group"
         );
         assert!(!policy.allows(&peer(1000, 1000, &[27, 100])), "a stranger");
-        assert!(
-            policy
-                .refusal(&peer(1000, 1000, &[]))
-                .starts_with("permission denied: uid 1000")
-        );
+        assert!(matches!(
+            policy.refusal(&peer(1000, 1000, &[])),
+            orch_api::Forbidden::Stranger {
+                uid: 1000,
+                gid: 995,
+                ..
+            }
+        ));
     }
 
     #[test]

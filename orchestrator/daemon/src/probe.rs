@@ -16,9 +16,8 @@ use orch_core::model::{HealthCheck, Probe};
 use orch_docker::ContainerRuntime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
-use crate::owner::Event;
+use crate::event::{self, HealthNews};
 
 /// Until the first success probes run this often, so a dependency chain is
 /// not held back by a long `interval` between its first probes.
@@ -112,7 +111,7 @@ impl Prober for NetProber {
 
 /// Probes `target` until the task is aborted, reporting every result and
 /// how long the probe took.
-pub async fn run(target: ProbeTarget, prober: Arc<dyn Prober>, tx: mpsc::Sender<Event>) {
+pub async fn run(target: ProbeTarget, prober: Arc<dyn Prober>, news: event::Sender<HealthNews>) {
     let interval = target.check.interval.std();
     let mut ever_ok = false;
     loop {
@@ -120,13 +119,13 @@ pub async fn run(target: ProbeTarget, prober: Arc<dyn Prober>, tx: mpsc::Sender<
         let ok = prober.probe(&target).await;
         let took = began.elapsed();
         ever_ok |= ok;
-        let report = Event::Health {
+        let report = HealthNews {
             key: target.key.clone(),
             id: target.id.clone(),
             ok,
             took,
         };
-        if tx.send(report).await.is_err() {
+        if news.send(report).await.is_err() {
             return;
         }
         if target.check.probe == Probe::None {

@@ -15,10 +15,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use orch_api::{ApiError, ErrorCode, Response as Reply};
+use orch_api::{ApiError, Forbidden, Rejection};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
 use crate::peer::{Peer, Policy};
 use crate::service::Service;
 
@@ -79,13 +80,15 @@ pub struct Server {
     pub policy: Policy,
 }
 
+/// Serves until `shutdown` fires; a failed accept (out of file
+/// descriptors) is waited out, not spun on (`crate::accept`).
 pub async fn serve(listener: UnixListener, server: Server, shutdown: CancellationToken) {
+    let mut backoff = accept::Backoff::default();
     loop {
-        let accepted = tokio::select! {
+        let stream = tokio::select! {
             () = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            s = accept::next(&listener, &mut backoff, "control socket") => s,
         };
-        let Ok((stream, _)) = accepted else { continue };
         let peer = stream.peer_cred().ok().map(|c| Peer {
             pid: c.pid(),
             uid: c.uid(),
@@ -95,12 +98,12 @@ pub async fn serve(listener: UnixListener, server: Server, shutdown: Cancellatio
                 .map(crate::peer::supplementary_groups)
                 .unwrap_or_default(),
         });
-        let allowed = peer.as_ref().is_some_and(|p| server.policy.allows(p));
         let refusal = match &peer {
-            Some(p) if !allowed => server.policy.refusal(p),
-            _ => "permission denied: peer credentials unavailable".into(),
+            Some(p) if server.policy.allows(p) => None,
+            Some(p) => Some(server.policy.refusal(p)),
+            None => Some(Forbidden::NoCredentials),
         };
-        if !allowed {
+        if refusal.is_some() {
             tracing::warn!(?peer, "refused a control connection");
         }
         let server = server.clone();
@@ -110,11 +113,8 @@ pub async fn serve(listener: UnixListener, server: Server, shutdown: Cancellatio
                 let server = server.clone();
                 let refusal = refusal.clone();
                 async move {
-                    if !allowed {
-                        return Ok::<_, Infallible>(error(ApiError::new(
-                            ErrorCode::Forbidden,
-                            refusal,
-                        )));
+                    if let Some(r) = refusal {
+                        return Ok::<_, Infallible>(error(Rejection::Forbidden(r).into()));
                     }
                     Ok(route(&server.service, req).await.unwrap_or_else(error))
                 }
@@ -148,23 +148,14 @@ fn error(e: ApiError) -> Response<Body> {
     )
 }
 
-/// A reply's data as the HTTP body (untagged: the route says what it is).
-fn reply(r: Reply) -> Response<Body> {
-    match r {
-        Reply::Status(x) => json(StatusCode::OK, &x),
-        Reply::Groups(x) => json(StatusCode::OK, &x),
-        Reply::Agents(x) => json(StatusCode::OK, &x),
-        Reply::Accepted(x) => json(StatusCode::ACCEPTED, &x),
-        Reply::Applied(x) => json(StatusCode::OK, &x),
-        Reply::Gpu(x) => json(StatusCode::OK, &x),
-        Reply::Plan(x) => json(StatusCode::OK, &x),
-        Reply::Events(x) => json(StatusCode::OK, &x),
-        Reply::Logs(x) => json(StatusCode::OK, &x),
-        Reply::Peers(x) => json(StatusCode::OK, &x),
-        Reply::Fleet(x) => json(StatusCode::OK, &x),
-        Reply::Slo(x) => json(StatusCode::OK, &x),
-        Reply::State(x) => json(StatusCode::OK, &x),
-    }
+/// A reply's data as the HTTP body (`orch_api::http::answer`).
+fn reply(r: &orch_api::Response) -> Response<Body> {
+    let (status, body) = orch_api::http::answer(r);
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }
 
 async fn route(service: &Service, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -175,7 +166,11 @@ async fn route(service: &Service, req: Request<Incoming>) -> Result<Response<Bod
         .into_body()
         .collect()
         .await
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?
+        .map_err(|e| {
+            ApiError::from(Rejection::Unreadable {
+                error: e.to_string(),
+            })
+        })?
         .to_bytes();
     let env = orch_api::http::from_route(&method, &path, query.as_deref(), &body)?;
     match &env.request {
@@ -197,6 +192,6 @@ async fn route(service: &Service, req: Request<Incoming>) -> Result<Response<Bod
                 chunks,
             ))))
         }
-        _ => Ok(reply(service.call(env).await?)),
+        _ => Ok(reply(&service.call(env).await?)),
     }
 }

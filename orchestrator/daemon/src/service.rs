@@ -12,11 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use orch_api::{ApiError, Envelope, ErrorCode, LogText, Request, Response};
+use orch_api::{ApiError, Asked as AskedKind, Envelope, LogText, Rejection, Request, Response};
 use orch_docker::ContainerRuntime;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::owner::Event;
+use crate::event::{Asked, ContainerOf, Feed, OwnerEvent, Subscribe};
 
 /// Reaches other hosts.
 #[async_trait]
@@ -34,14 +34,14 @@ pub trait Remote: Send + Sync + Debug {
 
 #[derive(Debug, Clone)]
 pub struct Service {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<OwnerEvent>,
     rt: Arc<dyn ContainerRuntime>,
     host: String,
     remote: Option<Arc<dyn Remote>>,
 }
 
 fn gone() -> ApiError {
-    ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down")
+    Rejection::ShuttingDown.into()
 }
 
 /// Where an envelope goes.
@@ -52,7 +52,7 @@ enum Target<'a> {
 
 impl Service {
     pub fn new(
-        tx: mpsc::Sender<Event>,
+        tx: mpsc::Sender<OwnerEvent>,
         rt: Arc<dyn ContainerRuntime>,
         host: String,
         remote: Option<Arc<dyn Remote>>,
@@ -80,17 +80,18 @@ impl Service {
 
     fn remote(&self, host: &str) -> Result<&Arc<dyn Remote>, ApiError> {
         self.remote.as_ref().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::HostUnreachable,
-                format!(
-                    "cannot reach host `{host}`: this daemon ({}) has no federation configured",
-                    self.host
-                ),
-            )
+            Rejection::NoFederation {
+                host: host.to_string(),
+                this_host: self.host.clone(),
+            }
+            .into()
         })
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, ApiError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> OwnerEvent,
+    ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
@@ -129,21 +130,21 @@ impl Service {
             }
             request => {
                 let span = tracing::Span::current();
-                self.ask(|reply| Event::Request {
-                    request,
-                    reply,
-                    span,
+                self.ask(|responder| {
+                    OwnerEvent::Request(Asked {
+                        request,
+                        responder,
+                        span,
+                    })
                 })
                 .await?
             }
         }
     }
 
-    async fn subscribe(
-        &self,
-        since: u64,
-    ) -> Result<(Vec<orch_api::Event>, broadcast::Receiver<orch_api::Event>), ApiError> {
-        self.ask(|reply| Event::Subscribe { since, reply }).await
+    async fn subscribe(&self, since: u64) -> Result<Feed, ApiError> {
+        self.ask(|reply| OwnerEvent::Subscribe(Subscribe { since, reply }))
+            .await
     }
 
     /// Events from `since` on; with `follow`, new ones as they happen. A
@@ -190,23 +191,23 @@ impl Service {
             tail,
         } = &env.request
         else {
-            return Err(ApiError::new(ErrorCode::BadRequest, "not a logs request"));
+            return Err(Rejection::NotLogs.into());
         };
         if let Target::Remote(host) = self.target(env)? {
             if *follow {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "following the logs of another host is not supported; run `logs` without -f, or on {host}"
-                    ),
-                ));
+                return Err(Rejection::FollowRemoteLogs {
+                    host: host.to_string(),
+                }
+                .into());
             }
             return match self.remote(host)?.call(host, env.clone()).await? {
                 Response::Logs(t) => Ok(futures_util::stream::iter([Bytes::from(t.text)]).boxed()),
-                other => Err(ApiError::new(
-                    ErrorCode::Internal,
-                    format!("host {host} answered logs with {}", other.name()),
-                )),
+                other => Err(Rejection::WrongReply {
+                    host: host.to_string(),
+                    asked: AskedKind::Logs,
+                    got: other.name().to_string(),
+                }
+                .into()),
             };
         }
         Ok(self
@@ -225,18 +226,20 @@ impl Service {
     ) -> Result<impl Stream<Item = Bytes> + use<>, ApiError> {
         let (group, agent) = (group.to_string(), agent.to_string());
         let id = self
-            .ask(|reply| Event::ContainerOf {
-                group,
-                agent,
-                replica,
-                reply,
+            .ask(|reply| {
+                OwnerEvent::ContainerOf(ContainerOf {
+                    group,
+                    agent,
+                    replica,
+                    reply,
+                })
             })
             .await??;
-        let logs = self
-            .rt
-            .logs(&id, follow, tail)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+        let logs = self.rt.logs(&id, follow, tail).await.map_err(|e| {
+            ApiError::from(Rejection::LogsUnavailable {
+                error: e.to_string(),
+            })
+        })?;
         Ok(logs.filter_map(|c| async move { c.ok().map(|c| c.bytes) }))
     }
 }

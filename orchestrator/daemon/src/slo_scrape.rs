@@ -2,7 +2,7 @@
 //! error rate). The owner picks the targets on an interval; one task
 //! scrapes them (a few at a time, each bounded in time and size; no
 //! process per agent), reduces each answer to an [`AgentScrape`] off the
-//! owner, and reports it as an event. What one fetch does is behind
+//! owner, and reports it as [`Scraped`] news. What one fetch does is behind
 //! [`MetricsFetcher`], so the daemon runs on a scripted one in tests.
 
 use std::collections::HashMap;
@@ -19,9 +19,8 @@ use orch_core::slo::{AgentScrape, AgentSeries};
 use orch_docker::ContainerRuntime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
-use crate::owner::Event;
+use crate::event::{self, ScrapeError, Scraped};
 
 /// How many agents are scraped at once.
 const PARALLEL: usize = 8;
@@ -36,23 +35,6 @@ pub struct ScrapeTarget {
     pub port: u16,
 }
 
-/// Why a scrape gave nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    #[error("no address on network {0}")]
-    NoAddress(String),
-    #[error("{0}")]
-    Io(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("answered HTTP {0}")]
-    Status(u16),
-    #[error("answer larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("not an HTTP answer")]
-    Malformed,
-}
-
 /// Fetches one replica's metrics text.
 #[async_trait]
 pub trait MetricsFetcher: Send + Sync + Debug {
@@ -61,7 +43,7 @@ pub trait MetricsFetcher: Send + Sync + Debug {
         target: &ScrapeTarget,
         timeout: Duration,
         max_bytes: usize,
-    ) -> Result<Vec<u8>, FetchError>;
+    ) -> Result<Vec<u8>, ScrapeError>;
 }
 
 /// `GET /metrics` on the container's address on its network.
@@ -102,7 +84,7 @@ impl MetricsFetcher for HttpFetcher {
         t: &ScrapeTarget,
         timeout: Duration,
         max_bytes: usize,
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Vec<u8>, ScrapeError> {
         let ip = match self.cached(&t.container) {
             Some(ip) => Some(ip),
             None => self
@@ -112,7 +94,7 @@ impl MetricsFetcher for HttpFetcher {
                 .ok()
                 .and_then(|i| i.ip_on(&t.network).and_then(|ip| ip.parse().ok())),
         };
-        let ip = ip.ok_or_else(|| FetchError::NoAddress(t.network.clone()))?;
+        let ip = ip.ok_or_else(|| ScrapeError::NoAddress(t.network.clone()))?;
         let result = http_get(SocketAddr::new(ip, t.port), "/metrics", timeout, max_bytes).await;
         self.remember(&t.container, result.is_ok().then_some(ip));
         result
@@ -126,11 +108,11 @@ pub async fn http_get(
     path: &str,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Vec<u8>, ScrapeError> {
     // Headers are small; room for them on top of the body limit.
     let cap = max_bytes + 16 * 1024;
     let attempt = async {
-        let io = |e: std::io::Error| FetchError::Io(e.to_string());
+        let io = |e: std::io::Error| ScrapeError::Io(e.to_string());
         let mut s = TcpStream::connect(addr).await.map_err(io)?;
         let req = format!(
             "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: orchestratord\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
@@ -144,38 +126,38 @@ pub async fn http_get(
                 break;
             }
             if buf.len() + n > cap {
-                return Err(FetchError::TooLarge(max_bytes));
+                return Err(ScrapeError::TooLarge(max_bytes));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
         let end = buf
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .ok_or(FetchError::Malformed)?;
-        let head = std::str::from_utf8(&buf[..end]).map_err(|_| FetchError::Malformed)?;
+            .ok_or(ScrapeError::Malformed)?;
+        let head = std::str::from_utf8(&buf[..end]).map_err(|_| ScrapeError::Malformed)?;
         let code: u16 = head
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .ok_or(FetchError::Malformed)?;
+            .ok_or(ScrapeError::Malformed)?;
         if code != 200 {
-            return Err(FetchError::Status(code));
+            return Err(ScrapeError::Status(code));
         }
         let body = buf.split_off(end + 4);
         if body.len() > max_bytes {
-            return Err(FetchError::TooLarge(max_bytes));
+            return Err(ScrapeError::TooLarge(max_bytes));
         }
         Ok(body)
     };
     tokio::time::timeout(timeout, attempt)
         .await
-        .unwrap_or(Err(FetchError::Timeout(timeout)))
+        .unwrap_or(Err(ScrapeError::Timeout(timeout)))
 }
 
 /// Reads a fetched text into what the SLOs need.
-pub fn reduce(body: &[u8], limits: &Limits) -> Result<AgentScrape, String> {
-    let exp = promtext::parse(body, limits).map_err(|e| e.to_string())?;
-    AgentScrape::extract(&exp, &AgentSeries::default()).map_err(|e| e.to_string())
+pub fn reduce(body: &[u8], limits: &Limits) -> Result<AgentScrape, ScrapeError> {
+    let exp = promtext::parse(body, limits)?;
+    Ok(AgentScrape::extract(&exp, &AgentSeries::default())?)
 }
 
 /// Scrapes every target once, reporting each result to the owner.
@@ -183,7 +165,7 @@ pub async fn round(
     targets: Vec<ScrapeTarget>,
     fetcher: Arc<dyn MetricsFetcher>,
     timeout: Duration,
-    tx: mpsc::Sender<Event>,
+    news: event::Sender<Scraped>,
 ) {
     let limits = Limits::default();
     let mut results = futures_util::stream::iter(targets)
@@ -193,18 +175,18 @@ pub async fn round(
                 let result = fetcher
                     .fetch(&t, timeout, limits.max_bytes)
                     .await
-                    .map_err(|e| e.to_string())
                     .and_then(|body| reduce(&body, &limits));
                 (t, result)
             }
         })
         .buffer_unordered(PARALLEL);
     while let Some((target, result)) = results.next().await {
-        let ev = Event::Observe(crate::observe::Tick::Scraped {
-            target: Box::new(target),
-            result: Box::new(result),
-        });
-        if tx.send(ev).await.is_err() {
+        let scraped = Scraped {
+            key: target.key,
+            group: target.group,
+            result,
+        };
+        if news.send(scraped).await.is_err() {
             return;
         }
     }
@@ -243,17 +225,17 @@ mod tests {
 
         assert_eq!(
             http_get(ok, "/metrics", t, 10).await,
-            Err(FetchError::TooLarge(10))
+            Err(ScrapeError::TooLarge(10))
         );
         let big = serve([b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), vec![b'#'; 200_000]].concat()).await;
         assert_eq!(
             http_get(big, "/metrics", t, 1000).await,
-            Err(FetchError::TooLarge(1000))
+            Err(ScrapeError::TooLarge(1000))
         );
         let missing = serve(b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec()).await;
         assert_eq!(
             http_get(missing, "/metrics", t, 1024).await,
-            Err(FetchError::Status(404))
+            Err(ScrapeError::Status(404))
         );
     }
 
@@ -270,13 +252,15 @@ mod tests {
         let t = Duration::from_millis(200);
         assert_eq!(
             http_get(addr, "/metrics", t, 1024).await,
-            Err(FetchError::Timeout(t))
+            Err(ScrapeError::Timeout(t))
         );
     }
 
     #[test]
     fn a_malformed_text_is_refused_with_its_reason() {
-        let err = reduce(b"agent_requests_total{ 3\n", &Limits::default()).unwrap_err();
+        let err = reduce(b"agent_requests_total{ 3\n", &Limits::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1"), "{err}");
     }
 }

@@ -6,7 +6,6 @@
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use orch_core::slo::SloState;
 
@@ -84,34 +83,47 @@ impl SloStore for FileSloStore {
     }
 }
 
-/// The history in memory, shared by clones (a restarted daemon in a test
-/// finds what the last one saved).
-#[derive(Debug, Clone, Default)]
-pub struct MemSloStore {
-    inner: Arc<Mutex<Option<SloState>>>,
-}
+/// The fake, compiled for tests and the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub use mem::MemSloStore;
 
-impl MemSloStore {
-    pub fn new() -> MemSloStore {
-        MemSloStore::default()
+#[cfg(any(test, feature = "testing"))]
+mod mem {
+    use std::sync::{Arc, Mutex};
+
+    use orch_core::slo::SloState;
+
+    use super::{SloStore, SloStoreError};
+
+    /// The history in memory, shared by clones (a restarted daemon in a test
+    /// finds what the last one saved).
+    #[derive(Debug, Clone, Default)]
+    pub struct MemSloStore {
+        inner: Arc<Mutex<Option<SloState>>>,
     }
 
-    /// What was saved last.
-    pub fn saved(&self) -> Option<SloState> {
-        self.inner.lock().ok().and_then(|s| s.clone())
-    }
-}
-
-impl SloStore for MemSloStore {
-    fn load(&self) -> Result<Option<SloState>, SloStoreError> {
-        Ok(self.saved())
-    }
-
-    fn save(&self, state: &SloState) -> Result<(), SloStoreError> {
-        if let Ok(mut s) = self.inner.lock() {
-            *s = Some(state.clone());
+    impl MemSloStore {
+        pub fn new() -> MemSloStore {
+            MemSloStore::default()
         }
-        Ok(())
+
+        /// What was saved last.
+        pub fn saved(&self) -> Option<SloState> {
+            self.inner.lock().ok().and_then(|s| s.clone())
+        }
+    }
+
+    impl SloStore for MemSloStore {
+        fn load(&self) -> Result<Option<SloState>, SloStoreError> {
+            Ok(self.saved())
+        }
+
+        fn save(&self, state: &SloState) -> Result<(), SloStoreError> {
+            if let Ok(mut s) = self.inner.lock() {
+                *s = Some(state.clone());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The desired state on disk: which groups are started, at which config
 //! generation, and the GPU slices given out. Behind [`StateStore`], so the
-//! daemon can be run on a [`MemStore`] in tests (which can also be made to
+//! daemon can be run on a `MemStore` in tests (which can also be made to
 //! fail, as a full or read-only disk does).
 //!
 //! Invariant: the file is replaced atomically (`orch_config::fsutil`), so
@@ -14,7 +14,6 @@
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use orch_core::supervise::Persisted;
 use serde::{Deserialize, Serialize};
@@ -126,10 +125,6 @@ impl FileStore {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn path(&self) -> PathBuf {
         self.dir.join(format!("{}.state.json", self.host))
     }
@@ -196,108 +191,122 @@ impl StateStore for FileStore {
     }
 }
 
-/// The state in memory, shared by clones (a restarted daemon in a test
-/// sees what the last one saved). `fail_writes` makes saves fail as a
-/// full disk would.
-#[derive(Debug, Clone, Default)]
-pub struct MemStore {
-    inner: Arc<Mutex<MemInner>>,
-}
+/// The fake, compiled for tests and the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub use mem::MemStore;
 
-#[derive(Debug, Default)]
-struct MemInner {
-    state: Option<Persisted>,
-    fail_writes: bool,
-    saves: u64,
-    /// The next load finds the state damaged.
-    damaged: bool,
-    kept_aside: Vec<Persisted>,
-}
+#[cfg(any(test, feature = "testing"))]
+mod mem {
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
 
-impl MemStore {
-    pub fn new() -> Self {
-        MemStore::default()
+    use orch_core::supervise::Persisted;
+
+    use super::{StateStore, StoreError};
+
+    /// The state in memory, shared by clones (a restarted daemon in a test
+    /// sees what the last one saved). `fail_writes` makes saves fail as a
+    /// full disk would.
+    #[derive(Debug, Clone, Default)]
+    pub struct MemStore {
+        inner: Arc<Mutex<MemInner>>,
     }
 
-    pub fn with(state: Persisted) -> Self {
-        let s = MemStore::default();
-        s.lock().state = Some(state);
-        s
+    #[derive(Debug, Default)]
+    struct MemInner {
+        state: Option<Persisted>,
+        fail_writes: bool,
+        saves: u64,
+        /// The next load finds the state damaged.
+        damaged: bool,
+        kept_aside: Vec<Persisted>,
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
-        // Held only to copy a value in or out; a panic elsewhere cannot
-        // leave it half written.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// What was saved last.
-    pub fn state(&self) -> Option<Persisted> {
-        self.lock().state.clone()
-    }
-
-    /// How many saves succeeded.
-    pub fn saves(&self) -> u64 {
-        self.lock().saves
-    }
-
-    pub fn fail_writes(&self, fail: bool) {
-        self.lock().fail_writes = fail;
-    }
-
-    /// Forgets the saved state, as a deleted state directory does.
-    pub fn lose(&self) {
-        self.lock().state = None;
-    }
-
-    /// Makes the saved state unreadable, as a truncated file is.
-    pub fn damage(&self) {
-        self.lock().damaged = true;
-    }
-
-    /// The states moved aside as damaged, oldest first.
-    pub fn kept_aside(&self) -> Vec<Persisted> {
-        self.lock().kept_aside.clone()
-    }
-}
-
-impl StateStore for MemStore {
-    fn load(&self) -> Result<Option<Persisted>, StoreError> {
-        let g = self.lock();
-        if g.damaged {
-            return Err(StoreError::Corrupt {
-                path: PathBuf::from("memory"),
-                reason: "made unreadable by the test".into(),
-            });
+    impl MemStore {
+        pub fn new() -> Self {
+            MemStore::default()
         }
-        Ok(g.state.clone())
-    }
 
-    fn save(&self, state: &Persisted) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        if g.fail_writes {
-            return Err(StoreError::Write {
-                path: PathBuf::from("memory"),
-                source: std::io::Error::from_raw_os_error(28), // ENOSPC
-            });
+        pub fn with(state: Persisted) -> Self {
+            let s = MemStore::default();
+            s.lock().state = Some(state);
+            s
         }
-        g.state = Some(state.clone());
-        g.saves += 1;
-        Ok(())
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+            // Held only to copy a value in or out; a panic elsewhere cannot
+            // leave it half written.
+            self.inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+
+        /// What was saved last.
+        pub fn state(&self) -> Option<Persisted> {
+            self.lock().state.clone()
+        }
+
+        /// How many saves succeeded.
+        pub fn saves(&self) -> u64 {
+            self.lock().saves
+        }
+
+        pub fn fail_writes(&self, fail: bool) {
+            self.lock().fail_writes = fail;
+        }
+
+        /// Forgets the saved state, as a deleted state directory does.
+        pub fn lose(&self) {
+            self.lock().state = None;
+        }
+
+        /// Makes the saved state unreadable, as a truncated file is.
+        pub fn damage(&self) {
+            self.lock().damaged = true;
+        }
+
+        /// The states moved aside as damaged, oldest first.
+        pub fn kept_aside(&self) -> Vec<Persisted> {
+            self.lock().kept_aside.clone()
+        }
     }
 
-    fn location(&self) -> String {
-        "memory".into()
-    }
+    impl StateStore for MemStore {
+        fn load(&self) -> Result<Option<Persisted>, StoreError> {
+            let g = self.lock();
+            if g.damaged {
+                return Err(StoreError::Corrupt {
+                    path: PathBuf::from("memory"),
+                    reason: "made unreadable by the test".into(),
+                });
+            }
+            Ok(g.state.clone())
+        }
 
-    fn keep_aside(&self, _stamp: u64) -> Result<String, StoreError> {
-        let mut g = self.lock();
-        g.damaged = false;
-        let old = g.state.take().unwrap_or_default();
-        g.kept_aside.push(old);
-        Ok(format!("memory (damaged copy {})", g.kept_aside.len()))
+        fn save(&self, state: &Persisted) -> Result<(), StoreError> {
+            let mut g = self.lock();
+            if g.fail_writes {
+                return Err(StoreError::Write {
+                    path: PathBuf::from("memory"),
+                    source: std::io::Error::from_raw_os_error(28), // ENOSPC
+                });
+            }
+            g.state = Some(state.clone());
+            g.saves += 1;
+            Ok(())
+        }
+
+        fn location(&self) -> String {
+            "memory".into()
+        }
+
+        fn keep_aside(&self, _stamp: u64) -> Result<String, StoreError> {
+            let mut g = self.lock();
+            g.damaged = false;
+            let old = g.state.take().unwrap_or_default();
+            g.kept_aside.push(old);
+            Ok(format!("memory (damaged copy {})", g.kept_aside.len()))
+        }
     }
 }
 

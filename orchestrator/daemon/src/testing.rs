@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::ManualClock;
+use crate::event::ScrapeError;
 use crate::probe::{ProbeTarget, Prober};
-use crate::slo_scrape::{FetchError, MetricsFetcher, ScrapeTarget};
+use crate::slo_scrape::{MetricsFetcher, ScrapeTarget};
 use crate::slo_store::MemSloStore;
 use crate::store::MemStore;
 use crate::{Control, Deps, GpuDeps, Settings};
@@ -119,11 +120,11 @@ impl MetricsFetcher for ScriptedMetrics {
         t: &ScrapeTarget,
         _timeout: Duration,
         _max_bytes: usize,
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Vec<u8>, ScrapeError> {
         *self.fetches.lock().unwrap() += 1;
         self.text(&t.key.agent)
             .map(String::into_bytes)
-            .ok_or(FetchError::Status(404))
+            .ok_or(ScrapeError::Status(404))
     }
 }
 
@@ -382,7 +383,10 @@ async fn launch(
         gpu: GpuDeps {
             backend: match &world.gpu {
                 Some(g) => Ok(g.clone()),
-                None => Err("this host has no NVML library".into()),
+                None => Err(orch_gpu::GpuError::NoLibrary {
+                    path: "libnvidia-ml.so.1".into(),
+                    reason: "this host has no NVML library".into(),
+                }),
             },
             mps: world.mps.clone(),
         },

@@ -11,36 +11,47 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use orch_core::container::labels;
-use orch_docker::{ContainerRuntime, ContainerState, LabelFilter};
-use tokio::sync::mpsc;
+use orch_docker::{ContainerRuntime, ContainerState, DockerError, LabelFilter};
 use tokio_util::sync::CancellationToken;
 
-use crate::owner::{DockerNews, Event, Observed};
+use crate::event::{self, DockerNews, Observed};
 
+/// Why a connected period ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("the event stream ended")]
+    StreamEnded,
+    /// The owner is gone: nobody to report to.
+    #[error("the daemon is stopping")]
+    Stopping,
+}
+
+/// Watches until `shutdown` fires.
 pub async fn run(
     rt: Arc<dyn ContainerRuntime>,
     host: String,
     network: String,
-    tx: mpsc::Sender<Event>,
+    news: event::Sender<DockerNews>,
     shutdown: CancellationToken,
 ) {
     let mut pause = Duration::from_millis(200);
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = session(&rt, &host, &network, &tx, &shutdown) => r,
+            r = session(&rt, &host, &network, &news, &shutdown) => r,
         };
-        if let Err(reason) = outcome {
-            tracing::warn!(%reason, "Docker Engine unreachable; retrying in {pause:?}");
-            if tx
-                .send(Event::Docker(DockerNews::Down { reason }))
-                .await
-                .is_err()
-            {
-                return;
+        match outcome {
+            Ok(()) => pause = Duration::from_millis(200),
+            Err(SessionEnd::Stopping) => return,
+            Err(end) => {
+                let reason = end.to_string();
+                tracing::warn!(%reason, "Docker Engine unreachable; retrying in {pause:?}");
+                if news.send(DockerNews::Down { reason }).await.is_err() {
+                    return;
+                }
             }
-        } else {
-            pause = Duration::from_millis(200);
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -55,18 +66,16 @@ async fn session(
     rt: &Arc<dyn ContainerRuntime>,
     host: &str,
     network: &str,
-    tx: &mpsc::Sender<Event>,
+    news: &event::Sender<DockerNews>,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
-    let engine = rt.version().await.map_err(|e| e.to_string())?;
+) -> Result<(), SessionEnd> {
+    let engine = rt.version().await?;
     let net_labels: BTreeMap<String, String> =
         [(labels::NETWORK.to_string(), host.to_string())].into();
-    rt.ensure_network(network, &net_labels)
-        .await
-        .map_err(|e| e.to_string())?;
+    rt.ensure_network(network, &net_labels).await?;
     let filter = LabelFilter::any().label(labels::HOST, host);
-    let mut events = rt.events(&filter).await.map_err(|e| e.to_string())?;
-    let listed = rt.list(&filter).await.map_err(|e| e.to_string())?;
+    let mut events = rt.events(&filter).await?;
+    let listed = rt.list(&filter).await?;
     let mut containers = Vec::with_capacity(listed.len());
     for c in listed {
         // A listing has no exit codes; look at the stopped ones.
@@ -77,23 +86,23 @@ async fn session(
         };
         containers.push(Observed { summary: c, info });
     }
-    tx.send(Event::Docker(DockerNews::Up {
+    news.send(DockerNews::Up {
         engine: Box::new(engine),
         containers,
-    }))
+    })
     .await
-    .map_err(|_| "the daemon is stopping".to_string())?;
+    .map_err(|_| SessionEnd::Stopping)?;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             next = events.next() => match next {
                 Some(Ok(ev)) => {
-                    if tx.send(Event::Docker(DockerNews::Event(ev))).await.is_err() {
-                        return Ok(());
+                    if news.send(DockerNews::Event(ev)).await.is_err() {
+                        return Err(SessionEnd::Stopping);
                     }
                 }
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("the event stream ended".into()),
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(SessionEnd::StreamEnded),
             }
         }
     }

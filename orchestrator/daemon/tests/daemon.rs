@@ -173,7 +173,13 @@ async fn every_request_is_answered() {
     // gpu, plan, MIG mode on a host without NVML
     let g = h.client.gpu().await.unwrap();
     assert!(!g.available);
-    assert_eq!(g.reason.as_deref(), Some("this host has no NVML library"));
+    assert!(
+        g.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("this host has no NVML library")),
+        "{:?}",
+        g.reason
+    );
     let e = api_error(h.client.mig_mode(0, true).await.unwrap_err());
     assert_eq!(e.code, ErrorCode::Unavailable);
     let text = std::fs::read_to_string(h.config_path()).unwrap();

@@ -290,7 +290,7 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
     let plan = a.client.plan("c.yaml", &text).await.unwrap();
     assert_eq!(plan.remote.len(), 1);
     assert_eq!(plan.remote[0].agent, "Needy");
-    assert_eq!(plan.remote[0].state, "not ready");
+    assert_eq!(plan.remote[0].state, orch_api::RemoteReadiness::NotReady);
 
     // Eyes comes up on beta: Needy starts.
     b.client.group_start("vision").await.unwrap();
@@ -372,5 +372,64 @@ async fn a_command_for_another_host_continues_the_callers_trace_there() {
         agent_starts
             .iter()
             .all(|s| s.span_context.trace_id() == trace)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_speaks_for_another_host_is_refused_and_counted() {
+    use orch_federation::Bus as _;
+    let net = MemNetwork::new();
+    let a = Harness::start_in(World::new().on(&net), &config("alpha", &["beta"])).await;
+    // beta: a bus of our own on the network, not a daemon.
+    let beta_config = orch_config::load_str(
+        "beta.yaml",
+        &config("beta", &["alpha"]),
+        &Default::default(),
+    )
+    .unwrap()
+    .config;
+    let bus_config =
+        orch_federation::BusConfig::from_model("beta", beta_config.federation.as_ref().unwrap(), 1)
+            .unwrap();
+    let (beta, _inbox) = net.join(bus_config);
+    until_peer(&a, "beta", PeerState::Alive).await;
+    let decode_errors = |peers: Vec<orch_api::PeerStatus>| {
+        peers
+            .into_iter()
+            .find(|p| p.name == "beta")
+            .unwrap()
+            .decode_errors
+    };
+    assert_eq!(decode_errors(a.client.peers().await.unwrap()), 0);
+
+    // alpha's own snapshot and event, sent back by beta as its own.
+    let alpha = a.client.fleet().await.unwrap().hosts.remove(0);
+    let snapshot = serde_json::to_value(alpha.snapshot.unwrap()).unwrap();
+    beta.publish_snapshot(snapshot, None).unwrap();
+    let event = serde_json::to_value(a.events().await.remove(0)).unwrap();
+    beta.publish_events(vec![event.clone(), event], None)
+        .unwrap();
+    settle(500).await;
+
+    assert_eq!(
+        decode_errors(a.client.peers().await.unwrap()),
+        3,
+        "a snapshot and two events of another host"
+    );
+    let fleet = a.client.fleet().await.unwrap();
+    let seen = fleet.hosts.iter().find(|h| h.host == "beta").unwrap();
+    assert!(seen.snapshot.is_none(), "the lie was not kept");
+    // /metrics is published on its interval.
+    settle(1500).await;
+    let text = a.metrics().await;
+    assert!(
+        text.contains(
+            "orchestrator_federation_decode_errors_total{host=\"alpha\",peer=\"beta\"} 3"
+        ),
+        "counted in /metrics too:\n{}",
+        text.lines()
+            .filter(|l| l.contains("decode"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

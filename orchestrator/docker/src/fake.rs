@@ -29,8 +29,9 @@ use tokio::sync::mpsc;
 use crate::error::{DockerError, ObjectKind, Removal};
 use crate::mapping;
 use crate::runtime::{
-    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo,
-    EventKind, EventStream, ExecOutcome, LabelFilter, LogChunk, LogStream, OutputStream,
+    ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
+    DockerEventKind, EngineInfo, EventStream, ExecOutcome, LabelFilter, LogChunk, LogStream,
+    OutputStream,
 };
 
 /// The endpoint the fake reports in `Unreachable` errors.
@@ -343,7 +344,7 @@ impl State {
             .ok_or_else(|| DockerError::not_found(ObjectKind::Container, key))
     }
 
-    fn emit(&mut self, id: &str, kind: EventKind) {
+    fn emit(&mut self, id: &str, kind: DockerEventKind) {
         let time_ns = self.tick().saturating_mul(1_000_000);
         let Some(c) = self.containers.get(id) else {
             return;
@@ -371,11 +372,11 @@ impl State {
             c.ip = None;
         }
         if oom {
-            self.emit(id, EventKind::Oom);
+            self.emit(id, DockerEventKind::Oom);
         }
         self.emit(
             id,
-            EventKind::Die {
+            DockerEventKind::Die {
                 exit_code: Some(exit_code),
             },
         );
@@ -532,10 +533,6 @@ impl FakeRuntime {
         s.images
             .get_or_insert_with(BTreeSet::new)
             .insert(image.to_string());
-    }
-
-    pub fn set_engine_info(&self, info: EngineInfo) {
-        self.lock().engine = info;
     }
 
     pub fn advance_clock(&self, by: Duration) {
@@ -739,7 +736,7 @@ impl ContainerRuntime for FakeRuntime {
                 logs: Vec::new(),
             },
         );
-        s.emit(&id, EventKind::Create);
+        s.emit(&id, DockerEventKind::Create);
         Ok(id)
     }
 
@@ -780,7 +777,7 @@ impl ContainerRuntime for FakeRuntime {
             c.oom_killed = false;
             c.ip = ip;
         }
-        s.emit(&id, EventKind::Start);
+        s.emit(&id, DockerEventKind::Start);
         Ok(())
     }
 
@@ -798,12 +795,12 @@ impl ContainerRuntime for FakeRuntime {
         let code = s.containers.get(&id).map_or(0, |c| c.stop_exit_code);
         s.emit(
             &id,
-            EventKind::Kill {
+            DockerEventKind::Kill {
                 signal: Some("15".into()),
             },
         );
         s.die(&id, code, false);
-        s.emit(&id, EventKind::Stop);
+        s.emit(&id, DockerEventKind::Stop);
         Ok(())
     }
 
@@ -825,7 +822,7 @@ impl ContainerRuntime for FakeRuntime {
         }
         s.emit(
             &id,
-            EventKind::Kill {
+            DockerEventKind::Kill {
                 signal: Some(n.to_string()),
             },
         );
@@ -857,13 +854,13 @@ impl ContainerRuntime for FakeRuntime {
             }
             s.emit(
                 &id,
-                EventKind::Kill {
+                DockerEventKind::Kill {
                     signal: Some("9".into()),
                 },
             );
             s.die(&id, 137, false);
         }
-        s.emit(&id, EventKind::Destroy);
+        s.emit(&id, DockerEventKind::Destroy);
         s.containers.remove(&id);
         s.log_followers.retain(|f| f.container != id);
         Ok(Removal::Removed)
@@ -1046,7 +1043,7 @@ mod tests {
         fake
     }
 
-    async fn next_kinds(events: &mut EventStream, n: usize) -> Vec<EventKind> {
+    async fn next_kinds(events: &mut EventStream, n: usize) -> Vec<DockerEventKind> {
         let mut kinds = Vec::new();
         for _ in 0..n {
             let ev = tokio::time::timeout(Duration::from_secs(5), events.next())
@@ -1095,14 +1092,14 @@ mod tests {
         assert_eq!(
             next_kinds(&mut events, 6).await,
             vec![
-                EventKind::Create,
-                EventKind::Start,
-                EventKind::Kill {
+                DockerEventKind::Create,
+                DockerEventKind::Start,
+                DockerEventKind::Kill {
                     signal: Some("15".into())
                 },
-                EventKind::Die { exit_code: Some(0) },
-                EventKind::Stop,
-                EventKind::Destroy,
+                DockerEventKind::Die { exit_code: Some(0) },
+                DockerEventKind::Stop,
+                DockerEventKind::Destroy,
             ]
         );
         assert_eq!(
@@ -1270,9 +1267,9 @@ mod tests {
         assert_eq!(
             kinds[4..],
             [
-                EventKind::Die { exit_code: Some(3) },
-                EventKind::Oom,
-                EventKind::Die {
+                DockerEventKind::Die { exit_code: Some(3) },
+                DockerEventKind::Oom,
+                DockerEventKind::Die {
                     exit_code: Some(137)
                 }
             ]
@@ -1384,7 +1381,10 @@ mod tests {
         fake.create(&spec("a")).await.expect("create");
         let b = fake.create(&spec("b")).await.expect("create");
         let ev = only_b.next().await.expect("open").expect("ok");
-        assert_eq!((ev.id.as_str(), ev.kind), (b.as_str(), EventKind::Create));
+        assert_eq!(
+            (ev.id.as_str(), ev.kind),
+            (b.as_str(), DockerEventKind::Create)
+        );
         assert_eq!(ev.name.as_deref(), Some("b"));
         fake.close_event_streams();
         assert!(only_b.next().await.is_none());

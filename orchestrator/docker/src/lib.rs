@@ -8,6 +8,9 @@
 //! - [`error`]: [`DockerError`], one variant per thing an operator can fix.
 //! - `mapping`: spec to request body and engine answers to our types (pure).
 //! - [`engine`]: [`DockerEngine`], the real implementation over bollard.
+//! - [`reconnect`]: [`Reconnecting`], a [`DockerEngine`] that connects on
+//!   first use and again after the engine went away (what the daemon
+//!   runs on).
 //! - `fake` (feature `fake`): `FakeRuntime`, a
 //!   recording in-memory engine for other crates' tests.
 //!
@@ -20,12 +23,14 @@ pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod mapping;
+pub mod reconnect;
 pub mod runtime;
 
 pub use engine::{DockerEngine, Endpoint, MIN_API_VERSION};
 pub use error::{DockerError, ObjectKind, Removal};
+pub use reconnect::Reconnecting;
 pub use runtime::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
-    EXEC_OUTPUT_LIMIT, EngineInfo, EventKind, EventStream, ExecOutcome, LabelFilter, LogChunk,
-    LogStream, OutputStream,
+    DockerEventKind, EXEC_OUTPUT_LIMIT, EngineInfo, EventStream, ExecOutcome, LabelFilter,
+    LogChunk, LogStream, OutputStream,
 };

@@ -19,7 +19,7 @@ use orch_core::model::Protocol;
 
 use crate::error::DockerError;
 use crate::runtime::{
-    ContainerEvent, ContainerInfo, ContainerState, ContainerSummary, EngineInfo, EventKind,
+    ContainerEvent, ContainerInfo, ContainerState, ContainerSummary, DockerEventKind, EngineInfo,
 };
 
 /// Hardening applied to every agent container (the agent contract).
@@ -394,18 +394,18 @@ pub(crate) fn event(m: EventMessage) -> Option<ContainerEvent> {
     let mut attributes = to_btree_map(actor.attributes);
     let action = m.action.unwrap_or_default();
     let kind = match action.as_str() {
-        "create" => EventKind::Create,
-        "start" => EventKind::Start,
-        "die" => EventKind::Die {
+        "create" => DockerEventKind::Create,
+        "start" => DockerEventKind::Start,
+        "die" => DockerEventKind::Die {
             exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
         },
-        "stop" => EventKind::Stop,
-        "kill" => EventKind::Kill {
+        "stop" => DockerEventKind::Stop,
+        "kill" => DockerEventKind::Kill {
             signal: attributes.get("signal").cloned(),
         },
-        "oom" => EventKind::Oom,
-        "destroy" => EventKind::Destroy,
-        _ => EventKind::Other(action),
+        "oom" => DockerEventKind::Oom,
+        "destroy" => DockerEventKind::Destroy,
+        _ => DockerEventKind::Other(action),
     };
     let name = attributes.get("name").cloned();
     let image = attributes.get("image").cloned();
@@ -947,7 +947,7 @@ mod tests {
             serde_json::json!({"exitCode": "7", "name": "agent", "image": "img", "io.orchestrator.agent": "A"}),
         ))
         .expect("event");
-        assert_eq!(ev.kind, EventKind::Die { exit_code: Some(7) });
+        assert_eq!(ev.kind, DockerEventKind::Die { exit_code: Some(7) });
         assert_eq!(ev.id, "abc");
         assert_eq!(ev.name.as_deref(), Some("agent"));
         assert_eq!(ev.image.as_deref(), Some("img"));
@@ -958,21 +958,21 @@ mod tests {
         assert_eq!(ev.time_ns, 1_700_000_000_123_456_789);
 
         let cases = [
-            ("create", EventKind::Create),
-            ("start", EventKind::Start),
-            ("stop", EventKind::Stop),
-            ("oom", EventKind::Oom),
-            ("destroy", EventKind::Destroy),
+            ("create", DockerEventKind::Create),
+            ("start", DockerEventKind::Start),
+            ("stop", DockerEventKind::Stop),
+            ("oom", DockerEventKind::Oom),
+            ("destroy", DockerEventKind::Destroy),
             (
                 "kill",
-                EventKind::Kill {
+                DockerEventKind::Kill {
                     signal: Some("15".into()),
                 },
             ),
-            ("die", EventKind::Die { exit_code: None }),
+            ("die", DockerEventKind::Die { exit_code: None }),
             (
                 "health_status: healthy",
-                EventKind::Other("health_status: healthy".into()),
+                DockerEventKind::Other("health_status: healthy".into()),
             ),
         ];
         for (action, want) in cases {

@@ -250,7 +250,7 @@ impl LabelFilter {
 
 /// What happened to a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
+pub enum DockerEventKind {
     Create,
     Start,
     /// The main process ended. `exit_code` is absent only if the engine
@@ -272,7 +272,7 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
     pub id: String,
-    pub kind: EventKind,
+    pub kind: DockerEventKind,
     /// Container name, when the engine gave it.
     pub name: Option<String>,
     pub image: Option<String>,

@@ -13,8 +13,8 @@ use orch_core::container::GpuDevices;
 use orch_core::model::{PortMapping, VolumeMount};
 use orch_core::units::ByteSize;
 use orch_docker::{
-    ContainerRuntime, ContainerState, DockerEngine, DockerError, Endpoint, EventKind, LabelFilter,
-    ObjectKind, OutputStream, Removal,
+    ContainerRuntime, ContainerState, DockerEngine, DockerError, DockerEventKind, Endpoint,
+    LabelFilter, ObjectKind, OutputStream, Removal,
 };
 use support::{
     DEADLINE, Scope, TEST_LABEL, all_logs, docker_inspect, engine, eventually, probe_image,
@@ -102,7 +102,10 @@ async fn an_agent_container_lives_its_whole_life() {
     spec.stop_timeout = orch_core::units::Duration::from_secs(7);
 
     let id = engine.create(&spec).await.expect("create");
-    wait_event(&mut events, &id, "create", |e| e.kind == EventKind::Create).await;
+    wait_event(&mut events, &id, "create", |e| {
+        e.kind == DockerEventKind::Create
+    })
+    .await;
 
     // What the engine holds, seen through the docker CLI.
     let json = docker_inspect(&[&id]);
@@ -161,7 +164,10 @@ async fn an_agent_container_lives_its_whole_life() {
     );
 
     engine.start(&id).await.expect("start");
-    wait_event(&mut events, &id, "start", |e| e.kind == EventKind::Start).await;
+    wait_event(&mut events, &id, "start", |e| {
+        e.kind == DockerEventKind::Start
+    })
+    .await;
     engine
         .start(&id)
         .await
@@ -242,17 +248,20 @@ async fn an_agent_container_lives_its_whole_life() {
         .await
         .expect("stop");
     wait_event(&mut events, &id, "kill", |e| {
-        matches!(e.kind, EventKind::Kill { .. })
+        matches!(e.kind, DockerEventKind::Kill { .. })
     })
     .await;
     let die = wait_event(&mut events, &id, "die", |e| {
-        matches!(e.kind, EventKind::Die { .. })
+        matches!(e.kind, DockerEventKind::Die { .. })
     })
     .await;
-    assert_eq!(die.kind, EventKind::Die { exit_code: Some(0) });
+    assert_eq!(die.kind, DockerEventKind::Die { exit_code: Some(0) });
     assert_eq!(die.labels.get(TEST_LABEL), Some(&scope.run));
     assert_eq!(die.name.as_deref(), Some(spec.name.as_str()));
-    wait_event(&mut events, &id, "stop", |e| e.kind == EventKind::Stop).await;
+    wait_event(&mut events, &id, "stop", |e| {
+        e.kind == DockerEventKind::Stop
+    })
+    .await;
     engine
         .stop(&id, Duration::from_secs(5))
         .await
@@ -277,7 +286,7 @@ async fn an_agent_container_lives_its_whole_life() {
 
     assert_eq!(engine.remove(&id, false).await, Ok(Removal::Removed));
     let destroy = wait_event(&mut events, &id, "destroy", |e| {
-        e.kind == EventKind::Destroy
+        e.kind == DockerEventKind::Destroy
     })
     .await;
     assert!(destroy.time_ns > die.time_ns);
@@ -304,10 +313,10 @@ async fn a_container_that_exits_reports_its_code() {
     let id = engine.create(&spec).await.expect("create");
     engine.start(&id).await.expect("start");
     let die = wait_event(&mut events, &id, "die", |e| {
-        matches!(e.kind, EventKind::Die { .. })
+        matches!(e.kind, DockerEventKind::Die { .. })
     })
     .await;
-    assert_eq!(die.kind, EventKind::Die { exit_code: Some(7) });
+    assert_eq!(die.kind, DockerEventKind::Die { exit_code: Some(7) });
     let info = engine.inspect(&id).await.expect("inspect");
     assert_eq!(
         (info.state, info.exit_code),
@@ -333,7 +342,7 @@ async fn a_container_that_exits_reports_its_code() {
     // A stopped agent restarts in place.
     engine.start(&id).await.expect("restart");
     wait_event(&mut events, &id, "second die", |e| {
-        matches!(e.kind, EventKind::Die { .. })
+        matches!(e.kind, DockerEventKind::Die { .. })
     })
     .await;
     assert_eq!(engine.remove(&id, true).await, Ok(Removal::Removed));
@@ -356,22 +365,22 @@ async fn kill_delivers_the_signal() {
     engine.start(&id).await.expect("start");
     engine.kill(&id, "SIGKILL").await.expect("kill");
     let kill = wait_event(&mut events, &id, "kill", |e| {
-        matches!(e.kind, EventKind::Kill { .. })
+        matches!(e.kind, DockerEventKind::Kill { .. })
     })
     .await;
     assert_eq!(
         kill.kind,
-        EventKind::Kill {
+        DockerEventKind::Kill {
             signal: Some("9".into())
         }
     );
     let die = wait_event(&mut events, &id, "die", |e| {
-        matches!(e.kind, EventKind::Die { .. })
+        matches!(e.kind, DockerEventKind::Die { .. })
     })
     .await;
     assert_eq!(
         die.kind,
-        EventKind::Die {
+        DockerEventKind::Die {
             exit_code: Some(137)
         }
     );
@@ -699,14 +708,14 @@ async fn an_oom_kill_is_reported() {
     spec.memory = Some(ByteSize::mib(16));
     let id = engine.create(&spec).await.expect("create");
     engine.start(&id).await.expect("start");
-    wait_event(&mut events, &id, "oom", |e| e.kind == EventKind::Oom).await;
+    wait_event(&mut events, &id, "oom", |e| e.kind == DockerEventKind::Oom).await;
     let die = wait_event(&mut events, &id, "die", |e| {
-        matches!(e.kind, EventKind::Die { .. })
+        matches!(e.kind, DockerEventKind::Die { .. })
     })
     .await;
     assert_eq!(
         die.kind,
-        EventKind::Die {
+        DockerEventKind::Die {
             exit_code: Some(137)
         }
     );
@@ -772,7 +781,10 @@ async fn the_event_stream_ends_when_the_connection_is_lost() {
         .create(&scope.spec("witness", image))
         .await
         .expect("create");
-    wait_event(&mut events, &id, "create", |e| e.kind == EventKind::Create).await;
+    wait_event(&mut events, &id, "create", |e| {
+        e.kind == DockerEventKind::Create
+    })
+    .await;
 
     // Aborting the relay drops every connection through it.
     drop(relay);

@@ -1,8 +1,12 @@
 //! `orchestratord`: the per-host supervisor daemon.
 //!
-//! Exit codes: 0 clean stop; 1 runtime failure; 2 bad command line;
-//! 3 invalid config; 4 the control socket cannot be bound (e.g. another
-//! daemon holds it); 5 the state directory cannot be used.
+//! Every way it can fail is a [`MainError`], mapped to the exit codes of
+//! `docs/operations.md` in one place ([`MainError::code`]): 0 clean stop;
+//! 1 runtime failure; 2 bad command line; 3 invalid config (the config
+//! file, a `control.group` that does not exist, the federation's keys);
+//! 4 the control socket cannot be bound (e.g. another daemon holds it);
+//! 5 the state directory cannot be used. A code is changed only with that
+//! table, and the unit file's `RestartPreventExitStatus=`.
 
 mod telemetry;
 
@@ -22,6 +26,83 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_SOCKET: u8 = 4;
 const EXIT_STATE: u8 = 5;
+
+/// Why `orchestratord` stopped other than cleanly.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("{0}")]
+    DockerEndpoint(#[source] orch_docker::DockerError),
+    #[error(transparent)]
+    Config(ConfigError),
+    #[error(
+        "{config}: control.group `{group}` does not exist on this host; create it (groupadd {group}) or change the config"
+    )]
+    NoControlGroup { config: String, group: String },
+    #[error("{config}: federation: {error}")]
+    FederationKey {
+        config: String,
+        #[source]
+        error: orch_federation::KeyError,
+    },
+    #[error("federation: {0}")]
+    Federation(#[source] FederationError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
+/// Why the federation bus did not start.
+#[derive(Debug, thiserror::Error)]
+enum FederationError {
+    #[error(transparent)]
+    Key(#[from] orch_federation::KeyError),
+    #[error(transparent)]
+    Config(#[from] orch_federation::ConfigError),
+    #[error(transparent)]
+    Start(#[from] orch_federation::StartError),
+}
+
+impl MainError {
+    /// The documented exit code.
+    fn code(&self) -> u8 {
+        match self {
+            MainError::Runtime(_) | MainError::Signals(_) => EXIT_FAILED,
+            MainError::DockerEndpoint(_) => EXIT_USAGE,
+            MainError::Config(_)
+            | MainError::NoControlGroup { .. }
+            | MainError::FederationKey { .. }
+            | MainError::Federation(_) => EXIT_CONFIG,
+            // A socket group that does not exist is a config mistake.
+            MainError::Daemon(DaemonError::Bind(orch_daemon::server::BindError::NoGroup(_))) => {
+                EXIT_CONFIG
+            }
+            MainError::Daemon(DaemonError::Bind(_)) => EXIT_SOCKET,
+            MainError::Daemon(DaemonError::Store(_)) => EXIT_STATE,
+        }
+    }
+
+    /// Says why on stderr: config errors as their diagnostics, the checks
+    /// of `check` as they are, the rest after the program's name.
+    fn report(&self) {
+        match self {
+            MainError::Config(ConfigError::Invalid {
+                diagnostics,
+                source_text,
+                ..
+            }) => eprint!(
+                "{}",
+                orch_config::diag::render(diagnostics, source_text, false)
+            ),
+            MainError::NoControlGroup { .. } | MainError::FederationKey { .. } => {
+                eprintln!("{self}")
+            }
+            other => eprintln!("orchestratord: {other}"),
+        }
+    }
+}
 
 /// The GPU-aware agent supervisor of one host.
 #[derive(Debug, Parser)]
@@ -108,45 +189,31 @@ fn main() -> ExitCode {
     };
     // Flushes the traces when main returns.
     let _telemetry = telemetry::init(cli.log_format);
-    match cli.command {
+    let result = match cli.command {
         Command::Check(args) => check(&args),
-        Command::Run(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("orchestratord: cannot start the async runtime: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
-            rt.block_on(run(args))
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(MainError::Runtime)
+            .and_then(|rt| rt.block_on(run(args))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.report();
+            ExitCode::from(e.code())
         }
     }
 }
 
-fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, ExitCode> {
+fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, MainError> {
     let opts = LoadOptions {
         host_name: args.host_name.clone(),
         port_offset: args.port_offset,
         ..LoadOptions::default()
     };
-    orch_config::load_file(&args.config, &opts).map_err(|e| {
-        match &e {
-            ConfigError::Invalid {
-                diagnostics,
-                source_text,
-                ..
-            } => eprint!(
-                "{}",
-                orch_config::diag::render(diagnostics, source_text, false)
-            ),
-            other => eprintln!("orchestratord: {other}"),
-        }
-        ExitCode::from(EXIT_CONFIG)
-    })
+    orch_config::load_file(&args.config, &opts).map_err(MainError::Config)
 }
 
 /// NVML from the config's `runtime.nvml_library`, else `ORCH_NVML_LIBRARY`,
@@ -156,8 +223,7 @@ fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, ExitCode> {
 fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     let explicit = cfg.runtime.nvml_library.as_ref().map(PathBuf::from);
     let backend = orch_gpu::NvmlBackend::open(explicit.as_deref())
-        .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>)
-        .map_err(|e| e.to_string());
+        .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>);
     let binary = std::env::var("ORCH_MPS_CONTROL")
         .unwrap_or_else(|_| cfg.runtime.mps.control_binary.clone());
     orch_daemon::GpuDeps {
@@ -166,46 +232,43 @@ fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     }
 }
 
-fn check(check_args: &CheckArgs) -> ExitCode {
+fn check(check_args: &CheckArgs) -> Result<(), MainError> {
     let args = &check_args.config;
-    match load(args) {
-        Ok(l) => {
-            for w in &l.warnings {
-                eprintln!("{}", w.headline());
-            }
-            // The host must have what the config names outside itself.
-            if let Some(group) = &l.config.control.group
-                && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
-            {
-                eprintln!(
-                    "{}: control.group `{group}` does not exist on this host; create it (groupadd {group}) or change the config",
-                    args.config.display()
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            if let Some(fed) = l
-                .config
-                .federation
-                .as_ref()
-                .filter(|_| !check_args.without_keys)
-            {
-                let key = fed.secret_key_path(&l.config.host.name);
-                if let Err(e) = orch_federation::keys::load_secret(std::path::Path::new(&key)) {
-                    eprintln!("{}: federation: {e}", args.config.display());
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-            println!(
-                "{}: valid; host {}, {} groups, {} agents",
-                args.config.display(),
-                l.config.host.name,
-                l.config.groups.len(),
-                l.config.agent_count()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let l = load(args)?;
+    for w in &l.warnings {
+        eprintln!("{}", w.headline());
     }
+    // The host must have what the config names outside itself.
+    if let Some(group) = &l.config.control.group
+        && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+    {
+        return Err(MainError::NoControlGroup {
+            config: args.config.display().to_string(),
+            group: group.clone(),
+        });
+    }
+    if let Some(fed) = l
+        .config
+        .federation
+        .as_ref()
+        .filter(|_| !check_args.without_keys)
+    {
+        let key = fed.secret_key_path(&l.config.host.name);
+        orch_federation::keys::load_secret(std::path::Path::new(&key)).map_err(|error| {
+            MainError::FederationKey {
+                config: args.config.display().to_string(),
+                error,
+            }
+        })?;
+    }
+    println!(
+        "{}: valid; host {}, {} groups, {} agents",
+        args.config.display(),
+        l.config.host.name,
+        l.config.groups.len(),
+        l.config.agent_count()
+    );
+    Ok(())
 }
 
 /// The federation bus of a host with peers: its secret key (which must be
@@ -214,15 +277,12 @@ fn check(check_args: &CheckArgs) -> ExitCode {
 fn start_federation(
     host: &str,
     fed: &orch_core::model::Federation,
-) -> Result<orch_daemon::fleet::FederationDeps, String> {
+) -> Result<orch_daemon::fleet::FederationDeps, FederationError> {
     let key_path = fed.secret_key_path(host);
-    let secret = orch_federation::keys::load_secret(std::path::Path::new(&key_path))
-        .map_err(|e| e.to_string())?;
+    let secret = orch_federation::keys::load_secret(std::path::Path::new(&key_path))?;
     let config =
-        orch_federation::BusConfig::from_model(host, fed, orch_federation::incarnation_now())
-            .map_err(|e| e.to_string())?;
-    let (bus, inbox) =
-        orch_federation::ZmqBus::start(config, &secret).map_err(|e| e.to_string())?;
+        orch_federation::BusConfig::from_model(host, fed, orch_federation::incarnation_now())?;
+    let (bus, inbox) = orch_federation::ZmqBus::start(config, &secret)?;
     tracing::info!(listen = %fed.listen, peers = fed.peers.len(), "federation bus up");
     Ok(orch_daemon::fleet::FederationDeps {
         bus: Arc::new(bus),
@@ -230,11 +290,8 @@ fn start_federation(
     })
 }
 
-async fn run(args: RunArgs) -> ExitCode {
-    let loaded = match load(&args.config) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
+async fn run(args: RunArgs) -> Result<(), MainError> {
+    let loaded = load(&args.config)?;
     for w in &loaded.warnings {
         tracing::warn!("{}", w.headline());
     }
@@ -245,13 +302,7 @@ async fn run(args: RunArgs) -> ExitCode {
         .or_else(|| cfg.runtime.docker_host.clone())
         .or_else(|| std::env::var("DOCKER_HOST").ok())
         .unwrap_or_else(|| format!("unix://{}", Endpoint::DEFAULT_SOCKET));
-    let endpoint = match Endpoint::parse(&docker) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("orchestratord: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    let endpoint = Endpoint::parse(&docker).map_err(MainError::DockerEndpoint)?;
     let state_dir = args
         .state_dir
         .clone()
@@ -288,32 +339,17 @@ async fn run(args: RunArgs) -> ExitCode {
         fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
-        Arc::new(orch_daemon::docker::Reconnecting::new(endpoint));
-    let mut deps = match orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("orchestratord: {e}");
-            return ExitCode::from(EXIT_STATE);
-        }
-    };
+        Arc::new(orch_docker::Reconnecting::new(endpoint));
+    let mut deps = orch_daemon::Deps::standard(runtime, gpu, &state_dir, &cfg.host.name)?;
     if let Some(fed) = &cfg.federation {
-        match start_federation(&cfg.host.name, fed) {
-            Ok(f) => deps.federation = Some(f),
-            Err(e) => {
-                eprintln!("orchestratord: federation: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        }
+        deps.federation =
+            Some(start_federation(&cfg.host.name, fed).map_err(MainError::Federation)?);
     }
     let shutdown = CancellationToken::new();
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("orchestratord: cannot install signal handlers");
-        return ExitCode::from(EXIT_FAILED);
-    };
+    let handler = |kind| signal(kind).map_err(MainError::Signals);
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    let mut hup = handler(SignalKind::hangup())?;
     let stop = shutdown.clone();
     let (control_tx, mut control_rx) = tokio::sync::oneshot::channel();
     let signals = tokio::spawn(async move {
@@ -345,16 +381,5 @@ async fn run(args: RunArgs) -> ExitCode {
     })
     .await;
     signals.abort();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("orchestratord: {e}");
-            ExitCode::from(match e {
-                // A socket group that does not exist is a config mistake.
-                DaemonError::Bind(orch_daemon::server::BindError::NoGroup(_)) => EXIT_CONFIG,
-                DaemonError::Bind(_) => EXIT_SOCKET,
-                DaemonError::Store(_) => EXIT_STATE,
-            })
-        }
-    }
+    Ok(result?)
 }

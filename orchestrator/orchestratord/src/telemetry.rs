@@ -28,11 +28,11 @@ pub enum LogFormat {
 
 /// Flushes and stops the trace exporter when dropped.
 #[derive(Debug)]
-pub struct Telemetry {
+pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
 }
 
-impl Drop for Telemetry {
+impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(p) = self.provider.take()
             && let Err(e) = p.shutdown()
@@ -93,7 +93,7 @@ fn tracer_provider() -> anyhow::Result<SdkTracerProvider> {
 
 /// Installs the global subscriber. Must run before any async runtime
 /// starts: the exporter's blocking client makes its own.
-pub fn init(format: LogFormat) -> Telemetry {
+pub fn init(format: LogFormat) -> TelemetryGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,bollard=warn"));
     let log = match format {
@@ -131,5 +131,5 @@ pub fn init(format: LogFormat) -> Telemetry {
     } else if provider.is_some() {
         tracing::info!("exporting traces over OTLP");
     }
-    Telemetry { provider }
+    TelemetryGuard { provider }
 }

@@ -388,7 +388,7 @@ fn a_foreign_pyzmq_peer_follows_a_daemon_and_asks_it_for_its_status() {
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["heartbeat"]["host"], host.name.as_str());
-    // The snapshot body is the control API's Snapshot: status, agents, gpu.
+    // The snapshot body is the control API's HostSnapshot: status, agents, gpu.
     assert_eq!(
         seen["snapshot"]["body"]["status"]["host"],
         host.name.as_str()

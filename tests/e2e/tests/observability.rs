@@ -567,6 +567,16 @@ fn the_spans_of_a_group_start_reach_an_otlp_receiver_under_one_trace() {
         &["--log-format", "json"],
         &env,
     );
+    // A start that acts at once (Docker and the GPUs known) reconciles
+    // under its own span; one that comes first waits for them.
+    d.wait_until(
+        "Docker and the GPUs are known",
+        Duration::from_secs(30),
+        |d| {
+            let s = d.status();
+            s.docker.connected && s.gpu.available
+        },
+    );
     d.ctl_ok(&["group", "start", "vision_gpu", "--wait", "--timeout", "120"]);
 
     // group_start ends when its groups are ready; the batch exporter sends

@@ -15,7 +15,10 @@
 //!
 //! Rendered plan: one line per assignment (`A: GPU 0 mig 1g.5gb @6 new`,
 //! `gi=N` when an existing instance is used, `[fallback N]`), then
-//! `create`, `destroy`, `mps` totals, `error:` and `note:` lines.
+//! `create`, `destroy`, `mps` totals, `error:` and `note:` lines. Errors
+//! and notes are rendered as data (the planner has no words of its own;
+//! `orch_api::text` has them): `error: B: mig 4g.20gb -> GPU 0 compute-full
+//! 7/7 needs 4 | mps 4g 10% -> GPU 0 mig-on`, one `->` per attempt.
 
 use proptest::prelude::*;
 
@@ -341,12 +344,146 @@ fn render(plan: &Plan) -> String {
         ));
     }
     for e in &plan.errors {
-        out.push(format!("error: {e}"));
+        out.push(format!("error: {}", error(e)));
     }
     for n in &plan.notes {
-        out.push(format!("note: {n}"));
+        out.push(format!("note: {}", note(n)));
     }
     out.join("\n")
+}
+
+/// A plan error as data: each attempt, then why each GPU refused it.
+fn error(e: &PlanError) -> String {
+    let attempts: Vec<String> = e
+        .attempts
+        .iter()
+        .map(|a| {
+            let refusals: Vec<String> = a
+                .refusals
+                .iter()
+                .map(|r| format!("GPU {} {}", r.gpu_index, reason(&r.reason)))
+                .collect();
+            let refusals = if refusals.is_empty() {
+                "no GPU".to_string()
+            } else {
+                refusals.join("; ")
+            };
+            format!("{} -> {refusals}", a.wanted)
+        })
+        .collect();
+    format!("{}: {}", e.replica, attempts.join(" | "))
+}
+
+fn reason(r: &RefusalReason) -> String {
+    use RefusalReason as R;
+    match r {
+        R::Lost => "lost".into(),
+        R::NoMig => "no-mig".into(),
+        R::MigOff { pending_enable } => {
+            format!(
+                "mig-off{}",
+                if *pending_enable { " pending-on" } else { "" }
+            )
+        }
+        R::MigOn => "mig-on".into(),
+        R::NoSuchProfile { profile, offered } => {
+            format!("no-profile {profile} offers {}", offered.join(","))
+        }
+        R::UnsupportedGeometry { memory_slices } => format!("geometry {memory_slices}"),
+        R::Policy { sharing } => format!("policy {}", sharing.as_str()),
+        R::TimeSliceNeedsPolicy => "time-slice-needs-policy".into(),
+        R::MigMaxInstances { profile, max } => format!("max-instances {profile} {max}"),
+        R::MigComputeFull {
+            profile,
+            used,
+            total,
+            needed,
+        } => format!("compute-full {used}/{total} {profile} needs {needed}"),
+        R::MigNoPlacement { profile, occupants } => {
+            let occ: Vec<String> = occupants
+                .iter()
+                .map(|o| {
+                    let holder = match (&o.holder, o.gi_id) {
+                        (Some(r), _) => r.to_string(),
+                        (None, Some(gi)) => format!("other gi={gi}"),
+                        (None, None) => "other".into(),
+                    };
+                    format!("{}@{} {holder}", o.profile, o.placement_start)
+                })
+                .collect();
+            format!("no-placement {profile} beside [{}]", occ.join(", "))
+        }
+        R::MpsClients { clients, max } => format!("mps-clients {clients}/{max}"),
+        R::MpsMemory {
+            used,
+            capacity,
+            reserve,
+            clients,
+            wanted,
+        } => format!(
+            "mps-memory {used}/{capacity} reserve {reserve} clients {clients} wants {wanted}"
+        ),
+        R::MpsCompute {
+            used_basis_points,
+            clients,
+            wanted,
+        } => format!(
+            "mps-compute {} clients {clients} wants {wanted}",
+            basis_points(*used_basis_points)
+        ),
+        R::HeldExclusive { holder } => format!("held-by {holder}"),
+        R::InUse {
+            mps_clients,
+            time_slice_clients,
+        } => format!("in-use mps={mps_clients} time-slice={time_slice_clients}"),
+    }
+}
+
+/// A plan note as data.
+fn note(n: &PlanNote) -> String {
+    match n {
+        PlanNote::GpuLost {
+            gpu_index,
+            gpu_uuid,
+            ..
+        } => format!("GPU {gpu_index} lost {gpu_uuid}"),
+        PlanNote::MigModePending {
+            gpu_index, enable, ..
+        } => format!(
+            "GPU {gpu_index} mig pending {}",
+            if *enable { "on" } else { "off" }
+        ),
+        PlanNote::PolicyUnusable {
+            gpu_index,
+            sharing,
+            mig_on,
+            mig_capable,
+            ..
+        } => format!(
+            "GPU {gpu_index} policy {} unusable mig-on={mig_on} mig-capable={mig_capable}",
+            sharing.as_str()
+        ),
+        PlanNote::Dropped {
+            replica,
+            slice,
+            reason: why,
+        } => {
+            let why = match why {
+                DropReason::RequestChanged => "request-changed".to_string(),
+                DropReason::GpuGone => "gpu-gone".into(),
+                DropReason::InstanceGone => "instance-gone".into(),
+                DropReason::Refused(r) => reason(r),
+            };
+            format!("{replica} dropped {slice}: {why}")
+        }
+        PlanNote::Reapplied {
+            replica,
+            gpu_index,
+            profile,
+            placement_start,
+        } => format!("GPU {gpu_index} reapply {profile}@{placement_start} for {replica}"),
+        PlanNote::SearchCutShort { replica } => format!("search cut short for {replica}"),
+    }
 }
 
 #[track_caller]
@@ -470,7 +607,7 @@ fn a_set_one_slice_too_big_refuses_the_last_request() {
          create GPU 0 1g.5gb @0 for B
          create GPU 0 2g.10gb @4 for C
          create GPU 0 1g.10gb @6 for A
-         error: D wants mig 3g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): no free placement for 3g.20gb beside 1g.5gb@0 (B), 2g.10gb@4 (C), 1g.10gb@6 (A)",
+         error: D: mig 3g.20gb -> GPU 0 no-placement 3g.20gb beside [1g.5gb@0 B, 2g.10gb@4 C, 1g.10gb@6 A]",
     );
 }
 
@@ -518,7 +655,7 @@ fn mig_on_geforce_without_fallback_is_an_error_naming_the_gpu() {
     check(
         "gpu 0 4090
          want FaceRecognitionAgent mig 1g.10gb",
-        "error: FaceRecognitionAgent wants mig 1g.10gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given",
+        "error: FaceRecognitionAgent: mig 1g.10gb -> GPU 0 no-mig",
     );
 }
 
@@ -544,7 +681,7 @@ fn mps_memory_error_says_what_is_taken() {
          S2: GPU 0 mps 4g 10%
          S3: GPU 0 mps 2g 10%
          mps GPU 0: 3 clients, 10g, 30%
-         error: STTService wants mps memory=8g compute=25%; GPU 0 (NVIDIA GeForce RTX 3060): 10g of 11407m already given to 3 clients, 8g more does not fit",
+         error: STTService: mps memory=8g compute=25% -> GPU 0 mps-memory 10g/11407m reserve 881m clients 3 wants 8g",
     );
 }
 
@@ -553,7 +690,7 @@ fn mps_request_larger_than_the_gpu() {
     check(
         "gpu 0 3060
          want Big mps 16g 10%",
-        "error: Big wants mps memory=16g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 16g does not fit in the 11407m MPS clients may use (memory less a 881m reserve)",
+        "error: Big: mps memory=16g compute=10% -> GPU 0 mps-memory 0/11407m reserve 881m clients 0 wants 16g",
     );
 }
 
@@ -596,7 +733,7 @@ fn whole_chain_failing_lists_every_attempt() {
          Filler: GPU 1 mps 11g 10%
          create GPU 0 7g.40gb @0 for A
          mps GPU 1: 1 clients, 11g, 10%
-         error: B wants mig 4g.20gb, falling back to mps memory=4g compute=10%; for mig 4g.20gb: GPU 0 (NVIDIA A100-SXM4-40GB): 7 of 7 compute slices are taken, 4g.20gb needs 4; GPU 1 is an NVIDIA GeForce RTX 3060, which has no MIG; for mps memory=4g compute=10%: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 3060): 11g of 11407m already given to 1 client, 4g more does not fit",
+         error: B: mig 4g.20gb -> GPU 0 compute-full 7/7 4g.20gb needs 4; GPU 1 no-mig | mps memory=4g compute=10% -> GPU 0 mig-on; GPU 1 mps-memory 11g/11407m reserve 881m clients 1 wants 4g",
     );
 }
 
@@ -651,7 +788,7 @@ fn operator_instance_in_the_way_is_never_destroyed() {
         "gpu 0 a100
          inst 0 1g.5gb@0 gi=7
          want A mig 4g.20gb",
-        "error: A wants mig 4g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): no free placement for 4g.20gb beside 1g.5gb@0 (not ours, GI 7)",
+        "error: A: mig 4g.20gb -> GPU 0 no-placement 4g.20gb beside [1g.5gb@0 other gi=7]",
     );
 }
 
@@ -724,7 +861,7 @@ fn no_reshuffle_when_a_better_packing_exists() {
          want A mig 1g.5gb
          want B mig 4g.20gb",
         "A: GPU 0 mig 1g.5gb @0 gi=1
-         error: B wants mig 4g.20gb; GPU 0 (NVIDIA A100-SXM4-40GB): no free placement for 4g.20gb beside 1g.5gb@0 (A)",
+         error: B: mig 4g.20gb -> GPU 0 no-placement 4g.20gb beside [1g.5gb@0 A]",
     );
 }
 
@@ -789,8 +926,8 @@ fn after_a_reboot_the_layout_is_reapplied() {
          B: GPU 0 mig 3g.20gb @4 new
          create GPU 0 4g.20gb @0 for A
          create GPU 0 3g.20gb @4 for B
-         note: GPU 0: re-creating 4g.20gb @0 for A (its instance is gone, e.g. after a reboot)
-         note: GPU 0: re-creating 3g.20gb @4 for B (its instance is gone, e.g. after a reboot)",
+         note: GPU 0 reapply 4g.20gb@0 for A
+         note: GPU 0 reapply 3g.20gb@4 for B",
     );
 }
 
@@ -803,7 +940,7 @@ fn after_a_reboot_a_taken_placement_means_planning_again() {
          want B mig 3g.20gb",
         "B: GPU 0 mig 3g.20gb @0 new
          create GPU 0 3g.20gb @0 for B
-         note: B loses GPU 0 mig 3g.20gb @4: its MIG instance is gone and its placement is not free; planning it again",
+         note: B dropped GPU 0 mig 3g.20gb @4: instance-gone",
     );
 }
 
@@ -829,9 +966,9 @@ fn lost_gpu_drops_its_slices_and_takes_nothing() {
          want B mig 1g.5gb",
         "A: GPU 1 mps 2g 10% [fallback 1]
          mps GPU 1: 1 clients, 2g, 10%
-         error: B wants mig 1g.5gb; GPU 0 (NVIDIA A100-SXM4-40GB) is lost; GPU 1 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given
-         note: GPU 0 (NVIDIA A100-SXM4-40GB, GPU-0) is lost; nothing is placed on it until it is reset or replaced
-         note: A loses GPU 0 mig 1g.5gb @6: the GPU is lost; planning it again",
+         error: B: mig 1g.5gb -> GPU 0 lost; GPU 1 no-mig
+         note: GPU 0 lost GPU-0
+         note: A dropped GPU 0 mig 1g.5gb @6: lost",
     );
 }
 
@@ -843,7 +980,7 @@ fn gpu_gone_from_the_inventory() {
          want A mps 2g 10%",
         "A: GPU 0 mps 2g 10%
          mps GPU 0: 1 clients, 2g, 10%
-         note: A loses GPU 3 mps 2g 10%: the GPU is gone; planning it again",
+         note: A dropped GPU 3 mps 2g 10%: gpu-gone",
     );
 }
 
@@ -855,8 +992,8 @@ fn pending_mig_enable_needs_a_reset() {
          want B mps 4g 10%",
         "B: GPU 0 mps 4g 10%
          mps GPU 0: 1 clients, 4g, 10%
-         error: A wants mig 1g.5gb; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is off until a GPU reset applies the pending change, and no fallback is given
-         note: GPU 0 (NVIDIA A100-SXM4-40GB): MIG is set to turn on and needs a GPU reset; until then it is planned with MIG off",
+         error: A: mig 1g.5gb -> GPU 0 mig-off pending-on
+         note: GPU 0 mig pending on",
     );
 }
 
@@ -867,7 +1004,7 @@ fn pending_mig_disable_is_noted_and_mig_still_used() {
          want A mig 1g.10gb",
         "A: GPU 0 mig 1g.10gb @6 new
          create GPU 0 1g.10gb @6 for A
-         note: GPU 0 (NVIDIA H100 80GB HBM3): MIG is set to turn off and needs a GPU reset; until then it is planned with MIG on",
+         note: GPU 0 mig pending off",
     );
 }
 
@@ -890,7 +1027,7 @@ fn mps_only_policy_refuses_mig() {
          want B mps 4g 10%",
         "B: GPU 0 mps 4g 10%
          mps GPU 0: 1 clients, 4g, 10%
-         error: A wants mig 1g.5gb; GPU 0 (NVIDIA A100-SXM4-40GB): its policy allows only mps, and no fallback is given",
+         error: A: mig 1g.5gb -> GPU 0 policy mps",
     );
 }
 
@@ -902,9 +1039,9 @@ fn policy_that_contradicts_the_mig_mode_is_noted() {
          gpu 1 4090
          policy index=1 mig
          want A mps 4g 10%",
-        "error: A wants mps memory=4g compute=10%; GPU 0 (NVIDIA A100-SXM4-40GB): MIG is on, so it takes only mig requests; GPU 1 (NVIDIA GeForce RTX 4090): its policy allows only mig, and no fallback is given
-         note: GPU 0 (NVIDIA A100-SXM4-40GB): its policy says mps, but MIG is on; turn MIG off (GPU reset) or change the policy; it takes nothing meanwhile
-         note: GPU 1 (NVIDIA GeForce RTX 4090): its policy says mig, but the GPU has no MIG; change the policy; it takes nothing meanwhile",
+        "error: A: mps memory=4g compute=10% -> GPU 0 mig-on; GPU 1 policy mig
+         note: GPU 0 policy mps unusable mig-on=true mig-capable=true
+         note: GPU 1 policy mig unusable mig-on=false mig-capable=false",
     );
 }
 
@@ -913,7 +1050,7 @@ fn time_slice_is_refused_without_a_policy() {
     check(
         "gpu 0 4090
          want A time-slice",
-        "error: A wants time-slice; GPU 0 (NVIDIA GeForce RTX 4090): time-slice shares a GPU without isolation and needs `sharing: time-slice` in the GPU's policy, and no fallback is given",
+        "error: A: time-slice -> GPU 0 time-slice-needs-policy",
     );
 }
 
@@ -940,7 +1077,7 @@ fn exclusive_takes_a_whole_gpu_and_blocks_mps() {
          want A exclusive
          want B mps 4g 10%",
         "A: GPU 0 exclusive
-         error: B wants mps memory=4g compute=10%; GPU 0 (NVIDIA GeForce RTX 4090): held exclusively by A",
+         error: B: mps memory=4g compute=10% -> GPU 0 held-by A",
     );
 }
 
@@ -952,7 +1089,7 @@ fn exclusive_needs_a_gpu_nobody_uses() {
          want B exclusive",
         "A: GPU 0 mps 4g 10%
          mps GPU 0: 1 clients, 4g, 10%
-         error: B wants exclusive; GPU 0 (NVIDIA GeForce RTX 4090): already used by 1 MPS client; exclusive needs a GPU nobody uses",
+         error: B: exclusive -> GPU 0 in-use mps=1 time-slice=0",
     );
 }
 
@@ -982,7 +1119,7 @@ fn exclusive_prefers_a_gpu_whose_policy_says_exclusive() {
          want C exclusive",
         "A: GPU 1 exclusive
          B: GPU 0 exclusive
-         error: C wants exclusive; GPU 0 (NVIDIA GeForce RTX 4090): held exclusively by B; GPU 1 (NVIDIA GeForce RTX 4090): held exclusively by A",
+         error: C: exclusive -> GPU 0 held-by B; GPU 1 held-by A",
     );
 }
 
@@ -1014,7 +1151,7 @@ fn reserve_from_the_policy_is_kept_free() {
          want B mps 1g 10%",
         "A: GPU 0 mps 8g 10%
          mps GPU 0: 1 clients, 8g, 10%
-         error: B wants mps memory=1g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 8g of 8847m already given to 1 client, 1g more does not fit",
+         error: B: mps memory=1g compute=10% -> GPU 0 mps-memory 8g/8847m reserve 3441m clients 1 wants 1g",
     );
 }
 
@@ -1028,7 +1165,7 @@ fn the_drivers_measured_reserve_replaces_the_estimate() {
          want Big mps 12g 10%",
         "A: GPU 0 mps 11g 10%
          mps GPU 0: 1 clients, 11g, 10%
-         error: Big wants mps memory=12g compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 11g of 11476m already given to 1 client, 12g more does not fit",
+         error: Big: mps memory=12g compute=10% -> GPU 0 mps-memory 11g/11476m reserve 812m clients 1 wants 12g",
     );
     // 11.2g fits the measured 11476m, not the estimated 11407m.
     check(
@@ -1040,7 +1177,7 @@ fn the_drivers_measured_reserve_replaces_the_estimate() {
     check(
         "gpu 0 3060
          want A mps 11468m 10%",
-        "error: A wants mps memory=11468m compute=10%; GPU 0 (NVIDIA GeForce RTX 3060): 11468m does not fit in the 11407m MPS clients may use (memory less a 881m reserve)",
+        "error: A: mps memory=11468m compute=10% -> GPU 0 mps-memory 0/11407m reserve 881m clients 0 wants 11468m",
     );
 }
 
@@ -1153,7 +1290,7 @@ fn client_limit_from_the_settings() {
         "A: GPU 0 mps 1g 10%
          B: GPU 0 mps 1g 10%
          mps GPU 0: 2 clients, 2g, 20%
-         error: C wants mps memory=1g compute=10%; GPU 0 (NVIDIA GeForce RTX 4090): already serves 2 MPS clients (at most 2)",
+         error: C: mps memory=1g compute=10% -> GPU 0 mps-clients 2/2",
     );
 }
 
@@ -1167,13 +1304,8 @@ fn forty_eight_mps_clients_at_most_by_default() {
     assert_eq!(plan.assignments.len(), 48);
     assert_eq!(plan.mps[0].clients, 48);
     assert_eq!(
-        plan.errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        [
-            "W#48 wants mps memory=256m compute=1%; GPU 0 (NVIDIA GeForce RTX 4090): already serves 48 MPS clients (at most 48)"
-        ]
+        plan.errors.iter().map(error).collect::<Vec<_>>(),
+        ["W#48: mps memory=256m compute=1% -> GPU 0 mps-clients 48/48"]
     );
 }
 
@@ -1187,7 +1319,7 @@ fn compute_shares_stop_at_100_percent() {
         "A: GPU 0 mps 1g 60%
          C: GPU 0 mps 1g 40%
          mps GPU 0: 2 clients, 2g, 100%
-         error: B wants mps memory=1g compute=50%; GPU 0 (NVIDIA GeForce RTX 4090): 60% of compute already given to 1 client, 50% more goes past 100%",
+         error: B: mps memory=1g compute=50% -> GPU 0 mps-compute 60% clients 1 wants 50%",
     );
 }
 
@@ -1196,7 +1328,7 @@ fn profile_missing_on_the_gpu_names_what_it_offers() {
     check(
         "gpu 0 h100nvl
          want A mig 1g.10gb",
-        "error: A wants mig 1g.10gb; GPU 0 (NVIDIA H100 NVL): offers no 1g.10gb profile (only 1g.12gb, 1g.12gb+me, 1g.24gb, 2g.24gb, 3g.47gb, 4g.47gb, 7g.94gb), and no fallback is given",
+        "error: A: mig 1g.10gb -> GPU 0 no-profile 1g.10gb offers 1g.12gb,1g.12gb+me,1g.24gb,2g.24gb,3g.47gb,4g.47gb,7g.94gb",
     );
 }
 
@@ -1208,7 +1340,7 @@ fn media_profile_has_one_instance_per_gpu() {
          want B mig 1g.5gb+me",
         "A: GPU 0 mig 1g.5gb+me @6 new
          create GPU 0 1g.5gb+me @6 for A
-         error: B wants mig 1g.5gb+me; GPU 0 (NVIDIA A100-SXM4-40GB): already holds the most 1g.5gb+me instances it can (1)",
+         error: B: mig 1g.5gb+me -> GPU 0 max-instances 1g.5gb+me 1",
     );
 }
 
@@ -1220,7 +1352,7 @@ fn changed_request_drops_the_running_slice() {
          want A mps 4g 10%",
         "A: GPU 0 mps 4g 10%
          mps GPU 0: 1 clients, 4g, 10%
-         note: A loses GPU 0 mps 2g 10%: it no longer matches the request; planning it again",
+         note: A dropped GPU 0 mps 2g 10%: request-changed",
     );
 }
 
@@ -1231,8 +1363,8 @@ fn kept_slice_that_the_policy_now_forbids_is_dropped() {
          policy index=0 exclusive
          current A gpu=0 mps 2g 10%
          want A mps 2g 10%",
-        "error: A wants mps memory=2g compute=10%; GPU 0 (NVIDIA GeForce RTX 4090): its policy allows only exclusive, and no fallback is given
-         note: A loses GPU 0 mps 2g 10%: its policy allows only exclusive; planning it again",
+        "error: A: mps memory=2g compute=10% -> GPU 0 policy exclusive
+         note: A dropped GPU 0 mps 2g 10%: policy exclusive",
     );
 }
 
@@ -1252,7 +1384,7 @@ fn kept_fallback_is_not_upgraded_when_room_appears() {
 fn no_gpu_at_all() {
     check(
         "want A mps 2g 10%",
-        "error: A wants mps memory=2g compute=10%; the host has no GPU",
+        "error: A: mps memory=2g compute=10% -> no GPU",
     );
 }
 

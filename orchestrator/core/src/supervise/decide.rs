@@ -60,7 +60,7 @@ impl Supervisor {
             Input::DockerDown => {
                 if self.docker_up {
                     self.docker_up = false;
-                    out.events.push(EventKind::DockerDown);
+                    out.events.push(SupervisorEvent::DockerDown);
                 }
             }
             Input::Inventory { gpus } => {
@@ -81,7 +81,7 @@ impl Supervisor {
             }
             Input::GpuUnavailable { reason } => {
                 if self.gpu_unavailable.as_deref() != Some(reason.as_str()) {
-                    out.events.push(EventKind::GpuUnavailable {
+                    out.events.push(SupervisorEvent::GpuUnavailable {
                         reason: reason.clone(),
                     });
                 }
@@ -144,23 +144,31 @@ impl Supervisor {
             .min()
     }
 
-    pub fn start_group(&mut self, now: Millis, group: &str) -> Result<Outcome, CommandError> {
+    /// Starts a group and what it depends on, in order. Changed: the
+    /// groups it started (the group itself when all were started).
+    pub fn start_group(
+        &mut self,
+        now: Millis,
+        group: &str,
+    ) -> Result<Commanded<Vec<String>>, CommandError> {
         if self.config.group(group).is_none() {
             return Err(CommandError::UnknownGroup(group.to_string()));
         }
         let mut out = Outcome::default();
+        let mut touched = Vec::new();
         // Starting a group starts what it depends on, in order.
         for g in self.start_order(&self.group_graph.closure(&[group])) {
             self.stopped.remove(&g);
             if self.started.insert(g.clone()) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
-                out.events.push(EventKind::GroupStarting { group: g });
+                touched.push(g.clone());
+                out.events.push(SupervisorEvent::GroupStarting { group: g });
             }
         }
         out.persist();
         self.settle(now, &mut out);
-        Ok(out)
+        Ok(commanded(out, touched, group))
     }
 
     pub fn stop_group(
@@ -168,7 +176,7 @@ impl Supervisor {
         now: Millis,
         group: &str,
         with_dependents: bool,
-    ) -> Result<Outcome, CommandError> {
+    ) -> Result<Commanded<Vec<String>>, CommandError> {
         if self.config.group(group).is_none() {
             return Err(CommandError::UnknownGroup(group.to_string()));
         }
@@ -186,24 +194,26 @@ impl Supervisor {
             });
         }
         let mut out = Outcome::default();
+        let mut touched = Vec::new();
         for g in std::iter::once(group.to_string()).chain(dependents) {
             if self.started.remove(&g) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
                 self.stopped.insert(g.clone());
-                out.events.push(EventKind::GroupStopping { group: g });
+                touched.push(g.clone());
+                out.events.push(SupervisorEvent::GroupStopping { group: g });
             }
         }
         out.persist();
         self.settle(now, &mut out);
-        Ok(out)
+        Ok(commanded(out, touched, group))
     }
 
     /// Stops every group (daemon shutdown with `shutdown: stop`).
     pub fn stop_all(&mut self, now: Millis) -> Outcome {
         let mut out = Outcome::default();
         for g in std::mem::take(&mut self.started) {
-            out.events.push(EventKind::GroupStopping { group: g });
+            out.events.push(SupervisorEvent::GroupStopping { group: g });
         }
         self.ready_groups.clear();
         self.ever_ready.clear();
@@ -220,7 +230,7 @@ impl Supervisor {
         now: Millis,
         group: &str,
         with_dependents: bool,
-    ) -> Result<Outcome, CommandError> {
+    ) -> Result<Commanded<Vec<String>>, CommandError> {
         if self.config.group(group).is_none() {
             return Err(CommandError::UnknownGroup(group.to_string()));
         }
@@ -241,15 +251,26 @@ impl Supervisor {
             });
         }
         let mut out = Outcome::default();
+        let mut touched = Vec::new();
         for g in std::iter::once(group.to_string()).chain(dependents) {
             if self.restarting.insert(g.clone()) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
-                out.events.push(EventKind::GroupStopping { group: g });
+                touched.push(g.clone());
+                out.events.push(SupervisorEvent::GroupStopping { group: g });
             }
         }
         self.settle(now, &mut out);
-        Ok(out)
+        Ok(commanded(out, touched, group))
+    }
+
+    /// Agents with a replica that still has a container or an operation
+    /// in flight, in one pass over the table.
+    fn active_agents(&self) -> BTreeSet<&str> {
+        self.scan()
+            .filter(|r| r.container.is_some() || r.op.is_some())
+            .map(|r| r.key.agent.as_str())
+            .collect()
     }
 
     /// Restarts an agent's replicas one at a time.
@@ -272,7 +293,7 @@ impl Supervisor {
         for i in 0..n {
             if let Some(r) = self.replicas.get_mut(&ReplicaKey::new(agent, i)) {
                 r.restart_requested = true;
-                out.events.push(EventKind::AgentRestartRequested {
+                out.events.push(SupervisorEvent::AgentRestartRequested {
                     replica: r.key.clone(),
                     group: r.group.clone(),
                 });
@@ -289,7 +310,7 @@ impl Supervisor {
         now: Millis,
         config: HostConfig,
         hashes: BTreeMap<String, String>,
-    ) -> Result<Outcome, CommandError> {
+    ) -> Result<Commanded<Reloaded>, CommandError> {
         if config.host.name != self.config.host.name {
             return Err(CommandError::WrongHost {
                 current: self.config.host.name.clone(),
@@ -324,7 +345,7 @@ impl Supervisor {
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
-        self.config = config;
+        self.config = std::sync::Arc::new(config);
         self.generation += 1;
         // A changed GPU request invalidates the slice.
         for r in self.replicas.values_mut() {
@@ -334,13 +355,32 @@ impl Supervisor {
             }
         }
         let mut out = Outcome::default();
-        out.events.push(EventKind::ConfigApplied {
+        out.events.push(SupervisorEvent::ConfigApplied {
             generation: self.generation,
-            changed,
+            changed: changed.clone(),
         });
         out.persist();
         self.settle(now, &mut out);
-        Ok(out)
+        let active = self.active_agents();
+        let recreated = changed
+            .iter()
+            .filter(|agent| {
+                active.contains(agent.as_str())
+                    || self
+                        .agents
+                        .get(agent.as_str())
+                        .is_some_and(|a| self.group_wanted(&a.group))
+            })
+            .cloned()
+            .collect();
+        Ok(Commanded {
+            outcome: out,
+            changed: Reloaded {
+                generation: self.generation,
+                changed,
+                recreated,
+            },
+        })
     }
 
     // ---- transitions ----
@@ -353,7 +393,7 @@ impl Supervisor {
     ) {
         if !self.docker_up {
             self.docker_up = true;
-            out.events.push(EventKind::DockerUp);
+            out.events.push(SupervisorEvent::DockerUp);
         }
         self.apply_inference(&containers, out);
         let mut by_key: BTreeMap<ReplicaKey, Vec<(String, ContainerFacts)>> = BTreeMap::new();
@@ -394,7 +434,7 @@ impl Supervisor {
                 .unwrap_or(0);
             let (group, facts) = found.swap_remove(keep);
             for (_, dup) in found {
-                out.events.push(EventKind::DuplicateRemoved {
+                out.events.push(SupervisorEvent::DuplicateRemoved {
                     replica: key.clone(),
                     container: dup.id.clone(),
                 });
@@ -427,7 +467,7 @@ impl Supervisor {
             let status = facts.status;
             r.container = Some(facts.clone());
             if first_sight {
-                out.events.push(EventKind::AgentAdopted {
+                out.events.push(SupervisorEvent::AgentAdopted {
                     replica: key.clone(),
                     group: r.group.clone(),
                     container: facts.id.clone(),
@@ -517,7 +557,7 @@ impl Supervisor {
         if r.op.is_some() || !wanted || r.held_by_crashloop {
             return;
         }
-        out.events.push(EventKind::AgentExited {
+        out.events.push(SupervisorEvent::AgentExited {
             replica: key.clone(),
             group: r.group.clone(),
             code,
@@ -563,7 +603,7 @@ impl Supervisor {
             until: now + delay,
             exit_code,
         };
-        out.events.push(EventKind::AgentRestarting {
+        out.events.push(SupervisorEvent::AgentRestarting {
             replica: key.clone(),
             group: r.group.clone(),
             in_ms: delay,
@@ -571,7 +611,7 @@ impl Supervisor {
         });
         if !r.crashloop && r.restart_times.len() as u32 >= restarts_limit {
             r.crashloop = true;
-            out.events.push(EventKind::AgentCrashLoop {
+            out.events.push(SupervisorEvent::AgentCrashLoop {
                 replica: key.clone(),
                 group: r.group.clone(),
                 restarts: r.restart_times.len() as u32,
@@ -647,7 +687,7 @@ impl Supervisor {
             if r.health != Health::Healthy {
                 r.health = Health::Healthy;
                 r.healthy_since = Some(now);
-                out.events.push(EventKind::AgentHealthy {
+                out.events.push(SupervisorEvent::AgentHealthy {
                     replica: key.clone(),
                     group: r.group.clone(),
                 });
@@ -666,7 +706,7 @@ impl Supervisor {
             if r.probe_failures >= retries && r.health != Health::Unhealthy {
                 r.health = Health::Unhealthy;
                 r.healthy_since = None;
-                out.events.push(EventKind::AgentUnhealthy {
+                out.events.push(SupervisorEvent::AgentUnhealthy {
                     replica: key.clone(),
                     group: r.group.clone(),
                 });
@@ -707,7 +747,7 @@ impl Supervisor {
                 } else {
                     Phase::Stopped
                 };
-                out.events.push(EventKind::AgentStopped {
+                out.events.push(SupervisorEvent::AgentStopped {
                     replica: key.clone(),
                     group: r.group.clone(),
                 });
@@ -739,7 +779,7 @@ impl Supervisor {
                         if let Some(c) = r.container.as_mut() {
                             c.status = ContainerStatus::Exited { code, oom };
                         }
-                        out.events.push(EventKind::AgentExited {
+                        out.events.push(SupervisorEvent::AgentExited {
                             replica: key.clone(),
                             group: r.group.clone(),
                             code,
@@ -766,7 +806,7 @@ impl Supervisor {
                     reason: reason.clone(),
                     retry_at: now + delay,
                 };
-                out.events.push(EventKind::AgentFailed {
+                out.events.push(SupervisorEvent::AgentFailed {
                     replica: key.clone(),
                     group: r.group.clone(),
                     reason,
@@ -792,7 +832,7 @@ impl Supervisor {
         };
         for g in done {
             self.restarting.remove(&g);
-            out.events.push(EventKind::GroupStarting { group: g });
+            out.events.push(SupervisorEvent::GroupStarting { group: g });
         }
         self.sync_replica_table();
         // Healthy for the stability period: past failures are forgotten and
@@ -813,7 +853,7 @@ impl Supervisor {
                 if r.crashloop {
                     r.crashloop = false;
                     r.restart_times.clear();
-                    out.events.push(EventKind::AgentRecovered {
+                    out.events.push(SupervisorEvent::AgentRecovered {
                         replica: r.key.clone(),
                         group: r.group.clone(),
                     });
@@ -877,7 +917,7 @@ impl Supervisor {
                             detail: detail.clone(),
                         };
                         if r.plan_error.as_ref() != Some(&reason) {
-                            out.events.push(EventKind::AgentFailed {
+                            out.events.push(SupervisorEvent::AgentFailed {
                                 replica: key.clone(),
                                 group: r.group.clone(),
                                 reason: reason.clone(),
@@ -925,7 +965,8 @@ impl Supervisor {
             settings: crate::planner::PlannerSettings::default(),
         });
         for note in &plan.notes {
-            out.events.push(EventKind::GpuNote { note: note.clone() });
+            out.events
+                .push(SupervisorEvent::GpuNote { note: note.clone() });
         }
         for d in &plan.destroy {
             self.owned_mig
@@ -935,7 +976,7 @@ impl Supervisor {
                 gpu_uuid: d.gpu_uuid.clone(),
                 gi_id: d.gi_id,
             });
-            out.events.push(EventKind::MigDestroyed {
+            out.events.push(SupervisorEvent::MigDestroyed {
                 gpu_index: d.gpu_index,
                 gi_id: d.gi_id,
             });
@@ -951,7 +992,7 @@ impl Supervisor {
             };
             if r.slice.as_ref() != Some(&a.slice) {
                 if r.slice.is_none() {
-                    out.events.push(EventKind::SliceAssigned {
+                    out.events.push(SupervisorEvent::SliceAssigned {
                         replica: a.replica.clone(),
                         group: r.group.clone(),
                         slice: a.slice.clone(),
@@ -1001,7 +1042,7 @@ impl Supervisor {
             };
             let reason = FailReason::NoSlice(Box::new(e.clone()));
             if r.plan_error.as_ref() != Some(&reason) {
-                out.events.push(EventKind::AgentFailed {
+                out.events.push(SupervisorEvent::AgentFailed {
                     replica: e.replica.clone(),
                     group: r.group.clone(),
                     reason: reason.clone(),
@@ -1218,7 +1259,7 @@ impl Supervisor {
                         }
                         r.op = Some(OpKind::Launch);
                         r.phase = Phase::Starting;
-                        out.events.push(EventKind::AgentStarting {
+                        out.events.push(SupervisorEvent::AgentStarting {
                             replica: key.clone(),
                             group: group.clone(),
                         });
@@ -1248,7 +1289,7 @@ impl Supervisor {
                         r.phase = Phase::Starting;
                         groups_ready.clear();
                         out.actions.push(Action::UnwatchHealth { key: key.clone() });
-                        out.events.push(EventKind::AgentStarting {
+                        out.events.push(SupervisorEvent::AgentStarting {
                             replica: key.clone(),
                             group: group.clone(),
                         });
@@ -1274,7 +1315,7 @@ impl Supervisor {
                             }
                             r.op = Some(OpKind::Start);
                             r.phase = Phase::Starting;
-                            out.events.push(EventKind::AgentStarting {
+                            out.events.push(SupervisorEvent::AgentStarting {
                                 replica: key.clone(),
                                 group,
                             });
@@ -1327,7 +1368,7 @@ impl Supervisor {
                             r.op = Some(OpKind::Start);
                             r.phase = Phase::Starting;
                             r.restarts_total += 1;
-                            out.events.push(EventKind::AgentStarting {
+                            out.events.push(SupervisorEvent::AgentStarting {
                                 replica: key.clone(),
                                 group,
                             });
@@ -1364,10 +1405,11 @@ impl Supervisor {
         let mut said = BTreeSet::new();
         for e in &out.events {
             match e {
-                EventKind::AgentStopped { group, .. } | EventKind::GroupStopping { group } => {
+                SupervisorEvent::AgentStopped { group, .. }
+                | SupervisorEvent::GroupStopping { group } => {
                     stopping.insert(group.clone());
                 }
-                EventKind::GroupStopped { group } => {
+                SupervisorEvent::GroupStopped { group } => {
                     said.insert(group.clone());
                 }
                 _ => {}
@@ -1378,7 +1420,7 @@ impl Supervisor {
                 let ready = self.group_ready(&g);
                 if ready && self.ready_groups.insert(g.clone()) {
                     self.ever_ready.insert(g.clone());
-                    out.events.push(EventKind::GroupReady { group: g });
+                    out.events.push(SupervisorEvent::GroupReady { group: g });
                 } else if !ready {
                     self.ready_groups.remove(&g);
                 }
@@ -1387,7 +1429,7 @@ impl Supervisor {
                 && stopping.contains(&g)
                 && !said.contains(&g)
             {
-                out.events.push(EventKind::GroupStopped { group: g });
+                out.events.push(SupervisorEvent::GroupStopped { group: g });
             }
         }
     }
@@ -1421,7 +1463,7 @@ fn hold(r: &mut Replica, waiting: &[Wait], out: &mut Outcome) {
         waiting_for: waiting.to_vec(),
     };
     if r.phase != phase {
-        out.events.push(EventKind::AgentHeld {
+        out.events.push(SupervisorEvent::AgentHeld {
             replica: r.key.clone(),
             group: r.group.clone(),
             waiting_for: waiting.to_vec(),
@@ -1436,7 +1478,7 @@ fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {
     r.health = Health::Unknown;
     r.healthy_since = None;
     r.probe_failures = 0;
-    out.events.push(EventKind::AgentRunning {
+    out.events.push(SupervisorEvent::AgentRunning {
         replica: r.key.clone(),
         group: r.group.clone(),
     });
@@ -1445,5 +1487,17 @@ fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {
             key: r.key.clone(),
             id: c.id.clone(),
         });
+    }
+}
+
+/// A group command's outcome: the groups it changed, or the group it was
+/// asked about when it changed none (already started, already stopped).
+fn commanded(outcome: Outcome, mut touched: Vec<String>, group: &str) -> Commanded<Vec<String>> {
+    if touched.is_empty() {
+        touched.push(group.to_string());
+    }
+    Commanded {
+        outcome,
+        changed: touched,
     }
 }

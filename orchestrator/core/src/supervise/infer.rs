@@ -37,37 +37,12 @@
 use std::collections::BTreeSet;
 
 use super::state::{
-    CommandError, ContainerFacts, ContainerStatus, EventKind, Millis, Outcome, Persisted,
-    Supervisor,
+    CommandError, Commanded, ContainerFacts, ContainerStatus, Millis, Outcome, Persisted,
+    StateOrigin, Supervisor, SupervisorEvent,
 };
 use crate::gpu::ReplicaKey;
 use crate::graph::Graph;
 use crate::model::HostConfig;
-
-/// Where the desired state the daemon started with came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StateOrigin {
-    /// Read from the state file: only groups it does not mention are inferred.
-    Saved,
-    /// There was no state file.
-    Missing,
-    /// The state file could not be read and was kept aside.
-    Damaged,
-    /// The operator asked to start from no started group (`run --fresh`).
-    Fresh,
-}
-
-impl StateOrigin {
-    /// A short, stable name (a log field, the wire form).
-    pub fn label(self) -> &'static str {
-        match self {
-            StateOrigin::Saved => "saved",
-            StateOrigin::Missing => "missing",
-            StateOrigin::Damaged => "damaged",
-            StateOrigin::Fresh => "fresh",
-        }
-    }
-}
 
 /// What the running containers say was wanted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,7 +124,7 @@ impl Supervisor {
                 .iter()
                 .filter(|(_, _, f)| f.status == ContainerStatus::Running)
                 .count();
-            out.events.push(EventKind::FreshStart {
+            out.events.push(SupervisorEvent::FreshStart {
                 stopping: u32::try_from(stopping).unwrap_or(u32::MAX),
             });
             // The old state is replaced now, so that a restart without
@@ -171,7 +146,7 @@ impl Supervisor {
             out.persist();
         }
         if report {
-            out.events.push(EventKind::StateInferred {
+            out.events.push(SupervisorEvent::StateInferred {
                 origin,
                 adopted: found.adopted,
                 groups: found.groups,
@@ -190,7 +165,11 @@ impl Supervisor {
     /// added to the ones already recorded (an instance is only ever
     /// destroyed if it exists, is ours and nothing uses it). Slices are
     /// not imported: running replicas keep theirs, new ones are planned.
-    pub fn restore(&mut self, now: Millis, state: Persisted) -> Result<Outcome, CommandError> {
+    pub fn restore(
+        &mut self,
+        now: Millis,
+        state: Persisted,
+    ) -> Result<Commanded<Vec<String>>, CommandError> {
         let unknown: Vec<String> = state
             .started_groups
             .iter()
@@ -209,14 +188,14 @@ impl Supervisor {
                 self.started.remove(&g);
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
-                out.events.push(EventKind::GroupStopping { group: g });
+                out.events.push(SupervisorEvent::GroupStopping { group: g });
             }
         }
         for g in self.start_order(&wanted) {
             if self.started.insert(g.clone()) {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
-                out.events.push(EventKind::GroupStarting { group: g });
+                out.events.push(SupervisorEvent::GroupStarting { group: g });
             }
         }
         self.stopped = state
@@ -232,7 +211,10 @@ impl Supervisor {
         }
         out.persist();
         self.settle(now, &mut out);
-        Ok(out)
+        Ok(Commanded {
+            outcome: out,
+            changed: self.started.iter().cloned().collect(),
+        })
     }
 }
 
@@ -289,7 +271,7 @@ impl Supervisor {
             let Some(r) = self.replicas.get_mut(&key) else {
                 continue;
             };
-            out.events.push(EventKind::SliceAssigned {
+            out.events.push(SupervisorEvent::SliceAssigned {
                 replica: key.clone(),
                 group: r.group.clone(),
                 slice: slice.clone(),

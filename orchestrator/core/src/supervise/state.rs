@@ -388,14 +388,12 @@ pub enum Action {
         gpu_uuid: String,
         gi_id: u32,
     },
-    /// Desired state changed: write it out.
-    Persist,
 }
 
 /// What operators see happen. The control API has its own wire form of
 /// these (`orch_api::EventKind`); this one may change freely.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
+pub enum SupervisorEvent {
     GroupStarting {
         group: String,
     },
@@ -499,7 +497,7 @@ pub enum EventKind {
     /// The state did not account for running containers: these groups
     /// were marked started from them (see `infer`).
     StateInferred {
-        origin: super::infer::StateOrigin,
+        origin: StateOrigin,
         adopted: u32,
         groups: Vec<String>,
         unconfigured: u32,
@@ -516,45 +514,99 @@ pub enum EventKind {
     StateWritten,
 }
 
+/// What one decision asks of the caller.
+///
+/// "Desired state is written before it is acted on" is a property of this
+/// type, not of the order of a list: a decision that changed desired state
+/// says so in `persist`, and the caller writes
+/// [`Supervisor::persisted`] before it carries out any of `actions`.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
+    /// Desired state changed: write it first.
+    pub persist: bool,
     pub actions: Vec<Action>,
-    pub events: Vec<EventKind>,
+    pub events: Vec<SupervisorEvent>,
 }
 
 impl Outcome {
     pub(crate) fn persist(&mut self) {
-        if !self.actions.contains(&Action::Persist) {
-            self.actions.push(Action::Persist);
+        self.persist = true;
+    }
+}
+
+/// An operator command's outcome, with what the command changed, so the
+/// caller answers from it instead of reading it back from the events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commanded<T> {
+    pub outcome: Outcome,
+    pub changed: T,
+}
+
+impl<T> From<Commanded<T>> for Outcome {
+    fn from(c: Commanded<T>) -> Outcome {
+        c.outcome
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The generation now running.
+    pub generation: u64,
+    /// Agents whose config hash changed, added or removed.
+    pub changed: Vec<String>,
+    /// Of those, the ones acted on now: their group is started, or they
+    /// still have a container or an operation in flight.
+    pub recreated: Vec<String>,
+}
+
+/// Where the desired state the daemon started with came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOrigin {
+    /// Read from the state file: only groups it does not mention are inferred.
+    Saved,
+    /// There was no state file.
+    Missing,
+    /// The state file could not be read and was kept aside.
+    Damaged,
+    /// The operator asked to start from no started group (`run --fresh`).
+    Fresh,
+}
+
+impl StateOrigin {
+    /// A short, stable name (a log field, the wire form).
+    pub fn label(self) -> &'static str {
+        match self {
+            StateOrigin::Saved => "saved",
+            StateOrigin::Missing => "missing",
+            StateOrigin::Damaged => "damaged",
+            StateOrigin::Fresh => "fresh",
         }
     }
 }
 
 /// Why an operator command was refused. Nothing changes when it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Typed: its words are `orch_api::text`'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
-    #[error("no group `{0}` on this host")]
     UnknownGroup(String),
-    #[error("no agent `{agent}` in group `{group}`")]
-    UnknownAgent { group: String, agent: String },
-    #[error(
-        "group `{group}` is needed by started group(s) {}; {}",
-        needed_by.join(", "),
-        if *restart {
-            "pass --with-dependents to restart them with it"
-        } else {
-            "stop them first or pass --with-dependents"
-        }
-    )]
+    UnknownAgent {
+        group: String,
+        agent: String,
+    },
+    /// Started groups depend on `group`.
     NeededBy {
         group: String,
         needed_by: Vec<String>,
         /// The refused command was a restart (not a stop).
         restart: bool,
     },
-    #[error("the new config is for host `{new}`, this daemon runs `{current}`")]
-    WrongHost { current: String, new: String },
-    #[error("no group {} on this host; nothing was changed", .0.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "))]
+    /// A config for another host.
+    WrongHost {
+        current: String,
+        new: String,
+    },
+    /// A state names groups this host does not have.
     UnknownGroups(Vec<String>),
 }
 
@@ -586,7 +638,9 @@ pub struct OwnedMig {
 /// The supervision state of one host.
 #[derive(Debug, Clone)]
 pub struct Supervisor {
-    pub(crate) config: HostConfig,
+    /// Shared with whoever builds containers from it (launch jobs): one
+    /// copy, replaced whole on reload.
+    pub(crate) config: std::sync::Arc<HostConfig>,
     pub(crate) agents: BTreeMap<String, Agent>,
     pub(crate) hashes: BTreeMap<String, String>,
     pub(crate) agent_graph: Graph,
@@ -595,7 +649,7 @@ pub struct Supervisor {
     /// Groups an operator stopped (see `Persisted::stopped_groups`).
     pub(crate) stopped: BTreeSet<String>,
     /// Armed by `infer_intent`, used once on the first listing of Docker.
-    pub(crate) inference: Option<super::infer::StateOrigin>,
+    pub(crate) inference: Option<StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
     pub(crate) restarting: BTreeSet<String>,
     pub(crate) generation: u64,
@@ -636,7 +690,7 @@ impl Supervisor {
             hashes,
             agent_graph: agent_graph(&config),
             group_graph: group_graph(&config),
-            config,
+            config: std::sync::Arc::new(config),
             started: BTreeSet::new(),
             stopped: BTreeSet::new(),
             inference: None,
@@ -684,6 +738,11 @@ impl Supervisor {
 
     pub fn config(&self) -> &HostConfig {
         &self.config
+    }
+
+    /// The config, to share (a launch builds its container from it).
+    pub fn shared_config(&self) -> std::sync::Arc<HostConfig> {
+        self.config.clone()
     }
 
     pub fn generation(&self) -> u64 {

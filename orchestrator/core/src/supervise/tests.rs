@@ -108,7 +108,7 @@ impl Harness {
         let h = hashes(&c, "v1");
         let mut s = Supervisor::new(c, h, Persisted::default());
         let out = s.handle(0, Input::Resync { containers: vec![] });
-        assert_eq!(out.events, vec![EventKind::DockerUp]);
+        assert_eq!(out.events, vec![SupervisorEvent::DockerUp]);
         Harness {
             s,
             now: 0,
@@ -147,7 +147,7 @@ impl Harness {
                 } => {
                     format!("destroy mig {gpu_index}/{gi_id}")
                 }
-                Action::WatchHealth { .. } | Action::UnwatchHealth { .. } | Action::Persist => {
+                Action::WatchHealth { .. } | Action::UnwatchHealth { .. } => {
                     continue;
                 }
             };
@@ -165,8 +165,8 @@ impl Harness {
         out
     }
 
-    fn cmd(&mut self, f: impl FnOnce(&mut Supervisor) -> Outcome) -> Outcome {
-        let out = f(&mut self.s);
+    fn cmd<O: Into<Outcome>>(&mut self, f: impl FnOnce(&mut Supervisor) -> O) -> Outcome {
+        let out = f(&mut self.s).into();
         self.record(&out);
         out
     }
@@ -299,7 +299,7 @@ fn a_group_starts_in_dependency_order_gated_on_health() {
         h.take_log(),
         ["launch Registry", "create Twin", "create Api"]
     );
-    assert!(out.actions.contains(&Action::Persist));
+    assert!(out.persist);
     assert_eq!(
         h.phase(&k("Twin")),
         Phase::Held {
@@ -318,7 +318,7 @@ fn a_group_starts_in_dependency_order_gated_on_health() {
     assert_eq!(h.take_log(), ["start Api"]);
     h.finish_ops();
     let out = h.healthy(k("Api"));
-    assert!(out.events.contains(&EventKind::GroupReady {
+    assert!(out.events.contains(&SupervisorEvent::GroupReady {
         group: "core".into()
     }));
 }
@@ -348,10 +348,10 @@ fn starting_a_group_starts_the_groups_it_needs_first() {
     assert_eq!(
         out.events[..2],
         [
-            EventKind::GroupStarting {
+            SupervisorEvent::GroupStarting {
                 group: "infra".into()
             },
-            EventKind::GroupStarting {
+            SupervisorEvent::GroupStarting {
                 group: "apps".into()
             }
         ]
@@ -414,7 +414,7 @@ fn a_crash_restarts_after_an_exponential_backoff() {
             .events
             .iter()
             .find_map(|e| match e {
-                EventKind::AgentRestarting {
+                SupervisorEvent::AgentRestarting {
                     in_ms, attempt: a, ..
                 } => Some((*in_ms, *a)),
                 _ => None,
@@ -458,7 +458,7 @@ fn a_stable_replica_forgets_its_failures() {
     let out = h.die(k("A"), 1);
     assert!(out.events.iter().any(|e| matches!(
         e,
-        EventKind::AgentRestarting {
+        SupervisorEvent::AgentRestarting {
             in_ms: 100,
             attempt: 1,
             ..
@@ -510,7 +510,7 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
         if out
             .events
             .iter()
-            .any(|e| matches!(e, EventKind::AgentCrashLoop { .. }))
+            .any(|e| matches!(e, SupervisorEvent::AgentCrashLoop { .. }))
         {
             marked = Some(i);
             // Its dependents go down, dependents of dependents first.
@@ -543,7 +543,7 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
     assert!(
         !out.events
             .iter()
-            .any(|e| matches!(e, EventKind::AgentRecovered { .. })),
+            .any(|e| matches!(e, SupervisorEvent::AgentRecovered { .. })),
         "{:?}",
         out.events
     );
@@ -552,7 +552,7 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
     h.at(t + 59_999);
     assert!(h.take_log().is_empty(), "dependents stay held meanwhile");
     let out = h.at(t + 60_000);
-    assert!(out.events.contains(&EventKind::AgentRecovered {
+    assert!(out.events.contains(&SupervisorEvent::AgentRecovered {
         replica: k("Registry"),
         group: "core".into()
     }));
@@ -577,8 +577,8 @@ fn a_crash_loop_that_is_healthy_between_crashes_stays_marked_and_keeps_its_backo
         let out = h.die(k("Registry"), 1);
         for e in &out.events {
             match e {
-                EventKind::AgentCrashLoop { .. } => loops += 1,
-                EventKind::AgentRestarting { in_ms, .. } => delays.push(*in_ms),
+                SupervisorEvent::AgentCrashLoop { .. } => loops += 1,
+                SupervisorEvent::AgentRestarting { in_ms, .. } => delays.push(*in_ms),
                 _ => {}
             }
         }
@@ -587,21 +587,21 @@ fn a_crash_loop_that_is_healthy_between_crashes_stays_marked_and_keeps_its_backo
         recovered += out
             .events
             .iter()
-            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .filter(|e| matches!(e, SupervisorEvent::AgentRecovered { .. }))
             .count();
         h.finish_ops();
         let out = h.healthy(k("Registry"));
         recovered += out
             .events
             .iter()
-            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .filter(|e| matches!(e, SupervisorEvent::AgentRecovered { .. }))
             .count();
         let t = h.now + 1_000;
         let out = h.at(t);
         recovered += out
             .events
             .iter()
-            .filter(|e| matches!(e, EventKind::AgentRecovered { .. }))
+            .filter(|e| matches!(e, SupervisorEvent::AgentRecovered { .. }))
             .count();
     }
     assert_eq!(loops, 1, "marked once");
@@ -636,7 +636,7 @@ fn unhealthy_after_retries_restarts_but_not_during_the_start_period() {
     h.unhealthy(k("A"));
     assert!(h.take_log().is_empty());
     let out = h.unhealthy(k("A"));
-    assert!(out.events.contains(&EventKind::AgentUnhealthy {
+    assert!(out.events.contains(&SupervisorEvent::AgentUnhealthy {
         replica: k("A"),
         group: "g".into()
     }));
@@ -683,8 +683,12 @@ fn a_group_others_need_is_not_stopped_unless_asked() {
     h.take_log();
     let err = h.s.stop_group(0, "infra", false).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "group `infra` is needed by started group(s) apps; stop them first or pass --with-dependents"
+        err,
+        CommandError::NeededBy {
+            group: "infra".into(),
+            needed_by: vec!["apps".into()],
+            restart: false
+        }
     );
     assert_eq!(
         h.s.started_groups().len(),
@@ -717,10 +721,11 @@ fn restarting_an_agent_goes_one_replica_at_a_time() {
     h.healthy(kr("Pool", 0));
     assert_eq!(h.take_log(), ["restart Pool#1"]);
     assert_eq!(
-        h.s.restart_agent(0, "other", "Pool")
-            .unwrap_err()
-            .to_string(),
-        "no agent `Pool` in group `other`"
+        h.s.restart_agent(0, "other", "Pool").unwrap_err(),
+        CommandError::UnknownAgent {
+            group: "other".into(),
+            agent: "Pool".into()
+        }
     );
 }
 
@@ -735,7 +740,7 @@ fn a_reload_recreates_only_changed_agents_one_replica_at_a_time() {
     let mut hs = hashes(&c, "v1");
     hs.insert("Pool".into(), "Pool-v2".into());
     let out = h.cmd(|s| s.reload(0, c, hs).unwrap());
-    assert!(out.events.contains(&EventKind::ConfigApplied {
+    assert!(out.events.contains(&SupervisorEvent::ConfigApplied {
         generation: 1,
         changed: vec!["Pool".into()]
     }));
@@ -823,7 +828,7 @@ fn adoption_keeps_running_containers_and_removes_duplicates() {
             },
         ]
     );
-    assert!(out.events.contains(&EventKind::DuplicateRemoved {
+    assert!(out.events.contains(&SupervisorEvent::DuplicateRemoved {
         replica: k("Twin"),
         container: "t-old".into()
     }));
@@ -964,7 +969,7 @@ fn nothing_is_attempted_while_docker_is_down() {
     h.cmd(|s| s.start_group(0, "g").unwrap());
     h.take_log();
     let out = h.apply(Input::DockerDown);
-    assert_eq!(out.events, vec![EventKind::DockerDown]);
+    assert_eq!(out.events, vec![SupervisorEvent::DockerDown]);
     // The launches in flight fail while Docker is down.
     for agent in ["A", "B"] {
         h.apply(Input::OpFinished {
@@ -992,7 +997,7 @@ fn nothing_is_attempted_while_docker_is_down() {
             },
         )],
     });
-    assert!(out.events.contains(&EventKind::DockerUp));
+    assert!(out.events.contains(&SupervisorEvent::DockerUp));
     assert_eq!(
         h.take_log(),
         ["launch B"],
@@ -1016,7 +1021,7 @@ fn a_failed_launch_is_retried_after_its_backoff() {
         op: OpKind::Launch,
         result: Err(missing()),
     });
-    assert!(out.events.contains(&EventKind::AgentFailed {
+    assert!(out.events.contains(&SupervisorEvent::AgentFailed {
         replica: k("A"),
         group: "g".into(),
         reason: FailReason::Launch(missing())
@@ -1151,7 +1156,7 @@ fn an_exit_that_overtakes_the_launch_report_still_counts() {
             slice: None,
         }),
     });
-    assert!(out.events.contains(&EventKind::AgentExited {
+    assert!(out.events.contains(&SupervisorEvent::AgentExited {
         replica: k("A"),
         group: "g".into(),
         code: 3,
@@ -1197,7 +1202,7 @@ fn a_stop_exit_during_a_restart_is_not_a_crash() {
     assert!(
         !out.events
             .iter()
-            .any(|e| matches!(e, EventKind::AgentExited { .. }))
+            .any(|e| matches!(e, SupervisorEvent::AgentExited { .. }))
     );
     assert_eq!(h.phase(&k("A")), Phase::Running);
 }
@@ -1341,7 +1346,7 @@ fn gpu_agents_wait_for_the_inventory_and_cpu_agents_do_not() {
     assert_eq!(slice.to_string(), "GPU 0 mps 4g 20%");
     assert!(out.events.iter().any(|e| matches!(
         e,
-        EventKind::SliceAssigned {
+        SupervisorEvent::SliceAssigned {
             fallback_depth: 0,
             ..
         }
@@ -1358,7 +1363,7 @@ fn without_nvml_gpu_agents_fail_with_the_reason_and_the_rest_runs() {
     let out = h.cmd(|s| s.start_group(0, "g").unwrap());
     assert_eq!(h.take_log(), ["launch Cpu", "launch B"]);
     let failed = out.events.iter().find_map(|e| match e {
-        EventKind::AgentFailed {
+        SupervisorEvent::AgentFailed {
             replica, reason, ..
         } if replica.agent == "A" => Some(reason.clone()),
         _ => None,
@@ -1390,9 +1395,15 @@ fn an_unsatisfiable_request_fails_with_the_planner_reason_and_is_retried_later()
         panic!("{reason:?}")
     };
     assert_eq!(error.replica, k("A"));
+    let reasons: Vec<_> = error
+        .attempts
+        .iter()
+        .flat_map(|a| a.refusals.iter().map(|r| (r.gpu_index, r.reason.clone())))
+        .collect();
     assert_eq!(
-        error.to_string(),
-        "A wants mig 1g.10gb; GPU 0 is an NVIDIA GeForce RTX 4090, which has no MIG, and no fallback is given"
+        reasons,
+        [(0, crate::planner::RefusalReason::NoMig)],
+        "the one GPU has no MIG, and there is no fallback"
     );
     assert_eq!(retry_at, GPU_RETRY);
     assert_eq!(h.s.next_deadline(), Some(GPU_RETRY));
@@ -1623,10 +1634,6 @@ fn restarting_a_group_others_need_is_refused_or_takes_them_along() {
         }
     );
     assert_eq!(
-        err.to_string(),
-        "group `infra` is needed by started group(s) apps; pass --with-dependents to restart them with it"
-    );
-    assert_eq!(
         h.s.group_phase("infra"),
         GroupPhase::Ready,
         "nothing changed"
@@ -1635,10 +1642,10 @@ fn restarting_a_group_others_need_is_refused_or_takes_them_along() {
     assert_eq!(
         out.events,
         vec![
-            EventKind::GroupStopping {
+            SupervisorEvent::GroupStopping {
                 group: "infra".into()
             },
-            EventKind::GroupStopping {
+            SupervisorEvent::GroupStopping {
                 group: "apps".into()
             }
         ]
@@ -1686,9 +1693,9 @@ fn a_held_replica_created_ahead_is_reported_held_once() {
             .events,
         );
     }
-    let held: Vec<&EventKind> = events
+    let held: Vec<&SupervisorEvent> = events
         .iter()
-        .filter(|e| matches!(e, EventKind::AgentHeld { .. }))
+        .filter(|e| matches!(e, SupervisorEvent::AgentHeld { .. }))
         .collect();
     assert_eq!(held.len(), 2, "{held:?}");
     assert_eq!(
@@ -1973,8 +1980,8 @@ fn a_lost_state_adopts_what_runs_and_stops_nothing() {
     // The missing second replica of a partially running group is launched;
     // only the container of an agent no longer configured is stopped.
     assert_eq!(ops, ["stop Gone", "launch Face#1"]);
-    assert!(out.actions.contains(&Action::Persist));
-    assert!(out.events.contains(&EventKind::StateInferred {
+    assert!(out.persist);
+    assert!(out.events.contains(&SupervisorEvent::StateInferred {
         origin: StateOrigin::Missing,
         adopted: 4,
         groups: vec!["infra".into(), "coord".into(), "vision".into()],
@@ -1991,7 +1998,7 @@ fn a_new_host_with_nothing_running_says_nothing() {
     assert!(
         !out.events
             .iter()
-            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+            .any(|e| matches!(e, SupervisorEvent::StateInferred { .. }))
     );
 }
 
@@ -1999,7 +2006,7 @@ fn a_new_host_with_nothing_running_says_nothing() {
 fn a_damaged_state_is_always_reported() {
     let (_, ops, out) = first_listing(Persisted::default(), StateOrigin::Damaged, vec![]);
     assert!(ops.is_empty());
-    assert!(out.events.contains(&EventKind::StateInferred {
+    assert!(out.events.contains(&SupervisorEvent::StateInferred {
         origin: StateOrigin::Damaged,
         adopted: 0,
         groups: vec![],
@@ -2028,7 +2035,7 @@ fn a_saved_state_only_gains_the_groups_it_does_not_mention() {
     let started: Vec<&str> = s.started_groups().iter().map(String::as_str).collect();
     assert_eq!(started, ["coord", "infra"]);
     assert_eq!(ops, ["stop Tool"]);
-    assert!(out.events.contains(&EventKind::StateInferred {
+    assert!(out.events.contains(&SupervisorEvent::StateInferred {
         origin: StateOrigin::Saved,
         adopted: 1,
         groups: vec!["coord".into()],
@@ -2054,7 +2061,7 @@ fn a_saved_state_that_accounts_for_everything_infers_nothing() {
     assert!(
         !out.events
             .iter()
-            .any(|e| matches!(e, EventKind::StateInferred { .. }))
+            .any(|e| matches!(e, SupervisorEvent::StateInferred { .. }))
     );
 }
 
@@ -2072,8 +2079,11 @@ fn fresh_stops_every_running_container_and_says_so() {
     assert!(s.started_groups().is_empty());
     // Reverse dependency order: what depends on infra goes first.
     assert_eq!(ops, ["stop Tool", "remove Face#1", "stop Reg"]);
-    assert!(out.events.contains(&EventKind::FreshStart { stopping: 2 }));
-    assert!(out.actions.contains(&Action::Persist));
+    assert!(
+        out.events
+            .contains(&SupervisorEvent::FreshStart { stopping: 2 })
+    );
+    assert!(out.persist);
 }
 
 #[test]
@@ -2129,8 +2139,8 @@ fn an_imported_state_replaces_the_desired_one_whole() {
     assert_eq!(started, ["coord", "infra", "vision"]);
     assert_eq!(h.s.generation(), 9);
     assert_eq!(h.s.owned_mig().len(), 1);
-    assert!(out.actions.contains(&Action::Persist));
-    assert!(out.events.contains(&EventKind::GroupStopping {
+    assert!(out.persist);
+    assert!(out.events.contains(&SupervisorEvent::GroupStopping {
         group: "util".into()
     }));
     // Held replicas are created ahead, as after any start.
@@ -2170,10 +2180,6 @@ fn an_import_naming_an_unknown_group_changes_nothing() {
         )
         .unwrap_err();
     assert_eq!(err, CommandError::UnknownGroups(vec!["speech".into()]));
-    assert_eq!(
-        err.to_string(),
-        "no group `speech` on this host; nothing was changed"
-    );
     assert_eq!(h.s.persisted(), before);
 }
 
@@ -2434,7 +2440,7 @@ fn adopting_a_running_host_grows_linearly() {
         let adopted = out
             .events
             .iter()
-            .filter(|e| matches!(e, EventKind::AgentAdopted { .. }))
+            .filter(|e| matches!(e, SupervisorEvent::AgentAdopted { .. }))
             .count();
         assert_eq!(adopted, n);
         assert!(
@@ -2447,4 +2453,80 @@ fn adopting_a_running_host_grows_linearly() {
         counts.push(s.visits.get());
     }
     assert_linear("adoption", counts[0], counts[1]);
+}
+
+#[test]
+fn group_commands_say_which_groups_they_changed() {
+    type Command = fn(&mut Supervisor) -> Result<Commanded<Vec<String>>, CommandError>;
+    let cases: &[(&str, Command, &[&str])] = &[
+        (
+            "start with its dependencies",
+            |s| s.start_group(0, "vision"),
+            &["infra", "coord", "vision"],
+        ),
+        (
+            "start of a started group",
+            |s| {
+                s.start_group(0, "coord")?;
+                s.start_group(0, "coord")
+            },
+            &["coord"],
+        ),
+        (
+            "stop with dependents",
+            |s| {
+                s.start_group(0, "vision")?;
+                s.stop_group(0, "infra", true)
+            },
+            &["infra", "coord", "vision"],
+        ),
+        (
+            "stop of a stopped group",
+            |s| s.stop_group(0, "util", false),
+            &["util"],
+        ),
+        (
+            "restart of a stopped group starts it",
+            |s| s.restart_group(0, "util", false),
+            &["util"],
+        ),
+        (
+            "restart with dependents",
+            |s| {
+                s.start_group(0, "vision")?;
+                s.restart_group(0, "coord", true)
+            },
+            &["coord", "vision"],
+        ),
+    ];
+    for (what, command, want) in cases {
+        let mut h = Harness::new(FOUR_GROUPS);
+        let done = command(&mut h.s).unwrap();
+        assert_eq!(done.changed, *want, "{what}");
+    }
+}
+
+#[test]
+fn a_reload_says_which_agents_changed_and_which_are_recreated_now() {
+    let spec: Spec = &[
+        ("a", &[], &[("Up", &[], 1, true)]),
+        ("b", &[], &[("Down", &[], 1, true)]),
+    ];
+    let mut h = Harness::new(spec);
+    h.cmd(|s| s.start_group(0, "a").unwrap());
+    h.settle_healthy();
+    let mut hs = hashes(&config(spec), "v2");
+    hs.insert("Gone".into(), "x".into());
+    let done = h.s.reload(0, config(spec), hs).unwrap();
+    assert_eq!(done.changed.generation, h.s.generation());
+    assert_eq!(done.changed.changed, ["Down", "Gone", "Up"]);
+    assert_eq!(
+        done.changed.recreated,
+        ["Up"],
+        "only the agent of a started group is acted on now"
+    );
+    assert!(
+        done.outcome.persist,
+        "a reload is written before it is acted on"
+    );
 }

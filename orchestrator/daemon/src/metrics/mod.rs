@@ -27,9 +27,9 @@ pub mod serve;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use orch_api::{GpuReport, Telemetry, wire};
+use orch_api::{GpuReport, GpuTelemetry as Telemetry, wire};
 use orch_core::slo::{GroupReport, Sli};
-use orch_core::supervise::{EventKind, Phase, Supervisor};
+use orch_core::supervise::{Phase, Supervisor, SupervisorEvent as EventKind};
 
 pub use render::{CONTENT_TYPE, render, render_into};
 

@@ -63,14 +63,15 @@ fn answer(snapshots: &Published, req: &Request<hyper::body::Incoming>) -> Respon
     r
 }
 
-/// Serves until `shutdown` fires.
+/// Serves until `shutdown` fires; a failed accept (out of file
+/// descriptors) is waited out, not spun on (`crate::accept`).
 pub async fn serve(listener: TcpListener, snapshots: Published, shutdown: CancellationToken) {
+    let mut backoff = crate::accept::Backoff::default();
     loop {
-        let accepted = tokio::select! {
+        let stream = tokio::select! {
             () = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            s = crate::accept::next(&listener, &mut backoff, "/metrics") => s,
         };
-        let Ok((stream, _)) = accepted else { continue };
         let snapshots = snapshots.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -41,7 +41,7 @@ fn histograms_count_into_the_first_bucket_that_holds_the_value() {
 #[test]
 fn failures_are_counted_by_reason_from_the_supervisor_events() {
     use orch_core::gpu::ReplicaKey;
-    use orch_core::supervise::{EventKind, FailReason, LaunchError};
+    use orch_core::supervise::{FailReason, LaunchError, SupervisorEvent as EventKind};
     let key = ReplicaKey::new("A", 0);
     let g = "g".to_string();
     let mut c = Counters::default();

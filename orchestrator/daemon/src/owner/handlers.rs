@@ -1,32 +1,19 @@
-//! The API handlers: one arm per [`Request`], answered from the read
-//! models (`crate::views`) or by a supervisor command. Transports never
-//! reach past this.
+//! The answer to each request: a read-only query from `crate::views`
+//! (pure), a part's own answer (peers, fleet, SLOs), or a supervisor
+//! command whose outcome is carried out. Every refusal is a typed
+//! [`Rejection`], made an `ApiError` where the answer is sent.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
-use orch_api::{
-    Accepted, ApiError, Applied, ConfigChanges, ErrorCode, PlanReport, Request, Response,
-};
+use orch_api::text::{self, GroupVerb};
+use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Response};
 use orch_config::ConfigError;
-use orch_core::gpu::ReplicaKey;
-use orch_core::model::HostConfig;
-use orch_core::supervise::{CommandError, EventKind, Outcome};
+use orch_core::supervise::{CommandError, Commanded, Supervisor};
 
-use super::{Owner, Reply, hashes};
+use super::{ConfigSource, Owner, hashes};
+use crate::event::{Asked, ContainerOf, Responder};
 use crate::views::{self, Facts};
 
-pub(super) fn command_error(e: CommandError) -> ApiError {
-    let code = match &e {
-        CommandError::UnknownGroup(_) | CommandError::UnknownAgent { .. } => ErrorCode::NotFound,
-        CommandError::NeededBy { .. } => ErrorCode::Conflict,
-        CommandError::WrongHost { .. } => ErrorCode::InvalidConfig,
-        CommandError::UnknownGroups(_) => ErrorCode::BadRequest,
-    };
-    ApiError::new(code, e.to_string())
-}
-
-fn config_error(e: ConfigError) -> ApiError {
+/// A config that does not load, in the words of its diagnostics.
+fn config_rejection(e: ConfigError) -> Rejection {
     let mut details = Vec::new();
     for d in e.diagnostics() {
         details.push(d.headline());
@@ -34,131 +21,154 @@ fn config_error(e: ConfigError) -> ApiError {
             details.push(format!("  = help: {help}"));
         }
     }
-    let code = match e {
-        ConfigError::Io { .. } => ErrorCode::NotFound,
-        _ => ErrorCode::InvalidConfig,
-    };
-    ApiError {
-        code,
+    Rejection::InvalidConfig {
+        missing: matches!(e, ConfigError::Io { .. }),
         message: e.to_string(),
         details,
     }
 }
 
+impl ConfigSource {
+    /// The config file (`text: None`), or a new text for it.
+    fn load(&self, text: Option<(&str, &str)>) -> Result<orch_config::Loaded, Rejection> {
+        match text {
+            None => orch_config::load_file(&self.path, &self.options),
+            Some((name, text)) => orch_config::load_str(name, text, &self.options),
+        }
+        .map_err(config_rejection)
+    }
+
+    /// Makes `text` the config file.
+    fn install(&self, text: &str) -> Result<(), Rejection> {
+        orch_config::fsutil::write_atomic(&self.path, text.as_bytes()).map_err(|e| {
+            Rejection::ConfigNotWritten {
+                path: self.path.display().to_string(),
+                error: e.to_string(),
+            }
+        })
+    }
+}
+
 impl Owner {
     pub(super) fn facts(&self) -> Facts<'_> {
+        let engine = self.exec.engine();
+        let gpu = self.exec.gpu_worker();
         Facts {
             version: env!("CARGO_PKG_VERSION"),
             pid: std::process::id(),
-            uptime_ms: self.now(),
-            config_path: self.settings.config_path.to_str().unwrap_or_default(),
-            docker_endpoint: &self.settings.docker_endpoint,
-            engine_version: self.engine.as_ref().map(|e| e.engine_version.as_str()),
-            api_version: self.engine.as_ref().map(|e| e.api_version.as_str()),
-            gpu_injection: match self.injection() {
-                orch_core::container::Injection::Nvidia => "nvidia",
-                orch_core::container::Injection::Cdi => "cdi",
-                orch_core::container::Injection::Env => "env",
-            },
-            now: self.now(),
-            telemetry: Some(&self.telemetry),
-            gpu_library: self.deps.gpu.as_ref().and_then(|g| g.library.to_str()),
-            driver_version: self
-                .deps
-                .gpu
-                .as_ref()
-                .and_then(|g| g.driver_version.as_deref()),
-            last_event_seq: self.log.next_seq() - 1,
+            uptime_ms: self.clocks.now(),
+            config_path: self.source.path.to_str().unwrap_or_default(),
+            docker_endpoint: self.exec.docker_endpoint(),
+            engine_version: engine.map(|e| e.engine_version.as_str()),
+            api_version: engine.map(|e| e.api_version.as_str()),
+            gpu_injection: orch_api::convert::injection(self.exec.injection(self.sup.config())),
+            now: self.clocks.now(),
+            telemetry: Some(self.exec.telemetry()),
+            gpu_library: gpu.and_then(|g| g.library.to_str()),
+            driver_version: gpu.and_then(|g| g.driver_version.as_deref()),
+            last_event_seq: self.journal.next_seq() - 1,
+            state_file: Some(self.persister.status()),
         }
     }
 
-    pub(super) fn on_request(
+    /// This host as peers see it.
+    pub(super) fn snapshot(&self) -> orch_api::HostSnapshot {
+        let slo = self
+            .observer
+            .slo_report(&self.sup, None, self.clocks.unix_ms())
+            .ok();
+        views::snapshot(&self.sup, &self.facts(), slo)
+    }
+
+    pub(super) fn request(&mut self, now: u64, asked: Asked) {
+        let Asked {
+            request,
+            responder,
+            span,
+        } = asked;
+        if let Request::MigMode { gpu, enable } = request {
+            // Answered by the GPU worker, later.
+            return self.mig_mode(gpu, enable, responder);
+        }
+        let answer = self.answer(now, request, &span).map_err(ApiError::from);
+        let _ = responder.send(answer);
+    }
+
+    fn answer(
         &mut self,
         now: u64,
         request: Request,
-        reply: Reply,
         caller: &tracing::Span,
-    ) {
-        let answer = match request {
-            Request::Status => {
-                let mut status = views::status(&self.sup, &self.facts());
-                status.state = self.state_file.clone();
-                Ok(Response::Status(status))
-            }
-            Request::Groups => Ok(Response::Groups(views::groups(&self.sup))),
-            Request::Agents { group } => {
-                views::agents(&self.sup, now, group.as_deref()).map(Response::Agents)
-            }
+    ) -> Result<Response, Rejection> {
+        if let Some(answer) = views::query(&self.sup, &self.facts(), &request) {
+            return answer;
+        }
+        match request {
             Request::GroupStart { group } => {
                 // Open until the groups it starts are ready (`crate::trace`);
                 // under the caller's span, which a peer's command continues.
                 let span = tracing::info_span!(parent: caller, "group_start", group = %group);
                 let _in = span.enter();
-                self.group_command(&group, "starting", |s| s.start_group(now, &group))
+                self.group_command(&group, GroupVerb::Start, |s| s.start_group(now, &group))
             }
             Request::GroupStop {
                 group,
                 with_dependents,
-            } => self.group_command(&group, "stopping", |s| {
+            } => self.group_command(&group, GroupVerb::Stop, |s| {
                 s.stop_group(now, &group, with_dependents)
             }),
             Request::GroupRestart {
                 group,
                 with_dependents,
-            } => self.group_command(&group, "restarting", |s| {
+            } => self.group_command(&group, GroupVerb::Restart, |s| {
                 s.restart_group(now, &group, with_dependents)
             }),
             Request::AgentRestart { group, agent } => {
-                let events_from = self.log.next_seq();
-                self.sup
+                let events_from = self.journal.next_seq();
+                let out = self
+                    .sup
                     .restart_agent(now, &group, &agent)
-                    .map_err(|e| self.agent_error(e))
-                    .map(|out| {
-                        self.execute(out);
-                        Response::Accepted(Accepted {
-                            message: format!("restarting {group}/{agent}"),
-                            groups: vec![group.clone()],
-                            events_from,
-                        })
-                    })
+                    .map_err(|e| views::command_error(&self.sup, &e))?;
+                self.carry_out(out);
+                Ok(Response::Accepted(Accepted {
+                    message: text::agent_restart(&group, &agent),
+                    groups: vec![group],
+                    events_from,
+                }))
             }
             Request::Apply {
                 file_name,
                 config_text,
             } => self
-                .reload(now, Some((file_name, config_text)))
+                .reload(now, Some((&file_name, &config_text)))
                 .map(Response::Applied),
             Request::Reload => self.reload(now, None).map(Response::Applied),
-            Request::Gpu => Ok(Response::Gpu(views::gpu(&self.sup, &self.facts()))),
             Request::Plan {
                 file_name,
                 config_text,
-            } => self.plan(&file_name, &config_text).map(Response::Plan),
-            Request::MigMode { gpu, enable } => {
-                // Answered by the GPU worker, later.
-                self.mig_mode(gpu, enable, reply);
-                return;
+            } => {
+                let loaded = self.source.load(Some((&file_name, &config_text)))?;
+                views::plan(&self.sup, &file_name, &loaded.config).map(Response::Plan)
             }
-            Request::Peers => Ok(Response::Peers(
-                self.deps
-                    .bus
-                    .as_deref()
-                    .map(crate::fleet::peer_status)
-                    .unwrap_or_default(),
-            )),
-            Request::Fleet => Ok(Response::Fleet(self.fleet_view())),
-            Request::Slo { group } => self.slo_report(group.as_deref()),
-            Request::StateExport => Ok(Response::State(orch_api::convert::state_document(
-                &self.sup.config().host.name,
-                &self.sup.persisted(),
-            ))),
+            Request::Peers => Ok(Response::Peers(self.fleet.peers())),
+            Request::Fleet => {
+                let host = self.sup.config().host.name.clone();
+                Ok(Response::Fleet(self.fleet.fleet(&host, self.snapshot())))
+            }
+            Request::Slo { group } => self
+                .observer
+                .slo_report(&self.sup, group.as_deref(), self.clocks.unix_ms())
+                .map(Response::Slo),
             Request::StateImport { state } => self.state_import(now, state),
-            Request::Logs { .. } | Request::Events { .. } => Err(ApiError::new(
-                ErrorCode::Internal,
-                "logs and events are served by the transport, not the owner",
-            )),
-        };
-        let _ = reply.send(answer);
+            Request::Logs { .. } | Request::Events { .. } => Err(Rejection::TransportOnly),
+            // Answered above.
+            Request::Status
+            | Request::Groups
+            | Request::Agents { .. }
+            | Request::Gpu
+            | Request::StateExport
+            | Request::MigMode { .. } => Err(Rejection::TransportOnly),
+        }
     }
 
     /// Runs a group command; the answer names every group whose started
@@ -166,39 +176,18 @@ impl Owner {
     fn group_command(
         &mut self,
         name: &str,
-        verb: &str,
-        f: impl FnOnce(&mut orch_core::supervise::Supervisor) -> Result<Outcome, CommandError>,
-    ) -> Result<Response, ApiError> {
+        verb: GroupVerb,
+        command: impl FnOnce(&mut Supervisor) -> Result<Commanded<Vec<String>>, CommandError>,
+    ) -> Result<Response, Rejection> {
         if self.sup.config().group(name).is_none() {
             return Err(views::unknown_group(&self.sup, name));
         }
-        let events_from = self.log.next_seq();
-        let before: BTreeSet<String> = self.sup.started_groups().clone();
-        let out = f(&mut self.sup).map_err(command_error)?;
-        // The groups the command touched, from its own events (a restart
-        // changes no started set, but names every group it takes down).
-        let mut groups: Vec<String> = out
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                EventKind::GroupStarting { group } | EventKind::GroupStopping { group } => {
-                    Some(group.clone())
-                }
-                _ => None,
-            })
-            .collect();
-        self.execute(out);
-        for g in self.sup.started_groups().symmetric_difference(&before) {
-            if !groups.contains(g) {
-                groups.push(g.clone());
-            }
-        }
-        if groups.is_empty() {
-            groups.push(name.to_string());
-        }
+        let events_from = self.journal.next_seq();
+        let done = command(&mut self.sup).map_err(|e| views::command_error(&self.sup, &e))?;
+        self.carry_out(done.outcome);
         Ok(Response::Accepted(Accepted {
-            message: format!("{verb} {}", groups.join(", ")),
-            groups,
+            message: text::group_command(verb, &done.changed),
+            groups: done.changed,
             events_from,
         }))
     }
@@ -210,355 +199,116 @@ impl Owner {
         &mut self,
         now: u64,
         state: orch_api::wire::StateDocument,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Response, Rejection> {
         state
             .check(&self.sup.config().host.name)
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))?;
-        let events_from = self.log.next_seq();
-        let out = self
+            .map_err(Rejection::BadState)?;
+        let events_from = self.journal.next_seq();
+        let done = self
             .sup
             .restore(now, orch_api::convert::persisted_of(&state))
-            .map_err(command_error)?;
-        self.execute(out);
-        let groups: Vec<String> = self.sup.started_groups().iter().cloned().collect();
-        tracing::info!(generation = state.generation, groups = ?groups, "state imported");
+            .map_err(|e| views::command_error(&self.sup, &e))?;
+        self.carry_out(done.outcome);
+        tracing::info!(generation = state.generation, groups = ?done.changed, "state imported");
         Ok(Response::Accepted(Accepted {
-            message: if groups.is_empty() {
-                "state imported; no group started".into()
-            } else {
-                format!("state imported; started {}", groups.join(", "))
-            },
-            groups,
+            message: text::state_imported(&done.changed),
+            groups: done.changed,
             events_from,
         }))
     }
 
-    /// An unknown agent, with the group it is really in when the name
-    /// exists elsewhere on this host (agent names are unique per host).
-    fn agent_error(&self, e: CommandError) -> ApiError {
-        if let CommandError::UnknownAgent { group, agent } = &e {
-            if self.sup.config().group(group).is_none() {
-                return views::unknown_group(&self.sup, group);
-            }
-            if let Some(a) = self.sup.config().agent(agent) {
-                return ApiError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "no agent `{agent}` in group `{group}`; did you mean `{}/{agent}`?",
-                        a.group
-                    ),
-                );
-            }
-        }
-        command_error(e)
+    pub(super) fn container_of(&self, ask: ContainerOf) {
+        let answer = views::container_of(&self.sup, &ask.group, &ask.agent, ask.replica)
+            .map_err(ApiError::from);
+        let _ = ask.reply.send(answer);
     }
 
-    pub(super) fn container_of(
-        &self,
-        group: &str,
-        agent: &str,
-        replica: u32,
-    ) -> Result<String, ApiError> {
-        let key = ReplicaKey::new(agent, replica);
-        match self.sup.config().agent(agent) {
-            Some(a) if a.group == group => {
-                let r = self.sup.replica(&key);
-                // A container made ahead and never started has no output.
-                if let Some(c) = r.and_then(|r| r.container.as_ref())
-                    && c.status != orch_core::supervise::ContainerStatus::Created
-                {
-                    return Ok(c.id.clone());
-                }
-                // Say why there is none.
-                let why = match r.map(|r| &r.phase) {
-                    _ if !self.sup.group_wanted(group) => {
-                        format!("its group `{group}` is not started")
-                    }
-                    Some(orch_core::supervise::Phase::Held { waiting_for }) => format!(
-                        "it is held, waiting for {}",
-                        orch_api::text::waits(
-                            &waiting_for
-                                .iter()
-                                .map(orch_api::convert::wait)
-                                .collect::<Vec<_>>()
-                        )
-                    ),
-                    Some(orch_core::supervise::Phase::Failed { reason, .. }) => format!(
-                        "its last start failed: {}",
-                        orch_api::convert::fail_reason(reason)
-                    ),
-                    _ => "it is about to start".to_string(),
-                };
-                Err(ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("{group}/{key} has no container: {why}"),
-                ))
+    /// SIGHUP: re-reads the config file.
+    pub(super) fn reload_signal(&mut self, now: u64) {
+        match self.reload(now, None) {
+            Ok(a) => {
+                tracing::info!(generation = a.generation, changed = ?a.changed, "config reloaded")
             }
-            _ => Err(self.agent_error(CommandError::UnknownAgent {
-                group: group.to_string(),
-                agent: agent.to_string(),
-            })),
+            Err(e) => tracing::error!("reload refused, the running config stays: {e}"),
         }
     }
 
     /// Re-reads the config file (`text: None`), or installs a new text
     /// over it and applies that (`apply`).
-    pub(super) fn reload(
-        &mut self,
-        now: u64,
-        text: Option<(String, String)>,
-    ) -> Result<Applied, ApiError> {
-        let loaded = match &text {
-            None => orch_config::load_file(&self.settings.config_path, &self.settings.load_options)
-                .map_err(config_error)?,
-            Some((name, text)) => orch_config::load_str(name, text, &self.settings.load_options)
-                .map_err(config_error)?,
-        };
+    fn reload(&mut self, now: u64, text: Option<(&str, &str)>) -> Result<Applied, Rejection> {
+        let loaded = self.source.load(text)?;
         if loaded.config.host.name != self.sup.config().host.name {
-            return Err(command_error(CommandError::WrongHost {
+            return Err(Rejection::WrongHost {
                 current: self.sup.config().host.name.clone(),
                 new: loaded.config.host.name,
-            }));
+            });
         }
         // `apply`: the new text becomes the config file, then takes effect.
-        if let Some((_, text)) = &text {
-            orch_config::fsutil::write_atomic(&self.settings.config_path, text.as_bytes())
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::Internal,
-                        format!(
-                            "cannot write {}: {e}; nothing was applied",
-                            self.settings.config_path.display()
-                        ),
-                    )
-                })?;
+        if let Some((_, text)) = text {
+            self.source.install(text)?;
         }
         let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
-        for section in restart_only_changes(self.sup.config(), &loaded.config) {
-            warnings.push(format!(
-                "`{section}` changed: it takes effect when orchestratord restarts (`systemctl restart orchestratord`); the running daemon keeps the old value"
-            ));
+        for section in views::restart_only_changes(self.sup.config(), &loaded.config) {
+            warnings.push(text::restart_only_change(section));
         }
-        let events_from = self.log.next_seq();
+        let events_from = self.journal.next_seq();
         let hashes = hashes(&loaded.config);
-        let new_config = Arc::new(loaded.config.clone());
-        let out = self
+        let done = self
             .sup
             .reload(now, loaded.config, hashes)
-            .map_err(command_error)?;
-        self.config = new_config;
-        self.configure_slos();
-        let changed = out
-            .events
-            .iter()
-            .find_map(|e| match e {
-                EventKind::ConfigApplied { changed, .. } => Some(changed.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        self.execute(out);
-        let recreated = changed
-            .iter()
-            .filter(|agent| {
-                let running = self
-                    .sup
-                    .replicas()
-                    .any(|r| &r.key.agent == *agent && (r.container.is_some() || r.op.is_some()));
-                let wanted = self
-                    .sup
-                    .config()
-                    .agent(agent)
-                    .is_some_and(|a| self.sup.group_wanted(&a.group));
-                running || wanted
-            })
-            .cloned()
-            .collect();
+            .map_err(|e| views::command_error(&self.sup, &e))?;
+        self.observer.configure(self.sup.config());
+        self.carry_out(done.outcome);
         Ok(Applied {
-            generation: self.sup.generation(),
-            changed,
-            recreated,
+            generation: done.changed.generation,
+            changed: done.changed.changed,
+            recreated: done.changed.recreated,
             warnings,
             events_from,
         })
     }
 
-    /// Plans a config on the live inventory, keeping the slices of running
-    /// replicas whose request the new config leaves unchanged.
-    fn plan(&self, file_name: &str, config_text: &str) -> Result<PlanReport, ApiError> {
-        let loaded = orch_config::load_str(file_name, config_text, &self.settings.load_options)
-            .map_err(config_error)?;
-        let new = &loaded.config;
-        if new.host.name != self.sup.config().host.name {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{file_name} is the config of host `{}`, but this daemon runs host `{}`; plan it on that host, or with --offline",
-                    new.host.name,
-                    self.sup.config().host.name
-                ),
-            ));
-        }
-        let gpus = self.sup.inventory_with_ownership().ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "no GPU inventory on this host: {}",
-                    self.sup.gpu_unavailable().unwrap_or("not taken yet")
-                ),
-            )
-        })?;
-        let requests = orch_core::planner::config_requests(new);
-        let current: Vec<orch_core::gpu::Assignment> = self
-            .sup
-            .replicas()
-            .filter(|r| {
-                r.container.is_some()
-                    && new.agent(&r.key.agent).map(|a| &a.gpu)
-                        == self.sup.config().agent(&r.key.agent).map(|a| &a.gpu)
-            })
-            .filter_map(|r| {
-                r.slice.clone().map(|slice| orch_core::gpu::Assignment {
-                    replica: r.key.clone(),
-                    slice,
-                    fallback_depth: r.slice_depth,
-                })
-            })
-            .collect();
-        let plan = orch_core::planner::plan(&orch_core::planner::PlanInput {
-            gpus: &gpus,
-            policies: &new.gpus,
-            requests: &requests,
-            current: &current,
-            settings: Default::default(),
-        });
-        let mut report =
-            orch_api::report::plan_report(new, &plan, &requests, &current, &gpus, "daemon");
-        let new_hashes = hashes(new);
-        let mut changes = ConfigChanges::default();
-        for (agent, h) in &new_hashes {
-            match self.sup.config_hash(agent) {
-                None => changes.added.push(agent.clone()),
-                Some(old) if old != h => changes.recreated.push(agent.clone()),
-                Some(_) => changes.unchanged += 1,
-            }
-        }
-        for a in self.sup.config().agents() {
-            if !new_hashes.contains_key(&a.name) {
-                changes.removed.push(a.name.clone());
-            }
-        }
-        report.changes = Some(changes);
-        report.remote =
-            orch_api::report::remote_dependencies(new, |on| self.remote_dependency_state(on));
-        Ok(report)
-    }
-
-    /// Whether GPU `index`'s MIG mode may change now: it must exist, have
-    /// MIG, and hold no slice.
-    fn mig_mode_allowed(
-        &self,
-        index: u32,
-    ) -> Result<(crate::gpu::Gpu, orch_core::gpu::GpuInfo), ApiError> {
-        let fail = |code, message: String| Err(ApiError::new(code, message));
-        let Some(gpu) = self.deps.gpu.clone() else {
-            return fail(
-                ErrorCode::Unavailable,
-                format!(
-                    "no GPUs: {}",
-                    self.sup.gpu_unavailable().unwrap_or("NVML is not loaded")
-                ),
-            );
-        };
-        let Some(info) = self
-            .sup
-            .inventory()
-            .and_then(|g| g.iter().find(|g| g.index == index))
-            .cloned()
-        else {
-            return fail(ErrorCode::NotFound, format!("no GPU {index} on this host"));
-        };
-        if info.mig == orch_core::gpu::MigState::Unsupported {
-            return fail(
-                ErrorCode::Conflict,
-                format!(
-                    "GPU {index} ({}) does not support MIG; share it with MPS (`sharing: mps`) instead",
-                    info.name
-                ),
-            );
-        }
-        let holders: Vec<String> = self
-            .sup
-            .replicas()
-            .filter(|r| r.slice.as_ref().is_some_and(|s| s.gpu_uuid() == info.uuid))
-            .map(|r| r.key.to_string())
-            .collect();
-        if !holders.is_empty() {
-            return fail(
-                ErrorCode::Conflict,
-                format!(
-                    "GPU {index} has slices held by {}; stop their groups before changing its MIG mode",
-                    holders.join(", ")
-                ),
-            );
-        }
-        Ok((gpu, info))
-    }
-
     /// MIG mode changes are never made by the daemon on its own: only on
     /// request, refused on a GPU without MIG or while agents hold slices
     /// of it, and pending until the GPU is reset.
-    fn mig_mode(&self, index: u32, enable: bool, reply: Reply) {
-        let (gpu, info) = match self.mig_mode_allowed(index) {
+    fn mig_mode(&self, index: u32, enable: bool, responder: Responder) {
+        let allowed = match self.exec.gpu_worker() {
+            None => Err(Rejection::NoGpus {
+                reason: self.sup.gpu_unavailable().map(str::to_string),
+            }),
+            Some(gpu) => views::mig_target(&self.sup, index).map(|info| (gpu.clone(), info)),
+        };
+        let (gpu, info) = match allowed {
             Ok(x) => x,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                let _ = responder.send(Err(e.into()));
                 return;
             }
         };
-        let events_from = self.log.next_seq();
+        let events_from = self.journal.next_seq();
         tokio::spawn(async move {
             let answer = gpu
                 .set_mig_mode(index, enable)
                 .await
                 .map(|c| {
                     Response::Accepted(Accepted {
-                        message: orch_api::text::mig_change(
-                            index,
-                            &info.name,
-                            enable,
-                            c.reset_required,
-                        ),
+                        message: text::mig_change(index, &info.name, enable, c.reset_required),
                         groups: Vec::new(),
                         events_from,
                     })
                 })
                 .map_err(|e| {
-                    let code = match e {
-                        orch_gpu::GpuError::NotSupported { .. } => ErrorCode::Conflict,
-                        orch_gpu::GpuError::NoSuchGpu { .. } => ErrorCode::NotFound,
-                        _ => ErrorCode::Unavailable,
+                    let refusal = match e {
+                        orch_gpu::GpuError::NotSupported { .. } => GpuRefusal::NotSupported,
+                        orch_gpu::GpuError::NoSuchGpu { .. } => GpuRefusal::NoSuchGpu,
+                        _ => GpuRefusal::Failed,
                     };
-                    ApiError::new(code, e.to_string())
+                    ApiError::from(Rejection::Gpu {
+                        refusal,
+                        detail: e.to_string(),
+                    })
                 });
-            let _ = reply.send(answer);
+            let _ = responder.send(answer);
         });
     }
-}
-
-/// The settings of `new` that differ from `old` and that the running daemon
-/// cannot take over: it opened its sockets, its bus, its Docker connection,
-/// its state directory and NVML with the old ones.
-fn restart_only_changes(old: &HostConfig, new: &HostConfig) -> Vec<&'static str> {
-    let (o, n) = (&old.runtime, &new.runtime);
-    [
-        ("control", old.control != new.control),
-        ("metrics", old.metrics != new.metrics),
-        ("federation", old.federation != new.federation),
-        ("runtime.state_dir", o.state_dir != n.state_dir),
-        ("runtime.docker_host", o.docker_host != n.docker_host),
-        ("runtime.nvml_library", o.nvml_library != n.nvml_library),
-    ]
-    .into_iter()
-    .filter_map(|(name, changed)| changed.then_some(name))
-    .collect()
 }

@@ -1,131 +1,54 @@
 //! The owner task: the only holder of host state.
 //!
-//! Everything that can cause work arrives as one [`Event`]: requests from
-//! a transport, Docker news, health results, finished operations, GPU
-//! news, reloads. The owner feeds the pure [`Supervisor`] and executes the
-//! actions it returns (`exec`), answers requests from read models
-//! (`handlers`, over `crate::views`), and nothing else mutates host state.
-//! No lock is held across an await.
+//! Everything that can cause work arrives as one [`OwnerEvent`]
+//! (`crate::event`); the loop is a router whose arms are one call each.
+//! The owner holds the pure [`Supervisor`] and its parts, each with its
+//! own fields and a small API:
+//!
+//! - `exec`: the executor (Docker operations, probes, the GPU worker,
+//!   MPS bookkeeping; Docker and GPU news as supervisor input);
+//! - `persist`: the persister (the state store, the state file's health,
+//!   retries of failed writes);
+//! - `journal`: the event log;
+//! - `fleet`: the bus, what is known of each peer, snapshot publishing;
+//! - `observe`: the observer (counters, SLOs, `/metrics` snapshots, agent
+//!   scrapes, trace spans);
+//! - `handlers`: the answer to each request, from `crate::views` (pure
+//!   queries) or a supervisor command.
+//!
+//! Nothing else mutates host state. No lock is held across an await.
 
 mod exec;
-mod federation;
+mod fleet;
 mod handlers;
+mod journal;
 mod observe;
+mod persist;
 
-pub use observe::Observer;
-
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_api::{ApiError, Request, Response, Telemetry};
 use orch_config::{LoadOptions, Loaded};
-use orch_core::container::{self, Injection};
-use orch_core::gpu::{GpuInfo, ReplicaKey, Slice};
-use orch_core::model::{GpuInjection, HostConfig, ShutdownMode};
-use orch_core::supervise::{
-    ContainerFacts, Input, LaunchError, OpKind, OpSuccess, Persisted, StateOrigin, Supervisor,
-};
-use orch_docker::{
-    ContainerEvent, ContainerRuntime, ContainerSummary, EngineInfo, EventKind as DockerEventKind,
-};
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::task::JoinSet;
+use orch_core::container;
+use orch_core::model::{HostConfig, ShutdownMode};
+use orch_core::supervise::{Input, Outcome, Supervisor};
+use orch_docker::ContainerRuntime;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::events::EventLog;
-use crate::fleet::{FleetBook, PeerNews};
-use crate::gpu::{Gpu, GpuNews};
-use crate::ops;
+use crate::event::{self, DockerNews, GpuNews, HealthNews, OpDone, OwnerEvent, PeerNews, Tick};
+use crate::gpu::GpuWorker;
 use crate::probe::Prober;
 use crate::store::StateStore;
-
-/// A container as the watcher saw it at (re)connection.
-#[derive(Debug)]
-pub struct Observed {
-    pub summary: ContainerSummary,
-    /// Inspected when stopped, for its exit code.
-    pub info: Option<orch_docker::ContainerInfo>,
-}
-
-#[derive(Debug)]
-pub enum DockerNews {
-    Up {
-        engine: Box<EngineInfo>,
-        containers: Vec<Observed>,
-    },
-    Down {
-        reason: String,
-    },
-    Event(ContainerEvent),
-}
-
-/// The answer to a request.
-pub type Reply = oneshot::Sender<Result<Response, ApiError>>;
-
-/// Everything that makes the owner act.
-#[derive(Debug)]
-pub enum Event {
-    /// A request from a transport (the control socket, a peer). `span` is
-    /// the caller's: a command from a peer continues the peer's trace.
-    Request {
-        request: Request,
-        reply: Reply,
-        span: tracing::Span,
-    },
-    /// The events from `since` on, and a receiver for the ones after them
-    /// (for event streams), taken together so none falls in between.
-    Subscribe {
-        since: u64,
-        reply: oneshot::Sender<(Vec<orch_api::Event>, broadcast::Receiver<orch_api::Event>)>,
-    },
-    /// The container of a replica (for log streams).
-    ContainerOf {
-        group: String,
-        agent: String,
-        replica: u32,
-        reply: oneshot::Sender<Result<String, ApiError>>,
-    },
-    Docker(DockerNews),
-    Health {
-        key: ReplicaKey,
-        id: String,
-        ok: bool,
-        took: Duration,
-    },
-    Op {
-        key: ReplicaKey,
-        op: OpKind,
-        result: Result<OpSuccess, LaunchError>,
-    },
-    /// Re-read the config file (SIGHUP).
-    Reload,
-    /// Answered as soon as the owner gets to it: the watchdog's proof of life.
-    Ping(oneshot::Sender<()>),
-    Gpu(GpuNews),
-    /// A launch made a replica's MIG instance.
-    SliceReady {
-        key: ReplicaKey,
-        slice: Slice,
-    },
-    /// News from a peer host (federation).
-    Peer(PeerNews),
-    /// A peer's events from `since` on, and a receiver for later ones
-    /// (for a `--host` wait); `None` when it is not a peer.
-    SubscribePeer {
-        peer: String,
-        since: u64,
-        reply: oneshot::Sender<Option<PeerFeed>>,
-    },
-    /// Metrics and SLO work (`crate::observe`).
-    Observe(crate::observe::Tick),
-}
-
-/// A peer's event backlog and live feed.
-pub type PeerFeed = (Vec<orch_api::Event>, broadcast::Receiver<orch_api::Event>);
+use exec::{ExecDeps, Executor};
+use fleet::FleetPart;
+use journal::Journal;
+use observe::{ObserveDeps, Observer};
+use persist::{Persister, Written};
 
 /// What the owner needs to know about its surroundings.
 #[derive(Debug, Clone)]
@@ -149,44 +72,51 @@ pub struct OwnerDeps {
     pub prober: Arc<dyn Prober>,
     pub store: Arc<dyn StateStore>,
     pub clock: Arc<dyn Clock>,
-    pub gpu: Option<Gpu>,
+    pub gpu: Option<GpuWorker>,
     /// The federation bus, when this host has peers.
     pub bus: Option<Arc<dyn orch_federation::Bus>>,
     pub slo_store: Arc<dyn crate::slo_store::SloStore>,
     pub fetcher: Arc<dyn crate::slo_scrape::MetricsFetcher>,
 }
 
+/// Where the config comes from, for `reload`, `apply` and `plan`.
+#[derive(Debug)]
+struct ConfigSource {
+    path: PathBuf,
+    options: LoadOptions,
+}
+
+/// The supervisor's clock (milliseconds since the owner started) and the
+/// wall clock (events, SLOs).
+#[derive(Debug)]
+struct Clocks {
+    epoch: Instant,
+    wall: Arc<dyn Clock>,
+}
+
+impl Clocks {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    fn unix_ms(&self) -> u64 {
+        self.wall.unix_ms()
+    }
+}
+
 pub struct Owner {
     sup: Supervisor,
-    settings: OwnerSettings,
-    deps: OwnerDeps,
-    log: EventLog,
-    tx: mpsc::Sender<Event>,
-    probes: HashMap<ReplicaKey, tokio::task::AbortHandle>,
-    ops: JoinSet<()>,
-    permits: Arc<tokio::sync::Semaphore>,
-    /// The supervisor's clock starts here.
-    epoch: Instant,
-    engine: Option<EngineInfo>,
-    /// The config as launch jobs see it (replaced whole on reload).
-    config: Arc<HostConfig>,
-    last_inventory: Option<Vec<GpuInfo>>,
-    telemetry: BTreeMap<u32, Telemetry>,
-    /// GPUs whose MPS control daemon this daemon may have started.
-    mps_running: BTreeSet<String>,
-    /// Containers Docker reported OOM-killed; their `die` follows.
-    oom_killed: BTreeSet<String>,
-    /// What this host knows of its peers.
-    fleet: FleetBook,
-    /// Something changed since the last snapshot was published.
-    snapshot_dirty: bool,
-    last_snapshot: Option<Instant>,
-    /// Metrics counters, the SLO engine, published snapshots.
-    obs: Observer,
-    /// The state file's health, for `status`.
-    state_file: orch_api::StateFileStatus,
-    /// When to try again to write the state after a failed write.
-    persist_retry: Option<Instant>,
+    clocks: Clocks,
+    source: ConfigSource,
+    journal: Journal,
+    persister: Persister,
+    exec: Executor,
+    fleet: FleetPart,
+    observer: Observer,
 }
 
 impl std::fmt::Debug for Owner {
@@ -210,118 +140,88 @@ impl Owner {
         loaded: Loaded,
         settings: OwnerSettings,
         deps: OwnerDeps,
-        tx: mpsc::Sender<Event>,
-    ) -> Result<Self, crate::DaemonError> {
-        let (persisted, origin) =
-            initial_state(&*deps.store, deps.clock.unix_ms(), settings.fresh)?;
-        // MPS daemons of the agents a previous daemon left running.
-        let mps_running = persisted
-            .slices
-            .values()
-            .filter_map(|s| match s {
-                Slice::Mps { gpu_uuid, .. } => Some(gpu_uuid.clone()),
-                _ => None,
-            })
+        tx: mpsc::Sender<OwnerEvent>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let (persister, persisted, origin) =
+            Persister::open(deps.store, deps.clock.unix_ms(), settings.fresh)?;
+        let config = loaded.config;
+        let host = config.host.name.clone();
+        let exec = Executor::new(
+            ExecDeps {
+                rt: deps.rt,
+                prober: deps.prober,
+                gpu: deps.gpu,
+                docker_endpoint: settings.docker_endpoint,
+                mps_base: settings.mps_base,
+                max_parallel_ops: settings.max_parallel_ops,
+                health: event::Sender::new(tx.clone()),
+                ops_done: event::Sender::new(tx.clone()),
+                slice_ready: event::Sender::new(tx.clone()),
+            },
+            &persisted,
+        );
+        let peers: Vec<&str> = config
+            .federation
+            .iter()
+            .flat_map(|f| f.peers.iter().map(|p| p.name.as_str()))
             .collect();
-        let config = Arc::new(loaded.config.clone());
-        let fleet = FleetBook::new(
-            loaded
-                .config
-                .federation
-                .iter()
-                .flat_map(|f| f.peers.iter().map(|p| p.name.as_str())),
+        let fleet = FleetPart::new(deps.bus, peers.iter().copied());
+        let observer = Observer::new(
+            &config,
+            ObserveDeps {
+                store: deps.slo_store,
+                fetcher: deps.fetcher,
+                scraped: event::Sender::new(tx),
+                settings: settings.observe,
+            },
         );
-        let hashes = hashes(&loaded.config);
-        let host = loaded.config.host.name.clone();
-        let obs = Observer::new(
-            &loaded.config,
-            deps.slo_store.clone(),
-            deps.fetcher.clone(),
-            settings.observe.clone(),
-        );
-        let mut sup = Supervisor::new(loaded.config, hashes, persisted);
+        let hashes = hashes(&config);
+        let mut sup = Supervisor::new(config, hashes, persisted);
         sup.infer_intent(origin);
-        let state_file = orch_api::StateFileStatus {
-            location: deps.store.location(),
-            origin: origin.label().to_string(),
-            write_error: None,
-            failed_writes: 0,
-        };
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            settings.max_parallel_ops.max(1),
-        ));
         Ok(Owner {
             sup,
-            settings,
-            deps,
-            log: EventLog::new(host),
-            tx,
-            probes: HashMap::new(),
-            ops: JoinSet::new(),
-            permits,
-            epoch: Instant::now(),
-            engine: None,
-            config,
-            last_inventory: None,
-            telemetry: BTreeMap::new(),
-            mps_running,
-            oom_killed: BTreeSet::new(),
+            clocks: Clocks {
+                epoch: Instant::now(),
+                wall: deps.clock.clone(),
+            },
+            source: ConfigSource {
+                path: settings.config_path,
+                options: settings.load_options,
+            },
+            journal: Journal::new(&host, deps.clock),
+            persister,
+            exec,
             fleet,
-            snapshot_dirty: true,
-            last_snapshot: None,
-            obs,
-            state_file,
-            persist_retry: None,
+            observer,
         })
-    }
-
-    /// The supervisor's clock: milliseconds since the owner started.
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    pub fn supervisor(&self) -> &Supervisor {
-        &self.sup
     }
 
     /// The metrics snapshots the owner publishes.
     pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
-        self.obs.subscribe()
+        self.observer.subscribe()
     }
 
     /// Runs until `shutdown` fires (and, with `shutdown: stop`, until every
     /// agent is stopped) or every sender is gone.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Event>, shutdown: CancellationToken) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<OwnerEvent>, shutdown: CancellationToken) {
         let mut stopping = false;
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            if stopping && self.drained() {
+            if stopping && Executor::drained(&self.sup) {
                 break;
             }
-            let deadline = self
-                .sup
-                .next_deadline()
-                .map(|ms| self.epoch + Duration::from_millis(ms));
-            let snapshot_due = self.snapshot_due();
-            let deadline = match (deadline, self.persist_retry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = earliest(
+                self.sup.next_deadline().map(|ms| self.clocks.at(ms)),
+                self.persister.retry_at(),
+            );
+            let snapshot_due = self.fleet.snapshot_due();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !stopping => {
                     stopping = true;
-                    match self.sup.config().runtime.shutdown {
-                        ShutdownMode::Leave => {
-                            tracing::info!("stopping; agents keep running (shutdown: leave)");
-                            break;
-                        }
-                        ShutdownMode::Stop => {
-                            tracing::info!("stopping every agent before exit (shutdown: stop)");
-                            let out = self.sup.stop_all(self.now());
-                            self.execute(out);
-                            stop_deadline = Some(Instant::now() + Duration::from_secs(120));
-                        }
+                    match self.stop() {
+                        Some(limit) => stop_deadline = Some(Instant::now() + limit),
+                        None => break,
                     }
                 }
                 () = sleep_until(stop_deadline) => {
@@ -332,222 +232,187 @@ impl Owner {
                     Some(ev) => self.on(ev),
                     None => break,
                 },
-                () = sleep_until(deadline) => {
-                    let began = std::time::Instant::now();
-                    if self.persist_retry.is_some_and(|t| Instant::now() >= t) {
-                        self.persist();
-                    }
-                    let out = self.sup.tick(self.now());
-                    self.execute(out);
-                    self.obs.reconciled(began);
-                }
+                () = sleep_until(deadline) => self.tick(),
                 () = sleep_until(snapshot_due) => self.publish_snapshot(),
             }
         }
-        for (_, p) in self.probes.drain() {
-            p.abort();
+        self.exec.finish(Duration::from_secs(30)).await;
+        self.observer.save();
+    }
+
+    /// Shutdown: `None` to leave at once, or how long to wait for every
+    /// agent to stop.
+    fn stop(&mut self) -> Option<Duration> {
+        match self.sup.config().runtime.shutdown {
+            ShutdownMode::Leave => {
+                tracing::info!("stopping; agents keep running (shutdown: leave)");
+                None
+            }
+            ShutdownMode::Stop => {
+                tracing::info!("stopping every agent before exit (shutdown: stop)");
+                let out = self.sup.stop_all(self.clocks.now());
+                self.carry_out(out);
+                Some(Duration::from_secs(120))
+            }
         }
-        // Operations already running finish: a create half-done is worse than a late exit.
-        let wait = async { while self.ops.join_next().await.is_some() {} };
-        let _ = tokio::time::timeout(Duration::from_secs(30), wait).await;
-        self.obs.save();
     }
 
-    fn drained(&self) -> bool {
-        self.sup
-            .replicas()
-            .all(|r| r.container.is_none() && r.op.is_none())
-    }
-
-    fn on(&mut self, ev: Event) {
-        let now = self.now();
+    fn on(&mut self, ev: OwnerEvent) {
+        let now = self.clocks.now();
         // Reconcile time: every input but observability's own work.
         let began = std::time::Instant::now();
         match ev {
-            Event::Request {
-                request,
-                reply,
-                span,
-            } => self.on_request(now, request, reply, &span),
-            Event::Subscribe { since, reply } => {
-                let _ = reply.send(self.log.subscribe(since));
+            OwnerEvent::Request(asked) => self.request(now, asked),
+            OwnerEvent::Subscribe(ask) => self.journal.subscribe(ask),
+            OwnerEvent::ContainerOf(ask) => self.container_of(ask),
+            OwnerEvent::Docker(news) => self.docker(now, news),
+            OwnerEvent::Health(news) => self.health(now, news),
+            OwnerEvent::Op(done) => self.op_done(now, done),
+            OwnerEvent::SliceReady(s) => self.decide(
+                now,
+                Input::SliceReady {
+                    key: s.key,
+                    slice: s.slice,
+                },
+            ),
+            OwnerEvent::Gpu(news) => self.gpu(now, news),
+            OwnerEvent::Peer(news) => self.peer(now, news),
+            OwnerEvent::SubscribePeer(ask) => self.fleet.subscribe(ask),
+            OwnerEvent::Observe(tick) => return self.observe(tick),
+            OwnerEvent::Scraped(s) => return self.observer.scraped(s, self.clocks.unix_ms()),
+            OwnerEvent::Reload(_) => self.reload_signal(now),
+            OwnerEvent::Ping(ping) => {
+                let _ = ping.0.send(());
             }
-            Event::ContainerOf {
-                group,
-                agent,
-                replica,
-                reply,
-            } => {
-                let _ = reply.send(self.container_of(&group, &agent, replica));
-            }
-            Event::Docker(news) => self.on_docker(now, news),
-            Event::Health { key, id, ok, took } => {
-                self.observe_health(&key, took);
-                let out = self.sup.handle(now, Input::Health { key, id, ok });
-                self.execute(out);
-            }
-            Event::Op { key, op, result } => {
-                if let Err(e) = &result {
-                    let reason = orch_api::convert::fail_reason(
-                        &orch_core::supervise::FailReason::Launch(e.clone()),
-                    );
-                    tracing::warn!(replica = %key, ?op, reason = reason.label(), "operation failed: {reason}");
-                }
-                let out = self.sup.handle(now, Input::OpFinished { key, op, result });
-                self.execute(out);
-            }
-            Event::Reload => match self.reload(now, None) {
-                Ok(a) => {
-                    tracing::info!(generation = a.generation, changed = ?a.changed, "config reloaded")
-                }
-                Err(e) => {
-                    tracing::error!("reload refused, the running config stays: {}", e.message)
-                }
-            },
-            Event::Ping(tx) => {
-                let _ = tx.send(());
-            }
-            Event::Gpu(GpuNews::Reading { gpus, telemetry }) => {
-                self.telemetry = telemetry;
-                if self.last_inventory.as_ref() != Some(&gpus) {
-                    self.last_inventory = Some(gpus.clone());
-                    let out = self.sup.handle(now, Input::Inventory { gpus });
-                    self.execute(out);
-                }
-            }
-            Event::Gpu(GpuNews::Unavailable { reason }) => {
-                if self.sup.gpu_unavailable() != Some(reason.as_str()) {
-                    tracing::warn!("GPUs unavailable: {reason}");
-                    self.last_inventory = None;
-                    let out = self.sup.handle(now, Input::GpuUnavailable { reason });
-                    self.execute(out);
-                }
-            }
-            Event::SliceReady { key, slice } => {
-                let out = self.sup.handle(now, Input::SliceReady { key, slice });
-                self.execute(out);
-            }
-            Event::Peer(news) => self.on_peer(news),
-            Event::SubscribePeer { peer, since, reply } => {
-                let _ = reply.send(self.fleet.subscribe(&peer, since));
-            }
-            Event::Observe(tick) => return self.on_observe(tick),
         }
-        self.obs.reconciled(began);
+        self.observer.reconciled(began);
     }
 
-    fn on_docker(&mut self, now: u64, news: DockerNews) {
-        match news {
-            DockerNews::Up { engine, containers } => {
-                tracing::info!(version = %engine.engine_version, api = %engine.api_version, "connected to the Docker Engine");
-                self.engine = Some(*engine);
-                let mut listed = Vec::new();
-                for o in containers {
-                    let Some((key, group)) = ops::replica_of(&o.summary.labels) else {
-                        continue;
-                    };
-                    let facts = match &o.info {
-                        Some(info) => ops::facts(info),
-                        None => ContainerFacts {
-                            id: o.summary.id.clone(),
-                            config_hash: o
-                                .summary
-                                .labels
-                                .get(container::labels::CONFIG_HASH)
-                                .cloned()
-                                .unwrap_or_default(),
-                            status: if o.summary.state == orch_docker::ContainerState::Created {
-                                orch_core::supervise::ContainerStatus::Created
-                            } else {
-                                orch_core::supervise::ContainerStatus::Running
-                            },
-                            started_at_ms: 0,
-                            gpu_slice: o.summary.labels.get(container::labels::GPU_SLICE).cloned(),
-                        },
-                    };
-                    listed.push((key, group, facts));
-                }
-                let out = self.sup.handle(now, Input::Resync { containers: listed });
-                self.execute(out);
-            }
-            DockerNews::Down { .. } => {
-                let out = self.sup.handle(now, Input::DockerDown);
-                self.execute(out);
-            }
-            DockerNews::Event(ev) => {
-                let Some((key, _)) = ops::replica_of(&ev.labels) else {
-                    return;
-                };
-                let input = match ev.kind {
-                    DockerEventKind::Start => Input::ContainerStarted { key, id: ev.id },
-                    // Docker reports an OOM kill just before the `die`.
-                    DockerEventKind::Oom => {
-                        self.oom_killed.insert(ev.id);
-                        return;
-                    }
-                    DockerEventKind::Die { exit_code } => Input::ContainerDied {
-                        key,
-                        oom: self.oom_killed.remove(&ev.id),
-                        id: ev.id.clone(),
-                        code: exit_code.unwrap_or(-1),
-                        at_ms: u64::try_from(ev.time_ns / 1_000_000).unwrap_or(0),
-                    },
-                    DockerEventKind::Destroy => Input::ContainerRemoved { key, id: ev.id },
-                    _ => return,
-                };
-                let out = self.sup.handle(now, input);
-                self.execute(out);
-            }
+    /// Feeds the supervisor one input and carries out what it decides.
+    fn decide(&mut self, now: u64, input: Input) {
+        let out = self.sup.handle(now, input);
+        self.carry_out(out);
+    }
+
+    /// Timers: a retry of a failed state write, backoffs, retries, stability.
+    fn tick(&mut self) {
+        let began = std::time::Instant::now();
+        if self.persister.retry_due() {
+            self.persist();
+        }
+        let out = self.sup.tick(self.clocks.now());
+        self.carry_out(out);
+        self.observer.reconciled(began);
+    }
+
+    fn docker(&mut self, now: u64, news: DockerNews) {
+        if let Some(input) = self.exec.docker(news) {
+            self.decide(now, input);
         }
     }
 
-    fn injection(&self) -> Injection {
-        match self.sup.config().runtime.gpu_injection {
-            GpuInjection::Nvidia => Injection::Nvidia,
-            GpuInjection::Cdi => Injection::Cdi,
-            GpuInjection::Env => Injection::Env,
-            GpuInjection::Auto => match &self.engine {
-                Some(e) if e.nvidia_runtime => Injection::Nvidia,
-                Some(e) if e.cdi_enabled => Injection::Cdi,
-                _ => Injection::Env,
-            },
+    fn health(&mut self, now: u64, news: HealthNews) {
+        self.observer.health(&self.sup, &news.key, news.took);
+        let input = Input::Health {
+            key: news.key,
+            id: news.id,
+            ok: news.ok,
+        };
+        self.decide(now, input);
+    }
+
+    fn op_done(&mut self, now: u64, done: OpDone) {
+        if let Err(e) = &done.result {
+            let reason = orch_api::convert::fail_reason(&orch_core::supervise::FailReason::Launch(
+                e.clone(),
+            ));
+            tracing::warn!(replica = %done.key, op = ?done.op, reason = reason.label(), "operation failed: {reason}");
+        }
+        let input = Input::OpFinished {
+            key: done.key,
+            op: done.op,
+            result: done.result,
+        };
+        self.decide(now, input);
+    }
+
+    fn gpu(&mut self, now: u64, news: GpuNews) {
+        if let Some(input) = self.exec.gpu(news, self.sup.gpu_unavailable()) {
+            self.decide(now, input);
+        }
+    }
+
+    /// A peer's news, and what cross-host dependencies see of it now.
+    fn peer(&mut self, now: u64, news: PeerNews) {
+        let (host, state) = self.fleet.take(news);
+        if self.sup.remote(&host) != &state {
+            self.decide(now, Input::Remote { host, state });
+        }
+    }
+
+    fn observe(&mut self, tick: Tick) {
+        let now_ms = self.clocks.unix_ms();
+        match tick {
+            Tick::Publish => {
+                let gpu = crate::views::gpu(&self.sup, &self.facts());
+                let peers = self.fleet.metric_rows();
+                self.observer.publish(&self.sup, &gpu, peers, now_ms);
+            }
+            Tick::Sample => self.observer.sample(&self.sup, now_ms),
+            Tick::Scrape => self.observer.scrape(&self.sup),
+            Tick::Save => self.observer.save(),
+        }
+    }
+
+    fn publish_snapshot(&mut self) {
+        let snapshot = self.snapshot();
+        self.fleet.publish_snapshot(&snapshot);
+    }
+
+    /// Carries out what the supervisor decided: records its events (the
+    /// journal, the counters, the peers), writes desired state if it
+    /// changed, then runs its actions.
+    fn carry_out(&mut self, out: Outcome) {
+        self.observer.saw(&out.events);
+        let span = if out.actions.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("reconcile", actions = out.actions.len())
+        };
+        let _in = span.enter();
+        let published = self.journal.record(&out.events, self.sup.inventory());
+        self.fleet.publish_events(&published);
+        // INVARIANT: desired state is written before any action runs.
+        if out.persist {
+            self.persist();
+        }
+        let observer = &self.observer;
+        let sup = &self.sup;
+        self.exec
+            .run(sup, out.actions, |key, op| observer.op_span(sup, key, op));
+    }
+
+    /// Writes the desired state; a failure is counted and said once.
+    fn persist(&mut self) {
+        let event = match self.persister.write(&self.sup.persisted()) {
+            Written::Saved => None,
+            Written::SavedAgain(e) => Some(e),
+            Written::Failed(e) => {
+                self.observer.state_write_failed();
+                e
+            }
+        };
+        if let Some(e) = event {
+            self.journal.record(&[e], self.sup.inventory());
         }
     }
 }
 
-/// The desired state to start from, and where it came from. A damaged
-/// file is kept aside, never refused: the running containers say what was
-/// wanted. `--fresh` starts from nothing started, keeping only the record
-/// of which MIG instances are ours (a fact, not an intent).
-fn initial_state(
-    store: &dyn StateStore,
-    now_unix_ms: u64,
-    fresh: bool,
-) -> Result<(Persisted, StateOrigin), crate::store::StoreError> {
-    use crate::store::Loaded;
-    let loaded = crate::store::load_or_keep_aside(store, now_unix_ms / 1000)?;
-    if let Loaded::Damaged { reason, kept_as } = &loaded {
-        tracing::warn!(
-            kept_as = %kept_as,
-            "the state file was damaged ({reason}); kept aside as {kept_as}; inferring started groups from the running agents"
-        );
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
-    Ok(match (loaded, fresh) {
-        (Loaded::Saved(p), true) => (
-            Persisted {
-                owned_mig: p.owned_mig,
-                ..Persisted::default()
-            },
-            StateOrigin::Fresh,
-        ),
-        (_, true) => (Persisted::default(), StateOrigin::Fresh),
-        (Loaded::Saved(p), false) => (p, StateOrigin::Saved),
-        (Loaded::Missing, false) => {
-            tracing::info!(state = %store.location(), "no saved state; inferring started groups from the running agents");
-            (Persisted::default(), StateOrigin::Missing)
-        }
-        (Loaded::Damaged { .. }, false) => (Persisted::default(), StateOrigin::Damaged),
-    })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,35 +1,36 @@
-//! The owner's side of metrics and SLOs: the counters it keeps, the SLO
-//! engine it feeds (availability samples from the supervisor's state,
-//! request figures from agent scrapes), the snapshots it publishes for
-//! `/metrics`, and the SLO history it saves. Everything here runs on the
-//! owner task; fetching agent metrics runs on a task of its own.
+//! The observer: the counters the owner keeps, the SLO engine it feeds
+//! (availability samples from the supervisor's state, request figures
+//! from agent scrapes), the snapshots it publishes for `/metrics`, the
+//! SLO history it saves, and the `group_start` spans kept open while
+//! groups start. Fetching agent metrics runs on a task of its own.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orch_api::{ApiError, Response};
+use orch_api::{GpuReport, Rejection, SloReport};
+use orch_core::gpu::ReplicaKey;
 use orch_core::slo::{ScrapeOutcome, SloEngine};
+use orch_core::supervise::{OpKind, Supervisor, SupervisorEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::Owner;
-use crate::metrics::{self, Counters, Snapshot};
-use crate::observe::{ObserveSettings, Tick};
+use crate::event::{self, Scraped};
+use crate::metrics::{self, Counters, PeerRow, Snapshot};
+use crate::observe::ObserveSettings;
 use crate::slo_scrape::{self, MetricsFetcher, ScrapeTarget};
 use crate::slo_store::SloStore;
-use crate::views;
 
-/// What the owner keeps for metrics and SLOs.
-pub struct Observer {
-    pub(super) counters: Counters,
+pub(super) struct Observer {
+    counters: Counters,
     publish: watch::Sender<Arc<Snapshot>>,
     /// Something changed since the last published snapshot.
-    pub(super) dirty: bool,
-    pub(super) slo: SloEngine,
+    dirty: bool,
+    slo: SloEngine,
     store: Arc<dyn SloStore>,
     fetcher: Arc<dyn MetricsFetcher>,
     scraping: Option<JoinHandle<()>>,
+    scraped: event::Sender<Scraped>,
     settings: ObserveSettings,
     /// Open `group_start` spans.
     spans: crate::trace::GroupSpans,
@@ -43,16 +44,25 @@ impl std::fmt::Debug for Observer {
     }
 }
 
+/// What the observer keeps and reads from.
+#[derive(Debug)]
+pub(super) struct ObserveDeps {
+    pub store: Arc<dyn SloStore>,
+    pub fetcher: Arc<dyn MetricsFetcher>,
+    pub scraped: event::Sender<Scraped>,
+    pub settings: ObserveSettings,
+}
+
+/// The replica id the SLO engine keeps scrapes under.
+fn replica_id(key: &ReplicaKey) -> String {
+    format!("{}#{}", key.agent, key.replica)
+}
+
 impl Observer {
-    /// Restores the SLO history from `store` (a history that cannot be
+    /// Restores the SLO history from the store (a history that cannot be
     /// read is reported and started over) and measures `config`'s SLOs.
-    pub fn new(
-        config: &orch_core::model::HostConfig,
-        store: Arc<dyn SloStore>,
-        fetcher: Arc<dyn MetricsFetcher>,
-        settings: ObserveSettings,
-    ) -> Observer {
-        let mut slo = match store.load() {
+    pub(super) fn new(config: &orch_core::model::HostConfig, deps: ObserveDeps) -> Observer {
+        let mut slo = match deps.store.load() {
             Ok(Some(state)) => SloEngine::restore(state).unwrap_or_else(|e| {
                 tracing::warn!("the saved SLO history cannot be used ({e}); the SLOs start over");
                 SloEngine::default()
@@ -73,16 +83,17 @@ impl Observer {
             publish,
             dirty: true,
             slo,
-            store,
-            fetcher,
+            store: deps.store,
+            fetcher: deps.fetcher,
             scraping: None,
-            settings,
+            scraped: deps.scraped,
+            settings: deps.settings,
             spans: Default::default(),
         }
     }
 
     /// The snapshots `/metrics` renders.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.publish.subscribe()
     }
 
@@ -92,244 +103,59 @@ impl Observer {
         }
     }
 
+    /// One input handled, in `began..now`.
     pub(super) fn reconciled(&mut self, began: Instant) {
         self.counters.reconcile.observe(began.elapsed());
         self.dirty = true;
     }
-}
 
-/// The replica id the SLO engine keeps scrapes under.
-fn replica_id(key: &orch_core::gpu::ReplicaKey) -> String {
-    format!("{}#{}", key.agent, key.replica)
-}
-
-impl Owner {
-    pub(super) fn on_observe(&mut self, tick: Tick) {
-        match tick {
-            Tick::Publish => self.publish_metrics(),
-            Tick::Sample => self.sample_availability(),
-            Tick::Scrape => self.scrape_agents(),
-            Tick::Save => self.obs.save(),
-            Tick::Scraped { target, result } => self.scraped(*target, *result),
-        }
-    }
-
-    /// A health result's duration, for the histogram.
-    pub(super) fn observe_health(&mut self, key: &orch_core::gpu::ReplicaKey, took: Duration) {
-        if let Some(r) = self.sup.replica(key) {
-            let group = r.group.clone();
-            self.obs.counters.record_health(&group, &key.agent, took);
-        }
-    }
-
-    /// The snapshot of now, published if anything changed.
-    fn publish_metrics(&mut self) {
-        // Peers' heartbeat ages move on by themselves.
-        if !self.obs.dirty && self.deps.bus.is_none() {
-            return;
-        }
-        self.obs.dirty = false;
-        let now = self.deps.clock.unix_ms();
-        let slos = metrics::slo_rows(&self.obs.slo.report(now));
-        let gpu = views::gpu(&self.sup, &self.facts());
-        let mut snap = metrics::snapshot(
-            &self.sup,
-            &self.obs.counters,
-            slos,
-            &gpu,
-            env!("CARGO_PKG_VERSION"),
-        );
-        if let Some(bus) = &self.deps.bus {
-            snap.peers = bus
-                .peers()
-                .into_iter()
-                .map(|p| metrics::PeerRow {
-                    decode_errors: p.decode_errors(),
-                    state: p.state.label(),
-                    heartbeat_age_seconds: p.last_heartbeat_age.map(|d| d.as_secs_f64()),
-                    messages_in: p.messages_in,
-                    messages_out: p.messages_out,
-                    peer: p.name,
-                })
-                .collect();
-        }
-        self.obs.publish.send_replace(Arc::new(snap));
-    }
-
-    /// One availability sample per group with an availability objective:
-    /// how many of its wanted, required replicas are healthy.
-    fn sample_availability(&mut self) {
-        let now = self.deps.clock.unix_ms();
-        let config = self.sup.config();
-        let mut samples = Vec::new();
-        for g in &config.groups {
-            let Some(slo) = &g.slo else { continue };
-            if slo.availability.is_none() || !self.sup.group_wanted(&g.name) {
-                continue;
-            }
-            let (mut wanted, mut healthy) = (0u64, 0u64);
-            for a in g.agents.iter().filter(|a| a.required) {
-                for i in 0..a.replicas {
-                    wanted += 1;
-                    let key = orch_core::gpu::ReplicaKey::new(&a.name, i);
-                    if self
-                        .sup
-                        .replica(&key)
-                        .is_some_and(|r| self.sup.replica_healthy(r))
-                    {
-                        healthy += 1;
-                    }
-                }
-            }
-            samples.push((g.name.clone(), healthy, wanted));
-        }
-        for (group, healthy, wanted) in samples {
-            // Planned transitions are not told apart yet: none is excused.
-            let sample = orch_core::slo::AvailabilitySample {
-                wanted,
-                healthy,
-                excused: 0,
-            };
-            if let Err(e) = self.obs.slo.record_availability(now, &group, sample) {
-                tracing::debug!("availability sample not recorded: {e}");
-            }
-        }
-        self.obs.dirty = true;
-    }
-
-    /// The running replicas of groups with a request SLO, and the port
-    /// their metrics are served on (the HTTP health port, else the first
-    /// port they listen on).
-    fn scrape_targets(&self) -> Vec<ScrapeTarget> {
-        let config = self.sup.config();
-        let network = config.runtime.network.clone();
-        let measured: BTreeSet<&str> = config
-            .groups
-            .iter()
-            .filter(|g| {
-                g.slo
-                    .as_ref()
-                    .is_some_and(|s| s.latency_p99.is_some() || s.error_rate.is_some())
-            })
-            .map(|g| g.name.as_str())
-            .collect();
-        self.sup
-            .replicas()
-            .filter(|r| measured.contains(r.group.as_str()) && r.is_running())
-            .filter_map(|r| {
-                let agent = config.agent(&r.key.agent)?;
-                let port = match &agent.health.probe {
-                    orch_core::model::Probe::Http { port, .. } => Some(*port),
-                    _ => orch_core::container::listen_ports(agent).first().copied(),
-                }?;
-                Some(ScrapeTarget {
-                    key: r.key.clone(),
-                    group: r.group.clone(),
-                    container: r.container.as_ref()?.id.clone(),
-                    network: network.clone(),
-                    port,
-                })
-            })
-            .collect()
-    }
-
-    fn scrape_agents(&mut self) {
-        if self.obs.scraping.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let targets = self.scrape_targets();
-        // Scrapes of replicas that stopped running are baselines no more.
-        let running: BTreeSet<(String, String)> = targets
-            .iter()
-            .map(|t| (t.group.clone(), replica_id(&t.key)))
-            .collect();
-        self.obs
-            .slo
-            .retain_replicas(|g, r| running.contains(&(g.to_string(), r.to_string())));
-        if targets.is_empty() {
-            return;
-        }
-        self.obs.scraping = Some(tokio::spawn(slo_scrape::round(
-            targets,
-            self.obs.fetcher.clone(),
-            self.obs.settings.scrape_timeout,
-            self.tx.clone(),
-        )));
-    }
-
-    fn scraped(
-        &mut self,
-        target: ScrapeTarget,
-        result: Result<orch_core::slo::AgentScrape, String>,
-    ) {
-        let scrape = match result {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(replica = %target.key, "agent metrics not read: {e}");
-                return;
-            }
-        };
-        let now = self.deps.clock.unix_ms();
-        match self
-            .obs
-            .slo
-            .record_scrape(now, &target.group, &replica_id(&target.key), scrape)
-        {
-            Ok(ScrapeOutcome::Counted {
-                restarted: true, ..
-            }) => {
-                tracing::debug!(replica = %target.key, "agent counters restarted");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(replica = %target.key, "scrape not recorded: {e}"),
-        }
-        self.obs.dirty = true;
-    }
-
-    /// Keeps a group start's span open until the group is ready or
-    /// stopping; a group starting under a `group_start` span (the
-    /// request's) gets it.
-    pub(super) fn trace_groups(&mut self, events: &[orch_core::supervise::EventKind]) {
-        use orch_core::supervise::EventKind;
+    /// Counts what the supervisor reported, and keeps a group start's span
+    /// open until the group is ready or stopping; a group starting under a
+    /// `group_start` span (the request's) gets it.
+    pub(super) fn saw(&mut self, events: &[SupervisorEvent]) {
+        self.counters.record_events(events);
         for e in events {
             match e {
-                EventKind::GroupStarting { group } => {
+                SupervisorEvent::GroupStarting { group } => {
                     let current = tracing::Span::current();
                     if current
                         .metadata()
                         .is_some_and(|m| m.name() == "group_start")
                     {
-                        self.obs.spans.open(group, current);
+                        self.spans.open(group, current);
                     }
                 }
-                EventKind::GroupReady { group }
-                | EventKind::GroupStopping { group }
-                | EventKind::GroupStopped { group } => self.obs.spans.close(group),
+                SupervisorEvent::GroupReady { group }
+                | SupervisorEvent::GroupStopping { group }
+                | SupervisorEvent::GroupStopped { group } => self.spans.close(group),
                 _ => {}
             }
         }
     }
 
+    /// A failed state write.
+    pub(super) fn state_write_failed(&mut self) {
+        self.counters.state_write_failures += 1;
+    }
+
+    /// A health result's duration, for the histogram.
+    pub(super) fn health(&mut self, sup: &Supervisor, key: &ReplicaKey, took: Duration) {
+        if let Some(r) = sup.replica(key) {
+            self.counters.record_health(&r.group, &key.agent, took);
+        }
+    }
+
     /// The span of an operation: a launch or start of a replica of a
     /// group being started is an `agent_start` in that group's start.
-    pub(super) fn op_span(
-        &self,
-        key: &orch_core::gpu::ReplicaKey,
-        op: orch_core::supervise::OpKind,
-    ) -> tracing::Span {
-        use orch_core::supervise::OpKind;
+    pub(super) fn op_span(&self, sup: &Supervisor, key: &ReplicaKey, op: OpKind) -> tracing::Span {
         if !matches!(
             op,
             OpKind::Launch | OpKind::Start | OpKind::Create | OpKind::Recreate
         ) {
             return tracing::Span::none();
         }
-        let group = self
-            .sup
-            .replica(key)
-            .map(|r| r.group.as_str())
-            .unwrap_or("");
-        match self.obs.spans.parent_of(group) {
+        let group = sup.replica(key).map(|r| r.group.as_str()).unwrap_or("");
+        match self.spans.parent_of(group) {
             Some(parent) => {
                 tracing::info_span!(parent: parent, "agent_start", replica = %key, group = group, op = ?op)
             }
@@ -339,39 +165,183 @@ impl Owner {
         }
     }
 
-    /// A (re)loaded config's SLOs.
-    pub(super) fn configure_slos(&mut self) {
-        let changed = self
-            .obs
+    /// Publishes the snapshot of now if anything changed (or `always`:
+    /// peers' heartbeat ages move on by themselves).
+    pub(super) fn publish(
+        &mut self,
+        sup: &Supervisor,
+        gpu: &GpuReport,
+        peers: Option<Vec<PeerRow>>,
+        now_ms: u64,
+    ) {
+        if !self.dirty && peers.is_none() {
+            return;
+        }
+        self.dirty = false;
+        let slos = metrics::slo_rows(&self.slo.report(now_ms));
+        let mut snap = metrics::snapshot(sup, &self.counters, slos, gpu, env!("CARGO_PKG_VERSION"));
+        if let Some(peers) = peers {
+            snap.peers = peers;
+        }
+        self.publish.send_replace(Arc::new(snap));
+    }
+
+    /// One availability sample per group with an availability objective:
+    /// how many of its wanted, required replicas are healthy.
+    pub(super) fn sample(&mut self, sup: &Supervisor, now_ms: u64) {
+        for (group, healthy, wanted) in availability(sup) {
+            let sample = orch_core::slo::AvailabilitySample {
+                wanted,
+                healthy,
+                excused: 0,
+            };
+            if let Err(e) = self.slo.record_availability(now_ms, &group, sample) {
+                tracing::debug!("availability sample not recorded: {e}");
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Starts a round of agent scrapes, unless one is still running.
+    pub(super) fn scrape(&mut self, sup: &Supervisor) {
+        if self.scraping.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let targets = scrape_targets(sup);
+        // Scrapes of replicas that stopped running are baselines no more.
+        let running: BTreeSet<(String, String)> = targets
+            .iter()
+            .map(|t| (t.group.clone(), replica_id(&t.key)))
+            .collect();
+        self.slo
+            .retain_replicas(|g, r| running.contains(&(g.to_string(), r.to_string())));
+        if targets.is_empty() {
+            return;
+        }
+        self.scraping = Some(tokio::spawn(slo_scrape::round(
+            targets,
+            self.fetcher.clone(),
+            self.settings.scrape_timeout,
+            self.scraped.clone(),
+        )));
+    }
+
+    /// One agent's scrape.
+    pub(super) fn scraped(&mut self, s: Scraped, now_ms: u64) {
+        let scrape = match s.result {
+            Ok(scrape) => scrape,
+            Err(e) => {
+                tracing::debug!(replica = %s.key, "agent metrics not read: {e}");
+                return;
+            }
+        };
+        match self
             .slo
-            .configure(SloEngine::slos_of(self.sup.config()));
+            .record_scrape(now_ms, &s.group, &replica_id(&s.key), scrape)
+        {
+            Ok(ScrapeOutcome::Counted {
+                restarted: true, ..
+            }) => {
+                tracing::debug!(replica = %s.key, "agent counters restarted");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(replica = %s.key, "scrape not recorded: {e}"),
+        }
+        self.dirty = true;
+    }
+
+    /// A (re)loaded config's SLOs.
+    pub(super) fn configure(&mut self, config: &orch_core::model::HostConfig) {
+        let changed = self.slo.configure(SloEngine::slos_of(config));
         if !changed.dropped.is_empty() {
             tracing::info!(dropped = ?changed.dropped, "SLO series removed by the new config");
         }
-        self.obs.dirty = true;
+        self.dirty = true;
     }
 
     /// `slo [GROUP]`.
-    pub(super) fn slo_report(&self, group: Option<&str>) -> Result<Response, ApiError> {
-        let now = self.deps.clock.unix_ms();
+    pub(super) fn slo_report(
+        &self,
+        sup: &Supervisor,
+        group: Option<&str>,
+        now_ms: u64,
+    ) -> Result<SloReport, Rejection> {
         let reports = match group {
-            None => self.obs.slo.report(now),
+            None => self.slo.report(now_ms),
             Some(g) => {
-                let Some(cfg) = self.sup.config().group(g) else {
-                    return Err(views::unknown_group(&self.sup, g));
+                let Some(cfg) = sup.config().group(g) else {
+                    return Err(crate::views::unknown_group(sup, g));
                 };
                 if cfg.slo.is_none() {
-                    return Err(ApiError::new(
-                        orch_api::ErrorCode::NotFound,
-                        format!("group `{g}` has no `slo:` in its config"),
-                    ));
+                    return Err(Rejection::NoSlo {
+                        group: g.to_string(),
+                    });
                 }
-                self.obs.slo.group_report(now, g).into_iter().collect()
+                self.slo.group_report(now_ms, g).into_iter().collect()
             }
         };
-        Ok(Response::Slo(orch_api::convert::slo_report(
-            &self.sup.config().host.name,
+        Ok(orch_api::convert::slo_report(
+            &sup.config().host.name,
             &reports,
-        )))
+        ))
     }
+}
+
+/// `(group, healthy, wanted)` of every wanted group with an availability
+/// objective, counting its required replicas.
+fn availability(sup: &Supervisor) -> Vec<(String, u64, u64)> {
+    let mut samples = Vec::new();
+    for g in &sup.config().groups {
+        let Some(slo) = &g.slo else { continue };
+        if slo.availability.is_none() || !sup.group_wanted(&g.name) {
+            continue;
+        }
+        let (mut wanted, mut healthy) = (0u64, 0u64);
+        for a in g.agents.iter().filter(|a| a.required) {
+            for i in 0..a.replicas {
+                wanted += 1;
+                let key = ReplicaKey::new(&a.name, i);
+                if sup.replica(&key).is_some_and(|r| sup.replica_healthy(r)) {
+                    healthy += 1;
+                }
+            }
+        }
+        samples.push((g.name.clone(), healthy, wanted));
+    }
+    samples
+}
+
+/// The running replicas of groups with a request SLO, and the port
+/// their metrics are served on (the HTTP health port, else the first
+/// port they listen on).
+fn scrape_targets(sup: &Supervisor) -> Vec<ScrapeTarget> {
+    let config = sup.config();
+    let network = config.runtime.network.clone();
+    let measured: BTreeSet<&str> = config
+        .groups
+        .iter()
+        .filter(|g| {
+            g.slo
+                .as_ref()
+                .is_some_and(|s| s.latency_p99.is_some() || s.error_rate.is_some())
+        })
+        .map(|g| g.name.as_str())
+        .collect();
+    sup.replicas()
+        .filter(|r| measured.contains(r.group.as_str()) && r.is_running())
+        .filter_map(|r| {
+            let agent = config.agent(&r.key.agent)?;
+            let port = match &agent.health.probe {
+                orch_core::model::Probe::Http { port, .. } => Some(*port),
+                _ => orch_core::container::listen_ports(agent).first().copied(),
+            }?;
+            Some(ScrapeTarget {
+                key: r.key.clone(),
+                group: r.group.clone(),
+                container: r.container.as_ref()?.id.clone(),
+                network: network.clone(),
+                port,
+            })
+        })
+        .collect()
 }

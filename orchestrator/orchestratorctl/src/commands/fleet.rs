@@ -4,7 +4,7 @@
 //! shown. A host that is down shows its last known state, marked as such.
 
 use anyhow::Result;
-use orch_api::{Fleet, HostView, PeerState, SloReport, Snapshot};
+use orch_api::{Fleet, HostSnapshot, HostView, PeerState, SloReport};
 use serde::Serialize;
 
 use super::daemon::{block_on, fail};
@@ -84,7 +84,7 @@ pub fn run(client: &orch_api::Client, view: View, out: &Out) -> Result<()> {
     Ok(())
 }
 
-fn part(s: &Snapshot, view: &View) -> serde_json::Value {
+fn part(s: &HostSnapshot, view: &View) -> serde_json::Value {
     match view {
         View::Status => serde_json::to_value(&s.status),
         View::Groups => serde_json::to_value(&s.status.groups),
@@ -102,7 +102,7 @@ fn part(s: &Snapshot, view: &View) -> serde_json::Value {
 
 /// The host's SLO figures, only `group`'s if one is named (a host without
 /// that group shows none of its groups).
-fn slo_of(s: &Snapshot, group: Option<&str>) -> Option<SloReport> {
+fn slo_of(s: &HostSnapshot, group: Option<&str>) -> Option<SloReport> {
     let mut report = s.slo.clone()?;
     if let Some(g) = group {
         report.groups.retain(|x| x.group == g);

@@ -48,13 +48,10 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                 gpus: gpus
                     .into_iter()
                     .map(|info| {
-                        let telemetry = b.telemetry(info.index).ok().map(|t| orch_api::Telemetry {
-                            memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
-                            utilization_gpu: t.gpu_utilization.unwrap_or(0),
-                            utilization_memory: t.memory_utilization.unwrap_or(0),
-                            temperature_c: t.temperature_c.unwrap_or(0),
-                            power_mw: t.power_mw.unwrap_or(0),
-                        });
+                        let telemetry = b
+                            .telemetry(info.index)
+                            .ok()
+                            .map(|t| orch_api::convert::gpu_telemetry(&t));
                         // No daemon: no owners known, and no policies applied.
                         let free = orch_api::report::free_capacity(&info, &[], &[]);
                         GpuStatus {

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use orch_api::PlanReport;
+use orch_api::{PlanReport, RemoteReadiness};
 
 use super::daemon::{block_on, fail};
 use crate::cli::LoadArgs;
@@ -170,10 +170,10 @@ fn show(r: &PlanReport, out: &Out) {
         );
     }
     for d in &r.remote {
-        let state = match d.state.as_str() {
-            "ready" => out.green(&d.state),
-            "unknown" => out.dim(&d.state),
-            _ => out.yellow(&d.state),
+        let state = match d.state {
+            RemoteReadiness::Ready => out.green(d.state.as_str()),
+            RemoteReadiness::Unknown => out.dim(d.state.as_str()),
+            _ => out.yellow(d.state.as_str()),
         };
         println!(
             "{} {} waits for {} ({state})",

@@ -10,11 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use orch_core::container::ContainerSpec;
-use orch_docker::{
+
+use crate::{
     ContainerInfo, ContainerRuntime, ContainerSummary, DockerEngine, DockerError, Endpoint,
     EngineInfo, EventStream, ExecOutcome, LabelFilter, LogStream, Removal,
 };
 
+/// A [`ContainerRuntime`] over a [`DockerEngine`] that connects on
+/// first use and again after the engine was unreachable.
 #[derive(Debug)]
 pub struct Reconnecting {
     endpoint: Endpoint,
@@ -28,10 +31,6 @@ impl Reconnecting {
             endpoint,
             engine: Mutex::new(None),
         }
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     async fn engine(&self) -> Result<Arc<DockerEngine>, DockerError> {

@@ -1,0 +1,172 @@
+//! The owner's fleet: this host's side of the bus (publishing its
+//! snapshot and events) and what it knows of its peers ([`FleetBook`]),
+//! with the live feed of each peer's events for `--host` followers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_api::{Event, Fleet, HostSnapshot, HostView, PeerState, PeerStatus};
+use orch_core::supervise::RemoteHost;
+use orch_federation::Bus;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::event::{PeerNews, SubscribePeer};
+use crate::fleet::{FleetBook, codec, to_bus};
+use crate::metrics::PeerRow;
+
+/// Snapshots go out at most this often (changes in between are coalesced).
+const SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// ...and at least this often, so a peer's copy is never older than this
+/// while the link is up.
+const SNAPSHOT_MAX_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(super) struct FleetPart {
+    /// The bus, when this host has peers.
+    bus: Option<Arc<dyn Bus>>,
+    book: FleetBook,
+    /// Each peer's events as they come, for followers.
+    feeds: BTreeMap<String, broadcast::Sender<Event>>,
+    /// Something changed since the last snapshot was published.
+    dirty: bool,
+    last_snapshot: Option<Instant>,
+}
+
+impl FleetPart {
+    pub(super) fn new<'a>(
+        bus: Option<Arc<dyn Bus>>,
+        peers: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Self {
+        FleetPart {
+            bus,
+            book: FleetBook::new(peers.clone()),
+            feeds: peers
+                .into_iter()
+                .map(|p| (p.to_string(), broadcast::channel(1024).0))
+                .collect(),
+            dirty: true,
+            last_snapshot: None,
+        }
+    }
+
+    /// When the next snapshot is due, if this host has a bus.
+    pub(super) fn snapshot_due(&self) -> Option<Instant> {
+        self.bus.as_ref()?;
+        let Some(last) = self.last_snapshot else {
+            return Some(Instant::now());
+        };
+        Some(if self.dirty {
+            last + SNAPSHOT_MIN_INTERVAL
+        } else {
+            last + SNAPSHOT_MAX_INTERVAL
+        })
+    }
+
+    pub(super) fn publish_snapshot(&mut self, snapshot: &HostSnapshot) {
+        let Some(bus) = &self.bus else { return };
+        match codec::encode_snapshot(snapshot).map(|b| to_bus(&b)) {
+            // BUS-VALUE: the body as today's bus takes it.
+            Ok(Ok(body)) => {
+                if let Err(e) = bus.publish_snapshot(body, None) {
+                    tracing::warn!("cannot publish this host's snapshot: {e}");
+                }
+            }
+            Ok(Err(e)) => tracing::error!("cannot encode this host's snapshot: {e}"),
+            Err(e) => tracing::error!("{e}"),
+        }
+        self.dirty = false;
+        self.last_snapshot = Some(Instant::now());
+    }
+
+    /// Sends events to the peers (they keep them for `--host` waits).
+    pub(super) fn publish_events(&mut self, events: &[Event]) {
+        self.dirty = true;
+        let Some(bus) = &self.bus else { return };
+        if events.is_empty() {
+            return;
+        }
+        let batch = match codec::encode_events(events) {
+            Ok(bodies) => bodies,
+            Err(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        // BUS-VALUE: the bodies as today's bus takes them.
+        let batch = batch.iter().filter_map(|b| to_bus(b).ok()).collect();
+        if let Err(e) = bus.publish_events(batch, None) {
+            tracing::warn!("cannot publish events: {e}");
+        }
+    }
+
+    /// Takes a peer's news; returns the peer and what cross-host
+    /// dependencies now see of it.
+    pub(super) fn take(&mut self, news: PeerNews) -> (String, RemoteHost) {
+        let peer = match &news {
+            PeerNews::Snapshot { peer, .. }
+            | PeerNews::Events { peer, .. }
+            | PeerNews::State { peer, .. }
+            | PeerNews::Refused { peer, .. } => peer.clone(),
+        };
+        let fresh = self.book.take(news, Instant::now());
+        if let Some(feed) = self.feeds.get(&peer) {
+            for e in fresh {
+                // No follower is not an error.
+                let _ = feed.send(e);
+            }
+        }
+        let state = self.book.remote_state(&peer);
+        (peer, state)
+    }
+
+    /// A peer's kept events from `since` on, and its live feed.
+    pub(super) fn subscribe(&self, ask: SubscribePeer) {
+        let feed = self
+            .book
+            .events_since(&ask.peer, ask.since)
+            .zip(self.feeds.get(&ask.peer))
+            .map(|(backlog, feed)| (backlog, feed.subscribe()));
+        let _ = ask.reply.send(feed);
+    }
+
+    /// `peers`.
+    pub(super) fn peers(&self) -> Vec<PeerStatus> {
+        match &self.bus {
+            Some(bus) => self.book.status(bus.peers()),
+            None => Vec::new(),
+        }
+    }
+
+    /// `fleet`: this host (live) first, then every peer.
+    pub(super) fn fleet(&self, host: &str, snapshot: HostSnapshot) -> Fleet {
+        let mut hosts = vec![HostView {
+            host: host.to_string(),
+            state: PeerState::Local,
+            incarnation: self.bus.as_ref().map(|b| b.incarnation()),
+            snapshot_age_ms: Some(0),
+            snapshot: Some(snapshot),
+        }];
+        hosts.extend(self.book.hosts(Instant::now()));
+        Fleet { hosts }
+    }
+
+    /// The peers' series of `/metrics`, when this host federates.
+    pub(super) fn metric_rows(&self) -> Option<Vec<PeerRow>> {
+        let bus = self.bus.as_ref()?;
+        Some(
+            bus.peers()
+                .into_iter()
+                .map(|p| PeerRow {
+                    decode_errors: p.decode_errors() + self.book.refused(&p.name),
+                    state: p.state.label(),
+                    heartbeat_age_seconds: p.last_heartbeat_age.map(|d| d.as_secs_f64()),
+                    messages_in: p.messages_in,
+                    messages_out: p.messages_out,
+                    peer: p.name,
+                })
+                .collect(),
+        )
+    }
+}
