@@ -218,7 +218,7 @@ pub async fn bridge(
                 incarnation,
                 body,
                 ..
-            } => match serde_json::from_value::<Snapshot>(body) {
+            } => match serde_json::from_slice::<Snapshot>(&body) {
                 Ok(snapshot) => PeerNews::Snapshot {
                     peer,
                     incarnation,
@@ -230,10 +230,12 @@ pub async fn bridge(
                 }
             },
             Inbound::Events { peer, batch, .. } => {
-                let events: Vec<ApiEvent> = batch
-                    .into_iter()
-                    .filter_map(|v| serde_json::from_value(v).ok())
-                    .collect();
+                let events: Vec<ApiEvent> =
+                    serde_json::from_slice::<Vec<serde_json::Value>>(&batch)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|v| serde_json::from_value(v).ok())
+                        .collect();
                 PeerNews::Events { peer, events }
             }
             Inbound::PeerChanged(c) => {
@@ -257,8 +259,8 @@ pub async fn bridge(
                     async move {
                         let from = req.from.clone();
                         let reply = answer(&service, &from, req.body.clone()).await;
-                        let body = serde_json::to_value(Reply::from(reply)).unwrap_or_default();
-                        if let Err(e) = req.reply(body) {
+                        let body = serde_json::to_vec(&Reply::from(reply)).unwrap_or_default();
+                        if let Err(e) = req.reply(body.into()) {
                             tracing::warn!(peer = %from, "cannot reply: {e}");
                         }
                     }
@@ -278,9 +280,9 @@ pub async fn bridge(
 async fn answer(
     service: &Service,
     from: &str,
-    body: serde_json::Value,
+    body: orch_federation::Bytes,
 ) -> Result<Response, ApiError> {
-    let mut env: Envelope = serde_json::from_value(body)
+    let mut env: Envelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("not a request: {e}")))?;
     match env.host.as_deref() {
         Some(h) if h != service.host() => {
@@ -321,7 +323,7 @@ fn unreachable(host: &str, why: impl std::fmt::Display) -> ApiError {
 #[async_trait]
 impl Remote for BusRemote {
     async fn call(&self, host: &str, envelope: Envelope) -> Result<Response, ApiError> {
-        let body = serde_json::to_value(&envelope)
+        let body = serde_json::to_vec(&envelope)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         // The peer's spans for this command continue this one's trace.
         let span = tracing::info_span!("remote_call", host = %host, op = envelope.request.name());
@@ -329,7 +331,7 @@ impl Remote for BusRemote {
             .and_then(|(parent, state)| TraceContext::new(&parent, state.as_deref()).ok());
         let reply = self
             .bus
-            .request(host, body, context, REQUEST_TIMEOUT)
+            .request(host, body.into(), context, REQUEST_TIMEOUT)
             .instrument(span)
             .await
             .map_err(|e| match e {
@@ -339,7 +341,7 @@ impl Remote for BusRemote {
                 ),
                 other => unreachable(host, other),
             })?;
-        let reply: Reply = serde_json::from_value(reply).map_err(|e| {
+        let reply: Reply = serde_json::from_slice(&reply).map_err(|e| {
             ApiError::new(
                 ErrorCode::Internal,
                 format!("host `{host}` answered something unreadable: {e}"),

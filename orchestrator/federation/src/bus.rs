@@ -1,7 +1,9 @@
 //! The interface the daemon uses: the [`Bus`] trait, what comes in
 //! ([`Inbound`]), the per-peer view ([`PeerView`]) and the errors.
 //!
-//! Bodies are opaque JSON here: their schema belongs to the control API.
+//! Bodies are JSON bytes here: their schema belongs to the control API,
+//! and the daemon encodes and decodes them itself. The bus checks only
+//! that they are well-formed (see [`crate::wire`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::keys::{KeyFormatError, PublicKey};
@@ -35,26 +37,23 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// and to each peer that subscribes later.
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError>;
 
-    /// Sends a batch of events to every subscribed peer. Not kept: a peer
+    /// Sends a batch of events (a JSON array) to every subscribed peer. Not kept: a peer
     /// that subscribes later sees only later batches.
-    fn publish_events(
-        &self,
-        batch: Vec<Value>,
-        trace: Option<TraceContext>,
-    ) -> Result<(), PublishError>;
+    fn publish_events(&self, batch: Bytes, trace: Option<TraceContext>)
+    -> Result<(), PublishError>;
 
     /// Sends a request to `peer` and waits up to `timeout` for its reply.
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>>;
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>>;
 
     /// Every configured peer, in name order.
     fn peers(&self) -> Vec<PeerView>;
@@ -162,13 +161,13 @@ pub enum Inbound {
         peer: String,
         incarnation: u64,
         sequence: u64,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     },
     /// A batch of a peer's events.
     Events {
         peer: String,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     },
     /// A command from a peer; answer it with [`IncomingRequest::reply`].
@@ -178,20 +177,20 @@ pub enum Inbound {
 }
 
 /// Sends a reply back the way its request came.
-pub(crate) type Responder = Box<dyn FnOnce(Value) -> Result<(), PublishError> + Send>;
+pub(crate) type Responder = Box<dyn FnOnce(Bytes) -> Result<(), PublishError> + Send>;
 
 /// A request from a peer. Dropping it unanswered leaves the caller to its
 /// timeout.
 pub struct IncomingRequest {
     pub from: String,
-    pub body: Value,
+    pub body: Bytes,
     pub trace: Option<TraceContext>,
     pub(crate) responder: Responder,
 }
 
 impl IncomingRequest {
     /// Sends `body` back to the caller.
-    pub fn reply(self, body: Value) -> Result<(), PublishError> {
+    pub fn reply(self, body: Bytes) -> Result<(), PublishError> {
         (self.responder)(body)
     }
 }

@@ -59,6 +59,7 @@ pub use bus::{
     BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, PeerConfig, PeerView,
     PublishError, RequestError, incarnation_now,
 };
+pub use bytes::Bytes;
 pub use keys::{KeyError, PublicKey, SecretKey};
 pub use mem::{MemBus, MemNetwork};
 pub use membership::{Change, PeerState, Timing};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -212,7 +212,7 @@ impl MemNetwork {
                 let net = self.clone();
                 let host = at.to_owned();
                 let to = from.clone();
-                let responder = Box::new(move |body: Value| {
+                let responder = Box::new(move |body: Bytes| {
                     let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
                     net.carry(
                         &host,
@@ -282,7 +282,7 @@ impl Bus for MemBus {
 
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
         let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -302,7 +302,7 @@ impl Bus for MemBus {
 
     fn publish_events(
         &self,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
         let frames = encode(
@@ -320,10 +320,10 @@ impl Bus for MemBus {
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>> {
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>> {
         let peer = peer.to_owned();
         Box::pin(async move {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);

@@ -14,14 +14,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::bus::{Inbound, PeerView, RequestError};
 use crate::membership::{Change, Heard, Leases, Membership, PeerState, Timing};
 use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
 
-pub(crate) type Frames = Arc<[Vec<u8>]>;
+pub(crate) type Frames = Arc<[Bytes]>;
 
 /// What a node asks its bus to do.
 #[derive(Debug)]
@@ -49,7 +49,7 @@ pub(crate) enum Delivery<R> {
         from: String,
         route: R,
         id: u64,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     },
 }
@@ -142,7 +142,7 @@ pub(crate) fn lock(table: &Mutex<PeerTable>) -> MutexGuard<'_, PeerTable> {
 
 struct Pending {
     peer: String,
-    reply: oneshot::Sender<Result<Value, RequestError>>,
+    reply: oneshot::Sender<Result<Bytes, RequestError>>,
 }
 
 /// One host's protocol state; `R` is how the transport names a
@@ -274,7 +274,7 @@ impl<R: Clone + PartialEq> Node<R> {
         &mut self,
         peer: &str,
         id: u64,
-        reply: oneshot::Sender<Result<Value, RequestError>>,
+        reply: oneshot::Sender<Result<Bytes, RequestError>>,
     ) {
         let check = match lock(&self.table).state(peer) {
             None => Err(RequestError::UnknownPeer {

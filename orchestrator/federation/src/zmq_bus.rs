@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::{
@@ -64,7 +64,7 @@ enum Command {
         peer: String,
         id: u64,
         frames: Frames,
-        reply: oneshot::Sender<Result<Value, RequestError>>,
+        reply: oneshot::Sender<Result<Bytes, RequestError>>,
     },
     Reply {
         peer: String,
@@ -301,7 +301,7 @@ impl Bus for ZmqBus {
 
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
         let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -319,7 +319,7 @@ impl Bus for ZmqBus {
 
     fn publish_events(
         &self,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
         let frames = encode(
@@ -335,10 +335,10 @@ impl Bus for ZmqBus {
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>> {
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>> {
         let peer = peer.to_owned();
         Box::pin(async move {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -579,7 +579,7 @@ impl Worker {
         let Some((_, dealer)) = self.dealers.iter().find(|(n, _)| n == peer) else {
             return false;
         };
-        match dealer.send_multipart(frames.iter().map(Vec::as_slice), zmq::DONTWAIT) {
+        match dealer.send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT) {
             Ok(()) => {
                 node::lock(&self.table).count_out(peer);
                 true
@@ -596,7 +596,7 @@ impl Worker {
             .send(route, zmq::SNDMORE | zmq::DONTWAIT)
             .and_then(|()| {
                 self.router
-                    .send_multipart(frames.iter().map(Vec::as_slice), zmq::DONTWAIT)
+                    .send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT)
             });
         match sent {
             Ok(()) => node::lock(&self.table).count_out(peer),
@@ -619,7 +619,7 @@ impl Worker {
             } => {
                 let handle = self.handle.clone();
                 let to = from.clone();
-                let responder = Box::new(move |body: Value| {
+                let responder = Box::new(move |body: Bytes| {
                     let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
                     handle.send(Command::Reply {
                         peer: to,

@@ -16,6 +16,14 @@ use orch_federation::{
 };
 use serde_json::{Value, json};
 
+fn j(value: Value) -> orch_federation::Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
+
+fn v(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -76,7 +84,7 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
         inbox_capacity: 64,
     };
     let (bus, mut inbox) = ZmqBus::start(config, &key).expect("start");
-    bus.publish_snapshot(json!({"groups": {"infra_core": "running"}}), None)
+    bus.publish_snapshot(j(json!({"groups": {"infra_core": "running"}})), None)
         .expect("publish");
 
     let script = repo_root().join("tests/federation/pyzmq_peer.py");
@@ -103,8 +111,8 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
                 Inbound::Request(r) => {
                     assert_eq!(r.from, "monitor");
                     trace = r.trace.clone();
-                    let body = r.body.clone();
-                    r.reply(json!({"pong": body})).expect("reply");
+                    let body = v(&r.body);
+                    r.reply(j(json!({"pong": body}))).expect("reply");
                     return;
                 }
                 _ => {}

@@ -18,6 +18,14 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+fn j(value: serde_json::Value) -> orch_federation::Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
+
+fn v(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
 const TIMING: Timing = Timing {
     heartbeat_ms: 100,
     suspect_after: 2,
@@ -125,7 +133,7 @@ async fn state_change(watch: &mut Watch, peer: &str, state: PeerState) -> u64 {
     }
 }
 
-async fn snapshot_from(watch: &mut Watch, from: &str) -> (u64, serde_json::Value) {
+async fn snapshot_from(watch: &mut Watch, from: &str) -> (u64, orch_federation::Bytes) {
     match watch
         .take(|item| matches!(item, Inbound::Snapshot { peer, .. } if peer == from))
         .await
@@ -156,19 +164,19 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
     assert_eq!(state_change(&mut in_a, "c", PeerState::Alive).await, 3);
 
     bus_a
-        .publish_snapshot(json!({"groups": {"vision_gpu": "running"}}), None)
+        .publish_snapshot(j(json!({"groups": {"vision_gpu": "running"}})), None)
         .expect("publish");
     for inbox in [&mut in_b, &mut in_c] {
         let (incarnation, body) = snapshot_from(inbox, "a").await;
         assert_eq!(incarnation, 1);
-        assert_eq!(body, json!({"groups": {"vision_gpu": "running"}}));
+        assert_eq!(v(&body), json!({"groups": {"vision_gpu": "running"}}));
     }
 
     // Events go only to subscribers: b's heartbeats subscribe it to c, and
     // c's heartbeats, which make c alive for b, flow only once they have.
     assert_eq!(state_change(&mut in_b, "c", PeerState::Alive).await, 3);
     bus_c
-        .publish_events(vec![json!({"agent": "x", "event": "started"})], None)
+        .publish_events(j(json!([json!({"agent": "x", "event": "started"})])), None)
         .expect("publish");
     let batch = match in_b
         .take(|item| matches!(item, Inbound::Events { peer, .. } if peer == "c"))
@@ -177,7 +185,10 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
         Inbound::Events { batch, .. } => batch,
         _ => unreachable!("taken for being events"),
     };
-    assert_eq!(batch, vec![json!({"agent": "x", "event": "started"})]);
+    assert_eq!(
+        v(&batch),
+        json!([json!({"agent": "x", "event": "started"})])
+    );
 
     let server = tokio::spawn(async move {
         let request = match in_a.take(|item| matches!(item, Inbound::Request(_))).await {
@@ -185,9 +196,9 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
             _ => unreachable!("taken for being a request"),
         };
         let from = request.from.clone();
-        let body = request.body.clone();
+        let body = v(&request.body);
         request
-            .reply(json!({"from": from, "got": body}))
+            .reply(j(json!({"from": from, "got": body})))
             .expect("reply");
         in_a
     });
@@ -199,14 +210,14 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
     let reply = bus_b
         .request(
             "a",
-            json!({"group_start": "vision_gpu"}),
+            j(json!({"group_start": "vision_gpu"})),
             Some(trace),
             PATIENCE,
         )
         .await
         .expect("reply");
     assert_eq!(
-        reply,
+        v(&reply),
         json!({"from": "b", "got": {"group_start": "vision_gpu"}})
     );
     server.await.expect("server");
@@ -232,12 +243,14 @@ async fn a_bus_with_an_unlisted_key_gets_nothing_in_and_nothing_out() {
     let (bus_a, mut in_a) = a.start(1, vec![b.as_peer_at(rogue.port)]);
     let (bus_r, mut in_r) = rogue.start(9, vec![a.as_peer()]);
     bus_a
-        .publish_snapshot(json!("a's state"), None)
+        .publish_snapshot(j(json!("a's state")), None)
         .expect("publish");
     bus_r
-        .publish_snapshot(json!("rogue state"), None)
+        .publish_snapshot(j(json!("rogue state")), None)
         .expect("publish");
-    bus_r.publish_events(vec![json!(1)], None).expect("publish");
+    bus_r
+        .publish_events(j(json!([json!(1)])), None)
+        .expect("publish");
 
     // Its connection attempts reach `a` and are refused by the allow-list.
     tokio::time::timeout(PATIENCE, async {
@@ -293,7 +306,7 @@ async fn a_restarted_bus_is_seen_down_then_alive_with_a_new_incarnation() {
     let (bus_b, in_b) = b.start(100, vec![a.as_peer()]);
     assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 100);
     bus_a
-        .publish_snapshot(json!({"v": 1}), None)
+        .publish_snapshot(j(json!({"v": 1})), None)
         .expect("publish");
 
     drop((bus_b, in_b));
@@ -304,7 +317,7 @@ async fn a_restarted_bus_is_seen_down_then_alive_with_a_new_incarnation() {
     assert_eq!(view(&bus_a, "b").incarnation, Some(200));
     // And it is sent the current snapshot as it subscribes.
     let (_, body) = snapshot_from(&mut in_b2, "a").await;
-    assert_eq!(body, json!({"v": 1}));
+    assert_eq!(v(&body), json!({"v": 1}));
 }
 
 /// A TCP forwarder that can be stopped (closing every connection) and
@@ -368,7 +381,7 @@ async fn a_cut_link_heals_by_itself() {
     assert_eq!(state_change(&mut in_a, "b", PeerState::Down).await, 2);
     assert_eq!(state_change(&mut in_b, "a", PeerState::Down).await, 1);
     bus_b
-        .publish_snapshot(json!("while cut"), None)
+        .publish_snapshot(j(json!("while cut")), None)
         .expect("publish");
 
     to_b.start().await;
@@ -377,7 +390,7 @@ async fn a_cut_link_heals_by_itself() {
     assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 2);
     assert_eq!(state_change(&mut in_b, "a", PeerState::Alive).await, 1);
     let (_, body) = snapshot_from(&mut in_a, "b").await;
-    assert_eq!(body, json!("while cut"));
+    assert_eq!(v(&body), json!("while cut"));
     assert_eq!(view(&bus_a, "b").state, PeerState::Alive);
     to_a.stop();
     to_b.stop();
@@ -422,6 +435,9 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
             }),
         })
         .expect("encode")
+        .into_iter()
+        .map(|f| f.to_vec())
+        .collect::<Vec<_>>()
     };
     let send = |frames: Vec<Vec<u8>>| dealer.send_multipart(frames, 0).expect("send");
     send(heartbeat("c", 1));
@@ -442,10 +458,13 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
                 host: "c".into(),
                 incarnation: 5,
                 sequence: 1,
-                body: json!({}),
+                body: j(json!({})),
             }),
         })
-        .expect("encode"),
+        .expect("encode")
+        .iter()
+        .map(|f| f.to_vec())
+        .collect(),
     );
     // Still alive afterwards: the bus dropped, it did not stop.
     send(heartbeat("c", 3));

@@ -53,9 +53,9 @@ impl Owner {
         let Some(bus) = self.deps.bus.clone() else {
             return;
         };
-        match serde_json::to_value(self.snapshot()) {
+        match serde_json::to_vec(&self.snapshot()) {
             Ok(body) => {
-                if let Err(e) = bus.publish_snapshot(body, None) {
+                if let Err(e) = bus.publish_snapshot(body.into(), None) {
                     tracing::warn!("cannot publish this host's snapshot: {e}");
                 }
             }
@@ -72,11 +72,8 @@ impl Owner {
         if events.is_empty() {
             return;
         }
-        let batch = events
-            .iter()
-            .filter_map(|e| serde_json::to_value(e).ok())
-            .collect();
-        if let Err(e) = bus.publish_events(batch, None) {
+        let batch = serde_json::to_vec(events).unwrap_or_default();
+        if let Err(e) = bus.publish_events(batch.into(), None) {
             tracing::warn!("cannot publish events: {e}");
         }
     }

@@ -200,7 +200,7 @@ fn run_peer() -> Result<()> {
                     println!("changed {} {} {}", c.peer, c.state, c.incarnation);
                 }
                 Inbound::Request(r) => {
-                    let _ = r.reply(Value::Null);
+                    let _ = r.reply(orch_federation::Bytes::from_static(b"null"));
                 }
                 Inbound::Snapshot { .. } | Inbound::Events { .. } => {}
             }

@@ -154,7 +154,7 @@ impl Tap {
                         c.events.fetch_add(1, Ordering::Relaxed);
                     }
                     Inbound::Request(r) => {
-                        let _ = r.reply(serde_json::Value::Null);
+                        let _ = r.reply(orch_federation::Bytes::from_static(b"null"));
                     }
                 }
             }
