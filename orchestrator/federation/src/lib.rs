@@ -48,7 +48,9 @@
 //! heartbeats.
 
 pub mod bus;
+mod front;
 pub mod keys;
+#[cfg(any(test, feature = "fake"))]
 pub mod mem;
 pub mod membership;
 mod node;
@@ -61,6 +63,7 @@ pub use bus::{
 };
 pub use bytes::Bytes;
 pub use keys::{KeyError, PublicKey, SecretKey};
+#[cfg(any(test, feature = "fake"))]
 pub use mem::{MemBus, MemNetwork};
 pub use membership::{Change, PeerState, Timing};
 pub use wire::{DropKind, TraceContext};

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::bus::{Inbound, PeerView, RequestError};
+use crate::front::Command;
 use crate::membership::{Change, Heard, Leases, Membership, PeerState, Timing};
 use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
 
@@ -29,6 +30,9 @@ pub(crate) enum Out<R> {
     ToPeer {
         peer: String,
         frames: Frames,
+        /// The request these frames carry: if the transport cannot take
+        /// them, it fails the request at once ([`Node::request_failed`]).
+        request: Option<u64>,
     },
     ToSubscriber {
         peer: String,
@@ -215,6 +219,7 @@ impl<R: Clone + PartialEq> Node<R> {
                 out.push(Out::ToPeer {
                     peer: peer.clone(),
                     frames: Arc::clone(&frames),
+                    request: None,
                 });
             }
             out.extend(self.to_subscribers(now, &frames));
@@ -257,20 +262,48 @@ impl<R: Clone + PartialEq> Node<R> {
             .collect()
     }
 
-    /// Stores and sends this host's snapshot.
-    pub(crate) fn publish_snapshot(&mut self, now: u64, frames: Frames) -> Vec<Out<R>> {
-        let out = self.to_subscribers(now, &frames);
-        self.snapshot = Some(frames);
-        out
+    /// Carries out what the daemon's side asked for.
+    pub(crate) fn command(&mut self, now: u64, command: Command<R>) -> Vec<Out<R>> {
+        match command {
+            Command::Snapshot(frames) => {
+                // Stored: a subscriber that comes later gets it at once.
+                let out = self.to_subscribers(now, &frames);
+                self.snapshot = Some(frames);
+                out
+            }
+            Command::Events(frames) => self.to_subscribers(now, &frames),
+            Command::Request {
+                peer,
+                id,
+                frames,
+                reply,
+            } => {
+                self.start_request(&peer, id, reply);
+                if self.pending.contains_key(&id) {
+                    vec![Out::ToPeer {
+                        peer,
+                        frames,
+                        request: Some(id),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            Command::Reply {
+                peer,
+                route,
+                frames,
+            } => vec![Out::ToSubscriber {
+                peer,
+                route,
+                frames,
+            }],
+        }
     }
 
-    pub(crate) fn publish_events(&self, now: u64, frames: Frames) -> Vec<Out<R>> {
-        self.to_subscribers(now, &frames)
-    }
-
-    /// Registers a request about to be sent to `peer`. The caller sends
-    /// the frames; if that fails, [`Node::request_failed`].
-    pub(crate) fn start_request(
+    /// Registers a request about to be sent to `peer`, or answers it at
+    /// once when `peer` cannot be reached.
+    fn start_request(
         &mut self,
         peer: &str,
         id: u64,
@@ -302,11 +335,6 @@ impl<R: Clone + PartialEq> Node<R> {
                 let _ = reply.send(Err(e));
             }
         }
-    }
-
-    /// Whether a request is still waiting (it was not refused at once).
-    pub(crate) fn is_pending(&self, id: u64) -> bool {
-        self.pending.contains_key(&id)
     }
 
     pub(crate) fn request_failed(&mut self, id: u64, error: RequestError) {
@@ -468,6 +496,7 @@ impl<R: Clone + PartialEq> Node<R> {
                     out.push(Out::ToPeer {
                         peer: peer.to_owned(),
                         frames,
+                        request: None,
                     });
                 }
             }

@@ -14,15 +14,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbound, Inbox, IncomingRequest, PeerView, PublishError,
-    RequestError, unix_ms,
-};
+use crate::bus::{BoxFuture, Bus, BusConfig, Inbox, PeerView, PublishError, RequestError, unix_ms};
+use crate::front::{Carrier, Command, Front, Inlet};
 use crate::keys::{KEY_BYTES, PublicKey, SecretKey};
-use crate::node::{self, Delivery, Frames, Node, Out, PeerTable};
-use crate::wire::{self, DropKind, Envelope, MAX_BODY, Message, TraceContext};
+use crate::node::{self, Frames, Node, Out, PeerTable};
+use crate::wire::{MAX_BODY, TraceContext};
 
 /// The ZAP domain of the ROUTER socket.
 const ZAP_DOMAIN: &str = "orchestrator";
@@ -57,20 +55,9 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
-enum Command {
-    Snapshot(Frames),
-    Events(Frames),
-    Request {
-        peer: String,
-        id: u64,
-        frames: Frames,
-        reply: oneshot::Sender<Result<Bytes, RequestError>>,
-    },
-    Reply {
-        peer: String,
-        route: Vec<u8>,
-        frames: Frames,
-    },
+/// What the bus thread is asked to do.
+enum Order {
+    Node(Command<Vec<u8>>),
     Stop,
 }
 
@@ -86,43 +73,54 @@ impl Waker {
     }
 }
 
-/// Sends commands to the thread and wakes it.
+/// Sends orders to the thread and wakes it.
 #[derive(Clone)]
 struct Handle {
-    commands: std_mpsc::Sender<Command>,
+    orders: std_mpsc::Sender<Order>,
     waker: Arc<Waker>,
+    start: Instant,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
 }
 
 impl Handle {
-    fn send(&self, command: Command) -> Result<(), PublishError> {
-        self.commands
-            .send(command)
-            .map_err(|_| PublishError::Closed)?;
+    fn order(&self, order: Order) -> Result<(), PublishError> {
+        self.orders.send(order).map_err(|_| PublishError::Closed)?;
         self.waker.wake();
         Ok(())
+    }
+}
+
+impl Carrier for Handle {
+    type Route = Vec<u8>;
+
+    fn send(&self, command: Command<Vec<u8>>) -> Result<(), PublishError> {
+        self.order(Order::Node(command))
+    }
+
+    fn now(&self) -> u64 {
+        millis_since(self.start)
     }
 }
 
 /// The federation bus over ZeroMQ. Dropping it stops its thread and closes
 /// its sockets.
 pub struct ZmqBus {
-    host: String,
-    incarnation: u64,
+    front: Front<Handle>,
     local_endpoint: String,
-    handle: Handle,
-    table: Arc<Mutex<PeerTable>>,
-    start: Instant,
     refused: Arc<AtomicU64>,
-    next_id: AtomicU64,
-    snapshot_seq: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ZmqBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZmqBus")
-            .field("host", &self.host)
-            .field("incarnation", &self.incarnation)
+            .field("host", &self.front.host)
+            .field("incarnation", &self.front.incarnation)
             .field("local_endpoint", &self.local_endpoint)
             .finish_non_exhaustive()
     }
@@ -209,13 +207,14 @@ impl ZmqBus {
             .collect();
         let node = Node::new(&config.host, config.incarnation, &peers, timing);
         let table = node.table();
-        let (commands_tx, commands_rx) = std_mpsc::channel();
+        let (orders_tx, orders_rx) = std_mpsc::channel();
+        let start = Instant::now();
         let handle = Handle {
-            commands: commands_tx,
+            orders: orders_tx,
             waker: Arc::new(Waker(Mutex::new(wake_tx))),
+            start,
         };
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
-        let start = Instant::now();
         let refused = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             node,
@@ -231,9 +230,8 @@ impl ZmqBus {
             zap,
             wake: wake_rx,
             dealers,
-            commands: commands_rx,
-            handle: handle.clone(),
-            inbox: inbox_tx,
+            orders: orders_rx,
+            inlet: Inlet::new(inbox_tx, Arc::clone(&table), handle.clone()),
             start,
             period: Duration::from_millis(timing.heartbeat_ms),
             _ctx: ctx,
@@ -244,15 +242,9 @@ impl ZmqBus {
             .map_err(StartError::Thread)?;
         tracing::info!(host = %config.host, listen = %local_endpoint, peers = config.peers.len(), "federation bus started");
         let bus = ZmqBus {
-            host: config.host,
-            incarnation: config.incarnation,
+            front: Front::new(config.host, config.incarnation, table, handle),
             local_endpoint,
-            handle,
-            table,
-            start,
             refused,
-            next_id: AtomicU64::new(1),
-            snapshot_seq: AtomicU64::new(0),
             thread: Some(thread),
         };
         Ok((bus, Inbox(inbox_rx)))
@@ -267,15 +259,11 @@ impl ZmqBus {
     pub fn refused_connections(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
-
-    fn now(&self) -> u64 {
-        millis_since(self.start)
-    }
 }
 
 impl Drop for ZmqBus {
     fn drop(&mut self) {
-        let _ = self.handle.send(Command::Stop);
+        let _ = self.front.carrier.order(Order::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -286,17 +274,13 @@ fn millis_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn encode(trace: Option<TraceContext>, message: Message) -> Result<Frames, wire::EncodeError> {
-    wire::encode(&Envelope { trace, message }).map(Frames::from)
-}
-
 impl Bus for ZmqBus {
     fn host(&self) -> &str {
-        &self.host
+        &self.front.host
     }
 
     fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.front.incarnation
     }
 
     fn publish_snapshot(
@@ -304,17 +288,7 @@ impl Bus for ZmqBus {
         body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let frames = encode(
-            trace,
-            Message::Snapshot(wire::Snapshot {
-                host: self.host.clone(),
-                incarnation: self.incarnation,
-                sequence,
-                body,
-            }),
-        )?;
-        self.handle.send(Command::Snapshot(frames))
+        self.front.publish_snapshot(body, trace)
     }
 
     fn publish_events(
@@ -322,14 +296,7 @@ impl Bus for ZmqBus {
         batch: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let frames = encode(
-            trace,
-            Message::Events(wire::Events {
-                host: self.host.clone(),
-                batch,
-            }),
-        )?;
-        self.handle.send(Command::Events(frames))
+        self.front.publish_events(batch, trace)
     }
 
     fn request(
@@ -340,38 +307,11 @@ impl Bus for ZmqBus {
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Bytes, RequestError>> {
         let peer = peer.to_owned();
-        Box::pin(async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let frames = encode(
-                trace,
-                Message::Request(wire::Request {
-                    id,
-                    from: self.host.clone(),
-                    body,
-                }),
-            )?;
-            let (tx, rx) = oneshot::channel();
-            self.handle
-                .send(Command::Request {
-                    peer: peer.clone(),
-                    id,
-                    frames,
-                    reply: tx,
-                })
-                .map_err(|_| RequestError::Closed)?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(RequestError::Closed),
-                Err(_) => Err(RequestError::Timeout {
-                    peer,
-                    after: timeout,
-                }),
-            }
-        })
+        Box::pin(async move { self.front.request(&peer, body, trace, timeout).await })
     }
 
     fn peers(&self) -> Vec<PeerView> {
-        node::lock(&self.table).views(self.now())
+        self.front.peers()
     }
 }
 
@@ -386,9 +326,8 @@ struct Worker {
     zap: zmq::Socket,
     wake: zmq::Socket,
     dealers: Vec<(String, zmq::Socket)>,
-    commands: std_mpsc::Receiver<Command>,
-    handle: Handle,
-    inbox: mpsc::Sender<Inbound>,
+    orders: std_mpsc::Receiver<Order>,
+    inlet: Inlet<Handle>,
     start: Instant,
     period: Duration,
     // Dropped last: the sockets above belong to it.
@@ -436,9 +375,12 @@ impl Worker {
             // Commands are drained on every pass, not only when woken: a
             // wake-up lost to a full pipe must not strand one.
             loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return,
-                    Ok(command) => self.command(command),
+                match self.orders.try_recv() {
+                    Ok(Order::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return,
+                    Ok(Order::Node(command)) => {
+                        let outs = self.node.command(self.now(), command);
+                        self.carry(outs);
+                    }
                     Err(std_mpsc::TryRecvError::Empty) => break,
                 }
             }
@@ -524,52 +466,27 @@ impl Worker {
         }
     }
 
-    fn command(&mut self, command: Command) {
-        let now = self.now();
-        match command {
-            Command::Snapshot(frames) => {
-                let outs = self.node.publish_snapshot(now, frames);
-                self.carry(outs);
-            }
-            Command::Events(frames) => {
-                let outs = self.node.publish_events(now, frames);
-                self.carry(outs);
-            }
-            Command::Request {
-                peer,
-                id,
-                frames,
-                reply,
-            } => {
-                self.node.start_request(&peer, id, reply);
-                if self.node.is_pending(id) && !self.send_to_peer(&peer, &frames) {
-                    self.node
-                        .request_failed(id, RequestError::Unreachable { peer });
-                }
-            }
-            Command::Reply {
-                peer,
-                route,
-                frames,
-            } => {
-                self.send_to_subscriber(&peer, &route, &frames);
-            }
-            Command::Stop => {}
-        }
-    }
-
     fn carry(&mut self, outs: Vec<Out<Vec<u8>>>) {
         for out in outs {
             match out {
-                Out::ToPeer { peer, frames } => {
-                    self.send_to_peer(&peer, &frames);
+                Out::ToPeer {
+                    peer,
+                    frames,
+                    request,
+                } => {
+                    if !self.send_to_peer(&peer, &frames)
+                        && let Some(id) = request
+                    {
+                        self.node
+                            .request_failed(id, RequestError::Unreachable { peer });
+                    }
                 }
                 Out::ToSubscriber {
                     peer,
                     route,
                     frames,
                 } => self.send_to_subscriber(&peer, &route, &frames),
-                Out::Deliver(delivery) => self.deliver(delivery),
+                Out::Deliver(delivery) => self.inlet.deliver(delivery),
             }
         }
     }
@@ -604,40 +521,6 @@ impl Worker {
                 tracing::debug!(peer, "a subscriber's connection is gone");
             }
             Err(e) => tracing::debug!(peer, error = %e, "a message to a subscriber was dropped"),
-        }
-    }
-
-    fn deliver(&mut self, delivery: Delivery<Vec<u8>>) {
-        let (peer, item) = match delivery {
-            Delivery::Item { peer, item } => (peer, item),
-            Delivery::Request {
-                from,
-                route,
-                id,
-                body,
-                trace,
-            } => {
-                let handle = self.handle.clone();
-                let to = from.clone();
-                let responder = Box::new(move |body: Bytes| {
-                    let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
-                    handle.send(Command::Reply {
-                        peer: to,
-                        route,
-                        frames,
-                    })
-                });
-                let request = IncomingRequest {
-                    from: from.clone(),
-                    body,
-                    trace,
-                    responder,
-                };
-                (from, Inbound::Request(request))
-            }
-        };
-        if self.inbox.try_send(item).is_err() {
-            node::lock(&self.table).drop_input(&peer, DropKind::InboxFull, &"the inbox is full");
         }
     }
 

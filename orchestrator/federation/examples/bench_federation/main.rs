@@ -1,6 +1,6 @@
 //! Benchmarks of the federation bus: real `ZmqBus`es on loopback with CURVE
 //! on and the detector's default timing (500 ms heartbeats, suspect after 2
-//! missed, down after 4).
+//! missed, down after 3).
 //!
 //! 1. Detection of a lost peer (link cut by a stopped proxy, and a killed
 //!    bus process), and its return.
