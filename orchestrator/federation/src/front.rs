@@ -7,16 +7,21 @@
 //!
 //! [`Node`]: crate::node::Node
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use orch_api::{ApiError, ErrorCode};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::bus::{Inbound, IncomingRequest, PeerView, PublishError, RequestError};
+use crate::bus::{
+    Inbound, IncomingRequest, Limits, PeerView, PublishError, RequestError, Strangers,
+};
+use crate::membership::Change;
 use crate::node::{self, Delivery, Frames, PeerTable};
-use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
+use crate::wire::{self, DropKind, EncodeError, Envelope, MAX_BODY, Message, TraceContext};
 
 /// What the daemon's side asks of the node.
 #[derive(Debug)]
@@ -47,10 +52,7 @@ pub(crate) trait Carrier: Clone + Send + Sync + 'static {
     fn now(&self) -> u64;
 }
 
-pub(crate) fn encode(
-    trace: Option<TraceContext>,
-    message: Message,
-) -> Result<Frames, wire::EncodeError> {
+pub(crate) fn encode(trace: Option<TraceContext>, message: Message) -> Result<Frames, EncodeError> {
     wire::encode(&Envelope { trace, message }).map(Frames::from)
 }
 
@@ -153,52 +155,276 @@ impl<C: Carrier> Front<C> {
     pub(crate) fn peers(&self) -> Vec<PeerView> {
         node::lock(&self.table).views(self.carrier.now())
     }
+
+    pub(crate) fn strangers(&self) -> Strangers {
+        node::lock(&self.table).strangers()
+    }
 }
 
-/// Where the node's deliveries enter the daemon's inbox.
+/// A control-API error reply (`orch_api::Reply::Err`), for the answers the
+/// bus gives itself: a peer over its requests in flight, a reply too large
+/// to send, a request dropped unanswered.
+pub(crate) fn refusal(code: ErrorCode, message: impl Into<String>) -> Bytes {
+    let reply = orch_api::Reply::Err(ApiError::new(code, message));
+    match serde_json::to_vec(&reply) {
+        Ok(body) => body.into(),
+        // A struct of two strings always serialises; this keeps the
+        // reply valid JSON all the same.
+        Err(_) => Bytes::from_static(b"null"),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the inlet and the outlet share: each peer's bytes waiting and
+/// requests in flight, and the peer state changes not yet taken. Every
+/// hold is a few map updates.
+#[derive(Debug, Default)]
+struct Shared {
+    queued: Mutex<HashMap<String, usize>>,
+    in_flight: Mutex<HashMap<String, usize>>,
+    changes: Mutex<BTreeMap<String, Change>>,
+    wake: Notify,
+}
+
+/// An inbox item, with the peer and the bytes it is charged to.
+#[derive(Debug)]
+struct Queued {
+    peer: String,
+    cost: usize,
+    item: Inbound,
+}
+
+/// The daemon's end of the inbox.
+#[derive(Debug)]
+pub(crate) struct Outlet {
+    rx: mpsc::UnboundedReceiver<Queued>,
+    shared: Arc<Shared>,
+}
+
+impl Outlet {
+    fn take_change(&self) -> Option<Inbound> {
+        let mut changes = lock(&self.shared.changes);
+        let peer = changes.keys().next()?.clone();
+        changes.remove(&peer).map(Inbound::PeerChanged)
+    }
+
+    fn release(&self, queued: Queued) -> Inbound {
+        if let Some(n) = lock(&self.shared.queued).get_mut(&queued.peer) {
+            *n = n.saturating_sub(queued.cost);
+        }
+        queued.item
+    }
+
+    pub(crate) async fn recv(&mut self) -> Option<Inbound> {
+        loop {
+            if let Some(change) = self.take_change() {
+                return Some(change);
+            }
+            tokio::select! {
+                biased;
+                () = self.shared.wake.notified() => {}
+                item = self.rx.recv() => {
+                    return match item {
+                        Some(q) => Some(self.release(q)),
+                        None => self.take_change(),
+                    };
+                }
+            }
+        }
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Option<Inbound> {
+        if let Some(change) = self.take_change() {
+            return Some(change);
+        }
+        let q = self.rx.try_recv().ok()?;
+        Some(self.release(q))
+    }
+}
+
+/// A request being answered; counts against its peer's requests in
+/// flight until dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    shared: Arc<Shared>,
+    peer: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = lock(&self.shared.in_flight).get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Where the node's deliveries enter the daemon's inbox, each peer within
+/// its share ([`Limits`]).
 #[derive(Debug)]
 pub(crate) struct Inlet<C> {
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::UnboundedSender<Queued>,
+    shared: Arc<Shared>,
     table: Arc<Mutex<PeerTable>>,
     carrier: C,
+    limits: Limits,
+}
+
+/// The two ends of an inbox.
+pub(crate) fn inbox<C: Carrier>(
+    table: Arc<Mutex<PeerTable>>,
+    carrier: C,
+    limits: Limits,
+) -> (Inlet<C>, Outlet) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::default());
+    let inlet = Inlet {
+        tx,
+        shared: Arc::clone(&shared),
+        table,
+        carrier,
+        limits,
+    };
+    (inlet, Outlet { rx, shared })
 }
 
 impl<C: Carrier> Inlet<C> {
-    pub(crate) fn new(tx: mpsc::Sender<Inbound>, table: Arc<Mutex<PeerTable>>, carrier: C) -> Self {
-        Inlet { tx, table, carrier }
-    }
-
     pub(crate) fn deliver(&self, delivery: Delivery<C::Route>) {
-        let (peer, item) = match delivery {
-            Delivery::Item { peer, item } => (peer, item),
+        match delivery {
+            Delivery::Item {
+                item: Inbound::PeerChanged(change),
+                ..
+            } => {
+                // Never dropped; a newer change of the same peer replaces
+                // one not yet taken, so they cannot pile up.
+                lock(&self.shared.changes).insert(change.peer.clone(), change);
+                self.shared.wake.notify_one();
+            }
+            Delivery::Item { peer, item } => {
+                let cost = match &item {
+                    Inbound::Snapshot { body, .. } => body.len(),
+                    Inbound::Events { batch, .. } => batch.len(),
+                    Inbound::Request(r) => r.body.len(),
+                    Inbound::PeerChanged(_) => 0,
+                } + Limits::ITEM_COST;
+                if self.charge(&peer, cost) {
+                    self.queue(peer, cost, item);
+                }
+            }
             Delivery::Request {
                 from,
+                role,
                 route,
                 id,
                 body,
                 trace,
             } => {
-                let carrier = self.carrier.clone();
-                let to = from.clone();
-                let responder = Box::new(move |body: Bytes| {
-                    let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
-                    carrier.send(Command::Reply {
-                        peer: to,
-                        route,
-                        frames,
-                    })
-                });
+                let responder = self.responder(from.clone(), route, id);
+                let busy = {
+                    let mut in_flight = lock(&self.shared.in_flight);
+                    let n = in_flight.entry(from.clone()).or_default();
+                    if *n >= self.limits.requests_in_flight {
+                        true
+                    } else {
+                        *n += 1;
+                        false
+                    }
+                };
+                let in_flight = InFlight {
+                    shared: Arc::clone(&self.shared),
+                    peer: from.clone(),
+                };
+                if busy {
+                    drop(in_flight);
+                    node::lock(&self.table).drop_input(
+                        &from,
+                        DropKind::Busy,
+                        &"a request beyond its requests in flight",
+                    );
+                    // Answered at once: the caller does not wait out its
+                    // timeout for a request this host will not take.
+                    let _ = responder(refusal(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "this host is answering {} requests from `{from}` already; try again when one is done",
+                            self.limits.requests_in_flight
+                        ),
+                    ));
+                    return;
+                }
+                let cost = body.len() + Limits::ITEM_COST;
                 let request = IncomingRequest {
                     from: from.clone(),
+                    role,
                     body,
                     trace,
-                    responder,
+                    responder: Some(responder),
+                    in_flight: Some(in_flight),
                 };
-                (from, Inbound::Request(request))
+                if self.charge(&from, cost) {
+                    self.queue(from, cost, Inbound::Request(request));
+                }
+                // Otherwise dropping `request` answers it with an error.
             }
-        };
-        if self.tx.try_send(item).is_err() {
-            node::lock(&self.table).drop_input(&peer, DropKind::InboxFull, &"the inbox is full");
         }
+    }
+
+    /// Charges `cost` bytes to `peer`'s share, or counts a drop.
+    fn charge(&self, peer: &str, cost: usize) -> bool {
+        let mut queued = lock(&self.shared.queued);
+        let used = queued.entry(peer.to_owned()).or_default();
+        if *used + cost > self.limits.inbox_bytes_per_peer {
+            drop(queued);
+            node::lock(&self.table).drop_input(
+                peer,
+                DropKind::InboxFull,
+                &"its share of the inbox is full",
+            );
+            return false;
+        }
+        *used += cost;
+        true
+    }
+
+    fn queue(&self, peer: String, cost: usize, item: Inbound) {
+        let queued = Queued { peer, cost, item };
+        if let Err(mpsc::error::SendError(q)) = self.tx.send(queued) {
+            // The daemon is gone; nothing waits for this.
+            if let Some(n) = lock(&self.shared.queued).get_mut(&q.peer) {
+                *n = n.saturating_sub(q.cost);
+            }
+        }
+    }
+
+    /// Sends a reply to request `id` back over `route`. A body too large
+    /// for one message is replaced by an error the caller gets at once.
+    fn responder(&self, peer: String, route: C::Route, id: u64) -> crate::bus::Responder {
+        let carrier = self.carrier.clone();
+        Box::new(move |body: Bytes| {
+            let (frames, outcome) = match encode(None, Message::Reply(wire::Reply { id, body })) {
+                Ok(frames) => (frames, Ok(())),
+                Err(e) => {
+                    let message = match &e {
+                        EncodeError::TooLarge { len } => format!(
+                            "the reply is {len} bytes, more than the {MAX_BODY} one federation message carries; ask for less"
+                        ),
+                        other => format!("the host could not encode its reply: {other}"),
+                    };
+                    let body = refusal(ErrorCode::Internal, message);
+                    (
+                        encode(None, Message::Reply(wire::Reply { id, body }))?,
+                        Err(PublishError::Encode(e)),
+                    )
+                }
+            };
+            carrier.send(Command::Reply {
+                peer,
+                route,
+                frames,
+            })?;
+            outcome
+        })
     }
 }

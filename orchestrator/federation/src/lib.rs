@@ -49,6 +49,7 @@
 
 pub mod bus;
 mod front;
+mod guard;
 pub mod keys;
 #[cfg(any(test, feature = "fake"))]
 pub mod mem;
@@ -58,8 +59,9 @@ pub mod wire;
 pub mod zmq_bus;
 
 pub use bus::{
-    BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, PeerConfig, PeerView,
-    PublishError, RequestError, incarnation_now,
+    BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, Limits, PeerConfig,
+    PeerView, PublishError, ReconfigureError, RequestError, Role, Strangers, check_peers,
+    incarnation_now,
 };
 pub use bytes::Bytes;
 pub use keys::{KeyError, PublicKey, SecretKey};

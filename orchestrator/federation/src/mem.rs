@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::bus::{BoxFuture, Bus, BusConfig, Inbox, PeerView, PublishError, RequestError, unix_ms};
-use crate::front::{Carrier, Command, Front, Inlet};
+use crate::bus::{
+    BoxFuture, Bus, BusConfig, Inbox, PeerConfig, PeerView, PublishError, ReconfigureError,
+    RequestError, Strangers, check_peers, unix_ms,
+};
+use crate::front::{self, Carrier, Command, Front, Inlet};
 use crate::node::{self, Node, Out, PeerTable};
 use crate::wire::TraceContext;
 
@@ -105,24 +107,24 @@ impl MemNetwork {
     /// restarted daemon would). Must be called within a tokio runtime: the
     /// bus's heartbeats run as a task.
     pub fn join(&self, config: BusConfig) -> (MemBus, Inbox) {
-        let peers: Vec<(String, String)> = config
-            .peers
-            .iter()
-            .map(|p| (p.name.clone(), p.endpoint.clone()))
-            .collect();
-        let node = Node::new(&config.host, config.incarnation, &peers, config.timing);
+        let node = Node::new(
+            &config.host,
+            config.incarnation,
+            &config.peers,
+            config.timing,
+        );
         let table = node.table();
         let node = Arc::new(Mutex::new(node));
-        let (tx, rx) = mpsc::channel(config.inbox_capacity.max(1));
         let link = Link {
             net: self.clone(),
             host: config.host.clone(),
         };
+        let (inlet, outlet) = front::inbox(Arc::clone(&table), link.clone(), config.limits);
         let member = Member {
             node: Arc::clone(&node),
-            inlet: Arc::new(Inlet::new(tx, Arc::clone(&table), link.clone())),
+            inlet: Arc::new(inlet),
             table: Arc::clone(&table),
-            peers: peers.iter().map(|(n, _)| n.clone()).collect(),
+            peers: config.peers.iter().map(|p| p.name.clone()).collect(),
         };
         lock(&self.inner.state)
             .members
@@ -147,7 +149,7 @@ impl MemNetwork {
             node,
             beats,
         };
-        (bus, Inbox(rx))
+        (bus, Inbox(outlet))
     }
 
     /// Stops all traffic between `a` and `b`, both ways.
@@ -284,5 +286,19 @@ impl Bus for MemBus {
 
     fn peers(&self) -> Vec<PeerView> {
         self.front.peers()
+    }
+
+    fn strangers(&self) -> Strangers {
+        self.front.strangers()
+    }
+
+    fn reconfigure(&self, peers: Vec<PeerConfig>) -> Result<(), ReconfigureError> {
+        check_peers(&peers)?;
+        let net = &self.front.carrier.net;
+        if let Some(m) = lock(&net.inner.state).members.get_mut(&self.front.host) {
+            m.peers = peers.iter().map(|p| p.name.clone()).collect();
+        }
+        lock(&self.node).reconfigure(&peers);
+        Ok(())
     }
 }

@@ -219,6 +219,23 @@ impl Membership {
             .min()
     }
 
+    /// Adds `peer` as `unknown`; a peer already listed keeps its state.
+    pub fn add(&mut self, peer: &str) {
+        self.members
+            .entry(peer.to_owned())
+            .or_insert_with(|| Member {
+                state: PeerState::Unknown,
+                incarnation: None,
+                sequence: 0,
+                last_heard: 0,
+            });
+    }
+
+    /// Forgets `peer`.
+    pub fn remove(&mut self, peer: &str) {
+        self.members.remove(peer);
+    }
+
     pub fn state(&self, peer: &str) -> Option<PeerState> {
         self.members.get(peer).map(|m| m.state)
     }
@@ -236,13 +253,39 @@ impl Membership {
     }
 }
 
-/// Subscriptions to this host's stream: one per peer, each renewed by the
-/// peer's heartbeats and held by a route (a ZeroMQ routing id, or nothing
-/// in memory).
+/// Subscriptions to this host's stream: one per peer (one per key, as a
+/// key names one peer), each renewed by the peer's heartbeats and held by
+/// a route (a ZeroMQ routing id, or nothing in memory).
+///
+/// Only a heartbeat newer than the last one renews a lease or moves it to
+/// another route, so two connections with one key (a replay, or a copy of
+/// the key) cannot make the lease flip between them, and with it the full
+/// snapshot each new subscription is sent.
 #[derive(Debug, Clone)]
 pub struct Leases<R> {
     ttl_ms: u64,
-    by_peer: BTreeMap<String, (R, u64)>,
+    by_peer: BTreeMap<String, Lease<R>>,
+}
+
+#[derive(Debug, Clone)]
+struct Lease<R> {
+    route: R,
+    expires: u64,
+    /// Incarnation and sequence of the heartbeat that last renewed it.
+    beat: (u64, u64),
+}
+
+/// What a heartbeat did to its sender's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// A new subscription (none, an expired one, or a newer heartbeat on
+    /// another route: the peer reconnected); send it the current snapshot.
+    New,
+    /// The live subscription, renewed.
+    Renewed,
+    /// Not newer than the heartbeat that last renewed the live lease:
+    /// ignored.
+    Stale,
 }
 
 impl<R: Clone + PartialEq> Leases<R> {
@@ -253,19 +296,26 @@ impl<R: Clone + PartialEq> Leases<R> {
         }
     }
 
-    /// Renews `peer`'s lease on `route`. True when the subscription is new
-    /// (none, an expired one, or on another route: the peer reconnected),
-    /// so the caller sends it the current snapshot.
-    pub fn renew(&mut self, now: u64, peer: &str, route: R) -> bool {
+    /// A heartbeat `(incarnation, sequence)` from `peer` on `route`.
+    pub fn renew(&mut self, now: u64, peer: &str, route: R, beat: (u64, u64)) -> Renewal {
         let expires = now + self.ttl_ms;
         match self.by_peer.get_mut(peer) {
-            Some((r, e)) if *r == route && *e >= now => {
-                *e = expires;
-                false
+            Some(l) if l.expires >= now && beat <= l.beat => Renewal::Stale,
+            Some(l) if l.expires >= now && l.route == route => {
+                l.expires = expires;
+                l.beat = beat;
+                Renewal::Renewed
             }
             _ => {
-                self.by_peer.insert(peer.to_owned(), (route, expires));
-                true
+                self.by_peer.insert(
+                    peer.to_owned(),
+                    Lease {
+                        route,
+                        expires,
+                        beat,
+                    },
+                );
+                Renewal::New
             }
         }
     }
@@ -274,13 +324,13 @@ impl<R: Clone + PartialEq> Leases<R> {
     pub fn live(&self, now: u64) -> Vec<(String, R)> {
         self.by_peer
             .iter()
-            .filter(|(_, (_, e))| *e >= now)
-            .map(|(p, (r, _))| (p.clone(), r.clone()))
+            .filter(|(_, l)| l.expires >= now)
+            .map(|(p, l)| (p.clone(), l.route.clone()))
             .collect()
     }
 
     pub fn expire(&mut self, now: u64) {
-        self.by_peer.retain(|_, (_, e)| *e >= now);
+        self.by_peer.retain(|_, l| l.expires >= now);
     }
 
     pub fn remove(&mut self, peer: &str) {
@@ -488,20 +538,47 @@ mod tests {
     #[test]
     fn a_lease_is_new_when_first_taken_expired_or_moved() {
         let mut l: Leases<u8> = Leases::new(400);
-        assert!(l.renew(0, "b", 1), "first");
-        assert!(!l.renew(100, "b", 1), "renewed");
+        assert_eq!(l.renew(0, "b", 1, (5, 1)), Renewal::New, "first");
+        assert_eq!(l.renew(100, "b", 1, (5, 2)), Renewal::Renewed);
         assert_eq!(l.live(500), vec![("b".to_owned(), 1)]);
         assert!(
             l.live(501).is_empty(),
             "expired 400ms after the last renewal"
         );
-        assert!(l.renew(600, "b", 1), "after expiry");
-        assert!(l.renew(700, "b", 2), "reconnected on another route");
+        assert_eq!(l.renew(600, "b", 1, (5, 3)), Renewal::New, "after expiry");
+        assert_eq!(
+            l.renew(700, "b", 2, (5, 4)),
+            Renewal::New,
+            "reconnected on another route"
+        );
         assert_eq!(l.live(700), vec![("b".to_owned(), 2)]);
         l.expire(2000);
         assert!(l.live(0).is_empty(), "expire removes it");
-        l.renew(0, "c", 3);
+        l.renew(0, "c", 3, (1, 1));
         l.remove("c");
         assert!(l.live(0).is_empty());
+    }
+
+    #[test]
+    fn a_second_connection_with_one_key_cannot_take_the_lease_with_old_heartbeats() {
+        let mut l: Leases<u8> = Leases::new(400);
+        assert_eq!(l.renew(0, "b", 1, (5, 10)), Renewal::New);
+        // The same beats replayed, or older ones, on another connection.
+        for seq in [10, 9, 1] {
+            assert_eq!(l.renew(50, "b", 2, (5, seq)), Renewal::Stale);
+        }
+        // An older incarnation does not either.
+        assert_eq!(l.renew(60, "b", 2, (4, 99)), Renewal::Stale);
+        assert_eq!(l.live(100), vec![("b".to_owned(), 1)], "still the first");
+        // Two connections each sending fresh beats: one new subscription per
+        // route change, never one per beat on the same route.
+        let mut news = 0;
+        for seq in 11..111 {
+            let route = if seq < 61 { 1 } else { 2 };
+            if l.renew(100 + seq, "b", route, (5, seq)) == Renewal::New {
+                news += 1;
+            }
+        }
+        assert_eq!(news, 1, "the move to route 2, once");
     }
 }

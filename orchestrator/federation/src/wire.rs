@@ -237,7 +237,7 @@ pub struct Envelope {
 }
 
 /// The kinds of refused input, as counted per peer. The first four come
-/// from [`decode`]; the last three from the bus.
+/// from [`decode`]; the rest from the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropKind {
     UnknownVersion,
@@ -249,12 +249,19 @@ pub enum DropKind {
     /// A well-formed message on a channel it does not belong to (a request
     /// from the side that serves subscriptions, for example).
     Unexpected,
-    /// The daemon did not take messages fast enough and its inbox was full.
+    /// The daemon did not take this peer's messages fast enough and its
+    /// share of the inbox was full.
     InboxFull,
+    /// A request beyond the peer's requests in flight, answered at once
+    /// with an `unavailable` error.
+    Busy,
+    /// A connection that sent more than its budget without completing a
+    /// message (a multipart flood), shut down.
+    OverBudget,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 7] = [
+    pub const ALL: [DropKind; 9] = [
         DropKind::UnknownVersion,
         DropKind::UnknownType,
         DropKind::Oversized,
@@ -262,6 +269,8 @@ impl DropKind {
         DropKind::Impostor,
         DropKind::Unexpected,
         DropKind::InboxFull,
+        DropKind::Busy,
+        DropKind::OverBudget,
     ];
 
     /// A stable label, e.g. for a metric's `reason`.
@@ -274,6 +283,8 @@ impl DropKind {
             DropKind::Impostor => "impostor",
             DropKind::Unexpected => "unexpected",
             DropKind::InboxFull => "inbox_full",
+            DropKind::Busy => "busy",
+            DropKind::OverBudget => "over_budget",
         }
     }
 

@@ -30,14 +30,16 @@ fn config(host: &str, incarnation: u64, peers: &[&str]) -> BusConfig {
         listen: "tcp://127.0.0.1:0".into(),
         peers: peers
             .iter()
-            .map(|p| PeerConfig {
-                name: (*p).into(),
-                endpoint: format!("tcp://{p}:7100"),
-                public_key: PublicKey::from_bytes([p.len() as u8; 32]),
+            .map(|p| {
+                PeerConfig::new(
+                    *p,
+                    format!("tcp://{p}:7100"),
+                    PublicKey::from_bytes([p.len() as u8; 32]),
+                )
             })
             .collect(),
         timing: TIMING,
-        inbox_capacity: 256,
+        limits: orch_federation::Limits::default(),
     }
 }
 
@@ -254,7 +256,7 @@ async fn a_bus_not_listed_by_its_peer_hears_nothing() {
 
 #[test]
 fn the_bus_config_comes_from_the_config_model() {
-    use orch_core::model::{Federation, Peer};
+    use orch_core::model::{Federation, Peer, PeerRole, RemoteCommands};
     use orch_core::units::Duration as ConfigDuration;
     let key = PublicKey::from_bytes([7; 32]);
     let mut federation = Federation {
@@ -263,11 +265,14 @@ fn the_bus_config_comes_from_the_config_model() {
             name: "pc2".into(),
             endpoint: "tcp://pc2.lan:7100".into(),
             public_key: key.to_z85(),
+            next_public_key: None,
+            role: PeerRole::Peer,
         }],
         secret_key_file: None,
         heartbeat: ConfigDuration::from_millis(250),
         suspect_after: 3,
         down_after: 6,
+        remote_commands: RemoteCommands::Operate,
     };
     let config = BusConfig::from_model("mainpc", &federation, 99).expect("valid");
     assert_eq!(config.host, "mainpc");
@@ -281,7 +286,8 @@ fn the_bus_config_comes_from_the_config_model() {
             down_after: 6
         }
     );
-    assert_eq!(config.peers[0].public_key, key);
+    assert_eq!(config.peers[0].public_keys, [key]);
+    assert_eq!(config.peers[0].role, orch_federation::Role::Peer);
     assert_eq!(config.peers[0].endpoint, "tcp://pc2.lan:7100");
 
     federation.peers[0].public_key = "short".into();

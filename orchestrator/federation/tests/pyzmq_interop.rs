@@ -70,18 +70,17 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
         host: "mainpc".into(),
         incarnation: 1_234_567,
         listen: format!("tcp://127.0.0.1:{port}"),
-        peers: vec![PeerConfig {
-            name: "monitor".into(),
-            // The client only dials in; nothing listens here.
-            endpoint: "tcp://127.0.0.1:9".into(),
-            public_key: client_public,
-        }],
+        peers: vec![PeerConfig::new(
+            "monitor",
+            "tcp://127.0.0.1:9",
+            client_public,
+        )],
         timing: Timing {
             heartbeat_ms: 100,
             suspect_after: 2,
             down_after: 4,
         },
-        inbox_capacity: 64,
+        limits: orch_federation::Limits::default(),
     };
     let (bus, mut inbox) = ZmqBus::start(config, &key).expect("start");
     bus.publish_snapshot(j(json!({"groups": {"infra_core": "running"}})), None)

@@ -64,11 +64,11 @@ impl Host {
     }
 
     fn as_peer_at(&self, port: u16) -> PeerConfig {
-        PeerConfig {
-            name: self.name.into(),
-            endpoint: format!("tcp://127.0.0.1:{port}"),
-            public_key: self.key.public(),
-        }
+        PeerConfig::new(
+            self.name,
+            format!("tcp://127.0.0.1:{port}"),
+            self.key.public(),
+        )
     }
 
     fn start(&self, incarnation: u64, peers: Vec<PeerConfig>) -> (ZmqBus, Watch) {
@@ -78,7 +78,7 @@ impl Host {
             listen: format!("tcp://127.0.0.1:{}", self.port),
             peers,
             timing: TIMING,
-            inbox_capacity: 1024,
+            limits: orch_federation::Limits::default(),
         };
         let (bus, inbox) = ZmqBus::start(config, &self.key).expect("start");
         (bus, Watch::new(inbox))
@@ -172,19 +172,26 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
         assert_eq!(v(&body), json!({"groups": {"vision_gpu": "running"}}));
     }
 
-    // Events go only to subscribers: b's heartbeats subscribe it to c, and
-    // c's heartbeats, which make c alive for b, flow only once they have.
+    // Events go only to subscribers: b's heartbeats subscribe it to c, but
+    // c may be alive for b (by c's own heartbeats) before they have, so c
+    // publishes until b hears one batch.
     assert_eq!(state_change(&mut in_b, "c", PeerState::Alive).await, 3);
-    bus_c
-        .publish_events(j(json!([json!({"agent": "x", "event": "started"})])), None)
-        .expect("publish");
-    let batch = match in_b
-        .take(|item| matches!(item, Inbound::Events { peer, .. } if peer == "c"))
-        .await
-    {
-        Inbound::Events { batch, .. } => batch,
-        _ => unreachable!("taken for being events"),
-    };
+    let mut batch = None;
+    for _ in 0..100 {
+        bus_c
+            .publish_events(j(json!([json!({"agent": "x", "event": "started"})])), None)
+            .expect("publish");
+        let heard = tokio::time::timeout(
+            Duration::from_millis(200),
+            in_b.take(|item| matches!(item, Inbound::Events { peer, .. } if peer == "c")),
+        )
+        .await;
+        if let Ok(Inbound::Events { batch: b, .. }) = heard {
+            batch = Some(b);
+            break;
+        }
+    }
+    let batch = batch.expect("b heard c's events");
     assert_eq!(
         v(&batch),
         json!([json!({"agent": "x", "event": "started"})])
@@ -277,7 +284,7 @@ async fn a_peer_configured_with_the_wrong_public_key_never_becomes_alive() {
     let (a, b) = (Host::new("a"), Host::new("b"));
     let wrong = SecretKey::generate().expect("CURVE").public();
     let b_with_wrong_key = PeerConfig {
-        public_key: wrong,
+        public_keys: vec![wrong],
         ..b.as_peer()
     };
     let (bus_a, mut in_a) = a.start(1, vec![b_with_wrong_key]);
@@ -401,11 +408,11 @@ async fn a_cut_link_heals_by_itself() {
 async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
     let (a, b) = (Host::new("a"), Host::new("b"));
     let c_keys = zmq::CurveKeyPair::new().expect("keys");
-    let c = PeerConfig {
-        name: "c".into(),
-        endpoint: format!("tcp://127.0.0.1:{}", free_port()),
-        public_key: PublicKey::from_bytes(c_keys.public_key),
-    };
+    let c = PeerConfig::new(
+        "c",
+        format!("tcp://127.0.0.1:{}", free_port()),
+        PublicKey::from_bytes(c_keys.public_key),
+    );
     let (bus_a, mut in_a) = a.start(1, vec![b.as_peer(), c]);
 
     let ctx = zmq::Context::new();

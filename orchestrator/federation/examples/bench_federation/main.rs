@@ -191,7 +191,7 @@ fn run_peer() -> Result<()> {
             listen: args.listen,
             peers: args.peers,
             timing: net::timing(),
-            inbox_capacity: BusConfig::DEFAULT_INBOX_CAPACITY,
+            limits: orch_federation::Limits::default(),
         };
         let (bus, mut inbox) = ZmqBus::start(config, &secret)?;
         while let Some(item) = inbox.recv().await {
