@@ -96,6 +96,11 @@ pub struct Strangers {
     pub evicted_handshakes: u64,
     /// Connections the listener could not accept (out of descriptors).
     pub accept_failures: u64,
+    /// Connections shut over [`Limits::connection_budget`] before their
+    /// first whole message: libzmq names a connection's key only with a
+    /// message, so a flood that never ends its first one is counted here
+    /// rather than against its peer.
+    pub over_budget: u64,
 }
 
 /// What a bus needs to know: who this host is and who its peers are.

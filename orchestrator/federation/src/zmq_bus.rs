@@ -692,7 +692,7 @@ impl Worker {
                 table.refuse_connection(&peer, &why);
             }
             Verdict::OverBudget { peer: None, held } => {
-                table.strangers_mut().evicted_handshakes += 1;
+                table.strangers_mut().over_budget += 1;
                 tracing::warn!(
                     held,
                     "closed a federation connection over its budget before its first message"
