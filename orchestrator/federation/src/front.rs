@@ -322,22 +322,16 @@ impl<C: Carrier> Inlet<C> {
                 trace,
             } => {
                 let responder = self.responder(from.clone(), route, id);
-                let busy = {
+                let admitted = {
                     let mut in_flight = lock(&self.shared.in_flight);
                     let n = in_flight.entry(from.clone()).or_default();
-                    if *n >= self.limits.requests_in_flight {
-                        true
-                    } else {
+                    let free = *n < self.limits.requests_in_flight;
+                    if free {
                         *n += 1;
-                        false
                     }
+                    free
                 };
-                let in_flight = InFlight {
-                    shared: Arc::clone(&self.shared),
-                    peer: from.clone(),
-                };
-                if busy {
-                    drop(in_flight);
+                if !admitted {
                     node::lock(&self.table).drop_input(
                         &from,
                         DropKind::Busy,
@@ -354,6 +348,10 @@ impl<C: Carrier> Inlet<C> {
                     ));
                     return;
                 }
+                let in_flight = InFlight {
+                    shared: Arc::clone(&self.shared),
+                    peer: from.clone(),
+                };
                 let cost = body.len() + Limits::ITEM_COST;
                 let request = IncomingRequest {
                     from: from.clone(),
