@@ -502,3 +502,113 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
     // The impostor heartbeat did not make `b` known.
     assert_eq!(view(&bus_a, "b").state, PeerState::Unknown);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_changes_keys_at_run_time_and_a_third_is_never_seen_down() {
+    let (a, b, c) = (Host::new("a"), Host::new("b"), Host::new("c"));
+    let (bus_a, mut in_a) = a.start(1, vec![b.as_peer(), c.as_peer()]);
+    let (bus_b, in_b) = b.start(2, vec![a.as_peer()]);
+    let (_bus_c, _in_c) = c.start(3, vec![a.as_peer()]);
+    assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 2);
+    assert_eq!(state_change(&mut in_a, "c", PeerState::Alive).await, 3);
+
+    // Step 1: a lists b's old and new keys, at run time.
+    let b_new = Host {
+        name: "b",
+        key: SecretKey::generate().expect("CURVE"),
+        port: b.port,
+    };
+    let mut both = b.as_peer();
+    both.public_keys.push(b_new.key.public());
+    bus_a.reconfigure(vec![both, c.as_peer()]).expect("taken");
+    // Step 2: b restarts on its new key; a admits and dials it.
+    drop((bus_b, in_b));
+    let (_bus_b2, _in_b2) = b_new.start(4, vec![a.as_peer()]);
+    assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 4);
+    // Step 3: the new key alone.
+    bus_a
+        .reconfigure(vec![b_new.as_peer(), c.as_peer()])
+        .expect("taken");
+    tokio::time::sleep(Duration::from_millis(TIMING.heartbeat_ms * 6)).await;
+    assert_eq!(view(&bus_a, "b").state, PeerState::Alive);
+    assert_eq!(view(&bus_a, "b").incarnation, Some(4));
+    // c, unchanged throughout, never went suspect or down.
+    while let Some(item) = in_a.inbox.try_recv() {
+        if let Inbound::PeerChanged(ch) = item {
+            assert!(ch.peer != "c" || ch.state == PeerState::Alive, "{ch:?}");
+        }
+    }
+    assert!(in_a.skipped.iter().all(|i| !matches!(i,
+        Inbound::PeerChanged(ch) if ch.peer == "c" && ch.state != PeerState::Alive)));
+    assert_eq!(view(&bus_a, "c").state, PeerState::Alive);
+    // A list naming one key twice is refused whole.
+    let mut twin = c.as_peer();
+    twin.name = "d".into();
+    assert!(
+        bus_a
+            .reconfigure(vec![b_new.as_peer(), c.as_peer(), twin])
+            .is_err()
+    );
+    assert_eq!(bus_a.peers().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_with_one_key_do_not_get_a_snapshot_per_heartbeat() {
+    let (a, b) = (Host::new("a"), Host::new("b"));
+    let b_keys = zmq::CurveKeyPair::new().expect("CURVE");
+    let b_peer = PeerConfig::new(
+        "b",
+        format!("tcp://127.0.0.1:{}", free_port()),
+        PublicKey::from_bytes(b_keys.public_key),
+    );
+    let (bus_a, _in_a) = a.start(1, vec![b_peer]);
+    bus_a
+        .publish_snapshot(j(json!({"big": "state"})), None)
+        .expect("publish");
+    let ctx = zmq::Context::new();
+    let dealer = || {
+        let d = ctx.socket(zmq::DEALER).expect("socket");
+        d.set_linger(0).expect("linger");
+        d.set_curve_serverkey(a.key.public().as_bytes())
+            .expect("key");
+        d.set_curve_publickey(&b_keys.public_key).expect("key");
+        d.set_curve_secretkey(&b_keys.secret_key).expect("key");
+        d.set_rcvtimeo(50).expect("timeout");
+        d.connect(&format!("tcp://127.0.0.1:{}", a.port))
+            .expect("connect");
+        d
+    };
+    let (one, two) = (dealer(), dealer());
+    let beat = |seq: u64| {
+        wire::encode(&Envelope {
+            trace: None,
+            message: Message::Heartbeat(wire::Heartbeat {
+                host: "b".into(),
+                incarnation: 7,
+                sequence: seq,
+                sent_at_ms: 0,
+            }),
+        })
+        .expect("encode")
+        .into_iter()
+        .map(|f| f.to_vec())
+        .collect::<Vec<_>>()
+    };
+    // Both connections send every heartbeat (a replay, or a copied key).
+    let mut snapshots = 0;
+    for seq in 1..=40 {
+        one.send_multipart(beat(seq), 0).expect("send");
+        two.send_multipart(beat(seq), 0).expect("send");
+        for d in [&one, &two] {
+            while let Ok(frames) = d.recv_multipart(0) {
+                if frames.first().is_some_and(|h| h.get(3) == Some(&2)) {
+                    snapshots += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        (1..=2).contains(&snapshots),
+        "one snapshot as b subscribed (maybe one more as it moved connection), not one per beat: {snapshots}"
+    );
+}
