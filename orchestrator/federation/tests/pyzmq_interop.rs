@@ -145,7 +145,7 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
     );
     assert_eq!(
         seen["reply"],
-        json!({"pong": {"op": "ping", "from": "python"}})
+        json!({"pong": {"v": 1, "op": "status"}})
     );
     let monitor = &bus.peers()[0];
     assert_eq!(monitor.decode_errors(), 0, "{monitor:?}");
