@@ -83,13 +83,18 @@ impl Host {
     }
 
     fn start(&self, peers: Vec<PeerConfig>) -> (ZmqBus, Inbox) {
-        let config = BusConfig::new(
+        self.start_with(peers, Limits::default())
+    }
+
+    fn start_with(&self, peers: Vec<PeerConfig>, limits: Limits) -> (ZmqBus, Inbox) {
+        let mut config = BusConfig::new(
             self.name,
             1,
             format!("tcp://127.0.0.1:{}", self.port),
             peers,
             TIMING,
         );
+        config.limits = limits;
         ZmqBus::start(config, &self.key).expect("start")
     }
 }
@@ -263,4 +268,133 @@ async fn a_thousand_half_open_connections_leave_a_peer_answered() {
     assert!(strangers.evicted_handshakes >= 936, "{strangers:?}");
     assert_eq!(bus_a.peers()[0].state, PeerState::Alive);
     drop(idle);
+}
+
+/// This process's CPU time (user and system), from `/proc/self/stat`,
+/// opened beforehand: at the descriptor limit no file can be opened.
+fn cpu_time(stat: &mut std::fs::File) -> Duration {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    stat.rewind().expect("rewind");
+    stat.read_to_string(&mut text).expect("stat");
+    let stat = text;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("CLK_TCK");
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Opens `HOLD_COUNT` connections to `HOLD_PORT` and keeps them, silent,
+/// for `HOLD_SECONDS`: run in a child process, so its descriptors are not
+/// the bus's.
+#[test]
+#[ignore = "the child process of the file descriptor limit test"]
+fn hold_child() {
+    let Ok(port) = std::env::var("HOLD_PORT") else {
+        return;
+    };
+    let port: u16 = port.parse().expect("port");
+    let count: usize = std::env::var("HOLD_COUNT")
+        .expect("count")
+        .parse()
+        .expect("n");
+    let seconds: u64 = std::env::var("HOLD_SECONDS")
+        .expect("s")
+        .parse()
+        .expect("n");
+    let mut held = Vec::new();
+    for _ in 0..count {
+        if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+            held.push(c);
+        }
+    }
+    println!("holding {}", held.len());
+    std::thread::sleep(Duration::from_secs(seconds));
+}
+
+/// Runs [`fd_limit_child`] in a process of its own: it lowers its
+/// descriptor limit, which must not touch other tests.
+#[test]
+fn at_the_descriptor_limit_the_listener_sheds_handshakes_and_does_not_spin() {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "fd_limit_child", "--ignored", "--nocapture"])
+        .env("FD_LIMIT_CHILD", "1")
+        .output()
+        .expect("the child runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by at_the_descriptor_limit_the_listener_sheds_handshakes_and_does_not_spin"]
+async fn fd_limit_child() {
+    if std::env::var_os("FD_LIMIT_CHILD").is_none() {
+        return;
+    }
+    // A low limit for this process, so 600 silent connections from a
+    // child of its own run it out of descriptors.
+    let limit = libc::rlimit {
+        rlim_cur: 256,
+        rlim_max: 256,
+    };
+    // SAFETY: setrlimit reads one rlimit struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let (a, b) = (Host::new("a"), Host::new("b"));
+    // No cap on pending handshakes, so only the descriptor limit sheds.
+    let no_cap = Limits {
+        pending_connections: usize::MAX,
+        ..Limits::default()
+    };
+    let (bus_a, in_a) = a.start_with(vec![b.as_peer()], no_cap);
+    let _serve_a = serve(in_a);
+    let mut stat = std::fs::File::open("/proc/self/stat").expect("stat");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "hold_child", "--ignored", "--nocapture"])
+        .env("HOLD_PORT", a.port.to_string())
+        .env("HOLD_COUNT", "600")
+        .env("HOLD_SECONDS", "8")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the child runs");
+    until("the listener ran out of descriptors", || {
+        bus_a.strangers().accept_failures > 0
+    })
+    .await;
+    // While the child holds its connections: this process spends well
+    // under a core (libzmq's listener retrying a failed accept at once
+    // would spend a whole one).
+    let (cpu0, wall0) = (cpu_time(&mut stat), Instant::now());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (cpu, wall) = (cpu_time(&mut stat) - cpu0, wall0.elapsed());
+    let strangers = bus_a.strangers();
+    assert!(
+        cpu < wall / 2,
+        "{cpu:?} of CPU in {wall:?} at the descriptor limit: {strangers:?}"
+    );
+    assert!(strangers.evicted_handshakes > 0, "{strangers:?}");
+    // Once the flood ends, a peer is answered.
+    let _ = child.kill();
+    let _ = child.wait();
+    let (bus_b, in_b) = b.start(vec![a.as_peer()]);
+    let _serve_b = serve(in_b);
+    until("a is alive for b", || {
+        bus_b
+            .peers()
+            .iter()
+            .any(|p| p.name == "a" && p.state == PeerState::Alive)
+    })
+    .await;
+    let reply = bus_b
+        .request("a", "{\"after\": 1}".into(), None, PATIENCE)
+        .await
+        .expect("answered");
+    assert_eq!(&reply[..], b"{\"after\": 1}");
 }

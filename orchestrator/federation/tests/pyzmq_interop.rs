@@ -143,10 +143,7 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
         seen["snapshot"]["body"],
         json!({"groups": {"infra_core": "running"}})
     );
-    assert_eq!(
-        seen["reply"],
-        json!({"pong": {"v": 1, "op": "status"}})
-    );
+    assert_eq!(seen["reply"], json!({"pong": {"v": 1, "op": "status"}}));
     let monitor = &bus.peers()[0];
     assert_eq!(monitor.decode_errors(), 0, "{monitor:?}");
 }
