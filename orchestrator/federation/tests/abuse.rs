@@ -356,7 +356,7 @@ async fn fd_limit_child() {
     let (bus_a, in_a) = a.start_with(vec![b.as_peer()], no_cap);
     let _serve_a = serve(in_a);
     let mut stat = std::fs::File::open("/proc/self/stat").expect("stat");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "hold_child", "--ignored", "--nocapture"])
         .env("HOLD_PORT", a.port.to_string())
         .env("HOLD_COUNT", "600")

@@ -554,7 +554,7 @@ async fn a_peer_changes_keys_at_run_time_and_a_third_is_never_seen_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connections_with_one_key_do_not_get_a_snapshot_per_heartbeat() {
-    let (a, b) = (Host::new("a"), Host::new("b"));
+    let a = Host::new("a");
     let b_keys = zmq::CurveKeyPair::new().expect("CURVE");
     let b_peer = PeerConfig::new(
         "b",
