@@ -27,6 +27,11 @@
 //! costs libzmq more memory than its wire size (tiny frames) is bounded by
 //! the same byte count within a small factor.
 //!
+//! A descriptor is only ever shut while the ledger holds it, and the
+//! ledger is brought up to date from the monitor first: libzmq reports a
+//! connection's end before it closes the descriptor, so a number reused by
+//! another file of the process is never shut in its place.
+//!
 //! The same ledger holds connections that have not finished their CURVE
 //! handshake: at most [`Limits::pending_connections`] of them, the oldest
 //! shut down first, and all of them when the listener fails to accept for
@@ -126,6 +131,10 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
+    pub(crate) fn contains(&self, fd: RawFd) -> bool {
+        self.conns.contains_key(&fd)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }

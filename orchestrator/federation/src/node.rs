@@ -670,3 +670,21 @@ fn encode(trace: Option<TraceContext>, message: Message) -> Option<Frames> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_a_minute_and_the_next_one_counts_those_held_back() {
+        let mut limit = LogLimit::default();
+        assert_eq!(limit.allow(), Some(0), "the first line is written");
+        for _ in 0..1000 {
+            assert_eq!(limit.allow(), None, "held back within the minute");
+        }
+        // A minute later: written again, never silenced for good.
+        limit.last = Instant::now().checked_sub(LogLimit::PERIOD);
+        assert_eq!(limit.allow(), Some(1000));
+        assert_eq!(limit.allow(), None);
+    }
+}

@@ -310,6 +310,7 @@ impl ZmqBus {
             table: Arc::clone(&table),
             allowed: allowed(&config.peers),
             refusals: HashMap::new(),
+            fd_log: LogLimit::default(),
             router,
             router_monitor,
             router_ledger: Ledger::default(),
@@ -436,6 +437,7 @@ struct Worker {
     allowed: HashMap<[u8; KEY_BYTES], String>,
     /// Log limits of refused unknown keys (at most [`MAX_LOGGED_KEYS`]).
     refusals: HashMap<Option<[u8; KEY_BYTES]>, LogLimit>,
+    fd_log: LogLimit,
     router: zmq::Socket,
     router_monitor: zmq::Socket,
     router_ledger: Ledger,
@@ -600,29 +602,35 @@ impl Worker {
     }
 
     fn read_monitors(&mut self) {
+        let mut out_of_fds = false;
         while let Ok(frames) = self.router_monitor.recv_multipart(zmq::DONTWAIT) {
             let event = frames
                 .first()
                 .map_or(Event::Other, |f| guard::parse_event(f));
             if let Event::AcceptFailed(errno) = event {
                 self.table_strangers(|s| s.accept_failures += 1);
-                if errno == libc::EMFILE || errno == libc::ENFILE {
-                    // Out of descriptors: free them from connections
-                    // whose handshakes are pending, or the listener
-                    // would retry its accept at once, forever.
-                    let shut = self.router_ledger.evict(0);
-                    for fd in &shut {
-                        guard::shut(*fd);
-                    }
-                    let n = shut.len() as u64;
-                    self.table_strangers(|s| s.evicted_handshakes += n);
-                    tracing::warn!(
-                        evicted = n,
-                        "the federation listener ran out of file descriptors; closed connections still in their handshake"
-                    );
-                }
+                out_of_fds |= errno == libc::EMFILE || errno == libc::ENFILE;
             }
             self.router_ledger.event(event);
+        }
+        if out_of_fds {
+            // Out of descriptors: free them from connections whose
+            // handshakes are pending (after the whole queue of events, so
+            // none of them is closed already), or the listener would retry
+            // its accept at once, forever.
+            let shut = self.router_ledger.evict(0);
+            for fd in &shut {
+                guard::shut(*fd);
+            }
+            let n = shut.len() as u64;
+            self.table_strangers(|s| s.evicted_handshakes += n);
+            if let Some(suppressed) = self.fd_log.allow() {
+                tracing::warn!(
+                    evicted = n,
+                    suppressed,
+                    "the federation listener ran out of file descriptors; closed connections still in their handshake (at most one line a minute)"
+                );
+            }
         }
         let mut greet = Vec::new();
         for d in &mut self.dealers {
@@ -651,6 +659,11 @@ impl Worker {
     /// Shuts connections that hold too much, or wait in their handshake
     /// while too many do.
     fn check_connections(&mut self) {
+        // libzmq reports a connection's end on the monitor before it
+        // closes the descriptor, so after this drain every descriptor in
+        // the ledgers is still the connection it was recorded for, not a
+        // reused number.
+        self.read_monitors();
         let budget = self.limits.connection_budget as u64;
         let mut verdicts = self.router_ledger.check(
             budget,
@@ -693,10 +706,13 @@ impl Worker {
             }
             Verdict::OverBudget { peer: None, held } => {
                 table.strangers_mut().over_budget += 1;
-                tracing::warn!(
-                    held,
-                    "closed a federation connection over its budget before its first message"
-                );
+                if let Some(suppressed) = self.fd_log.allow() {
+                    tracing::warn!(
+                        held,
+                        suppressed,
+                        "closed a federation connection over its budget before its first message (at most one line a minute)"
+                    );
+                }
             }
             Verdict::TooManyForKey { peer } => {
                 let why = format!(
@@ -836,7 +852,11 @@ impl Worker {
                 return;
             };
             if let Some((fd, verdict)) = frames.verdict {
-                self.apply(fd, verdict);
+                // As in `check_connections`: only a descriptor still open.
+                self.read_monitors();
+                if self.router_ledger.contains(fd) {
+                    self.apply(fd, verdict);
+                }
                 continue;
             }
             if frames.frames.len() < 2 {
