@@ -128,9 +128,16 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     conns: BTreeMap<RawFd, Conn>,
+    /// The most a connection held at the last check.
+    max_held: u64,
 }
 
 impl Ledger {
+    /// The most a connection held (and kept) at the last check.
+    pub(crate) fn max_held(&self) -> u64 {
+        self.max_held
+    }
+
     pub(crate) fn contains(&self, fd: RawFd) -> bool {
         self.conns.contains_key(&fd)
     }
@@ -201,10 +208,13 @@ impl Ledger {
         received: impl Fn(RawFd) -> Option<u64>,
     ) -> Vec<(RawFd, Verdict)> {
         let mut out = Vec::new();
+        self.max_held = 0;
         for (fd, conn) in &self.conns {
             let Some(got) = received(*fd) else { continue };
             let held = got.saturating_sub(conn.delivered + HANDSHAKE_ALLOWANCE);
-            if held > budget {
+            if held <= budget {
+                self.max_held = self.max_held.max(held);
+            } else {
                 out.push((
                     *fd,
                     Verdict::OverBudget {
@@ -381,6 +391,7 @@ mod tests {
             )]
         );
         assert_eq!(l.len(), 1, "a shut connection leaves the ledger");
+        assert_eq!(l.max_held(), 0, "the one kept holds nothing");
         assert!(l.check(1 << 20, 64, received).is_empty());
     }
 

@@ -258,9 +258,13 @@ impl Membership {
 /// a route (a ZeroMQ routing id, or nothing in memory).
 ///
 /// Only a heartbeat newer than the last one renews a lease or moves it to
-/// another route, so two connections with one key (a replay, or a copy of
-/// the key) cannot make the lease flip between them, and with it the full
-/// snapshot each new subscription is sent.
+/// another route, so replayed heartbeats on a second connection with one
+/// key change nothing. A lease that moves while live is sent the full
+/// snapshot again at most once per [`Leases::MOVED_CATCH_UP_MS`] within
+/// one incarnation (the daemon republishes within that time anyway), and
+/// at most once per lease time for a new incarnation (a restart), so two
+/// connections taking turns with fresh heartbeats cannot have a snapshot
+/// sent per heartbeat.
 #[derive(Debug, Clone)]
 pub struct Leases<R> {
     ttl_ms: u64,
@@ -273,6 +277,8 @@ struct Lease<R> {
     expires: u64,
     /// Incarnation and sequence of the heartbeat that last renewed it.
     beat: (u64, u64),
+    /// When it was last answered [`Renewal::New`].
+    caught_up: u64,
 }
 
 /// What a heartbeat did to its sender's lease.
@@ -281,7 +287,8 @@ pub enum Renewal {
     /// A new subscription (none, an expired one, or a newer heartbeat on
     /// another route: the peer reconnected); send it the current snapshot.
     New,
-    /// The live subscription, renewed.
+    /// The live subscription, renewed (on another route, when it moved
+    /// again sooner than [`Leases::MOVED_CATCH_UP_MS`]).
     Renewed,
     /// Not newer than the heartbeat that last renewed the live lease:
     /// ignored.
@@ -289,6 +296,10 @@ pub enum Renewal {
 }
 
 impl<R: Clone + PartialEq> Leases<R> {
+    /// A live lease that moves to another route is sent the snapshot again
+    /// at most this often.
+    pub const MOVED_CATCH_UP_MS: u64 = 5_000;
+
     pub fn new(ttl_ms: u64) -> Self {
         Leases {
             ttl_ms,
@@ -301,10 +312,27 @@ impl<R: Clone + PartialEq> Leases<R> {
         let expires = now + self.ttl_ms;
         match self.by_peer.get_mut(peer) {
             Some(l) if l.expires >= now && beat <= l.beat => Renewal::Stale,
-            Some(l) if l.expires >= now && l.route == route => {
+            Some(l) if l.expires >= now => {
+                let restarted = beat.0 > l.beat.0;
                 l.expires = expires;
                 l.beat = beat;
-                Renewal::Renewed
+                if l.route == route {
+                    return Renewal::Renewed;
+                }
+                l.route = route;
+                // A restarted subscriber (a new incarnation) is caught up
+                // at once, unless it "restarted" within the lease's time
+                // already; a move within one incarnation is a reconnection.
+                let wait = if restarted {
+                    self.ttl_ms
+                } else {
+                    Self::MOVED_CATCH_UP_MS
+                };
+                if now.saturating_sub(l.caught_up) < wait {
+                    return Renewal::Renewed;
+                }
+                l.caught_up = now;
+                Renewal::New
             }
             _ => {
                 self.by_peer.insert(
@@ -313,6 +341,7 @@ impl<R: Clone + PartialEq> Leases<R> {
                         route,
                         expires,
                         beat,
+                        caught_up: now,
                     },
                 );
                 Renewal::New
@@ -548,11 +577,19 @@ mod tests {
         assert_eq!(l.renew(600, "b", 1, (5, 3)), Renewal::New, "after expiry");
         assert_eq!(
             l.renew(700, "b", 2, (5, 4)),
-            Renewal::New,
-            "reconnected on another route"
+            Renewal::Renewed,
+            "moved to another route soon after catching up: no second snapshot"
         );
         assert_eq!(l.live(700), vec![("b".to_owned(), 2)]);
-        l.expire(2000);
+        for t in (1000..5600).step_by(300) {
+            l.renew(t, "b", 2, (5, t));
+        }
+        assert_eq!(
+            l.renew(5700, "b", 3, (5, 5700)),
+            Renewal::New,
+            "reconnected on another route, long after"
+        );
+        l.expire(20_000);
         assert!(l.live(0).is_empty(), "expire removes it");
         l.renew(0, "c", 3, (1, 1));
         l.remove("c");
@@ -570,15 +607,37 @@ mod tests {
         // An older incarnation does not either.
         assert_eq!(l.renew(60, "b", 2, (4, 99)), Renewal::Stale);
         assert_eq!(l.live(100), vec![("b".to_owned(), 1)], "still the first");
-        // Two connections each sending fresh beats: one new subscription per
-        // route change, never one per beat on the same route.
+        // Two connections taking turns with fresh beats: the lease follows
+        // them, but the snapshot goes out once per catch-up period, not
+        // once per beat.
         let mut news = 0;
         for seq in 11..111 {
-            let route = if seq < 61 { 1 } else { 2 };
-            if l.renew(100 + seq, "b", route, (5, seq)) == Renewal::New {
+            let route = if seq % 2 == 0 { 1 } else { 2 };
+            if l.renew(100 + seq * 50, "b", route, (5, seq)) == Renewal::New {
                 news += 1;
             }
         }
-        assert_eq!(news, 1, "the move to route 2, once");
+        // 100 beats over 5 s: one catch-up.
+        assert_eq!(news, 1, "{news}");
+        // Taking turns with ever newer incarnations: at most one a lease
+        // time (400 ms here), not one a beat (50 ms).
+        let mut news = 0;
+        for i in 0..100 {
+            let route = if i % 2 == 0 { 1 } else { 2 };
+            if l.renew(6000 + i * 50, "b", route, (6 + i, 1)) == Renewal::New {
+                news += 1;
+            }
+        }
+        assert!((1..=13).contains(&news), "{news}");
+    }
+
+    #[test]
+    fn a_restarted_subscriber_on_a_new_connection_is_caught_up_at_once() {
+        let mut l: Leases<u8> = Leases::new(400);
+        assert_eq!(l.renew(0, "b", 1, (5, 1)), Renewal::New);
+        assert_eq!(l.renew(300, "b", 1, (5, 2)), Renewal::Renewed);
+        // Restarted quickly: a new incarnation, a new connection, the old
+        // lease still live.
+        assert_eq!(l.renew(600, "b", 2, (6, 1)), Renewal::New);
     }
 }

@@ -34,10 +34,16 @@ const MAX_FRAMES: usize = 8;
 /// Larger frames make libzmq drop the connection; between [`MAX_BODY`] and
 /// this, they arrive and are counted as oversized.
 const MAX_WIRE_FRAME: i64 = MAX_BODY as i64 + 64 * 1024;
-/// How often each connection's held bytes are checked against its budget.
-/// At the few hundred MB/s one libzmq I/O thread decrypts, a connection
-/// gains at most some tens of MB between two checks.
-const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// How often each connection's held bytes are checked against its budget
+/// while one holds more than [`QUIET`]: at the few hundred MB/s one libzmq
+/// I/O thread decrypts, a connection gains at most some MB between two
+/// checks.
+const CHECK_BUSY: Duration = Duration::from_millis(20);
+/// ...and while none does: an idle bus wakes less, and a flood starting
+/// from quiet is seen within this long.
+const CHECK_QUIET: Duration = Duration::from_millis(100);
+/// What a connection may hold and still count as quiet.
+const QUIET: u64 = 1024 * 1024;
 /// Distinct unknown keys whose refusals are rate-limited one by one; a
 /// scan with fresh keys beyond it shares one limit.
 const MAX_LOGGED_KEYS: usize = 256;
@@ -471,8 +477,8 @@ impl Worker {
                 self.carry(outs);
             }
             if now >= next_check {
-                self.check_connections();
-                next_check = now + CHECK_EVERY;
+                let busy = self.check_connections();
+                next_check = now + if busy { CHECK_BUSY } else { CHECK_QUIET };
             }
             // Also wake when a silent peer's verdict is due: on the
             // heartbeat schedule alone it would come up to one interval
@@ -657,8 +663,8 @@ impl Worker {
     }
 
     /// Shuts connections that hold too much, or wait in their handshake
-    /// while too many do.
-    fn check_connections(&mut self) {
+    /// while too many do. True when one kept holds more than [`QUIET`].
+    fn check_connections(&mut self) -> bool {
         // libzmq reports a connection's end on the monitor before it
         // closes the descriptor, so after this drain every descriptor in
         // the ledgers is still the connection it was recorded for, not a
@@ -687,6 +693,8 @@ impl Worker {
         for (fd, verdict) in verdicts {
             self.apply(fd, verdict);
         }
+        self.router_ledger.max_held() > QUIET
+            || self.dealers.iter().any(|d| d.ledger.max_held() > QUIET)
     }
 
     fn apply(&mut self, fd: RawFd, verdict: Verdict) {
