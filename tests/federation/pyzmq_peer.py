@@ -8,8 +8,8 @@ on stderr) if anything is missing or does not match the documented format.
 
 Usage: pyzmq_peer.py ENDPOINT SERVER_PUBLIC_Z85 MY_SECRET_Z85 MY_PUBLIC_Z85 MY_NAME [REQUEST_JSON]
 
-REQUEST_JSON is the body of the one request (default: a ping); to a daemon,
-a control API request such as '{"v": 1, "op": "status"}'.
+REQUEST_JSON is the body of the one request, a control API request
+(default: '{"v": 1, "op": "status"}', which every daemon answers).
 """
 
 import json
@@ -80,7 +80,7 @@ def decode(frames):
 
 def main(argv):
     endpoint, server_key, secret, public, name = argv[1:6]
-    request = json.loads(argv[6]) if len(argv) > 6 else {"op": "ping", "from": "python"}
+    request = json.loads(argv[6]) if len(argv) > 6 else {"v": 1, "op": "status"}
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0

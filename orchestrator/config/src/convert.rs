@@ -7,8 +7,8 @@
 use orch_core::gpu::{GpuRequest, SliceRequest};
 use orch_core::model::{
     Agent, AgentDefaults, Amount, Autoscale, Backoff, CrashLoop, Federation, GpuInjection,
-    GpuSelector, HealthCheck, HostConfig, OverLimit, Probe, Resources, RestartMode, RestartPolicy,
-    Rollout, RuntimeSettings, Security, ShutdownMode,
+    GpuSelector, HealthCheck, HostConfig, OverLimit, PeerRole, Probe, RemoteCommands, Resources,
+    RestartMode, RestartPolicy, Rollout, RuntimeSettings, Security, ShutdownMode,
 };
 use serde_yaml::{Mapping, Value};
 
@@ -159,8 +159,20 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
                 .map(|p| {
                     let mut pm = map();
                     put(&mut pm, "name", s(&p.name));
-                    put(&mut pm, "endpoint", s(&p.endpoint));
-                    put(&mut pm, "public_key", s(&p.public_key));
+                    if !p.endpoint.is_empty() {
+                        put(&mut pm, "endpoint", s(&p.endpoint));
+                    }
+                    match &p.next_public_key {
+                        None => put(&mut pm, "public_key", s(&p.public_key)),
+                        Some(next) => put(
+                            &mut pm,
+                            "public_keys",
+                            Value::Sequence(vec![s(&p.public_key), s(next)]),
+                        ),
+                    }
+                    if p.role == PeerRole::Monitor {
+                        put(&mut pm, "role", s("monitor"));
+                    }
                     Value::Mapping(pm)
                 })
                 .collect();
@@ -177,6 +189,14 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
         }
         if f.down_after != Federation::DEFAULT_DOWN_AFTER {
             put(&mut fm, "down_after", Value::from(f.down_after));
+        }
+        let remote = match f.remote_commands {
+            RemoteCommands::None => Some("none"),
+            RemoteCommands::Operate => None,
+            RemoteCommands::Admin => Some("admin"),
+        };
+        if let Some(r) = remote {
+            put(&mut fm, "remote_commands", s(r));
         }
         put(&mut root, "federation", Value::Mapping(fm));
     }

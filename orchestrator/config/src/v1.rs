@@ -12,9 +12,9 @@ use orch_core::gpu::{self, GpuRequest, MigProfileName, SliceRequest};
 use orch_core::model::{
     Agent, AgentDefaults, Amount, Autoscale, Backoff, ControlSettings, CrashLoop, Federation,
     GpuInjection, GpuPolicy, GpuSelector, Group, HealthCheck, HostConfig, HostInfo, MAX_REPLICAS,
-    MetricTarget, MetricsSettings, MpsSettings, OverLimit, Peer, PortMapping, Probe, Resources,
-    RestartMode, RestartPolicy, Rollout, RuntimeSettings, Security, Sharing, ShutdownMode, Slo,
-    VolumeMount, valid_metric_name,
+    MetricTarget, MetricsSettings, MpsSettings, OverLimit, Peer, PeerRole, PortMapping, Probe,
+    RemoteCommands, Resources, RestartMode, RestartPolicy, Rollout, RuntimeSettings, Security,
+    Sharing, ShutdownMode, Slo, VolumeMount, valid_metric_name,
 };
 use orch_core::units::{ByteSize, Duration, Percent};
 
@@ -839,6 +839,10 @@ fn federation(node: &Node, host_name: &str, d: &mut Diagnostics) -> Option<Feder
             "a peer is suspect first and down later; e.g. `suspect_after: 2`, `down_after: 4`",
         );
     }
+    let remote_commands = match m.take("remote_commands") {
+        Some(n) => remote_commands(n, d),
+        None => Some(RemoteCommands::default()),
+    };
     m.finish(d);
     Some(Federation {
         listen: listen?,
@@ -847,7 +851,67 @@ fn federation(node: &Node, host_name: &str, d: &mut Diagnostics) -> Option<Feder
         heartbeat: heartbeat?,
         suspect_after: suspect_after?,
         down_after: down_after?,
+        remote_commands: remote_commands?,
     })
+}
+
+fn remote_commands(node: &Node, d: &mut Diagnostics) -> Option<RemoteCommands> {
+    let s = de::string(node, "`federation.remote_commands`", d)?;
+    match s.as_str() {
+        "none" => Some(RemoteCommands::None),
+        "operate" => Some(RemoteCommands::Operate),
+        "admin" => Some(RemoteCommands::Admin),
+        other => {
+            d.error_help(
+                "enum",
+                node.span,
+                format!("unknown `federation.remote_commands` value `{other}`"),
+                "use `none` (peers only read), `operate` (the default: start, stop, restart) or `admin` (everything, config included)",
+            );
+            None
+        }
+    }
+}
+
+fn peer_role(node: &Node, d: &mut Diagnostics) -> Option<PeerRole> {
+    let s = de::string(node, "the peer role", d)?;
+    match s.as_str() {
+        "peer" => Some(PeerRole::Peer),
+        "monitor" => Some(PeerRole::Monitor),
+        other => {
+            d.error_help(
+                "enum",
+                node.span,
+                format!("unknown peer role `{other}`"),
+                "use `peer` (a federated daemon, the default) or `monitor` (subscribes and reads only)",
+            );
+            None
+        }
+    }
+}
+
+/// `public_keys: [old, new]`: one or two keys.
+fn curve_keys(node: &Node, d: &mut Diagnostics) -> Option<Vec<String>> {
+    let items = de::seq(node, "`public_keys`", d)?;
+    if items.is_empty() || items.len() > 2 {
+        d.error_help(
+            "federation",
+            node.span,
+            format!("`public_keys` lists {} keys", items.len()),
+            "list one key, or two while the peer changes keys: `public_keys: [OLD, NEW]`",
+        );
+        return None;
+    }
+    let keys: Vec<String> = items.iter().filter_map(|n| curve_key(n, d)).collect();
+    if keys.len() == 2 && keys[0] == keys[1] {
+        d.error(
+            "duplicate",
+            node.span,
+            "`public_keys` lists the same key twice",
+        );
+        return None;
+    }
+    (keys.len() == items.len()).then_some(keys)
 }
 
 fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
@@ -861,24 +925,50 @@ fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
         };
         let name_node = p.take("name");
         let name = name_node.and_then(|n| de::name(n, "the peer name", d));
+        let role_node = p.take("role");
+        let role = match role_node {
+            Some(n) => peer_role(n, d),
+            None => Some(PeerRole::Peer),
+        };
         let endpoint_node = p.take("endpoint");
         let endpoint = endpoint_node.and_then(|n| zmq_endpoint(n, "the peer endpoint", d));
         let key_node = p.take("public_key");
-        let public_key = key_node.and_then(|n| curve_key(n, d));
+        let keys_node = p.take("public_keys");
+        let keys = match (key_node, keys_node) {
+            (Some(n), None) => curve_key(n, d).map(|k| vec![k]),
+            (None, Some(n)) => curve_keys(n, d),
+            (Some(_), Some(n)) => {
+                d.error_help(
+                    "federation",
+                    n.span,
+                    "a peer has `public_key` or `public_keys`, not both",
+                    "while a peer changes keys write `public_keys: [OLD, NEW]`; afterwards `public_key: NEW`",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         p.finish(d);
-        if name_node.is_none() || endpoint_node.is_none() {
+        // A monitor is never dialled, so it needs no endpoint.
+        let needs_endpoint = role != Some(PeerRole::Monitor);
+        if name_node.is_none() || (endpoint_node.is_none() && needs_endpoint) {
             d.error_help(
                 "missing",
                 item.span,
-                "a peer needs `name`, `endpoint` and `public_key`",
+                "a peer needs `name`, `endpoint` and `public_key` (a `role: monitor` needs no `endpoint`)",
                 "e.g. `{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"<40 Z85 characters>\"}`",
             );
         }
         // Malformed values were reported where they are written.
-        let (Some(name), Some(endpoint)) = (name, endpoint) else {
+        let (Some(name), Some(role)) = (name, role) else {
             continue;
         };
-        if key_node.is_none() {
+        let endpoint = match endpoint {
+            Some(e) => e,
+            None if !needs_endpoint && endpoint_node.is_none() => String::new(),
+            None => continue,
+        };
+        if key_node.is_none() && keys_node.is_none() {
             d.error_help(
                 "missing",
                 item.span,
@@ -902,21 +992,27 @@ fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
                 format!("peer `{name}` is listed twice"),
             );
         }
-        let Some(public_key) = public_key else {
+        let Some(mut keys) = keys else {
             continue;
         };
-        if let Some(q) = out.iter().find(|q| q.public_key == public_key) {
+        if let Some(q) = out
+            .iter()
+            .find(|q| q.public_keys().any(|k| keys.iter().any(|m| m == k)))
+        {
             d.error_help(
                 "duplicate",
-                key_node.map_or(item.span, |n| n.span),
+                key_node.or(keys_node).map_or(item.span, |n| n.span),
                 format!("peer `{name}` has the same public key as peer `{}`", q.name),
                 "a key identifies one host; give each peer its own key pair",
             );
         }
+        let next_public_key = (keys.len() > 1).then(|| keys.remove(1));
         out.push(Peer {
             name,
             endpoint,
-            public_key,
+            public_key: keys.remove(0),
+            next_public_key,
+            role,
         });
     }
     out
@@ -1906,7 +2002,7 @@ fn mps_memory(node: &Node, d: &mut Diagnostics) -> Option<ByteSize> {
 
 #[cfg(test)]
 mod federation_tests {
-    use orch_core::model::Federation;
+    use orch_core::model::{Federation, PeerRole, RemoteCommands};
     use orch_core::units::Duration;
 
     use crate::{LoadOptions, convert, load_str};
@@ -1949,6 +2045,34 @@ mod federation_tests {
         )
         .expect("loads")
         .config;
+        let again = convert::to_v1_yaml(&config);
+        let reread = load_str("again.yaml", &again, &LoadOptions::default())
+            .expect("the converted config loads")
+            .config;
+        assert_eq!(reread.federation, config.federation);
+    }
+
+    #[test]
+    fn roles_rotation_keys_and_remote_commands_are_read_and_survive_conversion() {
+        const NEW: &str = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+        const MONITOR: &str = "D:)Q[IlAW!ahhC2ac:9*A}h:p?([4%wOTJ%JR%cs";
+        let text = format!(
+            "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation:\n  listen: tcp://0.0.0.0:7300\n  remote_commands: none\n  peers:\n    - {{name: pc2, endpoint: tcp://pc2.lan:7300, public_keys: [\"{KEY}\", \"{NEW}\"]}}\n    - {{name: grafana, role: monitor, public_key: \"{MONITOR}\"}}\n"
+        );
+        let config = load_str("f.yaml", &text, &LoadOptions::default())
+            .expect("loads")
+            .config;
+        let f = config.federation.as_ref().expect("federation");
+        assert_eq!(f.remote_commands, RemoteCommands::None);
+        assert_eq!(f.peers[0].public_keys().collect::<Vec<_>>(), [KEY, NEW]);
+        assert_eq!(f.peers[0].role, PeerRole::Peer);
+        assert_eq!(f.peers[1].role, PeerRole::Monitor);
+        assert_eq!(f.peers[1].endpoint, "");
+        assert_eq!(
+            load("  listen: tcp://0.0.0.0:7300\n").remote_commands,
+            RemoteCommands::Operate,
+            "the default"
+        );
         let again = convert::to_v1_yaml(&config);
         let reread = load_str("again.yaml", &again, &LoadOptions::default())
             .expect("the converted config loads")

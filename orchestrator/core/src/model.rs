@@ -1006,6 +1006,46 @@ pub struct Peer {
     /// Its CURVE public key, Z85 (40 characters). Required: a peer whose
     /// key is not known cannot be authenticated, so it is never admitted.
     pub public_key: String,
+    /// A second key admitted for it while it changes keys (config
+    /// `public_keys: [old, new]`): `public_key` is the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_public_key: Option<String>,
+    /// What its key may do here.
+    #[serde(default)]
+    pub role: PeerRole,
+}
+
+impl Peer {
+    /// Every key admitted for it: `public_key`, then `next_public_key`.
+    pub fn public_keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.public_key.as_str()).chain(self.next_public_key.as_deref())
+    }
+}
+
+/// What a peer's key may do on this host's bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerRole {
+    /// A federated daemon: dialled, counted as a member, may send commands
+    /// as `federation.remote_commands` allows.
+    #[default]
+    Peer,
+    /// Subscribes and reads only; never dialled, never counted as a
+    /// member, never reported down.
+    Monitor,
+}
+
+/// Which commands this host accepts from its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteCommands {
+    /// Reading only (status, views, events).
+    None,
+    /// Reading, and operating groups and agents (start, stop, restart).
+    #[default]
+    Operate,
+    /// Everything the local control socket accepts, config changes included.
+    Admin,
 }
 
 /// How this host reaches its peers and decides that one is lost.
@@ -1023,6 +1063,9 @@ pub struct Federation {
     pub suspect_after: u32,
     /// A peer is down after this many; always more than `suspect_after`.
     pub down_after: u32,
+    /// Which commands peers may send this host (monitors only read).
+    #[serde(default)]
+    pub remote_commands: RemoteCommands,
 }
 
 impl Federation {

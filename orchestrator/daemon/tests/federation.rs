@@ -404,11 +404,11 @@ async fn a_peer_that_speaks_for_another_host_is_refused_and_counted() {
 
     // alpha's own snapshot and event, sent back by beta as its own.
     let alpha = a.client.fleet().await.unwrap().hosts.remove(0);
-    let snapshot = serde_json::to_value(alpha.snapshot.unwrap()).unwrap();
-    beta.publish_snapshot(snapshot, None).unwrap();
-    let event = serde_json::to_value(a.events().await.remove(0)).unwrap();
-    beta.publish_events(vec![event.clone(), event], None)
-        .unwrap();
+    let snapshot = serde_json::to_vec(&alpha.snapshot.unwrap()).unwrap();
+    beta.publish_snapshot(snapshot.into(), None).unwrap();
+    let event = a.events().await.remove(0);
+    let batch = serde_json::to_vec(&[event.clone(), event]).unwrap();
+    beta.publish_events(batch.into(), None).unwrap();
     settle(500).await;
 
     assert_eq!(

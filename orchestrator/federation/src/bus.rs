@@ -1,7 +1,9 @@
 //! The interface the daemon uses: the [`Bus`] trait, what comes in
 //! ([`Inbound`]), the per-peer view ([`PeerView`]) and the errors.
 //!
-//! Bodies are opaque JSON here: their schema belongs to the control API.
+//! Bodies are JSON bytes here: their schema belongs to the control API,
+//! and the daemon encodes and decodes them itself. The bus checks only
+//! that they are well-formed (see [`crate::wire`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,8 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-use tokio::sync::mpsc;
+use bytes::Bytes;
 
 use crate::keys::{KeyFormatError, PublicKey};
 use crate::membership::{Change, PeerState, Timing};
@@ -35,29 +36,71 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// and to each peer that subscribes later.
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError>;
 
-    /// Sends a batch of events to every subscribed peer. Not kept: a peer
+    /// Sends a batch of events (a JSON array) to every subscribed peer. Not kept: a peer
     /// that subscribes later sees only later batches.
-    fn publish_events(
-        &self,
-        batch: Vec<Value>,
-        trace: Option<TraceContext>,
-    ) -> Result<(), PublishError>;
+    fn publish_events(&self, batch: Bytes, trace: Option<TraceContext>)
+    -> Result<(), PublishError>;
 
     /// Sends a request to `peer` and waits up to `timeout` for its reply.
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>>;
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>>;
 
     /// Every configured peer, in name order.
     fn peers(&self) -> Vec<PeerView>;
+
+    /// What was refused that no configured peer can be blamed for.
+    fn strangers(&self) -> Strangers;
+
+    /// Takes a new peer list at run time (added, removed, re-keyed, a role
+    /// changed), without a restart: a peer whose name, role, endpoint and
+    /// keys are unchanged keeps its connection, state and counters, and is
+    /// never seen down for it. Fails, changing nothing, on a list
+    /// [`check_peers`] refuses.
+    fn reconfigure(&self, peers: Vec<PeerConfig>) -> Result<(), ReconfigureError>;
+}
+
+/// Why a new peer list was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconfigureError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot connect to peer `{peer}` at {endpoint}: {reason}")]
+    Connect {
+        peer: String,
+        endpoint: String,
+        reason: String,
+    },
+    #[error("the federation bus is stopped")]
+    Closed,
+}
+
+/// Counts of refused connections tied to no configured peer, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Strangers {
+    /// CURVE clients whose key is not a configured peer's.
+    pub unknown_keys: u64,
+    /// Clients that did not speak CURVE.
+    pub without_curve: u64,
+    /// Connections closed while their handshake was pending, to keep their
+    /// number under [`Limits::pending_connections`], or because the
+    /// process ran out of file descriptors.
+    pub evicted_handshakes: u64,
+    /// Connections the listener could not accept (out of descriptors).
+    pub accept_failures: u64,
+    /// Connections shut over [`Limits::connection_budget`] before their
+    /// first whole message: libzmq names a connection's key only with a
+    /// message, so a flood that never ends its first one is counted here
+    /// rather than against its peer.
+    pub over_budget: u64,
 }
 
 /// What a bus needs to know: who this host is and who its peers are.
@@ -70,17 +113,110 @@ pub struct BusConfig {
     pub listen: String,
     pub peers: Vec<PeerConfig>,
     pub timing: Timing,
-    /// How many inbound items may wait for the daemon before more are
-    /// dropped (and counted as [`DropKind::InboxFull`]).
-    pub inbox_capacity: usize,
+    pub limits: Limits,
+}
+
+/// What one peer, one connection or one message may cost this host. Every
+/// bound is per peer or per connection, so one peer cannot use up another's
+/// share. `docs/federation.md` says what happens past each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of a peer's snapshots, events and requests waiting for the
+    /// daemon (each item also costs [`Limits::ITEM_COST`]); past it, that
+    /// peer's items are dropped and counted as [`DropKind::InboxFull`].
+    /// Peer state changes are never dropped.
+    pub inbox_bytes_per_peer: usize,
+    /// A peer's requests being answered at once; one more is answered at
+    /// once with an `unavailable` error.
+    pub requests_in_flight: usize,
+    /// Bytes a connection may have sent that the bus has not yet been
+    /// handed as whole messages (a multipart message is held by libzmq
+    /// until its last frame); past it the connection is shut down.
+    pub connection_budget: usize,
+    /// Connections from one key at once; a further one is shut down.
+    pub connections_per_key: usize,
+    /// Connections accepted that have not finished the CURVE handshake;
+    /// past it the oldest is shut down.
+    pub pending_connections: usize,
+    /// How long a connection may take over its CURVE handshake.
+    pub handshake_ms: u64,
+}
+
+impl Limits {
+    /// What each inbox item costs beyond its body, so a flood of empty
+    /// items is bounded too.
+    pub const ITEM_COST: usize = 512;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            inbox_bytes_per_peer: 16 * 1024 * 1024,
+            requests_in_flight: 4,
+            connection_budget: 16 * 1024 * 1024,
+            connections_per_key: 4,
+            pending_connections: 64,
+            handshake_ms: 3000,
+        }
+    }
+}
+
+/// What a key may do on this host's bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Role {
+    /// A federated daemon: dialled, subscribed to, counted as a member;
+    /// sends heartbeats, snapshots, events and requests.
+    #[default]
+    Peer,
+    /// A reader (a dashboard, a script): may subscribe and send requests,
+    /// which the daemon limits to reading; never dialled, never a member,
+    /// never reported down.
+    Monitor,
+}
+
+impl Role {
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Peer => "peer",
+            Role::Monitor => "monitor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 /// A peer as the bus needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     pub name: String,
+    /// Where to dial it (unused for a monitor).
     pub endpoint: String,
-    pub public_key: PublicKey,
+    pub role: Role,
+    /// Its public keys: one, or two while it changes keys (the old and the
+    /// new; either is admitted, and both are dialled until one answers).
+    pub public_keys: Vec<PublicKey>,
+}
+
+impl PeerConfig {
+    /// A peer with one key.
+    pub fn new(name: impl Into<String>, endpoint: impl Into<String>, key: PublicKey) -> Self {
+        PeerConfig {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            role: Role::Peer,
+            public_keys: vec![key],
+        }
+    }
+
+    /// The same peer as a monitor.
+    pub fn monitor(mut self) -> Self {
+        self.role = Role::Monitor;
+        self
+    }
 }
 
 /// A config value the bus cannot use.
@@ -91,12 +227,32 @@ pub enum ConfigError {
         peer: String,
         reason: KeyFormatError,
     },
+    #[error("peer `{peer}` has no public key")]
+    NoKey { peer: String },
+    #[error("peers `{first}` and `{second}` have the same public key")]
+    SharedKey { first: String, second: String },
     #[error("`federation.heartbeat` must be at least 1ms")]
     Heartbeat,
 }
 
 impl BusConfig {
-    pub const DEFAULT_INBOX_CAPACITY: usize = 4096;
+    /// A config with the default [`Limits`].
+    pub fn new(
+        host: impl Into<String>,
+        incarnation: u64,
+        listen: impl Into<String>,
+        peers: Vec<PeerConfig>,
+        timing: Timing,
+    ) -> Self {
+        BusConfig {
+            host: host.into(),
+            incarnation,
+            listen: listen.into(),
+            peers,
+            timing,
+            limits: Limits::default(),
+        }
+    }
 
     /// The bus config for `host` from the config model.
     pub fn from_model(
@@ -108,36 +264,67 @@ impl BusConfig {
             .peers
             .iter()
             .map(|p| {
+                let public_keys = p
+                    .public_keys()
+                    .map(|k| {
+                        k.parse().map_err(|reason| ConfigError::PublicKey {
+                            peer: p.name.clone(),
+                            reason,
+                        })
+                    })
+                    .collect::<Result<Vec<PublicKey>, _>>()?;
                 Ok(PeerConfig {
                     name: p.name.clone(),
                     endpoint: p.endpoint.clone(),
-                    public_key: p
-                        .public_key
-                        .parse()
-                        .map_err(|reason| ConfigError::PublicKey {
-                            peer: p.name.clone(),
-                            reason,
-                        })?,
+                    role: match p.role {
+                        orch_core::model::PeerRole::Peer => Role::Peer,
+                        orch_core::model::PeerRole::Monitor => Role::Monitor,
+                    },
+                    public_keys,
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        check_peers(&peers)?;
         let heartbeat_ms = u64::try_from(federation.heartbeat.as_millis()).unwrap_or(u64::MAX);
         if heartbeat_ms == 0 {
             return Err(ConfigError::Heartbeat);
         }
-        Ok(BusConfig {
-            host: host.to_owned(),
+        Ok(BusConfig::new(
+            host,
             incarnation,
-            listen: federation.listen.clone(),
+            federation.listen.clone(),
             peers,
-            timing: Timing {
+            Timing {
                 heartbeat_ms,
                 suspect_after: federation.suspect_after,
                 down_after: federation.down_after,
             },
-            inbox_capacity: Self::DEFAULT_INBOX_CAPACITY,
-        })
+        ))
     }
+}
+
+/// Every peer has a key, and no key names two peers (a connection is
+/// named after its key's peer).
+pub fn check_peers(peers: &[PeerConfig]) -> Result<(), ConfigError> {
+    let mut owners: BTreeMap<PublicKey, &str> = BTreeMap::new();
+    for p in peers {
+        if p.public_keys.is_empty() {
+            return Err(ConfigError::NoKey {
+                peer: p.name.clone(),
+            });
+        }
+        for key in &p.public_keys {
+            if let Some(first) = owners.insert(*key, &p.name)
+                && first != p.name
+            {
+                return Err(ConfigError::SharedKey {
+                    first: first.to_owned(),
+                    second: p.name.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An incarnation for a daemon starting now: Unix time in milliseconds,
@@ -162,13 +349,13 @@ pub enum Inbound {
         peer: String,
         incarnation: u64,
         sequence: u64,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     },
     /// A batch of a peer's events.
     Events {
         peer: String,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     },
     /// A command from a peer; answer it with [`IncomingRequest::reply`].
@@ -178,21 +365,44 @@ pub enum Inbound {
 }
 
 /// Sends a reply back the way its request came.
-pub(crate) type Responder = Box<dyn FnOnce(Value) -> Result<(), PublishError> + Send>;
+pub(crate) type Responder = Box<dyn FnOnce(Bytes) -> Result<(), PublishError> + Send>;
 
-/// A request from a peer. Dropping it unanswered leaves the caller to its
-/// timeout.
+/// A request from a peer. Answer it with [`IncomingRequest::reply`]; one
+/// dropped unanswered is answered with an `unavailable` error, so the
+/// caller never waits for a reply that will not come. While it is
+/// unanswered it counts against its peer's [`Limits::requests_in_flight`].
 pub struct IncomingRequest {
     pub from: String,
-    pub body: Value,
+    /// What the sender's key may do here: the daemon decides by it which
+    /// request kinds to accept.
+    pub role: Role,
+    pub body: Bytes,
     pub trace: Option<TraceContext>,
-    pub(crate) responder: Responder,
+    pub(crate) responder: Option<Responder>,
+    pub(crate) in_flight: Option<crate::front::InFlight>,
 }
 
 impl IncomingRequest {
-    /// Sends `body` back to the caller.
-    pub fn reply(self, body: Value) -> Result<(), PublishError> {
-        (self.responder)(body)
+    /// Sends `body` (JSON) back to the caller. A body too large for one
+    /// message is replaced by an error reply, so the caller hears at once,
+    /// and the error is returned.
+    pub fn reply(mut self, body: Bytes) -> Result<(), PublishError> {
+        match self.responder.take() {
+            Some(respond) => respond(body),
+            None => Err(PublishError::Closed),
+        }
+    }
+}
+
+impl Drop for IncomingRequest {
+    fn drop(&mut self) {
+        if let Some(respond) = self.responder.take() {
+            let _ = respond(crate::front::refusal(
+                orch_api::ErrorCode::Unavailable,
+                "the host dropped the request without answering",
+            ));
+        }
+        self.in_flight.take();
     }
 }
 
@@ -200,15 +410,18 @@ impl fmt::Debug for IncomingRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncomingRequest")
             .field("from", &self.from)
+            .field("role", &self.role)
             .field("body", &self.body)
             .field("trace", &self.trace)
             .finish_non_exhaustive()
     }
 }
 
-/// Where inbound items come out, in arrival order.
+/// Where inbound items come out. Peer state changes first and never
+/// dropped (only the latest per peer is kept if several wait); then each
+/// peer's items in its arrival order.
 #[derive(Debug)]
-pub struct Inbox(pub(crate) mpsc::Receiver<Inbound>);
+pub struct Inbox(pub(crate) crate::front::Outlet);
 
 impl Inbox {
     /// The next item; `None` once the bus is gone.
@@ -218,7 +431,7 @@ impl Inbox {
 
     /// The next item if one is waiting.
     pub fn try_recv(&mut self) -> Option<Inbound> {
-        self.0.try_recv().ok()
+        self.0.try_recv()
     }
 }
 
@@ -227,6 +440,8 @@ impl Inbox {
 pub struct PeerView {
     pub name: String,
     pub endpoint: String,
+    pub role: Role,
+    /// Always `unknown` for a monitor: it is no member.
     pub state: PeerState,
     pub incarnation: Option<u64>,
     /// Since its last fresh heartbeat.
@@ -239,6 +454,9 @@ pub struct PeerView {
     pub messages_out: u64,
     /// Refused input, by kind; kinds with none are absent.
     pub dropped: BTreeMap<DropKind, u64>,
+    /// Connections with its key refused or shut down (over
+    /// [`Limits::connections_per_key`] or over budget).
+    pub refused_connections: u64,
 }
 
 impl PeerView {
@@ -249,6 +467,31 @@ impl PeerView {
             .filter(|(k, _)| k.is_decode_error())
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// How many of its messages were refused as `kind`.
+    pub fn dropped(&self, kind: DropKind) -> u64 {
+        self.dropped.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Messages claiming another host than its key's.
+    pub fn impostors(&self) -> u64 {
+        self.dropped(DropKind::Impostor)
+    }
+
+    /// Well-formed messages on a channel they do not belong to.
+    pub fn unexpected(&self) -> u64 {
+        self.dropped(DropKind::Unexpected)
+    }
+
+    /// Its items dropped because its share of the inbox was full.
+    pub fn inbox_drops(&self) -> u64 {
+        self.dropped(DropKind::InboxFull)
+    }
+
+    /// Messages or connections over a size budget.
+    pub fn over_budget(&self) -> u64 {
+        self.dropped(DropKind::OverBudget) + self.dropped(DropKind::Oversized)
     }
 }
 

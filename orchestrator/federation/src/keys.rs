@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -109,18 +109,43 @@ impl fmt::Debug for PublicKey {
 }
 
 /// This host's CURVE secret key, with the public key that goes with it.
+/// Its bytes are cleared when it is dropped.
 #[derive(Clone)]
 pub struct SecretKey {
     secret: [u8; KEY_BYTES],
     public: PublicKey,
 }
 
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        wipe(&mut self.secret);
+    }
+}
+
+/// Overwrites `bytes` with zeros in a way the compiler may not elide
+/// (the stores are volatile, and fenced from what follows).
+pub(crate) fn wipe(bytes: &mut [u8]) {
+    for b in bytes.iter_mut() {
+        // SAFETY: `b` is a valid, exclusive reference to one byte.
+        unsafe { std::ptr::write_volatile(b, 0) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
 impl SecretKey {
     /// The secret key given as Z85; the public key is derived from it.
     pub fn from_z85(text: &str) -> Result<Self, KeyFormatError> {
-        let secret = z85_decode_key(text)?;
-        let public = PublicKey(derive_public(text)?);
-        Ok(SecretKey { secret, public })
+        let mut secret = z85_decode_key(text)?;
+        match derive_public(text) {
+            Ok(public) => Ok(SecretKey {
+                secret,
+                public: PublicKey(public),
+            }),
+            Err(e) => {
+                wipe(&mut secret);
+                Err(e)
+            }
+        }
     }
 
     /// A fresh random key pair from libzmq.
@@ -168,6 +193,7 @@ fn derive_public(secret_z85: &str) -> Result<[u8; KEY_BYTES], KeyFormatError> {
     // SAFETY: both buffers are 41 bytes, what zmq_curve_public reads and
     // writes (40 Z85 characters and a NUL); the secret is NUL-terminated.
     let rc = unsafe { zmq_curve_public(public.as_mut_ptr().cast(), secret.as_ptr().cast()) };
+    wipe(&mut secret);
     // The input was checked as Z85 already, so a failure can only mean a
     // libzmq without CURVE.
     if rc != 0 {
@@ -193,6 +219,18 @@ pub enum KeyError {
     Unreadable { path: PathBuf, source: io::Error },
     #[error("{} is accessible by group or others (mode {mode:04o}); run `chmod 600 {}`", path.display(), path.display())]
     TooOpen { path: PathBuf, mode: u32 },
+    #[error("secret key file {} is a symbolic link; point `federation.keys.secret_key_file` at the file itself", path.display())]
+    Symlink { path: PathBuf },
+    #[error("secret key file {} is owned by uid {owner}, neither root nor this daemon's user (uid {user}); run `chown root {}`", path.display(), path.display())]
+    Owner {
+        path: PathBuf,
+        owner: u32,
+        user: u32,
+    },
+    #[error("secret key file {} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{} has no key pair to rotate; make one with `orchestratorctl keys generate`", path.display())]
+    NothingToRotate { path: PathBuf },
     #[error("{} does not hold a CURVE secret key: {reason}; generate a new key pair", path.display())]
     Malformed {
         path: PathBuf,
@@ -228,8 +266,11 @@ pub fn generate(dir: &Path, host: &str) -> Result<GeneratedKeys, KeyError> {
         source,
     })?;
     let key = SecretKey::generate()?;
-    write_new(&secret_file, 0o600, &key.to_z85())?;
-    write_new(&public_file, 0o644, &key.public().to_z85())?;
+    let mut text = key.to_z85().into_bytes();
+    let written = write_new(&secret_file, 0o600, &text);
+    wipe(&mut text);
+    written?;
+    write_new(&public_file, 0o644, key.public().to_z85().as_bytes())?;
     Ok(GeneratedKeys {
         secret_file,
         public_file,
@@ -237,7 +278,7 @@ pub fn generate(dir: &Path, host: &str) -> Result<GeneratedKeys, KeyError> {
     })
 }
 
-fn write_new(path: &Path, mode: u32, line: &str) -> Result<(), KeyError> {
+fn write_new(path: &Path, mode: u32, line: &[u8]) -> Result<(), KeyError> {
     let err = |source: io::Error| {
         if source.kind() == io::ErrorKind::AlreadyExists {
             KeyError::Exists {
@@ -257,18 +298,37 @@ fn write_new(path: &Path, mode: u32, line: &str) -> Result<(), KeyError> {
         .mode(mode)
         .open(path)
         .map_err(err)?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .map_err(err)?;
+    file.write_all(line).map_err(err)?;
+    file.write_all(b"\n").map_err(err)?;
     file.sync_all().map_err(err)
 }
 
-/// Reads this host's secret key, refusing a file that group or others may
-/// access.
+/// The most a key file may hold: 40 Z85 characters and a line end, with
+/// room for a CRLF or trailing blanks.
+const MAX_KEY_FILE: u64 = 128;
+
+/// Reads this host's secret key. The file is opened once, without
+/// following a symbolic link, and checked on the opened descriptor (so it
+/// cannot be swapped between the check and the read): a regular file,
+/// owned by root or by this process's user, that neither group nor others
+/// may access. The bytes read are cleared once the key is parsed.
 pub fn load_secret(path: &Path) -> Result<SecretKey, KeyError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(KeyError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(KeyError::Symlink {
                 path: path.to_owned(),
             });
         }
@@ -279,21 +339,71 @@ pub fn load_secret(path: &Path) -> Result<SecretKey, KeyError> {
             });
         }
     };
-    let mode = meta.permissions().mode() & 0o7777;
+    let meta = file.metadata().map_err(|source| KeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    let user = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != user {
+        return Err(KeyError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            user,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyError::TooOpen {
             path: path.to_owned(),
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Unreadable {
-        path: path.to_owned(),
-        source,
-    })?;
-    SecretKey::from_z85(text.trim_end()).map_err(|reason| KeyError::Malformed {
-        path: path.to_owned(),
-        reason,
-    })
+    let mut bytes = Vec::with_capacity(MAX_KEY_FILE as usize);
+    let read = file.take(MAX_KEY_FILE).read_to_end(&mut bytes);
+    let parsed = match read {
+        Err(source) => Err(KeyError::Unreadable {
+            path: path.to_owned(),
+            source,
+        }),
+        Ok(_) => {
+            let text = std::str::from_utf8(&bytes).unwrap_or("");
+            SecretKey::from_z85(text.trim_end()).map_err(|reason| KeyError::Malformed {
+                path: path.to_owned(),
+                reason,
+            })
+        }
+    };
+    wipe(&mut bytes);
+    parsed
+}
+
+/// The files [`rotate`] wrote, and the two public keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatedKeys {
+    pub current: PublicKey,
+    pub next: GeneratedKeys,
+}
+
+/// Makes `host`'s next key pair beside its current one in `dir`:
+/// `<host>.next.key` and `<host>.next.pub`. The current pair is read (so
+/// its public key can be printed beside the new one) and left as it is.
+pub fn rotate(dir: &Path, host: &str) -> Result<RotatedKeys, KeyError> {
+    if !crate::wire::valid_host(host) {
+        return Err(KeyError::InvalidHost(host.to_owned()));
+    }
+    let current_file = dir.join(format!("{host}.key"));
+    if current_file.symlink_metadata().is_err() {
+        return Err(KeyError::NothingToRotate { path: current_file });
+    }
+    let current = load_secret(&current_file)?.public();
+    let next = generate(dir, &format!("{host}.next"))?;
+    Ok(RotatedKeys { current, next })
 }
 
 /// Reads a `<host>.pub` file.
@@ -312,6 +422,8 @@ pub fn load_public(path: &Path) -> Result<PublicKey, KeyError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     // The test vector of the Z85 specification (ZeroMQ RFC 32).
@@ -419,14 +531,90 @@ mod tests {
     }
 
     #[test]
-    fn load_secret_reports_an_unreadable_file() {
+    fn load_secret_refuses_a_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // A directory passes the mode check but cannot be read as text.
         let path = dir.path().join("dir.key");
         fs::create_dir(&path).expect("mkdir");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).expect("chmod");
-        let err = load_secret(&path).expect_err("unreadable");
-        assert!(matches!(err, KeyError::Unreadable { .. }), "{err}");
+        let err = load_secret(&path).expect_err("not a file");
+        assert!(matches!(err, KeyError::NotAFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn load_secret_refuses_a_symlink_even_to_a_good_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = generate(dir.path(), "h1").expect("generate");
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&made.secret_file, &link).expect("symlink");
+        let err = load_secret(&link).expect_err("a symlink");
+        assert!(matches!(err, KeyError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn load_secret_refuses_a_file_owned_by_another_user() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = generate(dir.path(), "h1").expect("generate");
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let other = if me == 4242 { 4343 } else { 4242 };
+        if std::os::unix::fs::chown(&made.secret_file, Some(other), None).is_err() {
+            // Only root may give a file away; as another user the file
+            // is this user's, which the check admits.
+            assert!(load_secret(&made.secret_file).is_ok());
+            return;
+        }
+        let err = load_secret(&made.secret_file).expect_err("another owner");
+        assert!(
+            matches!(err, KeyError::Owner { owner, .. } if owner == other),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_secret_reads_no_more_than_a_key_file_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let made = generate(dir.path(), "h1").expect("generate");
+        let mut text = fs::read(&made.secret_file).expect("read");
+        text.extend(std::iter::repeat_n(b' ', 1 << 20));
+        text.extend_from_slice(b"junk");
+        fs::write(&made.secret_file, &text).expect("write");
+        // Only the first bytes are read: the key, then blanks.
+        assert_eq!(
+            load_secret(&made.secret_file).expect("load").public(),
+            made.public
+        );
+    }
+
+    #[test]
+    fn a_secret_key_clears_its_bytes() {
+        let mut bytes = *b"secret";
+        wipe(&mut bytes);
+        assert_eq!(bytes, [0; 6]);
+    }
+
+    #[test]
+    fn rotate_makes_the_next_pair_beside_the_current_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = rotate(dir.path(), "h1").expect_err("nothing yet");
+        assert!(matches!(err, KeyError::NothingToRotate { .. }), "{err}");
+        let made = generate(dir.path(), "h1").expect("generate");
+        let rotated = rotate(dir.path(), "h1").expect("rotate");
+        assert_eq!(rotated.current, made.public);
+        assert_ne!(rotated.next.public, made.public);
+        assert_eq!(rotated.next.secret_file, dir.path().join("h1.next.key"));
+        assert_eq!(
+            load_secret(&rotated.next.secret_file)
+                .expect("load")
+                .public(),
+            rotated.next.public
+        );
+        assert_eq!(
+            load_secret(&made.secret_file).expect("untouched").public(),
+            made.public
+        );
+        let again = rotate(dir.path(), "h1").expect_err("the next pair exists");
+        assert!(matches!(again, KeyError::Exists { .. }), "{again}");
     }
 
     #[test]

@@ -48,7 +48,10 @@
 //! heartbeats.
 
 pub mod bus;
+mod front;
+mod guard;
 pub mod keys;
+#[cfg(any(test, feature = "fake"))]
 pub mod mem;
 pub mod membership;
 mod node;
@@ -56,10 +59,13 @@ pub mod wire;
 pub mod zmq_bus;
 
 pub use bus::{
-    BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, PeerConfig, PeerView,
-    PublishError, RequestError, incarnation_now,
+    BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, Limits, PeerConfig,
+    PeerView, PublishError, ReconfigureError, RequestError, Role, Strangers, check_peers,
+    incarnation_now,
 };
+pub use bytes::Bytes;
 pub use keys::{KeyError, PublicKey, SecretKey};
+#[cfg(any(test, feature = "fake"))]
 pub use mem::{MemBus, MemNetwork};
 pub use membership::{Change, PeerState, Timing};
 pub use wire::{DropKind, TraceContext};

@@ -9,21 +9,20 @@
 //! that it lists), queueing and reconnection delays.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbound, Inbox, IncomingRequest, PeerView, PublishError,
-    RequestError, unix_ms,
+    BoxFuture, Bus, BusConfig, Inbox, PeerConfig, PeerView, PublishError, ReconfigureError,
+    RequestError, Strangers, check_peers, unix_ms,
 };
-use crate::node::{self, Delivery, Frames, Node, Out, PeerTable};
-use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
+use crate::front::{self, Carrier, Command, Front, Inlet};
+use crate::node::{self, Node, Out, PeerTable};
+use crate::wire::TraceContext;
 
 /// The network several [`MemBus`]es join. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -48,9 +47,32 @@ struct NetState {
 #[derive(Debug, Clone)]
 struct Member {
     node: Arc<Mutex<Node<()>>>,
-    inbox: mpsc::Sender<Inbound>,
+    inlet: Arc<Inlet<Link>>,
     table: Arc<Mutex<PeerTable>>,
     peers: BTreeSet<String>,
+}
+
+/// A member's way into the network: commands are carried out at once, in
+/// the caller's task.
+#[derive(Debug, Clone)]
+struct Link {
+    net: MemNetwork,
+    host: String,
+}
+
+impl Carrier for Link {
+    type Route = ();
+
+    fn send(&self, command: Command<()>) -> Result<(), PublishError> {
+        let member = self.net.member(&self.host).ok_or(PublishError::Closed)?;
+        let outs = lock(&member.node).command(self.net.now(), command);
+        self.net.carry(&self.host, outs);
+        Ok(())
+    }
+
+    fn now(&self) -> u64 {
+        self.net.now()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,20 +107,24 @@ impl MemNetwork {
     /// restarted daemon would). Must be called within a tokio runtime: the
     /// bus's heartbeats run as a task.
     pub fn join(&self, config: BusConfig) -> (MemBus, Inbox) {
-        let peers: Vec<(String, String)> = config
-            .peers
-            .iter()
-            .map(|p| (p.name.clone(), p.endpoint.clone()))
-            .collect();
-        let node = Node::new(&config.host, config.incarnation, &peers, config.timing);
+        let node = Node::new(
+            &config.host,
+            config.incarnation,
+            &config.peers,
+            config.timing,
+        );
         let table = node.table();
         let node = Arc::new(Mutex::new(node));
-        let (tx, rx) = mpsc::channel(config.inbox_capacity.max(1));
+        let link = Link {
+            net: self.clone(),
+            host: config.host.clone(),
+        };
+        let (inlet, outlet) = front::inbox(Arc::clone(&table), link.clone(), config.limits);
         let member = Member {
             node: Arc::clone(&node),
-            inbox: tx,
+            inlet: Arc::new(inlet),
             table: Arc::clone(&table),
-            peers: peers.iter().map(|(n, _)| n.clone()).collect(),
+            peers: config.peers.iter().map(|p| p.name.clone()).collect(),
         };
         lock(&self.inner.state)
             .members
@@ -119,16 +145,11 @@ impl MemNetwork {
             }
         });
         let bus = MemBus {
-            net: self.clone(),
-            host: config.host,
-            incarnation: config.incarnation,
+            front: Front::new(config.host, config.incarnation, table, link),
             node,
-            table,
             beats,
-            next_id: AtomicU64::new(1),
-            snapshot_seq: AtomicU64::new(0),
         };
-        (bus, Inbox(rx))
+        (bus, Inbox(outlet))
     }
 
     /// Stops all traffic between `a` and `b`, both ways.
@@ -169,7 +190,7 @@ impl MemNetwork {
             outs.into_iter().map(|o| (origin.to_owned(), o)).collect();
         while let Some((at, out)) = queue.pop_front() {
             match out {
-                Out::ToPeer { peer, frames } => {
+                Out::ToPeer { peer, frames, .. } => {
                     let Some(to) = self.link(&at, &peer) else {
                         continue;
                     };
@@ -196,172 +217,88 @@ impl MemNetwork {
         }
     }
 
-    fn deliver(&self, at: &str, delivery: Delivery<()>) {
-        let Some(member) = self.member(at) else {
-            return;
-        };
-        let (peer, item) = match delivery {
-            Delivery::Item { peer, item } => (peer, item),
-            Delivery::Request {
-                from,
-                id,
-                body,
-                trace,
-                ..
-            } => {
-                let net = self.clone();
-                let host = at.to_owned();
-                let to = from.clone();
-                let responder = Box::new(move |body: Value| {
-                    let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
-                    net.carry(
-                        &host,
-                        vec![Out::ToSubscriber {
-                            peer: to,
-                            route: (),
-                            frames,
-                        }],
-                    );
-                    Ok(())
-                });
-                let request = IncomingRequest {
-                    from: from.clone(),
-                    body,
-                    trace,
-                    responder,
-                };
-                (from, Inbound::Request(request))
-            }
-        };
-        if member.inbox.try_send(item).is_err() {
-            node::lock(&member.table).drop_input(&peer, DropKind::InboxFull, &"the inbox is full");
+    fn deliver(&self, at: &str, delivery: node::Delivery<()>) {
+        if let Some(member) = self.member(at) {
+            member.inlet.deliver(delivery);
         }
     }
-}
-
-fn encode(trace: Option<TraceContext>, message: Message) -> Result<Frames, wire::EncodeError> {
-    wire::encode(&Envelope { trace, message }).map(Frames::from)
 }
 
 /// A bus on a [`MemNetwork`]. Leaves the network when dropped.
 #[derive(Debug)]
 pub struct MemBus {
-    net: MemNetwork,
-    host: String,
-    incarnation: u64,
+    front: Front<Link>,
     node: Arc<Mutex<Node<()>>>,
-    table: Arc<Mutex<PeerTable>>,
     beats: JoinHandle<()>,
-    next_id: AtomicU64,
-    snapshot_seq: AtomicU64,
 }
 
 impl Drop for MemBus {
     fn drop(&mut self) {
         self.beats.abort();
-        let mut state = lock(&self.net.inner.state);
+        let net = &self.front.carrier.net;
+        let mut state = lock(&net.inner.state);
         // A restarted bus of the same name may already have replaced this one.
         if state
             .members
-            .get(&self.host)
+            .get(&self.front.host)
             .is_some_and(|m| Arc::ptr_eq(&m.node, &self.node))
         {
-            state.members.remove(&self.host);
+            state.members.remove(&self.front.host);
         }
     }
 }
 
 impl Bus for MemBus {
     fn host(&self) -> &str {
-        &self.host
+        &self.front.host
     }
 
     fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.front.incarnation
     }
 
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let frames = encode(
-            trace,
-            Message::Snapshot(wire::Snapshot {
-                host: self.host.clone(),
-                incarnation: self.incarnation,
-                sequence,
-                body,
-            }),
-        )?;
-        let outs = lock(&self.node).publish_snapshot(self.net.now(), frames);
-        self.net.carry(&self.host, outs);
-        Ok(())
+        self.front.publish_snapshot(body, trace)
     }
 
     fn publish_events(
         &self,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let frames = encode(
-            trace,
-            Message::Events(wire::Events {
-                host: self.host.clone(),
-                batch,
-            }),
-        )?;
-        let outs = lock(&self.node).publish_events(self.net.now(), frames);
-        self.net.carry(&self.host, outs);
-        Ok(())
+        self.front.publish_events(batch, trace)
     }
 
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>> {
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>> {
         let peer = peer.to_owned();
-        Box::pin(async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let frames = encode(
-                trace,
-                Message::Request(wire::Request {
-                    id,
-                    from: self.host.clone(),
-                    body,
-                }),
-            )?;
-            let (tx, rx) = oneshot::channel();
-            let sent = {
-                let mut node = lock(&self.node);
-                node.start_request(&peer, id, tx);
-                node.is_pending(id)
-            };
-            if sent {
-                self.net.carry(
-                    &self.host,
-                    vec![Out::ToPeer {
-                        peer: peer.clone(),
-                        frames,
-                    }],
-                );
-            }
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(RequestError::Closed),
-                Err(_) => Err(RequestError::Timeout {
-                    peer,
-                    after: timeout,
-                }),
-            }
-        })
+        Box::pin(async move { self.front.request(&peer, body, trace, timeout).await })
     }
 
     fn peers(&self) -> Vec<PeerView> {
-        node::lock(&self.table).views(self.net.now())
+        self.front.peers()
+    }
+
+    fn strangers(&self) -> Strangers {
+        self.front.strangers()
+    }
+
+    fn reconfigure(&self, peers: Vec<PeerConfig>) -> Result<(), ReconfigureError> {
+        check_peers(&peers)?;
+        let net = &self.front.carrier.net;
+        if let Some(m) = lock(&net.inner.state).members.get_mut(&self.front.host) {
+            m.peers = peers.iter().map(|p| p.name.clone()).collect();
+        }
+        lock(&self.node).reconfigure(&peers);
+        Ok(())
     }
 }

@@ -219,6 +219,23 @@ impl Membership {
             .min()
     }
 
+    /// Adds `peer` as `unknown`; a peer already listed keeps its state.
+    pub fn add(&mut self, peer: &str) {
+        self.members
+            .entry(peer.to_owned())
+            .or_insert_with(|| Member {
+                state: PeerState::Unknown,
+                incarnation: None,
+                sequence: 0,
+                last_heard: 0,
+            });
+    }
+
+    /// Forgets `peer`.
+    pub fn remove(&mut self, peer: &str) {
+        self.members.remove(peer);
+    }
+
     pub fn state(&self, peer: &str) -> Option<PeerState> {
         self.members.get(peer).map(|m| m.state)
     }
@@ -236,16 +253,53 @@ impl Membership {
     }
 }
 
-/// Subscriptions to this host's stream: one per peer, each renewed by the
-/// peer's heartbeats and held by a route (a ZeroMQ routing id, or nothing
-/// in memory).
+/// Subscriptions to this host's stream: one per peer (one per key, as a
+/// key names one peer), each renewed by the peer's heartbeats and held by
+/// a route (a ZeroMQ routing id, or nothing in memory).
+///
+/// Only a heartbeat newer than the last one renews a lease or moves it to
+/// another route, so replayed heartbeats on a second connection with one
+/// key change nothing. A lease that moves while live is sent the full
+/// snapshot again at most once per [`Leases::MOVED_CATCH_UP_MS`] within
+/// one incarnation (the daemon republishes within that time anyway), and
+/// at most once per lease time for a new incarnation (a restart), so two
+/// connections taking turns with fresh heartbeats cannot have a snapshot
+/// sent per heartbeat.
 #[derive(Debug, Clone)]
 pub struct Leases<R> {
     ttl_ms: u64,
-    by_peer: BTreeMap<String, (R, u64)>,
+    by_peer: BTreeMap<String, Lease<R>>,
+}
+
+#[derive(Debug, Clone)]
+struct Lease<R> {
+    route: R,
+    expires: u64,
+    /// Incarnation and sequence of the heartbeat that last renewed it.
+    beat: (u64, u64),
+    /// When it was last answered [`Renewal::New`].
+    caught_up: u64,
+}
+
+/// What a heartbeat did to its sender's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// A new subscription (none, an expired one, or a newer heartbeat on
+    /// another route: the peer reconnected); send it the current snapshot.
+    New,
+    /// The live subscription, renewed (on another route, when it moved
+    /// again sooner than [`Leases::MOVED_CATCH_UP_MS`]).
+    Renewed,
+    /// Not newer than the heartbeat that last renewed the live lease:
+    /// ignored.
+    Stale,
 }
 
 impl<R: Clone + PartialEq> Leases<R> {
+    /// A live lease that moves to another route is sent the snapshot again
+    /// at most this often.
+    pub const MOVED_CATCH_UP_MS: u64 = 5_000;
+
     pub fn new(ttl_ms: u64) -> Self {
         Leases {
             ttl_ms,
@@ -253,19 +307,44 @@ impl<R: Clone + PartialEq> Leases<R> {
         }
     }
 
-    /// Renews `peer`'s lease on `route`. True when the subscription is new
-    /// (none, an expired one, or on another route: the peer reconnected),
-    /// so the caller sends it the current snapshot.
-    pub fn renew(&mut self, now: u64, peer: &str, route: R) -> bool {
+    /// A heartbeat `(incarnation, sequence)` from `peer` on `route`.
+    pub fn renew(&mut self, now: u64, peer: &str, route: R, beat: (u64, u64)) -> Renewal {
         let expires = now + self.ttl_ms;
         match self.by_peer.get_mut(peer) {
-            Some((r, e)) if *r == route && *e >= now => {
-                *e = expires;
-                false
+            Some(l) if l.expires >= now && beat <= l.beat => Renewal::Stale,
+            Some(l) if l.expires >= now => {
+                let restarted = beat.0 > l.beat.0;
+                l.expires = expires;
+                l.beat = beat;
+                if l.route == route {
+                    return Renewal::Renewed;
+                }
+                l.route = route;
+                // A restarted subscriber (a new incarnation) is caught up
+                // at once, unless it "restarted" within the lease's time
+                // already; a move within one incarnation is a reconnection.
+                let wait = if restarted {
+                    self.ttl_ms
+                } else {
+                    Self::MOVED_CATCH_UP_MS
+                };
+                if now.saturating_sub(l.caught_up) < wait {
+                    return Renewal::Renewed;
+                }
+                l.caught_up = now;
+                Renewal::New
             }
             _ => {
-                self.by_peer.insert(peer.to_owned(), (route, expires));
-                true
+                self.by_peer.insert(
+                    peer.to_owned(),
+                    Lease {
+                        route,
+                        expires,
+                        beat,
+                        caught_up: now,
+                    },
+                );
+                Renewal::New
             }
         }
     }
@@ -274,13 +353,13 @@ impl<R: Clone + PartialEq> Leases<R> {
     pub fn live(&self, now: u64) -> Vec<(String, R)> {
         self.by_peer
             .iter()
-            .filter(|(_, (_, e))| *e >= now)
-            .map(|(p, (r, _))| (p.clone(), r.clone()))
+            .filter(|(_, l)| l.expires >= now)
+            .map(|(p, l)| (p.clone(), l.route.clone()))
             .collect()
     }
 
     pub fn expire(&mut self, now: u64) {
-        self.by_peer.retain(|_, (_, e)| *e >= now);
+        self.by_peer.retain(|_, l| l.expires >= now);
     }
 
     pub fn remove(&mut self, peer: &str) {
@@ -488,20 +567,77 @@ mod tests {
     #[test]
     fn a_lease_is_new_when_first_taken_expired_or_moved() {
         let mut l: Leases<u8> = Leases::new(400);
-        assert!(l.renew(0, "b", 1), "first");
-        assert!(!l.renew(100, "b", 1), "renewed");
+        assert_eq!(l.renew(0, "b", 1, (5, 1)), Renewal::New, "first");
+        assert_eq!(l.renew(100, "b", 1, (5, 2)), Renewal::Renewed);
         assert_eq!(l.live(500), vec![("b".to_owned(), 1)]);
         assert!(
             l.live(501).is_empty(),
             "expired 400ms after the last renewal"
         );
-        assert!(l.renew(600, "b", 1), "after expiry");
-        assert!(l.renew(700, "b", 2), "reconnected on another route");
+        assert_eq!(l.renew(600, "b", 1, (5, 3)), Renewal::New, "after expiry");
+        assert_eq!(
+            l.renew(700, "b", 2, (5, 4)),
+            Renewal::Renewed,
+            "moved to another route soon after catching up: no second snapshot"
+        );
         assert_eq!(l.live(700), vec![("b".to_owned(), 2)]);
-        l.expire(2000);
+        for t in (1000..5600).step_by(300) {
+            l.renew(t, "b", 2, (5, t));
+        }
+        assert_eq!(
+            l.renew(5700, "b", 3, (5, 5700)),
+            Renewal::New,
+            "reconnected on another route, long after"
+        );
+        l.expire(20_000);
         assert!(l.live(0).is_empty(), "expire removes it");
-        l.renew(0, "c", 3);
+        l.renew(0, "c", 3, (1, 1));
         l.remove("c");
         assert!(l.live(0).is_empty());
+    }
+
+    #[test]
+    fn a_second_connection_with_one_key_cannot_take_the_lease_with_old_heartbeats() {
+        let mut l: Leases<u8> = Leases::new(400);
+        assert_eq!(l.renew(0, "b", 1, (5, 10)), Renewal::New);
+        // The same beats replayed, or older ones, on another connection.
+        for seq in [10, 9, 1] {
+            assert_eq!(l.renew(50, "b", 2, (5, seq)), Renewal::Stale);
+        }
+        // An older incarnation does not either.
+        assert_eq!(l.renew(60, "b", 2, (4, 99)), Renewal::Stale);
+        assert_eq!(l.live(100), vec![("b".to_owned(), 1)], "still the first");
+        // Two connections taking turns with fresh beats: the lease follows
+        // them, but the snapshot goes out once per catch-up period, not
+        // once per beat.
+        let mut news = 0;
+        for seq in 11..111 {
+            let route = if seq % 2 == 0 { 1 } else { 2 };
+            if l.renew(100 + seq * 50, "b", route, (5, seq)) == Renewal::New {
+                news += 1;
+            }
+        }
+        // 100 beats over 5 s: one catch-up.
+        assert_eq!(news, 1, "{news}");
+        // Taking turns with ever newer incarnations: at most one a lease
+        // time (400 ms here), not one a beat (50 ms).
+        let mut news = 0;
+        for i in 0..100 {
+            let route = if i % 2 == 0 { 1 } else { 2 };
+            if l.renew(6000 + i * 50, "b", route, (6 + i, 1)) == Renewal::New {
+                news += 1;
+            }
+        }
+        assert!((1..=13).contains(&news), "{news}");
+    }
+
+    #[test]
+    fn a_restarted_subscriber_on_a_new_connection_is_caught_up_at_once() {
+        let mut l: Leases<u8> = Leases::new(400);
+        assert_eq!(l.renew(0, "b", 1, (5, 1)), Renewal::New);
+        assert_eq!(l.renew(300, "b", 1, (5, 2)), Renewal::Renewed);
+        // Restarted quickly: a new incarnation, a new connection, the old
+        // lease still live.
+        assert_eq!(l.renew(600, "b", 2, (6, 1)), Renewal::New);
     }
 }

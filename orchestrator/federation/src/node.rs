@@ -10,18 +10,19 @@
 //! a subscriber sends heartbeats and requests; a peer streams heartbeats,
 //! snapshots, events and replies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::bus::{Inbound, PeerView, RequestError};
-use crate::membership::{Change, Heard, Leases, Membership, PeerState, Timing};
+use crate::bus::{Inbound, PeerConfig, PeerView, RequestError, Role, Strangers};
+use crate::front::Command;
+use crate::membership::{Change, Heard, Leases, Membership, PeerState, Renewal, Timing};
 use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
 
-pub(crate) type Frames = Arc<[Vec<u8>]>;
+pub(crate) type Frames = Arc<[Bytes]>;
 
 /// What a node asks its bus to do.
 #[derive(Debug)]
@@ -29,6 +30,9 @@ pub(crate) enum Out<R> {
     ToPeer {
         peer: String,
         frames: Frames,
+        /// The request these frames carry: if the transport cannot take
+        /// them, it fails the request at once ([`Node::request_failed`]).
+        request: Option<u64>,
     },
     ToSubscriber {
         peer: String,
@@ -47,29 +51,62 @@ pub(crate) enum Delivery<R> {
     },
     Request {
         from: String,
+        role: Role,
         route: R,
         id: u64,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     },
 }
 
 #[derive(Debug, Default)]
 struct Stats {
+    endpoint: String,
+    role: Role,
     messages_in: u64,
     messages_out: u64,
     dropped: BTreeMap<DropKind, u64>,
-    logged: BTreeSet<DropKind>,
+    refused_connections: u64,
+    log: LogLimit,
     /// Incarnation, sequence and arrival of the last accepted snapshot.
     snapshot: Option<(u64, u64, u64)>,
+}
+
+/// At most one log line a minute per key (or per peer): a broken or
+/// hostile peer cannot flood the log, and is never silenced for good. The
+/// next line says how many were held back; the counters keep the tally.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub(crate) const PERIOD: Duration = Duration::from_secs(60);
+
+    /// `Some(lines held back since the last one)` when a line may be
+    /// written now.
+    pub(crate) fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(at) if now.duration_since(at) < Self::PERIOD => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
 }
 
 /// The detector and counters, shared with whoever asks for [`PeerView`]s.
 #[derive(Debug)]
 pub(crate) struct PeerTable {
     membership: Membership,
-    endpoints: BTreeMap<String, String>,
     stats: BTreeMap<String, Stats>,
+    strangers: Strangers,
 }
 
 impl PeerTable {
@@ -77,7 +114,11 @@ impl PeerTable {
         self.membership.state(peer)
     }
 
-    /// Counts refused input from `peer`, logging the first of each kind.
+    pub(crate) fn role(&self, peer: &str) -> Option<Role> {
+        self.stats.get(peer).map(|s| s.role)
+    }
+
+    /// Counts refused input from `peer`, with a rate-limited log line.
     pub(crate) fn drop_input(
         &mut self,
         peer: &str,
@@ -85,20 +126,35 @@ impl PeerTable {
         detail: &dyn std::fmt::Display,
     ) {
         let Some(s) = self.stats.get_mut(peer) else {
-            tracing::debug!(peer, %kind, %detail, "dropping a federation message from a stranger");
+            tracing::debug!(peer, %kind, %detail, "dropping a federation message from a peer no longer configured");
             return;
         };
         *s.dropped.entry(kind).or_default() += 1;
-        // Once per peer and kind: a broken or hostile peer must not flood
-        // the log; the counters keep the full tally.
-        if s.logged.insert(kind) {
+        if let Some(suppressed) = s.log.allow() {
             tracing::warn!(
                 peer,
                 %kind,
                 %detail,
-                "dropping a federation message; further ones of this kind from this peer are only counted"
+                suppressed,
+                "dropping a federation message (at most one such line a minute per peer; `suppressed` counts those held back)"
             );
         }
+    }
+
+    /// Counts a connection with `peer`'s key that the transport refused or
+    /// shut down.
+    pub(crate) fn refuse_connection(&mut self, peer: &str, why: &dyn std::fmt::Display) {
+        if let Some(s) = self.stats.get_mut(peer) {
+            s.refused_connections += 1;
+            if let Some(suppressed) = s.log.allow() {
+                tracing::warn!(peer, %why, suppressed, "closed a federation connection");
+            }
+        }
+    }
+
+    /// What the transport counts of keys and connections tied to no peer.
+    pub(crate) fn strangers_mut(&mut self) -> &mut Strangers {
+        &mut self.strangers
     }
 
     pub(crate) fn count_out(&mut self, peer: &str) {
@@ -119,7 +175,8 @@ impl PeerTable {
             .iter()
             .map(|(name, s)| PeerView {
                 name: name.clone(),
-                endpoint: self.endpoints.get(name).cloned().unwrap_or_default(),
+                endpoint: s.endpoint.clone(),
+                role: s.role,
                 state: self.membership.state(name).unwrap_or(PeerState::Unknown),
                 incarnation: self.membership.incarnation(name),
                 last_heartbeat_age: self.membership.last_heard(name).map(age),
@@ -127,8 +184,13 @@ impl PeerTable {
                 messages_in: s.messages_in,
                 messages_out: s.messages_out,
                 dropped: s.dropped.clone(),
+                refused_connections: s.refused_connections,
             })
             .collect()
+    }
+
+    pub(crate) fn strangers(&self) -> Strangers {
+        self.strangers
     }
 }
 
@@ -142,7 +204,7 @@ pub(crate) fn lock(table: &Mutex<PeerTable>) -> MutexGuard<'_, PeerTable> {
 
 struct Pending {
     peer: String,
-    reply: oneshot::Sender<Result<Value, RequestError>>,
+    reply: oneshot::Sender<Result<Bytes, RequestError>>,
 }
 
 /// One host's protocol state; `R` is how the transport names a
@@ -150,7 +212,8 @@ struct Pending {
 pub(crate) struct Node<R> {
     host: String,
     incarnation: u64,
-    peers: Vec<String>,
+    /// The peers this host dials and counts as members (role `peer`).
+    members: Vec<String>,
     table: Arc<Mutex<PeerTable>>,
     leases: Leases<R>,
     snapshot: Option<Frames>,
@@ -169,29 +232,67 @@ impl<R> std::fmt::Debug for Node<R> {
 }
 
 impl<R: Clone + PartialEq> Node<R> {
-    pub(crate) fn new(
-        host: &str,
-        incarnation: u64,
-        peers: &[(String, String)],
-        timing: Timing,
-    ) -> Self {
+    pub(crate) fn new(host: &str, incarnation: u64, peers: &[PeerConfig], timing: Timing) -> Self {
         let table = PeerTable {
-            membership: Membership::new(peers.iter().map(|(n, _)| n.clone()), timing),
-            endpoints: peers.iter().cloned().collect(),
-            stats: peers
-                .iter()
-                .map(|(n, _)| (n.clone(), Stats::default()))
-                .collect(),
+            membership: Membership::new(Vec::<String>::new(), timing),
+            stats: BTreeMap::new(),
+            strangers: Strangers::default(),
         };
-        Node {
+        let mut node = Node {
             host: host.to_owned(),
             incarnation,
-            peers: peers.iter().map(|(n, _)| n.clone()).collect(),
+            members: Vec::new(),
             table: Arc::new(Mutex::new(table)),
             leases: Leases::new(timing.lease_ms()),
             snapshot: None,
             beats: 0,
             pending: HashMap::new(),
+        };
+        node.reconfigure(peers);
+        node
+    }
+
+    /// Takes a new peer list. A peer that stays a member keeps its state,
+    /// counters and subscription; one that is gone (or became a monitor)
+    /// leaves the detector, and its requests fail at once.
+    pub(crate) fn reconfigure(&mut self, peers: &[PeerConfig]) {
+        let mut table = lock(&self.table);
+        let old: Vec<String> = table.stats.keys().cloned().collect();
+        for name in &old {
+            if !peers.iter().any(|p| &p.name == name) {
+                table.stats.remove(name);
+                table.membership.remove(name);
+                self.leases.remove(name);
+            }
+        }
+        for p in peers {
+            let stats = table.stats.entry(p.name.clone()).or_default();
+            stats.endpoint = p.endpoint.clone();
+            stats.role = p.role;
+            match p.role {
+                Role::Peer => table.membership.add(&p.name),
+                Role::Monitor => table.membership.remove(&p.name),
+            }
+        }
+        drop(table);
+        self.members = peers
+            .iter()
+            .filter(|p| p.role == Role::Peer)
+            .map(|p| p.name.clone())
+            .collect();
+        let members = &self.members;
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !members.contains(&p.peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(p) = self.pending.remove(&id) {
+                let _ = p
+                    .reply
+                    .send(Err(RequestError::UnknownPeer { peer: p.peer }));
+            }
         }
     }
 
@@ -211,10 +312,11 @@ impl<R: Clone + PartialEq> Node<R> {
             sent_at_ms: unix_ms,
         });
         if let Some(frames) = encode(None, heartbeat) {
-            for peer in &self.peers {
+            for peer in &self.members {
                 out.push(Out::ToPeer {
                     peer: peer.clone(),
                     frames: Arc::clone(&frames),
+                    request: None,
                 });
             }
             out.extend(self.to_subscribers(now, &frames));
@@ -257,24 +359,52 @@ impl<R: Clone + PartialEq> Node<R> {
             .collect()
     }
 
-    /// Stores and sends this host's snapshot.
-    pub(crate) fn publish_snapshot(&mut self, now: u64, frames: Frames) -> Vec<Out<R>> {
-        let out = self.to_subscribers(now, &frames);
-        self.snapshot = Some(frames);
-        out
+    /// Carries out what the daemon's side asked for.
+    pub(crate) fn command(&mut self, now: u64, command: Command<R>) -> Vec<Out<R>> {
+        match command {
+            Command::Snapshot(frames) => {
+                // Stored: a subscriber that comes later gets it at once.
+                let out = self.to_subscribers(now, &frames);
+                self.snapshot = Some(frames);
+                out
+            }
+            Command::Events(frames) => self.to_subscribers(now, &frames),
+            Command::Request {
+                peer,
+                id,
+                frames,
+                reply,
+            } => {
+                self.start_request(&peer, id, reply);
+                if self.pending.contains_key(&id) {
+                    vec![Out::ToPeer {
+                        peer,
+                        frames,
+                        request: Some(id),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            Command::Reply {
+                peer,
+                route,
+                frames,
+            } => vec![Out::ToSubscriber {
+                peer,
+                route,
+                frames,
+            }],
+        }
     }
 
-    pub(crate) fn publish_events(&self, now: u64, frames: Frames) -> Vec<Out<R>> {
-        self.to_subscribers(now, &frames)
-    }
-
-    /// Registers a request about to be sent to `peer`. The caller sends
-    /// the frames; if that fails, [`Node::request_failed`].
-    pub(crate) fn start_request(
+    /// Registers a request about to be sent to `peer`, or answers it at
+    /// once when `peer` cannot be reached.
+    fn start_request(
         &mut self,
         peer: &str,
         id: u64,
-        reply: oneshot::Sender<Result<Value, RequestError>>,
+        reply: oneshot::Sender<Result<Bytes, RequestError>>,
     ) {
         let check = match lock(&self.table).state(peer) {
             None => Err(RequestError::UnknownPeer {
@@ -304,11 +434,6 @@ impl<R: Clone + PartialEq> Node<R> {
         }
     }
 
-    /// Whether a request is still waiting (it was not refused at once).
-    pub(crate) fn is_pending(&self, id: u64) -> bool {
-        self.pending.contains_key(&id)
-    }
-
     pub(crate) fn request_failed(&mut self, id: u64, error: RequestError) {
         if let Some(p) = self.pending.remove(&id) {
             let _ = p.reply.send(Err(error));
@@ -329,8 +454,12 @@ impl<R: Clone + PartialEq> Node<R> {
         let mut out = Vec::new();
         match envelope.message {
             Message::Heartbeat(h) => {
-                self.heard(now, peer, &h, &mut out);
-                if self.leases.renew(now, peer, route.clone())
+                // A monitor is no member: its beats only hold its lease.
+                if self.members.iter().any(|m| m == peer) {
+                    self.heard(now, peer, &h, &mut out);
+                }
+                let beat = (h.incarnation, h.sequence);
+                if self.leases.renew(now, peer, route.clone(), beat) == Renewal::New
                     && let Some(snapshot) = &self.snapshot
                 {
                     // A new subscriber gets the current state at once
@@ -344,6 +473,7 @@ impl<R: Clone + PartialEq> Node<R> {
             }
             Message::Request(r) => out.push(Out::Deliver(Delivery::Request {
                 from: peer.to_owned(),
+                role: lock(&self.table).role(peer).unwrap_or(Role::Monitor),
                 route,
                 id: r.id,
                 body: r.body,
@@ -454,7 +584,7 @@ impl<R: Clone + PartialEq> Node<R> {
             // A peer just came (back): subscribe to it now rather than at
             // the next beat, so nothing it publishes meanwhile is missed.
             let resubscribe =
-                change.state == PeerState::Alive && self.peers.iter().any(|p| p == peer);
+                change.state == PeerState::Alive && self.members.iter().any(|p| p == peer);
             out.push(changed(change));
             if resubscribe {
                 self.beats += 1;
@@ -468,10 +598,35 @@ impl<R: Clone + PartialEq> Node<R> {
                     out.push(Out::ToPeer {
                         peer: peer.to_owned(),
                         frames,
+                        request: None,
                     });
                 }
             }
         }
+    }
+
+    /// A heartbeat for `peer` alone, now: for a connection that just
+    /// came up, so the peer hears from it without waiting a beat.
+    pub(crate) fn greet(&mut self, peer: &str, unix_ms: u64) -> Vec<Out<R>> {
+        if !self.members.iter().any(|p| p == peer) {
+            return Vec::new();
+        }
+        self.beats += 1;
+        let heartbeat = Message::Heartbeat(wire::Heartbeat {
+            host: self.host.clone(),
+            incarnation: self.incarnation,
+            sequence: self.beats,
+            sent_at_ms: unix_ms,
+        });
+        encode(None, heartbeat)
+            .map(|frames| {
+                vec![Out::ToPeer {
+                    peer: peer.to_owned(),
+                    frames,
+                    request: None,
+                }]
+            })
+            .unwrap_or_default()
     }
 
     fn fresh_snapshot(&mut self, now: u64, peer: &str, incarnation: u64, sequence: u64) -> bool {
@@ -513,5 +668,23 @@ fn encode(trace: Option<TraceContext>, message: Message) -> Option<Frames> {
             tracing::error!(error = %e, "cannot encode a heartbeat");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_a_minute_and_the_next_one_counts_those_held_back() {
+        let mut limit = LogLimit::default();
+        assert_eq!(limit.allow(), Some(0), "the first line is written");
+        for _ in 0..1000 {
+            assert_eq!(limit.allow(), None, "held back within the minute");
+        }
+        // A minute later: written again, never silenced for good.
+        limit.last = Instant::now().checked_sub(LogLimit::PERIOD);
+        assert_eq!(limit.allow(), Some(1000));
+        assert_eq!(limit.allow(), None);
     }
 }

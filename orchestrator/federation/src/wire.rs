@@ -16,10 +16,16 @@
 //! [`Message`]'s variants. Integers are 8-byte big-endian unsigned; host
 //! names UTF-8; bodies JSON. Anything else is refused with a
 //! [`DecodeError`] whose [`DecodeError::kind`] is what gets counted.
+//!
+//! Bodies stay bytes here: the daemon encodes and decodes its own typed
+//! bodies. The codec only checks that a body is well-formed JSON (an events
+//! body, a JSON array), walking it without building a tree, so malformed
+//! input is refused and counted at the bus.
 
 use std::fmt;
 
-use serde_json::Value;
+use bytes::Bytes;
+use serde::de::IgnoredAny;
 
 /// The only version this build speaks.
 pub const VERSION: u8 = 1;
@@ -150,39 +156,43 @@ pub struct Heartbeat {
 }
 
 /// The sender's state; each replaces the previous one.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub host: String,
     pub incarnation: u64,
     pub sequence: u64,
-    pub body: Value,
+    /// JSON.
+    pub body: Bytes,
 }
 
 /// A batch of the sender's events, oldest first.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Events {
     pub host: String,
-    pub batch: Vec<Value>,
+    /// A JSON array.
+    pub batch: Bytes,
 }
 
 /// A command for the receiving host.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// Chosen by the caller; the reply carries it back.
     pub id: u64,
     pub from: String,
-    pub body: Value,
+    /// JSON.
+    pub body: Bytes,
 }
 
 /// The answer to the request with the same `id`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub id: u64,
-    pub body: Value,
+    /// JSON.
+    pub body: Bytes,
 }
 
 /// The closed set of messages.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Frames: host, incarnation, sequence, sent_at_ms.
     Heartbeat(Heartbeat),
@@ -220,14 +230,14 @@ impl Message {
 }
 
 /// A message and its trace context.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub trace: Option<TraceContext>,
     pub message: Message,
 }
 
 /// The kinds of refused input, as counted per peer. The first four come
-/// from [`decode`]; the last three from the bus.
+/// from [`decode`]; the rest from the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropKind {
     UnknownVersion,
@@ -239,12 +249,19 @@ pub enum DropKind {
     /// A well-formed message on a channel it does not belong to (a request
     /// from the side that serves subscriptions, for example).
     Unexpected,
-    /// The daemon did not take messages fast enough and its inbox was full.
+    /// The daemon did not take this peer's messages fast enough and its
+    /// share of the inbox was full.
     InboxFull,
+    /// A request beyond the peer's requests in flight, answered at once
+    /// with an `unavailable` error.
+    Busy,
+    /// A connection that sent more than its budget without completing a
+    /// message (a multipart flood), shut down.
+    OverBudget,
 }
 
 impl DropKind {
-    pub const ALL: [DropKind; 7] = [
+    pub const ALL: [DropKind; 9] = [
         DropKind::UnknownVersion,
         DropKind::UnknownType,
         DropKind::Oversized,
@@ -252,6 +269,8 @@ impl DropKind {
         DropKind::Impostor,
         DropKind::Unexpected,
         DropKind::InboxFull,
+        DropKind::Busy,
+        DropKind::OverBudget,
     ];
 
     /// A stable label, e.g. for a metric's `reason`.
@@ -264,6 +283,8 @@ impl DropKind {
             DropKind::Impostor => "impostor",
             DropKind::Unexpected => "unexpected",
             DropKind::InboxFull => "inbox_full",
+            DropKind::Busy => "busy",
+            DropKind::OverBudget => "over_budget",
         }
     }
 
@@ -349,12 +370,16 @@ impl DecodeError {
 pub enum EncodeError {
     #[error("the body is {len} bytes, more than the {MAX_BODY} a peer accepts")]
     TooLarge { len: usize },
+    #[error("the body is not JSON: {0}")]
+    NotJson(String),
+    #[error("an events body is a JSON array")]
+    NotABatch,
     #[error("`{0}` is not a host name")]
     Host(String),
 }
 
 /// The frames of one message, header first.
-pub fn encode(envelope: &Envelope) -> Result<Vec<Vec<u8>>, EncodeError> {
+pub fn encode(envelope: &Envelope) -> Result<Vec<Bytes>, EncodeError> {
     let message = &envelope.message;
     let mut header = Vec::with_capacity(4 + TRACEPARENT_LEN);
     header.extend_from_slice(&MAGIC);
@@ -372,44 +397,58 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<Vec<u8>>, EncodeError> {
     {
         return Err(EncodeError::Host(host.to_owned()));
     }
-    let int = |n: u64| n.to_be_bytes().to_vec();
-    let mut frames = vec![header];
+    let int = |n: u64| Bytes::copy_from_slice(&n.to_be_bytes());
+    let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+    let mut frames = vec![Bytes::from(header)];
     match message {
         Message::Heartbeat(m) => frames.extend([
-            m.host.as_bytes().to_vec(),
+            text(&m.host),
             int(m.incarnation),
             int(m.sequence),
             int(m.sent_at_ms),
         ]),
         Message::Snapshot(m) => frames.extend([
-            m.host.as_bytes().to_vec(),
+            text(&m.host),
             int(m.incarnation),
             int(m.sequence),
-            json(&m.body)?,
+            body(&m.body, false)?,
         ]),
-        Message::Events(m) => frames.extend([m.host.as_bytes().to_vec(), json_batch(&m.batch)?]),
-        Message::Request(m) => {
-            frames.extend([int(m.id), m.from.as_bytes().to_vec(), json(&m.body)?])
-        }
-        Message::Reply(m) => frames.extend([int(m.id), json(&m.body)?]),
+        Message::Events(m) => frames.extend([text(&m.host), body(&m.batch, true)?]),
+        Message::Request(m) => frames.extend([int(m.id), text(&m.from), body(&m.body, false)?]),
+        Message::Reply(m) => frames.extend([int(m.id), body(&m.body, false)?]),
     }
     Ok(frames)
 }
 
-fn json(body: &Value) -> Result<Vec<u8>, EncodeError> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+/// A body as it goes out: checked as a peer will check it, so a mistake
+/// is this host's error rather than a peer's drop counter. The bytes are
+/// shared, not copied.
+fn body(bytes: &Bytes, batch: bool) -> Result<Bytes, EncodeError> {
     if bytes.len() > MAX_BODY {
         return Err(EncodeError::TooLarge { len: bytes.len() });
     }
-    Ok(bytes)
+    match check_json(bytes, batch) {
+        Ok(()) => Ok(bytes.clone()),
+        Err(JsonError::Syntax(reason)) => Err(EncodeError::NotJson(reason)),
+        Err(JsonError::NotArray) => Err(EncodeError::NotABatch),
+    }
 }
 
-fn json_batch(batch: &[Value]) -> Result<Vec<u8>, EncodeError> {
-    let bytes = serde_json::to_vec(batch).unwrap_or_else(|_| b"[]".to_vec());
-    if bytes.len() > MAX_BODY {
-        return Err(EncodeError::TooLarge { len: bytes.len() });
+enum JsonError {
+    Syntax(String),
+    NotArray,
+}
+
+/// Whether `bytes` are one JSON value (an array when `batch`), walked
+/// without building it.
+fn check_json(bytes: &[u8], batch: bool) -> Result<(), JsonError> {
+    serde_json::from_slice::<IgnoredAny>(bytes).map_err(|e| JsonError::Syntax(e.to_string()))?;
+    // Valid JSON, so its first non-blank byte says what it is.
+    let first = bytes.iter().find(|b| !b" \t\r\n".contains(b));
+    if batch && first != Some(&b'[') {
+        return Err(JsonError::NotArray);
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Reads one message. Never panics, whatever the frames hold.
@@ -455,23 +494,20 @@ pub fn decode<F: AsRef<[u8]>>(frames: &[F]) -> Result<Envelope, DecodeError> {
             host: host(f(1), 1)?,
             incarnation: int(f(2), 2)?,
             sequence: int(f(3), 3)?,
-            body: parse_json(f(4), 4)?,
+            body: json(f(4), 4, false)?,
         }),
         MessageType::Events => Message::Events(Events {
             host: host(f(1), 1)?,
-            batch: match parse_json(f(2), 2)? {
-                Value::Array(items) => items,
-                _ => return Err(Malformed::NotABatch { frame: 2 }.into()),
-            },
+            batch: json(f(2), 2, true)?,
         }),
         MessageType::Request => Message::Request(Request {
             id: int(f(1), 1)?,
             from: host(f(2), 2)?,
-            body: parse_json(f(3), 3)?,
+            body: json(f(3), 3, false)?,
         }),
         MessageType::Reply => Message::Reply(Reply {
             id: int(f(1), 1)?,
-            body: parse_json(f(2), 2)?,
+            body: json(f(2), 2, false)?,
         }),
     };
     Ok(Envelope { trace, message })
@@ -516,9 +552,11 @@ fn host(bytes: &[u8], frame: usize) -> Result<String, Malformed> {
     }
 }
 
-fn parse_json(bytes: &[u8], frame: usize) -> Result<Value, Malformed> {
-    serde_json::from_slice(bytes).map_err(|e| Malformed::Json {
-        frame,
-        reason: e.to_string(),
-    })
+/// A body frame, checked and copied out of the transport's buffer.
+fn json(bytes: &[u8], frame: usize, batch: bool) -> Result<Bytes, Malformed> {
+    match check_json(bytes, batch) {
+        Ok(()) => Ok(Bytes::copy_from_slice(bytes)),
+        Err(JsonError::Syntax(reason)) => Err(Malformed::Json { frame, reason }),
+        Err(JsonError::NotArray) => Err(Malformed::NotABatch { frame }),
+    }
 }

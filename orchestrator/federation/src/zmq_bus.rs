@@ -3,26 +3,29 @@
 //!
 //! The thread owns every socket and the protocol [`Node`]. The async side
 //! sends it [`Command`]s over a channel and wakes it through an inproc
-//! PUSH/PULL pair; the thread's poll timeout is only its own schedule: the
-//! next heartbeat, or the moment a silent peer's verdict falls due.
+//! PUSH/PULL pair; the thread's poll timeout is its own schedule: the next
+//! heartbeat, the moment a silent peer's verdict falls due, or the next
+//! check of what each connection holds ([`guard`]).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::os::fd::RawFd;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use bytes::Bytes;
 
 use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbound, Inbox, IncomingRequest, PeerView, PublishError,
-    RequestError, unix_ms,
+    BoxFuture, Bus, BusConfig, Inbox, Limits, PeerConfig, PeerView, PublishError, ReconfigureError,
+    RequestError, Role, Strangers, check_peers, unix_ms,
 };
+use crate::front::{self, Carrier, Command, Front, Inlet};
+use crate::guard::{self, Event, Ledger, Verdict};
 use crate::keys::{KEY_BYTES, PublicKey, SecretKey};
-use crate::node::{self, Delivery, Frames, Node, Out, PeerTable};
-use crate::wire::{self, DropKind, Envelope, MAX_BODY, Message, TraceContext};
+use crate::membership::Timing;
+use crate::node::{self, Frames, LogLimit, Node, Out, PeerTable};
+use crate::wire::{DropKind, MAX_BODY, TraceContext};
 
 /// The ZAP domain of the ROUTER socket.
 const ZAP_DOMAIN: &str = "orchestrator";
@@ -30,10 +33,20 @@ const ZAP_DOMAIN: &str = "orchestrator";
 const MAX_FRAMES: usize = 8;
 /// Larger frames make libzmq drop the connection; between [`MAX_BODY`] and
 /// this, they arrive and are counted as oversized.
-const MAX_WIRE_FRAME: i64 = 2 * MAX_BODY as i64;
-/// At most this many refused keys are remembered for logging, so a scan
-/// with fresh keys cannot grow memory.
-const MAX_LOGGED_REFUSALS: usize = 64;
+const MAX_WIRE_FRAME: i64 = MAX_BODY as i64 + 64 * 1024;
+/// How often each connection's held bytes are checked against its budget
+/// while one holds more than [`QUIET`]: at the few hundred MB/s one libzmq
+/// I/O thread decrypts, a connection gains at most some MB between two
+/// checks.
+const CHECK_BUSY: Duration = Duration::from_millis(20);
+/// ...and while none does: an idle bus wakes less, and a flood starting
+/// from quiet is seen within this long.
+const CHECK_QUIET: Duration = Duration::from_millis(100);
+/// What a connection may hold and still count as quiet.
+const QUIET: u64 = 1024 * 1024;
+/// Distinct unknown keys whose refusals are rate-limited one by one; a
+/// scan with fresh keys beyond it shares one limit.
+const MAX_LOGGED_KEYS: usize = 256;
 
 /// Why the bus could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,25 +64,20 @@ pub enum StartError {
         endpoint: String,
         source: zmq::Error,
     },
+    #[error(transparent)]
+    Config(#[from] crate::bus::ConfigError),
     #[error("cannot set up a ZeroMQ socket: {0}")]
     Socket(#[from] zmq::Error),
     #[error("cannot start the federation thread: {0}")]
     Thread(std::io::Error),
 }
 
-enum Command {
-    Snapshot(Frames),
-    Events(Frames),
-    Request {
-        peer: String,
-        id: u64,
-        frames: Frames,
-        reply: oneshot::Sender<Result<Value, RequestError>>,
-    },
-    Reply {
-        peer: String,
-        route: Vec<u8>,
-        frames: Frames,
+/// What the bus thread is asked to do.
+enum Order {
+    Node(Command<Vec<u8>>),
+    Reconfigure {
+        peers: Vec<PeerConfig>,
+        done: std_mpsc::Sender<Result<(), ReconfigureError>>,
     },
     Stop,
 }
@@ -86,45 +94,141 @@ impl Waker {
     }
 }
 
-/// Sends commands to the thread and wakes it.
+/// Sends orders to the thread and wakes it.
 #[derive(Clone)]
 struct Handle {
-    commands: std_mpsc::Sender<Command>,
+    orders: std_mpsc::Sender<Order>,
     waker: Arc<Waker>,
+    start: Instant,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
 }
 
 impl Handle {
-    fn send(&self, command: Command) -> Result<(), PublishError> {
-        self.commands
-            .send(command)
-            .map_err(|_| PublishError::Closed)?;
+    fn order(&self, order: Order) -> Result<(), PublishError> {
+        self.orders.send(order).map_err(|_| PublishError::Closed)?;
         self.waker.wake();
         Ok(())
+    }
+}
+
+impl Carrier for Handle {
+    type Route = Vec<u8>;
+
+    fn send(&self, command: Command<Vec<u8>>) -> Result<(), PublishError> {
+        self.order(Order::Node(command))
+    }
+
+    fn now(&self) -> u64 {
+        millis_since(self.start)
     }
 }
 
 /// The federation bus over ZeroMQ. Dropping it stops its thread and closes
 /// its sockets.
 pub struct ZmqBus {
-    host: String,
-    incarnation: u64,
+    front: Front<Handle>,
     local_endpoint: String,
-    handle: Handle,
-    table: Arc<Mutex<PeerTable>>,
-    start: Instant,
-    refused: Arc<AtomicU64>,
-    next_id: AtomicU64,
-    snapshot_seq: AtomicU64,
     thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ZmqBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ZmqBus")
-            .field("host", &self.host)
-            .field("incarnation", &self.incarnation)
+            .field("host", &self.front.host)
+            .field("incarnation", &self.front.incarnation)
             .field("local_endpoint", &self.local_endpoint)
             .finish_non_exhaustive()
+    }
+}
+
+/// A socket's monitor: a PAIR receiving its connection events.
+fn monitor(
+    ctx: &zmq::Context,
+    socket: &zmq::Socket,
+    name: &str,
+) -> Result<zmq::Socket, zmq::Error> {
+    let endpoint = format!("inproc://federation-monitor-{name}");
+    socket.monitor(&endpoint, guard::EVENTS)?;
+    let pair = ctx.socket(zmq::PAIR)?;
+    pair.set_linger(0)?;
+    pair.connect(&endpoint)?;
+    Ok(pair)
+}
+
+/// One dialled key of a peer: a DEALER, its monitor and its ledger.
+struct Dealer {
+    peer: String,
+    endpoint: String,
+    key: PublicKey,
+    socket: zmq::Socket,
+    monitor: zmq::Socket,
+    ledger: Ledger,
+}
+
+struct Dialer {
+    ctx: zmq::Context,
+    secret: SecretKey,
+    timing: Timing,
+    next: u64,
+}
+
+impl Dialer {
+    fn dial(&mut self, peer: &PeerConfig, key: PublicKey) -> Result<Dealer, StartError> {
+        let hb = i32::try_from(self.timing.heartbeat_ms).unwrap_or(i32::MAX);
+        let lease = i32::try_from(self.timing.lease_ms()).unwrap_or(i32::MAX);
+        let dealer = self.ctx.socket(zmq::DEALER)?;
+        dealer.set_linger(0)?;
+        dealer.set_curve_serverkey(key.as_bytes())?;
+        dealer.set_curve_publickey(self.secret.public().as_bytes())?;
+        dealer.set_curve_secretkey(self.secret.secret_bytes())?;
+        // Nothing queues for a peer that is not connected: heartbeats
+        // would be stale by then, and a request fails as unreachable.
+        dealer.set_immediate(true)?;
+        dealer.set_maxmsgsize(MAX_WIRE_FRAME)?;
+        dealer.set_reconnect_ivl(100)?;
+        dealer.set_reconnect_ivl_max(hb.clamp(100, 2000))?;
+        dealer.set_heartbeat_ivl(hb)?;
+        dealer.set_heartbeat_timeout(lease)?;
+        self.next += 1;
+        let monitor = monitor(&self.ctx, &dealer, &format!("dealer-{}", self.next))?;
+        dealer
+            .connect(&peer.endpoint)
+            .map_err(|source| StartError::Connect {
+                peer: peer.name.clone(),
+                endpoint: peer.endpoint.clone(),
+                source,
+            })?;
+        Ok(Dealer {
+            peer: peer.name.clone(),
+            endpoint: peer.endpoint.clone(),
+            key,
+            socket: dealer,
+            monitor,
+            ledger: Ledger::default(),
+        })
+    }
+}
+
+/// Raises this process's open-file limit to its hard limit: the bus holds
+/// one descriptor per connection, and libzmq's listener retries a failed
+/// accept at once, so running out is to be kept far away.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 
@@ -136,6 +240,8 @@ impl ZmqBus {
         if zmq::has("curve") != Some(true) {
             return Err(StartError::NoCurve);
         }
+        check_peers(&config.peers)?;
+        raise_fd_limit();
         let ctx = zmq::Context::new();
         // The ZAP handler must be bound before any CURVE socket accepts a
         // connection, or libzmq would admit every client key.
@@ -144,6 +250,7 @@ impl ZmqBus {
         zap.bind("inproc://zeromq.zap.01")?;
 
         let timing = config.timing;
+        let limits = config.limits;
         let hb = i32::try_from(timing.heartbeat_ms).unwrap_or(i32::MAX);
         let lease = i32::try_from(timing.lease_ms()).unwrap_or(i32::MAX);
 
@@ -156,10 +263,14 @@ impl ZmqBus {
         // so its lease is dropped at once.
         router.set_router_mandatory(true)?;
         router.set_maxmsgsize(MAX_WIRE_FRAME)?;
+        // A connection that does not finish its handshake soon is closed
+        // by libzmq itself (the default is 30 s).
+        router.set_handshake_ivl(i32::try_from(limits.handshake_ms).unwrap_or(i32::MAX))?;
         // ZMTP pings find dead TCP connections (a host that vanished
         // without closing them) so they are dropped and redialled.
         router.set_heartbeat_ivl(hb)?;
         router.set_heartbeat_timeout(lease)?;
+        let router_monitor = monitor(&ctx, &router, "router")?;
         router
             .bind(&config.listen)
             .map_err(|source| StartError::Bind {
@@ -177,66 +288,48 @@ impl ZmqBus {
         wake_tx.set_linger(0)?;
         wake_tx.connect("inproc://federation-wake")?;
 
-        let mut dealers = Vec::with_capacity(config.peers.len());
-        for peer in &config.peers {
-            let dealer = ctx.socket(zmq::DEALER)?;
-            dealer.set_linger(0)?;
-            dealer.set_curve_serverkey(peer.public_key.as_bytes())?;
-            dealer.set_curve_publickey(secret.public().as_bytes())?;
-            dealer.set_curve_secretkey(secret.secret_bytes())?;
-            // Nothing queues for a peer that is not connected: heartbeats
-            // would be stale by then, and a request fails as unreachable.
-            dealer.set_immediate(true)?;
-            dealer.set_maxmsgsize(MAX_WIRE_FRAME)?;
-            dealer.set_reconnect_ivl(100)?;
-            dealer.set_reconnect_ivl_max(hb.clamp(100, 2000))?;
-            dealer.set_heartbeat_ivl(hb)?;
-            dealer.set_heartbeat_timeout(lease)?;
-            dealer
-                .connect(&peer.endpoint)
-                .map_err(|source| StartError::Connect {
-                    peer: peer.name.clone(),
-                    endpoint: peer.endpoint.clone(),
-                    source,
-                })?;
-            dealers.push((peer.name.clone(), dealer));
+        let mut dialer = Dialer {
+            ctx: ctx.clone(),
+            secret: secret.clone(),
+            timing,
+            next: 0,
+        };
+        let mut dealers = Vec::new();
+        for peer in config.peers.iter().filter(|p| p.role == Role::Peer) {
+            for key in &peer.public_keys {
+                dealers.push(dialer.dial(peer, *key)?);
+            }
         }
 
-        let peers: Vec<(String, String)> = config
-            .peers
-            .iter()
-            .map(|p| (p.name.clone(), p.endpoint.clone()))
-            .collect();
-        let node = Node::new(&config.host, config.incarnation, &peers, timing);
+        let node = Node::new(&config.host, config.incarnation, &config.peers, timing);
         let table = node.table();
-        let (commands_tx, commands_rx) = std_mpsc::channel();
-        let handle = Handle {
-            commands: commands_tx,
-            waker: Arc::new(Waker(Mutex::new(wake_tx))),
-        };
-        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(1));
+        let (orders_tx, orders_rx) = std_mpsc::channel();
         let start = Instant::now();
-        let refused = Arc::new(AtomicU64::new(0));
+        let handle = Handle {
+            orders: orders_tx,
+            waker: Arc::new(Waker(Mutex::new(wake_tx))),
+            start,
+        };
+        let (inlet, outlet) = front::inbox(Arc::clone(&table), handle.clone(), limits);
         let worker = Worker {
             node,
             table: Arc::clone(&table),
-            allowed: config
-                .peers
-                .iter()
-                .map(|p| (*p.public_key.as_bytes(), p.name.clone()))
-                .collect(),
-            refused: Arc::clone(&refused),
-            logged_refusals: BTreeSet::new(),
+            allowed: allowed(&config.peers),
+            refusals: HashMap::new(),
+            fd_log: LogLimit::default(),
             router,
+            router_monitor,
+            router_ledger: Ledger::default(),
             zap,
             wake: wake_rx,
             dealers,
-            commands: commands_rx,
-            handle: handle.clone(),
-            inbox: inbox_tx,
+            dialer,
+            peers: config.peers.clone(),
+            orders: orders_rx,
+            inlet,
+            limits,
             start,
             period: Duration::from_millis(timing.heartbeat_ms),
-            _ctx: ctx,
         };
         let thread = std::thread::Builder::new()
             .name(format!("federation-{}", config.host))
@@ -244,18 +337,11 @@ impl ZmqBus {
             .map_err(StartError::Thread)?;
         tracing::info!(host = %config.host, listen = %local_endpoint, peers = config.peers.len(), "federation bus started");
         let bus = ZmqBus {
-            host: config.host,
-            incarnation: config.incarnation,
+            front: Front::new(config.host, config.incarnation, table, handle),
             local_endpoint,
-            handle,
-            table,
-            start,
-            refused,
-            next_id: AtomicU64::new(1),
-            snapshot_seq: AtomicU64::new(0),
             thread: Some(thread),
         };
-        Ok((bus, Inbox(inbox_rx)))
+        Ok((bus, Inbox(outlet)))
     }
 
     /// The endpoint actually bound (a `:0` port resolved).
@@ -265,17 +351,25 @@ impl ZmqBus {
 
     /// Connections refused by the key allow-list since start.
     pub fn refused_connections(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        let s = self.front.strangers();
+        s.unknown_keys + s.without_curve
     }
+}
 
-    fn now(&self) -> u64 {
-        millis_since(self.start)
-    }
+fn allowed(peers: &[PeerConfig]) -> HashMap<[u8; KEY_BYTES], String> {
+    peers
+        .iter()
+        .flat_map(|p| {
+            p.public_keys
+                .iter()
+                .map(|k| (*k.as_bytes(), p.name.clone()))
+        })
+        .collect()
 }
 
 impl Drop for ZmqBus {
     fn drop(&mut self) {
-        let _ = self.handle.send(Command::Stop);
+        let _ = self.front.carrier.order(Order::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -286,92 +380,58 @@ fn millis_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn encode(trace: Option<TraceContext>, message: Message) -> Result<Frames, wire::EncodeError> {
-    wire::encode(&Envelope { trace, message }).map(Frames::from)
-}
-
 impl Bus for ZmqBus {
     fn host(&self) -> &str {
-        &self.host
+        &self.front.host
     }
 
     fn incarnation(&self) -> u64 {
-        self.incarnation
+        self.front.incarnation
     }
 
     fn publish_snapshot(
         &self,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let sequence = self.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let frames = encode(
-            trace,
-            Message::Snapshot(wire::Snapshot {
-                host: self.host.clone(),
-                incarnation: self.incarnation,
-                sequence,
-                body,
-            }),
-        )?;
-        self.handle.send(Command::Snapshot(frames))
+        self.front.publish_snapshot(body, trace)
     }
 
     fn publish_events(
         &self,
-        batch: Vec<Value>,
+        batch: Bytes,
         trace: Option<TraceContext>,
     ) -> Result<(), PublishError> {
-        let frames = encode(
-            trace,
-            Message::Events(wire::Events {
-                host: self.host.clone(),
-                batch,
-            }),
-        )?;
-        self.handle.send(Command::Events(frames))
+        self.front.publish_events(batch, trace)
     }
 
     fn request(
         &self,
         peer: &str,
-        body: Value,
+        body: Bytes,
         trace: Option<TraceContext>,
         timeout: Duration,
-    ) -> BoxFuture<'_, Result<Value, RequestError>> {
+    ) -> BoxFuture<'_, Result<Bytes, RequestError>> {
         let peer = peer.to_owned();
-        Box::pin(async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let frames = encode(
-                trace,
-                Message::Request(wire::Request {
-                    id,
-                    from: self.host.clone(),
-                    body,
-                }),
-            )?;
-            let (tx, rx) = oneshot::channel();
-            self.handle
-                .send(Command::Request {
-                    peer: peer.clone(),
-                    id,
-                    frames,
-                    reply: tx,
-                })
-                .map_err(|_| RequestError::Closed)?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(RequestError::Closed),
-                Err(_) => Err(RequestError::Timeout {
-                    peer,
-                    after: timeout,
-                }),
-            }
-        })
+        Box::pin(async move { self.front.request(&peer, body, trace, timeout).await })
     }
 
     fn peers(&self) -> Vec<PeerView> {
-        node::lock(&self.table).views(self.now())
+        self.front.peers()
+    }
+
+    fn strangers(&self) -> Strangers {
+        self.front.strangers()
+    }
+
+    fn reconfigure(&self, peers: Vec<PeerConfig>) -> Result<(), ReconfigureError> {
+        check_peers(&peers)?;
+        let (done, result) = std_mpsc::channel();
+        self.front
+            .carrier
+            .order(Order::Reconfigure { peers, done })
+            .map_err(|_| ReconfigureError::Closed)?;
+        result.recv().map_err(|_| ReconfigureError::Closed)?
     }
 }
 
@@ -379,25 +439,30 @@ impl Bus for ZmqBus {
 struct Worker {
     node: Node<Vec<u8>>,
     table: Arc<Mutex<PeerTable>>,
+    /// Admitted keys, all roles, and the peer each names.
     allowed: HashMap<[u8; KEY_BYTES], String>,
-    refused: Arc<AtomicU64>,
-    logged_refusals: BTreeSet<[u8; KEY_BYTES]>,
+    /// Log limits of refused unknown keys (at most [`MAX_LOGGED_KEYS`]).
+    refusals: HashMap<Option<[u8; KEY_BYTES]>, LogLimit>,
+    fd_log: LogLimit,
     router: zmq::Socket,
+    router_monitor: zmq::Socket,
+    router_ledger: Ledger,
     zap: zmq::Socket,
     wake: zmq::Socket,
-    dealers: Vec<(String, zmq::Socket)>,
-    commands: std_mpsc::Receiver<Command>,
-    handle: Handle,
-    inbox: mpsc::Sender<Inbound>,
+    dealers: Vec<Dealer>,
+    dialer: Dialer,
+    peers: Vec<PeerConfig>,
+    orders: std_mpsc::Receiver<Order>,
+    inlet: Inlet<Handle>,
+    limits: Limits,
     start: Instant,
     period: Duration,
-    // Dropped last: the sockets above belong to it.
-    _ctx: zmq::Context,
 }
 
 impl Worker {
     fn run(mut self) {
         let mut next_beat = Instant::now();
+        let mut next_check = Instant::now();
         loop {
             let now = Instant::now();
             if now >= next_beat {
@@ -411,13 +476,23 @@ impl Worker {
                 let outs = self.node.check(self.now());
                 self.carry(outs);
             }
+            if now >= next_check {
+                let busy = self.check_connections();
+                next_check = now + if busy { CHECK_BUSY } else { CHECK_QUIET };
+            }
             // Also wake when a silent peer's verdict is due: on the
             // heartbeat schedule alone it would come up to one interval
             // late, a quarter of the default time to `down`.
-            let wake = match self.node.next_check_at() {
-                Some(at) => next_beat.min(self.start + Duration::from_millis(at)),
-                None => next_beat,
-            };
+            let mut wake = next_beat;
+            if let Some(at) = self.node.next_check_at() {
+                wake = wake.min(self.start + Duration::from_millis(at));
+            }
+            // Connections are checked only while there are some.
+            if self.router_ledger.len() + self.dealers.iter().map(|d| d.ledger.len()).sum::<usize>()
+                > 0
+            {
+                wake = wake.min(next_check);
+            }
             let wait = wake.saturating_duration_since(Instant::now());
             let timeout = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX) + 1;
             let readable = match self.poll(timeout) {
@@ -427,18 +502,27 @@ impl Worker {
                     return;
                 }
             };
+            if readable.monitors {
+                self.read_monitors();
+            }
             if readable.zap {
                 self.serve_zap();
             }
             if readable.wake {
                 while self.wake.recv_bytes(zmq::DONTWAIT).is_ok() {}
             }
-            // Commands are drained on every pass, not only when woken: a
+            // Orders are drained on every pass, not only when woken: a
             // wake-up lost to a full pipe must not strand one.
             loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return,
-                    Ok(command) => self.command(command),
+                match self.orders.try_recv() {
+                    Ok(Order::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => return,
+                    Ok(Order::Node(command)) => {
+                        let outs = self.node.command(self.now(), command);
+                        self.carry(outs);
+                    }
+                    Ok(Order::Reconfigure { peers, done }) => {
+                        let _ = done.send(self.reconfigure(peers));
+                    }
                     Err(std_mpsc::TryRecvError::Empty) => break,
                 }
             }
@@ -460,21 +544,193 @@ impl Worker {
             self.router.as_poll_item(zmq::POLLIN),
             self.zap.as_poll_item(zmq::POLLIN),
             self.wake.as_poll_item(zmq::POLLIN),
+            self.router_monitor.as_poll_item(zmq::POLLIN),
         ];
         items.extend(
             self.dealers
                 .iter()
-                .map(|(_, d)| d.as_poll_item(zmq::POLLIN)),
+                .map(|d| d.socket.as_poll_item(zmq::POLLIN)),
+        );
+        items.extend(
+            self.dealers
+                .iter()
+                .map(|d| d.monitor.as_poll_item(zmq::POLLIN)),
         );
         zmq::poll(&mut items, timeout)?;
+        let n = self.dealers.len();
         Ok(Readable {
             router: items[0].is_readable(),
             zap: items[1].is_readable(),
             wake: items[2].is_readable(),
-            dealers: (0..self.dealers.len())
-                .filter(|i| items[3 + i].is_readable())
-                .collect(),
+            monitors: items[3].is_readable() || (0..n).any(|i| items[4 + n + i].is_readable()),
+            dealers: (0..n).filter(|i| items[4 + i].is_readable()).collect(),
         })
+    }
+
+    /// Takes a new peer list: new keys dialled, dropped ones closed,
+    /// unchanged ones left alone.
+    fn reconfigure(&mut self, peers: Vec<PeerConfig>) -> Result<(), ReconfigureError> {
+        let wanted: Vec<(&PeerConfig, PublicKey)> = peers
+            .iter()
+            .filter(|p| p.role == Role::Peer)
+            .flat_map(|p| p.public_keys.iter().map(move |k| (p, *k)))
+            .collect();
+        let mut fresh = Vec::new();
+        for (peer, key) in &wanted {
+            let kept = self
+                .dealers
+                .iter()
+                .any(|d| d.peer == peer.name && d.key == *key && d.endpoint == peer.endpoint);
+            if !kept {
+                let dealer =
+                    self.dialer
+                        .dial(peer, *key)
+                        .map_err(|e| ReconfigureError::Connect {
+                            peer: peer.name.clone(),
+                            endpoint: peer.endpoint.clone(),
+                            reason: e.to_string(),
+                        })?;
+                fresh.push(dealer);
+            }
+        }
+        // Nothing failed: apply.
+        self.dealers.retain(|d| {
+            wanted
+                .iter()
+                .any(|(p, k)| d.peer == p.name && d.key == *k && d.endpoint == p.endpoint)
+        });
+        self.dealers.extend(fresh);
+        self.allowed = allowed(&peers);
+        self.node.reconfigure(&peers);
+        tracing::info!(peers = peers.len(), "federation peers reconfigured");
+        self.peers = peers;
+        Ok(())
+    }
+
+    fn read_monitors(&mut self) {
+        let mut out_of_fds = false;
+        while let Ok(frames) = self.router_monitor.recv_multipart(zmq::DONTWAIT) {
+            let event = frames
+                .first()
+                .map_or(Event::Other, |f| guard::parse_event(f));
+            if let Event::AcceptFailed(errno) = event {
+                self.table_strangers(|s| s.accept_failures += 1);
+                out_of_fds |= errno == libc::EMFILE || errno == libc::ENFILE;
+            }
+            self.router_ledger.event(event);
+        }
+        if out_of_fds {
+            // Out of descriptors: free them from connections whose
+            // handshakes are pending (after the whole queue of events, so
+            // none of them is closed already), or the listener would retry
+            // its accept at once, forever.
+            let shut = self.router_ledger.evict(0);
+            for fd in &shut {
+                guard::shut(*fd);
+            }
+            let n = shut.len() as u64;
+            self.table_strangers(|s| s.evicted_handshakes += n);
+            if let Some(suppressed) = self.fd_log.allow() {
+                tracing::warn!(
+                    evicted = n,
+                    suppressed,
+                    "the federation listener ran out of file descriptors; closed connections still in their handshake (at most one line a minute)"
+                );
+            }
+        }
+        let mut greet = Vec::new();
+        for d in &mut self.dealers {
+            while let Ok(frames) = d.monitor.recv_multipart(zmq::DONTWAIT) {
+                let event = frames
+                    .first()
+                    .map_or(Event::Other, |f| guard::parse_event(f));
+                if event == Event::HandshakeSucceeded {
+                    greet.push(d.peer.clone());
+                }
+                d.ledger.event(event);
+            }
+        }
+        // A fresh connection to a peer gets a heartbeat at once: its first
+        // message, which also tells the peer's ledger it is no stranger.
+        for peer in greet {
+            let outs = self.node.greet(&peer, unix_ms());
+            self.carry(outs);
+        }
+    }
+
+    fn table_strangers(&self, f: impl FnOnce(&mut Strangers)) {
+        f(node::lock(&self.table).strangers_mut());
+    }
+
+    /// Shuts connections that hold too much, or wait in their handshake
+    /// while too many do. True when one kept holds more than [`QUIET`].
+    fn check_connections(&mut self) -> bool {
+        // libzmq reports a connection's end on the monitor before it
+        // closes the descriptor, so after this drain every descriptor in
+        // the ledgers is still the connection it was recorded for, not a
+        // reused number.
+        self.read_monitors();
+        let budget = self.limits.connection_budget as u64;
+        let mut verdicts = self.router_ledger.check(
+            budget,
+            self.limits.pending_connections,
+            guard::bytes_received,
+        );
+        for d in &mut self.dealers {
+            // A dealer's one connection is never a pending stranger.
+            let shut = d.ledger.check(budget, usize::MAX, guard::bytes_received);
+            verdicts.extend(shut.into_iter().map(|(fd, v)| match v {
+                Verdict::OverBudget { held, .. } => (
+                    fd,
+                    Verdict::OverBudget {
+                        peer: Some(d.peer.clone()),
+                        held,
+                    },
+                ),
+                other => (fd, other),
+            }));
+        }
+        for (fd, verdict) in verdicts {
+            self.apply(fd, verdict);
+        }
+        self.router_ledger.max_held() > QUIET
+            || self.dealers.iter().any(|d| d.ledger.max_held() > QUIET)
+    }
+
+    fn apply(&mut self, fd: RawFd, verdict: Verdict) {
+        guard::shut(fd);
+        let mut table = node::lock(&self.table);
+        match verdict {
+            Verdict::OverBudget {
+                peer: Some(peer),
+                held,
+            } => {
+                let why = format!(
+                    "it held {held} bytes without completing a message, more than the {} allowed",
+                    self.limits.connection_budget
+                );
+                table.drop_input(&peer, DropKind::OverBudget, &why);
+                table.refuse_connection(&peer, &why);
+            }
+            Verdict::OverBudget { peer: None, held } => {
+                table.strangers_mut().over_budget += 1;
+                if let Some(suppressed) = self.fd_log.allow() {
+                    tracing::warn!(
+                        held,
+                        suppressed,
+                        "closed a federation connection over its budget before its first message (at most one line a minute)"
+                    );
+                }
+            }
+            Verdict::TooManyForKey { peer } => {
+                let why = format!(
+                    "more than {} connections with its key",
+                    self.limits.connections_per_key
+                );
+                table.refuse_connection(&peer, &why);
+            }
+            Verdict::Evicted => table.strangers_mut().evicted_handshakes += 1,
+        }
     }
 
     /// Answers ZAP requests (ZeroMQ RFC 27): a CURVE client whose key is a
@@ -493,7 +749,10 @@ impl Worker {
             let reply: [&[u8]; 6] = match &admitted {
                 Some(name) => [b"1.0", &request_id, b"200", b"OK", name.as_bytes(), b""],
                 None => {
-                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    self.table_strangers(|s| match key {
+                        Some(_) => s.unknown_keys += 1,
+                        None => s.without_curve += 1,
+                    });
                     self.log_refusal(key, request.get(3));
                     [b"1.0", &request_id, b"400", b"key not allowed", b"", b""]
                 }
@@ -504,90 +763,77 @@ impl Worker {
         }
     }
 
+    /// At most one line a minute per refused key, saying how many were
+    /// held back; past [`MAX_LOGGED_KEYS`] distinct keys, new ones share
+    /// one limit, so a scan with fresh keys is still seen, never silenced.
     fn log_refusal(&mut self, key: Option<[u8; KEY_BYTES]>, address: Option<&Vec<u8>>) {
         let address = address
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .unwrap_or_default();
+        let slot = if self.refusals.contains_key(&key) || self.refusals.len() < MAX_LOGGED_KEYS {
+            key
+        } else {
+            // The shared slot for keys beyond the limit.
+            Some([0; KEY_BYTES])
+        };
+        let Some(suppressed) = self.refusals.entry(slot).or_default().allow() else {
+            return;
+        };
         match key {
-            Some(k)
-                if self.logged_refusals.len() < MAX_LOGGED_REFUSALS
-                    && self.logged_refusals.insert(k) =>
-            {
-                tracing::warn!(
-                    key = %PublicKey::from_bytes(k),
-                    %address,
-                    "refused a federation connection: its key is not a configured peer's"
-                );
-            }
-            Some(_) => {}
-            None => tracing::debug!(%address, "refused a federation connection without CURVE"),
-        }
-    }
-
-    fn command(&mut self, command: Command) {
-        let now = self.now();
-        match command {
-            Command::Snapshot(frames) => {
-                let outs = self.node.publish_snapshot(now, frames);
-                self.carry(outs);
-            }
-            Command::Events(frames) => {
-                let outs = self.node.publish_events(now, frames);
-                self.carry(outs);
-            }
-            Command::Request {
-                peer,
-                id,
-                frames,
-                reply,
-            } => {
-                self.node.start_request(&peer, id, reply);
-                if self.node.is_pending(id) && !self.send_to_peer(&peer, &frames) {
-                    self.node
-                        .request_failed(id, RequestError::Unreachable { peer });
-                }
-            }
-            Command::Reply {
-                peer,
-                route,
-                frames,
-            } => {
-                self.send_to_subscriber(&peer, &route, &frames);
-            }
-            Command::Stop => {}
+            Some(k) => tracing::warn!(
+                key = %PublicKey::from_bytes(k),
+                %address,
+                suppressed,
+                "refused a federation connection: its key is not a configured peer's (at most one line a minute per key)"
+            ),
+            None => tracing::warn!(
+                %address,
+                suppressed,
+                "refused a federation connection without CURVE (at most one line a minute)"
+            ),
         }
     }
 
     fn carry(&mut self, outs: Vec<Out<Vec<u8>>>) {
         for out in outs {
             match out {
-                Out::ToPeer { peer, frames } => {
-                    self.send_to_peer(&peer, &frames);
+                Out::ToPeer {
+                    peer,
+                    frames,
+                    request,
+                } => {
+                    if !self.send_to_peer(&peer, &frames)
+                        && let Some(id) = request
+                    {
+                        self.node
+                            .request_failed(id, RequestError::Unreachable { peer });
+                    }
                 }
                 Out::ToSubscriber {
                     peer,
                     route,
                     frames,
                 } => self.send_to_subscriber(&peer, &route, &frames),
-                Out::Deliver(delivery) => self.deliver(delivery),
+                Out::Deliver(delivery) => self.inlet.deliver(delivery),
             }
         }
     }
 
-    /// True when the peer's DEALER took the message.
+    /// True when one of the peer's DEALERs (one per listed key) took the
+    /// message: only a connected one does.
     fn send_to_peer(&mut self, peer: &str, frames: &Frames) -> bool {
-        let Some((_, dealer)) = self.dealers.iter().find(|(n, _)| n == peer) else {
-            return false;
-        };
-        match dealer.send_multipart(frames.iter().map(Vec::as_slice), zmq::DONTWAIT) {
-            Ok(()) => {
+        for d in self.dealers.iter().filter(|d| d.peer == peer) {
+            if d.socket
+                .send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT)
+                .is_ok()
+            {
                 node::lock(&self.table).count_out(peer);
-                true
+                return true;
             }
-            // Not connected (or its queue is full): heartbeats are resent
-            // anyway, and a request reports the peer unreachable.
-            Err(_) => false,
         }
+        // Not connected (or its queue is full): heartbeats are resent
+        // anyway, and a request reports the peer unreachable.
+        false
     }
 
     fn send_to_subscriber(&mut self, peer: &str, route: &[u8], frames: &Frames) {
@@ -596,7 +842,7 @@ impl Worker {
             .send(route, zmq::SNDMORE | zmq::DONTWAIT)
             .and_then(|()| {
                 self.router
-                    .send_multipart(frames.iter().map(Vec::as_slice), zmq::DONTWAIT)
+                    .send_multipart(frames.iter().map(|f| &f[..]), zmq::DONTWAIT)
             });
         match sent {
             Ok(()) => node::lock(&self.table).count_out(peer),
@@ -607,67 +853,46 @@ impl Worker {
         }
     }
 
-    fn deliver(&mut self, delivery: Delivery<Vec<u8>>) {
-        let (peer, item) = match delivery {
-            Delivery::Item { peer, item } => (peer, item),
-            Delivery::Request {
-                from,
-                route,
-                id,
-                body,
-                trace,
-            } => {
-                let handle = self.handle.clone();
-                let to = from.clone();
-                let responder = Box::new(move |body: Value| {
-                    let frames = encode(None, Message::Reply(wire::Reply { id, body }))?;
-                    handle.send(Command::Reply {
-                        peer: to,
-                        route,
-                        frames,
-                    })
-                });
-                let request = IncomingRequest {
-                    from: from.clone(),
-                    body,
-                    trace,
-                    responder,
-                };
-                (from, Inbound::Request(request))
-            }
-        };
-        if self.inbox.try_send(item).is_err() {
-            node::lock(&self.table).drop_input(&peer, DropKind::InboxFull, &"the inbox is full");
-        }
-    }
-
     fn drain_router(&mut self) {
-        while let Some(mut frames) = recv_all(&self.router) {
-            if frames.len() < 2 {
+        loop {
+            let Some(frames) = recv_all(&mut self.router, &mut self.router_ledger, &self.limits)
+            else {
+                return;
+            };
+            if let Some((fd, verdict)) = frames.verdict {
+                // As in `check_connections`: only a descriptor still open.
+                self.read_monitors();
+                if self.router_ledger.contains(fd) {
+                    self.apply(fd, verdict);
+                }
+                continue;
+            }
+            if frames.frames.len() < 2 {
                 continue;
             }
             // The ZAP handler named the connection after its peer.
-            let Some(peer) = frames[1].gets("User-Id").map(str::to_owned) else {
+            let Some(peer) = frames.user else {
                 continue;
             };
             if !self.allowed.values().any(|n| *n == peer) {
                 continue;
             }
-            let route = frames[0].to_vec();
-            let body: Vec<&[u8]> = frames[1..].iter().map(|m| &m[..]).collect();
-            let outs = self.node.on_subscriber(self.now(), &peer, route, &body);
+            let route = frames.frames[0].to_vec();
+            let outs = self
+                .node
+                .on_subscriber(self.now(), &peer, route, &frames.frames[1..]);
             self.carry(outs);
         }
     }
 
     fn drain_dealer(&mut self, i: usize) {
         loop {
-            let Some(frames) = recv_all(&self.dealers[i].1) else {
+            let d = &mut self.dealers[i];
+            let Some(frames) = recv_all(&mut d.socket, &mut d.ledger, &self.limits) else {
                 return;
             };
-            let peer = self.dealers[i].0.clone();
-            let body: Vec<&[u8]> = frames.iter().map(|m| &m[..]).collect();
-            let outs = self.node.on_peer(self.now(), &peer, &body);
+            let peer = self.dealers[i].peer.clone();
+            let outs = self.node.on_peer(self.now(), &peer, &frames.frames);
             self.carry(outs);
         }
     }
@@ -677,24 +902,55 @@ struct Readable {
     router: bool,
     zap: bool,
     wake: bool,
+    monitors: bool,
     dealers: Vec<usize>,
+}
+
+/// One whole multipart message, as received.
+struct Received {
+    frames: Vec<Bytes>,
+    user: Option<String>,
+    /// Its connection is one too many for its key.
+    verdict: Option<(RawFd, Verdict)>,
 }
 
 /// One whole multipart message, or `None` when none is waiting. Frames
 /// past [`MAX_FRAMES`] are read and discarded (the message then fails to
-/// decode for its frame count).
-fn recv_all(socket: &zmq::Socket) -> Option<Vec<zmq::Message>> {
-    let first = socket.recv_msg(zmq::DONTWAIT).ok()?;
-    let mut more = first.get_more();
-    let mut frames = vec![first];
-    while more {
-        let Ok(part) = socket.recv_msg(0) else {
-            break;
-        };
-        more = part.get_more();
-        if frames.len() < MAX_FRAMES {
-            frames.push(part);
+/// decode for its frame count). Every frame is credited to its
+/// connection in `ledger`.
+fn recv_all(socket: &mut zmq::Socket, ledger: &mut Ledger, limits: &Limits) -> Option<Received> {
+    let first = guard::recv_frame(socket, zmq::DONTWAIT).ok()?;
+    let mut received = Received {
+        frames: Vec::new(),
+        user: None,
+        verdict: None,
+    };
+    let mut frame = first;
+    loop {
+        if let Some(fd) = frame.fd {
+            let verdict = ledger.delivered(
+                fd,
+                frame.user.as_deref(),
+                frame.data.len(),
+                limits.connections_per_key,
+            );
+            received.verdict = received.verdict.or(verdict);
+        }
+        if received.user.is_none() {
+            received.user = frame.user.take();
+        }
+        let more = frame.more;
+        if received.frames.len() < MAX_FRAMES {
+            received.frames.push(frame.data);
+        }
+        if !more {
+            return Some(received);
+        }
+        // The rest of a message is already here: libzmq hands over only
+        // whole messages.
+        match guard::recv_frame(socket, 0) {
+            Ok(next) => frame = next,
+            Err(_) => return Some(received),
         }
     }
-    Some(frames)
 }

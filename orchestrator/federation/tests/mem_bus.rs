@@ -9,6 +9,14 @@ use orch_federation::{
 };
 use serde_json::{Value, json};
 
+fn j(value: Value) -> orch_federation::Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
+
+fn v(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
 const TIMING: Timing = Timing {
     heartbeat_ms: 100,
     suspect_after: 2,
@@ -22,14 +30,16 @@ fn config(host: &str, incarnation: u64, peers: &[&str]) -> BusConfig {
         listen: "tcp://127.0.0.1:0".into(),
         peers: peers
             .iter()
-            .map(|p| PeerConfig {
-                name: (*p).into(),
-                endpoint: format!("tcp://{p}:7100"),
-                public_key: PublicKey::from_bytes([p.len() as u8; 32]),
+            .map(|p| {
+                PeerConfig::new(
+                    *p,
+                    format!("tcp://{p}:7100"),
+                    PublicKey::from_bytes([p.len() as u8; 32]),
+                )
             })
             .collect(),
         timing: TIMING,
-        inbox_capacity: 256,
+        limits: orch_federation::Limits::default(),
     }
 }
 
@@ -70,7 +80,7 @@ async fn peers_see_each_other_and_snapshots_and_events_flow() {
     assert_eq!(state_change(&mut a_in, "b", PeerState::Alive).await, 20);
     assert_eq!(state_change(&mut b_in, "a", PeerState::Alive).await, 10);
 
-    a.publish_snapshot(json!({"groups": ["infra_core"]}), None)
+    a.publish_snapshot(j(json!({"groups": ["infra_core"]})), None)
         .expect("publish");
     let (incarnation, sequence, body) = wait_for(&mut b_in, |item| match item {
         Inbound::Snapshot {
@@ -84,16 +94,16 @@ async fn peers_see_each_other_and_snapshots_and_events_flow() {
     })
     .await;
     assert_eq!((incarnation, sequence), (10, 1));
-    assert_eq!(body, json!({"groups": ["infra_core"]}));
+    assert_eq!(v(&body), json!({"groups": ["infra_core"]}));
 
-    b.publish_events(vec![json!({"event": 1}), json!({"event": 2})], None)
+    b.publish_events(j(json!([json!({"event": 1}), json!({"event": 2})])), None)
         .expect("publish");
     let batch = wait_for(&mut a_in, |item| match item {
         Inbound::Events { peer, batch, .. } if peer == "b" => Some(batch),
         _ => None,
     })
     .await;
-    assert_eq!(batch, vec![json!({"event": 1}), json!({"event": 2})]);
+    assert_eq!(v(&batch), json!([json!({"event": 1}), json!({"event": 2})]));
 
     let view = &b.peers()[0];
     assert_eq!((view.name.as_str(), view.state), ("a", PeerState::Alive));
@@ -116,15 +126,20 @@ async fn a_request_gets_its_reply() {
         })
         .await;
         assert_eq!(request.from, "a");
-        let answer = json!({"echo": request.body.clone()});
-        request.reply(answer).expect("reply");
+        let answer = json!({"echo": v(&request.body)});
+        request.reply(j(answer)).expect("reply");
         b_in
     });
     let reply = a
-        .request("b", json!({"op": "status"}), None, Duration::from_secs(5))
+        .request(
+            "b",
+            j(json!({"op": "status"})),
+            None,
+            Duration::from_secs(5),
+        )
         .await
         .expect("reply");
-    assert_eq!(reply, json!({"echo": {"op": "status"}}));
+    assert_eq!(v(&reply), json!({"echo": {"op": "status"}}));
     server.await.expect("server");
 }
 
@@ -134,18 +149,18 @@ async fn requests_to_unknown_unheard_down_and_silent_peers_fail_naming_them() {
     let (a, mut a_in) = net.join(config("a", 10, &["b", "c"]));
     let t = Duration::from_secs(1);
     assert_eq!(
-        a.request("zz", Value::Null, None, t).await,
+        a.request("zz", j(Value::Null), None, t).await,
         Err(RequestError::UnknownPeer { peer: "zz".into() })
     );
     assert_eq!(
-        a.request("c", Value::Null, None, t).await,
+        a.request("c", j(Value::Null), None, t).await,
         Err(RequestError::Unreachable { peer: "c".into() })
     );
 
     let (b, _b_in_never_read) = net.join(config("b", 20, &["a"]));
     state_change(&mut a_in, "b", PeerState::Alive).await;
     assert_eq!(
-        a.request("b", Value::Null, None, t).await,
+        a.request("b", j(Value::Null), None, t).await,
         Err(RequestError::Timeout {
             peer: "b".into(),
             after: t
@@ -154,7 +169,7 @@ async fn requests_to_unknown_unheard_down_and_silent_peers_fail_naming_them() {
     drop(b);
     state_change(&mut a_in, "b", PeerState::Down).await;
     assert_eq!(
-        a.request("b", Value::Null, None, t).await,
+        a.request("b", j(Value::Null), None, t).await,
         Err(RequestError::PeerDown { peer: "b".into() })
     );
 }
@@ -173,7 +188,7 @@ async fn a_cut_link_makes_peers_suspect_then_down_and_heals_without_a_restart() 
     assert_eq!(a.peers()[0].state, PeerState::Down);
 
     // Published during the partition: it must reach b after the heal.
-    a.publish_snapshot(json!({"during": "partition"}), None)
+    a.publish_snapshot(j(json!({"during": "partition"})), None)
         .expect("publish");
     net.heal("a", "b");
     assert_eq!(state_change(&mut a_in, "b", PeerState::Alive).await, 20);
@@ -182,7 +197,7 @@ async fn a_cut_link_makes_peers_suspect_then_down_and_heals_without_a_restart() 
         _ => None,
     })
     .await;
-    assert_eq!(body, json!({"during": "partition"}));
+    assert_eq!(v(&body), json!({"during": "partition"}));
     assert_eq!(b.peers()[0].state, PeerState::Alive);
 }
 
@@ -191,7 +206,8 @@ async fn a_restarted_peer_is_seen_down_then_alive_with_a_new_incarnation() {
     let net = MemNetwork::new();
     let ((a, mut a_in), (b, mut b_in)) = pair(&net);
     state_change(&mut a_in, "b", PeerState::Alive).await;
-    a.publish_snapshot(json!({"v": 1}), None).expect("publish");
+    a.publish_snapshot(j(json!({"v": 1})), None)
+        .expect("publish");
     wait_for(&mut b_in, |item| {
         matches!(item, Inbound::Snapshot { .. }).then_some(())
     })
@@ -208,7 +224,7 @@ async fn a_restarted_peer_is_seen_down_then_alive_with_a_new_incarnation() {
         _ => None,
     })
     .await;
-    assert_eq!(body, json!({"v": 1}));
+    assert_eq!(v(&body), json!({"v": 1}));
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,8 +245,8 @@ async fn a_bus_not_listed_by_its_peer_hears_nothing() {
     let (a, mut a_in) = net.join(config("a", 10, &["b"]));
     // `x` lists `a`, but `a` does not list `x`.
     let (x, mut x_in) = net.join(config("x", 30, &["a"]));
-    a.publish_snapshot(json!(1), None).expect("publish");
-    x.publish_snapshot(json!(2), None).expect("publish");
+    a.publish_snapshot(j(json!(1)), None).expect("publish");
+    x.publish_snapshot(j(json!(2)), None).expect("publish");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(a_in.try_recv().is_none(), "a heard something");
     assert!(x_in.try_recv().is_none(), "x heard something");
@@ -240,7 +256,7 @@ async fn a_bus_not_listed_by_its_peer_hears_nothing() {
 
 #[test]
 fn the_bus_config_comes_from_the_config_model() {
-    use orch_core::model::{Federation, Peer};
+    use orch_core::model::{Federation, Peer, PeerRole, RemoteCommands};
     use orch_core::units::Duration as ConfigDuration;
     let key = PublicKey::from_bytes([7; 32]);
     let mut federation = Federation {
@@ -249,11 +265,14 @@ fn the_bus_config_comes_from_the_config_model() {
             name: "pc2".into(),
             endpoint: "tcp://pc2.lan:7100".into(),
             public_key: key.to_z85(),
+            next_public_key: None,
+            role: PeerRole::Peer,
         }],
         secret_key_file: None,
         heartbeat: ConfigDuration::from_millis(250),
         suspect_after: 3,
         down_after: 6,
+        remote_commands: RemoteCommands::Operate,
     };
     let config = BusConfig::from_model("mainpc", &federation, 99).expect("valid");
     assert_eq!(config.host, "mainpc");
@@ -267,7 +286,8 @@ fn the_bus_config_comes_from_the_config_model() {
             down_after: 6
         }
     );
-    assert_eq!(config.peers[0].public_key, key);
+    assert_eq!(config.peers[0].public_keys, [key]);
+    assert_eq!(config.peers[0].role, orch_federation::Role::Peer);
     assert_eq!(config.peers[0].endpoint, "tcp://pc2.lan:7100");
 
     federation.peers[0].public_key = "short".into();

@@ -16,6 +16,14 @@ use orch_federation::{
 };
 use serde_json::{Value, json};
 
+fn j(value: Value) -> orch_federation::Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
+
+fn v(body: &[u8]) -> Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -62,21 +70,20 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
         host: "mainpc".into(),
         incarnation: 1_234_567,
         listen: format!("tcp://127.0.0.1:{port}"),
-        peers: vec![PeerConfig {
-            name: "monitor".into(),
-            // The client only dials in; nothing listens here.
-            endpoint: "tcp://127.0.0.1:9".into(),
-            public_key: client_public,
-        }],
+        peers: vec![PeerConfig::new(
+            "monitor",
+            "tcp://127.0.0.1:9",
+            client_public,
+        )],
         timing: Timing {
             heartbeat_ms: 100,
             suspect_after: 2,
             down_after: 4,
         },
-        inbox_capacity: 64,
+        limits: orch_federation::Limits::default(),
     };
     let (bus, mut inbox) = ZmqBus::start(config, &key).expect("start");
-    bus.publish_snapshot(json!({"groups": {"infra_core": "running"}}), None)
+    bus.publish_snapshot(j(json!({"groups": {"infra_core": "running"}})), None)
         .expect("publish");
 
     let script = repo_root().join("tests/federation/pyzmq_peer.py");
@@ -103,8 +110,8 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
                 Inbound::Request(r) => {
                     assert_eq!(r.from, "monitor");
                     trace = r.trace.clone();
-                    let body = r.body.clone();
-                    r.reply(json!({"pong": body})).expect("reply");
+                    let body = v(&r.body);
+                    r.reply(j(json!({"pong": body}))).expect("reply");
                     return;
                 }
                 _ => {}
@@ -136,10 +143,7 @@ async fn a_pyzmq_client_follows_a_bus_and_gets_a_reply() {
         seen["snapshot"]["body"],
         json!({"groups": {"infra_core": "running"}})
     );
-    assert_eq!(
-        seen["reply"],
-        json!({"pong": {"op": "ping", "from": "python"}})
-    );
+    assert_eq!(seen["reply"], json!({"pong": {"v": 1, "op": "status"}}));
     let monitor = &bus.peers()[0];
     assert_eq!(monitor.decode_errors(), 0, "{monitor:?}");
 }

@@ -2,12 +2,17 @@
 //! bad input is refused with its kind, never a panic. Expected frames are
 //! written out by hand from docs/federation.md, not produced by `encode`.
 
+use orch_federation::Bytes;
 use orch_federation::DropKind;
 use orch_federation::wire::{
     DecodeError, EncodeError, Envelope, Events, Heartbeat, MAX_BODY, Malformed, Message, Reply,
     Request, Snapshot, TraceContext, decode, encode,
 };
 use serde_json::json;
+
+fn j(value: serde_json::Value) -> Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -65,24 +70,24 @@ fn every_message_type_round_trips_with_and_without_trace_context() {
             host: "pc2".into(),
             incarnation: 7,
             sequence: 3,
-            body: json!({"groups": [{"name": "vision_gpu", "running": 2}], "π": 3.5}),
+            body: j(json!({"groups": [{"name": "vision_gpu", "running": 2}], "π": 3.5})),
         }),
         Message::Events(Events {
             host: "pc2".into(),
-            batch: vec![json!({"seq": 1}), json!("two"), json!(null)],
+            batch: j(json!([{"seq": 1}, "two", null])),
         }),
         Message::Events(Events {
             host: "pc2".into(),
-            batch: vec![],
+            batch: j(json!([])),
         }),
         Message::Request(Request {
             id: u64::MAX,
             from: "mainpc".into(),
-            body: json!({"group_start": "vision_gpu"}),
+            body: j(json!({"group_start": "vision_gpu"})),
         }),
         Message::Reply(Reply {
             id: 0,
-            body: json!({"ok": true}),
+            body: j(json!({"ok": true})),
         }),
     ];
     for trace in &traces {
@@ -270,7 +275,7 @@ fn nothing_is_encoded_that_a_peer_would_refuse() {
         trace: None,
         message: Message::Reply(Reply {
             id: 1,
-            body: json!("x".repeat(MAX_BODY)),
+            body: j(json!("x".repeat(MAX_BODY))),
         }),
     };
     assert!(matches!(
@@ -281,13 +286,29 @@ fn nothing_is_encoded_that_a_peer_would_refuse() {
         trace: None,
         message: Message::Events(Events {
             host: "no spaces".into(),
-            batch: vec![],
+            batch: j(json!([])),
         }),
     };
     assert_eq!(
         encode(&bad_host),
         Err(EncodeError::Host("no spaces".into()))
     );
+    let not_json = Envelope {
+        trace: None,
+        message: Message::Reply(Reply {
+            id: 1,
+            body: Bytes::from_static(b"{\"open\": "),
+        }),
+    };
+    assert!(matches!(encode(&not_json), Err(EncodeError::NotJson(_))));
+    let not_a_batch = Envelope {
+        trace: None,
+        message: Message::Events(Events {
+            host: "pc2".into(),
+            batch: Bytes::from_static(b" {\"seq\": 1}"),
+        }),
+    };
+    assert_eq!(encode(&not_a_batch), Err(EncodeError::NotABatch));
     assert!(TraceContext::new("00-abc", None).is_err());
     assert!(TraceContext::new(TP, Some("a\u{7f}")).is_err());
 }

@@ -18,6 +18,14 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+fn j(value: serde_json::Value) -> orch_federation::Bytes {
+    serde_json::to_vec(&value).expect("JSON").into()
+}
+
+fn v(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).expect("a JSON body")
+}
+
 const TIMING: Timing = Timing {
     heartbeat_ms: 100,
     suspect_after: 2,
@@ -56,11 +64,11 @@ impl Host {
     }
 
     fn as_peer_at(&self, port: u16) -> PeerConfig {
-        PeerConfig {
-            name: self.name.into(),
-            endpoint: format!("tcp://127.0.0.1:{port}"),
-            public_key: self.key.public(),
-        }
+        PeerConfig::new(
+            self.name,
+            format!("tcp://127.0.0.1:{port}"),
+            self.key.public(),
+        )
     }
 
     fn start(&self, incarnation: u64, peers: Vec<PeerConfig>) -> (ZmqBus, Watch) {
@@ -70,7 +78,7 @@ impl Host {
             listen: format!("tcp://127.0.0.1:{}", self.port),
             peers,
             timing: TIMING,
-            inbox_capacity: 1024,
+            limits: orch_federation::Limits::default(),
         };
         let (bus, inbox) = ZmqBus::start(config, &self.key).expect("start");
         (bus, Watch::new(inbox))
@@ -125,7 +133,7 @@ async fn state_change(watch: &mut Watch, peer: &str, state: PeerState) -> u64 {
     }
 }
 
-async fn snapshot_from(watch: &mut Watch, from: &str) -> (u64, serde_json::Value) {
+async fn snapshot_from(watch: &mut Watch, from: &str) -> (u64, orch_federation::Bytes) {
     match watch
         .take(|item| matches!(item, Inbound::Snapshot { peer, .. } if peer == from))
         .await
@@ -156,28 +164,38 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
     assert_eq!(state_change(&mut in_a, "c", PeerState::Alive).await, 3);
 
     bus_a
-        .publish_snapshot(json!({"groups": {"vision_gpu": "running"}}), None)
+        .publish_snapshot(j(json!({"groups": {"vision_gpu": "running"}})), None)
         .expect("publish");
     for inbox in [&mut in_b, &mut in_c] {
         let (incarnation, body) = snapshot_from(inbox, "a").await;
         assert_eq!(incarnation, 1);
-        assert_eq!(body, json!({"groups": {"vision_gpu": "running"}}));
+        assert_eq!(v(&body), json!({"groups": {"vision_gpu": "running"}}));
     }
 
-    // Events go only to subscribers: b's heartbeats subscribe it to c, and
-    // c's heartbeats, which make c alive for b, flow only once they have.
+    // Events go only to subscribers: b's heartbeats subscribe it to c, but
+    // c may be alive for b (by c's own heartbeats) before they have, so c
+    // publishes until b hears one batch.
     assert_eq!(state_change(&mut in_b, "c", PeerState::Alive).await, 3);
-    bus_c
-        .publish_events(vec![json!({"agent": "x", "event": "started"})], None)
-        .expect("publish");
-    let batch = match in_b
-        .take(|item| matches!(item, Inbound::Events { peer, .. } if peer == "c"))
-        .await
-    {
-        Inbound::Events { batch, .. } => batch,
-        _ => unreachable!("taken for being events"),
-    };
-    assert_eq!(batch, vec![json!({"agent": "x", "event": "started"})]);
+    let mut batch = None;
+    for _ in 0..100 {
+        bus_c
+            .publish_events(j(json!([json!({"agent": "x", "event": "started"})])), None)
+            .expect("publish");
+        let heard = tokio::time::timeout(
+            Duration::from_millis(200),
+            in_b.take(|item| matches!(item, Inbound::Events { peer, .. } if peer == "c")),
+        )
+        .await;
+        if let Ok(Inbound::Events { batch: b, .. }) = heard {
+            batch = Some(b);
+            break;
+        }
+    }
+    let batch = batch.expect("b heard c's events");
+    assert_eq!(
+        v(&batch),
+        json!([json!({"agent": "x", "event": "started"})])
+    );
 
     let server = tokio::spawn(async move {
         let request = match in_a.take(|item| matches!(item, Inbound::Request(_))).await {
@@ -185,9 +203,9 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
             _ => unreachable!("taken for being a request"),
         };
         let from = request.from.clone();
-        let body = request.body.clone();
+        let body = v(&request.body);
         request
-            .reply(json!({"from": from, "got": body}))
+            .reply(j(json!({"from": from, "got": body})))
             .expect("reply");
         in_a
     });
@@ -199,14 +217,14 @@ async fn three_buses_exchange_heartbeats_snapshots_and_requests() {
     let reply = bus_b
         .request(
             "a",
-            json!({"group_start": "vision_gpu"}),
+            j(json!({"group_start": "vision_gpu"})),
             Some(trace),
             PATIENCE,
         )
         .await
         .expect("reply");
     assert_eq!(
-        reply,
+        v(&reply),
         json!({"from": "b", "got": {"group_start": "vision_gpu"}})
     );
     server.await.expect("server");
@@ -232,12 +250,14 @@ async fn a_bus_with_an_unlisted_key_gets_nothing_in_and_nothing_out() {
     let (bus_a, mut in_a) = a.start(1, vec![b.as_peer_at(rogue.port)]);
     let (bus_r, mut in_r) = rogue.start(9, vec![a.as_peer()]);
     bus_a
-        .publish_snapshot(json!("a's state"), None)
+        .publish_snapshot(j(json!("a's state")), None)
         .expect("publish");
     bus_r
-        .publish_snapshot(json!("rogue state"), None)
+        .publish_snapshot(j(json!("rogue state")), None)
         .expect("publish");
-    bus_r.publish_events(vec![json!(1)], None).expect("publish");
+    bus_r
+        .publish_events(j(json!([json!(1)])), None)
+        .expect("publish");
 
     // Its connection attempts reach `a` and are refused by the allow-list.
     tokio::time::timeout(PATIENCE, async {
@@ -264,7 +284,7 @@ async fn a_peer_configured_with_the_wrong_public_key_never_becomes_alive() {
     let (a, b) = (Host::new("a"), Host::new("b"));
     let wrong = SecretKey::generate().expect("CURVE").public();
     let b_with_wrong_key = PeerConfig {
-        public_key: wrong,
+        public_keys: vec![wrong],
         ..b.as_peer()
     };
     let (bus_a, mut in_a) = a.start(1, vec![b_with_wrong_key]);
@@ -293,7 +313,7 @@ async fn a_restarted_bus_is_seen_down_then_alive_with_a_new_incarnation() {
     let (bus_b, in_b) = b.start(100, vec![a.as_peer()]);
     assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 100);
     bus_a
-        .publish_snapshot(json!({"v": 1}), None)
+        .publish_snapshot(j(json!({"v": 1})), None)
         .expect("publish");
 
     drop((bus_b, in_b));
@@ -304,7 +324,7 @@ async fn a_restarted_bus_is_seen_down_then_alive_with_a_new_incarnation() {
     assert_eq!(view(&bus_a, "b").incarnation, Some(200));
     // And it is sent the current snapshot as it subscribes.
     let (_, body) = snapshot_from(&mut in_b2, "a").await;
-    assert_eq!(body, json!({"v": 1}));
+    assert_eq!(v(&body), json!({"v": 1}));
 }
 
 /// A TCP forwarder that can be stopped (closing every connection) and
@@ -368,7 +388,7 @@ async fn a_cut_link_heals_by_itself() {
     assert_eq!(state_change(&mut in_a, "b", PeerState::Down).await, 2);
     assert_eq!(state_change(&mut in_b, "a", PeerState::Down).await, 1);
     bus_b
-        .publish_snapshot(json!("while cut"), None)
+        .publish_snapshot(j(json!("while cut")), None)
         .expect("publish");
 
     to_b.start().await;
@@ -377,7 +397,7 @@ async fn a_cut_link_heals_by_itself() {
     assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 2);
     assert_eq!(state_change(&mut in_b, "a", PeerState::Alive).await, 1);
     let (_, body) = snapshot_from(&mut in_a, "b").await;
-    assert_eq!(body, json!("while cut"));
+    assert_eq!(v(&body), json!("while cut"));
     assert_eq!(view(&bus_a, "b").state, PeerState::Alive);
     to_a.stop();
     to_b.stop();
@@ -388,11 +408,11 @@ async fn a_cut_link_heals_by_itself() {
 async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
     let (a, b) = (Host::new("a"), Host::new("b"));
     let c_keys = zmq::CurveKeyPair::new().expect("keys");
-    let c = PeerConfig {
-        name: "c".into(),
-        endpoint: format!("tcp://127.0.0.1:{}", free_port()),
-        public_key: PublicKey::from_bytes(c_keys.public_key),
-    };
+    let c = PeerConfig::new(
+        "c",
+        format!("tcp://127.0.0.1:{}", free_port()),
+        PublicKey::from_bytes(c_keys.public_key),
+    );
     let (bus_a, mut in_a) = a.start(1, vec![b.as_peer(), c]);
 
     let ctx = zmq::Context::new();
@@ -422,6 +442,9 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
             }),
         })
         .expect("encode")
+        .into_iter()
+        .map(|f| f.to_vec())
+        .collect::<Vec<_>>()
     };
     let send = |frames: Vec<Vec<u8>>| dealer.send_multipart(frames, 0).expect("send");
     send(heartbeat("c", 1));
@@ -442,10 +465,13 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
                 host: "c".into(),
                 incarnation: 5,
                 sequence: 1,
-                body: json!({}),
+                body: j(json!({})),
             }),
         })
-        .expect("encode"),
+        .expect("encode")
+        .iter()
+        .map(|f| f.to_vec())
+        .collect(),
     );
     // Still alive afterwards: the bus dropped, it did not stop.
     send(heartbeat("c", 3));
@@ -475,4 +501,121 @@ async fn bad_input_from_an_admitted_peer_is_counted_by_kind_and_dropped() {
     assert_eq!(seen.decode_errors(), 6);
     // The impostor heartbeat did not make `b` known.
     assert_eq!(view(&bus_a, "b").state, PeerState::Unknown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_changes_keys_at_run_time_and_a_third_is_never_seen_down() {
+    let (a, b, c) = (Host::new("a"), Host::new("b"), Host::new("c"));
+    let (bus_a, mut in_a) = a.start(1, vec![b.as_peer(), c.as_peer()]);
+    let (bus_b, in_b) = b.start(2, vec![a.as_peer()]);
+    let (_bus_c, _in_c) = c.start(3, vec![a.as_peer()]);
+    assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 2);
+    assert_eq!(state_change(&mut in_a, "c", PeerState::Alive).await, 3);
+
+    // Step 1: a lists b's old and new keys, at run time.
+    let b_new = Host {
+        name: "b",
+        key: SecretKey::generate().expect("CURVE"),
+        port: b.port,
+    };
+    let mut both = b.as_peer();
+    both.public_keys.push(b_new.key.public());
+    bus_a.reconfigure(vec![both, c.as_peer()]).expect("taken");
+    // Step 2: b restarts on its new key; a admits and dials it.
+    drop((bus_b, in_b));
+    let (_bus_b2, _in_b2) = b_new.start(4, vec![a.as_peer()]);
+    assert_eq!(state_change(&mut in_a, "b", PeerState::Alive).await, 4);
+    // Step 3: the new key alone.
+    bus_a
+        .reconfigure(vec![b_new.as_peer(), c.as_peer()])
+        .expect("taken");
+    tokio::time::sleep(Duration::from_millis(TIMING.heartbeat_ms * 6)).await;
+    assert_eq!(view(&bus_a, "b").state, PeerState::Alive);
+    assert_eq!(view(&bus_a, "b").incarnation, Some(4));
+    // c, unchanged throughout, never went suspect or down.
+    while let Some(item) = in_a.inbox.try_recv() {
+        if let Inbound::PeerChanged(ch) = item {
+            assert!(ch.peer != "c" || ch.state == PeerState::Alive, "{ch:?}");
+        }
+    }
+    assert!(in_a.skipped.iter().all(|i| !matches!(i,
+        Inbound::PeerChanged(ch) if ch.peer == "c" && ch.state != PeerState::Alive)));
+    assert_eq!(view(&bus_a, "c").state, PeerState::Alive);
+    // A list naming one key twice is refused whole.
+    let mut twin = c.as_peer();
+    twin.name = "d".into();
+    assert!(
+        bus_a
+            .reconfigure(vec![b_new.as_peer(), c.as_peer(), twin])
+            .is_err()
+    );
+    assert_eq!(bus_a.peers().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_with_one_key_do_not_get_a_snapshot_per_heartbeat() {
+    let a = Host::new("a");
+    let b_keys = zmq::CurveKeyPair::new().expect("CURVE");
+    let b_peer = PeerConfig::new(
+        "b",
+        format!("tcp://127.0.0.1:{}", free_port()),
+        PublicKey::from_bytes(b_keys.public_key),
+    );
+    let (bus_a, _in_a) = a.start(1, vec![b_peer]);
+    bus_a
+        .publish_snapshot(j(json!({"big": "state"})), None)
+        .expect("publish");
+    let ctx = zmq::Context::new();
+    let dealer = || {
+        let d = ctx.socket(zmq::DEALER).expect("socket");
+        d.set_linger(0).expect("linger");
+        d.set_curve_serverkey(a.key.public().as_bytes())
+            .expect("key");
+        d.set_curve_publickey(&b_keys.public_key).expect("key");
+        d.set_curve_secretkey(&b_keys.secret_key).expect("key");
+        d.set_rcvtimeo(50).expect("timeout");
+        d.connect(&format!("tcp://127.0.0.1:{}", a.port))
+            .expect("connect");
+        d
+    };
+    let (one, two) = (dealer(), dealer());
+    let beat = |seq: u64| {
+        wire::encode(&Envelope {
+            trace: None,
+            message: Message::Heartbeat(wire::Heartbeat {
+                host: "b".into(),
+                incarnation: 7,
+                sequence: seq,
+                sent_at_ms: 0,
+            }),
+        })
+        .expect("encode")
+        .into_iter()
+        .map(|f| f.to_vec())
+        .collect::<Vec<_>>()
+    };
+    // Both connections send every heartbeat (a replay, or a copied key),
+    // and take turns sending the newest one.
+    let mut snapshots = 0;
+    for seq in 1..=40 {
+        let (first, second) = if seq % 2 == 0 {
+            (&one, &two)
+        } else {
+            (&two, &one)
+        };
+        first.send_multipart(beat(2 * seq), 0).expect("send");
+        second.send_multipart(beat(2 * seq - 1), 0).expect("send");
+        second.send_multipart(beat(2 * seq + 1), 0).expect("send");
+        for d in [&one, &two] {
+            while let Ok(frames) = d.recv_multipart(0) {
+                if frames.first().is_some_and(|h| h.get(3) == Some(&2)) {
+                    snapshots += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        (1..=2).contains(&snapshots),
+        "one snapshot as b subscribed (one more if the run takes over 5 s), not one per beat: {snapshots}"
+    );
 }

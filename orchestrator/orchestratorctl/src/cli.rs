@@ -174,6 +174,16 @@ pub enum KeysCmd {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Make a host's next key pair beside its current one
+    /// (`<HOST>.next.key`, `<HOST>.next.pub`) and print how to change
+    /// keys without downtime.
+    Rotate {
+        /// The host whose keys change.
+        host: String,
+        /// Where its current pair is (`<HOST>.key`).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -81,6 +81,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Keys(cli::KeysCmd::Generate { host, out: dir }) => {
             commands::keys::generate(host, dir, out)
         }
+        Command::Keys(cli::KeysCmd::Rotate { host, dir }) => commands::keys::rotate(host, dir, out),
         Command::Agent(cli::AgentCmd::Restart { target }) => {
             commands::agent::restart(&client(), target, out)
         }

@@ -10,7 +10,6 @@
 
 use orch_api::{Envelope, Event, HostSnapshot, Reply};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 /// The largest event a peer may send. An event is a few hundred bytes; a
 /// GPU plan error naming every GPU of a large host a few kilobytes.
@@ -58,7 +57,10 @@ fn encode<T: Serialize>(kind: &'static str, value: &T) -> Result<Vec<u8>, CodecE
     serde_json::to_vec(value).map_err(|source| CodecError::Encode { kind, source })
 }
 
-fn decode<T: DeserializeOwned>(kind: &'static str, body: &[u8]) -> Result<T, CodecError> {
+fn decode<'a, T: serde::Deserialize<'a>>(
+    kind: &'static str,
+    body: &'a [u8],
+) -> Result<T, CodecError> {
     serde_json::from_slice(body).map_err(|source| CodecError::Syntax { kind, source })
 }
 
@@ -85,9 +87,10 @@ pub fn decode_snapshot(peer: &str, body: &[u8]) -> Result<HostSnapshot, CodecErr
     Ok(s)
 }
 
-/// An events batch: one body per event.
-pub fn encode_events(events: &[Event]) -> Result<Vec<Vec<u8>>, CodecError> {
-    events.iter().map(|e| encode("event", e)).collect()
+/// An events batch: a JSON array of events, written without building a
+/// tree of values.
+pub fn encode_events(events: &[Event]) -> Result<Vec<u8>, CodecError> {
+    encode("events batch", &events)
 }
 
 /// What an events batch from a peer held.
@@ -98,11 +101,21 @@ pub struct EventsBatch {
     pub refused: Vec<CodecError>,
 }
 
-/// An events batch from `peer`: each event must be the peer's own and at
-/// most [`MAX_EVENT_BYTES`]; the others are refused one by one.
-pub fn decode_events<'a>(peer: &str, bodies: impl IntoIterator<Item = &'a [u8]>) -> EventsBatch {
-    let mut batch = EventsBatch::default();
-    for body in bodies {
+/// An events batch from `peer`: a JSON array whose every event must be
+/// the peer's own and at most [`MAX_EVENT_BYTES`]; the others are refused
+/// one by one (each element is read from its own bytes, never as a tree
+/// of values). A batch that is not an array is refused whole.
+pub fn decode_events(peer: &str, batch: &[u8]) -> EventsBatch {
+    let mut out = EventsBatch::default();
+    let elements: Vec<&serde_json::value::RawValue> = match decode("events batch", batch) {
+        Ok(elements) => elements,
+        Err(e) => {
+            out.refused.push(e);
+            return out;
+        }
+    };
+    for raw in elements {
+        let body = raw.get().as_bytes();
         let one = if body.len() > MAX_EVENT_BYTES {
             Err(CodecError::TooLarge {
                 len: body.len(),
@@ -112,11 +125,11 @@ pub fn decode_events<'a>(peer: &str, bodies: impl IntoIterator<Item = &'a [u8]>)
             decode::<Event>("event", body).and_then(|e| its_own("event", &e.host, peer).map(|()| e))
         };
         match one {
-            Ok(e) => batch.events.push((e, body.len())),
-            Err(e) => batch.refused.push(e),
+            Ok(e) => out.events.push((e, body.len())),
+            Err(e) => out.refused.push(e),
         }
     }
-    batch
+    out
 }
 
 pub fn encode_request(env: &Envelope) -> Result<Vec<u8>, CodecError> {
@@ -163,10 +176,13 @@ mod tests {
         let reply = Reply::from(Err::<Response, _>(ApiError::new(ErrorCode::NotFound, "no")));
         assert_eq!(decode_reply(&encode_reply(&reply).unwrap()).unwrap(), reply);
         let events = [event("pc2", 1), event("pc2", 2)];
-        let bodies = encode_events(&events).unwrap();
-        let back = decode_events("pc2", bodies.iter().map(Vec::as_slice));
+        let batch = encode_events(&events).unwrap();
+        let back = decode_events("pc2", &batch);
         assert!(back.refused.is_empty());
-        let sizes: Vec<usize> = bodies.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap().len())
+            .collect();
         assert_eq!(
             back.events,
             events.iter().cloned().zip(sizes).collect::<Vec<_>>()
@@ -175,9 +191,8 @@ mod tests {
 
     #[test]
     fn a_peer_speaks_only_for_itself() {
-        let bodies =
-            encode_events(&[event("pc2", 1), event("mainpc", 2), event("pc2", 3)]).unwrap();
-        let back = decode_events("pc2", bodies.iter().map(Vec::as_slice));
+        let batch = encode_events(&[event("pc2", 1), event("mainpc", 2), event("pc2", 3)]).unwrap();
+        let back = decode_events("pc2", &batch);
         assert_eq!(
             back.events.iter().map(|(e, _)| e.seq).collect::<Vec<_>>(),
             [1, 3]
@@ -194,12 +209,12 @@ mod tests {
         big.kind = EventKind::GpuUnavailable {
             reason: "x".repeat(MAX_EVENT_BYTES),
         };
-        let bodies = [
-            encode_events(&[big]).unwrap().remove(0),
-            b"{not json".to_vec(),
-            encode_events(&[event("pc2", 2)]).unwrap().remove(0),
-        ];
-        let back = decode_events("pc2", bodies.iter().map(Vec::as_slice));
+        let mut batch = b"[".to_vec();
+        batch.extend(serde_json::to_vec(&big).unwrap());
+        batch.extend(b",[\"not an event\"],");
+        batch.extend(serde_json::to_vec(&event("pc2", 2)).unwrap());
+        batch.extend(b"]");
+        let back = decode_events("pc2", &batch);
         assert_eq!(back.events.len(), 1);
         assert!(matches!(
             back.refused.as_slice(),
@@ -207,6 +222,13 @@ mod tests {
                 CodecError::TooLarge { .. },
                 CodecError::Syntax { kind: "event", .. }
             ]
+        ));
+        assert!(matches!(
+            decode_events("pc2", b"{not a batch").refused.as_slice(),
+            [CodecError::Syntax {
+                kind: "events batch",
+                ..
+            }]
         ));
         assert!(matches!(
             decode_request(b"[]"),

@@ -10,9 +10,8 @@
 //!   (news) and to the [`Service`] (requests from peers).
 //!
 //! Only `orch-federation` knows ZeroMQ; this module sees a [`Bus`] (the
-//! real `ZmqBus`, or a `MemBus` in tests). The bus carries
-//! `serde_json::Value` bodies today: [`to_bus`] and [`from_bus`] are the
-//! only places that know it, at the bus call sites.
+//! real `ZmqBus`, or a `MemBus` in tests), which carries these bodies as
+//! bytes.
 
 pub mod book;
 pub mod codec;
@@ -39,18 +38,6 @@ pub struct FederationDeps {
     pub inbox: Inbox,
 }
 
-/// A body as today's bus takes it.
-// BUS-VALUE: goes when the bus carries bytes.
-pub fn to_bus(body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
-    serde_json::from_slice(body)
-}
-
-/// A body as today's bus gives it.
-// BUS-VALUE: goes when the bus carries bytes.
-pub fn from_bus(body: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(body).unwrap_or_default()
-}
-
 /// Moves what arrives on the bus to the owner (news, decoded and checked)
 /// and the service (requests from peers, answered in their own tasks),
 /// until shutdown.
@@ -66,14 +53,13 @@ pub async fn bridge(
             item = inbox.recv() => item,
         };
         let Some(item) = item else { return };
-        // BUS-VALUE: `from_bus` below takes bodies as today's bus gives them.
         let taken = match item {
             Inbound::Snapshot {
                 peer,
                 incarnation,
                 body,
                 ..
-            } => match codec::decode_snapshot(&peer, &from_bus(&body)) {
+            } => match codec::decode_snapshot(&peer, &body) {
                 Ok(snapshot) => vec![PeerNews::Snapshot {
                     peer,
                     incarnation,
@@ -85,8 +71,7 @@ pub async fn bridge(
                 }
             },
             Inbound::Events { peer, batch, .. } => {
-                let bodies: Vec<Vec<u8>> = batch.iter().map(from_bus).collect();
-                let decoded = codec::decode_events(&peer, bodies.iter().map(Vec::as_slice));
+                let decoded = codec::decode_events(&peer, &batch);
                 let mut taken = Vec::new();
                 if let Some(first) = decoded.refused.first() {
                     tracing::warn!(%peer, refused = decoded.refused.len(), "events refused: {first}");
@@ -121,8 +106,7 @@ pub async fn bridge(
                 tokio::spawn(
                     async move {
                         let from = req.from.clone();
-                        let reply =
-                            Reply::from(answer(&service, &from, &from_bus(&req.body)).await);
+                        let reply = Reply::from(answer(&service, &from, &req.body).await);
                         let body = match codec::encode_reply(&reply) {
                             Ok(body) => body,
                             Err(e) => {
@@ -130,14 +114,8 @@ pub async fn bridge(
                                 return;
                             }
                         };
-                        // BUS-VALUE: the body as today's bus takes it.
-                        match to_bus(&body) {
-                            Ok(body) => {
-                                if let Err(e) = req.reply(body) {
-                                    tracing::warn!(peer = %from, "cannot reply: {e}");
-                                }
-                            }
-                            Err(e) => tracing::error!(peer = %from, "cannot encode a reply: {e}"),
+                        if let Err(e) = req.reply(body.into()) {
+                            tracing::warn!(peer = %from, "cannot reply: {e}");
                         }
                     }
                     .instrument(span),

@@ -13,7 +13,7 @@ use orch_federation::{Bus, RequestError, TraceContext};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::Instrument as _;
 
-use super::{codec, from_bus, to_bus};
+use super::codec;
 use crate::event::{self, SubscribePeer};
 use crate::service::Remote;
 use crate::trace;
@@ -70,15 +70,9 @@ impl Remote for BusRemote {
         let span = tracing::info_span!("remote_call", host = %host, op = envelope.request.name());
         let context = trace::traceparent(&span)
             .and_then(|(parent, state)| TraceContext::new(&parent, state.as_deref()).ok());
-        // BUS-VALUE: the body as today's bus takes it.
-        let body = to_bus(&body).map_err(|e| {
-            ApiError::from(Rejection::NotEncoded {
-                error: e.to_string(),
-            })
-        })?;
         let reply = self
             .bus
-            .request(host, body, context, REQUEST_TIMEOUT)
+            .request(host, body.into(), context, REQUEST_TIMEOUT)
             .instrument(span)
             .await
             .map_err(|e| {
@@ -92,8 +86,7 @@ impl Remote for BusRemote {
                     },
                 })
             })?;
-        // BUS-VALUE: the body as today's bus gives it.
-        let reply: Reply = codec::decode_reply(&from_bus(&reply)).map_err(|e| {
+        let reply: Reply = codec::decode_reply(&reply).map_err(|e| {
             ApiError::from(Rejection::UnreadableReply {
                 host: host.to_string(),
                 error: e.to_string(),

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::event::{PeerNews, SubscribePeer};
-use crate::fleet::{FleetBook, codec, to_bus};
+use crate::fleet::{FleetBook, codec};
 use crate::metrics::PeerRow;
 
 /// Snapshots go out at most this often (changes in between are coalesced).
@@ -66,14 +66,12 @@ impl FleetPart {
 
     pub(super) fn publish_snapshot(&mut self, snapshot: &HostSnapshot) {
         let Some(bus) = &self.bus else { return };
-        match codec::encode_snapshot(snapshot).map(|b| to_bus(&b)) {
-            // BUS-VALUE: the body as today's bus takes it.
-            Ok(Ok(body)) => {
-                if let Err(e) = bus.publish_snapshot(body, None) {
+        match codec::encode_snapshot(snapshot) {
+            Ok(body) => {
+                if let Err(e) = bus.publish_snapshot(body.into(), None) {
                     tracing::warn!("cannot publish this host's snapshot: {e}");
                 }
             }
-            Ok(Err(e)) => tracing::error!("cannot encode this host's snapshot: {e}"),
             Err(e) => tracing::error!("{e}"),
         }
         self.dirty = false;
@@ -94,9 +92,7 @@ impl FleetPart {
                 return;
             }
         };
-        // BUS-VALUE: the bodies as today's bus takes them.
-        let batch = batch.iter().filter_map(|b| to_bus(b).ok()).collect();
-        if let Err(e) = bus.publish_events(batch, None) {
+        if let Err(e) = bus.publish_events(batch.into(), None) {
             tracing::warn!("cannot publish events: {e}");
         }
     }

@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use orch_federation::Bytes;
 use serde_json::{Map, Value, json};
 
 /// How many agents the large body describes.
@@ -70,8 +71,9 @@ impl Bodies {
         }
     }
 
-    /// The body of message `seq`, stamped as published now.
-    pub fn next(&self, seq: u64) -> Value {
+    /// The body of message `seq`, stamped as published now and encoded
+    /// (as the daemon encodes its typed snapshot).
+    pub fn next(&self, seq: u64) -> Bytes {
         let large = match self.kind {
             Kind::Small => false,
             Kind::Large => true,
@@ -86,13 +88,14 @@ impl Bodies {
         if let Some(map) = body.as_object_mut() {
             map.insert("bench".into(), json!({"seq": seq, "sent_us": sent_us}));
         }
-        body
+        serde_json::to_vec(&body).unwrap_or_default().into()
     }
 }
 
 /// When the body was published, in microseconds since the benchmark's
 /// start, if it is one of ours.
-pub fn sent_us(body: &Value) -> Option<u64> {
+pub fn sent_us(body: &[u8]) -> Option<u64> {
+    let body: Value = serde_json::from_slice(body).ok()?;
     body.get("bench")?.get("sent_us")?.as_u64()
 }
 
@@ -281,13 +284,15 @@ mod tests {
         let first = bodies.next(1);
         std::thread::sleep(std::time::Duration::from_millis(2));
         let later = bodies.next(100);
+        let (a, b) = (sent_us(&first), sent_us(&later));
+        let first: Value = serde_json::from_slice(&first).expect("JSON");
+        let later: Value = serde_json::from_slice(&later).expect("JSON");
         assert_eq!(first["bench"]["seq"], json!(1));
         assert!(first.get("changed").is_some(), "message 1 is small");
         assert!(
             later.get("agents").is_some_and(Value::is_array),
             "message 100 is large"
         );
-        let (a, b) = (sent_us(&first), sent_us(&later));
         assert!(a.is_some() && b > a, "{a:?} then {b:?}");
     }
 }

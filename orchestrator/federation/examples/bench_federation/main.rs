@@ -1,6 +1,6 @@
 //! Benchmarks of the federation bus: real `ZmqBus`es on loopback with CURVE
 //! on and the detector's default timing (500 ms heartbeats, suspect after 2
-//! missed, down after 4).
+//! missed, down after 3).
 //!
 //! 1. Detection of a lost peer (link cut by a stopped proxy, and a killed
 //!    bus process), and its return.
@@ -191,7 +191,7 @@ fn run_peer() -> Result<()> {
             listen: args.listen,
             peers: args.peers,
             timing: net::timing(),
-            inbox_capacity: BusConfig::DEFAULT_INBOX_CAPACITY,
+            limits: orch_federation::Limits::default(),
         };
         let (bus, mut inbox) = ZmqBus::start(config, &secret)?;
         while let Some(item) = inbox.recv().await {
@@ -200,7 +200,7 @@ fn run_peer() -> Result<()> {
                     println!("changed {} {} {}", c.peer, c.state, c.incarnation);
                 }
                 Inbound::Request(r) => {
-                    let _ = r.reply(Value::Null);
+                    let _ = r.reply(orch_federation::Bytes::from_static(b"null"));
                 }
                 Inbound::Snapshot { .. } | Inbound::Events { .. } => {}
             }

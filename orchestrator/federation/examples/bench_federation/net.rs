@@ -67,11 +67,11 @@ impl Host {
     /// This host as a peer reaches it, through `port` (its own, or a
     /// proxy's).
     pub fn as_peer_at(&self, port: u16) -> PeerConfig {
-        PeerConfig {
-            name: self.name.clone(),
-            endpoint: format!("tcp://127.0.0.1:{port}"),
-            public_key: self.public,
-        }
+        PeerConfig::new(
+            self.name.clone(),
+            format!("tcp://127.0.0.1:{port}"),
+            self.public,
+        )
     }
 
     pub fn as_peer(&self) -> PeerConfig {
@@ -86,7 +86,7 @@ impl Host {
             listen: self.listen(),
             peers,
             timing: timing(),
-            inbox_capacity: BusConfig::DEFAULT_INBOX_CAPACITY,
+            limits: orch_federation::Limits::default(),
         };
         ZmqBus::start(config, &secret).with_context(|| format!("start bus `{}`", self.name))
     }
@@ -154,7 +154,7 @@ impl Tap {
                         c.events.fetch_add(1, Ordering::Relaxed);
                     }
                     Inbound::Request(r) => {
-                        let _ = r.reply(serde_json::Value::Null);
+                        let _ = r.reply(orch_federation::Bytes::from_static(b"null"));
                     }
                 }
             }

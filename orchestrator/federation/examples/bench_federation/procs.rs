@@ -108,7 +108,14 @@ pub fn spawn_bus(
 ) -> Result<BusProcess> {
     let peers: Vec<String> = peers
         .iter()
-        .map(|p| format!("{}={}={}", p.name, p.endpoint, p.public_key))
+        .map(|p| {
+            let key = p
+                .public_keys
+                .first()
+                .map(|k| k.to_z85())
+                .unwrap_or_default();
+            format!("{}={}={}", p.name, p.endpoint, key)
+        })
         .collect();
     let mut child = self_command("peer")?
         .env("FEDBENCH_NAME", name)
@@ -158,13 +165,12 @@ impl PeerArgs {
                 else {
                     bail!("peer spec `{spec}` is not NAME=ENDPOINT=KEY");
                 };
-                Ok(PeerConfig {
-                    name: name.into(),
-                    endpoint: endpoint.into(),
-                    public_key: key
-                        .parse::<PublicKey>()
+                Ok(PeerConfig::new(
+                    name,
+                    endpoint,
+                    key.parse::<PublicKey>()
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
-                })
+                ))
             })
             .collect::<Result<_>>()?;
         let timing = var("FEDBENCH_TIMING")?;
