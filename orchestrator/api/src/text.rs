@@ -595,6 +595,23 @@ impl fmt::Display for EventKind {
                 "state not saved ({detail}); agents are still supervised, retrying"
             ),
             StateWritten => f.write_str("state saved again"),
+            AgentStaysDown {
+                replica,
+                group,
+                code,
+            } => write!(
+                f,
+                "{group}/{replica}: exited with code {code} and stays down (its restart policy does not restart it; `restart: always` would, `agent restart` starts it now)"
+            ),
+            PeerChanged {
+                peer,
+                state,
+                incarnation,
+            } => write!(
+                f,
+                "host {peer}: {} (incarnation {incarnation})",
+                state.as_str()
+            ),
         }
     }
 }

@@ -568,6 +568,21 @@ pub enum EventKind {
     },
     /// The state file was written again after failed writes.
     StateWritten,
+    /// A required agent exited and its restart policy does not bring it
+    /// back (a clean exit under `on-failure`, or `never`): it stays down
+    /// until an operator acts.
+    AgentStaysDown {
+        replica: ReplicaRef,
+        group: String,
+        code: i64,
+    },
+    /// A peer host changed state as this host's failure detector sees it
+    /// (alive, suspect, down), or restarted (a new incarnation).
+    PeerChanged {
+        peer: String,
+        state: crate::PeerState,
+        incarnation: u64,
+    },
 }
 
 impl EventKind {
@@ -592,6 +607,7 @@ impl EventKind {
             | AgentFailed { group, .. }
             | AgentStopped { group, .. }
             | AgentAdopted { group, .. }
+            | AgentStaysDown { group, .. }
             | SliceAssigned { group, .. } => Some(group),
             _ => None,
         }
@@ -615,6 +631,7 @@ impl EventKind {
             | AgentStopped { replica, .. }
             | AgentAdopted { replica, .. }
             | DuplicateRemoved { replica, .. }
+            | AgentStaysDown { replica, .. }
             | SliceAssigned { replica, .. } => Some(replica),
             _ => None,
         }
@@ -653,6 +670,8 @@ impl EventKind {
             FreshStart { .. } => "fresh-start",
             StateWriteFailed { .. } => "state-write-failed",
             StateWritten => "state-written",
+            AgentStaysDown { .. } => "agent-stays-down",
+            PeerChanged { .. } => "peer-changed",
         }
     }
 }
