@@ -197,7 +197,7 @@ impl Owner {
     }
 
     /// The metrics snapshots the owner publishes.
-    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::MetricsSnapshot>> {
         self.observer.subscribe()
     }
 
