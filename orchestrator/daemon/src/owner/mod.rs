@@ -25,14 +25,13 @@ mod journal;
 mod observe;
 mod persist;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use orch_config::{LoadOptions, Loaded};
 use orch_core::container;
-use orch_core::model::{HostConfig, ShutdownMode};
+use orch_core::model::ShutdownMode;
 use orch_core::supervise::{Input, Outcome, Supervisor};
 use orch_docker::ContainerRuntime;
 use tokio::sync::mpsc;
@@ -127,14 +126,6 @@ impl std::fmt::Debug for Owner {
     }
 }
 
-/// The hash of every agent of a config.
-pub fn hashes(config: &HostConfig) -> BTreeMap<String, String> {
-    config
-        .agents()
-        .map(|a| (a.name.clone(), container::config_hash(a)))
-        .collect()
-}
-
 impl Owner {
     pub fn new(
         loaded: Loaded,
@@ -175,7 +166,7 @@ impl Owner {
                 settings: settings.observe,
             },
         );
-        let hashes = hashes(&config);
+        let hashes = container::config_hashes(&config);
         let mut sup = Supervisor::new(config, hashes, persisted);
         sup.infer_intent(origin);
         Ok(Owner {
