@@ -235,7 +235,7 @@ pub fn gpu_request(r: &core_gpu::GpuRequest) -> Vec<GpuWant> {
 }
 
 /// A GPU's readings; a reading the GPU does not offer is 0.
-pub fn gpu_telemetry(t: &orch_gpu::Telemetry) -> crate::reply::GpuTelemetry {
+pub fn gpu_telemetry(t: &orch_core::gpu::Telemetry) -> crate::reply::GpuTelemetry {
     crate::reply::GpuTelemetry {
         memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
         utilization_gpu: t.gpu_utilization.unwrap_or(0),

@@ -724,6 +724,21 @@ pub struct Assignment {
     pub fallback_depth: u8,
 }
 
+/// Readings of one GPU at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Device memory in use.
+    pub memory_used: Option<ByteSize>,
+    /// Percent of time a kernel ran in the last sample period.
+    pub gpu_utilization: Option<u32>,
+    /// Percent of time device memory was read or written.
+    pub memory_utilization: Option<u32>,
+    /// Core temperature, degrees Celsius.
+    pub temperature_c: Option<u32>,
+    /// Board power draw, milliwatts.
+    pub power_mw: Option<u32>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,9 @@ use std::fmt::Debug;
 use std::path::Path;
 
 use orch_core::gpu::GpuInfo;
+/// Readings of one GPU, a core type so that the API can show them without
+/// depending on this adapter.
+pub use orch_core::gpu::Telemetry;
 use orch_core::units::ByteSize;
 use serde::{Deserialize, Serialize};
 
@@ -186,21 +189,6 @@ pub(crate) fn aggregate_samples(raw: &[RawSample], since_us: u64) -> ProcessUtil
         processes,
         newest_us,
     }
-}
-
-/// Readings of one GPU at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Telemetry {
-    /// Device memory in use.
-    pub memory_used: Option<ByteSize>,
-    /// Percent of time a kernel ran in the last sample period.
-    pub gpu_utilization: Option<u32>,
-    /// Percent of time device memory was read or written.
-    pub memory_utilization: Option<u32>,
-    /// Core temperature, degrees Celsius.
-    pub temperature_c: Option<u32>,
-    /// Board power draw, milliwatts.
-    pub power_mw: Option<u32>,
 }
 
 /// A MIG instance as created: the ids NVML assigned and the MIG device's
