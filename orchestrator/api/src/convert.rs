@@ -115,6 +115,7 @@ pub fn fail_reason(r: &core::FailReason) -> FailReason {
             core::LaunchError::NotConfigured { agent } => FailReason::NotConfigured {
                 agent: agent.clone(),
             },
+            core::LaunchError::ContainerGone { id } => FailReason::ContainerGone { id: id.clone() },
         },
         core::FailReason::NoSlice(e) => FailReason::NoGpuCapacity {
             error: Box::new(plan_error(e)),

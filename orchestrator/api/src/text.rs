@@ -447,6 +447,11 @@ impl fmt::Display for FailReason {
             FailReason::NotConfigured { agent } => {
                 write!(f, "agent {agent} is no longer configured")
             }
+            FailReason::ContainerGone { id } => write!(
+                f,
+                "its container {} is no longer on this host; a new one will be created",
+                &id[..id.len().min(12)]
+            ),
         }
     }
 }

@@ -143,6 +143,10 @@ pub enum FailReason {
     NotConfigured {
         agent: String,
     },
+    /// The replica's container is not on the Docker host any more.
+    ContainerGone {
+        id: String,
+    },
 }
 
 impl FailReason {
@@ -158,6 +162,7 @@ impl FailReason {
             FailReason::GpuUnavailable { .. } => "gpu_unavailable",
             FailReason::NoGpuCapacity { .. } => "gpu_no_capacity",
             FailReason::NotConfigured { .. } => "not_configured",
+            FailReason::ContainerGone { .. } => "container_gone",
         }
     }
 }

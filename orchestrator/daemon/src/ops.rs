@@ -74,7 +74,7 @@ pub fn launch_error(e: DockerError) -> LaunchError {
 }
 
 async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
-    let info = rt.inspect(id).await.map_err(launch_error)?;
+    let info = rt.inspect(id).await.map_err(|e| on_container(id, e))?;
     Ok(OpSuccess {
         container: Some(facts(&info)),
         slice: None,
@@ -122,8 +122,18 @@ pub async fn launch(
 }
 
 pub async fn start(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
-    rt.start(id).await.map_err(launch_error)?;
+    rt.start(id).await.map_err(|e| on_container(id, e))?;
     inspect_facts(rt, id).await
+}
+
+/// A failure of an operation on an existing container: one Docker no
+/// longer knows is gone (the supervisor then creates a new one).
+fn on_container(id: &str, e: DockerError) -> LaunchError {
+    if e.is_not_found() {
+        LaunchError::ContainerGone { id: id.to_string() }
+    } else {
+        launch_error(e)
+    }
 }
 
 pub async fn restart(
@@ -131,8 +141,10 @@ pub async fn restart(
     id: &str,
     timeout: Duration,
 ) -> Result<OpSuccess, LaunchError> {
-    rt.stop(id, timeout).await.map_err(launch_error)?;
-    rt.start(id).await.map_err(launch_error)?;
+    rt.stop(id, timeout)
+        .await
+        .map_err(|e| on_container(id, e))?;
+    rt.start(id).await.map_err(|e| on_container(id, e))?;
     inspect_facts(rt, id).await
 }
 

@@ -578,27 +578,14 @@ impl Supervisor {
         exit_code: Option<i64>,
         out: &mut Outcome,
     ) {
-        let (restarts_limit, window) = match self.agents.get(&key.agent) {
-            Some(a) => (
-                a.restart.crashloop.restarts,
-                a.restart.crashloop.window.as_millis() as u64,
-            ),
-            None => return,
-        };
+        if !self.agents.contains_key(&key.agent) {
+            return;
+        }
         let failures = self.replicas.get(key).map(|r| r.failures + 1).unwrap_or(1);
         let delay = self.backoff_delay(key, failures);
         let Some(r) = self.replicas.get_mut(key) else {
             return;
         };
-        r.failures = failures;
-        r.restart_times.push_back(now);
-        while r
-            .restart_times
-            .front()
-            .is_some_and(|t| now.saturating_sub(*t) > window)
-        {
-            r.restart_times.pop_front();
-        }
         r.phase = Phase::BackingOff {
             until: now + delay,
             exit_code,
@@ -609,6 +596,35 @@ impl Supervisor {
             in_ms: delay,
             attempt: failures,
         });
+        self.note_failure(now, key, out);
+    }
+
+    /// One more failure of the replica (an exit to restart from, or a
+    /// failed launch): its backoff grows, and enough of them within the
+    /// agent's window mark a crash loop, which holds its dependents.
+    /// Returns the delay before the next try.
+    fn note_failure(&mut self, now: Millis, key: &ReplicaKey, out: &mut Outcome) -> Millis {
+        let (restarts_limit, window) = match self.agents.get(&key.agent) {
+            Some(a) => (
+                a.restart.crashloop.restarts,
+                a.restart.crashloop.window.as_millis() as u64,
+            ),
+            None => return 0,
+        };
+        let failures = self.replicas.get(key).map(|r| r.failures + 1).unwrap_or(1);
+        let delay = self.backoff_delay(key, failures);
+        let Some(r) = self.replicas.get_mut(key) else {
+            return delay;
+        };
+        r.failures = failures;
+        r.restart_times.push_back(now);
+        while r
+            .restart_times
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > window)
+        {
+            r.restart_times.pop_front();
+        }
         if !r.crashloop && r.restart_times.len() as u32 >= restarts_limit {
             r.crashloop = true;
             out.events.push(SupervisorEvent::AgentCrashLoop {
@@ -619,6 +635,7 @@ impl Supervisor {
             });
             self.hold_dependents(&key.agent);
         }
+        delay
     }
 
     /// Marks every replica that (transitively, through required
@@ -724,8 +741,6 @@ impl Supervisor {
         out: &mut Outcome,
     ) {
         let wanted = self.wanted(&key);
-        let retry_failures = self.replicas.get(&key).map(|r| r.failures + 1).unwrap_or(1);
-        let delay = self.backoff_delay(&key, retry_failures);
         let Some(r) = self.replicas.get_mut(&key) else {
             return;
         };
@@ -799,18 +814,39 @@ impl Supervisor {
                 }
             }
             (_, Err(error)) => {
+                // What a failed operation leaves: a replacement removes the
+                // old container before it creates the new one, and a
+                // container Docker no longer knows is gone. Either way no
+                // container of this replica runs, so none is reported (or
+                // probed, or counted healthy), and the retry creates one
+                // afresh instead of starting an id that is no more.
+                let gone =
+                    op == OpKind::Recreate || matches!(error, LaunchError::ContainerGone { .. });
+                if gone && r.container.take().is_some() {
+                    r.health = Health::Unknown;
+                    r.healthy_since = None;
+                    r.started_at = None;
+                    r.probe_failures = 0;
+                    out.actions.push(Action::UnwatchHealth { key: key.clone() });
+                }
                 let reason = FailReason::Launch(error);
                 r.early_exit = None;
-                r.failures = retry_failures;
                 r.phase = Phase::Failed {
                     reason: reason.clone(),
-                    retry_at: now + delay,
+                    retry_at: now,
                 };
                 out.events.push(SupervisorEvent::AgentFailed {
                     replica: key.clone(),
                     group: r.group.clone(),
                     reason,
                 });
+                // Backed off and counted towards a crash loop like an exit.
+                let delay = self.note_failure(now, &key, out);
+                if let Some(r) = self.replicas.get_mut(&key)
+                    && let Phase::Failed { retry_at, .. } = &mut r.phase
+                {
+                    *retry_at = now + delay;
+                }
             }
         }
     }

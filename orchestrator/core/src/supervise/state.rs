@@ -139,6 +139,9 @@ pub enum LaunchError {
     NoGpuAccess,
     /// The agent is no longer in the config.
     NotConfigured { agent: String },
+    /// The replica's container is not on the Docker host any more
+    /// (removed behind the supervisor's back, or by a failed replacement).
+    ContainerGone { id: String },
 }
 
 /// Why a replica is `Failed`.
@@ -167,6 +170,7 @@ impl FailReason {
                 LaunchError::GpuPrepare { .. } => "gpu_prepare",
                 LaunchError::NoGpuAccess => "gpu_unavailable",
                 LaunchError::NotConfigured { .. } => "not_configured",
+                LaunchError::ContainerGone { .. } => "container_gone",
             },
             FailReason::NoSlice(_) => "gpu_no_capacity",
             FailReason::GpuUnavailable { .. } => "gpu_unavailable",

@@ -1040,6 +1040,102 @@ fn a_failed_launch_is_retried_after_its_backoff() {
 }
 
 #[test]
+fn a_failed_replacement_leaves_the_replica_down_backing_off_and_a_good_reload_recovers_it() {
+    let spec: Spec = &[("g", &[], &[("A", &[], 1, true)])];
+    let mut h = Harness::new(spec);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let good = config(spec);
+    let mut bad = hashes(&good, "v1");
+    bad.insert("A".into(), "A-v2".into());
+    h.cmd(|s| s.reload(0, good.clone(), bad).unwrap());
+    assert_eq!(h.take_log(), ["recreate A"]);
+    // The replacement removed the old container, then could not create one.
+    let out = h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Recreate,
+        result: Err(missing()),
+    });
+    assert!(out.actions.contains(&Action::UnwatchHealth { key: k("A") }));
+    let r = h.s.replica(&k("A")).unwrap();
+    assert!(
+        r.container.is_none(),
+        "no container is reported after a failed replacement"
+    );
+    assert!(!h.s.replica_healthy(r));
+    assert!(!h.s.group_ready("g"));
+    assert_eq!(h.s.group_counts("g"), (1, 0, 0));
+    // Every further failure backs off longer and counts towards a crash loop.
+    let mut delays = vec![];
+    for _ in 0..4 {
+        let Phase::Failed { retry_at, .. } = h.phase(&k("A")) else {
+            panic!("not failed: {:?}", h.phase(&k("A")));
+        };
+        delays.push(retry_at - h.now);
+        h.at(retry_at);
+        assert_eq!(
+            h.take_log(),
+            ["launch A"],
+            "a new container, not a start of the old id"
+        );
+        h.apply(Input::OpFinished {
+            key: k("A"),
+            op: OpKind::Launch,
+            result: Err(missing()),
+        });
+    }
+    assert_eq!(delays, [100, 200, 400, 800]);
+    assert!(h.s.replica(&k("A")).unwrap().crashloop);
+    // The previous good file again: the replica comes back.
+    let Phase::Failed { retry_at, .. } = h.phase(&k("A")) else {
+        panic!()
+    };
+    let now = h.now;
+    h.cmd(|s| s.reload(now, good.clone(), hashes(&good, "v1")).unwrap());
+    h.at(retry_at);
+    h.settle_healthy();
+    assert!(h.s.group_ready("g") || h.s.replica(&k("A")).unwrap().crashloop);
+    let r = h.s.replica(&k("A")).unwrap();
+    assert!(h.s.replica_healthy(r));
+    assert_eq!(r.container.as_ref().unwrap().config_hash, "A-v1");
+}
+
+#[test]
+fn a_start_of_a_container_docker_no_longer_has_creates_a_new_one() {
+    let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let id = h.id(&k("A"));
+    let out = h.die(k("A"), 1);
+    let delay = out
+        .events
+        .iter()
+        .find_map(|e| match e {
+            SupervisorEvent::AgentRestarting { in_ms, .. } => Some(*in_ms),
+            _ => None,
+        })
+        .unwrap();
+    h.at(delay);
+    assert_eq!(h.take_log(), ["start A"]);
+    // Removed behind the supervisor's back in the meantime.
+    h.apply(Input::OpFinished {
+        key: k("A"),
+        op: OpKind::Start,
+        result: Err(LaunchError::ContainerGone { id }),
+    });
+    assert!(h.s.replica(&k("A")).unwrap().container.is_none());
+    let Phase::Failed { retry_at, .. } = h.phase(&k("A")) else {
+        panic!("not failed: {:?}", h.phase(&k("A")));
+    };
+    h.at(retry_at);
+    assert_eq!(h.take_log(), ["launch A"]);
+    h.settle_healthy();
+    assert!(h.s.group_ready("g"));
+}
+
+#[test]
 fn restarting_a_group_stops_it_then_starts_it_in_order() {
     let mut h = Harness::new(CHAIN);
     h.cmd(|s| s.start_group(0, "core").unwrap());
