@@ -29,7 +29,7 @@ use crate::error::{DockerError, ObjectKind, Removal};
 use crate::mapping;
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSummary, EXEC_OUTPUT_LIMIT, EngineInfo, EventStream,
-    ExecOutcome, LabelFilter, LogChunk, LogStream, OutputStream,
+    ExecOutcome, LabelFilter, LogChunk, LogStream, LogsAsk, OutputStream,
 };
 
 /// The oldest API this adapter works with: DeviceRequests came in 1.40
@@ -628,18 +628,21 @@ impl ContainerRuntime for DockerEngine {
         Ok(Box::pin(stream))
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<LogStream, DockerError> {
-        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+    async fn logs(&self, id: &str, ask: LogsAsk) -> Result<LogStream, DockerError> {
+        let tail = ask
+            .tail
+            .map_or_else(|| "all".to_string(), |n| n.to_string());
+        // The Engine API takes `since` as 32-bit Unix seconds.
+        let since = ask
+            .since
+            .map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX));
         let options = LogsOptionsBuilder::new()
-            .follow(follow)
+            .follow(ask.follow)
             .stdout(true)
             .stderr(true)
             .tail(&tail)
+            .since(since)
+            .timestamps(ask.timestamps)
             .build();
         let (endpoint, timeout) = (self.endpoint.clone(), self.request_timeout);
         let id_owned = id.to_string();

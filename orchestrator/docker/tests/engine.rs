@@ -222,7 +222,10 @@ async fn an_agent_container_lives_its_whole_life() {
     .await;
     assert!(logs.contains("warming up"), "stderr is included: {logs:?}");
     let mut stderr_only = String::new();
-    let mut stream = engine.logs(&id, false, None).await.expect("logs");
+    let mut stream = engine
+        .logs(&id, orch_docker::LogsAsk::default())
+        .await
+        .expect("logs");
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("chunk");
         if chunk.stream == OutputStream::Stderr {
@@ -442,7 +445,10 @@ async fn missing_containers_are_not_found() {
             .map(|_| ()),
         not_found
     );
-    let mut logs = engine.logs(&ghost, false, None).await.expect("lazy stream");
+    let mut logs = engine
+        .logs(&ghost, orch_docker::LogsAsk::default())
+        .await
+        .expect("lazy stream");
     assert_eq!(logs.next().await.map(|r| r.map(|_| ())), Some(not_found));
     assert_eq!(
         engine.remove_network(&scope.network).await,
@@ -626,7 +632,17 @@ async fn followed_logs_stream_until_the_container_stops() {
         .await
         .expect("create");
     engine.start(&id).await.expect("start");
-    let mut follow = engine.logs(&id, true, Some(0)).await.expect("logs");
+    let mut follow = engine
+        .logs(
+            &id,
+            orch_docker::LogsAsk {
+                follow: true,
+                tail: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("logs");
     let tick = tokio::time::timeout(DEADLINE, async {
         while let Some(chunk) = follow.next().await {
             let text = String::from_utf8_lossy(&chunk.expect("chunk").bytes).to_string();

@@ -11,7 +11,7 @@ use orch_daemon::testing::{CHAIN, Harness};
 
 struct Host {
     // Runs the daemon's tasks for as long as the host lives.
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     h: Harness,
 }
 
@@ -23,7 +23,7 @@ impl Host {
             .build()
             .unwrap();
         let h = rt.block_on(Harness::start(config));
-        Host { _rt: rt, h }
+        Host { rt, h }
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -182,13 +182,24 @@ fn unknown_names_exit_5_with_a_suggestion() {
     let out = host.ctl(&["group", "start", "bas"]);
     code(&out, 5);
     assert!(text(&out.stderr).contains("did you mean `base`?"));
-    let out = host.ctl(&["logs", "Top"]);
-    code(&out, 2);
+    // A bare agent name is taken when one group has it; a close one is
+    // suggested as GROUP/AGENT.
+    let out = host.ctl(&["logs", "Tpo"]);
+    code(&out, 5);
     assert!(
-        text(&out.stderr).contains("did you mean `base/Top`?"),
+        text(&out.stderr).contains("no agent `Tpo` on this host; did you mean `base/Top`?"),
         "{}",
         text(&out.stderr)
     );
+    let out = host.ctl(&["logs", "base/Tpo"]);
+    code(&out, 5);
+    assert!(
+        text(&out.stderr).contains("no agent `Tpo` in group `base`; did you mean `Top`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = host.ctl(&["agent", "restart", "Top/"]);
+    code(&out, 2);
     let out = host.ctl(&["group", "start", "base", "--timeout", "soon"]);
     code(&out, 2);
 }
@@ -211,109 +222,149 @@ fn events_come_as_a_table_with_dates_ndjson_or_a_yaml_stream() {
     let yaml = text(&host.ctl(&["-o", "yaml", "events"]).stdout);
     assert_eq!(yaml.matches("---\n").count(), parsed.len());
     assert!(yaml.contains("kind: group-ready"), "{yaml}");
+
+    // Filters: by group, agent and kind (a prefix with `*`).
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["-o", "json", "events"];
+        all.extend_from_slice(args);
+        let out = host.ctl(&all);
+        code(&out, 0);
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let healthy = lines(&["--kind", "agent-healthy"]);
+    assert_eq!(healthy.len(), 3, "{healthy:?}");
+    let top = lines(&["--agent", "Top", "--kind", "agent-*"]);
+    assert!(!top.is_empty());
+    assert!(
+        top.iter().all(|e| e["replica"]["agent"] == "Top"),
+        "{top:?}"
+    );
+    let groups = lines(&["--group", "base", "--kind", "group-starting,group-ready"]);
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let out = host.ctl(&["events", "--kind", "agent-crashloop"]);
+    code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("did you mean `agent-crash-loop`?"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
-fn fed_config(name: &str, peers: &[&str]) -> String {
-    CHAIN.replace("host: {name: testhost}", &format!("host: {{name: {name}}}"))
-        + &orch_daemon::testing::federation_section(peers)
+/// Kills every live container of `agent`, again and again, while the host lives.
+fn keep_killing(host: &Host, agent: &'static str) {
+    let rt = host.h.world.rt.clone();
+    host.rt.spawn(async move {
+        loop {
+            for c in rt.containers() {
+                if c.labels.get("io.orchestrator.agent").map(String::as_str) == Some(agent)
+                    && c.state.is_alive()
+                {
+                    let _ = rt.exit(&c.id, 3);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
 }
 
 #[test]
-fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
+fn a_wait_ends_at_once_on_a_crash_loop_with_exit_1() {
+    let host = Host::start(CHAIN);
+    // Never healthy, so the group cannot be ready before the loop shows.
+    host.h.world.prober.set_healthy("Flaky", false);
+    keep_killing(&host, "Flaky");
+    let out = host.ctl(&["group", "start", "base", "--wait", "--timeout", "120s"]);
+    code(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("base/Flaky is crash-looping, so base cannot become ready"),
+        "{err}"
+    );
+    assert!(
+        err.contains("base/Flaky: crash-looping"),
+        "the event is shown: {err}"
+    );
+}
+
+#[test]
+fn a_wait_on_a_gpu_request_that_cannot_be_placed_exits_7() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let net = orch_federation::MemNetwork::new();
-    let (a, b) = rt.block_on(async {
-        let a = Harness::start_in(
-            orch_daemon::testing::World::new().on(&net),
-            &fed_config("alpha", &["beta"]),
-        )
-        .await;
-        let b = Harness::start_in(
-            orch_daemon::testing::World::new().on(&net),
-            &fed_config("beta", &["alpha"]),
-        )
-        .await;
-        (a, b)
-    });
-    let ctl = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
-            .args(args)
-            .env("NO_COLOR", "1")
-            .env("ORCHESTRATOR_SOCKET", a.socket())
-            .output()
-            .unwrap()
-    };
-    // Wait for the peers to see each other.
-    for _ in 0..100 {
-        if text(&ctl(&["peers"]).stdout).contains("alive") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let peers = ctl(&["peers"]);
-    code(&peers, 0);
-    let table = text(&peers.stdout);
-    assert!(table.contains("beta") && table.contains("alive"), "{table}");
-
-    // A wait on another host follows that host's events.
-    let out = ctl(&[
-        "--host",
-        "beta",
-        "group",
-        "start",
-        "base",
-        "--wait",
-        "--timeout",
-        "30s",
-    ]);
-    code(&out, 0);
-    let err = text(&out.stderr);
-    assert!(err.contains("base/Flaky: healthy"), "{err}");
-    assert!(err.contains("base ready: 3/3 agents healthy"), "{err}");
-    assert!(a.world.rt.containers().is_empty());
-    assert_eq!(b.world.rt.containers().len(), 3);
-    // Replies read as that host's own, exit codes too.
-    let out = ctl(&["--host", "beta", "status"]);
-    code(&out, 0);
-    assert!(
-        text(&out.stdout).starts_with("host beta"),
-        "{}",
-        text(&out.stdout)
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 100g, compute: 25%}}}}\n"
     );
-    code(&ctl(&["--host", "beta", "agents", "--group", "nosuch"]), 5);
-    let out = ctl(&["--host", "gamma", "status"]);
-    code(&out, 4);
-    assert!(text(&out.stderr).contains("gamma"), "{}", text(&out.stderr));
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, &config));
+    let host = Host { rt, h };
+    let out = host.ctl(&["group", "start", "vision", "--wait", "--timeout", "120s"]);
+    code(&out, 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "vision/Eyes cannot be placed on a GPU of this host, so vision cannot become ready"
+        ),
+        "{err}"
+    );
+}
 
-    // Every host, one section each, once beta's snapshot shows the group
-    // it started.
-    let beta_agents = |out: &Output| -> usize {
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[1]["data"]
-            .as_array()
-            .map_or(0, Vec::len)
-    };
-    for _ in 0..100 {
-        if beta_agents(&ctl(&["-o", "json", "agents", "--all-hosts"])) == 3 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = ctl(&["status", "--all-hosts"]);
+#[test]
+fn a_closed_pipe_ends_a_followed_stream_quietly() {
+    use std::io::BufRead as _;
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .args(["events", "-f"])
+        .env("NO_COLOR", "1")
+        .env("ORCHESTRATOR_SOCKET", host.h.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, as `| head -1` does, then go away.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // New events are written into the closed pipe.
+    code(&host.ctl(&["group", "stop", "base", "--wait"]), 0);
+    let out = child.wait_with_output().unwrap();
     code(&out, 0);
-    let all = text(&out.stdout);
-    assert!(all.contains("== alpha (this host"), "{all}");
-    assert!(all.contains("== beta (alive"), "{all}");
-    assert!(all.contains("host beta"), "{all}");
-    let out = ctl(&["-o", "json", "agents", "--all-hosts"]);
-    code(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["host"], "alpha");
-    assert_eq!(v[1]["host"], "beta");
-    assert_eq!(v[1]["data"].as_array().unwrap().len(), 3);
-    drop((a, b));
-    drop(rt);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_followed_stream_cut_by_the_daemon_exits_4() {
+    use std::io::BufRead as _;
+    let mut host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .args(["events", "-f"])
+        .env("NO_COLOR", "1")
+        .env("ORCHESTRATOR_SOCKET", host.h.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream is open once a line came; then the daemon goes away.
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    host.rt.block_on(host.h.stop());
+    let out = child.wait_with_output().unwrap();
+    code(&out, 4);
+    assert!(
+        text(&out.stderr).contains("the daemon's event stream ended"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(reader);
 }

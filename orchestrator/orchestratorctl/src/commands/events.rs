@@ -1,28 +1,108 @@
-//! `events [-f] [--since SEQ]`: what the daemon did, oldest first.
+//! `events [-f] [--since SEQ] [--all-hosts] [--group G] [--agent A] [--kind K]`:
+//! what the daemon did, oldest first.
 //!
 //! A stream, so its machine forms are streams too: `-o json` prints one
 //! JSON event per line (NDJSON), `-o yaml` one YAML document per event
 //! (`---` between them); both can be read while `-f` keeps them coming.
+//! With `--all-hosts` every host of the federation is followed (each
+//! through the local daemon, as `--host` does), and each line names its
+//! host; without `-f` the hosts' events are merged by time. The filters
+//! are applied here ([`orch_api::wire::EventFilter`]).
+//!
+//! A followed stream never ends by itself: when it does, the daemon went
+//! away, and the command says so and exits 4.
 
 use anyhow::Result;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use orch_api::wire::EventFilter;
+use orch_api::{Client, ClientError, Event, EventKind, text};
 
 use super::daemon::{block_on, fail};
+use crate::exit::{self, Exit};
 use crate::output::{Format, Out};
 
-pub fn run(client: &orch_api::Client, follow: bool, since: u64, out: &Out) -> Result<()> {
-    block_on(async {
-        let mut events = Box::pin(client.events(since, follow).await.map_err(fail)?);
-        while let Some(e) = events.next().await {
-            let e = e.map_err(fail)?;
-            match out.format {
-                Format::Table => println!("{:>6}  {}  {}", e.seq, timestamp(e.time_ms), e.kind),
-                Format::Json => println!("{}", serde_json::to_string(&e)?),
-                Format::Yaml => print!("---\n{}", serde_yaml::to_string(&e)?),
+/// What `events` was asked for.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    pub follow: bool,
+    pub since: u64,
+    pub all_hosts: bool,
+    pub filter: EventFilter,
+}
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, ClientError>>>>;
+
+pub fn run(client: &Client, ask: &Ask, out: &Out) -> Result<()> {
+    if let Some(k) = ask.filter.unknown_kind() {
+        return Err(Exit::with(
+            exit::USAGE,
+            format!(
+                "no event kind `{k}`{}",
+                text::suggest(k.trim_end_matches('*'), EventKind::NAMES)
+            ),
+        )
+        .into());
+    }
+    block_on(go(client, ask, out))?
+}
+
+async fn go(client: &Client, ask: &Ask, out: &Out) -> Result<()> {
+    let mut events: Events = if ask.all_hosts {
+        let fleet = client.fleet().await.map_err(fail)?;
+        let mut streams: Vec<Events> = Vec::new();
+        for (i, h) in fleet.hosts.iter().enumerate() {
+            // The first host is this one.
+            let c = client.clone().for_host((i > 0).then(|| h.host.clone()));
+            match c.events(ask.since, ask.follow).await {
+                Ok(s) => streams.push(Box::pin(s)),
+                Err(e) if i > 0 => {
+                    eprintln!(
+                        "orchestratorctl: {}",
+                        text::host_events_unavailable(&h.host, &e.to_string())
+                    );
+                }
+                Err(e) => return Err(fail(e)),
             }
         }
-        Ok(())
-    })?
+        if ask.follow {
+            Box::pin(futures_util::stream::select_all(streams))
+        } else {
+            // Everything there is now, merged by time.
+            let mut all = Vec::new();
+            for mut s in streams {
+                while let Some(e) = s.next().await {
+                    all.push(e.map_err(fail)?);
+                }
+            }
+            all.sort_by(|a, b| (a.time_ms, &a.host, a.seq).cmp(&(b.time_ms, &b.host, b.seq)));
+            Box::pin(futures_util::stream::iter(all.into_iter().map(Ok)))
+        }
+    } else {
+        Box::pin(client.events(ask.since, ask.follow).await.map_err(fail)?)
+    };
+    while let Some(e) = events.next().await {
+        let e = e.map_err(fail)?;
+        if !ask.filter.matches(&e) {
+            continue;
+        }
+        let line = match out.format {
+            Format::Table if ask.all_hosts => format!(
+                "{}  {:>6}  {}  {}\n",
+                e.host,
+                e.seq,
+                timestamp(e.time_ms),
+                e.kind
+            ),
+            Format::Table => format!("{:>6}  {}  {}\n", e.seq, timestamp(e.time_ms), e.kind),
+            Format::Json => format!("{}\n", serde_json::to_string(&e)?),
+            Format::Yaml => format!("---\n{}", serde_yaml::to_string(&e)?),
+        };
+        crate::output::write_out(line.as_bytes())?;
+    }
+    if ask.follow {
+        return Err(Exit::with(exit::UNREACHABLE, text::EVENTS_STREAM_ENDED).into());
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) from Unix milliseconds.
