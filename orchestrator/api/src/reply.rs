@@ -159,9 +159,15 @@ pub struct GpuStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GpuTelemetry {
     pub memory_used_bytes: u64,
-    pub utilization_gpu: u32,
-    pub utilization_memory: u32,
-    pub temperature_c: u32,
+    /// Share of the last sample period the GPU was busy (10 000 = all).
+    #[serde(default)]
+    pub utilization_gpu_basis_points: u32,
+    /// Share of it the memory was read or written.
+    #[serde(default)]
+    pub utilization_memory_basis_points: u32,
+    #[serde(default, alias = "temperature_c")]
+    pub temperature_celsius: u32,
+    /// Milliwatts.
     pub power_mw: u32,
 }
 

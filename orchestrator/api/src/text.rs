@@ -943,6 +943,21 @@ pub fn restart_only_change(section: &str) -> String {
     )
 }
 
+/// How the daemon started from its state file (`state.origin`), as
+/// `status` says it after the file's path.
+pub fn state_origin(origin: &str) -> String {
+    match origin {
+        "saved" => " (started from it)".into(),
+        "missing" => " (started without one; groups inferred from running agents)".into(),
+        "damaged" => {
+            " (started from a damaged one, kept aside; groups inferred from running agents)".into()
+        }
+        "fresh" => " (started fresh)".into(),
+        "" => String::new(),
+        other => format!(" (started: {other})"),
+    }
+}
+
 /// What an operator is told after a MIG mode change was made.
 pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
     let what = if enable { "enabled" } else { "disabled" };
@@ -1557,6 +1572,62 @@ mod tests {
             let e = ApiError::from(rejection);
             assert_eq!((e.code, e.message.as_str()), (code, words));
         }
+    }
+
+    #[test]
+    fn a_target_names_one_agent_or_says_why_not() {
+        use super::{AgentTarget, find_agent};
+        let all = [
+            ("base", "Flaky"),
+            ("base", "Top"),
+            ("extra", "Side"),
+            ("vision", "Eyes"),
+            ("speech", "Eyes"),
+        ];
+        type Found<'a> = Result<(&'a str, &'a str), AgentTarget>;
+        let cases: [(&str, Found); 8] = [
+            ("base/Top", Ok(("base", "Top"))),
+            ("Top", Ok(("base", "Top"))),
+            // An unknown group is the daemon's to answer.
+            ("nosuch/Top", Ok(("nosuch", "Top"))),
+            (
+                "Tpo",
+                Err(AgentTarget::Unknown(
+                    "no agent `Tpo` on this host; did you mean `base/Top`?".into(),
+                )),
+            ),
+            (
+                "base/Side",
+                Err(AgentTarget::Unknown(
+                    "no agent `Side` in group `base`; did you mean `extra/Side`?".into(),
+                )),
+            ),
+            (
+                "base/Flakey",
+                Err(AgentTarget::Unknown(
+                    "no agent `Flakey` in group `base`; did you mean `Flaky`?".into(),
+                )),
+            ),
+            (
+                "Eyes",
+                Err(AgentTarget::Ambiguous(
+                    "agent `Eyes` is in several groups; name one: vision/Eyes, speech/Eyes".into(),
+                )),
+            ),
+            ("base/", Err(AgentTarget::Malformed("base/".into()))),
+        ];
+        for (target, want) in cases {
+            assert_eq!(find_agent(target, &all), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn log_chunks_become_one_json_object_per_line() {
+        let out = crate::LogLine::ndjson(1, "stderr", b"one\r\ntwo\npartial");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"replica\":1,\"stream\":\"stderr\",\"line\":\"one\"}\n{\"replica\":1,\"stream\":\"stderr\",\"line\":\"two\"}\n{\"replica\":1,\"stream\":\"stderr\",\"line\":\"partial\"}\n"
+        );
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Slo { group, .. } => commands::slo::run(&client(), group.as_deref(), out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
-        Command::State(cli::StateCmd::Export) => commands::state::export(&client()),
+        Command::State(cli::StateCmd::Export) => commands::state::export(&client(), out),
         Command::State(cli::StateCmd::Import { file }) => {
             commands::state::import(&client(), file, out)
         }

@@ -211,8 +211,12 @@ fn daemon_verbs_without_a_daemon_exit_4_and_say_why() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no such socket (is the daemon running?")
     );
-    let out = ctl(&["logs", "not-a-target"], None);
+    // A malformed target is refused before the daemon is asked...
+    let out = ctl(&["logs", "not/a/target"], None);
     assert_eq!(out.status.code(), Some(2));
+    // ...a bare agent name needs the daemon to find its group.
+    let out = ctl(&["logs", "not-a-target"], None);
+    assert_eq!(out.status.code(), Some(4));
 }
 
 /// `plan` output as (agent, slice kind, profile or memory) triples.

@@ -368,3 +368,246 @@ fn a_followed_stream_cut_by_the_daemon_exits_4() {
     );
     drop(reader);
 }
+
+#[test]
+fn logs_by_a_bare_name_with_options_and_as_json_lines() {
+    use orch_docker::fake::Call;
+    use orch_docker::{LogsAsk, OutputStream};
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let id = host.rt.block_on(host.h.container_of("Top")).unwrap();
+    let rt = &host.h.world.rt;
+    rt.push_log(&id, OutputStream::Stdout, "hello\n").unwrap();
+    rt.push_log(&id, OutputStream::Stderr, "oops\n").unwrap();
+
+    let out = host.ctl(&["-o", "json", "logs", "Top"]);
+    code(&out, 0);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"replica": 0, "stream": "stdout", "line": "hello"}),
+            serde_json::json!({"replica": 0, "stream": "stderr", "line": "oops"}),
+        ]
+    );
+
+    rt.take_calls();
+    let out = host.ctl(&[
+        "logs",
+        "Top",
+        "--since",
+        "10m",
+        "--timestamps",
+        "--tail",
+        "5",
+    ]);
+    code(&out, 0);
+    assert_eq!(text(&out.stdout), "hello\noops\n");
+    let asked: Vec<LogsAsk> = rt
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Logs { ask, .. } => Some(ask),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].timestamps && !asked[0].follow, "{asked:?}");
+    assert_eq!(asked[0].tail, Some(5));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let since = asked[0].since.unwrap();
+    assert!((now - 700..=now - 500).contains(&since), "{since} vs {now}");
+
+    let out = host.ctl(&["logs", "Top", "--since", "yesterday"]);
+    code(&out, 2);
+    assert!(text(&out.stderr).contains("`--since yesterday` is neither"));
+}
+
+#[test]
+fn status_says_how_the_daemon_started_from_its_state() {
+    let mut host = Host::start(CHAIN);
+    let state_line = |host: &Host| {
+        let out = host.ctl(&["status"]);
+        code(&out, 0);
+        let status = text(&out.stdout);
+        status
+            .lines()
+            .find(|l| l.starts_with("state "))
+            .unwrap()
+            .to_string()
+    };
+    let first = state_line(&host);
+    assert!(first.contains("(started without one;"), "{first}");
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    host.rt.block_on(host.h.restart());
+    let again = state_line(&host);
+    assert!(again.ends_with("(started from it)"), "{again}");
+}
+
+fn fed_config(name: &str, peers: &[&str]) -> String {
+    CHAIN.replace("host: {name: testhost}", &format!("host: {{name: {name}}}"))
+        + &orch_daemon::testing::federation_section(peers)
+}
+
+#[test]
+fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = orch_federation::MemNetwork::new();
+    let (a, b) = rt.block_on(async {
+        let a = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &fed_config("alpha", &["beta"]),
+        )
+        .await;
+        let b = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &fed_config("beta", &["alpha"]),
+        )
+        .await;
+        (a, b)
+    });
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("ORCHESTRATOR_SOCKET", a.socket())
+            .output()
+            .unwrap()
+    };
+    // Wait for the peers to see each other.
+    for _ in 0..100 {
+        if text(&ctl(&["peers"]).stdout).contains("alive") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let peers = ctl(&["peers"]);
+    code(&peers, 0);
+    let table = text(&peers.stdout);
+    assert!(table.contains("beta") && table.contains("alive"), "{table}");
+
+    // A wait on another host follows that host's events.
+    let out = ctl(&[
+        "--host",
+        "beta",
+        "group",
+        "start",
+        "base",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    code(&out, 0);
+    let err = text(&out.stderr);
+    assert!(err.contains("base/Flaky: healthy"), "{err}");
+    assert!(err.contains("base ready: 3/3 agents healthy"), "{err}");
+    assert!(a.world.rt.containers().is_empty());
+    assert_eq!(b.world.rt.containers().len(), 3);
+
+    // A peer's change of state is an event of this host.
+    let out = ctl(&["events", "--kind", "peer-changed"]);
+    code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("host beta: alive"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Every host's events, each line naming its host.
+    let out = ctl(&["events", "--all-hosts"]);
+    code(&out, 0);
+    let all = text(&out.stdout);
+    assert!(all.lines().any(|l| l.starts_with("alpha ")), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("beta ") && l.ends_with("group base: ready")),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .all(|l| l.starts_with("alpha ") || l.starts_with("beta ")),
+        "{all}"
+    );
+    let out = ctl(&["-o", "json", "events", "--all-hosts", "--group", "base"]);
+    code(&out, 0);
+    let hosts: std::collections::BTreeSet<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["host"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["beta"]);
+    code(&ctl(&["--host", "beta", "events", "--all-hosts"]), 2);
+    // Replies read as that host's own, exit codes too.
+    let out = ctl(&["--host", "beta", "status"]);
+    code(&out, 0);
+    assert!(
+        text(&out.stdout).starts_with("host beta"),
+        "{}",
+        text(&out.stdout)
+    );
+    code(&ctl(&["--host", "beta", "agents", "--group", "nosuch"]), 5);
+    let out = ctl(&["--host", "gamma", "status"]);
+    code(&out, 4);
+    assert!(text(&out.stderr).contains("gamma"), "{}", text(&out.stderr));
+
+    // Every host, one section each, once beta's snapshot shows the group
+    // it started.
+    let beta_agents = |out: &Output| -> usize {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[1]["data"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    for _ in 0..100 {
+        if beta_agents(&ctl(&["-o", "json", "agents", "--all-hosts"])) == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = ctl(&["status", "--all-hosts"]);
+    code(&out, 0);
+    let all = text(&out.stdout);
+    assert!(all.contains("== alpha (this host"), "{all}");
+    assert!(all.contains("== beta (alive"), "{all}");
+    assert!(all.contains("host beta"), "{all}");
+    let out = ctl(&["-o", "json", "agents", "--all-hosts"]);
+    code(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["host"], "alpha");
+    assert_eq!(v[1]["host"], "beta");
+    assert_eq!(v[1]["data"].as_array().unwrap().len(), 3);
+    drop((a, b));
+    drop(rt);
+}
+
+#[test]
+fn a_closed_pipe_ends_a_table_or_a_document_quietly() {
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    for verb in ["agents", "-o json agents", "events"] {
+        // The reader is gone before the command writes.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{{ sleep 0.3; \"$BIN\" {verb}; echo \"exit $?\" >&2; }} | true"
+            ))
+            .env("BIN", env!("CARGO_BIN_EXE_orchestratorctl"))
+            .env("NO_COLOR", "1")
+            .env("ORCHESTRATOR_SOCKET", host.h.socket())
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stderr), "exit 0\n", "{verb}");
+    }
+}

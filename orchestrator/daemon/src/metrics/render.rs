@@ -313,12 +313,15 @@ pub fn render_into(s: &Snapshot, out: &mut String) {
         (
             "orchestrator_gpu_utilization_ratio",
             "GPU utilisation (0..1).",
-            |g| g.telemetry.map(|t| f64::from(t.utilization_gpu) / 100.0),
+            |g| {
+                g.telemetry
+                    .map(|t| f64::from(t.utilization_gpu_basis_points) / 10_000.0)
+            },
         ),
         (
             "orchestrator_gpu_temperature_celsius",
             "GPU temperature.",
-            |g| g.telemetry.map(|t| f64::from(t.temperature_c)),
+            |g| g.telemetry.map(|t| f64::from(t.temperature_celsius)),
         ),
         ("orchestrator_gpu_power_watts", "GPU power draw.", |g| {
             g.telemetry.map(|t| f64::from(t.power_mw) / 1000.0)

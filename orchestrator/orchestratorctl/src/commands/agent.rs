@@ -12,6 +12,12 @@ use crate::output::{Format, Out, print_data};
 /// them). An agent the group does not have gets near names; an unknown
 /// group is left to the daemon, which names the close ones.
 pub fn resolve(client: &orch_api::Client, target: &str) -> Result<(String, String)> {
+    // A malformed target is said without asking the daemon.
+    if let Err(e @ orch_api::text::AgentTarget::Malformed(_)) =
+        orch_api::text::find_agent(target, &[])
+    {
+        return Err(Exit::with(exit::USAGE, e.to_string()).into());
+    }
     let groups = block_on(client.groups())?.map_err(fail)?;
     let all: Vec<(&str, &str)> = groups
         .iter()
