@@ -143,6 +143,28 @@ pub fn print_data<T: serde::Serialize>(format: Format, value: &T) -> anyhow::Res
     write_out(text.as_bytes())
 }
 
+/// A YAML file's text (a config, a Compose file, Kubernetes manifests) in
+/// the form asked for: as it is for tables and YAML; for JSON, its one
+/// document as an object, or its documents as an array.
+pub fn yaml_file_as(format: Format, yaml: &str) -> anyhow::Result<String> {
+    if format != Format::Json {
+        return Ok(yaml.to_string());
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    let v = if docs.len() == 1 {
+        docs.remove(0)
+    } else {
+        serde_json::Value::Array(docs)
+    };
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
+}
+
 /// Writes to stdout now (a stream's reader sees each piece as it comes).
 /// A reader that went away (`| head -1`) ends the command quietly with
 /// exit 0: the error is an [`Exit`] with code 0 and no message.

@@ -440,3 +440,51 @@ fn the_shipped_compose_files_are_the_current_exports() {
         );
     }
 }
+
+#[test]
+fn file_verbs_print_json_with_o_json() {
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "export",
+            "compose",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    let v = json(&out);
+    assert!(v["services"].is_object(), "{v}");
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "export",
+            "k8s",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    let v = json(&out);
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"Deployment") && kinds.contains(&"Service"),
+        "{kinds:?}"
+    );
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "config",
+            "convert",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    assert_eq!(json(&out)["version"], 1);
+}
