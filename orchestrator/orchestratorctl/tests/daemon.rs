@@ -611,3 +611,56 @@ fn a_closed_pipe_ends_a_table_or_a_document_quietly() {
         assert_eq!(text(&out.stderr), "exit 0\n", "{verb}");
     }
 }
+
+#[test]
+fn a_wait_for_a_host_that_goes_down_says_so() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = orch_federation::MemNetwork::new();
+    let front = "  front:\n    agents:\n      Web: {depends_on: [\"beta/group:base\"]}\n";
+    let alpha_config =
+        fed_config("alpha", &["beta"]).replacen("federation:", &format!("{front}federation:"), 1);
+    let (a, b) = rt.block_on(async {
+        let a = Harness::start_in(orch_daemon::testing::World::new().on(&net), &alpha_config).await;
+        let b = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &fed_config("beta", &["alpha"]),
+        )
+        .await;
+        (a, b)
+    });
+    let ctl = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"));
+        c.args(args)
+            .env("NO_COLOR", "1")
+            .env("ORCHESTRATOR_SOCKET", a.socket())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    for _ in 0..100 {
+        if text(&ctl(&["peers"]).output().unwrap().stdout).contains("alive") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Web waits for beta's base, which never starts; then beta goes away.
+    let wait = ctl(&["group", "start", "front", "--timeout", "10s"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    net.cut("alpha", "beta");
+    let out = wait.wait_with_output().unwrap();
+    code(&out, 6);
+    let err = text(&out.stderr);
+    assert!(err.contains("host beta: down"), "the event is shown: {err}");
+    assert!(
+        err.contains("still waiting for: group front (starting): Web held (waiting for group base on beta); host beta is down"),
+        "{err}"
+    );
+    drop((a, b));
+    drop(rt);
+}
