@@ -46,63 +46,90 @@ pub fn run(client: &Client, ask: &Ask, out: &Out) -> Result<()> {
     block_on(go(client, ask, out))?
 }
 
+/// One host's stream, tagged: its events, then `None` when it ends.
+type Tagged = std::pin::Pin<Box<dyn Stream<Item = (usize, Option<Result<Event, ClientError>>)>>>;
+
+fn tagged(i: usize, s: Events) -> Tagged {
+    Box::pin(
+        s.map(move |e| (i, Some(e)))
+            .chain(futures_util::stream::once(async move { (i, None) })),
+    )
+}
+
 async fn go(client: &Client, ask: &Ask, out: &Out) -> Result<()> {
-    let mut events: Events = if ask.all_hosts {
-        let fleet = client.fleet().await.map_err(fail)?;
-        let mut streams: Vec<Events> = Vec::new();
-        for (i, h) in fleet.hosts.iter().enumerate() {
-            // The first host is this one.
-            let c = client.clone().for_host((i > 0).then(|| h.host.clone()));
-            match c.events(ask.since, ask.follow).await {
-                Ok(s) => streams.push(Box::pin(s)),
-                Err(e) if i > 0 => {
-                    eprintln!(
-                        "orchestratorctl: {}",
-                        text::host_events_unavailable(&h.host, &e.to_string())
-                    );
-                }
-                Err(e) => return Err(fail(e)),
-            }
+    if !ask.all_hosts {
+        let mut events = Box::pin(client.events(ask.since, ask.follow).await.map_err(fail)?);
+        while let Some(e) = events.next().await {
+            print(&e.map_err(fail)?, ask, out)?;
         }
-        if ask.follow {
-            Box::pin(futures_util::stream::select_all(streams))
-        } else {
-            // Everything there is now, merged by time.
-            let mut all = Vec::new();
-            for mut s in streams {
-                while let Some(e) = s.next().await {
-                    all.push(e.map_err(fail)?);
-                }
-            }
-            all.sort_by(|a, b| (a.time_ms, &a.host, a.seq).cmp(&(b.time_ms, &b.host, b.seq)));
-            Box::pin(futures_util::stream::iter(all.into_iter().map(Ok)))
-        }
-    } else {
-        Box::pin(client.events(ask.since, ask.follow).await.map_err(fail)?)
-    };
-    while let Some(e) = events.next().await {
-        let e = e.map_err(fail)?;
-        if !ask.filter.matches(&e) {
-            continue;
-        }
-        let line = match out.format {
-            Format::Table if ask.all_hosts => format!(
-                "{}  {:>6}  {}  {}\n",
-                e.host,
-                e.seq,
-                timestamp(e.time_ms),
-                e.kind
-            ),
-            Format::Table => format!("{:>6}  {}  {}\n", e.seq, timestamp(e.time_ms), e.kind),
-            Format::Json => format!("{}\n", serde_json::to_string(&e)?),
-            Format::Yaml => format!("---\n{}", serde_yaml::to_string(&e)?),
-        };
-        crate::output::write_out(line.as_bytes())?;
+        return ended(ask.follow);
     }
-    if ask.follow {
+    let fleet = client.fleet().await.map_err(fail)?;
+    let names: Vec<&str> = fleet.hosts.iter().map(|h| h.host.as_str()).collect();
+    let mut streams: Vec<Tagged> = Vec::new();
+    for (i, host) in names.iter().enumerate() {
+        // The first host is this one.
+        let c = client.clone().for_host((i > 0).then(|| host.to_string()));
+        match c.events(ask.since, ask.follow).await {
+            Ok(s) => streams.push(tagged(i, Box::pin(s))),
+            Err(e) if i > 0 => note(host, &e.to_string()),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    let mut all = futures_util::stream::select_all(streams);
+    let mut kept = Vec::new();
+    while let Some((i, item)) = all.next().await {
+        match item {
+            Some(Ok(e)) if ask.follow => print(&e, ask, out)?,
+            Some(Ok(e)) => kept.push(e),
+            // This host's stream decides; a peer's is said and left.
+            Some(Err(e)) if i == 0 => return Err(fail(e)),
+            Some(Err(e)) => note(names[i], &e.to_string()),
+            None if i == 0 && ask.follow => return ended(true),
+            None if i > 0 && ask.follow => note(names[i], text::EVENTS_STREAM_ENDED),
+            None => {}
+        }
+    }
+    // Without -f: everything there is now, merged by time.
+    kept.sort_by(|a, b| (a.time_ms, &a.host, a.seq).cmp(&(b.time_ms, &b.host, b.seq)));
+    for e in &kept {
+        print(e, ask, out)?;
+    }
+    ended(ask.follow)
+}
+
+/// A followed stream never ends by itself: the daemon went away.
+fn ended(follow: bool) -> Result<()> {
+    if follow {
         return Err(Exit::with(exit::UNREACHABLE, text::EVENTS_STREAM_ENDED).into());
     }
     Ok(())
+}
+
+fn note(host: &str, error: &str) {
+    eprintln!(
+        "orchestratorctl: {}",
+        text::host_events_unavailable(host, error)
+    );
+}
+
+fn print(e: &Event, ask: &Ask, out: &Out) -> Result<()> {
+    if !ask.filter.matches(e) {
+        return Ok(());
+    }
+    let line = match out.format {
+        Format::Table if ask.all_hosts => format!(
+            "{}  {:>6}  {}  {}\n",
+            e.host,
+            e.seq,
+            timestamp(e.time_ms),
+            e.kind
+        ),
+        Format::Table => format!("{:>6}  {}  {}\n", e.seq, timestamp(e.time_ms), e.kind),
+        Format::Json => format!("{}\n", serde_json::to_string(e)?),
+        Format::Yaml => format!("---\n{}", serde_yaml::to_string(e)?),
+    };
+    crate::output::write_out(line.as_bytes())
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) from Unix milliseconds.
