@@ -13,8 +13,12 @@ use crate::output::{ColorChoice, Format};
 /// config files directly (`config`, `export`, `plan`).
 #[derive(Debug, Parser)]
 #[command(name = "orchestratorctl", version, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config, \
-4 daemon unreachable, 5 not found, 6 timeout, 7 GPU plan unsatisfiable.")]
+#[command(
+    after_help = "Exit codes: 0 ok (also when standard output is closed early, \
+as by `| head`), 1 failed (a --wait: a required agent crash-loops), 2 usage, \
+3 invalid config, 4 daemon unreachable (or a followed stream cut), 5 not found, \
+6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait)."
+)]
 pub struct Cli {
     /// Output format: tables for people, JSON or YAML for scripts.
     #[arg(

@@ -184,10 +184,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::State(cli::StateCmd::Import { file }) => {
             commands::state::import(&client(), file, out)
         }
-        Command::Completion(args) => {
-            commands::completion::run(args);
-            Ok(())
-        }
+        Command::Completion(args) => commands::completion::run(args),
         Command::Man(args) => commands::man::run(args),
     }
 }
