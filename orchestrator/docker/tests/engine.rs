@@ -233,6 +233,42 @@ async fn an_agent_container_lives_its_whole_life() {
         }
     }
     assert_eq!(stderr_only, "warming up\n");
+    // Each line with its time, and nothing from before `since`.
+    let text_of = |ask: orch_docker::LogsAsk| {
+        let engine = &engine;
+        let id = &id;
+        async move {
+            let mut stream = engine.logs(id, ask).await.expect("logs");
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk").bytes));
+            }
+            text
+        }
+    };
+    let stamped = text_of(orch_docker::LogsAsk {
+        timestamps: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        stamped
+            .lines()
+            .all(|l| l.starts_with("20") && l.as_bytes().get(10) == Some(&b'T')),
+        "{stamped:?}"
+    );
+    assert!(stamped.contains(" warming up\n"), "{stamped:?}");
+    let an_hour_on = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+        + 3600;
+    let later = text_of(orch_docker::LogsAsk {
+        since: Some(an_hour_on),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(later, "", "nothing was written an hour from now");
 
     let outcome = engine
         .exec(&id, &strings(&["/probe", "exec-probe", "5"]), DEADLINE)

@@ -596,7 +596,13 @@ fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
 fn a_closed_pipe_ends_a_table_or_a_document_quietly() {
     let host = Host::start(CHAIN);
     code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
-    for verb in ["agents", "-o json agents", "events", "completion bash", "man"] {
+    for verb in [
+        "agents",
+        "-o json agents",
+        "events",
+        "completion bash",
+        "man",
+    ] {
         // The reader is gone before the command writes.
         let out = Command::new("sh")
             .arg("-c")
