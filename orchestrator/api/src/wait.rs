@@ -77,6 +77,8 @@ pub struct Track {
     pub health: Health,
     /// False for an optional agent: the group is ready without it.
     pub required: bool,
+    /// Marked crash-looping (until it recovers).
+    pub crashloop: bool,
 }
 
 /// A group that has not reached the goal, and the replicas it waits on.
@@ -158,6 +160,7 @@ impl Waiter {
                         phase: a.phase.clone(),
                         health: a.health,
                         required: a.required,
+                        crashloop: a.crashloop,
                     },
                 );
             }
@@ -182,7 +185,10 @@ impl Waiter {
     }
 
     /// A crash loop or an unplaceable request already in the start's
-    /// figures decides the wait too.
+    /// figures decides the wait too: a replica marked crash-looping that
+    /// is down again (backing off, exited: the mark is current, not left
+    /// from before a stop), or one whose GPU request was refused (the
+    /// daemon says so once, so no event may follow).
     fn judge_start(&mut self, agents: &[AgentStatus]) {
         if self.goal != Goal::Ready || self.all_at_goal() {
             return;
@@ -195,7 +201,7 @@ impl Waiter {
                 agent: a.agent.clone(),
                 replica: a.replica,
             };
-            if a.crashloop {
+            if a.crashloop && matches!(a.phase, Phase::BackingOff { .. } | Phase::Exited { .. }) {
                 self.verdict = Verdict::CrashLoop {
                     group: a.group.clone(),
                     replica,
@@ -282,9 +288,25 @@ impl Waiter {
         if !self.groups.contains_key(group) {
             return Seen::Other;
         }
-        if e.seq > self.start_seq && self.verdict == Verdict::Waiting {
+        if self.verdict != Verdict::Waiting {
+            return Seen::Ours;
+        }
+        if e.seq > self.start_seq {
             self.apply(&e.kind);
             self.check_done(e.seq);
+        } else if let EventKind::AgentCrashLoop { replica, .. } = &e.kind
+            && self.goal == Goal::Ready
+            && self
+                .groups
+                .get(group)
+                .and_then(|g| g.replicas.get(replica))
+                .is_some_and(|t| t.required && t.crashloop)
+        {
+            // Since the command, and still so at the start.
+            self.verdict = Verdict::CrashLoop {
+                group: group.to_string(),
+                replica: replica.clone(),
+            };
         }
         Seen::Ours
     }
@@ -314,6 +336,7 @@ impl Waiter {
             phase: Phase::Pending,
             health: Health::Unknown,
             required: true,
+            crashloop: false,
         });
         match kind {
             K::AgentStarting { .. } | K::AgentRestartRequested { .. } => {
@@ -362,12 +385,16 @@ impl Waiter {
                 t.phase = Phase::Stopped;
                 t.health = Health::Unknown;
             }
-            K::AgentCrashLoop { .. } if t.required && goal == Goal::Ready => {
-                self.verdict = Verdict::CrashLoop {
-                    group: group.to_string(),
-                    replica: replica.clone(),
-                };
+            K::AgentCrashLoop { .. } => {
+                t.crashloop = true;
+                if t.required && goal == Goal::Ready {
+                    self.verdict = Verdict::CrashLoop {
+                        group: group.to_string(),
+                        replica: replica.clone(),
+                    };
+                }
             }
+            K::AgentRecovered { .. } => t.crashloop = false,
             _ => {}
         }
     }

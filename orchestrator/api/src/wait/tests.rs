@@ -209,7 +209,7 @@ fn verdicts_from_event_sequences() {
             Verdict::Done { at: 11 },
         ),
         (
-            "a crash loop at or before the start is in the start's figures",
+            "a crash loop at or before the start that the start shows over",
             vec![crash(9, "Mid")],
             Verdict::Waiting,
         ),
@@ -258,11 +258,33 @@ fn the_start_decides_when_it_already_shows_the_goal_or_a_failure() {
     // Done, but the events up to the start are still to be shown.
     assert!(!w.finished());
 
+    // A crash-looping replica down again: decided at once.
     let (groups, mut agents) = starting();
     agents[1].crashloop = true;
+    agents[1].phase = Phase::BackingOff {
+        retry_in_ms: 800,
+        exit_code: Some(3),
+    };
     let w = run(Goal::Ready, (groups, agents), &[], &[]);
     assert!(matches!(w.verdict(), Verdict::CrashLoop { replica, .. } if replica.agent == "Mid"));
     assert!(w.finished());
+    // The mark left from before a stop on a replica starting again is not.
+    let (groups, mut agents) = starting();
+    agents[1].crashloop = true;
+    let w = run(Goal::Ready, (groups.clone(), agents.clone()), &[], &[]);
+    assert_eq!(w.verdict(), &Verdict::Waiting);
+    // ...but its crash loop event since the command, still so at the start, is.
+    let crash = ev(
+        9,
+        K::AgentCrashLoop {
+            replica: r("Mid"),
+            group: g("base"),
+            restarts: 3,
+            window_ms: 1,
+        },
+    );
+    let w = run(Goal::Ready, (groups, agents), &[], &[crash]);
+    assert!(matches!(w.verdict(), Verdict::CrashLoop { replica, .. } if replica.agent == "Mid"));
 
     let (groups, mut agents) = starting();
     agents[0].phase = Phase::Failed {
