@@ -1146,6 +1146,14 @@ pub fn wait_progress(
     line
 }
 
+/// `events --kind` names no event kind.
+pub fn unknown_event_kind(kind: &str) -> String {
+    format!(
+        "no event kind `{kind}`{}",
+        suggest(kind.trim_end_matches('*'), EventKind::NAMES)
+    )
+}
+
 /// `events --all-hosts` goes on without a host whose events cannot be had.
 pub fn host_events_unavailable(host: &str, error: &str) -> String {
     format!("host {host}: its events cannot be shown: {error}")

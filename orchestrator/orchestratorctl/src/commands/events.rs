@@ -15,7 +15,7 @@
 use anyhow::Result;
 use futures_util::{Stream, StreamExt};
 use orch_api::wire::EventFilter;
-use orch_api::{Client, ClientError, Event, EventKind, text};
+use orch_api::{Client, ClientError, Event, text};
 
 use super::daemon::{block_on, fail};
 use crate::exit::{self, Exit};
@@ -34,14 +34,7 @@ type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, ClientError>>>>;
 
 pub fn run(client: &Client, ask: &Ask, out: &Out) -> Result<()> {
     if let Some(k) = ask.filter.unknown_kind() {
-        return Err(Exit::with(
-            exit::USAGE,
-            format!(
-                "no event kind `{k}`{}",
-                text::suggest(k.trim_end_matches('*'), EventKind::NAMES)
-            ),
-        )
-        .into());
+        return Err(Exit::with(exit::USAGE, text::unknown_event_kind(k)).into());
     }
     block_on(go(client, ask, out))?
 }
