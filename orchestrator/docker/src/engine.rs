@@ -376,6 +376,12 @@ fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     filters
 }
 
+/// `since` as the Engine API takes it: 32-bit Unix seconds, 0 for all
+/// (a time before 1970 is all; one past 2038 is the latest it can say).
+fn since_param(since: Option<i64>) -> i32 {
+    since.map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX))
+}
+
 #[async_trait]
 impl ContainerRuntime for DockerEngine {
     async fn ping(&self) -> Result<(), DockerError> {
@@ -632,10 +638,7 @@ impl ContainerRuntime for DockerEngine {
         let tail = ask
             .tail
             .map_or_else(|| "all".to_string(), |n| n.to_string());
-        // The Engine API takes `since` as 32-bit Unix seconds.
-        let since = ask
-            .since
-            .map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX));
+        let since = since_param(ask.since);
         let options = LogsOptionsBuilder::new()
             .follow(ask.follow)
             .stdout(true)
@@ -751,6 +754,15 @@ impl ContainerRuntime for DockerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_since_the_engine_cannot_say_is_clamped() {
+        assert_eq!(since_param(None), 0);
+        assert_eq!(since_param(Some(1_796_193_774)), 1_796_193_774);
+        assert_eq!(since_param(Some(-5)), 0);
+        assert_eq!(since_param(Some(i64::MAX)), i32::MAX);
+        assert_eq!(since_param(Some(i64::from(i32::MAX) + 1)), i32::MAX);
+    }
 
     #[test]
     fn endpoints_parse_like_docker_host() {
