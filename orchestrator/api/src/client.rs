@@ -53,6 +53,18 @@ impl ClientError {
     }
 }
 
+/// Which output `logs_with` asks for (the options of [`Request::Logs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogsWanted {
+    pub replica: u32,
+    pub follow: bool,
+    pub tail: Option<u64>,
+    /// Unix seconds.
+    pub since: Option<i64>,
+    pub timestamps: bool,
+    pub json: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     socket: PathBuf,
@@ -293,12 +305,44 @@ impl Client {
         follow: bool,
         tail: Option<u64>,
     ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
+        self.logs_with(
+            group,
+            agent,
+            LogsWanted {
+                replica,
+                follow,
+                tail,
+                ..LogsWanted::default()
+            },
+        )
+        .await
+    }
+
+    /// A replica's container output as `wanted` says, chunk by chunk (with
+    /// `json`, one [`LogLine`](crate::LogLine) per line: see [`ndjson`]).
+    pub async fn logs_with(
+        &self,
+        group: &str,
+        agent: &str,
+        wanted: LogsWanted,
+    ) -> Result<impl Stream<Item = Result<Bytes, ClientError>> + use<>, ClientError> {
+        let LogsWanted {
+            replica,
+            follow,
+            tail,
+            since,
+            timestamps,
+            json,
+        } = wanted;
         let route = self.route(Request::Logs {
             group: group.to_string(),
             agent: agent.to_string(),
             replica,
             follow,
             tail,
+            since,
+            timestamps,
+            json,
         });
         let body = self.send(route).await?.into_body();
         Ok(body
@@ -321,6 +365,86 @@ impl Client {
             r.map_err(|e| ClientError::Protocol(e.to_string()))
         })))
     }
+}
+
+/// Why `logs --since` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`--since {0}` is neither a duration (`10m`, `1h30m`) nor a time (`2026-12-02T06:42:54Z`, `2026-12-02T07:42:54+01:00`, Unix seconds)"
+)]
+pub struct SinceError(pub String);
+
+/// `logs --since`: a duration back from `now` (Unix seconds), an RFC 3339
+/// time, or Unix seconds; the Unix seconds the output starts from.
+pub fn logs_since(text: &str, now: u64) -> Result<i64, SinceError> {
+    let bad = || SinceError(text.to_string());
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map_err(|_| bad());
+    }
+    if let Ok(d) = orch_core::units::Duration::parse(t) {
+        let back = i64::try_from(d.std().as_secs()).map_err(|_| bad())?;
+        let now = i64::try_from(now).map_err(|_| bad())?;
+        return Ok(now.saturating_sub(back));
+    }
+    rfc3339(t).ok_or_else(bad)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` to Unix seconds.
+fn rfc3339(t: &str) -> Option<i64> {
+    let b = t.as_bytes();
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if [b[4], b[7], b[13], b[16]] != [b'-', b'-', b':', b':']
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
+        return None;
+    }
+    let mut rest = &t[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = rest[1..].split_once(':')?;
+            if h.len() != 2 || m.len() != 2 {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from 1970-01-01 to the civil date (proleptic Gregorian).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + min * 60 + sec - offset)
 }
 
 /// Splits a byte stream into lines and decodes each one.
@@ -369,6 +493,35 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_since_reads_durations_times_and_unix_seconds() {
+        let now = 1_796_193_774;
+        let cases = [
+            ("10m", Ok(now as i64 - 600)),
+            ("1h30m", Ok(now as i64 - 5400)),
+            ("1796000000", Ok(1_796_000_000)),
+            // `date -u -d @1796193774`: 2026-12-02T06:42:54Z
+            ("2026-12-02T06:42:54Z", Ok(1_796_193_774)),
+            ("2026-12-02T06:42:54.123Z", Ok(1_796_193_774)),
+            ("2026-12-02T07:42:54+01:00", Ok(1_796_193_774)),
+            ("2000-02-29T00:00:00Z", Ok(951_782_400)),
+            ("1970-01-01T00:00:00Z", Ok(0)),
+            ("yesterday", Err(SinceError("yesterday".into()))),
+            (
+                "2026-13-02T06:42:54Z",
+                Err(SinceError("2026-13-02T06:42:54Z".into())),
+            ),
+            (
+                "2026-12-02T06:42:54",
+                Err(SinceError("2026-12-02T06:42:54".into())),
+            ),
+            ("", Err(SinceError(String::new()))),
+        ];
+        for (text, want) in cases {
+            assert_eq!(logs_since(text, now), want, "{text}");
+        }
+    }
 
     #[tokio::test]
     async fn ndjson_splits_across_chunk_boundaries() {

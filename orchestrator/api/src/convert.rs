@@ -239,9 +239,10 @@ pub fn gpu_request(r: &core_gpu::GpuRequest) -> Vec<GpuWant> {
 pub fn gpu_telemetry(t: &orch_core::gpu::Telemetry) -> crate::reply::GpuTelemetry {
     crate::reply::GpuTelemetry {
         memory_used_bytes: t.memory_used.map(|m| m.bytes()).unwrap_or(0),
-        utilization_gpu: t.gpu_utilization.unwrap_or(0),
-        utilization_memory: t.memory_utilization.unwrap_or(0),
-        temperature_c: t.temperature_c.unwrap_or(0),
+        // NVML reads whole percents.
+        utilization_gpu_basis_points: t.gpu_utilization.unwrap_or(0).saturating_mul(100),
+        utilization_memory_basis_points: t.memory_utilization.unwrap_or(0).saturating_mul(100),
+        temperature_celsius: t.temperature_c.unwrap_or(0),
         power_mw: t.power_mw.unwrap_or(0),
     }
 }

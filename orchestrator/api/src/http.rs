@@ -104,6 +104,9 @@ pub fn to_route(env: &Envelope) -> Route {
             replica,
             follow,
             tail,
+            since,
+            timestamps,
+            json,
         } => {
             query.push(format!("replica={replica}"));
             if *follow {
@@ -111,6 +114,15 @@ pub fn to_route(env: &Envelope) -> Route {
             }
             if let Some(t) = tail {
                 query.push(format!("tail={t}"));
+            }
+            if let Some(s) = since {
+                query.push(format!("since={s}"));
+            }
+            if *timestamps {
+                query.push("timestamps=1".into());
+            }
+            if *json {
+                query.push("json=1".into());
             }
             (Method::Get, format!("agents/{group}/{agent}/logs"), None)
         }
@@ -265,6 +277,9 @@ pub fn from_route(
             replica: query_num(query, "replica")?.unwrap_or(0),
             follow: query_flag(query, "follow"),
             tail: query_num(query, "tail")?,
+            since: query_num(query, "since")?,
+            timestamps: query_flag(query, "timestamps"),
+            json: query_flag(query, "json"),
         },
         ["events"] if get => Request::Events {
             since: query_num(query, "since")?.unwrap_or(0),
@@ -373,6 +388,9 @@ mod tests {
                 replica: 2,
                 follow: true,
                 tail: Some(10),
+                since: Some(1_796_193_774),
+                timestamps: true,
+                json: true,
             },
             Request::Logs {
                 group: "g".into(),
@@ -380,6 +398,9 @@ mod tests {
                 replica: 0,
                 follow: false,
                 tail: None,
+                since: None,
+                timestamps: false,
+                json: false,
             },
             Request::Events {
                 since: 42,

@@ -21,7 +21,7 @@
 //! | `group_stop` | POST /v1/groups/{group}/stop `{with_dependents}` | [`Accepted`] |
 //! | `group_restart` | POST /v1/groups/{group}/restart `{with_dependents}` | [`Accepted`] |
 //! | `agent_restart` | POST /v1/agents/{group}/{agent}/restart | [`Accepted`] |
-//! | `logs` | GET /v1/agents/{group}/{agent}/logs?replica&follow&tail | raw bytes, streamed |
+//! | `logs` | GET /v1/agents/{group}/{agent}/logs?replica&follow&tail&since&timestamps&json | raw bytes (with `json`, one [`LogLine`] per line), streamed |
 //! | `events` | GET /v1/events?since&follow | one [`Event`] per line (NDJSON), streamed |
 //! | `apply` | POST /v1/apply `{file_name, config_text}` | [`Applied`] |
 //! | `reload` | POST /v1/reload | [`Applied`] |
@@ -36,6 +36,9 @@
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code.
+//!
+//! Behaviour shared by clients lives here too, without I/O: [`wait`]
+//! decides a `--wait` from the events it follows.
 
 mod client;
 pub mod convert;
@@ -45,9 +48,10 @@ mod reply;
 pub mod report;
 mod request;
 pub mod text;
+pub mod wait;
 pub mod wire;
 
-pub use client::{Client, ClientError, ndjson};
+pub use client::{Client, ClientError, LogsWanted, SinceError, logs_since, ndjson};
 pub use error::{ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection};
 pub use reply::*;
 pub use request::{Envelope, Reply, Request, Response, VERSION};

@@ -159,9 +159,15 @@ pub struct GpuStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GpuTelemetry {
     pub memory_used_bytes: u64,
-    pub utilization_gpu: u32,
-    pub utilization_memory: u32,
-    pub temperature_c: u32,
+    /// Share of the last sample period the GPU was busy (10 000 = all).
+    #[serde(default)]
+    pub utilization_gpu_basis_points: u32,
+    /// Share of it the memory was read or written.
+    #[serde(default)]
+    pub utilization_memory_basis_points: u32,
+    #[serde(default, alias = "temperature_c")]
+    pub temperature_celsius: u32,
+    /// Milliwatts.
     pub power_mw: u32,
 }
 
@@ -277,6 +283,36 @@ pub struct MigDestroy {
     pub gpu_uuid: String,
     pub gi_id: u32,
     pub placement_start: u8,
+}
+
+/// One line of a container's output, as `logs -o json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub replica: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line without its newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+impl LogLine {
+    /// A chunk of a replica's output as NDJSON, one object per line (a
+    /// chunk's last line without a newline is a line too).
+    pub fn ndjson(replica: u32, stream: &str, chunk: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(chunk);
+        let mut out = Vec::new();
+        for line in text.strip_suffix('\n').unwrap_or(&text).split('\n') {
+            let l = LogLine {
+                replica,
+                stream: stream.to_string(),
+                line: line.strip_suffix('\r').unwrap_or(line).to_string(),
+            };
+            if serde_json::to_writer(&mut out, &l).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
 }
 
 /// A chunk of a container's output (for transports that cannot stream).

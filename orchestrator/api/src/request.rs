@@ -54,6 +54,15 @@ pub enum Request {
         follow: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<u64>,
+        /// Only output from this Unix time (seconds) on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
+        /// Each line starts with its time.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timestamps: bool,
+        /// One [`LogLine`](crate::LogLine) per line (NDJSON), not raw bytes.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        json: bool,
     },
     /// Events from `since` on. A stream of [`Event`]s over HTTP; over a
     /// transport that cannot stream, the events so far (no `follow`).

@@ -623,19 +623,30 @@ impl fmt::Display for EventKind {
 
 /// `; did you mean X?` for a close name, else the list of names.
 pub fn suggest(name: &str, names: &[&str]) -> String {
+    let items: Vec<(&str, &str)> = names.iter().map(|n| (*n, *n)).collect();
+    suggest_by(name, &items)
+}
+
+/// [`suggest`] over `(key, shown)` pairs: `name` is compared with each key,
+/// and the close ones are shown as their `shown`.
+pub fn suggest_by(name: &str, items: &[(&str, &str)]) -> String {
     let lower = name.to_ascii_lowercase();
-    let mut close: Vec<&str> = names
+    let mut close: Vec<&str> = items
         .iter()
-        .copied()
-        .filter(|n| {
-            let nl = n.to_ascii_lowercase();
-            strsim::levenshtein(&lower, &nl) <= 2 || nl.starts_with(&lower) || nl.contains(&lower)
+        .filter(|(k, _)| {
+            let kl = k.to_ascii_lowercase();
+            strsim::levenshtein(&lower, &kl) <= 2 || kl.starts_with(&lower) || kl.contains(&lower)
         })
+        .map(|(_, shown)| *shown)
         .collect();
     close.sort_unstable();
+    close.dedup();
     match close.as_slice() {
-        [] if names.is_empty() => String::new(),
-        [] => format!("; known: {}", names.join(", ")),
+        [] if items.is_empty() => String::new(),
+        [] => format!(
+            "; known: {}",
+            items.iter().map(|(_, s)| *s).collect::<Vec<_>>().join(", ")
+        ),
         [one] => format!("; did you mean `{one}`?"),
         many => format!(
             "; did you mean one of {}?",
@@ -644,6 +655,80 @@ pub fn suggest(name: &str, names: &[&str]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Why a target (`GROUP/AGENT` or `AGENT`) names no one agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentTarget {
+    #[error("`{0}` is not GROUP/AGENT or AGENT (e.g. speech_gpu/STTService)")]
+    Malformed(String),
+    /// The message, with near names.
+    #[error("{0}")]
+    Unknown(String),
+    /// The message, with the candidates.
+    #[error("{0}")]
+    Ambiguous(String),
+}
+
+/// The `(group, agent)` a target names among `all` (every group's agents):
+/// `GROUP/AGENT` as written when the group is unknown here (the daemon
+/// answers for it), checked when it is known; a bare `AGENT` when exactly
+/// one group has it.
+pub fn find_agent<'a>(
+    target: &'a str,
+    all: &[(&'a str, &'a str)],
+) -> Result<(&'a str, &'a str), AgentTarget> {
+    match target.split_once('/') {
+        Some((g, a)) if !g.is_empty() && !a.is_empty() && !a.contains('/') => {
+            let in_group: Vec<(&str, &str)> = all
+                .iter()
+                .filter(|(gg, _)| *gg == g)
+                .map(|(_, aa)| (*aa, *aa))
+                .collect();
+            if in_group.is_empty() || in_group.iter().any(|(aa, _)| *aa == a) {
+                return Ok((g, a));
+            }
+            let elsewhere: Vec<String> = all
+                .iter()
+                .filter(|(_, aa)| *aa == a)
+                .map(|(gg, aa)| format!("`{gg}/{aa}`"))
+                .collect();
+            Err(AgentTarget::Unknown(if elsewhere.is_empty() {
+                format!("no agent `{a}` in group `{g}`{}", suggest_by(a, &in_group))
+            } else {
+                format!(
+                    "no agent `{a}` in group `{g}`; did you mean {}?",
+                    elsewhere.join(" or ")
+                )
+            }))
+        }
+        Some(_) => Err(AgentTarget::Malformed(target.to_string())),
+        None => {
+            let found: Vec<&(&str, &str)> = all.iter().filter(|(_, a)| *a == target).collect();
+            match found.as_slice() {
+                [(g, a)] => Ok((g, a)),
+                [] => {
+                    let shown: Vec<String> = all.iter().map(|(g, a)| format!("{g}/{a}")).collect();
+                    let items: Vec<(&str, &str)> = all
+                        .iter()
+                        .zip(&shown)
+                        .map(|((_, a), s)| (*a, s.as_str()))
+                        .collect();
+                    Err(AgentTarget::Unknown(format!(
+                        "no agent `{target}` on this host{}",
+                        suggest_by(target, &items)
+                    )))
+                }
+                many => Err(AgentTarget::Ambiguous(format!(
+                    "agent `{target}` is in several groups; name one: {}",
+                    many.iter()
+                        .map(|(g, a)| format!("{g}/{a}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
     }
 }
 
@@ -863,6 +948,21 @@ pub fn restart_only_change(section: &str) -> String {
     )
 }
 
+/// How the daemon started from its state file (`state.origin`), as
+/// `status` says it after the file's path.
+pub fn state_origin(origin: &str) -> String {
+    match origin {
+        "saved" => " (started from it)".into(),
+        "missing" => " (started without one; groups inferred from running agents)".into(),
+        "damaged" => {
+            " (started from a damaged one, kept aside; groups inferred from running agents)".into()
+        }
+        "fresh" => " (started fresh)".into(),
+        "" => String::new(),
+        other => format!(" (started: {other})"),
+    }
+}
+
 /// What an operator is told after a MIG mode change was made.
 pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
     let what = if enable { "enabled" } else { "disabled" };
@@ -874,6 +974,202 @@ pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) ->
         format!("MIG mode is {what} on GPU {index} ({name})")
     }
 }
+
+// ---------------------------------------------------------------------------
+// Waits
+// ---------------------------------------------------------------------------
+
+impl crate::wait::Goal {
+    /// `ready`, `stopped`.
+    pub fn word(self) -> &'static str {
+        match self {
+            crate::wait::Goal::Ready => "ready",
+            crate::wait::Goal::Stopped => "stopped",
+        }
+    }
+}
+
+impl crate::GroupState {
+    /// As on the wire: `stopped`, `starting`, `ready`, `degraded`, `stopping`.
+    pub fn word(self) -> &'static str {
+        match self {
+            crate::GroupState::Stopped => "stopped",
+            crate::GroupState::Starting => "starting",
+            crate::GroupState::Ready => "ready",
+            crate::GroupState::Degraded => "degraded",
+            crate::GroupState::Stopping => "stopping",
+        }
+    }
+}
+
+fn ms_text(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// A replica's phase in a wait's words: `running (unhealthy)`,
+/// `held (waiting for Mid)`, `held (waiting for group g on pc2; host pc2 is down)`.
+impl fmt::Display for crate::wait::ReplicaPending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ", self.replica)?;
+        match &self.phase {
+            Phase::Pending => f.write_str("pending")?,
+            Phase::Held { waiting_for } => write!(f, "held (waiting for {})", waits(waiting_for))?,
+            Phase::Starting => f.write_str("starting")?,
+            Phase::Running => match self.health {
+                Health::Healthy => f.write_str("running")?,
+                Health::Unknown => f.write_str("running (not probed healthy yet)")?,
+                Health::Unhealthy => f.write_str("running (unhealthy)")?,
+            },
+            Phase::BackingOff {
+                retry_in_ms,
+                exit_code: Some(c),
+            } => write!(
+                f,
+                "backing off (exit {c}, retry in {})",
+                ms_text(*retry_in_ms)
+            )?,
+            Phase::BackingOff { retry_in_ms, .. } => {
+                write!(f, "backing off (retry in {})", ms_text(*retry_in_ms))?;
+            }
+            Phase::Exited { code } => write!(f, "exited ({code})")?,
+            Phase::Failed { reason, .. } => write!(f, "failed: {reason}")?,
+            Phase::Stopping => f.write_str("stopping")?,
+            Phase::Stopped => f.write_str("stopped")?,
+        }
+        for h in &self.hosts_down {
+            write!(f, "; host {h} is down")?;
+        }
+        Ok(())
+    }
+}
+
+/// `group base (starting): Mid running (unhealthy); Top held (waiting for Mid)`.
+impl fmt::Display for crate::wait::GroupPending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group {} ({})", self.group, self.state.word())?;
+        for (i, r) in self.replicas.iter().enumerate() {
+            f.write_str(if i == 0 { ": " } else { "; " })?;
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a wait still waits for, group by group, or `nothing`.
+pub fn still_waiting(pending: &[crate::wait::GroupPending]) -> String {
+    if pending.is_empty() {
+        return "nothing".into();
+    }
+    pending
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a wait ended before its goal, or `None` while it waits or when done.
+pub fn wait_failed(v: &crate::wait::Verdict) -> Option<String> {
+    use crate::wait::Verdict;
+    match v {
+        Verdict::Waiting | Verdict::Done { .. } => None,
+        Verdict::CrashLoop { group, replica } => Some(format!(
+            "{group}/{replica} is crash-looping, so {group} cannot become ready; see `orchestratorctl logs {group}/{}`",
+            replica.agent
+        )),
+        Verdict::Unplaceable {
+            group,
+            replica,
+            error,
+        } => Some(format!(
+            "{group}/{replica} cannot be placed on a GPU of this host, so {group} cannot become ready: {error}"
+        )),
+    }
+}
+
+/// A wait that ran out of time.
+pub fn wait_timed_out(
+    groups: &[String],
+    goal: crate::wait::Goal,
+    secs: f64,
+    pending: &[crate::wait::GroupPending],
+) -> String {
+    format!(
+        "{} did not become {} within {secs:.1}s; still waiting for: {}",
+        groups.join(", "),
+        goal.word(),
+        still_waiting(pending)
+    )
+}
+
+/// The summary of a wait that reached its goal: `base ready: 3/3 agents
+/// healthy (1.2s)`, naming optional agents still coming.
+pub fn wait_done(
+    groups: &[String],
+    goal: crate::wait::Goal,
+    (healthy, wanted): (usize, usize),
+    optional: &[&str],
+    secs: f64,
+) -> String {
+    match goal {
+        crate::wait::Goal::Ready if optional.is_empty() => format!(
+            "{} ready: {healthy}/{wanted} agents healthy ({secs:.1}s)",
+            groups.join(", ")
+        ),
+        crate::wait::Goal::Ready => format!(
+            "{} ready: {healthy}/{wanted} agents healthy; optional agents still starting: {} ({secs:.1}s)",
+            groups.join(", "),
+            optional.join(", ")
+        ),
+        crate::wait::Goal::Stopped => format!("{} stopped ({secs:.1}s)", groups.join(", ")),
+    }
+}
+
+/// The progress line of a wait on a terminal.
+pub fn wait_progress(
+    goal: crate::wait::Goal,
+    p: crate::wait::Progress,
+    hosts_down: &[&str],
+    secs: f64,
+) -> String {
+    let mut line = match goal {
+        crate::wait::Goal::Ready => format!(
+            "waiting: {}/{} agents healthy, {} of {} groups ready",
+            p.healthy, p.replicas, p.at_goal, p.groups
+        ),
+        crate::wait::Goal::Stopped => {
+            format!("stopping: {} agents still running", p.running)
+        }
+    };
+    for h in hosts_down {
+        line.push_str(&format!("; host {h} is down"));
+    }
+    line.push_str(&format!(" ({secs:.1}s)"));
+    line
+}
+
+/// `events --kind` names no event kind.
+pub fn unknown_event_kind(kind: &str) -> String {
+    format!(
+        "no event kind `{kind}`{}",
+        suggest(kind.trim_end_matches('*'), EventKind::NAMES)
+    )
+}
+
+/// `events --all-hosts` goes on without a host whose events cannot be had.
+pub fn host_events_unavailable(host: &str, error: &str) -> String {
+    format!("host {host}: its events cannot be shown: {error}")
+}
+
+/// A wait's event stream ended before the wait was decided.
+pub const WAIT_STREAM_ENDED: &str = "the daemon's event stream ended before the wait was decided (did the daemon stop? see `systemctl status orchestratord`)";
+
+/// `events -f`'s stream ended: the daemon went away.
+pub const EVENTS_STREAM_ENDED: &str =
+    "the daemon's event stream ended (did the daemon stop? see `systemctl status orchestratord`)";
 
 #[cfg(test)]
 mod tests {
@@ -1289,6 +1585,62 @@ mod tests {
             let e = ApiError::from(rejection);
             assert_eq!((e.code, e.message.as_str()), (code, words));
         }
+    }
+
+    #[test]
+    fn a_target_names_one_agent_or_says_why_not() {
+        use super::{AgentTarget, find_agent};
+        let all = [
+            ("base", "Flaky"),
+            ("base", "Top"),
+            ("extra", "Side"),
+            ("vision", "Eyes"),
+            ("speech", "Eyes"),
+        ];
+        type Found<'a> = Result<(&'a str, &'a str), AgentTarget>;
+        let cases: [(&str, Found); 8] = [
+            ("base/Top", Ok(("base", "Top"))),
+            ("Top", Ok(("base", "Top"))),
+            // An unknown group is the daemon's to answer.
+            ("nosuch/Top", Ok(("nosuch", "Top"))),
+            (
+                "Tpo",
+                Err(AgentTarget::Unknown(
+                    "no agent `Tpo` on this host; did you mean `base/Top`?".into(),
+                )),
+            ),
+            (
+                "base/Side",
+                Err(AgentTarget::Unknown(
+                    "no agent `Side` in group `base`; did you mean `extra/Side`?".into(),
+                )),
+            ),
+            (
+                "base/Flakey",
+                Err(AgentTarget::Unknown(
+                    "no agent `Flakey` in group `base`; did you mean `Flaky`?".into(),
+                )),
+            ),
+            (
+                "Eyes",
+                Err(AgentTarget::Ambiguous(
+                    "agent `Eyes` is in several groups; name one: vision/Eyes, speech/Eyes".into(),
+                )),
+            ),
+            ("base/", Err(AgentTarget::Malformed("base/".into()))),
+        ];
+        for (target, want) in cases {
+            assert_eq!(find_agent(target, &all), want, "{target}");
+        }
+    }
+
+    #[test]
+    fn log_chunks_become_one_json_object_per_line() {
+        let out = crate::LogLine::ndjson(1, "stderr", b"one\r\ntwo\npartial");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"replica\":1,\"stream\":\"stderr\",\"line\":\"one\"}\n{\"replica\":1,\"stream\":\"stderr\",\"line\":\"two\"}\n{\"replica\":1,\"stream\":\"stderr\",\"line\":\"partial\"}\n"
+        );
     }
 
     #[test]

@@ -681,6 +681,94 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// Every event kind's name, as in its JSON `kind`.
+    pub const NAMES: &'static [&'static str] = &[
+        "group-starting",
+        "group-ready",
+        "group-stopping",
+        "group-stopped",
+        "agent-starting",
+        "agent-running",
+        "agent-healthy",
+        "agent-unhealthy",
+        "agent-exited",
+        "agent-restarting",
+        "agent-restart-requested",
+        "agent-crash-loop",
+        "agent-recovered",
+        "agent-held",
+        "agent-failed",
+        "agent-stopped",
+        "agent-adopted",
+        "duplicate-removed",
+        "config-applied",
+        "docker-down",
+        "docker-up",
+        "slice-assigned",
+        "mig-destroyed",
+        "gpu-note",
+        "gpu-unavailable",
+        "state-inferred",
+        "fresh-start",
+        "state-write-failed",
+        "state-written",
+        "agent-stays-down",
+        "peer-changed",
+    ];
+}
+
+/// Which events to show (`events --group --agent --kind`): an event is
+/// shown when it matches every filter given. Applied by the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Events about this group.
+    pub group: Option<String>,
+    /// Events about a replica of this agent (`AGENT` or `GROUP/AGENT`).
+    pub agent: Option<String>,
+    /// Events of one of these kinds (`agent-crash-loop`); a trailing `*`
+    /// matches a prefix (`agent-*`).
+    pub kinds: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        if let Some(g) = &self.group
+            && e.kind.group() != Some(g.as_str())
+        {
+            return false;
+        }
+        if let Some(a) = &self.agent {
+            let (group, agent) = match a.split_once('/') {
+                Some((g, a)) => (Some(g), a),
+                None => (None, a.as_str()),
+            };
+            if e.kind.replica().map(|r| r.agent.as_str()) != Some(agent) {
+                return false;
+            }
+            if group.is_some_and(|g| e.kind.group() != Some(g)) {
+                return false;
+            }
+        }
+        self.kinds.is_empty()
+            || self.kinds.iter().any(|k| match k.strip_suffix('*') {
+                Some(prefix) => e.kind.name().starts_with(prefix),
+                None => e.kind.name() == k,
+            })
+    }
+
+    /// The first kind that names no event kind (a typo), if any.
+    pub fn unknown_kind(&self) -> Option<&str> {
+        self.kinds
+            .iter()
+            .find(|k| match k.strip_suffix('*') {
+                Some(prefix) => !EventKind::NAMES.iter().any(|n| n.starts_with(prefix)),
+                None => !EventKind::NAMES.contains(&k.as_str()),
+            })
+            .map(String::as_str)
+    }
+}
+
 /// What `state export` writes and `state import` reads: the desired state
 /// of one host, versioned. It holds group names, a generation and MIG
 /// instance ids; nothing from the config, so no secret can be in it.
@@ -766,6 +854,75 @@ impl StateDocument {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod event_filter_tests {
+    use super::*;
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            host: "h".into(),
+            seq: 1,
+            time_ms: 0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn every_kind_is_named_once_and_filters_match_as_documented() {
+        let mut names = EventKind::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::NAMES.len());
+        assert!(EventKind::NAMES.contains(&EventKind::DockerUp.name()));
+
+        let crash = ev(EventKind::AgentCrashLoop {
+            replica: ReplicaRef {
+                agent: "Mid".into(),
+                replica: 0,
+            },
+            group: "base".into(),
+            restarts: 3,
+            window_ms: 1,
+        });
+        let ready = ev(EventKind::GroupReady {
+            group: "base".into(),
+        });
+        let f = |group: Option<&str>, agent: Option<&str>, kinds: &[&str]| EventFilter {
+            group: group.map(Into::into),
+            agent: agent.map(Into::into),
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+        };
+        let cases = [
+            (f(None, None, &[]), true, true),
+            (f(Some("base"), None, &[]), true, true),
+            (f(Some("other"), None, &[]), false, false),
+            (f(None, Some("Mid"), &[]), true, false),
+            (f(None, Some("base/Mid"), &[]), true, false),
+            (f(None, Some("other/Mid"), &[]), false, false),
+            (f(None, None, &["agent-crash-loop"]), true, false),
+            (f(None, None, &["group-*"]), false, true),
+            (f(None, None, &["agent-*", "group-ready"]), true, true),
+            (f(Some("base"), None, &["group-ready"]), false, true),
+        ];
+        for (filter, c, r) in cases {
+            assert_eq!(
+                (filter.matches(&crash), filter.matches(&ready)),
+                (c, r),
+                "{filter:?}"
+            );
+        }
+        assert_eq!(
+            f(None, None, &["agent-crashloop"]).unknown_kind(),
+            Some("agent-crashloop")
+        );
+        assert_eq!(f(None, None, &["nope-*"]).unknown_kind(), Some("nope-*"));
+        assert_eq!(
+            f(None, None, &["agent-*", "docker-up"]).unknown_kind(),
+            None
+        );
     }
 }
 

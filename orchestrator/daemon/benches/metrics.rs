@@ -99,9 +99,9 @@ fn snapshot() -> MetricsSnapshot {
             memory_total_bytes: 40 << 30,
             telemetry: Some(Telemetry {
                 memory_used_bytes: 12 << 30,
-                utilization_gpu: 41,
-                utilization_memory: 20,
-                temperature_c: 55,
+                utilization_gpu_basis_points: 4100,
+                utilization_memory_basis_points: 2000,
+                temperature_celsius: 55,
                 power_mw: 180_500,
             }),
             mps_free: (i % 2 == 0).then_some((20 << 30, 0.5)),

@@ -114,12 +114,19 @@ impl Service {
                 agent,
                 replica,
                 tail,
+                since,
+                timestamps,
+                json,
                 ..
             } => {
-                let mut stream = Box::pin(
-                    self.local_logs(&group, &agent, replica, false, tail)
-                        .await?,
-                );
+                let ask = orch_docker::LogsAsk {
+                    follow: false,
+                    tail,
+                    since,
+                    timestamps,
+                };
+                let mut stream =
+                    Box::pin(self.local_logs(&group, &agent, replica, ask, json).await?);
                 let mut bytes = Vec::new();
                 while let Some(chunk) = stream.next().await {
                     bytes.extend_from_slice(&chunk);
@@ -189,6 +196,9 @@ impl Service {
             replica,
             follow,
             tail,
+            since,
+            timestamps,
+            json,
         } = &env.request
         else {
             return Err(Rejection::NotLogs.into());
@@ -210,8 +220,14 @@ impl Service {
                 .into()),
             };
         }
+        let ask = orch_docker::LogsAsk {
+            follow: *follow,
+            tail: *tail,
+            since: *since,
+            timestamps: *timestamps,
+        };
         Ok(self
-            .local_logs(group, agent, *replica, *follow, *tail)
+            .local_logs(group, agent, *replica, ask, *json)
             .await?
             .boxed())
     }
@@ -221,8 +237,8 @@ impl Service {
         group: &str,
         agent: &str,
         replica: u32,
-        follow: bool,
-        tail: Option<u64>,
+        ask: orch_docker::LogsAsk,
+        json: bool,
     ) -> Result<impl Stream<Item = Bytes> + use<>, ApiError> {
         let (group, agent) = (group.to_string(), agent.to_string());
         let id = self
@@ -235,11 +251,23 @@ impl Service {
                 })
             })
             .await??;
-        let logs = self.rt.logs(&id, follow, tail).await.map_err(|e| {
+        let logs = self.rt.logs(&id, ask).await.map_err(|e| {
             ApiError::from(Rejection::LogsUnavailable {
                 error: e.to_string(),
             })
         })?;
-        Ok(logs.filter_map(|c| async move { c.ok().map(|c| c.bytes) }))
+        Ok(logs.filter_map(move |c| async move {
+            let c = c.ok()?;
+            if !json {
+                return Some(c.bytes);
+            }
+            let stream = match c.stream {
+                orch_docker::OutputStream::Stdout => "stdout",
+                orch_docker::OutputStream::Stderr => "stderr",
+            };
+            Some(Bytes::from(orch_api::LogLine::ndjson(
+                replica, stream, &c.bytes,
+            )))
+        }))
     }
 }

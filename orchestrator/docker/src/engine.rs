@@ -29,7 +29,7 @@ use crate::error::{DockerError, ObjectKind, Removal};
 use crate::mapping;
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSummary, EXEC_OUTPUT_LIMIT, EngineInfo, EventStream,
-    ExecOutcome, LabelFilter, LogChunk, LogStream, OutputStream,
+    ExecOutcome, LabelFilter, LogChunk, LogStream, LogsAsk, OutputStream,
 };
 
 /// The oldest API this adapter works with: DeviceRequests came in 1.40
@@ -376,6 +376,12 @@ fn label_filters(filter: &LabelFilter) -> HashMap<String, Vec<String>> {
     filters
 }
 
+/// `since` as the Engine API takes it: 32-bit Unix seconds, 0 for all
+/// (a time before 1970 is all; one past 2038 is the latest it can say).
+fn since_param(since: Option<i64>) -> i32 {
+    since.map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX))
+}
+
 #[async_trait]
 impl ContainerRuntime for DockerEngine {
     async fn ping(&self) -> Result<(), DockerError> {
@@ -628,18 +634,18 @@ impl ContainerRuntime for DockerEngine {
         Ok(Box::pin(stream))
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<LogStream, DockerError> {
-        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+    async fn logs(&self, id: &str, ask: LogsAsk) -> Result<LogStream, DockerError> {
+        let tail = ask
+            .tail
+            .map_or_else(|| "all".to_string(), |n| n.to_string());
+        let since = since_param(ask.since);
         let options = LogsOptionsBuilder::new()
-            .follow(follow)
+            .follow(ask.follow)
             .stdout(true)
             .stderr(true)
             .tail(&tail)
+            .since(since)
+            .timestamps(ask.timestamps)
             .build();
         let (endpoint, timeout) = (self.endpoint.clone(), self.request_timeout);
         let id_owned = id.to_string();
@@ -748,6 +754,15 @@ impl ContainerRuntime for DockerEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_since_the_engine_cannot_say_is_clamped() {
+        assert_eq!(since_param(None), 0);
+        assert_eq!(since_param(Some(1_796_193_774)), 1_796_193_774);
+        assert_eq!(since_param(Some(-5)), 0);
+        assert_eq!(since_param(Some(i64::MAX)), i32::MAX);
+        assert_eq!(since_param(Some(i64::from(i32::MAX) + 1)), i32::MAX);
+    }
 
     #[test]
     fn endpoints_parse_like_docker_host() {

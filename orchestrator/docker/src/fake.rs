@@ -31,7 +31,7 @@ use crate::mapping;
 use crate::runtime::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
     DockerEventKind, EngineInfo, EventStream, ExecOutcome, LabelFilter, LogChunk, LogStream,
-    OutputStream,
+    LogsAsk, OutputStream,
 };
 
 /// The endpoint the fake reports in `Unreachable` errors.
@@ -86,8 +86,7 @@ pub enum Call {
     },
     Logs {
         id: String,
-        follow: bool,
-        tail: Option<u64>,
+        ask: LogsAsk,
     },
     Exec {
         id: String,
@@ -912,17 +911,14 @@ impl ContainerRuntime for FakeRuntime {
         Ok(channel_stream(rx).boxed())
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<LogStream, DockerError> {
+    /// `since` and `timestamps` are recorded, not acted on: the fake's
+    /// output has no times.
+    async fn logs(&self, id: &str, ask: LogsAsk) -> Result<LogStream, DockerError> {
+        let LogsAsk { follow, tail, .. } = ask;
         let mut s = self.lock();
         s.enter(Call::Logs {
             id: id.to_string(),
-            follow,
-            tail,
+            ask,
         })?;
         let id = s.resolve(id)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -1006,6 +1002,14 @@ impl ContainerRuntime for FakeRuntime {
 mod tests {
     use super::*;
     use futures_util::StreamExt;
+
+    fn following(tail: Option<u64>) -> LogsAsk {
+        LogsAsk {
+            follow: true,
+            tail,
+            ..LogsAsk::default()
+        }
+    }
     use orch_core::container::GpuDevices;
     use orch_core::units::Duration as CoreDuration;
 
@@ -1228,7 +1232,7 @@ mod tests {
         let id = fake.create(&spec("a")).await.expect("create");
         fake.start(&id).await.expect("start");
         let mut events = fake.events(&LabelFilter::any()).await.expect("events");
-        let mut logs = fake.logs(&id, true, None).await.expect("logs");
+        let mut logs = fake.logs(&id, following(None)).await.expect("logs");
         fake.set_unreachable(true);
         assert!(fake.ping().await.is_err_and(|e| e.is_unreachable()));
         assert!(fake.inspect(&id).await.is_err_and(|e| e.is_unreachable()));
@@ -1399,7 +1403,13 @@ mod tests {
             fake.push_log(&id, OutputStream::Stdout, line).expect("log");
         }
         let tail: Vec<_> = fake
-            .logs(&id, false, Some(2))
+            .logs(
+                &id,
+                LogsAsk {
+                    tail: Some(2),
+                    ..LogsAsk::default()
+                },
+            )
             .await
             .expect("logs")
             .map(|c| c.map(|c| c.bytes))
@@ -1409,7 +1419,7 @@ mod tests {
             tail,
             vec![Ok(Bytes::from("two\n")), Ok(Bytes::from("three\n"))]
         );
-        let mut follow = fake.logs(&id, true, Some(0)).await.expect("logs");
+        let mut follow = fake.logs(&id, following(Some(0))).await.expect("logs");
         fake.push_log(&id, OutputStream::Stderr, "late\n")
             .expect("log");
         assert_eq!(

@@ -32,5 +32,5 @@ pub use reconnect::Reconnecting;
 pub use runtime::{
     ContainerEvent, ContainerInfo, ContainerRuntime, ContainerState, ContainerSummary,
     DockerEventKind, EXEC_OUTPUT_LIMIT, EngineInfo, EventStream, ExecOutcome, LabelFilter,
-    LogChunk, LogStream, OutputStream,
+    LogChunk, LogStream, LogsAsk, OutputStream,
 };

@@ -13,7 +13,7 @@ use orch_core::container::ContainerSpec;
 
 use crate::{
     ContainerInfo, ContainerRuntime, ContainerSummary, DockerEngine, DockerError, Endpoint,
-    EngineInfo, EventStream, ExecOutcome, LabelFilter, LogStream, Removal,
+    EngineInfo, EventStream, ExecOutcome, LabelFilter, LogStream, LogsAsk, Removal,
 };
 
 /// A [`ContainerRuntime`] over a [`DockerEngine`] that connects on
@@ -157,14 +157,9 @@ impl ContainerRuntime for Reconnecting {
         self.seen(r)
     }
 
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<LogStream, DockerError> {
+    async fn logs(&self, id: &str, ask: LogsAsk) -> Result<LogStream, DockerError> {
         let r = match self.engine().await {
-            Ok(e) => e.logs(id, follow, tail).await,
+            Ok(e) => e.logs(id, ask).await,
             Err(e) => Err(e),
         };
         self.seen(r)

@@ -72,14 +72,8 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
     /// Container events matching the filter, from the moment of this call on.
     async fn events(&self, filter: &LabelFilter) -> Result<EventStream, DockerError>;
 
-    /// Output of a container; `tail` limits the backlog to its last lines,
-    /// `follow` keeps the stream open until the container stops.
-    async fn logs(
-        &self,
-        id: &str,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> Result<LogStream, DockerError>;
+    /// Output of a container, as `ask` says (see [`LogsAsk`]).
+    async fn logs(&self, id: &str, ask: LogsAsk) -> Result<LogStream, DockerError>;
 
     /// Runs a command in a running container and waits for it, up to
     /// `timeout`. On timeout the command may still be running: the Docker
@@ -288,6 +282,19 @@ pub struct ContainerEvent {
 pub enum OutputStream {
     Stdout,
     Stderr,
+}
+
+/// Which output of a container `logs` gives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogsAsk {
+    /// Keep the stream open until the container stops.
+    pub follow: bool,
+    /// Only the last N lines of the backlog.
+    pub tail: Option<u64>,
+    /// Only output from this Unix time (seconds) on.
+    pub since: Option<i64>,
+    /// Each line starts with its time (RFC 3339, as the engine writes it).
+    pub timestamps: bool,
 }
 
 /// A piece of a container's output.

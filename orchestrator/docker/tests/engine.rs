@@ -222,7 +222,10 @@ async fn an_agent_container_lives_its_whole_life() {
     .await;
     assert!(logs.contains("warming up"), "stderr is included: {logs:?}");
     let mut stderr_only = String::new();
-    let mut stream = engine.logs(&id, false, None).await.expect("logs");
+    let mut stream = engine
+        .logs(&id, orch_docker::LogsAsk::default())
+        .await
+        .expect("logs");
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.expect("chunk");
         if chunk.stream == OutputStream::Stderr {
@@ -230,6 +233,42 @@ async fn an_agent_container_lives_its_whole_life() {
         }
     }
     assert_eq!(stderr_only, "warming up\n");
+    // Each line with its time, and nothing from before `since`.
+    let text_of = |ask: orch_docker::LogsAsk| {
+        let engine = &engine;
+        let id = &id;
+        async move {
+            let mut stream = engine.logs(id, ask).await.expect("logs");
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk").bytes));
+            }
+            text
+        }
+    };
+    let stamped = text_of(orch_docker::LogsAsk {
+        timestamps: true,
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        stamped
+            .lines()
+            .all(|l| l.starts_with("20") && l.as_bytes().get(10) == Some(&b'T')),
+        "{stamped:?}"
+    );
+    assert!(stamped.contains(" warming up\n"), "{stamped:?}");
+    let an_hour_on = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+        + 3600;
+    let later = text_of(orch_docker::LogsAsk {
+        since: Some(an_hour_on),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(later, "", "nothing was written an hour from now");
 
     let outcome = engine
         .exec(&id, &strings(&["/probe", "exec-probe", "5"]), DEADLINE)
@@ -442,7 +481,10 @@ async fn missing_containers_are_not_found() {
             .map(|_| ()),
         not_found
     );
-    let mut logs = engine.logs(&ghost, false, None).await.expect("lazy stream");
+    let mut logs = engine
+        .logs(&ghost, orch_docker::LogsAsk::default())
+        .await
+        .expect("lazy stream");
     assert_eq!(logs.next().await.map(|r| r.map(|_| ())), Some(not_found));
     assert_eq!(
         engine.remove_network(&scope.network).await,
@@ -626,7 +668,17 @@ async fn followed_logs_stream_until_the_container_stops() {
         .await
         .expect("create");
     engine.start(&id).await.expect("start");
-    let mut follow = engine.logs(&id, true, Some(0)).await.expect("logs");
+    let mut follow = engine
+        .logs(
+            &id,
+            orch_docker::LogsAsk {
+                follow: true,
+                tail: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("logs");
     let tick = tokio::time::timeout(DEADLINE, async {
         while let Some(chunk) = follow.next().await {
             let text = String::from_utf8_lossy(&chunk.expect("chunk").bytes).to_string();

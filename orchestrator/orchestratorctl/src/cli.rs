@@ -13,8 +13,12 @@ use crate::output::{ColorChoice, Format};
 /// config files directly (`config`, `export`, `plan`).
 #[derive(Debug, Parser)]
 #[command(name = "orchestratorctl", version, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 failed, 2 usage, 3 invalid config, \
-4 daemon unreachable, 5 not found, 6 timeout, 7 GPU plan unsatisfiable.")]
+#[command(
+    after_help = "Exit codes: 0 ok (also when standard output is closed early, \
+as by `| head`), 1 failed (a --wait: a required agent crash-loops), 2 usage, \
+3 invalid config, 4 daemon unreachable (or a followed stream cut), 5 not found, \
+6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait)."
+)]
 pub struct Cli {
     /// Output format: tables for people, JSON or YAML for scripts.
     #[arg(
@@ -75,7 +79,7 @@ pub enum Command {
     Agent(AgentCmd),
     /// An agent's container output.
     Logs {
-        /// GROUP/AGENT
+        /// GROUP/AGENT, or AGENT when no other group has an agent of that name.
         target: String,
         /// Keep following new output.
         #[arg(short, long)]
@@ -86,15 +90,34 @@ pub enum Command {
         /// Which replica.
         #[arg(long, default_value_t = 0)]
         replica: u32,
+        /// Only output since this long ago (`10m`, `1h30m`) or this time
+        /// (RFC 3339, `2026-12-02T06:42:54Z`, or Unix seconds).
+        #[arg(long, value_name = "DURATION|TIME")]
+        since: Option<String>,
+        /// Start each line with its time (RFC 3339, as Docker gives it).
+        #[arg(short = 't', long)]
+        timestamps: bool,
     },
-    /// What the daemon did (starts, health, restarts, crash loops…).
+    /// What the daemon did, oldest first.
     Events {
         /// Keep following new events.
         #[arg(short, long)]
         follow: bool,
-        /// Start from this event number.
+        /// Start from this event number (of each host, with --all-hosts).
         #[arg(long, default_value_t = 0)]
         since: u64,
+        /// Every host of the federation; each line names its host.
+        #[arg(long)]
+        all_hosts: bool,
+        /// Only events about this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only events about this agent (AGENT or GROUP/AGENT).
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only events of these kinds (`agent-crash-loop`, `agent-*`), comma-separated or repeated.
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
     },
     /// Install a config on the daemon and apply it: only changed agents restart.
     Apply {

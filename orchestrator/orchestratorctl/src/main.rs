@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command};
 use crate::output::Out;
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -42,11 +43,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// A reader that goes away (`orchestratorctl agents | head -1`) ends the
+/// command with exit 0 and no message, from wherever it printed: streams
+/// write through `output::write_out`, and `print!`'s panic is caught here.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if output::is_closed_pipe_panic(message) {
+            std::process::exit(i32::from(exit::OK));
+        }
+        default(info);
+    }));
+}
+
 fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
     let all_hosts = match &cli.command {
         Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
         Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
         Command::Slo { fleet, .. } => fleet.all_hosts,
+        Command::Events { all_hosts, .. } => *all_hosts,
         _ => false,
     };
     if all_hosts && cli.host.is_some() {
@@ -90,8 +111,41 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             follow,
             tail,
             replica,
-        } => commands::logs::run(&client(), target, *follow, *tail, *replica),
-        Command::Events { follow, since } => commands::events::run(&client(), *follow, *since, out),
+            since,
+            timestamps,
+        } => commands::logs::run(
+            &client(),
+            &commands::logs::Ask {
+                target: target.clone(),
+                follow: *follow,
+                tail: *tail,
+                replica: *replica,
+                since: since.clone(),
+                timestamps: *timestamps,
+            },
+            out,
+        ),
+        Command::Events {
+            follow,
+            since,
+            all_hosts,
+            group,
+            agent,
+            kind,
+        } => commands::events::run(
+            &client(),
+            &commands::events::Ask {
+                follow: *follow,
+                since: *since,
+                all_hosts: *all_hosts,
+                filter: orch_api::wire::EventFilter {
+                    group: group.clone(),
+                    agent: agent.clone(),
+                    kinds: kind.clone(),
+                },
+            },
+            out,
+        ),
         Command::Apply { file, load } => commands::apply::apply(&client(), file, load, out),
         Command::Reload => commands::apply::reload(&client(), out),
         Command::Gpu {
@@ -126,14 +180,11 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Slo { group, .. } => commands::slo::run(&client(), group.as_deref(), out),
         Command::Config(cmd) => commands::config::run(cmd, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
-        Command::State(cli::StateCmd::Export) => commands::state::export(&client()),
+        Command::State(cli::StateCmd::Export) => commands::state::export(&client(), out),
         Command::State(cli::StateCmd::Import { file }) => {
             commands::state::import(&client(), file, out)
         }
-        Command::Completion(args) => {
-            commands::completion::run(args);
-            Ok(())
-        }
+        Command::Completion(args) => commands::completion::run(args),
         Command::Man(args) => commands::man::run(args),
     }
 }

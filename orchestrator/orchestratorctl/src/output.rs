@@ -1,9 +1,11 @@
 //! How results are shown: aligned tables and colour for people, JSON (or
 //! YAML) for scripts.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 
 use clap::ValueEnum;
+
+use crate::exit::{self, Exit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -134,11 +136,51 @@ impl Table {
 
 /// Prints a serialisable value as JSON or YAML (for `-o json|yaml`).
 pub fn print_data<T: serde::Serialize>(format: Format, value: &T) -> anyhow::Result<()> {
-    match format {
-        Format::Yaml => print!("{}", serde_yaml::to_string(value)?),
-        _ => println!("{}", serde_json::to_string_pretty(value)?),
+    let text = match format {
+        Format::Yaml => serde_yaml::to_string(value)?,
+        _ => serde_json::to_string_pretty(value)? + "\n",
+    };
+    write_out(text.as_bytes())
+}
+
+/// A YAML file's text (a config, a Compose file, Kubernetes manifests) in
+/// the form asked for: as it is for tables and YAML; for JSON, its one
+/// document as an object, or its documents as an array.
+pub fn yaml_file_as(format: Format, yaml: &str) -> anyhow::Result<String> {
+    if format != Format::Json {
+        return Ok(yaml.to_string());
     }
-    Ok(())
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    let v = if docs.len() == 1 {
+        docs.remove(0)
+    } else {
+        serde_json::Value::Array(docs)
+    };
+    Ok(serde_json::to_string_pretty(&v)? + "\n")
+}
+
+/// Writes to stdout now (a stream's reader sees each piece as it comes).
+/// A reader that went away (`| head -1`) ends the command quietly with
+/// exit 0: the error is an [`Exit`] with code 0 and no message.
+pub fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit::code(exit::OK).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True for the panic `print!` raises when stdout's reader went away:
+/// the verbs that print with `print!` end as quietly as [`write_out`].
+pub fn is_closed_pipe_panic(message: &str) -> bool {
+    message.contains("failed printing to stdout") && message.contains("Broken pipe")
 }
 
 #[cfg(test)]

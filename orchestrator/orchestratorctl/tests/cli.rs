@@ -211,8 +211,12 @@ fn daemon_verbs_without_a_daemon_exit_4_and_say_why() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no such socket (is the daemon running?")
     );
-    let out = ctl(&["logs", "not-a-target"], None);
+    // A malformed target is refused before the daemon is asked...
+    let out = ctl(&["logs", "not/a/target"], None);
     assert_eq!(out.status.code(), Some(2));
+    // ...a bare agent name needs the daemon to find its group.
+    let out = ctl(&["logs", "not-a-target"], None);
+    assert_eq!(out.status.code(), Some(4));
 }
 
 /// `plan` output as (agent, slice kind, profile or memory) triples.
@@ -435,4 +439,52 @@ fn the_shipped_compose_files_are_the_current_exports() {
             "compose/{host}.compose.yaml is stale: regenerate it with `orchestratorctl export compose config/{host}/startup_config.yaml --write compose/{host}.compose.yaml`"
         );
     }
+}
+
+#[test]
+fn file_verbs_print_json_with_o_json() {
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "export",
+            "compose",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    let v = json(&out);
+    assert!(v["services"].is_object(), "{v}");
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "export",
+            "k8s",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    let v = json(&out);
+    let kinds: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"Deployment") && kinds.contains(&"Service"),
+        "{kinds:?}"
+    );
+    let out = ctl(
+        &[
+            "-o",
+            "json",
+            "config",
+            "convert",
+            "config/pc2/startup_config.yaml",
+        ],
+        None,
+    );
+    assert_eq!(json(&out)["version"], 1);
 }

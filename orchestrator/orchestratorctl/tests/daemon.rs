@@ -11,7 +11,7 @@ use orch_daemon::testing::{CHAIN, Harness};
 
 struct Host {
     // Runs the daemon's tasks for as long as the host lives.
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     h: Harness,
 }
 
@@ -23,7 +23,7 @@ impl Host {
             .build()
             .unwrap();
         let h = rt.block_on(Harness::start(config));
-        Host { _rt: rt, h }
+        Host { rt, h }
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -182,13 +182,24 @@ fn unknown_names_exit_5_with_a_suggestion() {
     let out = host.ctl(&["group", "start", "bas"]);
     code(&out, 5);
     assert!(text(&out.stderr).contains("did you mean `base`?"));
-    let out = host.ctl(&["logs", "Top"]);
-    code(&out, 2);
+    // A bare agent name is taken when one group has it; a close one is
+    // suggested as GROUP/AGENT.
+    let out = host.ctl(&["logs", "Tpo"]);
+    code(&out, 5);
     assert!(
-        text(&out.stderr).contains("did you mean `base/Top`?"),
+        text(&out.stderr).contains("no agent `Tpo` on this host; did you mean `base/Top`?"),
         "{}",
         text(&out.stderr)
     );
+    let out = host.ctl(&["logs", "base/Tpo"]);
+    code(&out, 5);
+    assert!(
+        text(&out.stderr).contains("no agent `Tpo` in group `base`; did you mean `Top`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = host.ctl(&["agent", "restart", "Top/"]);
+    code(&out, 2);
     let out = host.ctl(&["group", "start", "base", "--timeout", "soon"]);
     code(&out, 2);
 }
@@ -211,6 +222,232 @@ fn events_come_as_a_table_with_dates_ndjson_or_a_yaml_stream() {
     let yaml = text(&host.ctl(&["-o", "yaml", "events"]).stdout);
     assert_eq!(yaml.matches("---\n").count(), parsed.len());
     assert!(yaml.contains("kind: group-ready"), "{yaml}");
+
+    // Filters: by group, agent and kind (a prefix with `*`).
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["-o", "json", "events"];
+        all.extend_from_slice(args);
+        let out = host.ctl(&all);
+        code(&out, 0);
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let healthy = lines(&["--kind", "agent-healthy"]);
+    assert_eq!(healthy.len(), 3, "{healthy:?}");
+    let top = lines(&["--agent", "Top", "--kind", "agent-*"]);
+    assert!(!top.is_empty());
+    assert!(
+        top.iter().all(|e| e["replica"]["agent"] == "Top"),
+        "{top:?}"
+    );
+    let groups = lines(&["--group", "base", "--kind", "group-starting,group-ready"]);
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let out = host.ctl(&["events", "--kind", "agent-crashloop"]);
+    code(&out, 2);
+    assert!(
+        text(&out.stderr).contains("did you mean `agent-crash-loop`?"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Kills every live container of `agent`, again and again, while the host lives.
+fn keep_killing(host: &Host, agent: &'static str) {
+    let rt = host.h.world.rt.clone();
+    host.rt.spawn(async move {
+        loop {
+            for c in rt.containers() {
+                if c.labels.get("io.orchestrator.agent").map(String::as_str) == Some(agent)
+                    && c.state.is_alive()
+                {
+                    let _ = rt.exit(&c.id, 3);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn a_wait_ends_at_once_on_a_crash_loop_with_exit_1() {
+    let host = Host::start(CHAIN);
+    // Never healthy, so the group cannot be ready before the loop shows.
+    host.h.world.prober.set_healthy("Flaky", false);
+    keep_killing(&host, "Flaky");
+    let out = host.ctl(&["group", "start", "base", "--wait", "--timeout", "120s"]);
+    code(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("base/Flaky is crash-looping, so base cannot become ready"),
+        "{err}"
+    );
+    assert!(
+        err.contains("base/Flaky: crash-looping"),
+        "the event is shown: {err}"
+    );
+}
+
+#[test]
+fn a_wait_on_a_gpu_request_that_cannot_be_placed_exits_7() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 100g, compute: 25%}}}}\n"
+    );
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, &config));
+    let host = Host { rt, h };
+    let out = host.ctl(&["group", "start", "vision", "--wait", "--timeout", "120s"]);
+    code(&out, 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "vision/Eyes cannot be placed on a GPU of this host, so vision cannot become ready"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_a_followed_stream_quietly() {
+    use std::io::BufRead as _;
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .args(["events", "-f"])
+        .env("NO_COLOR", "1")
+        .env("ORCHESTRATOR_SOCKET", host.h.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, as `| head -1` does, then go away.
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty());
+    // New events are written into the closed pipe.
+    code(&host.ctl(&["group", "stop", "base", "--wait"]), 0);
+    let out = child.wait_with_output().unwrap();
+    code(&out, 0);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_followed_stream_cut_by_the_daemon_exits_4() {
+    use std::io::BufRead as _;
+    let mut host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .args(["events", "-f"])
+        .env("NO_COLOR", "1")
+        .env("ORCHESTRATOR_SOCKET", host.h.socket())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream is open once a line came; then the daemon goes away.
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    host.rt.block_on(host.h.stop());
+    let out = child.wait_with_output().unwrap();
+    code(&out, 4);
+    assert!(
+        text(&out.stderr).contains("the daemon's event stream ended"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(reader);
+}
+
+#[test]
+fn logs_by_a_bare_name_with_options_and_as_json_lines() {
+    use orch_docker::fake::Call;
+    use orch_docker::{LogsAsk, OutputStream};
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    let id = host.rt.block_on(host.h.container_of("Top")).unwrap();
+    let rt = &host.h.world.rt;
+    rt.push_log(&id, OutputStream::Stdout, "hello\n").unwrap();
+    rt.push_log(&id, OutputStream::Stderr, "oops\n").unwrap();
+
+    let out = host.ctl(&["-o", "json", "logs", "Top"]);
+    code(&out, 0);
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"replica": 0, "stream": "stdout", "line": "hello"}),
+            serde_json::json!({"replica": 0, "stream": "stderr", "line": "oops"}),
+        ]
+    );
+
+    rt.take_calls();
+    let out = host.ctl(&[
+        "logs",
+        "Top",
+        "--since",
+        "10m",
+        "--timestamps",
+        "--tail",
+        "5",
+    ]);
+    code(&out, 0);
+    assert_eq!(text(&out.stdout), "hello\noops\n");
+    let asked: Vec<LogsAsk> = rt
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Logs { ask, .. } => Some(ask),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(asked[0].timestamps && !asked[0].follow, "{asked:?}");
+    assert_eq!(asked[0].tail, Some(5));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let since = asked[0].since.unwrap();
+    assert!((now - 700..=now - 500).contains(&since), "{since} vs {now}");
+
+    let out = host.ctl(&["logs", "Top", "--since", "yesterday"]);
+    code(&out, 2);
+    assert!(text(&out.stderr).contains("`--since yesterday` is neither"));
+}
+
+#[test]
+fn status_says_how_the_daemon_started_from_its_state() {
+    let mut host = Host::start(CHAIN);
+    let state_line = |host: &Host| {
+        let out = host.ctl(&["status"]);
+        code(&out, 0);
+        let status = text(&out.stdout);
+        status
+            .lines()
+            .find(|l| l.starts_with("state "))
+            .unwrap()
+            .to_string()
+    };
+    let first = state_line(&host);
+    assert!(first.contains("(started without one;"), "{first}");
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    host.rt.block_on(host.h.restart());
+    let again = state_line(&host);
+    assert!(again.ends_with("(started from it)"), "{again}");
 }
 
 fn fed_config(name: &str, peers: &[&str]) -> String {
@@ -276,6 +513,43 @@ fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
     assert!(err.contains("base ready: 3/3 agents healthy"), "{err}");
     assert!(a.world.rt.containers().is_empty());
     assert_eq!(b.world.rt.containers().len(), 3);
+
+    // A peer's change of state is an event of this host.
+    let out = ctl(&["events", "--kind", "peer-changed"]);
+    code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("host beta: alive"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Every host's events, each line naming its host.
+    let out = ctl(&["events", "--all-hosts"]);
+    code(&out, 0);
+    let all = text(&out.stdout);
+    assert!(all.lines().any(|l| l.starts_with("alpha ")), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("beta ") && l.ends_with("group base: ready")),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .all(|l| l.starts_with("alpha ") || l.starts_with("beta ")),
+        "{all}"
+    );
+    let out = ctl(&["-o", "json", "events", "--all-hosts", "--group", "base"]);
+    code(&out, 0);
+    let hosts: std::collections::BTreeSet<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["host"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(hosts.into_iter().collect::<Vec<_>>(), ["beta"]);
+    code(&ctl(&["--host", "beta", "events", "--all-hosts"]), 2);
     // Replies read as that host's own, exit codes too.
     let out = ctl(&["--host", "beta", "status"]);
     code(&out, 0);
@@ -314,6 +588,85 @@ fn commands_reach_another_host_and_the_fleet_is_shown_host_by_host() {
     assert_eq!(v[0]["host"], "alpha");
     assert_eq!(v[1]["host"], "beta");
     assert_eq!(v[1]["data"].as_array().unwrap().len(), 3);
+    drop((a, b));
+    drop(rt);
+}
+
+#[test]
+fn a_closed_pipe_ends_a_table_or_a_document_quietly() {
+    let host = Host::start(CHAIN);
+    code(&host.ctl(&["group", "start", "base", "--wait"]), 0);
+    for verb in [
+        "agents",
+        "-o json agents",
+        "events",
+        "completion bash",
+        "man",
+    ] {
+        // The reader is gone before the command writes.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{{ sleep 0.3; \"$BIN\" {verb}; echo \"exit $?\" >&2; }} | true"
+            ))
+            .env("BIN", env!("CARGO_BIN_EXE_orchestratorctl"))
+            .env("NO_COLOR", "1")
+            .env("ORCHESTRATOR_SOCKET", host.h.socket())
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stderr), "exit 0\n", "{verb}");
+    }
+}
+
+#[test]
+fn a_wait_for_a_host_that_goes_down_says_so() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let net = orch_federation::MemNetwork::new();
+    let front = "  front:\n    agents:\n      Web: {depends_on: [\"beta/group:base\"]}\n";
+    let alpha_config =
+        fed_config("alpha", &["beta"]).replacen("federation:", &format!("{front}federation:"), 1);
+    let (a, b) = rt.block_on(async {
+        let a = Harness::start_in(orch_daemon::testing::World::new().on(&net), &alpha_config).await;
+        let b = Harness::start_in(
+            orch_daemon::testing::World::new().on(&net),
+            &fed_config("beta", &["alpha"]),
+        )
+        .await;
+        (a, b)
+    });
+    let ctl = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"));
+        c.args(args)
+            .env("NO_COLOR", "1")
+            .env("ORCHESTRATOR_SOCKET", a.socket())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    for _ in 0..100 {
+        if text(&ctl(&["peers"]).output().unwrap().stdout).contains("alive") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Web waits for beta's base, which never starts; then beta goes away.
+    let wait = ctl(&["group", "start", "front", "--timeout", "10s"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    net.cut("alpha", "beta");
+    let out = wait.wait_with_output().unwrap();
+    code(&out, 6);
+    let err = text(&out.stderr);
+    assert!(err.contains("host beta: down"), "the event is shown: {err}");
+    assert!(
+        err.contains("still waiting for: group front (starting): Web held (waiting for group base on beta); host beta is down"),
+        "{err}"
+    );
     drop((a, b));
     drop(rt);
 }

@@ -156,3 +156,24 @@ fn status_says_when_the_state_cannot_be_saved_and_when_it_is_again() {
             .contains("base")
     );
 }
+
+#[test]
+fn an_export_as_yaml_is_yaml_and_imports_as_well() {
+    let old = Host::start();
+    code(
+        &old.ctl(&["group", "start", "base", "--wait", "--timeout", "60s"]),
+        0,
+    );
+    let export = old.ctl(&["-o", "yaml", "state", "export"]);
+    code(&export, 0);
+    let yaml = text(&export.stdout);
+    assert!(yaml.starts_with("kind: orchestrator-state\n"), "{yaml}");
+    assert!(yaml.contains("started_groups:\n- base\n"), "{yaml}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state.yaml");
+    std::fs::write(&file, &export.stdout).unwrap();
+    let new = Host::start();
+    let import = new.ctl(&["state", "import", file.to_str().unwrap()]);
+    code(&import, 0);
+    assert_eq!(text(&import.stdout).trim(), "state imported; started base");
+}

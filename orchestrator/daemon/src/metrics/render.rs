@@ -446,10 +446,11 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
             g.telemetry.map(|t| t.memory_used_bytes as f64)
         }),
         (F::GpuUtilizationRatio, |g| {
-            g.telemetry.map(|t| f64::from(t.utilization_gpu) / 100.0)
+            g.telemetry
+                .map(|t| f64::from(t.utilization_gpu_basis_points) / 10_000.0)
         }),
         (F::GpuTemperatureCelsius, |g| {
-            g.telemetry.map(|t| f64::from(t.temperature_c))
+            g.telemetry.map(|t| f64::from(t.temperature_celsius))
         }),
         (F::GpuPowerWatts, |g| {
             g.telemetry.map(|t| f64::from(t.power_mw) / 1000.0)

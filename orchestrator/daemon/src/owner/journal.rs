@@ -43,6 +43,13 @@ impl Journal {
             .collect()
     }
 
+    /// Numbers and keeps an event that is not the supervisor's (a peer's
+    /// change of state).
+    pub(super) fn note(&mut self, kind: orch_api::EventKind) -> orch_api::Event {
+        tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
+        self.log.push(kind, self.clock.unix_ms())
+    }
+
     /// The number the next event will get.
     pub(super) fn next_seq(&self) -> u64 {
         self.log.next_seq()

@@ -335,6 +335,19 @@ impl Owner {
 
     /// A peer's news, and what cross-host dependencies see of it now.
     fn peer(&mut self, now: u64, news: PeerNews) {
+        // A peer's change of state is an event of this host.
+        if let PeerNews::State {
+            peer,
+            state,
+            incarnation,
+        } = &news
+        {
+            self.journal.note(orch_api::EventKind::PeerChanged {
+                peer: peer.clone(),
+                state: *state,
+                incarnation: *incarnation,
+            });
+        }
         let (host, state) = self.fleet.take(news);
         if self.sup.remote(&host) != &state {
             self.decide(now, Input::Remote { host, state });

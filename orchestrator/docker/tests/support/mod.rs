@@ -288,7 +288,10 @@ where
 
 /// All of a container's output so far, stdout and stderr together.
 pub async fn all_logs(engine: &DockerEngine, id: &str) -> String {
-    let mut stream = engine.logs(id, false, None).await.expect("logs");
+    let mut stream = engine
+        .logs(id, orch_docker::LogsAsk::default())
+        .await
+        .expect("logs");
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.expect("log chunk").bytes));

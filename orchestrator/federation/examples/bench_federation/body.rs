@@ -152,9 +152,9 @@ fn large(host: &str) -> Value {
                 },
                 "telemetry": {
                     "memory_used_bytes": 12_884_901_888_u64 + g as u64 * 1_000_000,
-                    "utilization_gpu": 37 + g,
-                    "utilization_memory": 21 + g,
-                    "temperature_c": 61 + g,
+                    "utilization_gpu_basis_points": (37 + g) * 100,
+                    "utilization_memory_basis_points": (21 + g) * 100,
+                    "temperature_celsius": 61 + g,
                     "power_mw": 212_000 + g * 1000
                 },
                 "free": {

@@ -4,12 +4,9 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionArgs};
 
-pub fn run(args: &CompletionArgs) {
+pub fn run(args: &CompletionArgs) -> anyhow::Result<()> {
     let mut cmd = Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut cmd,
-        "orchestratorctl",
-        &mut std::io::stdout(),
-    );
+    let mut buf = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "orchestratorctl", &mut buf);
+    crate::output::write_out(&buf)
 }

@@ -251,7 +251,8 @@ fn show(file: &Path, load_args: &LoadArgs, out: &Out) -> Result<()> {
 
 fn convert(file: &Path, write: Option<&Path>, load_args: &LoadArgs, out: &Out) -> Result<()> {
     let l = load(file, load_args, out)?;
-    let text = orch_config::convert::to_v1_yaml(&l.config);
+    let text =
+        crate::output::yaml_file_as(out.format, &orch_config::convert::to_v1_yaml(&l.config))?;
     match write {
         Some(path) => {
             super::write_atomic(path, &text)?;
@@ -263,7 +264,7 @@ fn convert(file: &Path, write: Option<&Path>, load_args: &LoadArgs, out: &Out) -
                 l.warnings.len()
             );
         }
-        None => print!("{text}"),
+        None => crate::output::write_out(text.as_bytes())?,
     }
     Ok(())
 }

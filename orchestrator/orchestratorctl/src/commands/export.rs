@@ -1,4 +1,5 @@
-//! `export compose|k8s FILE [--group G]...`: the config for other tools.
+//! `export compose|k8s FILE [--group G]...`: the config for other tools,
+//! as YAML (`-o json`: the same documents as JSON).
 
 use anyhow::Result;
 use orch_config::export::{ExportError, compose, k8s};
@@ -31,7 +32,7 @@ pub fn run(cmd: &ExportCmd, out: &Out) -> Result<()> {
             (args, k8s::render(&l.config, &opts).map_err(export_error)?)
         }
     };
-    write(args, &text)
+    write(args, &crate::output::yaml_file_as(out.format, &text)?)
 }
 
 fn export_error(e: ExportError) -> anyhow::Error {
@@ -48,7 +49,7 @@ fn write(args: &ExportArgs, text: &str) -> Result<()> {
             super::write_atomic(path, text)?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{text}"),
+        None => crate::output::write_out(text.as_bytes())?,
     }
     Ok(())
 }

@@ -156,8 +156,8 @@ pub fn render(r: &GpuReport, from_daemon: bool, out: &Out) {
         let (used, util, temp, power) = match &g.telemetry {
             Some(t) => (
                 human_size(t.memory_used_bytes),
-                format!("{}%", t.utilization_gpu),
-                format!("{}C", t.temperature_c),
+                format!("{}%", t.utilization_gpu_basis_points / 100),
+                format!("{}C", t.temperature_celsius),
                 format!("{}W", t.power_mw / 1000),
             ),
             None => ("-".into(), "-".into(), "-".into(), "-".into()),

@@ -12,9 +12,7 @@ pub fn run(args: &ManArgs) -> Result<()> {
     let Some(dir) = &args.dir else {
         let mut buf = Vec::new();
         page(&cmd, &["orchestratorctl".to_string()]).render(&mut buf)?;
-        use std::io::Write as _;
-        std::io::stdout().write_all(&buf)?;
-        return Ok(());
+        return crate::output::write_out(&buf);
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = 0;

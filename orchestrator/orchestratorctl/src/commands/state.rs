@@ -11,17 +11,28 @@ use super::daemon::{block_on, fail};
 use crate::exit::{self, Exit};
 use crate::output::{Format, Out, print_data};
 
-pub fn export(client: &orch_api::Client) -> Result<()> {
+pub fn export(client: &orch_api::Client, out: &Out) -> Result<()> {
     let doc = block_on(client.state_export())?.map_err(fail)?;
-    // Always JSON: the file is for `state import`, not for reading.
-    let text = serde_json::to_string_pretty(&doc).context("cannot write the state")?;
-    println!("{text}");
-    Ok(())
+    // JSON unless YAML is asked for; `state import` reads either.
+    let text = match out.format {
+        Format::Yaml => serde_yaml::to_string(&doc).context("cannot write the state")?,
+        _ => serde_json::to_string_pretty(&doc).context("cannot write the state")? + "\n",
+    };
+    crate::output::write_out(text.as_bytes())
 }
 
 pub fn import(client: &orch_api::Client, file: &Path, out: &Out) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // A YAML export is read as the JSON it stands for.
+    let text = if text.trim_start().starts_with('{') {
+        text
+    } else {
+        serde_yaml::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok())
+            .unwrap_or(text)
+    };
     // Checked here first, so a wrong file is named before the daemon is asked.
     let doc = StateDocument::parse(&text)
         .map_err(|e| Exit::with(exit::FAILED, format!("{}: {e}", file.display())))?;

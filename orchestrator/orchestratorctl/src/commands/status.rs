@@ -9,14 +9,7 @@ use crate::output::{Format, Out, Table, print_data};
 /// Where the state file is, how the daemon started from it, and whether
 /// it can be written now.
 fn state_line(st: &orch_api::StateFileStatus, out: &Out) -> String {
-    let origin = match st.origin.as_str() {
-        "missing" => " (started without one; groups inferred from running agents)",
-        "damaged" => {
-            " (started from a damaged one, kept aside; groups inferred from running agents)"
-        }
-        "fresh" => " (started fresh)",
-        _ => "",
-    };
+    let origin = orch_api::text::state_origin(&st.origin);
     match &st.write_error {
         Some(e) => out.red(&format!(
             "{}{origin}: NOT SAVED ({} failed writes, retrying): {e}",
