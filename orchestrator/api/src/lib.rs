@@ -48,7 +48,10 @@ pub mod text;
 pub mod wire;
 
 pub use client::{Client, ClientError, ndjson};
-pub use error::{ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection};
+pub use error::{
+    ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection, RemoteLevel,
+    RemoteRefusal,
+};
 pub use reply::*;
-pub use request::{Envelope, Reply, Request, Response, VERSION};
+pub use request::{Envelope, Operator, Reply, Request, RequestClass, Response, VERSION};
 pub use wire::{Event, EventKind};

@@ -159,8 +159,13 @@ pub enum PeerNews {
         state: PeerState,
         incarnation: u64,
     },
-    /// The peer sent bodies that were refused (see `crate::fleet::codec`).
-    Refused { peer: String, bodies: u64 },
+    /// The peer sent bodies that were refused (see `crate::fleet::codec`
+    /// and `crate::fleet::trust`).
+    Refused {
+        peer: String,
+        reason: crate::fleet::Refused,
+        bodies: u64,
+    },
 }
 
 /// Observability work for the owner.

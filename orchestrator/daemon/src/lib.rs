@@ -198,11 +198,14 @@ pub async fn run(
             as Arc<dyn service::Remote>
     });
     let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), remote);
+    let remote_commands = owner.remote_commands();
     let bridge_task = inbox.map(|inbox| {
         tokio::spawn(fleet::bridge(
             inbox,
             event::Sender::new(tx.clone()),
             service.clone(),
+            remote_commands,
+            policy,
             api_stop_for_bridge.clone(),
         ))
     });

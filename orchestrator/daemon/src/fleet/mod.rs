@@ -6,6 +6,8 @@
 //! - [`book`]: what this host knows of its peers ([`FleetBook`], pure);
 //! - [`remote`]: requests for another host ([`BusRemote`]) and the
 //!   follower of its events;
+//! - [`trust`]: who may ask what of this host (roles, remote commands,
+//!   the operator's identity), request bounds by kind, and the audit line;
 //! - [`bridge`] (here): what arrives on the bus, decoded, to the owner
 //!   (news) and to the [`Service`] (requests from peers).
 //!
@@ -16,20 +18,27 @@
 pub mod book;
 pub mod codec;
 pub mod remote;
+pub mod trust;
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use orch_api::{ApiError, Rejection, Reply, Response};
-use orch_federation::{Bus, Inbound, Inbox};
+use orch_federation::{Bus, Bytes, Inbound, Inbox, Role};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-pub use book::FleetBook;
+pub use book::{FleetBook, Refused};
 pub use remote::BusRemote;
+pub use trust::Trust;
 
 use crate::event::{self, PeerNews};
+use crate::peer::Policy;
 use crate::service::Service;
 use crate::trace;
+use orch_core::model::RemoteCommands;
 
 /// The bus and what arrives on it, as `run` takes them.
 #[derive(Debug)]
@@ -39,14 +48,18 @@ pub struct FederationDeps {
 }
 
 /// Moves what arrives on the bus to the owner (news, decoded and checked)
-/// and the service (requests from peers, answered in their own tasks),
-/// until shutdown.
+/// and the service (requests from peers, checked against `trust` and
+/// answered in their own tasks), until shutdown. Refusals are counted
+/// (the owner's book) and logged at a limited rate.
 pub async fn bridge(
     mut inbox: Inbox,
     news: event::Sender<PeerNews>,
     service: Service,
+    remote_commands: watch::Receiver<RemoteCommands>,
+    policy: Policy,
     shutdown: CancellationToken,
 ) {
+    let mut log = trust::RateLimitedLog::default();
     loop {
         let item = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -66,18 +79,35 @@ pub async fn bridge(
                     snapshot: Box::new(snapshot),
                 }],
                 Err(e) => {
-                    tracing::warn!(%peer, "snapshot refused: {e}");
-                    vec![PeerNews::Refused { peer, bodies: 1 }]
+                    let reason = Refused::of(&e);
+                    if let Some(held) = log.admit(&peer, reason.label(), Instant::now()) {
+                        tracing::warn!(%peer, held_back = held, "snapshot refused: {e}");
+                    }
+                    vec![PeerNews::Refused {
+                        peer,
+                        reason,
+                        bodies: 1,
+                    }]
                 }
             },
             Inbound::Events { peer, batch, .. } => {
                 let decoded = codec::decode_events(&peer, &batch);
                 let mut taken = Vec::new();
                 if let Some(first) = decoded.refused.first() {
-                    tracing::warn!(%peer, refused = decoded.refused.len(), "events refused: {first}");
+                    let reason = Refused::of(first);
+                    if let Some(held) = log.admit(&peer, reason.label(), Instant::now()) {
+                        tracing::warn!(%peer, refused = decoded.refused.len(), held_back = held, "events refused: {first}");
+                    }
+                }
+                let mut counts: std::collections::BTreeMap<Refused, u64> = Default::default();
+                for e in &decoded.refused {
+                    *counts.entry(Refused::of(e)).or_default() += 1;
+                }
+                for (reason, bodies) in counts {
                     taken.push(PeerNews::Refused {
                         peer: peer.clone(),
-                        bodies: decoded.refused.len() as u64,
+                        reason,
+                        bodies,
                     });
                 }
                 taken.push(PeerNews::Events {
@@ -103,10 +133,29 @@ pub async fn bridge(
                 {
                     tracing::debug!(peer = %req.from, "{e}");
                 }
+                let trust = Trust {
+                    remote_commands: *remote_commands.borrow(),
+                    policy,
+                };
+                let news = news.clone();
                 tokio::spawn(
                     async move {
                         let from = req.from.clone();
-                        let reply = Reply::from(answer(&service, &from, &req.body).await);
+                        let answered =
+                            answer(&service, &from, req.role, req.body.clone(), trust).await;
+                        if answered.refused
+                            && news
+                                .send(PeerNews::Refused {
+                                    peer: from.clone(),
+                                    reason: Refused::Command,
+                                    bodies: 1,
+                                })
+                                .await
+                                .is_err()
+                        {
+                            return;
+                        }
+                        let reply = Reply::from(answered.reply);
                         let body = match codec::encode_reply(&reply) {
                             Ok(body) => body,
                             Err(e) => {
@@ -131,21 +180,84 @@ pub async fn bridge(
     }
 }
 
+/// Whether a change of the `federation` section needs a restart: one
+/// added or removed, or a change of where this host listens, its key
+/// file or its timing. Peers (added, removed, re-keyed, their roles) and
+/// `remote_commands` are taken by `reload`.
+pub fn restart_only(
+    old: Option<&orch_core::model::Federation>,
+    new: Option<&orch_core::model::Federation>,
+) -> bool {
+    match (old, new) {
+        (None, None) => false,
+        (Some(o), Some(n)) => {
+            o.listen != n.listen
+                || o.secret_key_file != n.secret_key_file
+                || o.heartbeat != n.heartbeat
+                || o.suspect_after != n.suspect_after
+                || o.down_after != n.down_after
+        }
+        _ => true,
+    }
+}
+
+/// A peer's answered request, and whether it was refused by the rules
+/// of [`trust`] (counted against the peer).
+struct Answered {
+    reply: Result<Response, ApiError>,
+    refused: bool,
+}
+
 /// A peer's request, answered here: only requests for this host (a
-/// request is never passed on, so it cannot go round).
-async fn answer(service: &Service, from: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let mut env = codec::decode_request(body)
-        .map_err(|e| ApiError::from(Rejection::NotARequest { error: e.detail() }))?;
+/// request is never passed on, so it cannot go round), within the bound
+/// of its kind, and only what the sender's role, `remote_commands` and
+/// the operator's identity allow. Every state-changing one is audited.
+async fn answer(service: &Service, from: &str, role: Role, body: Bytes, trust: Trust) -> Answered {
+    let plain = |reply| Answered {
+        reply,
+        refused: false,
+    };
+    // The largest kind's bound first, before the body is decoded.
+    if body.len() > trust::CONFIG_BODY_LIMIT {
+        return plain(Err(trust::BodyKind::Config.too_large().into()));
+    }
+    let mut env = match codec::decode_request(&body) {
+        Ok(env) => env,
+        Err(e) => {
+            return plain(Err(ApiError::from(Rejection::NotARequest {
+                error: e.detail(),
+            })));
+        }
+    };
+    let kind = trust::BodyKind::of(&env.request);
+    if body.len() > kind.limit() {
+        return plain(Err(kind.too_large().into()));
+    }
     match env.host.as_deref() {
         Some(h) if h != service.host() => {
-            return Err(Rejection::NotPassedOn {
+            return plain(Err(Rejection::NotPassedOn {
                 this_host: service.host().to_string(),
                 host: h.to_string(),
             }
-            .into());
+            .into()));
         }
         _ => env.host = None,
     }
     tracing::info!(peer = %from, op = env.request.name(), "request from a peer");
-    service.call(env).await
+    let audit = trust::Audit::of(from, role, &env);
+    if let Err(refusal) = trust.check(service.host(), from, role, &env) {
+        let e = ApiError::from(refusal);
+        if let Some(a) = &audit {
+            a.refused(&e.message);
+        }
+        return Answered {
+            reply: Err(e),
+            refused: true,
+        };
+    }
+    let reply = service.call(env).await;
+    if let Some(a) = &audit {
+        a.answered(reply.as_ref().err().map(|e| e.message.as_str()));
+    }
+    plain(reply)
 }

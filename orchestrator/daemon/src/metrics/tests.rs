@@ -170,6 +170,7 @@ fn slo_series_carry_window_labels_and_infinite_burns_as_prometheus_spells_them()
         messages_in: 3,
         messages_out: 4,
         decode_errors: 0,
+        refused: vec![("impostor", 2), ("command", 0)],
     }];
     let text = render(&s);
     let has = |l: &str| text.lines().any(|x| x == l);

@@ -243,6 +243,8 @@ impl Owner {
                 new: loaded.config.host.name,
             });
         }
+        // The new peer list is checked before anything is changed.
+        let peers = self.peers_of(&loaded.config)?;
         // `apply`: the new text becomes the config file, then takes effect.
         if let Some((_, text)) = text {
             self.source.install(text)?;
@@ -259,6 +261,15 @@ impl Owner {
             .map_err(|e| views::command_error(&self.sup, &e))?;
         self.observer.configure(self.sup.config());
         self.carry_out(done.outcome);
+        if let Some(f) = &self.sup.config().federation {
+            self.fleet.set_remote_commands(f.remote_commands);
+        }
+        if let Some(peers) = peers
+            && let Err(e) = self.fleet.reconfigure(peers)
+        {
+            tracing::error!("the federation keeps its old peers: {e}");
+            warnings.push(text::peers_not_taken(&e.to_string()));
+        }
         Ok(Applied {
             generation: done.changed.generation,
             changed: done.changed.changed,
@@ -266,6 +277,30 @@ impl Owner {
             warnings,
             events_from,
         })
+    }
+
+    /// The peer list a new config gives the running bus: `None` when this
+    /// host has no bus or the new config no `federation` (that change
+    /// takes a restart); refused as an invalid config when the bus could
+    /// not take it (a bad key, a key shared by two peers).
+    fn peers_of(
+        &self,
+        config: &orch_core::model::HostConfig,
+    ) -> Result<Option<Vec<orch_federation::PeerConfig>>, Rejection> {
+        let Some(fed) = config
+            .federation
+            .as_ref()
+            .filter(|_| self.fleet.federates())
+        else {
+            return Ok(None);
+        };
+        orch_federation::BusConfig::from_model(&config.host.name, fed, 0)
+            .map(|c| Some(c.peers))
+            .map_err(|e| Rejection::InvalidConfig {
+                message: e.to_string(),
+                details: Vec::new(),
+                missing: false,
+            })
     }
 
     /// MIG mode changes are never made by the daemon on its own: only on
