@@ -56,6 +56,10 @@ pub type Responder = oneshot::Sender<Result<Response, ApiError>>;
 #[derive(Debug)]
 pub struct Asked {
     pub request: Request,
+    /// The config text of an `apply` or `plan`, parsed and validated
+    /// before the owner saw the request (`Service::call`): the owner does
+    /// no parsing.
+    pub config: Option<Box<orch_config::Loaded>>,
     pub responder: Responder,
     pub span: tracing::Span,
 }

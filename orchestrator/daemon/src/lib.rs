@@ -197,7 +197,13 @@ pub async fn run(
         Arc::new(fleet::BusRemote::new(b, event::Sender::new(tx.clone())))
             as Arc<dyn service::Remote>
     });
-    let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), remote);
+    let service = service::Service::new(
+        tx.clone(),
+        rt.clone(),
+        host.clone(),
+        remote,
+        settings.load_options.clone(),
+    );
     let remote_commands = owner.remote_commands();
     let bridge_task = inbox.map(|inbox| {
         tokio::spawn(fleet::bridge(

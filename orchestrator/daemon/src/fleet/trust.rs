@@ -261,7 +261,7 @@ pub struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    pub const EVERY: Duration = Duration::from_secs(10);
+    pub const EVERY: Duration = Duration::from_secs(60);
     /// At most this many peer and reason pairs are tracked (peers are
     /// configured, reasons few; this only bounds a mistake).
     const MAX_KEYS: usize = 4096;

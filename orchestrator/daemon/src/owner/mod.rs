@@ -21,6 +21,7 @@
 mod exec;
 mod fleet;
 mod handlers;
+pub(crate) use handlers::config_rejection;
 mod journal;
 mod observe;
 mod persist;
