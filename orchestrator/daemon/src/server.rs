@@ -241,3 +241,34 @@ async fn route(
         _ => Ok(reply(&service.call(env).await?)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_has_the_body_bound_of_its_kind() {
+        for (method, path) in [
+            ("POST", "/v1/apply"),
+            ("POST", "/v1/plan"),
+            ("POST", "/v1/state"),
+            ("POST", "/v1/state/"),
+        ] {
+            assert_eq!(body_kind(method, path), BodyKind::Config, "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/v1/state"),
+            ("POST", "/v1/groups/g/stop"),
+            ("POST", "/v1/gpu/0/mig"),
+            ("POST", "/v1/reload"),
+            ("GET", "/v1/status"),
+            ("POST", "/v2/apply"),
+        ] {
+            assert_eq!(
+                body_kind(method, path),
+                BodyKind::Request,
+                "{method} {path}"
+            );
+        }
+    }
+}

@@ -226,6 +226,43 @@ async fn a_monitor_reads_but_its_commands_are_refused_counted_and_audited() {
     let seen = peer_status(&a, "mon").await;
     assert_eq!(seen.role, "monitor");
     assert_eq!(seen.refused_commands, 1);
+    // In /metrics (published on its interval) as the alert reads it.
+    settle(1500).await;
+    let text = a.metrics().await;
+    assert!(
+        text.lines().any(|l| l
+            == r#"orchestrator_federation_refused_total{host="alpha",peer="mon",reason="command"} 1"#),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("refused"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The federation families pass `promtool check metrics` too, when it
+    // is installed (tests/observability/setup.sh; CI has it).
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("promtool is not installed; skipping the promtool check");
+    }
 
     let lines = audit.lines();
     let line = lines

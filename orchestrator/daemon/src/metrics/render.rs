@@ -553,4 +553,19 @@ fn render_peers(w: &mut Writer<'_>, s: &Snapshot) {
             p.decode_errors,
         );
     }
+    w.family(
+        "orchestrator_federation_refused_total",
+        "counter",
+        "Connections, messages and requests this daemon refused, by peer (empty: no configured peer) and reason.",
+    );
+    for p in &s.peers {
+        for (reason, n) in &p.refused {
+            let l = [("peer", p.peer.as_str()), ("reason", reason)];
+            w.int("orchestrator_federation_refused_total", &l, *n);
+        }
+    }
+    for (reason, n) in &s.strangers {
+        let l = [("peer", ""), ("reason", reason)];
+        w.int("orchestrator_federation_refused_total", &l, *n);
+    }
 }
