@@ -82,7 +82,7 @@ fn audit(d: &Daemon) -> Vec<String> {
     std::fs::read_to_string(&d.log)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("audit"))
+        .filter(|l| l.contains("audit=true"))
         .map(str::to_string)
         .collect()
 }

@@ -155,8 +155,9 @@ pub fn operator_of(peer: &Peer) -> Operator {
 }
 
 /// The audit line of a request from a peer that would change something
-/// (tracing target `audit`): who, through which peer, what, and how it
-/// ended. Reads are not audited.
+/// (tracing target `audit`, field `audit=true` for a grep of the text
+/// log): who, through which peer, what, and how it ended. Reads are not
+/// audited.
 #[derive(Debug, Clone)]
 pub struct Audit {
     peer: String,
@@ -212,6 +213,7 @@ impl Audit {
         let error = error.unwrap_or("");
         tracing::info!(
             target: "audit",
+            audit = true,
             peer = %peer,
             role = role.label(),
             operator = %operator,
