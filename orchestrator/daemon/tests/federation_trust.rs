@@ -275,6 +275,39 @@ async fn a_monitor_reads_but_its_commands_are_refused_counted_and_audited() {
     assert!(line.contains("role=\"monitor\""), "{line}");
     // Reads are not audited.
     assert!(!lines.iter().any(|l| l.contains("status")), "{lines:?}");
+
+    // A flood of refused commands is counted whole and logged at a
+    // limited rate: the next line, a minute on, says how many it held back.
+    let stop = || {
+        envelope(
+            Request::GroupStop {
+                group: "g".into(),
+                with_dependents: false,
+            },
+            root(),
+        )
+    };
+    for _ in 0..5 {
+        assert!(ask(&mon, "alpha", stop()).await.is_err());
+    }
+    assert_eq!(peer_status(&a, "mon").await.refused_commands, 6);
+    let stops = |lines: Vec<String>| {
+        lines
+            .into_iter()
+            .filter(|l| l.contains("group_stop g"))
+            .count()
+    };
+    assert_eq!(stops(audit.lines()), 0, "held back within the minute");
+    settle(61_000).await;
+    assert!(ask(&mon, "alpha", stop()).await.is_err());
+    let lines = audit.lines();
+    assert_eq!(stops(lines.clone()), 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("group_stop g") && l.contains("held_back=5")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -22,8 +22,6 @@ pub mod trust;
 
 use std::sync::Arc;
 
-use std::time::Instant;
-
 use orch_api::{ApiError, Rejection, Reply, Response};
 use orch_federation::{Bus, Bytes, Inbound, Inbox, Role};
 use tokio::sync::watch;
@@ -60,6 +58,8 @@ pub async fn bridge(
     shutdown: CancellationToken,
 ) {
     let mut log = trust::RateLimitedLog::default();
+    // Refused commands are answered in their own tasks.
+    let command_log = Arc::new(std::sync::Mutex::new(trust::RateLimitedLog::default()));
     loop {
         let item = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -80,7 +80,11 @@ pub async fn bridge(
                 }],
                 Err(e) => {
                     let reason = Refused::of(&e);
-                    if let Some(held) = log.admit(&peer, reason.label(), Instant::now()) {
+                    if let Some(held) = log.admit(
+                        &peer,
+                        reason.label(),
+                        tokio::time::Instant::now().into_std(),
+                    ) {
                         tracing::warn!(%peer, held_back = held, "snapshot refused: {e}");
                     }
                     vec![PeerNews::Refused {
@@ -95,7 +99,11 @@ pub async fn bridge(
                 let mut taken = Vec::new();
                 if let Some(first) = decoded.refused.first() {
                     let reason = Refused::of(first);
-                    if let Some(held) = log.admit(&peer, reason.label(), Instant::now()) {
+                    if let Some(held) = log.admit(
+                        &peer,
+                        reason.label(),
+                        tokio::time::Instant::now().into_std(),
+                    ) {
                         tracing::warn!(%peer, refused = decoded.refused.len(), held_back = held, "events refused: {first}");
                     }
                 }
@@ -138,11 +146,19 @@ pub async fn bridge(
                     policy,
                 };
                 let news = news.clone();
+                let command_log = command_log.clone();
                 tokio::spawn(
                     async move {
                         let from = req.from.clone();
-                        let answered =
-                            answer(&service, &from, req.role, req.body.clone(), trust).await;
+                        let answered = answer(
+                            &service,
+                            &from,
+                            req.role,
+                            req.body.clone(),
+                            trust,
+                            &command_log,
+                        )
+                        .await;
                         if answered.refused
                             && news
                                 .send(PeerNews::Refused {
@@ -212,7 +228,14 @@ struct Answered {
 /// request is never passed on, so it cannot go round), within the bound
 /// of its kind, and only what the sender's role, `remote_commands` and
 /// the operator's identity allow. Every state-changing one is audited.
-async fn answer(service: &Service, from: &str, role: Role, body: Bytes, trust: Trust) -> Answered {
+async fn answer(
+    service: &Service,
+    from: &str,
+    role: Role,
+    body: Bytes,
+    trust: Trust,
+    log: &std::sync::Mutex<trust::RateLimitedLog>,
+) -> Answered {
     let plain = |reply| Answered {
         reply,
         refused: false,
@@ -247,8 +270,20 @@ async fn answer(service: &Service, from: &str, role: Role, body: Bytes, trust: T
     let audit = trust::Audit::of(from, role, &env);
     if let Err(refusal) = trust.check(service.host(), from, role, &env) {
         let e = ApiError::from(refusal);
-        if let Some(a) = &audit {
-            a.refused(&e.message);
+        // A flood of refused commands is logged at a limited rate, with
+        // the number held back; each is counted all the same.
+        let admitted = log
+            .lock()
+            .map(|mut l| {
+                l.admit(
+                    from,
+                    Refused::Command.label(),
+                    tokio::time::Instant::now().into_std(),
+                )
+            })
+            .unwrap_or(Some(0));
+        if let (Some(a), Some(held)) = (&audit, admitted) {
+            a.refused(&e.message, held);
         }
         return Answered {
             reply: Err(e),

@@ -188,20 +188,22 @@ impl Audit {
         })
     }
 
-    /// The command was refused by this host's rules for peers.
-    pub fn refused(&self, error: &str) {
-        self.line("refused", Some(error));
+    /// The command was refused by this host's rules for peers; `held`
+    /// refusals of the same peer were not written since the last line
+    /// ([`RateLimitedLog`]).
+    pub fn refused(&self, error: &str, held: u64) {
+        self.line("refused", Some(error), held);
     }
 
     /// The command was carried out, or failed with `error`.
     pub fn answered(&self, error: Option<&str>) {
         match error {
-            None => self.line("done", None),
-            Some(e) => self.line("failed", Some(e)),
+            None => self.line("done", None, 0),
+            Some(e) => self.line("failed", Some(e), 0),
         }
     }
 
-    fn line(&self, result: &'static str, error: Option<&str>) {
+    fn line(&self, result: &'static str, error: Option<&str>, held_back: u64) {
         let Audit {
             peer,
             role,
@@ -221,6 +223,7 @@ impl Audit {
             class = class.label(),
             result,
             error,
+            held_back,
             "remote command from peer {peer} by operator {operator}: {what}: {result}"
         );
     }
