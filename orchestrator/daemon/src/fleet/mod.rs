@@ -207,11 +207,21 @@ pub fn restart_only(
     match (old, new) {
         (None, None) => false,
         (Some(o), Some(n)) => {
-            o.listen != n.listen
-                || o.secret_key_file != n.secret_key_file
-                || o.heartbeat != n.heartbeat
-                || o.suspect_after != n.suspect_after
-                || o.down_after != n.down_after
+            // Every field named: a new one needs a decision here.
+            let orch_core::model::Federation {
+                listen,
+                peers: _,
+                secret_key_file,
+                heartbeat,
+                suspect_after,
+                down_after,
+                remote_commands: _,
+            } = o;
+            *listen != n.listen
+                || *secret_key_file != n.secret_key_file
+                || *heartbeat != n.heartbeat
+                || *suspect_after != n.suspect_after
+                || *down_after != n.down_after
         }
         _ => true,
     }
@@ -266,7 +276,6 @@ async fn answer(
         }
         _ => env.host = None,
     }
-    tracing::info!(peer = %from, op = env.request.name(), "request from a peer");
     let audit = trust::Audit::of(from, role, &env);
     if let Err(refusal) = trust.check(service.host(), from, role, &env) {
         let e = ApiError::from(refusal);
@@ -290,9 +299,61 @@ async fn answer(
             refused: true,
         };
     }
+    tracing::info!(peer = %from, op = env.request.name(), "request from a peer");
     let reply = service.call(env).await;
     if let Some(a) = &audit {
         a.answered(reply.as_ref().err().map(|e| e.message.as_str()));
     }
     plain(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orch_core::model::{Federation, RemoteCommands};
+
+    use super::restart_only;
+
+    fn fed() -> Federation {
+        Federation {
+            listen: "tcp://0.0.0.0:7100".into(),
+            peers: Vec::new(),
+            secret_key_file: None,
+            heartbeat: Federation::DEFAULT_HEARTBEAT,
+            suspect_after: 2,
+            down_after: 3,
+            remote_commands: RemoteCommands::Operate,
+        }
+    }
+
+    #[test]
+    fn peers_and_remote_commands_are_reloaded_the_rest_waits_for_a_restart() {
+        let old = fed();
+        let mut new = fed();
+        new.remote_commands = RemoteCommands::Admin;
+        new.peers.push(orch_core::model::Peer {
+            name: "pc2".into(),
+            endpoint: "tcp://pc2:7100".into(),
+            public_key: "k".into(),
+            next_public_key: Some("n".into()),
+            role: orch_core::model::PeerRole::Monitor,
+        });
+        assert!(!restart_only(Some(&old), Some(&new)));
+        assert!(!restart_only(None, None));
+        assert!(restart_only(None, Some(&new)));
+        assert!(restart_only(Some(&old), None));
+        let changes: [fn(&mut Federation); 5] = [
+            |f| f.listen = "tcp://0.0.0.0:7200".into(),
+            |f| f.secret_key_file = Some("/k".into()),
+            |f| f.heartbeat = std::time::Duration::from_secs(1).into(),
+            |f| f.suspect_after = 5,
+            |f| f.down_after = 9,
+        ];
+        for change in changes {
+            let mut new = fed();
+            change(&mut new);
+            assert!(restart_only(Some(&old), Some(&new)), "{new:?}");
+        }
+    }
 }
