@@ -487,6 +487,9 @@ async fn request_bodies_over_their_kinds_bound_are_refused() {
         "{}",
         e.message
     );
+    // Counted against the peer as over its budget.
+    let seen = peer_status(&a, "beta").await;
+    assert_eq!(seen.over_budget, 1);
     // The same request, small, is answered.
     assert!(
         ask(&beta, "alpha", envelope(Request::Status, None))

@@ -251,6 +251,14 @@ impl FleetBook {
         self.peers.get(peer).map_or(0, |p| p.refused)
     }
 
+    /// Bodies of `peer` the daemon could not take as what they claimed
+    /// to be (unreadable, another host's, too large): its decode errors,
+    /// beside the requests it may not make.
+    pub fn bad_bodies(&self, peer: &str) -> u64 {
+        self.refused(peer)
+            .saturating_sub(self.refused_for(peer, Refused::Command))
+    }
+
     /// Bodies refused from `peer` by the daemon for `reason`.
     pub fn refused_for(&self, peer: &str, reason: Refused) -> u64 {
         self.peers
@@ -272,7 +280,7 @@ impl FleetBook {
                 let refused_commands = self.refused_for(&p.name, Refused::Command);
                 let (unexpected, inbox_drops) = (p.unexpected(), p.inbox_drops());
                 PeerStatus {
-                    decode_errors: p.decode_errors() + self.refused(&p.name),
+                    decode_errors: p.decode_errors() + self.bad_bodies(&p.name),
                     endpoint: p.endpoint,
                     state: peer_state(p.state),
                     incarnation: p.incarnation,

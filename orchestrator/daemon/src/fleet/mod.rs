@@ -159,11 +159,11 @@ pub async fn bridge(
                             &command_log,
                         )
                         .await;
-                        if answered.refused
+                        if let Some(reason) = answered.refused
                             && news
                                 .send(PeerNews::Refused {
                                     peer: from.clone(),
-                                    reason: Refused::Command,
+                                    reason,
                                     bodies: 1,
                                 })
                                 .await
@@ -227,11 +227,12 @@ pub fn restart_only(
     }
 }
 
-/// A peer's answered request, and whether it was refused by the rules
-/// of [`trust`] (counted against the peer).
+/// A peer's answered request, and why it was refused if it was refused
+/// unread, over its bound or by the rules of [`trust`] (counted against
+/// the peer).
 struct Answered {
     reply: Result<Response, ApiError>,
-    refused: bool,
+    refused: Option<Refused>,
 }
 
 /// A peer's request, answered here: only requests for this host (a
@@ -248,23 +249,26 @@ async fn answer(
 ) -> Answered {
     let plain = |reply| Answered {
         reply,
-        refused: false,
+        refused: None,
+    };
+    let refused = |reason, e: Rejection| Answered {
+        reply: Err(e.into()),
+        refused: Some(reason),
     };
     // The largest kind's bound first, before the body is decoded.
     if body.len() > trust::CONFIG_BODY_LIMIT {
-        return plain(Err(trust::BodyKind::Config.too_large().into()));
+        return refused(Refused::Oversized, trust::BodyKind::Config.too_large());
     }
     let mut env = match codec::decode_request(&body) {
         Ok(env) => env,
         Err(e) => {
-            return plain(Err(ApiError::from(Rejection::NotARequest {
-                error: e.detail(),
-            })));
+            let e = Rejection::NotARequest { error: e.detail() };
+            return refused(Refused::Undecodable, e);
         }
     };
     let kind = trust::BodyKind::of(&env.request);
     if body.len() > kind.limit() {
-        return plain(Err(kind.too_large().into()));
+        return refused(Refused::Oversized, kind.too_large());
     }
     match env.host.as_deref() {
         Some(h) if h != service.host() => {
@@ -296,7 +300,7 @@ async fn answer(
         }
         return Answered {
             reply: Err(e),
-            refused: true,
+            refused: Some(Refused::Command),
         };
     }
     tracing::info!(peer = %from, op = env.request.name(), "request from a peer");

@@ -179,7 +179,7 @@ impl FleetPart {
                     ("command", book(Refused::Command)),
                 ];
                 PeerRow {
-                    decode_errors: p.decode_errors() + self.book.refused(&p.name),
+                    decode_errors: p.decode_errors() + self.book.bad_bodies(&p.name),
                     state: p.state.label(),
                     heartbeat_age_seconds: p.last_heartbeat_age.map(|d| d.as_secs_f64()),
                     messages_in: p.messages_in,
