@@ -84,6 +84,15 @@ pub fn container_name(host: &str, agent: &str, replica: u32) -> String {
     format!("{host}-{agent}-{replica}")
 }
 
+/// [`config_hash`] of every agent of a host, by agent name: what the
+/// supervisor compares running containers against.
+pub fn config_hashes(config: &HostConfig) -> BTreeMap<String, String> {
+    config
+        .agents()
+        .map(|a| (a.name.clone(), config_hash(a)))
+        .collect()
+}
+
 /// A stable hash of everything in an agent that shapes its container.
 /// Health checks, restart policy, dependencies and replica count are left
 /// out: changing them must not restart the agent.

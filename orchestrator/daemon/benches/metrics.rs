@@ -23,15 +23,16 @@ use std::time::{Duration, Instant};
 use orch_api::GpuTelemetry as Telemetry;
 use orch_core::slo::Sli;
 use orch_daemon::metrics::{
-    self, GpuRow, GroupRow, HEALTH_BUCKETS, Histogram, ReplicaRow, SliceRow, SloRow, Snapshot,
+    self, GpuRow, GroupRow, HEALTH_BUCKETS, Histogram, MetricsSnapshot, ReplicaRow, SliceRow,
+    SloRow,
 };
 
 const GROUPS: usize = 10;
 const AGENTS_PER_GROUP: usize = 20;
 const ITERATIONS: usize = 2000;
 
-fn snapshot() -> Snapshot {
-    let mut s = Snapshot::empty("mainpc", "0.1.0");
+fn snapshot() -> MetricsSnapshot {
+    let mut s = MetricsSnapshot::empty("mainpc", "0.1.0");
     for g in 0..GROUPS {
         let group = format!("group_{g}");
         for a in 0..AGENTS_PER_GROUP {

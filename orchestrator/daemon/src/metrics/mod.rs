@@ -7,7 +7,7 @@
 //!   does not hold (failures by reason, health-check and reconcile
 //!   durations, state-file write failures). Plain numbers, no I/O.
 //! - [`snapshot`], a pure function of the supervisor's state, the
-//!   counters, the SLO figures and a few facts, giving a [`Snapshot`]: the
+//!   counters, the SLO figures and a few facts, giving a [`MetricsSnapshot`]: the
 //!   exported values, already in the shape of the series. The owner
 //!   publishes a fresh one when something changed, at most once per
 //!   publish interval (`crate::observe`).
@@ -19,7 +19,7 @@
 //! `docs/observability.md`. No label is unbounded: replicas are numbered,
 //! failure reasons are [`FailReason::label`](orch_core::supervise::FailReason::label)'s
 //! closed set, and container ids appear nowhere. Peer series come from
-//! [`Snapshot::peers`], empty until the daemon federates.
+//! [`MetricsSnapshot::peers`], empty until the daemon federates.
 
 mod render;
 pub mod serve;
@@ -252,7 +252,7 @@ pub type StrangerRows = Vec<(&'static str, u64)>;
 
 /// Everything `/metrics` shows, as of one instant.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub struct MetricsSnapshot {
     pub host: String,
     pub version: String,
     pub reconcile: Histogram,
@@ -270,10 +270,10 @@ pub struct Snapshot {
     pub strangers: StrangerRows,
 }
 
-impl Snapshot {
+impl MetricsSnapshot {
     /// A daemon that has seen nothing yet.
-    pub fn empty(host: &str, version: &str) -> Snapshot {
-        Snapshot {
+    pub fn empty(host: &str, version: &str) -> MetricsSnapshot {
+        MetricsSnapshot {
             host: host.to_string(),
             version: version.to_string(),
             reconcile: Histogram::new(RECONCILE_BUCKETS),
@@ -420,7 +420,7 @@ pub fn snapshot(
     slos: Vec<SloRow>,
     gpu: &GpuReport,
     version: &str,
-) -> Snapshot {
+) -> MetricsSnapshot {
     let config = sup.config();
     let mut replicas = Vec::new();
     for agent in config.agents() {
@@ -466,7 +466,7 @@ pub fn snapshot(
         })
         .collect();
     let (gpus, slices) = gpu_rows(gpu);
-    Snapshot {
+    MetricsSnapshot {
         host: config.host.name.clone(),
         version: version.to_string(),
         reconcile: counters.reconcile.clone(),

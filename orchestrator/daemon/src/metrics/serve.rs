@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -16,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{CONTENT_TYPE, Snapshot, render};
+use super::{CONTENT_TYPE, MetricsSnapshot, render};
 
 /// The latest snapshot, as the owner publishes it.
-pub type Published = watch::Receiver<Arc<Snapshot>>;
+pub type Published = watch::Receiver<Arc<MetricsSnapshot>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for metrics on {addr}: {source}")]
@@ -39,7 +39,38 @@ pub async fn bind(addr: &str) -> Result<TcpListener, MetricsBindError> {
         })
 }
 
-fn answer(snapshots: &Published, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+/// The text of the last snapshot rendered, shared by every connection:
+/// scrapes of a snapshot the owner has not replaced since (a second
+/// scraper, or scrapes faster than the owner publishes) reuse one render.
+#[derive(Debug, Default, Clone)]
+pub struct Rendered(Arc<Mutex<Option<Text>>>);
+
+/// A snapshot and its text.
+type Text = (Arc<MetricsSnapshot>, Bytes);
+
+impl Rendered {
+    /// The text of `snapshot`, rendered only if it is not the last one.
+    /// The lock is held to compare and to store, never while rendering.
+    pub fn text(&self, snapshot: Arc<MetricsSnapshot>) -> Bytes {
+        if let Ok(last) = self.0.lock()
+            && let Some((s, text)) = last.as_ref()
+            && Arc::ptr_eq(s, &snapshot)
+        {
+            return text.clone();
+        }
+        let text = Bytes::from(render(&snapshot));
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((snapshot, text.clone()));
+        }
+        text
+    }
+}
+
+fn answer(
+    snapshots: &Published,
+    rendered: &Rendered,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *r.status_mut() = status;
@@ -54,8 +85,7 @@ fn answer(snapshots: &Published, req: &Request<hyper::body::Incoming>) -> Respon
     // The clone of an Arc: the lock of the watch channel is held for no
     // longer than that, and rendering happens outside it.
     let snapshot = snapshots.borrow().clone();
-    let text = render(&snapshot);
-    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let mut r = Response::new(Full::new(rendered.text(snapshot)));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(CONTENT_TYPE),
@@ -67,16 +97,18 @@ fn answer(snapshots: &Published, req: &Request<hyper::body::Incoming>) -> Respon
 /// descriptors) is waited out, not spun on (`crate::accept`).
 pub async fn serve(listener: TcpListener, snapshots: Published, shutdown: CancellationToken) {
     let mut backoff = crate::accept::Backoff::default();
+    let rendered = Rendered::default();
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
             s = crate::accept::next(&listener, &mut backoff, "/metrics") => s,
         };
         let snapshots = snapshots.clone();
+        let rendered = rendered.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let r = answer(&snapshots, &req);
+                let r = answer(&snapshots, &rendered, &req);
                 async move { Ok::<_, Infallible>(r) }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
@@ -95,4 +127,22 @@ pub async fn serve(listener: TcpListener, snapshots: Published, shutdown: Cancel
 /// The address a listener got (for port 0).
 pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unchanged_snapshot_is_rendered_once_and_a_new_one_again() {
+        let rendered = Rendered::default();
+        let first = Arc::new(MetricsSnapshot::empty("h", "1"));
+        let a = rendered.text(first.clone());
+        let b = rendered.text(first);
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the second scrape reused the text");
+        let second = Arc::new(MetricsSnapshot::empty("h", "2"));
+        let c = rendered.text(second);
+        assert_ne!(a.as_ptr(), c.as_ptr());
+        assert!(String::from_utf8_lossy(&c).contains("version=\"2\""));
+    }
 }

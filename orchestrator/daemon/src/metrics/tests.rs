@@ -92,7 +92,7 @@ fn mps_profiles_read_memory_and_compute_share() {
 
 #[test]
 fn the_text_has_one_header_per_family_every_sample_labelled_with_the_host() {
-    let mut s = Snapshot::empty("pc\"2", "1.2.3");
+    let mut s = MetricsSnapshot::empty("pc\"2", "1.2.3");
     s.replicas = vec![
         replica("g", "A", 0, "running"),
         replica("g", "A", 1, "backing_off"),
@@ -152,8 +152,11 @@ fn the_text_has_one_header_per_family_every_sample_labelled_with_the_host() {
 }
 
 #[test]
-fn slo_series_carry_window_labels_and_infinite_burns_as_prometheus_spells_them() {
-    let mut s = Snapshot::empty("h", "v");
+/// Infinite values are written as the `prometheus` crate's encoder writes
+/// them (`inf`, `-inf`), which Prometheus' text parser reads as infinities
+/// (Go's `strconv.ParseFloat`; `promtool check metrics` accepts them).
+fn slo_series_carry_window_labels_and_infinite_burns() {
+    let mut s = MetricsSnapshot::empty("h", "v");
     s.slos = vec![SloRow {
         group: "g".into(),
         slo: Sli::ErrorRate,
@@ -176,10 +179,10 @@ fn slo_series_carry_window_labels_and_infinite_burns_as_prometheus_spells_them()
     let text = render(&s);
     let has = |l: &str| text.lines().any(|x| x == l);
     assert!(has(
-        r#"orchestrator_slo_burn_rate{host="h",group="g",slo="error_rate",window="5m"} +Inf"#
+        r#"orchestrator_slo_burn_rate{host="h",group="g",slo="error_rate",window="5m"} inf"#
     ));
     assert!(has(
-        r#"orchestrator_slo_error_budget_remaining_ratio{host="h",group="g",slo="error_rate"} -Inf"#
+        r#"orchestrator_slo_error_budget_remaining_ratio{host="h",group="g",slo="error_rate"} -inf"#
     ));
     assert!(has(
         r#"orchestrator_slo_sli_error_ratio{host="h",group="g",slo="error_rate",window="5m"} 0.1"#

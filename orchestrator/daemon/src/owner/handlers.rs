@@ -8,7 +8,7 @@ use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Resp
 use orch_config::ConfigError;
 use orch_core::supervise::{CommandError, Commanded, Supervisor};
 
-use super::{ConfigSource, Owner, hashes};
+use super::{ConfigSource, Owner};
 use crate::event::{Asked, ContainerOf, Responder};
 use crate::views::{self, Facts};
 
@@ -278,7 +278,7 @@ impl Owner {
             warnings.push(text::restart_only_change(section));
         }
         let events_from = self.journal.next_seq();
-        let hashes = hashes(&loaded.config);
+        let hashes = orch_core::container::config_hashes(&loaded.config);
         let done = self
             .sup
             .reload(now, loaded.config, hashes)

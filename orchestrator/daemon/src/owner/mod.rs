@@ -26,14 +26,13 @@ mod journal;
 mod observe;
 mod persist;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use orch_config::{LoadOptions, Loaded};
 use orch_core::container;
-use orch_core::model::{HostConfig, ShutdownMode};
+use orch_core::model::ShutdownMode;
 use orch_core::supervise::{Input, Outcome, Supervisor};
 use orch_docker::ContainerRuntime;
 use tokio::sync::mpsc;
@@ -128,14 +127,6 @@ impl std::fmt::Debug for Owner {
     }
 }
 
-/// The hash of every agent of a config.
-pub fn hashes(config: &HostConfig) -> BTreeMap<String, String> {
-    config
-        .agents()
-        .map(|a| (a.name.clone(), container::config_hash(a)))
-        .collect()
-}
-
 impl Owner {
     pub fn new(
         loaded: Loaded,
@@ -181,7 +172,7 @@ impl Owner {
                 settings: settings.observe,
             },
         );
-        let hashes = hashes(&config);
+        let hashes = container::config_hashes(&config);
         let mut sup = Supervisor::new(config, hashes, persisted);
         sup.infer_intent(origin);
         Ok(Owner {
@@ -211,7 +202,7 @@ impl Owner {
     }
 
     /// The metrics snapshots the owner publishes.
-    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::Snapshot>> {
+    pub fn metrics(&self) -> tokio::sync::watch::Receiver<Arc<crate::metrics::MetricsSnapshot>> {
         self.observer.subscribe()
     }
 

@@ -16,14 +16,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::event::{self, Scraped};
-use crate::metrics::{self, Counters, PeerRow, Snapshot};
+use crate::metrics::{self, Counters, MetricsSnapshot, PeerRow};
 use crate::observe::ObserveSettings;
 use crate::slo_scrape::{self, MetricsFetcher, ScrapeTarget};
 use crate::slo_store::SloStore;
 
 pub(super) struct Observer {
     counters: Counters,
-    publish: watch::Sender<Arc<Snapshot>>,
+    publish: watch::Sender<Arc<MetricsSnapshot>>,
     /// Something changed since the last published snapshot.
     dirty: bool,
     slo: SloEngine,
@@ -74,7 +74,7 @@ impl Observer {
             }
         };
         slo.configure(SloEngine::slos_of(config));
-        let (publish, _) = watch::channel(Arc::new(Snapshot::empty(
+        let (publish, _) = watch::channel(Arc::new(MetricsSnapshot::empty(
             &config.host.name,
             env!("CARGO_PKG_VERSION"),
         )));
@@ -93,7 +93,7 @@ impl Observer {
     }
 
     /// The snapshots `/metrics` renders.
-    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<MetricsSnapshot>> {
         self.publish.subscribe()
     }
 

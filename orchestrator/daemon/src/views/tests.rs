@@ -47,7 +47,7 @@ struct Host {
 impl Host {
     fn new() -> Host {
         let c = config(CONFIG);
-        let hashes = crate::owner::hashes(&c);
+        let hashes = orch_core::container::config_hashes(&c);
         let mut sup = Supervisor::new(c, hashes, Persisted::default());
         sup.handle(0, Input::Resync { containers: vec![] });
         Host { sup, ids: 0 }
