@@ -915,11 +915,6 @@ pub fn restart_only_change(section: &str) -> String {
     )
 }
 
-/// A `reload` whose new peer list the federation bus did not take.
-pub fn peers_not_taken(error: &str) -> String {
-    format!("the new `federation.peers` were not taken, the old ones stay: {error}")
-}
-
 /// What an operator is told after a MIG mode change was made.
 pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) -> String {
     let what = if enable { "enabled" } else { "disabled" };
@@ -930,6 +925,11 @@ pub fn mig_change(index: u32, name: &str, enable: bool, reset_required: bool) ->
     } else {
         format!("MIG mode is {what} on GPU {index} ({name})")
     }
+}
+
+/// A `reload` whose new peer list the federation bus did not take.
+pub fn peers_not_taken(error: &str) -> String {
+    format!("the new `federation.peers` were not taken, the old ones stay: {error}")
 }
 
 #[cfg(test)]
