@@ -210,6 +210,62 @@ pub enum Rejection {
     },
     /// A connection whose peer may not use the control socket.
     Forbidden(Forbidden),
+    /// `host` refuses request `op` sent through its peer `peer` (the name
+    /// of the sender's key).
+    RemoteRefused {
+        host: String,
+        peer: String,
+        /// The request's name ([`crate::Request::name`]).
+        op: &'static str,
+        why: RemoteRefusal,
+    },
+    /// A request body over the bound for its kind, refused before it was
+    /// read in full.
+    TooLarge {
+        /// What kind of request: `config` (apply, plan, state import) or
+        /// `request` (every other).
+        kind: &'static str,
+        limit: u64,
+    },
+}
+
+/// Why a host refuses a request from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteRefusal {
+    /// The sender's key has role `monitor`: it reads only.
+    Monitor,
+    /// The host takes no more than `allowed` from peers
+    /// (`federation.remote_commands`).
+    Limited { allowed: RemoteLevel },
+    /// A state-changing request without the identity of the operator who
+    /// sent it.
+    NoOperator,
+    /// The operator would be refused this host's own control socket.
+    Stranger {
+        operator: String,
+        group: Option<String>,
+        gid: u32,
+    },
+    /// The operator identity is over its bounds.
+    BadOperator,
+}
+
+/// `federation.remote_commands` as the API words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteLevel {
+    None,
+    Operate,
+    Admin,
+}
+
+impl RemoteLevel {
+    pub fn label(self) -> &'static str {
+        match self {
+            RemoteLevel::None => "none",
+            RemoteLevel::Operate => "operate",
+            RemoteLevel::Admin => "admin",
+        }
+    }
 }
 
 /// Why a replica has no container whose output could be read.
@@ -265,7 +321,8 @@ impl Rejection {
             | NotLogs
             | FollowRemoteLogs { .. }
             | NotARequest { .. }
-            | Unreadable { .. } => ErrorCode::BadRequest,
+            | Unreadable { .. }
+            | TooLarge { .. } => ErrorCode::BadRequest,
             NeededBy { .. } | PlanOfOtherHost { .. } | NoMig { .. } | GpuHeld { .. } => {
                 ErrorCode::Conflict
             }
@@ -293,7 +350,7 @@ impl Rejection {
             | UnreadableReply { .. }
             | WrongReply { .. }
             | NotEncoded { .. } => ErrorCode::Internal,
-            Forbidden(_) => ErrorCode::Forbidden,
+            Forbidden(_) | RemoteRefused { .. } => ErrorCode::Forbidden,
         }
     }
 }

@@ -335,6 +335,7 @@ pub fn from_route(
             .filter(|h| !h.is_empty())
             .map(str::to_string),
         request,
+        operator: None,
     })
 }
 

@@ -12,30 +12,32 @@
 //! - the federation bus between daemons, which carries the same envelopes
 //!   to another host and brings its reply back.
 //!
-//! | request | HTTP route | reply |
-//! |---|---|---|
-//! | `status` | GET /v1/status | [`Status`] |
-//! | `groups` | GET /v1/groups | `Vec<GroupStatus>` |
-//! | `agents` | GET /v1/agents?group | `Vec<AgentStatus>` |
-//! | `group_start` | POST /v1/groups/{group}/start | [`Accepted`] |
-//! | `group_stop` | POST /v1/groups/{group}/stop `{with_dependents}` | [`Accepted`] |
-//! | `group_restart` | POST /v1/groups/{group}/restart `{with_dependents}` | [`Accepted`] |
-//! | `agent_restart` | POST /v1/agents/{group}/{agent}/restart | [`Accepted`] |
-//! | `logs` | GET /v1/agents/{group}/{agent}/logs?replica&follow&tail&since&timestamps&json | raw bytes (with `json`, one [`LogLine`] per line), streamed |
-//! | `events` | GET /v1/events?since&follow | one [`Event`] per line (NDJSON), streamed |
-//! | `apply` | POST /v1/apply `{file_name, config_text}` | [`Applied`] |
-//! | `reload` | POST /v1/reload | [`Applied`] |
-//! | `gpu` | GET /v1/gpu | [`GpuReport`] |
-//! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] |
-//! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] |
-//! | `peers` | GET /v1/peers | `Vec<PeerStatus>` |
-//! | `fleet` | GET /v1/fleet | [`Fleet`] |
-//! | `slo` | GET /v1/slo?group | [`SloReport`] |
-//! | `state_export` | GET /v1/state | [`wire::StateDocument`] |
-//! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] |
+//! | request | HTTP route | reply | class |
+//! |---|---|---|---|
+//! | `status` | GET /v1/status | [`Status`] | read only |
+//! | `groups` | GET /v1/groups | `Vec<GroupStatus>` | read only |
+//! | `agents` | GET /v1/agents?group | `Vec<AgentStatus>` | read only |
+//! | `group_start` | POST /v1/groups/{group}/start | [`Accepted`] | operate |
+//! | `group_stop` | POST /v1/groups/{group}/stop `{with_dependents}` | [`Accepted`] | operate |
+//! | `group_restart` | POST /v1/groups/{group}/restart `{with_dependents}` | [`Accepted`] | operate |
+//! | `agent_restart` | POST /v1/agents/{group}/{agent}/restart | [`Accepted`] | operate |
+//! | `logs` | GET /v1/agents/{group}/{agent}/logs?replica&follow&tail&since&timestamps&json | raw bytes (with `json`, one [`LogLine`] per line), streamed | read only |
+//! | `events` | GET /v1/events?since&follow | one [`Event`] per line (NDJSON), streamed | read only |
+//! | `apply` | POST /v1/apply `{file_name, config_text}` | [`Applied`] | admin |
+//! | `reload` | POST /v1/reload | [`Applied`] | admin |
+//! | `gpu` | GET /v1/gpu | [`GpuReport`] | read only |
+//! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] | read only |
+//! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] | admin |
+//! | `peers` | GET /v1/peers | `Vec<PeerStatus>` | read only |
+//! | `fleet` | GET /v1/fleet | [`Fleet`] | read only |
+//! | `slo` | GET /v1/slo?group | [`SloReport`] | read only |
+//! | `state_export` | GET /v1/state | [`wire::StateDocument`] | read only |
+//! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] | admin |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
-//! [`ApiError`] with an HTTP status that matches its code.
+//! [`ApiError`] with an HTTP status that matches its code. The class
+//! ([`Request::class`], [`RequestClass`]) is what another host's
+//! `federation.remote_commands` and its peers' roles are checked against.
 //!
 //! Behaviour shared by clients lives here too, without I/O: [`wait`]
 //! decides a `--wait` from the events it follows.
@@ -52,7 +54,10 @@ pub mod wait;
 pub mod wire;
 
 pub use client::{Client, ClientError, LogsWanted, SinceError, logs_since, ndjson};
-pub use error::{ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection};
+pub use error::{
+    ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection, RemoteLevel,
+    RemoteRefusal,
+};
 pub use reply::*;
-pub use request::{Envelope, Reply, Request, Response, VERSION};
+pub use request::{Envelope, Operator, Reply, Request, RequestClass, Response, VERSION};
 pub use wire::{Event, EventKind};

@@ -376,6 +376,29 @@ pub struct PeerStatus {
     pub messages_out: u64,
     /// Frames from it that could not be read (dropped, never acted on).
     pub decode_errors: u64,
+    /// What its key may do here: `peer` or `monitor`.
+    #[serde(default)]
+    pub role: String,
+    /// Connections with its key refused or shut down (too many at once,
+    /// over their byte budget).
+    #[serde(default)]
+    pub refused_connections: u64,
+    /// Messages, snapshots or events from its key claiming another host.
+    #[serde(default)]
+    pub impostors: u64,
+    /// Well-formed messages on a channel they do not belong to.
+    #[serde(default)]
+    pub unexpected: u64,
+    /// Its items dropped because its share of the inbox was full.
+    #[serde(default)]
+    pub inbox_drops: u64,
+    /// Messages or connections over a size budget.
+    #[serde(default)]
+    pub over_budget: u64,
+    /// Requests refused by this host's rules for peers (role,
+    /// `federation.remote_commands`, the operator).
+    #[serde(default)]
+    pub refused_commands: u64,
 }
 
 /// Every host of the federation, this one first: the latest snapshot of

@@ -106,7 +106,55 @@ pub enum Request {
     StateImport { state: StateDocument },
 }
 
+/// What a request may change: the rules of who may send it go by this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestClass {
+    /// Reads only (views, logs, events, `plan`, `state export`).
+    ReadOnly,
+    /// Operates groups and agents: start, stop, restart.
+    Operate,
+    /// Changes what the host is: `apply`, `reload`, `state import`, MIG mode.
+    Admin,
+}
+
+impl RequestClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestClass::ReadOnly => "read_only",
+            RequestClass::Operate => "operate",
+            RequestClass::Admin => "admin",
+        }
+    }
+}
+
 impl Request {
+    /// What the request may change. One exhaustive match: a new request
+    /// cannot be added without saying which class it is in.
+    pub fn class(&self) -> RequestClass {
+        match self {
+            Request::Status
+            | Request::Groups
+            | Request::Agents { .. }
+            | Request::Logs { .. }
+            | Request::Events { .. }
+            | Request::Gpu
+            | Request::Plan { .. }
+            | Request::Peers
+            | Request::Fleet
+            | Request::Slo { .. }
+            | Request::StateExport => RequestClass::ReadOnly,
+            Request::GroupStart { .. }
+            | Request::GroupStop { .. }
+            | Request::GroupRestart { .. }
+            | Request::AgentRestart { .. } => RequestClass::Operate,
+            Request::Apply { .. }
+            | Request::Reload
+            | Request::MigMode { .. }
+            | Request::StateImport { .. } => RequestClass::Admin,
+        }
+    }
+
     /// The operation's name, as in the `op` field.
     pub fn name(&self) -> &'static str {
         match self {
@@ -143,6 +191,60 @@ pub struct Envelope {
     pub host: Option<String>,
     #[serde(flatten)]
     pub request: Request,
+    /// Who asked, as the daemon that took the request on its control
+    /// socket saw them; set by that daemon when it carries the request to
+    /// another host, never taken from a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<Operator>,
+}
+
+/// An operator as a control socket sees them: the peer credentials of
+/// the connection (`SO_PEERCRED`) and the names they have on that host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Operator {
+    /// Bounds on what a peer may send: a supplementary group list longer
+    /// than Linux's `NGROUPS_MAX`, or names longer than a login name, are
+    /// refused.
+    pub const MAX_GROUPS: usize = 65_536;
+    pub const MAX_NAME: usize = 256;
+
+    /// Whether the identity is within [`Operator::MAX_GROUPS`] and
+    /// [`Operator::MAX_NAME`].
+    pub fn within_bounds(&self) -> bool {
+        self.groups.len() <= Self::MAX_GROUPS
+            && self.user.as_ref().is_none_or(|u| u.len() <= Self::MAX_NAME)
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| g.len() <= Self::MAX_NAME)
+    }
+}
+
+impl std::fmt::Display for Operator {
+    /// `uid 1000 (alice), gid 1000 (alice)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "uid {}", self.uid)?;
+        if let Some(u) = &self.user {
+            write!(f, " ({u})")?;
+        }
+        write!(f, ", gid {}", self.gid)?;
+        if let Some(g) = &self.group {
+            write!(f, " ({g})")?;
+        }
+        Ok(())
+    }
 }
 
 impl Envelope {
@@ -151,6 +253,7 @@ impl Envelope {
             v: VERSION,
             host,
             request,
+            operator: None,
         }
     }
 
@@ -265,6 +368,164 @@ mod tests {
                 follow: false
             }
         );
+    }
+
+    /// One of every request, and the class each must be in.
+    fn every_request() -> Vec<(Request, RequestClass)> {
+        use RequestClass::*;
+        let g = || "g".to_string();
+        let text = || ("c.yaml".to_string(), "version: 1".to_string());
+        vec![
+            (Request::Status, ReadOnly),
+            (Request::Groups, ReadOnly),
+            (Request::Agents { group: None }, ReadOnly),
+            (Request::GroupStart { group: g() }, Operate),
+            (
+                Request::GroupStop {
+                    group: g(),
+                    with_dependents: false,
+                },
+                Operate,
+            ),
+            (
+                Request::GroupRestart {
+                    group: g(),
+                    with_dependents: true,
+                },
+                Operate,
+            ),
+            (
+                Request::AgentRestart {
+                    group: g(),
+                    agent: "A".into(),
+                },
+                Operate,
+            ),
+            (
+                Request::Logs {
+                    group: g(),
+                    agent: "A".into(),
+                    replica: 0,
+                    follow: false,
+                    tail: None,
+                    since: None,
+                    timestamps: false,
+                    json: false,
+                },
+                ReadOnly,
+            ),
+            (
+                Request::Events {
+                    since: 0,
+                    follow: false,
+                },
+                ReadOnly,
+            ),
+            (
+                Request::Apply {
+                    file_name: text().0,
+                    config_text: text().1,
+                },
+                Admin,
+            ),
+            (Request::Reload, Admin),
+            (Request::Gpu, ReadOnly),
+            (
+                Request::Plan {
+                    file_name: text().0,
+                    config_text: text().1,
+                },
+                ReadOnly,
+            ),
+            (
+                Request::MigMode {
+                    gpu: 0,
+                    enable: true,
+                },
+                Admin,
+            ),
+            (Request::Peers, ReadOnly),
+            (Request::Fleet, ReadOnly),
+            (Request::Slo { group: None }, ReadOnly),
+            (Request::StateExport, ReadOnly),
+            (
+                Request::StateImport {
+                    state: serde_json::from_value(serde_json::json!({
+                        "kind": "orchestrator-state", "format": 1, "host": "h",
+                        "generation": 1, "started_groups": []
+                    }))
+                    .unwrap(),
+                },
+                Admin,
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_request_has_its_class() {
+        let table = every_request();
+        // The table names every request once. A request added to the enum
+        // does not compile here until it is given a row: this match has
+        // no wildcard, and each arm names its row.
+        let row = |r: &Request| -> usize {
+            match r {
+                Request::Status => 0,
+                Request::Groups => 1,
+                Request::Agents { .. } => 2,
+                Request::GroupStart { .. } => 3,
+                Request::GroupStop { .. } => 4,
+                Request::GroupRestart { .. } => 5,
+                Request::AgentRestart { .. } => 6,
+                Request::Logs { .. } => 7,
+                Request::Events { .. } => 8,
+                Request::Apply { .. } => 9,
+                Request::Reload => 10,
+                Request::Gpu => 11,
+                Request::Plan { .. } => 12,
+                Request::MigMode { .. } => 13,
+                Request::Peers => 14,
+                Request::Fleet => 15,
+                Request::Slo { .. } => 16,
+                Request::StateExport => 17,
+                Request::StateImport { .. } => 18,
+            }
+        };
+        let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
+        assert_eq!(
+            rows,
+            (0..19).collect::<Vec<_>>(),
+            "one row per request, in order"
+        );
+        for (request, class) in &table {
+            assert_eq!(request.class(), *class, "{}", request.name());
+        }
+    }
+
+    #[test]
+    fn the_operator_travels_with_the_envelope_and_is_bounded() {
+        let mut e = Envelope::new(None, Request::GroupStart { group: "g".into() });
+        e.operator = Some(Operator {
+            uid: 1000,
+            gid: 1000,
+            groups: vec![995],
+            user: Some("alice".into()),
+            group: None,
+        });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["operator"]["user"], "alice");
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            e.operator.as_ref().unwrap().to_string(),
+            "uid 1000 (alice), gid 1000"
+        );
+        let mut op = e.operator.clone().unwrap();
+        assert!(op.within_bounds());
+        op.groups = vec![1; Operator::MAX_GROUPS + 1];
+        assert!(!op.within_bounds());
+        op.groups.clear();
+        op.user = Some("x".repeat(Operator::MAX_NAME + 1));
+        assert!(!op.within_bounds());
     }
 
     #[test]

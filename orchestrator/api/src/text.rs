@@ -904,6 +904,63 @@ impl fmt::Display for crate::Rejection {
                 "permission denied: uid {uid} is neither root, the daemon's user, nor in group {} (gid {gid})",
                 group.as_deref().unwrap_or("?")
             ),
+            RemoteRefused {
+                host,
+                peer,
+                op,
+                why,
+            } => {
+                write!(f, "host {host} refuses `{op}` from peer {peer}: ")?;
+                match why {
+                    crate::RemoteRefusal::Monitor => write!(
+                        f,
+                        "{peer}'s key has role monitor on {host}, which may only read"
+                    ),
+                    crate::RemoteRefusal::Limited { allowed } => match allowed {
+                        crate::RemoteLevel::None => write!(
+                            f,
+                            "remote commands are off (`federation.remote_commands: none` on {host}); run it on {host} itself"
+                        ),
+                        other => write!(
+                            f,
+                            "remote commands limited to {} (`federation.remote_commands: {}` on {host}); run it on {host} itself",
+                            other.label(),
+                            other.label()
+                        ),
+                    },
+                    crate::RemoteRefusal::NoOperator => f.write_str(
+                        "the request carries no operator identity (the sending daemon is too old, or it is no daemon)",
+                    ),
+                    crate::RemoteRefusal::Stranger {
+                        operator,
+                        group,
+                        gid,
+                    } => write!(
+                        f,
+                        "operator {operator} is neither root, the daemon's user, nor in group {} (gid {gid}) on {host}",
+                        group.as_deref().unwrap_or("?")
+                    ),
+                    crate::RemoteRefusal::BadOperator => {
+                        f.write_str("the operator identity is over its bounds")
+                    }
+                }
+            }
+            TooLarge { kind, limit } => {
+                let (n, unit) = if limit % (1024 * 1024) == 0 {
+                    (limit / (1024 * 1024), "MiB")
+                } else {
+                    (limit / 1024, "KiB")
+                };
+                let what = if *kind == "config" {
+                    "apply, plan and state import"
+                } else {
+                    "a request"
+                };
+                write!(
+                    f,
+                    "the request body is over the limit of {what} ({n} {unit}); nothing past it was read"
+                )
+            }
         }
     }
 }
@@ -1170,6 +1227,11 @@ pub const WAIT_STREAM_ENDED: &str = "the daemon's event stream ended before the 
 /// `events -f`'s stream ended: the daemon went away.
 pub const EVENTS_STREAM_ENDED: &str =
     "the daemon's event stream ended (did the daemon stop? see `systemctl status orchestratord`)";
+
+/// A `reload` whose new peer list the federation bus did not take.
+pub fn peers_not_taken(error: &str) -> String {
+    format!("the new `federation.peers` were not taken, the old ones stay: {error}")
+}
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,10 @@ pub type Responder = oneshot::Sender<Result<Response, ApiError>>;
 #[derive(Debug)]
 pub struct Asked {
     pub request: Request,
+    /// The config text of an `apply` or `plan`, parsed and validated
+    /// before the owner saw the request (`Service::call`): the owner does
+    /// no parsing.
+    pub config: Option<Box<orch_config::Loaded>>,
     pub responder: Responder,
     pub span: tracing::Span,
 }
@@ -159,8 +163,13 @@ pub enum PeerNews {
         state: PeerState,
         incarnation: u64,
     },
-    /// The peer sent bodies that were refused (see `crate::fleet::codec`).
-    Refused { peer: String, bodies: u64 },
+    /// The peer sent bodies that were refused (see `crate::fleet::codec`
+    /// and `crate::fleet::trust`).
+    Refused {
+        peer: String,
+        reason: crate::fleet::Refused,
+        bodies: u64,
+    },
 }
 
 /// Observability work for the owner.

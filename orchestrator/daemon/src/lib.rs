@@ -197,12 +197,21 @@ pub async fn run(
         Arc::new(fleet::BusRemote::new(b, event::Sender::new(tx.clone())))
             as Arc<dyn service::Remote>
     });
-    let service = service::Service::new(tx.clone(), rt.clone(), host.clone(), remote);
+    let service = service::Service::new(
+        tx.clone(),
+        rt.clone(),
+        host.clone(),
+        remote,
+        settings.load_options.clone(),
+    );
+    let remote_commands = owner.remote_commands();
     let bridge_task = inbox.map(|inbox| {
         tokio::spawn(fleet::bridge(
             inbox,
             event::Sender::new(tx.clone()),
             service.clone(),
+            remote_commands,
+            policy,
             api_stop_for_bridge.clone(),
         ))
     });

@@ -1,7 +1,9 @@
 //! The control API over HTTP/1.1 on a unix socket: a thin adapter. It
-//! checks who connects, turns each route into an [`Envelope`]
-//! (`orch_api::http`), hands it to the [`Service`] and writes back what
-//! comes out; it holds no state and knows no operation.
+//! checks who connects, reads each body within the bound of its route's
+//! kind (`fleet::trust::BodyKind`), turns each route into an [`Envelope`]
+//! (`orch_api::http`), puts the operator's identity on one for another
+//! host, hands it to the [`Service`] and writes back what comes out; it
+//! holds no state and knows no operation.
 
 use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt as _;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -20,6 +22,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::accept;
+use crate::fleet::trust::{self, BodyKind};
 use crate::peer::{Peer, Policy};
 use crate::service::Service;
 
@@ -112,11 +115,14 @@ pub async fn serve(listener: UnixListener, server: Server, shutdown: Cancellatio
             let svc = service_fn(move |req| {
                 let server = server.clone();
                 let refusal = refusal.clone();
+                let peer = peer.clone();
                 async move {
                     if let Some(r) = refusal {
                         return Ok::<_, Infallible>(error(Rejection::Forbidden(r).into()));
                     }
-                    Ok(route(&server.service, req).await.unwrap_or_else(error))
+                    Ok(route(&server.service, peer.as_ref(), req)
+                        .await
+                        .unwrap_or_else(error))
                 }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
@@ -158,21 +164,61 @@ fn reply(r: &orch_api::Response) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed_unsync()))
 }
 
-async fn route(service: &Service, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// The kind of body a route carries: a config text or state document
+/// (`POST /v1/apply`, `/v1/plan`, `/v1/state`), or anything else.
+pub fn body_kind(method: &str, path: &str) -> BodyKind {
+    let route = path
+        .strip_prefix(orch_api::http::PREFIX)
+        .unwrap_or(path)
+        .trim_end_matches('/');
+    match (method, route) {
+        ("POST", "/apply" | "/plan" | "/state") => BodyKind::Config,
+        _ => BodyKind::Request,
+    }
+}
+
+/// Reads a body up to the bound of its kind: one announced larger is
+/// refused before a byte of it is read, and one that turns out larger is
+/// refused as soon as it passes the bound.
+async fn read_body(kind: BodyKind, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let limit = kind.limit();
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(kind.too_large().into());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(kind.too_large().into()),
+        Err(e) => Err(ApiError::from(Rejection::Unreadable {
+            error: e.to_string(),
+        })),
+    }
+}
+
+async fn route(
+    service: &Service,
+    peer: Option<&Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| {
-            ApiError::from(Rejection::Unreadable {
-                error: e.to_string(),
-            })
-        })?
-        .to_bytes();
-    let env = orch_api::http::from_route(&method, &path, query.as_deref(), &body)?;
+    let body = read_body(body_kind(&method, &path), req).await?;
+    let mut env = orch_api::http::from_route(&method, &path, query.as_deref(), &body)?;
+    // A request for another host carries who asked: that host holds them
+    // to its own rules and audits what they do.
+    if let (Some(host), Some(peer)) = (env.host.as_deref(), peer)
+        && host != service.host()
+    {
+        let peer = peer.clone();
+        env.operator = tokio::task::spawn_blocking(move || trust::operator_of(&peer))
+            .await
+            .ok();
+    }
     match &env.request {
         orch_api::Request::Events { since, follow } => {
             let events = service.events(&env, *since, *follow).await?;
@@ -193,5 +239,36 @@ async fn route(service: &Service, req: Request<Incoming>) -> Result<Response<Bod
             ))))
         }
         _ => Ok(reply(&service.call(env).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_has_the_body_bound_of_its_kind() {
+        for (method, path) in [
+            ("POST", "/v1/apply"),
+            ("POST", "/v1/plan"),
+            ("POST", "/v1/state"),
+            ("POST", "/v1/state/"),
+        ] {
+            assert_eq!(body_kind(method, path), BodyKind::Config, "{method} {path}");
+        }
+        for (method, path) in [
+            ("GET", "/v1/state"),
+            ("POST", "/v1/groups/g/stop"),
+            ("POST", "/v1/gpu/0/mig"),
+            ("POST", "/v1/reload"),
+            ("GET", "/v1/status"),
+            ("POST", "/v2/apply"),
+        ] {
+            assert_eq!(
+                body_kind(method, path),
+                BodyKind::Request,
+                "{method} {path}"
+            );
+        }
     }
 }

@@ -5,6 +5,11 @@
 //!
 //! Requests for another host are handed to a [`Remote`] (the federation),
 //! or refused with `host_unreachable` when there is none.
+//!
+//! The config text of an `apply` or `plan` is parsed and validated here,
+//! on a blocking thread, before the owner sees the request: the owner
+//! task only receives the parsed config, so a large or slow config never
+//! holds up supervision.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -38,6 +43,8 @@ pub struct Service {
     rt: Arc<dyn ContainerRuntime>,
     host: String,
     remote: Option<Arc<dyn Remote>>,
+    /// How config texts are loaded (`apply`, `plan`).
+    load_options: orch_config::LoadOptions,
 }
 
 fn gone() -> ApiError {
@@ -56,13 +63,54 @@ impl Service {
         rt: Arc<dyn ContainerRuntime>,
         host: String,
         remote: Option<Arc<dyn Remote>>,
+        load_options: orch_config::LoadOptions,
     ) -> Self {
         Service {
             tx,
             rt,
             host,
             remote,
+            load_options,
         }
+    }
+
+    /// Parses and validates the config text of an `apply` or `plan` on a
+    /// blocking thread; `None` for any other request.
+    async fn parse(
+        &self,
+        request: Request,
+    ) -> Result<(Request, Option<Box<orch_config::Loaded>>), ApiError> {
+        let (file_name, config_text, apply) = match request {
+            Request::Apply {
+                file_name,
+                config_text,
+            } => (file_name, config_text, true),
+            Request::Plan {
+                file_name,
+                config_text,
+            } => (file_name, config_text, false),
+            other => return Ok((other, None)),
+        };
+        let options = self.load_options.clone();
+        let (loaded, file_name, config_text) = tokio::task::spawn_blocking(move || {
+            let loaded = orch_config::load_str(&file_name, &config_text, &options);
+            (loaded, file_name, config_text)
+        })
+        .await
+        .map_err(|_| gone())?;
+        let loaded = loaded.map_err(|e| ApiError::from(crate::owner::config_rejection(e)))?;
+        let request = if apply {
+            Request::Apply {
+                file_name,
+                config_text,
+            }
+        } else {
+            Request::Plan {
+                file_name,
+                config_text,
+            }
+        };
+        Ok((request, Some(Box::new(loaded))))
     }
 
     pub fn host(&self) -> &str {
@@ -136,10 +184,12 @@ impl Service {
                 }))
             }
             request => {
+                let (request, config) = self.parse(request).await?;
                 let span = tracing::Span::current();
                 self.ask(|responder| {
                     OwnerEvent::Request(Asked {
                         request,
+                        config,
                         responder,
                         span,
                     })

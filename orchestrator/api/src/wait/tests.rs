@@ -55,6 +55,13 @@ fn peer(name: &str, state: PeerState) -> PeerStatus {
         messages_in: 0,
         messages_out: 0,
         decode_errors: 0,
+        role: "peer".into(),
+        refused_connections: 0,
+        impostors: 0,
+        unexpected: 0,
+        inbox_drops: 0,
+        over_budget: 0,
+        refused_commands: 0,
     }
 }
 

@@ -24,6 +24,49 @@ pub const KEEP_EVENTS: usize = 5_000;
 /// events; at a typical few hundred bytes the count bounds first.
 pub const KEEP_BYTES: usize = 4 * 1024 * 1024;
 
+/// Why the daemon refused a body from a peer (the bus refuses frames
+/// for its own reasons, counted in its `PeerView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refused {
+    /// Not a body of its kind.
+    Undecodable,
+    /// A snapshot or event of another host than its sender's.
+    Impostor,
+    /// An event over `codec::MAX_EVENT_BYTES`.
+    Oversized,
+    /// A request its sender may not make here (`fleet::trust`).
+    Command,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 4] = [
+        Refused::Undecodable,
+        Refused::Impostor,
+        Refused::Oversized,
+        Refused::Command,
+    ];
+
+    /// Why a codec refused a body.
+    pub fn of(e: &super::codec::CodecError) -> Refused {
+        use super::codec::CodecError;
+        match e {
+            CodecError::NotItsOwn { .. } => Refused::Impostor,
+            CodecError::TooLarge { .. } => Refused::Oversized,
+            CodecError::Syntax { .. } | CodecError::Encode { .. } => Refused::Undecodable,
+        }
+    }
+
+    /// The `reason` label of `orchestrator_federation_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Undecodable => "undecodable",
+            Refused::Impostor => "impostor",
+            Refused::Oversized => "over_budget",
+            Refused::Command => "command",
+        }
+    }
+}
+
 /// One peer as this host knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerRecord {
@@ -35,8 +78,10 @@ pub struct PeerRecord {
     events: VecDeque<(Event, usize)>,
     /// The sum of the sizes in `events`.
     bytes: usize,
-    /// Bodies refused from this peer (`codec`).
+    /// Bodies refused from this peer (`codec`, `trust`), in all.
     pub refused: u64,
+    /// The same, by reason.
+    pub refused_by: BTreeMap<Refused, u64>,
 }
 
 impl PeerRecord {
@@ -48,6 +93,7 @@ impl PeerRecord {
             events: VecDeque::new(),
             bytes: 0,
             refused: 0,
+            refused_by: BTreeMap::new(),
         }
     }
 
@@ -94,6 +140,18 @@ impl FleetBook {
         }
     }
 
+    /// Takes a new peer list: new peers start unknown, peers no longer
+    /// listed are forgotten, the others keep what is known of them.
+    pub fn reconfigure<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let names: std::collections::BTreeSet<&str> = names.into_iter().collect();
+        self.peers.retain(|n, _| names.contains(n.as_str()));
+        for n in names {
+            self.peers
+                .entry(n.to_string())
+                .or_insert_with(PeerRecord::new);
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&PeerRecord> {
         self.peers.get(name)
     }
@@ -131,9 +189,14 @@ impl FleetBook {
                     p.state = state;
                 }
             }
-            PeerNews::Refused { peer, bodies } => {
+            PeerNews::Refused {
+                peer,
+                reason,
+                bodies,
+            } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.refused += bodies;
+                    *p.refused_by.entry(reason).or_default() += bodies;
                 }
             }
         }
@@ -188,22 +251,52 @@ impl FleetBook {
         self.peers.get(peer).map_or(0, |p| p.refused)
     }
 
+    /// Bodies of `peer` the daemon could not take as what they claimed
+    /// to be (unreadable, another host's, too large): its decode errors,
+    /// beside the requests it may not make.
+    pub fn bad_bodies(&self, peer: &str) -> u64 {
+        self.refused(peer)
+            .saturating_sub(self.refused_for(peer, Refused::Command))
+    }
+
+    /// Bodies refused from `peer` by the daemon for `reason`.
+    pub fn refused_for(&self, peer: &str, reason: Refused) -> u64 {
+        self.peers
+            .get(peer)
+            .and_then(|p| p.refused_by.get(&reason))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// `peers` as the API shows it: the bus's view of each peer, with what
     /// this daemon refused from it counted as decode errors.
     pub fn status(&self, views: Vec<PeerView>) -> Vec<PeerStatus> {
         let ms = |d: Option<Duration>| d.map(millis);
         views
             .into_iter()
-            .map(|p| PeerStatus {
-                decode_errors: p.decode_errors() + self.refused(&p.name),
-                endpoint: p.endpoint,
-                state: peer_state(p.state),
-                incarnation: p.incarnation,
-                last_heartbeat_age_ms: ms(p.last_heartbeat_age),
-                snapshot_age_ms: ms(p.snapshot_age),
-                messages_in: p.messages_in,
-                messages_out: p.messages_out,
-                name: p.name,
+            .map(|p| {
+                let impostors = p.impostors() + self.refused_for(&p.name, Refused::Impostor);
+                let over_budget = p.over_budget() + self.refused_for(&p.name, Refused::Oversized);
+                let refused_commands = self.refused_for(&p.name, Refused::Command);
+                let (unexpected, inbox_drops) = (p.unexpected(), p.inbox_drops());
+                PeerStatus {
+                    decode_errors: p.decode_errors() + self.bad_bodies(&p.name),
+                    endpoint: p.endpoint,
+                    state: peer_state(p.state),
+                    incarnation: p.incarnation,
+                    last_heartbeat_age_ms: ms(p.last_heartbeat_age),
+                    snapshot_age_ms: ms(p.snapshot_age),
+                    messages_in: p.messages_in,
+                    messages_out: p.messages_out,
+                    role: p.role.label().to_string(),
+                    refused_connections: p.refused_connections,
+                    impostors,
+                    unexpected,
+                    inbox_drops,
+                    over_budget,
+                    refused_commands,
+                    name: p.name,
+                }
             })
             .collect()
     }

@@ -241,7 +241,14 @@ pub struct PeerRow {
     pub messages_in: u64,
     pub messages_out: u64,
     pub decode_errors: u64,
+    /// `orchestrator_federation_refused_total{peer, reason}`: what was
+    /// refused from this peer's key, by reason (every reason, zeros too).
+    pub refused: Vec<(&'static str, u64)>,
 }
+
+/// Refused connections no configured peer can be blamed for
+/// (`orchestrator_federation_refused_total{peer="", reason}`).
+pub type StrangerRows = Vec<(&'static str, u64)>;
 
 /// Everything `/metrics` shows, as of one instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +267,7 @@ pub struct MetricsSnapshot {
     pub slices: Vec<SliceRow>,
     pub slos: Vec<SloRow>,
     pub peers: Vec<PeerRow>,
+    pub strangers: StrangerRows,
 }
 
 impl MetricsSnapshot {
@@ -278,6 +286,7 @@ impl MetricsSnapshot {
             slices: Vec::new(),
             slos: Vec::new(),
             peers: Vec::new(),
+            strangers: Vec::new(),
         }
     }
 }
@@ -477,6 +486,7 @@ pub fn snapshot(
         slices,
         slos,
         peers: Vec::new(),
+        strangers: Vec::new(),
     }
 }
 

@@ -169,6 +169,11 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         COUNTER,
         "Federation messages that could not be decoded.",
     ),
+    (
+        "orchestrator_federation_refused_total",
+        COUNTER,
+        "Connections, messages and requests this daemon refused, by peer (empty: no configured peer) and reason.",
+    ),
     // SLOs.
     (
         "orchestrator_slo_objective_ratio",
@@ -229,6 +234,7 @@ enum F {
     PeerHeartbeatAgeSeconds,
     FederationMessagesTotal,
     FederationDecodeErrorsTotal,
+    FederationRefusedTotal,
     SloObjectiveRatio,
     SloEventsTotal,
     SloErrorsTotal,
@@ -514,6 +520,14 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
             b.counter(F::FederationMessagesTotal, &l, n);
         }
         b.counter(F::FederationDecodeErrorsTotal, &l, p.decode_errors);
+        for (reason, n) in &p.refused {
+            let l = [("peer", p.peer.as_str()), ("reason", reason)];
+            b.counter(F::FederationRefusedTotal, &l, *n);
+        }
+    }
+    for (reason, n) in &s.strangers {
+        let l = [("peer", ""), ("reason", reason)];
+        b.counter(F::FederationRefusedTotal, &l, *n);
     }
 
     // SLOs.

@@ -173,7 +173,9 @@ fn slo_series_carry_window_labels_and_infinite_burns() {
         messages_in: 3,
         messages_out: 4,
         decode_errors: 0,
+        refused: vec![("impostor", 2), ("command", 0)],
     }];
+    s.strangers = vec![("unknown_key", 5)];
     let text = render(&s);
     let has = |l: &str| text.lines().any(|x| x == l);
     assert!(has(
@@ -191,5 +193,16 @@ fn slo_series_carry_window_labels_and_infinite_burns() {
     ));
     assert!(has(
         r#"orchestrator_federation_messages_total{host="h",peer="pc2",direction="out"} 4"#
+    ));
+    // What the `OrchestratorPeerRefused` alert reads: by peer and reason,
+    // strangers with an empty peer.
+    assert!(has(
+        r#"orchestrator_federation_refused_total{host="h",peer="pc2",reason="impostor"} 2"#
+    ));
+    assert!(has(
+        r#"orchestrator_federation_refused_total{host="h",peer="pc2",reason="command"} 0"#
+    ));
+    assert!(has(
+        r#"orchestrator_federation_refused_total{host="h",peer="",reason="unknown_key"} 5"#
     ));
 }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_api::{Event, Fleet, HostSnapshot, HostView, PeerState, PeerStatus};
+use orch_core::model::RemoteCommands;
 use orch_core::supervise::RemoteHost;
-use orch_federation::Bus;
-use tokio::sync::broadcast;
+use orch_federation::{Bus, DropKind};
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::event::{PeerNews, SubscribePeer};
-use crate::fleet::{FleetBook, codec};
-use crate::metrics::PeerRow;
+use crate::fleet::{FleetBook, Refused, codec};
+use crate::metrics::{PeerRow, StrangerRows};
 
 /// Snapshots go out at most this often (changes in between are coalesced).
 const SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -32,14 +33,19 @@ pub(super) struct FleetPart {
     /// Something changed since the last snapshot was published.
     dirty: bool,
     last_snapshot: Option<Instant>,
+    /// `federation.remote_commands`, as the bridge checks peers' requests
+    /// against it; changed by `reload`.
+    remote_commands: watch::Sender<RemoteCommands>,
 }
 
 impl FleetPart {
     pub(super) fn new<'a>(
         bus: Option<Arc<dyn Bus>>,
         peers: impl IntoIterator<Item = &'a str> + Clone,
+        remote_commands: RemoteCommands,
     ) -> Self {
         FleetPart {
+            remote_commands: watch::channel(remote_commands).0,
             bus,
             book: FleetBook::new(peers.clone()),
             feeds: peers
@@ -148,21 +154,86 @@ impl FleetPart {
         Fleet { hosts }
     }
 
-    /// The peers' series of `/metrics`, when this host federates.
-    pub(super) fn metric_rows(&self) -> Option<Vec<PeerRow>> {
+    /// The peers' series of `/metrics`, and the refusals of no peer, when
+    /// this host federates.
+    pub(super) fn metric_rows(&self) -> Option<(Vec<PeerRow>, StrangerRows)> {
         let bus = self.bus.as_ref()?;
-        Some(
-            bus.peers()
-                .into_iter()
-                .map(|p| PeerRow {
-                    decode_errors: p.decode_errors() + self.book.refused(&p.name),
+        let peers = bus
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let book = |r| self.book.refused_for(&p.name, r);
+                let refused = vec![
+                    ("connection", p.refused_connections),
+                    ("impostor", p.impostors() + book(Refused::Impostor)),
+                    ("unexpected", p.unexpected()),
+                    ("inbox_full", p.inbox_drops()),
+                    ("over_budget", p.over_budget() + book(Refused::Oversized)),
+                    (
+                        "undecodable",
+                        p.decode_errors()
+                            .saturating_sub(p.dropped(DropKind::Oversized))
+                            + book(Refused::Undecodable),
+                    ),
+                    ("busy", p.dropped(DropKind::Busy)),
+                    ("command", book(Refused::Command)),
+                ];
+                PeerRow {
+                    decode_errors: p.decode_errors() + self.book.bad_bodies(&p.name),
                     state: p.state.label(),
                     heartbeat_age_seconds: p.last_heartbeat_age.map(|d| d.as_secs_f64()),
                     messages_in: p.messages_in,
                     messages_out: p.messages_out,
+                    refused,
                     peer: p.name,
-                })
-                .collect(),
-        )
+                }
+            })
+            .collect();
+        let s = bus.strangers();
+        let strangers = vec![
+            ("unknown_key", s.unknown_keys),
+            ("without_curve", s.without_curve),
+            ("evicted_handshake", s.evicted_handshakes),
+            ("accept_failure", s.accept_failures),
+            ("over_budget", s.over_budget),
+        ];
+        Some((peers, strangers))
+    }
+
+    /// Takes a new peer list (`reload`): the bus first (which changes
+    /// nothing if it refuses the list), then the book and the feeds. A
+    /// peer whose name, role, endpoint and keys are unchanged keeps its
+    /// connection, state and counters.
+    pub(super) fn reconfigure(
+        &mut self,
+        peers: Vec<orch_federation::PeerConfig>,
+    ) -> Result<(), orch_federation::ReconfigureError> {
+        let Some(bus) = &self.bus else { return Ok(()) };
+        let names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
+        bus.reconfigure(peers)?;
+        self.book.reconfigure(names.iter().map(String::as_str));
+        self.feeds.retain(|n, _| names.contains(n));
+        for n in names {
+            self.feeds
+                .entry(n)
+                .or_insert_with(|| broadcast::channel(1024).0);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Whether this host has a bus to reconfigure.
+    pub(super) fn federates(&self) -> bool {
+        self.bus.is_some()
+    }
+
+    /// `federation.remote_commands` from now on.
+    pub(super) fn set_remote_commands(&self, r: RemoteCommands) {
+        self.remote_commands.send_replace(r);
+    }
+
+    /// `federation.remote_commands` as it changes.
+    pub(super) fn remote_commands(&self) -> watch::Receiver<RemoteCommands> {
+        self.remote_commands.subscribe()
     }
 }

@@ -13,7 +13,7 @@ use crate::event::{Asked, ContainerOf, Responder};
 use crate::views::{self, Facts};
 
 /// A config that does not load, in the words of its diagnostics.
-fn config_rejection(e: ConfigError) -> Rejection {
+pub(crate) fn config_rejection(e: ConfigError) -> Rejection {
     let mut details = Vec::new();
     for d in e.diagnostics() {
         details.push(d.headline());
@@ -83,6 +83,7 @@ impl Owner {
     pub(super) fn request(&mut self, now: u64, asked: Asked) {
         let Asked {
             request,
+            config,
             responder,
             span,
         } = asked;
@@ -90,7 +91,9 @@ impl Owner {
             // Answered by the GPU worker, later.
             return self.mig_mode(gpu, enable, responder);
         }
-        let answer = self.answer(now, request, &span).map_err(ApiError::from);
+        let answer = self
+            .answer(now, request, config, &span)
+            .map_err(ApiError::from);
         let _ = responder.send(answer);
     }
 
@@ -98,6 +101,7 @@ impl Owner {
         &mut self,
         now: u64,
         request: Request,
+        config: Option<Box<orch_config::Loaded>>,
         caller: &tracing::Span,
     ) -> Result<Response, Rejection> {
         if let Some(answer) = views::query(&self.sup, &self.facts(), &request) {
@@ -139,15 +143,25 @@ impl Owner {
             Request::Apply {
                 file_name,
                 config_text,
-            } => self
-                .reload(now, Some((&file_name, &config_text)))
-                .map(Response::Applied),
-            Request::Reload => self.reload(now, None).map(Response::Applied),
+            } => {
+                // Parsed by the service; loaded here only if a caller
+                // bypassed it.
+                let loaded = match config {
+                    Some(l) => *l,
+                    None => self.source.load(Some((&file_name, &config_text)))?,
+                };
+                self.take_config(now, loaded, Some(&config_text))
+                    .map(Response::Applied)
+            }
+            Request::Reload => self.reload(now).map(Response::Applied),
             Request::Plan {
                 file_name,
                 config_text,
             } => {
-                let loaded = self.source.load(Some((&file_name, &config_text)))?;
+                let loaded = match config {
+                    Some(l) => *l,
+                    None => self.source.load(Some((&file_name, &config_text)))?,
+                };
                 views::plan(&self.sup, &file_name, &loaded.config).map(Response::Plan)
             }
             Request::Peers => Ok(Response::Peers(self.fleet.peers())),
@@ -225,7 +239,7 @@ impl Owner {
 
     /// SIGHUP: re-reads the config file.
     pub(super) fn reload_signal(&mut self, now: u64) {
-        match self.reload(now, None) {
+        match self.reload(now) {
             Ok(a) => {
                 tracing::info!(generation = a.generation, changed = ?a.changed, "config reloaded")
             }
@@ -233,18 +247,30 @@ impl Owner {
         }
     }
 
-    /// Re-reads the config file (`text: None`), or installs a new text
-    /// over it and applies that (`apply`).
-    fn reload(&mut self, now: u64, text: Option<(&str, &str)>) -> Result<Applied, Rejection> {
-        let loaded = self.source.load(text)?;
+    /// Re-reads the config file.
+    fn reload(&mut self, now: u64) -> Result<Applied, Rejection> {
+        let loaded = self.source.load(None)?;
+        self.take_config(now, loaded, None)
+    }
+
+    /// Takes a loaded config; with `text` (`apply`), that text becomes the
+    /// config file first.
+    fn take_config(
+        &mut self,
+        now: u64,
+        loaded: orch_config::Loaded,
+        text: Option<&str>,
+    ) -> Result<Applied, Rejection> {
         if loaded.config.host.name != self.sup.config().host.name {
             return Err(Rejection::WrongHost {
                 current: self.sup.config().host.name.clone(),
                 new: loaded.config.host.name,
             });
         }
+        // The new peer list is checked before anything is changed.
+        let peers = self.peers_of(&loaded.config)?;
         // `apply`: the new text becomes the config file, then takes effect.
-        if let Some((_, text)) = text {
+        if let Some(text) = text {
             self.source.install(text)?;
         }
         let mut warnings: Vec<String> = loaded.warnings.iter().map(|w| w.headline()).collect();
@@ -259,6 +285,15 @@ impl Owner {
             .map_err(|e| views::command_error(&self.sup, &e))?;
         self.observer.configure(self.sup.config());
         self.carry_out(done.outcome);
+        if let Some(f) = &self.sup.config().federation {
+            self.fleet.set_remote_commands(f.remote_commands);
+        }
+        if let Some(peers) = peers
+            && let Err(e) = self.fleet.reconfigure(peers)
+        {
+            tracing::error!("the federation keeps its old peers: {e}");
+            warnings.push(text::peers_not_taken(&e.to_string()));
+        }
         Ok(Applied {
             generation: done.changed.generation,
             changed: done.changed.changed,
@@ -266,6 +301,30 @@ impl Owner {
             warnings,
             events_from,
         })
+    }
+
+    /// The peer list a new config gives the running bus: `None` when this
+    /// host has no bus or the new config no `federation` (that change
+    /// takes a restart); refused as an invalid config when the bus could
+    /// not take it (a bad key, a key shared by two peers).
+    fn peers_of(
+        &self,
+        config: &orch_core::model::HostConfig,
+    ) -> Result<Option<Vec<orch_federation::PeerConfig>>, Rejection> {
+        let Some(fed) = config
+            .federation
+            .as_ref()
+            .filter(|_| self.fleet.federates())
+        else {
+            return Ok(None);
+        };
+        orch_federation::BusConfig::from_model(&config.host.name, fed, 0)
+            .map(|c| Some(c.peers))
+            .map_err(|e| Rejection::InvalidConfig {
+                message: e.to_string(),
+                details: Vec::new(),
+                missing: false,
+            })
     }
 
     /// MIG mode changes are never made by the daemon on its own: only on

@@ -21,6 +21,7 @@
 mod exec;
 mod fleet;
 mod handlers;
+pub(crate) use handlers::config_rejection;
 mod journal;
 mod observe;
 mod persist;
@@ -156,7 +157,12 @@ impl Owner {
             .iter()
             .flat_map(|f| f.peers.iter().map(|p| p.name.as_str()))
             .collect();
-        let fleet = FleetPart::new(deps.bus, peers.iter().copied());
+        let remote_commands = config
+            .federation
+            .as_ref()
+            .map(|f| f.remote_commands)
+            .unwrap_or_default();
+        let fleet = FleetPart::new(deps.bus, peers.iter().copied(), remote_commands);
         let observer = Observer::new(
             &config,
             ObserveDeps {
@@ -185,6 +191,14 @@ impl Owner {
             fleet,
             observer,
         })
+    }
+
+    /// `federation.remote_commands` as `reload` changes it, for the
+    /// checks of peers' requests (`fleet::bridge`).
+    pub fn remote_commands(
+        &self,
+    ) -> tokio::sync::watch::Receiver<orch_core::model::RemoteCommands> {
+        self.fleet.remote_commands()
     }
 
     /// The metrics snapshots the owner publishes.

@@ -171,7 +171,7 @@ impl Observer {
         &mut self,
         sup: &Supervisor,
         gpu: &GpuReport,
-        peers: Option<Vec<PeerRow>>,
+        peers: Option<(Vec<PeerRow>, metrics::StrangerRows)>,
         now_ms: u64,
     ) {
         if !self.dirty && peers.is_none() {
@@ -180,8 +180,9 @@ impl Observer {
         self.dirty = false;
         let slos = metrics::slo_rows(&self.slo.report(now_ms));
         let mut snap = metrics::snapshot(sup, &self.counters, slos, gpu, env!("CARGO_PKG_VERSION"));
-        if let Some(peers) = peers {
+        if let Some((peers, strangers)) = peers {
             snap.peers = peers;
+            snap.strangers = strangers;
         }
         self.publish.send_replace(Arc::new(snap));
     }

@@ -451,7 +451,10 @@ pub fn restart_only_changes(old: &HostConfig, new: &HostConfig) -> Vec<&'static 
     [
         ("control", old.control != new.control),
         ("metrics", old.metrics != new.metrics),
-        ("federation", old.federation != new.federation),
+        (
+            "federation",
+            crate::fleet::restart_only(old.federation.as_ref(), new.federation.as_ref()),
+        ),
         ("runtime.state_dir", o.state_dir != n.state_dir),
         ("runtime.docker_host", o.docker_host != n.docker_host),
         ("runtime.nvml_library", o.nvml_library != n.nvml_library),

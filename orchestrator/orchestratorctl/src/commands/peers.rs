@@ -22,6 +22,7 @@ pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
     let mut t = Table::new([
         "PEER",
         "ENDPOINT",
+        "ROLE",
         "STATE",
         "INCARNATION",
         "HEARTBEAT",
@@ -29,11 +30,27 @@ pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
         "IN",
         "OUT",
         "DECODE ERRORS",
+        "REFUSED CONN",
+        "IMPOSTORS",
+        "UNEXPECTED",
+        "INBOX DROPS",
+        "OVER BUDGET",
+        "REFUSED CMDS",
     ]);
+    // A count of refused input in red when there is any: someone is
+    // trying something, or a key or version does not match.
+    let alarm = |n: u64| {
+        if n == 0 {
+            n.to_string()
+        } else {
+            out.red(&n.to_string())
+        }
+    };
     for p in &peers {
         t.row([
             p.name.clone(),
             p.endpoint.clone(),
+            p.role.clone(),
             match p.state {
                 PeerState::Alive => out.green("alive"),
                 PeerState::Suspect => out.yellow("suspect"),
@@ -47,7 +64,13 @@ pub fn run(client: &orch_api::Client, out: &Out) -> Result<()> {
             age(p.snapshot_age_ms),
             p.messages_in.to_string(),
             p.messages_out.to_string(),
-            p.decode_errors.to_string(),
+            alarm(p.decode_errors),
+            alarm(p.refused_connections),
+            alarm(p.impostors),
+            alarm(p.unexpected),
+            alarm(p.inbox_drops),
+            alarm(p.over_budget),
+            alarm(p.refused_commands),
         ]);
     }
     print!("{}", t.render(out));

@@ -167,10 +167,12 @@ fn what_the_book_keeps_of_a_peer() {
         vec![
             PeerNews::Refused {
                 peer: "pc2".into(),
+                reason: Refused::Impostor,
                 bodies: 2,
             },
             PeerNews::Refused {
                 peer: "pc2".into(),
+                reason: Refused::Command,
                 bodies: 1,
             },
         ],
@@ -180,6 +182,7 @@ fn what_the_book_keeps_of_a_peer() {
     check(
         vec![PeerNews::Refused {
             peer: "stranger".into(),
+            reason: Refused::Undecodable,
             bodies: 1,
         }],
         "unknown inc=None events=[] bytes=0 refused=0",
