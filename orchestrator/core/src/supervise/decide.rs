@@ -535,6 +535,12 @@ impl Supervisor {
         ) {
             // Settled when the operation reports which container it started
             // and when: the event can overtake the operation's own report.
+            // Whatever it settles to, the container that passed its probe
+            // is not running now.
+            if r.container.as_ref().is_some_and(|c| c.id == id) {
+                r.health = Health::Unknown;
+                r.healthy_since = None;
+            }
             r.early_exit = Some(EarlyExit {
                 id,
                 code,

@@ -24,6 +24,8 @@
 
 mod decide;
 mod infer;
+#[cfg(test)]
+mod prop;
 mod state;
 #[cfg(test)]
 mod tests;

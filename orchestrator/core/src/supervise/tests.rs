@@ -9,13 +9,13 @@ use crate::model::*;
 use crate::units::{Duration, Percent};
 
 /// `(group, group deps, [(agent, agent deps, replicas, required)])`
-type Spec<'a> = &'a [(
+pub(super) type Spec<'a> = &'a [(
     &'a str,
     &'a [&'a str],
     &'a [(&'a str, &'a [&'a str], u32, bool)],
 )];
 
-fn config(spec: Spec) -> HostConfig {
+pub(super) fn config(spec: Spec) -> HostConfig {
     let mut defaults = AgentDefaults {
         image: Some("img".into()),
         ..AgentDefaults::default()
