@@ -8,7 +8,7 @@
 //! are its own) and publishes no fixed host ports, so tests can run side by
 //! side. Whatever a test leaves is removed by label when its [`Host`] drops.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -647,4 +647,18 @@ pub fn agent_events<'a>(events: &'a [Event], agent: &str) -> Vec<&'a Event> {
 
 pub fn kind_name(e: &Event) -> String {
     e.kind.name().to_string()
+}
+
+/// `GET path` on 127.0.0.1:port; the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c == "200")
+        .then(|| body.to_string())
 }

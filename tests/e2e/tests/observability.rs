@@ -23,7 +23,7 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{Daemon, Host, IMAGE, keys, repo_root, sim_env};
+use e2e::{Daemon, Host, IMAGE, http_get, keys, repo_root, sim_env};
 use prost::Message as _;
 
 /// `N` distinct free ports of 127.0.0.1: all bound at once, so none is
@@ -108,20 +108,6 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = run_local(&["stop", "--dir", self.dir.to_str().unwrap()]);
     }
-}
-
-/// `GET path` on 127.0.0.1:port; the body of a 200 answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c == "200")
-        .then(|| body.to_string())
 }
 
 fn promtool_check(text: &str) {
