@@ -59,7 +59,7 @@ const HANDSHAKE_ALLOWANCE: u64 = 4096;
 
 /// What the monitor says of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Event {
+pub(crate) enum SocketEvent {
     /// Accepted by the listener, or connected by a dealer.
     Opened(RawFd),
     /// Closed or disconnected.
@@ -87,18 +87,18 @@ pub(crate) const EVENTS: i32 = (EVENT_CONNECTED
 
 /// Reads a monitor event's first frame (libzmq 4.x: a 16-bit event and a
 /// 32-bit value, native byte order).
-pub(crate) fn parse_event(frame: &[u8]) -> Event {
+pub(crate) fn parse_event(frame: &[u8]) -> SocketEvent {
     let (Some(event), Some(value)) = (frame.get(0..2), frame.get(2..6)) else {
-        return Event::Other;
+        return SocketEvent::Other;
     };
     let event = u16::from_ne_bytes([event[0], event[1]]);
     let value = i32::from_ne_bytes([value[0], value[1], value[2], value[3]]);
     match event {
-        EVENT_CONNECTED | EVENT_ACCEPTED => Event::Opened(value),
-        EVENT_CLOSED | EVENT_DISCONNECTED => Event::Closed(value),
-        EVENT_ACCEPT_FAILED => Event::AcceptFailed(value),
-        EVENT_HANDSHAKE_SUCCEEDED => Event::HandshakeSucceeded,
-        _ => Event::Other,
+        EVENT_CONNECTED | EVENT_ACCEPTED => SocketEvent::Opened(value),
+        EVENT_CLOSED | EVENT_DISCONNECTED => SocketEvent::Closed(value),
+        EVENT_ACCEPT_FAILED => SocketEvent::AcceptFailed(value),
+        EVENT_HANDSHAKE_SUCCEEDED => SocketEvent::HandshakeSucceeded,
+        _ => SocketEvent::Other,
     }
 }
 
@@ -146,9 +146,9 @@ impl Ledger {
         self.conns.len()
     }
 
-    pub(crate) fn event(&mut self, event: Event) {
+    pub(crate) fn event(&mut self, event: SocketEvent) {
         match event {
-            Event::Opened(fd) => {
+            SocketEvent::Opened(fd) => {
                 self.conns.insert(
                     fd,
                     Conn {
@@ -158,10 +158,11 @@ impl Ledger {
                     },
                 );
             }
-            Event::Closed(fd) => {
+            SocketEvent::Closed(fd) => {
                 self.conns.remove(&fd);
             }
-            Event::AcceptFailed(_) | Event::HandshakeSucceeded | Event::Other => {}
+            SocketEvent::AcceptFailed(_) | SocketEvent::HandshakeSucceeded | SocketEvent::Other => {
+            }
         }
     }
 
@@ -356,20 +357,23 @@ mod tests {
             f.extend_from_slice(&value.to_ne_bytes());
             f
         };
-        assert_eq!(parse_event(&frame(0x20, 17)), Event::Opened(17));
-        assert_eq!(parse_event(&frame(0x01, 9)), Event::Opened(9));
-        assert_eq!(parse_event(&frame(0x200, 17)), Event::Closed(17));
-        assert_eq!(parse_event(&frame(0x40, 24)), Event::AcceptFailed(24));
-        assert_eq!(parse_event(&frame(0x1000, 0)), Event::HandshakeSucceeded);
-        assert_eq!(parse_event(&frame(0x4, 0)), Event::Other);
-        assert_eq!(parse_event(b"\x20"), Event::Other, "short");
+        assert_eq!(parse_event(&frame(0x20, 17)), SocketEvent::Opened(17));
+        assert_eq!(parse_event(&frame(0x01, 9)), SocketEvent::Opened(9));
+        assert_eq!(parse_event(&frame(0x200, 17)), SocketEvent::Closed(17));
+        assert_eq!(parse_event(&frame(0x40, 24)), SocketEvent::AcceptFailed(24));
+        assert_eq!(
+            parse_event(&frame(0x1000, 0)),
+            SocketEvent::HandshakeSucceeded
+        );
+        assert_eq!(parse_event(&frame(0x4, 0)), SocketEvent::Other);
+        assert_eq!(parse_event(b"\x20"), SocketEvent::Other, "short");
     }
 
     #[test]
     fn a_connection_holding_more_than_its_budget_is_shut() {
         let mut l = Ledger::default();
-        l.event(Event::Opened(5));
-        l.event(Event::Opened(6));
+        l.event(SocketEvent::Opened(5));
+        l.event(SocketEvent::Opened(6));
         assert_eq!(l.delivered(5, Some("b"), 1000, 4), None);
         assert_eq!(l.delivered(6, Some("c"), 10, 4), None);
         let received = |fd: RawFd| match fd {
@@ -399,7 +403,7 @@ mod tests {
     fn pending_handshakes_beyond_the_cap_are_shut_oldest_first() {
         let mut l = Ledger::default();
         for fd in 10..20 {
-            l.event(Event::Opened(fd));
+            l.event(SocketEvent::Opened(fd));
         }
         // Two have sent a message: they are no longer pending.
         l.delivered(10, Some("b"), 1, 4);
@@ -413,7 +417,7 @@ mod tests {
         );
         assert!(shut.iter().all(|(_, v)| *v == Verdict::Evicted));
         assert_eq!(l.len(), 5);
-        l.event(Event::Closed(19));
+        l.event(SocketEvent::Closed(19));
         assert_eq!(l.len(), 4);
     }
 
@@ -421,7 +425,7 @@ mod tests {
     fn one_connection_too_many_for_a_key_is_named() {
         let mut l = Ledger::default();
         for fd in 1..=3 {
-            l.event(Event::Opened(fd));
+            l.event(SocketEvent::Opened(fd));
         }
         assert_eq!(l.delivered(1, Some("b"), 1, 2), None);
         assert_eq!(l.delivered(2, Some("b"), 1, 2), None);

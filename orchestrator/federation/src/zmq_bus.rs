@@ -21,7 +21,7 @@ use crate::bus::{
     RequestError, Role, Strangers, check_peers, unix_ms,
 };
 use crate::front::{self, Carrier, Command, Front, Inlet};
-use crate::guard::{self, Event, Ledger, Verdict};
+use crate::guard::{self, Ledger, SocketEvent, Verdict};
 use crate::keys::{KEY_BYTES, PublicKey, SecretKey};
 use crate::membership::Timing;
 use crate::node::{self, Frames, LogLimit, Node, Out, PeerTable};
@@ -612,8 +612,8 @@ impl Worker {
         while let Ok(frames) = self.router_monitor.recv_multipart(zmq::DONTWAIT) {
             let event = frames
                 .first()
-                .map_or(Event::Other, |f| guard::parse_event(f));
-            if let Event::AcceptFailed(errno) = event {
+                .map_or(SocketEvent::Other, |f| guard::parse_event(f));
+            if let SocketEvent::AcceptFailed(errno) = event {
                 self.table_strangers(|s| s.accept_failures += 1);
                 out_of_fds |= errno == libc::EMFILE || errno == libc::ENFILE;
             }
@@ -643,8 +643,8 @@ impl Worker {
             while let Ok(frames) = d.monitor.recv_multipart(zmq::DONTWAIT) {
                 let event = frames
                     .first()
-                    .map_or(Event::Other, |f| guard::parse_event(f));
-                if event == Event::HandshakeSucceeded {
+                    .map_or(SocketEvent::Other, |f| guard::parse_event(f));
+                if event == SocketEvent::HandshakeSucceeded {
                     greet.push(d.peer.clone());
                 }
                 d.ledger.event(event);
