@@ -14,6 +14,10 @@ Also per daemon: wakeups (the scheduler's timeslices, /proc/PID/task/*/schedstat
 and voluntary context switches), per thread; and with BENCH_IDLE_PERF=1 a
 `perf record` profile over the same window (target/bench/idle-perf-HOST.txt).
 
+Then the same for the 200-agent host of scripts/bench_scale.py (one host,
+no peer) with `/metrics` on and scraped every 15 s and an SLO on every
+group (BENCH_IDLE_SKIP_200=1 leaves it out).
+
 Writes target/bench/idle.json; prints a summary; brings the fleet down.
 """
 import json
@@ -137,6 +141,8 @@ def main():
         subprocess.run([os.path.join(ROOT, "scripts", "demo.sh"), "down"], env=env,
                        stdout=subprocess.DEVNULL)
 
+    if os.environ.get("BENCH_IDLE_SKIP_200") != "1":
+        results["host200"] = host200(hz)
     path = save("idle.json", results)
     print(f"idle daemons of the demo fleet, {SECS:.0f} s, /metrics scraped every 15 s:")
     for host, r in results["hosts"].items():
@@ -144,8 +150,73 @@ def main():
         print(f"  {host}: {r['cpu_pct']:.2f}% of one core ({r['cpu_s']:.2f} s CPU), "
               f"{r['wakeups_per_s']:.0f} wakeups/s, rss {r['rss_kib'] / 1024:.1f} MiB; "
               + ", ".join(f"{n} {d['wakeups_per_s']:.0f}/s {d['cpu_pct']:.2f}%" for n, d in top))
+    h = results.get("host200")
+    if h:
+        print(f"  {h['agents']}-agent host (no federation): {h['cpu_pct']:.2f}% of one core "
+              f"({h['cpu_s']:.2f} s CPU), {h['wakeups_per_s']:.0f} wakeups/s, rss {h['rss_kib'] / 1024:.1f} MiB")
     print(f"written: {path}")
     return 0
+
+
+def host200(hz):
+    """The 200-agent host of scripts/bench_scale.py with `/metrics` on and
+    scraped every 15 s and an SLO on every group (its agents scraped), health
+    checks every 10 s; no peer (one host)."""
+    import bench_scale
+    import tempfile
+    work = tempfile.mkdtemp(prefix="orch-idle200-")
+    text, _ = bench_scale.config()
+    slo = '    slo: {availability: "99.5%", latency_p99: 1s, error_rate: "0.5%"}'
+    lines = []
+    for line in text.splitlines():
+        lines.append(line)
+        if line.startswith("  g") and line.endswith(":"):
+            lines.append(slo)
+    lines.insert(2, 'metrics: {listen: "127.0.0.1:9466"}')
+    cfg = os.path.join(work, "startup_config.yaml")
+    with open(cfg, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    sock = os.path.join(work, "orchestrator.sock")
+    ctl = [os.path.join(BIN, "orchestratorctl"), "--socket", sock]
+    env = dict(os.environ,
+               ORCH_NVML_LIBRARY=os.path.join(BIN, "libnvml_sim.so"),
+               NVML_SIM_CONFIG=os.path.join(ROOT, "config/sim/lab-2xa100.yaml"),
+               NVML_SIM_STATE=os.path.join(work, "nvml-state.json"),
+               ORCH_MPS_CONTROL=os.path.join(BIN, "nvidia-cuda-mps-control-sim"))
+    proc = subprocess.Popen([os.path.join(BIN, "orchestratord"), "run", "--config", cfg, "--state-dir",
+                             os.path.join(work, "state"), "--socket", sock],
+                            env=env, stderr=open(os.path.join(work, "daemon.log"), "w"))
+    try:
+        for _ in range(100):
+            if subprocess.run([*ctl, "status"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        subprocess.run([*ctl, "group", "start", f"g{bench_scale.GROUPS - 1}", "--wait", "--timeout", "600"],
+                       check=True, capture_output=True)
+        agents = json.loads(subprocess.run([*ctl, "-o", "json", "status"], check=True,
+                                           capture_output=True, text=True).stdout)["agents"]
+        time.sleep(SETTLE)
+        stop = threading.Event()
+        counts = {}
+        t = threading.Thread(target=scrape_loop, args=(9466, stop, counts), daemon=True)
+        t0, c0, th0 = time.monotonic(), cpu_ticks(proc.pid), threads(proc.pid)
+        t.start()
+        time.sleep(SECS)
+        t1, c1, th1 = time.monotonic(), cpu_ticks(proc.pid), threads(proc.pid)
+        stop.set()
+        secs = t1 - t0
+        wakeups = sum(b["slices"] - th0.get(tid, {"slices": 0})["slices"] for tid, b in th1.items()) / secs
+        out = {"agents": agents.get("wanted", agents.get("running")), "healthy": agents.get("healthy"),
+               "cpu_pct": (c1 - c0) / hz / secs * 100, "cpu_s": (c1 - c0) / hz, "window_s": secs,
+               "wakeups_per_s": wakeups, "rss_kib": rss_kib(proc.pid), "scrapes": counts.get(9466, 0)}
+        subprocess.run([*ctl, "group", "stop", "g0", "--with-dependents", "--wait", "--timeout", "600"],
+                       capture_output=True)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait()
+        bench_scale.remove_labelled(f"{bench_scale.LABEL}={bench_scale.HOST}")
+        bench_scale.remove_network(f"orch-{bench_scale.HOST}")
 
 
 if __name__ == "__main__":

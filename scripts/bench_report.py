@@ -178,6 +178,11 @@ def main():
                 w(f"| daemon CPU, idle demo host {host} with everything on (federation, /metrics every "
                   f"15 s, SLO engine, agent metrics, health checks), {r['window_s']:.0f} s | "
                   f"{r['cpu_pct']:.2f}% of one core | under {want}% | {yes(r['cpu_pct'] < want)} |")
+        h = idle.get("host200")
+        if h:
+            w(f"| daemon CPU, idle {h['agents']}-agent host (`/metrics` every 15 s, an SLO on every group, "
+              f"health checks every 10 s, no peer), {h['window_s']:.0f} s | {h['cpu_pct']:.2f}% of one core "
+              f"| under 1% | {yes(h['cpu_pct'] < 1)} |")
     if fleet:
         w(f"| daemon resident memory, idle | {fleet['rss_idle_kib'] / 1024:.1f} MiB | under 30 MiB "
           f"| {yes(fleet['rss_idle_kib'] < 30 * 1024)} |")
@@ -358,6 +363,13 @@ def main():
               f"| {r['wakeups_per_s']:.0f} | {r['rss_kib'] / 1024:.1f} MiB | "
               + ", ".join(f"`{n}` {t['wakeups_per_s']:.0f}/s {t['cpu_pct']:.2f}%" for n, t in top) + " |")
         w("")
+        h = idle.get("host200")
+        if h:
+            w(f"Then the {h['agents']}-agent host of `scripts/bench_scale.py` alone (no peer), with `/metrics` "
+              "scraped every 15 s and an SLO on every group (its agents scraped every 10 s): "
+              f"{h['cpu_pct']:.2f}% of one core ({h['cpu_s']:.2f} s in {h['window_s']:.0f} s), "
+              f"{h['wakeups_per_s']:.0f} wakeups/s, {h['rss_kib'] / 1024:.1f} MiB resident.")
+            w("")
         for host in idle["hosts"]:
             perf = load(bench, f"idle-perf-{host}.txt", "") or ""
             rows = [line for line in perf.splitlines() if line.strip() and not line.startswith("#")][:15]
