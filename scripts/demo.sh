@@ -35,6 +35,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$(pwd)"
 demo="${DEMO_DIR:-$root/target/demo}"
+shown="${demo#"$root"/}" # for messages
 bin="${DEMO_BIN:-$root/target/release}"
 hosts=(mainpc pc2)
 ctl() { local host=$1; shift; "$bin/orchestratorctl" --socket "$demo/$host/orchestrator.sock" "$@"; }
@@ -92,7 +93,7 @@ up() {
         mkdir -p "$demo/$host"
         # A config installed before (and maybe changed with `apply`) is kept.
         if [ -f "$demo/$host/startup_config.yaml" ]; then
-            echo "==> $host: keeping the installed config target/demo/$host/startup_config.yaml (remove it to start from config/$host again)"
+            echo "==> $host: keeping the installed config $shown/$host/startup_config.yaml (remove it to start from config/$host again)"
         else
             case $host in
                 mainpc) demo_config mainpc 7301 pc2 7302 9464 ;;
@@ -115,7 +116,7 @@ up() {
             echo "==> $host: orchestratord (pid $(cat "$pidfile")) does not answer yet; waiting for it"
             continue
         fi
-        echo "==> $host: starting orchestratord (log: target/demo/$host/orchestratord.log)"
+        echo "==> $host: starting orchestratord (log: $shown/$host/orchestratord.log)"
         echo "==== scripts/demo.sh up, $(date -u '+%F %T') UTC" >>"$log"
         ORCH_NVML_LIBRARY="$bin/libnvml_sim.so" \
         NVML_SIM_CONFIG="$root/config/$host/gpus.sim.yaml" \
