@@ -9,17 +9,21 @@
 # the federation bus (scripts/bench_federation.sh, FED_QUICK unless
 # BENCH_FED_FULL=1), the group start side by side with docker-compose and
 # the raw Docker baseline plus crash-to-running (scripts/bench_fleet.py),
-# the 200-agent host (scripts/bench_scale.py), the plots
+# crash to running side by side with Docker's own restart policy
+# (scripts/bench_crash.py), the 200-agent host (scripts/bench_scale.py),
+# the idle demo fleet with everything on (scripts/bench_idle.py), the plots
 # (scripts/plot_bench.py, matplotlib in a venv under target/) and the
 # report (scripts/bench_report.py).
 #
 # Knobs (environment): BENCH_ROUNDS (group starts per side and size,
 # default 5), BENCH_SIZES (group sizes, default 10,20,40), BENCH_CRASHES
 # (default 20), BENCH_PARALLEL (Docker operations at once, default 16),
-# BENCH_SCALE_CPU_SECS (CPU sample length, default 30), BENCH_FED_FULL=1
-# (the 20-minute federation run), BENCH_SKIP (comma list of planner,
-# metrics, federation, fleet, scale: reuse that step's last output from
-# target/bench), BENCH_NO_REPORT=1 (leave docs/ alone).
+# BENCH_SCALE_CPU_SECS (CPU sample length, default 30), BENCH_IDLE_SECS
+# (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it),
+# BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_SKIP (comma list
+# of planner, metrics, federation, fleet, crash, scale, idle: reuse that
+# step's last output from target/bench), BENCH_NO_REPORT=1 (leave docs/
+# alone).
 # The machine is shared and noisy: compare the side-by-side figures of one
 # run (medians and ratios), not absolute times across runs.
 set -euo pipefail
@@ -30,7 +34,7 @@ mkdir -p "$out"
 # The command as given, knobs included, for the report.
 command="scripts/bench.sh"
 for knob in BENCH_ROUNDS BENCH_SIZES BENCH_CRASHES BENCH_PARALLEL BENCH_SCALE_CPU_SECS \
-            BENCH_FED_FULL BENCH_SKIP; do
+            BENCH_IDLE_SECS BENCH_IDLE_PERF BENCH_FED_FULL BENCH_SKIP; do
     if [[ -n "${!knob:-}" ]]; then command="$knob=${!knob} $command"; fi
 done
 skip() { [[ ",${BENCH_SKIP:-}," == *",$1,"* ]]; }
@@ -64,9 +68,17 @@ if ! skip fleet; then
     echo "==> group start side by side, crash to running (scripts/bench_fleet.py)"
     python3 scripts/bench_fleet.py
 fi
+if ! skip crash; then
+    echo "==> crash to running, side by side with Docker's restart policy (scripts/bench_crash.py)"
+    python3 scripts/bench_crash.py
+fi
 if ! skip scale; then
     echo "==> 200 agents (scripts/bench_scale.py)"
     python3 scripts/bench_scale.py
+fi
+if ! skip idle; then
+    echo "==> idle demo fleet, everything on (scripts/bench_idle.py)"
+    python3 scripts/bench_idle.py
 fi
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"

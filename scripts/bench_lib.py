@@ -6,7 +6,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# BENCH_BIN: other binaries than target/release (to compare two builds).
+BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release"))
 OUT = os.environ.get("BENCH_OUT", os.path.join(ROOT, "target", "bench"))
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes docs/BENCHMARKS.md from one run of scripts/bench.sh.
 
-Inputs (target/bench): machine.json, fleet.json, scale.json, core.txt
+Inputs (target/bench): machine.json, fleet.json, crash.json, scale.json,
+idle.json (and idle-perf-HOST.txt when profiled), core.txt
 (`cargo bench -p orch-core`), metrics.txt (`cargo bench -p orch-daemon
 --bench metrics`), federation.md (scripts/bench_federation.sh). The
 "Earlier runs" table of the document being replaced is kept, and this
@@ -79,6 +80,8 @@ def main():
     m = load(bench, "machine.json", {})
     fleet = load(bench, "fleet.json")
     scale = load(bench, "scale.json")
+    crash = load(bench, "crash.json")
+    idle = load(bench, "idle.json")
     core = "\n".join(
         line for line in (load(bench, "core.txt", "") or "").splitlines()
         if ":" in line and not line.startswith(("test result", "running")))
@@ -93,8 +96,10 @@ def main():
     w("Every figure here was made by `scripts/bench.sh`, which runs the planner and SLO "
       "benches (`cargo bench -p orch-core`), the `/metrics` render bench (`cargo bench -p orch-daemon "
       "--bench metrics`), `scripts/bench_federation.sh`, `scripts/bench_fleet.py` (group start side "
-      "by side with docker-compose and the raw Docker baseline; crash to running) and "
-      "`scripts/bench_scale.py` (200 agents), then draws the plots and writes this file. The machine "
+      "by side with docker-compose and the raw Docker baseline; crash to running), "
+      "`scripts/bench_crash.py` (crash to running side by side with Docker's own restart policy), "
+      "`scripts/bench_scale.py` (200 agents) and `scripts/bench_idle.py` (the idle demo fleet, "
+      "everything on), then draws the plots and writes this file. The machine "
       "is shared and noisy: compare the side-by-side figures of one run (medians, ratios), not "
       "absolute times across machines or runs.")
     w("")
@@ -160,6 +165,25 @@ def main():
             w(f"| agent crash to running again, Docker `die` → `start` (first backoff step, 100 ms), "
               f"{len(gaps)} crashes | median {median(gaps):.0f} ms, p95 {pct(gaps, 95):.0f} ms, p99 "
               f"{pct(gaps, 99):.0f} ms | median < 500 ms, p99 < 1.5 s | {yes(okc)} |")
+    if crash and crash.get("ratio") is not None:
+        o, d = crash["ours"], crash["docker"]
+        w(f"| agent crash to running again, side by side with Docker's restart policy (same image, "
+          f"same self-exit, `die` → `start` on Docker's clock, {o['n']} and {d['n']} crashes): "
+          f"orchestratord / Docker `restart: always` | {o['median']:.0f} ms / {d['median']:.0f} ms = "
+          f"**{crash['ratio']:.2f}×** | at or below Docker (≤ 1.0×) | {yes(crash['ratio'] <= 1.0)} |")
+    if idle:
+        for host, want in (("mainpc", 0.5), ("pc2", 0.5)):
+            r = idle["hosts"].get(host)
+            if r:
+                w(f"| daemon CPU, idle demo host {host} with everything on (federation, /metrics every "
+                  f"15 s, SLO engine, agent metrics, health checks), {r['window_s']:.0f} s | "
+                  f"{r['cpu_pct']:.2f}% of one core | under {want}% | {yes(r['cpu_pct'] < want)} |")
+        h = idle.get("host200")
+        if h:
+            w(f"| daemon CPU, idle {h['agents']}-agent host (`/metrics` every 15 s, an SLO on every group, "
+              f"health checks every 10 s, no peer), {h['window_s']:.0f} s | {h['cpu_pct']:.2f}% of one core "
+              f"| under 1% | {yes(h['cpu_pct'] < 1)} |")
+    if fleet:
         w(f"| daemon resident memory, idle | {fleet['rss_idle_kib'] / 1024:.1f} MiB | under 30 MiB "
           f"| {yes(fleet['rss_idle_kib'] < 30 * 1024)} |")
     if scale:
@@ -284,6 +308,79 @@ def main():
             w("")
             w("![Crash to running again](bench-crash-latency.png)")
             w("")
+
+    # ---- crash side by side ----
+    if crash:
+        o, d = crash["ours"], crash["docker"]
+        w("## Crash to running again, side by side with Docker")
+        w("")
+        w("`scripts/bench_crash.py`: two containers of the reference agent run at the same time and "
+          f"exit by themselves (`AGENT_CRASH_AFTER={crash['crash_after']}`, exit code 1) every time "
+          "they have run that long: one supervised by orchestratord (`restart: {policy: always}`), "
+          "one started with `docker run --restart always` and restarted by Docker's restart manager. "
+          "Times are Docker's own, `die` to the next `start` of the same container.")
+        w("")
+        w("- **Docker**: waits 100 ms after an exit, doubling for each exit in a row, and forgets the "
+          "backoff once a container has run 10 s; the restart is a start of the same container "
+          "inside dockerd.")
+        w("- **orchestratord**: sees the `die` on Docker's event stream, waits the first backoff step "
+          "(`backoff: {initial: 100ms}`, the default; doubling, cap 60 s; 10% jitter), then sends "
+          "`docker start` of the same container over the API. It forgets the backoff once the "
+          "replica has been healthy for its stability period, here `crashloop: {stable: 10s}` "
+          "with an HTTP probe every second, like Docker's 10 s.")
+        w("")
+        w("Each side's run between crashes is longer than its reset period, so every crash on both "
+          "sides is a first one, restarted after the first backoff step.")
+        w("")
+        w("| side | crashes | median | p95 | min | max |")
+        w("|---|---|---|---|---|---|")
+        for name, x in (("orchestratord", o), ("Docker `restart: always`", d)):
+            if x["n"]:
+                w(f"| {name} | {x['n']} | {x['median']:.0f} ms | {x['p95']:.0f} ms | {x['min']:.0f} ms "
+                  f"| {x['max']:.0f} ms |")
+        if crash.get("ratio") is not None:
+            w("")
+            w(f"orchestratord ÷ Docker, medians: **{crash['ratio']:.2f}×**.")
+        w("")
+
+    # ---- idle ----
+    if idle:
+        w("## Idle cost, everything on")
+        w("")
+        w("`scripts/bench_idle.py`: `scripts/demo.sh up` in a directory of its own brings up the demo "
+          "fleet, mainpc (54 agents) and pc2 (23 agents), federated over ZeroMQ with CURVE, each with "
+          "its SLO engine scraping its agents' metrics and health checks at the shipped intervals "
+          f"(10 s). After {idle['settle_s']:.0f} s to settle, each daemon's CPU is utime + stime from "
+          f"`/proc/PID/stat` over {idle['seconds']:.0f} s, while its `/metrics` is scraped every 15 s: "
+          "CPU the process used, whatever else the machine runs. Wakeups are the scheduler's "
+          "timeslices (`/proc/PID/task/*/schedstat`).")
+        w("")
+        w("| host | CPU, % of one core | CPU seconds | wakeups/s | RSS | busiest threads (wakeups/s, CPU) |")
+        w("|---|---|---|---|---|---|")
+        for host, r in idle["hosts"].items():
+            top = sorted(r["threads"].items(), key=lambda kv: -kv[1]["wakeups_per_s"])[:4]
+            w(f"| {host} | {r['cpu_pct']:.2f}% | {r['cpu_s']:.2f} s in {r['window_s']:.0f} s "
+              f"| {r['wakeups_per_s']:.0f} | {r['rss_kib'] / 1024:.1f} MiB | "
+              + ", ".join(f"`{n}` {t['wakeups_per_s']:.0f}/s {t['cpu_pct']:.2f}%" for n, t in top) + " |")
+        w("")
+        h = idle.get("host200")
+        if h:
+            w(f"Then the {h['agents']}-agent host of `scripts/bench_scale.py` alone (no peer), with `/metrics` "
+              "scraped every 15 s and an SLO on every group (its agents scraped every 10 s): "
+              f"{h['cpu_pct']:.2f}% of one core ({h['cpu_s']:.2f} s in {h['window_s']:.0f} s), "
+              f"{h['wakeups_per_s']:.0f} wakeups/s, {h['rss_kib'] / 1024:.1f} MiB resident.")
+            w("")
+        for host in idle["hosts"]:
+            perf = load(bench, f"idle-perf-{host}.txt", "") or ""
+            rows = [line for line in perf.splitlines() if line.strip() and not line.startswith("#")][:15]
+            if rows:
+                w(f"`perf record -F 999 -g` of {host}'s daemon over the same window, by symbol "
+                  "(self time, 1% and up):")
+                w("")
+                w("```")
+                w("\n".join(rows))
+                w("```")
+                w("")
 
     # ---- scale ----
     if scale:

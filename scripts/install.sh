@@ -6,8 +6,10 @@
 #                     none yet: a host of config/ (mainpc, pc2) or a file.
 #                     Default: config/<short hostname>/ when it exists. An
 #                     existing config is never replaced.
-#   --prefix DIR      binaries go to DIR/bin, docs to DIR/share/doc/orchestrator
-#                     (default /usr/local; the unit is rewritten to match)
+#   --prefix DIR      binaries go to DIR/bin, docs to DIR/share/doc/orchestrator,
+#                     man pages to DIR/share/man/man1, shell completions (bash,
+#                     zsh, fish) under DIR/share (default /usr/local; the unit
+#                     is rewritten to match)
 #   --unit-dir DIR    where the unit goes (default /etc/systemd/system)
 #   --bin-dir DIR     take the binaries from DIR (default target/release, built
 #                     with `cargo build --release` when missing)
@@ -39,7 +41,7 @@ die() {
     printf '%s: error: %s\n' "$prog" "$*" >&2
     exit 1
 }
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # Runs a command that changes the system, or only prints it with --dry-run.
 run() {
@@ -192,9 +194,42 @@ if [[ -f "$doc_src" ]]; then
     put "$doc_src" "$dest" 0644
 fi
 
-# --- the unit, with the prefix it will find the binaries under ---------------
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+
+# --- man pages and shell completions --------------------------------------------
+# `orchestratorctl man` writes a page per verb; `orchestratorctl completion`
+# the scripts, bash's with group and agent names asked of the daemon
+# (scripts/completion/orchestratorctl-names.bash).
+ctl_bin="$bin_dir/orchestratorctl"
+if [[ ! -x "$ctl_bin" ]]; then
+    say "would install the man pages and shell completions (after the build)"
+else
+    "$ctl_bin" man --dir "$tmp/man" 2>/dev/null
+    pages=0 pages_changed=0
+    for page in "$tmp"/man/*.1; do
+        put "$page" "$root$prefix/share/man/man1/${page##*/}" 0644 >/dev/null
+        pages=$((pages + 1))
+        [[ "$state" == unchanged ]] || pages_changed=$((pages_changed + 1))
+    done
+    if $dry_run; then
+        say "$root$prefix/share/man/man1: would install $pages_changed of $pages man pages"
+    else
+        say "$root$prefix/share/man/man1: $pages man pages ($pages_changed installed, the rest up to date)"
+    fi
+    mkdir -p "$tmp/completion"
+    { "$ctl_bin" completion bash; cat "$repo/scripts/completion/orchestratorctl-names.bash"; } \
+        >"$tmp/completion/orchestratorctl.bash"
+    "$ctl_bin" completion zsh >"$tmp/completion/_orchestratorctl"
+    "$ctl_bin" completion fish >"$tmp/completion/orchestratorctl.fish"
+    put "$tmp/completion/orchestratorctl.bash" \
+        "$root$prefix/share/bash-completion/completions/orchestratorctl" 0644
+    put "$tmp/completion/_orchestratorctl" "$root$prefix/share/zsh/site-functions/_orchestratorctl" 0644
+    put "$tmp/completion/orchestratorctl.fish" \
+        "$root$prefix/share/fish/vendor_completions.d/orchestratorctl.fish" 0644
+fi
+
+# --- the unit, with the prefix it will find the binaries under ---------------
 sed "s#/usr/local/#$prefix/#g" "$unit_src" >"$tmp/$unit_name"
 unit_dest="$root$unit_dir/$unit_name"
 put "$tmp/$unit_name" "$unit_dest" 0644 "$unit_src (prefix $prefix)"

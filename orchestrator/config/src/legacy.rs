@@ -790,21 +790,45 @@ fn agent(
     })
 }
 
-/// A boolean as the legacy loader read one (YAML 1.1: `yes`/`no` and
-/// `on`/`off` too).
+/// A boolean as the legacy launcher read one: YAML 1.1 words (`yes`/`no`,
+/// `on`/`off`, `true`/`false`) as booleans, and anything else with Python's
+/// truthiness (`bool(value)`), as the launcher tested it: a number is true
+/// unless zero, a string (a quoted word, a `${VAR:-default}` it never
+/// expanded) true unless empty, null false. Whatever is not a plain
+/// boolean is taken that way with a warning, never refused.
 fn yaml11_bool(node: &Node, what: &str, d: &mut Diagnostics) -> Option<bool> {
-    if let Value::Scalar {
-        text,
-        quoted: false,
-    } = &node.value
-    {
-        match text.as_str() {
-            "yes" | "Yes" | "YES" | "on" | "On" | "ON" => return Some(true),
-            "no" | "No" | "NO" | "off" | "Off" | "OFF" => return Some(false),
-            _ => {}
+    let (taken, why) = match &node.value {
+        Value::Scalar {
+            text,
+            quoted: false,
+        } => match text.as_str() {
+            "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+                return Some(true);
+            }
+            "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => {
+                return Some(false);
+            }
+            t => match t.parse::<f64>() {
+                Ok(n) => (n != 0.0, format!("the number `{t}`")),
+                Err(_) => (!t.is_empty(), format!("`{t}`")),
+            },
+        },
+        Value::Scalar { text, quoted: true } => {
+            (!text.is_empty(), format!("the string \"{text}\""))
         }
-    }
-    de::boolean(node, what, d)
+        Value::Null => (false, "empty".to_string()),
+        Value::Seq(items) => (!items.is_empty(), "a list".to_string()),
+        Value::Map(entries) => (!entries.is_empty(), "a mapping".to_string()),
+    };
+    d.warning_help(
+        "legacy-interpreted",
+        node.span,
+        format!(
+            "{what} is {why}, not true or false; read as {taken}, as the legacy launcher did (Python truthiness)"
+        ),
+        format!("write `{what}: {taken}`", what = what.trim_matches('`')),
+    );
+    Some(taken)
 }
 
 #[cfg(test)]

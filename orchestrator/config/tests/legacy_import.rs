@@ -298,3 +298,36 @@ services:
         ])
     );
 }
+
+#[test]
+fn a_required_that_is_not_a_boolean_is_read_with_python_truthiness() {
+    let text = "\
+agent_groups:
+  core:
+    A: {script_path: a.py, required: \"${REQ:-false}\"}
+    B: {script_path: b.py, required: \"false\"}
+    C: {script_path: c.py, required: 0}
+    D: {script_path: d.py, required: \"\"}
+    F: {script_path: f.py, required: no}
+    G: {script_path: g.py, required: yes}
+    E:
+      script_path: e.py
+      required: ${REQ:-true}
+";
+    assert_eq!(
+        diags(text),
+        Ok(vec![
+            "3:38: warning[legacy-interpreted]: `required` is the string \"${REQ:-false}\", not true or false; read as true, as the legacy launcher did (Python truthiness)".to_string(),
+            "4:38: warning[legacy-interpreted]: `required` is the string \"false\", not true or false; read as true, as the legacy launcher did (Python truthiness)".to_string(),
+            "5:38: warning[legacy-interpreted]: `required` is the number `0`, not true or false; read as false, as the legacy launcher did (Python truthiness)".to_string(),
+            "6:38: warning[legacy-interpreted]: `required` is the string \"\", not true or false; read as false, as the legacy launcher did (Python truthiness)".to_string(),
+            "11:17: warning[legacy-interpreted]: `required` is `${REQ:-true}`, not true or false; read as true, as the legacy launcher did (Python truthiness)".to_string(),
+        ])
+    );
+    let l = load_str("l.yaml", text, &LoadOptions::default()).unwrap();
+    let required = |a: &str| l.config.agent(a).unwrap().required;
+    assert_eq!(
+        ["A", "B", "C", "D", "E", "F", "G"].map(required),
+        [true, true, false, false, true, false, true]
+    );
+}

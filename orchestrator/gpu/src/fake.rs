@@ -253,11 +253,6 @@ impl FakeGpu {
         }
     }
 
-    /// What `driver_version()` answers.
-    pub fn set_driver_version(&self, version: &str) {
-        self.lock().driver_version = version.to_owned();
-    }
-
     /// Records `call` and returns the state, or the injected failure.
     fn begin(&self, call: GpuCall) -> Result<MutexGuard<'_, State>, GpuError> {
         let mut state = self.lock();

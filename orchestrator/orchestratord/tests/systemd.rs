@@ -459,6 +459,75 @@ fn directive<'a>(all: &'a [(String, String)], key: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// install.sh installs a man page per verb and the shell completions; the
+/// bash one completes group and agent names from `groups -o json` (here a
+/// stand-in `orchestratorctl` on PATH) and leaves the rest to the
+/// generated completion.
+#[test]
+fn install_sh_installs_man_pages_and_completions_that_name_groups() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let root = scratch.path().join("root");
+    stage(&root, &["--host", "mainpc"]);
+    let share = root.join("usr/local/share");
+    for page in ["orchestratorctl.1", "orchestratorctl-group-start.1"] {
+        let text = std::fs::read_to_string(share.join("man/man1").join(page)).expect(page);
+        assert!(text.contains(".TH"), "{page} is not a man page");
+    }
+    assert!(share.join("zsh/site-functions/_orchestratorctl").is_file());
+    assert!(
+        share
+            .join("fish/vendor_completions.d/orchestratorctl.fish")
+            .is_file()
+    );
+    let bash = share.join("bash-completion/completions/orchestratorctl");
+    assert!(bash.is_file());
+
+    let stub_dir = scratch.path().join("stub");
+    std::fs::create_dir_all(&stub_dir).expect("stub dir");
+    let stub = stub_dir.join("orchestratorctl");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho '[{\"name\":\"core\",\"agents\":[\"A\",\"B\"]},{\"name\":\"web\",\"agents\":[\"Front\"]}]'\n",
+    )
+    .expect("stub");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = format!(
+        r#". '{}'
+t() {{ COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=(); _orchestratorctl_with_names orchestratorctl "${{COMP_WORDS[COMP_CWORD]}}" "${{COMP_WORDS[COMP_CWORD-1]}}"; echo "${{COMPREPLY[*]}}"; }}
+t orchestratorctl group start ""
+t orchestratorctl logs c
+t orchestratorctl gro
+"#,
+        bash.display()
+    );
+    let path = format!(
+        "{}:{}",
+        stub_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(
+        lines.get(..2),
+        Some(&["core web", "core/A core/B"][..]),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lines
+            .get(2)
+            .is_some_and(|l| l.split(' ').any(|w| w == "group")),
+        "the generated completion did not answer: {said}"
+    );
+}
+
 #[test]
 fn the_staged_unit_passes_systemd_analyze_verify() {
     let scratch = tempfile::tempdir().expect("temp dir");

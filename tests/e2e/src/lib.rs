@@ -374,11 +374,6 @@ impl Daemon {
         }
     }
 
-    pub fn restart_after_kill9(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("daemon running");
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);

@@ -8,6 +8,15 @@ use crate::gpu::ReplicaKey;
 use crate::graph::{agent_graph, group_graph};
 use crate::model::{HostConfig, RestartMode};
 
+/// A container's death, as [`Input::ContainerDied`] reports it.
+struct Died {
+    id: String,
+    code: i64,
+    oom: bool,
+    at_ms: u64,
+    seen_late_ms: u64,
+}
+
 impl Supervisor {
     /// Applies something that happened and decides what to do next.
     pub fn handle(&mut self, now: Millis, input: Input) -> Outcome {
@@ -32,7 +41,19 @@ impl Supervisor {
                 code,
                 oom,
                 at_ms,
-            } => self.died(now, key, id, code, oom, at_ms, &mut out),
+                seen_late_ms,
+            } => self.died(
+                now,
+                key,
+                Died {
+                    id,
+                    code,
+                    oom,
+                    at_ms,
+                    seen_late_ms,
+                },
+                &mut out,
+            ),
             Input::ContainerRemoved { key, id } => {
                 if let Some(r) = self.replicas.get_mut(&key)
                     && r.container.as_ref().is_some_and(|c| c.id == id)
@@ -513,17 +534,14 @@ impl Supervisor {
         self.sync_replica_table();
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn died(
-        &mut self,
-        now: Millis,
-        key: ReplicaKey,
-        id: String,
-        code: i64,
-        oom: bool,
-        at_ms: u64,
-        out: &mut Outcome,
-    ) {
+    fn died(&mut self, now: Millis, key: ReplicaKey, died: Died, out: &mut Outcome) {
+        let Died {
+            id,
+            code,
+            oom,
+            at_ms,
+            seen_late_ms,
+        } = died;
         let wanted = self.wanted(&key);
         let restart = self.should_restart(&key, code, oom);
         let Some(r) = self.replicas.get_mut(&key) else {
@@ -570,18 +588,22 @@ impl Supervisor {
             oom,
         });
         if restart {
-            self.schedule_restart(now, &key, Some(code), out);
+            self.schedule_restart(now, &key, Some(code), seen_late_ms, out);
         } else if let Some(r) = self.replicas.get_mut(&key) {
             r.phase = Phase::Exited { code };
         }
     }
 
-    /// Counts a failure and sets the backoff; marks a crash loop.
+    /// Counts a failure and sets the backoff; marks a crash loop. The wait
+    /// counts from the exit: `late_ms` (how long ago it happened) is taken
+    /// off it, but never more than half of it, so a clock that disagrees
+    /// with Docker's cannot make a restart immediate.
     fn schedule_restart(
         &mut self,
         now: Millis,
         key: &ReplicaKey,
         exit_code: Option<i64>,
+        late_ms: u64,
         out: &mut Outcome,
     ) {
         if !self.agents.contains_key(&key.agent) {
@@ -589,6 +611,7 @@ impl Supervisor {
         }
         let failures = self.replicas.get(key).map(|r| r.failures + 1).unwrap_or(1);
         let delay = self.backoff_delay(key, failures);
+        let delay = delay - late_ms.min(delay / 2);
         let Some(r) = self.replicas.get_mut(key) else {
             return;
         };
@@ -807,7 +830,7 @@ impl Supervisor {
                             oom,
                         });
                         if wanted && self.should_restart(&key, code, oom) {
-                            self.schedule_restart(now, &key, Some(code), out);
+                            self.schedule_restart(now, &key, Some(code), 0, out);
                         } else if let Some(r) = self.replicas.get_mut(&key) {
                             r.phase = Phase::Exited { code };
                         }
@@ -1429,7 +1452,7 @@ impl Supervisor {
     /// container is restarted at once, but the crash-loop count grows).
     fn count_failure(&mut self, now: Millis, key: &ReplicaKey, out: &mut Outcome) {
         let phase_before = self.replicas.get(key).map(|r| r.phase.clone());
-        self.schedule_restart(now, key, None, out);
+        self.schedule_restart(now, key, None, 0, out);
         if let (Some(r), Some(p)) = (self.replicas.get_mut(key), phase_before) {
             r.phase = p;
         }

@@ -304,6 +304,11 @@ pub enum Input {
         oom: bool,
         /// When it died: Unix ms on Docker's clock.
         at_ms: u64,
+        /// How long after `at_ms` the daemon got the news (its own Unix
+        /// time then, less `at_ms`; 0 when unknown or Docker's clock is
+        /// ahead). A restart's backoff counts from the death, as Docker's
+        /// own restart policy does, not from the event's arrival.
+        seen_late_ms: u64,
     },
     ContainerRemoved {
         key: ReplicaKey,

@@ -245,6 +245,7 @@ impl Harness {
             code,
             oom: false,
             at_ms,
+            seen_late_ms: 0,
         })
     }
 
@@ -1171,6 +1172,7 @@ fn events_and_late_reports_for_old_containers_are_ignored() {
         code: 1,
         oom: false,
         at_ms: 0,
+        seen_late_ms: 0,
     });
     assert!(out.events.is_empty() && h.take_log().is_empty());
     let out = h.apply(Input::Health {
@@ -1235,6 +1237,7 @@ fn an_exit_that_overtakes_the_launch_report_still_counts() {
         code: 3,
         oom: false,
         at_ms: 1_000_060,
+        seen_late_ms: 0,
     });
     assert!(out.events.is_empty());
     let c = ContainerFacts {
@@ -1279,6 +1282,7 @@ fn a_stop_exit_during_a_restart_is_not_a_crash() {
         code: 143,
         oom: false,
         at_ms: 1_000_010,
+        seen_late_ms: 0,
     });
     let c = ContainerFacts {
         id,
@@ -2625,4 +2629,47 @@ fn a_reload_says_which_agents_changed_and_which_are_recreated_now() {
         done.outcome.persist,
         "a reload is written before it is acted on"
     );
+}
+
+#[test]
+fn the_backoff_counts_from_the_death_not_from_the_news_of_it() {
+    for late in [0, 30, 10_000] {
+        let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
+        h.cmd(|s| s.start_group(0, "g").unwrap());
+        h.settle_healthy();
+        h.now += 1_000;
+        let id = h.id(&k("A"));
+        let delay = h.s.backoff_delay(&k("A"), 1);
+        assert!(delay >= 90, "{delay}");
+        let at_ms = 1_000_000 + h.now - late;
+        h.apply(Input::ContainerDied {
+            key: k("A"),
+            id,
+            code: 1,
+            oom: false,
+            at_ms,
+            seen_late_ms: late,
+        });
+        // Never more than half the step is taken off (clocks may disagree).
+        let taken_off = late.min(delay / 2);
+        let until = h.now + delay - taken_off;
+        assert!(
+            matches!(h.phase(&k("A")), Phase::BackingOff { until: u, .. } if u == until),
+            "late {late}: {:?}, want until {until}",
+            h.phase(&k("A"))
+        );
+        // Nothing starts before then, and it starts then.
+        let out = h.at(until - 1);
+        assert!(
+            !out.actions
+                .iter()
+                .any(|a| matches!(a, Action::Start { .. }))
+        );
+        let out = h.at(until);
+        assert!(
+            out.actions
+                .iter()
+                .any(|a| matches!(a, Action::Start { .. }))
+        );
+    }
 }

@@ -273,6 +273,8 @@ impl Executor {
                         id: ev.id,
                         code: exit_code.unwrap_or(-1),
                         at_ms: u64::try_from(ev.time_ns / 1_000_000).unwrap_or(0),
+                        // Set by the owner, which has the clock.
+                        seen_late_ms: 0,
                     }),
                     DockerEventKind::Destroy => Some(Input::ContainerRemoved { key, id: ev.id }),
                     _ => None,

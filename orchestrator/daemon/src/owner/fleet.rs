@@ -17,7 +17,8 @@ use crate::event::{PeerNews, SubscribePeer};
 use crate::fleet::{FleetBook, Refused, codec};
 use crate::metrics::{PeerRow, StrangerRows};
 
-/// Snapshots go out at most this often (changes in between are coalesced).
+/// Snapshots go out at most this often after a change (an event; changes
+/// in between are coalesced)...
 const SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// ...and at least this often, so a peer's copy is never older than this
 /// while the link is up.
@@ -85,12 +86,18 @@ impl FleetPart {
     }
 
     /// Sends events to the peers (they keep them for `--host` waits).
+    /// Events are what changes this host's state, so they (and only they)
+    /// make the next snapshot due early: an input that changed nothing (a
+    /// passing probe of a healthy agent, the steady state) costs no
+    /// snapshot, which is built, encoded and sent, and decoded by every
+    /// peer. Figures that move without an event (GPU telemetry, SLO burn
+    /// rates) go out with the periodic snapshot.
     pub(super) fn publish_events(&mut self, events: &[Event]) {
-        self.dirty = true;
-        let Some(bus) = &self.bus else { return };
         if events.is_empty() {
             return;
         }
+        self.dirty = true;
+        let Some(bus) = &self.bus else { return };
         let batch = match codec::encode_events(events) {
             Ok(bodies) => bodies,
             Err(e) => {
@@ -235,5 +242,38 @@ impl FleetPart {
     /// `federation.remote_commands` as it changes.
     pub(super) fn remote_commands(&self) -> watch::Receiver<RemoteCommands> {
         self.remote_commands.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orch_api::wire::EventKind;
+    use orch_federation::{BusConfig, MemNetwork, Timing};
+
+    fn part(net: &MemNetwork) -> FleetPart {
+        let (bus, _inbox) = net.join(BusConfig::new("a", 1, "", Vec::new(), Timing::default()));
+        FleetPart::new(Some(Arc::new(bus)), std::iter::empty::<&str>())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_events_make_the_next_snapshot_due_early() {
+        let net = MemNetwork::new();
+        let mut p = part(&net);
+        // As just after a snapshot went out.
+        let sent = Instant::now();
+        p.last_snapshot = Some(sent);
+        p.dirty = false;
+        // An input that changed nothing: the periodic snapshot is next.
+        p.publish_events(&[]);
+        assert_eq!(p.snapshot_due(), Some(sent + SNAPSHOT_MAX_INTERVAL));
+        // A change: soon.
+        p.publish_events(&[Event {
+            host: "a".into(),
+            seq: 1,
+            time_ms: 0,
+            kind: EventKind::GroupReady { group: "g".into() },
+        }]);
+        assert_eq!(p.snapshot_due(), Some(sent + SNAPSHOT_MIN_INTERVAL));
     }
 }

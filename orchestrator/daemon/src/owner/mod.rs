@@ -311,7 +311,17 @@ impl Owner {
     }
 
     fn docker(&mut self, now: u64, news: DockerNews) {
-        if let Some(input) = self.exec.docker(news) {
+        if let Some(mut input) = self.exec.docker(news) {
+            // How long the death took to get here: its backoff counts from it.
+            if let Input::ContainerDied {
+                at_ms,
+                seen_late_ms,
+                ..
+            } = &mut input
+                && *at_ms > 0
+            {
+                *seen_late_ms = self.clocks.unix_ms().saturating_sub(*at_ms);
+            }
             self.decide(now, input);
         }
     }
