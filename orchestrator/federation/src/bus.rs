@@ -474,6 +474,11 @@ impl PeerView {
         self.dropped.get(&kind).copied().unwrap_or(0)
     }
 
+    /// Messages claiming another host than its key's.
+    pub fn impostors(&self) -> u64 {
+        self.dropped(DropKind::Impostor)
+    }
+
     /// Well-formed messages on a channel they do not belong to.
     pub fn unexpected(&self) -> u64 {
         self.dropped(DropKind::Unexpected)

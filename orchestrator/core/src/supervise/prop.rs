@@ -312,6 +312,7 @@ impl Model {
                     code,
                     oom: false,
                     at_ms,
+                    seen_late_ms: 0,
                 });
             }
             Step::Vanish(i) => {
@@ -335,6 +336,7 @@ impl Model {
                         code: 137,
                         oom: false,
                         at_ms,
+                        seen_late_ms: 0,
                     });
                 }
                 self.input(Input::ContainerRemoved { key, id });

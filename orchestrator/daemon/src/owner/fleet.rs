@@ -253,7 +253,11 @@ mod tests {
 
     fn part(net: &MemNetwork) -> FleetPart {
         let (bus, _inbox) = net.join(BusConfig::new("a", 1, "", Vec::new(), Timing::default()));
-        FleetPart::new(Some(Arc::new(bus)), std::iter::empty::<&str>())
+        FleetPart::new(
+            Some(Arc::new(bus)),
+            std::iter::empty::<&str>(),
+            RemoteCommands::default(),
+        )
     }
 
     #[tokio::test(start_paused = true)]
