@@ -29,7 +29,7 @@ MAGIC = b"OF"
 VERSION = 1
 HEARTBEAT, REQUEST, REPLY = 1, 4, 5
 FRAME = 4 * 1024 * 1024
-BURST = 32
+BURST = 200
 BURST_EVERY_S = 0.05
 
 
@@ -37,11 +37,11 @@ def u64(n):
     return struct.pack(">Q", n)
 
 
-def socket_for(endpoint, server_key, secret, public):
+def socket_for(endpoint, server_key, secret, public, hwm):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
-    sock.sndhwm = 2
+    sock.sndhwm = hwm
     sock.sndtimeo = 500
     sock.curve_secretkey = secret.encode()
     sock.curve_publickey = public.encode()
@@ -105,11 +105,11 @@ def requests(sock, name, seconds):
                 next_beat = now + 0.1
             if now >= next_burst:
                 for _ in range(BURST):
-                    sent += 1
                     sock.send_multipart(
-                        [MAGIC + bytes([VERSION, REQUEST]), u64(sent), name.encode(), body],
+                        [MAGIC + bytes([VERSION, REQUEST]), u64(sent + 1), name.encode(), body],
                         flags=zmq.NOBLOCK,
                     )
+                    sent += 1
                 next_burst = now + BURST_EVERY_S
         except zmq.Again:
             pass
@@ -129,7 +129,9 @@ def requests(sock, name, seconds):
 
 def main(argv):
     mode, endpoint, server_key, secret, public, name, seconds = argv[1:8]
-    sock = socket_for(endpoint, server_key, secret, public)
+    # Two big messages queued at most; many requests at once.
+    hwm = 2 if mode == "frames" else 10 * BURST
+    sock = socket_for(endpoint, server_key, secret, public, hwm)
     if mode == "frames":
         count = int(argv[8]) if len(argv) > 8 else 256
         out = frames(sock, name, float(seconds), count)
