@@ -152,6 +152,23 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
+/// The sum of `orchestrator_federation_refused_total` for `reason`, from
+/// the daemon's `/metrics` on `ip:9464`, fetched inside `ns`.
+fn refused(ns: &str, ip: &str, reason: &str) -> f64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sf"])
+        .arg(format!("http://{ip}:9464/metrics"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl /metrics: {:?}", out.status);
+    let label = format!("reason=\"{reason}\"");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("orchestrator_federation_refused_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn netns_available() -> bool {
     if e2e::net::available() {
         return true;
@@ -305,6 +322,8 @@ fn half_open_connections_leave_the_control_socket_the_watchdog_and_the_peer_aliv
             key: &k[0].public,
         }],
     );
+    // Its metrics, to see the handshakes it evicted.
+    let c0 = format!("{c0}metrics: {{listen: \"{ip0}:9464\"}}\n");
     let notify_path = hosts[0].path("notify.sock");
     let notes = Notifications::bind(&notify_path);
     let env = [
@@ -384,6 +403,12 @@ fn half_open_connections_leave_the_control_socket_the_watchdog_and_the_peer_aliv
         "too few pets: {}",
         window.len()
     );
+
+    // The connections did reach the daemon's bus: past its cap on pending
+    // handshakes, it shut the oldest down.
+    let evicted = refused(&lan.ns(0), &ip0, "evicted_handshake");
+    eprintln!("handshakes evicted: {evicted}");
+    assert!(evicted > 0.0, "no handshake was evicted");
 
     drop(holder.stdin.take());
     let out = holder.wait_with_output().unwrap();
