@@ -551,6 +551,7 @@ fn a_listed_key_flooding_requests_is_refused_while_another_hosts_changes_arrive(
             key: &k[0].public,
         }],
     );
+    let c0 = format!("{c0}metrics: {{listen: \"{ip0}:9464\"}}\n");
     let d0 = Daemon::start_in_netns(&hosts[0], &c0, &lan.ns(0));
     let d1 = Daemon::start_in_netns(&hosts[1], &c1, &lan.ns(1));
     until_state(&d0, name(1), "alive");
@@ -566,13 +567,23 @@ fn a_listed_key_flooding_requests_is_refused_while_another_hosts_changes_arrive(
             a["messages_in"].as_u64().unwrap() > 100
         },
     );
-    // The third host's state changes arrive through the flood.
+    // The third host's state changes arrive through the flood, while the
+    // flooder is being refused as busy.
+    let busy_before = refused(&lan.ns(0), &ip0, "busy");
     lan.cut_off(1);
     until_state(&d0, name(1), "down");
     assert_eq!(fleet_state(&d0, name(1)), "down");
     lan.reconnect(1);
     until_state(&d0, name(1), "alive");
     assert_eq!(fleet_state(&d0, name(1)), "alive");
+    let busy_after = refused(&lan.ns(0), &ip0, "busy");
+    eprintln!(
+        "requests refused as busy: {busy_before} before the cut, {busy_after} after the heal"
+    );
+    assert!(
+        busy_after > busy_before,
+        "the flooder was not refused while the third host went down and came back"
+    );
     assert!(
         flood.try_wait().unwrap().is_none(),
         "the flood ended before the link was healed"
