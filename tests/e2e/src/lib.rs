@@ -326,6 +326,38 @@ impl Daemon {
         d
     }
 
+    /// Like `start_in_netns`, with extra environment (e.g. systemd's
+    /// `NOTIFY_SOCKET` and `WATCHDOG_USEC`).
+    pub fn start_in_netns_with_env(
+        host: &Host,
+        config_text: &str,
+        netns: &str,
+        env: &[(String, String)],
+    ) -> Daemon {
+        binaries();
+        agent_image();
+        let config = host.path("startup_config.yaml");
+        std::fs::write(&config, config_text).expect("write config");
+        let mut d = Daemon {
+            child: None,
+            config,
+            socket: host.path("orchestrator.sock"),
+            state_dir: host.path("state"),
+            log: host.path("daemon.log"),
+            extra: Vec::new(),
+            env: env.to_vec(),
+            netns: Some(netns.to_string()),
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
+    /// The daemon's process id (`ip netns exec` execs it: the child is it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn spawn(&mut self) {
         let (bin, _) = binaries();
         let log = std::fs::OpenOptions::new()
