@@ -5,7 +5,8 @@
 //! `group restart --with-dependents --wait` sent through one host to the
 //! other is one trace from the caller's `remote_call` down to every
 //! container stopped and started on the other host, and each host's spans
-//! name it (`host.name`, `service.instance.id`).
+//! name it (`host.name`, `service.instance.id`). And the receiver itself,
+//! against its bounds (`tests/traces/check_receiver.py`).
 
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -40,23 +41,27 @@ impl Drop for Receiver {
     }
 }
 
+/// The venv's python, with `opentelemetry-proto` (made on first use).
+fn python() -> String {
+    let setup = Command::new(repo_root().join("tests/traces/setup-venv.sh"))
+        .output()
+        .expect("tests/traces/setup-venv.sh");
+    assert!(
+        setup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    String::from_utf8_lossy(&setup.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 impl Receiver {
     fn start(out: &Path) -> Receiver {
-        let setup = Command::new(repo_root().join("tests/traces/setup-venv.sh"))
-            .output()
-            .expect("tests/traces/setup-venv.sh");
-        assert!(
-            setup.status.success(),
-            "{}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
-        let python = String::from_utf8_lossy(&setup.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string();
-        let mut child = Command::new(python)
+        let mut child = Command::new(python())
             .arg(repo_root().join("tests/traces/otlp_receiver.py"))
             .arg("--out")
             .arg(out)
@@ -137,6 +142,20 @@ fn summary(spans: &[Value]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+#[test]
+fn the_receiver_decodes_exports_and_refuses_what_exceeds_its_bound() {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/traces/check_receiver.py"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
