@@ -253,3 +253,95 @@ async fn local_commands_parent_the_operations_they_cause() {
     let stop = one(&spans, "group_stop");
     children_of(&spans, "agent_stop", stop, &["A", "B", "C"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_command_in_a_group_that_stays_ready_ends_when_its_work_is_done() {
+    let (exporter, _guard) = traced();
+    let text = r#"version: 1
+host: {name: solo}
+defaults:
+  image: orchestrator-agent:latest
+  health: {http: {port: 8080}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}
+  stop_timeout: 2s
+groups:
+  g:
+    agents:
+      A: {}
+      Helper: {required: false}
+"#;
+    let h = Harness::start_in(World::new(), text).await;
+    h.client.group_start("g").await.unwrap();
+    h.until_ready().await;
+    settle(500).await;
+
+    // Restarting the optional Helper never makes g unready: its work is
+    // over when Helper runs again, with no ready event to say so.
+    exporter.reset();
+    h.client.agent_restart("g", "Helper").await.unwrap();
+    settle(3000).await;
+    h.until_ready().await;
+    let spans = exporter.get_finished_spans().unwrap();
+    let restart = one(&spans, "agent_restart");
+    children_of(&spans, "container_restart", restart, &["Helper"]);
+
+    // So the supervisor's own restart of a sick Helper afterwards is a
+    // trace of its own.
+    exporter.reset();
+    h.world.prober.set_healthy("Helper", false);
+    h.until("Helper sick", |s| s.agents.healthy < s.agents.wanted)
+        .await;
+    h.world.prober.set_healthy("Helper", true);
+    h.until_ready().await;
+    settle(2000).await;
+    let spans = exporter.get_finished_spans().unwrap();
+    let own: Vec<_> = ["agent_start", "agent_stop", "container_restart"]
+        .iter()
+        .flat_map(|n| ops(&spans, n))
+        .collect();
+    assert!(!own.is_empty(), "{:?}", names(&spans));
+    for (r, s) in own {
+        assert_eq!(
+            s.parent_span_id,
+            SpanId::INVALID,
+            "{r}: {:?}",
+            names(&spans)
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rolling_recreate_stays_in_its_apply_trace_from_first_replica_to_last() {
+    let (exporter, _guard) = traced();
+    let text = |image: &str| {
+        format!(
+            r#"version: 1
+host: {{name: solo}}
+defaults:
+  image: {image}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
+  stop_timeout: 2s
+groups:
+  g:
+    agents:
+      A: {{replicas: 3}}
+"#
+        )
+    };
+    let h = Harness::start_in(World::new(), &text("orchestrator-agent:latest")).await;
+    h.client.group_start("g").await.unwrap();
+    h.until_ready().await;
+    settle(500).await;
+
+    // One replica at a time, each after the one before is healthy (the
+    // group is ready again in between): all three under the apply.
+    exporter.reset();
+    h.client
+        .apply("new.yaml", &text("orchestrator-agent:v2"))
+        .await
+        .unwrap();
+    settle(30_000).await;
+    h.until_ready().await;
+    let spans = exporter.get_finished_spans().unwrap();
+    let apply = one(&spans, "apply");
+    children_of(&spans, "agent_start", apply, &["A", "A#1", "A#2"]);
+}

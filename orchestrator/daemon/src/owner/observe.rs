@@ -34,8 +34,6 @@ pub(super) struct Observer {
     settings: ObserveSettings,
     /// The commands whose work groups are doing.
     spans: crate::trace::CommandSpans,
-    /// Groups that became ready or stopped in the decision being carried out.
-    ending: Vec<String>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -91,7 +89,6 @@ impl Observer {
             scraped: deps.scraped,
             settings: deps.settings,
             spans: Default::default(),
-            ending: Vec::new(),
         }
     }
 
@@ -112,19 +109,9 @@ impl Observer {
         self.dirty = true;
     }
 
-    /// Counts what the supervisor reported; a group ready or stopped has
-    /// done its command's work once the actions of this decision are
-    /// under way (`settle_commands`).
+    /// Counts what the supervisor reported.
     pub(super) fn saw(&mut self, events: &[SupervisorEvent]) {
         self.counters.record_events(events);
-        for e in events {
-            match e {
-                SupervisorEvent::GroupReady { group } | SupervisorEvent::GroupStopped { group } => {
-                    self.ending.push(group.clone())
-                }
-                _ => {}
-            }
-        }
     }
 
     /// The work on `groups` from now on is `command`'s (its span).
@@ -138,14 +125,11 @@ impl Observer {
         }
     }
 
-    /// Ends the commands' work on groups that settled without a ready or
-    /// stopped event (an agent restart or a recreate in a group that stayed
-    /// ready): ready or stopped, with nothing in flight, asked for or
-    /// left to recreate.
+    /// Ends the commands' work on groups that settled, once this
+    /// decision's actions are under way: ready or stopped, with nothing in
+    /// flight, asked for or left to recreate (a group ready between two
+    /// steps of a rolling recreate has not settled).
     pub(super) fn settle_commands(&mut self, sup: &Supervisor) {
-        for g in std::mem::take(&mut self.ending) {
-            self.spans.close(&g);
-        }
         if self.spans.is_empty() {
             return;
         }
