@@ -10,9 +10,10 @@
 //! `service.name` (`orchestratord` unless `OTEL_SERVICE_NAME` says
 //! otherwise), `host.name` (the config's host name) and
 //! `service.instance.id` (the host name, the process id and its start
-//! time, so a restarted daemon is a new instance). The exporter's own HTTP client (hyper,
-//! h2, reqwest) is kept out of both, so exporting never logs or traces
-//! itself.
+//! time, so a restarted daemon is a new instance), over what
+//! `OTEL_RESOURCE_ATTRIBUTES` and the SDK add. The exporter's own HTTP
+//! client (hyper, h2, reqwest) is kept out of both, so exporting never
+//! logs or traces itself.
 
 use std::io::IsTerminal as _;
 
