@@ -2,7 +2,8 @@
 //! (availability samples from the supervisor's state, request figures
 //! from agent scrapes), the snapshots it publishes for `/metrics`, the
 //! SLO history it saves, and the operator commands whose work each group
-//! is doing (`crate::trace::CommandSpans`), which its operations' spans join. Fetching agent metrics runs on a task of its own.
+//! is doing (`crate::trace::CommandSpans`), which its operations' spans
+//! join. Fetching agent metrics runs on a task of its own.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
