@@ -21,6 +21,7 @@ tests/nvml/setup-venv.sh >/dev/null
 tests/exports/setup-venv.sh >/dev/null
 tests/legacy/setup-venv.sh >/dev/null
 tests/federation/setup-venv.sh >/dev/null
+tests/traces/setup-venv.sh >/dev/null
 
 step "observability: rules, dashboards, compose file (tests/observability)"
 tests/observability/check.sh --quick

@@ -2,12 +2,20 @@
 //!
 //! The daemon only emits `tracing` spans; whether they leave the process
 //! (OTLP) is the binary's choice. The spans that matter to an operator:
-//! `group_start` (from the request until the group is ready or stopped),
-//! one `agent_start` per replica launched or started under it (on the
-//! operation's own task), `gpu_prepare` inside an agent start, and
-//! `reconcile` for each supervisor decision that acted. [`GroupSpans`]
-//! keeps a group start's span while its waves of agents start, so the
-//! agents' spans are its children however late they begin.
+//! one span per operator command (`group_start`, `group_stop`,
+//! `group_restart`, `agent_restart`, `apply`, `reload`), one span per
+//! Docker operation on a replica (`agent_start` for a launch, create,
+//! start or recreate; `agent_stop`, `agent_remove`, `container_restart`;
+//! [`op_span`]) on the operation's own task, `gpu_prepare` inside an agent
+//! start, and `reconcile` for each supervisor decision that acted.
+//!
+//! A command's work goes on after its request is answered: a restart's
+//! replicas start once the old ones have stopped, a group start's waves
+//! once their dependencies are healthy. [`CommandSpans`] keeps, for each
+//! group a command changed, that command's span context until the group
+//! has settled, so the operations of every later decision on the group
+//! are children of the command's span (however late they begin; the
+//! parent span has ended by then, which OpenTelemetry allows).
 //!
 //! [`traceparent`] and [`set_remote_parent`] carry a span's context in a
 //! W3C `traceparent` / `tracestate` pair, as the federation bus does for
@@ -18,32 +26,77 @@ use std::collections::HashMap;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
+use orch_core::gpu::ReplicaKey;
+use orch_core::supervise::OpKind;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// The open `group_start` span of each group being started.
+/// For each group whose change an operator command set going, the
+/// context of that command's span.
 #[derive(Debug, Default)]
-pub struct GroupSpans {
-    open: HashMap<String, Span>,
+pub struct CommandSpans {
+    open: HashMap<String, opentelemetry::Context>,
 }
 
-impl GroupSpans {
-    /// `span` covers the start of `group` until [`GroupSpans::close`].
-    pub fn open(&mut self, group: &str, span: Span) {
-        self.open.insert(group.to_string(), span);
+impl CommandSpans {
+    /// The work on `group` from now on is `span`'s (the latest command on
+    /// a group takes it over). A span that is not traced keeps nothing.
+    pub fn open(&mut self, group: &str, span: &Span) {
+        let cx = span.context();
+        if cx.span().span_context().is_valid() {
+            self.open.insert(group.to_string(), cx);
+        } else {
+            self.open.remove(group);
+        }
     }
 
-    /// The group's start is over (ready, stopping or stopped): its span
-    /// ends once no other group started by the same command holds it.
+    /// The command's work on `group` is over (ready, stopped, settled).
     pub fn close(&mut self, group: &str) {
         self.open.remove(group);
     }
 
-    /// The span an agent of `group` starts under: the group's start if
-    /// one is open, else none (a restart, an adoption).
-    pub fn parent_of(&self, group: &str) -> Option<&Span> {
+    /// The command context the operations of `group` belong to, if any (a
+    /// crash restart or an adoption has none).
+    pub fn parent_of(&self, group: &str) -> Option<&opentelemetry::Context> {
         self.open.get(group)
     }
+
+    /// The groups with a command's work going on.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.open.keys().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// The span of one Docker operation on `replica` of `group`: a child of
+/// `parent` (the command it is part of) or a root of its own.
+pub fn op_span(
+    replica: &ReplicaKey,
+    group: &str,
+    op: OpKind,
+    parent: Option<&opentelemetry::Context>,
+) -> Span {
+    let span = match op {
+        OpKind::Launch | OpKind::Create | OpKind::Start | OpKind::Recreate => {
+            tracing::info_span!(parent: None, "agent_start", replica = %replica, group = group, op = ?op)
+        }
+        OpKind::Stop => {
+            tracing::info_span!(parent: None, "agent_stop", replica = %replica, group = group, op = ?op)
+        }
+        OpKind::Remove => {
+            tracing::info_span!(parent: None, "agent_remove", replica = %replica, group = group, op = ?op)
+        }
+        OpKind::Restart => {
+            tracing::info_span!(parent: None, "container_restart", replica = %replica, group = group, op = ?op)
+        }
+    };
+    if let Some(cx) = parent {
+        let _ = span.set_parent(cx.clone());
+    }
+    span
 }
 
 /// The span's W3C context: (`traceparent`, `tracestate`), or `None` when
@@ -136,6 +189,53 @@ mod tests {
             let (other, _) = traceparent(&tracing::info_span!("local")).unwrap();
             assert!(!other.contains("0af7651916cd43dd8448eb211c80319c"));
         });
+    }
+
+    #[test]
+    fn operations_join_the_command_whose_work_they_do() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut open = CommandSpans::default();
+            let key = ReplicaKey::new("A", 0);
+            {
+                let command = tracing::info_span!("group_restart", group = "g");
+                open.open("g", &command);
+            }
+            // The command's span has ended; later operations still join it.
+            op_span(&key, "g", OpKind::Stop, open.parent_of("g"));
+            op_span(&key, "g", OpKind::Launch, open.parent_of("g"));
+            assert_eq!(open.groups().collect::<Vec<_>>(), ["g"]);
+            open.close("g");
+            assert!(open.is_empty());
+            // A crash restart belongs to no command.
+            op_span(&key, "g", OpKind::Restart, open.parent_of("g"));
+            // Untraced, nothing is kept.
+            open.open("h", &Span::none());
+            assert!(open.parent_of("h").is_none());
+        });
+        let spans = exporter.get_finished_spans().unwrap();
+        let find = |n: &str| spans.iter().find(|s| s.name == n).unwrap();
+        let command = find("group_restart");
+        for name in ["agent_stop", "agent_start"] {
+            let s = find(name);
+            assert_eq!(
+                s.span_context.trace_id(),
+                command.span_context.trace_id(),
+                "{name}"
+            );
+            assert_eq!(s.parent_span_id, command.span_context.span_id(), "{name}");
+        }
+        let alone = find("container_restart");
+        assert_ne!(
+            alone.span_context.trace_id(),
+            command.span_context.trace_id()
+        );
+        assert_eq!(alone.parent_span_id, SpanId::INVALID);
     }
 
     #[test]

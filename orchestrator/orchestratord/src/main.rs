@@ -187,16 +187,26 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
+    // The config is read first: its host name is in every span's resource.
+    let loaded = match &cli.command {
+        Command::Run(args) => Some(load(&args.config)),
+        Command::Check(_) => None,
+    };
+    let host = loaded
+        .as_ref()
+        .and_then(|l| l.as_ref().ok())
+        .map(|l| l.config.host.name.clone());
     // Flushes the traces when main returns.
-    let _telemetry = telemetry::init(cli.log_format);
-    let result = match cli.command {
-        Command::Check(args) => check(&args),
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+    let _telemetry = telemetry::init(cli.log_format, host.as_deref());
+    let result = match (cli.command, loaded) {
+        (Command::Check(args), _) => check(&args),
+        (Command::Run(_), Some(Err(e))) => Err(e),
+        (Command::Run(args), loaded) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(MainError::Runtime)
-            .and_then(|rt| rt.block_on(run(args))),
+            .and_then(|rt| rt.block_on(run(args, loaded.and_then(Result::ok)))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -290,8 +300,12 @@ fn start_federation(
     })
 }
 
-async fn run(args: RunArgs) -> Result<(), MainError> {
-    let loaded = load(&args.config)?;
+/// Runs the daemon on `loaded` (read again if not given).
+async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), MainError> {
+    let loaded = match loaded {
+        Some(l) => l,
+        None => load(&args.config)?,
+    };
     for w in &loaded.warnings {
         tracing::warn!("{}", w.headline());
     }

@@ -592,9 +592,21 @@ fn the_spans_of_a_group_start_reach_an_otlp_receiver_under_one_trace() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(root.3.is_empty(), "group_start is a root span");
-    // Give the agents' spans (they end before the group's) a moment too.
-    std::thread::sleep(Duration::from_millis(500));
-    let got = spans.lock().unwrap().clone();
+    // The group's start span ends when the request is answered; its
+    // agents' spans come as they start (the second once the first group
+    // is ready).
+    let waited = Instant::now();
+    let got = loop {
+        let got = spans.lock().unwrap().clone();
+        let agents = got
+            .iter()
+            .filter(|s| s.1 == root.1 && s.0 == "agent_start")
+            .count();
+        if agents >= 2 || waited.elapsed() > Duration::from_secs(60) {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let trace: Vec<_> = got.iter().filter(|s| s.1 == root.1).collect();
     let by_id: BTreeMap<&Vec<u8>, &String> = trace.iter().map(|s| (&s.2, &s.0)).collect();
     let parent_name = |s: &(String, Vec<u8>, Vec<u8>, Vec<u8>)| by_id.get(&s.3).copied();

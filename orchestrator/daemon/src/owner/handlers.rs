@@ -3,6 +3,8 @@
 //! command whose outcome is carried out. Every refusal is a typed
 //! [`Rejection`], made an `ApiError` where the answer is sent.
 
+use std::collections::BTreeSet;
+
 use orch_api::text::{self, GroupVerb};
 use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Response};
 use orch_config::ConfigError;
@@ -109,30 +111,31 @@ impl Owner {
         }
         match request {
             Request::GroupStart { group } => {
-                // Open until the groups it starts are ready (`crate::trace`);
-                // under the caller's span, which a peer's command continues.
-                let span = tracing::info_span!(parent: caller, "group_start", group = %group);
-                let _in = span.enter();
-                self.group_command(&group, GroupVerb::Start, |s| s.start_group(now, &group))
+                self.group_command(&group, GroupVerb::Start, caller, |s| {
+                    s.start_group(now, &group)
+                })
             }
             Request::GroupStop {
                 group,
                 with_dependents,
-            } => self.group_command(&group, GroupVerb::Stop, |s| {
+            } => self.group_command(&group, GroupVerb::Stop, caller, |s| {
                 s.stop_group(now, &group, with_dependents)
             }),
             Request::GroupRestart {
                 group,
                 with_dependents,
-            } => self.group_command(&group, GroupVerb::Restart, |s| {
+            } => self.group_command(&group, GroupVerb::Restart, caller, |s| {
                 s.restart_group(now, &group, with_dependents)
             }),
             Request::AgentRestart { group, agent } => {
+                let span = tracing::info_span!(parent: caller, "agent_restart", group = %group, agent = %agent);
+                let _in = span.enter();
                 let events_from = self.journal.next_seq();
                 let out = self
                     .sup
                     .restart_agent(now, &group, &agent)
                     .map_err(|e| views::command_error(&self.sup, &e))?;
+                self.observer.commanded(&span, [group.as_str()]);
                 self.carry_out(out);
                 Ok(Response::Accepted(Accepted {
                     message: text::agent_restart(&group, &agent),
@@ -150,10 +153,10 @@ impl Owner {
                     Some(l) => *l,
                     None => self.source.load(Some((&file_name, &config_text)))?,
                 };
-                self.take_config(now, loaded, Some(&config_text))
+                self.take_config(now, loaded, Some(&config_text), caller)
                     .map(Response::Applied)
             }
-            Request::Reload => self.reload(now).map(Response::Applied),
+            Request::Reload => self.reload(now, caller).map(Response::Applied),
             Request::Plan {
                 file_name,
                 config_text,
@@ -186,18 +189,32 @@ impl Owner {
     }
 
     /// Runs a group command; the answer names every group whose started
-    /// state it changed (a start brings the groups it depends on).
+    /// state it changed (a start brings the groups it depends on). Its
+    /// span, under the caller's (which a peer's command continues), is
+    /// the parent of the operations on those groups until they settle
+    /// (`crate::trace`).
     fn group_command(
         &mut self,
         name: &str,
         verb: GroupVerb,
+        caller: &tracing::Span,
         command: impl FnOnce(&mut Supervisor) -> Result<Commanded<Vec<String>>, CommandError>,
     ) -> Result<Response, Rejection> {
+        let span = match verb {
+            GroupVerb::Start => tracing::info_span!(parent: caller, "group_start", group = %name),
+            GroupVerb::Stop => tracing::info_span!(parent: caller, "group_stop", group = %name),
+            GroupVerb::Restart => {
+                tracing::info_span!(parent: caller, "group_restart", group = %name)
+            }
+        };
+        let _in = span.enter();
         if self.sup.config().group(name).is_none() {
             return Err(views::unknown_group(&self.sup, name));
         }
         let events_from = self.journal.next_seq();
         let done = command(&mut self.sup).map_err(|e| views::command_error(&self.sup, &e))?;
+        self.observer
+            .commanded(&span, done.changed.iter().map(String::as_str));
         self.carry_out(done.outcome);
         Ok(Response::Accepted(Accepted {
             message: text::group_command(verb, &done.changed),
@@ -239,7 +256,7 @@ impl Owner {
 
     /// SIGHUP: re-reads the config file.
     pub(super) fn reload_signal(&mut self, now: u64) {
-        match self.reload(now) {
+        match self.reload(now, &tracing::Span::none()) {
             Ok(a) => {
                 tracing::info!(generation = a.generation, changed = ?a.changed, "config reloaded")
             }
@@ -248,19 +265,26 @@ impl Owner {
     }
 
     /// Re-reads the config file.
-    fn reload(&mut self, now: u64) -> Result<Applied, Rejection> {
+    fn reload(&mut self, now: u64, caller: &tracing::Span) -> Result<Applied, Rejection> {
         let loaded = self.source.load(None)?;
-        self.take_config(now, loaded, None)
+        self.take_config(now, loaded, None, caller)
     }
 
     /// Takes a loaded config; with `text` (`apply`), that text becomes the
-    /// config file first.
+    /// config file first. Its span (`apply` or `reload`) is the parent of
+    /// the replacements it causes, until their groups settle.
     fn take_config(
         &mut self,
         now: u64,
         loaded: orch_config::Loaded,
         text: Option<&str>,
+        caller: &tracing::Span,
     ) -> Result<Applied, Rejection> {
+        let span = match text {
+            Some(_) => tracing::info_span!(parent: caller, "apply"),
+            None => tracing::info_span!(parent: caller, "reload"),
+        };
+        let _in = span.enter();
         if loaded.config.host.name != self.sup.config().host.name {
             return Err(Rejection::WrongHost {
                 current: self.sup.config().host.name.clone(),
@@ -284,6 +308,15 @@ impl Owner {
             .reload(now, loaded.config, hashes)
             .map_err(|e| views::command_error(&self.sup, &e))?;
         self.observer.configure(self.sup.config());
+        let groups: BTreeSet<&str> = self
+            .sup
+            .replicas()
+            .filter(|r| done.changed.recreated.contains(&r.key.agent))
+            .map(|r| r.group.as_str())
+            .collect();
+        let groups: Vec<String> = groups.into_iter().map(str::to_string).collect();
+        self.observer
+            .commanded(&span, groups.iter().map(String::as_str));
         self.carry_out(done.outcome);
         if let Some(f) = &self.sup.config().federation {
             self.fleet.set_remote_commands(f.remote_commands);

@@ -418,6 +418,7 @@ impl Owner {
         let sup = &self.sup;
         self.exec
             .run(sup, out.actions, |key, op| observer.op_span(sup, key, op));
+        self.observer.settle_commands(&self.sup);
     }
 
     /// Writes the desired state; a failure is counted and said once.

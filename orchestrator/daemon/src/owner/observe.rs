@@ -1,8 +1,9 @@
 //! The observer: the counters the owner keeps, the SLO engine it feeds
 //! (availability samples from the supervisor's state, request figures
 //! from agent scrapes), the snapshots it publishes for `/metrics`, the
-//! SLO history it saves, and the `group_start` spans kept open while
-//! groups start. Fetching agent metrics runs on a task of its own.
+//! SLO history it saves, and the operator commands whose work each group
+//! is doing (`crate::trace::CommandSpans`), which its operations' spans
+//! join. Fetching agent metrics runs on a task of its own.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use orch_api::{GpuReport, Rejection, SloReport};
 use orch_core::gpu::ReplicaKey;
 use orch_core::slo::{ScrapeOutcome, SloEngine};
-use orch_core::supervise::{OpKind, Supervisor, SupervisorEvent};
+use orch_core::supervise::{GroupPhase, OpKind, Supervisor, SupervisorEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -32,8 +33,8 @@ pub(super) struct Observer {
     scraping: Option<JoinHandle<()>>,
     scraped: event::Sender<Scraped>,
     settings: ObserveSettings,
-    /// Open `group_start` spans.
-    spans: crate::trace::GroupSpans,
+    /// The commands whose work groups are doing.
+    spans: crate::trace::CommandSpans,
 }
 
 impl std::fmt::Debug for Observer {
@@ -109,27 +110,53 @@ impl Observer {
         self.dirty = true;
     }
 
-    /// Counts what the supervisor reported, and keeps a group start's span
-    /// open until the group is ready or stopping; a group starting under a
-    /// `group_start` span (the request's) gets it.
+    /// Counts what the supervisor reported.
     pub(super) fn saw(&mut self, events: &[SupervisorEvent]) {
         self.counters.record_events(events);
-        for e in events {
-            match e {
-                SupervisorEvent::GroupStarting { group } => {
-                    let current = tracing::Span::current();
-                    if current
-                        .metadata()
-                        .is_some_and(|m| m.name() == "group_start")
-                    {
-                        self.spans.open(group, current);
-                    }
-                }
-                SupervisorEvent::GroupReady { group }
-                | SupervisorEvent::GroupStopping { group }
-                | SupervisorEvent::GroupStopped { group } => self.spans.close(group),
-                _ => {}
-            }
+    }
+
+    /// The work on `groups` from now on is `command`'s (its span).
+    pub(super) fn commanded<'a>(
+        &mut self,
+        command: &tracing::Span,
+        groups: impl IntoIterator<Item = &'a str>,
+    ) {
+        for g in groups {
+            self.spans.open(g, command);
+        }
+    }
+
+    /// Ends the commands' work on groups that settled, once this
+    /// decision's actions are under way: ready or stopped, with nothing in
+    /// flight, asked for or left to recreate (a group ready between two
+    /// steps of a rolling recreate has not settled).
+    pub(super) fn settle_commands(&mut self, sup: &Supervisor) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let busy: BTreeSet<&str> = sup
+            .replicas()
+            .filter(|r| {
+                r.op.is_some()
+                    || r.restart_requested
+                    || r.container.as_ref().is_some_and(|c| {
+                        sup.config_hash(&r.key.agent)
+                            .is_some_and(|h| h != c.config_hash)
+                    })
+            })
+            .map(|r| r.group.as_str())
+            .collect();
+        let settled: Vec<String> = self
+            .spans
+            .groups()
+            .filter(|g| {
+                !busy.contains(g)
+                    && matches!(sup.group_phase(g), GroupPhase::Ready | GroupPhase::Stopped)
+            })
+            .map(str::to_string)
+            .collect();
+        for g in settled {
+            self.spans.close(&g);
         }
     }
 
@@ -145,24 +172,11 @@ impl Observer {
         }
     }
 
-    /// The span of an operation: a launch or start of a replica of a
-    /// group being started is an `agent_start` in that group's start.
+    /// The span of an operation: a child of the command whose work its
+    /// group is doing, if any.
     pub(super) fn op_span(&self, sup: &Supervisor, key: &ReplicaKey, op: OpKind) -> tracing::Span {
-        if !matches!(
-            op,
-            OpKind::Launch | OpKind::Start | OpKind::Create | OpKind::Recreate
-        ) {
-            return tracing::Span::none();
-        }
         let group = sup.replica(key).map(|r| r.group.as_str()).unwrap_or("");
-        match self.spans.parent_of(group) {
-            Some(parent) => {
-                tracing::info_span!(parent: parent, "agent_start", replica = %key, group = group, op = ?op)
-            }
-            None => {
-                tracing::info_span!(parent: None, "agent_start", replica = %key, group = group, op = ?op)
-            }
-        }
+        crate::trace::op_span(key, group, op, self.spans.parent_of(group))
     }
 
     /// Publishes the snapshot of now if anything changed (or `always`:
