@@ -19,14 +19,20 @@
 //! - Replicas that are no longer wanted stop in reverse dependency order.
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
+//! - A peer that is down keeps its last known view for
+//!   `federation.peer_grace` (`remote`): its dependents here are stopped
+//!   only when it says an agent is not ready or the grace runs out.
 //! - A daemon that lost its state infers from the running containers
 //!   which groups were started (`infer`), and stops nothing that runs.
 
 mod decide;
 mod infer;
+mod remote;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;
 
 pub use infer::*;
 pub use state::*;

@@ -670,6 +670,8 @@ pub struct Supervisor {
     pub(crate) owned_mig: Vec<OwnedMig>,
     /// Other hosts, as far as cross-host dependencies need them.
     pub(crate) remote: BTreeMap<String, RemoteHost>,
+    /// Hosts that are down but whose last view is held, until when.
+    pub(crate) remote_held: BTreeMap<String, Millis>,
     /// Agents in start order (the agent graph's waves), kept with the
     /// graph: every decision pass walks it.
     pub(crate) agent_order: Vec<String>,
@@ -708,6 +710,7 @@ impl Supervisor {
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
             remote: BTreeMap::new(),
+            remote_held: BTreeMap::new(),
             agent_order: Vec::new(),
             #[cfg(test)]
             visits: std::cell::Cell::new(0),

@@ -363,7 +363,9 @@ impl Owner {
             });
         }
         let (host, state) = self.fleet.take(news);
-        if self.sup.remote(&host) != &state {
+        // A held view (the peer is down, within `peer_grace`) is released
+        // by any news of it, even news equal to what is held.
+        if self.sup.remote(&host) != &state || self.sup.remote_held_until(&host).is_some() {
             self.decide(now, Input::Remote { host, state });
         }
     }
