@@ -318,6 +318,11 @@ impl Owner {
 
     fn health(&mut self, now: u64, news: HealthNews) {
         self.observer.health(&self.sup, &news.key, news.took);
+        if let Some(interval) = news.unanswered_for {
+            let now_ms = self.clocks.unix_ms();
+            self.observer
+                .unanswered(&self.sup, &news.key, interval, now_ms);
+        }
         let input = Input::Health {
             key: news.key,
             id: news.id,
