@@ -240,6 +240,13 @@ async fn apply_refuses_a_gpu_request_that_cannot_be_placed_unless_forced() {
         "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 4g, compute: 25%}}}}\n"
     );
     let h = Harness::start_in(world, &config).await;
+    // The first inventory is taken as the daemon starts.
+    for _ in 0..100 {
+        if h.client.gpu().await.unwrap().available {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(h.client.gpu().await.unwrap().available);
     // 30g fits the largest GPU there is, not this host's 24 GiB card.
     let too_big = config.replace("memory: 4g", "memory: 30g");

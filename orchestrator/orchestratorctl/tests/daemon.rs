@@ -330,6 +330,13 @@ fn apply_of_a_gpu_request_that_cannot_be_placed_exits_7_unless_forced() {
         .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
     let h = rt.block_on(Harness::start_in(world, &config));
     let host = Host { rt, h };
+    // The first inventory is taken as the daemon starts.
+    for _ in 0..100 {
+        if host.rt.block_on(host.h.client.gpu()).unwrap().available {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.yaml");
     std::fs::write(&file, config.replace("memory: 4g", "memory: 30g")).unwrap();

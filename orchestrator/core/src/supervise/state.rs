@@ -116,6 +116,10 @@ pub enum RemoteHost {
 pub struct RemoteView {
     pub ready_agents: BTreeSet<String>,
     pub ready_groups: BTreeSet<String>,
+    /// Agents whose replicas all run there but are not probed yet since
+    /// they were started or adopted (a restarted daemon's first word): not
+    /// ready for new dependents, not failed for running ones.
+    pub pending_agents: BTreeSet<String>,
 }
 
 /// Why a launch (or start) of a container failed, as the daemon's
@@ -867,9 +871,12 @@ impl Supervisor {
     pub(crate) fn remote_failed(&self, agent: &str) -> bool {
         self.remote_dependencies(agent).iter().any(|(w, met)| {
             !met && match w {
-                Wait::RemoteAgent { host, .. } | Wait::RemoteGroup { host, .. } => {
-                    !matches!(self.remote(host), RemoteHost::Unknown)
-                }
+                Wait::RemoteAgent { host, agent } => match self.remote(host) {
+                    RemoteHost::Unknown => false,
+                    RemoteHost::Up(v) => !v.pending_agents.contains(agent),
+                    RemoteHost::Down => true,
+                },
+                Wait::RemoteGroup { host, .. } => !matches!(self.remote(host), RemoteHost::Unknown),
                 _ => false,
             }
         })

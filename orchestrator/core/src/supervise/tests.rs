@@ -1809,6 +1809,7 @@ pub(super) fn remote_up(agents: &[&str], groups: &[&str]) -> RemoteHost {
     RemoteHost::Up(RemoteView {
         ready_agents: agents.iter().map(|a| a.to_string()).collect(),
         ready_groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..RemoteView::default()
     })
 }
 

@@ -43,6 +43,13 @@ fn running_needy(grace: Millis) -> Harness {
     h
 }
 
+fn pending_eyes() -> RemoteHost {
+    RemoteHost::Up(RemoteView {
+        pending_agents: ["Eyes".to_string()].into(),
+        ..RemoteView::default()
+    })
+}
+
 /// What the fleet says of pc2, in a table row.
 #[derive(Debug, Clone, Copy)]
 enum Said {
@@ -51,6 +58,8 @@ enum Said {
     NoNews,
     EyesReady,
     EyesNotReady,
+    /// Eyes runs there, not probed yet (a restarted daemon adopting it).
+    EyesPending,
 }
 
 fn say(h: &mut Harness, at: Millis, said: Said) {
@@ -60,6 +69,7 @@ fn say(h: &mut Harness, at: Millis, said: Said) {
         Said::NoNews => RemoteHost::Unknown,
         Said::EyesReady => remote_up(&["Eyes"], &[]),
         Said::EyesNotReady => remote_up(&[], &[]),
+        Said::EyesPending => pending_eyes(),
     };
     h.apply(Input::Remote {
         host: "pc2".into(),
@@ -111,6 +121,18 @@ fn when_a_peers_outage_stops_the_agents_that_need_it() {
             GRACE,
             &[(1_000, Down), (9_000, EyesReady), (50_000, Down)],
             Some(50_000 + GRACE),
+        ),
+        (
+            "a restarted daemon's first word (Eyes not probed yet), then ready",
+            GRACE,
+            &[(1_000, Down), (5_000, EyesPending), (5_200, EyesReady)],
+            None,
+        ),
+        (
+            "not probed yet, then found unhealthy: stopped then",
+            GRACE,
+            &[(1_000, Down), (5_000, EyesPending), (5_200, EyesNotReady)],
+            Some(5_200),
         ),
         (
             "no grace: stopped as soon as pc2 is down",
@@ -175,6 +197,29 @@ fn the_grace_is_a_deadline_the_daemon_wakes_for_and_can_show() {
     assert!(matches!(h.phase(&k("Needy")), Phase::Held { .. }));
     say(&mut h, 2 * GRACE, Said::EyesReady);
     assert_eq!(h.take_log(), ["launch Needy"]);
+}
+
+#[test]
+fn an_agent_not_probed_yet_there_starts_no_new_dependent() {
+    let mut h = Harness::new(&[("g", &[], &[("Needy", &["pc2/Eyes"], 1, true)])]);
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: pending_eyes(),
+    });
+    h.cmd(|s| s.start_group(0, "g").expect("g exists"));
+    h.finish_ops();
+    h.take_log();
+    assert_eq!(
+        h.phase(&k("Needy")),
+        Phase::Held {
+            waiting_for: vec![Wait::RemoteAgent {
+                host: "pc2".into(),
+                agent: "Eyes".into()
+            }]
+        }
+    );
+    say(&mut h, 1_000, Said::EyesReady);
+    assert_eq!(h.take_log(), ["start Needy"]);
 }
 
 #[test]
