@@ -236,9 +236,20 @@ impl Client {
     }
 
     pub async fn apply(&self, file_name: &str, config_text: &str) -> Result<Applied, ClientError> {
+        self.apply_with(file_name, config_text, false).await
+    }
+
+    /// `apply`; with `force`, also when a GPU request cannot be placed.
+    pub async fn apply_with(
+        &self,
+        file_name: &str,
+        config_text: &str,
+        force: bool,
+    ) -> Result<Applied, ClientError> {
         self.unary(Request::Apply {
             file_name: file_name.to_string(),
             config_text: config_text.to_string(),
+            force,
         })
         .await
     }

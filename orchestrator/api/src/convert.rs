@@ -684,11 +684,21 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
 /// (The other way: what a peer said, as cross-host dependencies read it.)
 pub fn remote_view(s: &crate::reply::HostSnapshot) -> core::RemoteView {
     let mut ready = std::collections::BTreeMap::<&str, bool>::new();
+    // Running, none unhealthy or crash-looping, some not probed yet.
+    let mut pending = std::collections::BTreeMap::<&str, (bool, bool)>::new();
     for a in &s.agents {
         let ok = a.phase == Phase::Running && a.health == Health::Healthy && !a.crashloop;
         *ready.entry(a.agent.as_str()).or_insert(true) &= ok;
+        let (fine, unprobed) = pending.entry(a.agent.as_str()).or_insert((true, false));
+        *fine &= a.phase == Phase::Running && a.health != Health::Unhealthy && !a.crashloop;
+        *unprobed |= a.health == Health::Unknown;
     }
     core::RemoteView {
+        pending_agents: pending
+            .into_iter()
+            .filter(|(_, (fine, unprobed))| *fine && *unprobed)
+            .map(|(a, _)| a.to_string())
+            .collect(),
         ready_agents: ready
             .into_iter()
             .filter(|(_, ok)| *ok)

@@ -104,6 +104,13 @@ pub enum Rejection {
         path: String,
         error: String,
     },
+    /// `apply` (without `force`) of a config with GPU requests the planner
+    /// cannot place on this host's GPUs; nothing was applied. `errors`: the
+    /// planner's reasons, one line per replica.
+    Unplaceable {
+        file_name: String,
+        errors: Vec<String>,
+    },
     /// `plan` of another host's config.
     PlanOfOtherHost {
         file_name: String,
@@ -323,9 +330,11 @@ impl Rejection {
             | NotARequest { .. }
             | Unreadable { .. }
             | TooLarge { .. } => ErrorCode::BadRequest,
-            NeededBy { .. } | PlanOfOtherHost { .. } | NoMig { .. } | GpuHeld { .. } => {
-                ErrorCode::Conflict
-            }
+            NeededBy { .. }
+            | PlanOfOtherHost { .. }
+            | NoMig { .. }
+            | GpuHeld { .. }
+            | Unplaceable { .. } => ErrorCode::Conflict,
             WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Gpu {
                 refusal: GpuRefusal::NotSupported,
@@ -361,6 +370,7 @@ impl From<Rejection> for ApiError {
         let message = r.to_string();
         let details = match r {
             Rejection::InvalidConfig { details, .. } => details,
+            Rejection::Unplaceable { errors, .. } => errors,
             _ => Vec::new(),
         };
         ApiError {

@@ -47,6 +47,8 @@ struct WithDependents {
 struct ConfigText {
     file_name: String,
     config_text: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    force: bool,
 }
 
 #[derive(serde::Serialize, Deserialize)]
@@ -136,12 +138,14 @@ pub fn to_route(env: &Envelope) -> Route {
         Request::Apply {
             file_name,
             config_text,
+            force,
         } => (
             Method::Post,
             "apply".into(),
             json(&ConfigText {
                 file_name: file_name.clone(),
                 config_text: config_text.clone(),
+                force: *force,
             }),
         ),
         Request::Reload => (Method::Post, "reload".into(), None),
@@ -155,6 +159,7 @@ pub fn to_route(env: &Envelope) -> Route {
             json(&ConfigText {
                 file_name: file_name.clone(),
                 config_text: config_text.clone(),
+                force: false,
             }),
         ),
         Request::MigMode { gpu, enable } => (
@@ -290,6 +295,7 @@ pub fn from_route(
             Request::Apply {
                 file_name: b.file_name,
                 config_text: b.config_text,
+                force: b.force,
             }
         }
         ["reload"] if post => Request::Reload,
@@ -410,6 +416,12 @@ mod tests {
             Request::Apply {
                 file_name: "x.yaml".into(),
                 config_text: "version: 1\n".into(),
+                force: false,
+            },
+            Request::Apply {
+                file_name: "x.yaml".into(),
+                config_text: "version: 1\n".into(),
+                force: true,
             },
             Request::Reload,
             Request::Gpu,

@@ -77,6 +77,10 @@ pub enum Request {
     Apply {
         file_name: String,
         config_text: String,
+        /// Apply even when a GPU request cannot be placed on this host
+        /// (refused with [`crate::Rejection::Unplaceable`] otherwise).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Re-read the config file. Reply: [`Applied`].
     Reload,
@@ -425,6 +429,7 @@ mod tests {
                 Request::Apply {
                     file_name: text().0,
                     config_text: text().1,
+                    force: false,
                 },
                 Admin,
             ),

@@ -799,6 +799,11 @@ impl fmt::Display for crate::Rejection {
             ConfigNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}; nothing was applied")
             }
+            Unplaceable { file_name, errors } => write!(
+                f,
+                "{file_name} was not applied: {} GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan {file_name}`); apply it anyway with --force",
+                errors.len()
+            ),
             PlanOfOtherHost {
                 file_name,
                 config_host,
@@ -999,6 +1004,15 @@ pub fn state_imported(started: &[String]) -> String {
 
 /// The warning of a reload that changed a setting the running daemon
 /// cannot take over (`section` is its config path).
+/// The warning of an `apply --force` whose GPU requests cannot all be placed.
+pub fn applied_unplaceable(errors: &[String]) -> String {
+    format!(
+        "applied with --force although {} GPU request(s) cannot be placed on this host's GPUs; those replicas cannot start until their request fits: {}",
+        errors.len(),
+        errors.join("; ")
+    )
+}
+
 pub fn restart_only_change(section: &str) -> String {
     format!(
         "`{section}` changed: it takes effect when orchestratord restarts (`systemctl restart orchestratord`); the running daemon keeps the old value"
@@ -1588,6 +1602,14 @@ mod tests {
     fn a_refusal_has_one_code_and_its_words() {
         use crate::{ApiError, ErrorCode, Rejection};
         let cases = [
+            (
+                Rejection::Unplaceable {
+                    file_name: "c.yaml".into(),
+                    errors: vec!["Eyes#0: ...".into()],
+                },
+                ErrorCode::Conflict,
+                "c.yaml was not applied: 1 GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan c.yaml`); apply it anyway with --force",
+            ),
             (
                 Rejection::UnknownGroup {
                     group: "vison".into(),

@@ -190,6 +190,9 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
         if f.down_after != Federation::DEFAULT_DOWN_AFTER {
             put(&mut fm, "down_after", Value::from(f.down_after));
         }
+        if f.peer_grace != Federation::DEFAULT_PEER_GRACE {
+            put(&mut fm, "peer_grace", s(f.peer_grace));
+        }
         let remote = match f.remote_commands {
             RemoteCommands::None => Some("none"),
             RemoteCommands::Operate => None,

@@ -843,8 +843,13 @@ fn federation(node: &Node, host_name: &str, d: &mut Diagnostics) -> Option<Feder
         Some(n) => remote_commands(n, d),
         None => Some(RemoteCommands::default()),
     };
+    let peer_grace = match m.take("peer_grace") {
+        Some(n) => peer_grace(n, d),
+        None => Some(Federation::DEFAULT_PEER_GRACE),
+    };
     m.finish(d);
     Some(Federation {
+        peer_grace: peer_grace?,
         listen: listen?,
         peers,
         secret_key_file,
@@ -1032,6 +1037,22 @@ fn heartbeat(node: &Node, d: &mut Diagnostics) -> Option<Duration> {
         return None;
     }
     Some(beat)
+}
+
+fn peer_grace(node: &Node, d: &mut Diagnostics) -> Option<Duration> {
+    let grace = de::duration(node, "`federation.peer_grace`", d)?;
+    // Beyond an hour a lost host's agents would be trusted long after
+    // anyone could vouch for them.
+    if grace > Federation::MAX_PEER_GRACE {
+        d.error_help(
+            "federation",
+            node.span,
+            format!("`federation.peer_grace` ({grace}) must be at most 1h"),
+            "the default is `2m`; `0s` stops dependents as soon as their peer is down",
+        );
+        return None;
+    }
+    Some(grace)
 }
 
 fn missed_beats(node: &Node, what: &str, min: u64, d: &mut Diagnostics) -> Option<u32> {
@@ -2022,6 +2043,7 @@ mod federation_tests {
         let f = load("  listen: tcp://0.0.0.0:7100\n");
         assert_eq!(f.heartbeat, Duration::from_millis(500));
         assert_eq!((f.suspect_after, f.down_after), (2, 3));
+        assert_eq!(f.peer_grace, Duration::from_secs(120));
         assert!(f.peers.is_empty());
         assert_eq!(f.secret_key_path("h1"), "/etc/orchestrator/h1.key");
     }
@@ -2039,7 +2061,7 @@ mod federation_tests {
         let config = load_str(
             "f.yaml",
             &format!(
-                "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation: {{listen: tcp://0.0.0.0:7100, heartbeat: 250ms, suspect_after: 3, down_after: 9, peers: [{{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\"}}]}}\n"
+                "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation: {{listen: tcp://0.0.0.0:7100, heartbeat: 250ms, suspect_after: 3, down_after: 9, peer_grace: 45s, peers: [{{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\"}}]}}\n"
             ),
             &LoadOptions::default(),
         )
@@ -2050,6 +2072,41 @@ mod federation_tests {
             .expect("the converted config loads")
             .config;
         assert_eq!(reread.federation, config.federation);
+        assert_eq!(
+            reread.federation.map(|f| f.peer_grace),
+            Some(Duration::from_secs(45))
+        );
+    }
+
+    #[test]
+    fn peer_grace_is_bounded_and_zero_is_allowed() {
+        assert_eq!(
+            load(
+                "  listen: tcp://0.0.0.0:7100
+  peer_grace: 0s
+"
+            )
+            .peer_grace,
+            Duration::ZERO
+        );
+        assert_eq!(
+            load(
+                "  listen: tcp://0.0.0.0:7100
+  peer_grace: 1h
+"
+            )
+            .peer_grace,
+            Duration::from_secs(3600)
+        );
+        for bad in ["61m", "2h", "soon"] {
+            let text = format!(
+                "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation:\n  listen: tcp://0.0.0.0:7100\n  peer_grace: {bad}\n"
+            );
+            let err = load_str("f.yaml", &text, &LoadOptions::default())
+                .err()
+                .unwrap_or_else(|| panic!("peer_grace {bad} is refused"));
+            assert!(format!("{err:?}").contains("peer_grace"), "{bad}: {err:?}");
+        }
     }
 
     #[test]

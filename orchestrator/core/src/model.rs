@@ -1066,6 +1066,15 @@ pub struct Federation {
     /// Which commands peers may send this host (monitors only read).
     #[serde(default)]
     pub remote_commands: RemoteCommands,
+    /// How long a peer that is down keeps its last known agent states for
+    /// this host's cross-host dependents (longer than a daemon restart, so
+    /// that a restarted supervisor stops nothing that depends on its agents).
+    #[serde(default = "default_peer_grace")]
+    pub peer_grace: Duration,
+}
+
+fn default_peer_grace() -> Duration {
+    Federation::DEFAULT_PEER_GRACE
 }
 
 impl Federation {
@@ -1073,6 +1082,9 @@ impl Federation {
     pub const DEFAULT_SUSPECT_AFTER: u32 = 2;
     pub const DEFAULT_DOWN_AFTER: u32 = 3;
     pub const DEFAULT_SECRET_KEY_DIR: &'static str = "/etc/orchestrator";
+    pub const DEFAULT_PEER_GRACE: Duration = Duration::from_secs(120);
+    /// The longest `peer_grace` accepted.
+    pub const MAX_PEER_GRACE: Duration = Duration::from_secs(3600);
 
     /// The secret key file this host uses: the configured one, or
     /// `/etc/orchestrator/<host>.key`.

@@ -117,6 +117,10 @@ pub struct HealthNews {
     pub id: String,
     pub ok: bool,
     pub took: Duration,
+    /// A probe that got no answer from a replica that had answered
+    /// before: the time it stands for (requests sent meanwhile would have
+    /// gone unanswered too).
+    pub unanswered_for: Option<Duration>,
 }
 
 /// A Docker operation finished.

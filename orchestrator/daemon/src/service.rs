@@ -80,15 +80,17 @@ impl Service {
         &self,
         request: Request,
     ) -> Result<(Request, Option<Box<orch_config::Loaded>>), ApiError> {
+        // `Some(force)` for an apply.
         let (file_name, config_text, apply) = match request {
             Request::Apply {
                 file_name,
                 config_text,
-            } => (file_name, config_text, true),
+                force,
+            } => (file_name, config_text, Some(force)),
             Request::Plan {
                 file_name,
                 config_text,
-            } => (file_name, config_text, false),
+            } => (file_name, config_text, None),
             other => return Ok((other, None)),
         };
         let options = self.load_options.clone();
@@ -99,16 +101,16 @@ impl Service {
         .await
         .map_err(|_| gone())?;
         let loaded = loaded.map_err(|e| ApiError::from(crate::owner::config_rejection(e)))?;
-        let request = if apply {
-            Request::Apply {
+        let request = match apply {
+            Some(force) => Request::Apply {
                 file_name,
                 config_text,
-            }
-        } else {
-            Request::Plan {
+                force,
+            },
+            None => Request::Plan {
                 file_name,
                 config_text,
-            }
+            },
         };
         Ok((request, Some(Box::new(loaded))))
     }

@@ -233,6 +233,56 @@ async fn gpu_requests_on_fake_gpus() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn apply_refuses_a_gpu_request_that_cannot_be_placed_unless_forced() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let world = World::new().with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 4g, compute: 25%}}}}\n"
+    );
+    let h = Harness::start_in(world, &config).await;
+    // The first inventory is taken as the daemon starts.
+    for _ in 0..100 {
+        if h.client.gpu().await.unwrap().available {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.client.gpu().await.unwrap().available);
+    // 30g fits the largest GPU there is, not this host's 24 GiB card.
+    let too_big = config.replace("memory: 4g", "memory: 30g");
+    let e = api_error(h.client.apply("big.yaml", &too_big).await.unwrap_err());
+    assert_eq!(e.code, ErrorCode::Conflict);
+    assert!(e.message.contains("--force"), "{}", e.message);
+    assert_eq!(e.details.len(), 1, "{:?}", e.details);
+    assert!(e.details[0].contains("Eyes"), "{:?}", e.details);
+    assert_eq!(
+        std::fs::read_to_string(h.config_path()).unwrap(),
+        config,
+        "nothing was applied"
+    );
+    // A placeable change is applied as before.
+    let fits = config.replace("memory: 4g", "memory: 8g");
+    let applied = h.client.apply("fits.yaml", &fits).await.unwrap();
+    assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
+    // --force applies it anyway, and says so.
+    let applied = h
+        .client
+        .apply_with("big.yaml", &too_big, true)
+        .await
+        .unwrap();
+    assert_eq!(applied.changed, ["Eyes"]);
+    assert!(
+        applied
+            .warnings
+            .iter()
+            .any(|w| w.contains("--force") && w.contains("Eyes")),
+        "{:?}",
+        applied.warnings
+    );
+    assert_eq!(std::fs::read_to_string(h.config_path()).unwrap(), too_big);
+}
+
+#[tokio::test(start_paused = true)]
 async fn apply_and_reload_recreate_only_what_changed() {
     let h = Harness::start(CHAIN).await;
     h.client.group_start("base").await.unwrap();

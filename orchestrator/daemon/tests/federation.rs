@@ -258,7 +258,7 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
     let alpha = config("alpha", &["beta"]).replace(
         "      B: {depends_on: [A]}",
         "      B: {depends_on: [A]}\n  needs_eyes:\n    agents:\n      Needy: {depends_on: [beta/Eyes]}",
-    );
+    ) + "  peer_grace: 30s\n";
     let beta = config("beta", &["alpha"]).replace(
         "      B: {depends_on: [A]}",
         "      B: {depends_on: [A]}\n  vision:\n    agents:\n      Eyes: {}",
@@ -268,7 +268,7 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
         false,
     );
     let a = Harness::start_in(World::new().on(&net).with_gpu(gpu), &alpha).await;
-    let b = Harness::start_in(World::new().on(&net), &beta).await;
+    let mut b = Harness::start_in(World::new().on(&net), &beta).await;
     until_peer(&a, "beta", PeerState::Alive).await;
     a.client.group_start("needs_eyes").await.unwrap();
     settle(2_000).await;
@@ -304,11 +304,44 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
     ));
     b.world.prober.set_healthy("Eyes", true);
     a.until("Needy back", |s| s.agents.healthy == 1).await;
-    // beta goes down: held again; back: started again, with no restart.
+    settle(1_000).await;
+    let needy_events = |events: Vec<orch_api::Event>| {
+        events
+            .into_iter()
+            .filter(|e| format!("{:?}", e.kind).contains("Needy"))
+            .count()
+    };
+    let before = needy_events(a.events().await);
+    // beta's daemon is lost and restarted while its agents run: Needy,
+    // which needs beta's Eyes, runs through it untouched.
     net.cut("alpha", "beta");
     until_peer(&a, "beta", PeerState::Down).await;
-    a.until("Needy held while beta is down", |s| s.agents.running == 0)
+    b.restart().await;
+    net.heal("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Alive).await;
+    settle(5_000).await;
+    assert_eq!(a.status().await.agents.healthy, 1);
+    assert_eq!(
+        needy_events(a.events().await),
+        before,
+        "Needy was not stopped: {:?}",
+        a.events().await
+    );
+    // beta goes down for good: Needy is held once the grace (30s) runs out
+    // with no news, not before; back: started again.
+    net.cut("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Down).await;
+    let down_at = tokio::time::Instant::now();
+    settle(25_000).await;
+    assert_eq!(
+        a.status().await.agents.healthy,
+        1,
+        "within the grace: {:#?}",
+        a.events().await
+    );
+    a.until("Needy held after the grace", |s| s.agents.running == 0)
         .await;
+    assert!(down_at.elapsed() >= Duration::from_secs(30));
     net.heal("alpha", "beta");
     a.until("Needy back after the partition", |s| s.agents.healthy == 1)
         .await;

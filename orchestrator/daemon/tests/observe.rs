@@ -268,6 +268,38 @@ async fn availability_and_request_slis_reach_the_report_and_the_series() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn probes_nobody_answered_are_errors_of_the_request_slis() {
+    let h = Harness::start(SLO_HOST).await;
+    h.client.group_start("web").await.unwrap();
+    h.until_ready().await;
+    h.world.metrics.serve("Front", 0, 0, 0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // 200 requests, all answered well.
+    h.world.metrics.serve("Front", 200, 0, 0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let sli = |report: orch_api::SloReport, name: &str| {
+        report.groups[0]
+            .slis
+            .iter()
+            .find(|s| s.slo == name)
+            .unwrap()
+            .clone()
+    };
+    let before = sli(h.client.slo(Some("web")).await.unwrap(), "error_rate");
+    assert_eq!((before.events, before.errors), (400, 0));
+    // Front stops answering: its own counters show nothing more, but the
+    // probes that got no answer are bad events of both request SLIs.
+    h.world.prober.set_healthy("Front", false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let report = h.client.slo(Some("web")).await.unwrap();
+    let errors = sli(report.clone(), "error_rate");
+    assert!(errors.errors > 0, "{errors:?}");
+    assert_eq!(errors.events, 400 + errors.errors, "{errors:?}");
+    let latency = sli(report, "latency");
+    assert!(latency.errors > 0, "{latency:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_slo_history_outlives_a_restart_and_follows_a_reload() {
     let mut h = Harness::start_in(World::new(), SLO_HOST).await;
     h.client.group_start("web").await.unwrap();

@@ -273,6 +273,7 @@ fn the_bus_config_comes_from_the_config_model() {
         suspect_after: 3,
         down_after: 6,
         remote_commands: RemoteCommands::Operate,
+        peer_grace: Federation::DEFAULT_PEER_GRACE,
     };
     let config = BusConfig::from_model("mainpc", &federation, 99).expect("valid");
     assert_eq!(config.host, "mainpc");

@@ -124,6 +124,10 @@ pub enum Command {
         file: PathBuf,
         #[command(flatten)]
         load: LoadArgs,
+        /// Apply even if a GPU request cannot be placed on the host's GPUs
+        /// (without it such a config is refused with exit code 7).
+        #[arg(long)]
+        force: bool,
     },
     /// Make the daemon re-read its config file (like SIGHUP).
     Reload,

@@ -146,7 +146,9 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             },
             out,
         ),
-        Command::Apply { file, load } => commands::apply::apply(&client(), file, load, out),
+        Command::Apply { file, load, force } => {
+            commands::apply::apply(&client(), file, load, *force, out)
+        }
         Command::Reload => commands::apply::reload(&client(), out),
         Command::Gpu {
             command: None,

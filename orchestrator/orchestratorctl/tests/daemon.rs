@@ -316,6 +316,51 @@ fn a_wait_on_a_gpu_request_that_cannot_be_placed_exits_7() {
 }
 
 #[test]
+fn apply_of_a_gpu_request_that_cannot_be_placed_exits_7_unless_forced() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 4g, compute: 25%}}}}\n"
+    );
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, &config));
+    let host = Host { rt, h };
+    // The first inventory is taken as the daemon starts.
+    for _ in 0..100 {
+        if host.rt.block_on(host.h.client.gpu()).unwrap().available {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, config.replace("memory: 4g", "memory: 30g")).unwrap();
+    let file = file.to_str().unwrap();
+    let out = host.ctl(&["apply", file]);
+    code(&out, 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("was not applied") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(err.contains("Eyes"), "{err}");
+    let out = host.ctl(&["apply", "--force", file]);
+    code(&out, 0);
+    let err = text(&out.stderr);
+    assert!(err.contains("applied with --force"), "{err}");
+    assert!(
+        text(&out.stdout).contains("generation 1 applied"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn a_closed_pipe_ends_a_followed_stream_quietly() {
     use std::io::BufRead as _;
     let host = Host::start(CHAIN);

@@ -109,11 +109,7 @@ impl Supervisor {
                 self.inventory = None;
                 self.gpu_unavailable = Some(reason);
             }
-            Input::Remote { host, state } => {
-                if self.remote.get(&host) != Some(&state) {
-                    self.remote.insert(host, state);
-                }
-            }
+            Input::Remote { host, state } => self.take_remote(now, host, state),
             Input::SliceReady { key, slice } => {
                 if let crate::gpu::Slice::Mig {
                     gpu_uuid,
@@ -162,6 +158,7 @@ impl Supervisor {
                 }
                 _ => None,
             })
+            .chain(self.next_remote_deadline())
             .min()
     }
 
@@ -884,6 +881,7 @@ impl Supervisor {
 
     /// Group transitions, then stops (reverse order), then starts (order).
     pub(crate) fn settle(&mut self, now: Millis, out: &mut Outcome) {
+        self.expire_remote(now);
         // A group being restarted comes back once all of it is down.
         let done: Vec<String> = if self.restarting.is_empty() {
             Vec::new()

@@ -19,6 +19,9 @@
 //! - Replicas that are no longer wanted stop in reverse dependency order.
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
+//! - A peer that is down keeps its last known view for
+//!   `federation.peer_grace` (`remote`): its dependents here are stopped
+//!   only when it says an agent is not ready or the grace runs out.
 //! - A daemon that lost its state infers from the running containers
 //!   which groups were started (`infer`), and stops nothing that runs.
 
@@ -26,9 +29,12 @@ mod decide;
 mod infer;
 #[cfg(test)]
 mod prop;
+mod remote;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;
 
 pub use infer::*;
 pub use state::*;

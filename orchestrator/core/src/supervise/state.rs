@@ -116,6 +116,10 @@ pub enum RemoteHost {
 pub struct RemoteView {
     pub ready_agents: BTreeSet<String>,
     pub ready_groups: BTreeSet<String>,
+    /// Agents whose replicas all run there but are not probed yet since
+    /// they were started or adopted (a restarted daemon's first word): not
+    /// ready for new dependents, not failed for running ones.
+    pub pending_agents: BTreeSet<String>,
 }
 
 /// Why a launch (or start) of a container failed, as the daemon's
@@ -675,6 +679,8 @@ pub struct Supervisor {
     pub(crate) owned_mig: Vec<OwnedMig>,
     /// Other hosts, as far as cross-host dependencies need them.
     pub(crate) remote: BTreeMap<String, RemoteHost>,
+    /// Hosts that are down but whose last view is held, until when.
+    pub(crate) remote_held: BTreeMap<String, Millis>,
     /// Agents in start order (the agent graph's waves), kept with the
     /// graph: every decision pass walks it.
     pub(crate) agent_order: Vec<String>,
@@ -713,6 +719,7 @@ impl Supervisor {
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
             remote: BTreeMap::new(),
+            remote_held: BTreeMap::new(),
             agent_order: Vec::new(),
             #[cfg(test)]
             visits: std::cell::Cell::new(0),
@@ -869,9 +876,12 @@ impl Supervisor {
     pub(crate) fn remote_failed(&self, agent: &str) -> bool {
         self.remote_dependencies(agent).iter().any(|(w, met)| {
             !met && match w {
-                Wait::RemoteAgent { host, .. } | Wait::RemoteGroup { host, .. } => {
-                    !matches!(self.remote(host), RemoteHost::Unknown)
-                }
+                Wait::RemoteAgent { host, agent } => match self.remote(host) {
+                    RemoteHost::Unknown => false,
+                    RemoteHost::Up(v) => !v.pending_agents.contains(agent),
+                    RemoteHost::Down => true,
+                },
+                Wait::RemoteGroup { host, .. } => !matches!(self.remote(host), RemoteHost::Unknown),
                 _ => false,
             }
         })

@@ -86,7 +86,7 @@ fn hashes(c: &HostConfig, tag: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn k(agent: &str) -> ReplicaKey {
+pub(super) fn k(agent: &str) -> ReplicaKey {
     ReplicaKey::new(agent, 0)
 }
 
@@ -95,15 +95,15 @@ fn kr(agent: &str, r: u32) -> ReplicaKey {
 }
 
 /// Plays the daemon's executor: containers get ids `c-<agent>-<replica>-<n>`.
-struct Harness {
-    s: Supervisor,
-    now: Millis,
+pub(super) struct Harness {
+    pub(super) s: Supervisor,
+    pub(super) now: Millis,
     next_id: u32,
     log: Vec<String>,
 }
 
 impl Harness {
-    fn new(spec: Spec) -> Self {
+    pub(super) fn new(spec: Spec) -> Self {
         let c = config(spec);
         let h = hashes(&c, "v1");
         let mut s = Supervisor::new(c, h, Persisted::default());
@@ -155,17 +155,20 @@ impl Harness {
         }
     }
 
-    fn take_log(&mut self) -> Vec<String> {
+    pub(super) fn take_log(&mut self) -> Vec<String> {
         std::mem::take(&mut self.log)
     }
 
-    fn apply(&mut self, input: Input) -> Outcome {
+    pub(super) fn apply(&mut self, input: Input) -> Outcome {
         let out = self.s.handle(self.now, input);
         self.record(&out);
         out
     }
 
-    fn cmd<O: Into<Outcome>>(&mut self, f: impl FnOnce(&mut Supervisor) -> O) -> Outcome {
+    pub(super) fn cmd<O: Into<Outcome>>(
+        &mut self,
+        f: impl FnOnce(&mut Supervisor) -> O,
+    ) -> Outcome {
         let out = f(&mut self.s).into();
         self.record(&out);
         out
@@ -183,7 +186,7 @@ impl Harness {
     }
 
     /// Completes every operation in flight successfully.
-    fn finish_ops(&mut self) {
+    pub(super) fn finish_ops(&mut self) {
         let busy: Vec<(ReplicaKey, OpKind)> = self
             .s
             .replicas()
@@ -249,19 +252,19 @@ impl Harness {
         })
     }
 
-    fn at(&mut self, now: Millis) -> Outcome {
+    pub(super) fn at(&mut self, now: Millis) -> Outcome {
         self.now = now;
         let out = self.s.tick(now);
         self.record(&out);
         out
     }
 
-    fn phase(&self, key: &ReplicaKey) -> Phase {
+    pub(super) fn phase(&self, key: &ReplicaKey) -> Phase {
         self.s.replica(key).unwrap().phase.clone()
     }
 
     /// Finishes ops and reports every running replica healthy, until quiet.
-    fn settle_healthy(&mut self) {
+    pub(super) fn settle_healthy(&mut self) {
         for _ in 0..20 {
             self.finish_ops();
             let unhealthy: Vec<ReplicaKey> = self
@@ -1806,10 +1809,11 @@ fn a_held_replica_created_ahead_is_reported_held_once() {
     );
 }
 
-fn remote_up(agents: &[&str], groups: &[&str]) -> RemoteHost {
+pub(super) fn remote_up(agents: &[&str], groups: &[&str]) -> RemoteHost {
     RemoteHost::Up(RemoteView {
         ready_agents: agents.iter().map(|a| a.to_string()).collect(),
         ready_groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..RemoteView::default()
     })
 }
 

@@ -216,6 +216,7 @@ pub fn restart_only(
                 suspect_after,
                 down_after,
                 remote_commands: _,
+                peer_grace: _,
             } = o;
             *listen != n.listen
                 || *secret_key_file != n.secret_key_file
@@ -328,14 +329,16 @@ mod tests {
             suspect_after: 2,
             down_after: 3,
             remote_commands: RemoteCommands::Operate,
+            peer_grace: Federation::DEFAULT_PEER_GRACE,
         }
     }
 
     #[test]
-    fn peers_and_remote_commands_are_reloaded_the_rest_waits_for_a_restart() {
+    fn peers_remote_commands_and_peer_grace_are_reloaded_the_rest_waits_for_a_restart() {
         let old = fed();
         let mut new = fed();
         new.remote_commands = RemoteCommands::Admin;
+        new.peer_grace = std::time::Duration::from_secs(30).into();
         new.peers.push(orch_core::model::Peer {
             name: "pc2".into(),
             endpoint: "tcp://pc2:7100".into(),

@@ -245,7 +245,11 @@ fn what(r: &Request) -> String {
         Request::Apply {
             file_name,
             config_text,
-        } => format!("apply {file_name} ({} bytes)", config_text.len()),
+            force,
+        } => format!(
+            "apply {file_name} ({} bytes) force={force}",
+            config_text.len()
+        ),
         Request::MigMode { gpu, enable } => format!("mig_mode gpu {gpu} enable={enable}"),
         Request::StateImport { state } => format!(
             "state_import generation {} ({} started groups)",
@@ -339,6 +343,7 @@ mod tests {
         Request::Apply {
             file_name: "c.yaml".into(),
             config_text: String::new(),
+            force: false,
         }
     }
 

@@ -146,6 +146,7 @@ impl Owner {
             Request::Apply {
                 file_name,
                 config_text,
+                force,
             } => {
                 // Parsed by the service; loaded here only if a caller
                 // bypassed it.
@@ -153,8 +154,24 @@ impl Owner {
                     Some(l) => *l,
                     None => self.source.load(Some((&file_name, &config_text)))?,
                 };
-                self.take_config(now, loaded, Some(&config_text), caller)
-                    .map(Response::Applied)
+                // What `plan` would call unplaceable refuses the apply,
+                // unless forced. (No inventory: nothing can be told.)
+                let unplaceable: Vec<String> = views::plan(&self.sup, &file_name, &loaded.config)
+                    .map(|p| p.errors.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                if !unplaceable.is_empty() && !force {
+                    return Err(Rejection::Unplaceable {
+                        file_name,
+                        errors: unplaceable,
+                    });
+                }
+                let mut applied = self.take_config(now, loaded, Some(&config_text), caller)?;
+                if !unplaceable.is_empty() {
+                    let warning = text::applied_unplaceable(&unplaceable);
+                    tracing::warn!("{warning}");
+                    applied.warnings.push(warning);
+                }
+                Ok(Response::Applied(applied))
             }
             Request::Reload => self.reload(now, caller).map(Response::Applied),
             Request::Plan {

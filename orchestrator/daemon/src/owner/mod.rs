@@ -328,6 +328,11 @@ impl Owner {
 
     fn health(&mut self, now: u64, news: HealthNews) {
         self.observer.health(&self.sup, &news.key, news.took);
+        if let Some(interval) = news.unanswered_for {
+            let now_ms = self.clocks.unix_ms();
+            self.observer
+                .unanswered(&self.sup, &news.key, interval, now_ms);
+        }
         let input = Input::Health {
             key: news.key,
             id: news.id,
@@ -373,7 +378,9 @@ impl Owner {
             });
         }
         let (host, state) = self.fleet.take(news);
-        if self.sup.remote(&host) != &state {
+        // A held view (the peer is down, within `peer_grace`) is released
+        // by any news of it, even news equal to what is held.
+        if self.sup.remote(&host) != &state || self.sup.remote_held_until(&host).is_some() {
             self.decide(now, Input::Remote { host, state });
         }
     }

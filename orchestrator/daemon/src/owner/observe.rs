@@ -172,6 +172,40 @@ impl Observer {
         }
     }
 
+    /// A probe that got no answer from a replica that should be serving
+    /// (its group started, the replica wanted, its container running): bad
+    /// events of the group's request SLIs (`SloEngine::record_unanswered`),
+    /// the rate shared among the group's wanted replicas.
+    pub(super) fn unanswered(
+        &mut self,
+        sup: &Supervisor,
+        key: &ReplicaKey,
+        interval: Duration,
+        now_ms: u64,
+    ) {
+        let Some(r) = sup.replica(key) else { return };
+        let wanted = sup
+            .config()
+            .agent(&key.agent)
+            .is_some_and(|a| key.replica < a.replicas);
+        if !sup.group_wanted(&r.group) || !wanted || !r.is_running() {
+            return;
+        }
+        let replicas = sup
+            .config()
+            .group(&r.group)
+            .map_or(0, |g| g.agents.iter().map(|a| u64::from(a.replicas)).sum());
+        let unanswered = orch_core::slo::Unanswered {
+            probes: 1,
+            interval: interval.into(),
+            replicas,
+        };
+        match self.slo.record_unanswered(now_ms, &r.group, unanswered) {
+            Ok(_) => self.dirty = true,
+            Err(e) => tracing::debug!("an unanswered probe not recorded: {e}"),
+        }
+    }
+
     /// The span of an operation: a child of the command whose work its
     /// group is doing, if any.
     pub(super) fn op_span(&self, sup: &Supervisor, key: &ReplicaKey, op: OpKind) -> tracing::Span {

@@ -8,16 +8,41 @@ use orch_api::Applied;
 
 use super::daemon::{block_on, fail};
 use crate::cli::LoadArgs;
+use crate::exit::{self, Exit};
 use crate::output::{Format, Out, print_data};
 
-pub fn apply(client: &orch_api::Client, file: &Path, load: &LoadArgs, out: &Out) -> Result<()> {
+pub fn apply(
+    client: &orch_api::Client,
+    file: &Path,
+    load: &LoadArgs,
+    force: bool,
+    out: &Out,
+) -> Result<()> {
     // Checked here first, so mistakes show with their source lines.
     super::config::load(file, load, out)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let applied: Applied =
-        block_on(client.apply(&file.display().to_string(), &text))?.map_err(fail)?;
+        block_on(client.apply_with(&file.display().to_string(), &text, force))?.map_err(refused)?;
     show(&applied, out)
+}
+
+/// An apply's refusal: a GPU request that cannot be placed (the only
+/// conflict an apply meets) is exit code 7, as for `plan`.
+fn refused(e: orch_api::ClientError) -> anyhow::Error {
+    let unplaceable =
+        matches!(&e, orch_api::ClientError::Api(api) if api.code == orch_api::ErrorCode::Conflict);
+    let err = fail(e);
+    if !unplaceable {
+        return err;
+    }
+    match err.downcast::<Exit>() {
+        Ok(mut x) => {
+            x.code = exit::UNSATISFIABLE;
+            x.into()
+        }
+        Err(err) => err,
+    }
 }
 
 pub fn reload(client: &orch_api::Client, out: &Out) -> Result<()> {

@@ -240,6 +240,7 @@ fn what_cross_host_dependencies_see_of_a_peer() {
     let up = RemoteHost::Up(RemoteView {
         ready_agents: ["Reg".to_string()].into(),
         ready_groups: ["infra".to_string()].into(),
+        ..RemoteView::default()
     });
     let cases: Vec<(&str, Vec<PeerNews>, RemoteHost)> = vec![
         ("never heard from", vec![], RemoteHost::Unknown),
@@ -335,4 +336,19 @@ fn the_detector_words_read_on_the_wire() {
         assert_eq!(peer_state(bus), wire);
         assert_eq!(bus.label(), wire.as_str());
     }
+}
+
+#[test]
+fn an_agent_running_unprobed_on_a_restarted_peer_is_pending_not_failed() {
+    let mut s = snapshot(&[], &[("Eyes", true, false), ("Sick", true, false)]);
+    // Adopted by a restarted daemon: running, not probed yet.
+    s.agents[0].health = Health::Unknown;
+    s.agents[1].health = Health::Unhealthy;
+    let view = orch_api::convert::remote_view(&s);
+    assert!(view.ready_agents.is_empty(), "{view:?}");
+    assert_eq!(
+        view.pending_agents,
+        ["Eyes".to_string()].into(),
+        "an unhealthy agent is not pending"
+    );
 }
