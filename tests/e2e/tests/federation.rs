@@ -43,6 +43,9 @@ groups:
 {groups}
 federation:
   listen: "tcp://{ip}:7100"
+  # A down peer's agents hold for this long before its dependents stop
+  # (shorter than the 2m default, so the hold is seen within the test).
+  peer_grace: 3s
   peers:
 {}
   keys: {{secret_key_file: {}}}
@@ -183,7 +186,8 @@ fn three_hosts_see_each_other_survive_cuts_and_restarts_and_act_for_each_other()
     daemons[0].ctl_ok(&["group", "start", "needs", "--wait", "--timeout", "120s"]);
     assert!(agent_running(&daemons[0], "Needy"));
 
-    // Cut fed2 off: the others see it down, and Needy is held again.
+    // Cut fed2 off: the others see it down, and once its grace has run out
+    // with no news, Needy is held again.
     let eyes = hosts[1].container_of("Eyes").unwrap();
     lan.cut_off(1);
     let took = until_state(&daemons[0], name(1), "down");
