@@ -45,7 +45,7 @@ federation:
   listen: "tcp://{ip}:7100"
   # A down peer's agents hold for this long before its dependents stop
   # (shorter than the 2m default, so the hold is seen within the test).
-  peer_grace: 3s
+  peer_grace: 10s
   peers:
 {}
   keys: {{secret_key_file: {}}}
@@ -220,6 +220,39 @@ fn three_hosts_see_each_other_survive_cuts_and_restarts_and_act_for_each_other()
     daemons[0].wait_until("Needy back", Duration::from_secs(60), |d| {
         agent_running(d, "Needy")
     });
+
+    // kill -9 of fed2's daemon, its agents still running: Needy, which
+    // needs fed2's Eyes, is not stopped while fed2 is down and restarts,
+    // nor once it is back and has adopted Eyes again: the same container,
+    // started once.
+    daemons[0].wait_until("Needy healthy", Duration::from_secs(60), |d| {
+        d.status().agents.healthy == d.status().agents.wanted
+    });
+    let needy = hosts[0].container_of("Needy").unwrap();
+    let before = peer(&peers(&daemons[0]), name(1))["incarnation"]
+        .as_u64()
+        .unwrap();
+    daemons[1].kill9();
+    until_state(&daemons[0], name(1), "down");
+    daemons[1].spawn();
+    daemons[0].wait_until(
+        "fed2 back with a new incarnation",
+        Duration::from_secs(60),
+        |d| {
+            let all = peers(d);
+            let p = peer(&all, name(1));
+            p["state"] == "alive" && p["incarnation"].as_u64().unwrap() > before
+        },
+    );
+    // Its first reports (Eyes adopted, not yet probed) must not stop Needy.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = hosts[0].container_of("Needy").unwrap();
+    assert_eq!(
+        (after.id.as_str(), after.started_at.as_str()),
+        (needy.id.as_str(), needy.started_at.as_str()),
+        "Needy was stopped or restarted while its peer's daemon restarted"
+    );
+    assert_eq!(hosts[1].container_of("Eyes").unwrap().id, eyes.id);
 
     // Only the link between fed1 and fed3: fed2 still sees both.
     lan.cut(0, 2);
