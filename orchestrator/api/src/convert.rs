@@ -665,6 +665,7 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
         stopped_groups: d.stopped_groups.iter().cloned().collect(),
         generation: d.generation,
         slices: Default::default(),
+        restarts: Default::default(),
         owned_mig: d
             .owned_mig
             .iter()

@@ -907,8 +907,14 @@ impl Supervisor {
         }
         self.group_events(out);
         self.visited(self.replicas.len());
-        self.replicas
-            .retain(|_, r| !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none()));
+        let counts = &mut self.restart_counts;
+        self.replicas.retain(|k, r| {
+            let keep = !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none());
+            if !keep && r.restarts_total > 0 {
+                counts.insert(k.clone(), r.restarts_total);
+            }
+            keep
+        });
     }
 
     /// Gives GPU slices to the wanted replicas that need one, planning
@@ -1001,6 +1007,20 @@ impl Supervisor {
             settings: crate::planner::PlannerSettings::default(),
         });
         for note in &plan.notes {
+            // A replica "loses" its slice only when it really ends up with
+            // another one (or none): a running replica keeps what it runs
+            // with, and a plan that gives back the same slice (at another
+            // fallback depth) changes nothing anyone should hear about.
+            if let crate::planner::PlanNote::Dropped { replica, slice, .. } = note {
+                let replanned = plan
+                    .assignments
+                    .iter()
+                    .find(|a| &a.replica == replica)
+                    .map(|a| &a.slice);
+                if !needs.contains(replica) || replanned == Some(slice) {
+                    continue;
+                }
+            }
             out.events
                 .push(SupervisorEvent::GpuNote { note: note.clone() });
         }
@@ -1026,6 +1046,7 @@ impl Supervisor {
             let Some(r) = self.replicas.get_mut(&a.replica) else {
                 continue;
             };
+            r.slice_depth = a.fallback_depth;
             if r.slice.as_ref() != Some(&a.slice) {
                 if r.slice.is_none() {
                     out.events.push(SupervisorEvent::SliceAssigned {
@@ -1385,6 +1406,8 @@ impl Supervisor {
                             if let Some(r) = self.replicas.get_mut(&key) {
                                 r.restarts_total += 1;
                             }
+                            // Restart counts are state: written when they change.
+                            out.persist();
                         }
                         ContainerStatus::Exited { code, oom } => {
                             let due = match r.phase {
@@ -1404,6 +1427,7 @@ impl Supervisor {
                             r.op = Some(OpKind::Start);
                             r.phase = Phase::Starting;
                             r.restarts_total += 1;
+                            out.persist();
                             out.events.push(SupervisorEvent::AgentStarting {
                                 replica: key.clone(),
                                 group,

@@ -27,6 +27,8 @@ mod infer;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_restart;
 
 pub use infer::*;
 pub use state::*;
