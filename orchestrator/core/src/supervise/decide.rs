@@ -566,7 +566,7 @@ impl Supervisor {
         if restart {
             self.schedule_restart(now, &key, Some(code), out);
         } else if let Some(r) = self.replicas.get_mut(&key) {
-            r.phase = Phase::Exited { code };
+            stays_down(r, code, out);
         }
     }
 
@@ -677,6 +677,21 @@ impl Supervisor {
             self.agents.get(a).is_some_and(|x| x.required)
                 && self.replicas_of(a).any(|r| r.crashloop)
         })
+    }
+
+    /// The required agents `agent` needs (transitively) that are
+    /// crash-looping, as what it waits for.
+    fn crashlooping_upstream(&self, agent: &str) -> Vec<Wait> {
+        let closure = self.agent_graph.closure(&[agent]);
+        closure
+            .iter()
+            .filter(|a| a.as_str() != agent)
+            .filter(|a| {
+                self.agents.get(*a).is_some_and(|x| x.required)
+                    && self.replicas_of(a).any(|r| r.crashloop)
+            })
+            .map(|a| Wait::CrashLoop(a.clone()))
+            .collect()
     }
 
     /// Applies a probe result; whether the replica's health changed.
@@ -803,7 +818,11 @@ impl Supervisor {
                         if wanted && self.should_restart(&key, code, oom) {
                             self.schedule_restart(now, &key, Some(code), out);
                         } else if let Some(r) = self.replicas.get_mut(&key) {
-                            r.phase = Phase::Exited { code };
+                            if wanted {
+                                stays_down(r, code, out);
+                            } else {
+                                r.phase = Phase::Exited { code };
+                            }
                         }
                     }
                     None if r.is_running() => mark_started(r, now, out),
@@ -1262,8 +1281,12 @@ impl Supervisor {
             };
             let hash = self.hashes.get(agent).cloned().unwrap_or_default();
             let waiting = self.waiting_for(agent, &mut groups_ready);
-            let upstream_loop =
-                (looping && self.upstream_crashloop(agent)) || self.remote_failed(agent);
+            let looping_upstream = if looping {
+                self.crashlooping_upstream(agent)
+            } else {
+                Vec::new()
+            };
+            let upstream_loop = !looping_upstream.is_empty() || self.remote_failed(agent);
             for key in self.keys_of(agent) {
                 if !self.wanted(&key) {
                     continue;
@@ -1280,6 +1303,10 @@ impl Supervisor {
                 }
                 if r.held_by_crashloop {
                     if upstream_loop {
+                        // Down, and says why (not "about to start").
+                        if !looping_upstream.is_empty() && !r.is_running() {
+                            hold(r, &looping_upstream, out);
+                        }
                         continue;
                     }
                     r.held_by_crashloop = false;
@@ -1530,6 +1557,18 @@ fn hold(r: &mut Replica, waiting: &[Wait], out: &mut Outcome) {
         });
         r.phase = phase;
     }
+}
+
+/// A wanted replica exited and its policy does not restart it: it stays
+/// down, and operators hear so (an exit alone does not say whether a
+/// restart follows).
+fn stays_down(r: &mut Replica, code: i64, out: &mut Outcome) {
+    r.phase = Phase::Exited { code };
+    out.events.push(SupervisorEvent::AgentStaysDown {
+        replica: r.key.clone(),
+        group: r.group.clone(),
+        code,
+    });
 }
 
 fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {

@@ -91,6 +91,9 @@ pub enum Wait {
     Group(String),
     /// GPU agents wait for the first GPU inventory.
     GpuInventory,
+    /// A required agent it needs (directly or not) is crash-looping: it
+    /// was stopped, and starts again once that agent is stable.
+    CrashLoop(String),
     /// An agent of another host (`depends_on: [HOST/AGENT]`) is not ready.
     RemoteAgent { host: String, agent: String },
     /// A group of another host (`depends_on: [HOST/group:NAME]`) is not ready.
@@ -437,6 +440,14 @@ pub enum SupervisorEvent {
         group: String,
         in_ms: u64,
         attempt: u32,
+    },
+    /// A wanted replica exited and its restart policy does not bring it
+    /// back (a clean exit under `on-failure`, or `never`): it stays down
+    /// until an operator acts.
+    AgentStaysDown {
+        replica: ReplicaKey,
+        group: String,
+        code: i64,
     },
     AgentCrashLoop {
         replica: ReplicaKey,

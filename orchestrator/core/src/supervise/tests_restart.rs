@@ -355,3 +355,148 @@ fn a_slice_planned_again_from_a_stale_depth_is_not_reported_lost() {
     assert_eq!(s.replica(&k("A")).unwrap().slice.as_ref(), Some(&a));
     assert_eq!(s.replica(&k("A")).unwrap().slice_depth, 1);
 }
+
+// ---- replicas that stay down ----
+
+fn stays_down(out: &Outcome) -> Vec<(String, i64)> {
+    out.events
+        .iter()
+        .filter_map(|e| match e {
+            SupervisorEvent::AgentStaysDown { replica, code, .. } => {
+                Some((replica.to_string(), *code))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_exit_the_policy_does_not_restart_says_the_replica_stays_down() {
+    // (policy, exit code, stays down)
+    let cases = [
+        (RestartMode::OnFailure, 0, true),
+        (RestartMode::OnFailure, 1, false),
+        (RestartMode::Always, 0, false),
+        (RestartMode::Never, 3, true),
+    ];
+    for (policy, code, down) in cases {
+        let mut c = config(&[("A", &[])]);
+        c.groups[0].agents[0].restart.policy = policy;
+        let mut s = started(c, Persisted::default());
+        s.start_group(0, "g").unwrap();
+        finish_ops(&mut s, 0);
+        let out = die(&mut s, 5, "A", code);
+        let want = if down {
+            vec![(k("A").to_string(), code)]
+        } else {
+            vec![]
+        };
+        assert_eq!(stays_down(&out), want, "{policy:?} exit {code}");
+        assert_eq!(
+            matches!(s.replica(&k("A")).unwrap().phase, Phase::Exited { .. }),
+            down
+        );
+    }
+}
+
+#[test]
+fn an_exit_before_the_start_was_reported_also_says_it_stays_down() {
+    let mut c = config(&[("A", &[])]);
+    c.groups[0].agents[0].restart.policy = RestartMode::OnFailure;
+    let mut s = started(c, Persisted::default());
+    s.start_group(0, "g").unwrap();
+    let mut facts = running("c-A", "A");
+    facts.status = ContainerStatus::Exited {
+        code: 0,
+        oom: false,
+    };
+    let out = s.handle(
+        0,
+        Input::OpFinished {
+            key: k("A"),
+            op: OpKind::Launch,
+            result: Ok(OpSuccess {
+                container: Some(facts),
+                slice: None,
+            }),
+        },
+    );
+    assert_eq!(stays_down(&out), vec![(k("A").to_string(), 0)]);
+}
+
+#[test]
+fn a_replica_stopped_on_purpose_does_not_say_it_stays_down() {
+    let mut c = config(&[("A", &[])]);
+    c.groups[0].agents[0].restart.policy = RestartMode::Never;
+    let mut s = started(c, Persisted::default());
+    s.start_group(0, "g").unwrap();
+    finish_ops(&mut s, 0);
+    let mut events = s.stop_group(0, "g", false).unwrap().outcome.events;
+    events.extend(die(&mut s, 1, "A", 0).events);
+    for out in finish_ops(&mut s, 1) {
+        events.extend(out.events);
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SupervisorEvent::AgentStaysDown { .. })),
+        "{events:?}"
+    );
+}
+
+// ---- dependents held by a crash loop ----
+
+#[test]
+fn dependents_stopped_by_a_crash_loop_are_held_waiting_for_it() {
+    // A <- B <- C: A crash-loops (5 restarts in its window).
+    let mut s = started(
+        config(&[("A", &[]), ("B", &["A"]), ("C", &["B"])]),
+        Persisted::default(),
+    );
+    s.start_group(0, "g").unwrap();
+    let mut now = 0;
+    for key in ["A", "B", "C"] {
+        finish_ops(&mut s, now);
+        let id = s.replica(&k(key)).unwrap().container.clone().unwrap().id;
+        s.handle(
+            now,
+            Input::Health {
+                key: k(key),
+                id,
+                ok: true,
+            },
+        );
+    }
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let out = die(&mut s, now, "A", 1);
+        held.extend(out.events);
+        // Dependents stop, dependents of dependents first.
+        for _ in 0..3 {
+            for out in finish_ops(&mut s, now) {
+                held.extend(out.events);
+            }
+        }
+        now = s.next_deadline().unwrap();
+        held.extend(s.tick(now).events);
+        finish_ops(&mut s, now);
+    }
+    assert!(s.replica(&k("A")).unwrap().crashloop);
+    let waiting = Phase::Held {
+        waiting_for: vec![Wait::CrashLoop("A".into())],
+    };
+    assert_eq!(s.replica(&k("B")).unwrap().phase, waiting);
+    assert_eq!(s.replica(&k("C")).unwrap().phase, waiting, "transitively");
+    let said: Vec<String> = held
+        .iter()
+        .filter_map(|e| match e {
+            SupervisorEvent::AgentHeld {
+                replica,
+                waiting_for,
+                ..
+            } if waiting_for == &[Wait::CrashLoop("A".into())] => Some(replica.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, ["C", "B"], "each says so once");
+}
