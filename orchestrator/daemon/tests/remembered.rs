@@ -53,3 +53,45 @@ async fn restart_counts_survive_a_daemon_restart() {
     assert_eq!(restarts_of(&h, "Mid").await, 0);
     assert_eq!(metric(&h.metrics().await, "Flaky").as_deref(), Some("2"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_event_history_survives_a_daemon_restart_and_numbering_goes_on() {
+    let mut h = Harness::start(CHAIN).await;
+    h.client.group_start("base").await.unwrap();
+    h.until_ready().await;
+    let before = h.events().await;
+    let last = before.last().unwrap().seq;
+    assert!(before.len() > 5, "{before:?}");
+
+    h.restart().await;
+    h.until_ready().await;
+    let after = h.events().await;
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the old events are shown again, as they were"
+    );
+    let new: Vec<u64> = after[before.len()..].iter().map(|e| e.seq).collect();
+    assert!(!new.is_empty(), "the new daemon says something");
+    assert!(new.iter().all(|s| *s > last), "{new:?} after {last}");
+    assert!(new.windows(2).all(|w| w[1] == w[0] + 1), "{new:?}");
+    assert_eq!(new[0], last + 1, "numbering goes on without a gap");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_are_kept_while_the_daemon_runs_not_only_at_shutdown() {
+    let h = Harness::start(CHAIN).await;
+    h.client.group_start("base").await.unwrap();
+    h.until_ready().await;
+    let seen = h.events().await;
+    // Written at most a second after they happened (virtual time).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let kept = h.world.store.events();
+    assert_eq!(
+        kept.events.last().map(|e| e.seq),
+        seen.last().map(|e| e.seq)
+    );
+    // Written while running: a daemon killed now would number on past
+    // anything it might have said since.
+    assert!(kept.next_seq > seen.last().unwrap().seq + 1);
+}
