@@ -51,7 +51,14 @@ async fn restart_counts_survive_a_daemon_restart() {
     h.until_ready().await;
     assert_eq!(restarts_of(&h, "Flaky").await, 2);
     assert_eq!(restarts_of(&h, "Mid").await, 0);
-    assert_eq!(metric(&h.metrics().await, "Flaky").as_deref(), Some("2"));
+    // The first snapshot the new daemon publishes already has the count.
+    let first = loop {
+        if let Some(v) = metric(&h.metrics().await, "Flaky") {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(first, "2");
 }
 
 #[tokio::test(start_paused = true)]
@@ -94,4 +101,32 @@ async fn events_are_kept_while_the_daemon_runs_not_only_at_shutdown() {
     // Written while running: a daemon killed now would number on past
     // anything it might have said since.
     assert!(kept.next_seq > seen.last().unwrap().seq + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_daemon_publishes_its_groups_only_once_it_knows_them() {
+    let mut h = Harness::start(CHAIN).await;
+    h.client.group_start("base").await.unwrap();
+    h.until_ready().await;
+    h.restart().await;
+    // Scrape from the first instant: until the group's series appear, only
+    // the daemon's own families are there; the first time they appear the
+    // group is ready, as it was all along.
+    let ready = r#"orchestrator_group_ready{host="testhost",group="base"}"#;
+    let mut scrapes = 0;
+    let first = loop {
+        let text = h.metrics().await;
+        scrapes += 1;
+        if let Some(line) = text.lines().find(|l| l.starts_with(ready)) {
+            break line.to_string();
+        }
+        assert!(text.contains("orchestrator_build_info"), "{text}");
+        assert!(
+            !text.contains("orchestrator_agent_up{"),
+            "no agent series before they are known: {text}"
+        );
+        assert!(scrapes < 1000, "never published");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(first, format!("{ready} 1"));
 }
