@@ -1,6 +1,8 @@
 //! What a daemon restart keeps of the product's own account: restart
 //! counts come back exactly (they are state), so `agents` and
-//! `orchestrator_agent_restarts_total` go on from where they were.
+//! `orchestrator_agent_restarts_total` go on from where they were; the
+//! recent events are shown again and numbering goes on; and `/metrics`
+//! says nothing of groups or peers before the new daemon knows them.
 
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -129,4 +131,47 @@ async fn a_restarted_daemon_publishes_its_groups_only_once_it_knows_them() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(first, format!("{ready} 1"));
+}
+
+/// A host named `name` whose peers are `peers`, with nothing started.
+fn federated(name: &str, peers: &[&str]) -> String {
+    format!(
+        r#"version: 1
+host: {{name: {name}}}
+defaults:
+  image: orchestrator-agent:latest
+groups:
+  g:
+    agents:
+      A: {{}}
+"#
+    ) + &orch_daemon::testing::federation_section(peers)
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_series_wait_for_the_first_heartbeat_window_after_a_restart() {
+    use orch_daemon::testing::World;
+    let net = orch_federation::MemNetwork::new();
+    let mut a = Harness::start_in(World::new().on(&net), &federated("alpha", &["beta"])).await;
+    let _b = Harness::start_in(World::new().on(&net), &federated("beta", &["alpha"])).await;
+    // The first heartbeat window: heartbeat (500ms) × suspect_after (2).
+    let window = std::time::Duration::from_secs(1);
+    let restarted = tokio::time::Instant::now();
+    a.restart().await;
+    let up = r#"orchestrator_peer_up{host="alpha",peer="beta"}"#;
+    let mut scrapes = 0;
+    let first = loop {
+        let text = a.metrics().await;
+        scrapes += 1;
+        let line = text.lines().find(|l| l.starts_with(up));
+        if restarted.elapsed() < window {
+            assert_eq!(line, None, "no peer series in the first window");
+        }
+        if let Some(line) = line {
+            break line.to_string();
+        }
+        assert!(scrapes < 1000, "never published");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(first, format!("{up} 1"), "beta was alive all along");
 }
