@@ -32,7 +32,7 @@ use crate::slo_scrape::{self, MetricsFetcher, ScrapeTarget};
 use crate::slo_store::SloStore;
 
 /// The longest the host's series wait for adopted replicas' first probes.
-pub(super) const SETTLE_MAX: Duration = Duration::from_secs(30);
+pub(super) const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 pub(super) struct Observer {
     /// When the observer started (the daemon's start).
