@@ -345,6 +345,10 @@ impl Supervisor {
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
+        // The counts of agents no longer configured are no one's.
+        let agents = &self.agents;
+        self.restart_counts
+            .retain(|k, _| agents.contains_key(&k.agent));
         self.config = std::sync::Arc::new(config);
         self.generation += 1;
         // A changed GPU request invalidates the slice.

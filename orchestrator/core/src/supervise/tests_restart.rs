@@ -500,3 +500,18 @@ fn dependents_stopped_by_a_crash_loop_are_held_waiting_for_it() {
         .collect();
     assert_eq!(said, ["C", "B"], "each says so once");
 }
+
+#[test]
+fn a_reload_that_removes_an_agent_forgets_its_kept_restart_count() {
+    let persisted = Persisted {
+        restarts: BTreeMap::from([("A#0".to_string(), 7), ("B#0".to_string(), 2)]),
+        ..Persisted::default()
+    };
+    let mut s = started(config(&[("A", &[]), ("B", &[])]), persisted);
+    let c = config(&[("A", &[])]);
+    s.reload(0, c.clone(), hashes(&c)).unwrap();
+    assert_eq!(
+        s.persisted().restarts,
+        BTreeMap::from([("A#0".to_string(), 7)])
+    );
+}
