@@ -49,6 +49,7 @@ pub fn wait(w: &core::Wait) -> Wait {
         core::Wait::Agent(a) => Wait::Agent { agent: a.clone() },
         core::Wait::Group(g) => Wait::Group { group: g.clone() },
         core::Wait::GpuInventory => Wait::GpuInventory,
+        core::Wait::CrashLoop(a) => Wait::CrashLooping { agent: a.clone() },
         core::Wait::RemoteAgent { host, agent } => Wait::RemoteAgent {
             host: host.clone(),
             agent: agent.clone(),
@@ -632,6 +633,15 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
             detail: detail.clone(),
         },
         C::StateWritten => EventKind::StateWritten,
+        C::AgentStaysDown {
+            replica,
+            group,
+            code,
+        } => EventKind::AgentStaysDown {
+            replica: r(replica),
+            group: group.clone(),
+            code: *code,
+        },
     }
 }
 
@@ -665,6 +675,7 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
         stopped_groups: d.stopped_groups.iter().cloned().collect(),
         generation: d.generation,
         slices: Default::default(),
+        restarts: Default::default(),
         owned_mig: d
             .owned_mig
             .iter()
@@ -752,5 +763,56 @@ pub fn slo_report(host: &str, reports: &[orch_core::slo::GroupReport]) -> crate:
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_held_by_a_crash_loop_says_which_agent_loops() {
+        let w = wait(&core::Wait::CrashLoop("Registry".into()));
+        assert_eq!(
+            w,
+            Wait::CrashLooping {
+                agent: "Registry".into()
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            serde_json::json!({"on": "crash-looping", "agent": "Registry"})
+        );
+        assert_eq!(
+            format!("held (waiting for {})", crate::text::waits(&[w])),
+            "held (waiting for Registry: crash-looping)"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_stays_down_is_said_so_on_the_wire() {
+        let e = event_kind(
+            &core::SupervisorEvent::AgentStaysDown {
+                replica: core_gpu::ReplicaKey::new("Batch", 0),
+                group: "jobs".into(),
+                code: 0,
+            },
+            None,
+        );
+        assert_eq!(
+            e,
+            EventKind::AgentStaysDown {
+                replica: ReplicaRef {
+                    agent: "Batch".into(),
+                    replica: 0
+                },
+                group: "jobs".into(),
+                code: 0,
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "jobs/Batch: exited with code 0 and stays down (its restart policy does not restart it; `restart: always` would, `agent restart` starts it now)"
+        );
     }
 }

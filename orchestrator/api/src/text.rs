@@ -405,6 +405,7 @@ impl fmt::Display for Wait {
             Wait::Agent { agent } => f.write_str(agent),
             Wait::Group { group } => write!(f, "group {group}"),
             Wait::GpuInventory => f.write_str("the GPU inventory"),
+            Wait::CrashLooping { agent } => write!(f, "{agent}: crash-looping"),
             Wait::RemoteAgent { host, agent } => write!(f, "{host}/{agent}"),
             Wait::RemoteGroup { host, group } => write!(f, "group {group} on {host}"),
         }

@@ -36,6 +36,9 @@ pub enum Wait {
     Group { group: String },
     /// The first GPU inventory has not been taken yet.
     GpuInventory,
+    /// A required agent it needs is crash-looping: it was stopped and
+    /// starts again once that agent is stable.
+    CrashLooping { agent: String },
     /// An agent of another host is not ready (or that host is down).
     RemoteAgent { host: String, agent: String },
     /// A group of another host is not ready (or that host is down).
@@ -573,7 +576,7 @@ pub enum EventKind {
     },
     /// The state file was written again after failed writes.
     StateWritten,
-    /// A required agent exited and its restart policy does not bring it
+    /// A wanted agent replica exited and its restart policy does not bring it
     /// back (a clean exit under `on-failure`, or `never`): it stays down
     /// until an operator acts.
     AgentStaysDown {

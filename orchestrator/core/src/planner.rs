@@ -714,7 +714,8 @@ fn whole_refusal(
     }
 }
 
-fn slice_matches(kind: &SliceRequest, slice: &Slice) -> bool {
+/// Whether `slice` is what `kind` asks for.
+pub(crate) fn slice_matches(kind: &SliceRequest, slice: &Slice) -> bool {
     match (kind, slice) {
         (SliceRequest::Mig { profile }, Slice::Mig { profile: s, .. }) => {
             MigProfileName::parse(s).is_ok_and(|p| p == *profile)

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use orch_core::supervise::Persisted;
 use serde::{Deserialize, Serialize};
 
+use crate::events::Kept;
+
 const FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,28 @@ pub trait StateStore: Send + Sync + Debug {
     /// Moves a damaged state out of the way, keeping it whole, and says
     /// where it went. `stamp` (Unix seconds) makes the name unique.
     fn keep_aside(&self, stamp: u64) -> Result<String, StoreError>;
+    /// The recent events the last daemon kept (oldest first); none when
+    /// there are none. A store that keeps none has nothing to give.
+    fn load_events(&self) -> Result<Kept, StoreError> {
+        Ok(Kept::default())
+    }
+    /// Replaces the kept events, whole.
+    fn save_events(&self, _kept: &Kept) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The most bytes of an events file read back: a larger one is not read
+/// (the daemon starts with no history, numbering on from nothing lost of
+/// its state). [`crate::events::KEEP_ON_DISK`] events are far below it.
+pub const EVENTS_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EventsOnDisk {
+    format: u32,
+    host: String,
+    #[serde(flatten)]
+    kept: Kept,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +151,11 @@ impl FileStore {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(format!("{}.state.json", self.host))
+    }
+
+    /// The recent events (`events` after a restart).
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.events.json", self.host))
     }
 }
 
@@ -189,6 +218,64 @@ impl StateStore for FileStore {
         })?;
         Ok(aside.display().to_string())
     }
+
+    fn load_events(&self) -> Result<Kept, StoreError> {
+        use std::io::Read;
+        let path = self.events_path();
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kept::default()),
+            Err(source) => return Err(StoreError::Read { path, source }),
+        };
+        // Never more than the bound, whatever the file says its size is.
+        let mut bytes = Vec::new();
+        file.take(EVENTS_MAX_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| StoreError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > EVENTS_MAX_BYTES {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("larger than {EVENTS_MAX_BYTES} bytes"),
+            });
+        }
+        let disk: EventsOnDisk =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if disk.format != FORMAT || disk.host != self.host {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("format {} of host {}", disk.format, disk.host),
+            });
+        }
+        Ok(Kept {
+            next_seq: disk.kept.next_seq,
+            events: crate::events::bounded(disk.kept.events),
+        })
+    }
+
+    fn save_events(&self, kept: &Kept) -> Result<(), StoreError> {
+        let path = self.events_path();
+        let disk = EventsOnDisk {
+            format: FORMAT,
+            host: self.host.clone(),
+            kept: Kept {
+                next_seq: kept.next_seq,
+                events: crate::events::bounded(kept.events.clone()),
+            },
+        };
+        let bytes = serde_json::to_vec(&disk).map_err(|e| StoreError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let _ = std::fs::create_dir_all(&self.dir);
+        orch_config::fsutil::write_atomic(&path, &bytes)
+            .map_err(|source| StoreError::Write { path, source })
+    }
 }
 
 /// The fake, compiled for tests and the `testing` feature.
@@ -220,6 +307,7 @@ mod mem {
         /// The next load finds the state damaged.
         damaged: bool,
         kept_aside: Vec<Persisted>,
+        events: crate::events::Kept,
     }
 
     impl MemStore {
@@ -269,6 +357,11 @@ mod mem {
         pub fn kept_aside(&self) -> Vec<Persisted> {
             self.lock().kept_aside.clone()
         }
+
+        /// The events kept last.
+        pub fn events(&self) -> crate::events::Kept {
+            self.lock().events.clone()
+        }
     }
 
     impl StateStore for MemStore {
@@ -307,12 +400,71 @@ mod mem {
             g.kept_aside.push(old);
             Ok(format!("memory (damaged copy {})", g.kept_aside.len()))
         }
+
+        fn load_events(&self) -> Result<crate::events::Kept, StoreError> {
+            Ok(self.lock().events.clone())
+        }
+
+        fn save_events(&self, kept: &crate::events::Kept) -> Result<(), StoreError> {
+            let mut g = self.lock();
+            if g.fail_writes {
+                return Err(StoreError::Write {
+                    path: PathBuf::from("memory"),
+                    source: std::io::Error::from_raw_os_error(28), // ENOSPC
+                });
+            }
+            g.events = crate::events::Kept {
+                next_seq: kept.next_seq,
+                events: crate::events::bounded(kept.events.clone()),
+            };
+            Ok(())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(seq: u64) -> orch_api::Event {
+        orch_api::Event {
+            host: "mainpc".into(),
+            seq,
+            time_ms: seq,
+            kind: orch_api::EventKind::DockerUp,
+        }
+    }
+
+    #[test]
+    fn events_are_kept_beside_the_state_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), "mainpc").unwrap();
+        assert_eq!(store.load_events().unwrap(), Kept::default());
+        let kept = Kept {
+            next_seq: 4,
+            events: (1..=3).map(event).collect(),
+        };
+        store.save_events(&kept).unwrap();
+        assert_eq!(store.load_events().unwrap(), kept);
+        assert!(store.events_path().ends_with("mainpc.events.json"));
+        // Another host's file is not this host's history.
+        let other = FileStore::open(dir.path(), "other").unwrap();
+        std::fs::copy(store.events_path(), other.events_path()).unwrap();
+        assert!(matches!(
+            other.load_events(),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn an_events_file_past_its_bound_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), "mainpc").unwrap();
+        let huge = vec![b' '; usize::try_from(EVENTS_MAX_BYTES).unwrap() + 1];
+        std::fs::write(store.events_path(), huge).unwrap();
+        let err = store.load_events().unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+    }
 
     #[test]
     fn saves_and_loads_atomically() {

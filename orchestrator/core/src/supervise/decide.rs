@@ -363,6 +363,10 @@ impl Supervisor {
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());
         self.restarting.retain(|g| config.group(g).is_some());
+        // The counts of agents no longer configured are no one's.
+        let agents = &self.agents;
+        self.restart_counts
+            .retain(|k, _| agents.contains_key(&k.agent));
         self.config = std::sync::Arc::new(config);
         self.generation += 1;
         // A changed GPU request invalidates the slice.
@@ -587,7 +591,7 @@ impl Supervisor {
         if restart {
             self.schedule_restart(now, &key, Some(code), seen_late_ms, out);
         } else if let Some(r) = self.replicas.get_mut(&key) {
-            r.phase = Phase::Exited { code };
+            stays_down(r, code, out);
         }
     }
 
@@ -703,6 +707,21 @@ impl Supervisor {
             self.agents.get(a).is_some_and(|x| x.required)
                 && self.replicas_of(a).any(|r| r.crashloop)
         })
+    }
+
+    /// The required agents `agent` needs (transitively) that are
+    /// crash-looping, as what it waits for.
+    fn crashlooping_upstream(&self, agent: &str) -> Vec<Wait> {
+        let closure = self.agent_graph.closure(&[agent]);
+        closure
+            .iter()
+            .filter(|a| a.as_str() != agent)
+            .filter(|a| {
+                self.agents.get(*a).is_some_and(|x| x.required)
+                    && self.replicas_of(a).any(|r| r.crashloop)
+            })
+            .map(|a| Wait::CrashLoop(a.clone()))
+            .collect()
     }
 
     /// Applies a probe result; whether the replica's health changed.
@@ -829,7 +848,11 @@ impl Supervisor {
                         if wanted && self.should_restart(&key, code, oom) {
                             self.schedule_restart(now, &key, Some(code), 0, out);
                         } else if let Some(r) = self.replicas.get_mut(&key) {
-                            r.phase = Phase::Exited { code };
+                            if wanted {
+                                stays_down(r, code, out);
+                            } else {
+                                r.phase = Phase::Exited { code };
+                            }
                         }
                     }
                     None if r.is_running() => mark_started(r, now, out),
@@ -934,8 +957,14 @@ impl Supervisor {
         }
         self.group_events(out);
         self.visited(self.replicas.len());
-        self.replicas
-            .retain(|_, r| !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none()));
+        let counts = &mut self.restart_counts;
+        self.replicas.retain(|k, r| {
+            let keep = !(r.phase == Phase::Stopped && r.container.is_none() && r.op.is_none());
+            if !keep && r.restarts_total > 0 {
+                counts.insert(k.clone(), r.restarts_total);
+            }
+            keep
+        });
     }
 
     /// Gives GPU slices to the wanted replicas that need one, planning
@@ -1028,6 +1057,20 @@ impl Supervisor {
             settings: crate::planner::PlannerSettings::default(),
         });
         for note in &plan.notes {
+            // A replica "loses" its slice only when it really ends up with
+            // another one (or none): a running replica keeps what it runs
+            // with, and a plan that gives back the same slice (at another
+            // fallback depth) changes nothing anyone should hear about.
+            if let crate::planner::PlanNote::Dropped { replica, slice, .. } = note {
+                let replanned = plan
+                    .assignments
+                    .iter()
+                    .find(|a| &a.replica == replica)
+                    .map(|a| &a.slice);
+                if !needs.contains(replica) || replanned == Some(slice) {
+                    continue;
+                }
+            }
             out.events
                 .push(SupervisorEvent::GpuNote { note: note.clone() });
         }
@@ -1053,6 +1096,7 @@ impl Supervisor {
             let Some(r) = self.replicas.get_mut(&a.replica) else {
                 continue;
             };
+            r.slice_depth = a.fallback_depth;
             if r.slice.as_ref() != Some(&a.slice) {
                 if r.slice.is_none() {
                     out.events.push(SupervisorEvent::SliceAssigned {
@@ -1268,8 +1312,12 @@ impl Supervisor {
             };
             let hash = self.hashes.get(agent).cloned().unwrap_or_default();
             let waiting = self.waiting_for(agent, &mut groups_ready);
-            let upstream_loop =
-                (looping && self.upstream_crashloop(agent)) || self.remote_failed(agent);
+            let looping_upstream = if looping {
+                self.crashlooping_upstream(agent)
+            } else {
+                Vec::new()
+            };
+            let upstream_loop = !looping_upstream.is_empty() || self.remote_failed(agent);
             for key in self.keys_of(agent) {
                 if !self.wanted(&key) {
                     continue;
@@ -1286,6 +1334,10 @@ impl Supervisor {
                 }
                 if r.held_by_crashloop {
                     if upstream_loop {
+                        // Down, and says why (not "about to start").
+                        if !looping_upstream.is_empty() && !r.is_running() {
+                            hold(r, &looping_upstream, out);
+                        }
                         continue;
                     }
                     r.held_by_crashloop = false;
@@ -1412,6 +1464,8 @@ impl Supervisor {
                             if let Some(r) = self.replicas.get_mut(&key) {
                                 r.restarts_total += 1;
                             }
+                            // Restart counts are state: written when they change.
+                            out.persist();
                         }
                         ContainerStatus::Exited { code, oom } => {
                             let due = match r.phase {
@@ -1431,6 +1485,7 @@ impl Supervisor {
                             r.op = Some(OpKind::Start);
                             r.phase = Phase::Starting;
                             r.restarts_total += 1;
+                            out.persist();
                             out.events.push(SupervisorEvent::AgentStarting {
                                 replica: key.clone(),
                                 group,
@@ -1533,6 +1588,18 @@ fn hold(r: &mut Replica, waiting: &[Wait], out: &mut Outcome) {
         });
         r.phase = phase;
     }
+}
+
+/// A wanted replica exited and its policy does not restart it: it stays
+/// down, and operators hear so (an exit alone does not say whether a
+/// restart follows).
+fn stays_down(r: &mut Replica, code: i64, out: &mut Outcome) {
+    r.phase = Phase::Exited { code };
+    out.events.push(SupervisorEvent::AgentStaysDown {
+        replica: r.key.clone(),
+        group: r.group.clone(),
+        code,
+    });
 }
 
 fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {

@@ -35,6 +35,8 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_remote;
+#[cfg(test)]
+mod tests_restart;
 
 pub use infer::*;
 pub use state::*;

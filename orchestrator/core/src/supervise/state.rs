@@ -91,6 +91,9 @@ pub enum Wait {
     Group(String),
     /// GPU agents wait for the first GPU inventory.
     GpuInventory,
+    /// A required agent it needs (directly or not) is crash-looping: it
+    /// was stopped, and starts again once that agent is stable.
+    CrashLoop(String),
     /// An agent of another host (`depends_on: [HOST/AGENT]`) is not ready.
     RemoteAgent { host: String, agent: String },
     /// A group of another host (`depends_on: [HOST/group:NAME]`) is not ready.
@@ -447,6 +450,14 @@ pub enum SupervisorEvent {
         in_ms: u64,
         attempt: u32,
     },
+    /// A wanted replica exited and its restart policy does not bring it
+    /// back (a clean exit under `on-failure`, or `never`): it stays down
+    /// until an operator acts.
+    AgentStaysDown {
+        replica: ReplicaKey,
+        group: String,
+        code: i64,
+    },
     AgentCrashLoop {
         replica: ReplicaKey,
         group: String,
@@ -637,6 +648,12 @@ pub struct Persisted {
     /// MIG instances this orchestrator created: the only ones it may destroy.
     #[serde(default)]
     pub owned_mig: Vec<OwnedMig>,
+    /// Restarts done by the supervisor, by replica (`agent#replica`):
+    /// state, written whenever one is counted, so a restarted daemon
+    /// reports exactly what the last one counted. (Files written before
+    /// it existed load with none.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restarts: BTreeMap<String, u64>,
 }
 
 /// A MIG GPU instance made by this orchestrator.
@@ -677,6 +694,9 @@ pub struct Supervisor {
     pub(crate) inventory: Option<Vec<GpuInfo>>,
     pub(crate) gpu_unavailable: Option<String>,
     pub(crate) owned_mig: Vec<OwnedMig>,
+    /// Restart counts of replicas restored from the state that are not in
+    /// the table (their group is stopped): given back when they return.
+    pub(crate) restart_counts: BTreeMap<ReplicaKey, u64>,
     /// Other hosts, as far as cross-host dependencies need them.
     pub(crate) remote: BTreeMap<String, RemoteHost>,
     /// Hosts that are down but whose last view is held, until when.
@@ -718,6 +738,7 @@ impl Supervisor {
             inventory: None,
             gpu_unavailable: None,
             owned_mig: persisted.owned_mig.clone(),
+            restart_counts: BTreeMap::new(),
             remote: BTreeMap::new(),
             remote_held: BTreeMap::new(),
             agent_order: Vec::new(),
@@ -749,7 +770,42 @@ impl Supervisor {
                 r.slice = Some(slice);
             }
         }
+        s.restore_slice_depths();
+        for (k, n) in persisted.restarts {
+            if let Some((agent, i)) = k.rsplit_once('#')
+                && let Ok(i) = i.parse()
+                && s.agents.contains_key(agent)
+            {
+                let key = ReplicaKey::new(agent, i);
+                // Kept for a replica not in the table yet (its group is
+                // not started): it gets its count back when it is.
+                s.restart_counts.insert(key.clone(), n);
+                if let Some(r) = s.replicas.get_mut(&key) {
+                    r.restarts_total = n;
+                }
+            }
+        }
         s
+    }
+
+    /// Which entry of its agent's request chain each restored slice
+    /// meets: the state keeps the slice, not the depth, and a fallback
+    /// slice checked against the first entry would look changed.
+    fn restore_slice_depths(&mut self) {
+        for r in self.replicas.values_mut() {
+            let (Some(slice), Some(req)) = (
+                r.slice.as_ref(),
+                self.agents.get(&r.key.agent).and_then(|a| a.gpu.as_ref()),
+            ) else {
+                continue;
+            };
+            if let Some(depth) = req
+                .chain()
+                .position(|q| crate::planner::slice_matches(&q.kind, slice))
+            {
+                r.slice_depth = u8::try_from(depth).unwrap_or(u8::MAX);
+            }
+        }
     }
 
     pub fn config(&self) -> &HostConfig {
@@ -920,6 +976,17 @@ impl Supervisor {
                 .filter_map(|r| r.slice.clone().map(|s| (slice_key(&r.key), s)))
                 .collect(),
             owned_mig: self.owned_mig.clone(),
+            restarts: self
+                .restart_counts
+                .iter()
+                .map(|(k, n)| (slice_key(k), *n))
+                .chain(
+                    self.replicas
+                        .values()
+                        .map(|r| (slice_key(&r.key), r.restarts_total)),
+                )
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 
@@ -1026,15 +1093,24 @@ impl Supervisor {
         // A set, not a list: the retain below looks every key up in it.
         let mut wanted_keys = BTreeSet::new();
         for (key, group) in wanted {
-            self.replicas
-                .entry(key.clone())
-                .or_insert_with(|| Replica::new(key.clone(), &group));
+            let counts = &mut self.restart_counts;
+            self.replicas.entry(key.clone()).or_insert_with(|| {
+                let mut r = Replica::new(key.clone(), &group);
+                r.restarts_total = counts.remove(&key).unwrap_or(0);
+                r
+            });
             wanted_keys.insert(key);
         }
         // Forget replicas that are unwanted, have no container and nothing in flight.
         self.visited(self.replicas.len());
-        self.replicas
-            .retain(|k, r| wanted_keys.contains(k) || r.container.is_some() || r.op.is_some());
+        let counts = &mut self.restart_counts;
+        self.replicas.retain(|k, r| {
+            let keep = wanted_keys.contains(k) || r.container.is_some() || r.op.is_some();
+            if !keep && r.restarts_total > 0 {
+                counts.insert(k.clone(), r.restarts_total);
+            }
+            keep
+        });
     }
 
     /// How long a replica of `agent` must stay healthy to be stable again

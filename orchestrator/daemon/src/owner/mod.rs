@@ -134,6 +134,7 @@ impl Owner {
         deps: OwnerDeps,
         tx: mpsc::Sender<OwnerEvent>,
     ) -> Result<Self, crate::store::StoreError> {
+        let journal_store = deps.store.clone();
         let (persister, persisted, origin) =
             Persister::open(deps.store, deps.clock.unix_ms(), settings.fresh)?;
         let config = loaded.config;
@@ -185,7 +186,7 @@ impl Owner {
                 path: settings.config_path,
                 options: settings.load_options,
             },
-            journal: Journal::new(&host, deps.clock),
+            journal: Journal::new(&host, deps.clock, journal_store),
             persister,
             exec,
             fleet,
@@ -239,10 +240,12 @@ impl Owner {
                 },
                 () = sleep_until(deadline) => self.tick(),
                 () = sleep_until(snapshot_due) => self.publish_snapshot(),
+                () = sleep_until(self.journal.save_due()) => self.journal.save(),
             }
         }
         self.exec.finish(Duration::from_secs(30)).await;
         self.observer.save();
+        self.journal.finish().await;
     }
 
     /// Shutdown: `None` to leave at once, or how long to wait for every

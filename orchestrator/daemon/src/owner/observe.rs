@@ -4,6 +4,16 @@
 //! SLO history it saves, and the operator commands whose work each group
 //! is doing (`crate::trace::CommandSpans`), which its operations' spans
 //! join. Fetching agent metrics runs on a task of its own.
+//!
+//! Nothing of the host's state is published before the daemon knows it:
+//! until Docker has been listed (adoption finished) and every adopted
+//! replica with a probe has had its first result (or [`SETTLE_MAX`] has
+//! passed), `/metrics` serves the first snapshot, which holds only the
+//! daemon's own families (`build_info`, reconcile time, state writes), and
+//! no availability is sampled. So a restarted daemon never exports a
+//! ready group as not ready for its first seconds. Peer series wait for
+//! the first heartbeat window (`heartbeat × suspect_after`): a peer not
+//! heard from yet is not reported down.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +32,16 @@ use crate::observe::ObserveSettings;
 use crate::slo_scrape::{self, MetricsFetcher, ScrapeTarget};
 use crate::slo_store::SloStore;
 
+/// The longest the host's series wait for adopted replicas' first probes.
+pub(super) const SETTLE_MAX: Duration = Duration::from_secs(10);
+
 pub(super) struct Observer {
+    /// When the observer started (the daemon's start).
+    born: tokio::time::Instant,
+    /// The host's state is known (see the module's doc): it is published.
+    settled: bool,
+    /// Peer series are published from this long after the start.
+    peers_after: Duration,
     counters: Counters,
     publish: watch::Sender<Arc<MetricsSnapshot>>,
     /// Something changed since the last published snapshot.
@@ -79,7 +98,15 @@ impl Observer {
             &config.host.name,
             env!("CARGO_PKG_VERSION"),
         )));
+        let peers_after = config
+            .federation
+            .as_ref()
+            .map(|f| f.heartbeat.std() * f.suspect_after)
+            .unwrap_or_default();
         Observer {
+            born: tokio::time::Instant::now(),
+            settled: false,
+            peers_after,
             counters: Counters::default(),
             publish,
             dirty: true,
@@ -222,6 +249,10 @@ impl Observer {
         peers: Option<(Vec<PeerRow>, metrics::StrangerRows)>,
         now_ms: u64,
     ) {
+        if !self.settle(sup) {
+            return;
+        }
+        let peers = peers.filter(|_| self.born.elapsed() >= self.peers_after);
         if !self.dirty && peers.is_none() {
             return;
         }
@@ -238,6 +269,9 @@ impl Observer {
     /// One availability sample per group with an availability objective:
     /// how many of its wanted, required replicas are healthy.
     pub(super) fn sample(&mut self, sup: &Supervisor, now_ms: u64) {
+        if !self.settle(sup) {
+            return;
+        }
         for (group, healthy, wanted) in availability(sup) {
             let sample = orch_core::slo::AvailabilitySample {
                 wanted,
@@ -249,6 +283,17 @@ impl Observer {
             }
         }
         self.dirty = true;
+    }
+
+    /// Whether the host's state is known well enough to publish: Docker
+    /// listed, and every running replica with a probe probed once (or
+    /// [`SETTLE_MAX`] passed). Once settled, always settled.
+    fn settle(&mut self, sup: &Supervisor) -> bool {
+        if !self.settled {
+            self.settled =
+                self.born.elapsed() >= SETTLE_MAX || (sup.docker_up() && first_probes_done(sup));
+        }
+        self.settled
     }
 
     /// Starts a round of agent scrapes, unless one is still running.
@@ -393,4 +438,16 @@ fn scrape_targets(sup: &Supervisor) -> Vec<ScrapeTarget> {
             })
         })
         .collect()
+}
+
+/// Every running replica with a probe has had a first result since the
+/// daemon started (an adopted one is `unknown` until then).
+fn first_probes_done(sup: &Supervisor) -> bool {
+    sup.replicas().all(|r| {
+        let probed = sup
+            .config()
+            .agent(&r.key.agent)
+            .is_some_and(|a| a.health.probe != orch_core::model::Probe::None);
+        !(r.is_running() && probed && r.health == orch_core::supervise::Health::Unknown)
+    })
 }
