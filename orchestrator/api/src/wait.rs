@@ -184,11 +184,12 @@ impl Waiter {
         w
     }
 
-    /// A crash loop or an unplaceable request already in the start's
-    /// figures decides the wait too: a replica marked crash-looping that
-    /// is down again (backing off, exited: the mark is current, not left
-    /// from before a stop), or one whose GPU request was refused (the
-    /// daemon says so once, so no event may follow).
+    /// An unplaceable request already in the start's figures decides the
+    /// wait too (the daemon says so once, so no event may follow). A
+    /// crash-loop mark in them does not, by itself: the operator may have
+    /// removed the cause and be waiting for the recovery. It decides at the
+    /// replica's next exit during the wait (see `apply`), as the mark is
+    /// given once and no new crash-loop event follows.
     fn judge_start(&mut self, agents: &[AgentStatus]) {
         if self.goal != Goal::Ready || self.all_at_goal() {
             return;
@@ -201,13 +202,6 @@ impl Waiter {
                 agent: a.agent.clone(),
                 replica: a.replica,
             };
-            if a.crashloop && matches!(a.phase, Phase::BackingOff { .. } | Phase::Exited { .. }) {
-                self.verdict = Verdict::CrashLoop {
-                    group: a.group.clone(),
-                    replica,
-                };
-                return;
-            }
             if let Phase::Failed {
                 reason: FailReason::NoGpuCapacity { error },
                 ..
@@ -349,6 +343,13 @@ impl Waiter {
             K::AgentExited { code, .. } | K::AgentStaysDown { code, .. } => {
                 t.phase = Phase::Exited { code: *code };
                 t.health = Health::Unknown;
+                // Still marked, and down again: the crash loop goes on.
+                if t.crashloop && t.required && goal == Goal::Ready {
+                    self.verdict = Verdict::CrashLoop {
+                        group: group.to_string(),
+                        replica: replica.clone(),
+                    };
+                }
             }
             K::AgentRestarting { in_ms, .. } => {
                 let exit_code = match t.phase {

@@ -265,14 +265,27 @@ fn the_start_decides_when_it_already_shows_the_goal_or_a_failure() {
     // Done, but the events up to the start are still to be shown.
     assert!(!w.finished());
 
-    // A crash-looping replica down again: decided at once.
+    // A replica marked crash-looping at the start, backing off: the
+    // operator may have fixed the cause, so the wait goes on...
     let (groups, mut agents) = starting();
     agents[1].crashloop = true;
     agents[1].phase = Phase::BackingOff {
         retry_in_ms: 800,
         exit_code: Some(3),
     };
-    let w = run(Goal::Ready, (groups, agents), &[], &[]);
+    let w = run(Goal::Ready, (groups.clone(), agents.clone()), &[], &[]);
+    assert_eq!(w.verdict(), &Verdict::Waiting);
+    // ...until it exits again, still marked: decided then.
+    let exit = ev(
+        11,
+        K::AgentExited {
+            replica: r("Mid"),
+            group: g("base"),
+            code: 3,
+            oom: false,
+        },
+    );
+    let w = run(Goal::Ready, (groups, agents), &[], &[exit]);
     assert!(matches!(w.verdict(), Verdict::CrashLoop { replica, .. } if replica.agent == "Mid"));
     assert!(w.finished());
     // The mark left from before a stop on a replica starting again is not.
