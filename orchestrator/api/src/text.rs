@@ -1236,6 +1236,10 @@ pub fn host_events_unavailable(host: &str, error: &str) -> String {
     format!("host {host}: its events cannot be shown: {error}")
 }
 
+/// The first line of a `logs` reply from another host whose output was
+/// longer than one reply carries.
+pub const LOGS_CUT_FOR_ONE_REPLY: &str = "[earlier output left out: a reply from another host carries the last 1 MiB; run `orchestratorctl logs` on that host for all of it]";
+
 /// A wait's event stream ended before the wait was decided.
 pub const WAIT_STREAM_ENDED: &str = "the daemon's event stream ended before the wait was decided (did the daemon stop? see `systemctl status orchestratord`)";
 

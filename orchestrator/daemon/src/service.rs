@@ -23,6 +23,63 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::{Asked, ContainerOf, Feed, OwnerEvent, Subscribe};
 
+/// What a `logs` answered in one reply (over the bus, which cannot
+/// stream) may carry: the last this many bytes of the output. Kept well
+/// under the bus's reply limit, as JSON escaping may grow the text; the
+/// daemon never holds more than twice this while reading.
+const LOG_REPLY_BYTES: usize = 1024 * 1024;
+
+/// The last `cap` bytes of a stream, in memory bounded by `2 * cap`.
+#[derive(Debug)]
+struct LastBytes {
+    cap: usize,
+    bytes: Vec<u8>,
+    cut: bool,
+}
+
+impl LastBytes {
+    fn new(cap: usize) -> Self {
+        LastBytes {
+            cap,
+            bytes: Vec::new(),
+            cut: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let chunk = if chunk.len() > self.cap {
+            self.cut = true;
+            self.bytes.clear();
+            &chunk[chunk.len() - self.cap..]
+        } else {
+            chunk
+        };
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * self.cap {
+            self.trim();
+        }
+    }
+
+    fn trim(&mut self) {
+        if self.bytes.len() > self.cap {
+            let drop = self.bytes.len() - self.cap;
+            self.bytes.drain(..drop);
+            self.cut = true;
+        }
+    }
+
+    /// Whether output was left out.
+    fn cut(&mut self) -> bool {
+        self.trim();
+        self.cut
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        self.trim();
+        self.bytes
+    }
+}
+
 /// Reaches other hosts.
 #[async_trait]
 pub trait Remote: Send + Sync + Debug {
@@ -177,13 +234,18 @@ impl Service {
                 };
                 let mut stream =
                     Box::pin(self.local_logs(&group, &agent, replica, ask, json).await?);
-                let mut bytes = Vec::new();
+                let mut kept = LastBytes::new(LOG_REPLY_BYTES);
                 while let Some(chunk) = stream.next().await {
-                    bytes.extend_from_slice(&chunk);
+                    kept.push(&chunk);
                 }
-                Ok(Response::Logs(LogText {
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                }))
+                let cut = kept.cut();
+                let mut text = String::new();
+                if cut {
+                    text.push_str(orch_api::text::LOGS_CUT_FOR_ONE_REPLY);
+                    text.push('\n');
+                }
+                text.push_str(&String::from_utf8_lossy(&kept.into_bytes()));
+                Ok(Response::Logs(LogText { text }))
             }
             request => {
                 let (request, config) = self.parse(request).await?;
@@ -321,5 +383,31 @@ impl Service {
                 replica, stream, &c.bytes,
             )))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastBytes;
+
+    #[test]
+    fn a_reply_keeps_the_last_bytes_of_a_log_past_its_bound_in_bounded_memory() {
+        let mut kept = LastBytes::new(10);
+        kept.push(b"0123");
+        kept.push(b"4567");
+        assert!(!kept.cut());
+        for i in 0..1000u32 {
+            kept.push(format!("{:04}", i % 10_000).as_bytes());
+            assert!(kept.bytes.len() <= 20, "held {}", kept.bytes.len());
+        }
+        // One chunk larger than the bound keeps only its end.
+        kept.push(b"abcdefghijklmnopqrstuvwxyz");
+        assert!(kept.cut());
+        assert_eq!(kept.into_bytes(), b"qrstuvwxyz");
+
+        let mut small = LastBytes::new(10);
+        small.push(b"hello\n");
+        assert!(!small.cut());
+        assert_eq!(small.into_bytes(), b"hello\n");
     }
 }
