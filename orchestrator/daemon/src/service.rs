@@ -23,6 +23,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::{Asked, ContainerOf, Feed, OwnerEvent, Subscribe};
 
+/// A config that does not load, in the words of its diagnostics.
+pub(crate) fn config_rejection(e: orch_config::ConfigError) -> Rejection {
+    let mut details = Vec::new();
+    for d in e.diagnostics() {
+        details.push(d.headline());
+        if let Some(help) = &d.help {
+            details.push(format!("  = help: {help}"));
+        }
+    }
+    Rejection::InvalidConfig {
+        missing: matches!(e, orch_config::ConfigError::Io { .. }),
+        message: e.to_string(),
+        details,
+    }
+}
+
 /// What a `logs` answered in one reply (over the bus, which cannot
 /// stream) may carry: the last this many bytes of the output. Kept well
 /// under the bus's reply limit, as JSON escaping may grow the text; the
@@ -157,7 +173,7 @@ impl Service {
         })
         .await
         .map_err(|_| gone())?;
-        let loaded = loaded.map_err(|e| ApiError::from(crate::owner::config_rejection(e)))?;
+        let loaded = loaded.map_err(|e| ApiError::from(config_rejection(e)))?;
         let request = match apply {
             Some(force) => Request::Apply {
                 file_name,

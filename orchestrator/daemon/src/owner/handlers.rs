@@ -7,28 +7,11 @@ use std::collections::BTreeSet;
 
 use orch_api::text::{self, GroupVerb};
 use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Response};
-use orch_config::ConfigError;
 use orch_core::supervise::{CommandError, Commanded, Supervisor};
 
 use super::{ConfigSource, Owner};
 use crate::event::{Asked, ContainerOf, Responder};
 use crate::views::{self, Facts};
-
-/// A config that does not load, in the words of its diagnostics.
-pub(crate) fn config_rejection(e: ConfigError) -> Rejection {
-    let mut details = Vec::new();
-    for d in e.diagnostics() {
-        details.push(d.headline());
-        if let Some(help) = &d.help {
-            details.push(format!("  = help: {help}"));
-        }
-    }
-    Rejection::InvalidConfig {
-        missing: matches!(e, ConfigError::Io { .. }),
-        message: e.to_string(),
-        details,
-    }
-}
 
 impl ConfigSource {
     /// The config file (`text: None`), or a new text for it.
@@ -37,7 +20,7 @@ impl ConfigSource {
             None => orch_config::load_file(&self.path, &self.options),
             Some((name, text)) => orch_config::load_str(name, text, &self.options),
         }
-        .map_err(config_rejection)
+        .map_err(crate::service::config_rejection)
     }
 
     /// Makes `text` the config file.

@@ -21,7 +21,6 @@
 mod exec;
 mod fleet;
 mod handlers;
-pub(crate) use handlers::config_rejection;
 mod journal;
 mod observe;
 mod persist;
