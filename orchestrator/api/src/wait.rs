@@ -250,6 +250,15 @@ impl Waiter {
         self.hosts_down.iter().map(String::as_str)
     }
 
+    /// The events the wait follows begin after `since` (the stream was
+    /// opened there): those up to it will not come, and are not waited
+    /// for. Without this, a wait whose goal the start already shows would
+    /// wait for an event that is never sent.
+    pub fn following_since(mut self, since: u64) -> Self {
+        self.last = self.last.max(since);
+        self
+    }
+
     /// True when the wait is done and every event up to the moment it
     /// was done has been taken.
     pub fn finished(&self) -> bool {

@@ -403,3 +403,23 @@ fn events_are_taken_once_and_sorted_into_ours_and_others() {
     let p = w.progress();
     assert_eq!((p.healthy, p.replicas, p.at_goal, p.groups), (1, 3, 0, 1));
 }
+
+#[test]
+fn a_goal_the_start_shows_needs_no_event_from_before_the_stream() {
+    let (mut groups, agents) = starting();
+    groups[0].state = GroupState::Ready;
+    // The stream was opened at the start's own event: nothing older comes.
+    let w = Waiter::new(
+        Goal::Ready,
+        &[g("base")],
+        Start {
+            seq: 10,
+            groups: &groups,
+            agents: &agents,
+            peers: &[],
+        },
+    )
+    .following_since(10);
+    assert_eq!(w.verdict(), &Verdict::Done { at: 10 });
+    assert!(w.finished());
+}

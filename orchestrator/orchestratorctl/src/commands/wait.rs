@@ -72,7 +72,8 @@ pub async fn wait(
             agents: &agents,
             peers: &peers,
         },
-    );
+    )
+    .following_since(since.saturating_sub(1));
     loop {
         if let Some(message) = text::wait_failed(w.verdict()) {
             if tty {
