@@ -1123,6 +1123,15 @@ impl fmt::Display for crate::wait::ReplicaPending {
 impl fmt::Display for crate::wait::GroupPending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "group {} ({})", self.group, self.state.word())?;
+        if self.replicas.is_empty()
+            && matches!(
+                self.state,
+                crate::reply::GroupState::Starting | crate::reply::GroupState::Degraded
+            )
+        {
+            // Every required replica is healthy: the group's `min_healthy` runs.
+            return f.write_str(": healthy, staying so for its min_healthy");
+        }
         for (i, r) in self.replicas.iter().enumerate() {
             f.write_str(if i == 0 { ": " } else { "; " })?;
             write!(f, "{r}")?;

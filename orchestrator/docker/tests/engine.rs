@@ -755,28 +755,47 @@ async fn an_oom_kill_is_reported() {
         .events(&LabelFilter::any().label(TEST_LABEL, &scope.run))
         .await
         .expect("events");
-    let mut spec = scope.spec("hog", image);
-    spec.command = Some(strings(&["hog"]));
-    spec.memory = Some(ByteSize::mib(16));
-    let id = engine.create(&spec).await.expect("create");
-    engine.start(&id).await.expect("start");
-    wait_event(&mut events, &id, "oom", |e| e.kind == DockerEventKind::Oom).await;
-    let die = wait_event(&mut events, &id, "die", |e| {
-        matches!(e.kind, DockerEventKind::Die { .. })
-    })
-    .await;
-    assert_eq!(
-        die.kind,
-        DockerEventKind::Die {
-            exit_code: Some(137)
+    // The engine learns of an OOM kill from the kernel's cgroup events,
+    // which it can miss when the killed process's cgroup is gone before it
+    // reads them (seen on a loaded machine: exit 137 and no `oom`). The
+    // claim here is the adapter's: when the engine reports one, it reaches
+    // us as an `oom` event before the `die` and as `OOMKilled`. So up to
+    // three tries, and at least one must be reported whole.
+    for attempt in 1..=3 {
+        let mut spec = scope.spec(&format!("hog{attempt}"), image);
+        spec.command = Some(strings(&["hog"]));
+        spec.memory = Some(ByteSize::mib(16));
+        let id = engine.create(&spec).await.expect("create");
+        engine.start(&id).await.expect("start");
+        let mut oom_before_die = false;
+        let die = wait_event(&mut events, &id, "die", |e| {
+            if e.kind == DockerEventKind::Oom {
+                oom_before_die = true;
+            }
+            matches!(e.kind, DockerEventKind::Die { .. })
+        })
+        .await;
+        assert_eq!(
+            die.kind,
+            DockerEventKind::Die {
+                exit_code: Some(137)
+            },
+            "the memory hog is killed"
+        );
+        let info = eventually("the container is down", || async {
+            let info = engine.inspect(&id).await.expect("inspect");
+            (info.state == ContainerState::Exited).then_some(info)
+        })
+        .await;
+        if oom_before_die && info.oom_killed {
+            return;
         }
-    );
-    let info = eventually("the container is down", || async {
-        let info = engine.inspect(&id).await.expect("inspect");
-        (info.state == ContainerState::Exited).then_some(info)
-    })
-    .await;
-    assert!(info.oom_killed);
+        eprintln!(
+            "try {attempt}: exit 137 with oom event {oom_before_die}, OOMKilled {}",
+            info.oom_killed
+        );
+    }
+    panic!("no OOM kill reported whole in three tries");
 }
 
 /// A unix-socket relay in front of the engine, so a test can cut the

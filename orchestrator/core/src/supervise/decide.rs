@@ -159,6 +159,17 @@ impl Supervisor {
                 _ => None,
             })
             .chain(self.next_remote_deadline())
+            .chain(self.next_ready_deadline())
+            .min()
+    }
+
+    /// The earliest moment a healthy group that is not ready yet has been
+    /// healthy for its `min_healthy`.
+    fn next_ready_deadline(&self) -> Option<Millis> {
+        self.started
+            .iter()
+            .filter(|g| self.group_wanted(g) && !self.ready_groups.contains(*g))
+            .filter_map(|g| self.group_ready_at(g))
             .min()
     }
 
@@ -181,7 +192,16 @@ impl Supervisor {
                 self.ready_groups.remove(&g);
                 self.ever_ready.remove(&g);
                 touched.push(g.clone());
-                out.events.push(SupervisorEvent::GroupStarting { group: g });
+                out.events
+                    .push(SupervisorEvent::GroupStarting { group: g.clone() });
+            }
+            // A replica that stayed down (its policy did not restart it,
+            // or it exited while its group was being stopped) is started
+            // again: a start means running, as `docker compose up` does.
+            for r in self.replicas.values_mut().filter(|r| r.group == g) {
+                if matches!(r.phase, Phase::Exited { .. }) && r.op.is_none() {
+                    r.restart_requested = true;
+                }
             }
         }
         out.persist();
@@ -499,6 +519,12 @@ impl Supervisor {
                 ContainerStatus::Running => {
                     if first_sight || !was_running {
                         r.started_at = Some(now);
+                        // How long it has run, from Docker's `StartedAt`.
+                        let wall_now = self.wall_origin.saturating_add(now);
+                        r.up_before_adoption = (self.wall_origin > 0
+                            && facts.started_at_ms > 0
+                            && facts.started_at_ms <= wall_now)
+                            .then(|| wall_now - facts.started_at_ms);
                         r.health = Health::Unknown;
                         r.probe_failures = 0;
                         r.phase = Phase::Running;
@@ -559,6 +585,8 @@ impl Supervisor {
             if r.container.as_ref().is_some_and(|c| c.id == id) {
                 r.health = Health::Unknown;
                 r.healthy_since = None;
+                r.up_before_adoption = None;
+                r.healthy_credit = 0;
             }
             r.early_exit = Some(EarlyExit {
                 id,
@@ -577,6 +605,8 @@ impl Supervisor {
         c.status = ContainerStatus::Exited { code, oom };
         r.health = Health::Unknown;
         r.healthy_since = None;
+        r.up_before_adoption = None;
+        r.healthy_credit = 0;
         out.actions.push(Action::UnwatchHealth { key: key.clone() });
         // A stop or restart we asked for: the operation reports its own end.
         if r.op.is_some() || !wanted || r.held_by_crashloop {
@@ -748,7 +778,13 @@ impl Supervisor {
             r.probe_failures = 0;
             if r.health != Health::Healthy {
                 r.health = Health::Healthy;
+                // A container adopted running, healthy at its first probe,
+                // is dated from its start: it ran before the daemon saw it.
                 r.healthy_since = Some(now);
+                r.healthy_credit = r
+                    .up_before_adoption
+                    .take()
+                    .map_or(0, |up| up + now.saturating_sub(r.started_at.unwrap_or(now)));
                 out.events.push(SupervisorEvent::AgentHealthy {
                     replica: key.clone(),
                     group: r.group.clone(),
@@ -768,6 +804,8 @@ impl Supervisor {
             if r.probe_failures >= retries && r.health != Health::Unhealthy {
                 r.health = Health::Unhealthy;
                 r.healthy_since = None;
+                r.up_before_adoption = None;
+                r.healthy_credit = 0;
                 out.events.push(SupervisorEvent::AgentUnhealthy {
                     replica: key.clone(),
                     group: r.group.clone(),
@@ -802,6 +840,8 @@ impl Supervisor {
                 r.health = Health::Unknown;
                 r.started_at = None;
                 r.healthy_since = None;
+                r.up_before_adoption = None;
+                r.healthy_credit = 0;
                 r.phase = if wanted {
                     Phase::Pending
                 } else {
@@ -874,6 +914,8 @@ impl Supervisor {
                 if gone && r.container.take().is_some() {
                     r.health = Health::Unknown;
                     r.healthy_since = None;
+                    r.up_before_adoption = None;
+                    r.healthy_credit = 0;
                     r.started_at = None;
                     r.probe_failures = 0;
                     out.actions.push(Action::UnwatchHealth { key: key.clone() });
@@ -951,11 +993,11 @@ impl Supervisor {
             self.stop_pass(&order, out);
             self.assign_slices(now, out);
             // A group that just became ready says so before what it releases starts.
-            self.group_events(out);
+            self.group_events(now, out);
             self.start_pass(now, &order, out);
             self.agent_order = order;
         }
-        self.group_events(out);
+        self.group_events(now, out);
         self.visited(self.replicas.len());
         let counts = &mut self.restart_counts;
         self.replicas.retain(|k, r| {
@@ -1511,7 +1553,9 @@ impl Supervisor {
         }
     }
 
-    fn group_events(&mut self, out: &mut Outcome) {
+    /// Says which groups became ready (healthy for their `min_healthy`)
+    /// and which finished stopping.
+    fn group_events(&mut self, now: Millis, out: &mut Outcome) {
         let groups: Vec<String> = self.config.groups.iter().map(|g| g.name.clone()).collect();
         // One pass over the table and the outcome's events, not one per group.
         let active: BTreeSet<String> = self
@@ -1535,11 +1579,12 @@ impl Supervisor {
         }
         for g in groups {
             if self.group_wanted(&g) {
-                let ready = self.group_ready(&g);
+                let ready = self.group_ready_at(&g).is_some_and(|at| now >= at);
                 if ready && self.ready_groups.insert(g.clone()) {
                     self.ever_ready.insert(g.clone());
                     out.events.push(SupervisorEvent::GroupReady { group: g });
-                } else if !ready {
+                } else if !ready && !self.group_healthy(&g) {
+                    // Once ready, a group stays ready while it is healthy.
                     self.ready_groups.remove(&g);
                 }
             } else if !self.restarting.contains(&g)
@@ -1607,6 +1652,8 @@ fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {
     r.started_at = Some(now);
     r.health = Health::Unknown;
     r.healthy_since = None;
+    r.up_before_adoption = None;
+    r.healthy_credit = 0;
     r.probe_failures = 0;
     out.events.push(SupervisorEvent::AgentRunning {
         replica: r.key.clone(),

@@ -7,6 +7,10 @@
 //! with plain tables.
 //!
 //! Rules:
+//! - A group is ready once every replica of its required agents has been
+//!   healthy for the group's `min_healthy`; a replica adopted running is
+//!   dated from Docker's `StartedAt`. Once ready, it stays ready while
+//!   they stay healthy.
 //! - A replica starts only when every agent it depends on is ready (all of
 //!   its replicas running and healthy, or running with no probe). An
 //!   optional dependency (`required: false`) never holds anyone.
@@ -33,6 +37,8 @@ mod remote;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ready;
 #[cfg(test)]
 mod tests_remote;
 #[cfg(test)]

@@ -34,6 +34,10 @@ struct World {
     next: u64,
     /// Config hashes whose image is not on the host.
     missing: BTreeSet<String>,
+    /// The last time Docker stamped (Unix ms): each start and death is
+    /// later than the one before, as on a real host, so a death is never
+    /// taken for one after a start that followed it.
+    stamped: u64,
 }
 
 impl World {
@@ -41,7 +45,14 @@ impl World {
         self.containers.get(id).is_some_and(|c| c.2)
     }
 
-    fn facts(&self, id: &str, now: Millis) -> ContainerFacts {
+    /// Docker's clock at `now`: strictly later than its last stamp.
+    fn stamp(&mut self, now: Millis) -> u64 {
+        self.stamped = (1_000_000 + now).max(self.stamped + 1);
+        self.stamped
+    }
+
+    fn facts(&mut self, id: &str, now: Millis) -> ContainerFacts {
+        let started_at_ms = self.stamp(now);
         let (_, hash, running) = &self.containers[id];
         ContainerFacts {
             id: id.to_string(),
@@ -51,7 +62,7 @@ impl World {
             } else {
                 ContainerStatus::Created
             },
-            started_at_ms: 1_000_000 + now,
+            started_at_ms,
             gpu_slice: None,
         }
     }
@@ -117,6 +128,8 @@ struct Model {
 fn host_config() -> HostConfig {
     let mut c = config(SPEC);
     for g in &mut c.groups {
+        // Readiness waits: the steps' ticks (up to 61 s) cross it.
+        g.min_healthy = crate::units::Duration::from_secs(5);
         for a in &mut g.agents {
             a.restart.policy = crate::model::RestartMode::Always;
         }
@@ -305,7 +318,7 @@ impl Model {
                 if let Some(c) = self.world.containers.get_mut(&id) {
                     c.2 = false;
                 }
-                let at_ms = 1_000_000 + self.now;
+                let at_ms = self.world.stamp(self.now);
                 self.input(Input::ContainerDied {
                     key,
                     id,
@@ -329,7 +342,7 @@ impl Model {
                 let was_running = self.world.running(&id);
                 self.world.containers.remove(&id);
                 if was_running {
-                    let at_ms = 1_000_000 + self.now;
+                    let at_ms = self.world.stamp(self.now);
                     self.input(Input::ContainerDied {
                         key: key.clone(),
                         id: id.clone(),
@@ -383,6 +396,13 @@ impl Model {
         for g in GROUPS {
             let (_, running, healthy) = self.sup.group_counts(g);
             prop_assert!(healthy <= running);
+            // Ready only while every required replica is healthy.
+            if self.sup.group_ready(g) {
+                prop_assert!(
+                    self.sup.group_healthy(g),
+                    "after {after:?}: {g} called ready with a required replica not healthy"
+                );
+            }
         }
         Ok(())
     }

@@ -228,6 +228,13 @@ pub struct Replica {
     /// When the current container last started (our clock).
     pub started_at: Option<Millis>,
     pub healthy_since: Option<Millis>,
+    /// Adopted running at a resync: how long its container had run by
+    /// then (`started_at`), from Docker's `StartedAt`.
+    pub up_before_adoption: Option<Millis>,
+    /// Time that counts towards `min_healthy` before `healthy_since`: a
+    /// container adopted running whose first probe passed is taken as
+    /// healthy for as long as it had run (it ran before the daemon saw it).
+    pub healthy_credit: Millis,
     /// The operation in flight, if any.
     pub op: Option<OpKind>,
     /// Restarts since the replica was last stable; drives the backoff.
@@ -271,6 +278,8 @@ impl Replica {
             probe_failures: 0,
             started_at: None,
             healthy_since: None,
+            up_before_adoption: None,
+            healthy_credit: 0,
             op: None,
             failures: 0,
             restart_times: VecDeque::new(),
@@ -704,6 +713,9 @@ pub struct Supervisor {
     /// Agents in start order (the agent graph's waves), kept with the
     /// graph: every decision pass walks it.
     pub(crate) agent_order: Vec<String>,
+    /// The wall clock (Unix ms) at this supervisor's time zero; 0 when
+    /// unknown. Dates adopted containers from Docker's `StartedAt`.
+    pub(crate) wall_origin: u64,
     /// Replicas visited by the decision passes. Tests compare it across
     /// host sizes: a pass that grows worse than linearly with replicas
     /// fails on the count, never on a timing.
@@ -742,6 +754,7 @@ impl Supervisor {
             remote: BTreeMap::new(),
             remote_held: BTreeMap::new(),
             agent_order: Vec::new(),
+            wall_origin: 0,
             #[cfg(test)]
             visits: std::cell::Cell::new(0),
         };
@@ -990,6 +1003,14 @@ impl Supervisor {
         }
     }
 
+    /// Tells the supervisor the wall clock (Unix ms) at its time zero, so
+    /// that a container adopted running is dated from Docker's `StartedAt`
+    /// (for `min_healthy`). Without it an adopted container is dated from
+    /// its first passing probe.
+    pub fn set_wall_origin(&mut self, unix_ms_at_zero: u64) {
+        self.wall_origin = unix_ms_at_zero;
+    }
+
     /// Whether a group is wanted (started and not mid-restart).
     pub fn group_wanted(&self, group: &str) -> bool {
         self.started.contains(group) && !self.restarting.contains(group)
@@ -1003,8 +1024,17 @@ impl Supervisor {
         }
     }
 
-    /// A group is ready when every replica of its required agents runs healthy.
+    /// A group is ready when every replica of its required agents runs
+    /// healthy and has done so for the group's `min_healthy`. This is the
+    /// readiness the last decision pass reported (`GroupReady`), so every
+    /// view agrees with the events.
     pub fn group_ready(&self, group: &str) -> bool {
+        self.group_wanted(group) && self.ready_groups.contains(group)
+    }
+
+    /// Every replica of the group's required agents runs healthy (with or
+    /// without `min_healthy` behind it).
+    pub(crate) fn group_healthy(&self, group: &str) -> bool {
         let Some(g) = self.config.group(group) else {
             return false;
         };
@@ -1012,6 +1042,43 @@ impl Supervisor {
             .iter()
             .filter(|a| a.required)
             .all(|a| self.agent_ready(&a.name))
+    }
+
+    /// When a healthy group has been healthy for its `min_healthy`: the
+    /// latest moment one of its required replicas has been healthy that
+    /// long. `None` when some required replica is not healthy.
+    pub(crate) fn group_ready_at(&self, group: &str) -> Option<Millis> {
+        let g = self.config.group(group)?;
+        if !self.group_healthy(group) {
+            return None;
+        }
+        let min_healthy = g.min_healthy.as_millis() as Millis;
+        let mut latest: Millis = 0;
+        for a in g.agents.iter().filter(|a| a.required) {
+            let replicas = self.agents.get(&a.name).map_or(0, |a| a.replicas);
+            for i in 0..replicas {
+                let r = self.replicas.get(&ReplicaKey::new(&a.name, i))?;
+                // No probe: healthy from its start.
+                let since = r.healthy_since.or(r.started_at).unwrap_or(0);
+                let at = since
+                    .saturating_add(min_healthy)
+                    .saturating_sub(r.healthy_credit);
+                latest = latest.max(at);
+            }
+        }
+        Some(latest)
+    }
+
+    /// How long the group has still to stay healthy before it is ready,
+    /// when it is healthy and waits only for its `min_healthy` (`None`
+    /// otherwise: ready, or some replica not healthy).
+    pub fn group_ready_in(&self, group: &str, now: Millis) -> Option<Millis> {
+        if self.group_ready(group) || !self.group_wanted(group) {
+            return None;
+        }
+        self.group_ready_at(group)
+            .map(|at| at.saturating_sub(now))
+            .filter(|left| *left > 0)
     }
 
     /// Where a group is: stopped, starting, ready, degraded or stopping.

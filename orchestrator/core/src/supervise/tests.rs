@@ -34,7 +34,8 @@ pub(super) fn config(spec: Spec) -> HostConfig {
             depends_on: gdeps.iter().map(|s| s.to_string()).collect(),
             slo: None,
             rollout: Default::default(),
-            min_healthy: DEFAULT_MIN_HEALTHY,
+            // Readiness at once: `min_healthy` has tests of its own.
+            min_healthy: Duration::ZERO,
             agents: agents
                 .iter()
                 .map(|(a, deps, replicas, required)| Agent {
@@ -80,7 +81,7 @@ pub(super) fn config(spec: Spec) -> HostConfig {
     }
 }
 
-fn hashes(c: &HostConfig, tag: &str) -> BTreeMap<String, String> {
+pub(super) fn hashes(c: &HostConfig, tag: &str) -> BTreeMap<String, String> {
     c.agents()
         .map(|a| (a.name.clone(), format!("{}-{tag}", a.name)))
         .collect()
@@ -104,7 +105,10 @@ pub(super) struct Harness {
 
 impl Harness {
     pub(super) fn new(spec: Spec) -> Self {
-        let c = config(spec);
+        Self::of(config(spec))
+    }
+
+    pub(super) fn of(c: HostConfig) -> Self {
         let h = hashes(&c, "v1");
         let mut s = Supervisor::new(c, h, Persisted::default());
         let out = s.handle(0, Input::Resync { containers: vec![] });
@@ -229,17 +233,17 @@ impl Harness {
             .clone()
     }
 
-    fn healthy(&mut self, key: ReplicaKey) -> Outcome {
+    pub(super) fn healthy(&mut self, key: ReplicaKey) -> Outcome {
         let id = self.id(&key);
         self.apply(Input::Health { key, id, ok: true })
     }
 
-    fn unhealthy(&mut self, key: ReplicaKey) -> Outcome {
+    pub(super) fn unhealthy(&mut self, key: ReplicaKey) -> Outcome {
         let id = self.id(&key);
         self.apply(Input::Health { key, id, ok: false })
     }
 
-    fn die(&mut self, key: ReplicaKey, code: i64) -> Outcome {
+    pub(super) fn die(&mut self, key: ReplicaKey, code: i64) -> Outcome {
         let id = self.id(&key);
         let at_ms = 1_000_000 + self.now;
         self.apply(Input::ContainerDied {

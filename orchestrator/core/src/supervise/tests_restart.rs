@@ -57,7 +57,8 @@ fn config(agents: &[(&str, &[&str])]) -> HostConfig {
             depends_on: vec![],
             slo: None,
             rollout: Default::default(),
-            min_healthy: DEFAULT_MIN_HEALTHY,
+            // Readiness at once: `min_healthy` has tests of its own.
+            min_healthy: Duration::ZERO,
             agents,
         }],
         runtime: RuntimeSettings::defaults_for("h"),
@@ -398,6 +399,35 @@ fn an_exit_the_policy_does_not_restart_says_the_replica_stays_down() {
             down
         );
     }
+}
+
+#[test]
+fn a_group_start_starts_a_replica_that_stayed_down_again() {
+    // A clean exit under `on-failure` stays down until someone asks: a
+    // `group start` (of the group, already started) brings it back, as
+    // `docker compose up` starts an exited service.
+    let mut c = config(&[("A", &[])]);
+    c.groups[0].agents[0].restart.policy = RestartMode::OnFailure;
+    let mut s = started(c, Persisted::default());
+    s.start_group(0, "g").unwrap();
+    finish_ops(&mut s, 0);
+    die(&mut s, 5, "A", 0);
+    assert!(matches!(
+        s.replica(&k("A")).unwrap().phase,
+        Phase::Exited { .. }
+    ));
+    // Time alone does nothing.
+    s.tick(60_000);
+    assert!(s.replica(&k("A")).unwrap().op.is_none());
+    let out = s.start_group(60_000, "g").unwrap().outcome;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::Start { key, .. } if key == &k("A"))),
+        "{out:?}"
+    );
+    finish_ops(&mut s, 60_100);
+    assert!(s.replica(&k("A")).unwrap().is_running());
 }
 
 #[test]

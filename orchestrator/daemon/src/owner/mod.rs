@@ -175,12 +175,14 @@ impl Owner {
         let hashes = container::config_hashes(&config);
         let mut sup = Supervisor::new(config, hashes, persisted);
         sup.infer_intent(origin);
+        let clocks = Clocks {
+            epoch: Instant::now(),
+            wall: deps.clock.clone(),
+        };
+        sup.set_wall_origin(clocks.unix_ms());
         Ok(Owner {
             sup,
-            clocks: Clocks {
-                epoch: Instant::now(),
-                wall: deps.clock.clone(),
-            },
+            clocks,
             source: ConfigSource {
                 path: settings.config_path,
                 options: settings.load_options,

@@ -246,7 +246,7 @@ pub async fn wait_event(
     events: &mut EventStream,
     id: &str,
     what: &str,
-    pred: impl Fn(&ContainerEvent) -> bool,
+    mut pred: impl FnMut(&ContainerEvent) -> bool,
 ) -> ContainerEvent {
     let found = tokio::time::timeout(DEADLINE, async {
         while let Some(item) = events.next().await {
