@@ -93,7 +93,7 @@ pub struct SubscribePeer {
 #[derive(Debug)]
 pub struct Observed {
     pub summary: ContainerSummary,
-    /// Inspected when stopped, for its exit code.
+    /// Inspected unless only created: its exit code, its start time.
     pub info: Option<ContainerInfo>,
 }
 

@@ -78,8 +78,9 @@ async fn session(
     let listed = rt.list(&filter).await?;
     let mut containers = Vec::with_capacity(listed.len());
     for c in listed {
-        // A listing has no exit codes; look at the stopped ones.
-        let info = if c.state.is_alive() || c.state == ContainerState::Created {
+        // A listing has no exit codes nor start times: look at each one
+        // that ran (a running container is dated from its `StartedAt`).
+        let info = if c.state == ContainerState::Created {
             None
         } else {
             rt.inspect(&c.id).await.ok()

@@ -75,12 +75,15 @@ async fn the_series_follow_the_supervisors_state() {
 
     h.client.group_start("web").await.unwrap();
     h.until_ready().await;
-    let text = metrics_until(&h, "every replica is up", |t| {
+    // The group is ready once its replicas have been healthy for its
+    // min_healthy; the published series follow within their interval.
+    let text = metrics_until(&h, "every replica is up and the group ready", |t| {
         t.lines()
             .filter(|l| l.starts_with("orchestrator_agent_up{"))
             .filter(|l| l.ends_with(" 1"))
             .count()
             == 3
+            && t.contains(r#"orchestrator_group_ready{host="slohost",group="web"} 1"#)
     })
     .await;
     let front1 = r#"host="slohost",group="web",agent="Front",replica="1""#;

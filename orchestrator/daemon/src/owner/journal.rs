@@ -1,5 +1,5 @@
 //! The owner's journal: what the supervisor decided happened, numbered
-//! and timed on the wall clock, in the event log (`crate::events`) and in
+//! and stamped with the wall-clock time of the decision, in the event log (`crate::events`) and in
 //! the daemon's log.
 //!
 //! The latest events outlive a daemon restart: they are read back from
@@ -18,7 +18,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clock::Clock;
 use crate::event::{Feed, Subscribe};
 use crate::events::EventLog;
 use crate::store::StateStore;
@@ -31,7 +30,6 @@ type Latest = Option<Arc<crate::events::Kept>>;
 #[derive(Debug)]
 pub(super) struct Journal {
     log: EventLog,
-    clock: Arc<dyn Clock>,
     /// When the events not yet written are due to be.
     save_due: Option<Instant>,
     saver: Option<watch::Sender<Latest>>,
@@ -40,7 +38,7 @@ pub(super) struct Journal {
 
 impl Journal {
     /// The journal of `host`, going on from the events `store` kept.
-    pub(super) fn new(host: &str, clock: Arc<dyn Clock>, store: Arc<dyn StateStore>) -> Self {
+    pub(super) fn new(host: &str, store: Arc<dyn StateStore>) -> Self {
         let kept = match store.load_events() {
             Ok(kept) => kept,
             Err(e) => {
@@ -69,7 +67,6 @@ impl Journal {
         });
         Journal {
             log: EventLog::resume(host, kept),
-            clock,
             save_due: None,
             saver: Some(saver),
             writer: Some(writer),
@@ -110,14 +107,14 @@ impl Journal {
         }
     }
 
-    /// Numbers and keeps `events` (GPU names read from `inventory`);
-    /// returns them as the API has them.
+    /// Numbers and keeps `events` (GPU names read from `inventory`),
+    /// stamped `time` (the decision's); returns them as the API has them.
     pub(super) fn record(
         &mut self,
         events: &[SupervisorEvent],
         inventory: Option<&[GpuInfo]>,
+        time: u64,
     ) -> Vec<orch_api::Event> {
-        let time = self.clock.unix_ms();
         if !events.is_empty() {
             self.changed();
         }
@@ -133,10 +130,10 @@ impl Journal {
 
     /// Numbers and keeps an event that is not the supervisor's (a peer's
     /// change of state).
-    pub(super) fn note(&mut self, kind: orch_api::EventKind) -> orch_api::Event {
+    pub(super) fn note(&mut self, kind: orch_api::EventKind, time: u64) -> orch_api::Event {
         tracing::info!(target: "orchestrator::events", kind = kind.name(), "{kind}");
         self.changed();
-        self.log.push(kind, self.clock.unix_ms())
+        self.log.push(kind, time)
     }
 
     /// The number the next event will get.

@@ -91,11 +91,39 @@ struct ConfigSource {
 struct Clocks {
     epoch: Instant,
     wall: Arc<dyn Clock>,
+    /// The wall clock at `epoch`.
+    wall_at_epoch: u64,
+    /// The time of the decision being carried out (`now`).
+    decided: u64,
 }
 
 impl Clocks {
+    fn new(wall: Arc<dyn Clock>) -> Clocks {
+        Clocks {
+            epoch: Instant::now(),
+            wall_at_epoch: wall.unix_ms(),
+            wall,
+            decided: 0,
+        }
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes the time of a decision: its events are stamped with it.
+    fn decide(&mut self) -> u64 {
+        self.decided = self.now();
+        self.decided
+    }
+
+    /// The wall-clock time of the decision being carried out. Events are
+    /// stamped with it rather than with the moment they are written, so
+    /// that the gap between two events is the gap between the decisions
+    /// (a restart scheduled in 200 ms starts at least 200 ms after its
+    /// `agent-restarting`, however late the owner got to record it).
+    fn decided_unix_ms(&self) -> u64 {
+        self.wall_at_epoch.saturating_add(self.decided)
     }
 
     fn at(&self, ms: u64) -> Instant {
@@ -175,11 +203,8 @@ impl Owner {
         let hashes = container::config_hashes(&config);
         let mut sup = Supervisor::new(config, hashes, persisted);
         sup.infer_intent(origin);
-        let clocks = Clocks {
-            epoch: Instant::now(),
-            wall: deps.clock.clone(),
-        };
-        sup.set_wall_origin(clocks.unix_ms());
+        let clocks = Clocks::new(deps.clock.clone());
+        sup.set_wall_origin(clocks.wall_at_epoch);
         Ok(Owner {
             sup,
             clocks,
@@ -187,7 +212,7 @@ impl Owner {
                 path: settings.config_path,
                 options: settings.load_options,
             },
-            journal: Journal::new(&host, deps.clock, journal_store),
+            journal: Journal::new(&host, journal_store),
             persister,
             exec,
             fleet,
@@ -259,7 +284,7 @@ impl Owner {
             }
             ShutdownMode::Stop => {
                 tracing::info!("stopping every agent before exit (shutdown: stop)");
-                let out = self.sup.stop_all(self.clocks.now());
+                let out = self.sup.stop_all(self.clocks.decide());
                 self.carry_out(out);
                 Some(Duration::from_secs(120))
             }
@@ -267,7 +292,7 @@ impl Owner {
     }
 
     fn on(&mut self, ev: OwnerEvent) {
-        let now = self.clocks.now();
+        let now = self.clocks.decide();
         // Reconcile time: every input but observability's own work.
         let began = std::time::Instant::now();
         match ev {
@@ -309,7 +334,7 @@ impl Owner {
         if self.persister.retry_due() {
             self.persist();
         }
-        let out = self.sup.tick(self.clocks.now());
+        let out = self.sup.tick(self.clocks.decide());
         self.carry_out(out);
         self.observer.reconciled(began);
     }
@@ -375,11 +400,14 @@ impl Owner {
             incarnation,
         } = &news
         {
-            self.journal.note(orch_api::EventKind::PeerChanged {
-                peer: peer.clone(),
-                state: *state,
-                incarnation: *incarnation,
-            });
+            self.journal.note(
+                orch_api::EventKind::PeerChanged {
+                    peer: peer.clone(),
+                    state: *state,
+                    incarnation: *incarnation,
+                },
+                self.clocks.decided_unix_ms(),
+            );
         }
         let (host, state) = self.fleet.take(news);
         // A held view (the peer is down, within `peer_grace`) is released
@@ -419,7 +447,11 @@ impl Owner {
             tracing::info_span!("reconcile", actions = out.actions.len())
         };
         let _in = span.enter();
-        let published = self.journal.record(&out.events, self.sup.inventory());
+        let published = self.journal.record(
+            &out.events,
+            self.sup.inventory(),
+            self.clocks.decided_unix_ms(),
+        );
         self.fleet.publish_events(&published);
         // INVARIANT: desired state is written before any action runs.
         if out.persist {
@@ -443,7 +475,8 @@ impl Owner {
             }
         };
         if let Some(e) = event {
-            self.journal.record(&[e], self.sup.inventory());
+            self.journal
+                .record(&[e], self.sup.inventory(), self.clocks.decided_unix_ms());
         }
     }
 }
