@@ -171,7 +171,7 @@ pub enum PeerNews {
     /// and `crate::fleet::trust`).
     Refused {
         peer: String,
-        reason: crate::fleet::Refused,
+        reason: Refused,
         bodies: u64,
     },
 }
@@ -293,6 +293,39 @@ impl<T> std::fmt::Debug for Sender<T> {
         f.debug_struct("Sender")
             .field("news", &std::any::type_name::<T>())
             .finish()
+    }
+}
+
+/// Why the daemon refused a body from a peer (the bus refuses frames
+/// for its own reasons, counted in its `PeerView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refused {
+    /// Not a body of its kind.
+    Undecodable,
+    /// A snapshot or event of another host than its sender's.
+    Impostor,
+    /// An event over `crate::fleet::codec::MAX_EVENT_BYTES`.
+    Oversized,
+    /// A request its sender may not make here (`crate::fleet::trust`).
+    Command,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 4] = [
+        Refused::Undecodable,
+        Refused::Impostor,
+        Refused::Oversized,
+        Refused::Command,
+    ];
+
+    /// The `reason` label of `orchestrator_federation_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Undecodable => "undecodable",
+            Refused::Impostor => "impostor",
+            Refused::Oversized => "over_budget",
+            Refused::Command => "command",
+        }
     }
 }
 

@@ -24,28 +24,9 @@ pub const KEEP_EVENTS: usize = 5_000;
 /// events; at a typical few hundred bytes the count bounds first.
 pub const KEEP_BYTES: usize = 4 * 1024 * 1024;
 
-/// Why the daemon refused a body from a peer (the bus refuses frames
-/// for its own reasons, counted in its `PeerView`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Refused {
-    /// Not a body of its kind.
-    Undecodable,
-    /// A snapshot or event of another host than its sender's.
-    Impostor,
-    /// An event over `codec::MAX_EVENT_BYTES`.
-    Oversized,
-    /// A request its sender may not make here (`fleet::trust`).
-    Command,
-}
+pub use crate::event::Refused;
 
 impl Refused {
-    pub const ALL: [Refused; 4] = [
-        Refused::Undecodable,
-        Refused::Impostor,
-        Refused::Oversized,
-        Refused::Command,
-    ];
-
     /// Why a codec refused a body.
     pub fn of(e: &super::codec::CodecError) -> Refused {
         use super::codec::CodecError;
@@ -53,16 +34,6 @@ impl Refused {
             CodecError::NotItsOwn { .. } => Refused::Impostor,
             CodecError::TooLarge { .. } => Refused::Oversized,
             CodecError::Syntax { .. } | CodecError::Encode { .. } => Refused::Undecodable,
-        }
-    }
-
-    /// The `reason` label of `orchestrator_federation_refused_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Refused::Undecodable => "undecodable",
-            Refused::Impostor => "impostor",
-            Refused::Oversized => "over_budget",
-            Refused::Command => "command",
         }
     }
 }
