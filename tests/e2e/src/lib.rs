@@ -689,3 +689,11 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
         .is_some_and(|c| c == "200")
         .then(|| body.to_string())
 }
+
+/// A free port of 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -8,18 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{Daemon, Host, agent_events, chain_config, http_get, kind_name};
+use e2e::{Daemon, Host, agent_events, chain_config, free_port, http_get, kind_name};
 
 #[test]
 fn a_failed_replacement_is_reported_down_backs_off_and_a_good_apply_recovers_it() {
     let host = Host::new("failrepl");
     let ctl = host.path("ctl");
     std::fs::create_dir_all(&ctl).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let text = format!(
         "{}metrics: {{listen: \"127.0.0.1:{port}\"}}\n",
         chain_config(&host.name, &ctl)

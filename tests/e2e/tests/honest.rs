@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use e2e::{Daemon, Host, IMAGE, agent_events, docker_ok, http_get};
+use e2e::{Daemon, Host, IMAGE, agent_events, docker_ok, free_port, http_get};
 use orch_api::EventKind;
 
 #[test]
@@ -65,11 +65,7 @@ groups:
 #[test]
 fn a_daemon_restart_keeps_restart_counts_and_events_and_never_exports_a_ready_group_as_not_ready() {
     let host = Host::new("remember");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let text = format!(
         r#"version: 1
 host: {{name: {host}}}

@@ -170,6 +170,18 @@ fn resumed(started_at_ms: u64, wall_at_zero: u64) -> Supervisor {
     s
 }
 
+/// A's first probe passes at `now`.
+fn passes_at(s: &mut Supervisor, now: Millis) -> Outcome {
+    s.handle(
+        now,
+        Input::Health {
+            key: k("A"),
+            id: "c-A".into(),
+            ok: true,
+        },
+    )
+}
+
 #[test]
 fn a_container_adopted_at_a_restart_is_dated_from_its_start() {
     // Running for a minute when the daemon came back: ready at its first
@@ -177,26 +189,12 @@ fn a_container_adopted_at_a_restart_is_dated_from_its_start() {
     // daemon restart).
     let wall = 1_700_000_000_000;
     let mut s = resumed(wall - 60_000, wall);
-    let out = s.handle(
-        300,
-        Input::Health {
-            key: k("A"),
-            id: "c-A".into(),
-            ok: true,
-        },
-    );
+    let out = passes_at(&mut s, 300);
     assert_eq!(ready_events(&out), vec!["g".to_string()]);
 
     // Started two seconds before the daemon came back: three more to go.
     let mut s = resumed(wall - 2_000, wall);
-    let out = s.handle(
-        300,
-        Input::Health {
-            key: k("A"),
-            id: "c-A".into(),
-            ok: true,
-        },
-    );
+    let out = passes_at(&mut s, 300);
     assert!(ready_events(&out).is_empty());
     assert_eq!(s.next_deadline(), Some(3_000));
     assert_eq!(ready_events(&s.tick(3_000)), vec!["g".to_string()]);
@@ -206,26 +204,12 @@ fn a_container_adopted_at_a_restart_is_dated_from_its_start() {
 fn without_a_wall_clock_or_a_start_time_an_adopted_container_waits_min_healthy() {
     let wall = 1_700_000_000_000;
     for mut s in [resumed(wall - 60_000, 0), resumed(0, wall)] {
-        let out = s.handle(
-            300,
-            Input::Health {
-                key: k("A"),
-                id: "c-A".into(),
-                ok: true,
-            },
-        );
+        let out = passes_at(&mut s, 300);
         assert!(ready_events(&out).is_empty());
         assert_eq!(s.next_deadline(), Some(5_300));
     }
     // A start time after the wall clock's now (clocks apart): not trusted.
     let mut s = resumed(wall + 10_000, wall);
-    let out = s.handle(
-        300,
-        Input::Health {
-            key: k("A"),
-            id: "c-A".into(),
-            ok: true,
-        },
-    );
+    let out = passes_at(&mut s, 300);
     assert!(ready_events(&out).is_empty());
 }
