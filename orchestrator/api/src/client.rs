@@ -235,6 +235,21 @@ impl Client {
         .await
     }
 
+    /// Sets an agent's replica count (`None`: back to the file's).
+    pub async fn scale(
+        &self,
+        group: &str,
+        agent: &str,
+        replicas: Option<u32>,
+    ) -> Result<Accepted, ClientError> {
+        self.unary(Request::Scale {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            replicas,
+        })
+        .await
+    }
+
     pub async fn apply(&self, file_name: &str, config_text: &str) -> Result<Applied, ClientError> {
         self.apply_with(file_name, config_text, false).await
     }

@@ -214,6 +214,36 @@ pub fn command_error(e: &core::CommandError) -> crate::Rejection {
         core::CommandError::UnknownGroups(groups) => Rejection::UnknownGroups {
             groups: groups.clone(),
         },
+        core::CommandError::Scale {
+            group,
+            agent,
+            asked,
+            why,
+        } => Rejection::Scale {
+            group: group.clone(),
+            agent: agent.clone(),
+            asked: *asked,
+            why: match why {
+                core::ScaleRefusal::OutOfBounds { min, max } => {
+                    crate::error::ScaleRefusal::OutOfBounds {
+                        min: *min,
+                        max: *max,
+                    }
+                }
+                core::ScaleRefusal::TooMany { max } => {
+                    crate::error::ScaleRefusal::TooMany { max: *max }
+                }
+                core::ScaleRefusal::FixedHostPort { port } => {
+                    crate::error::ScaleRefusal::FixedHostPort { port: *port }
+                }
+                core::ScaleRefusal::PortRangeTooSmall { first, last } => {
+                    crate::error::ScaleRefusal::PortRangeTooSmall {
+                        first: *first,
+                        last: *last,
+                    }
+                }
+            },
+        },
     }
 }
 
@@ -633,6 +663,19 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
             detail: detail.clone(),
         },
         C::StateWritten => EventKind::StateWritten,
+        C::AgentScaled {
+            agent,
+            group,
+            from,
+            to,
+            reset,
+        } => EventKind::AgentScaled {
+            group: group.clone(),
+            agent: agent.clone(),
+            from: *from,
+            to: *to,
+            reset: *reset,
+        },
         C::AgentStaysDown {
             replica,
             group,
@@ -654,6 +697,7 @@ pub fn state_document(host: &str, p: &core::Persisted) -> StateDocument {
         generation: p.generation,
         started_groups: p.started_groups.iter().cloned().collect(),
         stopped_groups: p.stopped_groups.iter().cloned().collect(),
+        scale: p.scale.clone(),
         owned_mig: p
             .owned_mig
             .iter()
@@ -676,6 +720,7 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
         generation: d.generation,
         slices: Default::default(),
         restarts: Default::default(),
+        scale: d.scale.clone(),
         owned_mig: d
             .owned_mig
             .iter()

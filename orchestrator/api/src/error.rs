@@ -111,6 +111,13 @@ pub enum Rejection {
         file_name: String,
         errors: Vec<String>,
     },
+    /// A replica count `agent` cannot run with; nothing was changed.
+    Scale {
+        group: String,
+        agent: String,
+        asked: u32,
+        why: ScaleRefusal,
+    },
     /// `plan` of another host's config.
     PlanOfOtherHost {
         file_name: String,
@@ -299,6 +306,22 @@ pub enum Asked {
     Events,
 }
 
+/// Why a replica count was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleRefusal {
+    /// Outside the agent's `autoscale` bounds.
+    OutOfBounds { min: u32, max: u32 },
+    /// Above the most replicas any agent may have.
+    TooMany { max: u32 },
+    /// A fixed host port can be published by one replica only.
+    FixedHostPort { port: u16 },
+    /// The host port range has fewer ports than replicas.
+    PortRangeTooSmall { first: u16, last: u16 },
+    /// The new replicas' GPU requests cannot be placed on this host's
+    /// GPUs: the planner's reasons, one line per replica.
+    Unplaceable { errors: Vec<String> },
+}
+
 /// Who was refused the control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Forbidden {
@@ -334,6 +357,7 @@ impl Rejection {
             | PlanOfOtherHost { .. }
             | NoMig { .. }
             | GpuHeld { .. }
+            | Scale { .. }
             | Unplaceable { .. } => ErrorCode::Conflict,
             WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Gpu {
@@ -370,7 +394,11 @@ impl From<Rejection> for ApiError {
         let message = r.to_string();
         let details = match r {
             Rejection::InvalidConfig { details, .. } => details,
-            Rejection::Unplaceable { errors, .. } => errors,
+            Rejection::Unplaceable { errors, .. }
+            | Rejection::Scale {
+                why: ScaleRefusal::Unplaceable { errors },
+                ..
+            } => errors,
             _ => Vec::new(),
         };
         ApiError {

@@ -37,6 +37,13 @@ pub struct Route {
     pub body: Option<Vec<u8>>,
 }
 
+/// The body of a `scale`: the count, or `null` for the file's.
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleTo {
+    replicas: Option<u32>,
+}
+
 #[derive(serde::Serialize, Deserialize, Default)]
 struct WithDependents {
     #[serde(default)]
@@ -99,6 +106,17 @@ pub fn to_route(env: &Envelope) -> Route {
             Method::Post,
             format!("agents/{group}/{agent}/restart"),
             None,
+        ),
+        Request::Scale {
+            group,
+            agent,
+            replicas,
+        } => (
+            Method::Post,
+            format!("agents/{group}/{agent}/scale"),
+            json(&ScaleTo {
+                replicas: *replicas,
+            }),
         ),
         Request::Logs {
             group,
@@ -276,6 +294,11 @@ pub fn from_route(
             group: group.to_string(),
             agent: agent.to_string(),
         },
+        ["agents", group, agent, "scale"] if post => Request::Scale {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            replicas: body_as::<ScaleTo>(body, "scale")?.replicas,
+        },
         ["agents", group, agent, "logs"] if get => Request::Logs {
             group: group.to_string(),
             agent: agent.to_string(),
@@ -389,6 +412,16 @@ mod tests {
                 group: "speech_gpu".into(),
                 agent: "STTService".into(),
             },
+            Request::Scale {
+                group: "g".into(),
+                agent: "A".into(),
+                replicas: Some(3),
+            },
+            Request::Scale {
+                group: "g".into(),
+                agent: "A".into(),
+                replicas: None,
+            },
             Request::Logs {
                 group: "g".into(),
                 agent: "A".into(),
@@ -448,6 +481,7 @@ mod tests {
                     generation: 3,
                     started_groups: vec!["infra_core".into()],
                     stopped_groups: vec!["vision_gpu".into()],
+                    scale: [("STTService".to_string(), 2)].into(),
                     owned_mig: vec![crate::wire::OwnedMigInstance {
                         gpu_uuid: "GPU-1".into(),
                         gi_id: 2,

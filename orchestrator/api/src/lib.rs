@@ -56,7 +56,7 @@ pub mod wire;
 pub use client::{Client, ClientError, LogsWanted, SinceError, logs_since, ndjson};
 pub use error::{
     ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection, RemoteLevel,
-    RemoteRefusal,
+    RemoteRefusal, ScaleRefusal,
 };
 pub use reply::*;
 pub use request::{Envelope, Operator, Reply, Request, RequestClass, Response, VERSION};

@@ -43,6 +43,13 @@ pub enum Request {
     },
     /// Restart an agent's replicas one at a time. Reply: [`Accepted`].
     AgentRestart { group: String, agent: String },
+    /// Set an agent's replica count at run time; `None`: back to the
+    /// file's. Reply: [`Accepted`].
+    Scale {
+        group: String,
+        agent: String,
+        replicas: Option<u32>,
+    },
     /// A replica's container output. A stream over HTTP; over a transport
     /// that cannot stream, the last lines as one [`LogText`] (no `follow`).
     Logs {
@@ -151,7 +158,8 @@ impl Request {
             Request::GroupStart { .. }
             | Request::GroupStop { .. }
             | Request::GroupRestart { .. }
-            | Request::AgentRestart { .. } => RequestClass::Operate,
+            | Request::AgentRestart { .. }
+            | Request::Scale { .. } => RequestClass::Operate,
             Request::Apply { .. }
             | Request::Reload
             | Request::MigMode { .. }
@@ -169,6 +177,7 @@ impl Request {
             Request::GroupStop { .. } => "group_stop",
             Request::GroupRestart { .. } => "group_restart",
             Request::AgentRestart { .. } => "agent_restart",
+            Request::Scale { .. } => "scale",
             Request::Logs { .. } => "logs",
             Request::Events { .. } => "events",
             Request::Apply { .. } => "apply",
@@ -463,6 +472,14 @@ mod tests {
                 },
                 Admin,
             ),
+            (
+                Request::Scale {
+                    group: g(),
+                    agent: "A".into(),
+                    replicas: Some(2),
+                },
+                Operate,
+            ),
         ]
     }
 
@@ -493,12 +510,13 @@ mod tests {
                 Request::Slo { .. } => 16,
                 Request::StateExport => 17,
                 Request::StateImport { .. } => 18,
+                Request::Scale { .. } => 19,
             }
         };
         let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
         assert_eq!(
             rows,
-            (0..19).collect::<Vec<_>>(),
+            (0..20).collect::<Vec<_>>(),
             "one row per request, in order"
         );
         for (request, class) in &table {

@@ -488,6 +488,19 @@ impl fmt::Display for EventKind {
             AgentRestartRequested { replica, group } => {
                 write!(f, "{group}/{replica}: restart requested")
             }
+            AgentScaled {
+                group,
+                agent,
+                from,
+                to,
+                reset,
+            } => {
+                write!(f, "{group}/{agent}: scaled from {from} to {to} replica(s)")?;
+                if *reset {
+                    f.write_str(" (the config file's count)")?;
+                }
+                Ok(())
+            }
             AgentCrashLoop {
                 replica,
                 group,
@@ -800,6 +813,38 @@ impl fmt::Display for crate::Rejection {
             ConfigNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}; nothing was applied")
             }
+            Scale {
+                group,
+                agent,
+                asked,
+                why,
+            } => {
+                write!(f, "{group}/{agent} cannot run {asked} replica(s): ")?;
+                match why {
+                    crate::error::ScaleRefusal::OutOfBounds { min, max } => write!(
+                        f,
+                        "its autoscale bounds are {min} to {max}; nothing was changed"
+                    ),
+                    crate::error::ScaleRefusal::TooMany { max } => {
+                        write!(f, "an agent has at most {max}; nothing was changed")
+                    }
+                    crate::error::ScaleRefusal::FixedHostPort { port } => write!(
+                        f,
+                        "it publishes host port {port}, which one replica only can hold; give it a host port range (e.g. `{port}-{}:...`) or publish only the container port; nothing was changed",
+                        u32::from(*port) + asked.saturating_sub(1)
+                    ),
+                    crate::error::ScaleRefusal::Unplaceable { errors } => write!(
+                        f,
+                        "{} new replica(s) cannot be placed on this host's GPUs (see `orchestratorctl plan`); nothing was changed",
+                        errors.len()
+                    ),
+                    crate::error::ScaleRefusal::PortRangeTooSmall { first, last } => write!(
+                        f,
+                        "its host port range {first}-{last} has {} port(s), one per replica; widen it in the config; nothing was changed",
+                        u32::from(*last - *first) + 1
+                    ),
+                }
+            }
             Unplaceable { file_name, errors } => write!(
                 f,
                 "{file_name} was not applied: {} GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan {file_name}`); apply it anyway with --force",
@@ -992,6 +1037,20 @@ pub fn group_command(verb: GroupVerb, groups: &[String]) -> String {
 /// What an `agent restart` set going.
 pub fn agent_restart(group: &str, agent: &str) -> String {
     format!("restarting {group}/{agent}")
+}
+
+/// What a `scale` did: `to` replicas from `from`; `reset`: the file's count.
+pub fn scaled(group: &str, agent: &str, from: u32, to: u32, reset: bool) -> String {
+    let whose = if reset {
+        " (the config file's count)"
+    } else {
+        ""
+    };
+    if from == to {
+        format!("{group}/{agent} runs {to} replica(s){whose}: nothing to change")
+    } else {
+        format!("scaling {group}/{agent} from {from} to {to} replica(s){whose}")
+    }
 }
 
 /// What a `state import` did.

@@ -503,6 +503,16 @@ pub enum EventKind {
         replica: ReplicaRef,
         group: String,
     },
+    /// An operator set the agent's replica count (`scale`); `reset`: back
+    /// to the file's count.
+    AgentScaled {
+        group: String,
+        agent: String,
+        from: u32,
+        to: u32,
+        #[serde(default)]
+        reset: bool,
+    },
     AgentCrashLoop {
         replica: ReplicaRef,
         group: String,
@@ -609,6 +619,7 @@ impl EventKind {
             | AgentExited { group, .. }
             | AgentRestarting { group, .. }
             | AgentRestartRequested { group, .. }
+            | AgentScaled { group, .. }
             | AgentCrashLoop { group, .. }
             | AgentRecovered { group, .. }
             | AgentHeld { group, .. }
@@ -660,6 +671,7 @@ impl EventKind {
             AgentExited { .. } => "agent-exited",
             AgentRestarting { .. } => "agent-restarting",
             AgentRestartRequested { .. } => "agent-restart-requested",
+            AgentScaled { .. } => "agent-scaled",
             AgentCrashLoop { .. } => "agent-crash-loop",
             AgentRecovered { .. } => "agent-recovered",
             AgentHeld { .. } => "agent-held",
@@ -791,6 +803,9 @@ pub struct StateDocument {
     /// MIG instances this orchestrator made: the only ones it may destroy.
     #[serde(default)]
     pub owned_mig: Vec<OwnedMigInstance>,
+    /// Replica counts set at run time (`scale`), by agent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub scale: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -942,6 +957,7 @@ mod state_document_tests {
             started_groups: vec!["infra_core".into()],
             stopped_groups: vec![],
             owned_mig: vec![],
+            scale: Default::default(),
         }
     }
 

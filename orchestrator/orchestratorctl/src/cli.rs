@@ -77,6 +77,18 @@ pub enum Command {
     /// Act on one agent.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// Set an agent's replica count at run time, kept across daemon
+    /// restarts until `--reset` or an apply that changes its `replicas`.
+    Scale {
+        /// GROUP/AGENT, or AGENT when no other group has an agent of that name.
+        target: String,
+        /// The replica count (within the agent's autoscale bounds).
+        #[arg(required_unless_present = "reset", conflicts_with = "reset")]
+        replicas: Option<u32>,
+        /// Back to the config file's count.
+        #[arg(long)]
+        reset: bool,
+    },
     /// An agent's container output.
     Logs {
         /// GROUP/AGENT, or AGENT when no other group has an agent of that name.

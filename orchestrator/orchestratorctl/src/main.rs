@@ -106,6 +106,9 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Agent(cli::AgentCmd::Restart { target }) => {
             commands::agent::restart(&client(), target, out)
         }
+        Command::Scale {
+            target, replicas, ..
+        } => commands::scale::run(&client(), target, *replicas, out),
         Command::Logs {
             target,
             follow,

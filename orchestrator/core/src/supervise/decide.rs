@@ -311,6 +311,80 @@ impl Supervisor {
             .collect()
     }
 
+    /// Sets an agent's replica count at run time (`None`: back to the
+    /// file's). New replicas start as any other (after their
+    /// dependencies, through the GPU planner); replicas beyond the count
+    /// stop, highest first. Changed: the count before and after.
+    pub fn scale_agent(
+        &mut self,
+        now: Millis,
+        group: &str,
+        agent: &str,
+        replicas: Option<u32>,
+    ) -> Result<Commanded<(u32, u32)>, CommandError> {
+        let file = self
+            .config
+            .agent(agent)
+            .filter(|a| a.group == group)
+            .ok_or_else(|| CommandError::UnknownAgent {
+                group: group.to_string(),
+                agent: agent.to_string(),
+            })?;
+        let to = replicas.unwrap_or(file.replicas);
+        let refuse = |why| CommandError::Scale {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            asked: to,
+            why,
+        };
+        if let Some(a) = &file.autoscale
+            && !(a.min..=a.max).contains(&to)
+        {
+            return Err(refuse(ScaleRefusal::OutOfBounds {
+                min: a.min,
+                max: a.max,
+            }));
+        }
+        if to > crate::model::MAX_REPLICAS {
+            return Err(refuse(ScaleRefusal::TooMany {
+                max: crate::model::MAX_REPLICAS,
+            }));
+        }
+        for p in &file.ports {
+            match (p.host_port, p.host_port_end) {
+                (Some(port), None) if to > 1 => {
+                    return Err(refuse(ScaleRefusal::FixedHostPort { port }));
+                }
+                (Some(first), Some(last)) if u32::from(last - first) + 1 < to => {
+                    return Err(refuse(ScaleRefusal::PortRangeTooSmall { first, last }));
+                }
+                _ => {}
+            }
+        }
+        let from = self.replica_count(agent);
+        match replicas {
+            Some(n) => self.scale.insert(agent.to_string(), n),
+            None => self.scale.remove(agent),
+        };
+        if let Some(a) = self.agents.get_mut(agent) {
+            a.replicas = to;
+        }
+        let mut out = Outcome::default();
+        out.events.push(SupervisorEvent::AgentScaled {
+            agent: agent.to_string(),
+            group: group.to_string(),
+            from,
+            to,
+            reset: replicas.is_none(),
+        });
+        out.persist();
+        self.settle(now, &mut out);
+        Ok(Commanded {
+            outcome: out,
+            changed: (from, to),
+        })
+    }
+
     /// Restarts an agent's replicas one at a time.
     pub fn restart_agent(
         &mut self,
@@ -375,10 +449,25 @@ impl Supervisor {
         self.agent_graph = agent_graph(&config);
         self.group_graph = group_graph(&config);
         self.agent_order = self.agent_graph.waves().into_iter().flatten().collect();
+        // A count set at run time holds while the file's count for that
+        // agent stays what it was; an apply that changes it takes over.
+        let old_counts: BTreeMap<String, u32> = self
+            .config
+            .agents()
+            .map(|a| (a.name.clone(), a.replicas))
+            .collect();
         self.agents = config
             .agents()
             .map(|a| (a.name.clone(), a.clone()))
             .collect();
+        let agents = &mut self.agents;
+        self.scale.retain(|agent, n| match agents.get_mut(agent) {
+            Some(a) if old_counts.get(agent) == Some(&a.replicas) => {
+                a.replicas = *n;
+                true
+            }
+            _ => false,
+        });
         self.hashes = hashes;
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());
@@ -1072,7 +1161,7 @@ impl Supervisor {
         let mut current = Vec::new();
         for a in self.config.agents() {
             let Some(req) = &a.gpu else { continue };
-            for i in 0..a.replicas.max(1) {
+            for i in 0..self.replica_count(&a.name).max(1) {
                 let key = ReplicaKey::new(&a.name, i);
                 let Some(r) = self.replicas.get(&key) else {
                     continue;

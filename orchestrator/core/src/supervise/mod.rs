@@ -43,6 +43,8 @@ mod tests_ready;
 mod tests_remote;
 #[cfg(test)]
 mod tests_restart;
+#[cfg(test)]
+mod tests_scale;
 
 pub use infer::*;
 pub use state::*;

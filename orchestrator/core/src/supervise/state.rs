@@ -487,6 +487,15 @@ pub enum SupervisorEvent {
         group: String,
         reason: FailReason,
     },
+    /// An operator set the agent's replica count (`scale`); `reset`: back
+    /// to the file's count.
+    AgentScaled {
+        agent: String,
+        group: String,
+        from: u32,
+        to: u32,
+        reset: bool,
+    },
     /// An operator asked for a restart (`agent restart`).
     AgentRestartRequested {
         replica: ReplicaKey,
@@ -641,6 +650,26 @@ pub enum CommandError {
     },
     /// A state names groups this host does not have.
     UnknownGroups(Vec<String>),
+    /// A replica count the agent cannot run with.
+    Scale {
+        group: String,
+        agent: String,
+        asked: u32,
+        why: ScaleRefusal,
+    },
+}
+
+/// Why a `scale` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaleRefusal {
+    /// Outside the agent's `autoscale` bounds.
+    OutOfBounds { min: u32, max: u32 },
+    /// Above the most replicas any agent may have.
+    TooMany { max: u32 },
+    /// A fixed host port can be published by one replica only.
+    FixedHostPort { port: u16 },
+    /// The host port range has fewer ports than replicas.
+    PortRangeTooSmall { first: u16, last: u16 },
 }
 
 /// The desired state that survives restarts.
@@ -663,6 +692,11 @@ pub struct Persisted {
     /// it existed load with none.)
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restarts: BTreeMap<String, u64>,
+    /// Replica counts set at run time (`scale`), by agent: they override
+    /// the file's until reset or until an apply changes that agent's
+    /// `replicas`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scale: BTreeMap<String, u32>,
 }
 
 /// A MIG GPU instance made by this orchestrator.
@@ -687,6 +721,9 @@ pub struct Supervisor {
     pub(crate) started: BTreeSet<String>,
     /// Groups an operator stopped (see `Persisted::stopped_groups`).
     pub(crate) stopped: BTreeSet<String>,
+    /// Replica counts set at run time, by agent (see `Persisted::scale`);
+    /// `agents` holds them as the agents' `replicas`.
+    pub(crate) scale: BTreeMap<String, u32>,
     /// Armed by `infer_intent`, used once on the first listing of Docker.
     pub(crate) inference: Option<StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
@@ -740,6 +777,7 @@ impl Supervisor {
             config: std::sync::Arc::new(config),
             started: BTreeSet::new(),
             stopped: BTreeSet::new(),
+            scale: BTreeMap::new(),
             inference: None,
             restarting: BTreeSet::new(),
             generation: persisted.generation,
@@ -769,6 +807,12 @@ impl Supervisor {
             .into_iter()
             .filter(|g| s.config.group(g).is_some())
             .collect();
+        for (agent, n) in persisted.scale {
+            if let Some(a) = s.agents.get_mut(&agent) {
+                a.replicas = n;
+                s.scale.insert(agent, n);
+            }
+        }
         s.stopped = persisted
             .stopped_groups
             .into_iter()
@@ -1000,7 +1044,19 @@ impl Supervisor {
                 )
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            scale: self.scale.clone(),
         }
+    }
+
+    /// The replica count an agent runs with: the file's, or the one set
+    /// at run time.
+    pub fn replica_count(&self, agent: &str) -> u32 {
+        self.agents.get(agent).map_or(0, |a| a.replicas)
+    }
+
+    /// The count set at run time for `agent`, if any (`scale`).
+    pub fn scaled(&self, agent: &str) -> Option<u32> {
+        self.scale.get(agent).copied()
     }
 
     /// Tells the supervisor the wall clock (Unix ms) at its time zero, so
@@ -1152,7 +1208,7 @@ impl Supervisor {
         let mut wanted = Vec::new();
         for a in self.config.agents() {
             if self.group_wanted(&a.group) {
-                for i in 0..a.replicas {
+                for i in 0..self.replica_count(&a.name) {
                     wanted.push((ReplicaKey::new(&a.name, i), a.group.clone()));
                 }
             }

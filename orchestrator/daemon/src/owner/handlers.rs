@@ -126,6 +126,29 @@ impl Owner {
                     events_from,
                 }))
             }
+            Request::Scale {
+                group,
+                agent,
+                replicas,
+            } => {
+                let span =
+                    tracing::info_span!(parent: caller, "scale", group = %group, agent = %agent);
+                let _in = span.enter();
+                let events_from = self.journal.next_seq();
+                self.scale_fits(&group, &agent, replicas)?;
+                let done = self
+                    .sup
+                    .scale_agent(now, &group, &agent, replicas)
+                    .map_err(|e| views::command_error(&self.sup, &e))?;
+                self.observer.commanded(&span, [group.as_str()]);
+                let (from, to) = done.changed;
+                self.carry_out(done.outcome);
+                Ok(Response::Accepted(Accepted {
+                    message: text::scaled(&group, &agent, from, to, replicas.is_none()),
+                    groups: vec![group],
+                    events_from,
+                }))
+            }
             Request::Apply {
                 file_name,
                 config_text,
@@ -402,5 +425,47 @@ impl Owner {
                 });
             let _ = responder.send(answer);
         });
+    }
+
+    /// A scale-up of a GPU agent must place every new replica, or nothing
+    /// changes: the planner is asked as `plan` would be, with the agent at
+    /// its new count, and any request it could place before and cannot now
+    /// refuses the scale.
+    fn scale_fits(&self, group: &str, agent: &str, replicas: Option<u32>) -> Result<(), Rejection> {
+        let Some(a) = self.sup.config().agent(agent).filter(|a| a.group == group) else {
+            return Ok(());
+        };
+        let to = replicas.unwrap_or(a.replicas);
+        if a.gpu.is_none() || to <= self.sup.replica_count(agent) {
+            return Ok(());
+        }
+        let at = |n: Option<u32>| {
+            let mut c = self.sup.config().clone();
+            for g in &mut c.groups {
+                for x in &mut g.agents {
+                    x.replicas = match n {
+                        Some(n) if x.name == agent => n,
+                        _ => self.sup.replica_count(&x.name),
+                    };
+                }
+            }
+            c
+        };
+        let errors = |c| {
+            views::plan(&self.sup, "the running config", &c)
+                .map(|p| p.errors.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let before = errors(at(None))?;
+        let after = errors(at(Some(to)))?;
+        let new: Vec<String> = after.into_iter().filter(|e| !before.contains(e)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        Err(Rejection::Scale {
+            group: group.to_string(),
+            agent: agent.to_string(),
+            asked: to,
+            why: orch_api::ScaleRefusal::Unplaceable { errors: new },
+        })
     }
 }

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod man;
 pub mod peers;
 pub mod plan;
+pub mod scale;
 pub mod slo;
 pub mod state;
 pub mod status;
