@@ -137,6 +137,17 @@ pub struct AgentStatus {
     pub slice: Option<Slice>,
     pub ports: Vec<String>,
     pub config_hash: Option<String>,
+    /// The agent's replica count when it was set at run time (`scale`),
+    /// with the config file's beside it; `None`: the file's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaled: Option<Scaled>,
+}
+
+/// A replica count set at run time, and the config file's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaled {
+    pub replicas: u32,
+    pub file_replicas: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

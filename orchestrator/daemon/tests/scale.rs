@@ -55,6 +55,20 @@ async fn scale_up_and_down_kept_across_a_restart_and_reset() {
         &e.kind,
         EventKind::AgentScaled { agent, from: 1, to: 3, reset: false, .. } if agent == "Worker"
     )));
+    let agents = h.client.agents(Some("g")).await.unwrap();
+    let workers: Vec<_> = agents.iter().filter(|a| a.agent == "Worker").collect();
+    assert_eq!(workers.len(), 3);
+    assert!(workers.iter().all(|a| a.scaled
+        == Some(orch_api::Scaled {
+            replicas: 3,
+            file_replicas: 1
+        })));
+    assert!(
+        agents
+            .iter()
+            .filter(|a| a.agent == "Front")
+            .all(|a| a.scaled.is_none())
+    );
     let exported = h.client.state_export().await.unwrap();
     assert_eq!(exported.scale.get("Worker"), Some(&3));
 

@@ -130,6 +130,10 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
             .map(|a| a.ports.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         config_hash: r.container.as_ref().map(|c| c.config_hash.clone()),
+        scaled: sup.scaled(&r.key.agent).map(|replicas| orch_api::Scaled {
+            replicas,
+            file_replicas: agent.map_or(0, |a| a.replicas),
+        }),
     }
 }
 

@@ -36,6 +36,12 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         } else {
             format!("{}#{}", a.agent, a.replica)
         };
+        if let Some(s) = a.scaled {
+            name.push_str(&format!(
+                " (scaled to {}, file: {})",
+                s.replicas, s.file_replicas
+            ));
+        }
         if !a.required {
             name.push_str(" (optional)");
         }

@@ -88,6 +88,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 slice: None,
                 ports: vec![],
                 config_hash: None,
+                scaled: None,
             })
             .collect(),
         gpu: GpuReport {
