@@ -298,10 +298,10 @@ pub fn build_spec(
     }
 
     let name = container_name(&host.host.name, &agent.name, replica);
-    let mut aliases = vec![agent.name.clone()];
-    if agent.replicas > 1 {
-        aliases.push(format!("{}-{replica}", agent.name));
-    }
+    // The agent's name reaches any replica (as Compose's service name
+    // does); `NAME-i` reaches replica i, however many there are (a count
+    // set at run time included).
+    let aliases = vec![agent.name.clone(), format!("{}-{replica}", agent.name)];
     ContainerSpec {
         name,
         image: agent.image.clone(),
@@ -445,7 +445,7 @@ mod tests {
             spec.labels[labels::GPU_SLICE],
             "mps:GPU-1234:memory=4g,compute=12.5%"
         );
-        assert_eq!(spec.aliases, ["STTService"]);
+        assert_eq!(spec.aliases, ["STTService", "STTService-0"]);
         assert_eq!(spec.network, "orch-mainpc");
     }
 
