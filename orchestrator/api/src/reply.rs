@@ -137,6 +137,10 @@ pub struct AgentStatus {
     pub slice: Option<Slice>,
     pub ports: Vec<String>,
     pub config_hash: Option<String>,
+    /// Its cross-host dependencies (its own and its group's), each with
+    /// its state: why it runs on while another host is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteDependency>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +232,13 @@ pub enum RemoteReadiness {
     HostDown,
     #[serde(rename = "not heard from")]
     NotHeardFrom,
+    /// Its host is down; its last known state is held for
+    /// `federation.peer_grace`.
+    #[serde(rename = "held, host down")]
+    HeldForGrace,
+    /// Its host is down; the agent answers this host's direct probe.
+    #[serde(rename = "answers its probe, host down")]
+    AnswersProbe,
     /// Planned without a daemon.
     #[serde(rename = "unknown")]
     Unknown,
@@ -241,6 +252,8 @@ impl RemoteReadiness {
             RemoteReadiness::NotReady => "not ready",
             RemoteReadiness::HostDown => "host down",
             RemoteReadiness::NotHeardFrom => "not heard from",
+            RemoteReadiness::HeldForGrace => "held, host down",
+            RemoteReadiness::AnswersProbe => "answers its probe, host down",
             RemoteReadiness::Unknown => "unknown",
         }
     }
@@ -331,6 +344,26 @@ pub struct HostSnapshot {
     /// Its groups' SLO figures.
     #[serde(default)]
     pub slo: Option<SloReport>,
+    /// Its agents' health endpoints published on its own ports, which
+    /// peers probe directly while this host's daemon is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeEndpoint>,
+}
+
+/// One replica's HTTP health probe, reachable on a port its host
+/// publishes (the agent's `ports:` map the probe's container port to it),
+/// with the agent's probe settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeEndpoint {
+    pub agent: String,
+    pub replica: u32,
+    /// The host port.
+    pub port: u16,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Failures in a row before the agent counts as unhealthy.
+    pub retries: u32,
 }
 
 /// How this host sees another one.
@@ -481,6 +514,8 @@ mod tests {
             R::NotReady,
             R::HostDown,
             R::NotHeardFrom,
+            R::HeldForGrace,
+            R::AnswersProbe,
             R::Unknown,
         ] {
             let json = serde_json::to_string(&r).unwrap();

@@ -41,6 +41,7 @@ fn agent(group: &str, name: &str, phase: Phase, required: bool) -> AgentStatus {
         slice: None,
         ports: vec![],
         config_hash: None,
+        remote: vec![],
     }
 }
 

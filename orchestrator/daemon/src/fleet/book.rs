@@ -32,7 +32,8 @@ pub enum Refused {
     Undecodable,
     /// A snapshot or event of another host than its sender's.
     Impostor,
-    /// An event over `codec::MAX_EVENT_BYTES`.
+    /// An event over `codec::MAX_EVENT_BYTES`, a snapshot over the
+    /// bounds of its health endpoints.
     Oversized,
     /// A request its sender may not make here (`fleet::trust`).
     Command,
@@ -51,8 +52,12 @@ impl Refused {
         use super::codec::CodecError;
         match e {
             CodecError::NotItsOwn { .. } => Refused::Impostor,
-            CodecError::TooLarge { .. } => Refused::Oversized,
-            CodecError::Syntax { .. } | CodecError::Encode { .. } => Refused::Undecodable,
+            CodecError::TooLarge { .. }
+            | CodecError::TooManyProbes { .. }
+            | CodecError::ProbePathTooLong { .. } => Refused::Oversized,
+            CodecError::Syntax { .. }
+            | CodecError::Encode { .. }
+            | CodecError::ProbePathInvalid { .. } => Refused::Undecodable,
         }
     }
 

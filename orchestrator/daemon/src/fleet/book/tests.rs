@@ -88,6 +88,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 slice: None,
                 ports: vec![],
                 config_hash: None,
+                remote: vec![],
             })
             .collect(),
         gpu: GpuReport {
@@ -98,6 +99,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
             gpus: vec![],
         },
         slo: None,
+        probes: vec![],
     }
 }
 
