@@ -187,3 +187,47 @@ async fn a_down_peers_agent_without_a_published_port_keeps_the_grace_alone() {
     .await;
     assert!(a.world.remote_prober.probes().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_heard_again_saying_just_what_its_probes_said_ends_them() {
+    // beta's vision group is not ready (Blind exited for good), so what
+    // beta says once back (Eyes ready, nothing else) is exactly what
+    // alpha believes past the grace from Eyes's probes alone.
+    let net = MemNetwork::new();
+    let (alpha, beta) = hosts();
+    let beta = beta.replace(
+        r#"      Eyes: {ports: ["18080:8080"]}"#,
+        "      Eyes: {ports: [\"18080:8080\"]}\n      Blind: {restart: {policy: never}}",
+    );
+    let a = Harness::start_in(World::new().on(&net), &alpha).await;
+    let b = Harness::start_in(World::new().on(&net), &beta).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    b.client.group_start("vision").await.unwrap();
+    let blind = loop {
+        if let Some(id) = b.container_of("Blind").await {
+            break id;
+        }
+        settle(100).await;
+    };
+    b.world.rt.exit(&blind, 1).unwrap();
+    a.client.group_start("needs_eyes").await.unwrap();
+    a.until("Needy runs healthy", |s| s.agents.healthy == 1)
+        .await;
+    settle(2_000).await;
+    net.cut("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Down).await;
+    settle(2 * GRACE.as_millis() as u64).await;
+    assert_eq!(needy_holds_on(&a).await, [RemoteReadiness::AnswersProbe]);
+    net.heal("alpha", "beta");
+    until_peer(&a, "beta", PeerState::Alive).await;
+    settle(5_000).await;
+    assert_eq!(needy_holds_on(&a).await, [RemoteReadiness::Ready]);
+    let probed = a.world.remote_prober.probes().len();
+    settle(10_000).await;
+    assert_eq!(
+        a.world.remote_prober.probes().len(),
+        probed,
+        "beta's word replaced the probes"
+    );
+    assert_eq!(a.status().await.agents.healthy, 1);
+}

@@ -400,9 +400,10 @@ impl Owner {
             });
         }
         let (host, state) = self.fleet.take(news);
-        // A held view (the peer is down, within `peer_grace`) is released
-        // by any news of it, even news equal to what is held.
-        if self.sup.remote(&host) != &state || self.sup.remote_held_until(&host).is_some() {
+        // A held view (the peer is down, within `peer_grace`, or its agents
+        // answering probes past it) is released by any news of it, even
+        // news equal to what is held.
+        if self.sup.remote(&host) != &state || self.sup.remote_vouched(&host) {
             self.decide(now, Input::Remote { host, state });
         }
     }
