@@ -141,6 +141,10 @@ pub struct AgentStatus {
     /// with the config file's beside it; `None`: the file's count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled: Option<Scaled>,
+    /// Its cross-host dependencies (its own and its group's), each with
+    /// its state: why it runs on while another host is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteDependency>,
 }
 
 /// A replica count set at run time, and the config file's.
@@ -239,6 +243,13 @@ pub enum RemoteReadiness {
     HostDown,
     #[serde(rename = "not heard from")]
     NotHeardFrom,
+    /// Its host is down; its last known state is held for
+    /// `federation.peer_grace`.
+    #[serde(rename = "held, host down")]
+    HeldForGrace,
+    /// Its host is down; the agent answers this host's direct probe.
+    #[serde(rename = "answers its probe, host down")]
+    AnswersProbe,
     /// Planned without a daemon.
     #[serde(rename = "unknown")]
     Unknown,
@@ -252,6 +263,8 @@ impl RemoteReadiness {
             RemoteReadiness::NotReady => "not ready",
             RemoteReadiness::HostDown => "host down",
             RemoteReadiness::NotHeardFrom => "not heard from",
+            RemoteReadiness::HeldForGrace => "held, host down",
+            RemoteReadiness::AnswersProbe => "answers its probe, host down",
             RemoteReadiness::Unknown => "unknown",
         }
     }
@@ -342,6 +355,26 @@ pub struct HostSnapshot {
     /// Its groups' SLO figures.
     #[serde(default)]
     pub slo: Option<SloReport>,
+    /// Its agents' health endpoints published on its own ports, which
+    /// peers probe directly while this host's daemon is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeEndpoint>,
+}
+
+/// One replica's HTTP health probe, reachable on a port its host
+/// publishes (the agent's `ports:` map the probe's container port to it),
+/// with the agent's probe settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeEndpoint {
+    pub agent: String,
+    pub replica: u32,
+    /// The host port.
+    pub port: u16,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Failures in a row before the agent counts as unhealthy.
+    pub retries: u32,
 }
 
 /// How this host sees another one.
@@ -492,6 +525,8 @@ mod tests {
             R::NotReady,
             R::HostDown,
             R::NotHeardFrom,
+            R::HeldForGrace,
+            R::AnswersProbe,
             R::Unknown,
         ] {
             let json = serde_json::to_string(&r).unwrap();

@@ -412,6 +412,29 @@ impl fmt::Display for Wait {
     }
 }
 
+/// What keeps a replica running while a host it needs is down:
+/// `pc2/Eyes answers its probe; host pc2 is down`, or `pc2/Eyes is
+/// held for the grace; host pc2 is down`. `None` when nothing is.
+pub fn remote_holds(deps: &[crate::reply::RemoteDependency]) -> Option<String> {
+    use crate::reply::RemoteReadiness as R;
+    let parts: Vec<String> = deps
+        .iter()
+        .filter_map(|d| {
+            let how = match d.state {
+                R::AnswersProbe => "answers its probe",
+                R::HeldForGrace => "is held for the grace",
+                _ => return None,
+            };
+            let host = match &d.on {
+                Wait::RemoteAgent { host, .. } | Wait::RemoteGroup { host, .. } => host,
+                _ => return None,
+            };
+            Some(format!("{} {how}; host {host} is down", d.on))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// `a, b, group c`.
 pub fn waits(w: &[Wait]) -> String {
     w.iter()
@@ -1831,5 +1854,29 @@ mod tests {
         for (kind, text) in cases {
             assert_eq!(kind.to_string(), text);
         }
+    }
+
+    #[test]
+    fn what_keeps_a_replica_running_while_its_host_is_down_reads_in_words() {
+        use crate::reply::{RemoteDependency, RemoteReadiness as R};
+        use crate::wire::Wait;
+        let dep = |state| RemoteDependency {
+            agent: "Needy".into(),
+            on: Wait::RemoteAgent {
+                host: "pc2".into(),
+                agent: "Eyes".into(),
+            },
+            state,
+        };
+        assert_eq!(
+            super::remote_holds(&[dep(R::AnswersProbe)]).as_deref(),
+            Some("pc2/Eyes answers its probe; host pc2 is down")
+        );
+        assert_eq!(
+            super::remote_holds(&[dep(R::HeldForGrace)]).as_deref(),
+            Some("pc2/Eyes is held for the grace; host pc2 is down")
+        );
+        assert_eq!(super::remote_holds(&[dep(R::Ready)]), None);
+        assert_eq!(super::remote_holds(&[]), None);
     }
 }

@@ -173,6 +173,9 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
                     if p.role == PeerRole::Monitor {
                         put(&mut pm, "role", s("monitor"));
                     }
+                    if let Some(a) = &p.probe_address {
+                        put(&mut pm, "probe_address", s(a));
+                    }
                     Value::Mapping(pm)
                 })
                 .collect();

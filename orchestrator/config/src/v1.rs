@@ -937,6 +937,8 @@ fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
         };
         let endpoint_node = p.take("endpoint");
         let endpoint = endpoint_node.and_then(|n| zmq_endpoint(n, "the peer endpoint", d));
+        let probe_address_node = p.take("probe_address");
+        let probe_address = probe_address_node.and_then(|n| probe_address(n, d));
         let key_node = p.take("public_key");
         let keys_node = p.take("public_keys");
         let keys = match (key_node, keys_node) {
@@ -968,6 +970,9 @@ fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
         let (Some(name), Some(role)) = (name, role) else {
             continue;
         };
+        if probe_address_node.is_some() && probe_address.is_none() {
+            continue;
+        }
         let endpoint = match endpoint {
             Some(e) => e,
             None if !needs_endpoint && endpoint_node.is_none() => String::new(),
@@ -1018,9 +1023,36 @@ fn peers(node: &Node, host_name: &str, d: &mut Diagnostics) -> Vec<Peer> {
             public_key: keys.remove(0),
             next_public_key,
             role,
+            probe_address,
         });
     }
     out
+}
+
+/// Where this host reaches a peer's published ports: an IP address or a
+/// host name, without a port or a scheme.
+fn probe_address(node: &Node, d: &mut Diagnostics) -> Option<String> {
+    let s = de::name(node, "the peer probe address", d)?;
+    let host_name = s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if s.parse::<std::net::IpAddr>().is_err() && !host_name {
+        d.error_help(
+            "federation",
+            node.span,
+            format!("the peer probe address `{s}` is not an IP address or a host name"),
+            "write where this host reaches the peer's published ports, without a port: e.g. `probe_address: 192.168.1.12` or `probe_address: pc2-lan.local`",
+        );
+        return None;
+    }
+    Some(s)
 }
 
 fn heartbeat(node: &Node, d: &mut Diagnostics) -> Option<Duration> {
@@ -2076,6 +2108,49 @@ mod federation_tests {
             reread.federation.map(|f| f.peer_grace),
             Some(Duration::from_secs(45))
         );
+    }
+
+    #[test]
+    fn a_peers_probe_address_is_an_address_or_a_host_name_and_survives_conversion() {
+        let with = |address: &str| {
+            format!(
+                "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img}}\ngroups:\n  g:\n    agents:\n      A: {{}}\nfederation:\n  listen: tcp://0.0.0.0:7100\n  peers:\n    - {{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\", probe_address: \"{address}\"}}\n"
+            )
+        };
+        for good in ["192.168.1.12", "fd00::2", "pc2-lan.local", "pc2"] {
+            let config = load_str("f.yaml", &with(good), &LoadOptions::default())
+                .unwrap_or_else(|e| panic!("{good} is refused: {e:?}"))
+                .config;
+            let peer = &config.federation.as_ref().expect("federation").peers[0];
+            assert_eq!(peer.probe_address.as_deref(), Some(good));
+            assert_eq!(peer.probe_host(), Some(good));
+            let again = convert::to_v1_yaml(&config);
+            let reread = load_str("again.yaml", &again, &LoadOptions::default())
+                .expect("the converted config loads")
+                .config;
+            assert_eq!(reread.federation, config.federation, "{again}");
+        }
+        for bad in [
+            "tcp://10.0.0.2:7100",
+            "10.0.0.2:8080",
+            "pc2 lan",
+            "-pc2",
+            "a..b",
+            "",
+        ] {
+            let err = load_str("f.yaml", &with(bad), &LoadOptions::default())
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} is accepted"));
+            assert!(
+                format!("{err:?}").contains("probe address"),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let unset = load(&format!(
+            "  listen: tcp://0.0.0.0:7100\n  peers:\n    - {{name: pc2, endpoint: tcp://pc2.lan:7100, public_key: \"{KEY}\"}}\n"
+        ));
+        assert_eq!(unset.peers[0].probe_address, None);
+        assert_eq!(unset.peers[0].probe_host(), Some("pc2.lan"));
     }
 
     #[test]

@@ -1013,9 +1013,29 @@ pub struct Peer {
     /// What its key may do here.
     #[serde(default)]
     pub role: PeerRole,
+    /// Where this host reaches the ports the peer publishes for its
+    /// agents (their health endpoints), when that is not the host of
+    /// `endpoint`: a host name or an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_address: Option<String>,
 }
 
 impl Peer {
+    /// Where the peer's published ports are reached: `probe_address`, or
+    /// else the host of `endpoint` (`tcp://HOST:PORT`, an IPv6 address
+    /// without its brackets). `None` for a peer with neither (a monitor).
+    pub fn probe_host(&self) -> Option<&str> {
+        if let Some(a) = &self.probe_address {
+            return Some(a);
+        }
+        let (host, _port) = self.endpoint.strip_prefix("tcp://")?.rsplit_once(':')?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        (!host.is_empty()).then_some(host)
+    }
+
     /// Every key admitted for it: `public_key`, then `next_public_key`.
     pub fn public_keys(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.public_key.as_str()).chain(self.next_public_key.as_deref())
@@ -1294,6 +1314,36 @@ mod tests {
         assert_eq!(v.to_string(), "models:/models");
         for bad in ["x", "a:relative", ":/x", "a:/b:rx", "a:/b:ro:x"] {
             assert!(VolumeMount::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_peers_ports_are_reached_at_its_probe_address_or_its_endpoints_host() {
+        let peer = |endpoint: &str, probe_address: Option<&str>| Peer {
+            name: "pc2".into(),
+            endpoint: endpoint.into(),
+            public_key: "k".into(),
+            next_public_key: None,
+            role: PeerRole::Peer,
+            probe_address: probe_address.map(str::to_string),
+        };
+        for (endpoint, probe_address, host) in [
+            ("tcp://pc2.lan:7100", None, Some("pc2.lan")),
+            ("tcp://10.0.0.2:7100", None, Some("10.0.0.2")),
+            ("tcp://[fd00::2]:7100", None, Some("fd00::2")),
+            (
+                "tcp://pc2.lan:7100",
+                Some("192.168.1.12"),
+                Some("192.168.1.12"),
+            ),
+            ("", None, None),
+            ("", Some("pc2-lan"), Some("pc2-lan")),
+        ] {
+            assert_eq!(
+                peer(endpoint, probe_address).probe_host(),
+                host,
+                "{endpoint} {probe_address:?}"
+            );
         }
     }
 }

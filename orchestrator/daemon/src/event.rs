@@ -38,6 +38,8 @@ pub enum OwnerEvent {
     Peer(PeerNews),
     /// A peer's events from `since` on, and a receiver for later ones.
     SubscribePeer(SubscribePeer),
+    /// A direct probe of another host's agent, while that host is down.
+    RemoteProbe(RemoteProbeNews),
     /// Metrics and SLO work (`crate::observe`).
     Observe(Tick),
     /// An agent's metrics, scraped.
@@ -176,6 +178,15 @@ pub enum PeerNews {
     },
 }
 
+/// What the direct probes of another host's agent found
+/// (`crate::fleet::probes`): healthy, or unhealthy after its `retries`.
+#[derive(Debug)]
+pub struct RemoteProbeNews {
+    pub host: String,
+    pub agent: String,
+    pub healthy: bool,
+}
+
 /// Observability work for the owner.
 #[derive(Debug)]
 pub enum Tick {
@@ -248,6 +259,7 @@ news!(
     Gpu(GpuNews),
     Peer(PeerNews),
     SubscribePeer(SubscribePeer),
+    RemoteProbe(RemoteProbeNews),
     Observe(Tick),
     Scraped(Scraped),
     Reload(Reload),
@@ -304,7 +316,8 @@ pub enum Refused {
     Undecodable,
     /// A snapshot or event of another host than its sender's.
     Impostor,
-    /// An event over `crate::fleet::codec::MAX_EVENT_BYTES`.
+    /// An event over `crate::fleet::codec::MAX_EVENT_BYTES`, a snapshot
+    /// over the bounds of its health endpoints.
     Oversized,
     /// A request its sender may not make here (`crate::fleet::trust`).
     Command,

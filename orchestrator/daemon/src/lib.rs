@@ -97,6 +97,8 @@ pub struct Deps {
     pub slo_store: Arc<dyn slo_store::SloStore>,
     /// Reads the agents' own metrics.
     pub fetcher: Arc<dyn slo_scrape::MetricsFetcher>,
+    /// Probes other hosts' agents while their daemon is down.
+    pub remote_prober: Arc<dyn fleet::probes::RemoteProber>,
 }
 
 impl Deps {
@@ -117,6 +119,7 @@ impl Deps {
             slo_store: Arc::new(slo_store::FileSloStore::new(state_dir, host)),
             clock: Arc::new(clock::SystemClock),
             federation: None,
+            remote_prober: Arc::new(fleet::probes::HttpRemoteProber),
         })
     }
 }
@@ -184,6 +187,7 @@ pub async fn run(
             clock: deps.clock,
             gpu: gpu_handle.clone(),
             bus: bus.clone(),
+            remote_prober: deps.remote_prober,
             slo_store: deps.slo_store,
             fetcher: deps.fetcher,
         },

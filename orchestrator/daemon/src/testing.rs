@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::clock::ManualClock;
 use crate::event::ScrapeError;
+use crate::fleet::probes::{RemoteEndpoint, RemoteProber};
 use crate::probe::{ProbeTarget, Prober};
 use crate::slo_scrape::{MetricsFetcher, ScrapeTarget};
 use crate::slo_store::MemSloStore;
@@ -57,6 +58,62 @@ impl Prober for ScriptedProber {
             .lock()
             .unwrap()
             .get(&t.key.agent)
+            .copied()
+            .unwrap_or(false)
+    }
+}
+
+/// Another host's agents as this host's direct probes find them:
+/// answering unless told otherwise. Records every probe.
+#[derive(Debug, Default)]
+pub struct ScriptedRemoteProber {
+    silent: Mutex<BTreeMap<(String, String), bool>>,
+    probes: Mutex<Vec<ProbedRemote>>,
+}
+
+/// One direct probe of another host's agent, as made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbedRemote {
+    pub host: String,
+    pub agent: String,
+    pub addr: String,
+    pub path: String,
+}
+
+impl ScriptedRemoteProber {
+    pub fn set_answers(&self, host: &str, agent: &str, answers: bool) {
+        self.silent
+            .lock()
+            .unwrap()
+            .insert((host.to_string(), agent.to_string()), !answers);
+    }
+
+    /// Every probe made so far.
+    pub fn probes(&self) -> Vec<ProbedRemote> {
+        self.probes.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RemoteProber for ScriptedRemoteProber {
+    async fn probe(
+        &self,
+        host: &str,
+        agent: &str,
+        endpoint: &RemoteEndpoint,
+        _timeout: Duration,
+    ) -> bool {
+        self.probes.lock().unwrap().push(ProbedRemote {
+            host: host.to_string(),
+            agent: agent.to_string(),
+            addr: endpoint.addr.clone(),
+            path: endpoint.path.clone(),
+        });
+        !self
+            .silent
+            .lock()
+            .unwrap()
+            .get(&(host.to_string(), agent.to_string()))
             .copied()
             .unwrap_or(false)
     }
@@ -135,6 +192,8 @@ pub struct World {
     pub gpu: Option<Arc<FakeGpu>>,
     pub mps: Arc<FakeMps>,
     pub prober: Arc<ScriptedProber>,
+    /// Probes of other hosts' agents (while their host is down).
+    pub remote_prober: Arc<ScriptedRemoteProber>,
     pub store: MemStore,
     pub clock: ManualClock,
     /// The in-memory federation network this host joins, when its config
@@ -157,6 +216,7 @@ impl World {
             gpu: None,
             mps: Arc::new(FakeMps::default()),
             prober: Arc::new(ScriptedProber::default()),
+            remote_prober: Arc::new(ScriptedRemoteProber::default()),
             store: MemStore::new(),
             clock: ManualClock::new(1_796_000_000_000),
             net: None,
@@ -396,6 +456,7 @@ async fn launch(
         federation: None,
         slo_store: Arc::new(world.slo_store.clone()),
         fetcher: world.metrics.clone(),
+        remote_prober: world.remote_prober.clone(),
     };
     let federation = match (&world.net, &loaded.config.federation) {
         (Some(net), Some(fed)) => {

@@ -267,6 +267,7 @@ fn the_bus_config_comes_from_the_config_model() {
             public_key: key.to_z85(),
             next_public_key: None,
             role: PeerRole::Peer,
+            probe_address: None,
         }],
         secret_key_file: None,
         heartbeat: ConfigDuration::from_millis(250),

@@ -4,7 +4,9 @@
 //! Fleet views agree; cut links mark hosts down and heal by themselves;
 //! a `kill -9`ed daemon comes back with a new incarnation; commands reach
 //! other hosts; a cross-host dependency holds and releases; strangers and
-//! wrong keys are refused; a foreign (pyzmq) peer speaks the protocol.
+//! wrong keys are refused; a foreign (pyzmq) peer speaks the protocol;
+//! while a peer's daemon is dead, its agent that answers on its published
+//! port holds its dependent past the grace, until it stops answering.
 
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -443,4 +445,104 @@ fn a_foreign_pyzmq_peer_follows_a_daemon_and_asks_it_for_its_status() {
     );
     drop(d);
     drop(lan);
+}
+
+/// A port nothing listens on now, on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_dead_peers_agent_that_answers_its_published_port_holds_its_dependent_past_the_grace() {
+    // Both daemons on this machine's own network (no namespaces): the
+    // dependent host reaches the agent's published port, as it would on
+    // a LAN, at the host of the peer's `endpoint` (127.0.0.1).
+    let hosts = [Host::new("rprobe1"), Host::new("rprobe2")];
+    let k: Vec<Keys> = hosts.iter().map(keys).collect();
+    let (fed, eyes_port) = ([free_port(), free_port()], free_port());
+    let text = |i: usize, groups: &str| {
+        let j = 1 - i;
+        format!(
+            r#"version: 1
+host: {{name: {host}}}
+defaults:
+  image: {IMAGE}
+  health: {{http: {{port: 8080, path: /health}}, interval: 1s, timeout: 2s, retries: 2, start_period: 10s}}
+  stop_timeout: 2s
+groups:
+{groups}
+federation:
+  listen: "tcp://127.0.0.1:{listen}"
+  peer_grace: 10s
+  peers:
+    - {{name: {peer}, endpoint: "tcp://127.0.0.1:{peer_port}", public_key: "{key}"}}
+  keys: {{secret_key_file: {secret}}}
+"#,
+            host = hosts[i].name,
+            listen = fed[i],
+            peer = hosts[j].name,
+            peer_port = fed[j],
+            key = k[j].public,
+            secret = k[i].secret.display(),
+        )
+    };
+    let needy = format!(
+        "  needs:\n    agents:\n      Needy: {{depends_on: [{}/Eyes]}}\n",
+        hosts[1].name
+    );
+    let eyes = format!("  vision:\n    agents:\n      Eyes: {{ports: [\"{eyes_port}:8080\"]}}\n");
+    let main = Daemon::start(&hosts[0], &text(0, &needy), &[]);
+    let mut pc2 = Daemon::start(&hosts[1], &text(1, &eyes), &[]);
+    let pc2_name = hosts[1].name.as_str();
+    until_state(&main, pc2_name, "alive");
+    pc2.ctl_ok(&["group", "start", "vision", "--wait", "--timeout", "120s"]);
+    main.ctl_ok(&["group", "start", "needs", "--wait", "--timeout", "120s"]);
+    let needy_before = hosts[0].container_of("Needy").unwrap();
+    let eyes_container = hosts[1].container_of("Eyes").unwrap();
+
+    // pc2's daemon dies; Eyes runs on and answers on its published port.
+    pc2.kill9();
+    until_state(&main, pc2_name, "down");
+    let down_at = Instant::now();
+    let holds = |d: &Daemon| -> Vec<String> {
+        let agents: Vec<serde_json::Value> =
+            serde_json::from_str(&d.ctl_ok(&["-o", "json", "agents"])).unwrap();
+        let needy = agents.iter().find(|a| a["agent"] == "Needy").unwrap();
+        needy["remote"]
+            .as_array()
+            .map(|r| r.iter().map(|d| d["state"].to_string()).collect())
+            .unwrap_or_default()
+    };
+    main.wait_until("Eyes answers its probe", Duration::from_secs(30), |d| {
+        holds(d) == ["\"answers its probe, host down\""]
+    });
+    // Well past the 10s grace: Needy still runs, the same container.
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(down_at.elapsed()));
+    assert!(down_at.elapsed() > Duration::from_secs(15));
+    assert_eq!(state_of(&main, pc2_name), "down");
+    assert!(agent_running(&main, "Needy"), "{}", main.log_tail(40));
+    let needy_after = hosts[0].container_of("Needy").unwrap();
+    assert_eq!(
+        (needy_after.id.as_str(), needy_after.started_at.as_str()),
+        (needy_before.id.as_str(), needy_before.started_at.as_str()),
+        "Needy was stopped or restarted while pc2's Eyes answered"
+    );
+    let table = main.ctl_ok(&["agents"]);
+    assert!(
+        table.contains("answers its probe"),
+        "agents says why Needy runs on:\n{table}"
+    );
+
+    // Eyes stops: its probe fails, and Needy stops.
+    e2e::docker_ok(&["stop", "-t", "2", &eyes_container.id]);
+    main.wait_until("Needy stopped", Duration::from_secs(60), |d| {
+        !agent_running(d, "Needy")
+    });
+    assert_eq!(state_of(&main, pc2_name), "down");
+    drop(main);
+    drop(pc2);
 }

@@ -110,6 +110,11 @@ impl Supervisor {
                 self.gpu_unavailable = Some(reason);
             }
             Input::Remote { host, state } => self.take_remote(now, host, state),
+            Input::RemoteProbe {
+                host,
+                agent,
+                healthy,
+            } => self.take_remote_probe(host, agent, healthy),
             Input::SliceReady { key, slice } => {
                 if let crate::gpu::Slice::Mig {
                     gpu_uuid,

@@ -24,8 +24,11 @@
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
 //! - A peer that is down keeps its last known view for
-//!   `federation.peer_grace` (`remote`): its dependents here are stopped
-//!   only when it says an agent is not ready or the grace runs out.
+//!   `federation.peer_grace` (`remote`), and meanwhile its agents whose
+//!   health endpoint it published are probed directly: its dependents
+//!   here are stopped only when it (or a failed probe) says an agent is
+//!   not ready, or the grace runs out with no news (a passing probe is
+//!   news of its agent).
 //! - A daemon that lost its state infers from the running containers
 //!   which groups were started (`infer`), and stops nothing that runs.
 

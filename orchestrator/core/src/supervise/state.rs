@@ -359,6 +359,14 @@ pub enum Input {
         host: String,
         state: RemoteHost,
     },
+    /// A direct probe of another host's agent, asked for by
+    /// [`Supervisor::remote_probes`] while that host is down: `healthy`
+    /// false only once the agent's `retries` failed in a row.
+    RemoteProbe {
+        host: String,
+        agent: String,
+        healthy: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -747,6 +755,8 @@ pub struct Supervisor {
     pub(crate) remote: BTreeMap<String, RemoteHost>,
     /// Hosts that are down but whose last view is held, until when.
     pub(crate) remote_held: BTreeMap<String, Millis>,
+    /// Agents of hosts that are down whose direct probe passes (`remote`).
+    pub(crate) remote_probes: BTreeMap<String, BTreeSet<String>>,
     /// Agents in start order (the agent graph's waves), kept with the
     /// graph: every decision pass walks it.
     pub(crate) agent_order: Vec<String>,
@@ -791,6 +801,7 @@ impl Supervisor {
             restart_counts: BTreeMap::new(),
             remote: BTreeMap::new(),
             remote_held: BTreeMap::new(),
+            remote_probes: BTreeMap::new(),
             agent_order: Vec::new(),
             wall_origin: 0,
             #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Cross-host dependencies across a peer's outage, as tables: a peer that
 //! goes down keeps its last known view for `federation.peer_grace`; its
-//! dependents here stop only when it says an agent is not ready or the
-//! grace runs out with no news.
+//! dependents here stop only when it (or a direct probe of the agent)
+//! says an agent is not ready, or the grace runs out with no news.
 
 use super::tests::{Harness, config, k, remote_up};
 use super::*;
@@ -60,16 +60,29 @@ enum Said {
     EyesNotReady,
     /// Eyes runs there, not probed yet (a restarted daemon adopting it).
     EyesPending,
+    /// This host's direct probe of Eyes passed.
+    EyesAnswers,
+    /// This host's direct probe of Eyes failed `retries` times.
+    EyesFailsProbe,
 }
 
 fn say(h: &mut Harness, at: Millis, said: Said) {
     h.now = at;
+    if let Said::EyesAnswers | Said::EyesFailsProbe = said {
+        h.apply(Input::RemoteProbe {
+            host: "pc2".into(),
+            agent: "Eyes".into(),
+            healthy: matches!(said, Said::EyesAnswers),
+        });
+        return;
+    }
     let state = match said {
         Said::Down => RemoteHost::Down,
         Said::NoNews => RemoteHost::Unknown,
         Said::EyesReady => remote_up(&["Eyes"], &[]),
         Said::EyesNotReady => remote_up(&[], &[]),
         Said::EyesPending => pending_eyes(),
+        Said::EyesAnswers | Said::EyesFailsProbe => unreachable!("a probe, above"),
     };
     h.apply(Input::Remote {
         host: "pc2".into(),
@@ -145,6 +158,83 @@ fn when_a_peers_outage_stops_the_agents_that_need_it() {
             GRACE,
             &[(2_000, EyesNotReady)],
             Some(2_000),
+        ),
+        (
+            "Eyes answers its probe: held past the grace while it answers",
+            GRACE,
+            &[
+                (1_000, Down),
+                (2_000, EyesAnswers),
+                (2 * GRACE, EyesAnswers),
+            ],
+            None,
+        ),
+        (
+            "Eyes fails its probe within the grace: stopped then",
+            GRACE,
+            &[(1_000, Down), (5_000, EyesFailsProbe)],
+            Some(5_000),
+        ),
+        (
+            "Eyes answers, then fails past the grace: stopped then",
+            GRACE,
+            &[
+                (1_000, Down),
+                (2_000, EyesAnswers),
+                (GRACE + 30_000, EyesFailsProbe),
+            ],
+            Some(GRACE + 30_000),
+        ),
+        (
+            "answering past the grace, pc2 back saying Eyes is not ready: stopped",
+            GRACE,
+            &[
+                (1_000, Down),
+                (2_000, EyesAnswers),
+                (GRACE + 5_000, NoNews),
+                (GRACE + 6_000, EyesNotReady),
+            ],
+            Some(GRACE + 6_000),
+        ),
+        (
+            "answering past the grace, repeated down reports change nothing",
+            GRACE,
+            &[
+                (1_000, Down),
+                (2_000, EyesAnswers),
+                (GRACE + 5_000, Down),
+                (2 * GRACE + 9_000, Down),
+            ],
+            None,
+        ),
+        (
+            "a failed probe of a peer that is heard is no news",
+            GRACE,
+            &[(2_000, EyesFailsProbe)],
+            None,
+        ),
+        (
+            "a probe that comes after pc2 is heard again is stale",
+            GRACE,
+            &[
+                (1_000, Down),
+                (2_000, EyesAnswers),
+                (3_000, EyesReady),
+                (4_000, EyesFailsProbe),
+            ],
+            None,
+        ),
+        (
+            "a pass after a failure does not bring Eyes back before pc2 says so",
+            GRACE,
+            &[(1_000, Down), (2_000, EyesFailsProbe), (3_000, EyesAnswers)],
+            Some(2_000),
+        ),
+        (
+            "no grace: nothing is held, so nothing is probed",
+            0,
+            &[(1_000, Down), (1_500, EyesAnswers)],
+            Some(1_000),
         ),
     ];
     for (case, grace, said, stopped_at) in table {
@@ -229,4 +319,76 @@ fn a_peer_never_heard_from_has_nothing_to_hold() {
     say(&mut h, 1_000, Said::Down);
     assert_eq!(h.s.remote("pc2"), &RemoteHost::Down);
     assert_eq!(h.s.remote_held_until("pc2"), None);
+}
+
+#[test]
+fn the_daemon_is_asked_to_probe_only_what_a_down_peer_still_vouches_for() {
+    let pc2_eyes = || [("pc2".to_string(), "Eyes".to_string())].into();
+    let mut h = running_needy(GRACE);
+    assert!(h.s.remote_probes().is_empty(), "pc2 is heard: no probes");
+    say(&mut h, 1_000, Said::Down);
+    assert_eq!(h.s.remote_probes(), pc2_eyes(), "within the grace");
+    say(&mut h, 2_000, Said::EyesAnswers);
+    assert!(h.s.remote_answers_probe("pc2", "Eyes"));
+    h.at(1_000 + GRACE);
+    assert!(h.take_log().is_empty(), "Needy holds past the grace");
+    assert_eq!(h.s.remote_held_until("pc2"), None);
+    assert_eq!(
+        h.s.remote_probes(),
+        pc2_eyes(),
+        "still probed past the grace"
+    );
+    // The peer's word replaces the probes.
+    say(&mut h, GRACE + 5_000, Said::EyesReady);
+    assert!(h.s.remote_probes().is_empty());
+    assert!(!h.s.remote_answers_probe("pc2", "Eyes"));
+    // Down again, Eyes fails its probe: no longer probed, Needy stops.
+    say(&mut h, GRACE + 6_000, Said::Down);
+    assert_eq!(h.s.remote_probes(), pc2_eyes());
+    say(&mut h, GRACE + 7_000, Said::EyesFailsProbe);
+    assert_eq!(h.take_log(), ["stop Needy"]);
+    assert!(h.s.remote_probes().is_empty());
+}
+
+#[test]
+fn an_agent_nobody_here_wants_is_not_probed() {
+    let mut h = running_needy(GRACE);
+    h.cmd(|s| s.stop_group(1_000, "g", false).expect("g exists"));
+    h.finish_ops();
+    say(&mut h, 2_000, Said::Down);
+    assert!(h.s.remote_probes().is_empty(), "g is stopped");
+}
+
+#[test]
+fn past_the_grace_only_the_agents_that_answer_are_ready() {
+    let mut c = config(&[(
+        "g",
+        &[],
+        &[
+            ("Needy", &["pc2/Eyes"], 1, true),
+            ("Ears", &["pc2/Mic"], 1, true),
+        ],
+    )]);
+    c.federation = running_needy(GRACE).s.config().federation.clone();
+    let mut h = Harness::new(&[]);
+    let hashes = c
+        .agents()
+        .map(|a| (a.name.clone(), format!("{}-v1", a.name)))
+        .collect();
+    h.s = Supervisor::new(c, hashes, Persisted::default());
+    h.apply(Input::Resync { containers: vec![] });
+    h.cmd(|s| s.start_group(0, "g").expect("g exists"));
+    h.finish_ops();
+    h.apply(Input::Remote {
+        host: "pc2".into(),
+        state: remote_up(&["Eyes", "Mic"], &[]),
+    });
+    h.settle_healthy();
+    h.take_log();
+    // pc2 goes down; only Eyes published an endpoint, so only it answers.
+    say(&mut h, 1_000, Said::Down);
+    say(&mut h, 2_000, Said::EyesAnswers);
+    h.at(1_000 + GRACE);
+    assert_eq!(h.take_log(), ["stop Ears"], "Mic had only the grace");
+    assert_eq!(h.s.remote("pc2"), &remote_up(&["Eyes"], &[]));
 }

@@ -32,8 +32,12 @@ impl Refused {
         use super::codec::CodecError;
         match e {
             CodecError::NotItsOwn { .. } => Refused::Impostor,
-            CodecError::TooLarge { .. } => Refused::Oversized,
-            CodecError::Syntax { .. } | CodecError::Encode { .. } => Refused::Undecodable,
+            CodecError::TooLarge { .. }
+            | CodecError::TooManyProbes { .. }
+            | CodecError::ProbePathTooLong { .. } => Refused::Oversized,
+            CodecError::Syntax { .. }
+            | CodecError::Encode { .. }
+            | CodecError::ProbePathInvalid { .. } => Refused::Undecodable,
         }
     }
 }

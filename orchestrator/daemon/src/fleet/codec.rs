@@ -6,7 +6,11 @@
 //! What a peer says about itself is checked here: a snapshot or an event
 //! whose `host` is not the name of the peer that sent it is refused (the
 //! caller counts refusals per peer), as is an event larger than
-//! [`MAX_EVENT_BYTES`]. A refused body is never acted on, never a panic.
+//! [`MAX_EVENT_BYTES`], and a snapshot that publishes more than
+//! [`MAX_PROBE_ENDPOINTS`] health endpoints or a path this host would not
+//! send in a request line (longer than [`MAX_PROBE_PATH`], not starting
+//! with `/`, or with a space or control character). A refused body is
+//! never acted on, never a panic.
 
 use orch_api::{Envelope, Event, HostSnapshot, Reply};
 use serde::Serialize;
@@ -14,6 +18,13 @@ use serde::Serialize;
 /// The largest event a peer may send. An event is a few hundred bytes; a
 /// GPU plan error naming every GPU of a large host a few kilobytes.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The most health endpoints a peer's snapshot may publish: one per
+/// replica whose probe port it publishes.
+pub const MAX_PROBE_ENDPOINTS: usize = 1024;
+
+/// The longest health endpoint path a peer may publish, in bytes.
+pub const MAX_PROBE_PATH: usize = 256;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +50,17 @@ pub enum CodecError {
     },
     #[error("an event of {len} bytes, over the limit of {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("a snapshot publishing {len} health endpoints, over the limit of {max}")]
+    TooManyProbes { len: usize, max: usize },
+    #[error("a health endpoint path of {len} bytes for agent `{agent}`, over the limit of {max}")]
+    ProbePathTooLong {
+        agent: String,
+        len: usize,
+        max: usize,
+    },
+    /// A path that would not read as one in a request line.
+    #[error("a health endpoint path for agent `{agent}` that is not `/` and printable characters")]
+    ProbePathInvalid { agent: String },
 }
 
 impl CodecError {
@@ -80,10 +102,34 @@ pub fn encode_snapshot(s: &HostSnapshot) -> Result<Vec<u8>, CodecError> {
     encode("snapshot", s)
 }
 
-/// A snapshot from `peer`, which must be that peer's own.
+/// A snapshot from `peer`, which must be that peer's own, with its
+/// health endpoints within their bounds.
 pub fn decode_snapshot(peer: &str, body: &[u8]) -> Result<HostSnapshot, CodecError> {
     let s: HostSnapshot = decode("snapshot", body)?;
     its_own("snapshot", &s.status.host, peer)?;
+    if s.probes.len() > MAX_PROBE_ENDPOINTS {
+        return Err(CodecError::TooManyProbes {
+            len: s.probes.len(),
+            max: MAX_PROBE_ENDPOINTS,
+        });
+    }
+    for p in &s.probes {
+        if p.path.len() > MAX_PROBE_PATH {
+            return Err(CodecError::ProbePathTooLong {
+                agent: p.agent.clone(),
+                len: p.path.len(),
+                max: MAX_PROBE_PATH,
+            });
+        }
+        // INVARIANT: a published path goes into a request line as it is,
+        // so it can carry no space, line break or other control byte.
+        let printable = p.path.bytes().all(|b| b.is_ascii_graphic());
+        if !p.path.starts_with('/') || !printable {
+            return Err(CodecError::ProbePathInvalid {
+                agent: p.agent.clone(),
+            });
+        }
+    }
     Ok(s)
 }
 
@@ -187,6 +233,88 @@ mod tests {
             back.events,
             events.iter().cloned().zip(sizes).collect::<Vec<_>>()
         );
+    }
+
+    fn endpoint(path: &str) -> orch_api::ProbeEndpoint {
+        orch_api::ProbeEndpoint {
+            agent: "Eyes".into(),
+            replica: 0,
+            port: 18080,
+            path: path.into(),
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            retries: 2,
+        }
+    }
+
+    /// pc2's snapshot publishing `probes`, as bytes (the snapshot of a
+    /// daemon whose own snapshot `fleet` tests build).
+    fn snapshot_with(probes: Vec<orch_api::ProbeEndpoint>) -> Vec<u8> {
+        let mut v = serde_json::json!({
+            "status": {
+                "host": "pc2", "version": "0", "pid": 1, "uptime_ms": 0,
+                "config_path": "", "generation": 1,
+                "docker": {"connected": true, "endpoint": "", "engine_version": null,
+                           "api_version": null, "gpu_injection": "env"},
+                "gpu": {"available": false, "reason": null, "gpus": 0, "slices": 0},
+                "groups": [],
+                "agents": {"wanted": 0, "running": 0, "healthy": 0, "crashlooping": 0}
+            },
+            "agents": [],
+            "gpu": {"available": false, "reason": null, "library": null,
+                    "driver_version": null, "gpus": []}
+        });
+        v["probes"] = serde_json::to_value(probes).unwrap();
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_snapshots_health_endpoints_are_bounded() {
+        let ok = decode_snapshot("pc2", &snapshot_with(vec![endpoint("/health")])).unwrap();
+        assert_eq!(ok.probes, [endpoint("/health")]);
+        let at_limit = format!("/{}", "a".repeat(MAX_PROBE_PATH - 1));
+        assert!(decode_snapshot("pc2", &snapshot_with(vec![endpoint(&at_limit)])).is_ok());
+        assert!(
+            decode_snapshot(
+                "pc2",
+                &snapshot_with(vec![endpoint("/h"); MAX_PROBE_ENDPOINTS])
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            decode_snapshot(
+                "pc2",
+                &snapshot_with(vec![endpoint("/h"); MAX_PROBE_ENDPOINTS + 1])
+            ),
+            Err(CodecError::TooManyProbes { len, .. }) if len == MAX_PROBE_ENDPOINTS + 1
+        ));
+        let over = format!("{at_limit}a");
+        assert!(matches!(
+            decode_snapshot("pc2", &snapshot_with(vec![endpoint(&over)])),
+            Err(CodecError::ProbePathTooLong { len, .. }) if len == MAX_PROBE_PATH + 1
+        ));
+        for bad in [
+            "health",
+            "/health HTTP/1.0\r\nX-Evil: 1",
+            "/a b",
+            "/\u{7f}",
+            "/é",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    decode_snapshot("pc2", &snapshot_with(vec![endpoint(bad)])),
+                    Err(CodecError::ProbePathInvalid { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // A snapshot from before health endpoints were published.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&snapshot_with(Vec::new())).unwrap();
+        old.as_object_mut().unwrap().remove("probes");
+        let old = decode_snapshot("pc2", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(old.probes.is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`book`]: what this host knows of its peers ([`FleetBook`], pure);
 //! - [`remote`]: requests for another host ([`BusRemote`]) and the
 //!   follower of its events;
+//! - [`probes`]: the health endpoints this host publishes, and direct
+//!   probes of a down peer's agents through them;
 //! - [`trust`]: who may ask what of this host (roles, remote commands,
 //!   the operator's identity), request bounds by kind, and the audit line;
 //! - [`bridge`] (here): what arrives on the bus, decoded, to the owner
@@ -17,6 +19,7 @@
 
 pub mod book;
 pub mod codec;
+pub mod probes;
 pub mod remote;
 pub mod trust;
 
@@ -345,6 +348,7 @@ mod tests {
             public_key: "k".into(),
             next_public_key: Some("n".into()),
             role: orch_core::model::PeerRole::Monitor,
+            probe_address: None,
         });
         assert!(!restart_only(Some(&old), Some(&new)));
         assert!(!restart_only(None, None));

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use orch_api::{Event, Fleet, HostSnapshot, HostView, PeerState, PeerStatus};
 use orch_core::model::RemoteCommands;
-use orch_core::supervise::RemoteHost;
+use orch_core::supervise::{RemoteHost, Supervisor};
 use orch_federation::{Bus, DropKind};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::event::{PeerNews, SubscribePeer};
+use crate::fleet::probes::{self, RemoteProbes};
 use crate::fleet::{FleetBook, Refused, codec};
 use crate::metrics::{PeerRow, StrangerRows};
 
@@ -37,6 +38,8 @@ pub(super) struct FleetPart {
     /// `federation.remote_commands`, as the bridge checks peers' requests
     /// against it; changed by `reload`.
     remote_commands: watch::Sender<RemoteCommands>,
+    /// Direct probes of down peers' agents.
+    probes: RemoteProbes,
 }
 
 impl FleetPart {
@@ -44,8 +47,10 @@ impl FleetPart {
         bus: Option<Arc<dyn Bus>>,
         peers: impl IntoIterator<Item = &'a str> + Clone,
         remote_commands: RemoteCommands,
+        probes: RemoteProbes,
     ) -> Self {
         FleetPart {
+            probes,
             remote_commands: watch::channel(remote_commands).0,
             bus,
             book: FleetBook::new(peers.clone()),
@@ -128,6 +133,18 @@ impl FleetPart {
         }
         let state = self.book.remote_state(&peer);
         (peer, state)
+    }
+
+    /// Probes directly the agents of down peers the supervisor asks for
+    /// (`Supervisor::remote_probes`), where their snapshot published an
+    /// endpoint; stops the probes it no longer asks for.
+    pub(super) fn probe_remotes(&mut self, sup: &Supervisor) {
+        let wanted = sup.remote_probes();
+        if wanted.is_empty() && self.probes.probing().next().is_none() {
+            return;
+        }
+        self.probes
+            .set(probes::targets(&wanted, sup.config(), &self.book));
     }
 
     /// A peer's kept events from `since` on, and its live feed.
@@ -253,10 +270,15 @@ mod tests {
 
     fn part(net: &MemNetwork) -> FleetPart {
         let (bus, _inbox) = net.join(BusConfig::new("a", 1, "", Vec::new(), Timing::default()));
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
         FleetPart::new(
             Some(Arc::new(bus)),
             std::iter::empty::<&str>(),
             RemoteCommands::default(),
+            RemoteProbes::new(
+                Arc::new(probes::HttpRemoteProber),
+                crate::event::Sender::new(tx),
+            ),
         )
     }
 

@@ -10,7 +10,8 @@
 //! - `persist`: the persister (the state store, the state file's health,
 //!   retries of failed writes);
 //! - `journal`: the event log;
-//! - `fleet`: the bus, what is known of each peer, snapshot publishing;
+//! - `fleet`: the bus, what is known of each peer, snapshot publishing,
+//!   direct probes of a down peer's agents;
 //! - `observe`: the observer (counters, SLOs, `/metrics` snapshots, agent
 //!   scrapes, trace spans);
 //! - `handlers`: the answer to each request, from `crate::views` (pure
@@ -74,6 +75,8 @@ pub struct OwnerDeps {
     pub gpu: Option<GpuWorker>,
     /// The federation bus, when this host has peers.
     pub bus: Option<Arc<dyn orch_federation::Bus>>,
+    /// Probes other hosts' agents while their daemon is down.
+    pub remote_prober: Arc<dyn crate::fleet::probes::RemoteProber>,
     pub slo_store: Arc<dyn crate::slo_store::SloStore>,
     pub fetcher: Arc<dyn crate::slo_scrape::MetricsFetcher>,
 }
@@ -190,7 +193,16 @@ impl Owner {
             .as_ref()
             .map(|f| f.remote_commands)
             .unwrap_or_default();
-        let fleet = FleetPart::new(deps.bus, peers.iter().copied(), remote_commands);
+        let remote_probes = crate::fleet::probes::RemoteProbes::new(
+            deps.remote_prober,
+            event::Sender::new(tx.clone()),
+        );
+        let fleet = FleetPart::new(
+            deps.bus,
+            peers.iter().copied(),
+            remote_commands,
+            remote_probes,
+        );
         let observer = Observer::new(
             &config,
             ObserveDeps {
@@ -312,6 +324,14 @@ impl Owner {
             OwnerEvent::Gpu(news) => self.gpu(now, news),
             OwnerEvent::Peer(news) => self.peer(now, news),
             OwnerEvent::SubscribePeer(ask) => self.fleet.subscribe(ask),
+            OwnerEvent::RemoteProbe(news) => self.decide(
+                now,
+                Input::RemoteProbe {
+                    host: news.host,
+                    agent: news.agent,
+                    healthy: news.healthy,
+                },
+            ),
             OwnerEvent::Observe(tick) => return self.observe(tick),
             OwnerEvent::Scraped(s) => return self.observer.scraped(s, self.clocks.unix_ms()),
             OwnerEvent::Reload(_) => self.reload_signal(now),
@@ -410,9 +430,10 @@ impl Owner {
             );
         }
         let (host, state) = self.fleet.take(news);
-        // A held view (the peer is down, within `peer_grace`) is released
-        // by any news of it, even news equal to what is held.
-        if self.sup.remote(&host) != &state || self.sup.remote_held_until(&host).is_some() {
+        // A held view (the peer is down, within `peer_grace`, or its agents
+        // answering probes past it) is released by any news of it, even
+        // news equal to what is held.
+        if self.sup.remote(&host) != &state || self.sup.remote_vouched(&host) {
             self.decide(now, Input::Remote { host, state });
         }
     }
@@ -462,6 +483,7 @@ impl Owner {
         self.exec
             .run(sup, out.actions, |key, op| observer.op_span(sup, key, op));
         self.observer.settle_commands(&self.sup);
+        self.fleet.probe_remotes(&self.sup);
     }
 
     /// Writes the desired state; a failure is counted and said once.

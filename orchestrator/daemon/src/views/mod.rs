@@ -134,6 +134,18 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
             replicas,
             file_replicas: agent.map_or(0, |a| a.replicas),
         }),
+        remote: sup
+            .remote_dependencies(&r.key.agent)
+            .into_iter()
+            .map(|(w, _)| {
+                let on = convert::wait(&w);
+                orch_api::RemoteDependency {
+                    agent: r.key.agent.clone(),
+                    state: remote_state(sup, &on),
+                    on,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -327,6 +339,7 @@ pub fn snapshot(sup: &Supervisor, f: &Facts<'_>, slo: Option<SloReport>) -> Host
         agents: agents(sup, f.now, None).unwrap_or_default(),
         gpu: gpu(sup, f),
         slo,
+        probes: crate::fleet::probes::published(sup.config()),
     }
 }
 
@@ -412,10 +425,19 @@ fn remote_state(sup: &Supervisor, on: &orch_api::wire::Wait) -> RemoteReadiness 
         ),
         _ => return RemoteReadiness::Unknown,
     };
+    // A host that is down may still be vouched for: its agent answering
+    // a direct probe, or its last word held for the grace.
+    let answers =
+        matches!(on, Wait::RemoteAgent { host, agent } if sup.remote_answers_probe(host, agent));
     match sup.remote(host) {
         RemoteHost::Unknown => RemoteReadiness::NotHeardFrom,
         RemoteHost::Down => RemoteReadiness::HostDown,
+        RemoteHost::Up(_) if ready && answers => RemoteReadiness::AnswersProbe,
+        RemoteHost::Up(_) if ready && sup.remote_held_until(host).is_some() => {
+            RemoteReadiness::HeldForGrace
+        }
         RemoteHost::Up(_) if ready => RemoteReadiness::Ready,
+        RemoteHost::Up(_) if sup.remote_vouched(host) => RemoteReadiness::HostDown,
         RemoteHost::Up(_) => RemoteReadiness::NotReady,
     }
 }

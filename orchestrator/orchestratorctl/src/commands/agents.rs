@@ -1,9 +1,10 @@
 //! `agents [--group G]`: every replica with its phase, health, restarts
-//! and GPU slice; optional agents marked, and why a replica waits.
+//! and GPU slice; optional agents marked, why a replica waits, and what
+//! keeps it running while a host it needs is down.
 
 use anyhow::Result;
 use orch_api::AgentStatus;
-use orch_api::text::waits;
+use orch_api::text::{remote_holds, waits};
 use orch_api::wire::{Health, Phase};
 
 use super::daemon::{block_on, fail};
@@ -48,9 +49,14 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         t.row([
             a.group.clone(),
             name,
-            match a.pending {
-                Some(why) => out.dim(&format!("pending ({why})")),
-                None => phase_text(&a.phase, a.crashloop, out),
+            match (a.pending, remote_holds(&a.remote)) {
+                (Some(why), _) => out.dim(&format!("pending ({why})")),
+                (None, Some(holds)) if a.phase == Phase::Running => format!(
+                    "{} {}",
+                    phase_text(&a.phase, a.crashloop, out),
+                    out.yellow(&format!("({holds})"))
+                ),
+                (None, _) => phase_text(&a.phase, a.crashloop, out),
             },
             match a.health {
                 Health::Healthy => out.green("healthy"),

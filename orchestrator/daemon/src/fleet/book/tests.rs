@@ -89,6 +89,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 ports: vec![],
                 config_hash: None,
                 scaled: None,
+                remote: vec![],
             })
             .collect(),
         gpu: GpuReport {
@@ -99,6 +100,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
             gpus: vec![],
         },
         slo: None,
+        probes: vec![],
     }
 }
 
