@@ -348,6 +348,48 @@ async fn an_agent_that_needs_another_hosts_agent_waits_for_it_and_is_held_again(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_peer_restarting_before_it_reaches_docker_says_nothing_of_its_agents_yet() {
+    // beta's daemon restarts while its Docker Engine does not answer for a
+    // while: until it has listed its containers and probed them, it must
+    // not tell alpha that Eyes is not ready, or alpha would stop Needy.
+    let net = MemNetwork::new();
+    let alpha = config("alpha", &["beta"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  needs_eyes:\n    agents:\n      Needy: {depends_on: [beta/Eyes]}",
+    );
+    let beta = config("beta", &["alpha"]).replace(
+        "      B: {depends_on: [A]}",
+        "      B: {depends_on: [A]}\n  vision:\n    agents:\n      Eyes: {}",
+    );
+    let a = Harness::start_in(World::new().on(&net), &alpha).await;
+    let mut b = Harness::start_in(World::new().on(&net), &beta).await;
+    until_peer(&a, "beta", PeerState::Alive).await;
+    b.client.group_start("vision").await.unwrap();
+    a.client.group_start("needs_eyes").await.unwrap();
+    a.until("Needy runs", |s| s.agents.healthy == 1).await;
+    let needy = a.container_of("Needy").await.unwrap();
+    let events_before = a.events().await.len();
+
+    b.world.rt.set_unreachable(true);
+    b.restart().await;
+    settle(3_000).await;
+    b.world.rt.set_unreachable(false);
+    b.until("Eyes adopted and healthy", |s| s.agents.healthy == 1)
+        .await;
+    settle(3_000).await;
+    assert_eq!(
+        a.container_of("Needy").await.as_deref(),
+        Some(needy.as_str())
+    );
+    let after = a.events().await;
+    let about_needy: Vec<_> = after[events_before..]
+        .iter()
+        .filter(|e| e.kind.replica().is_some_and(|r| r.agent == "Needy"))
+        .collect();
+    assert!(about_needy.is_empty(), "Needy was touched: {about_needy:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_command_for_another_host_continues_the_callers_trace_there() {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};

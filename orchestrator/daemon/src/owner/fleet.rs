@@ -76,6 +76,13 @@ impl FleetPart {
         })
     }
 
+    /// Puts the next snapshot off by the shortest interval (this host's
+    /// state is not known yet).
+    pub(super) fn postpone_snapshot(&mut self) {
+        self.dirty = true;
+        self.last_snapshot = Some(Instant::now());
+    }
+
     pub(super) fn publish_snapshot(&mut self, snapshot: &HostSnapshot) {
         let Some(bus) = &self.bus else { return };
         match codec::encode_snapshot(snapshot) {

@@ -453,6 +453,13 @@ impl Owner {
     }
 
     fn publish_snapshot(&mut self) {
+        // Until Docker is listed and the running agents probed once, a
+        // snapshot would call them not ready, and peers would stop what
+        // depends on them: a daemon restart here would be an outage there.
+        if !self.observer.settled(&self.sup) {
+            self.fleet.postpone_snapshot();
+            return;
+        }
         let snapshot = self.snapshot();
         self.fleet.publish_snapshot(&snapshot);
     }

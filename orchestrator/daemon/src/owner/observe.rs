@@ -285,6 +285,12 @@ impl Observer {
         self.dirty = true;
     }
 
+    /// Whether the host's state is known well enough to tell anyone
+    /// (`/metrics`, peers); see `settle`.
+    pub(super) fn settled(&mut self, sup: &Supervisor) -> bool {
+        self.settle(sup)
+    }
+
     /// Whether the host's state is known well enough to publish: Docker
     /// listed, and every running replica with a probe probed once (or
     /// [`SETTLE_MAX`] passed). Once settled, always settled.
