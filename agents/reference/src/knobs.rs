@@ -22,9 +22,13 @@ pub const UNHEALTHY_IF_EXISTS: &str = "AGENT_UNHEALTHY_IF_EXISTS";
 pub const WORK_LATENCY: &str = "AGENT_WORK_LATENCY";
 pub const WORK_JITTER: &str = "AGENT_WORK_JITTER";
 pub const WORK_ERROR_RATE: &str = "AGENT_WORK_ERROR_RATE";
+pub const WORK_CPU: &str = "AGENT_WORK_CPU";
+
+/// The most CPU time one `/work` request may be told to burn.
+pub const MAX_WORK_CPU: Duration = Duration::from_secs(10);
 
 /// Every `AGENT_*` variable the agent reads, the SDK's listen host included.
-pub const KNOWN: [&str; 10] = [
+pub const KNOWN: [&str; 11] = [
     START_DELAY,
     CRASH_AFTER,
     EXIT_CODE,
@@ -34,6 +38,7 @@ pub const KNOWN: [&str; 10] = [
     WORK_LATENCY,
     WORK_JITTER,
     WORK_ERROR_RATE,
+    WORK_CPU,
     agent_sdk::env::AGENT_LISTEN_HOST,
 ];
 
@@ -46,6 +51,9 @@ pub struct WorkKnobs {
     pub jitter: Duration,
     /// Share of requests that fail with 500, from 0.0 to 1.0.
     pub error_rate: f64,
+    /// CPU time each request burns (on a blocking thread) before its
+    /// latency, at most [`MAX_WORK_CPU`].
+    pub cpu: Duration,
 }
 
 impl Default for WorkKnobs {
@@ -54,6 +62,7 @@ impl Default for WorkKnobs {
             latency: Duration::from_millis(20),
             jitter: Duration::ZERO,
             error_rate: 0.0,
+            cpu: Duration::ZERO,
         }
     }
 }
@@ -134,6 +143,16 @@ impl Knobs {
         if let Some(jitter) = duration(WORK_JITTER)? {
             knobs.work.jitter = jitter;
         }
+        if let Some(cpu) = duration(WORK_CPU)? {
+            if cpu > MAX_WORK_CPU {
+                bail!(
+                    "invalid {WORK_CPU}: {} is more CPU than one request may burn (at most {})",
+                    format_duration(cpu),
+                    format_duration(MAX_WORK_CPU)
+                );
+            }
+            knobs.work.cpu = cpu;
+        }
         if let Some(value) = text(WORK_ERROR_RATE)? {
             let rate: f64 = value.trim().parse().unwrap_or(f64::NAN);
             // NaN fails both comparisons, so it lands here too.
@@ -175,6 +194,9 @@ impl Knobs {
         add(WORK_LATENCY, format_duration(self.work.latency));
         if self.work.jitter != defaults.work.jitter {
             add(WORK_JITTER, format_duration(self.work.jitter));
+        }
+        if self.work.cpu != defaults.work.cpu {
+            add(WORK_CPU, format_duration(self.work.cpu));
         }
         if self.work.error_rate != defaults.work.error_rate {
             add(WORK_ERROR_RATE, self.work.error_rate.to_string());
@@ -218,6 +240,7 @@ mod tests {
             (WORK_LATENCY, "100ms"),
             (WORK_JITTER, "10ms"),
             (WORK_ERROR_RATE, "0.25"),
+            (WORK_CPU, "50ms"),
             ("AGENT_LISTEN_HOST", "127.0.0.1"),
         ])
         .unwrap();
@@ -234,6 +257,7 @@ mod tests {
                     latency: Duration::from_millis(100),
                     jitter: Duration::from_millis(10),
                     error_rate: 0.25,
+                    cpu: Duration::from_millis(50),
                 },
             }
         );
@@ -242,7 +266,7 @@ mod tests {
             "AGENT_START_DELAY=2s AGENT_CRASH_AFTER=1m AGENT_UNHEALTHY_AFTER=500ms \
              AGENT_EXIT_CODE=42 AGENT_FAIL_IF_EXISTS=/data/fail \
              AGENT_UNHEALTHY_IF_EXISTS=/data/sick AGENT_WORK_LATENCY=100ms \
-             AGENT_WORK_JITTER=10ms AGENT_WORK_ERROR_RATE=0.25"
+             AGENT_WORK_JITTER=10ms AGENT_WORK_CPU=50ms AGENT_WORK_ERROR_RATE=0.25"
         );
     }
 
@@ -263,6 +287,8 @@ mod tests {
             (EXIT_CODE, "256"),
             (EXIT_CODE, "-1"),
             (EXIT_CODE, "one"),
+            (WORK_CPU, "11s"),
+            (WORK_CPU, "lots"),
             (WORK_ERROR_RATE, "1.5"),
             (WORK_ERROR_RATE, "-0.1"),
             (WORK_ERROR_RATE, "NaN"),

@@ -68,6 +68,7 @@ ORCH_LISTEN_PORTS (default 8080). Behaviour is set by environment:
   AGENT_WORK_LATENCY         time one /work request takes (default 20ms)
   AGENT_WORK_JITTER          /work latency varies by up to this much (default 0)
   AGENT_WORK_ERROR_RATE      share of /work requests failing with 500 (default 0)
+  AGENT_WORK_CPU             CPU time each /work request burns (default 0, at most 10s)
   AGENT_LISTEN_HOST          IP address to listen on (default 0.0.0.0)
 Durations: 500ms, 2s, 1m, 1h, 1m30s.";
 

@@ -1,6 +1,7 @@
-//! `/work`: a simulated inference. It waits the configured latency (with
-//! jitter), fails at the configured rate, and records its duration in
-//! `agent_work_duration_seconds`.
+//! `/work`: a simulated inference. It burns the configured CPU time, waits
+//! the configured latency (with jitter), fails at the configured rate, and
+//! records its duration in `agent_work_duration_seconds`; the requests in
+//! it at any moment are `agent_queue_depth`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent_sdk::header::{ALLOW, HeaderValue};
 use agent_sdk::metrics::LATENCY_BUCKETS;
 use agent_sdk::{
-    Body, BodyExt, Histogram, Identity, Incoming, Limited, Method, MetricsError, Registry, Request,
-    Response, StatusCode, json,
+    Body, BodyExt, Gauge, Histogram, Identity, Incoming, Limited, Method, MetricsError, Registry,
+    Request, Response, StatusCode, json,
 };
 
 use crate::knobs::WorkKnobs;
@@ -71,12 +72,54 @@ pub fn sample_latency(knobs: &WorkKnobs, rng: &Rng) -> Duration {
     Duration::try_from_secs_f64(secs).unwrap_or(knobs.latency)
 }
 
+/// The CPU time the calling thread has used (the wall clock where the
+/// system cannot say).
+fn thread_cpu(wall: Instant) -> Duration {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_else(|_| wall.elapsed())
+}
+
+/// Burns `amount` of this thread's CPU time: the cost of a request that
+/// computes (`AGENT_WORK_CPU`), so CPU-based autoscaling has load to see.
+pub fn burn_cpu(amount: Duration) {
+    let wall = Instant::now();
+    let start = thread_cpu(wall);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    while thread_cpu(wall).saturating_sub(start) < amount {
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        std::hint::black_box(x);
+    }
+}
+
+/// One request in `/work`, counted in the queue gauge while it lives.
+struct InQueue(Gauge);
+
+impl InQueue {
+    fn enter(gauge: &Gauge) -> Self {
+        gauge.add(1.0);
+        InQueue(gauge.clone())
+    }
+}
+
+impl Drop for InQueue {
+    fn drop(&mut self) {
+        self.0.add(-1.0);
+    }
+}
+
 /// The `/work` handler and what it needs; cloned into each request.
 #[derive(Debug, Clone)]
 pub struct Work {
     knobs: WorkKnobs,
     rng: Arc<Rng>,
     duration: Histogram,
+    queue: Gauge,
     agent: Option<String>,
     replica: Option<u32>,
 }
@@ -92,10 +135,15 @@ impl Work {
             "Time taken by /work requests, failed ones included, in seconds.",
             &LATENCY_BUCKETS,
         )?;
+        let queue = registry.gauge(
+            "agent_queue_depth",
+            "Requests in /work now: being computed or waiting.",
+        )?;
         Ok(Self {
             knobs,
             rng: Arc::new(Rng::from_clock()),
             duration,
+            queue,
             agent: identity.agent.clone(),
             replica: identity.replica,
         })
@@ -113,6 +161,7 @@ impl Work {
             return response;
         }
         let started = Instant::now();
+        let _queued = InQueue::enter(&self.queue);
         // Reading the body keeps the connection reusable and lets a client
         // see its input was taken.
         let input_bytes = match Limited::new(req.into_body(), MAX_INPUT_BYTES)
@@ -127,6 +176,12 @@ impl Work {
                 );
             }
         };
+        if !self.knobs.cpu.is_zero() {
+            let cpu = self.knobs.cpu;
+            // Off the async workers: a burning request must not stall the
+            // health endpoint.
+            let _ = tokio::task::spawn_blocking(move || burn_cpu(cpu)).await;
+        }
         tokio::time::sleep(sample_latency(&self.knobs, &self.rng)).await;
         let failed = self.rng.unit() < self.knobs.error_rate;
         let took = started.elapsed();
@@ -163,6 +218,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn burning_uses_the_cpu_time_asked_for() {
+        let wall = Instant::now();
+        let before = thread_cpu(wall);
+        burn_cpu(Duration::from_millis(30));
+        let used = thread_cpu(wall) - before;
+        assert!(used >= Duration::from_millis(30), "{used:?}");
+    }
+
+    #[test]
+    fn the_queue_gauge_counts_requests_inside() {
+        let gauge = Gauge::default();
+        let a = InQueue::enter(&gauge);
+        let b = InQueue::enter(&gauge);
+        assert_eq!(gauge.get(), 2.0);
+        drop(a);
+        assert_eq!(gauge.get(), 1.0);
+        drop(b);
+        assert_eq!(gauge.get(), 0.0);
+    }
+
+    #[test]
     fn unit_stays_in_range_and_spreads() {
         let rng = Rng::new(7);
         let draws: Vec<f64> = (0..10_000).map(|_| rng.unit()).collect();
@@ -190,6 +266,7 @@ mod tests {
             latency: Duration::from_millis(100),
             jitter: Duration::from_millis(30),
             error_rate: 0.0,
+            cpu: Duration::ZERO,
         };
         let samples: Vec<Duration> = (0..1000).map(|_| sample_latency(&knobs, &rng)).collect();
         assert!(
@@ -204,6 +281,7 @@ mod tests {
             latency: Duration::from_millis(5),
             jitter: Duration::from_millis(50),
             error_rate: 0.0,
+            cpu: Duration::ZERO,
         };
         assert!((0..1000).any(|_| sample_latency(&wide, &rng).is_zero()));
     }

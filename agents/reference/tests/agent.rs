@@ -574,6 +574,44 @@ fn work_fails_at_the_configured_error_rate() {
 }
 
 #[test]
+fn work_burns_the_configured_cpu_and_the_queue_gauge_shows_requests_inside() {
+    let mut agent = Agent::spawn(&[("AGENT_WORK_CPU", "200ms"), ("AGENT_WORK_LATENCY", "1s")]);
+    let addr = agent.addr();
+    let cpu = |pid: u32| -> f64 {
+        // utime + stime of the process, in clock ticks (100 a second).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after = stat.rsplit_once(") ").unwrap().1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let pid = agent.child.id();
+    let before = cpu(pid);
+    // Two requests in flight: both are counted while they wait.
+    let calls: Vec<_> = (0..2)
+        .map(|_| thread::spawn(move || call(addr, "POST", "/work", "x")))
+        .collect();
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        let m = get(addr, "/metrics").body;
+        seen = sample(&m, "agent_queue_depth").unwrap_or(0.0);
+        if seen == 2.0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seen, 2.0, "both requests counted inside");
+    for c in calls {
+        assert_eq!(c.join().unwrap().status, 200);
+    }
+    assert_eq!(
+        sample(&get(addr, "/metrics").body, "agent_queue_depth"),
+        Some(0.0)
+    );
+    let used = cpu(pid) - before;
+    assert!(used >= 0.35, "two requests burnt {used}s of CPU");
+}
+
+#[test]
 fn bad_settings_exit_2_naming_the_setting() {
     /// Environment, arguments, and what stderr must mention.
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
