@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbox, Limits, PeerConfig, PeerView, PublishError, ReconfigureError,
+    BoxFuture, Bus, BusConfig, Limits, PeerConfig, PeerView, PublishError, ReconfigureError,
     RequestError, Role, Strangers, check_peers, unix_ms,
 };
-use crate::front::{self, Carrier, Command, Front, Inlet};
+use crate::front::{self, Carrier, Front, Inlet};
 use crate::guard::{self, Ledger, SocketEvent, Verdict};
+use crate::inbox::Inbox;
 use crate::keys::{KEY_BYTES, PublicKey, SecretKey};
 use crate::membership::Timing;
-use crate::node::{self, Frames, LogLimit, Node, Out, PeerTable};
+use crate::node::{self, Command, Frames, LogLimit, Node, Out, PeerTable};
 use crate::wire::{DropKind, MAX_BODY, TraceContext};
 
 /// The ZAP domain of the ROUTER socket.
