@@ -101,6 +101,7 @@ def main():
         for t in scrapers:
             t.start()
         if PERF:
+            os.makedirs(OUT, exist_ok=True)
             for host, pid in pids.items():
                 data = os.path.join(OUT, f"idle-perf-{host}.data")
                 perfs[host] = subprocess.Popen(

@@ -1,5 +1,5 @@
 //! The interface the daemon uses: the [`Bus`] trait, what comes in
-//! ([`Inbound`]), the per-peer view ([`PeerView`]) and the errors.
+//! ([`Inbound`](crate::Inbound)), the per-peer view ([`PeerView`]) and the errors.
 //!
 //! Bodies are JSON bytes here: their schema belongs to the control API,
 //! and the daemon encodes and decodes them itself. The bus checks only
@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::keys::{KeyFormatError, PublicKey};
-use crate::membership::{Change, PeerState, Timing};
+use crate::membership::{PeerState, Timing};
 use crate::wire::{DropKind, EncodeError, TraceContext};
 
 /// A boxed future, so that [`Bus`] stays object-safe.
@@ -24,7 +24,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// Publishing never waits: it hands the message to the transport and
 /// returns. Everything that arrives (peer snapshots, events, requests, peer
-/// state changes) comes out of the [`Inbox`] returned with the bus.
+/// state changes) comes out of the [`Inbox`](crate::Inbox) returned with the bus.
 pub trait Bus: Send + Sync + fmt::Debug {
     /// This host's name.
     fn host(&self) -> &str;
@@ -339,100 +339,6 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Something that arrived for this host.
-#[derive(Debug)]
-pub enum Inbound {
-    /// A peer's latest state.
-    Snapshot {
-        peer: String,
-        incarnation: u64,
-        sequence: u64,
-        body: Bytes,
-        trace: Option<TraceContext>,
-    },
-    /// A batch of a peer's events.
-    Events {
-        peer: String,
-        batch: Bytes,
-        trace: Option<TraceContext>,
-    },
-    /// A command from a peer; answer it with [`IncomingRequest::reply`].
-    Request(IncomingRequest),
-    /// A peer changed state, or restarted (a new incarnation while alive).
-    PeerChanged(Change),
-}
-
-/// Sends a reply back the way its request came.
-pub(crate) type Responder = Box<dyn FnOnce(Bytes) -> Result<(), PublishError> + Send>;
-
-/// A request from a peer. Answer it with [`IncomingRequest::reply`]; one
-/// dropped unanswered is answered with an `unavailable` error, so the
-/// caller never waits for a reply that will not come. While it is
-/// unanswered it counts against its peer's [`Limits::requests_in_flight`].
-pub struct IncomingRequest {
-    pub from: String,
-    /// What the sender's key may do here: the daemon decides by it which
-    /// request kinds to accept.
-    pub role: Role,
-    pub body: Bytes,
-    pub trace: Option<TraceContext>,
-    pub(crate) responder: Option<Responder>,
-    pub(crate) in_flight: Option<crate::front::InFlight>,
-}
-
-impl IncomingRequest {
-    /// Sends `body` (JSON) back to the caller. A body too large for one
-    /// message is replaced by an error reply, so the caller hears at once,
-    /// and the error is returned.
-    pub fn reply(mut self, body: Bytes) -> Result<(), PublishError> {
-        match self.responder.take() {
-            Some(respond) => respond(body),
-            None => Err(PublishError::Closed),
-        }
-    }
-}
-
-impl Drop for IncomingRequest {
-    fn drop(&mut self) {
-        if let Some(respond) = self.responder.take() {
-            let _ = respond(crate::front::refusal(
-                orch_api::ErrorCode::Unavailable,
-                "the host dropped the request without answering",
-            ));
-        }
-        self.in_flight.take();
-    }
-}
-
-impl fmt::Debug for IncomingRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IncomingRequest")
-            .field("from", &self.from)
-            .field("role", &self.role)
-            .field("body", &self.body)
-            .field("trace", &self.trace)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where inbound items come out. Peer state changes first and never
-/// dropped (only the latest per peer is kept if several wait); then each
-/// peer's items in its arrival order.
-#[derive(Debug)]
-pub struct Inbox(pub(crate) crate::front::Outlet);
-
-impl Inbox {
-    /// The next item; `None` once the bus is gone.
-    pub async fn recv(&mut self) -> Option<Inbound> {
-        self.0.recv().await
-    }
-
-    /// The next item if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Inbound> {
-        self.0.try_recv()
-    }
 }
 
 /// One peer as this host sees it.

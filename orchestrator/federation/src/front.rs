@@ -7,39 +7,20 @@
 //!
 //! [`Node`]: crate::node::Node
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use orch_api::{ApiError, ErrorCode};
-use tokio::sync::{Notify, mpsc, oneshot};
+use orch_api::ErrorCode;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::{
-    Inbound, IncomingRequest, Limits, PeerView, PublishError, RequestError, Strangers,
+use crate::bus::{Limits, PeerView, PublishError, RequestError, Strangers};
+use crate::inbox::{
+    InFlight, Inbound, IncomingRequest, Outlet, Queued, Responder, Shared, lock, refusal,
 };
-use crate::membership::Change;
-use crate::node::{self, Delivery, Frames, PeerTable};
+use crate::node::{self, Command, Delivery, Frames, PeerTable};
 use crate::wire::{self, DropKind, EncodeError, Envelope, MAX_BODY, Message, TraceContext};
-
-/// What the daemon's side asks of the node.
-#[derive(Debug)]
-pub(crate) enum Command<R> {
-    Snapshot(Frames),
-    Events(Frames),
-    Request {
-        peer: String,
-        id: u64,
-        frames: Frames,
-        reply: oneshot::Sender<Result<Bytes, RequestError>>,
-    },
-    Reply {
-        peer: String,
-        route: R,
-        frames: Frames,
-    },
-}
 
 /// How commands reach a node, and its clock.
 pub(crate) trait Carrier: Clone + Send + Sync + 'static {
@@ -158,106 +139,6 @@ impl<C: Carrier> Front<C> {
 
     pub(crate) fn strangers(&self) -> Strangers {
         node::lock(&self.table).strangers()
-    }
-}
-
-/// A control-API error reply (`orch_api::Reply::Err`), for the answers the
-/// bus gives itself: a peer over its requests in flight, a reply too large
-/// to send, a request dropped unanswered.
-pub(crate) fn refusal(code: ErrorCode, message: impl Into<String>) -> Bytes {
-    let reply = orch_api::Reply::Err(ApiError::new(code, message));
-    match serde_json::to_vec(&reply) {
-        Ok(body) => body.into(),
-        // A struct of two strings always serialises; this keeps the
-        // reply valid JSON all the same.
-        Err(_) => Bytes::from_static(b"null"),
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// What the inlet and the outlet share: each peer's bytes waiting and
-/// requests in flight, and the peer state changes not yet taken. Every
-/// hold is a few map updates.
-#[derive(Debug, Default)]
-struct Shared {
-    queued: Mutex<HashMap<String, usize>>,
-    in_flight: Mutex<HashMap<String, usize>>,
-    changes: Mutex<BTreeMap<String, Change>>,
-    wake: Notify,
-}
-
-/// An inbox item, with the peer and the bytes it is charged to.
-#[derive(Debug)]
-struct Queued {
-    peer: String,
-    cost: usize,
-    item: Inbound,
-}
-
-/// The daemon's end of the inbox.
-#[derive(Debug)]
-pub(crate) struct Outlet {
-    rx: mpsc::UnboundedReceiver<Queued>,
-    shared: Arc<Shared>,
-}
-
-impl Outlet {
-    fn take_change(&self) -> Option<Inbound> {
-        let mut changes = lock(&self.shared.changes);
-        let peer = changes.keys().next()?.clone();
-        changes.remove(&peer).map(Inbound::PeerChanged)
-    }
-
-    fn release(&self, queued: Queued) -> Inbound {
-        if let Some(n) = lock(&self.shared.queued).get_mut(&queued.peer) {
-            *n = n.saturating_sub(queued.cost);
-        }
-        queued.item
-    }
-
-    pub(crate) async fn recv(&mut self) -> Option<Inbound> {
-        loop {
-            if let Some(change) = self.take_change() {
-                return Some(change);
-            }
-            tokio::select! {
-                biased;
-                () = self.shared.wake.notified() => {}
-                item = self.rx.recv() => {
-                    return match item {
-                        Some(q) => Some(self.release(q)),
-                        None => self.take_change(),
-                    };
-                }
-            }
-        }
-    }
-
-    pub(crate) fn try_recv(&mut self) -> Option<Inbound> {
-        if let Some(change) = self.take_change() {
-            return Some(change);
-        }
-        let q = self.rx.try_recv().ok()?;
-        Some(self.release(q))
-    }
-}
-
-/// A request being answered; counts against its peer's requests in
-/// flight until dropped.
-#[derive(Debug)]
-pub(crate) struct InFlight {
-    shared: Arc<Shared>,
-    peer: String,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(n) = lock(&self.shared.in_flight).get_mut(&self.peer) {
-            *n = n.saturating_sub(1);
-        }
     }
 }
 
@@ -398,7 +279,7 @@ impl<C: Carrier> Inlet<C> {
 
     /// Sends a reply to request `id` back over `route`. A body too large
     /// for one message is replaced by an error the caller gets at once.
-    fn responder(&self, peer: String, route: C::Route, id: u64) -> crate::bus::Responder {
+    fn responder(&self, peer: String, route: C::Route, id: u64) -> Responder {
         let carrier = self.carrier.clone();
         Box::new(move |body: Bytes| {
             let (frames, outcome) = match encode(None, Message::Reply(wire::Reply { id, body })) {

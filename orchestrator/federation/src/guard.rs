@@ -142,6 +142,7 @@ impl Ledger {
         self.conns.contains_key(&fd)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }
@@ -280,6 +281,78 @@ pub(crate) fn bytes_received(fd: RawFd) -> Option<u64> {
     // zeroed() covered any tail an older kernel did not write).
     let info = unsafe { info.assume_init() };
     Some(info.tcpi_bytes_received)
+}
+
+/// Tells the bus thread that bytes arrived on a connection of a ledger,
+/// so it checks what the connections hold when something arrives instead
+/// of on a timer: an edge-triggered epoll set of their descriptors (the
+/// kernel reports each arrival once; libzmq's own reads are unaffected).
+/// A descriptor leaves the set by itself when libzmq closes it.
+#[derive(Debug)]
+pub(crate) struct Arrivals {
+    epoll: std::os::fd::OwnedFd,
+}
+
+impl Arrivals {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        // SAFETY: epoll_create1 takes flags only and returns a new
+        // descriptor, or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created here and is owned by nothing else.
+        let epoll = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Arrivals { epoll })
+    }
+
+    /// The descriptor to poll: readable once something arrived.
+    pub(crate) fn fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.epoll)
+    }
+
+    /// Watches connection `fd` (a number reused by a new connection is
+    /// watched anew).
+    pub(crate) fn watch(&self, fd: RawFd) {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: u64::try_from(fd).unwrap_or(0),
+        };
+        // SAFETY: epoll_ctl reads one epoll_event; a descriptor that is
+        // already gone makes it fail, which leaves the set as it was.
+        unsafe {
+            if libc::epoll_ctl(self.fd(), libc::EPOLL_CTL_ADD, fd, &mut event) != 0 {
+                libc::epoll_ctl(self.fd(), libc::EPOLL_CTL_MOD, fd, &mut event);
+            }
+        }
+    }
+
+    /// Stops watching `fd` (reported closed; libzmq closes it next).
+    pub(crate) fn unwatch(&self, fd: RawFd) {
+        // SAFETY: as in `watch`; DEL ignores its event argument.
+        unsafe {
+            libc::epoll_ctl(self.fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+        }
+    }
+
+    /// Takes every arrival reported so far; true when there was one.
+    pub(crate) fn drain(&self) -> bool {
+        const BATCH: usize = 64;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+        let mut any = false;
+        loop {
+            // SAFETY: the kernel writes at most BATCH events into
+            // `events`; a zero timeout never blocks.
+            let n = unsafe { libc::epoll_wait(self.fd(), events.as_mut_ptr(), BATCH as i32, 0) };
+            if n <= 0 {
+                return any;
+            }
+            any = true;
+            if (n as usize) < BATCH {
+                return any;
+            }
+        }
+    }
 }
 
 /// Shuts connection `fd` down both ways; libzmq sees it end and closes it,

@@ -50,6 +50,7 @@
 pub mod bus;
 mod front;
 mod guard;
+pub mod inbox;
 pub mod keys;
 #[cfg(any(test, feature = "fake"))]
 pub mod mem;
@@ -59,11 +60,11 @@ pub mod wire;
 pub mod zmq_bus;
 
 pub use bus::{
-    BoxFuture, Bus, BusConfig, ConfigError, Inbound, Inbox, IncomingRequest, Limits, PeerConfig,
-    PeerView, PublishError, ReconfigureError, RequestError, Role, Strangers, check_peers,
-    incarnation_now,
+    BoxFuture, Bus, BusConfig, ConfigError, Limits, PeerConfig, PeerView, PublishError,
+    ReconfigureError, RequestError, Role, Strangers, check_peers, incarnation_now,
 };
 pub use bytes::Bytes;
+pub use inbox::{Inbound, Inbox, IncomingRequest};
 pub use keys::{KeyError, PublicKey, SecretKey};
 #[cfg(any(test, feature = "fake"))]
 pub use mem::{MemBus, MemNetwork};

@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbox, PeerConfig, PeerView, PublishError, ReconfigureError,
-    RequestError, Strangers, check_peers, unix_ms,
+    BoxFuture, Bus, BusConfig, PeerConfig, PeerView, PublishError, ReconfigureError, RequestError,
+    Strangers, check_peers, unix_ms,
 };
-use crate::front::{self, Carrier, Command, Front, Inlet};
-use crate::node::{self, Node, Out, PeerTable};
+use crate::front::{self, Carrier, Front, Inlet};
+use crate::inbox::Inbox;
+use crate::node::{self, Command, Node, Out, PeerTable};
 use crate::wire::TraceContext;
 
 /// The network several [`MemBus`]es join. Cheap to clone.

@@ -17,12 +17,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::bus::{Inbound, PeerConfig, PeerView, RequestError, Role, Strangers};
-use crate::front::Command;
+use crate::bus::{PeerConfig, PeerView, RequestError, Role, Strangers};
+use crate::inbox::Inbound;
 use crate::membership::{Change, Heard, Leases, Membership, PeerState, Renewal, Timing};
 use crate::wire::{self, DropKind, Envelope, Message, TraceContext};
 
 pub(crate) type Frames = Arc<[Bytes]>;
+
+/// What the daemon's side asks of the node.
+#[derive(Debug)]
+pub(crate) enum Command<R> {
+    Snapshot(Frames),
+    Events(Frames),
+    Request {
+        peer: String,
+        id: u64,
+        frames: Frames,
+        reply: oneshot::Sender<Result<Bytes, RequestError>>,
+    },
+    Reply {
+        peer: String,
+        route: R,
+        frames: Frames,
+    },
+}
 
 /// What a node asks its bus to do.
 #[derive(Debug)]

@@ -5,7 +5,9 @@
 //! sends it [`Command`]s over a channel and wakes it through an inproc
 //! PUSH/PULL pair; the thread's poll timeout is its own schedule: the next
 //! heartbeat, the moment a silent peer's verdict falls due, or the next
-//! check of what each connection holds ([`guard`]).
+//! check of what each connection holds ([`guard`]). That check runs when
+//! bytes arrive on a connection ([`guard::Arrivals`]) and, while one
+//! holds much, on a short timer: a quiet bus does not wake for it.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -17,14 +19,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::bus::{
-    BoxFuture, Bus, BusConfig, Inbox, Limits, PeerConfig, PeerView, PublishError, ReconfigureError,
+    BoxFuture, Bus, BusConfig, Limits, PeerConfig, PeerView, PublishError, ReconfigureError,
     RequestError, Role, Strangers, check_peers, unix_ms,
 };
-use crate::front::{self, Carrier, Command, Front, Inlet};
-use crate::guard::{self, Ledger, SocketEvent, Verdict};
+use crate::front::{self, Carrier, Front, Inlet};
+use crate::guard::{self, Arrivals, Ledger, SocketEvent, Verdict};
+use crate::inbox::Inbox;
 use crate::keys::{KEY_BYTES, PublicKey, SecretKey};
 use crate::membership::Timing;
-use crate::node::{self, Frames, LogLimit, Node, Out, PeerTable};
+use crate::node::{self, Command, Frames, LogLimit, Node, Out, PeerTable};
 use crate::wire::{DropKind, MAX_BODY, TraceContext};
 
 /// The ZAP domain of the ROUTER socket.
@@ -35,13 +38,12 @@ const MAX_FRAMES: usize = 8;
 /// this, they arrive and are counted as oversized.
 const MAX_WIRE_FRAME: i64 = MAX_BODY as i64 + 64 * 1024;
 /// How often each connection's held bytes are checked against its budget
-/// while one holds more than [`QUIET`]: at the few hundred MB/s one libzmq
-/// I/O thread decrypts, a connection gains at most some MB between two
-/// checks.
+/// while one holds more than [`QUIET`], and at most how often bytes
+/// arriving make a check: at the few hundred MB/s one libzmq I/O thread
+/// decrypts, a connection gains at most some MB between two checks. While
+/// nothing arrives nothing is checked: what a connection holds grows only
+/// with what arrives on it.
 const CHECK_BUSY: Duration = Duration::from_millis(20);
-/// ...and while none does: an idle bus wakes less, and a flood starting
-/// from quiet is seen within this long.
-const CHECK_QUIET: Duration = Duration::from_millis(100);
 /// What a connection may hold and still count as quiet.
 const QUIET: u64 = 1024 * 1024;
 /// Distinct unknown keys whose refusals are rate-limited one by one; a
@@ -70,6 +72,8 @@ pub enum StartError {
     Socket(#[from] zmq::Error),
     #[error("cannot start the federation thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot watch the federation connections: {0}")]
+    Watch(std::io::Error),
 }
 
 /// What the bus thread is asked to do.
@@ -312,6 +316,8 @@ impl ZmqBus {
         };
         let (inlet, outlet) = front::inbox(Arc::clone(&table), handle.clone(), limits);
         let worker = Worker {
+            arrivals: Arrivals::new().map_err(StartError::Watch)?,
+            check_soon: true,
             node,
             table: Arc::clone(&table),
             allowed: allowed(&config.peers),
@@ -437,6 +443,11 @@ impl Bus for ZmqBus {
 
 /// The bus thread's state: every socket, and the protocol node.
 struct Worker {
+    /// Reports bytes arriving on the ledgers' connections.
+    arrivals: Arrivals,
+    /// A connection opened since the last check (pending handshakes are
+    /// capped there).
+    check_soon: bool,
     node: Node<Vec<u8>>,
     table: Arc<Mutex<PeerTable>>,
     /// Admitted keys, all roles, and the peer each names.
@@ -462,7 +473,9 @@ struct Worker {
 impl Worker {
     fn run(mut self) {
         let mut next_beat = Instant::now();
-        let mut next_check = Instant::now();
+        let mut last_check = Instant::now();
+        // `None`: no check due until something arrives.
+        let mut next_check: Option<Instant> = Some(last_check);
         loop {
             let now = Instant::now();
             if now >= next_beat {
@@ -476,9 +489,16 @@ impl Worker {
                 let outs = self.node.check(self.now());
                 self.carry(outs);
             }
-            if now >= next_check {
+            if std::mem::take(&mut self.check_soon) && next_check.is_none() {
+                next_check = Some(now.max(last_check + CHECK_BUSY));
+            }
+            if next_check.is_some_and(|at| now >= at) {
                 let busy = self.check_connections();
-                next_check = now + if busy { CHECK_BUSY } else { CHECK_QUIET };
+                last_check = now;
+                // INVARIANT: a connection holding more than QUIET is
+                // checked on the timer; below it, bytes arriving make the
+                // next check, so the bound holds with no check while quiet.
+                next_check = busy.then(|| now + CHECK_BUSY);
             }
             // Also wake when a silent peer's verdict is due: on the
             // heartbeat schedule alone it would come up to one interval
@@ -487,15 +507,14 @@ impl Worker {
             if let Some(at) = self.node.next_check_at() {
                 wake = wake.min(self.start + Duration::from_millis(at));
             }
-            // Connections are checked only while there are some.
-            if self.router_ledger.len() + self.dealers.iter().map(|d| d.ledger.len()).sum::<usize>()
-                > 0
-            {
-                wake = wake.min(next_check);
+            if let Some(at) = next_check {
+                wake = wake.min(at);
             }
             let wait = wake.saturating_duration_since(Instant::now());
             let timeout = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX) + 1;
-            let readable = match self.poll(timeout) {
+            // While a check is due anyway, arrivals need not wake the
+            // thread (a flood would wake it for every packet).
+            let readable = match self.poll(timeout, next_check.is_none()) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "federation poll failed; stopping the bus thread");
@@ -504,6 +523,9 @@ impl Worker {
             };
             if readable.monitors {
                 self.read_monitors();
+            }
+            if readable.arrivals && self.arrivals.drain() && next_check.is_none() {
+                next_check = Some(Instant::now().max(last_check + CHECK_BUSY));
             }
             if readable.zap {
                 self.serve_zap();
@@ -539,7 +561,7 @@ impl Worker {
         millis_since(self.start)
     }
 
-    fn poll(&self, timeout: i64) -> Result<Readable, zmq::Error> {
+    fn poll(&self, timeout: i64, arrivals: bool) -> Result<Readable, zmq::Error> {
         let mut items = vec![
             self.router.as_poll_item(zmq::POLLIN),
             self.zap.as_poll_item(zmq::POLLIN),
@@ -556,9 +578,13 @@ impl Worker {
                 .iter()
                 .map(|d| d.monitor.as_poll_item(zmq::POLLIN)),
         );
+        if arrivals {
+            items.push(zmq::PollItem::from_fd(self.arrivals.fd(), zmq::POLLIN));
+        }
         zmq::poll(&mut items, timeout)?;
         let n = self.dealers.len();
         Ok(Readable {
+            arrivals: arrivals && items[4 + 2 * n].is_readable(),
             router: items[0].is_readable(),
             zap: items[1].is_readable(),
             wake: items[2].is_readable(),
@@ -617,6 +643,7 @@ impl Worker {
                 self.table_strangers(|s| s.accept_failures += 1);
                 out_of_fds |= errno == libc::EMFILE || errno == libc::ENFILE;
             }
+            self.watch(event);
             self.router_ledger.event(event);
         }
         if out_of_fds {
@@ -647,6 +674,7 @@ impl Worker {
                 if event == SocketEvent::HandshakeSucceeded {
                     greet.push(d.peer.clone());
                 }
+                watch(&self.arrivals, &mut self.check_soon, event);
                 d.ledger.event(event);
             }
         }
@@ -656,6 +684,10 @@ impl Worker {
             let outs = self.node.greet(&peer, unix_ms());
             self.carry(outs);
         }
+    }
+
+    fn watch(&mut self, event: SocketEvent) {
+        watch(&self.arrivals, &mut self.check_soon, event);
     }
 
     fn table_strangers(&self, f: impl FnOnce(&mut Strangers)) {
@@ -898,7 +930,21 @@ impl Worker {
     }
 }
 
+/// Keeps the arrivals set to the ledgers' connections; a new one is
+/// checked soon.
+fn watch(arrivals: &Arrivals, check_soon: &mut bool, event: SocketEvent) {
+    match event {
+        SocketEvent::Opened(fd) => {
+            arrivals.watch(fd);
+            *check_soon = true;
+        }
+        SocketEvent::Closed(fd) => arrivals.unwatch(fd),
+        SocketEvent::AcceptFailed(_) | SocketEvent::HandshakeSucceeded | SocketEvent::Other => {}
+    }
+}
+
 struct Readable {
+    arrivals: bool,
     router: bool,
     zap: bool,
     wake: bool,

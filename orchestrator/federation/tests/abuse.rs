@@ -31,8 +31,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// What the flood may add to the bus process's peak resident memory: a
 /// connection's budget (16 MiB), one frame being decoded (4 MiB), what
-/// arrives between two checks (at most 100 ms at loopback speed), libzmq's and the
-/// allocator's slack. Without the budget the same flood takes the process
+/// arrives between two checks (at most 20 ms at loopback speed), libzmq's
+/// and the allocator's slack. Without the budget the same flood takes the process
 /// past 1 GiB.
 const FLOOD_BOUND_MIB: u64 = 160;
 /// The flood: messages of 256 frames of 4 MiB (1 GiB each).
