@@ -23,13 +23,7 @@ fn running_needy(grace: Millis) -> Harness {
         remote_commands: RemoteCommands::Operate,
         peer_grace: Duration::from_millis(grace),
     });
-    let mut h = Harness::new(&[]);
-    let hashes = c
-        .agents()
-        .map(|a| (a.name.clone(), format!("{}-v1", a.name)))
-        .collect();
-    h.s = Supervisor::new(c, hashes, Persisted::default());
-    h.apply(Input::Resync { containers: vec![] });
+    let mut h = Harness::of(c);
     h.cmd(|s| s.start_group(0, "g").expect("g exists"));
     h.finish_ops();
     h.apply(Input::Remote {
@@ -370,13 +364,7 @@ fn past_the_grace_only_the_agents_that_answer_are_ready() {
         ],
     )]);
     c.federation = running_needy(GRACE).s.config().federation.clone();
-    let mut h = Harness::new(&[]);
-    let hashes = c
-        .agents()
-        .map(|a| (a.name.clone(), format!("{}-v1", a.name)))
-        .collect();
-    h.s = Supervisor::new(c, hashes, Persisted::default());
-    h.apply(Input::Resync { containers: vec![] });
+    let mut h = Harness::of(c);
     h.cmd(|s| s.start_group(0, "g").expect("g exists"));
     h.finish_ops();
     h.apply(Input::Remote {

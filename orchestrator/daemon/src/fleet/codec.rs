@@ -195,6 +195,28 @@ pub fn decode_reply(body: &[u8]) -> Result<Reply, CodecError> {
 }
 
 #[cfg(test)]
+/// pc2's snapshot publishing `probes`, as bytes (the snapshot of a
+/// daemon whose own snapshot `fleet` tests build).
+pub(crate) fn snapshot_with(probes: Vec<orch_api::ProbeEndpoint>) -> Vec<u8> {
+    let mut v = serde_json::json!({
+        "status": {
+            "host": "pc2", "version": "0", "pid": 1, "uptime_ms": 0,
+            "config_path": "", "generation": 1,
+            "docker": {"connected": true, "endpoint": "", "engine_version": null,
+                       "api_version": null, "gpu_injection": "env"},
+            "gpu": {"available": false, "reason": null, "gpus": 0, "slices": 0},
+            "groups": [],
+            "agents": {"wanted": 0, "running": 0, "healthy": 0, "crashlooping": 0}
+        },
+        "agents": [],
+        "gpu": {"available": false, "reason": null, "library": null,
+                "driver_version": null, "gpus": []}
+    });
+    v["probes"] = serde_json::to_value(probes).unwrap_or_default();
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
@@ -245,27 +267,6 @@ mod tests {
             timeout_ms: 500,
             retries: 2,
         }
-    }
-
-    /// pc2's snapshot publishing `probes`, as bytes (the snapshot of a
-    /// daemon whose own snapshot `fleet` tests build).
-    fn snapshot_with(probes: Vec<orch_api::ProbeEndpoint>) -> Vec<u8> {
-        let mut v = serde_json::json!({
-            "status": {
-                "host": "pc2", "version": "0", "pid": 1, "uptime_ms": 0,
-                "config_path": "", "generation": 1,
-                "docker": {"connected": true, "endpoint": "", "engine_version": null,
-                           "api_version": null, "gpu_injection": "env"},
-                "gpu": {"available": false, "reason": null, "gpus": 0, "slices": 0},
-                "groups": [],
-                "agents": {"wanted": 0, "running": 0, "healthy": 0, "crashlooping": 0}
-            },
-            "agents": [],
-            "gpu": {"available": false, "reason": null, "library": null,
-                    "driver_version": null, "gpus": []}
-        });
-        v["probes"] = serde_json::to_value(probes).unwrap();
-        serde_json::to_vec(&v).unwrap()
     }
 
     #[test]

@@ -59,22 +59,8 @@ fn a_host_publishes_the_http_probes_its_ports_reach() {
 
 /// pc2's snapshot publishing `probes`, decoded as the bridge decodes it.
 fn snapshot(probes: Vec<ProbeEndpoint>) -> orch_api::HostSnapshot {
-    let mut v = serde_json::json!({
-        "status": {
-            "host": "pc2", "version": "0", "pid": 1, "uptime_ms": 0,
-            "config_path": "", "generation": 1,
-            "docker": {"connected": true, "endpoint": "", "engine_version": null,
-                       "api_version": null, "gpu_injection": "env"},
-            "gpu": {"available": false, "reason": null, "gpus": 0, "slices": 0},
-            "groups": [],
-            "agents": {"wanted": 0, "running": 0, "healthy": 0, "crashlooping": 0}
-        },
-        "agents": [],
-        "gpu": {"available": false, "reason": null, "library": null,
-                "driver_version": null, "gpus": []}
-    });
-    v["probes"] = serde_json::to_value(probes).unwrap();
-    crate::fleet::codec::decode_snapshot("pc2", &serde_json::to_vec(&v).unwrap()).unwrap()
+    let bytes = crate::fleet::codec::snapshot_with(probes);
+    crate::fleet::codec::decode_snapshot("pc2", &bytes).unwrap()
 }
 
 fn book_with(probes: Vec<ProbeEndpoint>) -> FleetBook {
