@@ -1136,18 +1136,6 @@ impl Supervisor {
         Some(latest)
     }
 
-    /// How long the group has still to stay healthy before it is ready,
-    /// when it is healthy and waits only for its `min_healthy` (`None`
-    /// otherwise: ready, or some replica not healthy).
-    pub fn group_ready_in(&self, group: &str, now: Millis) -> Option<Millis> {
-        if self.group_ready(group) || !self.group_wanted(group) {
-            return None;
-        }
-        self.group_ready_at(group)
-            .map(|at| at.saturating_sub(now))
-            .filter(|left| *left > 0)
-    }
-
     /// Where a group is: stopped, starting, ready, degraded or stopping.
     pub fn group_phase(&self, group: &str) -> GroupPhase {
         if !self.group_wanted(group) {
