@@ -676,6 +676,19 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
             to: *to,
             reset: *reset,
         },
+        C::AgentAutoscaled {
+            agent,
+            group,
+            from,
+            to,
+            cause,
+        } => EventKind::AgentAutoscaled {
+            group: group.clone(),
+            agent: agent.clone(),
+            from: *from,
+            to: *to,
+            cause: autoscale_cause(cause),
+        },
         C::AgentStaysDown {
             replica,
             group,
@@ -721,6 +734,7 @@ pub fn persisted_of(d: &StateDocument) -> core::Persisted {
         slices: Default::default(),
         restarts: Default::default(),
         scale: d.scale.clone(),
+        autoscaled: Default::default(),
         owned_mig: d
             .owned_mig
             .iter()
@@ -808,6 +822,34 @@ pub fn slo_report(host: &str, reports: &[orch_core::slo::GroupReport]) -> crate:
                     .collect(),
             })
             .collect(),
+    }
+}
+
+/// An autoscaler's reason, on the wire.
+pub fn autoscale_cause(c: &orch_core::autoscale::Cause) -> AutoscaleCause {
+    use orch_core::autoscale::{Cause, Signal};
+    match *c {
+        Cause::Signal {
+            signal,
+            value,
+            target,
+            recommended,
+            bounded,
+        } => AutoscaleCause::Signal {
+            signal: match signal {
+                Signal::Cpu => "cpu",
+                Signal::GpuUtil => "gpu-util",
+                Signal::Metric => "metric",
+                Signal::LatencySlo => "latency-slo",
+            }
+            .to_string(),
+            value,
+            target,
+            recommended,
+            bounded,
+        },
+        Cause::BelowMin { min } => AutoscaleCause::BelowMin { min },
+        Cause::AboveMax { max } => AutoscaleCause::AboveMax { max },
     }
 }
 

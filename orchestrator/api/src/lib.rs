@@ -60,4 +60,4 @@ pub use error::{
 };
 pub use reply::*;
 pub use request::{Envelope, Operator, Reply, Request, RequestClass, Response, VERSION};
-pub use wire::{Event, EventKind};
+pub use wire::{AutoscaleCause, Event, EventKind};

@@ -141,6 +141,9 @@ pub struct AgentStatus {
     /// with the config file's beside it; `None`: the file's count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaled: Option<Scaled>,
+    /// The agent's `autoscale` bounds, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleRange>,
     /// Its cross-host dependencies (its own and its group's), each with
     /// its state: why it runs on while another host is down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -148,10 +151,24 @@ pub struct AgentStatus {
 }
 
 /// A replica count set at run time, and the config file's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scaled {
     pub replicas: u32,
     pub file_replicas: u32,
+    /// Set by the agent's autoscaler rather than by `scale`.
+    #[serde(default)]
+    pub by_autoscaler: bool,
+    /// Why the autoscaler chose it (unknown for a count set by the
+    /// daemon's previous run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::wire::AutoscaleCause>,
+}
+
+/// An agent's `autoscale` bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoscaleRange {
+    pub min: u32,
+    pub max: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -524,6 +524,27 @@ impl fmt::Display for EventKind {
                 }
                 Ok(())
             }
+            AgentAutoscaled {
+                group,
+                agent,
+                from,
+                to,
+                cause,
+            } => write!(
+                f,
+                "{group}/{agent}: autoscaled from {from} to {to} replica(s): {cause}"
+            ),
+            AgentAutoscaleRefused {
+                group,
+                agent,
+                from,
+                to,
+                cause,
+                reason,
+            } => write!(
+                f,
+                "{group}/{agent}: autoscale from {from} to {to} replica(s) refused ({cause}): {reason}"
+            ),
             AgentCrashLoop {
                 replica,
                 group,
@@ -1341,6 +1362,40 @@ pub const EVENTS_STREAM_ENDED: &str =
 /// A `reload` whose new peer list the federation bus did not take.
 pub fn peers_not_taken(error: &str) -> String {
     format!("the new `federation.peers` were not taken, the old ones stay: {error}")
+}
+
+impl fmt::Display for AutoscaleCause {
+    /// `cpu at 142.0% against a target of 70.0%`, `below autoscale.min (2)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use AutoscaleCause::*;
+        match self {
+            Signal {
+                signal,
+                value,
+                target,
+                recommended,
+                bounded,
+            } => {
+                match signal.as_str() {
+                    "cpu" | "gpu-util" => write!(
+                        f,
+                        "{signal} at {value:.1}% against a target of {target:.1}%"
+                    )?,
+                    "latency-slo" => write!(
+                        f,
+                        "latency SLO burning at {value:.2}x (threshold {target:.2}x)"
+                    )?,
+                    _ => write!(f, "{signal} at {value:.2} against a target of {target:.2}")?,
+                }
+                if *bounded {
+                    write!(f, "; {recommended} recommended, held within min..max")?;
+                }
+                Ok(())
+            }
+            BelowMin { min } => write!(f, "below autoscale.min ({min})"),
+            AboveMax { max } => write!(f, "above autoscale.max ({max})"),
+        }
+    }
 }
 
 #[cfg(test)]

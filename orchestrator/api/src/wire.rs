@@ -445,7 +445,7 @@ pub enum DropReason {
 // ---------------------------------------------------------------------------
 
 /// Something that happened on a host, numbered so clients can resume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// The host it happened on.
     pub host: String,
@@ -456,7 +456,28 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Why an autoscaler changed an agent's replica count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "cause")]
+pub enum AutoscaleCause {
+    /// A signal held past its window. `value` and `target` are in the
+    /// signal's unit: percent for `cpu` and `gpu-util`, the gauge for
+    /// `metric` (summed over the replicas unless shared), the burn rate for
+    /// `latency-slo`. `bounded`: `min` or `max` cut the `recommended` count.
+    Signal {
+        signal: String,
+        value: f64,
+        target: f64,
+        recommended: u32,
+        bounded: bool,
+    },
+    /// The count was below `autoscale.min`.
+    BelowMin { min: u32 },
+    /// The count was above `autoscale.max`.
+    AboveMax { max: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum EventKind {
     GroupStarting {
@@ -512,6 +533,27 @@ pub enum EventKind {
         to: u32,
         #[serde(default)]
         reset: bool,
+    },
+    /// The agent's autoscaler set its replica count.
+    AgentAutoscaled {
+        group: String,
+        agent: String,
+        from: u32,
+        to: u32,
+        #[serde(flatten)]
+        cause: AutoscaleCause,
+    },
+    /// The agent's autoscaler wanted more replicas than the host can place
+    /// (said once per count wanted).
+    AgentAutoscaleRefused {
+        group: String,
+        agent: String,
+        from: u32,
+        to: u32,
+        #[serde(flatten)]
+        cause: AutoscaleCause,
+        /// The planner's reason.
+        reason: String,
     },
     AgentCrashLoop {
         replica: ReplicaRef,
@@ -620,6 +662,8 @@ impl EventKind {
             | AgentRestarting { group, .. }
             | AgentRestartRequested { group, .. }
             | AgentScaled { group, .. }
+            | AgentAutoscaled { group, .. }
+            | AgentAutoscaleRefused { group, .. }
             | AgentCrashLoop { group, .. }
             | AgentRecovered { group, .. }
             | AgentHeld { group, .. }
@@ -672,6 +716,8 @@ impl EventKind {
             AgentRestarting { .. } => "agent-restarting",
             AgentRestartRequested { .. } => "agent-restart-requested",
             AgentScaled { .. } => "agent-scaled",
+            AgentAutoscaled { .. } => "agent-autoscaled",
+            AgentAutoscaleRefused { .. } => "agent-autoscale-refused",
             AgentCrashLoop { .. } => "agent-crash-loop",
             AgentRecovered { .. } => "agent-recovered",
             AgentHeld { .. } => "agent-held",
@@ -997,5 +1043,58 @@ mod state_document_tests {
             let err = StateDocument::parse(text).unwrap_err().to_string();
             assert!(err.starts_with(message), "{text}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod autoscale_event_tests {
+    use super::*;
+
+    #[test]
+    fn autoscale_events_flatten_their_cause_and_round_trip() {
+        let e = Event {
+            host: "mainpc".into(),
+            seq: 7,
+            time_ms: 1,
+            kind: EventKind::AgentAutoscaled {
+                group: "g".into(),
+                agent: "Worker".into(),
+                from: 1,
+                to: 3,
+                cause: AutoscaleCause::Signal {
+                    signal: "cpu".into(),
+                    value: 142.5,
+                    target: 70.0,
+                    recommended: 3,
+                    bounded: false,
+                },
+            },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "agent-autoscaled");
+        assert_eq!(v["cause"], "signal");
+        assert_eq!(v["signal"], "cpu");
+        assert_eq!(v["value"], 142.5);
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            e.kind.to_string(),
+            "g/Worker: autoscaled from 1 to 3 replica(s): cpu at 142.5% against a target of 70.0%"
+        );
+
+        let refused = EventKind::AgentAutoscaleRefused {
+            group: "g".into(),
+            agent: "Eyes".into(),
+            from: 1,
+            to: 4,
+            cause: AutoscaleCause::AboveMax { max: 4 },
+            reason: "no room".into(),
+        };
+        let v = serde_json::to_value(&refused).unwrap();
+        assert_eq!(
+            (v["cause"].as_str(), v["max"].as_u64()),
+            (Some("above-max"), Some(4))
+        );
+        assert_eq!(serde_json::from_value::<EventKind>(v).unwrap(), refused);
     }
 }

@@ -322,6 +322,9 @@ fn autoscale(a: &Autoscale) -> Value {
     if a.down_after != Autoscale::DEFAULT_DOWN_AFTER {
         put(&mut m, "down_after", s(a.down_after));
     }
+    if a.reverse_after != Autoscale::DEFAULT_REVERSE_AFTER {
+        put(&mut m, "reverse_after", s(a.reverse_after));
+    }
     Value::Mapping(m)
 }
 

@@ -1841,6 +1841,10 @@ fn autoscale(node: &Node, d: &mut Diagnostics) -> Option<Autoscale> {
         .take("down_after")
         .and_then(|n| de::duration(n, "`autoscale.down_after`", d))
         .unwrap_or(Autoscale::DEFAULT_DOWN_AFTER);
+    let reverse_after = m
+        .take("reverse_after")
+        .and_then(|n| de::duration(n, "`autoscale.reverse_after`", d))
+        .unwrap_or(Autoscale::DEFAULT_REVERSE_AFTER);
     renamed(
         &mut m,
         &[
@@ -1875,6 +1879,7 @@ fn autoscale(node: &Node, d: &mut Diagnostics) -> Option<Autoscale> {
         latency_slo,
         up_after,
         down_after,
+        reverse_after,
     };
     // A signal written with a bad value was reported where it is written.
     let written = cpu_node.is_some() || gpu_node.is_some() || metric_node.is_some();
@@ -2248,6 +2253,7 @@ groups:
           latency_slo: true
           up_after: 30s
           down_after: 10m
+          reverse_after: 15m
       Back:
         autoscale: {min: 2, max: 4, cpu: 60%}
 "#;
@@ -2298,11 +2304,20 @@ groups:
         );
         assert!(a.latency_slo);
         assert_eq!(
-            (a.up_after, a.down_after),
-            (Duration::from_secs(30), Duration::from_secs(600))
+            (a.up_after, a.down_after, a.reverse_after),
+            (
+                Duration::from_secs(30),
+                Duration::from_secs(600),
+                Duration::from_secs(900)
+            )
         );
         // Without `replicas`, an autoscaled agent starts at `min`.
-        assert_eq!(c.agent("Back").expect("Back").replicas, 2);
+        let back = c.agent("Back").expect("Back");
+        assert_eq!(back.replicas, 2);
+        assert_eq!(
+            back.autoscale.as_ref().map(|a| a.reverse_after),
+            Some(orch_core::model::Autoscale::DEFAULT_REVERSE_AFTER)
+        );
         assert_eq!(c.agent("Registry").expect("Registry").autoscale, None);
     }
 

@@ -41,9 +41,9 @@
 //! running rollout (which pauses autoscaling) or a gap in the observations
 //! longer than `stale_after` starts the record afresh: at most one step per
 //! window. A change in the other direction than the last one waits until
-//! [`AutoscaleSettings::direction_guard`] (5 minutes) has passed since it,
-//! so the count changes direction at most once per 5 minutes, whatever the
-//! load does. That includes a scale-up soon after a scale-down: telling a
+//! the agent's `reverse_after` (5 minutes unless set) has passed since
+//! it, so the count changes direction at most once per 5 minutes, whatever
+//! the load does. That includes a scale-up soon after a scale-down: telling a
 //! load that grew from one that wobbles takes a window of its own, and
 //! readings that wobble by a few tens of percent around a constant load
 //! already look like growth past the last count now and then (the
@@ -66,8 +66,6 @@ pub struct AutoscaleSettings {
     pub tolerance: f64,
     /// A sample older than this is missing.
     pub stale_after: Millis,
-    /// How long after a change a change in the other direction waits.
-    pub direction_guard: Millis,
     /// The latency burn rate above which `latency_slo` scales up (the
     /// multi-window ticket threshold, 1: the budget spent exactly over the
     /// SLO window). The caller gives the burn rate of the window it alerts
@@ -80,7 +78,6 @@ impl Default for AutoscaleSettings {
         AutoscaleSettings {
             tolerance: 0.1,
             stale_after: 60_000,
-            direction_guard: 5 * 60_000,
             ticket_burn: 1.0,
         }
     }
@@ -395,7 +392,7 @@ impl Autoscaler {
         }
         if let Some(last) = self.last_change
             && last.direction != direction
-            && now.saturating_sub(last.at) < self.settings.direction_guard
+            && u128::from(now.saturating_sub(last.at)) < spec.reverse_after.as_millis()
         {
             return None;
         }
@@ -529,3 +526,19 @@ fn per_replica(
 
 #[cfg(test)]
 mod tests;
+
+/// The value of a gauge in a scrape: its samples summed over their label
+/// sets (an agent that splits its queue by label reports the whole).
+/// `None` when the scrape has no finite sample of that name.
+pub fn gauge(exp: &crate::slo::promtext::Exposition, name: &str) -> Option<f64> {
+    let mut seen = false;
+    let mut sum = 0.0;
+    for s in exp.samples.iter().filter(|s| s.name == name) {
+        if !s.value.is_finite() {
+            return None;
+        }
+        seen = true;
+        sum += s.value;
+    }
+    seen.then_some(sum)
+}

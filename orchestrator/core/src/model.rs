@@ -415,11 +415,15 @@ pub struct Autoscale {
     pub up_after: Duration,
     /// How long a signal must hold before a scale-down.
     pub down_after: Duration,
+    /// How long after a change a change in the other direction waits (the
+    /// count changes direction at most once in this time).
+    pub reverse_after: Duration,
 }
 
 impl Autoscale {
     pub const DEFAULT_UP_AFTER: Duration = Duration::from_secs(15);
     pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_secs(300);
+    pub const DEFAULT_REVERSE_AFTER: Duration = Duration::from_secs(300);
 
     /// Whether any signal is configured.
     pub fn has_signal(&self) -> bool {

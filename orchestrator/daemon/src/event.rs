@@ -44,6 +44,8 @@ pub enum OwnerEvent {
     Observe(Tick),
     /// An agent's metrics, scraped.
     Scraped(Scraped),
+    /// The CPU time of autoscaled replicas, read from Docker.
+    CpuRead(CpuRead),
     /// Re-read the config file (SIGHUP).
     Reload(Reload),
     /// Answered as soon as the owner gets to it: the watchdog's proof of life.
@@ -198,7 +200,24 @@ pub enum Tick {
     Scrape,
     /// Write the SLO history.
     Save,
+    /// Ask every autoscaler, and start a round of CPU readings.
+    Autoscale,
 }
+
+/// The CPU time of one replica's container, read at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuReading {
+    pub key: ReplicaKey,
+    pub container: String,
+    /// Nanoseconds used since the container started; `None` when Docker
+    /// could not say (it is retried at the next round).
+    pub used_ns: Option<u64>,
+    pub at: tokio::time::Instant,
+}
+
+/// One round of CPU readings.
+#[derive(Debug)]
+pub struct CpuRead(pub Vec<CpuReading>);
 
 /// One agent's scrape, reduced to what the SLOs need (or why not).
 #[derive(Debug)]
@@ -206,6 +225,8 @@ pub struct Scraped {
     pub key: ReplicaKey,
     pub group: String,
     pub result: Result<AgentScrape, ScrapeError>,
+    /// The autoscaler's gauge, when one was asked for and found.
+    pub gauge: Option<f64>,
 }
 
 /// Why a scrape gave nothing.
@@ -262,6 +283,7 @@ news!(
     RemoteProbe(RemoteProbeNews),
     Observe(Tick),
     Scraped(Scraped),
+    CpuRead(CpuRead),
     Reload(Reload),
     Ping(Ping),
 );

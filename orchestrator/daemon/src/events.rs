@@ -27,7 +27,7 @@ pub const UNCLEAN_GAP: u64 = 100_000;
 
 /// The events kept across a daemon restart, and the number the next
 /// daemon starts from.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Kept {
     /// The first number the next daemon may give: right after the last
     /// event when written at shutdown, [`UNCLEAN_GAP`] further otherwise.

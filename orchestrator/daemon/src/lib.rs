@@ -16,6 +16,7 @@
 
 pub mod accept;
 pub mod clock;
+pub mod cpu_stats;
 pub mod event;
 pub mod events;
 pub mod fleet;

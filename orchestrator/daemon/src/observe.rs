@@ -1,6 +1,6 @@
 //! The clock of observability: how often the owner publishes a metrics
-//! snapshot, samples availability, scrapes the agents and saves the SLO
-//! history, and the [`Tick`]s that tell it to. The ticker is its own task
+//! snapshot, samples availability, scrapes the agents, saves the SLO
+//! history and asks its autoscalers, and the [`Tick`]s that tell it to. The ticker is its own task
 //! so the owner's loop stays one `match` over events; what each tick does
 //! is in `owner/observe.rs`.
 
@@ -25,6 +25,9 @@ pub struct ObserveSettings {
     pub scrape_timeout: Duration,
     /// The SLO history is written this often (and at shutdown).
     pub save_interval: Duration,
+    /// Autoscalers are asked, and autoscaled replicas' CPU read, this
+    /// often.
+    pub autoscale_interval: Duration,
 }
 
 impl Default for ObserveSettings {
@@ -35,6 +38,7 @@ impl Default for ObserveSettings {
             scrape_interval: Duration::from_secs(10),
             scrape_timeout: Duration::from_secs(2),
             save_interval: Duration::from_secs(300),
+            autoscale_interval: Duration::from_secs(5),
         }
     }
 }
@@ -54,6 +58,7 @@ pub async fn ticker(
     let mut sample = every(settings.sample_interval);
     let mut scrape = every(settings.scrape_interval);
     let mut save = every(settings.save_interval);
+    let mut autoscale = every(settings.autoscale_interval);
     // The first save tick fires at once; there is nothing new to save yet.
     save.tick().await;
     loop {
@@ -63,6 +68,7 @@ pub async fn ticker(
             _ = sample.tick() => Tick::Sample,
             _ = scrape.tick() => Tick::Scrape,
             _ = save.tick() => Tick::Save,
+            _ = autoscale.tick() => Tick::Autoscale,
         };
         if ticks.send(tick).await.is_err() {
             return;

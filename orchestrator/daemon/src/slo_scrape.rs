@@ -33,6 +33,8 @@ pub struct ScrapeTarget {
     pub container: String,
     pub network: String,
     pub port: u16,
+    /// A gauge its autoscaler scales on (`autoscale.metric.name`).
+    pub gauge: Option<String>,
 }
 
 /// Fetches one replica's metrics text.
@@ -154,10 +156,16 @@ pub async fn http_get(
         .unwrap_or(Err(ScrapeError::Timeout(timeout)))
 }
 
-/// Reads a fetched text into what the SLOs need.
-pub fn reduce(body: &[u8], limits: &Limits) -> Result<AgentScrape, ScrapeError> {
+/// Reads a fetched text into what the SLOs need, and the autoscaler's
+/// gauge when one is named.
+pub fn reduce(
+    body: &[u8],
+    limits: &Limits,
+    gauge: Option<&str>,
+) -> Result<(AgentScrape, Option<f64>), ScrapeError> {
     let exp = promtext::parse(body, limits)?;
-    Ok(AgentScrape::extract(&exp, &AgentSeries::default())?)
+    let value = gauge.and_then(|name| orch_core::autoscale::gauge(&exp, name));
+    Ok((AgentScrape::extract(&exp, &AgentSeries::default())?, value))
 }
 
 /// Scrapes every target once, reporting each result to the owner.
@@ -175,16 +183,21 @@ pub async fn round(
                 let result = fetcher
                     .fetch(&t, timeout, limits.max_bytes)
                     .await
-                    .and_then(|body| reduce(&body, &limits));
+                    .and_then(|body| reduce(&body, &limits, t.gauge.as_deref()));
                 (t, result)
             }
         })
         .buffer_unordered(PARALLEL);
     while let Some((target, result)) = results.next().await {
+        let (result, gauge) = match result {
+            Ok((scrape, gauge)) => (Ok(scrape), gauge),
+            Err(e) => (Err(e), None),
+        };
         let scraped = Scraped {
             key: target.key,
             group: target.group,
             result,
+            gauge,
         };
         if news.send(scraped).await.is_err() {
             return;
@@ -220,8 +233,9 @@ mod tests {
         let ok = serve(format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{TEXT}").into())
             .await;
         let body = http_get(ok, "/metrics", t, 1024).await.unwrap();
-        let scrape = reduce(&body, &Limits::default()).unwrap();
+        let (scrape, gauge) = reduce(&body, &Limits::default(), None).unwrap();
         assert_eq!((scrape.requests, scrape.errors), (Some(7), Some(2)));
+        assert_eq!(gauge, None);
 
         assert_eq!(
             http_get(ok, "/metrics", t, 10).await,
@@ -257,8 +271,20 @@ mod tests {
     }
 
     #[test]
+    fn the_autoscalers_gauge_is_summed_over_its_labels() {
+        let text = b"# TYPE agent_queue_depth gauge\nagent_queue_depth{queue=\"a\"} 3\nagent_queue_depth{queue=\"b\"} 4.5\nagent_requests_total 1\n";
+        let (_, gauge) = reduce(text, &Limits::default(), Some("agent_queue_depth")).unwrap();
+        assert_eq!(gauge, Some(7.5));
+        let (_, missing) = reduce(text, &Limits::default(), Some("agent_busy")).unwrap();
+        assert_eq!(missing, None);
+        let nan = b"agent_queue_depth NaN\n";
+        let (_, refused) = reduce(nan, &Limits::default(), Some("agent_queue_depth")).unwrap();
+        assert_eq!(refused, None);
+    }
+
+    #[test]
     fn a_malformed_text_is_refused_with_its_reason() {
-        let err = reduce(b"agent_requests_total{ 3\n", &Limits::default())
+        let err = reduce(b"agent_requests_total{ 3\n", &Limits::default(), None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1"), "{err}");

@@ -129,6 +129,8 @@ type Served = (u64, u64, [u64; 3]);
 #[derive(Debug, Default)]
 pub struct ScriptedMetrics {
     agents: Mutex<BTreeMap<String, Served>>,
+    /// Gauges by agent: every replica shows the same.
+    gauges: Mutex<BTreeMap<String, BTreeMap<String, f64>>>,
     fetches: Mutex<u64>,
 }
 
@@ -149,14 +151,29 @@ impl ScriptedMetrics {
         e.2[2] += fast;
     }
 
+    /// Sets a gauge every replica of `agent` shows.
+    pub fn set_gauge(&self, agent: &str, name: &str, value: f64) {
+        let mut m = self.gauges.lock().unwrap();
+        m.entry(agent.to_string())
+            .or_default()
+            .insert(name.to_string(), value);
+    }
+
     pub fn fetches(&self) -> u64 {
         *self.fetches.lock().unwrap()
     }
 
     fn text(&self, agent: &str) -> Option<String> {
+        let gauges = self.gauges.lock().unwrap().get(agent).cloned();
         let m = self.agents.lock().unwrap();
-        let (requests, errors, buckets) = m.get(agent)?;
-        let mut t = String::from("# TYPE agent_requests_total counter\n");
+        let mut t = String::new();
+        for (name, value) in gauges.iter().flatten() {
+            t += &format!("# TYPE {name} gauge\n{name} {value}\n");
+        }
+        let Some((requests, errors, buckets)) = m.get(agent) else {
+            return gauges.map(|_| t);
+        };
+        t += "# TYPE agent_requests_total counter\n";
         t += &format!("agent_requests_total{{endpoint=\"/work\"}} {requests}\n");
         t += "agent_requests_total{endpoint=\"/health\"} 9999\n";
         t += &format!("# TYPE agent_errors_total counter\nagent_errors_total {errors}\n");

@@ -61,7 +61,9 @@ async fn scale_up_and_down_kept_across_a_restart_and_reset() {
     assert!(workers.iter().all(|a| a.scaled
         == Some(orch_api::Scaled {
             replicas: 3,
-            file_replicas: 1
+            file_replicas: 1,
+            by_autoscaler: false,
+            cause: None,
         })));
     assert!(
         agents

@@ -704,6 +704,31 @@ impl ContainerRuntime for DockerEngine {
         }
     }
 
+    async fn cpu_usage(&self, id: &str) -> Result<u64, DockerError> {
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self
+            .docker
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| DockerError::Api {
+                status: 500,
+                message: format!("no stats for container {id}"),
+            })?
+            .map_err(|e| self.container_err(e, "reading a container's stats", id))?;
+        stats
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .ok_or_else(|| DockerError::Api {
+                status: 500,
+                message: format!("the stats of container {id} carry no CPU usage"),
+            })
+    }
+
     async fn build_image(&self, context: Bytes, tag: &str) -> Result<String, DockerError> {
         let options = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")

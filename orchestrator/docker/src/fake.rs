@@ -96,6 +96,9 @@ pub enum Call {
     ImageExists {
         image: String,
     },
+    CpuUsage {
+        id: String,
+    },
     BuildImage {
         tag: String,
         context_len: usize,
@@ -120,6 +123,7 @@ impl Call {
             Call::Logs { .. } => Op::Logs,
             Call::Exec { .. } => Op::Exec,
             Call::ImageExists { .. } => Op::ImageExists,
+            Call::CpuUsage { .. } => Op::CpuUsage,
             Call::BuildImage { .. } => Op::BuildImage,
         }
     }
@@ -143,6 +147,7 @@ pub enum Op {
     Logs,
     Exec,
     ImageExists,
+    CpuUsage,
     BuildImage,
 }
 
@@ -181,6 +186,34 @@ struct FakeContainer {
     /// The exit code a graceful stop produces.
     stop_exit_code: i64,
     logs: Vec<LogChunk>,
+    /// CPU time used: what was counted until `since`, and the cores busy
+    /// from then on (real time, as the daemon measures it).
+    cpu: FakeCpu,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FakeCpu {
+    used_ns: u64,
+    /// Tokio's clock: a test with paused time sees virtual CPU time.
+    since: tokio::time::Instant,
+    cores: f64,
+}
+
+impl Default for FakeCpu {
+    fn default() -> Self {
+        FakeCpu {
+            used_ns: 0,
+            since: tokio::time::Instant::now(),
+            cores: 0.0,
+        }
+    }
+}
+
+impl FakeCpu {
+    fn used_now(&self) -> u64 {
+        let busy = self.since.elapsed().as_nanos() as f64 * self.cores;
+        self.used_ns.saturating_add(busy as u64)
+    }
 }
 
 struct FakeNetwork {
@@ -534,6 +567,19 @@ impl FakeRuntime {
             .insert(image.to_string());
     }
 
+    /// From now on the container keeps `cores` CPUs busy (1.5: one and a
+    /// half), as `cpu_usage` reports it.
+    pub fn set_cpu_load(&self, key: &str, cores: f64) -> Result<(), DockerError> {
+        let mut s = self.lock();
+        let c = s.container_mut(key)?;
+        c.cpu = FakeCpu {
+            used_ns: c.cpu.used_now(),
+            since: tokio::time::Instant::now(),
+            cores: cores.max(0.0),
+        };
+        Ok(())
+    }
+
     pub fn advance_clock(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         let mut s = self.lock();
@@ -733,6 +779,7 @@ impl ContainerRuntime for FakeRuntime {
                 created_ms,
                 stop_exit_code: 0,
                 logs: Vec::new(),
+                cpu: FakeCpu::default(),
             },
         );
         s.emit(&id, DockerEventKind::Create);
@@ -977,6 +1024,13 @@ impl ContainerRuntime for FakeRuntime {
             image: image.to_string(),
         })?;
         Ok(s.image_present(image))
+    }
+
+    async fn cpu_usage(&self, id: &str) -> Result<u64, DockerError> {
+        let mut s = self.lock();
+        s.enter(Call::CpuUsage { id: id.to_string() })?;
+        let c = s.container_mut(id)?;
+        Ok(c.cpu.used_now())
     }
 
     async fn build_image(&self, context: Bytes, tag: &str) -> Result<String, DockerError> {

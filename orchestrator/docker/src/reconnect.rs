@@ -186,6 +186,14 @@ impl ContainerRuntime for Reconnecting {
         self.seen(r)
     }
 
+    async fn cpu_usage(&self, id: &str) -> Result<u64, DockerError> {
+        let r = match self.engine().await {
+            Ok(e) => e.cpu_usage(id).await,
+            Err(e) => Err(e),
+        };
+        self.seen(r)
+    }
+
     async fn build_image(&self, context: Bytes, tag: &str) -> Result<String, DockerError> {
         let r = match self.engine().await {
             Ok(e) => e.build_image(context, tag).await,

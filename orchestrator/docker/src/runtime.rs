@@ -87,6 +87,11 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
 
     async fn image_exists(&self, image: &str) -> Result<bool, DockerError>;
 
+    /// The CPU time the container has used since it started, in
+    /// nanoseconds (the stats API's `cpu_stats.cpu_usage.total_usage`, read
+    /// once, without waiting for a second sample).
+    async fn cpu_usage(&self, id: &str) -> Result<u64, DockerError>;
+
     /// Builds an image from a tar build context (a `Dockerfile` at its root)
     /// and tags it; returns the image id. Base images are never pulled.
     async fn build_image(&self, context: Bytes, tag: &str) -> Result<String, DockerError>;

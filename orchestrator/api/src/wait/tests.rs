@@ -42,6 +42,7 @@ fn agent(group: &str, name: &str, phase: Phase, required: bool) -> AgentStatus {
         ports: vec![],
         config_hash: None,
         scaled: None,
+        autoscale: None,
         remote: vec![],
     }
 }

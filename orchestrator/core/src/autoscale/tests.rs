@@ -20,6 +20,7 @@ fn spec(min: u32, max: u32) -> Autoscale {
         latency_slo: false,
         up_after: Duration::from_secs(15),
         down_after: Duration::from_secs(60),
+        reverse_after: Duration::from_secs(300),
     }
 }
 

@@ -210,6 +210,7 @@ fn supervision_settings_change_in_place() {
         latency_slo: false,
         up_after: Duration::from_secs(15),
         down_after: Duration::from_secs(300),
+        reverse_after: Duration::from_secs(300),
     };
     let health = HealthCheck {
         interval: Duration::from_secs(9),
@@ -459,6 +460,7 @@ fn every_field_of_an_agent_is_compared() {
                     latency_slo: false,
                     up_after: Duration::from_secs(15),
                     down_after: Duration::from_secs(300),
+                    reverse_after: Duration::from_secs(300),
                 })
             },
             false,

@@ -327,6 +327,30 @@ impl Supervisor {
         agent: &str,
         replicas: Option<u32>,
     ) -> Result<Commanded<(u32, u32)>, CommandError> {
+        self.set_count(now, group, agent, replicas, None)
+    }
+
+    /// Sets an agent's replica count by its autoscaler's decision: as
+    /// `scale`, with the decision kept (`autoscaled`) to say why the agent
+    /// has the replicas it has.
+    pub fn autoscale_agent(
+        &mut self,
+        now: Millis,
+        group: &str,
+        agent: &str,
+        decision: crate::autoscale::Decision,
+    ) -> Result<Commanded<(u32, u32)>, CommandError> {
+        self.set_count(now, group, agent, Some(decision.to), Some(decision))
+    }
+
+    fn set_count(
+        &mut self,
+        now: Millis,
+        group: &str,
+        agent: &str,
+        replicas: Option<u32>,
+        decision: Option<crate::autoscale::Decision>,
+    ) -> Result<Commanded<(u32, u32)>, CommandError> {
         let file = self
             .config
             .agent(agent)
@@ -375,13 +399,28 @@ impl Supervisor {
             a.replicas = to;
         }
         let mut out = Outcome::default();
-        out.events.push(SupervisorEvent::AgentScaled {
-            agent: agent.to_string(),
-            group: group.to_string(),
-            from,
-            to,
-            reset: replicas.is_none(),
-        });
+        match decision {
+            Some(d) => {
+                self.autoscaled.insert(agent.to_string(), Some(d));
+                out.events.push(SupervisorEvent::AgentAutoscaled {
+                    agent: agent.to_string(),
+                    group: group.to_string(),
+                    from,
+                    to,
+                    cause: d.cause,
+                });
+            }
+            None => {
+                self.autoscaled.remove(agent);
+                out.events.push(SupervisorEvent::AgentScaled {
+                    agent: agent.to_string(),
+                    group: group.to_string(),
+                    from,
+                    to,
+                    reset: replicas.is_none(),
+                });
+            }
+        }
         out.persist();
         self.settle(now, &mut out);
         Ok(Commanded {
@@ -473,6 +512,8 @@ impl Supervisor {
             }
             _ => false,
         });
+        let scale = &self.scale;
+        self.autoscaled.retain(|agent, _| scale.contains_key(agent));
         self.hashes = hashes;
         self.started.retain(|g| config.group(g).is_some());
         self.stopped.retain(|g| config.group(g).is_some());

@@ -425,7 +425,7 @@ pub enum Action {
 
 /// What operators see happen. The control API has its own wire form of
 /// these (`orch_api::EventKind`); this one may change freely.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SupervisorEvent {
     GroupStarting {
         group: String,
@@ -503,6 +503,14 @@ pub enum SupervisorEvent {
         from: u32,
         to: u32,
         reset: bool,
+    },
+    /// The agent's autoscaler set its replica count.
+    AgentAutoscaled {
+        agent: String,
+        group: String,
+        from: u32,
+        to: u32,
+        cause: crate::autoscale::Cause,
     },
     /// An operator asked for a restart (`agent restart`).
     AgentRestartRequested {
@@ -705,6 +713,9 @@ pub struct Persisted {
     /// `replicas`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scale: BTreeMap<String, u32>,
+    /// Agents of `scale` whose count their autoscaler set.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub autoscaled: BTreeSet<String>,
 }
 
 /// A MIG GPU instance made by this orchestrator.
@@ -732,6 +743,9 @@ pub struct Supervisor {
     /// Replica counts set at run time, by agent (see `Persisted::scale`);
     /// `agents` holds them as the agents' `replicas`.
     pub(crate) scale: BTreeMap<String, u32>,
+    /// Agents of `scale` whose count their autoscaler set, with its last
+    /// decision (`None` when set by a previous run).
+    pub(crate) autoscaled: BTreeMap<String, Option<crate::autoscale::Decision>>,
     /// Armed by `infer_intent`, used once on the first listing of Docker.
     pub(crate) inference: Option<StateOrigin>,
     /// Groups being restarted: held down until fully stopped, then started.
@@ -788,6 +802,7 @@ impl Supervisor {
             started: BTreeSet::new(),
             stopped: BTreeSet::new(),
             scale: BTreeMap::new(),
+            autoscaled: BTreeMap::new(),
             inference: None,
             restarting: BTreeSet::new(),
             generation: persisted.generation,
@@ -824,6 +839,12 @@ impl Supervisor {
                 s.scale.insert(agent, n);
             }
         }
+        s.autoscaled = persisted
+            .autoscaled
+            .into_iter()
+            .filter(|a| s.scale.contains_key(a))
+            .map(|a| (a, None))
+            .collect();
         s.stopped = persisted
             .stopped_groups
             .into_iter()
@@ -1056,6 +1077,7 @@ impl Supervisor {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             scale: self.scale.clone(),
+            autoscaled: self.autoscaled.keys().cloned().collect(),
         }
     }
 
@@ -1068,6 +1090,12 @@ impl Supervisor {
     /// The count set at run time for `agent`, if any (`scale`).
     pub fn scaled(&self, agent: &str) -> Option<u32> {
         self.scale.get(agent).copied()
+    }
+
+    /// Whether `agent`'s count was set by its autoscaler, and its last
+    /// decision when this run made it.
+    pub fn autoscaled(&self, agent: &str) -> Option<Option<&crate::autoscale::Decision>> {
+        self.autoscaled.get(agent).map(Option::as_ref)
     }
 
     /// Tells the supervisor the wall clock (Unix ms) at its time zero, so

@@ -132,6 +132,7 @@ fn counts_the_agent_cannot_run_with_are_refused_and_change_nothing() {
         latency_slo: false,
         up_after: Duration::from_secs(15),
         down_after: Duration::from_secs(300),
+        reverse_after: Duration::from_secs(300),
     });
     a.ports = vec![PortMapping {
         host_ip: None,

@@ -431,7 +431,12 @@ impl Owner {
     /// changes: the planner is asked as `plan` would be, with the agent at
     /// its new count, and any request it could place before and cannot now
     /// refuses the scale.
-    fn scale_fits(&self, group: &str, agent: &str, replicas: Option<u32>) -> Result<(), Rejection> {
+    pub(super) fn scale_fits(
+        &self,
+        group: &str,
+        agent: &str,
+        replicas: Option<u32>,
+    ) -> Result<(), Rejection> {
         let Some(a) = self.sup.config().agent(agent).filter(|a| a.group == group) else {
             return Ok(());
         };

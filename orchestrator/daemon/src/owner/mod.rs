@@ -14,11 +14,14 @@
 //!   direct probes of a down peer's agents;
 //! - `observe`: the observer (counters, SLOs, `/metrics` snapshots, agent
 //!   scrapes, trace spans);
+//! - `autoscale`: the autoscalers, their readings (CPU from Docker, GPU
+//!   utilisation, the agents' gauges, latency burn) and their decisions;
 //! - `handlers`: the answer to each request, from `crate::views` (pure
 //!   queries) or a supervisor command.
 //!
 //! Nothing else mutates host state. No lock is held across an await.
 
+mod autoscale;
 mod exec;
 mod fleet;
 mod handlers;
@@ -44,6 +47,7 @@ use crate::event::{self, DockerNews, GpuNews, HealthNews, OpDone, OwnerEvent, Pe
 use crate::gpu::GpuWorker;
 use crate::probe::Prober;
 use crate::store::StateStore;
+use autoscale::{Autoscaling, Readings};
 use exec::{ExecDeps, Executor};
 use fleet::FleetPart;
 use journal::Journal;
@@ -147,6 +151,7 @@ pub struct Owner {
     exec: Executor,
     fleet: FleetPart,
     observer: Observer,
+    scaling: Autoscaling,
 }
 
 impl std::fmt::Debug for Owner {
@@ -165,6 +170,7 @@ impl Owner {
         tx: mpsc::Sender<OwnerEvent>,
     ) -> Result<Self, crate::store::StoreError> {
         let journal_store = deps.store.clone();
+        let stats_rt = deps.rt.clone();
         let (persister, persisted, origin) =
             Persister::open(deps.store, deps.clock.unix_ms(), settings.fresh)?;
         let config = loaded.config;
@@ -208,7 +214,7 @@ impl Owner {
             ObserveDeps {
                 store: deps.slo_store,
                 fetcher: deps.fetcher,
-                scraped: event::Sender::new(tx),
+                scraped: event::Sender::new(tx.clone()),
                 settings: settings.observe,
             },
         );
@@ -217,6 +223,7 @@ impl Owner {
         sup.infer_intent(origin);
         let clocks = Clocks::new(deps.clock.clone());
         sup.set_wall_origin(clocks.wall_at_epoch);
+        let scaling = Autoscaling::new(stats_rt, event::Sender::new(tx), clocks.epoch);
         Ok(Owner {
             sup,
             clocks,
@@ -229,6 +236,7 @@ impl Owner {
             exec,
             fleet,
             observer,
+            scaling,
         })
     }
 
@@ -333,7 +341,13 @@ impl Owner {
                 },
             ),
             OwnerEvent::Observe(tick) => return self.observe(tick),
-            OwnerEvent::Scraped(s) => return self.observer.scraped(s, self.clocks.unix_ms()),
+            OwnerEvent::Scraped(s) => {
+                if let Some(v) = s.gauge {
+                    self.scaling.gauge(s.key.clone(), v, self.clocks.now());
+                }
+                return self.observer.scraped(s, self.clocks.unix_ms());
+            }
+            OwnerEvent::CpuRead(read) => return self.scaling.cpu_read(&self.sup, read),
             OwnerEvent::Reload(_) => self.reload_signal(now),
             OwnerEvent::Ping(ping) => {
                 let _ = ping.0.send(());
@@ -449,6 +463,60 @@ impl Owner {
             Tick::Sample => self.observer.sample(&self.sup, now_ms),
             Tick::Scrape => self.observer.scrape(&self.sup),
             Tick::Save => self.observer.save(),
+            Tick::Autoscale => self.autoscale(),
+        }
+    }
+
+    /// Asks every autoscaler and carries out its decisions as `scale`
+    /// commands. A scale-up the planner cannot place is refused (said once
+    /// per count and wanted count) and goes as far as the GPUs hold, if
+    /// that is further than now.
+    fn autoscale(&mut self) {
+        if !Autoscaling::wanted(&self.sup) {
+            return;
+        }
+        let now = self.clocks.decide();
+        let unix_ms = self.clocks.unix_ms();
+        let observer = &self.observer;
+        let burn = |g: &str| observer.latency_burn(g, unix_ms);
+        let readings = Readings {
+            now,
+            telemetry: self.exec.telemetry(),
+            latency_burn: &burn,
+        };
+        let decisions = self.scaling.tick(&self.sup, &readings);
+        for (group, agent, mut decision) in decisions {
+            if let Err(rejection) = self.scale_fits(&group, &agent, Some(decision.to)) {
+                // As many as the GPUs hold, if more than now.
+                let fits = (decision.from + 1..decision.to)
+                    .rev()
+                    .find(|n| self.scale_fits(&group, &agent, Some(*n)).is_ok());
+                if let Some(r) = self.scaling.refused(&group, &agent, decision) {
+                    tracing::warn!(group = %r.group, agent = %r.agent, to = r.decision.to, "autoscale refused: {rejection}");
+                    self.journal.note(
+                        orch_api::EventKind::AgentAutoscaleRefused {
+                            group: r.group,
+                            agent: r.agent,
+                            from: r.decision.from,
+                            to: r.decision.to,
+                            cause: orch_api::convert::autoscale_cause(&r.decision.cause),
+                            reason: rejection.to_string(),
+                        },
+                        self.clocks.decided_unix_ms(),
+                    );
+                }
+                match fits {
+                    Some(n) => decision.to = n,
+                    None => continue,
+                }
+            }
+            match self.sup.autoscale_agent(now, &group, &agent, decision) {
+                Ok(done) => self.carry_out(done.outcome),
+                Err(e) => {
+                    let e = crate::views::command_error(&self.sup, &e);
+                    tracing::warn!(%group, %agent, "autoscale not applied: {e}");
+                }
+            }
         }
     }
 

@@ -350,6 +350,17 @@ impl Observer {
         self.dirty = true;
     }
 
+    /// A group's latency burn rate over the shortest window, when it has a
+    /// latency SLO with events in that window.
+    pub(super) fn latency_burn(&self, group: &str, now_ms: u64) -> Option<f64> {
+        self.slo
+            .group_report(now_ms, group)?
+            .sli(orch_core::slo::Sli::Latency)?
+            .windows
+            .first()?
+            .burn_rate
+    }
+
     /// A (re)loaded config's SLOs.
     pub(super) fn configure(&mut self, config: &orch_core::model::HostConfig) {
         let changed = self.slo.configure(SloEngine::slos_of(config));
@@ -415,6 +426,7 @@ fn availability(sup: &Supervisor) -> Vec<(String, u64, u64)> {
 /// their metrics are served on (the HTTP health port, else the first
 /// port they listen on).
 fn scrape_targets(sup: &Supervisor) -> Vec<ScrapeTarget> {
+    let gauges = super::autoscale::Autoscaling::gauges(sup);
     let config = sup.config();
     let network = config.runtime.network.clone();
     let measured: BTreeSet<&str> = config
@@ -428,7 +440,10 @@ fn scrape_targets(sup: &Supervisor) -> Vec<ScrapeTarget> {
         .map(|g| g.name.as_str())
         .collect();
     sup.replicas()
-        .filter(|r| measured.contains(r.group.as_str()) && r.is_running())
+        .filter(|r| {
+            (measured.contains(r.group.as_str()) || gauges.contains_key(&r.key.agent))
+                && r.is_running()
+        })
         .filter_map(|r| {
             let agent = config.agent(&r.key.agent)?;
             let port = match &agent.health.probe {
@@ -441,6 +456,7 @@ fn scrape_targets(sup: &Supervisor) -> Vec<ScrapeTarget> {
                 container: r.container.as_ref()?.id.clone(),
                 network: network.clone(),
                 port,
+                gauge: gauges.get(&r.key.agent).cloned(),
             })
         })
         .collect()

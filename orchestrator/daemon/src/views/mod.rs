@@ -130,10 +130,21 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
             .map(|a| a.ports.iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         config_hash: r.container.as_ref().map(|c| c.config_hash.clone()),
-        scaled: sup.scaled(&r.key.agent).map(|replicas| orch_api::Scaled {
-            replicas,
-            file_replicas: agent.map_or(0, |a| a.replicas),
+        scaled: sup.scaled(&r.key.agent).map(|replicas| {
+            let auto = sup.autoscaled(&r.key.agent);
+            orch_api::Scaled {
+                replicas,
+                file_replicas: agent.map_or(0, |a| a.replicas),
+                by_autoscaler: auto.is_some(),
+                cause: auto.flatten().map(|d| convert::autoscale_cause(&d.cause)),
+            }
         }),
+        autoscale: agent
+            .and_then(|a| a.autoscale.as_ref())
+            .map(|a| orch_api::AutoscaleRange {
+                min: a.min,
+                max: a.max,
+            }),
         remote: sup
             .remote_dependencies(&r.key.agent)
             .into_iter()

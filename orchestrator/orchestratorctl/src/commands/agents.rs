@@ -37,11 +37,22 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         } else {
             format!("{}#{}", a.agent, a.replica)
         };
-        if let Some(s) = a.scaled {
-            name.push_str(&format!(
+        match (&a.scaled, a.autoscale) {
+            (Some(s), _) if s.by_autoscaler => {
+                name.push_str(&format!(" (autoscaled to {}", s.replicas));
+                if let Some(c) = &s.cause {
+                    name.push_str(&format!(": {c}"));
+                }
+                name.push(')');
+            }
+            (Some(s), _) => name.push_str(&format!(
                 " (scaled to {}, file: {})",
                 s.replicas, s.file_replicas
-            ));
+            )),
+            (None, Some(r)) if a.replica == 0 => {
+                name.push_str(&format!(" (autoscale {}..{})", r.min, r.max));
+            }
+            (None, _) => {}
         }
         if !a.required {
             name.push_str(" (optional)");

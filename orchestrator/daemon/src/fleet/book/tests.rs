@@ -89,6 +89,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 ports: vec![],
                 config_hash: None,
                 scaled: None,
+                autoscale: None,
                 remote: vec![],
             })
             .collect(),
