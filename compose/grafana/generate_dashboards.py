@@ -448,6 +448,28 @@ def host():
                 stack=True,
             ),
             timeseries(
+                "Replicas per agent: wanted / running",
+                [
+                    (
+                        f"orchestrator_agent_replicas{{{H},state=~\"wanted|running\"}}",
+                        "{{group}}/{{agent}} {{state}}",
+                    )
+                ],
+                w=12,
+                description="wanted is the count after `scale` and autoscaling; the config file's count is the `file` state.",
+            ),
+            timeseries(
+                "Autoscaler decisions",
+                [
+                    (
+                        f"sum by (group, agent, direction, signal) (increase(orchestrator_autoscale_decisions_total{{{H}}}[$__rate_interval]))",
+                        "{{group}}/{{agent}} {{direction}} on {{signal}}",
+                    )
+                ],
+                w=12,
+                description="Replica count changes made by autoscalers; the `agent-autoscaled` events say the figure and target of each.",
+            ),
+            timeseries(
                 "Restarts",
                 [
                     (

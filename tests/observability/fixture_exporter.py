@@ -189,6 +189,21 @@ class Fleet:
             healthy = sum(r for _, r, up, _, _ in agents if started and up)
             for state, n in (("wanted", wanted), ("running", running), ("healthy", healthy)):
                 out.sample("orchestrator_group_agents", {"group": group, "state": state}, n)
+        out.family("orchestrator_agent_replicas", "gauge", "Replicas of the agent by state.")
+        for group, started, _, agents in GROUPS:
+            for agent, replicas, _, _, state in agents:
+                wanted = replicas if started else 0
+                running = replicas if started and state == "running" else 0
+                for kind, n in (("wanted", wanted), ("running", running), ("file", 1)):
+                    out.sample("orchestrator_agent_replicas", {"group": group, "agent": agent, "state": kind}, n)
+        # FaceRecognitionAgent runs two replicas where its file says one: its
+        # autoscaler scaled it up on CPU, once a minute of fixture time.
+        out.family("orchestrator_autoscale_decisions_total", "counter", "Autoscaler decisions.")
+        out.sample(
+            "orchestrator_autoscale_decisions_total",
+            {"group": "vision_gpu", "agent": "FaceRecognitionAgent", "direction": "up", "signal": "cpu"},
+            1 + int(uptime / 60),
+        )
 
     def _gpus(self, out):
         gpus, slices = gpu_layout(self.gpu_kind, self.host)

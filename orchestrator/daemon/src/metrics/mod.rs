@@ -113,6 +113,8 @@ impl Histogram {
 pub struct Counters {
     /// By (group, agent, reason).
     pub failures: BTreeMap<(String, String, &'static str), u64>,
+    /// Autoscaler decisions by (group, agent, direction, signal).
+    pub autoscale: BTreeMap<AutoscaleKey, u64>,
     /// By (group, agent).
     pub health: BTreeMap<(String, String), Histogram>,
     pub reconcile: Histogram,
@@ -123,6 +125,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             failures: BTreeMap::new(),
+            autoscale: BTreeMap::new(),
             health: BTreeMap::new(),
             reconcile: Histogram::new(RECONCILE_BUCKETS),
             state_write_failures: 0,
@@ -134,6 +137,30 @@ impl Counters {
     /// Counts the failures among the supervisor's events.
     pub fn record_events<'a>(&mut self, events: impl IntoIterator<Item = &'a EventKind>) {
         for e in events {
+            if let EventKind::AgentAutoscaled {
+                agent,
+                group,
+                from,
+                to,
+                cause,
+            } = e
+            {
+                let direction = if to > from { "up" } else { "down" };
+                let signal = match cause {
+                    orch_core::autoscale::Cause::Signal { signal, .. } => match signal {
+                        orch_core::autoscale::Signal::Cpu => "cpu",
+                        orch_core::autoscale::Signal::GpuUtil => "gpu_util",
+                        orch_core::autoscale::Signal::Metric => "metric",
+                        orch_core::autoscale::Signal::LatencySlo => "latency_slo",
+                    },
+                    _ => "bounds",
+                };
+                *self
+                    .autoscale
+                    .entry((group.clone(), agent.clone(), direction, signal))
+                    .or_default() += 1;
+                continue;
+            }
             let (replica, group, reason) = match e {
                 EventKind::AgentExited {
                     replica,
@@ -162,6 +189,21 @@ impl Counters {
             .or_insert_with(|| Histogram::new(HEALTH_BUCKETS))
             .observe(took);
     }
+}
+
+/// (group, agent, direction, signal) of autoscaler decisions.
+pub type AutoscaleKey = (String, String, &'static str, &'static str);
+
+/// One agent's replica counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    pub group: String,
+    pub agent: String,
+    /// After `scale` and autoscaling.
+    pub wanted: u32,
+    pub running: u32,
+    /// The config file's count.
+    pub file: u32,
 }
 
 /// One replica's series.
@@ -258,6 +300,9 @@ pub struct MetricsSnapshot {
     pub reconcile: Histogram,
     pub state_write_failures: u64,
     pub replicas: Vec<ReplicaRow>,
+    pub agents: Vec<AgentRow>,
+    /// Autoscaler decisions so far.
+    pub autoscale: Vec<(AutoscaleKey, u64)>,
     /// (group, agent, reason, count).
     pub failures: Vec<(String, String, &'static str, u64)>,
     /// (group, agent, durations).
@@ -279,6 +324,8 @@ impl MetricsSnapshot {
             reconcile: Histogram::new(RECONCILE_BUCKETS),
             state_write_failures: 0,
             replicas: Vec::new(),
+            agents: Vec::new(),
+            autoscale: Vec::new(),
             failures: Vec::new(),
             health: Vec::new(),
             groups: Vec::new(),
@@ -441,6 +488,24 @@ pub fn snapshot(
             });
         }
     }
+    let mut running_by_agent: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in sup.replicas().filter(|r| r.is_running()) {
+        *running_by_agent.entry(r.key.agent.as_str()).or_default() += 1;
+    }
+    let agents = config
+        .agents()
+        .map(|a| {
+            let wanted = sup.replica_count(&a.name);
+            let running = running_by_agent.get(a.name.as_str()).copied().unwrap_or(0);
+            AgentRow {
+                group: a.group.clone(),
+                agent: a.name.clone(),
+                wanted: if sup.group_wanted(&a.group) { wanted } else { 0 },
+                running,
+                file: a.replicas,
+            }
+        })
+        .collect();
     let mut failures: BTreeMap<(&str, &str, &'static str), u64> = BTreeMap::new();
     for agent in config.agents() {
         for reason in BASE_REASONS {
@@ -472,6 +537,12 @@ pub fn snapshot(
         reconcile: counters.reconcile.clone(),
         state_write_failures: counters.state_write_failures,
         replicas,
+        agents,
+        autoscale: counters
+            .autoscale
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .collect(),
         failures: failures
             .into_iter()
             .map(|((g, a, r), n)| (g.to_string(), a.to_string(), r, n))

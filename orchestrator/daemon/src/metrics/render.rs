@@ -79,6 +79,16 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         HISTOGRAM,
         "Duration of the agent's health checks.",
     ),
+    (
+        "orchestrator_agent_replicas",
+        GAUGE,
+        "Replicas of the agent: wanted (after scale and autoscale), running, and the config file's count.",
+    ),
+    (
+        "orchestrator_autoscale_decisions_total",
+        COUNTER,
+        "Replica count changes made by the agent's autoscaler, by direction and signal.",
+    ),
     // Groups.
     (
         "orchestrator_group_started",
@@ -215,6 +225,8 @@ enum F {
     AgentRestartsTotal,
     AgentFailuresTotal,
     AgentHealthCheckDurationSeconds,
+    AgentReplicas,
+    AutoscaleDecisionsTotal,
     GroupStarted,
     GroupReady,
     GroupAgents,
@@ -425,6 +437,29 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
     for (group, agent, h) in &s.health {
         let l = [("group", group.as_str()), ("agent", agent)];
         b.histogram(F::AgentHealthCheckDurationSeconds, &l, h);
+    }
+    for a in &s.agents {
+        for (state, n) in [
+            ("wanted", a.wanted),
+            ("running", a.running),
+            ("file", a.file),
+        ] {
+            let l = [
+                ("group", a.group.as_str()),
+                ("agent", &a.agent),
+                ("state", state),
+            ];
+            b.gauge(F::AgentReplicas, &l, f64::from(n));
+        }
+    }
+    for ((group, agent, direction, signal), n) in &s.autoscale {
+        let l = [
+            ("group", group.as_str()),
+            ("agent", agent),
+            ("direction", direction),
+            ("signal", signal),
+        ];
+        b.counter(F::AutoscaleDecisionsTotal, &l, *n);
     }
 
     // Groups.

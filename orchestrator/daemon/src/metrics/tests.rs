@@ -85,6 +85,51 @@ fn failures_are_counted_by_reason_from_the_supervisor_events() {
 }
 
 #[test]
+fn autoscaler_decisions_are_counted_and_agents_replicas_written() {
+    use orch_core::autoscale::{Cause, Signal};
+    use orch_core::supervise::SupervisorEvent as EventKind;
+    let mut c = Counters::default();
+    let scaled = |from, to, cause| EventKind::AgentAutoscaled {
+        agent: "W".into(),
+        group: "g".into(),
+        from,
+        to,
+        cause,
+    };
+    let cpu = Cause::Signal {
+        signal: Signal::Cpu,
+        value: 140.0,
+        target: 70.0,
+        recommended: 2,
+        bounded: false,
+    };
+    c.record_events(&[
+        scaled(1, 2, cpu),
+        scaled(2, 3, cpu),
+        scaled(3, 2, Cause::AboveMax { max: 2 }),
+    ]);
+    let mut s = MetricsSnapshot::empty("h", "1");
+    s.autoscale = c.autoscale.clone().into_iter().collect();
+    s.agents = vec![AgentRow {
+        group: "g".into(),
+        agent: "W".into(),
+        wanted: 2,
+        running: 3,
+        file: 1,
+    }];
+    let text = render(&s);
+    for l in [
+        r#"orchestrator_autoscale_decisions_total{host="h",group="g",agent="W",direction="up",signal="cpu"} 2"#,
+        r#"orchestrator_autoscale_decisions_total{host="h",group="g",agent="W",direction="down",signal="bounds"} 1"#,
+        r#"orchestrator_agent_replicas{host="h",group="g",agent="W",state="wanted"} 2"#,
+        r#"orchestrator_agent_replicas{host="h",group="g",agent="W",state="running"} 3"#,
+        r#"orchestrator_agent_replicas{host="h",group="g",agent="W",state="file"} 1"#,
+    ] {
+        assert!(text.lines().any(|x| x == l), "{l} missing from\n{text}");
+    }
+}
+
+#[test]
 fn mps_profiles_read_memory_and_compute_share() {
     assert_eq!(mps_profile(4 << 30, 2_500), "4g/25%");
     assert_eq!(mps_profile(1536 << 20, 1_250), "1536m/12.5%");
