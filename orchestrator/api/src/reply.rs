@@ -169,6 +169,10 @@ pub struct GpuStatus {
     pub telemetry: Option<GpuTelemetry>,
     pub slices: Vec<SliceOwner>,
     pub free: FreeCapacity,
+    /// The `gpus:` policy that applies to it; `None`: the planner's
+    /// defaults (or a daemon too old to say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::wire::GpuPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

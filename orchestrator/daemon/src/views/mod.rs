@@ -272,6 +272,7 @@ pub fn gpu(sup: &Supervisor, f: &Facts<'_>) -> GpuReport {
                 let slices: Vec<&Slice> = mine.iter().map(|(_, s)| *s).collect();
                 GpuStatus {
                     free: orch_api::report::free_capacity(info, &slices, &sup.config().gpus),
+                    policy: convert::gpu_policy(info, &sup.config().gpus),
                     telemetry: f.telemetry.and_then(|t| t.get(&info.index).copied()),
                     info: convert::gpu_info(info),
                     slices: mine
