@@ -16,6 +16,9 @@ use orch_core::gpu::{GpuInfo, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
 use orch_core::supervise::{CommandError, Millis, Phase, RemoteHost, Replica, Supervisor};
 
+mod fleet_plan;
+pub use fleet_plan::{RUNNING_CONFIG, plan_fleet, running_config};
+
 /// What the daemon knows besides the supervisor's state.
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
