@@ -890,11 +890,18 @@ impl fmt::Display for crate::Rejection {
                 file_name,
                 known,
             } => {
-                let known: Vec<&str> = known.iter().map(String::as_str).collect();
+                // Close agent names, whatever their group.
+                let agent = |t: &'_ str| t.rsplit_once('/').map_or(t, |(_, a)| a).to_string();
+                let names: Vec<String> = known.iter().map(|k| agent(k)).collect();
+                let items: Vec<(&str, &str)> = names
+                    .iter()
+                    .zip(known)
+                    .map(|(n, k)| (n.as_str(), k.as_str()))
+                    .collect();
                 write!(
                     f,
                     "no agent `{target}` in {file_name}{}",
-                    suggest(target, &known)
+                    suggest_by(&agent(target), &items)
                 )
             }
             PlanOfOtherHost {
