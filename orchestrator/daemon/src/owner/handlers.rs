@@ -450,7 +450,8 @@ impl Owner {
     /// A scale-up of a GPU agent must place every new replica, or nothing
     /// changes: the planner is asked as `plan` would be, with the agent at
     /// its new count, and any request it could place before and cannot now
-    /// refuses the scale.
+    /// refuses the scale. The refusal names the peers where the refused
+    /// replicas would fit (`orch_api::fleet_plan::peers_with_room`).
     fn scale_fits(&self, group: &str, agent: &str, replicas: Option<u32>) -> Result<(), Rejection> {
         let Some(a) = self.sup.config().agent(agent).filter(|a| a.group == group) else {
             return Ok(());
@@ -480,10 +481,9 @@ impl Owner {
         if new.is_empty() {
             return Ok(());
         }
-        // Where the agent's replicas refused here would fit (all of them,
-        // from the peers' latest snapshots); its new replicas when the
-        // refusal is of others it would displace.
-        let request = a.gpu.clone().into_iter();
+        // Where the agent's replicas refused here would all fit, from the
+        // peers' latest snapshots (its new replicas, when the refusal is
+        // of others they would displace).
         let refused: Vec<u32> = new
             .iter()
             .filter(|e| e.replica.agent == agent)
@@ -494,11 +494,13 @@ impl Owner {
         } else {
             refused
         };
-        let asked: Vec<_> = request
+        let asked: Vec<_> = a
+            .gpu
+            .iter()
             .flat_map(|r| {
                 replicas
                     .iter()
-                    .map(move |i| (orch_core::gpu::ReplicaKey::new(agent, *i), r.clone()))
+                    .map(|i| (orch_core::gpu::ReplicaKey::new(agent, *i), r.clone()))
             })
             .collect();
         let fits_on = orch_api::fleet_plan::peers_with_room(&asked, &self.fleet.peer_views());
