@@ -2,8 +2,9 @@
 # running daemon (`orchestratorctl -o json groups`). scripts/install.sh
 # appends this to the script `orchestratorctl completion bash` generates:
 # names where a verb takes a group (`group start|stop|restart`, `agents
-# --group`, `slo`) or an agent (`agent restart`, `logs`: GROUP/AGENT),
-# the generated completion everywhere else. No daemon, no names.
+# --group`, `slo`) or an agent (`agent restart`, `logs`, `--agent` of
+# `plan --all-hosts` and `events`: GROUP/AGENT), the generated completion
+# everywhere else. No daemon, no names.
 
 # Completes a name at the cursor; fails when the cursor is not at one.
 _orchestratorctl_names() {
@@ -16,7 +17,7 @@ _orchestratorctl_names() {
                 socket=(--socket "${COMP_WORDS[i + 1]}")
                 ((i++))
                 ;;
-            -o | --output | --color | --config | --timeout | --group | --tail | --replica) ((i++)) ;;
+            -o | --output | --color | --config | --timeout | --group | --agent | --tail | --replica) ((i++)) ;;
             -*) ;;
             *) words+=("$word") ;;
         esac
@@ -27,6 +28,7 @@ _orchestratorctl_names() {
         slo) kind=group ;;
     esac
     if [[ $prev == --group ]]; then kind=group; fi
+    if [[ $prev == --agent ]]; then kind=agent; fi
     [[ -n $kind && $cur != -* ]] || return 1
     local names
     names=$(orchestratorctl "${socket[@]}" -o json groups 2>/dev/null | python3 -c '

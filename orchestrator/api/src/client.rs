@@ -17,8 +17,8 @@ use tokio::net::UnixStream;
 use crate::error::ApiError;
 use crate::http::{Method, Route, to_route};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, PeerStatus, PlanReport,
-    SloReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GpuReport, GroupStatus, PeerStatus,
+    PlanReport, SloReport, Status,
 };
 use crate::request::{Envelope, Request};
 use crate::wire::Event;
@@ -298,6 +298,23 @@ impl Client {
         self.unary(Request::Plan {
             file_name: file_name.to_string(),
             config_text: config_text.to_string(),
+        })
+        .await
+    }
+
+    /// Where a config's GPU requests (`None`: the running config's), or
+    /// one agent's (`GROUP/AGENT`), would fit on each host of the fleet.
+    pub async fn plan_fleet(
+        &self,
+        config: Option<(&str, &str)>,
+        agent: Option<&str>,
+    ) -> Result<FleetPlan, ClientError> {
+        self.unary(Request::PlanFleet {
+            config: config.map(|(file_name, config_text)| crate::request::ConfigFile {
+                file_name: file_name.to_string(),
+                config_text: config_text.to_string(),
+            }),
+            agent: agent.map(str::to_string),
         })
         .await
     }

@@ -308,6 +308,7 @@ pub fn gpu_info(g: &core_gpu::GpuInfo) -> GpuInfo {
                         memory_slices: p.memory_slices,
                         memory_bytes: p.memory.bytes(),
                         max_instances: p.max_instances,
+                        placements: p.placements.clone(),
                     })
                     .collect(),
                 instances: instances
@@ -329,6 +330,199 @@ pub fn gpu_info(g: &core_gpu::GpuInfo) -> GpuInfo {
             },
         },
         lost: g.lost,
+        reserved_bytes: g.reserved.map(|r| r.bytes()),
+    }
+}
+
+/// The policy of the `gpus:` list that applies to `g` (the first whose
+/// selector matches), if any.
+pub fn gpu_policy(
+    g: &core_gpu::GpuInfo,
+    policies: &[orch_core::model::GpuPolicy],
+) -> Option<GpuPolicy> {
+    policies
+        .iter()
+        .find(|p| p.select.matches(g.index, &g.uuid, &g.name))
+        .map(|p| GpuPolicy {
+            sharing: p.sharing.map(|s| s.as_str().to_string()),
+            reserve_bytes: p.reserve.bytes(),
+            oversubscribe: p.oversubscribe,
+        })
+}
+
+// ---------------------------------------------------------------------------
+// Back: a peer's GPU report as the planner takes it.
+// ---------------------------------------------------------------------------
+
+/// A GPU of a peer's report as the planner takes it (the way back of
+/// [`gpu_info`]). The MIG placements a daemon too old to send them left
+/// out come from the catalog, for a GPU class it knows; a profile without
+/// placements has no room for a new instance.
+pub fn gpu_info_back(g: &GpuInfo) -> core_gpu::GpuInfo {
+    let catalog = core_gpu::class_by_name(&g.name).and_then(|c| c.mig);
+    let placements = |p: &MigProfile| {
+        if !p.placements.is_empty() {
+            return p.placements.clone();
+        }
+        catalog
+            .and_then(|m| m.profiles.iter().find(|c| c.id == p.id))
+            .map(|c| c.placements.to_vec())
+            .unwrap_or_default()
+    };
+    core_gpu::GpuInfo {
+        index: g.index,
+        uuid: g.uuid.clone(),
+        name: g.name.clone(),
+        memory_total: orch_core::units::ByteSize(g.memory_total_bytes),
+        mig: match &g.mig {
+            Mig::Unsupported => core_gpu::MigState::Unsupported,
+            Mig::Disabled { pending_enable } => core_gpu::MigState::Disabled {
+                pending_enable: *pending_enable,
+            },
+            Mig::Enabled {
+                pending_disable,
+                memory_slices,
+                compute_slices,
+                profiles,
+                instances,
+            } => core_gpu::MigState::Enabled {
+                pending_disable: *pending_disable,
+                memory_slices: *memory_slices,
+                compute_slices: *compute_slices,
+                profiles: profiles
+                    .iter()
+                    .map(|p| core_gpu::GiProfile {
+                        id: p.id,
+                        name: p.name.clone(),
+                        compute_slices: p.compute_slices,
+                        memory_slices: p.memory_slices,
+                        memory: orch_core::units::ByteSize(p.memory_bytes),
+                        max_instances: p.max_instances,
+                        placements: placements(p),
+                    })
+                    .collect(),
+                instances: instances
+                    .iter()
+                    .map(|i| core_gpu::MigInstance {
+                        gi_id: i.gi_id,
+                        profile_id: i.profile_id,
+                        placement_start: i.placement_start,
+                        placement_size: i.placement_size,
+                        ci_id: i.ci_id,
+                        device_uuid: i.device_uuid.clone(),
+                        owned: i.owned,
+                    })
+                    .collect(),
+            },
+        },
+        lost: g.lost,
+        reserved: g.reserved_bytes.map(orch_core::units::ByteSize),
+    }
+}
+
+/// A slice of a peer's report against its GPUs (as [`gpu_info_back`] read
+/// them): a MIG slice finds its profile and its instance (by MIG device,
+/// else by profile and placement). `None` for a GPU or profile the report
+/// does not have.
+pub fn slice_back(s: &Slice, gpus: &[core_gpu::GpuInfo]) -> Option<core_gpu::Slice> {
+    let gpu = gpus.iter().find(|g| g.uuid == s.gpu_uuid())?;
+    Some(match s {
+        Slice::Mig {
+            gpu_index,
+            gpu_uuid,
+            profile,
+            placement_start,
+            device_uuid,
+            ..
+        } => {
+            let core_gpu::MigState::Enabled {
+                profiles,
+                instances,
+                ..
+            } = &gpu.mig
+            else {
+                return None;
+            };
+            let p = profiles.iter().find(|p| p.name == *profile)?;
+            let instance = instances.iter().find(|i| match device_uuid {
+                Some(d) => i.device_uuid.as_ref() == Some(d),
+                None => i.profile_id == p.id && i.placement_start == *placement_start,
+            });
+            core_gpu::Slice::Mig {
+                gpu_index: *gpu_index,
+                gpu_uuid: gpu_uuid.clone(),
+                profile: profile.clone(),
+                profile_id: p.id,
+                placement_start: *placement_start,
+                gi_id: instance.map(|i| i.gi_id),
+                ci_id: instance.and_then(|i| i.ci_id),
+                device_uuid: device_uuid.clone(),
+            }
+        }
+        Slice::Mps {
+            gpu_index,
+            gpu_uuid,
+            memory_bytes,
+            compute_basis_points,
+        } => core_gpu::Slice::Mps {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            memory: orch_core::units::ByteSize(*memory_bytes),
+            compute: orch_core::units::Percent::from_basis_points(*compute_basis_points),
+        },
+        Slice::Exclusive {
+            gpu_index,
+            gpu_uuid,
+        } => core_gpu::Slice::Exclusive {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+        },
+        Slice::TimeSlice {
+            gpu_index,
+            gpu_uuid,
+        } => core_gpu::Slice::TimeSlice {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+        },
+    })
+}
+
+/// A sharing mode by its name (`mig`, `mps`, `exclusive`, `time-slice`).
+fn sharing_back(name: &str) -> Option<orch_core::model::Sharing> {
+    use orch_core::model::Sharing;
+    [
+        Sharing::Mig,
+        Sharing::Mps,
+        Sharing::Exclusive,
+        Sharing::TimeSlice,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == name)
+}
+
+/// The policy a peer's GPU is planned with: the one its report names
+/// (the way back of [`gpu_policy`]); from a daemon too old to name it,
+/// the sharing mode its free capacity says, with the default reserve.
+/// `None`: the planner's defaults.
+pub fn gpu_policy_back(
+    uuid: &str,
+    policy: Option<&GpuPolicy>,
+    free_sharing: &str,
+) -> Option<orch_core::model::GpuPolicy> {
+    let select = orch_core::model::GpuSelector::Uuid(uuid.to_string());
+    match policy {
+        Some(p) => Some(orch_core::model::GpuPolicy {
+            select,
+            sharing: p.sharing.as_deref().and_then(sharing_back),
+            reserve: orch_core::units::ByteSize(p.reserve_bytes),
+            oversubscribe: p.oversubscribe,
+        }),
+        None => sharing_back(free_sharing).map(|s| orch_core::model::GpuPolicy {
+            select,
+            sharing: Some(s),
+            reserve: core_plan::DEFAULT_RESERVE,
+            oversubscribe: false,
+        }),
     }
 }
 

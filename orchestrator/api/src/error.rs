@@ -118,6 +118,13 @@ pub enum Rejection {
         asked: u32,
         why: ScaleRefusal,
     },
+    /// `plan --all-hosts --agent` of an agent the config does not have
+    /// (or not in that group); `known`: its agents, as `GROUP/AGENT`.
+    NotInConfig {
+        target: String,
+        file_name: String,
+        known: Vec<String>,
+    },
     /// `plan` of another host's config.
     PlanOfOtherHost {
         file_name: String,
@@ -318,8 +325,13 @@ pub enum ScaleRefusal {
     /// The host port range has fewer ports than replicas.
     PortRangeTooSmall { first: u16, last: u16 },
     /// The new replicas' GPU requests cannot be placed on this host's
-    /// GPUs: the planner's reasons, one line per replica.
-    Unplaceable { errors: Vec<String> },
+    /// GPUs: the planner's reasons, one line per replica. `fits_on`: the
+    /// peers on whose GPUs (as their latest snapshots show them) those
+    /// replicas would all fit.
+    Unplaceable {
+        errors: Vec<String>,
+        fits_on: Vec<String>,
+    },
 }
 
 /// Who was refused the control socket.
@@ -344,6 +356,7 @@ impl Rejection {
             | UnknownAgent { .. }
             | NoContainer { .. }
             | NoSuchGpu { .. }
+            | NotInConfig { .. }
             | NoSlo { .. } => ErrorCode::NotFound,
             InvalidConfig { missing: true, .. } => ErrorCode::NotFound,
             UnknownGroups { .. }
@@ -396,7 +409,7 @@ impl From<Rejection> for ApiError {
             Rejection::InvalidConfig { details, .. } => details,
             Rejection::Unplaceable { errors, .. }
             | Rejection::Scale {
-                why: ScaleRefusal::Unplaceable { errors },
+                why: ScaleRefusal::Unplaceable { errors, .. },
                 ..
             } => errors,
             _ => Vec::new(),

@@ -58,6 +58,17 @@ struct ConfigText {
     force: bool,
 }
 
+/// The body of a `plan_fleet`.
+#[derive(serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(Default)]
+struct PlanFleetBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<crate::request::ConfigFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
+}
+
 #[derive(serde::Serialize, Deserialize)]
 struct MigBody {
     enable: bool,
@@ -178,6 +189,14 @@ pub fn to_route(env: &Envelope) -> Route {
                 file_name: file_name.clone(),
                 config_text: config_text.clone(),
                 force: false,
+            }),
+        ),
+        Request::PlanFleet { config, agent } => (
+            Method::Post,
+            "plan/fleet".into(),
+            json(&PlanFleetBody {
+                config: config.clone(),
+                agent: agent.clone(),
             }),
         ),
         Request::MigMode { gpu, enable } => (
@@ -337,6 +356,13 @@ pub fn from_route(
                 config_text: b.config_text,
             }
         }
+        ["plan", "fleet"] if post => {
+            let b: PlanFleetBody = body_or_default(body, "plan fleet")?;
+            Request::PlanFleet {
+                config: b.config,
+                agent: b.agent,
+            }
+        }
         ["state"] if get => Request::StateExport,
         ["state"] if post => Request::StateImport {
             state: body_as(body, "state")?,
@@ -461,6 +487,17 @@ mod tests {
             Request::Plan {
                 file_name: "x.yaml".into(),
                 config_text: "version: 1\n".into(),
+            },
+            Request::PlanFleet {
+                config: None,
+                agent: None,
+            },
+            Request::PlanFleet {
+                config: Some(crate::request::ConfigFile {
+                    file_name: "pc2.yaml".into(),
+                    config_text: "version: 1\n".into(),
+                }),
+                agent: Some("vision_gpu/Eyes".into()),
             },
             Request::MigMode {
                 gpu: 1,

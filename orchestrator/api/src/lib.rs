@@ -27,6 +27,7 @@
 //! | `reload` | POST /v1/reload | [`Applied`] | admin |
 //! | `gpu` | GET /v1/gpu | [`GpuReport`] | read only |
 //! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] | read only |
+//! | `plan_fleet` | POST /v1/plan/fleet `{config?: {file_name, config_text}, agent?}` | [`FleetPlan`] | read only |
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] | admin |
 //! | `peers` | GET /v1/peers | `Vec<PeerStatus>` | read only |
 //! | `fleet` | GET /v1/fleet | [`Fleet`] | read only |
@@ -45,6 +46,7 @@
 mod client;
 pub mod convert;
 mod error;
+pub mod fleet_plan;
 pub mod http;
 mod reply;
 pub mod report;
@@ -59,5 +61,7 @@ pub use error::{
     RemoteRefusal, ScaleRefusal,
 };
 pub use reply::*;
-pub use request::{Envelope, Operator, Reply, Request, RequestClass, Response, VERSION};
+pub use request::{
+    ConfigFile, Envelope, Operator, Reply, Request, RequestClass, Response, VERSION,
+};
 pub use wire::{AutoscaleCause, Event, EventKind};

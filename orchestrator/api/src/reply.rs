@@ -186,6 +186,10 @@ pub struct GpuStatus {
     pub telemetry: Option<GpuTelemetry>,
     pub slices: Vec<SliceOwner>,
     pub free: FreeCapacity,
+    /// The `gpus:` policy that applies to it; `None`: the planner's
+    /// defaults (or a daemon too old to say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::wire::GpuPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -239,6 +243,98 @@ pub struct PlanReport {
     /// ready there now (as far as this host knows).
     #[serde(default)]
     pub remote: Vec<RemoteDependency>,
+}
+
+/// Where a config's GPU requests (or one agent's) would fit in the fleet
+/// (`plan --all-hosts`): every host, this one from its live inventory and
+/// its peers from their latest snapshots. Advice only: nothing moves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetPlan {
+    /// The host that planned.
+    pub planned_by: String,
+    /// The config planned: its file name, or `running config`.
+    pub file_name: String,
+    /// The host the config is for: there it replaces what runs (as
+    /// `apply` would); everywhere else it is added to what runs.
+    pub config_host: String,
+    /// `GROUP/AGENT` when only that agent's replicas were placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The replicas placed, with their requests, in priority order.
+    pub requests: Vec<PlacementRequest>,
+    /// This host first, then its peers by name.
+    pub hosts: Vec<HostPlacement>,
+}
+
+impl FleetPlan {
+    /// The hosts every replica asked about fits on (together).
+    pub fn fits_on(&self) -> impl Iterator<Item = &HostPlacement> {
+        self.hosts.iter().filter(|h| h.fits)
+    }
+}
+
+/// One replica to place and what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRequest {
+    pub replica: ReplicaRef,
+    pub group: String,
+    /// The request and its fallbacks, in order.
+    pub request: Vec<GpuWant>,
+}
+
+/// One host's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostPlacement {
+    pub host: String,
+    pub state: PeerState,
+    /// How old the GPU report planned on is (0 for this host).
+    pub snapshot_age_ms: Option<u64>,
+    /// The config's own host: its agents are replaced, not added to.
+    pub own_host: bool,
+    /// Every replica asked about fits here, together with what stays.
+    pub fits: bool,
+    /// Why the host could not be planned at all (then `replicas` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_planned: Option<NotPlanned>,
+    /// One per replica asked about, in the order of `requests`.
+    pub replicas: Vec<ReplicaPlacement>,
+}
+
+/// One replica on one host: the slice it would get, or why none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaPlacement {
+    pub replica: ReplicaRef,
+    pub fit: ReplicaFit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "fit")]
+pub enum ReplicaFit {
+    /// The slice it would get (MIG profile, MPS share or whole GPU);
+    /// `fallback_depth` says which entry of its request.
+    Fits {
+        slice: Slice,
+        fallback_depth: u8,
+        /// It runs there now with this slice (the config's own host).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        kept: bool,
+    },
+    /// The planner's reasons, GPU by GPU.
+    DoesNotFit { error: PlanError },
+}
+
+/// Why a host was not planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "why")]
+pub enum NotPlanned {
+    /// Nothing heard from it since this daemon started.
+    NoSnapshot,
+    /// Its daemon is down (its last GPU report is not planned on).
+    HostDown,
+    /// Its GPU inventory has not been taken yet.
+    NoInventory,
+    /// Its GPUs cannot be used (NVML is missing or failing).
+    GpusUnavailable { reason: String },
 }
 
 /// A cross-host dependency of an agent, as a plan shows it.

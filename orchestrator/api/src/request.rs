@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, Fleet, GpuReport, GroupStatus, LogText, PeerStatus, PlanReport,
-    SloReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GpuReport, GroupStatus, LogText, PeerStatus,
+    PlanReport, SloReport, Status,
 };
 use crate::wire::{Event, StateDocument};
 
@@ -98,6 +98,18 @@ pub enum Request {
         file_name: String,
         config_text: String,
     },
+    /// Where a config's GPU requests (or one agent's replicas) would fit
+    /// on each host of the fleet, from this host's live inventory and its
+    /// peers' latest snapshots. Reply: [`FleetPlan`].
+    PlanFleet {
+        /// The config to place; `None`: this host's running config.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<ConfigFile>,
+        /// `GROUP/AGENT` (or an `AGENT` no other group has): only its
+        /// replicas are placed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+    },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
     /// The configured peers and how they are seen. Reply: `Vec<PeerStatus>`.
@@ -115,6 +127,14 @@ pub enum Request {
     /// Replace the desired state, whole, and act on it (as `apply` does
     /// for a config). Reply: [`Accepted`].
     StateImport { state: StateDocument },
+}
+
+/// A config text and the name of the file it came from (for its
+/// diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    pub file_name: String,
+    pub config_text: String,
 }
 
 /// What a request may change: the rules of who may send it go by this.
@@ -151,6 +171,7 @@ impl Request {
             | Request::Events { .. }
             | Request::Gpu
             | Request::Plan { .. }
+            | Request::PlanFleet { .. }
             | Request::Peers
             | Request::Fleet
             | Request::Slo { .. }
@@ -184,6 +205,7 @@ impl Request {
             Request::Reload => "reload",
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
+            Request::PlanFleet { .. } => "plan_fleet",
             Request::MigMode { .. } => "mig_mode",
             Request::Peers => "peers",
             Request::Fleet => "fleet",
@@ -297,6 +319,7 @@ pub enum Response {
     Applied(Applied),
     Gpu(GpuReport),
     Plan(PlanReport),
+    FleetPlan(FleetPlan),
     Events(Vec<Event>),
     Logs(LogText),
     Peers(Vec<PeerStatus>),
@@ -316,6 +339,7 @@ impl Response {
             Response::Applied(_) => "applied",
             Response::Gpu(_) => "gpu",
             Response::Plan(_) => "plan",
+            Response::FleetPlan(_) => "fleet_plan",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
             Response::Peers(_) => "peers",
@@ -480,6 +504,13 @@ mod tests {
                 },
                 Operate,
             ),
+            (
+                Request::PlanFleet {
+                    config: None,
+                    agent: Some("g/A".into()),
+                },
+                ReadOnly,
+            ),
         ]
     }
 
@@ -511,12 +542,13 @@ mod tests {
                 Request::StateExport => 17,
                 Request::StateImport { .. } => 18,
                 Request::Scale { .. } => 19,
+                Request::PlanFleet { .. } => 20,
             }
         };
         let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
         assert_eq!(
             rows,
-            (0..20).collect::<Vec<_>>(),
+            (0..21).collect::<Vec<_>>(),
             "one row per request, in order"
         );
         for (request, class) in &table {

@@ -877,11 +877,23 @@ impl fmt::Display for crate::Rejection {
                         "it publishes host port {port}, which one replica only can hold; give it a host port range (e.g. `{port}-{}:...`) or publish only the container port; nothing was changed",
                         u32::from(*port) + asked.saturating_sub(1)
                     ),
-                    crate::error::ScaleRefusal::Unplaceable { errors } => write!(
-                        f,
-                        "{} new replica(s) cannot be placed on this host's GPUs (see `orchestratorctl plan`); nothing was changed",
-                        errors.len()
-                    ),
+                    crate::error::ScaleRefusal::Unplaceable { errors, fits_on } => {
+                        write!(
+                            f,
+                            "{} new replica(s) cannot be placed on this host's GPUs (see `orchestratorctl plan`); ",
+                            errors.len()
+                        )?;
+                        match fits_on.as_slice() {
+                            [] => f.write_str("no other host has the room either; "),
+                            hosts => write!(
+                                f,
+                                "they would fit on {} {} (`orchestratorctl plan --all-hosts --agent {group}/{agent}`); ",
+                                if hosts.len() == 1 { "host" } else { "hosts" },
+                                hosts.join(", ")
+                            ),
+                        }?;
+                        f.write_str("nothing was changed")
+                    }
                     crate::error::ScaleRefusal::PortRangeTooSmall { first, last } => write!(
                         f,
                         "its host port range {first}-{last} has {} port(s), one per replica; widen it in the config; nothing was changed",
@@ -894,6 +906,25 @@ impl fmt::Display for crate::Rejection {
                 "{file_name} was not applied: {} GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan {file_name}`); apply it anyway with --force",
                 errors.len()
             ),
+            NotInConfig {
+                target,
+                file_name,
+                known,
+            } => {
+                // Close agent names, whatever their group.
+                let agent = |t: &'_ str| t.rsplit_once('/').map_or(t, |(_, a)| a).to_string();
+                let names: Vec<String> = known.iter().map(|k| agent(k)).collect();
+                let items: Vec<(&str, &str)> = names
+                    .iter()
+                    .zip(known)
+                    .map(|(n, k)| (n.as_str(), k.as_str()))
+                    .collect();
+                write!(
+                    f,
+                    "no agent `{target}` in {file_name}{}",
+                    suggest_by(&agent(target), &items)
+                )
+            }
             PlanOfOtherHost {
                 file_name,
                 config_host,
@@ -1055,6 +1086,20 @@ impl fmt::Display for crate::Rejection {
                     f,
                     "the request body is over the limit of {what} ({n} {unit}); nothing past it was read"
                 )
+            }
+        }
+    }
+}
+
+impl fmt::Display for crate::NotPlanned {
+    /// Why a host was left out of a fleet plan, after its name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            crate::NotPlanned::NoSnapshot => f.write_str("nothing heard from it yet"),
+            crate::NotPlanned::HostDown => f.write_str("its daemon is down"),
+            crate::NotPlanned::NoInventory => f.write_str("its GPU inventory is not taken yet"),
+            crate::NotPlanned::GpusUnavailable { reason } => {
+                write!(f, "its GPUs cannot be used: {reason}")
             }
         }
     }
@@ -1806,6 +1851,41 @@ mod tests {
                 Rejection::NoGpus { reason: None },
                 ErrorCode::Unavailable,
                 "no GPUs: NVML is not loaded",
+            ),
+            (
+                Rejection::Scale {
+                    group: "g".into(),
+                    agent: "Worker".into(),
+                    asked: 3,
+                    why: crate::ScaleRefusal::Unplaceable {
+                        errors: vec!["Worker#2 wants ...".into()],
+                        fits_on: vec!["pc2".into()],
+                    },
+                },
+                ErrorCode::Conflict,
+                "g/Worker cannot run 3 replica(s): 1 new replica(s) cannot be placed on this host's GPUs (see `orchestratorctl plan`); they would fit on host pc2 (`orchestratorctl plan --all-hosts --agent g/Worker`); nothing was changed",
+            ),
+            (
+                Rejection::Scale {
+                    group: "g".into(),
+                    agent: "Worker".into(),
+                    asked: 4,
+                    why: crate::ScaleRefusal::Unplaceable {
+                        errors: vec!["Worker#2 wants ...".into(), "Worker#3 wants ...".into()],
+                        fits_on: vec![],
+                    },
+                },
+                ErrorCode::Conflict,
+                "g/Worker cannot run 4 replica(s): 2 new replica(s) cannot be placed on this host's GPUs (see `orchestratorctl plan`); no other host has the room either; nothing was changed",
+            ),
+            (
+                Rejection::NotInConfig {
+                    target: "gpu/Vison".into(),
+                    file_name: "pc2.yaml".into(),
+                    known: vec!["gpu/Vision".into(), "llm/Llm".into()],
+                },
+                ErrorCode::NotFound,
+                "no agent `gpu/Vison` in pc2.yaml; did you mean `gpu/Vision`?",
             ),
             (
                 Rejection::NotPassedOn {

@@ -254,6 +254,10 @@ pub struct GpuInfo {
     pub mig: Mig,
     /// NVML reports the GPU lost; nothing is placed on it.
     pub lost: bool,
+    /// Memory the driver and firmware keep for themselves, where NVML
+    /// reports it (the planner estimates it otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_bytes: Option<u64>,
 }
 
 /// MIG mode and layout of one GPU.
@@ -282,6 +286,10 @@ pub struct MigProfile {
     pub memory_slices: u8,
     pub memory_bytes: u64,
     pub max_instances: u8,
+    /// Where an instance of it may start, in memory slices (its size is
+    /// `memory_slices`). Empty from a daemon too old to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +304,18 @@ pub struct MigInstance {
     pub device_uuid: Option<String>,
     /// Made by this orchestrator: the only instances it may destroy.
     pub owned: bool,
+}
+
+/// The `gpus:` policy that applies to one GPU, as its host's config says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuPolicy {
+    /// The only sharing mode allowed (`mig`, `mps`, `exclusive`,
+    /// `time-slice`); `None`: the planner picks.
+    pub sharing: Option<String>,
+    /// Memory kept free of MPS shares, besides the driver's own.
+    pub reserve_bytes: u64,
+    /// MPS memory shares may add up to more than the GPU has.
+    pub oversubscribe: bool,
 }
 
 // ---------------------------------------------------------------------------

@@ -715,6 +715,16 @@ fn whole_refusal(
 }
 
 /// Whether `slice` is what `kind` asks for.
+/// Which entry of `request`'s chain `slice` answers (the first, when
+/// several do): the fallback depth a running replica holding it has under
+/// that request; `None` when it answers none.
+pub fn answering_depth(request: &GpuRequest, slice: &Slice) -> Option<u8> {
+    request
+        .chain()
+        .position(|r| slice_matches(&r.kind, slice))
+        .and_then(|d| u8::try_from(d).ok())
+}
+
 pub(crate) fn slice_matches(kind: &SliceRequest, slice: &Slice) -> bool {
     match (kind, slice) {
         (SliceRequest::Mig { profile }, Slice::Mig { profile: s, .. }) => {

@@ -165,14 +165,15 @@ fn reply(r: &orch_api::Response) -> Response<Body> {
 }
 
 /// The kind of body a route carries: a config text or state document
-/// (`POST /v1/apply`, `/v1/plan`, `/v1/state`), or anything else.
+/// (`POST /v1/apply`, `/v1/plan`, `/v1/plan/fleet`, `/v1/state`), or
+/// anything else.
 pub fn body_kind(method: &str, path: &str) -> BodyKind {
     let route = path
         .strip_prefix(orch_api::http::PREFIX)
         .unwrap_or(path)
         .trim_end_matches('/');
     match (method, route) {
-        ("POST", "/apply" | "/plan" | "/state") => BodyKind::Config,
+        ("POST", "/apply" | "/plan" | "/plan/fleet" | "/state") => BodyKind::Config,
         _ => BodyKind::Request,
     }
 }
@@ -251,6 +252,7 @@ mod tests {
         for (method, path) in [
             ("POST", "/v1/apply"),
             ("POST", "/v1/plan"),
+            ("POST", "/v1/plan/fleet"),
             ("POST", "/v1/state"),
             ("POST", "/v1/state/"),
         ] {

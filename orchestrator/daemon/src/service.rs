@@ -147,23 +147,32 @@ impl Service {
         }
     }
 
-    /// Parses and validates the config text of an `apply` or `plan` on a
-    /// blocking thread; `None` for any other request.
+    /// Parses and validates the config text of an `apply`, a `plan` or a
+    /// `plan_fleet` on a blocking thread; `None` for any other request.
     async fn parse(
         &self,
         request: Request,
     ) -> Result<(Request, Option<Box<orch_config::Loaded>>), ApiError> {
-        // `Some(force)` for an apply.
-        let (file_name, config_text, apply) = match request {
+        /// What to make of the text once parsed.
+        enum Kind {
+            Apply { force: bool },
+            Plan,
+            PlanFleet { agent: Option<String> },
+        }
+        let (file_name, config_text, kind) = match request {
             Request::Apply {
                 file_name,
                 config_text,
                 force,
-            } => (file_name, config_text, Some(force)),
+            } => (file_name, config_text, Kind::Apply { force }),
             Request::Plan {
                 file_name,
                 config_text,
-            } => (file_name, config_text, None),
+            } => (file_name, config_text, Kind::Plan),
+            Request::PlanFleet {
+                config: Some(c),
+                agent,
+            } => (c.file_name, c.config_text, Kind::PlanFleet { agent }),
             other => return Ok((other, None)),
         };
         let options = self.load_options.clone();
@@ -174,15 +183,22 @@ impl Service {
         .await
         .map_err(|_| gone())?;
         let loaded = loaded.map_err(|e| ApiError::from(config_rejection(e)))?;
-        let request = match apply {
-            Some(force) => Request::Apply {
+        let request = match kind {
+            Kind::Apply { force } => Request::Apply {
                 file_name,
                 config_text,
                 force,
             },
-            None => Request::Plan {
+            Kind::Plan => Request::Plan {
                 file_name,
                 config_text,
+            },
+            Kind::PlanFleet { agent } => Request::PlanFleet {
+                config: Some(orch_api::ConfigFile {
+                    file_name,
+                    config_text,
+                }),
+                agent,
             },
         };
         Ok((request, Some(Box::new(loaded))))

@@ -155,11 +155,27 @@ pub enum Command {
     },
     /// Which agent would get which GPU slice for a config, and which MIG
     /// instances would be made (exit code 7 when something cannot be placed).
+    ///
+    /// With --all-hosts: which hosts of the federation the config, or one
+    /// agent of it, would fit on and with which slice, each host planned
+    /// on its latest GPU report (exit code 7 when it fits on none). Advice
+    /// only: `apply --host HOST` moves agents.
     Plan {
-        file: PathBuf,
+        /// The config to plan; with --all-hosts it may be left out: the
+        /// daemon's running config.
+        #[arg(required_unless_present = "all_hosts")]
+        file: Option<PathBuf>,
         /// Plan on this host's GPUs even when a daemon runs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all_hosts")]
         offline: bool,
+        /// Where in the federation it would fit: this host from its live
+        /// inventory, each peer from its latest snapshot.
+        #[arg(long)]
+        all_hosts: bool,
+        /// With --all-hosts, only this agent's replicas (GROUP/AGENT, or
+        /// AGENT when no other group has an agent of that name).
+        #[arg(long, requires = "all_hosts", value_name = "GROUP/AGENT")]
+        agent: Option<String>,
         #[command(flatten)]
         load: LoadArgs,
     },

@@ -67,7 +67,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
         Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
         Command::Slo { fleet, .. } => fleet.all_hosts,
-        Command::Events { all_hosts, .. } => *all_hosts,
+        Command::Events { all_hosts, .. } | Command::Plan { all_hosts, .. } => *all_hosts,
         _ => false,
     };
     if all_hosts && cli.host.is_some() {
@@ -176,9 +176,22 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         }
         Command::Plan {
             file,
+            all_hosts: true,
+            agent,
+            load,
+            ..
+        } => commands::plan::fleet(&client(), file.as_deref(), agent.as_deref(), load, out),
+        Command::Plan {
+            file: Some(file),
             offline,
             load,
+            ..
         } => commands::plan::run(&client(), file, load, *offline, out),
+        Command::Plan { file: None, .. } => Err(exit::Exit::with(
+            exit::USAGE,
+            "plan needs a config file (or --all-hosts, to place the running config)",
+        )
+        .into()),
         Command::Slo { group, fleet } if fleet.all_hosts => {
             commands::fleet::run(&client(), commands::fleet::View::Slo(group.clone()), out)
         }

@@ -715,3 +715,74 @@ fn a_wait_for_a_host_that_goes_down_says_so() {
     drop((a, b));
     drop(rt);
 }
+
+#[test]
+fn plan_all_hosts_says_where_an_agent_fits_and_exits_7_when_nowhere() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 4g, compute: 25%}}}}\n"
+    );
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, &config));
+    let host = Host { rt, h };
+    for _ in 0..100 {
+        if host.rt.block_on(host.h.client.gpu()).unwrap().available {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    code(&host.ctl(&["group", "start", "vision", "--wait"]), 0);
+
+    // The running config: Eyes runs here.
+    let out = host.ctl(&["plan", "--all-hosts", "--agent", "Eyes"]);
+    code(&out, 0);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("placement of vision/Eyes of the running config (config of host testhost)"),
+        "{table}"
+    );
+    assert!(table.contains("HOST"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("testhost"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("yes") && row.contains("GPU 0 mps 4g 25% (runs there)"),
+        "{row}"
+    );
+    assert!(table.contains("advice: it fits on testhost"), "{table}");
+
+    // A file asking more than the card has: nowhere, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    std::fs::write(&file, config.replace("memory: 4g", "memory: 30g")).unwrap();
+    let file = file.to_str().unwrap();
+    let out = host.ctl(&["plan", "--all-hosts", file, "--agent", "vision/Eyes"]);
+    code(&out, 7);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("Eyes wants mps memory=30g compute=25%; GPU 0 (NVIDIA GeForce RTX 4090)"),
+        "{table}"
+    );
+    assert!(table.contains("advice: it fits on no host"), "{table}");
+    // The whole file, as JSON.
+    let out = host.ctl(&["-o", "json", "plan", "--all-hosts", file]);
+    code(&out, 7);
+    let plan: orch_api::FleetPlan = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan.hosts.len(), 1);
+    assert!(!plan.hosts[0].fits && plan.hosts[0].own_host);
+    // An agent the file does not have; and flags that need --all-hosts.
+    code(
+        &host.ctl(&["plan", "--all-hosts", file, "--agent", "vision/Nope"]),
+        5,
+    );
+    code(&host.ctl(&["plan"]), 2);
+    code(&host.ctl(&["plan", file, "--agent", "Eyes"]), 2);
+    code(&host.ctl(&["plan", "--all-hosts", "--offline"]), 2);
+}

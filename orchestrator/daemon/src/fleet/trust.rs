@@ -15,7 +15,7 @@ use orch_federation::Role;
 use crate::peer::{Peer, Policy};
 
 /// A request body that carries a config text or a state document
-/// (`apply`, `plan`, `state import`) may be this large.
+/// (`apply`, `plan`, `plan_fleet`, `state import`) may be this large.
 pub const CONFIG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Every other request body may be this large.
 pub const REQUEST_BODY_LIMIT: usize = 64 * 1024;
@@ -23,7 +23,7 @@ pub const REQUEST_BODY_LIMIT: usize = 64 * 1024;
 /// The two kinds of request body, by the bound each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
-    /// `apply`, `plan`, `state import`: [`CONFIG_BODY_LIMIT`].
+    /// `apply`, `plan`, `plan_fleet`, `state import`: [`CONFIG_BODY_LIMIT`].
     Config,
     /// Everything else: [`REQUEST_BODY_LIMIT`].
     Request,
@@ -32,9 +32,10 @@ pub enum BodyKind {
 impl BodyKind {
     pub fn of(request: &Request) -> BodyKind {
         match request {
-            Request::Apply { .. } | Request::Plan { .. } | Request::StateImport { .. } => {
-                BodyKind::Config
-            }
+            Request::Apply { .. }
+            | Request::Plan { .. }
+            | Request::PlanFleet { .. }
+            | Request::StateImport { .. } => BodyKind::Config,
             _ => BodyKind::Request,
         }
     }

@@ -500,7 +500,11 @@ pub fn snapshot(
             AgentRow {
                 group: a.group.clone(),
                 agent: a.name.clone(),
-                wanted: if sup.group_wanted(&a.group) { wanted } else { 0 },
+                wanted: if sup.group_wanted(&a.group) {
+                    wanted
+                } else {
+                    0
+                },
                 running,
                 file: a.replicas,
             }

@@ -185,6 +185,12 @@ impl FleetPart {
         Fleet { hosts }
     }
 
+    /// Every peer as this host knows it now: its state and latest
+    /// snapshot (what `plan --all-hosts` plans on).
+    pub(super) fn peer_views(&self) -> Vec<HostView> {
+        self.book.hosts(Instant::now())
+    }
+
     /// The peers' series of `/metrics`, and the refusals of no peer, when
     /// this host federates.
     pub(super) fn metric_rows(&self) -> Option<(Vec<PeerRow>, StrangerRows)> {

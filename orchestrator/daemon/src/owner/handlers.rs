@@ -190,6 +190,26 @@ impl Owner {
                 };
                 views::plan(&self.sup, &file_name, &loaded.config).map(Response::Plan)
             }
+            Request::PlanFleet {
+                config: file,
+                agent,
+            } => {
+                // A text is parsed by the service; loaded here only if a
+                // caller bypassed it. No text: the running config.
+                let loaded = match (config, &file) {
+                    (Some(l), _) => Some(*l),
+                    (None, Some(f)) => {
+                        Some(self.source.load(Some((&f.file_name, &f.config_text)))?)
+                    }
+                    (None, None) => None,
+                };
+                let named = file
+                    .as_ref()
+                    .map(|f| f.file_name.as_str())
+                    .zip(loaded.as_ref().map(|l| &l.config));
+                views::plan_fleet(&self.sup, named, agent.as_deref(), &self.fleet.peer_views())
+                    .map(Response::FleetPlan)
+            }
             Request::Peers => Ok(Response::Peers(self.fleet.peers())),
             Request::Fleet => {
                 let host = self.sup.config().host.name.clone();
@@ -430,7 +450,8 @@ impl Owner {
     /// A scale-up of a GPU agent must place every new replica, or nothing
     /// changes: the planner is asked as `plan` would be, with the agent at
     /// its new count, and any request it could place before and cannot now
-    /// refuses the scale.
+    /// refuses the scale. The refusal names the peers where the refused
+    /// replicas would fit (`orch_api::fleet_plan::peers_with_room`).
     pub(super) fn scale_fits(
         &self,
         group: &str,
@@ -456,21 +477,46 @@ impl Owner {
             }
             c
         };
-        let errors = |c| {
-            views::plan(&self.sup, "the running config", &c)
-                .map(|p| p.errors.iter().map(ToString::to_string).collect::<Vec<_>>())
-        };
-        let before = errors(at(None))?;
-        let after = errors(at(Some(to)))?;
-        let new: Vec<String> = after.into_iter().filter(|e| !before.contains(e)).collect();
+        let errors = |c| views::plan(&self.sup, views::RUNNING_CONFIG, &c).map(|p| p.errors);
+        let before: Vec<String> = errors(at(None))?.iter().map(ToString::to_string).collect();
+        let new: Vec<orch_api::wire::PlanError> = errors(at(Some(to)))?
+            .into_iter()
+            .filter(|e| !before.contains(&e.to_string()))
+            .collect();
         if new.is_empty() {
             return Ok(());
         }
+        // Where the agent's replicas refused here would all fit, from the
+        // peers' latest snapshots (its new replicas, when the refusal is
+        // of others they would displace).
+        let refused: Vec<u32> = new
+            .iter()
+            .filter(|e| e.replica.agent == agent)
+            .map(|e| e.replica.replica)
+            .collect();
+        let replicas = if refused.is_empty() {
+            (self.sup.replica_count(agent)..to).collect()
+        } else {
+            refused
+        };
+        let asked: Vec<_> = a
+            .gpu
+            .iter()
+            .flat_map(|r| {
+                replicas
+                    .iter()
+                    .map(|i| (orch_core::gpu::ReplicaKey::new(agent, *i), r.clone()))
+            })
+            .collect();
+        let fits_on = orch_api::fleet_plan::peers_with_room(&asked, &self.fleet.peer_views());
         Err(Rejection::Scale {
             group: group.to_string(),
             agent: agent.to_string(),
             asked: to,
-            why: orch_api::ScaleRefusal::Unplaceable { errors: new },
+            why: orch_api::ScaleRefusal::Unplaceable {
+                errors: new.iter().map(ToString::to_string).collect(),
+                fits_on,
+            },
         })
     }
 }

@@ -16,6 +16,9 @@ use orch_core::gpu::{GpuInfo, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
 use orch_core::supervise::{CommandError, Millis, Phase, RemoteHost, Replica, Supervisor};
 
+mod fleet_plan;
+pub use fleet_plan::{RUNNING_CONFIG, plan_fleet, running_config};
+
 /// What the daemon knows besides the supervisor's state.
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
@@ -283,6 +286,7 @@ pub fn gpu(sup: &Supervisor, f: &Facts<'_>) -> GpuReport {
                 let slices: Vec<&Slice> = mine.iter().map(|(_, s)| *s).collect();
                 GpuStatus {
                     free: orch_api::report::free_capacity(info, &slices, &sup.config().gpus),
+                    policy: convert::gpu_policy(info, &sup.config().gpus),
                     telemetry: f.telemetry.and_then(|t| t.get(&info.index).copied()),
                     info: convert::gpu_info(info),
                     slices: mine

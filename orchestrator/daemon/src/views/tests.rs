@@ -457,3 +457,74 @@ fn which_settings_wait_for_a_restart() {
         assert_eq!(restart_only_changes(&old, &new), want, "{extra}");
     }
 }
+
+#[test]
+fn a_fleet_plan_places_on_this_host_live_and_says_why_a_peer_is_not_planned() {
+    let view = |host: &str, state| orch_api::HostView {
+        host: host.into(),
+        state,
+        incarnation: None,
+        snapshot_age_ms: None,
+        snapshot: None,
+    };
+    let peers = [
+        view("pc2", orch_api::PeerState::Down),
+        view("pc3", orch_api::PeerState::Unknown),
+    ];
+    // (host, fits, its replicas or why it was not planned)
+    let rows = |p: &orch_api::FleetPlan| -> Vec<String> {
+        p.hosts
+            .iter()
+            .map(|h| {
+                let what: Vec<String> = match &h.not_planned {
+                    Some(why) => vec![why.to_string()],
+                    None => h
+                        .replicas
+                        .iter()
+                        .map(|r| match &r.fit {
+                            orch_api::ReplicaFit::Fits { slice, kept, .. } => {
+                                format!("{slice} kept={kept}")
+                            }
+                            orch_api::ReplicaFit::DoesNotFit { error } => error.to_string(),
+                        })
+                        .collect(),
+                };
+                format!("{} fits={}: {}", h.host, h.fits, what.join("; "))
+            })
+            .collect()
+    };
+    let running = Host::new().with_gpu().start("gpu", true);
+    let vision = plan_fleet(&running.sup, None, Some("gpu/Vision"), &peers).unwrap();
+    assert_eq!(vision.file_name, "the running config");
+    assert_eq!(
+        rows(&vision),
+        [
+            "h fits=true: GPU 0 mps 4g 20% kept=true",
+            "pc2 fits=false: its daemon is down",
+            "pc3 fits=false: nothing heard from it yet",
+        ]
+    );
+    // A file of another host: added to what runs here.
+    let other = config(&CONFIG.replace("{name: h}", "{name: pc2}"));
+    let added = plan_fleet(
+        &running.sup,
+        Some(("pc2.yaml", &other)),
+        Some("Vision"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(added.config_host, "pc2");
+    assert_eq!(rows(&added), ["h fits=true: GPU 0 mps 4g 20% kept=false"]);
+    assert!(!added.hosts[0].own_host);
+    // No inventory yet here.
+    let bare = plan_fleet(&Host::new().sup, None, None, &[]).unwrap();
+    assert_eq!(
+        rows(&bare),
+        ["h fits=false: its GPU inventory is not taken yet"]
+    );
+    let e = plan_fleet(&running.sup, None, Some("base/Vision"), &[]).unwrap_err();
+    assert_eq!(
+        render(Err(e)),
+        "NotFound: no agent `base/Vision` in the running config; did you mean `gpu/Vision`?"
+    );
+}

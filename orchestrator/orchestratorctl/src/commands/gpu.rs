@@ -59,6 +59,7 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                             telemetry,
                             slices: Vec::new(),
                             free,
+                            policy: None,
                         }
                     })
                     .collect(),
