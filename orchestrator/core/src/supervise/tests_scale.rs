@@ -195,3 +195,46 @@ fn counts_the_agent_cannot_run_with_are_refused_and_change_nothing() {
         Err(CommandError::UnknownAgent { .. })
     ));
 }
+
+#[test]
+fn an_autoscalers_count_keeps_its_decision_until_an_operator_sets_one() {
+    use crate::autoscale::{Cause, Decision, Signal};
+    let mut h = started();
+    let cause = Cause::Signal {
+        signal: Signal::Cpu,
+        value: 150.0,
+        target: 50.0,
+        recommended: 3,
+        bounded: false,
+    };
+    let decision = Decision {
+        from: 1,
+        to: 3,
+        cause,
+    };
+    let out = h.cmd(|s| s.autoscale_agent(0, "g", "A", decision).unwrap());
+    assert!(out.events.contains(&SupervisorEvent::AgentAutoscaled {
+        agent: "A".into(),
+        group: "g".into(),
+        from: 1,
+        to: 3,
+        cause,
+    }));
+    assert!(out.persist, "the count is state");
+    assert_eq!(h.take_log(), ["launch A#1", "launch A#2"]);
+    assert_eq!(h.s.autoscaled("A"), Some(Some(&decision)));
+    let saved = h.s.persisted();
+    assert_eq!(saved.scale.get("A"), Some(&3));
+    assert!(saved.autoscaled.contains("A"));
+
+    // A new daemon knows the count is the autoscaler's, not why.
+    let c = config(ONE);
+    let s = Supervisor::new(c.clone(), hashes(&c, "v1"), saved);
+    assert_eq!((s.scaled("A"), s.autoscaled("A")), (Some(3), Some(None)));
+
+    // An operator's count is the operator's.
+    h.settle_healthy();
+    h.cmd(|s| s.scale_agent(0, "g", "A", Some(2)).unwrap());
+    assert_eq!(h.s.autoscaled("A"), None);
+    assert!(h.s.persisted().autoscaled.is_empty());
+}
