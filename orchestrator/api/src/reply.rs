@@ -47,6 +47,21 @@ pub struct Status {
     /// can be written now.
     #[serde(default)]
     pub state: StateFileStatus,
+    /// Agents whose replica count was set at run time (`scale` or their
+    /// autoscaler), overriding the config file's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<ScaledAgent>,
+}
+
+/// An agent whose count overrides the config file's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaledAgent {
+    pub group: String,
+    pub agent: String,
+    pub replicas: u32,
+    pub file_replicas: u32,
+    /// Set by its autoscaler rather than by `scale`.
+    pub by_autoscaler: bool,
 }
 
 /// The state file as the daemon sees it.

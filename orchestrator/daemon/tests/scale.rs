@@ -73,6 +73,16 @@ async fn scale_up_and_down_kept_across_a_restart_and_reset() {
     );
     let exported = h.client.state_export().await.unwrap();
     assert_eq!(exported.scale.get("Worker"), Some(&3));
+    assert_eq!(
+        h.status().await.scaled,
+        [orch_api::ScaledAgent {
+            group: "g".into(),
+            agent: "Worker".into(),
+            replicas: 3,
+            file_replicas: 1,
+            by_autoscaler: false,
+        }]
+    );
 
     // The count is state: a new daemon runs three, starting none anew.
     h.restart().await;

@@ -87,6 +87,8 @@ groups:
     }
     let agents = daemon.ctl_ok(&["agents"]);
     assert!(agents.contains("(scaled to 3, file: 1)"), "{agents}");
+    let status = daemon.ctl_ok(&["status"]);
+    assert!(status.contains("g/Worker 3 (file: 1)"), "{status}");
 
     // Out of its bounds: refused, nothing changed.
     let out = daemon.ctl(&["scale", "g/Worker", "9"]);

@@ -262,6 +262,19 @@ pub fn status(sup: &Supervisor, f: &Facts<'_>) -> Status {
         groups: groups(sup),
         agents: counts,
         state: f.state_file.cloned().unwrap_or_default(),
+        scaled: sup
+            .config()
+            .agents()
+            .filter_map(|a| {
+                Some(orch_api::ScaledAgent {
+                    group: a.group.clone(),
+                    agent: a.name.clone(),
+                    replicas: sup.scaled(&a.name)?,
+                    file_replicas: a.replicas,
+                    by_autoscaler: sup.autoscaled(&a.name).is_some(),
+                })
+            })
+            .collect(),
     }
 }
 

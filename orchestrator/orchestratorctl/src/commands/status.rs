@@ -77,6 +77,23 @@ pub fn render(s: &Status, out: &Out) {
             String::new()
         }
     );
+    if !s.scaled.is_empty() {
+        let scaled: Vec<String> = s
+            .scaled
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}/{} {} (file: {}{})",
+                    a.group,
+                    a.agent,
+                    a.replicas,
+                    a.file_replicas,
+                    if a.by_autoscaler { ", autoscaled" } else { "" }
+                )
+            })
+            .collect();
+        println!("{} {}", out.bold("scaled"), scaled.join(", "));
+    }
     println!();
     print!("{}", groups_table(&s.groups, out).render(out));
 }

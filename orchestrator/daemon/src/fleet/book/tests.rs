@@ -66,6 +66,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 .collect(),
             agents: AgentCounts::default(),
             state: Default::default(),
+            scaled: Vec::new(),
         },
         agents: agents
             .iter()
