@@ -114,3 +114,40 @@ groups:
     });
     host.assert_no_duplicates();
 }
+
+#[test]
+fn a_gpu_replica_the_card_cannot_hold_is_refused_with_the_planners_reason() {
+    let host = Host::new("scale-gpu");
+    let env = e2e::sim_env(&host, "config/mainpc/gpus.sim.yaml");
+    let text = format!(
+        r#"version: 1
+host: {{name: {host}}}
+defaults:
+  image: {IMAGE}
+  health: {{http: {{port: 8080}}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}}
+  stop_timeout: 2s
+  min_healthy: 1s
+groups:
+  vision:
+    agents:
+      Eyes:
+        gpu: {{slice: mps, memory: 10g, compute: 25%}}
+"#,
+        host = host.name
+    );
+    let daemon = Daemon::start_with_env(&host, &text, &[], &env);
+    daemon.ctl_ok(&["group", "start", "vision", "--wait", "--timeout", "120"]);
+    // Three of 10g on a 24 GiB card: the third cannot be placed.
+    let out = daemon.ctl(&["scale", "vision/Eyes", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("Eyes#2"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(running(&host, "Eyes"), ["0"]);
+    // Two fit.
+    daemon.ctl_ok(&["scale", "vision/Eyes", "2"]);
+    daemon.wait_until("two replicas healthy", Duration::from_secs(60), |d| {
+        d.status().agents.healthy == 2
+    });
+    assert_eq!(running(&host, "Eyes"), ["0", "1"]);
+}
