@@ -2,7 +2,7 @@
 # Every benchmark in one command; rewrites docs/BENCHMARKS.md with the
 # figures, this command and the machine, and draws docs/bench-*.png.
 #
-#   scripts/bench.sh            about 20 minutes on 2 cores
+#   scripts/bench.sh            about 40 minutes on 2 cores
 #
 # Steps: the GPU planner and SLO benches (`cargo bench -p orch-core`), the
 # `/metrics` render bench (`cargo bench -p orch-daemon --bench metrics`),
@@ -11,7 +11,8 @@
 # the raw Docker baseline plus crash-to-running (scripts/bench_fleet.py),
 # crash to running side by side with Docker's own restart policy
 # (scripts/bench_crash.py), the 200-agent host (scripts/bench_scale.py),
-# the idle demo fleet with everything on (scripts/bench_idle.py), the plots
+# autoscaling (scripts/bench_autoscale.py: a load step, 10 minutes of
+# constant load, the cost of 20 autoscaled agents), the idle demo fleet with everything on (scripts/bench_idle.py), the plots
 # (scripts/plot_bench.py, matplotlib in a venv under target/) and the
 # report (scripts/bench_report.py).
 #
@@ -20,8 +21,9 @@
 # (default 20), BENCH_PARALLEL (Docker operations at once, default 16),
 # BENCH_SCALE_CPU_SECS (CPU sample length, default 30), BENCH_IDLE_SECS
 # (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it),
-# BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_SKIP (comma list
-# of planner, metrics, federation, fleet, crash, scale, idle: reuse that
+# BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_AUTOSCALE_RPS,
+# BENCH_AUTOSCALE_CONSTANT_SECS (default 600), BENCH_SKIP (comma list
+# of planner, metrics, federation, fleet, crash, scale, autoscale, idle: reuse that
 # step's last output from target/bench), BENCH_NO_REPORT=1 (leave docs/
 # alone).
 # The machine is shared and noisy: compare the side-by-side figures of one
@@ -75,6 +77,10 @@ fi
 if ! skip scale; then
     echo "==> 200 agents (scripts/bench_scale.py)"
     python3 scripts/bench_scale.py
+fi
+if ! skip autoscale; then
+    echo "==> autoscaling: step load, constant load, cost (scripts/bench_autoscale.py)"
+    python3 scripts/bench_autoscale.py
 fi
 if ! skip idle; then
     echo "==> idle demo fleet, everything on (scripts/bench_idle.py)"

@@ -81,7 +81,84 @@ def skipped_steps(command):
     return []
 
 
+
+def autoscale_section(a):
+    """The autoscaling section from autoscale.json (scripts/bench_autoscale.py)."""
+    L = []
+    w = L.append
+    w("## Autoscaling (`scripts/bench_autoscale.py`)")
+    w("")
+    s = a.get("step")
+    if s:
+        bound = s["up_after_s"] + s["tick_s"]
+        w(f"One agent (`resources.cpus: {s['cpu_limit']}`, `AGENT_WORK_CPU={s['cpu_work_ms']}ms`, "
+          f"`autoscale: {{min: 1, max: 5, cpu: {s['target_pct']}%, up_after: {s['up_after_s']}s, "
+          f"down_after: {s['down_after_s']}s}}`), idle, then a load generator on loopback sending "
+          f"{s['rps']:.0f} `/work` requests per second (about {s['rps'] * s['cpu_work_ms'] / 1000:.1f} "
+          "of a core of CPU work), round-robin over the running replicas' addresses, as a load "
+          "balancer would. CPU is read from Docker's stats API every "
+          f"{s['tick_s']} s. Replica count over time: "
+          "[bench-autoscale-step.png](bench-autoscale-step.png).")
+        w("")
+        fd = s["first_decision"]
+        w("| what | measured | target | |")
+        w("|---|---|---|---|")
+        w(f"| load step to the scale-up decision (`agent-autoscaled`: {fd.get('from')} → {fd.get('to')}, "
+          f"{fd.get('signal')} {fd.get('value', 0):.0f}% against {fd.get('target', 0):.0f}%) | "
+          f"{s['decision_s']:.1f} s | within `up_after` + one sampling interval ({bound} s) | "
+          f"{yes(s['decision_s'] <= bound)} |")
+        w(f"| load step to every new replica healthy | {s['all_healthy_s']:.1f} s | | |")
+        w(f"| constant load for {s['constant_s'] / 60:.0f} min: changes / changes of direction | "
+          f"{s['changes_in_constant']} / {s['changes_of_direction']} (at "
+          f"{s['replicas_under_constant_load']} replicas) | 0, at most 1 change of direction | "
+          f"{yes(s['changes_of_direction'] <= 1)} |")
+        down = s.get("scale_down_s")
+        w(f"| load stopped to the scale-down to 1 | "
+          + (f"{down:.1f} s" if down is not None else "none in 600 s")
+          + f" | `down_after` ({s['down_after_s']} s) + the time the idle figure takes to show | |")
+        w(f"| requests served / failed | {s['requests_done']} / {s['requests_failed']} | | |")
+        w("")
+    c = a.get("cost")
+    if c:
+        on = ", ".join(f"{x:.2f}%" for x in c["on_pct"])
+        off = ", ".join(f"{x:.2f}%" for x in c["off_pct"])
+        w(f"Cost: the daemon's CPU (utime + stime) over {c['seconds']:.0f} s with {c['agents']} idle "
+          f"agents, each autoscaled on `cpu` (one Docker stats read per replica every 5 s), against "
+          f"the same {c['agents']} agents without `autoscale`, run alternately, {len(c['on_pct'])} "
+          "rounds each:")
+        w("")
+        w("| | daemon CPU (median) | rounds | target | |")
+        w("|---|---|---|---|---|")
+        w(f"| without autoscale | {c['median_off_pct']:.2f}% | {off} | | |")
+        w(f"| with autoscale | {c['median_on_pct']:.2f}% | {on} | | |")
+        w(f"| added | {c['added_pct']:+.2f}% of a core | | under 1% | {yes(c['added_pct'] < 1)} |")
+        w("")
+    return L
+
+
+def replace_section(doc, heading, lines):
+    """`doc` with the section starting at `heading` replaced by `lines`
+    (inserted before "## Earlier runs" when it has none)."""
+    out = doc.split("\n")
+    start = next((i for i, l in enumerate(out) if l.startswith(heading)), None)
+    if start is None:
+        at = next((i for i, l in enumerate(out) if l.startswith("## Earlier runs")), len(out))
+        return "\n".join(out[:at] + lines + out[at:])
+    end = next((i for i in range(start + 1, len(out)) if out[i].startswith("## ")), len(out))
+    return "\n".join(out[:start] + lines + out[end:])
+
 def main():
+    if sys.argv[1] == "--section":
+        # Rewrites one section of an existing report from its own results.
+        name, bench, out_md = sys.argv[2], sys.argv[3], sys.argv[4]
+        if name != "autoscale":
+            sys.exit(f"unknown section {name}")
+        doc = open(out_md).read()
+        lines = autoscale_section(load(bench, "autoscale.json"))
+        with open(out_md, "w") as f:
+            f.write(replace_section(doc, "## Autoscaling", lines))
+        print(f"wrote the autoscale section of {out_md}")
+        return
     bench, out_md = sys.argv[1], sys.argv[2]
     m = load(bench, "machine.json", {})
     fleet = load(bench, "fleet.json")
@@ -476,6 +553,10 @@ def main():
               "near 20 minutes; `BENCH_FED_FULL=1 scripts/bench.sh` runs the full 20-minute federation "
               "set.")
             w("")
+
+    autoscale = load(bench, "autoscale.json")
+    if autoscale:
+        L.extend(autoscale_section(autoscale))
 
     # ---- earlier runs ----
     w("## Earlier runs")

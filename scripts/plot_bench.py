@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Draws the benchmark figures from target/bench/fleet.json into docs/:
+"""Draws the benchmark figures from target/bench/*.json into docs/:
 
 - docs/bench-start-vs-size.png: time to all healthy (solid) and to all
   running (dashed) against group size, for orchestratord, docker-compose
   and the raw Docker baseline (medians, bars from min to max);
 - docs/bench-crash-latency.png: crash to running again, the distribution
-  of Docker `die` to `start`, with the median, the p99 and the targets.
+  of Docker `die` to `start`, with the median, the p99 and the targets;
+- docs/bench-autoscale-step.png (from autoscale.json): replicas wanted and
+  healthy against time through a load step, constant load and idleness.
 
 Run with matplotlib (scripts/bench.sh makes a venv for it under target/).
 Usage: plot_bench.py [BENCH_DIR] [DOCS_DIR]
@@ -80,15 +82,48 @@ def crash_latency(fleet, path):
     return True
 
 
+def autoscale_step(step, path):
+    series = step.get("series") or []
+    if not series:
+        return False
+    t = [p[0] for p in series]
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    ax.step(t, [p[1] for p in series], where="post", label="replicas wanted", color="tab:blue")
+    ax.step(t, [p[2] for p in series], where="post", label="replicas healthy", color="tab:green",
+            linestyle="--")
+    ax.axvline(0, color="black", linestyle=":", label=f"load step ({step['rps']:.0f} req/s)")
+    ax.axvline(step["decision_s"], color="tab:red", linestyle="-.",
+               label=f"scale-up decision ({step['decision_s']:.1f} s)")
+    ax.set_xlabel("seconds from the load step")
+    ax.set_ylabel("replicas")
+    ax.set_title(f"Autoscaling on CPU ({step['target_pct']}% of {step['cpu_limit']} core), step then "
+                 f"{step['constant_s'] / 60:.0f} min constant, then idle")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def main():
     bench = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "bench")
     docs = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "docs")
-    with open(os.path.join(bench, "fleet.json")) as f:
-        fleet = json.load(f)
-    start_vs_size(fleet, os.path.join(docs, "bench-start-vs-size.png"))
-    print(f"wrote {os.path.join(docs, 'bench-start-vs-size.png')}")
-    if crash_latency(fleet, os.path.join(docs, "bench-crash-latency.png")):
-        print(f"wrote {os.path.join(docs, 'bench-crash-latency.png')}")
+    fleet_path = os.path.join(bench, "fleet.json")
+    if os.path.exists(fleet_path):
+        with open(fleet_path) as f:
+            fleet = json.load(f)
+        start_vs_size(fleet, os.path.join(docs, "bench-start-vs-size.png"))
+        print(f"wrote {os.path.join(docs, 'bench-start-vs-size.png')}")
+        if crash_latency(fleet, os.path.join(docs, "bench-crash-latency.png")):
+            print(f"wrote {os.path.join(docs, 'bench-crash-latency.png')}")
+    auto_path = os.path.join(bench, "autoscale.json")
+    if os.path.exists(auto_path):
+        with open(auto_path) as f:
+            step = json.load(f).get("step") or {}
+        if autoscale_step(step, os.path.join(docs, "bench-autoscale-step.png")):
+            print(f"wrote {os.path.join(docs, 'bench-autoscale-step.png')}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 //! latest reading of each signal per replica, and the rounds of CPU
 //! readings it asks of Docker.
 //!
-//! On each autoscale tick the owner hands it the supervisor, the GPU
-//! telemetry and each group's latency burn rate; it turns its readings
-//! into samples, asks every agent's autoscaler, and returns the decisions,
+//! On each autoscale tick it starts a round of CPU readings; when they
+//! arrive (at once, when there is nothing to read) the owner hands it the
+//! supervisor, the GPU telemetry and each group's latency burn rate; it
+//! turns its readings into samples, asks every agent's autoscaler, and
+//! returns the decisions,
 //! which the owner carries out as `scale` commands (the same checks, the
 //! same persisted count). Signals:
 //!
@@ -151,10 +153,21 @@ impl Autoscaling {
         }
     }
 
-    /// One tick: asks every autoscaler of a started group, and starts a
-    /// round of CPU readings for the next. Returns the decisions and the
-    /// agents whose last decision the planner refused (still wanted).
-    pub(super) fn tick(
+    /// Starts a round of CPU readings of the replicas autoscaled on `cpu`;
+    /// `false` when there is none to read (or the last round still runs):
+    /// then the autoscalers are asked at once, else when the round's
+    /// readings arrive, so a decision never waits a tick for its figures.
+    pub(super) fn start_round(&mut self, sup: &Supervisor) -> bool {
+        let config = sup.config();
+        let autoscaled: BTreeMap<&str, (&str, &orch_core::model::Autoscale)> = config
+            .agents()
+            .filter_map(|a| Some((a.name.as_str(), (a.group.as_str(), a.autoscale.as_ref()?))))
+            .collect();
+        self.start_cpu_round(sup, &autoscaled)
+    }
+
+    /// Asks every autoscaler of a started group. Returns the decisions.
+    pub(super) fn decide(
         &mut self,
         sup: &Supervisor,
         r: &Readings<'_>,
@@ -176,7 +189,6 @@ impl Autoscaling {
             .collect();
         self.cpu.retain(|k, _| running.contains(k));
         self.metric.retain(|k, _| running.contains(k));
-        self.start_cpu_round(sup, &autoscaled);
 
         let mut decisions = Vec::new();
         for (agent, (group, spec)) in &autoscaled {
@@ -240,9 +252,9 @@ impl Autoscaling {
         &mut self,
         sup: &Supervisor,
         autoscaled: &BTreeMap<&str, (&str, &orch_core::model::Autoscale)>,
-    ) {
+    ) -> bool {
         if self.reading.as_ref().is_some_and(|t| !t.is_finished()) {
-            return;
+            return false;
         }
         let targets: Vec<(ReplicaKey, String)> = sup
             .replicas()
@@ -255,13 +267,14 @@ impl Autoscaling {
             .filter_map(|x| Some((x.key.clone(), x.container.as_ref()?.id.clone())))
             .collect();
         if targets.is_empty() {
-            return;
+            return false;
         }
         self.reading = Some(tokio::spawn(crate::cpu_stats::round(
             targets,
             self.rt.clone(),
             self.news.clone(),
         )));
+        true
     }
 
     /// The planner refused `decision`: `Some` the first time for this

@@ -347,7 +347,10 @@ impl Owner {
                 }
                 return self.observer.scraped(s, self.clocks.unix_ms());
             }
-            OwnerEvent::CpuRead(read) => return self.scaling.cpu_read(&self.sup, read),
+            OwnerEvent::CpuRead(read) => {
+                self.scaling.cpu_read(&self.sup, read);
+                return self.autoscale();
+            }
             OwnerEvent::Reload(_) => self.reload_signal(now),
             OwnerEvent::Ping(ping) => {
                 let _ = ping.0.send(());
@@ -463,7 +466,11 @@ impl Owner {
             Tick::Sample => self.observer.sample(&self.sup, now_ms),
             Tick::Scrape => self.observer.scrape(&self.sup),
             Tick::Save => self.observer.save(),
-            Tick::Autoscale => self.autoscale(),
+            Tick::Autoscale => {
+                if Autoscaling::wanted(&self.sup) && !self.scaling.start_round(&self.sup) {
+                    self.autoscale();
+                }
+            }
         }
     }
 
@@ -484,7 +491,7 @@ impl Owner {
             telemetry: self.exec.telemetry(),
             latency_burn: &burn,
         };
-        let decisions = self.scaling.tick(&self.sup, &readings);
+        let decisions = self.scaling.decide(&self.sup, &readings);
         for (group, agent, mut decision) in decisions {
             if let Err(rejection) = self.scale_fits(&group, &agent, Some(decision.to)) {
                 // As many as the GPUs hold, if more than now.
