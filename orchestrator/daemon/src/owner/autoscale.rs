@@ -231,7 +231,7 @@ impl Autoscaling {
             let obs = Observation {
                 now: r.now,
                 current,
-                rollout_running: false,
+                rollout_running: rolling_out(sup, agent),
                 cpu: &cpu,
                 gpu_util: &gpu_util,
                 metric: &metric,
@@ -311,5 +311,73 @@ impl Autoscaling {
                 Some((a.name.clone(), m.name.clone()))
             })
             .collect()
+    }
+}
+
+/// An apply is replacing the agent's containers: some replica runs a
+/// container of another config than the agent's now. Its autoscaler
+/// pauses until every replica runs the new one.
+fn rolling_out(sup: &Supervisor, agent: &str) -> bool {
+    let Some(hash) = sup.config_hash(agent) else {
+        return false;
+    };
+    sup.replicas()
+        .filter(|r| r.key.agent == agent)
+        .any(|r| r.container.as_ref().is_some_and(|c| c.config_hash != hash))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orch_core::gpu::ReplicaKey;
+    use orch_core::supervise::{ContainerFacts, ContainerStatus, Input, Persisted, Supervisor};
+
+    use super::rolling_out;
+
+    fn host(hash_of_running: impl Fn(&str) -> String) -> Supervisor {
+        let text = "version: 1\nhost: {name: h}\ndefaults: {image: img:1}\ngroups:\n  g:\n    agents:\n      W: {replicas: 2, autoscale: {max: 4, cpu: 50%}}\n      Other: {}\n";
+        let c = orch_config::load_str("h.yaml", text, &Default::default())
+            .unwrap()
+            .config;
+        let hashes = orch_core::container::config_hashes(&c);
+        let persisted = Persisted {
+            started_groups: ["g".to_string()].into(),
+            ..Persisted::default()
+        };
+        let mut sup = Supervisor::new(c, hashes, persisted);
+        let containers = [("W", 0), ("W", 1), ("Other", 0)]
+            .into_iter()
+            .map(|(agent, i)| {
+                let hash = if i == 1 {
+                    hash_of_running(sup.config_hash(agent).unwrap())
+                } else {
+                    sup.config_hash(agent).unwrap().to_string()
+                };
+                (
+                    ReplicaKey::new(agent, i),
+                    "g".to_string(),
+                    ContainerFacts {
+                        id: format!("c-{agent}-{i}"),
+                        config_hash: hash,
+                        status: ContainerStatus::Running,
+                        started_at_ms: 0,
+                        gpu_slice: None,
+                    },
+                )
+            })
+            .collect();
+        sup.handle(0, Input::Resync { containers });
+        sup
+    }
+
+    #[test]
+    fn an_agent_whose_replicas_run_an_older_config_is_rolling_out() {
+        let done = host(str::to_string);
+        assert!(!rolling_out(&done, "W"));
+        let rolling = host(|_| "older".to_string());
+        assert!(rolling_out(&rolling, "W"));
+        assert!(!rolling_out(&rolling, "Other"));
+        assert!(!rolling_out(&rolling, "Nobody"));
     }
 }
