@@ -10,6 +10,11 @@ use orch_core::units::{ByteSize, Percent};
 
 use crate::wire::*;
 
+mod diff;
+pub use diff::{
+    diff_lines, effect as diff_effect, field_change, field_name, no_changes, run_time_count,
+};
+
 impl fmt::Display for ReplicaRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.replica == 0 {
