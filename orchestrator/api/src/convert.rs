@@ -1279,6 +1279,25 @@ pub fn config_diff(
     (groups, agents)
 }
 
+/// What applying `new` (the file `to`) over `old` (the file `from`) would
+/// change, two files compared with no daemon: no counts set at run time.
+pub fn file_diff(
+    from: &str,
+    old: &orch_core::model::HostConfig,
+    to: &str,
+    new: &orch_core::model::HostConfig,
+) -> crate::diff::DiffReport {
+    let (groups, agents) = config_diff(&orch_core::diff::diff(old, new));
+    crate::diff::DiffReport {
+        host: new.host.name.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        groups,
+        agents,
+        run_time_counts: vec![],
+    }
+}
+
 pub fn diff_effect(e: orch_core::diff::Effect) -> crate::diff::Effect {
     use crate::diff::Effect;
     match e {

@@ -187,7 +187,7 @@ pub enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
-    /// Validate, show or convert a startup_config.yaml.
+    /// Validate, show, diff or convert a startup_config.yaml.
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Write a config as a Docker Compose file or Kubernetes manifests.
@@ -372,6 +372,23 @@ pub enum ConfigCmd {
     /// Show what a config means: groups, agents, images, ports, GPU requests.
     Show {
         file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// What an apply would change, agent by agent and field by field
+    /// (image, env, replicas, GPU request, ports, ...), and the replica
+    /// counts set at run time it keeps or replaces.
+    ///
+    /// No FILE: the daemon's config file on disk against what runs (what
+    /// `reload` would apply). FILE: that file against what runs. OLD NEW,
+    /// or with --offline: two files, no daemon. Exit code 0: no changes;
+    /// 8: changes.
+    Diff {
+        #[arg(num_args = 0..=2, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Compare two files here, without asking a daemon.
+        #[arg(long)]
+        offline: bool,
         #[command(flatten)]
         load: LoadArgs,
     },

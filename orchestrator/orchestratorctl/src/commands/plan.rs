@@ -157,6 +157,11 @@ fn show(r: &PlanReport, out: &Out) {
     for n in &r.notes {
         println!("{} {n}", out.yellow("note:"));
     }
+    if let Some(d) = &r.diff {
+        for line in orch_api::text::diff_lines(d) {
+            println!("{} {line}", out.bold("change:"));
+        }
+    }
     if let Some(c) = &r.changes {
         let list = |v: &[String]| {
             if v.is_empty() {
@@ -166,10 +171,11 @@ fn show(r: &PlanReport, out: &Out) {
             }
         };
         println!(
-            "{} {} unchanged; recreate: {}; add: {}; remove: {}",
+            "{} {} unchanged; recreate: {}; scale: {}; add: {}; remove: {}",
             out.bold("applying it:"),
             c.unchanged,
             list(&c.recreated),
+            list(&c.scaled),
             list(&c.added),
             list(&c.removed)
         );
