@@ -17,7 +17,8 @@ use crate::output::{ColorChoice, Format};
     after_help = "Exit codes: 0 ok (also when standard output is closed early, \
 as by `| head`), 1 failed (a --wait: a required agent crash-loops), 2 usage, \
 3 invalid config, 4 daemon unreachable (or a followed stream cut), 5 not found, \
-6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait)."
+6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait), \
+8 config diff: applying would change something."
 )]
 pub struct Cli {
     /// Output format: tables for people, JSON or YAML for scripts.

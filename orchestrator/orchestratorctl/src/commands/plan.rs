@@ -1,7 +1,8 @@
 //! `plan FILE`: which agent would get which GPU slice and which MIG
 //! instances would be made, like `nomad plan`. With a daemon running for
 //! the file's host, on its live inventory and keeping running agents'
-//! slices, plus what applying the file would change; otherwise on the GPUs
+//! slices, plus what applying the file would change (the `config diff`
+//! lines, and a summary that names agents only scaled); otherwise on the GPUs
 //! NVML reports here.
 //!
 //! `plan --all-hosts [FILE] [--agent GROUP/AGENT]`: which hosts of the
