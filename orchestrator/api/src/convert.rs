@@ -1047,177 +1047,6 @@ pub fn autoscale_cause(c: &orch_core::autoscale::Cause) -> AutoscaleCause {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One core change in, the wire changes out: values as the config's
-    /// text, an `env` entry by name only.
-    #[test]
-    fn diff_changes_travel_as_text_and_env_values_stay_home() {
-        use crate::diff::{EntryChange, Field, FieldChange};
-        use orch_core::diff::{AgentChange as A, MapChange};
-        let v = |field, old: Option<&str>, new: Option<&str>| FieldChange {
-            field,
-            key: None,
-            entry: None,
-            old: old.map(str::to_string),
-            new: new.map(str::to_string),
-        };
-        let port = |host: u16| orch_core::model::PortMapping {
-            host_ip: None,
-            host_port: Some(host),
-            host_port_end: None,
-            container_port: 80,
-            protocol: orch_core::model::Protocol::Tcp,
-        };
-        let exclusive = core_gpu::GpuRequest::new(core_gpu::SliceRequest::Exclusive);
-        let table = vec![
-            (
-                A::Image {
-                    old: "a:1".into(),
-                    new: "a:2".into(),
-                },
-                vec![v(Field::Image, Some("a:1"), Some("a:2"))],
-            ),
-            (
-                A::Replicas { old: 3, new: 2 },
-                vec![v(Field::Replicas, Some("3"), Some("2"))],
-            ),
-            (
-                A::Ports {
-                    old: vec![port(8080)],
-                    new: vec![port(8081)],
-                },
-                vec![v(Field::Ports, Some("8080:80"), Some("8081:80"))],
-            ),
-            (
-                A::Gpu {
-                    old: None,
-                    new: Some(exclusive),
-                },
-                vec![v(Field::Gpu, None, Some("exclusive"))],
-            ),
-            (
-                A::Env(vec![
-                    MapChange {
-                        key: "TOKEN".into(),
-                        old: Some("s3cret".into()),
-                        new: Some("other".into()),
-                    },
-                    MapChange {
-                        key: "FOO".into(),
-                        old: None,
-                        new: Some("1".into()),
-                    },
-                ]),
-                vec![
-                    FieldChange {
-                        key: Some("TOKEN".into()),
-                        entry: Some(EntryChange::Changed),
-                        ..v(Field::Env, None, None)
-                    },
-                    FieldChange {
-                        key: Some("FOO".into()),
-                        entry: Some(EntryChange::Added),
-                        ..v(Field::Env, None, None)
-                    },
-                ],
-            ),
-            (
-                A::Labels(vec![MapChange {
-                    key: "team".into(),
-                    old: Some("a".into()),
-                    new: None,
-                }]),
-                vec![FieldChange {
-                    key: Some("team".into()),
-                    entry: Some(EntryChange::Removed),
-                    ..v(Field::Labels, Some("a"), None)
-                }],
-            ),
-            (
-                A::Secrets {
-                    old: vec![],
-                    new: vec![orch_core::model::SecretMount {
-                        name: "hf_token".into(),
-                        source: "/etc/orch/hf".into(),
-                    }],
-                },
-                vec![v(Field::Secrets, None, Some("hf_token (/etc/orch/hf)"))],
-            ),
-            (
-                A::GpuOverLimit {
-                    old: orch_core::model::OverLimit::Warn,
-                    new: orch_core::model::OverLimit::Restart,
-                },
-                vec![v(Field::GpuOverLimit, Some("warn"), Some("restart"))],
-            ),
-        ];
-        for (core_change, want) in table {
-            let (_, agents) = config_diff(&orch_core::diff::ConfigDiff {
-                groups: vec![],
-                agents: vec![orch_core::diff::AgentDiff::Changed {
-                    agent: "Worker".into(),
-                    group: "g".into(),
-                    changes: vec![core_change.clone()],
-                    effect: orch_core::diff::Effect::InPlace,
-                }],
-            });
-            let crate::diff::AgentDiff::Changed { changes, .. } = &agents[0] else {
-                panic!("{core_change:?}: not a change");
-            };
-            assert_eq!(changes, &want, "{core_change:?}");
-        }
-    }
-
-    #[test]
-    fn a_replica_held_by_a_crash_loop_says_which_agent_loops() {
-        let w = wait(&core::Wait::CrashLoop("Registry".into()));
-        assert_eq!(
-            w,
-            Wait::CrashLooping {
-                agent: "Registry".into()
-            }
-        );
-        assert_eq!(
-            serde_json::to_value(&w).unwrap(),
-            serde_json::json!({"on": "crash-looping", "agent": "Registry"})
-        );
-        assert_eq!(
-            format!("held (waiting for {})", crate::text::waits(&[w])),
-            "held (waiting for Registry: crash-looping)"
-        );
-    }
-
-    #[test]
-    fn a_replica_that_stays_down_is_said_so_on_the_wire() {
-        let e = event_kind(
-            &core::SupervisorEvent::AgentStaysDown {
-                replica: core_gpu::ReplicaKey::new("Batch", 0),
-                group: "jobs".into(),
-                code: 0,
-            },
-            None,
-        );
-        assert_eq!(
-            e,
-            EventKind::AgentStaysDown {
-                replica: ReplicaRef {
-                    agent: "Batch".into(),
-                    replica: 0
-                },
-                group: "jobs".into(),
-                code: 0,
-            }
-        );
-        assert_eq!(
-            e.to_string(),
-            "jobs/Batch: exited with code 0 and stays down (its restart policy does not restart it; `restart: always` would, `agent restart` starts it now)"
-        );
-    }
-}
-
 /// The groups and agents of a core diff, values as text (see
 /// [`crate::diff`]: an `env` entry's value is never carried).
 pub fn config_diff(
@@ -1471,5 +1300,176 @@ fn agent_change(c: &orch_core::diff::AgentChange) -> Vec<crate::diff::FieldChang
             old.as_ref().map(json_text),
             new.as_ref().map(json_text),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One core change in, the wire changes out: values as the config's
+    /// text, an `env` entry by name only.
+    #[test]
+    fn diff_changes_travel_as_text_and_env_values_stay_home() {
+        use crate::diff::{EntryChange, Field, FieldChange};
+        use orch_core::diff::{AgentChange as A, MapChange};
+        let v = |field, old: Option<&str>, new: Option<&str>| FieldChange {
+            field,
+            key: None,
+            entry: None,
+            old: old.map(str::to_string),
+            new: new.map(str::to_string),
+        };
+        let port = |host: u16| orch_core::model::PortMapping {
+            host_ip: None,
+            host_port: Some(host),
+            host_port_end: None,
+            container_port: 80,
+            protocol: orch_core::model::Protocol::Tcp,
+        };
+        let exclusive = core_gpu::GpuRequest::new(core_gpu::SliceRequest::Exclusive);
+        let table = vec![
+            (
+                A::Image {
+                    old: "a:1".into(),
+                    new: "a:2".into(),
+                },
+                vec![v(Field::Image, Some("a:1"), Some("a:2"))],
+            ),
+            (
+                A::Replicas { old: 3, new: 2 },
+                vec![v(Field::Replicas, Some("3"), Some("2"))],
+            ),
+            (
+                A::Ports {
+                    old: vec![port(8080)],
+                    new: vec![port(8081)],
+                },
+                vec![v(Field::Ports, Some("8080:80"), Some("8081:80"))],
+            ),
+            (
+                A::Gpu {
+                    old: None,
+                    new: Some(exclusive),
+                },
+                vec![v(Field::Gpu, None, Some("exclusive"))],
+            ),
+            (
+                A::Env(vec![
+                    MapChange {
+                        key: "TOKEN".into(),
+                        old: Some("s3cret".into()),
+                        new: Some("other".into()),
+                    },
+                    MapChange {
+                        key: "FOO".into(),
+                        old: None,
+                        new: Some("1".into()),
+                    },
+                ]),
+                vec![
+                    FieldChange {
+                        key: Some("TOKEN".into()),
+                        entry: Some(EntryChange::Changed),
+                        ..v(Field::Env, None, None)
+                    },
+                    FieldChange {
+                        key: Some("FOO".into()),
+                        entry: Some(EntryChange::Added),
+                        ..v(Field::Env, None, None)
+                    },
+                ],
+            ),
+            (
+                A::Labels(vec![MapChange {
+                    key: "team".into(),
+                    old: Some("a".into()),
+                    new: None,
+                }]),
+                vec![FieldChange {
+                    key: Some("team".into()),
+                    entry: Some(EntryChange::Removed),
+                    ..v(Field::Labels, Some("a"), None)
+                }],
+            ),
+            (
+                A::Secrets {
+                    old: vec![],
+                    new: vec![orch_core::model::SecretMount {
+                        name: "hf_token".into(),
+                        source: "/etc/orch/hf".into(),
+                    }],
+                },
+                vec![v(Field::Secrets, None, Some("hf_token (/etc/orch/hf)"))],
+            ),
+            (
+                A::GpuOverLimit {
+                    old: orch_core::model::OverLimit::Warn,
+                    new: orch_core::model::OverLimit::Restart,
+                },
+                vec![v(Field::GpuOverLimit, Some("warn"), Some("restart"))],
+            ),
+        ];
+        for (core_change, want) in table {
+            let (_, agents) = config_diff(&orch_core::diff::ConfigDiff {
+                groups: vec![],
+                agents: vec![orch_core::diff::AgentDiff::Changed {
+                    agent: "Worker".into(),
+                    group: "g".into(),
+                    changes: vec![core_change.clone()],
+                    effect: orch_core::diff::Effect::InPlace,
+                }],
+            });
+            let crate::diff::AgentDiff::Changed { changes, .. } = &agents[0] else {
+                panic!("{core_change:?}: not a change");
+            };
+            assert_eq!(changes, &want, "{core_change:?}");
+        }
+    }
+
+    #[test]
+    fn a_replica_held_by_a_crash_loop_says_which_agent_loops() {
+        let w = wait(&core::Wait::CrashLoop("Registry".into()));
+        assert_eq!(
+            w,
+            Wait::CrashLooping {
+                agent: "Registry".into()
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&w).unwrap(),
+            serde_json::json!({"on": "crash-looping", "agent": "Registry"})
+        );
+        assert_eq!(
+            format!("held (waiting for {})", crate::text::waits(&[w])),
+            "held (waiting for Registry: crash-looping)"
+        );
+    }
+
+    #[test]
+    fn a_replica_that_stays_down_is_said_so_on_the_wire() {
+        let e = event_kind(
+            &core::SupervisorEvent::AgentStaysDown {
+                replica: core_gpu::ReplicaKey::new("Batch", 0),
+                group: "jobs".into(),
+                code: 0,
+            },
+            None,
+        );
+        assert_eq!(
+            e,
+            EventKind::AgentStaysDown {
+                replica: ReplicaRef {
+                    agent: "Batch".into(),
+                    replica: 0
+                },
+                group: "jobs".into(),
+                code: 0,
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "jobs/Batch: exited with code 0 and stays down (its restart policy does not restart it; `restart: always` would, `agent restart` starts it now)"
+        );
     }
 }
