@@ -938,6 +938,14 @@ impl fmt::Display for crate::Rejection {
                 f,
                 "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; plan it on that host, or with --offline"
             ),
+            DiffOfOtherHost {
+                file_name,
+                config_host,
+                daemon_host,
+            } => write!(
+                f,
+                "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; compare it there (`--host {config_host}`), or with another file without a daemon (`config diff OLD NEW`)"
+            ),
             NoContainer {
                 group,
                 replica,

@@ -22,7 +22,7 @@ pub fn config_diff(
 ) -> Result<DiffReport, Rejection> {
     let running = sup.config();
     if new.host.name != running.host.name {
-        return Err(Rejection::PlanOfOtherHost {
+        return Err(Rejection::DiffOfOtherHost {
             file_name: file_name.to_string(),
             config_host: new.host.name.clone(),
             daemon_host: running.host.name.clone(),
@@ -236,8 +236,12 @@ groups:
         let other = RUNNING_TEXT.replace("name: h", "name: other");
         let err = config_diff(&host(), "o.yaml", &config(&other)).unwrap_err();
         assert!(
-            matches!(err, Rejection::PlanOfOtherHost { ref config_host, .. } if config_host == "other"),
+            matches!(err, Rejection::DiffOfOtherHost { ref config_host, .. } if config_host == "other"),
             "{err:?}"
+        );
+        assert_eq!(
+            orch_api::ApiError::from(err).message,
+            "o.yaml is the config of host `other`, but this daemon runs host `h`; compare it there (`--host other`), or with another file without a daemon (`config diff OLD NEW`)"
         );
     }
 }
