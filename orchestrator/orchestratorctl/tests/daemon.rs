@@ -874,4 +874,11 @@ fn config_diff_says_what_an_apply_would_change_and_exits_8_when_something() {
     assert!(shown.contains("change: Api: replicas 3 -> 2"), "{shown}");
     assert!(shown.contains("change: Api: 1 replica stopped"), "{shown}");
     assert!(shown.contains("scale: Api;"), "{shown}");
+    // ... and `apply` does not call it no change.
+    let out = host.ctl(&["apply", only_count.to_str().unwrap()]);
+    code(&out, 0);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("applied; no container recreated"), "{shown}");
+    let out = host.ctl(&["config", "diff"]);
+    code(&out, 0);
 }
