@@ -1091,7 +1091,7 @@ impl fmt::Display for crate::Rejection {
                     (limit / 1024, "KiB")
                 };
                 let what = if *kind == "config" {
-                    "apply, plan and state import"
+                    "apply, plan, config diff and state import"
                 } else {
                     "a request"
                 };
