@@ -319,6 +319,21 @@ impl Client {
         .await
     }
 
+    /// What applying a config (`None`: the daemon's config file on disk)
+    /// would change.
+    pub async fn config_diff(
+        &self,
+        config: Option<(&str, &str)>,
+    ) -> Result<crate::DiffReport, ClientError> {
+        self.unary(Request::ConfigDiff {
+            config: config.map(|(file_name, config_text)| crate::request::ConfigFile {
+                file_name: file_name.to_string(),
+                config_text: config_text.to_string(),
+            }),
+        })
+        .await
+    }
+
     pub async fn mig_mode(&self, gpu: u32, enable: bool) -> Result<Accepted, ClientError> {
         self.unary(Request::MigMode { gpu, enable }).await
     }

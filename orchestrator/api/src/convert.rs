@@ -1047,9 +1047,385 @@ pub fn autoscale_cause(c: &orch_core::autoscale::Cause) -> AutoscaleCause {
     }
 }
 
+/// The groups and agents of a core diff, values as text (see
+/// [`crate::diff`]: an `env` entry's value is never carried).
+pub fn config_diff(
+    d: &orch_core::diff::ConfigDiff,
+) -> (Vec<crate::diff::GroupDiff>, Vec<crate::diff::AgentDiff>) {
+    use crate::diff::{AgentDiff, GroupDiff};
+    use orch_core::diff as core_diff;
+    let groups = d
+        .groups
+        .iter()
+        .map(|g| match g {
+            core_diff::GroupDiff::Added { group } => GroupDiff::Added {
+                group: group.clone(),
+            },
+            core_diff::GroupDiff::Removed { group } => GroupDiff::Removed {
+                group: group.clone(),
+            },
+            core_diff::GroupDiff::Changed { group, changes } => GroupDiff::Changed {
+                group: group.clone(),
+                changes: changes.iter().map(group_change).collect(),
+            },
+        })
+        .collect();
+    let agents = d
+        .agents
+        .iter()
+        .map(|a| match a {
+            core_diff::AgentDiff::Added {
+                agent,
+                group,
+                replicas,
+            } => AgentDiff::Added {
+                agent: agent.clone(),
+                group: group.clone(),
+                replicas: *replicas,
+            },
+            core_diff::AgentDiff::Removed {
+                agent,
+                group,
+                replicas,
+            } => AgentDiff::Removed {
+                agent: agent.clone(),
+                group: group.clone(),
+                replicas: *replicas,
+            },
+            core_diff::AgentDiff::Changed {
+                agent,
+                group,
+                changes,
+                effect,
+            } => AgentDiff::Changed {
+                agent: agent.clone(),
+                group: group.clone(),
+                changes: changes.iter().flat_map(agent_change).collect(),
+                effect: diff_effect(*effect),
+            },
+        })
+        .collect();
+    (groups, agents)
+}
+
+/// What applying `new` (the file `to`) over `old` (the file `from`) would
+/// change, two files compared with no daemon: no counts set at run time.
+pub fn file_diff(
+    from: &str,
+    old: &orch_core::model::HostConfig,
+    to: &str,
+    new: &orch_core::model::HostConfig,
+) -> crate::diff::DiffReport {
+    let (groups, agents) = config_diff(&orch_core::diff::diff(old, new));
+    crate::diff::DiffReport {
+        host: new.host.name.clone(),
+        from: from.to_string(),
+        to: to.to_string(),
+        groups,
+        agents,
+        run_time_counts: vec![],
+    }
+}
+
+pub fn diff_effect(e: orch_core::diff::Effect) -> crate::diff::Effect {
+    use crate::diff::Effect;
+    match e {
+        orch_core::diff::Effect::Recreate {
+            old_replicas,
+            new_replicas,
+        } => Effect::Recreate {
+            old_replicas,
+            new_replicas,
+        },
+        orch_core::diff::Effect::Scale { old, new } => Effect::Scale { old, new },
+        orch_core::diff::Effect::InPlace => Effect::InPlace,
+    }
+}
+
+/// A setting's value as compact JSON, for the structured ones that have
+/// no form of their own in a config file's one line.
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A list as the config's one-line form: `a, b` (`None` when empty, so an
+/// empty list reads as "not set").
+fn list_text<T: std::fmt::Display>(v: &[T]) -> Option<String> {
+    (!v.is_empty()).then(|| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
+/// A GPU request and its fallbacks: `mig 1g.10gb -> exclusive`.
+pub fn gpu_request_text(r: &core_gpu::GpuRequest) -> String {
+    gpu_request(r)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+fn value_change(
+    field: crate::diff::Field,
+    old: Option<String>,
+    new: Option<String>,
+) -> crate::diff::FieldChange {
+    crate::diff::FieldChange {
+        field,
+        key: None,
+        entry: None,
+        old,
+        new,
+    }
+}
+
+fn group_change(c: &orch_core::diff::GroupChange) -> crate::diff::FieldChange {
+    use crate::diff::Field;
+    use orch_core::diff::GroupChange as G;
+    match c {
+        G::Description { old, new } => value_change(Field::Description, old.clone(), new.clone()),
+        G::DependsOn { old, new } => value_change(Field::DependsOn, list_text(old), list_text(new)),
+        G::Slo { old, new } => value_change(
+            Field::Slo,
+            old.as_ref().map(json_text),
+            new.as_ref().map(json_text),
+        ),
+        G::Rollout { old, new } => {
+            value_change(Field::Rollout, Some(json_text(old)), Some(json_text(new)))
+        }
+        G::MinHealthy { old, new } => value_change(
+            Field::MinHealthy,
+            Some(old.to_string()),
+            Some(new.to_string()),
+        ),
+    }
+}
+
+/// The entries of a map setting; `values`: whether their values travel.
+fn map_changes(
+    field: crate::diff::Field,
+    changes: &[orch_core::diff::MapChange],
+    values: bool,
+) -> Vec<crate::diff::FieldChange> {
+    use crate::diff::EntryChange;
+    changes
+        .iter()
+        .map(|m| crate::diff::FieldChange {
+            field,
+            key: Some(m.key.clone()),
+            entry: Some(match (&m.old, &m.new) {
+                (None, _) => EntryChange::Added,
+                (_, None) => EntryChange::Removed,
+                _ => EntryChange::Changed,
+            }),
+            old: m.old.clone().filter(|_| values),
+            new: m.new.clone().filter(|_| values),
+        })
+        .collect()
+}
+
+/// One core change as wire changes: one, or one per entry of a map.
+fn agent_change(c: &orch_core::diff::AgentChange) -> Vec<crate::diff::FieldChange> {
+    use crate::diff::Field;
+    use orch_core::diff::AgentChange as A;
+    let one = |field, old, new| vec![value_change(field, old, new)];
+    match c {
+        A::Group { old, new } => one(Field::Group, Some(old.clone()), Some(new.clone())),
+        A::Image { old, new } => one(Field::Image, Some(old.clone()), Some(new.clone())),
+        A::Command { old, new } => one(
+            Field::Command,
+            old.as_ref().map(|v| v.join(" ")),
+            new.as_ref().map(|v| v.join(" ")),
+        ),
+        A::Env(entries) => map_changes(Field::Env, entries, false),
+        A::Labels(entries) => map_changes(Field::Labels, entries, true),
+        A::Ports { old, new } => one(Field::Ports, list_text(old), list_text(new)),
+        A::Volumes { old, new } => one(Field::Volumes, list_text(old), list_text(new)),
+        A::DependsOn { old, new } => one(Field::DependsOn, list_text(old), list_text(new)),
+        A::Gpu { old, new } => one(
+            Field::Gpu,
+            old.as_ref().map(gpu_request_text),
+            new.as_ref().map(gpu_request_text),
+        ),
+        A::GpuOverLimit { old, new } => one(
+            Field::GpuOverLimit,
+            Some(json_text(old).trim_matches('"').to_string()),
+            Some(json_text(new).trim_matches('"').to_string()),
+        ),
+        A::Restart { old, new } => one(Field::Restart, Some(json_text(old)), Some(json_text(new))),
+        A::Health { old, new } => one(Field::Health, Some(json_text(old)), Some(json_text(new))),
+        A::Resources { old, new } => {
+            one(Field::Resources, Some(json_text(old)), Some(json_text(new)))
+        }
+        A::Security { old, new } => {
+            one(Field::Security, Some(json_text(old)), Some(json_text(new)))
+        }
+        A::Replicas { old, new } => one(
+            Field::Replicas,
+            Some(old.to_string()),
+            Some(new.to_string()),
+        ),
+        A::Required { old, new } => one(
+            Field::Required,
+            Some(old.to_string()),
+            Some(new.to_string()),
+        ),
+        A::StopTimeout { old, new } => one(
+            Field::StopTimeout,
+            Some(old.to_string()),
+            Some(new.to_string()),
+        ),
+        A::Config { old, new } => one(
+            Field::Config,
+            old.as_ref().map(json_text),
+            new.as_ref().map(json_text),
+        ),
+        A::ScriptPath { old, new } => one(Field::ScriptPath, old.clone(), new.clone()),
+        // Names and host files only: a secret's value is never in the model.
+        A::Secrets { old, new } => {
+            let names = |v: &[orch_core::model::SecretMount]| {
+                list_text(
+                    &v.iter()
+                        .map(|s| format!("{} ({})", s.name, s.source))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            one(Field::Secrets, names(old), names(new))
+        }
+        A::Autoscale { old, new } => one(
+            Field::Autoscale,
+            old.as_ref().map(json_text),
+            new.as_ref().map(json_text),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One core change in, the wire changes out: values as the config's
+    /// text, an `env` entry by name only.
+    #[test]
+    fn diff_changes_travel_as_text_and_env_values_stay_home() {
+        use crate::diff::{EntryChange, Field, FieldChange};
+        use orch_core::diff::{AgentChange as A, MapChange};
+        let v = |field, old: Option<&str>, new: Option<&str>| FieldChange {
+            field,
+            key: None,
+            entry: None,
+            old: old.map(str::to_string),
+            new: new.map(str::to_string),
+        };
+        let port = |host: u16| orch_core::model::PortMapping {
+            host_ip: None,
+            host_port: Some(host),
+            host_port_end: None,
+            container_port: 80,
+            protocol: orch_core::model::Protocol::Tcp,
+        };
+        let exclusive = core_gpu::GpuRequest::new(core_gpu::SliceRequest::Exclusive);
+        let table = vec![
+            (
+                A::Image {
+                    old: "a:1".into(),
+                    new: "a:2".into(),
+                },
+                vec![v(Field::Image, Some("a:1"), Some("a:2"))],
+            ),
+            (
+                A::Replicas { old: 3, new: 2 },
+                vec![v(Field::Replicas, Some("3"), Some("2"))],
+            ),
+            (
+                A::Ports {
+                    old: vec![port(8080)],
+                    new: vec![port(8081)],
+                },
+                vec![v(Field::Ports, Some("8080:80"), Some("8081:80"))],
+            ),
+            (
+                A::Gpu {
+                    old: None,
+                    new: Some(exclusive),
+                },
+                vec![v(Field::Gpu, None, Some("exclusive"))],
+            ),
+            (
+                A::Env(vec![
+                    MapChange {
+                        key: "TOKEN".into(),
+                        old: Some("s3cret".into()),
+                        new: Some("other".into()),
+                    },
+                    MapChange {
+                        key: "FOO".into(),
+                        old: None,
+                        new: Some("1".into()),
+                    },
+                ]),
+                vec![
+                    FieldChange {
+                        key: Some("TOKEN".into()),
+                        entry: Some(EntryChange::Changed),
+                        ..v(Field::Env, None, None)
+                    },
+                    FieldChange {
+                        key: Some("FOO".into()),
+                        entry: Some(EntryChange::Added),
+                        ..v(Field::Env, None, None)
+                    },
+                ],
+            ),
+            (
+                A::Labels(vec![MapChange {
+                    key: "team".into(),
+                    old: Some("a".into()),
+                    new: None,
+                }]),
+                vec![FieldChange {
+                    key: Some("team".into()),
+                    entry: Some(EntryChange::Removed),
+                    ..v(Field::Labels, Some("a"), None)
+                }],
+            ),
+            (
+                A::Secrets {
+                    old: vec![],
+                    new: vec![orch_core::model::SecretMount {
+                        name: "hf_token".into(),
+                        source: "/etc/orch/hf".into(),
+                    }],
+                },
+                vec![v(Field::Secrets, None, Some("hf_token (/etc/orch/hf)"))],
+            ),
+            (
+                A::GpuOverLimit {
+                    old: orch_core::model::OverLimit::Warn,
+                    new: orch_core::model::OverLimit::Restart,
+                },
+                vec![v(Field::GpuOverLimit, Some("warn"), Some("restart"))],
+            ),
+        ];
+        for (core_change, want) in table {
+            let (_, agents) = config_diff(&orch_core::diff::ConfigDiff {
+                groups: vec![],
+                agents: vec![orch_core::diff::AgentDiff::Changed {
+                    agent: "Worker".into(),
+                    group: "g".into(),
+                    changes: vec![core_change.clone()],
+                    effect: orch_core::diff::Effect::InPlace,
+                }],
+            });
+            let crate::diff::AgentDiff::Changed { changes, .. } = &agents[0] else {
+                panic!("{core_change:?}: not a change");
+            };
+            assert_eq!(changes, &want, "{core_change:?}");
+        }
+    }
 
     #[test]
     fn a_replica_held_by_a_crash_loop_says_which_agent_loops() {

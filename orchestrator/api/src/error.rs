@@ -131,6 +131,12 @@ pub enum Rejection {
         config_host: String,
         daemon_host: String,
     },
+    /// `config diff` of another host's config.
+    DiffOfOtherHost {
+        file_name: String,
+        config_host: String,
+        daemon_host: String,
+    },
     /// A replica has no container to read logs from.
     NoContainer {
         group: String,
@@ -368,6 +374,7 @@ impl Rejection {
             | TooLarge { .. } => ErrorCode::BadRequest,
             NeededBy { .. }
             | PlanOfOtherHost { .. }
+            | DiffOfOtherHost { .. }
             | NoMig { .. }
             | GpuHeld { .. }
             | Scale { .. }

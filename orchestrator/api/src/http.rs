@@ -69,6 +69,14 @@ struct PlanFleetBody {
     agent: Option<String>,
 }
 
+/// The body of a `config_diff`.
+#[derive(serde::Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigDiffBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<crate::request::ConfigFile>,
+}
+
 #[derive(serde::Serialize, Deserialize)]
 struct MigBody {
     enable: bool,
@@ -197,6 +205,13 @@ pub fn to_route(env: &Envelope) -> Route {
             json(&PlanFleetBody {
                 config: config.clone(),
                 agent: agent.clone(),
+            }),
+        ),
+        Request::ConfigDiff { config } => (
+            Method::Post,
+            "config/diff".into(),
+            json(&ConfigDiffBody {
+                config: config.clone(),
             }),
         ),
         Request::MigMode { gpu, enable } => (
@@ -363,6 +378,10 @@ pub fn from_route(
                 agent: b.agent,
             }
         }
+        ["config", "diff"] if post => {
+            let b: ConfigDiffBody = body_or_default(body, "config diff")?;
+            Request::ConfigDiff { config: b.config }
+        }
         ["state"] if get => Request::StateExport,
         ["state"] if post => Request::StateImport {
             state: body_as(body, "state")?,
@@ -498,6 +517,13 @@ mod tests {
                     config_text: "version: 1\n".into(),
                 }),
                 agent: Some("vision_gpu/Eyes".into()),
+            },
+            Request::ConfigDiff { config: None },
+            Request::ConfigDiff {
+                config: Some(crate::request::ConfigFile {
+                    file_name: "mainpc.yaml".into(),
+                    config_text: "version: 1\n".into(),
+                }),
             },
             Request::MigMode {
                 gpu: 1,

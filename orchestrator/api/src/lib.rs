@@ -28,6 +28,7 @@
 //! | `gpu` | GET /v1/gpu | [`GpuReport`] | read only |
 //! | `plan` | POST /v1/plan `{file_name, config_text}` | [`PlanReport`] | read only |
 //! | `plan_fleet` | POST /v1/plan/fleet `{config?: {file_name, config_text}, agent?}` | [`FleetPlan`] | read only |
+//! | `config_diff` | POST /v1/config/diff `{config?: {file_name, config_text}}` | [`DiffReport`] | read only |
 //! | `mig_mode` | POST /v1/gpu/{index}/mig `{enable}` | [`Accepted`] | admin |
 //! | `peers` | GET /v1/peers | `Vec<PeerStatus>` | read only |
 //! | `fleet` | GET /v1/fleet | [`Fleet`] | read only |
@@ -45,6 +46,7 @@
 
 mod client;
 pub mod convert;
+pub mod diff;
 mod error;
 pub mod fleet_plan;
 pub mod http;
@@ -56,6 +58,7 @@ pub mod wait;
 pub mod wire;
 
 pub use client::{Client, ClientError, LogsWanted, SinceError, logs_since, ndjson};
+pub use diff::DiffReport;
 pub use error::{
     ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection, RemoteLevel,
     RemoteRefusal, ScaleRefusal,

@@ -254,6 +254,10 @@ pub struct PlanReport {
     pub notes: Vec<PlanNote>,
     /// With a running daemon: what applying the config would change.
     pub changes: Option<ConfigChanges>,
+    /// With a running daemon: the same, field by field, with the counts
+    /// set at run time that the apply keeps or replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<crate::diff::DiffReport>,
     /// What the config's agents need on other hosts, and whether it is
     /// ready there now (as far as this host knows).
     #[serde(default)]
@@ -415,6 +419,10 @@ pub struct ConfigChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub recreated: Vec<String>,
+    /// Agents whose replica count changes, none recreated: replicas are
+    /// started or stopped.
+    #[serde(default)]
+    pub scaled: Vec<String>,
     pub unchanged: usize,
 }
 

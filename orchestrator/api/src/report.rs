@@ -70,6 +70,7 @@ pub fn plan_report(
         errors: plan.errors.iter().map(convert::plan_error).collect(),
         notes: plan.notes.iter().map(convert::plan_note).collect(),
         changes: None,
+        diff: None,
         remote: remote_dependencies(config, |_| crate::reply::RemoteReadiness::Unknown),
     }
 }

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::diff::DiffReport;
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
     Accepted, AgentStatus, Applied, Fleet, FleetPlan, GpuReport, GroupStatus, LogText, PeerStatus,
@@ -110,6 +111,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<String>,
     },
+    /// What applying a config would change, field by field, and the
+    /// replica counts set at run time it keeps or replaces. Reply:
+    /// [`DiffReport`].
+    ConfigDiff {
+        /// The config to compare with the running one; `None`: the
+        /// config file on disk (what `reload` would apply).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<ConfigFile>,
+    },
     /// Change a GPU's MIG mode (pending until a reset). Reply: [`Accepted`].
     MigMode { gpu: u32, enable: bool },
     /// The configured peers and how they are seen. Reply: `Vec<PeerStatus>`.
@@ -172,6 +182,7 @@ impl Request {
             | Request::Gpu
             | Request::Plan { .. }
             | Request::PlanFleet { .. }
+            | Request::ConfigDiff { .. }
             | Request::Peers
             | Request::Fleet
             | Request::Slo { .. }
@@ -206,6 +217,7 @@ impl Request {
             Request::Gpu => "gpu",
             Request::Plan { .. } => "plan",
             Request::PlanFleet { .. } => "plan_fleet",
+            Request::ConfigDiff { .. } => "config_diff",
             Request::MigMode { .. } => "mig_mode",
             Request::Peers => "peers",
             Request::Fleet => "fleet",
@@ -320,6 +332,7 @@ pub enum Response {
     Gpu(GpuReport),
     Plan(PlanReport),
     FleetPlan(FleetPlan),
+    ConfigDiff(DiffReport),
     Events(Vec<Event>),
     Logs(LogText),
     Peers(Vec<PeerStatus>),
@@ -340,6 +353,7 @@ impl Response {
             Response::Gpu(_) => "gpu",
             Response::Plan(_) => "plan",
             Response::FleetPlan(_) => "fleet_plan",
+            Response::ConfigDiff(_) => "config_diff",
             Response::Events(_) => "events",
             Response::Logs(_) => "logs",
             Response::Peers(_) => "peers",
@@ -511,6 +525,15 @@ mod tests {
                 },
                 ReadOnly,
             ),
+            (
+                Request::ConfigDiff {
+                    config: Some(ConfigFile {
+                        file_name: text().0,
+                        config_text: text().1,
+                    }),
+                },
+                ReadOnly,
+            ),
         ]
     }
 
@@ -543,12 +566,13 @@ mod tests {
                 Request::StateImport { .. } => 18,
                 Request::Scale { .. } => 19,
                 Request::PlanFleet { .. } => 20,
+                Request::ConfigDiff { .. } => 21,
             }
         };
         let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
         assert_eq!(
             rows,
-            (0..21).collect::<Vec<_>>(),
+            (0..22).collect::<Vec<_>>(),
             "one row per request, in order"
         );
         for (request, class) in &table {

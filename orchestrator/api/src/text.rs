@@ -10,6 +10,11 @@ use orch_core::units::{ByteSize, Percent};
 
 use crate::wire::*;
 
+mod diff;
+pub use diff::{
+    diff_lines, effect as diff_effect, field_change, field_name, no_changes, run_time_count,
+};
+
 impl fmt::Display for ReplicaRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.replica == 0 {
@@ -933,6 +938,14 @@ impl fmt::Display for crate::Rejection {
                 f,
                 "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; plan it on that host, or with --offline"
             ),
+            DiffOfOtherHost {
+                file_name,
+                config_host,
+                daemon_host,
+            } => write!(
+                f,
+                "{file_name} is the config of host `{config_host}`, but this daemon runs host `{daemon_host}`; compare it there (`--host {config_host}`), or with another file without a daemon (`config diff OLD NEW`)"
+            ),
             NoContainer {
                 group,
                 replica,
@@ -1078,7 +1091,7 @@ impl fmt::Display for crate::Rejection {
                     (limit / 1024, "KiB")
                 };
                 let what = if *kind == "config" {
-                    "apply, plan and state import"
+                    "apply, plan, config diff and state import"
                 } else {
                     "a request"
                 };

@@ -173,7 +173,9 @@ pub fn body_kind(method: &str, path: &str) -> BodyKind {
         .unwrap_or(path)
         .trim_end_matches('/');
     match (method, route) {
-        ("POST", "/apply" | "/plan" | "/plan/fleet" | "/state") => BodyKind::Config,
+        ("POST", "/apply" | "/plan" | "/plan/fleet" | "/config/diff" | "/state") => {
+            BodyKind::Config
+        }
         _ => BodyKind::Request,
     }
 }
@@ -253,6 +255,7 @@ mod tests {
             ("POST", "/v1/apply"),
             ("POST", "/v1/plan"),
             ("POST", "/v1/plan/fleet"),
+            ("POST", "/v1/config/diff"),
             ("POST", "/v1/state"),
             ("POST", "/v1/state/"),
         ] {

@@ -147,8 +147,8 @@ impl Service {
         }
     }
 
-    /// Parses and validates the config text of an `apply`, a `plan` or a
-    /// `plan_fleet` on a blocking thread; `None` for any other request.
+    /// Parses and validates the config text of an `apply`, a `plan`, a
+    /// `plan_fleet` or a `config_diff` on a blocking thread; `None` for any other request.
     async fn parse(
         &self,
         request: Request,
@@ -158,6 +158,7 @@ impl Service {
             Apply { force: bool },
             Plan,
             PlanFleet { agent: Option<String> },
+            ConfigDiff,
         }
         let (file_name, config_text, kind) = match request {
             Request::Apply {
@@ -173,6 +174,9 @@ impl Service {
                 config: Some(c),
                 agent,
             } => (c.file_name, c.config_text, Kind::PlanFleet { agent }),
+            Request::ConfigDiff { config: Some(c) } => {
+                (c.file_name, c.config_text, Kind::ConfigDiff)
+            }
             other => return Ok((other, None)),
         };
         let options = self.load_options.clone();
@@ -199,6 +203,12 @@ impl Service {
                     config_text,
                 }),
                 agent,
+            },
+            Kind::ConfigDiff => Request::ConfigDiff {
+                config: Some(orch_api::ConfigFile {
+                    file_name,
+                    config_text,
+                }),
             },
         };
         Ok((request, Some(Box::new(loaded))))

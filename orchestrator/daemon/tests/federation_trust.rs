@@ -423,7 +423,7 @@ async fn request_bodies_over_their_kinds_bound_are_refused() {
     assert_eq!(e.code, ErrorCode::BadRequest);
     assert_eq!(
         e.message,
-        "the request body is over the limit of apply, plan and state import (4 MiB); nothing past it was read"
+        "the request body is over the limit of apply, plan, config diff and state import (4 MiB); nothing past it was read"
     );
 
     // A config text that is not announced (chunked) is cut at the bound.
@@ -443,7 +443,7 @@ async fn request_bodies_over_their_kinds_bound_are_refused() {
     .await;
     assert!(status.contains(" 400 "), "{status}");
     assert!(
-        body.contains("limit of apply, plan and state import (4 MiB)"),
+        body.contains("limit of apply, plan, config diff and state import (4 MiB)"),
         "{body}"
     );
 

@@ -17,7 +17,8 @@ use crate::output::{ColorChoice, Format};
     after_help = "Exit codes: 0 ok (also when standard output is closed early, \
 as by `| head`), 1 failed (a --wait: a required agent crash-loops), 2 usage, \
 3 invalid config, 4 daemon unreachable (or a followed stream cut), 5 not found, \
-6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait)."
+6 --wait timed out, 7 a GPU request cannot be placed (plan, or a --wait), \
+8 config diff: applying would change something."
 )]
 pub struct Cli {
     /// Output format: tables for people, JSON or YAML for scripts.
@@ -187,7 +188,7 @@ pub enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
-    /// Validate, show or convert a startup_config.yaml.
+    /// Validate, show, diff or convert a startup_config.yaml.
     #[command(subcommand)]
     Config(ConfigCmd),
     /// Write a config as a Docker Compose file or Kubernetes manifests.
@@ -372,6 +373,23 @@ pub enum ConfigCmd {
     /// Show what a config means: groups, agents, images, ports, GPU requests.
     Show {
         file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// What an apply would change, agent by agent and field by field
+    /// (image, env, replicas, GPU request, ports, ...), and the replica
+    /// counts set at run time it keeps or replaces.
+    ///
+    /// No FILE: the daemon's config file on disk against what runs (what
+    /// `reload` would apply). FILE: that file against what runs. OLD NEW,
+    /// or with --offline: two files, no daemon. Exit code 0: no changes;
+    /// 8: changes.
+    Diff {
+        #[arg(num_args = 0..=2, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Compare two files here, without asking a daemon.
+        #[arg(long)]
+        offline: bool,
         #[command(flatten)]
         load: LoadArgs,
     },

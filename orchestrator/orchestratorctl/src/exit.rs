@@ -19,6 +19,9 @@ pub const NOT_FOUND: u8 = 5;
 pub const TIMEOUT: u8 = 6;
 /// A GPU plan cannot place every request.
 pub const UNSATISFIABLE: u8 = 7;
+/// `config diff`: applying would change something (as `diff` exits 1,
+/// and `terraform plan -detailed-exitcode` 2, but apart from failures).
+pub const CHANGES: u8 = 8;
 
 /// An error carrying the exit code it should end the process with.
 #[derive(Debug)]

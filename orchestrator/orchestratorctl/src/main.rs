@@ -196,7 +196,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             commands::fleet::run(&client(), commands::fleet::View::Slo(group.clone()), out)
         }
         Command::Slo { group, .. } => commands::slo::run(&client(), group.as_deref(), out),
-        Command::Config(cmd) => commands::config::run(cmd, out),
+        Command::Config(cmd) => commands::config::run(cmd, client, out),
         Command::Export(cmd) => commands::export::run(cmd, out),
         Command::State(cli::StateCmd::Export) => commands::state::export(&client(), out),
         Command::State(cli::StateCmd::Import { file }) => {

@@ -786,3 +786,99 @@ fn plan_all_hosts_says_where_an_agent_fits_and_exits_7_when_nowhere() {
     code(&host.ctl(&["plan", file, "--agent", "Eyes"]), 2);
     code(&host.ctl(&["plan", "--all-hosts", "--offline"]), 2);
 }
+
+const DIFFED: &str = r#"version: 1
+host: {name: testhost}
+defaults:
+  image: orchestrator-agent:latest
+  health: {http: {port: 8080}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}
+  stop_timeout: 2s
+groups:
+  g:
+    agents:
+      Api: {replicas: 3, env: {LOG: info}}
+      Eyes: {gpu: {slice: mps, memory: 4g, compute: 25%}}
+"#;
+
+#[test]
+fn config_diff_says_what_an_apply_would_change_and_exits_8_when_something() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, DIFFED));
+    let host = Host { rt, h };
+    let out = host.ctl(&["config", "diff"]);
+    code(&out, 0);
+    assert!(
+        text(&out.stdout).contains("no changes"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.yaml");
+    let new = DIFFED
+        .replace("replicas: 3", "replicas: 2")
+        .replace("{LOG: info}", "{LOG: info, FOO: bar}");
+    std::fs::write(&file, &new).unwrap();
+    let file = file.to_str().unwrap();
+    let out = host.ctl(&["config", "diff", file]);
+    code(&out, 8);
+    let shown = text(&out.stdout);
+    for line in [
+        "Api: replicas 3 -> 2",
+        "Api: env FOO added",
+        "Api: recreated, one replica at a time; 1 replica stopped",
+    ] {
+        assert!(shown.contains(line), "{line}: {shown}");
+    }
+    assert!(!shown.contains("bar"), "env values stay home: {shown}");
+    let out = host.ctl(&["-o", "json", "config", "diff", file]);
+    code(&out, 8);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["agents"][0]["agent"], "Api");
+    assert_eq!(v["agents"][0]["effect"]["effect"], "recreate");
+    assert_eq!(v["agents"][0]["changes"][0]["field"], "env");
+
+    // Two files, no daemon asked.
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, DIFFED).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"))
+        .args(["config", "diff", old.to_str().unwrap(), file])
+        .env("NO_COLOR", "1")
+        .env("ORCHESTRATOR_SOCKET", dir.path().join("none.sock"))
+        .output()
+        .unwrap();
+    code(&out, 8);
+    assert!(text(&out.stdout).contains("Api: replicas 3 -> 2"));
+    let out = host.ctl(&["config", "diff", "--offline", file]);
+    code(&out, 2);
+
+    // `plan` says the same: a count going 3 -> 2 is a change.
+    for _ in 0..100 {
+        if host.rt.block_on(host.h.client.gpu()).unwrap().available {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let only_count = dir.path().join("count.yaml");
+    std::fs::write(&only_count, DIFFED.replace("replicas: 3", "replicas: 2")).unwrap();
+    let out = host.ctl(&["plan", only_count.to_str().unwrap()]);
+    code(&out, 0);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("change: Api: replicas 3 -> 2"), "{shown}");
+    assert!(shown.contains("change: Api: 1 replica stopped"), "{shown}");
+    assert!(shown.contains("scale: Api;"), "{shown}");
+    // ... and `apply` does not call it no change.
+    let out = host.ctl(&["apply", only_count.to_str().unwrap()]);
+    code(&out, 0);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("applied; no container recreated"), "{shown}");
+    let out = host.ctl(&["config", "diff"]);
+    code(&out, 0);
+}

@@ -23,7 +23,8 @@ pub const REQUEST_BODY_LIMIT: usize = 64 * 1024;
 /// The two kinds of request body, by the bound each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
-    /// `apply`, `plan`, `plan_fleet`, `state import`: [`CONFIG_BODY_LIMIT`].
+    /// `apply`, `plan`, `plan_fleet`, `config_diff`, `state import`:
+    /// [`CONFIG_BODY_LIMIT`].
     Config,
     /// Everything else: [`REQUEST_BODY_LIMIT`].
     Request,
@@ -35,6 +36,7 @@ impl BodyKind {
             Request::Apply { .. }
             | Request::Plan { .. }
             | Request::PlanFleet { .. }
+            | Request::ConfigDiff { .. }
             | Request::StateImport { .. } => BodyKind::Config,
             _ => BodyKind::Request,
         }
@@ -373,6 +375,8 @@ mod tests {
                     config_text: String::new(),
                 };
                 assert!(t.check("pc2", "m", role, &env(plan, None)).is_ok());
+                let diff = Request::ConfigDiff { config: None };
+                assert!(t.check("pc2", "m", role, &env(diff, None)).is_ok());
             }
         }
     }
@@ -444,6 +448,8 @@ mod tests {
     #[test]
     fn body_kinds_and_their_bounds() {
         assert_eq!(BodyKind::of(&apply()), BodyKind::Config);
+        let diff = Request::ConfigDiff { config: None };
+        assert_eq!(BodyKind::of(&diff), BodyKind::Config);
         assert_eq!(BodyKind::of(&start()), BodyKind::Request);
         assert_eq!(BodyKind::Config.limit(), 4 * 1024 * 1024);
         assert_eq!(BodyKind::Request.limit(), 64 * 1024);

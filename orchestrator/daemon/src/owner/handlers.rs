@@ -210,6 +210,22 @@ impl Owner {
                 views::plan_fleet(&self.sup, named, agent.as_deref(), &self.fleet.peer_views())
                     .map(Response::FleetPlan)
             }
+            Request::ConfigDiff { config: file } => {
+                // A text is parsed by the service; without one, the config
+                // file as `reload` would read it.
+                let (name, loaded) = match (config, file) {
+                    (Some(l), Some(f)) => (f.file_name, *l),
+                    (None, Some(f)) => {
+                        let l = self.source.load(Some((&f.file_name, &f.config_text)))?;
+                        (f.file_name, l)
+                    }
+                    (_, None) => (
+                        self.source.path.display().to_string(),
+                        self.source.load(None)?,
+                    ),
+                };
+                views::config_diff(&self.sup, &name, &loaded.config).map(Response::ConfigDiff)
+            }
             Request::Peers => Ok(Response::Peers(self.fleet.peers())),
             Request::Fleet => {
                 let host = self.sup.config().host.name.clone();

@@ -16,7 +16,9 @@ use orch_core::gpu::{GpuInfo, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
 use orch_core::supervise::{CommandError, Millis, Phase, RemoteHost, Replica, Supervisor};
 
+mod diff;
 mod fleet_plan;
+pub use diff::config_diff;
 pub use fleet_plan::{RUNNING_CONFIG, plan_fleet, running_config};
 
 /// What the daemon knows besides the supervisor's state.
@@ -413,21 +415,36 @@ pub fn plan(sup: &Supervisor, file_name: &str, new: &HostConfig) -> Result<PlanR
     let mut report =
         orch_api::report::plan_report(new, &plan, &requests, &current, &gpus, "daemon");
     report.changes = Some(changes(sup, new));
+    report.diff = Some(config_diff(sup, file_name, new)?);
     report.remote = orch_api::report::remote_dependencies(new, |on| remote_state(sup, on));
     Ok(report)
 }
 
-/// What applying `new` would do to each agent.
+/// What applying `new` would do to each agent: added, removed,
+/// recreated, or scaled (only its count changes, as the file says it or
+/// as a count set at run time that the file's replaces).
 pub fn changes(sup: &Supervisor, new: &HostConfig) -> ConfigChanges {
     let new_hashes: BTreeMap<String, String> = new
         .agents()
         .map(|a| (a.name.clone(), orch_core::container::config_hash(a)))
+        .collect();
+    let new_counts: BTreeMap<&str, u32> = new
+        .agents()
+        .map(|a| (a.name.as_str(), a.replicas))
+        .collect();
+    let old_counts: BTreeMap<&str, u32> = sup
+        .config()
+        .agents()
+        .map(|a| (a.name.as_str(), a.replicas))
         .collect();
     let mut changes = ConfigChanges::default();
     for (agent, h) in &new_hashes {
         match sup.config_hash(agent) {
             None => changes.added.push(agent.clone()),
             Some(old) if old != h => changes.recreated.push(agent.clone()),
+            Some(_) if new_counts.get(agent.as_str()) != old_counts.get(agent.as_str()) => {
+                changes.scaled.push(agent.clone());
+            }
             Some(_) => changes.unchanged += 1,
         }
     }

@@ -64,7 +64,12 @@ fn show(a: &Applied, out: &Out) -> Result<()> {
         .map(String::as_str)
         .collect();
     match (a.recreated.is_empty(), idle.is_empty()) {
-        (true, true) => println!("generation {} applied; no agent changes", a.generation),
+        // Not "no changes": a count the file changes is reached without
+        // recreating anything (`config diff` shows it beforehand).
+        (true, true) => println!(
+            "generation {} applied; no container recreated",
+            a.generation
+        ),
         (false, _) => println!(
             "generation {} applied; recreating changed agents one replica at a time: {}",
             a.generation,

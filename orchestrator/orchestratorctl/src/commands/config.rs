@@ -1,4 +1,5 @@
-//! `config validate|show|convert`.
+//! `config validate|show|convert`, and the loading every verb that reads
+//! a config file shares (`config diff` is in `config_diff.rs`).
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use crate::cli::{ConfigCmd, LoadArgs};
 use crate::exit::{self, Exit};
 use crate::output::{Format, Out, Table, print_data};
 
-pub fn run(cmd: &ConfigCmd, out: &Out) -> Result<()> {
+pub fn run(cmd: &ConfigCmd, client: impl FnOnce() -> orch_api::Client, out: &Out) -> Result<()> {
     match cmd {
         ConfigCmd::Validate {
             files,
@@ -20,6 +21,11 @@ pub fn run(cmd: &ConfigCmd, out: &Out) -> Result<()> {
             strict,
         } => validate(files, load, *strict, out),
         ConfigCmd::Show { file, load } => show(file, load, out),
+        ConfigCmd::Diff {
+            files,
+            offline,
+            load,
+        } => super::config_diff::run(client, files, *offline, load, out),
         ConfigCmd::Convert { file, write, load } => convert(file, write.as_deref(), load, out),
     }
 }

@@ -6,6 +6,7 @@ pub mod agents;
 pub mod apply;
 pub mod completion;
 pub mod config;
+pub mod config_diff;
 pub mod daemon;
 pub mod events;
 pub mod export;

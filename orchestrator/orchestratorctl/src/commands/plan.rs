@@ -1,7 +1,8 @@
 //! `plan FILE`: which agent would get which GPU slice and which MIG
 //! instances would be made, like `nomad plan`. With a daemon running for
 //! the file's host, on its live inventory and keeping running agents'
-//! slices, plus what applying the file would change; otherwise on the GPUs
+//! slices, plus what applying the file would change (the `config diff`
+//! lines, and a summary that names agents only scaled); otherwise on the GPUs
 //! NVML reports here.
 //!
 //! `plan --all-hosts [FILE] [--agent GROUP/AGENT]`: which hosts of the
@@ -157,6 +158,11 @@ fn show(r: &PlanReport, out: &Out) {
     for n in &r.notes {
         println!("{} {n}", out.yellow("note:"));
     }
+    if let Some(d) = &r.diff {
+        for line in orch_api::text::diff_lines(d) {
+            println!("{} {line}", out.bold("change:"));
+        }
+    }
     if let Some(c) = &r.changes {
         let list = |v: &[String]| {
             if v.is_empty() {
@@ -166,10 +172,11 @@ fn show(r: &PlanReport, out: &Out) {
             }
         };
         println!(
-            "{} {} unchanged; recreate: {}; add: {}; remove: {}",
+            "{} {} unchanged; recreate: {}; scale: {}; add: {}; remove: {}",
             out.bold("applying it:"),
             c.unchanged,
             list(&c.recreated),
+            list(&c.scaled),
             list(&c.added),
             list(&c.removed)
         );
