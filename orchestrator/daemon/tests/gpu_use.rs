@@ -1,0 +1,120 @@
+//! Who uses the GPUs: processes the fake NVML lists, mapped to containers
+//! through fake cgroup files, shown as agents' use in `agents`, `gpu` and
+//! `/metrics`, and the rest as unowned.
+
+// Test code: a failed unwrap is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use orch_core::units::ByteSize;
+use orch_daemon::testing::{CHAIN, Harness, World};
+use orch_gpu::{GpuProcess, ProcessKind, ProcessSample};
+
+const MIB: u64 = 1 << 20;
+
+fn process(pid: u32, mib: u64) -> GpuProcess {
+    GpuProcess {
+        pid,
+        used_memory: Some(ByteSize(mib * MIB)),
+        gpu_instance_id: None,
+        compute_instance_id: None,
+        kind: ProcessKind::Compute,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agents_processes_are_its_gpu_use_and_the_others_unowned() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let world = World::new().with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let config = format!(
+        "{CHAIN}  vision:\n    agents:\n      Eyes: {{gpu: {{slice: mps, memory: 4g, compute: 25%}}}}\n"
+    );
+    let h = Harness::start_in(world, &config).await;
+    h.client.group_start("vision").await.unwrap();
+    h.until_ready().await;
+    let eyes = h.container_of("Eyes").await.unwrap();
+    let stray = "b".repeat(64);
+
+    let gpu = h.world.gpu.as_deref().unwrap();
+    gpu.set_processes(
+        0,
+        vec![
+            process(100, 1024),
+            process(101, 512),
+            process(200, 256),
+            process(300, 128),
+        ],
+    );
+    gpu.set_process_utilization(
+        0,
+        vec![ProcessSample {
+            pid: 100,
+            sm_percent: 40,
+            memory_percent: 10,
+            encoder_percent: 0,
+            decoder_percent: 0,
+            samples: 6,
+            newest_us: 1_000,
+        }],
+    );
+    let cg = &h.world.cgroups;
+    // Docker's systemd driver on cgroup v2, and cgroupfs on v1.
+    cg.set(100, &format!("0::/system.slice/docker-{eyes}.scope\n"));
+    cg.set(
+        101,
+        &format!("12:memory:/docker/{eyes}\n1:name=systemd:/docker/{eyes}\n"),
+    );
+    cg.set(200, &format!("0::/docker/{stray}\n"));
+    cg.set(300, "0::/user.slice/user-1000.slice/session-2.scope\n");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let agents = h.client.agents(Some("vision")).await.unwrap();
+    let used = agents[0].gpu_use.unwrap();
+    assert_eq!(used.memory_used_bytes, 1536 * MIB);
+    assert_eq!(used.memory_limit_bytes, Some(4096 * MIB));
+    assert_eq!(used.utilization_basis_points, Some(4000));
+    assert!(used.per_process);
+    let base = h.client.agents(Some("base")).await.unwrap();
+    assert!(base.iter().all(|a| a.gpu_use.is_none()));
+
+    let report = h.client.gpu().await.unwrap();
+    let g = &report.gpus[0];
+    assert_eq!(g.usage.len(), 1);
+    assert_eq!(g.usage[0].replica.agent, "Eyes");
+    assert_eq!(g.usage[0].processes, 2);
+    let unowned: Vec<_> = g
+        .unowned
+        .iter()
+        .map(|p| (p.pid, p.memory_used_bytes, p.container.clone()))
+        .collect();
+    assert_eq!(
+        unowned,
+        [
+            (200, Some(256 * MIB), Some("b".repeat(12))),
+            (300, Some(128 * MIB), None),
+        ]
+    );
+
+    let text = h.metrics().await;
+    for line in [
+        format!(
+            "orchestrator_agent_gpu_memory_used_bytes{{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\",gpu=\"0\"}} {}",
+            1536 * MIB
+        ),
+        format!(
+            "orchestrator_agent_gpu_memory_limit_bytes{{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\",gpu=\"0\"}} {}",
+            4096 * MIB
+        ),
+        "orchestrator_agent_gpu_utilization_ratio{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\",gpu=\"0\"} 0.4".to_string(),
+        format!("orchestrator_gpu_unowned_memory_bytes{{host=\"testhost\",gpu=\"0\",uuid=\"{}\"}} {}", g.info.uuid, 384 * MIB),
+    ] {
+        assert!(text.contains(&line), "no {line} in\n{text}");
+    }
+
+    // The agent's processes exit: its use is gone at the next sample.
+    gpu.set_processes(0, vec![process(300, 128)]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let agents = h.client.agents(Some("vision")).await.unwrap();
+    assert_eq!(agents[0].gpu_use, None);
+}
