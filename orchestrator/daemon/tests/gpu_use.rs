@@ -67,9 +67,16 @@ async fn an_agents_processes_are_its_gpu_use_and_the_others_unowned() {
     );
     cg.set(200, &format!("0::/docker/{stray}\n"));
     cg.set(300, "0::/user.slice/user-1000.slice/session-2.scope\n");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-
-    let agents = h.client.agents(Some("vision")).await.unwrap();
+    // The GPU worker is a thread of its own: wait for its sample (the
+    // paused clock runs ahead while the owner waits on it).
+    let mut agents = Vec::new();
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        agents = h.client.agents(Some("vision")).await.unwrap();
+        if agents[0].gpu_use.is_some() {
+            break;
+        }
+    }
     let used = agents[0].gpu_use.unwrap();
     assert_eq!(used.memory_used_bytes, 1536 * MIB);
     assert_eq!(used.memory_limit_bytes, Some(4096 * MIB));
@@ -96,7 +103,14 @@ async fn an_agents_processes_are_its_gpu_use_and_the_others_unowned() {
         ]
     );
 
-    let text = h.metrics().await;
+    let mut text = String::new();
+    for _ in 0..600 {
+        text = h.metrics().await;
+        if text.contains("orchestrator_agent_gpu_memory_used_bytes{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for line in [
         format!(
             "orchestrator_agent_gpu_memory_used_bytes{{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\",gpu=\"0\"}} {}",
@@ -114,7 +128,12 @@ async fn an_agents_processes_are_its_gpu_use_and_the_others_unowned() {
 
     // The agent's processes exit: its use is gone at the next sample.
     gpu.set_processes(0, vec![process(300, 128)]);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let agents = h.client.agents(Some("vision")).await.unwrap();
-    assert_eq!(agents[0].gpu_use, None);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let agents = h.client.agents(Some("vision")).await.unwrap();
+        if agents[0].gpu_use.is_none() {
+            return;
+        }
+    }
+    panic!("the agent's GPU use outlives its processes");
 }

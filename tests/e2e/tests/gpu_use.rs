@@ -102,7 +102,8 @@ fn a_containers_gpu_process_is_its_agents_use_and_a_stray_pid_is_unowned() {
         |_| {
             http_get(port, "/metrics").is_some_and(|t| {
                 t.contains(&format!(
-                    "orchestrator_agent_gpu_memory_used_bytes{{group=\"vision_gpu\",agent=\"FaceRecognitionAgent\",replica=\"0\",gpu=\"0\"}} {}",
+                    "orchestrator_agent_gpu_memory_used_bytes{{host=\"{}\",group=\"vision_gpu\",agent=\"FaceRecognitionAgent\",replica=\"0\",gpu=\"0\"}} {}",
+                    host.name,
                     1024 * MIB
                 ))
             })
@@ -110,14 +111,17 @@ fn a_containers_gpu_process_is_its_agents_use_and_a_stray_pid_is_unowned() {
     );
     let text = http_get(port, "/metrics").unwrap();
     assert!(
-        text.lines().any(
-            |l| l.starts_with("orchestrator_gpu_unowned_memory_bytes{gpu=\"0\"")
-                && l.ends_with(&format!(" {}", 256 * MIB))
-        ),
+        text.lines().any(|l| l.starts_with(&format!(
+            "orchestrator_gpu_unowned_memory_bytes{{host=\"{}\",gpu=\"0\"",
+            host.name
+        )) && l.ends_with(&format!(" {}", 256 * MIB))),
         "{text}"
     );
     assert!(
-        text.contains("orchestrator_agent_gpu_utilization_ratio{group=\"vision_gpu\",agent=\"FaceRecognitionAgent\""),
+        text.contains(&format!(
+            "orchestrator_agent_gpu_utilization_ratio{{host=\"{}\",group=\"vision_gpu\",agent=\"FaceRecognitionAgent\"",
+            host.name
+        )),
         "{text}"
     );
     simctl(&env, &["process", "remove", "--pid", &stray]);

@@ -288,6 +288,40 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshots_processes_per_gpu_are_bounded() {
+        let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+        let fake = orch_gpu::FakeGpu::new().with_gpu(class, false);
+        let info = orch_gpu::GpuBackend::inventory(&fake).unwrap().remove(0);
+        let with = |n: u32| {
+            let mut s = decode_snapshot("pc2", &snapshot_with(vec![])).unwrap();
+            s.gpu.gpus.push(orch_api::GpuStatus {
+                info: orch_api::convert::gpu_info(&info),
+                telemetry: None,
+                slices: vec![],
+                free: orch_api::report::free_capacity(&info, &[], &[]),
+                policy: None,
+                usage: vec![],
+                unowned: (0..n)
+                    .map(|pid| orch_api::UnownedProcess {
+                        pid,
+                        memory_used_bytes: Some(1 << 20),
+                        container: None,
+                    })
+                    .collect(),
+            });
+            encode_snapshot(&s).unwrap()
+        };
+        let max = MAX_GPU_PROCESS_ENTRIES as u32;
+        let ok = decode_snapshot("pc2", &with(max)).unwrap();
+        assert_eq!(ok.gpu.gpus[0].unowned.len(), MAX_GPU_PROCESS_ENTRIES);
+        assert!(matches!(
+            decode_snapshot("pc2", &with(max + 1)),
+            Err(CodecError::TooManyGpuProcesses { gpu: 0, len, .. })
+                if len == MAX_GPU_PROCESS_ENTRIES + 1
+        ));
+    }
+
+    #[test]
     fn a_snapshots_health_endpoints_are_bounded() {
         let ok = decode_snapshot("pc2", &snapshot_with(vec![endpoint("/health")])).unwrap();
         assert_eq!(ok.probes, [endpoint("/health")]);
