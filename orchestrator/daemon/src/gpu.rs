@@ -123,6 +123,10 @@ impl GpuWorker {
                                 .collect();
                             (gpus, telemetry)
                         });
+                        if r.is_err() {
+                            // No GPUs to read until an inventory names them again.
+                            sampler.gpus.clear();
+                        }
                         let _ = reply.send(r);
                     }
                     WorkerCall::Create {
