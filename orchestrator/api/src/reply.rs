@@ -176,6 +176,9 @@ pub struct AgentGpuUse {
     /// What its slice holds (a MIG profile's memory, an MPS limit, a whole
     /// GPU less the driver's reserve); `None` for time slicing or no slice.
     pub memory_limit_bytes: Option<u64>,
+    /// Used over limit (10 000 = all of it; more when over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_basis_points: Option<u32>,
     /// Share of the GPU it kept busy (10 000 = all): per process where
     /// NVML gives it, else its slice's GPU's (`per_process` false).
     pub utilization_basis_points: Option<u32>,
@@ -238,6 +241,9 @@ pub struct GpuUse {
     pub group: String,
     pub memory_used_bytes: u64,
     pub memory_limit_bytes: Option<u64>,
+    /// Used over limit (10 000 = all of it; more when over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_basis_points: Option<u32>,
     pub utilization_basis_points: Option<u32>,
     pub per_process: bool,
     /// How many of its processes hold a context on the GPU.

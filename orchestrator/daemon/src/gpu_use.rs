@@ -41,6 +41,12 @@ pub struct Usage {
     pub replicas: BTreeMap<ReplicaKey, AgentGpuUse>,
 }
 
+/// `used` over `limit` in basis points (`None` for no limit).
+fn share(used: u64, limit: u64) -> Option<u32> {
+    (limit > 0)
+        .then(|| u32::try_from(u128::from(used) * 10_000 / u128::from(limit)).unwrap_or(u32::MAX))
+}
+
 #[derive(Default)]
 struct Sum {
     memory: u64,
@@ -106,6 +112,7 @@ pub fn usage(sup: &Supervisor, readings: &GpuReadings) -> Usage {
                     group: group.to_string(),
                     memory_used_bytes: s.memory,
                     memory_limit_bytes: limit.map(|l| l.bytes()),
+                    share_basis_points: limit.and_then(|l| share(s.memory, l.bytes())),
                     utilization_basis_points: if seen.per_process {
                         Some(s.sm_percent.min(100) * 100)
                     } else {
@@ -121,6 +128,7 @@ pub fn usage(sup: &Supervisor, readings: &GpuReadings) -> Usage {
             let total = out.replicas.entry(key).or_insert(AgentGpuUse {
                 memory_used_bytes: 0,
                 memory_limit_bytes: None,
+                share_basis_points: None,
                 utilization_basis_points: None,
                 per_process: true,
             });
@@ -129,6 +137,9 @@ pub fn usage(sup: &Supervisor, readings: &GpuReadings) -> Usage {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
             };
+            total.share_basis_points = total
+                .memory_limit_bytes
+                .and_then(|l| share(total.memory_used_bytes, l));
             // A replica on several GPUs: the busiest.
             total.utilization_basis_points = total
                 .utilization_basis_points

@@ -80,6 +80,7 @@ async fn an_agents_processes_are_its_gpu_use_and_the_others_unowned() {
     let used = agents[0].gpu_use.unwrap();
     assert_eq!(used.memory_used_bytes, 1536 * MIB);
     assert_eq!(used.memory_limit_bytes, Some(4096 * MIB));
+    assert_eq!(used.share_basis_points, Some(3750));
     assert_eq!(used.utilization_basis_points, Some(4000));
     assert!(used.per_process);
     let base = h.client.agents(Some("base")).await.unwrap();

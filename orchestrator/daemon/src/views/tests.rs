@@ -620,6 +620,8 @@ fn gpu_use_attributes_processes_by_container_and_lists_the_rest() {
     let total = used.replicas[&ReplicaKey::new("Vision", 0)];
     assert_eq!(total.memory_used_bytes, 310 << 20);
     assert_eq!(total.memory_limit_bytes, Some(4096 << 20));
+    // 310 MiB of 4 GiB.
+    assert_eq!(total.share_basis_points, Some(756));
     assert_eq!(total.utilization_basis_points, Some(10_000));
     assert!(!total.per_process);
 }
