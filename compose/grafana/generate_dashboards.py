@@ -566,7 +566,7 @@ def gpu():
     return dashboard(
         "orchestrator-gpu",
         "Orchestrator / GPU slices",
-        "Who holds which GPU slice, memory per slice, MPS and MIG capacity left, GPU telemetry.",
+        "Who holds which GPU slice, who uses what of each GPU, MPS and MIG capacity left, GPU telemetry.",
         [HOST_ALL],
         [
             table(
@@ -598,6 +598,38 @@ def gpu():
                 unit="bytes",
                 w=12,
                 h=10,
+            ),
+            row("Who uses what"),
+            table(
+                "GPU memory used per agent",
+                [
+                    (f"orchestrator_agent_gpu_memory_used_bytes{{{H}}}", "used"),
+                    (f"orchestrator_agent_gpu_memory_limit_bytes{{{H}}}", "limit"),
+                    (f"orchestrator_agent_gpu_utilization_ratio{{{H}}}", "utilisation"),
+                ],
+                w=12,
+                h=10,
+                description="Per replica and GPU, sampled by the daemon's GPU worker from NVML's "
+                "process lists: memory used, what its slice holds, and the share of the GPU it "
+                "kept busy (per process where NVML gives it, else the GPU's).",
+            ),
+            bargauge(
+                "GPU memory by holder",
+                [
+                    (
+                        f"orchestrator_agent_gpu_memory_used_bytes{{{H}}}",
+                        "{{host}} GPU {{gpu}}: {{group}}/{{agent}} #{{replica}}",
+                    ),
+                    (
+                        f"orchestrator_gpu_unowned_memory_bytes{{{H}}}",
+                        "{{host}} GPU {{gpu}}: no agent's",
+                    ),
+                ],
+                unit="bytes",
+                w=12,
+                h=10,
+                description="Memory held per agent replica, and by processes that are none of "
+                "the host's agents (a desktop session, a stray container): what explains the free figure.",
             ),
             row("Capacity left"),
             bargauge(

@@ -242,6 +242,19 @@ class Fleet:
         out.family("orchestrator_gpu_mig_free_memory_slices", "gauge", "Free MIG memory slices.")
         for g in mig:
             out.sample("orchestrator_gpu_mig_free_memory_slices", {"gpu": str(g[0]), "uuid": g[1]}, 6)
+        # Each slice's holder uses 60% of it; a desktop session holds 300 MiB of every GPU.
+        out.family("orchestrator_gpu_unowned_memory_bytes", "gauge", "GPU memory of processes that are no agent's.")
+        for g in gpus:
+            out.sample("orchestrator_gpu_unowned_memory_bytes", {"gpu": str(g[0]), "uuid": g[1]}, 300 << 20)
+        per_agent = [
+            ("orchestrator_agent_gpu_memory_used_bytes", "GPU memory the replica holds.", lambda m: int(m * 0.6)),
+            ("orchestrator_agent_gpu_memory_limit_bytes", "GPU memory its slice holds.", lambda m: m),
+            ("orchestrator_agent_gpu_utilization_ratio", "Share of the GPU it kept busy.", lambda m: 0.2),
+        ]
+        for name, help_text, value in per_agent:
+            out.family(name, "gauge", help_text)
+            for index, _, _, group, agent, replica, memory in slices:
+                out.sample(name, {**_agent(group, agent, replica), "gpu": str(index)}, value(memory))
 
     def _peers(self, out, uptime):
         out.family("orchestrator_peer_up", "gauge", "1 while the peer is alive.")

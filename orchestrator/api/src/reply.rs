@@ -163,6 +163,26 @@ pub struct AgentStatus {
     /// its state: why it runs on while another host is down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote: Vec<RemoteDependency>,
+    /// Its use of the GPUs, as last sampled (summed over GPUs); `None`:
+    /// no process of its container holds GPU memory, or nothing sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_use: Option<AgentGpuUse>,
+}
+
+/// A replica's GPU memory and utilisation, from NVML's process lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentGpuUse {
+    pub memory_used_bytes: u64,
+    /// What its slice holds (a MIG profile's memory, an MPS limit, a whole
+    /// GPU less the driver's reserve); `None` for time slicing or no slice.
+    pub memory_limit_bytes: Option<u64>,
+    /// Used over limit (10 000 = all of it; more when over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_basis_points: Option<u32>,
+    /// Share of the GPU it kept busy (10 000 = all): per process where
+    /// NVML gives it, else its slice's GPU's (`per_process` false).
+    pub utilization_basis_points: Option<u32>,
+    pub per_process: bool,
 }
 
 /// A replica count set at run time, and the config file's.
@@ -205,6 +225,38 @@ pub struct GpuStatus {
     /// defaults (or a daemon too old to say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::wire::GpuPolicy>,
+    /// Who uses the GPU: each replica with a process on it, as last sampled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<GpuUse>,
+    /// Processes on it that belong to no agent of this host (a desktop
+    /// session, a stray container): what else holds its memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unowned: Vec<UnownedProcess>,
+}
+
+/// One replica's use of one GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuUse {
+    pub replica: ReplicaRef,
+    pub group: String,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    /// Used over limit (10 000 = all of it; more when over).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_basis_points: Option<u32>,
+    pub utilization_basis_points: Option<u32>,
+    pub per_process: bool,
+    /// How many of its processes hold a context on the GPU.
+    pub processes: u32,
+}
+
+/// A process on a GPU that is none of this host's agents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnownedProcess {
+    pub pid: u32,
+    pub memory_used_bytes: Option<u64>,
+    /// The Docker container it runs in (12 hex digits), when it runs in one.
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -106,6 +106,7 @@ fn snapshot() -> MetricsSnapshot {
             }),
             mps_free: (i % 2 == 0).then_some((20 << 30, 0.5)),
             mig_free_slices: (i % 2 == 1).then_some(4),
+            unowned_memory_bytes: 0,
         });
     }
     s

@@ -151,6 +151,37 @@ pub enum GpuNews {
     Unavailable {
         reason: String,
     },
+    /// The processes on each GPU (by index), with their containers.
+    Processes {
+        gpus: BTreeMap<u32, GpuProcesses>,
+    },
+}
+
+/// The processes the GPU worker found on one GPU and its MIG instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuProcesses {
+    /// At most `gpu::MAX_PROCESSES_PER_GPU`, in NVML's order.
+    pub processes: Vec<SeenProcess>,
+    /// How many more NVML listed, not taken.
+    pub dropped: usize,
+    /// NVML gave per-process utilisation for this GPU (`sm_percent` is
+    /// then set on every process); else only the GPU's own is known.
+    pub per_process: bool,
+}
+
+/// One process on a GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenProcess {
+    pub pid: u32,
+    /// Device memory it holds, where NVML tells.
+    pub memory_bytes: Option<u64>,
+    /// The MIG GPU instance it runs in.
+    pub gpu_instance_id: Option<u32>,
+    /// The Docker containers it runs in (`None`: none, or its cgroup file
+    /// could not be read).
+    pub container: Option<orch_docker::cgroup::DockerCgroup>,
+    /// SM utilisation, percent, where NVML gives it per process.
+    pub sm_percent: Option<u32>,
 }
 
 /// What arrived from a peer, decoded and checked (`crate::fleet`).

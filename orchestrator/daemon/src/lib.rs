@@ -21,6 +21,7 @@ pub mod event;
 pub mod events;
 pub mod fleet;
 pub mod gpu;
+pub mod gpu_use;
 pub mod metrics;
 pub mod notify;
 pub mod observe;
@@ -75,6 +76,9 @@ pub struct Settings {
     pub observe: observe::ObserveSettings,
     /// Start from no started group and stop what runs (`run --fresh`).
     pub fresh: bool,
+    /// How often the processes on the GPUs are read
+    /// (`gpu::PROCESS_INTERVAL` by default).
+    pub gpu_process_interval: std::time::Duration,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -82,6 +86,8 @@ pub struct Settings {
 pub struct GpuDeps {
     pub backend: Result<Arc<dyn orch_gpu::GpuBackend>, orch_gpu::GpuError>,
     pub mps: Arc<dyn orch_gpu::MpsControl>,
+    /// Which container a GPU process runs in (the host's `/proc`).
+    pub cgroups: Arc<dyn orch_docker::cgroup::ProcCgroups>,
 }
 
 /// The outside systems, each behind its trait.
@@ -167,7 +173,14 @@ pub async fn run(
         None => (None, None),
     };
     let (gpu_handle, gpu_reason) = match deps.gpu.backend {
-        Ok(backend) => (Some(gpu::GpuWorker::start(backend, deps.gpu.mps)), None),
+        Ok(backend) => (
+            Some(gpu::GpuWorker::start(
+                backend,
+                deps.gpu.mps,
+                deps.gpu.cgroups,
+            )),
+            None,
+        ),
         Err(reason) => (None, Some(reason.to_string())),
     };
     let owner = Owner::new(
@@ -272,7 +285,12 @@ pub async fn run(
     ));
     let gpu_news = event::Sender::<GpuNews>::new(tx.clone());
     let gpu_task = match (gpu_handle, gpu_reason) {
-        (Some(g), _) => tokio::spawn(gpu::poll(g, gpu_news, watch_stop.clone())),
+        (Some(g), _) => tokio::spawn(gpu::poll(
+            g,
+            gpu_news,
+            settings.gpu_process_interval,
+            watch_stop.clone(),
+        )),
         (None, reason) => {
             let reason = reason.unwrap_or_default();
             tracing::warn!("no GPUs: {reason}");

@@ -218,6 +218,8 @@ pub struct World {
     pub net: Option<orch_federation::MemNetwork>,
     pub slo_store: MemSloStore,
     pub metrics: Arc<ScriptedMetrics>,
+    /// The cgroup files of the processes on the GPUs.
+    pub cgroups: Arc<orch_docker::cgroup::FakeProcCgroups>,
 }
 
 impl Default for World {
@@ -239,6 +241,7 @@ impl World {
             net: None,
             slo_store: MemSloStore::new(),
             metrics: Arc::new(ScriptedMetrics::default()),
+            cgroups: Arc::new(orch_docker::cgroup::FakeProcCgroups::new()),
         }
     }
 
@@ -454,6 +457,7 @@ async fn launch(
         metrics_listen: Some("127.0.0.1:0".into()),
         observe: Default::default(),
         fresh,
+        gpu_process_interval: crate::gpu::PROCESS_INTERVAL,
     };
     let deps = Deps {
         runtime: world.rt.clone(),
@@ -466,6 +470,7 @@ async fn launch(
                 }),
             },
             mps: world.mps.clone(),
+            cgroups: world.cgroups.clone(),
         },
         prober: world.prober.clone(),
         store: Arc::new(world.store.clone()),

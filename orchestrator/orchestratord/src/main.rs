@@ -177,6 +177,13 @@ struct RunArgs {
     /// state file is inferred from the running agents, which keep running.
     #[arg(long)]
     fresh: bool,
+    /// The host's `/proc`, read to tell which container a GPU process runs
+    /// in (mount the host's elsewhere when the daemon runs in a container).
+    #[arg(long, default_value = "/proc")]
+    proc_root: PathBuf,
+    /// How often the processes on the GPUs are read, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    gpu_process_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -230,7 +237,10 @@ fn load(args: &ConfigArgs) -> Result<orch_config::Loaded, MainError> {
 /// else the system's library; MPS control from `ORCH_MPS_CONTROL`, else the
 /// config's `runtime.mps.control_binary`. A host without NVML still runs:
 /// its CPU agents start and its GPU agents say why they cannot.
-fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
+fn gpu_deps(
+    cfg: &orch_core::model::HostConfig,
+    proc_root: &std::path::Path,
+) -> orch_daemon::GpuDeps {
     let explicit = cfg.runtime.nvml_library.as_ref().map(PathBuf::from);
     let backend = orch_gpu::NvmlBackend::open(explicit.as_deref())
         .map(|b| Arc::new(b) as Arc<dyn orch_gpu::GpuBackend>);
@@ -239,6 +249,7 @@ fn gpu_deps(cfg: &orch_core::model::HostConfig) -> orch_daemon::GpuDeps {
     orch_daemon::GpuDeps {
         backend,
         mps: Arc::new(orch_gpu::MpsControlDaemon::new(binary)),
+        cgroups: Arc::new(orch_docker::cgroup::ProcFs::new(proc_root)),
     }
 }
 
@@ -328,7 +339,7 @@ async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), M
         .as_ref()
         .map(PathBuf::from)
         .unwrap_or_else(|| state_dir.join("mps"));
-    let gpu = gpu_deps(cfg);
+    let gpu = gpu_deps(cfg, &args.proc_root);
     let settings = Settings {
         config_path: args.config.config.clone(),
         load_options: LoadOptions {
@@ -350,6 +361,7 @@ async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), M
             None => cfg.metrics.listen.clone(),
         },
         observe: Default::default(),
+        gpu_process_interval: std::time::Duration::from_secs(args.gpu_process_interval),
         fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =

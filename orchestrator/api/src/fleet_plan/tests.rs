@@ -128,6 +128,8 @@ fn report(gpus: &[GpuInfo], held: &[Assignment], policies: &[GpuPolicy]) -> GpuR
                 GpuStatus {
                     info: convert::gpu_info(g),
                     telemetry: None,
+                    usage: Vec::new(),
+                    unowned: Vec::new(),
                     free: crate::report::free_capacity(g, &slices, policies),
                     policy: convert::gpu_policy(g, policies),
                     slices: mine

@@ -44,6 +44,7 @@ fn agent(group: &str, name: &str, phase: Phase, required: bool) -> AgentStatus {
         scaled: None,
         autoscale: None,
         remote: vec![],
+        gpu_use: None,
     }
 }
 

@@ -34,6 +34,7 @@ impl Refused {
             CodecError::NotItsOwn { .. } => Refused::Impostor,
             CodecError::TooLarge { .. }
             | CodecError::TooManyProbes { .. }
+            | CodecError::TooManyGpuProcesses { .. }
             | CodecError::ProbePathTooLong { .. } => Refused::Oversized,
             CodecError::Syntax { .. }
             | CodecError::Encode { .. }

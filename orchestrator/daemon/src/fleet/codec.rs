@@ -9,8 +9,9 @@
 //! [`MAX_EVENT_BYTES`], and a snapshot that publishes more than
 //! [`MAX_PROBE_ENDPOINTS`] health endpoints or a path this host would not
 //! send in a request line (longer than [`MAX_PROBE_PATH`], not starting
-//! with `/`, or with a space or control character). A refused body is
-//! never acted on, never a panic.
+//! with `/`, or with a space or control character), or that lists more
+//! than [`MAX_GPU_PROCESS_ENTRIES`] users and unowned processes of one GPU.
+//! A refused body is never acted on, never a panic.
 
 use orch_api::{Envelope, Event, HostSnapshot, Reply};
 use serde::Serialize;
@@ -25,6 +26,11 @@ pub const MAX_PROBE_ENDPOINTS: usize = 1024;
 
 /// The longest health endpoint path a peer may publish, in bytes.
 pub const MAX_PROBE_PATH: usize = 256;
+
+/// The most entries (replicas using it and unowned processes) a peer's
+/// snapshot may list for one GPU: what its GPU worker takes of one GPU
+/// (`gpu::MAX_PROCESSES_PER_GPU`).
+pub const MAX_GPU_PROCESS_ENTRIES: usize = crate::gpu::MAX_PROCESSES_PER_GPU;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,8 @@ pub enum CodecError {
     TooLarge { len: usize, max: usize },
     #[error("a snapshot publishing {len} health endpoints, over the limit of {max}")]
     TooManyProbes { len: usize, max: usize },
+    #[error("a snapshot listing {len} processes on GPU {gpu}, over the limit of {max}")]
+    TooManyGpuProcesses { gpu: u32, len: usize, max: usize },
     #[error("a health endpoint path of {len} bytes for agent `{agent}`, over the limit of {max}")]
     ProbePathTooLong {
         agent: String,
@@ -112,6 +120,16 @@ pub fn decode_snapshot(peer: &str, body: &[u8]) -> Result<HostSnapshot, CodecErr
             len: s.probes.len(),
             max: MAX_PROBE_ENDPOINTS,
         });
+    }
+    for g in &s.gpu.gpus {
+        let len = g.usage.len() + g.unowned.len();
+        if len > MAX_GPU_PROCESS_ENTRIES {
+            return Err(CodecError::TooManyGpuProcesses {
+                gpu: g.info.index,
+                len,
+                max: MAX_GPU_PROCESS_ENTRIES,
+            });
+        }
     }
     for p in &s.probes {
         if p.path.len() > MAX_PROBE_PATH {
@@ -267,6 +285,40 @@ mod tests {
             timeout_ms: 500,
             retries: 2,
         }
+    }
+
+    #[test]
+    fn a_snapshots_processes_per_gpu_are_bounded() {
+        let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+        let fake = orch_gpu::FakeGpu::new().with_gpu(class, false);
+        let info = orch_gpu::GpuBackend::inventory(&fake).unwrap().remove(0);
+        let with = |n: u32| {
+            let mut s = decode_snapshot("pc2", &snapshot_with(vec![])).unwrap();
+            s.gpu.gpus.push(orch_api::GpuStatus {
+                info: orch_api::convert::gpu_info(&info),
+                telemetry: None,
+                slices: vec![],
+                free: orch_api::report::free_capacity(&info, &[], &[]),
+                policy: None,
+                usage: vec![],
+                unowned: (0..n)
+                    .map(|pid| orch_api::UnownedProcess {
+                        pid,
+                        memory_used_bytes: Some(1 << 20),
+                        container: None,
+                    })
+                    .collect(),
+            });
+            encode_snapshot(&s).unwrap()
+        };
+        let max = MAX_GPU_PROCESS_ENTRIES as u32;
+        let ok = decode_snapshot("pc2", &with(max)).unwrap();
+        assert_eq!(ok.gpu.gpus[0].unowned.len(), MAX_GPU_PROCESS_ENTRIES);
+        assert!(matches!(
+            decode_snapshot("pc2", &with(max + 1)),
+            Err(CodecError::TooManyGpuProcesses { gpu: 0, len, .. })
+                if len == MAX_GPU_PROCESS_ENTRIES + 1
+        ));
     }
 
     #[test]

@@ -242,6 +242,20 @@ pub struct GpuRow {
     pub mps_free: Option<(u64, f64)>,
     /// Free MIG memory slices, for MIG GPUs.
     pub mig_free_slices: Option<u8>,
+    /// Memory held by processes that are none of this host's agents.
+    pub unowned_memory_bytes: u64,
+}
+
+/// One replica's use of one GPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuUseRow {
+    pub gpu: u32,
+    pub group: String,
+    pub agent: String,
+    pub replica: u32,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub utilization_basis_points: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -310,6 +324,7 @@ pub struct MetricsSnapshot {
     pub groups: Vec<GroupRow>,
     pub gpus: Vec<GpuRow>,
     pub slices: Vec<SliceRow>,
+    pub gpu_use: Vec<GpuUseRow>,
     pub slos: Vec<SloRow>,
     pub peers: Vec<PeerRow>,
     pub strangers: StrangerRows,
@@ -331,6 +346,7 @@ impl MetricsSnapshot {
             groups: Vec::new(),
             gpus: Vec::new(),
             slices: Vec::new(),
+            gpu_use: Vec::new(),
             slos: Vec::new(),
             peers: Vec::new(),
             strangers: Vec::new(),
@@ -367,9 +383,10 @@ pub fn mps_profile(memory_bytes: u64, compute_basis_points: u32) -> String {
     )
 }
 
-fn gpu_rows(report: &GpuReport) -> (Vec<GpuRow>, Vec<SliceRow>) {
+fn gpu_rows(report: &GpuReport) -> (Vec<GpuRow>, Vec<SliceRow>, Vec<GpuUseRow>) {
     let mut gpus = Vec::new();
     let mut slices = Vec::new();
+    let mut gpu_use = Vec::new();
     for g in &report.gpus {
         let mig = match g.info.mig {
             wire::Mig::Unsupported => "unsupported",
@@ -397,7 +414,17 @@ fn gpu_rows(report: &GpuReport) -> (Vec<GpuRow>, Vec<SliceRow>) {
             telemetry: g.telemetry,
             mps_free,
             mig_free_slices: g.free.mig_memory_slices,
+            unowned_memory_bytes: g.unowned.iter().filter_map(|p| p.memory_used_bytes).sum(),
         });
+        gpu_use.extend(g.usage.iter().map(|u| GpuUseRow {
+            gpu: g.info.index,
+            group: u.group.clone(),
+            agent: u.replica.agent.clone(),
+            replica: u.replica.replica,
+            memory_used_bytes: u.memory_used_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            utilization_basis_points: u.utilization_basis_points,
+        }));
         for owner in &g.slices {
             let (kind, profile, memory_bytes) = match &owner.slice {
                 wire::Slice::Mig {
@@ -433,7 +460,7 @@ fn gpu_rows(report: &GpuReport) -> (Vec<GpuRow>, Vec<SliceRow>) {
             });
         }
     }
-    (gpus, slices)
+    (gpus, slices, gpu_use)
 }
 
 /// The SLO figures as series.
@@ -534,7 +561,7 @@ pub fn snapshot(
             }
         })
         .collect();
-    let (gpus, slices) = gpu_rows(gpu);
+    let (gpus, slices, gpu_use) = gpu_rows(gpu);
     MetricsSnapshot {
         host: config.host.name.clone(),
         version: version.to_string(),
@@ -559,6 +586,7 @@ pub fn snapshot(
         groups,
         gpus,
         slices,
+        gpu_use,
         slos,
         peers: Vec::new(),
         strangers: Vec::new(),

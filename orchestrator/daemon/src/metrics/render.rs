@@ -157,6 +157,26 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         GAUGE,
         "MIG memory slices not used by any instance.",
     ),
+    (
+        "orchestrator_gpu_unowned_memory_bytes",
+        GAUGE,
+        "GPU memory held by processes that are none of this host's agents.",
+    ),
+    (
+        "orchestrator_agent_gpu_memory_used_bytes",
+        GAUGE,
+        "GPU memory the replica's processes hold on the GPU.",
+    ),
+    (
+        "orchestrator_agent_gpu_memory_limit_bytes",
+        GAUGE,
+        "GPU memory the replica's slice holds on the GPU (MIG profile, MPS limit, whole GPU).",
+    ),
+    (
+        "orchestrator_agent_gpu_utilization_ratio",
+        GAUGE,
+        "Share of the GPU the replica kept busy (0..1): per process where NVML gives it, else the GPU's.",
+    ),
     // Federation: samples only once the daemon has peers.
     ("orchestrator_peer_up", GAUGE, "1 while the peer is alive."),
     (
@@ -241,6 +261,10 @@ enum F {
     GpuMpsFreeMemoryBytes,
     GpuMpsFreeComputeRatio,
     GpuMigFreeMemorySlices,
+    GpuUnownedMemoryBytes,
+    AgentGpuMemoryUsedBytes,
+    AgentGpuMemoryLimitBytes,
+    AgentGpuUtilizationRatio,
     PeerUp,
     PeerState,
     PeerHeartbeatAgeSeconds,
@@ -518,6 +542,24 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
         }
         if let Some(n) = g.mig_free_slices {
             b.gauge(F::GpuMigFreeMemorySlices, &l, f64::from(n));
+        }
+        b.gauge(F::GpuUnownedMemoryBytes, &l, g.unowned_memory_bytes as f64);
+    }
+    for u in &s.gpu_use {
+        let gpu = u.gpu.to_string();
+        let replica = u.replica.to_string();
+        let l = [
+            ("group", u.group.as_str()),
+            ("agent", &u.agent),
+            ("replica", &replica),
+            ("gpu", &gpu),
+        ];
+        b.gauge(F::AgentGpuMemoryUsedBytes, &l, u.memory_used_bytes as f64);
+        if let Some(m) = u.memory_limit_bytes {
+            b.gauge(F::AgentGpuMemoryLimitBytes, &l, m as f64);
+        }
+        if let Some(bp) = u.utilization_basis_points {
+            b.gauge(F::AgentGpuUtilizationRatio, &l, f64::from(bp) / 10_000.0);
         }
     }
     for sl in &s.slices {

@@ -2,14 +2,14 @@
 //! operation, a task per watched container, the GPU worker for MIG and
 //! MPS), keeps what it needs for that (operations in flight, probes, the
 //! MPS control daemons it started, the Docker engine it talks to, the
-//! latest GPU readings), and turns Docker news into supervisor input.
+//! latest GPU readings: telemetry and the processes on each GPU), and
+//! turns Docker news into supervisor input.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orch_api::GpuTelemetry;
 use orch_core::container::{self, Injection};
 use orch_core::gpu::{GpuInfo, ReplicaKey, Slice};
 use orch_core::model::{GpuInjection, HostConfig};
@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::event::{self, DockerNews, GpuNews, HealthNews, OpDone, SliceReady};
 use crate::gpu::{self, GpuWorker};
+use crate::gpu_use::GpuReadings;
 use crate::ops::{self, Job, JobCtx, SpecInputs};
 use crate::probe::{self, ProbeTarget, Prober};
 
@@ -52,7 +53,7 @@ pub(super) struct Executor {
     /// Containers Docker reported OOM-killed; their `die` follows.
     oom_killed: BTreeSet<String>,
     last_inventory: Option<Vec<GpuInfo>>,
-    telemetry: BTreeMap<u32, GpuTelemetry>,
+    readings: GpuReadings,
 }
 
 impl Executor {
@@ -77,7 +78,7 @@ impl Executor {
             mps_running,
             oom_killed: BTreeSet::new(),
             last_inventory: None,
-            telemetry: BTreeMap::new(),
+            readings: GpuReadings::default(),
         }
     }
 
@@ -287,8 +288,12 @@ impl Executor {
     /// reason why there is none (`gpu_unavailable`: the current one).
     pub(super) fn gpu(&mut self, news: GpuNews, gpu_unavailable: Option<&str>) -> Option<Input> {
         match news {
+            GpuNews::Processes { gpus } => {
+                self.readings.processes = gpus;
+                None
+            }
             GpuNews::Reading { gpus, telemetry } => {
-                self.telemetry = telemetry;
+                self.readings.telemetry = telemetry;
                 if self.last_inventory.as_ref() == Some(&gpus) {
                     return None;
                 }
@@ -301,6 +306,7 @@ impl Executor {
                 }
                 tracing::warn!("GPUs unavailable: {reason}");
                 self.last_inventory = None;
+                self.readings = GpuReadings::default();
                 Some(Input::GpuUnavailable { reason })
             }
         }
@@ -333,8 +339,9 @@ impl Executor {
         self.deps.gpu.as_ref()
     }
 
-    pub(super) fn telemetry(&self) -> &BTreeMap<u32, GpuTelemetry> {
-        &self.telemetry
+    /// The GPU worker's latest readings.
+    pub(super) fn telemetry(&self) -> &GpuReadings {
+        &self.readings
     }
 
     /// Nothing left running and nothing in flight (for `shutdown: stop`).

@@ -9,11 +9,13 @@ use std::collections::BTreeMap;
 use orch_api::convert;
 use orch_api::{
     AgentCounts, AgentStatus, ConfigChanges, DockerStatus, GpuReport, GpuStatus, GpuSummary,
-    GpuTelemetry, GroupStatus, HostSnapshot, NoContainer, PlanReport, Rejection, RemoteReadiness,
-    Request, Response, SliceOwner, SloReport, StateFileStatus, Status,
+    GroupStatus, HostSnapshot, NoContainer, PlanReport, Rejection, RemoteReadiness, Request,
+    Response, SliceOwner, SloReport, StateFileStatus, Status,
 };
 use orch_core::gpu::{GpuInfo, MigState, ReplicaKey, Slice};
 use orch_core::model::HostConfig;
+
+use crate::gpu_use::{self, GpuReadings, Usage};
 use orch_core::supervise::{CommandError, Millis, Phase, RemoteHost, Replica, Supervisor};
 
 mod diff;
@@ -35,7 +37,9 @@ pub struct Facts<'a> {
     pub gpu_injection: &'a str,
     /// The supervisor's clock now (for "retry in").
     pub now: Millis,
-    pub telemetry: Option<&'a BTreeMap<u32, GpuTelemetry>>,
+    /// The GPU worker's latest readings: telemetry and the processes on
+    /// each GPU.
+    pub telemetry: Option<&'a GpuReadings>,
     pub gpu_library: Option<&'a str>,
     pub driver_version: Option<&'a str>,
     /// The number of the last event logged.
@@ -54,7 +58,7 @@ pub fn query(
     Some(match request {
         Request::Status => Ok(Response::Status(status(sup, f))),
         Request::Groups => Ok(Response::Groups(groups(sup))),
-        Request::Agents { group } => agents(sup, f.now, group.as_deref()).map(Response::Agents),
+        Request::Agents { group } => agents(sup, f, group.as_deref()).map(Response::Agents),
         Request::Gpu => Ok(Response::Gpu(gpu(sup, f))),
         Request::StateExport => Ok(Response::State(convert::state_document(
             &sup.config().host.name,
@@ -102,7 +106,7 @@ pub fn groups(sup: &Supervisor) -> Vec<GroupStatus> {
         .collect()
 }
 
-fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
+fn agent_status(sup: &Supervisor, r: &Replica, now: Millis, usage: &Usage) -> AgentStatus {
     let agent = sup.config().agent(&r.key.agent);
     AgentStatus {
         group: r.group.clone(),
@@ -162,15 +166,24 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis) -> AgentStatus {
                 }
             })
             .collect(),
+        gpu_use: usage.replicas.get(&r.key).copied(),
     }
 }
 
-/// Every replica (or one group's), in config order.
+/// Who uses the GPUs, from the readings in `f`.
+fn usage(sup: &Supervisor, f: &Facts<'_>) -> Usage {
+    f.telemetry
+        .map(|r| gpu_use::usage(sup, r))
+        .unwrap_or_default()
+}
+
+/// Every replica (or one group's), in config order, with its GPU use.
 pub fn agents(
     sup: &Supervisor,
-    now: Millis,
+    f: &Facts<'_>,
     group: Option<&str>,
 ) -> Result<Vec<AgentStatus>, Rejection> {
+    let usage = usage(sup, f);
     if let Some(g) = group
         && sup.config().group(g).is_none()
     {
@@ -185,7 +198,7 @@ pub fn agents(
     let mut out: Vec<AgentStatus> = sup
         .replicas()
         .filter(|r| group.is_none_or(|g| r.group == g))
-        .map(|r| agent_status(sup, r, now))
+        .map(|r| agent_status(sup, r, f.now, &usage))
         .collect();
     out.sort_by_key(|a| {
         (
@@ -282,6 +295,7 @@ pub fn status(sup: &Supervisor, f: &Facts<'_>) -> Status {
 
 pub fn gpu(sup: &Supervisor, f: &Facts<'_>) -> GpuReport {
     let gpus = sup.inventory_with_ownership().unwrap_or_default();
+    let mut usage = usage(sup, f).gpus;
     let held: Vec<(&Replica, &Slice)> = sup
         .replicas()
         .filter_map(|r| r.slice.as_ref().map(|s| (r, s)))
@@ -299,10 +313,13 @@ pub fn gpu(sup: &Supervisor, f: &Facts<'_>) -> GpuReport {
                     .filter(|(_, s)| s.gpu_uuid() == info.uuid)
                     .collect();
                 let slices: Vec<&Slice> = mine.iter().map(|(_, s)| *s).collect();
+                let used = usage.remove(&info.index).unwrap_or_default();
                 GpuStatus {
                     free: orch_api::report::free_capacity(info, &slices, &sup.config().gpus),
                     policy: convert::gpu_policy(info, &sup.config().gpus),
-                    telemetry: f.telemetry.and_then(|t| t.get(&info.index).copied()),
+                    telemetry: f
+                        .telemetry
+                        .and_then(|t| t.telemetry.get(&info.index).copied()),
                     info: convert::gpu_info(info),
                     slices: mine
                         .iter()
@@ -312,6 +329,8 @@ pub fn gpu(sup: &Supervisor, f: &Facts<'_>) -> GpuReport {
                             slice: convert::slice(s, Some(&gpus)),
                         })
                         .collect(),
+                    usage: used.replicas,
+                    unowned: used.unowned,
                 }
             })
             .collect(),
@@ -366,7 +385,7 @@ pub fn container_of(
 pub fn snapshot(sup: &Supervisor, f: &Facts<'_>, slo: Option<SloReport>) -> HostSnapshot {
     HostSnapshot {
         status: status(sup, f),
-        agents: agents(sup, f.now, None).unwrap_or_default(),
+        agents: agents(sup, f, None).unwrap_or_default(),
         gpu: gpu(sup, f),
         slo,
         probes: crate::fleet::probes::published(sup.config()),

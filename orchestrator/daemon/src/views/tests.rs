@@ -528,3 +528,100 @@ fn a_fleet_plan_places_on_this_host_live_and_says_why_a_peer_is_not_planned() {
         "NotFound: no agent `base/Vision` in the running config; did you mean `gpu/Vision`?"
     );
 }
+
+/// A process of `mib` MiB in container `id` (nested in `outer`,
+/// outermost first), busy `sm` percent.
+fn seen(
+    pid: u32,
+    mib: u64,
+    ids: Option<(&str, &[&str])>,
+    sm: Option<u32>,
+) -> crate::event::SeenProcess {
+    crate::event::SeenProcess {
+        pid,
+        memory_bytes: Some(mib << 20),
+        gpu_instance_id: None,
+        container: ids.map(|(id, outer)| orch_docker::cgroup::DockerCgroup {
+            id: id.into(),
+            outer: outer.iter().map(|s| s.to_string()).collect(),
+        }),
+        sm_percent: sm,
+    }
+}
+
+#[test]
+fn gpu_use_attributes_processes_by_container_and_lists_the_rest() {
+    let h = Host::new().with_gpu().start("gpu", true);
+    let vision = h.sup.replica(&ReplicaKey::new("Vision", 0)).unwrap();
+    let id = vision.container.as_ref().unwrap().id.clone();
+    let mut readings = GpuReadings::default();
+    readings.telemetry.insert(
+        1,
+        orch_api::GpuTelemetry {
+            memory_used_bytes: 0,
+            utilization_gpu_basis_points: 5_500,
+            utilization_memory_basis_points: 0,
+            temperature_celsius: 0,
+            power_mw: 0,
+        },
+    );
+    readings.processes.insert(
+        0,
+        crate::event::GpuProcesses {
+            processes: vec![
+                seen(1, 100, Some((&id, &[])), Some(70)),
+                // Nested: a container inside the agent's.
+                seen(2, 200, Some(("inner", &[&id])), Some(60)),
+                seen(3, 50, Some(("other", &[])), Some(5)),
+                seen(4, 25, None, Some(0)),
+            ],
+            dropped: 0,
+            per_process: true,
+        },
+    );
+    // GPU 1 is not the agent's slice's: no limit, and the GPU's utilisation.
+    readings.processes.insert(
+        1,
+        crate::event::GpuProcesses {
+            processes: vec![seen(5, 10, Some((&id, &[])), None)],
+            dropped: 0,
+            per_process: false,
+        },
+    );
+    let used = gpu_use::usage(&h.sup, &readings);
+    let line = |u: &orch_api::GpuUse| {
+        format!(
+            "{} {} {:?} {:?} {} {}",
+            u.replica,
+            u.memory_used_bytes >> 20,
+            u.memory_limit_bytes.map(|l| l >> 20),
+            u.utilization_basis_points,
+            u.per_process,
+            u.processes
+        )
+    };
+    let gpu0 = &used.gpus[&0];
+    assert_eq!(
+        gpu0.replicas.iter().map(line).collect::<Vec<_>>(),
+        ["Vision 300 Some(4096) Some(10000) true 2"]
+    );
+    let unowned: Vec<(u32, Option<String>)> = gpu0
+        .unowned
+        .iter()
+        .map(|p| (p.pid, p.container.clone()))
+        .collect();
+    assert_eq!(unowned, [(3, Some("other".into())), (4, None)]);
+    assert_eq!(
+        used.gpus[&1].replicas.iter().map(line).collect::<Vec<_>>(),
+        ["Vision 10 None Some(5500) false 1"]
+    );
+    assert!(used.gpus[&1].unowned.is_empty());
+    // Summed over GPUs: the busiest GPU's utilisation.
+    let total = used.replicas[&ReplicaKey::new("Vision", 0)];
+    assert_eq!(total.memory_used_bytes, 310 << 20);
+    assert_eq!(total.memory_limit_bytes, Some(4096 << 20));
+    // 310 MiB of 4 GiB.
+    assert_eq!(total.share_basis_points, Some(756));
+    assert_eq!(total.utilization_basis_points, Some(10_000));
+    assert!(!total.per_process);
+}

@@ -1,6 +1,7 @@
-//! `agents [--group G]`: every replica with its phase, health, restarts
-//! and GPU slice; optional agents marked, why a replica waits, and what
-//! keeps it running while a host it needs is down.
+//! `agents [--group G]`: every replica with its phase, health, restarts,
+//! GPU slice and the GPU memory and utilisation it uses; optional agents
+//! marked, why a replica waits, and what keeps it running while a host it
+//! needs is down.
 
 use anyhow::Result;
 use orch_api::AgentStatus;
@@ -29,6 +30,8 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         "RESTARTS",
         "CONTAINER",
         "GPU",
+        "GPU MEM",
+        "GPU UTIL",
         "PORTS",
     ]);
     for a in agents {
@@ -79,6 +82,13 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
             a.slice
                 .as_ref()
                 .map(ToString::to_string)
+                .unwrap_or_else(|| "-".into()),
+            a.gpu_use
+                .map(|u| super::gpu::used_of(u.memory_used_bytes, u.memory_limit_bytes))
+                .unwrap_or_else(|| "-".into()),
+            a.gpu_use
+                .and_then(|u| u.utilization_basis_points)
+                .map(|bp| format!("{}%", bp / 100))
                 .unwrap_or_else(|| "-".into()),
             if a.ports.is_empty() {
                 "-".into()

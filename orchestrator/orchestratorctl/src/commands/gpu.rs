@@ -60,6 +60,8 @@ fn local_report(nvml: Option<&std::path::Path>) -> GpuReport {
                             slices: Vec::new(),
                             free,
                             policy: None,
+                            usage: Vec::new(),
+                            unowned: Vec::new(),
                         }
                     })
                     .collect(),
@@ -107,6 +109,19 @@ fn free_text(f: &orch_api::FreeCapacity) -> String {
         parts.push("whole GPU free".into());
     }
     parts.join(", ")
+}
+
+/// Memory used against a limit: `1.5g/4.0g (37%)`, or `1.5g` with none.
+pub fn used_of(used: u64, limit: Option<u64>) -> String {
+    match limit {
+        Some(l) if l > 0 => format!(
+            "{}/{} ({}%)",
+            human_size(used),
+            human_size(l),
+            used.saturating_mul(100) / l
+        ),
+        _ => human_size(used),
+    }
 }
 
 /// Sizes rounded to one decimal in GiB/MiB, for people.
@@ -187,8 +202,13 @@ pub fn render(r: &GpuReport, from_daemon: bool, out: &Out) {
         if slices.is_empty() {
             println!("no slices given out");
         } else {
-            let mut t = Table::new(["OWNER", "GROUP", "SLICE", "DEVICE"]);
+            let mut t = Table::new(["OWNER", "GROUP", "SLICE", "DEVICE", "USED", "UTIL"]);
             for s in slices {
+                let used = r
+                    .gpus
+                    .iter()
+                    .flat_map(|g| g.usage.iter())
+                    .find(|u| u.replica == s.replica);
                 let device = match &s.slice {
                     Slice::Mig {
                         device_uuid: Some(u),
@@ -201,6 +221,34 @@ pub fn render(r: &GpuReport, from_daemon: bool, out: &Out) {
                     s.group.clone(),
                     s.slice.to_string(),
                     device,
+                    used.map(|u| used_of(u.memory_used_bytes, u.memory_limit_bytes))
+                        .unwrap_or_else(|| "-".into()),
+                    used.and_then(|u| u.utilization_basis_points)
+                        .map(|bp| format!("{}%", bp / 100))
+                        .unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            print!("{}", t.render(out));
+        }
+        let unowned: Vec<_> = r
+            .gpus
+            .iter()
+            .flat_map(|g| g.unowned.iter().map(move |p| (g.info.index, p)))
+            .collect();
+        if !unowned.is_empty() {
+            println!();
+            let mut t = Table::new(["GPU", "PID", "MEMORY", "NOT AN AGENT OF THIS HOST"]);
+            for (gpu, p) in unowned {
+                t.row([
+                    gpu.to_string(),
+                    p.pid.to_string(),
+                    p.memory_used_bytes
+                        .map(human_size)
+                        .unwrap_or_else(|| "?".into()),
+                    match &p.container {
+                        Some(c) => format!("container {c}"),
+                        None => "host process".into(),
+                    },
                 ]);
             }
             print!("{}", t.render(out));

@@ -92,6 +92,7 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 scaled: None,
                 autoscale: None,
                 remote: vec![],
+                gpu_use: None,
             })
             .collect(),
         gpu: GpuReport {
