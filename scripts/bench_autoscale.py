@@ -240,6 +240,8 @@ def step():
                 down_s = downs[0]["time_ms"] / 1000 - t_stop
                 break
             time.sleep(1)
+        # The plot shows the replicas going too.
+        time.sleep(15)
         sampler_stop.set()
         return {
             "rps": RPS,
@@ -282,7 +284,10 @@ def cost_of(autoscale):
 
 
 def main():
-    out = {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    out = {"commit": commit, "date": time.strftime("%Y-%m-%d", time.gmtime()),
+           "command": "python3 scripts/bench_autoscale.py"}
     if "step" not in SKIP:
         out["step"] = step()
     if "cost" not in SKIP:

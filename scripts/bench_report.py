@@ -88,6 +88,10 @@ def autoscale_section(a):
     w = L.append
     w("## Autoscaling (`scripts/bench_autoscale.py`)")
     w("")
+    if a.get("commit"):
+        w(f"Run: `{a.get('command', 'scripts/bench_autoscale.py')}` on {a.get('date', '?')} at "
+          f"{a['commit']} (release build)" + (f"; {a['load']}" if a.get("load") else "") + ".")
+        w("")
     s = a.get("step")
     if s:
         bound = s["up_after_s"] + s["tick_s"]

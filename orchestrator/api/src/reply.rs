@@ -23,8 +23,19 @@ pub struct Applied {
     /// group is started, or they still have containers.
     #[serde(default)]
     pub recreated: Vec<String>,
+    /// Agents whose replica count changed with nothing recreated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescaled: Vec<Rescaled>,
     pub warnings: Vec<String>,
     pub events_from: u64,
+}
+
+/// An agent's replica count changed by an apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rescaled {
+    pub agent: String,
+    pub from: u32,
+    pub to: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

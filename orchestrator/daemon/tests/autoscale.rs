@@ -276,3 +276,125 @@ groups:
         Some(&2)
     );
 }
+
+const LATENCY: &str = r#"version: 1
+host: {name: testhost}
+defaults:
+  image: orchestrator-agent:latest
+  health: {http: {port: 8080}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}
+  stop_timeout: 2s
+  min_healthy: 0s
+groups:
+  g:
+    slo: {latency_p99: 1s}
+    agents:
+      Slow:
+        autoscale: {min: 1, max: 3, latency_slo: true, up_after: 10s}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_burning_latency_slo_adds_a_replica() {
+    let h = Harness::start(LATENCY).await;
+    h.client.group_start("g").await.unwrap();
+    h.until_ready().await;
+    // Half the requests slower than 5 s against 1% allowed over 1 s.
+    let metrics = h.world.metrics.clone();
+    let feeder = tokio::spawn(async move {
+        loop {
+            metrics.serve("Slow", 100, 0, 50);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    let up = wait_event(&h, "a scale-up on the latency SLO", |k| {
+        matches!(k, EventKind::AgentAutoscaled { .. })
+    })
+    .await;
+    feeder.abort();
+    match &up {
+        EventKind::AgentAutoscaled {
+            from: 1,
+            to: 2,
+            cause:
+                AutoscaleCause::Signal {
+                    signal,
+                    value,
+                    target,
+                    ..
+                },
+            ..
+        } => {
+            assert_eq!(signal, "latency-slo");
+            assert!(*value > 1.0, "{up:?}");
+            assert_eq!(*target, 1.0);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_mps_clients_own_gpu_utilisation_scales_it() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let world = World::new().with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let config = r#"version: 1
+host: {name: testhost}
+defaults:
+  image: orchestrator-agent:latest
+  health: {http: {port: 8080}, interval: 500ms, timeout: 1s, retries: 2, start_period: 5s}
+  stop_timeout: 2s
+  min_healthy: 0s
+groups:
+  vision:
+    agents:
+      Eyes:
+        gpu: {slice: mps, memory: 4g, compute: 25%}
+        autoscale: {min: 1, max: 3, gpu_util: 20%, up_after: 10s}
+"#;
+    let h = Harness::start_in(world, config).await;
+    h.client.group_start("vision").await.unwrap();
+    h.until_ready().await;
+    let eyes = h.container_of("Eyes").await.unwrap();
+    let gpu = h.world.gpu.as_deref().unwrap();
+    // Its own process keeps 40% of the GPU busy (NVML per process):
+    // against 20%, two replicas.
+    gpu.set_processes(
+        0,
+        vec![orch_gpu::GpuProcess {
+            pid: 100,
+            used_memory: Some(orch_core::units::ByteSize(1 << 30)),
+            gpu_instance_id: None,
+            compute_instance_id: None,
+            kind: orch_gpu::ProcessKind::Compute,
+        }],
+    );
+    gpu.set_process_utilization(
+        0,
+        vec![orch_gpu::ProcessSample {
+            pid: 100,
+            sm_percent: 40,
+            memory_percent: 10,
+            encoder_percent: 0,
+            decoder_percent: 0,
+            samples: 6,
+            newest_us: 1_000,
+        }],
+    );
+    h.world
+        .cgroups
+        .set(100, &format!("0::/system.slice/docker-{eyes}.scope\n"));
+    let up = wait_event(&h, "a scale-up on the client's own utilisation", |k| {
+        matches!(k, EventKind::AgentAutoscaled { .. })
+    })
+    .await;
+    match &up {
+        EventKind::AgentAutoscaled {
+            from: 1,
+            to: 2,
+            cause: AutoscaleCause::Signal { signal, value, .. },
+            ..
+        } => {
+            assert_eq!(signal, "gpu-util");
+            assert_eq!(*value, 40.0, "{up:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

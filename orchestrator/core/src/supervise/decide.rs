@@ -473,6 +473,11 @@ impl Supervisor {
                 new: config.host.name,
             });
         }
+        let counts_before: BTreeMap<String, u32> = self
+            .agents
+            .iter()
+            .map(|(name, a)| (name.clone(), a.replicas))
+            .collect();
         let mut changed: Vec<String> = hashes
             .iter()
             .filter(|(a, h)| self.hashes.get(*a) != Some(*h))
@@ -550,12 +555,23 @@ impl Supervisor {
             })
             .cloned()
             .collect();
+        // Counts that change with nothing recreated: replicas start or stop.
+        let rescaled = self
+            .agents
+            .iter()
+            .filter(|(name, _)| !changed.contains(name))
+            .filter_map(|(name, a)| {
+                let before = *counts_before.get(name)?;
+                (before != a.replicas).then(|| (name.clone(), before, a.replicas))
+            })
+            .collect();
         Ok(Commanded {
             outcome: out,
             changed: Reloaded {
                 generation: self.generation,
                 changed,
                 recreated,
+                rescaled,
             },
         })
     }

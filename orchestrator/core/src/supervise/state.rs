@@ -616,6 +616,9 @@ pub struct Reloaded {
     /// Of those, the ones acted on now: their group is started, or they
     /// still have a container or an operation in flight.
     pub recreated: Vec<String>,
+    /// Agents whose replica count changed (agent, from, to) and nothing
+    /// else that recreates them: replicas start or stop.
+    pub rescaled: Vec<(String, u32, u32)>,
 }
 
 /// Where the desired state the daemon started with came from.

@@ -113,7 +113,17 @@ fn an_apply_that_changes_the_agents_count_takes_over_and_one_that_does_not_keeps
     assert_eq!(h.s.scaled("A"), Some(3));
     // The file now says 2: the file wins and the override is gone.
     let c = config(&[("g", &[], &[("A", &[], 2, true)])]);
-    h.cmd(|s| s.reload(0, c.clone(), hashes(&c, "v1")).unwrap());
+    let mut rescaled = Vec::new();
+    h.cmd(|s| {
+        let done = s.reload(0, c.clone(), hashes(&c, "v1")).unwrap();
+        rescaled = done.changed.rescaled.clone();
+        done
+    });
+    assert_eq!(
+        rescaled,
+        [("A".to_string(), 3, 2)],
+        "a count change is said"
+    );
     h.settle_healthy();
     assert_eq!(running(&h, "A"), [0, 1]);
     assert_eq!(h.s.scaled("A"), None);

@@ -4,7 +4,7 @@
 //!
 //! On each autoscale tick it starts a round of CPU readings; when they
 //! arrive (at once, when there is nothing to read) the owner hands it the
-//! supervisor, the GPU telemetry and each group's latency burn rate; it
+//! supervisor, the GPU readings and each group's latency burn rate; it
 //! turns its readings into samples, asks every agent's autoscaler, and
 //! returns the decisions,
 //! which the owner carries out as `scale` commands (the same checks, the
@@ -14,15 +14,15 @@
 //!   one call per running replica per tick, a few at a time, off the
 //!   owner), as a share of the agent's `resources.cpus` (one core without
 //!   a limit);
-//! - `gpu_util`: the utilisation NVML reports for the GPU holding the
-//!   replica's slice (a MIG instance or MPS share reads its whole GPU's);
+//! - `gpu_util`: the replica's own processes' utilisation where NVML gives
+//!   it per process (an MPS client's share), else the utilisation of the
+//!   GPU holding its slice (NVML gives none per MIG instance);
 //! - `metric`: the gauge read by the agent scrape the SLO engine does;
 //! - `latency_slo`: the group's latency burn rate over its shortest window.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use orch_api::GpuTelemetry;
 use orch_core::autoscale::{
     AutoscaleSettings, Autoscaler, Decision, Observation, ReplicaSample, Sample,
 };
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Autoscaling {
 /// What one autoscale tick reads besides the supervisor.
 pub(super) struct Readings<'a> {
     pub now: Millis,
-    pub telemetry: &'a BTreeMap<u32, GpuTelemetry>,
+    pub gpu: &'a crate::gpu_use::GpuReadings,
     /// A group's latency burn rate, when it has a latency SLO with events.
     pub latency_burn: &'a dyn Fn(&str) -> Option<f64>,
 }
@@ -191,6 +191,8 @@ impl Autoscaling {
         self.metric.retain(|k, _| running.contains(k));
 
         let mut decisions = Vec::new();
+        // Who uses the GPUs, worked out once and only when asked.
+        let mut usage: Option<crate::gpu_use::Usage> = None;
         for (agent, (group, spec)) in &autoscaled {
             let current = sup.replica_count(agent);
             if !sup.group_wanted(group) {
@@ -214,12 +216,24 @@ impl Autoscaling {
                 .replicas()
                 .filter(|x| x.key.agent == *agent && x.is_running())
                 .filter_map(|x| {
-                    let gpu = x.slice.as_ref()?.gpu_index();
-                    let t = r.telemetry.get(&gpu)?;
+                    // Its own processes' share where NVML gives it (an MPS
+                    // client), else its slice's GPU's.
+                    let own = usage
+                        .get_or_insert_with(|| crate::gpu_use::usage(sup, r.gpu))
+                        .replicas
+                        .get(&x.key)
+                        .and_then(|u| u.utilization_basis_points);
+                    let bp = match own {
+                        Some(bp) => bp,
+                        None => {
+                            let gpu = x.slice.as_ref()?.gpu_index();
+                            r.gpu.telemetry.get(&gpu)?.utilization_gpu_basis_points
+                        }
+                    };
                     Some(ReplicaSample {
                         replica: x.key.replica,
                         at: r.now,
-                        value: f64::from(t.utilization_gpu_basis_points) / 100.0,
+                        value: f64::from(bp) / 100.0,
                     })
                 })
                 .collect();

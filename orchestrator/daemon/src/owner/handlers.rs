@@ -390,6 +390,12 @@ impl Owner {
             generation: done.changed.generation,
             changed: done.changed.changed,
             recreated: done.changed.recreated,
+            rescaled: done
+                .changed
+                .rescaled
+                .into_iter()
+                .map(|(agent, from, to)| orch_api::Rescaled { agent, from, to })
+                .collect(),
             warnings,
             events_from,
         })

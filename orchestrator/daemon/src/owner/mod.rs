@@ -488,7 +488,7 @@ impl Owner {
         let burn = |g: &str| observer.latency_burn(g, unix_ms);
         let readings = Readings {
             now,
-            telemetry: &self.exec.telemetry().telemetry,
+            gpu: self.exec.telemetry(),
             latency_burn: &burn,
         };
         let decisions = self.scaling.decide(&self.sup, &readings);

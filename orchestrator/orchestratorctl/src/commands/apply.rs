@@ -83,5 +83,8 @@ fn show(a: &Applied, out: &Out) -> Result<()> {
             idle.join(", ")
         );
     }
+    for r in &a.rescaled {
+        println!("{}: {} -> {} replica(s)", r.agent, r.from, r.to);
+    }
     Ok(())
 }
