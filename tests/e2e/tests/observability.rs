@@ -355,8 +355,17 @@ fn prometheus_scrapes_two_hosts_dashboards_have_data_and_a_burning_slo_pages() {
     );
 
     // Every panel of every dashboard has data, read from the JSON, the
-    // federation panels included.
-    let checked = run_local_ok(&["check-dashboards", "--dir", &dir_s]);
+    // federation panels included. But three: no agent of these hosts holds
+    // a process on a GPU (the simulator runs none unless told: the
+    // per-agent GPU series are checked on the real engine in gpu_use.rs)
+    // and none autoscales (the decisions in autoscale.rs).
+    let checked = run_local_ok(&[
+        "check-dashboards",
+        "--dir",
+        &dir_s,
+        "--allow-empty",
+        "^(GPU memory used per agent|GPU memory by holder|Autoscaler decisions)$",
+    ]);
     assert!(!checked.contains("FAIL"), "{checked}");
 
     // Healed: the short window clears and the page resolves.
