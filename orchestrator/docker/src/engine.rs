@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -115,6 +116,10 @@ pub struct DockerEngine {
     endpoint: Endpoint,
     api_version: String,
     request_timeout: Duration,
+    /// Serialises `ensure_network` among this process's callers: engines
+    /// before API 1.44 let two networks share a name, and a find-then-create
+    /// from two tasks at once would make two.
+    network_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DockerEngine {
@@ -177,6 +182,7 @@ impl DockerEngine {
             endpoint: endpoint.clone(),
             api_version,
             request_timeout,
+            network_lock: Arc::default(),
         })
     }
 
@@ -415,6 +421,7 @@ impl ContainerRuntime for DockerEngine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<String, DockerError> {
+        let _serial = self.network_lock.lock().await;
         if let Some(id) = self.find_network(name).await? {
             return Ok(id);
         }
@@ -429,7 +436,7 @@ impl ContainerRuntime for DockerEngine {
             .await
             .map_err(|e| self.map_err(e, "creating a network", |_, _| None))?;
         // Engines before API 1.44 let two networks share a name; if another
-        // caller raced us, keep the oldest and drop ours so names stay unique.
+        // process raced us, keep the oldest and drop ours so names stay unique.
         let mut filters = HashMap::new();
         filters.insert("name".to_string(), vec![name.to_string()]);
         let same_name: Vec<_> = self
