@@ -754,6 +754,7 @@ impl Supervisor {
             return;
         }
         c.status = ContainerStatus::Exited { code, oom };
+        let was_healthy = r.health == Health::Healthy;
         r.health = Health::Unknown;
         r.healthy_since = None;
         r.up_before_adoption = None;
@@ -770,7 +771,9 @@ impl Supervisor {
             oom,
         });
         if restart {
-            self.schedule_restart(now, &key, Some(code), seen_late_ms, out);
+            let first = was_healthy && self.replicas.get(&key).is_some_and(|r| r.failures == 0);
+            let late_ms = if first { None } else { Some(seen_late_ms) };
+            self.schedule_restart(now, &key, Some(code), late_ms, out);
         } else if let Some(r) = self.replicas.get_mut(&key) {
             stays_down(r, code, out);
         }
@@ -779,21 +782,28 @@ impl Supervisor {
     /// Counts a failure and sets the backoff; marks a crash loop. The wait
     /// counts from the exit: `late_ms` (how long ago it happened) is taken
     /// off it, but never more than half of it, so a clock that disagrees
-    /// with Docker's cannot make a restart immediate.
+    /// with Docker's cannot make a restart immediate. `late_ms: None`: no
+    /// wait at all (a healthy replica's first exit since it was stable:
+    /// it comes back at once, and its backoff grows from the next one).
     fn schedule_restart(
         &mut self,
         now: Millis,
         key: &ReplicaKey,
         exit_code: Option<i64>,
-        late_ms: u64,
+        late_ms: Option<u64>,
         out: &mut Outcome,
     ) {
         if !self.agents.contains_key(&key.agent) {
             return;
         }
         let failures = self.replicas.get(key).map(|r| r.failures + 1).unwrap_or(1);
-        let delay = self.backoff_delay(key, failures);
-        let delay = delay - late_ms.min(delay / 2);
+        let delay = match late_ms {
+            Some(late_ms) => {
+                let delay = self.backoff_delay(key, failures);
+                delay - late_ms.min(delay / 2)
+            }
+            None => 0,
+        };
         let Some(r) = self.replicas.get_mut(key) else {
             return;
         };
@@ -1037,7 +1047,7 @@ impl Supervisor {
                             oom,
                         });
                         if wanted && self.should_restart(&key, code, oom) {
-                            self.schedule_restart(now, &key, Some(code), 0, out);
+                            self.schedule_restart(now, &key, Some(code), Some(0), out);
                         } else if let Some(r) = self.replicas.get_mut(&key) {
                             if wanted {
                                 stays_down(r, code, out);
@@ -1698,7 +1708,7 @@ impl Supervisor {
     /// container is restarted at once, but the crash-loop count grows).
     fn count_failure(&mut self, now: Millis, key: &ReplicaKey, out: &mut Outcome) {
         let phase_before = self.replicas.get(key).map(|r| r.phase.clone());
-        self.schedule_restart(now, key, None, 0, out);
+        self.schedule_restart(now, key, None, Some(0), out);
         if let (Some(r), Some(p)) = (self.replicas.get_mut(key), phase_before) {
             r.phase = p;
         }

@@ -413,7 +413,10 @@ fn a_crash_restarts_after_an_exponential_backoff() {
     h.cmd(|s| s.start_group(0, "g").unwrap());
     h.settle_healthy();
     h.take_log();
-    // Backoff: 100ms doubling, capped at 60s (builtin defaults, jitter off here).
+    // Backoff: none for the first exit of a healthy replica, then 100ms
+    // doubling from the second failure on (the restarted replica is not
+    // healthy again in between), capped at 60s (builtin defaults, jitter
+    // off here).
     let mut expected_delays = vec![];
     let mut delays = vec![];
     for attempt in 1..=12u32 {
@@ -430,6 +433,12 @@ fn a_crash_restarts_after_an_exponential_backoff() {
             .unwrap();
         assert_eq!(ev.1, attempt);
         delays.push(ev.0);
+        if attempt == 1 {
+            expected_delays.push(0);
+            assert_eq!(h.take_log(), ["start A"], "restarted at once");
+            h.finish_ops();
+            continue;
+        }
         expected_delays.push((100u64 << (attempt - 1)).min(60_000));
         let until = h.now + ev.0;
         h.at(until - 1);
@@ -448,7 +457,7 @@ fn a_stable_replica_forgets_its_failures() {
     h.settle_healthy();
     for _ in 0..3 {
         h.die(k("A"), 1);
-        let until = h.s.next_deadline().unwrap();
+        let until = h.s.next_deadline().unwrap_or(h.now);
         h.at(until);
         h.finish_ops();
     }
@@ -463,12 +472,24 @@ fn a_stable_replica_forgets_its_failures() {
     assert_eq!(h.s.replica(&k("A")).unwrap().failures, 3);
     h.at(t + stable);
     assert_eq!(h.s.replica(&k("A")).unwrap().failures, 0);
+    // Stable again: its next exit restarts at once, and the one after
+    // that (before it was healthy again) waits the backoff's second step.
     let out = h.die(k("A"), 1);
     assert!(out.events.iter().any(|e| matches!(
         e,
         SupervisorEvent::AgentRestarting {
-            in_ms: 100,
+            in_ms: 0,
             attempt: 1,
+            ..
+        }
+    )));
+    h.finish_ops();
+    let out = h.die(k("A"), 1);
+    assert!(out.events.iter().any(|e| matches!(
+        e,
+        SupervisorEvent::AgentRestarting {
+            in_ms: 200,
+            attempt: 2,
             ..
         }
     )));
@@ -491,10 +512,12 @@ fn restart_policies() {
         h.s.handle(0, Input::Resync { containers: vec![] });
         h.cmd(|s| s.start_group(0, "g").unwrap());
         h.settle_healthy();
+        h.take_log();
         h.die(k("A"), code);
         let phase = h.phase(&k("A"));
+        // A healthy replica's first exit restarts at once.
         assert_eq!(
-            matches!(phase, Phase::BackingOff { .. }),
+            h.take_log() == ["start A"],
             restarts,
             "{policy:?} exit {code}: {phase:?}"
         );
@@ -528,7 +551,8 @@ fn crash_loop_marks_holds_dependents_and_resequences_them_on_recovery() {
             h.finish_ops();
             break;
         }
-        let until = h.s.next_deadline().unwrap();
+        // The first exit of a healthy replica restarts at once.
+        let until = h.s.next_deadline().unwrap_or(h.now);
         h.at(until);
         h.finish_ops();
         h.take_log();
@@ -590,7 +614,8 @@ fn a_crash_loop_that_is_healthy_between_crashes_stays_marked_and_keeps_its_backo
                 _ => {}
             }
         }
-        let until = h.s.next_deadline().unwrap();
+        // Only its first exit (it was stable then) restarts at once.
+        let until = h.s.next_deadline().unwrap_or(h.now);
         let out = h.at(until);
         recovered += out
             .events
@@ -2645,9 +2670,13 @@ fn the_backoff_counts_from_the_death_not_from_the_news_of_it() {
         let mut h = Harness::new(&[("g", &[], &[("A", &[], 1, true)])]);
         h.cmd(|s| s.start_group(0, "g").unwrap());
         h.settle_healthy();
+        // A healthy replica's first exit restarts at once; the second
+        // (before it was healthy again) waits.
+        h.die(k("A"), 1);
+        h.finish_ops();
         h.now += 1_000;
         let id = h.id(&k("A"));
-        let delay = h.s.backoff_delay(&k("A"), 1);
+        let delay = h.s.backoff_delay(&k("A"), 2);
         assert!(delay >= 90, "{delay}");
         let at_ms = 1_000_000 + h.now - late;
         h.apply(Input::ContainerDied {
