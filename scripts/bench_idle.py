@@ -16,7 +16,8 @@ and voluntary context switches), per thread; and with BENCH_IDLE_PERF=1 a
 
 Then the same for the 200-agent host of scripts/bench_scale.py (one host,
 no peer) with `/metrics` on and scraped every 15 s and an SLO on every
-group (BENCH_IDLE_SKIP_200=1 leaves it out).
+group (BENCH_IDLE_SKIP_200=1 leaves it out; BENCH_IDLE_ONLY_200=1 measures
+it alone).
 
 Writes target/bench/idle.json; prints a summary; brings the fleet down.
 """
@@ -75,6 +76,18 @@ def scrape_loop(port, stop, counts):
         stop.wait(15)
 
 
+class SkipFleet(Exception):
+    """BENCH_IDLE_ONLY_200=1: the 200-agent host alone."""
+
+
+def perf_report(data, out):
+    report = subprocess.run(
+        ["perf", "report", "-i", data, "--no-children", "--stdio", "--percent-limit", "1",
+         "--sort", "dso,symbol", "-g", "none"], capture_output=True, text=True).stdout
+    with open(out, "w") as f:
+        f.write(report)
+
+
 def main():
     env = dict(os.environ, DEMO_DIR=DEMO, DEMO_BIN=BIN)
     if os.path.exists(DEMO):
@@ -84,6 +97,8 @@ def main():
     hz = os.sysconf("SC_CLK_TCK")
     results = {"seconds": SECS, "settle_s": SETTLE, "scrape_interval_s": 15, "hosts": {}}
     try:
+        if os.environ.get("BENCH_IDLE_ONLY_200") == "1":
+            raise SkipFleet
         subprocess.run([os.path.join(ROOT, "scripts", "demo.sh"), "up"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
         pids = {}
@@ -133,11 +148,9 @@ def main():
         for host, p in perfs.items():
             p.wait()
             data = os.path.join(OUT, f"idle-perf-{host}.data")
-            report = subprocess.run(
-                ["perf", "report", "-i", data, "--no-children", "--stdio", "--percent-limit", "1",
-                 "--sort", "dso,symbol", "-g", "none"], capture_output=True, text=True).stdout
-            with open(os.path.join(OUT, f"idle-perf-{host}.txt"), "w") as f:
-                f.write(report)
+            perf_report(data, os.path.join(OUT, f"idle-perf-{host}.txt"))
+    except SkipFleet:
+        pass
     finally:
         subprocess.run([os.path.join(ROOT, "scripts", "demo.sh"), "down"], env=env,
                        stdout=subprocess.DEVNULL)
@@ -202,8 +215,18 @@ def host200(hz):
         t = threading.Thread(target=scrape_loop, args=(9466, stop, counts), daemon=True)
         t0, c0, th0 = time.monotonic(), cpu_ticks(proc.pid), threads(proc.pid)
         t.start()
+        perf = None
+        if PERF:
+            os.makedirs(OUT, exist_ok=True)
+            data = os.path.join(OUT, "idle-perf-host200.data")
+            perf = subprocess.Popen(
+                ["perf", "record", "-F", "999", "-g", "-p", str(proc.pid), "-o", data, "--",
+                 "sleep", str(SECS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(SECS)
         t1, c1, th1 = time.monotonic(), cpu_ticks(proc.pid), threads(proc.pid)
+        if perf:
+            perf.wait()
+            perf_report(data, os.path.join(OUT, "idle-perf-host200.txt"))
         stop.set()
         secs = t1 - t0
         wakeups = sum(b["slices"] - th0.get(tid, {"slices": 0})["slices"] for tid, b in th1.items()) / secs
