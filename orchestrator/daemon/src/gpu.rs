@@ -266,6 +266,7 @@ impl ProcessSampler {
     ) -> BTreeMap<u32, GpuProcesses> {
         let mut out = BTreeMap::new();
         for &gpu in &self.gpus {
+            let began = std::time::Instant::now();
             let listed = match backend.processes(gpu) {
                 Ok(p) => p,
                 Err(e) => {
@@ -306,7 +307,13 @@ impl ProcessSampler {
                     // A process the samples do not name was idle.
                     sm_percent: per_process.then(|| last.get(&p.pid).copied().unwrap_or(0)),
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            tracing::debug!(
+                gpu,
+                processes = processes.len(),
+                elapsed_us = began.elapsed().as_micros() as u64,
+                "sampled a GPU's processes"
+            );
             out.insert(
                 gpu,
                 GpuProcesses {
