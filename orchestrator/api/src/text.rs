@@ -516,6 +516,45 @@ impl fmt::Display for EventKind {
             AgentRestartRequested { replica, group } => {
                 write!(f, "{group}/{replica}: restart requested")
             }
+            AgentRestarted {
+                replica,
+                group,
+                reason,
+            } => write!(f, "{group}/{replica}: restarting: {reason}"),
+            MpsServerFault {
+                gpu_index,
+                gpu_uuid,
+                client,
+                clients_listed,
+                restarting,
+            } => {
+                match gpu_index {
+                    Some(i) => write!(f, "GPU {i} ({gpu_uuid}): MPS server fault")?,
+                    None => write!(f, "GPU {gpu_uuid}: MPS server fault")?,
+                }
+                match client {
+                    Some(MpsFaultClient {
+                        pid,
+                        replica: Some(r),
+                    }) => write!(f, "; faulting client: pid {pid} ({r})")?,
+                    Some(MpsFaultClient { pid, replica: None }) => {
+                        write!(f, "; faulting client: pid {pid} (not an agent of this host)")?
+                    }
+                    None if *clients_listed == 0 => {
+                        f.write_str("; faulting client unknown (the server listed no client)")?
+                    }
+                    None => write!(
+                        f,
+                        "; faulting client unknown (the server listed {clients_listed} clients, all hit)"
+                    )?,
+                }
+                if restarting.is_empty() {
+                    f.write_str("; no agent of this host to restart")
+                } else {
+                    let names: Vec<String> = restarting.iter().map(ToString::to_string).collect();
+                    write!(f, "; restarting {}", names.join(", "))
+                }
+            }
             AgentScaled {
                 group,
                 agent,
@@ -1420,6 +1459,17 @@ pub const EVENTS_STREAM_ENDED: &str =
 /// A `reload` whose new peer list the federation bus did not take.
 pub fn peers_not_taken(error: &str) -> String {
     format!("the new `federation.peers` were not taken, the old ones stay: {error}")
+}
+
+impl fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartReason::MpsServerFault { gpu_uuid } => write!(
+                f,
+                "the MPS server of its GPU ({gpu_uuid}) faulted (not counted as its failure)"
+            ),
+        }
+    }
 }
 
 impl fmt::Display for AutoscaleCause {
