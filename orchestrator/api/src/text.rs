@@ -537,9 +537,10 @@ impl fmt::Display for EventKind {
                         pid,
                         replica: Some(r),
                     }) => write!(f, "; faulting client: pid {pid} ({r})")?,
-                    Some(MpsFaultClient { pid, replica: None }) => {
-                        write!(f, "; faulting client: pid {pid} (not an agent of this host)")?
-                    }
+                    Some(MpsFaultClient { pid, replica: None }) => write!(
+                        f,
+                        "; faulting client: pid {pid} (not an agent of this host)"
+                    )?,
                     None if *clients_listed == 0 => {
                         f.write_str("; faulting client unknown (the server listed no client)")?
                     }
@@ -2076,5 +2077,76 @@ mod tests {
         );
         assert_eq!(super::remote_holds(&[dep(R::Ready)]), None);
         assert_eq!(super::remote_holds(&[]), None);
+    }
+
+    #[test]
+    fn an_mps_fault_names_its_gpu_the_faulting_client_as_far_as_known_and_the_restarts() {
+        use crate::wire::{EventKind, MpsFaultClient, ReplicaRef, RestartReason};
+        let eyes = ReplicaRef {
+            agent: "Eyes".into(),
+            replica: 0,
+        };
+        let ears = ReplicaRef {
+            agent: "Ears".into(),
+            replica: 1,
+        };
+        let fault = |client, clients_listed, restarting: Vec<ReplicaRef>| {
+            EventKind::MpsServerFault {
+                gpu_index: Some(0),
+                gpu_uuid: "GPU-a".into(),
+                client,
+                clients_listed,
+                restarting,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            fault(
+                Some(MpsFaultClient {
+                    pid: 42,
+                    replica: Some(eyes.clone())
+                }),
+                1,
+                vec![eyes.clone(), ears.clone()]
+            ),
+            "GPU 0 (GPU-a): MPS server fault; faulting client: pid 42 (Eyes); restarting Eyes, Ears#1"
+        );
+        assert_eq!(
+            fault(
+                Some(MpsFaultClient {
+                    pid: 42,
+                    replica: None
+                }),
+                1,
+                vec![]
+            ),
+            "GPU 0 (GPU-a): MPS server fault; faulting client: pid 42 (not an agent of this host); no agent of this host to restart"
+        );
+        assert_eq!(
+            fault(None, 3, vec![eyes.clone()]),
+            "GPU 0 (GPU-a): MPS server fault; faulting client unknown (the server listed 3 clients, all hit); restarting Eyes"
+        );
+        assert_eq!(
+            fault(None, 0, vec![eyes.clone()]),
+            "GPU 0 (GPU-a): MPS server fault; faulting client unknown (the server listed no client); restarting Eyes"
+        );
+        let restarted = EventKind::AgentRestarted {
+            replica: ears,
+            group: "vision".into(),
+            reason: RestartReason::MpsServerFault {
+                gpu_uuid: "GPU-a".into(),
+            },
+        };
+        assert_eq!(
+            restarted.to_string(),
+            "vision/Ears#1: restarting: the MPS server of its GPU (GPU-a) faulted (not counted as its failure)"
+        );
+        let json = serde_json::to_value(&restarted).unwrap();
+        assert_eq!(json["kind"], "agent-restarted");
+        assert_eq!(json["reason"], "mps_server_fault");
+        assert_eq!(
+            serde_json::from_value::<EventKind>(json).unwrap(),
+            restarted
+        );
     }
 }

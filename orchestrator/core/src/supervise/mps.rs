@@ -69,9 +69,7 @@ impl Supervisor {
     /// Restarts the running MPS replicas of the faulted GPU (see the
     /// module doc).
     pub(super) fn mps_server_fault(&mut self, fault: MpsFault, out: &mut Outcome) {
-        let on_gpu = |r: &Replica| {
-            matches!(&r.slice, Some(Slice::Mps { gpu_uuid, .. }) if *gpu_uuid == fault.gpu_uuid)
-        };
+        let on_gpu = |r: &Replica| matches!(&r.slice, Some(Slice::Mps { gpu_uuid, .. }) if *gpu_uuid == fault.gpu_uuid);
         let gpu_index = self
             .inventory
             .iter()

@@ -61,7 +61,11 @@ fn a_fault_restarts_the_mps_replicas_of_its_gpu_only() {
     let gpu = gpu_of(&h, "A");
     let a = container(&h, "A");
     let out = h.apply(fault(&gpu, &[(4242, Some(&a))]));
-    assert_eq!(h.take_log(), ["restart A"], "B and Cpu are on no faulted GPU");
+    assert_eq!(
+        h.take_log(),
+        ["restart A"],
+        "B and Cpu are on no faulted GPU"
+    );
     assert!(out.persist, "restart counts are state");
     let index = if gpu == "GPU-0" { 0 } else { 1 };
     assert!(out.events.contains(&SupervisorEvent::MpsServerFault {
