@@ -16,6 +16,10 @@ use orch_daemon::testing::{Harness, World};
 use orch_docker::fake::Call;
 use orch_gpu::{FakeGpu, MpsCall, MpsGpu, MpsServerStatus};
 
+/// A terminated client's pid, and the containers Docker was asked to stop
+/// by the time it was terminated.
+type Terminated = (u32, Vec<String>);
+
 fn two_gpus() -> World {
     let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
     World::new().with_gpu(FakeGpu::new().with_gpu(class, false).with_gpu(class, false))
@@ -132,7 +136,7 @@ async fn an_mps_agents_clients_are_terminated_before_its_container_is_stopped() 
 
     // At each terminate_client: which containers Docker was asked to stop
     // by then.
-    let seen: Arc<Mutex<Vec<(u32, Vec<String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Terminated>>> = Arc::default();
     {
         let seen = seen.clone();
         let rt = h.world.rt.clone();
