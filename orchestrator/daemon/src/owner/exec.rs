@@ -253,8 +253,10 @@ impl Executor {
         job: Job,
         span: tracing::Span,
     ) {
-        // The slice the running container holds (a replacement's new one
-        // comes with its launch).
+        // The replica's slice: the one its container holds, except on a
+        // replacement that moves it (a changed GPU request), where it is
+        // already the new one; the old container's clients are then looked
+        // for on the new GPU, not found, and the stop goes on as before.
         let mps = match sup.replica(&key).and_then(|r| r.slice.as_ref()) {
             Some(Slice::Mps { gpu_uuid, .. }) => Some(gpu::mps_gpu(&self.deps.mps_base, gpu_uuid)),
             _ => None,
