@@ -126,7 +126,7 @@ fn an_mps_agents_client_is_terminated_at_a_fault_restart_and_at_its_stop() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["pid"].to_string() == pid),
+            .any(|c| c["pid"].as_u64() == pid.parse::<u64>().ok()),
         "{status}"
     );
     daemon.wait_all_ready(Duration::from_secs(120));
