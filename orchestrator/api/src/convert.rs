@@ -701,6 +701,14 @@ pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
     }
 }
 
+pub fn restart_reason(reason: &core::RestartReason) -> RestartReason {
+    match reason {
+        core::RestartReason::MpsServerFault { gpu_uuid } => RestartReason::MpsServerFault {
+            gpu_uuid: gpu_uuid.clone(),
+        },
+    }
+}
+
 pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
     use core::SupervisorEvent as C;
     let r = replica;
@@ -758,6 +766,31 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
         C::AgentRestartRequested { replica, group } => EventKind::AgentRestartRequested {
             replica: r(replica),
             group: group.clone(),
+        },
+        C::AgentRestarted {
+            replica,
+            group,
+            reason,
+        } => EventKind::AgentRestarted {
+            replica: r(replica),
+            group: group.clone(),
+            reason: restart_reason(reason),
+        },
+        C::MpsServerFault {
+            gpu_index,
+            gpu_uuid,
+            client,
+            clients_listed,
+            restarting,
+        } => EventKind::MpsServerFault {
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            client: client.as_ref().map(|c| MpsFaultClient {
+                pid: c.pid,
+                replica: c.replica.as_ref().map(r),
+            }),
+            clients_listed: *clients_listed,
+            restarting: restarting.iter().map(r).collect(),
         },
         C::AgentCrashLoop {
             replica,

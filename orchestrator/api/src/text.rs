@@ -516,6 +516,46 @@ impl fmt::Display for EventKind {
             AgentRestartRequested { replica, group } => {
                 write!(f, "{group}/{replica}: restart requested")
             }
+            AgentRestarted {
+                replica,
+                group,
+                reason,
+            } => write!(f, "{group}/{replica}: restarting: {reason}"),
+            MpsServerFault {
+                gpu_index,
+                gpu_uuid,
+                client,
+                clients_listed,
+                restarting,
+            } => {
+                match gpu_index {
+                    Some(i) => write!(f, "GPU {i} ({gpu_uuid}): MPS server fault")?,
+                    None => write!(f, "GPU {gpu_uuid}: MPS server fault")?,
+                }
+                match client {
+                    Some(MpsFaultClient {
+                        pid,
+                        replica: Some(r),
+                    }) => write!(f, "; faulting client: pid {pid} ({r})")?,
+                    Some(MpsFaultClient { pid, replica: None }) => write!(
+                        f,
+                        "; faulting client: pid {pid} (not an agent of this host)"
+                    )?,
+                    None if *clients_listed == 0 => {
+                        f.write_str("; faulting client unknown (the server listed no client)")?
+                    }
+                    None => write!(
+                        f,
+                        "; faulting client unknown (the server listed {clients_listed} clients, all hit)"
+                    )?,
+                }
+                if restarting.is_empty() {
+                    f.write_str("; no agent of this host to restart")
+                } else {
+                    let names: Vec<String> = restarting.iter().map(ToString::to_string).collect();
+                    write!(f, "; restarting {}", names.join(", "))
+                }
+            }
             AgentScaled {
                 group,
                 agent,
@@ -1422,6 +1462,17 @@ pub fn peers_not_taken(error: &str) -> String {
     format!("the new `federation.peers` were not taken, the old ones stay: {error}")
 }
 
+impl fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartReason::MpsServerFault { gpu_uuid } => write!(
+                f,
+                "the MPS server of its GPU ({gpu_uuid}) faulted (not counted as its failure)"
+            ),
+        }
+    }
+}
+
 impl fmt::Display for AutoscaleCause {
     /// `cpu at 142.0% against a target of 70.0%`, `below autoscale.min (2)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -2026,5 +2077,76 @@ mod tests {
         );
         assert_eq!(super::remote_holds(&[dep(R::Ready)]), None);
         assert_eq!(super::remote_holds(&[]), None);
+    }
+
+    #[test]
+    fn an_mps_fault_names_its_gpu_the_faulting_client_as_far_as_known_and_the_restarts() {
+        use crate::wire::{EventKind, MpsFaultClient, ReplicaRef, RestartReason};
+        let eyes = ReplicaRef {
+            agent: "Eyes".into(),
+            replica: 0,
+        };
+        let ears = ReplicaRef {
+            agent: "Ears".into(),
+            replica: 1,
+        };
+        let fault = |client, clients_listed, restarting: Vec<ReplicaRef>| {
+            EventKind::MpsServerFault {
+                gpu_index: Some(0),
+                gpu_uuid: "GPU-a".into(),
+                client,
+                clients_listed,
+                restarting,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            fault(
+                Some(MpsFaultClient {
+                    pid: 42,
+                    replica: Some(eyes.clone())
+                }),
+                1,
+                vec![eyes.clone(), ears.clone()]
+            ),
+            "GPU 0 (GPU-a): MPS server fault; faulting client: pid 42 (Eyes); restarting Eyes, Ears#1"
+        );
+        assert_eq!(
+            fault(
+                Some(MpsFaultClient {
+                    pid: 42,
+                    replica: None
+                }),
+                1,
+                vec![]
+            ),
+            "GPU 0 (GPU-a): MPS server fault; faulting client: pid 42 (not an agent of this host); no agent of this host to restart"
+        );
+        assert_eq!(
+            fault(None, 3, vec![eyes.clone()]),
+            "GPU 0 (GPU-a): MPS server fault; faulting client unknown (the server listed 3 clients, all hit); restarting Eyes"
+        );
+        assert_eq!(
+            fault(None, 0, vec![eyes.clone()]),
+            "GPU 0 (GPU-a): MPS server fault; faulting client unknown (the server listed no client); restarting Eyes"
+        );
+        let restarted = EventKind::AgentRestarted {
+            replica: ears,
+            group: "vision".into(),
+            reason: RestartReason::MpsServerFault {
+                gpu_uuid: "GPU-a".into(),
+            },
+        };
+        assert_eq!(
+            restarted.to_string(),
+            "vision/Ears#1: restarting: the MPS server of its GPU (GPU-a) faulted (not counted as its failure)"
+        );
+        let json = serde_json::to_value(&restarted).unwrap();
+        assert_eq!(json["kind"], "agent-restarted");
+        assert_eq!(json["reason"], "mps_server_fault");
+        assert_eq!(
+            serde_json::from_value::<EventKind>(json).unwrap(),
+            restarted
+        );
     }
 }

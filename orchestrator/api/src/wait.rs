@@ -342,7 +342,9 @@ impl Waiter {
             crashloop: false,
         });
         match kind {
-            K::AgentStarting { .. } | K::AgentRestartRequested { .. } => {
+            K::AgentStarting { .. }
+            | K::AgentRestartRequested { .. }
+            | K::AgentRestarted { .. } => {
                 t.phase = Phase::Starting;
                 t.health = Health::Unknown;
             }

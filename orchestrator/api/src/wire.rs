@@ -497,6 +497,32 @@ pub enum AutoscaleCause {
     AboveMax { max: u32 },
 }
 
+/// Why the daemon restarted a running replica on its own (other than its
+/// exit or failed health, which are `agent-restarting`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum RestartReason {
+    /// Its GPU's MPS server faulted.
+    MpsServerFault { gpu_uuid: String },
+}
+
+impl RestartReason {
+    /// The reason's label, as in its JSON `reason`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RestartReason::MpsServerFault { .. } => "mps_server_fault",
+        }
+    }
+}
+
+/// The faulting client of an MPS server: its pid, and its replica when it
+/// runs in one of this host's containers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MpsFaultClient {
+    pub pid: u32,
+    pub replica: Option<ReplicaRef>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum EventKind {
@@ -543,6 +569,27 @@ pub enum EventKind {
     AgentRestartRequested {
         replica: ReplicaRef,
         group: String,
+    },
+    /// A running replica restarted by the daemon for `reason`, not for a
+    /// failure of its own (it counts towards neither its backoff nor its
+    /// crash loop).
+    AgentRestarted {
+        replica: ReplicaRef,
+        group: String,
+        #[serde(flatten)]
+        reason: RestartReason,
+    },
+    /// A GPU's MPS server was seen in `FAULT` (once per fault episode):
+    /// every client of it was hit, and the running MPS replicas of that GPU
+    /// (`restarting`) are restarted. `client`: the faulting client where it
+    /// can be told (the server listed only it); `clients_listed`: how many
+    /// clients the server listed when the fault was seen.
+    MpsServerFault {
+        gpu_index: Option<u32>,
+        gpu_uuid: String,
+        client: Option<MpsFaultClient>,
+        clients_listed: u32,
+        restarting: Vec<ReplicaRef>,
     },
     /// An operator set the agent's replica count (`scale`); `reset`: back
     /// to the file's count.
@@ -681,6 +728,7 @@ impl EventKind {
             | AgentExited { group, .. }
             | AgentRestarting { group, .. }
             | AgentRestartRequested { group, .. }
+            | AgentRestarted { group, .. }
             | AgentScaled { group, .. }
             | AgentAutoscaled { group, .. }
             | AgentAutoscaleRefused { group, .. }
@@ -707,6 +755,7 @@ impl EventKind {
             | AgentExited { replica, .. }
             | AgentRestarting { replica, .. }
             | AgentRestartRequested { replica, .. }
+            | AgentRestarted { replica, .. }
             | AgentCrashLoop { replica, .. }
             | AgentRecovered { replica, .. }
             | AgentHeld { replica, .. }
@@ -735,6 +784,8 @@ impl EventKind {
             AgentExited { .. } => "agent-exited",
             AgentRestarting { .. } => "agent-restarting",
             AgentRestartRequested { .. } => "agent-restart-requested",
+            AgentRestarted { .. } => "agent-restarted",
+            MpsServerFault { .. } => "mps-server-fault",
             AgentScaled { .. } => "agent-scaled",
             AgentAutoscaled { .. } => "agent-autoscaled",
             AgentAutoscaleRefused { .. } => "agent-autoscale-refused",
@@ -776,6 +827,8 @@ impl EventKind {
         "agent-exited",
         "agent-restarting",
         "agent-restart-requested",
+        "agent-restarted",
+        "mps-server-fault",
         "agent-crash-loop",
         "agent-recovered",
         "agent-held",

@@ -155,6 +155,32 @@ pub enum GpuNews {
     Processes {
         gpus: BTreeMap<u32, GpuProcesses>,
     },
+    /// The MPS servers of each GPU whose control daemon this daemon
+    /// started (by GPU UUID), read at the process interval.
+    MpsServers {
+        gpus: BTreeMap<String, MpsSeen>,
+    },
+}
+
+/// What the GPU worker read of one GPU's MPS servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MpsSeen {
+    /// The servers of its running control daemon.
+    Servers(Vec<SeenMpsServer>),
+    /// No control daemon runs for the GPU: no server, so no fault.
+    NoDaemon,
+    /// The control daemon could not be asked (what went wrong): nothing
+    /// is known, nothing changes.
+    Unreadable(String),
+}
+
+/// One MPS server: whether it is in `FAULT`, and its clients (the
+/// container of each read only for a faulted server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenMpsServer {
+    pub pid: u32,
+    pub fault: bool,
+    pub clients: Vec<orch_core::supervise::MpsFaultClient>,
 }
 
 /// The processes the GPU worker found on one GPU and its MIG instances.

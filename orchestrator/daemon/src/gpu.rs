@@ -4,7 +4,9 @@
 //! fresh inventory and telemetry, and, at its own interval, the processes
 //! on each GPU: their memory and utilisation, and the container each runs
 //! in (read from `/proc/<pid>/cgroup` on the same thread, so neither the
-//! owner nor a `/metrics` scrape ever waits on it).
+//! owner nor a `/metrics` scrape ever waits on it), and with them the
+//! MPS servers of the GPUs whose control daemon this daemon started (a
+//! fault is noticed there, `crate::mps`).
 //!
 //! NVML calls block; keeping them on one thread keeps them off the async
 //! runtime and makes their order the order of the queue.
@@ -12,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use orch_api::GpuTelemetry;
 use orch_core::gpu::GpuInfo;
@@ -23,7 +25,8 @@ use orch_gpu::{
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{self, GpuNews, GpuProcesses, SeenProcess};
+use crate::event::{self, GpuNews, GpuProcesses, MpsSeen, SeenProcess};
+use crate::mps::Released;
 
 /// How often inventory and telemetry are read.
 pub const POLL: Duration = Duration::from_secs(5);
@@ -65,6 +68,17 @@ enum WorkerCall {
     MpsStop {
         gpu: MpsGpu,
     },
+    /// The GPUs whose MPS servers [`WorkerCall::MpsServers`] reads.
+    MpsWatch(Vec<MpsGpu>),
+    MpsServers(oneshot::Sender<BTreeMap<String, MpsSeen>>),
+    /// Terminates a container's MPS clients (`crate::mps::release`).
+    MpsRelease {
+        gpu: MpsGpu,
+        container: String,
+        /// The caller waits no longer: nothing is done after it.
+        deadline: Instant,
+        reply: std::sync::mpsc::Sender<Result<Released, MpsError>>,
+    },
 }
 
 /// A handle to the GPU worker; cheap to clone.
@@ -105,6 +119,7 @@ impl GpuWorker {
         let driver_version = backend.driver_version().ok();
         let spawned = std::thread::Builder::new().name("gpu-worker".into()).spawn(move || {
             let mut sampler = ProcessSampler::default();
+            let mut mps_watched: Vec<MpsGpu> = Vec::new();
             while let Ok(job) = rx.recv() {
                 match job {
                     WorkerCall::Processes(reply) => {
@@ -150,6 +165,30 @@ impl GpuWorker {
                     WorkerCall::MpsStop { gpu } => {
                         if let Err(e) = mps.stop(&gpu) {
                             tracing::warn!(gpu = %gpu.uuid, "cannot stop the MPS control daemon: {e}");
+                        }
+                    }
+                    WorkerCall::MpsWatch(gpus) => mps_watched = gpus,
+                    WorkerCall::MpsServers(reply) => {
+                        let seen = mps_watched
+                            .iter()
+                            .map(|g| (g.uuid.clone(), crate::mps::read(mps.as_ref(), cgroups.as_ref(), g)))
+                            .collect();
+                        let _ = reply.send(seen);
+                    }
+                    WorkerCall::MpsRelease {
+                        gpu,
+                        container,
+                        deadline,
+                        reply,
+                    } => {
+                        // Too late: the container is being stopped without it.
+                        if Instant::now() < deadline {
+                            let _ = reply.send(crate::mps::release(
+                                mps.as_ref(),
+                                cgroups.as_ref(),
+                                &gpu,
+                                &container,
+                            ));
                         }
                     }
                 }
@@ -236,6 +275,72 @@ impl GpuWorker {
     pub fn mps_stop(&self, gpu: MpsGpu) {
         let _ = self.tx.send(WorkerCall::MpsStop { gpu });
     }
+
+    /// From now on, the MPS servers of `gpus` are the ones
+    /// [`GpuWorker::mps_servers`] reads.
+    pub fn mps_watch(&self, gpus: Vec<MpsGpu>) {
+        let _ = self.tx.send(WorkerCall::MpsWatch(gpus));
+    }
+
+    /// The MPS servers of each watched GPU.
+    pub async fn mps_servers(&self) -> Result<BTreeMap<String, MpsSeen>, GpuError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WorkerCall::MpsServers(reply))
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Terminates the MPS clients of `gpu` that run in `container`,
+    /// waiting at most `limit` (wall time: the worker may be busy with
+    /// other calls, or the control program slow); past it the worker skips
+    /// the call if it has not begun.
+    pub async fn mps_release(
+        &self,
+        gpu: MpsGpu,
+        container: &str,
+        limit: Duration,
+    ) -> Result<Released, MpsReleaseError> {
+        let (reply, rx) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + limit;
+        self.tx
+            .send(WorkerCall::MpsRelease {
+                gpu,
+                container: container.to_string(),
+                deadline,
+                reply,
+            })
+            .map_err(|_| MpsReleaseError::WorkerGone)?;
+        // A blocking wait on the worker's answer, bounded in wall time (a
+        // paused test clock does not run ahead of it).
+        let waited = tokio::task::spawn_blocking(move || rx.recv_timeout(limit))
+            .await
+            .map_err(|_| MpsReleaseError::WorkerGone)?;
+        match waited {
+            Ok(done) => done.map_err(MpsReleaseError::Mps),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(MpsReleaseError::TimedOut { limit })
+            }
+            // The worker came to it too late and skipped it.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if Instant::now() >= deadline => {
+                Err(MpsReleaseError::TimedOut { limit })
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(MpsReleaseError::WorkerGone)
+            }
+        }
+    }
+}
+
+/// Why a container's MPS clients could not be terminated before its stop.
+#[derive(Debug, thiserror::Error)]
+pub enum MpsReleaseError {
+    #[error(transparent)]
+    Mps(MpsError),
+    #[error("no answer within {limit:?}")]
+    TimedOut { limit: Duration },
+    #[error("the GPU worker has stopped")]
+    WorkerGone,
 }
 
 /// Why an MPS control daemon could not be made ready.
@@ -355,6 +460,11 @@ pub async fn poll(
         if now >= processes_due {
             if let Ok(gpus) = gpu.processes().await
                 && news.send(GpuNews::Processes { gpus }).await.is_err()
+            {
+                return;
+            }
+            if let Ok(gpus) = gpu.mps_servers().await
+                && news.send(GpuNews::MpsServers { gpus }).await.is_err()
             {
                 return;
             }

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod gpu;
 pub mod gpu_use;
 pub mod metrics;
+pub mod mps;
 pub mod notify;
 pub mod observe;
 pub mod ops;

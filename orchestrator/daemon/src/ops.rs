@@ -1,6 +1,8 @@
 //! The Docker side of each supervisor action, run as a task per action.
 //! The executor reports each back to the owner as an `OpDone`, with a
-//! typed [`LaunchError`] when it fails; none touches host state.
+//! typed [`LaunchError`] when it fails; none touches host state. A
+//! container of an MPS replica has its MPS clients terminated before it is
+//! stopped (`release_mps`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +13,8 @@ use orch_core::gpu::{ReplicaKey, Slice};
 use orch_core::model::HostConfig;
 use orch_core::supervise::{ContainerFacts, ContainerStatus, LaunchError, OpSuccess};
 use orch_docker::{ContainerInfo, ContainerRuntime, ContainerState, DockerError};
+
+use orch_gpu::MpsGpu;
 
 use crate::event::{self, SliceReady};
 use crate::gpu::GpuWorker;
@@ -214,6 +218,36 @@ pub struct JobCtx {
     /// A MIG instance made for the replica is reported at once.
     pub slice_ready: event::Sender<SliceReady>,
     pub key: ReplicaKey,
+    /// The replica's GPU when its slice is an MPS share: its clients there
+    /// are terminated before its container is stopped.
+    pub mps: Option<MpsGpu>,
+}
+
+/// Before a container of an MPS replica is stopped (a stop, a restart, a
+/// replacement), its MPS clients are terminated through the GPU's control
+/// daemon, as NVIDIA asks (`crate::mps`). Bounded by
+/// [`crate::mps::RELEASE_LIMIT`]; a failure is logged and the stop goes on.
+async fn release_mps(ctx: &JobCtx, id: &str) {
+    let (Some(gpu), Some(mps)) = (&ctx.gpu, &ctx.mps) else {
+        return;
+    };
+    let uuid = mps.uuid.clone();
+    match gpu
+        .mps_release(mps.clone(), id, crate::mps::RELEASE_LIMIT)
+        .await
+    {
+        Ok(done) => {
+            for (server, client) in &done.terminated {
+                tracing::info!(replica = %ctx.key, gpu = %uuid, server, client, "MPS client terminated before the stop");
+            }
+            for (server, client, why) in &done.failed {
+                tracing::warn!(replica = %ctx.key, gpu = %uuid, server, client, "cannot terminate the MPS client before the stop: {why}; stopping it anyway");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(replica = %ctx.key, gpu = %uuid, "cannot terminate the MPS clients before the stop: {e}; stopping it anyway");
+        }
+    }
 }
 
 /// Makes the GPU side of a slice real: the MIG instance (reported to the
@@ -279,6 +313,9 @@ impl Job {
                 stop_timeout,
                 start,
             } => {
+                if let Some(old) = &replace {
+                    release_mps(&ctx, old).await;
+                }
                 let gpu_span = match &slice {
                     Some(s) => tracing::info_span!(
                         "gpu_prepare",
@@ -311,8 +348,12 @@ impl Job {
                 launch(rt, &built, replace.as_deref(), stop_timeout, slice, start).await
             }
             Job::Start { id } => start(rt, &id).await,
-            Job::Restart { id, stop_timeout } => restart(rt, &id, stop_timeout).await,
+            Job::Restart { id, stop_timeout } => {
+                release_mps(&ctx, &id).await;
+                restart(rt, &id, stop_timeout).await
+            }
             Job::Stop { id, stop_timeout } => {
+                release_mps(&ctx, &id).await;
                 stop_and_remove(rt, &id, stop_timeout)
                     .await
                     .map(|()| OpSuccess {

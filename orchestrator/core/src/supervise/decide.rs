@@ -115,6 +115,7 @@ impl Supervisor {
                 agent,
                 healthy,
             } => self.take_remote_probe(host, agent, healthy),
+            Input::MpsServerFault(fault) => self.mps_server_fault(fault, &mut out),
             Input::SliceReady { key, slice } => {
                 if let crate::gpu::Slice::Mig {
                     gpu_uuid,

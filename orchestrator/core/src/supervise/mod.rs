@@ -29,17 +29,23 @@
 //!   here are stopped only when it (or a failed probe) says an agent is
 //!   not ready, or the grace runs out with no news (a passing probe is
 //!   news of its agent).
+//! - A GPU's MPS server seen in `FAULT` restarts the running MPS replicas
+//!   of that GPU, once per fault episode, without counting it as their
+//!   failure (`mps`).
 //! - A daemon that lost its state infers from the running containers
 //!   which groups were started (`infer`), and stops nothing that runs.
 
 mod decide;
 mod infer;
+mod mps;
 #[cfg(test)]
 mod prop;
 mod remote;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mps;
 #[cfg(test)]
 mod tests_ready;
 #[cfg(test)]
@@ -50,4 +56,5 @@ mod tests_restart;
 mod tests_scale;
 
 pub use infer::*;
+pub use mps::{FaultingClient, MpsFault, MpsFaultClient, RestartReason};
 pub use state::*;

@@ -367,6 +367,9 @@ pub enum Input {
         agent: String,
         healthy: bool,
     },
+    /// A GPU's MPS server was seen in `FAULT`, once per fault episode:
+    /// its running MPS replicas are restarted (`supervise::mps`).
+    MpsServerFault(super::mps::MpsFault),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -516,6 +519,24 @@ pub enum SupervisorEvent {
     AgentRestartRequested {
         replica: ReplicaKey,
         group: String,
+    },
+    /// A running replica restarted by the supervisor for `reason`, not
+    /// for a failure of its own.
+    AgentRestarted {
+        replica: ReplicaKey,
+        group: String,
+        reason: super::mps::RestartReason,
+    },
+    /// A GPU's MPS server faulted (once per fault episode); its running
+    /// MPS replicas (`restarting`) are restarted. `client`: the faulting
+    /// client where it can be told; `clients_listed`: how many clients the
+    /// server listed when the fault was seen.
+    MpsServerFault {
+        gpu_index: Option<u32>,
+        gpu_uuid: String,
+        client: Option<super::mps::FaultingClient>,
+        clients_listed: u32,
+        restarting: Vec<ReplicaKey>,
     },
     AgentStopped {
         replica: ReplicaKey,

@@ -1405,7 +1405,7 @@ fn a_group_dependency_holds_every_agent_of_the_group_and_stops_after_it() {
 
 // ---- GPU slices ----
 
-fn gpu_harness(requests: &[(&str, crate::gpu::GpuRequest)]) -> Harness {
+pub(super) fn gpu_harness(requests: &[(&str, crate::gpu::GpuRequest)]) -> Harness {
     let spec: Spec = &[(
         "g",
         &[],
@@ -1431,7 +1431,7 @@ fn gpu_harness(requests: &[(&str, crate::gpu::GpuRequest)]) -> Harness {
     h
 }
 
-fn mps(mem: u64, pct: u32) -> crate::gpu::GpuRequest {
+pub(super) fn mps(mem: u64, pct: u32) -> crate::gpu::GpuRequest {
     crate::gpu::GpuRequest::new(crate::gpu::SliceRequest::Mps {
         memory: crate::units::ByteSize::gib(mem),
         compute: Percent::whole(pct),
@@ -1444,7 +1444,7 @@ fn mig(profile: &str) -> crate::gpu::GpuRequest {
     })
 }
 
-fn class(name: &str) -> &'static crate::gpu::GpuClass {
+pub(super) fn class(name: &str) -> &'static crate::gpu::GpuClass {
     crate::gpu::class_by_name(name).unwrap()
 }
 

@@ -1,9 +1,10 @@
 //! The executor: carries out the supervisor's actions (a task per Docker
 //! operation, a task per watched container, the GPU worker for MIG and
 //! MPS), keeps what it needs for that (operations in flight, probes, the
-//! MPS control daemons it started, the Docker engine it talks to, the
-//! latest GPU readings: telemetry and the processes on each GPU), and
-//! turns Docker news into supervisor input.
+//! MPS control daemons it started and which of their GPUs are in an MPS
+//! fault episode, the Docker engine it talks to, the latest GPU readings:
+//! telemetry and the processes on each GPU), and turns Docker and GPU
+//! news into supervisor input.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::event::{self, DockerNews, GpuNews, HealthNews, OpDone, SliceReady};
 use crate::gpu::{self, GpuWorker};
 use crate::gpu_use::GpuReadings;
+use crate::mps::FaultEpisodes;
 use crate::ops::{self, Job, JobCtx, SpecInputs};
 use crate::probe::{self, ProbeTarget, Prober};
 
@@ -50,6 +52,10 @@ pub(super) struct Executor {
     engine: Option<EngineInfo>,
     /// GPUs whose MPS control daemon this daemon may have started.
     mps_running: BTreeSet<String>,
+    /// The GPUs whose MPS servers the GPU worker was last told to read.
+    mps_watched: BTreeSet<String>,
+    /// The GPUs whose MPS server is in a fault episode.
+    mps_faults: FaultEpisodes,
     /// Containers Docker reported OOM-killed; their `die` follows.
     oom_killed: BTreeSet<String>,
     last_inventory: Option<Vec<GpuInfo>>,
@@ -69,17 +75,21 @@ impl Executor {
             })
             .collect();
         let permits = Arc::new(tokio::sync::Semaphore::new(deps.max_parallel_ops.max(1)));
-        Executor {
+        let mut exec = Executor {
             deps,
             probes: HashMap::new(),
             ops: JoinSet::new(),
             permits,
             engine: None,
             mps_running,
+            mps_watched: BTreeSet::new(),
+            mps_faults: FaultEpisodes::default(),
             oom_killed: BTreeSet::new(),
             last_inventory: None,
             readings: GpuReadings::default(),
-        }
+        };
+        exec.sync_mps_watch();
+        exec
     }
 
     /// Carries out `actions`; each Docker operation runs in `span_of` its
@@ -94,6 +104,23 @@ impl Executor {
             self.act(sup, action, &span_of);
         }
         self.stop_idle_mps(sup);
+        self.sync_mps_watch();
+    }
+
+    /// Tells the GPU worker which GPUs' MPS servers to read for faults:
+    /// those whose control daemon this daemon started.
+    fn sync_mps_watch(&mut self) {
+        let Some(gpu) = &self.deps.gpu else { return };
+        if self.mps_watched == self.mps_running {
+            return;
+        }
+        self.mps_watched = self.mps_running.clone();
+        gpu.mps_watch(
+            self.mps_running
+                .iter()
+                .map(|uuid| gpu::mps_gpu(&self.deps.mps_base, uuid))
+                .collect(),
+        );
     }
 
     fn act(
@@ -163,7 +190,7 @@ impl Executor {
                     start,
                 };
                 let span = span_of(&key, op);
-                self.spawn_op(key, op, job, span);
+                self.spawn_op(sup, key, op, job, span);
             }
             Action::DestroyMig {
                 gpu_index, gi_id, ..
@@ -174,12 +201,13 @@ impl Executor {
             }
             Action::Start { key, id } => {
                 let span = span_of(&key, OpKind::Start);
-                self.spawn_op(key, OpKind::Start, Job::Start { id }, span);
+                self.spawn_op(sup, key, OpKind::Start, Job::Start { id }, span);
             }
             Action::Restart { key, id } => {
                 let stop_timeout = stop_timeout(sup.config(), &key);
                 let span = span_of(&key, OpKind::Restart);
                 self.spawn_op(
+                    sup,
                     key,
                     OpKind::Restart,
                     Job::Restart { id, stop_timeout },
@@ -189,11 +217,11 @@ impl Executor {
             Action::Stop { key, id } => {
                 let stop_timeout = stop_timeout(sup.config(), &key);
                 let span = span_of(&key, OpKind::Stop);
-                self.spawn_op(key, OpKind::Stop, Job::Stop { id, stop_timeout }, span);
+                self.spawn_op(sup, key, OpKind::Stop, Job::Stop { id, stop_timeout }, span);
             }
             Action::Remove { key, id } => {
                 let span = span_of(&key, OpKind::Remove);
-                self.spawn_op(key, OpKind::Remove, Job::Remove { id }, span);
+                self.spawn_op(sup, key, OpKind::Remove, Job::Remove { id }, span);
             }
         }
     }
@@ -217,13 +245,29 @@ impl Executor {
         }
     }
 
-    fn spawn_op(&mut self, key: ReplicaKey, op: OpKind, job: Job, span: tracing::Span) {
+    fn spawn_op(
+        &mut self,
+        sup: &Supervisor,
+        key: ReplicaKey,
+        op: OpKind,
+        job: Job,
+        span: tracing::Span,
+    ) {
+        // The replica's slice: the one its container holds, except on a
+        // replacement that moves it (a changed GPU request), where it is
+        // already the new one; the old container's clients are then looked
+        // for on the new GPU, not found, and the stop goes on as before.
+        let mps = match sup.replica(&key).and_then(|r| r.slice.as_ref()) {
+            Some(Slice::Mps { gpu_uuid, .. }) => Some(gpu::mps_gpu(&self.deps.mps_base, gpu_uuid)),
+            _ => None,
+        };
         let ctx = JobCtx {
             rt: self.deps.rt.clone(),
             gpu: self.deps.gpu.clone(),
             mps_base: self.deps.mps_base.clone(),
             slice_ready: self.deps.slice_ready.clone(),
             key: key.clone(),
+            mps,
         };
         let done = self.deps.ops_done.clone();
         let permits = self.permits.clone();
@@ -284,14 +328,33 @@ impl Executor {
         }
     }
 
-    /// GPU news as supervisor input: only a changed inventory, or a new
-    /// reason why there is none (`gpu_unavailable`: the current one).
-    pub(super) fn gpu(&mut self, news: GpuNews, gpu_unavailable: Option<&str>) -> Option<Input> {
+    /// GPU news as supervisor input: a changed inventory, a new reason why
+    /// there is none (`gpu_unavailable`: the current one), or the start of
+    /// an MPS server's fault episode.
+    pub(super) fn gpu(&mut self, news: GpuNews, gpu_unavailable: Option<&str>) -> Vec<Input> {
+        if let GpuNews::MpsServers { gpus } = &news {
+            return self
+                .mps_faults
+                .take(gpus)
+                .into_iter()
+                .map(|fault| {
+                    tracing::warn!(gpu = %fault.gpu_uuid, clients = fault.clients.len(), "MPS server fault");
+                    Input::MpsServerFault(fault)
+                })
+                .collect();
+        }
+        self.gpu_reading(news, gpu_unavailable)
+            .into_iter()
+            .collect()
+    }
+
+    fn gpu_reading(&mut self, news: GpuNews, gpu_unavailable: Option<&str>) -> Option<Input> {
         match news {
             GpuNews::Processes { gpus } => {
                 self.readings.processes = gpus;
                 None
             }
+            GpuNews::MpsServers { .. } => None,
             GpuNews::Reading { gpus, telemetry } => {
                 self.readings.telemetry = telemetry;
                 if self.last_inventory.as_ref() == Some(&gpus) {

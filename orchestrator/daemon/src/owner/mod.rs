@@ -423,7 +423,7 @@ impl Owner {
     }
 
     fn gpu(&mut self, now: u64, news: GpuNews) {
-        if let Some(input) = self.exec.gpu(news, self.sup.gpu_unavailable()) {
+        for input in self.exec.gpu(news, self.sup.gpu_unavailable()) {
             self.decide(now, input);
         }
     }

@@ -75,11 +75,23 @@ struct FakeMpsState {
     failures: Vec<(MpsOp, MpsError)>,
 }
 
+/// Called with each call as it is made; see [`FakeMps::on_call`].
+type Hook = std::sync::Arc<dyn Fn(&MpsCall) + Send + Sync>;
+
 /// An in-memory, recording [`MpsControl`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FakeMps {
     // Held for the length of one call only.
     state: Mutex<FakeMpsState>,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for FakeMps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeMps")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeMps {
@@ -149,12 +161,23 @@ impl FakeMps {
         self.lock().terminated.clone()
     }
 
+    /// `hook` sees each call as it is made, before the fake acts on it and
+    /// without the fake's lock held: a test can look at the world (another
+    /// fake's record) at that moment, to check what came first.
+    pub fn on_call(&self, hook: impl Fn(&MpsCall) + Send + Sync + 'static) {
+        *self.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(hook));
+    }
+
     /// The next call of kind `op` fails with `error`.
     pub fn fail_next(&self, op: MpsOp, error: MpsError) {
         self.lock().failures.push((op, error));
     }
 
     fn begin(&self, call: MpsCall, op: MpsOp) -> Result<MutexGuard<'_, FakeMpsState>, MpsError> {
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(&call);
+        }
         let mut state = self.lock();
         state.calls.push(call);
         if let Some(at) = state.failures.iter().position(|(o, _)| *o == op) {
