@@ -211,7 +211,12 @@ pub fn to_v1(c: &HostConfig) -> Mapping {
             Some(l) => s(l),
             None => s("none"),
         };
-        put(&mut root, "metrics", one("listen", listen));
+        let mut mm = map();
+        put(&mut mm, "listen", listen);
+        if let Some(dir) = &c.metrics.dcgm_job_mapping_dir {
+            put(&mut mm, "dcgm_job_mapping_dir", s(dir));
+        }
+        put(&mut root, "metrics", Value::Mapping(mm));
     }
     if c.control != Default::default() {
         let mut cm = map();

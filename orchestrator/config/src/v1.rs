@@ -1158,6 +1158,20 @@ fn metrics(node: &Node, d: &mut Diagnostics) -> MetricsSettings {
             }
         }
     }
+    if let Some(n) = m.take("dcgm_job_mapping_dir")
+        && let Some(s) = de::string(n, "`metrics.dcgm_job_mapping_dir`", d)
+    {
+        if s.starts_with('/') {
+            out.dcgm_job_mapping_dir = Some(s);
+        } else {
+            d.error_help(
+                "path",
+                n.span,
+                format!("`metrics.dcgm_job_mapping_dir` `{s}` is not an absolute path"),
+                "write the directory dcgm-exporter's `--hpc-job-mapping-dir` reads, e.g. `/run/orchestrator/dcgm-jobs`",
+            );
+        }
+    }
     m.finish(d);
     out
 }

@@ -335,3 +335,18 @@ proptest! {
         prop_assert_eq!(loaded.config, config);
     }
 }
+
+#[test]
+fn the_dcgm_job_mapping_dir_reads_back() {
+    let text = "version: 1\nhost: {name: h}\ndefaults: {image: img}\ngroups:\n  g:\n    agents:\n      A: {}\nmetrics: {dcgm_job_mapping_dir: /run/orchestrator/dcgm-jobs}\n";
+    let loaded = load_str("m.yaml", text, &LoadOptions::default()).unwrap();
+    let m = &loaded.config.metrics;
+    assert_eq!(
+        m.dcgm_job_mapping_dir.as_deref(),
+        Some("/run/orchestrator/dcgm-jobs")
+    );
+    assert_eq!(m.listen.as_deref(), Some("127.0.0.1:9464"));
+    let written = orch_config::convert::to_v1_yaml(&loaded.config);
+    let again = load_str("again.yaml", &written, &LoadOptions::default()).unwrap();
+    assert_eq!(again.config, loaded.config);
+}

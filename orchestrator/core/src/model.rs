@@ -1124,12 +1124,17 @@ impl Federation {
 pub struct MetricsSettings {
     /// `None` disables the metrics listener.
     pub listen: Option<String>,
+    /// Where dcgm-exporter's HPC job mapping files are kept (an absolute
+    /// path); `None` keeps none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dcgm_job_mapping_dir: Option<String>,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
         MetricsSettings {
             listen: Some("127.0.0.1:9464".into()),
+            dcgm_job_mapping_dir: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod accept;
 pub mod clock;
 pub mod cpu_stats;
+pub mod dcgm;
 pub mod event;
 pub mod events;
 pub mod fleet;
@@ -80,6 +81,9 @@ pub struct Settings {
     /// How often the processes on the GPUs are read
     /// (`gpu::PROCESS_INTERVAL` by default).
     pub gpu_process_interval: std::time::Duration,
+    /// Where dcgm-exporter's HPC job mapping files are kept equal to the
+    /// running agents (`crate::dcgm`); `None` keeps none.
+    pub dcgm_job_mapping_dir: Option<PathBuf>,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -194,6 +198,7 @@ pub async fn run(
             mps_base: settings.mps_base.clone(),
             observe: settings.observe.clone(),
             fresh: settings.fresh,
+            dcgm_job_mapping_dir: settings.dcgm_job_mapping_dir.clone(),
         },
         OwnerDeps {
             rt: rt.clone(),

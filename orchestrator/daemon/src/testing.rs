@@ -220,6 +220,9 @@ pub struct World {
     pub metrics: Arc<ScriptedMetrics>,
     /// The cgroup files of the processes on the GPUs.
     pub cgroups: Arc<orch_docker::cgroup::FakeProcCgroups>,
+    /// The daemon keeps dcgm-exporter's job mapping files
+    /// ([`Harness::dcgm_dir`]).
+    pub dcgm_job_mapping: bool,
 }
 
 impl Default for World {
@@ -242,6 +245,7 @@ impl World {
             slo_store: MemSloStore::new(),
             metrics: Arc::new(ScriptedMetrics::default()),
             cgroups: Arc::new(orch_docker::cgroup::FakeProcCgroups::new()),
+            dcgm_job_mapping: false,
         }
     }
 
@@ -253,6 +257,13 @@ impl World {
 
     pub fn with_gpu(mut self, gpu: FakeGpu) -> Self {
         self.gpu = Some(Arc::new(gpu));
+        self
+    }
+
+    /// The daemon keeps dcgm-exporter's job mapping files in
+    /// [`Harness::dcgm_dir`].
+    pub fn with_dcgm_job_mapping(mut self) -> Self {
+        self.dcgm_job_mapping = true;
         self
     }
 }
@@ -293,6 +304,12 @@ impl Harness {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("orch.sock")
+    }
+
+    /// Where the daemon keeps dcgm-exporter's job mapping files, with
+    /// [`World::with_dcgm_job_mapping`].
+    pub fn dcgm_dir(&self) -> PathBuf {
+        self.dir.path().join(DCGM_DIR)
     }
 
     /// A daemon on `config` in a fresh world.
@@ -435,6 +452,8 @@ impl Drop for Harness {
     }
 }
 
+const DCGM_DIR: &str = "dcgm-jobs";
+
 async fn launch(
     world: &World,
     dir: PathBuf,
@@ -458,6 +477,7 @@ async fn launch(
         observe: Default::default(),
         fresh,
         gpu_process_interval: crate::gpu::PROCESS_INTERVAL,
+        dcgm_job_mapping_dir: world.dcgm_job_mapping.then(|| dir.join(DCGM_DIR)),
     };
     let deps = Deps {
         runtime: world.rt.clone(),

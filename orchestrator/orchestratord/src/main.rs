@@ -184,6 +184,13 @@ struct RunArgs {
     /// How often the processes on the GPUs are read, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     gpu_process_interval: u64,
+    /// Keep dcgm-exporter's HPC job mapping files in this directory: one
+    /// per GPU and MIG instance, listing the agents running there
+    /// (`HOST/GROUP/AGENT`), for dcgm-exporter's
+    /// `--hpc-job-mapping-dir` to label their GPU's metrics `hpc_job`
+    /// (default: the config's `metrics.dcgm_job_mapping_dir`; none).
+    #[arg(long)]
+    dcgm_job_mapping_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -362,6 +369,10 @@ async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), M
         },
         observe: Default::default(),
         gpu_process_interval: std::time::Duration::from_secs(args.gpu_process_interval),
+        dcgm_job_mapping_dir: args
+            .dcgm_job_mapping_dir
+            .clone()
+            .or_else(|| cfg.metrics.dcgm_job_mapping_dir.as_ref().map(PathBuf::from)),
         fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =

@@ -16,12 +16,15 @@
 //!   scrapes, trace spans);
 //! - `autoscale`: the autoscalers, their readings (CPU from Docker, GPU
 //!   utilisation, the agents' gauges, latency burn) and their decisions;
+//! - `dcgm`: dcgm-exporter's job mapping files, kept equal to the running
+//!   replicas by a writer task;
 //! - `handlers`: the answer to each request, from `crate::views` (pure
 //!   queries) or a supervisor command.
 //!
 //! Nothing else mutates host state. No lock is held across an await.
 
 mod autoscale;
+mod dcgm;
 mod exec;
 mod fleet;
 mod handlers;
@@ -48,6 +51,7 @@ use crate::gpu::GpuWorker;
 use crate::probe::Prober;
 use crate::store::StateStore;
 use autoscale::{Autoscaling, Readings};
+use dcgm::JobMapping;
 use exec::{ExecDeps, Executor};
 use fleet::FleetPart;
 use journal::Journal;
@@ -67,6 +71,8 @@ pub struct OwnerSettings {
     pub observe: crate::observe::ObserveSettings,
     /// Start from no started group, whatever the state says (`run --fresh`).
     pub fresh: bool,
+    /// Where dcgm-exporter's job mapping files are kept, if anywhere.
+    pub dcgm_job_mapping_dir: Option<PathBuf>,
 }
 
 /// The outside systems the owner acts through.
@@ -152,6 +158,7 @@ pub struct Owner {
     fleet: FleetPart,
     observer: Observer,
     scaling: Autoscaling,
+    job_mapping: JobMapping,
 }
 
 impl std::fmt::Debug for Owner {
@@ -237,6 +244,7 @@ impl Owner {
             fleet,
             observer,
             scaling,
+            job_mapping: JobMapping::new(settings.dcgm_job_mapping_dir),
         })
     }
 
@@ -292,6 +300,7 @@ impl Owner {
         self.exec.finish(Duration::from_secs(30)).await;
         self.observer.save();
         self.journal.finish().await;
+        self.job_mapping.finish().await;
     }
 
     /// Shutdown: `None` to leave at once, or how long to wait for every
@@ -566,6 +575,7 @@ impl Owner {
             .run(sup, out.actions, |key, op| observer.op_span(sup, key, op));
         self.observer.settle_commands(&self.sup);
         self.fleet.probe_remotes(&self.sup);
+        self.job_mapping.update(&self.sup);
     }
 
     /// Writes the desired state; a failure is counted and said once.
