@@ -701,6 +701,14 @@ pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
     }
 }
 
+pub fn restart_reason(r: core::RestartReason) -> RestartReason {
+    match r {
+        core::RestartReason::Exited => RestartReason::Exited,
+        core::RestartReason::Unhealthy => RestartReason::Unhealthy,
+        core::RestartReason::GpuMemoryExceeded => RestartReason::GpuMemoryExceeded,
+    }
+}
+
 pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuInfo]>) -> EventKind {
     use core::SupervisorEvent as C;
     let r = replica;
@@ -749,11 +757,33 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
             group,
             in_ms,
             attempt,
+            reason,
         } => EventKind::AgentRestarting {
             replica: r(replica),
             group: group.clone(),
             in_ms: *in_ms,
             attempt: *attempt,
+            reason: Some(restart_reason(*reason)),
+        },
+        C::AgentGpuOverLimit {
+            replica,
+            group,
+            gpu_index,
+            gpu_uuid,
+            used_bytes,
+            limit_bytes,
+            action,
+        } => EventKind::AgentGpuOverLimit {
+            replica: r(replica),
+            group: group.clone(),
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            used_bytes: *used_bytes,
+            limit_bytes: *limit_bytes,
+            action: match action {
+                orch_core::model::OverLimit::Warn => OverLimitAction::Warn,
+                orch_core::model::OverLimit::Restart => OverLimitAction::Restart,
+            },
         },
         C::AgentRestartRequested { replica, group } => EventKind::AgentRestartRequested {
             replica: r(replica),

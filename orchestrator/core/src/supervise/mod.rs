@@ -20,6 +20,10 @@
 //!   exponential backoff with jitter; `restarts` restarts within `window`
 //!   mark it crash-looping, which stops its (transitive, required)
 //!   dependents; they start again, in dependency order, once it is healthy.
+//! - A replica whose measured GPU memory goes over its slice's is
+//!   reported once per episode (`over_limit`); under
+//!   `gpu.over_limit: restart` it is restarted at once, and the restart
+//!   counts towards its crash loop as a crash does.
 //! - Replicas that are no longer wanted stop in reverse dependency order.
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
@@ -40,6 +44,8 @@ mod remote;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_over_limit;
 #[cfg(test)]
 mod tests_ready;
 #[cfg(test)]
