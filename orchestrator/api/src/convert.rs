@@ -701,11 +701,19 @@ pub fn plan_note(n: &core_plan::PlanNote) -> PlanNote {
     }
 }
 
-pub fn restart_reason(reason: &core::RestartReason) -> RestartReason {
+pub fn restart_cause(reason: &core::RestartCause) -> RestartCause {
     match reason {
-        core::RestartReason::MpsServerFault { gpu_uuid } => RestartReason::MpsServerFault {
+        core::RestartCause::MpsServerFault { gpu_uuid } => RestartCause::MpsServerFault {
             gpu_uuid: gpu_uuid.clone(),
         },
+    }
+}
+
+pub fn restart_reason(r: core::RestartReason) -> RestartReason {
+    match r {
+        core::RestartReason::Exited => RestartReason::Exited,
+        core::RestartReason::Unhealthy => RestartReason::Unhealthy,
+        core::RestartReason::GpuMemoryExceeded => RestartReason::GpuMemoryExceeded,
     }
 }
 
@@ -757,11 +765,33 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
             group,
             in_ms,
             attempt,
+            reason,
         } => EventKind::AgentRestarting {
             replica: r(replica),
             group: group.clone(),
             in_ms: *in_ms,
             attempt: *attempt,
+            reason: Some(restart_reason(*reason)),
+        },
+        C::AgentGpuOverLimit {
+            replica,
+            group,
+            gpu_index,
+            gpu_uuid,
+            used_bytes,
+            limit_bytes,
+            action,
+        } => EventKind::AgentGpuOverLimit {
+            replica: r(replica),
+            group: group.clone(),
+            gpu_index: *gpu_index,
+            gpu_uuid: gpu_uuid.clone(),
+            used_bytes: *used_bytes,
+            limit_bytes: *limit_bytes,
+            action: match action {
+                orch_core::model::OverLimit::Warn => OverLimitAction::Warn,
+                orch_core::model::OverLimit::Restart => OverLimitAction::Restart,
+            },
         },
         C::AgentRestartRequested { replica, group } => EventKind::AgentRestartRequested {
             replica: r(replica),
@@ -774,7 +804,7 @@ pub fn event_kind(e: &core::SupervisorEvent, inventory: Option<&[core_gpu::GpuIn
         } => EventKind::AgentRestarted {
             replica: r(replica),
             group: group.clone(),
-            reason: restart_reason(reason),
+            reason: restart_cause(reason),
         },
         C::MpsServerFault {
             gpu_index,

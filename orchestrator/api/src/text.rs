@@ -512,7 +512,39 @@ impl fmt::Display for EventKind {
                 group,
                 in_ms,
                 attempt,
-            } => write!(f, "{group}/{replica}: restart #{attempt} in {in_ms}ms"),
+                reason,
+            } => {
+                write!(f, "{group}/{replica}: restart #{attempt} in {in_ms}ms")?;
+                match reason {
+                    Some(RestartReason::Unhealthy) => f.write_str(" (unhealthy)"),
+                    Some(RestartReason::GpuMemoryExceeded) => {
+                        f.write_str(" (GPU memory over its limit)")
+                    }
+                    Some(RestartReason::Exited) | None => Ok(()),
+                }
+            }
+            AgentGpuOverLimit {
+                replica,
+                group,
+                gpu_index,
+                used_bytes,
+                limit_bytes,
+                action,
+                ..
+            } => {
+                write!(
+                    f,
+                    "{group}/{replica}: GPU memory over its limit on GPU {gpu_index}: {} used of {}",
+                    human(*used_bytes),
+                    human(*limit_bytes)
+                )?;
+                match action {
+                    OverLimitAction::Warn => f.write_str("; it runs on (over_limit: warn)"),
+                    OverLimitAction::Restart => {
+                        f.write_str("; restarting it (over_limit: restart)")
+                    }
+                }
+            }
             AgentRestartRequested { replica, group } => {
                 write!(f, "{group}/{replica}: restart requested")
             }
@@ -1462,10 +1494,10 @@ pub fn peers_not_taken(error: &str) -> String {
     format!("the new `federation.peers` were not taken, the old ones stay: {error}")
 }
 
-impl fmt::Display for RestartReason {
+impl fmt::Display for RestartCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RestartReason::MpsServerFault { gpu_uuid } => write!(
+            RestartCause::MpsServerFault { gpu_uuid } => write!(
                 f,
                 "the MPS server of its GPU ({gpu_uuid}) faulted (not counted as its failure)"
             ),
@@ -2081,7 +2113,7 @@ mod tests {
 
     #[test]
     fn an_mps_fault_names_its_gpu_the_faulting_client_as_far_as_known_and_the_restarts() {
-        use crate::wire::{EventKind, MpsFaultClient, ReplicaRef, RestartReason};
+        use crate::wire::{EventKind, MpsFaultClient, ReplicaRef, RestartCause};
         let eyes = ReplicaRef {
             agent: "Eyes".into(),
             replica: 0,
@@ -2133,7 +2165,7 @@ mod tests {
         let restarted = EventKind::AgentRestarted {
             replica: ears,
             group: "vision".into(),
-            reason: RestartReason::MpsServerFault {
+            reason: RestartCause::MpsServerFault {
                 gpu_uuid: "GPU-a".into(),
             },
         };
@@ -2148,5 +2180,75 @@ mod tests {
             serde_json::from_value::<EventKind>(json).unwrap(),
             restarted
         );
+    }
+
+    #[test]
+    fn gpu_memory_over_a_limit_and_the_restart_it_causes_in_words() {
+        use orch_core::model::OverLimit;
+        use orch_core::supervise::{RestartReason, SupervisorEvent as C};
+        const G: u64 = 1 << 30;
+        let words = |e: C| convert::event_kind(&e, None).to_string();
+        let over = |action| C::AgentGpuOverLimit {
+            replica: ReplicaKey::new("Eyes", 1),
+            group: "vision".into(),
+            gpu_index: 0,
+            gpu_uuid: "GPU-a".into(),
+            used_bytes: 5 * G + G / 2,
+            limit_bytes: 4 * G,
+            action,
+        };
+        assert_eq!(
+            words(over(OverLimit::Warn)),
+            "vision/Eyes#1: GPU memory over its limit on GPU 0: 5.5g used of 4g; it runs on (over_limit: warn)"
+        );
+        assert_eq!(
+            words(over(OverLimit::Restart)),
+            "vision/Eyes#1: GPU memory over its limit on GPU 0: 5.5g used of 4g; restarting it (over_limit: restart)"
+        );
+        let restarting = |reason| C::AgentRestarting {
+            replica: ReplicaKey::new("Eyes", 0),
+            group: "vision".into(),
+            in_ms: 200,
+            attempt: 2,
+            reason,
+        };
+        assert_eq!(
+            words(restarting(RestartReason::GpuMemoryExceeded)),
+            "vision/Eyes: restart #2 in 200ms (GPU memory over its limit)"
+        );
+        assert_eq!(
+            words(restarting(RestartReason::Unhealthy)),
+            "vision/Eyes: restart #2 in 200ms (unhealthy)"
+        );
+        assert_eq!(
+            words(restarting(RestartReason::Exited)),
+            "vision/Eyes: restart #2 in 200ms"
+        );
+        // On the wire, the reason is the metric label's spelling.
+        let json = serde_json::to_value(convert::event_kind(
+            &restarting(RestartReason::GpuMemoryExceeded),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(json["reason"], "gpu_memory_exceeded");
+        assert_eq!(json["kind"], "agent-restarting");
+        let json =
+            serde_json::to_value(convert::event_kind(&over(OverLimit::Restart), None)).unwrap();
+        assert_eq!(json["kind"], "agent-gpu-over-limit");
+        assert_eq!(json["action"], "restart");
+        assert_eq!(json["limit_bytes"], 4 * G);
+        // A daemon that did not say why is read as saying nothing.
+        let old: crate::EventKind = serde_json::from_value(serde_json::json!({
+            "kind": "agent-restarting",
+            "replica": {"agent": "Eyes", "replica": 0},
+            "group": "vision",
+            "in_ms": 200,
+            "attempt": 2
+        }))
+        .unwrap();
+        assert!(matches!(
+            old,
+            crate::EventKind::AgentRestarting { reason: None, .. }
+        ));
     }
 }

@@ -26,6 +26,28 @@ pub enum Health {
     Unhealthy,
 }
 
+/// Why the supervisor restarts a replica. Written as the metric label
+/// of the same failure (`orchestrator_agent_failures_total{reason}`), so
+/// a script matches one spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartReason {
+    /// Its container exited, or a launch failed.
+    Exited,
+    /// It failed its health check.
+    Unhealthy,
+    /// Its GPU memory went over its limit (`gpu.over_limit: restart`).
+    GpuMemoryExceeded,
+}
+
+/// What an agent does when its GPU memory goes over its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverLimitAction {
+    Warn,
+    Restart,
+}
+
 /// What a held replica waits for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "on")]
@@ -501,16 +523,16 @@ pub enum AutoscaleCause {
 /// exit or failed health, which are `agent-restarting`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "reason")]
-pub enum RestartReason {
+pub enum RestartCause {
     /// Its GPU's MPS server faulted.
     MpsServerFault { gpu_uuid: String },
 }
 
-impl RestartReason {
+impl RestartCause {
     /// The reason's label, as in its JSON `reason`.
     pub fn label(&self) -> &'static str {
         match self {
-            RestartReason::MpsServerFault { .. } => "mps_server_fault",
+            RestartCause::MpsServerFault { .. } => "mps_server_fault",
         }
     }
 }
@@ -565,6 +587,23 @@ pub enum EventKind {
         group: String,
         in_ms: u64,
         attempt: u32,
+        /// Why; `None` from a daemon that did not say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<RestartReason>,
+    },
+    /// A replica's measured GPU memory went over what its slice holds on
+    /// a GPU: once per episode (again only after it was seen back under).
+    AgentGpuOverLimit {
+        replica: ReplicaRef,
+        group: String,
+        gpu_index: u32,
+        gpu_uuid: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+        /// The agent's `gpu.over_limit`: with `restart`, an
+        /// `agent-restarting` with reason `gpu_memory_exceeded` follows
+        /// (unless its restart policy is `never`).
+        action: OverLimitAction,
     },
     AgentRestartRequested {
         replica: ReplicaRef,
@@ -577,7 +616,7 @@ pub enum EventKind {
         replica: ReplicaRef,
         group: String,
         #[serde(flatten)]
-        reason: RestartReason,
+        reason: RestartCause,
     },
     /// A GPU's MPS server was seen in `FAULT` (once per fault episode):
     /// every client of it was hit, and the running MPS replicas of that GPU
@@ -727,6 +766,7 @@ impl EventKind {
             | AgentUnhealthy { group, .. }
             | AgentExited { group, .. }
             | AgentRestarting { group, .. }
+            | AgentGpuOverLimit { group, .. }
             | AgentRestartRequested { group, .. }
             | AgentRestarted { group, .. }
             | AgentScaled { group, .. }
@@ -754,6 +794,7 @@ impl EventKind {
             | AgentUnhealthy { replica, .. }
             | AgentExited { replica, .. }
             | AgentRestarting { replica, .. }
+            | AgentGpuOverLimit { replica, .. }
             | AgentRestartRequested { replica, .. }
             | AgentRestarted { replica, .. }
             | AgentCrashLoop { replica, .. }
@@ -783,6 +824,7 @@ impl EventKind {
             AgentUnhealthy { .. } => "agent-unhealthy",
             AgentExited { .. } => "agent-exited",
             AgentRestarting { .. } => "agent-restarting",
+            AgentGpuOverLimit { .. } => "agent-gpu-over-limit",
             AgentRestartRequested { .. } => "agent-restart-requested",
             AgentRestarted { .. } => "agent-restarted",
             MpsServerFault { .. } => "mps-server-fault",
@@ -849,6 +891,7 @@ impl EventKind {
         "state-written",
         "agent-stays-down",
         "peer-changed",
+        "agent-gpu-over-limit",
     ];
 }
 

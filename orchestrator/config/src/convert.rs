@@ -267,7 +267,19 @@ fn defaults_diff(d: &AgentDefaults, base: &AgentDefaults) -> Mapping {
     if d.min_healthy != base.min_healthy {
         put(&mut m, "min_healthy", s(d.min_healthy));
     }
+    if d.gpu_over_limit != base.gpu_over_limit {
+        let mut gm = map();
+        put(&mut gm, "over_limit", s(over_limit(d.gpu_over_limit)));
+        put(&mut m, "gpu", Value::Mapping(gm));
+    }
     m
+}
+
+fn over_limit(o: OverLimit) -> &'static str {
+    match o {
+        OverLimit::Warn => "warn",
+        OverLimit::Restart => "restart",
+    }
 }
 
 fn amount(a: Amount) -> Value {
@@ -569,10 +581,10 @@ fn agent_diff(a: &Agent, d: &AgentDefaults) -> Mapping {
     }
     if let Some(g) = &a.gpu {
         let mut value = gpu_request(g);
-        if a.gpu_over_limit == OverLimit::Restart
-            && let Value::Mapping(gm) = &mut value
-        {
-            put(gm, "over_limit", s("restart"));
+        if a.gpu_over_limit != d.gpu_over_limit {
+            if let Value::Mapping(gm) = &mut value {
+                put(gm, "over_limit", s(over_limit(a.gpu_over_limit)));
+            }
         }
         put(&mut m, "gpu", value);
     }

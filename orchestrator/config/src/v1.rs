@@ -216,6 +216,9 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
     if let Some(n) = m.take("min_healthy") {
         out.min_healthy = min_healthy(n, d).unwrap_or(base.min_healthy);
     }
+    if let Some(n) = m.take("gpu") {
+        out.gpu_over_limit = defaults_gpu(n, d).unwrap_or(base.gpu_over_limit);
+    }
     for (k, _) in m.rest() {
         let key = k.as_str().unwrap_or("~");
         if AGENT_KEYS.contains(&key) {
@@ -253,6 +256,23 @@ fn agent_defaults(node: &Node, base: &AgentDefaults, d: &mut Diagnostics) -> Age
                 ),
             }
         }
+    }
+    out
+}
+
+/// `defaults: {gpu: {over_limit: restart}}`: of an agent's `gpu:`, only
+/// what happens over its limit has a default; the request is the agent's.
+fn defaults_gpu(node: &Node, d: &mut Diagnostics) -> Option<OverLimit> {
+    let mut m = MapReader::new(node, "`defaults.gpu`", d)?;
+    let out = m.take("over_limit").and_then(|n| over_limit_mode(n, d));
+    for (k, _) in m.rest() {
+        let key = k.as_str().unwrap_or("~");
+        d.error_help(
+            "not-a-default",
+            k.span,
+            format!("`gpu.{key}` cannot be set in `defaults`"),
+            "only `gpu.over_limit` has a default; set the GPU request on each agent that needs one",
+        );
     }
     out
 }
@@ -1416,7 +1436,7 @@ fn agent(
         .take("depends_on")
         .and_then(|n| de::strings(n, "`depends_on`", d))
         .unwrap_or_default();
-    let mut gpu_over_limit = OverLimit::default();
+    let mut gpu_over_limit = defaults.gpu_over_limit;
     let gpu = m
         .take("gpu")
         .and_then(|n| gpu_request(n, Some(&mut gpu_over_limit), d));
@@ -2390,5 +2410,77 @@ groups:
             "{helps:?}"
         );
         assert!(helps.contains(&"write `max`"), "{helps:?}");
+    }
+
+    fn over_limit_of(text: &str) -> Result<orch_core::model::HostConfig, crate::ConfigError> {
+        load_str("f.yaml", text, &LoadOptions::default()).map(|l| l.config)
+    }
+
+    const GPU_AGENTS: &str = "groups:\n  g:\n    agents:\n      A: {gpu: {slice: mps, memory: 1g, compute: 5%}}\n      B: {gpu: {slice: mps, memory: 1g, compute: 5%, over_limit: warn}}\n      C: {}\n";
+
+    #[test]
+    fn over_limit_takes_its_default_from_defaults_and_an_agent_overrides_it() {
+        let c = over_limit_of(&format!(
+            "version: 1\nhost: {{name: h1}}\ndefaults: {{image: img, gpu: {{over_limit: restart}}}}\n{GPU_AGENTS}"
+        ))
+        .expect("loads");
+        assert_eq!(c.defaults.gpu_over_limit, OverLimit::Restart);
+        let of = |a: &str| c.agent(a).expect(a).gpu_over_limit;
+        assert_eq!(
+            (of("A"), of("B"), of("C")),
+            (OverLimit::Restart, OverLimit::Warn, OverLimit::Restart)
+        );
+        // Written back as it was meant: the default once, the exception
+        // on its agent.
+        let text = convert::to_v1_yaml(&c);
+        let again = over_limit_of(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again, c, "{text}");
+        assert_eq!(text.matches("over_limit: restart").count(), 1, "{text}");
+        assert_eq!(text.matches("over_limit: warn").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_bad_over_limit_is_refused_with_the_nearest_action() {
+        let err = over_limit_of(
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img}\ngroups:\n  g:\n    agents:\n      A: {gpu: {slice: exclusive, over_limit: restrat}}\n",
+        )
+        .expect_err("refused");
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.message, "unknown `over_limit` action `restrat`");
+        assert_eq!(d.help.as_deref(), Some("did you mean `restart`?"));
+        let err = over_limit_of(
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img, gpu: {over_limit: kill}}\ngroups:\n  g:\n    agents:\n      A: {}\n",
+        )
+        .expect_err("refused");
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.message, "unknown `over_limit` action `kill`");
+        assert!(
+            d.help.as_deref().is_some_and(|h| h.contains("`warn`")),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_refuse_a_gpu_request_and_fallbacks_refuse_over_limit() {
+        let err = over_limit_of(
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img, gpu: {slice: exclusive, over_limit: warn}}\ngroups:\n  g:\n    agents:\n      A: {}\n",
+        )
+        .expect_err("refused");
+        let messages: Vec<&str> = err
+            .diagnostics()
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(messages, ["`gpu.slice` cannot be set in `defaults`"]);
+        let err = over_limit_of(
+            "version: 1\nhost: {name: h1}\ndefaults: {image: img}\ngroups:\n  g:\n    agents:\n      A: {gpu: {slice: exclusive, fallback: {slice: time-slice, over_limit: warn}}}\n",
+        )
+        .expect_err("refused");
+        let messages: Vec<&str> = err
+            .diagnostics()
+            .iter()
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(messages, ["`over_limit` cannot be set on a fallback"]);
     }
 }

@@ -12,6 +12,7 @@ pub mod glob;
 pub mod gpu;
 pub mod graph;
 pub mod model;
+pub mod over_limit;
 pub mod planner;
 pub mod slo;
 pub mod supervise;

@@ -246,6 +246,10 @@ pub struct AgentDefaults {
     /// The `min_healthy` of every group that sets none.
     #[serde(default = "default_min_healthy")]
     pub min_healthy: Duration,
+    /// The `gpu.over_limit` of every agent that sets none
+    /// (`defaults: {gpu: {over_limit: ...}}`).
+    #[serde(default)]
+    pub gpu_over_limit: OverLimit,
 }
 
 impl Default for AgentDefaults {
@@ -261,6 +265,7 @@ impl Default for AgentDefaults {
             stop_timeout: Duration::from_secs(10),
             rollout: Rollout::default(),
             min_healthy: DEFAULT_MIN_HEALTHY,
+            gpu_over_limit: OverLimit::Warn,
         }
     }
 }

@@ -8,11 +8,14 @@
 //! container) is the replica's container. Its limit is what its slice
 //! holds on that GPU (`planner::slice_memory`); its utilisation is its
 //! processes' SM percent where NVML gives it per process, else its GPU's.
+//! The same attribution, as the supervisor's input, is what
+//! `gpu.over_limit` judges (`memory`).
 
 use std::collections::BTreeMap;
 
 use orch_api::{AgentGpuUse, GpuTelemetry, GpuUse, UnownedProcess, convert};
 use orch_core::gpu::{GpuInfo, ReplicaKey};
+use orch_core::over_limit::{GpuMemory, MemoryUse};
 use orch_core::supervise::Supervisor;
 
 use crate::event::GpuProcesses;
@@ -149,4 +152,32 @@ pub fn usage(sup: &Supervisor, readings: &GpuReadings) -> Usage {
         out.gpus.insert(index, GpuUsage { replicas, unowned });
     }
     out
+}
+
+/// The replicas' measured memory on each GPU whose processes were read,
+/// for the supervisor to hold against their limits (`gpu.over_limit`). A
+/// GPU NVML gave no process list for is absent, so nothing is decided on
+/// it; a process whose memory NVML does not tell adds nothing.
+pub fn memory(sup: &Supervisor, readings: &GpuReadings) -> Vec<GpuMemory> {
+    let inventory: &[GpuInfo] = sup.inventory().unwrap_or_default();
+    usage(sup, readings)
+        .gpus
+        .into_iter()
+        .filter_map(|(index, used)| {
+            let uuid = inventory.iter().find(|g| g.index == index)?.uuid.clone();
+            Some(GpuMemory {
+                gpu_index: index,
+                gpu_uuid: uuid,
+                replicas: used
+                    .replicas
+                    .into_iter()
+                    .map(|u| MemoryUse {
+                        replica: ReplicaKey::new(&u.replica.agent, u.replica.replica),
+                        used_bytes: u.memory_used_bytes,
+                        limit_bytes: u.memory_limit_bytes,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
 }

@@ -84,6 +84,12 @@ impl Supervisor {
                     out.events.push(SupervisorEvent::DockerDown);
                 }
             }
+            Input::GpuMemory { gpus } => {
+                if !self.gpu_memory(gpus, &mut out) {
+                    // No episode started: nothing a pass looks at changed.
+                    return out;
+                }
+            }
             Input::Inventory { gpus } => {
                 // Instances that are gone (a reboot, a reset) are no longer ours to track.
                 let before = self.owned_mig.len();
@@ -774,10 +780,69 @@ impl Supervisor {
         if restart {
             let first = was_healthy && self.replicas.get(&key).is_some_and(|r| r.failures == 0);
             let late_ms = if first { None } else { Some(seen_late_ms) };
-            self.schedule_restart(now, &key, Some(code), late_ms, out);
+            self.schedule_restart(now, &key, Some(code), late_ms, RestartReason::Exited, out);
         } else if let Some(r) = self.replicas.get_mut(&key) {
             stays_down(r, code, out);
         }
+    }
+
+    /// Measured GPU memory: an event for each episode over a limit that
+    /// starts, and a restart asked for where the agent says so and its
+    /// restart policy restarts anything. Only running replicas with no
+    /// operation in flight are judged; the others' episodes end, and an
+    /// episode belongs to one run of a container, so a restarted one
+    /// starts afresh. Returns whether any started.
+    fn gpu_memory(&mut self, gpus: Vec<crate::over_limit::GpuMemory>, out: &mut Outcome) -> bool {
+        use crate::over_limit::{GpuMemory, MemoryUse};
+        let replicas = &self.replicas;
+        let runs: Vec<GpuMemory<(ReplicaKey, Millis)>> = gpus
+            .into_iter()
+            .map(|g| GpuMemory {
+                gpu_index: g.gpu_index,
+                gpu_uuid: g.gpu_uuid,
+                replicas: g
+                    .replicas
+                    .into_iter()
+                    .filter_map(|u| {
+                        let r = replicas.get(&u.replica)?;
+                        let run = r.started_at.filter(|_| r.is_running() && r.op.is_none())?;
+                        Some(MemoryUse {
+                            replica: (u.replica, run),
+                            used_bytes: u.used_bytes,
+                            limit_bytes: u.limit_bytes,
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.over_limits
+            .retain(|(k, run)| replicas.get(k).is_some_and(|r| r.started_at == Some(*run)));
+        let started = self.over_limits.observe(&runs);
+        for o in &started {
+            let key = &o.replica.0;
+            let Some(agent) = self.agents.get(&key.agent) else {
+                continue;
+            };
+            let action = agent.gpu_over_limit;
+            let restart = action == crate::model::OverLimit::Restart
+                && agent.restart.policy != RestartMode::Never;
+            let Some(r) = self.replicas.get_mut(key) else {
+                continue;
+            };
+            out.events.push(SupervisorEvent::AgentGpuOverLimit {
+                replica: key.clone(),
+                group: r.group.clone(),
+                gpu_index: o.gpu_index,
+                gpu_uuid: o.gpu_uuid.clone(),
+                used_bytes: o.used_bytes,
+                limit_bytes: o.limit_bytes,
+                action,
+            });
+            if restart {
+                r.over_limit_restart = true;
+            }
+        }
+        !started.is_empty()
     }
 
     /// Counts a failure and sets the backoff; marks a crash loop. The wait
@@ -792,6 +857,7 @@ impl Supervisor {
         key: &ReplicaKey,
         exit_code: Option<i64>,
         late_ms: Option<u64>,
+        reason: RestartReason,
         out: &mut Outcome,
     ) {
         if !self.agents.contains_key(&key.agent) {
@@ -817,6 +883,7 @@ impl Supervisor {
             group: r.group.clone(),
             in_ms: delay,
             attempt: failures,
+            reason,
         });
         self.note_failure(now, key, out);
     }
@@ -1048,7 +1115,7 @@ impl Supervisor {
                             oom,
                         });
                         if wanted && self.should_restart(&key, code, oom) {
-                            self.schedule_restart(now, &key, Some(code), Some(0), out);
+                            self.schedule_restart(now, &key, Some(code), Some(0), RestartReason::Exited, out);
                         } else if let Some(r) = self.replicas.get_mut(&key) {
                             if wanted {
                                 stays_down(r, code, out);
@@ -1646,11 +1713,13 @@ impl Supervisor {
                         ContainerStatus::Running => {
                             let unhealthy = r.health == Health::Unhealthy
                                 && spec.restart.policy != RestartMode::Never;
+                            let over_limit = r.over_limit_restart;
                             let requested = r.restart_requested && !sibling_busy;
-                            if !(unhealthy || requested) {
+                            if !(unhealthy || over_limit || requested) {
                                 continue;
                             }
                             r.restart_requested = false;
+                            r.over_limit_restart = false;
                             r.op = Some(OpKind::Restart);
                             r.phase = Phase::Starting;
                             groups_ready.clear();
@@ -1661,9 +1730,17 @@ impl Supervisor {
                                 key: key.clone(),
                                 id: c.id.clone(),
                             });
-                            if unhealthy {
-                                // A failed health check counts like a crash.
-                                self.count_failure(now, &key, out);
+                            // A failed health check, or GPU memory over its
+                            // limit, counts like a crash.
+                            if over_limit {
+                                self.count_failure(
+                                    now,
+                                    &key,
+                                    RestartReason::GpuMemoryExceeded,
+                                    out,
+                                );
+                            } else if unhealthy {
+                                self.count_failure(now, &key, RestartReason::Unhealthy, out);
                             }
                             if let Some(r) = self.replicas.get_mut(&key) {
                                 r.restarts_total += 1;
@@ -1705,11 +1782,18 @@ impl Supervisor {
         }
     }
 
-    /// Failure accounting for a health-driven restart (no backoff wait: the
-    /// container is restarted at once, but the crash-loop count grows).
-    fn count_failure(&mut self, now: Millis, key: &ReplicaKey, out: &mut Outcome) {
+    /// Failure accounting for a restart of a running container (failed
+    /// health checks, GPU memory over its limit): no backoff wait, the
+    /// container is restarted at once, but the crash-loop count grows.
+    fn count_failure(
+        &mut self,
+        now: Millis,
+        key: &ReplicaKey,
+        reason: RestartReason,
+        out: &mut Outcome,
+    ) {
         let phase_before = self.replicas.get(key).map(|r| r.phase.clone());
-        self.schedule_restart(now, key, None, Some(0), out);
+        self.schedule_restart(now, key, None, Some(0), reason, out);
         if let (Some(r), Some(p)) = (self.replicas.get_mut(key), phase_before) {
             r.phase = p;
         }
@@ -1811,6 +1895,8 @@ fn stays_down(r: &mut Replica, code: i64, out: &mut Outcome) {
 
 fn mark_started(r: &mut Replica, now: Millis, out: &mut Outcome) {
     r.phase = Phase::Running;
+    // A new run of the container: what the last one held is no reason.
+    r.over_limit_restart = false;
     r.started_at = Some(now);
     r.health = Health::Unknown;
     r.healthy_since = None;

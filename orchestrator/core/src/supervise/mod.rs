@@ -20,6 +20,10 @@
 //!   exponential backoff with jitter; `restarts` restarts within `window`
 //!   mark it crash-looping, which stops its (transitive, required)
 //!   dependents; they start again, in dependency order, once it is healthy.
+//! - A replica whose measured GPU memory goes over its slice's is
+//!   reported once per episode (`over_limit`); under
+//!   `gpu.over_limit: restart` it is restarted at once, and the restart
+//!   counts towards its crash loop as a crash does.
 //! - Replicas that are no longer wanted stop in reverse dependency order.
 //! - While Docker is unreachable nothing is attempted; when it is back the
 //!   observed containers are adopted by their labels, never duplicated.
@@ -46,6 +50,7 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_mps;
+mod tests_over_limit;
 #[cfg(test)]
 mod tests_ready;
 #[cfg(test)]
@@ -56,5 +61,5 @@ mod tests_restart;
 mod tests_scale;
 
 pub use infer::*;
-pub use mps::{FaultingClient, MpsFault, MpsFaultClient, RestartReason};
+pub use mps::{FaultingClient, MpsFault, MpsFaultClient, RestartCause};
 pub use state::*;

@@ -6,7 +6,7 @@
 //! (NVIDIA's MPS documentation, error containment). So when the daemon
 //! sees a GPU's server in `FAULT`, once per fault episode, the running MPS
 //! replicas of that GPU (its co-tenants) are restarted together, now, with
-//! the reason [`RestartReason::MpsServerFault`]; nobody on another GPU is
+//! the reason [`RestartCause::MpsServerFault`]; nobody on another GPU is
 //! touched.
 //!
 //! Such a restart is not the replica's own failure: it grows neither its
@@ -51,16 +51,16 @@ pub struct FaultingClient {
 /// Why the supervisor restarted a running replica on its own, other than
 /// its exit or its failed health (those are `AgentRestarting`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestartReason {
+pub enum RestartCause {
     /// Its GPU's MPS server faulted.
     MpsServerFault { gpu_uuid: String },
 }
 
-impl RestartReason {
+impl RestartCause {
     /// The reason as a label (metrics, logs).
     pub fn label(&self) -> &'static str {
         match self {
-            RestartReason::MpsServerFault { .. } => "mps_server_fault",
+            RestartCause::MpsServerFault { .. } => "mps_server_fault",
         }
     }
 }
@@ -107,7 +107,7 @@ impl Supervisor {
             clients_listed: u32::try_from(fault.clients.len()).unwrap_or(u32::MAX),
             restarting: restarting.clone(),
         });
-        let reason = RestartReason::MpsServerFault {
+        let reason = RestartCause::MpsServerFault {
             gpu_uuid: fault.gpu_uuid,
         };
         for key in restarting {
@@ -117,7 +117,7 @@ impl Supervisor {
 
     /// Restarts a running replica now for `reason`: not a failure of its
     /// own, so neither its backoff nor its crash-loop count grows.
-    fn restart_for(&mut self, key: &ReplicaKey, reason: RestartReason, out: &mut Outcome) {
+    fn restart_for(&mut self, key: &ReplicaKey, reason: RestartCause, out: &mut Outcome) {
         let Some(r) = self.replicas.get_mut(key) else {
             return;
         };

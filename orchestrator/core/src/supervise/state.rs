@@ -185,6 +185,29 @@ impl FailReason {
     }
 }
 
+/// Why a replica is restarted by the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// Its container exited (or a launch failed) and its policy restarts it.
+    Exited,
+    /// It failed its health check `retries` times in a row.
+    Unhealthy,
+    /// Its measured GPU memory went over what its slice holds, and its
+    /// agent says `gpu.over_limit: restart`.
+    GpuMemoryExceeded,
+}
+
+impl RestartReason {
+    /// A short, stable name (a metric label, the wire form).
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartReason::Exited => "exited",
+            RestartReason::Unhealthy => "unhealthy",
+            RestartReason::GpuMemoryExceeded => "gpu_memory_exceeded",
+        }
+    }
+}
+
 /// Where a group is, as operators see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupPhase {
@@ -244,6 +267,9 @@ pub struct Replica {
     pub crashloop: bool,
     /// Set by `agent restart`; cleared when the restart is issued.
     pub restart_requested: bool,
+    /// Its GPU memory went over its limit under `gpu.over_limit: restart`;
+    /// cleared when the restart is issued (or the container is gone).
+    pub over_limit_restart: bool,
     /// Stopped because a dependency is crash-looping; started again when it recovers.
     pub held_by_crashloop: bool,
     pub slice: Option<Slice>,
@@ -285,6 +311,7 @@ impl Replica {
             restart_times: VecDeque::new(),
             crashloop: false,
             restart_requested: false,
+            over_limit_restart: false,
             held_by_crashloop: false,
             slice: None,
             slice_depth: 0,
@@ -341,6 +368,11 @@ pub enum Input {
         result: Result<OpSuccess, LaunchError>,
     },
     DockerDown,
+    /// The replicas' measured GPU memory on the GPUs whose processes were
+    /// read (`over_limit`): a GPU absent decides nothing.
+    GpuMemory {
+        gpus: Vec<crate::over_limit::GpuMemory>,
+    },
     /// A fresh GPU inventory (at start, and whenever it changes).
     Inventory {
         gpus: Vec<GpuInfo>,
@@ -469,6 +501,19 @@ pub enum SupervisorEvent {
         group: String,
         in_ms: u64,
         attempt: u32,
+        reason: RestartReason,
+    },
+    /// A replica's measured GPU memory went over its limit on a GPU (once
+    /// per episode: again only after it was seen back under); `action`
+    /// is its agent's `gpu.over_limit`.
+    AgentGpuOverLimit {
+        replica: ReplicaKey,
+        group: String,
+        gpu_index: u32,
+        gpu_uuid: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+        action: crate::model::OverLimit,
     },
     /// A wanted replica exited and its restart policy does not bring it
     /// back (a clean exit under `on-failure`, or `never`): it stays down
@@ -525,7 +570,7 @@ pub enum SupervisorEvent {
     AgentRestarted {
         replica: ReplicaKey,
         group: String,
-        reason: super::mps::RestartReason,
+        reason: super::mps::RestartCause,
     },
     /// A GPU's MPS server faulted (once per fault episode); its running
     /// MPS replicas (`restarting`) are restarted. `client`: the faulting
@@ -801,6 +846,10 @@ pub struct Supervisor {
     /// The wall clock (Unix ms) at this supervisor's time zero; 0 when
     /// unknown. Dates adopted containers from Docker's `StartedAt`.
     pub(crate) wall_origin: u64,
+    /// GPU memory episodes in progress, by replica and the start of its
+    /// container's run (not persisted: a daemon that restarts reports a
+    /// replica still over once more).
+    pub(crate) over_limits: crate::over_limit::OverLimits<(ReplicaKey, Millis)>,
     /// Replicas visited by the decision passes. Tests compare it across
     /// host sizes: a pass that grows worse than linearly with replicas
     /// fails on the count, never on a timing.
@@ -843,6 +892,7 @@ impl Supervisor {
             remote_probes: BTreeMap::new(),
             agent_order: Vec::new(),
             wall_origin: 0,
+            over_limits: Default::default(),
             #[cfg(test)]
             visits: std::cell::Cell::new(0),
         };

@@ -81,7 +81,7 @@ fn a_fault_restarts_the_mps_replicas_of_its_gpu_only() {
     assert!(out.events.contains(&SupervisorEvent::AgentRestarted {
         replica: k("A"),
         group: "g".into(),
-        reason: RestartReason::MpsServerFault { gpu_uuid: gpu },
+        reason: RestartCause::MpsServerFault { gpu_uuid: gpu },
     }));
     let r = h.s.replica(&k("A")).unwrap();
     assert_eq!(r.restarts_total, 1);

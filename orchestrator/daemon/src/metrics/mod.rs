@@ -169,6 +169,13 @@ impl Counters {
                     ..
                 } => (replica, group, if *oom { "oom_killed" } else { "exited" }),
                 EventKind::AgentUnhealthy { replica, group } => (replica, group, "unhealthy"),
+                // The other reasons are counted by the event that caused them.
+                EventKind::AgentRestarting {
+                    replica,
+                    group,
+                    reason: reason @ orch_core::supervise::RestartReason::GpuMemoryExceeded,
+                    ..
+                } => (replica, group, reason.label()),
                 EventKind::AgentFailed {
                     replica,
                     group,

@@ -432,8 +432,14 @@ impl Owner {
     }
 
     fn gpu(&mut self, now: u64, news: GpuNews) {
+        let processes = matches!(news, GpuNews::Processes { .. });
         for input in self.exec.gpu(news, self.sup.gpu_unavailable()) {
             self.decide(now, input);
+        }
+        if processes {
+            // Measured use against the limits (`gpu.over_limit`).
+            let gpus = crate::gpu_use::memory(&self.sup, self.exec.telemetry());
+            self.decide(now, Input::GpuMemory { gpus });
         }
     }
 
