@@ -67,6 +67,7 @@ POLL_S = 0.05
 MIB = 1 << 20
 # A full-size GPU instance on each MIG GPU of lab-mixed.yaml.
 MIG_PROFILES = {0: "7g.40gb", 2: "7g.80gb"}
+CARDS = {0: "A100-SXM4-40GB, MIG", 1: "A100-SXM4-40GB", 2: "H100 80GB HBM3, MIG", 3: "RTX 4090"}
 LOG_FILTER = "info,orch_daemon::gpu=debug"
 SAMPLED = re.compile(r"sampled a GPU's processes.*?gpu=(\d+).*?processes=(\d+).*?elapsed_us=(\d+)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -319,7 +320,8 @@ def part2():
     env = sim_env(work, "config/sim/lab-mixed.yaml")
     d = Daemon(work, cfg, env)
     agents = GROUPS * PER_GROUP
-    res = {"sim_host": "config/sim/lab-mixed.yaml", "agents": agents, "gpus": 4,
+    res = {"sim_host": "config/sim/lab-mixed.yaml", "agents": agents, "groups": GROUPS,
+           "per_group": PER_GROUP, "gpus": 4,
            "health_interval_s": 10, "settle_s": SETTLE, "cpu_sample_s": CPU_SECS,
            "default_interval_s": DEFAULT_INTERVAL_S, "off_interval_s": OFF_INTERVAL_S}
     try:
@@ -349,7 +351,7 @@ def part2():
         res["sampling_on"], res["sampling_off"] = on, off
         res["added_pct"] = on["cpu_pct"] - off["cpu_pct"]
         res["per_gpu_sample"] = {
-            str(g): {"samples": len(v["elapsed_us"]), "processes_max": max(v["processes"]),
+            str(g): {"card": CARDS.get(g, "?"), "samples": len(v["elapsed_us"]), "processes_max": max(v["processes"]),
                      "median_us": median(v["elapsed_us"]), "max_us": max(v["elapsed_us"])}
             for g, v in sorted(per.items())}
         print(f"  daemon CPU over {CPU_SECS:.0f} s: sampling every {DEFAULT_INTERVAL_S} s "

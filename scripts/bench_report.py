@@ -211,7 +211,9 @@ def gpu_use_section(g):
           "for) is pinned to 0, so every used byte is a listed process's. Latency: one agent's process "
           "is added (removed) and `orchestratorctl -o json agents` polled every "
           f"{acc.get('poll_s', 0.05) * 1000:.0f} ms until its figure shows (is gone), one agent at a "
-          "time, the others' processes staying.")
+          "time, the others' processes staying. A figure changes just after a sample, so each change "
+          "is made a set phase after the previous one showed, the phases spread evenly over the "
+          "interval, as a real process's start or end falls anywhere in it.")
         w("")
         w("| what | measured | target | |")
         w("|---|---|---|---|")
@@ -234,15 +236,14 @@ def gpu_use_section(g):
               f"sampling interval ({iv} s) | {yes(lat['disappear_max_s'] <= iv)} |")
         w("")
         if lat:
-            w("The latency is the wait for the next sample (uniform over the interval, so about half of it "
-              "on average) plus one `agents` call: the sample is published to the owner task as soon as it "
-              "is read.")
+            w("The latency is the wait for the next sample (so about half the interval in the median, "
+              "the whole of it at worst) plus the time to read the sample and one `agents` call.")
             w("")
     c = g.get("cost")
     if c:
         on, off = c["sampling_on"], c["sampling_off"]
         ppg = ", ".join(f"{n}" for _, n in sorted(c["processes_per_gpu"].items(), key=lambda kv: int(kv[0])))
-        w(f"Cost: {c['agents']} CPU agents (10 groups of 20, the reference image, HTTP health checks every "
+        w(f"Cost: {c['agents']} CPU agents ({c.get('groups', 10)} groups of {c.get('per_group', 20)}, the reference image, HTTP health checks every "
           f"{c['health_interval_s']} s) on `{c['sim_host']}` (GPUs 0 and 2 in MIG mode, each with one "
           f"full-size GPU instance made beforehand, which the daemon uses and leaves alone), each "
           f"container's pid a process on one GPU ({ppg} per GPU). The same running containers under two "
@@ -267,7 +268,7 @@ def gpu_use_section(g):
         w("| GPU | processes | samples | median | max |")
         w("|---|---|---|---|---|")
         for gpu, v in c["per_gpu_sample"].items():
-            w(f"| {gpu} | {v['processes_max']} | {v['samples']} | {v['median_us'] / 1000:.2f} ms "
+            w(f"| {gpu} ({v.get('card', '?')}) | {v['processes_max']} | {v['samples']} | {v['median_us'] / 1000:.2f} ms "
               f"| {v['max_us'] / 1000:.2f} ms |")
         w("")
     return L
