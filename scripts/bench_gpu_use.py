@@ -128,7 +128,13 @@ def container_pids(ids):
 
 def cleanup(host):
     remove_labelled(f"{LABEL}={host}")
-    remove_network(f"orch-{host}")
+    # Docker may take a while to detach 200 removed containers from it.
+    net = f"orch-{host}"
+    for _ in range(12):
+        remove_network(net)
+        if subprocess.run(["docker", "network", "inspect", net], capture_output=True).returncode != 0:
+            return
+    print(f"  the network {net} is still there", file=sys.stderr)
 
 
 def accuracy_config():
