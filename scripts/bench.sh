@@ -12,7 +12,9 @@
 # crash to running side by side with Docker's own restart policy
 # (scripts/bench_crash.py), the 200-agent host (scripts/bench_scale.py),
 # autoscaling (scripts/bench_autoscale.py: a load step, 10 minutes of
-# constant load, the cost of 20 autoscaled agents), the idle demo fleet with everything on (scripts/bench_idle.py), the plots
+# constant load, the cost of 20 autoscaled agents), the idle demo fleet with everything on (scripts/bench_idle.py),
+# GPU use per agent (scripts/bench_gpu_use.py: accuracy and latency of the
+# per-agent figures, the cost of sampling 200 agents' GPU processes), the plots
 # (scripts/plot_bench.py, matplotlib in a venv under target/) and the
 # report (scripts/bench_report.py).
 #
@@ -23,7 +25,7 @@
 # (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it),
 # BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_AUTOSCALE_RPS,
 # BENCH_AUTOSCALE_CONSTANT_SECS (default 600), BENCH_SKIP (comma list
-# of planner, metrics, federation, fleet, crash, scale, autoscale, idle: reuse that
+# of planner, metrics, federation, fleet, crash, scale, autoscale, idle, gpu_use: reuse that
 # step's last output from target/bench), BENCH_NO_REPORT=1 (leave docs/
 # alone).
 # The machine is shared and noisy: compare the side-by-side figures of one
@@ -85,6 +87,10 @@ fi
 if ! skip idle; then
     echo "==> idle demo fleet, everything on (scripts/bench_idle.py)"
     python3 scripts/bench_idle.py
+fi
+if ! skip gpu_use; then
+    echo "==> GPU use per agent: accuracy, latency, sampling cost (scripts/bench_gpu_use.py)"
+    python3 scripts/bench_gpu_use.py
 fi
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,13 +2,16 @@
 """Writes docs/BENCHMARKS.md from one run of scripts/bench.sh.
 
 Inputs (target/bench): machine.json, fleet.json, crash.json, scale.json,
-idle.json (and idle-perf-HOST.txt when profiled), core.txt
+idle.json (and idle-perf-HOST.txt when profiled), autoscale.json,
+gpu_use.json, core.txt
 (`cargo bench -p orch-core`), metrics.txt (`cargo bench -p orch-daemon
 --bench metrics`), federation.md (scripts/bench_federation.sh). The
 "Earlier runs" table of the document being replaced is kept, and this
 run is added to it.
 
 Usage: bench_report.py BENCH_DIR OUT_MD
+       bench_report.py --section autoscale|gpu_use BENCH_DIR OUT_MD
+       (rewrites that one section of OUT_MD)
 """
 import json
 import os
@@ -22,6 +25,7 @@ METRICS_SIDE_BY_SIDE = (
 )
 
 HEALTH_INTERVAL_S = 1.0  # the fleet benchmark's health-check interval
+LOG_FILTER = "info,orch_daemon::gpu=debug"  # scripts/bench_gpu_use.py's
 
 
 def load(bench, name, default=None):
@@ -140,6 +144,136 @@ def autoscale_section(a):
     return L
 
 
+MIB = 1 << 20
+
+
+def gpu_use_rows(g):
+    """The summary-table rows from gpu_use.json (scripts/bench_gpu_use.py)."""
+    rows = []
+    acc = g.get("accuracy_latency") or {}
+    a, lat = acc.get("accuracy"), acc.get("latency")
+    iv = acc.get("interval_s", 5)
+    if a:
+        rows.append(
+            f"| GPU memory per agent (NVML simulator, 4 agents on one GPU, see [below](#gpu-use-per-agent)): "
+            f"sum of the agents' figures against the device's used memory less the unowned processes' "
+            f"| {a['agents_sum_bytes'] / MIB:.0f} MiB against {a['device_used_bytes'] / MIB:.0f} − "
+            f"{a['unowned_bytes'] / MIB:.0f} MiB | equal, exactly | {yes(a['exact'])} |")
+    if lat:
+        worst = max(lat["appear_max_s"], lat["disappear_max_s"])
+        rows.append(
+            f"| a GPU process to its agent's figure, shown / gone ({len(lat['appear_s'])} each) | median "
+            f"{lat['appear_median_s']:.2f} s / {lat['disappear_median_s']:.2f} s, max "
+            f"{lat['appear_max_s']:.2f} s / {lat['disappear_max_s']:.2f} s | within one sampling interval "
+            f"({iv} s) | {yes(worst <= iv)} |")
+    c = g.get("cost")
+    if c:
+        rows.append(
+            f"| daemon CPU added by sampling {c['agents']} agents' GPU processes on {c['gpus']} GPUs every "
+            f"{c['default_interval_s']} s (NVML simulator), {c['cpu_sample_s']:.0f} s | {c['added_pct']:+.2f}% "
+            f"of one core ({c['sampling_on']['cpu_pct']:.2f}% against {c['sampling_off']['cpu_pct']:.2f}% "
+            f"with it off) | under 0.2% | {yes(c['added_pct'] < 0.2)} |")
+    return rows
+
+
+def gpu_use_section(g):
+    """The GPU-use section from gpu_use.json (scripts/bench_gpu_use.py)."""
+    L = []
+    w = L.append
+    w("## GPU use per agent")
+    w("")
+    if not g:
+        w("No results (`target/bench/gpu_use.json` is missing).")
+        w("")
+        return L
+    load = " ".join(g.get("load_at_start", []))
+    w(f"Run: `{g.get('command', 'python3 scripts/bench_gpu_use.py')}` on {g.get('date', '?')} at "
+      f"{g.get('commit', '?')} (release build); load average (1, 5, 15 min) {load} at its start: the "
+      "machine ran other work too.")
+    w("")
+    w("Every figure here is on the NVML simulator (`libnvml_sim.so`, loaded through the daemon's real "
+      "NVML path; see [nvml-sim.md](nvml-sim.md)), with real containers: a GPU process is a container's "
+      "pid registered with `nvml-simctl process add`, and the daemon maps it to its agent through "
+      "`/proc/PID/cgroup`. The simulator reads its state file at each NVML call, inside the daemon's "
+      "process, so that cost is counted in the daemon's CPU and in each sample's time below; a real "
+      "driver's cost differs.")
+    w("")
+    acc = g.get("accuracy_latency") or {}
+    a, lat = acc.get("accuracy"), acc.get("latency")
+    iv = acc.get("interval_s", 5)
+    if a:
+        sizes = ", ".join(f"{v / MIB:.0f}" for v in a["registered_bytes"].values())
+        w(f"Accuracy and latency: {acc.get('agents', 4)} agents sharing one simulated RTX 4090 over MPS "
+          f"(`{acc.get('sim_host', '?')}`, each `gpu: {{slice: mps, memory: 4g, compute: 25%}}`, the "
+          f"reference image), the default sampling interval ({iv} s). Each agent's container pid is a "
+          f"process of its own size ({sizes} MiB), and one pid of no container (the script's own) holds "
+          f"{a['unowned_bytes'] / MIB:.0f} MiB; the GPU's baseline (memory no listed process accounts "
+          "for) is pinned to 0, so every used byte is a listed process's. Latency: one agent's process "
+          "is added (removed) and `orchestratorctl -o json agents` polled every "
+          f"{acc.get('poll_s', 0.05) * 1000:.0f} ms until its figure shows (is gone), one agent at a "
+          "time, the others' processes staying. A figure changes just after a sample, so each change "
+          "is made a set phase after the previous one showed, the phases spread evenly over the "
+          "interval, as a real process's start or end falls anywhere in it.")
+        w("")
+        w("| what | measured | target | |")
+        w("|---|---|---|---|")
+        shown = all(a["shown_bytes"][n] == a["registered_bytes"][n] for n in a["registered_bytes"])
+        w(f"| each agent's `gpu_use.memory_used_bytes` against its process's size | "
+          f"{'all equal' if shown else 'differ: ' + json.dumps(a['shown_bytes'])} | equal | {yes(shown)} |")
+        w(f"| the unowned processes (`gpu -o json`) | "
+          + ", ".join(f"pid {u['pid']}, {(u['bytes'] or 0) / MIB:.0f} MiB, no container" if not u["container"]
+                      else f"pid {u['pid']}, container {u['container']}" for u in a["unowned"])
+          + f" | the script's pid alone | {yes(a['unowned_pid_is_ours'])} |")
+        w(f"| the agents' sum against the device's used memory (its telemetry) less the unowned "
+          f"processes' | {a['agents_sum_bytes']} B against {a['device_used_bytes']} − {a['unowned_bytes']} "
+          f"= {a['device_used_bytes'] - a['unowned_bytes']} B | equal, exactly | {yes(a['exact'])} |")
+        if lat:
+            w(f"| `process add` to the agent's figure shown, {len(lat['appear_s'])} times | median "
+              f"{lat['appear_median_s']:.2f} s, max {lat['appear_max_s']:.2f} s | within one sampling "
+              f"interval ({iv} s) | {yes(lat['appear_max_s'] <= iv)} |")
+            w(f"| `process remove` to the figure gone, {len(lat['disappear_s'])} times | median "
+              f"{lat['disappear_median_s']:.2f} s, max {lat['disappear_max_s']:.2f} s | within one "
+              f"sampling interval ({iv} s) | {yes(lat['disappear_max_s'] <= iv)} |")
+        w("")
+        if lat:
+            w("The latency is the wait for the next sample (so about half the interval in the median, "
+              "the whole of it at worst) plus the time to read the sample and one `agents` call.")
+            w("")
+    c = g.get("cost")
+    if c:
+        on, off = c["sampling_on"], c["sampling_off"]
+        ppg = ", ".join(f"{n}" for _, n in sorted(c["processes_per_gpu"].items(), key=lambda kv: int(kv[0])))
+        w(f"Cost: {c['agents']} CPU agents ({c.get('groups', 10)} groups of {c.get('per_group', 20)}, the reference image, HTTP health checks every "
+          f"{c['health_interval_s']} s) on `{c['sim_host']}` (GPUs 0 and 2 in MIG mode, each with one "
+          f"full-size GPU instance made beforehand, which the daemon uses and leaves alone), each "
+          f"container's pid a process on one GPU ({ppg} per GPU). The same running containers under two "
+          f"daemons in turn, each started afresh with the other flag (SIGTERM stops one, the agents keep "
+          f"running, the next adopts them) and left {c['settle_s']:.0f} s to settle before its CPU "
+          f"(utime + stime from `/proc/PID/stat`) is read over {c['cpu_sample_s']:.0f} s. Sampling "
+          f"effectively off is `--gpu-process-interval {c['off_interval_s']}` (the flag's maximum; its "
+          "one sample is at start, before the window). CPU time is what the daemon used, whatever else "
+          "the machine ran.")
+        w("")
+        w(f"| {c['agents']} agents, 4 GPUs, {c['cpu_sample_s']:.0f} s | daemon CPU | CPU time | target | |")
+        w("|---|---|---|---|---|")
+        w(f"| sampling every {c['default_interval_s']} s (the default) | {on['cpu_pct']:.2f}% of one core "
+          f"| {on['cpu_s']:.2f} s | | |")
+        w(f"| sampling effectively off | {off['cpu_pct']:.2f}% | {off['cpu_s']:.2f} s | | |")
+        w(f"| added by sampling | {c['added_pct']:+.2f}% of a core | | under 0.2% | {yes(c['added_pct'] < 0.2)} |")
+        w("")
+        w("One sample of one GPU (its process list, the driver's utilisation samples, and each pid's "
+          "`/proc/PID/cgroup`), from the daemon's debug line `sampled a GPU's processes … elapsed_us` "
+          f"(`RUST_LOG={LOG_FILTER}`), over the sampling daemon's life:")
+        w("")
+        w("| GPU | processes | samples | median | max |")
+        w("|---|---|---|---|---|")
+        for gpu, v in c["per_gpu_sample"].items():
+            w(f"| {gpu} ({v.get('card', '?')}) | {v['processes_max']} | {v['samples']} | {v['median_us'] / 1000:.2f} ms "
+              f"| {v['max_us'] / 1000:.2f} ms |")
+        w("")
+    return L
+
+
 def replace_section(doc, heading, lines):
     """`doc` with the section starting at `heading` replaced by `lines`
     (inserted before "## Earlier runs" when it has none)."""
@@ -155,13 +289,16 @@ def main():
     if sys.argv[1] == "--section":
         # Rewrites one section of an existing report from its own results.
         name, bench, out_md = sys.argv[2], sys.argv[3], sys.argv[4]
-        if name != "autoscale":
+        if name == "autoscale":
+            heading, lines = "## Autoscaling", autoscale_section(load(bench, "autoscale.json"))
+        elif name == "gpu_use":
+            heading, lines = "## GPU use per agent", gpu_use_section(load(bench, "gpu_use.json"))
+        else:
             sys.exit(f"unknown section {name}")
         doc = open(out_md).read()
-        lines = autoscale_section(load(bench, "autoscale.json"))
         with open(out_md, "w") as f:
-            f.write(replace_section(doc, "## Autoscaling", lines))
-        print(f"wrote the autoscale section of {out_md}")
+            f.write(replace_section(doc, heading, lines))
+        print(f"wrote the {name} section of {out_md}")
         return
     bench, out_md = sys.argv[1], sys.argv[2]
     m = load(bench, "machine.json", {})
@@ -185,8 +322,8 @@ def main():
       "--bench metrics`), `scripts/bench_federation.sh`, `scripts/bench_fleet.py` (group start side "
       "by side with docker-compose and the raw Docker baseline; crash to running), "
       "`scripts/bench_crash.py` (crash to running side by side with Docker's own restart policy), "
-      "`scripts/bench_scale.py` (200 agents) and `scripts/bench_idle.py` (the idle demo fleet, "
-      "everything on), then draws the plots and writes this file. The machine "
+      "`scripts/bench_scale.py` (200 agents), `scripts/bench_idle.py` (the idle demo fleet, "
+      "everything on) and `scripts/bench_gpu_use.py` (GPU use per agent), then draws the plots and writes this file. The machine "
       "is shared and noisy: compare the side-by-side figures of one run (medians, ratios), not "
       "absolute times across machines or runs.")
     w("")
@@ -294,6 +431,9 @@ def main():
         ms = float(planner.group(1)) / (1 if planner.group(2) == "ms" else 1000)
         w(f"| GPU planner, 1000 agents over 16 GPUs (mixed MIG/MPS), cold (see below) | median "
           f"{ms:.2f} ms | under 10 ms | {yes(ms < 10)} |")
+    gpu_use = load(bench, "gpu_use.json")
+    if gpu_use:
+        L.extend(gpu_use_rows(gpu_use))
     for n in notes:
         if n.startswith("**"):
             w("")
@@ -561,6 +701,8 @@ def main():
     autoscale = load(bench, "autoscale.json")
     if autoscale:
         L.extend(autoscale_section(autoscale))
+    if gpu_use:
+        L.extend(gpu_use_section(gpu_use))
 
     # ---- earlier runs ----
     w("## Earlier runs")
