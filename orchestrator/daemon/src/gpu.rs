@@ -371,7 +371,7 @@ impl ProcessSampler {
     ) -> BTreeMap<u32, GpuProcesses> {
         let mut out = BTreeMap::new();
         for &gpu in &self.gpus {
-            let began = std::time::Instant::now();
+            let began = Instant::now();
             let listed = match backend.processes(gpu) {
                 Ok(p) => p,
                 Err(e) => {

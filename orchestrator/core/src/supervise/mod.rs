@@ -50,6 +50,7 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_mps;
+#[cfg(test)]
 mod tests_over_limit;
 #[cfg(test)]
 mod tests_ready;
