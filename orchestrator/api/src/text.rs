@@ -1426,11 +1426,11 @@ pub const TOP_TABLES_ONLY: &str =
     "top shows tables only; for JSON or YAML use `agents -o json` and `gpu -o json`";
 
 /// `top` while the daemon does not answer: the figures shown are the last
-/// ones it gave.
+/// ones it gave. The error comes last: a narrow screen cuts its end.
 pub fn top_unreachable(error: &str, as_of: Option<&str>) -> String {
     match as_of {
-        Some(t) => format!("{error}; showing the figures of {t}, trying again"),
-        None => format!("{error}; trying again"),
+        Some(t) => format!("trying again, showing the figures of {t}: {error}"),
+        None => format!("trying again: {error}"),
     }
 }
 

@@ -191,6 +191,18 @@ fn once_prints_the_plain_table_without_escape_codes() {
     };
     assert!(pos("base/Flaky") < pos("base/Mid") && pos("base/Mid") < pos("base/Top"));
     assert!(lines[3].contains("running"), "{table}");
+
+    // The fleet: each host under its heading, a HOST column.
+    let out = host.ctl(&["top", "--once", "--all-hosts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("1 host(s), 3 replica(s)"), "{table}");
+    assert!(lines[1].starts_with("  HOST      AGENT"), "{table}");
+    assert_eq!(lines[2], "== testhost (this host)", "{table}");
+    assert!(lines[4].starts_with("  testhost  base/"), "{table}");
+    let out = host.ctl(&["top", "--once", "--all-hosts", "--host", "testhost"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
