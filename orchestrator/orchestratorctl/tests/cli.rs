@@ -169,7 +169,7 @@ fn completion_and_man_pages_are_generated() {
     assert!(
         script.contains("_orchestratorctl()")
             && script.contains("validate")
-            && script.contains("orchestratorctl__top"),
+            && script.contains("orchestratorctl__subcmd__top"),
         "not a bash completion"
     );
     let dir = tempfile::tempdir().unwrap();
