@@ -1,7 +1,7 @@
 //! `orchestratorctl top` against a daemon running in this process on
-//! fakes: on a pseudo-terminal (the screen, the keys, the terminal given
-//! back) and without one (the plain table, once or every interval, and
-//! across the daemon going away and coming back).
+//! fakes: on a pseudo-terminal (the screen, a read on each event, the
+//! keys, the terminal given back) and without one (the plain table, once
+//! or every interval, and across the daemon going away and coming back).
 
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -77,7 +77,7 @@ const LEAVE_ALTERNATE: &str = "\x1b[?1049l";
 const SHOW_CURSOR: &str = "\x1b[?25h";
 
 #[test]
-fn on_a_terminal_top_shows_the_agents_quits_on_q_and_gives_the_terminal_back() {
+fn on_a_terminal_top_shows_the_agents_reads_on_events_quits_on_q_and_gives_the_terminal_back() {
     let host = Host::started(CHAIN);
     let size = Winsize {
         ws_row: 30,
@@ -93,7 +93,8 @@ fn on_a_terminal_top_shows_the_agents_quits_on_q_and_gives_the_terminal_back() {
     assert!(cooked(&pty.slave), "a new pty starts in cooked mode");
     let slave = std::fs::File::from(pty.slave.try_clone().unwrap());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestratorctl"));
-    cmd.args(["top", "--interval", "1"])
+    // An hour between reads: what changes on the screen comes from events.
+    cmd.args(["top", "--interval", "3600"])
         .env("ORCHESTRATOR_SOCKET", host.h.socket())
         .env("TERM", "xterm-256color")
         .env_remove("NO_COLOR")
@@ -138,6 +139,13 @@ fn on_a_terminal_top_shows_the_agents_quits_on_q_and_gives_the_terminal_back() {
         s.contains(ENTER_ALTERNATE) && s.contains("base/Flaky") && s.contains("base/Top")
     });
     assert!(!cooked(&pty.slave), "raw mode while it runs");
+    // An event is a cue to read again: the group's agents show up.
+    assert!(!text(&seen.lock().unwrap()).contains("extra/Side"));
+    let out = host.ctl(&["group", "start", "extra", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    until(&seen, "the started group's agents", |s| {
+        s.contains("extra/Side")
+    });
     writer.write_all(b"q").unwrap();
     let start = Instant::now();
     let status = loop {

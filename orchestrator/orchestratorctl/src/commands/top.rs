@@ -161,12 +161,12 @@ async fn plain_loop(client: &Client, ask: &Ask) -> Result<()> {
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, ClientError>>>>;
 
-/// The daemon's new events, followed; `None` when it cannot be reached
-/// (the next read tries again). Only new ones: each is a cue to read, and
-/// a read follows every (re)connection anyway, so the daemon's backlog
-/// (`seq >= since`) would only cost a burst of cues.
-async fn follow(client: &Client) -> Option<Events> {
-    match tokio::time::timeout(READ_TIMEOUT, client.events(u64::MAX, true)).await {
+/// The daemon's events from `since` on, followed; `None` when it cannot
+/// be reached (the next read tries again). The first time, `since` is 0
+/// and the daemon's backlog comes first: a burst of cues that the reads'
+/// spacing turns into one or two reads.
+async fn follow(client: &Client, since: u64) -> Option<Events> {
+    match tokio::time::timeout(READ_TIMEOUT, client.events(since, true)).await {
         Ok(Ok(s)) => Some(Box::pin(s)),
         _ => None,
     }
@@ -188,6 +188,8 @@ async fn live_loop(client: &Client, ask: &Ask) -> Result<()> {
     let mut order = ask.order;
     let mut screen = Screen::default();
     let mut events: Option<Events> = None;
+    // Where a followed stream starts again: after the last event seen.
+    let mut since = 0u64;
     let mut tick = tokio::time::interval(ask.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut due = true;
@@ -219,7 +221,10 @@ async fn live_loop(client: &Client, ask: &Ask) -> Result<()> {
                 None => return Ok(()),
             },
             e = next_event(&mut events) => match e {
-                Some(Ok(_)) => due = true,
+                Some(Ok(ev)) => {
+                    since = ev.seq.saturating_add(1);
+                    due = true;
+                }
                 // The daemon went away: the read says so.
                 Some(Err(_)) | None => {
                     events = None;
@@ -231,7 +236,7 @@ async fn live_loop(client: &Client, ask: &Ask) -> Result<()> {
                 due = false;
                 last_read = Some(Instant::now());
                 if events.is_none() {
-                    events = follow(client).await;
+                    events = follow(client, since).await;
                 }
                 take(&mut screen, read_bounded(client, ask.all_hosts).await);
                 redraw = true;
