@@ -217,7 +217,7 @@ async fn live_loop(client: &Client, ask: &Ask) -> Result<()> {
                 // A resize (or a paste, a focus change): draw again.
                 Some(Ok(_)) => redraw = true,
                 Some(Err(e)) => return Err(e.into()),
-                // No more input: nothing can end the view but a signal.
+                // No more input: the terminal went away.
                 None => return Ok(()),
             },
             e = next_event(&mut events) => match e {
