@@ -17,6 +17,7 @@
 pub mod accept;
 pub mod clock;
 pub mod cpu_stats;
+pub mod cpu_use;
 pub mod event;
 pub mod events;
 pub mod fleet;
@@ -79,6 +80,9 @@ pub struct Settings {
     /// How often the processes on the GPUs are read
     /// (`gpu::PROCESS_INTERVAL` by default).
     pub gpu_process_interval: std::time::Duration,
+    /// The cgroup root the replicas' CPU time is read under (at the GPU
+    /// process interval); `None` reads none.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -299,6 +303,14 @@ pub async fn run(
             })
         }
     };
+    let cpu_task = settings.cgroup_root.clone().map(|root| {
+        tokio::spawn(cpu_use::poll(
+            root,
+            settings.gpu_process_interval,
+            event::Sender::new(tx.clone()),
+            watch_stop.clone(),
+        ))
+    });
     let owner_task = tokio::spawn(owner.run(rx, owner_stop.clone()));
     tracing::info!(host = %host, socket = %settings.socket.display(), "orchestratord ready");
     on_ready(Control {
@@ -325,6 +337,9 @@ pub async fn run(
     watch_stop.cancel();
     let _ = watch_task.await;
     let _ = gpu_task.await;
+    if let Some(t) = cpu_task {
+        let _ = t.await;
+    }
     let _ = tick_task.await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())

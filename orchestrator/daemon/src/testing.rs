@@ -220,6 +220,8 @@ pub struct World {
     pub metrics: Arc<ScriptedMetrics>,
     /// The cgroup files of the processes on the GPUs.
     pub cgroups: Arc<orch_docker::cgroup::FakeProcCgroups>,
+    /// A cgroup tree the containers' CPU time is read from (`None`: none).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for World {
@@ -242,6 +244,7 @@ impl World {
             slo_store: MemSloStore::new(),
             metrics: Arc::new(ScriptedMetrics::default()),
             cgroups: Arc::new(orch_docker::cgroup::FakeProcCgroups::new()),
+            cgroup_root: None,
         }
     }
 
@@ -458,6 +461,7 @@ async fn launch(
         observe: Default::default(),
         fresh,
         gpu_process_interval: crate::gpu::PROCESS_INTERVAL,
+        cgroup_root: world.cgroup_root.clone(),
     };
     let deps = Deps {
         runtime: world.rt.clone(),
