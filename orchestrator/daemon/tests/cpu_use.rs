@@ -28,9 +28,7 @@ async fn a_replicas_cgroup_counter_is_its_cpu_use() {
     world.cgroup_root = Some(tree.path().to_path_buf());
     // A directory that is no container's is not read as one.
     set_usage(tree.path(), "not-a-container", 1);
-    let config = format!(
-        "{CHAIN}  vision:\n    agents:\n      Eyes: {{resources: {{cpus: 2}}}}\n"
-    );
+    let config = format!("{CHAIN}  vision:\n    agents:\n      Eyes: {{resources: {{cpus: 2}}}}\n");
     let h = Harness::start_in(world, &config).await;
     h.client.group_start("vision").await.unwrap();
     h.until_ready().await;
@@ -38,8 +36,7 @@ async fn a_replicas_cgroup_counter_is_its_cpu_use() {
     set_usage(tree.path(), &eyes, 1_000_000);
 
     // The first reading: a counter, and no share yet.
-    let series =
-        "orchestrator_agent_cpu_seconds_total{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\"}";
+    let series = "orchestrator_agent_cpu_seconds_total{host=\"testhost\",group=\"vision\",agent=\"Eyes\",replica=\"0\"}";
     let mut text = String::new();
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,7 +59,9 @@ async fn a_replicas_cgroup_counter_is_its_cpu_use() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let agents = h.client.agents(Some("vision")).await.unwrap();
-    let percent = agents[0].cpu_percent.expect("a CPU figure after two readings");
+    let percent = agents[0]
+        .cpu_percent
+        .expect("a CPU figure after two readings");
     assert!((45.0..=55.0).contains(&percent), "{percent}");
     assert_eq!(
         agents[0].cpu_limit_percent,

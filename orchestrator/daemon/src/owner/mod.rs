@@ -469,7 +469,8 @@ impl Owner {
             Tick::Publish => {
                 let gpu = crate::views::gpu(&self.sup, &self.facts());
                 let peers = self.fleet.metric_rows();
-                self.observer.publish(&self.sup, &gpu, &self.cpu, peers, now_ms);
+                self.observer
+                    .publish(&self.sup, &gpu, &self.cpu, peers, now_ms);
             }
             Tick::Sample => self.observer.sample(&self.sup, now_ms),
             Tick::Scrape => self.observer.scrape(&self.sup),
