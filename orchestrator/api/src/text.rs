@@ -1417,10 +1417,6 @@ pub const WAIT_STREAM_ENDED: &str = "the daemon's event stream ended before the 
 pub const EVENTS_STREAM_ENDED: &str =
     "the daemon's event stream ended (did the daemon stop? see `systemctl status orchestratord`)";
 
-/// `top`'s `c` key: there is no CPU figure to sort by.
-pub const TOP_NO_CPU: &str =
-    "no CPU figures: no reply of the daemon carries an agent's CPU use (see `docs/cli.md`)";
-
 /// `top -o json|yaml`: it only draws tables.
 pub const TOP_TABLES_ONLY: &str =
     "top shows tables only; for JSON or YAML use `agents -o json` and `gpu -o json`";

@@ -75,10 +75,10 @@ pub enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
-    /// A live view of the agents' GPU memory, GPU utilisation and health,
-    /// grouped per GPU (keys: q quit, m memory, g GPU util, n name,
-    /// h health, r reverse). Without a terminal, a plain table every
-    /// interval.
+    /// A live view of the agents' CPU, GPU memory, GPU utilisation and
+    /// health, grouped per GPU (keys: q quit, m memory, g GPU util, c CPU,
+    /// n name, h health, r reverse). Without a terminal, a plain table
+    /// every interval.
     Top {
         /// Every host of the federation, each peer from its latest snapshot.
         #[arg(long)]

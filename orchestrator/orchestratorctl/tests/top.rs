@@ -230,8 +230,14 @@ fn top_takes_tables_only_and_a_bounded_interval() {
         "{}",
         text(&out.stderr)
     );
-    let out = host.ctl(&["top", "--once", "--sort", "cpu"]);
+    let out = host.ctl(&["top", "--once", "--sort", "bogus"]);
     assert_eq!(out.status.code(), Some(2));
+    // CPU is a sort key; the table has its column.
+    let out = host.ctl(&["top", "--once", "--sort", "cpu"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("by CPU"), "{shown}");
+    assert!(shown.contains(" CPU "), "{shown}");
 }
 
 #[test]

@@ -208,7 +208,6 @@ async fn live_loop(client: &Client, ask: &Ask) -> Result<()> {
                     let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
                     match model::key(c, ctrl, &mut order) {
                         Keyed::Quit => return Ok(()),
-                        Keyed::NoCpu => screen.note = Some(text::TOP_NO_CPU.into()),
                         Keyed::Sorted => screen.note = None,
                         Keyed::Ignored => continue,
                     }

@@ -11,14 +11,15 @@ use orch_api::{AgentStatus, GpuReport, PeerState};
 
 use crate::commands::gpu::{human_size, used_of};
 
-/// What the rows are ordered by. There is no CPU key: no reply of the
-/// daemon carries an agent's CPU use (see `docs/cli.md`).
+/// What the rows are ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortKey {
     /// GPU memory used, most first.
     Mem,
     /// GPU utilisation, busiest first.
     Gpu,
+    /// CPU use, busiest first.
+    Cpu,
     /// Group, agent, replica.
     Name,
     /// Unhealthy first, then not yet probed, then healthy.
@@ -30,6 +31,7 @@ impl SortKey {
         match self {
             SortKey::Mem => "GPU memory",
             SortKey::Gpu => "GPU utilisation",
+            SortKey::Cpu => "CPU",
             SortKey::Name => "name",
             SortKey::Health => "health",
         }
@@ -76,6 +78,8 @@ pub struct Row {
     pub mem_used: Option<u64>,
     pub mem_limit: Option<u64>,
     pub util_bp: Option<u32>,
+    /// CPU use, percent of one core (100 = one core busy).
+    pub cpu_percent: Option<f64>,
     pub health: Health,
     pub phase: String,
 }
@@ -145,6 +149,7 @@ pub fn sort(rows: &mut [Row], order: Order) {
         let first = match order.key {
             SortKey::Mem => most_first(a.mem_used, b.mem_used),
             SortKey::Gpu => most_first(a.util_bp, b.util_bp),
+            SortKey::Cpu => most_first(tenths(a.cpu_percent), tenths(b.cpu_percent)),
             SortKey::Name => Ordering::Equal,
             SortKey::Health => health_rank(a.health).cmp(&health_rank(b.health)),
         };
@@ -153,6 +158,11 @@ pub fn sort(rows: &mut [Row], order: Order) {
     if order.reverse {
         rows.reverse();
     }
+}
+
+/// A percentage in tenths, to order by (the daemon gives tenths).
+fn tenths(p: Option<f64>) -> Option<i64> {
+    p.map(|p| (p * 10.0).round() as i64)
 }
 
 fn phase_word(a: &AgentStatus) -> String {
@@ -191,6 +201,7 @@ fn row(host: &str, a: &AgentStatus) -> Row {
         mem_used: a.gpu_use.map(|u| u.memory_used_bytes),
         mem_limit: a.gpu_use.and_then(|u| u.memory_limit_bytes),
         util_bp: a.gpu_use.and_then(|u| u.utilization_basis_points),
+        cpu_percent: a.cpu_percent,
         health: a.health,
         phase: phase_word(a),
     }
@@ -307,7 +318,7 @@ pub struct Screen {
 }
 
 /// The keys, for the status line.
-pub const KEYS: &str = "q quit  m/M memory  g/P GPU util  n name  h health  r reverse";
+pub const KEYS: &str = "q quit  m/M memory  g/P GPU util  c CPU  n name  h health  r reverse";
 
 fn host_heading(h: &HostFigures) -> String {
     let state = match h.state {
@@ -366,6 +377,11 @@ fn cells(r: &Row, fleet: bool) -> Vec<String> {
         r.slice.clone()
     });
     c.push(
+        r.cpu_percent
+            .map(|p| format!("{p:.0}%"))
+            .unwrap_or_else(|| "-".into()),
+    );
+    c.push(
         r.mem_used
             .map(|u| used_of(u, r.mem_limit))
             .unwrap_or_else(|| "-".into()),
@@ -392,7 +408,9 @@ fn columns(fleet: bool) -> Vec<String> {
     if fleet {
         c.push("HOST".into());
     }
-    for h in ["AGENT", "SLICE", "GPU MEM", "GPU UTIL", "HEALTH", "PHASE"] {
+    for h in [
+        "AGENT", "SLICE", "CPU", "GPU MEM", "GPU UTIL", "HEALTH", "PHASE",
+    ] {
         c.push(h.into());
     }
     c
@@ -529,14 +547,12 @@ pub enum Keyed {
     Quit,
     /// The order changed: redraw.
     Sorted,
-    /// `c`: there is no CPU figure to sort by.
-    NoCpu,
     Ignored,
 }
 
 /// A key pressed (`ctrl`: with Control), as top users expect it: `q` and
-/// Ctrl-C quit; `m`/`M` memory, `g`/`P` GPU utilisation, `n` name, `h`
-/// health, `r` reverses.
+/// Ctrl-C quit; `m`/`M` memory, `g`/`P` GPU utilisation, `c` CPU, `n`
+/// name, `h` health, `r` reverses.
 pub fn key(c: char, ctrl: bool, order: &mut Order) -> Keyed {
     if ctrl {
         return if c == 'c' {
@@ -547,13 +563,13 @@ pub fn key(c: char, ctrl: bool, order: &mut Order) -> Keyed {
     }
     let by = match c {
         'q' | 'Q' => return Keyed::Quit,
-        'c' | 'C' => return Keyed::NoCpu,
         'r' | 'R' => {
             order.reverse = !order.reverse;
             return Keyed::Sorted;
         }
         'm' | 'M' => SortKey::Mem,
         'g' | 'G' | 'P' | 'p' => SortKey::Gpu,
+        'c' | 'C' => SortKey::Cpu,
         'n' | 'N' => SortKey::Name,
         'h' | 'H' => SortKey::Health,
         _ => return Keyed::Ignored,
@@ -620,6 +636,8 @@ pub mod sample {
                 utilization_basis_points: Some(pct * 100),
                 per_process: true,
             }),
+            cpu_percent: None,
+            cpu_limit_percent: None,
         }
     }
 
@@ -701,6 +719,13 @@ pub mod sample {
             ),
             agent("infra/Memory", 0, None, None, Health::Healthy),
         ];
+        // CPU, percent of one core: Ears not read yet.
+        let cpu = [Some(12.5), Some(150.0), None, Some(80.0), Some(5.0)];
+        let agents = agents
+            .into_iter()
+            .zip(cpu)
+            .map(|(a, cpu_percent)| AgentStatus { cpu_percent, ..a })
+            .collect();
         super::Figures {
             fleet: false,
             hosts: vec![super::HostFigures {
@@ -748,6 +773,16 @@ mod tests {
         assert_eq!(
             by(SortKey::Gpu, false)[0],
             ["vision/Eyes#1", "speech/Ears", "vision/Eyes"]
+        );
+        // CPU: busiest first, the replica not read yet last; on GPU 1
+        // and without a slice, one row each.
+        assert_eq!(
+            by(SortKey::Cpu, false)[0],
+            ["vision/Eyes#1", "vision/Eyes", "speech/Ears"]
+        );
+        assert_eq!(
+            by(SortKey::Cpu, true)[0],
+            ["speech/Ears", "vision/Eyes", "vision/Eyes#1"]
         );
         assert_eq!(
             by(SortKey::Name, false)[0],
@@ -811,8 +846,8 @@ mod tests {
                 reverse: false
             }
         );
-        assert_eq!(key('c', false, &mut o), Keyed::NoCpu);
-        assert_eq!(o.key, SortKey::Health);
+        assert_eq!(key('c', false, &mut o), Keyed::Sorted);
+        assert_eq!(o.key, SortKey::Cpu);
         assert_eq!(key('c', true, &mut o), Keyed::Quit);
         assert_eq!(key('q', false, &mut o), Keyed::Quit);
         assert_eq!(key('x', false, &mut o), Keyed::Ignored);
