@@ -178,6 +178,15 @@ pub struct AgentStatus {
     /// no process of its container holds GPU memory, or nothing sampled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_use: Option<AgentGpuUse>,
+    /// Its container's CPU use between the last two readings of its
+    /// cgroup, as a share of one core (100 = one core busy); `None` until
+    /// two readings exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// The same as a share of the agent's `resources.cpus` (100 = all of
+    /// them), where it sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_percent: Option<f64>,
 }
 
 /// A replica's GPU memory and utilisation, from NVML's process lists.

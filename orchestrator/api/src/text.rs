@@ -1489,6 +1489,19 @@ pub const WAIT_STREAM_ENDED: &str = "the daemon's event stream ended before the 
 pub const EVENTS_STREAM_ENDED: &str =
     "the daemon's event stream ended (did the daemon stop? see `systemctl status orchestratord`)";
 
+/// `top -o json|yaml`: it only draws tables.
+pub const TOP_TABLES_ONLY: &str =
+    "top shows tables only; for JSON or YAML use `agents -o json` and `gpu -o json`";
+
+/// `top` while the daemon does not answer: the figures shown are the last
+/// ones it gave. The error comes last: a narrow screen cuts its end.
+pub fn top_unreachable(error: &str, as_of: Option<&str>) -> String {
+    match as_of {
+        Some(t) => format!("trying again, showing the figures of {t}: {error}"),
+        None => format!("trying again: {error}"),
+    }
+}
+
 /// A `reload` whose new peer list the federation bus did not take.
 pub fn peers_not_taken(error: &str) -> String {
     format!("the new `federation.peers` were not taken, the old ones stay: {error}")

@@ -46,6 +46,8 @@ pub enum OwnerEvent {
     Scraped(Scraped),
     /// The CPU time of autoscaled replicas, read from Docker.
     CpuRead(CpuRead),
+    /// The CPU time of every container, read from its cgroup.
+    CpuUse(CpuUseRead),
     /// Re-read the config file (SIGHUP).
     Reload(Reload),
     /// Answered as soon as the owner gets to it: the watchdog's proof of life.
@@ -276,6 +278,14 @@ pub struct CpuReading {
 #[derive(Debug)]
 pub struct CpuRead(pub Vec<CpuReading>);
 
+/// One round of cgroup CPU counters (`crate::cpu_use`): nanoseconds used
+/// by container id, read at `at`.
+#[derive(Debug)]
+pub struct CpuUseRead {
+    pub at: tokio::time::Instant,
+    pub used: BTreeMap<String, u64>,
+}
+
 /// One agent's scrape, reduced to what the SLOs need (or why not).
 #[derive(Debug)]
 pub struct Scraped {
@@ -341,6 +351,7 @@ news!(
     Observe(Tick),
     Scraped(Scraped),
     CpuRead(CpuRead),
+    CpuUse(CpuUseRead),
     Reload(Reload),
     Ping(Ping),
 );

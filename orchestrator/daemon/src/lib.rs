@@ -18,6 +18,7 @@ pub mod accept;
 pub mod clock;
 pub mod cpu_stats;
 pub mod dcgm;
+pub mod cpu_use;
 pub mod event;
 pub mod events;
 pub mod fleet;
@@ -84,6 +85,9 @@ pub struct Settings {
     /// Where dcgm-exporter's HPC job mapping files are kept equal to the
     /// running agents (`crate::dcgm`); `None` keeps none.
     pub dcgm_job_mapping_dir: Option<PathBuf>,
+    /// The cgroup root the replicas' CPU time is read under (at the GPU
+    /// process interval); `None` reads none.
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -305,6 +309,14 @@ pub async fn run(
             })
         }
     };
+    let cpu_task = settings.cgroup_root.clone().map(|root| {
+        tokio::spawn(cpu_use::poll(
+            root,
+            settings.gpu_process_interval,
+            event::Sender::new(tx.clone()),
+            watch_stop.clone(),
+        ))
+    });
     let owner_task = tokio::spawn(owner.run(rx, owner_stop.clone()));
     tracing::info!(host = %host, socket = %settings.socket.display(), "orchestratord ready");
     on_ready(Control {
@@ -331,6 +343,9 @@ pub async fn run(
     watch_stop.cancel();
     let _ = watch_task.await;
     let _ = gpu_task.await;
+    if let Some(t) = cpu_task {
+        let _ = t.await;
+    }
     let _ = tick_task.await;
     let _ = std::fs::remove_file(&settings.socket);
     Ok(())

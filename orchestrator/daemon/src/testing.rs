@@ -223,6 +223,8 @@ pub struct World {
     /// The daemon keeps dcgm-exporter's job mapping files
     /// ([`Harness::dcgm_dir`]).
     pub dcgm_job_mapping: bool,
+    /// A cgroup tree the containers' CPU time is read from (`None`: none).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 impl Default for World {
@@ -246,6 +248,7 @@ impl World {
             metrics: Arc::new(ScriptedMetrics::default()),
             cgroups: Arc::new(orch_docker::cgroup::FakeProcCgroups::new()),
             dcgm_job_mapping: false,
+            cgroup_root: None,
         }
     }
 
@@ -478,6 +481,7 @@ async fn launch(
         fresh,
         gpu_process_interval: crate::gpu::PROCESS_INTERVAL,
         dcgm_job_mapping_dir: world.dcgm_job_mapping.then(|| dir.join(DCGM_DIR)),
+        cgroup_root: world.cgroup_root.clone(),
     };
     let deps = Deps {
         runtime: world.rt.clone(),

@@ -75,6 +75,25 @@ pub enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// A live view of the agents' CPU, GPU memory, GPU utilisation and
+    /// health, grouped per GPU (keys: q quit, m memory, g GPU util, c CPU,
+    /// n name, h health, r reverse). Without a terminal, a plain table
+    /// every interval.
+    Top {
+        /// Every host of the federation, each peer from its latest snapshot.
+        #[arg(long)]
+        all_hosts: bool,
+        /// What the rows are ordered by.
+        #[arg(long, value_enum, default_value = "mem")]
+        sort: crate::top::model::SortKey,
+        /// Seconds between two reads when no event comes (also the
+        /// plain table's period).
+        #[arg(long, value_name = "SECS", default_value = "2", value_parser = interval_secs)]
+        interval: std::time::Duration,
+        /// Print the table once and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
     /// Act on one agent.
     #[command(subcommand)]
     Agent(AgentCmd),
@@ -447,4 +466,16 @@ pub struct ManArgs {
     /// directory; without it, the program's page goes to standard output.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+/// `top --interval`: seconds, from 0.25 (four reads a second) to an hour.
+fn interval_secs(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(0.25..=3600.0).contains(&secs) {
+        return Err(format!("{s}s is outside 0.25 to 3600 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

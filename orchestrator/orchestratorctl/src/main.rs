@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
+mod top;
 
 use std::process::ExitCode;
 
@@ -67,6 +68,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Status { fleet } | Command::Groups { fleet } => fleet.all_hosts,
         Command::Agents { fleet, .. } | Command::Gpu { fleet, .. } => fleet.all_hosts,
         Command::Slo { fleet, .. } => fleet.all_hosts,
+        Command::Top { all_hosts, .. } => *all_hosts,
         Command::Events { all_hosts, .. } | Command::Plan { all_hosts, .. } => *all_hosts,
         _ => false,
     };
@@ -98,6 +100,24 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             commands::fleet::run(&client(), commands::fleet::View::Agents(group.clone()), out)
         }
         Command::Agents { group, .. } => commands::agents::run(&client(), group.as_deref(), out),
+        Command::Top {
+            all_hosts,
+            sort,
+            interval,
+            once,
+        } => commands::top::run(
+            &client(),
+            &commands::top::Ask {
+                all_hosts: *all_hosts,
+                order: top::model::Order {
+                    key: *sort,
+                    reverse: false,
+                },
+                interval: *interval,
+                once: *once,
+            },
+            out,
+        ),
         Command::Peers => commands::peers::run(&client(), out),
         Command::Keys(cli::KeysCmd::Generate { host, out: dir }) => {
             commands::keys::generate(host, dir, out)

@@ -167,7 +167,9 @@ fn completion_and_man_pages_are_generated() {
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout);
     assert!(
-        script.contains("_orchestratorctl()") && script.contains("validate"),
+        script.contains("_orchestratorctl()")
+            && script.contains("validate")
+            && script.contains("orchestratorctl__subcmd__top"),
         "not a bash completion"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -178,6 +180,7 @@ fn completion_and_man_pages_are_generated() {
         "orchestratorctl-group-start.1",
         "orchestratorctl-config-validate.1",
         "orchestratorctl-plan.1",
+        "orchestratorctl-top.1",
     ] {
         let text = std::fs::read_to_string(dir.path().join(page))
             .unwrap_or_else(|_| panic!("{page} missing"));

@@ -181,6 +181,10 @@ struct RunArgs {
     /// in (mount the host's elsewhere when the daemon runs in a container).
     #[arg(long, default_value = "/proc")]
     proc_root: PathBuf,
+    /// The host's cgroup file system, where each replica's CPU time is
+    /// read (at the GPU process interval); `off` reads none.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
     /// How often the processes on the GPUs are read, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     gpu_process_interval: u64,
@@ -373,6 +377,7 @@ async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), M
             .dcgm_job_mapping_dir
             .clone()
             .or_else(|| cfg.metrics.dcgm_job_mapping_dir.as_ref().map(PathBuf::from)),
+        cgroup_root: (args.cgroup_root.as_os_str() != "off").then(|| args.cgroup_root.clone()),
         fresh: args.fresh,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =

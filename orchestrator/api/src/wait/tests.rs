@@ -45,6 +45,8 @@ fn agent(group: &str, name: &str, phase: Phase, required: bool) -> AgentStatus {
         autoscale: None,
         remote: vec![],
         gpu_use: None,
+        cpu_percent: None,
+        cpu_limit_percent: None,
     }
 }
 

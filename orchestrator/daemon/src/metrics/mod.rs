@@ -265,6 +265,30 @@ pub struct GpuUseRow {
     pub utilization_basis_points: Option<u32>,
 }
 
+/// One replica's CPU time, from its container's cgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuRow {
+    pub group: String,
+    pub agent: String,
+    pub replica: u32,
+    pub used_seconds: f64,
+}
+
+/// The CPU time of every replica whose container's cgroup was read.
+pub fn cpu_rows(sup: &Supervisor, cpu: &crate::cpu_use::CpuUse) -> Vec<CpuRow> {
+    sup.replicas()
+        .filter_map(|r| {
+            let point = cpu.get(&r.container.as_ref()?.id)?;
+            Some(CpuRow {
+                group: r.group.to_string(),
+                agent: r.key.agent.clone(),
+                replica: r.key.replica,
+                used_seconds: point.used_ns as f64 / 1e9,
+            })
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SliceRow {
     pub gpu: u32,
@@ -332,6 +356,8 @@ pub struct MetricsSnapshot {
     pub gpus: Vec<GpuRow>,
     pub slices: Vec<SliceRow>,
     pub gpu_use: Vec<GpuUseRow>,
+    /// Filled by the observer from the cgroup readings.
+    pub cpu: Vec<CpuRow>,
     pub slos: Vec<SloRow>,
     pub peers: Vec<PeerRow>,
     pub strangers: StrangerRows,
@@ -354,6 +380,7 @@ impl MetricsSnapshot {
             gpus: Vec::new(),
             slices: Vec::new(),
             gpu_use: Vec::new(),
+            cpu: Vec::new(),
             slos: Vec::new(),
             peers: Vec::new(),
             strangers: Vec::new(),
@@ -594,6 +621,7 @@ pub fn snapshot(
         gpus,
         slices,
         gpu_use,
+        cpu: Vec::new(),
         slos,
         peers: Vec::new(),
         strangers: Vec::new(),

@@ -177,6 +177,11 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         GAUGE,
         "Share of the GPU the replica kept busy (0..1): per process where NVML gives it, else the GPU's.",
     ),
+    (
+        "orchestrator_agent_cpu_seconds_total",
+        COUNTER,
+        "CPU time the replica's container has used, in seconds, from its cgroup (resets with a new container).",
+    ),
     // Federation: samples only once the daemon has peers.
     ("orchestrator_peer_up", GAUGE, "1 while the peer is alive."),
     (
@@ -265,6 +270,7 @@ enum F {
     AgentGpuMemoryUsedBytes,
     AgentGpuMemoryLimitBytes,
     AgentGpuUtilizationRatio,
+    AgentCpuSecondsTotal,
     PeerUp,
     PeerState,
     PeerHeartbeatAgeSeconds,
@@ -386,6 +392,14 @@ impl Builder {
         let mut m = self.metric(labels);
         let mut c = Counter::default();
         c.set_value(v as f64);
+        m.set_counter(c);
+        self.family(name).mut_metric().push(m);
+    }
+
+    fn counter_f64(&mut self, name: F, labels: &[(&str, &str)], v: f64) {
+        let mut m = self.metric(labels);
+        let mut c = Counter::default();
+        c.set_value(v);
         m.set_counter(c);
         self.family(name).mut_metric().push(m);
     }
@@ -561,6 +575,15 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
         if let Some(bp) = u.utilization_basis_points {
             b.gauge(F::AgentGpuUtilizationRatio, &l, f64::from(bp) / 10_000.0);
         }
+    }
+    for c in &s.cpu {
+        let replica = c.replica.to_string();
+        let l = [
+            ("group", c.group.as_str()),
+            ("agent", &c.agent),
+            ("replica", &replica),
+        ];
+        b.counter_f64(F::AgentCpuSecondsTotal, &l, c.used_seconds);
     }
     for sl in &s.slices {
         let gpu = sl.gpu.to_string();

@@ -49,6 +49,7 @@ impl Owner {
             gpu_injection: orch_api::convert::injection(self.exec.injection(self.sup.config())),
             now: self.clocks.now(),
             telemetry: Some(self.exec.telemetry()),
+            cpu: Some(&self.cpu),
             gpu_library: gpu.and_then(|g| g.library.to_str()),
             driver_version: gpu.and_then(|g| g.driver_version.as_deref()),
             last_event_seq: self.journal.next_seq() - 1,

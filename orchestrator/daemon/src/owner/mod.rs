@@ -159,6 +159,8 @@ pub struct Owner {
     observer: Observer,
     scaling: Autoscaling,
     job_mapping: JobMapping,
+    /// Every container's CPU time, from its cgroup (`crate::cpu_use`).
+    cpu: crate::cpu_use::CpuUse,
 }
 
 impl std::fmt::Debug for Owner {
@@ -245,6 +247,7 @@ impl Owner {
             observer,
             scaling,
             job_mapping: JobMapping::new(settings.dcgm_job_mapping_dir),
+            cpu: Default::default(),
         })
     }
 
@@ -359,6 +362,11 @@ impl Owner {
             OwnerEvent::CpuRead(read) => {
                 self.scaling.cpu_read(&self.sup, read);
                 return self.autoscale();
+            }
+            OwnerEvent::CpuUse(read) => {
+                let at = read.at.saturating_duration_since(self.clocks.epoch);
+                let at = u64::try_from(at.as_millis()).unwrap_or(u64::MAX);
+                self.cpu.update(at, read.used);
             }
             OwnerEvent::Reload(_) => self.reload_signal(now),
             OwnerEvent::Ping(ping) => {
@@ -476,7 +484,8 @@ impl Owner {
             Tick::Publish => {
                 let gpu = crate::views::gpu(&self.sup, &self.facts());
                 let peers = self.fleet.metric_rows();
-                self.observer.publish(&self.sup, &gpu, peers, now_ms);
+                self.observer
+                    .publish(&self.sup, &gpu, &self.cpu, peers, now_ms);
             }
             Tick::Sample => self.observer.sample(&self.sup, now_ms),
             Tick::Scrape => self.observer.scrape(&self.sup),

@@ -246,6 +246,7 @@ impl Observer {
         &mut self,
         sup: &Supervisor,
         gpu: &GpuReport,
+        cpu: &crate::cpu_use::CpuUse,
         peers: Option<(Vec<PeerRow>, metrics::StrangerRows)>,
         now_ms: u64,
     ) {
@@ -259,6 +260,7 @@ impl Observer {
         self.dirty = false;
         let slos = metrics::slo_rows(&self.slo.report(now_ms));
         let mut snap = metrics::snapshot(sup, &self.counters, slos, gpu, env!("CARGO_PKG_VERSION"));
+        snap.cpu = metrics::cpu_rows(sup, cpu);
         if let Some((peers, strangers)) = peers {
             snap.peers = peers;
             snap.strangers = strangers;

@@ -40,6 +40,8 @@ pub struct Facts<'a> {
     /// The GPU worker's latest readings: telemetry and the processes on
     /// each GPU.
     pub telemetry: Option<&'a GpuReadings>,
+    /// Every container's CPU time, from its cgroup.
+    pub cpu: Option<&'a crate::cpu_use::CpuUse>,
     pub gpu_library: Option<&'a str>,
     pub driver_version: Option<&'a str>,
     /// The number of the last event logged.
@@ -106,8 +108,19 @@ pub fn groups(sup: &Supervisor) -> Vec<GroupStatus> {
         .collect()
 }
 
-fn agent_status(sup: &Supervisor, r: &Replica, now: Millis, usage: &Usage) -> AgentStatus {
+fn agent_status(
+    sup: &Supervisor,
+    r: &Replica,
+    now: Millis,
+    usage: &Usage,
+    cpu: Option<&crate::cpu_use::CpuUse>,
+) -> AgentStatus {
     let agent = sup.config().agent(&r.key.agent);
+    let cpu_percent = r
+        .container
+        .as_ref()
+        .zip(cpu)
+        .and_then(|(c, cpu)| cpu.get(&c.id)?.percent);
     AgentStatus {
         group: r.group.clone(),
         agent: r.key.agent.clone(),
@@ -167,7 +180,16 @@ fn agent_status(sup: &Supervisor, r: &Replica, now: Millis, usage: &Usage) -> Ag
             })
             .collect(),
         gpu_use: usage.replicas.get(&r.key).copied(),
+        cpu_percent: cpu_percent.map(tenth),
+        cpu_limit_percent: cpu_percent
+            .and_then(|p| crate::cpu_use::of_limit(p, agent.and_then(|a| a.resources.cpus)))
+            .map(tenth),
     }
+}
+
+/// A percentage to a tenth.
+fn tenth(p: f64) -> f64 {
+    (p * 10.0).round() / 10.0
 }
 
 /// Who uses the GPUs, from the readings in `f`.
@@ -198,7 +220,7 @@ pub fn agents(
     let mut out: Vec<AgentStatus> = sup
         .replicas()
         .filter(|r| group.is_none_or(|g| r.group == g))
-        .map(|r| agent_status(sup, r, f.now, &usage))
+        .map(|r| agent_status(sup, r, f.now, &usage, f.cpu))
         .collect();
     out.sort_by_key(|a| {
         (

@@ -1,5 +1,5 @@
 //! `agents [--group G]`: every replica with its phase, health, restarts,
-//! GPU slice and the GPU memory and utilisation it uses; optional agents
+//! CPU use, GPU slice and the GPU memory and utilisation it uses; optional agents
 //! marked, why a replica waits, and what keeps it running while a host it
 //! needs is down.
 
@@ -29,6 +29,7 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         "HEALTH",
         "RESTARTS",
         "CONTAINER",
+        "CPU",
         "GPU",
         "GPU MEM",
         "GPU UTIL",
@@ -79,6 +80,7 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
             },
             a.restarts.to_string(),
             a.container.clone().unwrap_or_else(|| "-".into()),
+            cpu_text(a),
             a.slice
                 .as_ref()
                 .map(ToString::to_string)
@@ -98,6 +100,16 @@ pub fn render(agents: &[AgentStatus], out: &Out) {
         ]);
     }
     print!("{}", t.render(out));
+}
+
+/// CPU use as a share of one core, and of the agent's limit where it has
+/// one: `52%`, `52% (26% of limit)`; `-` until two readings exist.
+fn cpu_text(a: &AgentStatus) -> String {
+    match (a.cpu_percent, a.cpu_limit_percent) {
+        (Some(p), Some(l)) => format!("{p:.0}% ({l:.0}% of limit)"),
+        (Some(p), None) => format!("{p:.0}%"),
+        (None, _) => "-".into(),
+    }
 }
 
 pub fn phase_text(p: &Phase, crashloop: bool, out: &Out) -> String {

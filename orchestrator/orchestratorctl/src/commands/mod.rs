@@ -23,6 +23,7 @@ pub mod scale;
 pub mod slo;
 pub mod state;
 pub mod status;
+pub mod top;
 pub mod wait;
 
 use std::path::Path;

@@ -93,6 +93,8 @@ fn snapshot(ready: &[&str], agents: &[(&str, bool, bool)]) -> HostSnapshot {
                 autoscale: None,
                 remote: vec![],
                 gpu_use: None,
+                cpu_percent: None,
+                cpu_limit_percent: None,
             })
             .collect(),
         gpu: GpuReport {
