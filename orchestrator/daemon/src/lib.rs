@@ -17,8 +17,8 @@
 pub mod accept;
 pub mod clock;
 pub mod cpu_stats;
-pub mod dcgm;
 pub mod cpu_use;
+pub mod dcgm;
 pub mod event;
 pub mod events;
 pub mod fleet;

@@ -1115,7 +1115,14 @@ impl Supervisor {
                             oom,
                         });
                         if wanted && self.should_restart(&key, code, oom) {
-                            self.schedule_restart(now, &key, Some(code), Some(0), RestartReason::Exited, out);
+                            self.schedule_restart(
+                                now,
+                                &key,
+                                Some(code),
+                                Some(0),
+                                RestartReason::Exited,
+                                out,
+                            );
                         } else if let Some(r) = self.replicas.get_mut(&key) {
                             if wanted {
                                 stays_down(r, code, out);
