@@ -78,6 +78,9 @@ impl Supervisor {
             Input::OpFinished { key, op, result } => {
                 self.op_finished(now, key, op, result, &mut out)
             }
+            Input::ReplacementNotMade { key, error } => {
+                self.replacement_not_made(now, key, error, &mut out)
+            }
             Input::DockerDown => {
                 if self.docker_up {
                     self.docker_up = false;
@@ -172,6 +175,17 @@ impl Supervisor {
             })
             .chain(self.next_remote_deadline())
             .chain(self.next_ready_deadline())
+            .chain(
+                self.replicas
+                    .values()
+                    .filter(|r| r.op.is_none() && r.replace_after > 0)
+                    .filter(|r| {
+                        r.container
+                            .as_ref()
+                            .is_some_and(|c| self.hashes.get(&r.key.agent) != Some(&c.config_hash))
+                    })
+                    .map(|r| r.replace_after),
+            )
             .min()
     }
 
@@ -1178,6 +1192,50 @@ impl Supervisor {
         }
     }
 
+    /// A replacement that could not create its new container: the old
+    /// one was never touched, so the replica is as it was (probed again,
+    /// running if it ran); the replacement is tried again after a backoff.
+    /// Not a crash: the running replica does not move towards a crash loop.
+    fn replacement_not_made(
+        &mut self,
+        now: Millis,
+        key: ReplicaKey,
+        error: LaunchError,
+        out: &mut Outcome,
+    ) {
+        let Some(r) = self.replicas.get(&key) else {
+            return;
+        };
+        if r.op != Some(OpKind::Recreate) {
+            return;
+        }
+        let failures = r.failures + 1;
+        let delay = self.backoff_delay(&key, failures);
+        let Some(r) = self.replicas.get_mut(&key) else {
+            return;
+        };
+        r.op = None;
+        r.failures = failures;
+        r.replace_after = now + delay;
+        let reason = FailReason::Launch(error);
+        out.events.push(SupervisorEvent::AgentFailed {
+            replica: key.clone(),
+            group: r.group.clone(),
+            reason,
+        });
+        match &r.container {
+            Some(c) if r.is_running() => {
+                r.phase = Phase::Running;
+                out.actions.push(Action::WatchHealth {
+                    key: key.clone(),
+                    id: c.id.clone(),
+                });
+            }
+            Some(_) => r.phase = Phase::Pending,
+            None => {}
+        }
+    }
+
     // ---- the decision pass ----
 
     /// Group transitions, then stops (reverse order), then starts (order).
@@ -1666,7 +1724,7 @@ impl Supervisor {
                         });
                     }
                     Some(c) if c.config_hash != hash => {
-                        if sibling_busy || needs_slice {
+                        if sibling_busy || needs_slice || now < r.replace_after {
                             continue;
                         }
                         if let Phase::Failed { retry_at, .. } = r.phase
@@ -1679,6 +1737,7 @@ impl Supervisor {
                             continue;
                         }
                         r.op = Some(OpKind::Recreate);
+                        r.replace_after = 0;
                         r.phase = Phase::Starting;
                         groups_ready.clear();
                         out.actions.push(Action::UnwatchHealth { key: key.clone() });

@@ -282,6 +282,9 @@ pub struct Replica {
     /// An exit reported while an operation was in flight, settled when it ends
     /// (the event can overtake the operation's own report).
     pub early_exit: Option<EarlyExit>,
+    /// A replacement whose new container could not be made is tried again
+    /// no sooner than this (the old container runs meanwhile).
+    pub replace_after: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +321,7 @@ impl Replica {
             plan_error: None,
             restarts_total: 0,
             early_exit: None,
+            replace_after: 0,
         }
     }
 
@@ -366,6 +370,13 @@ pub enum Input {
         key: ReplicaKey,
         op: OpKind,
         result: Result<OpSuccess, LaunchError>,
+    },
+    /// A replacement's new container could not be created; the old one
+    /// was not touched and runs on (it is stopped only once its
+    /// replacement exists).
+    ReplacementNotMade {
+        key: ReplicaKey,
+        error: LaunchError,
     },
     DockerDown,
     /// The replicas' measured GPU memory on the GPUs whose processes were
@@ -419,7 +430,9 @@ pub enum Action {
     Launch {
         key: ReplicaKey,
         group: String,
-        /// A stale container to remove first (recreate).
+        /// The container this one replaces (recreate): stopped and removed
+        /// only once the new one is created; if it cannot be, the executor
+        /// answers `Input::ReplacementNotMade` and the old one runs on.
         replace: Option<String>,
         slice: Option<Slice>,
         generation: u64,

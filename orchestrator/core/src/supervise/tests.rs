@@ -1073,6 +1073,62 @@ fn a_failed_launch_is_retried_after_its_backoff() {
 }
 
 #[test]
+fn a_replacement_not_made_keeps_the_old_container_running_and_tries_again_later() {
+    let spec: Spec = &[("g", &[], &[("A", &[], 1, true)])];
+    let mut h = Harness::new(spec);
+    h.cmd(|s| s.start_group(0, "g").unwrap());
+    h.settle_healthy();
+    h.take_log();
+    let old = h.id(&k("A"));
+    let good = config(spec);
+    let mut bad = hashes(&good, "v1");
+    bad.insert("A".into(), "A-v2".into());
+    h.cmd(|s| s.reload(0, good.clone(), bad).unwrap());
+    assert_eq!(h.take_log(), ["recreate A"]);
+    let out = h.apply(Input::ReplacementNotMade {
+        key: k("A"),
+        error: missing(),
+    });
+    assert!(out.actions.contains(&Action::WatchHealth {
+        key: k("A"),
+        id: old.clone()
+    }));
+    assert!(matches!(
+        out.events.as_slice(),
+        [SupervisorEvent::AgentFailed { .. }, ..]
+    ));
+    let r = h.s.replica(&k("A")).unwrap();
+    assert_eq!(
+        r.container.as_ref().map(|c| c.id.as_str()),
+        Some(old.as_str())
+    );
+    assert_eq!(r.phase, Phase::Running);
+    assert!(!r.crashloop);
+    assert!(h.s.group_ready("g"), "the old replica still serves");
+    // Not again at once; again at the backoff's end.
+    let retry = h.s.next_deadline().unwrap();
+    assert!(retry > h.now);
+    h.at(retry - 1);
+    assert!(h.take_log().is_empty());
+    h.at(retry);
+    assert_eq!(h.take_log(), ["recreate A"]);
+    // Back to the old config: nothing to replace, nothing scheduled.
+    h.apply(Input::ReplacementNotMade {
+        key: k("A"),
+        error: missing(),
+    });
+    let hs = hashes(&good, "v1");
+    let now = h.now;
+    h.cmd(|s| s.reload(now, good, hs).unwrap());
+    assert!(h.take_log().is_empty());
+    // What remains due is the failure count's reset once stable.
+    let due = h.s.next_deadline().unwrap();
+    h.at(due);
+    assert!(h.take_log().is_empty());
+    assert_eq!(h.s.replica(&k("A")).unwrap().failures, 0);
+}
+
+#[test]
 fn a_failed_replacement_leaves_the_replica_down_backing_off_and_a_good_reload_recovers_it() {
     let spec: Spec = &[("g", &[], &[("A", &[], 1, true)])];
     let mut h = Harness::new(spec);
