@@ -537,6 +537,17 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_over_the_bound_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "version: 1\n").unwrap();
+        assert_eq!(read_config_text(&path).unwrap(), "version: 1\n");
+        std::fs::write(&path, vec![b'#'; MAX_TEXT_BYTES as usize + 1]).unwrap();
+        assert!(read_config_text(&path).is_none());
+        assert!(read_config_text(&dir.path().join("missing.yaml")).is_none());
+    }
+
+    #[test]
     fn file_names_name_their_generation() {
         for (name, want) in [
             ("gen-12.json", Some((12, true))),

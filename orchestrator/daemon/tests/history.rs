@@ -171,3 +171,31 @@ async fn only_the_newest_kept_generations_stay() {
     expected.sort();
     assert_eq!(files, expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_left_in_progress_by_the_last_daemon_completes_under_the_next() {
+    let mut h = Harness::start(CONFIG).await;
+    h.client.group_start("g").await.unwrap();
+    h.until_ready().await;
+    let applied = h.client.apply("new.yaml", &second()).await.unwrap();
+    assert_eq!(applied.recreated, ["Api"]);
+    h.until_ready().await;
+    // The last daemon stopped before the rollout was done.
+    h.stop().await;
+    let meta = h
+        .generations_dir()
+        .join(format!("gen-{}.json", applied.generation));
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let left = text.replace("\"completed\"", "\"in_progress\"");
+    assert_ne!(left, text);
+    std::fs::write(&meta, left).unwrap();
+
+    h.restart().await;
+    let after = history_until(&h, "the rollout completes", |g| {
+        g.first()
+            .is_some_and(|g| g.outcome == GenerationOutcome::Completed)
+    })
+    .await;
+    assert_eq!(after.len(), 2, "no second startup: {after:#?}");
+    assert_eq!(after[0].generation, applied.generation);
+}

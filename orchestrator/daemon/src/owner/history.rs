@@ -39,14 +39,20 @@ impl History {
     }
 
     /// The config the daemon started with, unless the newest generation
-    /// kept is that one (same number, same text).
+    /// kept is that one (same number, same text): then a rollout the last
+    /// daemon left in progress is watched on.
     pub(super) fn startup(&mut self, taken: Taken) {
         let Some(store) = &self.store else { return };
-        let same = store.latest().is_some_and(|g| {
+        let latest = store.latest().filter(|g| {
             g.meta.generation == taken.generation && Some(&g.text) == taken.text.as_ref()
         });
-        if !same {
-            self.took(taken);
+        match latest {
+            Some(g) => {
+                if g.meta.outcome == GenerationOutcome::InProgress {
+                    self.rolling = Some((g.meta.generation, g.meta.changes.recreated));
+                }
+            }
+            None => self.took(taken),
         }
     }
 
