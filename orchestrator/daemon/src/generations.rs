@@ -9,9 +9,8 @@
 //!
 //! Invariant: a generation exists when its meta does. The text is written
 //! first and the meta last, each atomically (`orch_config::fsutil`), so a
-//! crash between the two leaves a text no meta names (overwritten by the
-//! next record of that number, and removed by pruning), never a meta
-//! without its text.
+//! crash between the two leaves a text no meta names (removed by the next
+//! `open`), never a meta without its text.
 //!
 //! Writes are synchronous, as the state file's are (`crate::store`):
 //! config texts are small. Reads are bounded: a meta over
@@ -206,8 +205,13 @@ impl GenerationStore {
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let Ok(entry) = entry else { continue };
             let name = entry.file_name();
-            let Some((generation, true)) = name.to_str().and_then(parse_name) else {
-                continue;
+            let generation = match name.to_str().and_then(parse_name) {
+                Some((generation, true)) => generation,
+                Some((generation, false)) => {
+                    remove_orphan(dir, generation);
+                    continue;
+                }
+                None => continue,
             };
             seen += 1;
             if seen > MAX_ENTRIES {
@@ -321,6 +325,19 @@ impl GenerationStore {
 
     fn write_meta(&self, meta: &GenerationMeta) -> Result<(), GenerationError> {
         write(&meta_path(&self.dir, meta.generation), &encode_meta(meta))
+    }
+}
+
+/// A text whose meta was never written (a crash between the two) is no
+/// generation: it is removed. A meta that exists, however damaged, keeps
+/// its text.
+fn remove_orphan(dir: &Path, generation: u64) {
+    if meta_path(dir, generation).exists() {
+        return;
+    }
+    let path = text_path(dir, generation);
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(path = %path.display(), "text of no generation not removed: {e}");
     }
 }
 
@@ -495,9 +512,22 @@ mod tests {
         let big_text = vec![b'#'; MAX_TEXT_BYTES as usize + 1];
         std::fs::write(path.join("gen-3.config"), big_text).unwrap();
         std::fs::write(path.join("unrelated.txt"), b"x").unwrap();
+        // A crash between a text and its meta.
+        std::fs::write(path.join("gen-9.config"), b"half done").unwrap();
         let again = GenerationStore::open(path, 10).unwrap();
         let numbers: Vec<u64> = again.list().iter().map(|m| m.generation).collect();
         assert_eq!(numbers, [4]);
+        // The text of no generation is gone; what was left out is not.
+        assert!(!path.join("gen-9.config").exists());
+        for kept in [
+            "gen-1.json",
+            "gen-1.config",
+            "gen-2.json",
+            "gen-3.config",
+            "unrelated.txt",
+        ] {
+            assert!(path.join(kept).exists(), "{kept}");
+        }
     }
 
     #[test]
