@@ -17,8 +17,8 @@ use tokio::net::UnixStream;
 use crate::error::ApiError;
 use crate::http::{Method, Route, to_route};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GpuReport, GroupStatus, PeerStatus,
-    PlanReport, SloReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GenerationView, GpuReport, GroupStatus,
+    PeerStatus, PlanReport, SloReport, Status,
 };
 use crate::request::{Envelope, Request};
 use crate::wire::Event;
@@ -340,6 +340,11 @@ impl Client {
 
     pub async fn peers(&self) -> Result<Vec<PeerStatus>, ClientError> {
         self.unary(Request::Peers).await
+    }
+
+    /// The config generations kept, newest first.
+    pub async fn history(&self) -> Result<Vec<GenerationView>, ClientError> {
+        self.unary(Request::History).await
     }
 
     pub async fn fleet(&self) -> Result<Fleet, ClientError> {

@@ -179,6 +179,8 @@ pub enum Rejection {
     TransportOnly,
     /// The daemon is stopping.
     ShuttingDown,
+    /// `history` of a daemon that could not open its generations directory.
+    NoHistory,
     /// A request for another host on a daemon without federation.
     NoFederation {
         host: String,
@@ -392,6 +394,7 @@ impl Rejection {
             | NoGpus { .. }
             | Gpu { .. }
             | ShuttingDown
+            | NoHistory
             | LogsUnavailable { .. } => ErrorCode::Unavailable,
             NoFederation { .. }
             | NotPassedOn { .. }

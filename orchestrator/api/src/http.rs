@@ -229,6 +229,7 @@ pub fn to_route(env: &Envelope) -> Route {
         }
         Request::StateExport => (Method::Get, "state".into(), None),
         Request::StateImport { state } => (Method::Post, "state".into(), json(state)),
+        Request::History => (Method::Get, "history".into(), None),
     };
     if let Some(h) = &env.host {
         query.push(format!("host={h}"));
@@ -359,6 +360,7 @@ pub fn from_route(
         ["gpu"] if get => Request::Gpu,
         ["peers"] if get => Request::Peers,
         ["fleet"] if get => Request::Fleet,
+        ["history"] if get => Request::History,
         ["slo"] if get => Request::Slo {
             group: query_value(query, "group")
                 .filter(|g| !g.is_empty())
@@ -536,6 +538,7 @@ mod tests {
                 group: Some("vision_gpu".into()),
             },
             Request::StateExport,
+            Request::History,
             Request::StateImport {
                 state: crate::wire::StateDocument {
                     kind: crate::wire::StateDocument::KIND.into(),

@@ -35,6 +35,7 @@
 //! | `slo` | GET /v1/slo?group | [`SloReport`] | read only |
 //! | `state_export` | GET /v1/state | [`wire::StateDocument`] | read only |
 //! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] | admin |
+//! | `history` | GET /v1/history | `Vec<GenerationView>` | read only |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code. The class

@@ -743,3 +743,72 @@ mod tests {
         }
     }
 }
+
+/// One config generation the daemon ran, as `history` lists it (newest
+/// first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationView {
+    pub generation: u64,
+    /// When it was taken (Unix milliseconds).
+    pub unix_ms: u64,
+    /// Who applied it: the operator's user name (or `uid N`) when the
+    /// request carried one, else `local`, `sighup` or `startup`.
+    pub applied_by: String,
+    pub source: GenerationSource,
+    pub changes: GenerationChanges,
+    pub outcome: GenerationOutcome,
+}
+
+/// How a generation came to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GenerationSource {
+    /// The config the daemon started with.
+    Startup,
+    /// A text sent by `apply`.
+    Apply,
+    /// The config file re-read (`reload`, SIGHUP).
+    Reload,
+    /// Taken back by the daemon itself: generation `from` failed, the text
+    /// of `to` runs again.
+    Rollback { from: u64, to: u64 },
+    /// Taken back by an operator: `from` undone, the text of `to` again.
+    Undo { from: u64, to: u64 },
+}
+
+/// What a generation changed against the one before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationChanges {
+    /// Agents whose config changed, added or removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    /// Of those, the ones recreated when it was taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recreated: Vec<String>,
+    /// Agents whose replica count changed with nothing recreated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rescaled: Vec<Rescaled>,
+}
+
+/// Where a generation's rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationOutcome {
+    /// Replicas are still being recreated.
+    InProgress,
+    Completed,
+    Paused,
+    RolledBack,
+}
+
+impl GenerationOutcome {
+    /// The name as in the JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            GenerationOutcome::InProgress => "in_progress",
+            GenerationOutcome::Completed => "completed",
+            GenerationOutcome::Paused => "paused",
+            GenerationOutcome::RolledBack => "rolled_back",
+        }
+    }
+}

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::diff::DiffReport;
 use crate::error::{ApiError, ErrorCode};
 use crate::reply::{
-    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GpuReport, GroupStatus, LogText, PeerStatus,
-    PlanReport, SloReport, Status,
+    Accepted, AgentStatus, Applied, Fleet, FleetPlan, GenerationView, GpuReport, GroupStatus,
+    LogText, PeerStatus, PlanReport, SloReport, Status,
 };
 use crate::wire::{Event, StateDocument};
 
@@ -137,6 +137,9 @@ pub enum Request {
     /// Replace the desired state, whole, and act on it (as `apply` does
     /// for a config). Reply: [`Accepted`].
     StateImport { state: StateDocument },
+    /// The config generations kept on disk, newest first. Reply:
+    /// `Vec<GenerationView>`.
+    History,
 }
 
 /// A config text and the name of the file it came from (for its
@@ -186,7 +189,8 @@ impl Request {
             | Request::Peers
             | Request::Fleet
             | Request::Slo { .. }
-            | Request::StateExport => RequestClass::ReadOnly,
+            | Request::StateExport
+            | Request::History => RequestClass::ReadOnly,
             Request::GroupStart { .. }
             | Request::GroupStop { .. }
             | Request::GroupRestart { .. }
@@ -224,6 +228,7 @@ impl Request {
             Request::Slo { .. } => "slo",
             Request::StateExport => "state_export",
             Request::StateImport { .. } => "state_import",
+            Request::History => "history",
         }
     }
 }
@@ -339,6 +344,7 @@ pub enum Response {
     Fleet(Fleet),
     Slo(SloReport),
     State(StateDocument),
+    History(Vec<GenerationView>),
 }
 
 impl Response {
@@ -360,6 +366,7 @@ impl Response {
             Response::Fleet(_) => "fleet",
             Response::Slo(_) => "slo",
             Response::State(_) => "state",
+            Response::History(_) => "history",
         }
     }
 }
@@ -534,6 +541,7 @@ mod tests {
                 },
                 ReadOnly,
             ),
+            (Request::History, ReadOnly),
         ]
     }
 
@@ -567,12 +575,13 @@ mod tests {
                 Request::Scale { .. } => 19,
                 Request::PlanFleet { .. } => 20,
                 Request::ConfigDiff { .. } => 21,
+                Request::History => 22,
             }
         };
         let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
         assert_eq!(
             rows,
-            (0..22).collect::<Vec<_>>(),
+            (0..23).collect::<Vec<_>>(),
             "one row per request, in order"
         );
         for (request, class) in &table {

@@ -11,8 +11,13 @@ use orch_core::units::{ByteSize, Percent};
 use crate::wire::*;
 
 mod diff;
+mod history;
 pub use diff::{
     diff_lines, effect as diff_effect, field_change, field_name, no_changes, run_time_count,
+};
+pub use history::{
+    HISTORY_HEADER, HISTORY_UNAVAILABLE, NO_HISTORY, generation_changes, generation_source,
+    history_row,
 };
 
 impl fmt::Display for ReplicaRef {
@@ -1068,6 +1073,7 @@ impl fmt::Display for crate::Rejection {
                 f.write_str("logs and events are served by the transport, not the owner")
             }
             ShuttingDown => f.write_str("the daemon is shutting down"),
+            NoHistory => f.write_str(HISTORY_UNAVAILABLE),
             NoFederation { host, this_host } => write!(
                 f,
                 "cannot reach host `{host}`: this daemon ({this_host}) has no federation configured"

@@ -68,6 +68,8 @@ pub struct Asked {
     pub config: Option<Box<orch_config::Loaded>>,
     pub responder: Responder,
     pub span: tracing::Span,
+    /// Who asked, when the transport knows (`Envelope::operator`).
+    pub operator: Option<orch_api::Operator>,
 }
 
 /// A backlog of events and a receiver for the ones after it.

@@ -22,6 +22,7 @@ pub mod dcgm;
 pub mod event;
 pub mod events;
 pub mod fleet;
+pub mod generations;
 pub mod gpu;
 pub mod gpu_use;
 pub mod metrics;
@@ -88,6 +89,11 @@ pub struct Settings {
     /// The cgroup root the replicas' CPU time is read under (at the GPU
     /// process interval); `None` reads none.
     pub cgroup_root: Option<PathBuf>,
+    /// Where the config generations are kept (`<state_dir>/generations`);
+    /// `None` keeps none.
+    pub generations_dir: Option<PathBuf>,
+    /// How many generations are kept (`generations::KEEP` by default).
+    pub generations_kept: usize,
 }
 
 /// The GPU side: NVML (or why there is none) and MPS control.
@@ -192,6 +198,12 @@ pub async fn run(
         ),
         Err(reason) => (None, Some(reason.to_string())),
     };
+    // No history is no reason not to supervise: `history` says so.
+    let generations = settings.generations_dir.as_deref().and_then(|dir| {
+        generations::GenerationStore::open(dir, settings.generations_kept)
+            .map_err(|e| tracing::error!("{e}; no config history is kept"))
+            .ok()
+    });
     let owner = Owner::new(
         loaded,
         OwnerSettings {
@@ -214,6 +226,7 @@ pub async fn run(
             remote_prober: deps.remote_prober,
             slo_store: deps.slo_store,
             fetcher: deps.fetcher,
+            generations,
         },
         tx.clone(),
     )?;

@@ -2,7 +2,7 @@
 //! checks who connects, reads each body within the bound of its route's
 //! kind (`fleet::trust::BodyKind`), turns each route into an [`Envelope`]
 //! (`orch_api::http`), puts the operator's identity on one for another
-//! host, hands it to the [`Service`] and writes back what comes out; it
+//! host or one that changes this host's config, hands it to the [`Service`] and writes back what comes out; it
 //! holds no state and knows no operation.
 
 use std::convert::Infallible;
@@ -213,9 +213,13 @@ async fn route(
     let body = read_body(body_kind(&method, &path), req).await?;
     let mut env = orch_api::http::from_route(&method, &path, query.as_deref(), &body)?;
     // A request for another host carries who asked: that host holds them
-    // to its own rules and audits what they do.
-    if let (Some(host), Some(peer)) = (env.host.as_deref(), peer)
-        && host != service.host()
+    // to its own rules and audits what they do. So does one that changes
+    // what this host is (`apply`, `reload`...): its config history names
+    // who applied it.
+    let for_another = env.host.as_deref().is_some_and(|h| h != service.host());
+    let admin = env.request.class() == orch_api::RequestClass::Admin;
+    if let Some(peer) = peer
+        && (for_another || admin)
     {
         let peer = peer.clone();
         env.operator = tokio::task::spawn_blocking(move || trust::operator_of(&peer))

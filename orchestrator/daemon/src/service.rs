@@ -298,6 +298,7 @@ impl Service {
                         config,
                         responder,
                         span,
+                        operator: env.operator,
                     })
                 })
                 .await?

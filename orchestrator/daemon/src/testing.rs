@@ -225,6 +225,9 @@ pub struct World {
     pub dcgm_job_mapping: bool,
     /// A cgroup tree the containers' CPU time is read from (`None`: none).
     pub cgroup_root: Option<PathBuf>,
+    /// How many config generations the daemon keeps
+    /// ([`Harness::generations_dir`]).
+    pub generations_kept: usize,
 }
 
 impl Default for World {
@@ -249,6 +252,7 @@ impl World {
             cgroups: Arc::new(orch_docker::cgroup::FakeProcCgroups::new()),
             dcgm_job_mapping: false,
             cgroup_root: None,
+            generations_kept: crate::generations::KEEP,
         }
     }
 
@@ -313,6 +317,12 @@ impl Harness {
     /// [`World::with_dcgm_job_mapping`].
     pub fn dcgm_dir(&self) -> PathBuf {
         self.dir.path().join(DCGM_DIR)
+    }
+
+    /// Where the daemon keeps its config generations
+    /// (`crate::generations`).
+    pub fn generations_dir(&self) -> PathBuf {
+        self.dir.path().join(GENERATIONS_DIR)
     }
 
     /// A daemon on `config` in a fresh world.
@@ -456,6 +466,7 @@ impl Drop for Harness {
 }
 
 const DCGM_DIR: &str = "dcgm-jobs";
+const GENERATIONS_DIR: &str = "generations";
 
 async fn launch(
     world: &World,
@@ -482,6 +493,8 @@ async fn launch(
         gpu_process_interval: crate::gpu::PROCESS_INTERVAL,
         dcgm_job_mapping_dir: world.dcgm_job_mapping.then(|| dir.join(DCGM_DIR)),
         cgroup_root: world.cgroup_root.clone(),
+        generations_dir: Some(dir.join(GENERATIONS_DIR)),
+        generations_kept: world.generations_kept,
     };
     let deps = Deps {
         runtime: world.rt.clone(),

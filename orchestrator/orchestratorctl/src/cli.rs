@@ -219,6 +219,10 @@ pub enum Command {
     /// Federation keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The config generations the daemon keeps, newest first: when and by
+    /// whom each was applied, how (startup, apply, reload, rollback,
+    /// undo), what it changed and how its rollout ended.
+    History,
     /// Back up, move or restore the daemon's desired state (which groups
     /// are started, the config generation, the MIG instances that are ours).
     #[command(subcommand)]

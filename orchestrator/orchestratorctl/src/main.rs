@@ -119,6 +119,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             out,
         ),
         Command::Peers => commands::peers::run(&client(), out),
+        Command::History => commands::history::run(&client(), out),
         Command::Keys(cli::KeysCmd::Generate { host, out: dir }) => {
             commands::keys::generate(host, dir, out)
         }

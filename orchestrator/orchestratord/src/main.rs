@@ -379,6 +379,8 @@ async fn run(args: RunArgs, loaded: Option<orch_config::Loaded>) -> Result<(), M
             .or_else(|| cfg.metrics.dcgm_job_mapping_dir.as_ref().map(PathBuf::from)),
         cgroup_root: (args.cgroup_root.as_os_str() != "off").then(|| args.cgroup_root.clone()),
         fresh: args.fresh,
+        generations_dir: Some(state_dir.join("generations")),
+        generations_kept: orch_daemon::generations::KEEP,
     };
     let runtime: Arc<dyn orch_docker::ContainerRuntime> =
         Arc::new(orch_docker::Reconnecting::new(endpoint));

@@ -9,7 +9,7 @@ use orch_api::text::{self, GroupVerb};
 use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Response};
 use orch_core::supervise::{CommandError, Commanded, Supervisor};
 
-use super::{ConfigSource, Owner};
+use super::{ConfigSource, Owner, history};
 use crate::event::{Asked, ContainerOf, Responder};
 use crate::views::{self, Facts};
 
@@ -72,13 +72,15 @@ impl Owner {
             config,
             responder,
             span,
+            operator,
         } = asked;
         if let Request::MigMode { gpu, enable } = request {
             // Answered by the GPU worker, later.
             return self.mig_mode(gpu, enable, responder);
         }
+        let by = history::applied_by(operator.as_ref(), "local");
         let answer = self
-            .answer(now, request, config, &span)
+            .answer(now, request, config, &span, &by)
             .map_err(ApiError::from);
         let _ = responder.send(answer);
     }
@@ -89,6 +91,7 @@ impl Owner {
         request: Request,
         config: Option<Box<orch_config::Loaded>>,
         caller: &tracing::Span,
+        by: &str,
     ) -> Result<Response, Rejection> {
         if let Some(answer) = views::query(&self.sup, &self.facts(), &request) {
             return answer;
@@ -172,7 +175,7 @@ impl Owner {
                         errors: unplaceable,
                     });
                 }
-                let mut applied = self.take_config(now, loaded, Some(&config_text), caller)?;
+                let mut applied = self.take_config(now, loaded, Some(&config_text), caller, by)?;
                 if !unplaceable.is_empty() {
                     let warning = text::applied_unplaceable(&unplaceable);
                     tracing::warn!("{warning}");
@@ -180,7 +183,7 @@ impl Owner {
                 }
                 Ok(Response::Applied(applied))
             }
-            Request::Reload => self.reload(now, caller).map(Response::Applied),
+            Request::Reload => self.reload(now, caller, by).map(Response::Applied),
             Request::Plan {
                 file_name,
                 config_text,
@@ -237,6 +240,7 @@ impl Owner {
                 .slo_report(&self.sup, group.as_deref(), self.clocks.unix_ms())
                 .map(Response::Slo),
             Request::StateImport { state } => self.state_import(now, state),
+            Request::History => self.history.views().map(Response::History),
             Request::Logs { .. } | Request::Events { .. } => Err(Rejection::TransportOnly),
             // Answered above.
             Request::Status
@@ -316,7 +320,7 @@ impl Owner {
 
     /// SIGHUP: re-reads the config file.
     pub(super) fn reload_signal(&mut self, now: u64) {
-        match self.reload(now, &tracing::Span::none()) {
+        match self.reload(now, &tracing::Span::none(), "sighup") {
             Ok(a) => {
                 tracing::info!(generation = a.generation, changed = ?a.changed, "config reloaded")
             }
@@ -325,20 +329,22 @@ impl Owner {
     }
 
     /// Re-reads the config file.
-    fn reload(&mut self, now: u64, caller: &tracing::Span) -> Result<Applied, Rejection> {
+    fn reload(&mut self, now: u64, caller: &tracing::Span, by: &str) -> Result<Applied, Rejection> {
         let loaded = self.source.load(None)?;
-        self.take_config(now, loaded, None, caller)
+        self.take_config(now, loaded, None, caller, by)
     }
 
     /// Takes a loaded config; with `text` (`apply`), that text becomes the
     /// config file first. Its span (`apply` or `reload`) is the parent of
-    /// the replacements it causes, until their groups settle.
+    /// the replacements it causes, until their groups settle. The config
+    /// taken is kept as a generation, applied `by` whom.
     fn take_config(
         &mut self,
         now: u64,
         loaded: orch_config::Loaded,
         text: Option<&str>,
         caller: &tracing::Span,
+        by: &str,
     ) -> Result<Applied, Rejection> {
         let span = match text {
             Some(_) => tracing::info_span!(parent: caller, "apply"),
@@ -367,6 +373,9 @@ impl Owner {
             .sup
             .reload(now, loaded.config, hashes)
             .map_err(|e| views::command_error(&self.sup, &e))?;
+        let unix_ms = self.clocks.unix_ms();
+        let taken = history::taken(&done.changed, text, &self.source.path, by, unix_ms);
+        self.history.took(taken);
         self.observer.configure(self.sup.config());
         let groups: BTreeSet<&str> = self
             .sup

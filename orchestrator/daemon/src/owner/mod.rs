@@ -18,6 +18,8 @@
 //!   utilisation, the agents' gauges, latency burn) and their decisions;
 //! - `dcgm`: dcgm-exporter's job mapping files, kept equal to the running
 //!   replicas by a writer task;
+//! - `history`: the config generations kept on disk and the newest
+//!   one's outcome;
 //! - `handlers`: the answer to each request, from `crate::views` (pure
 //!   queries) or a supervisor command.
 //!
@@ -28,6 +30,7 @@ mod dcgm;
 mod exec;
 mod fleet;
 mod handlers;
+mod history;
 mod journal;
 mod observe;
 mod persist;
@@ -89,6 +92,8 @@ pub struct OwnerDeps {
     pub remote_prober: Arc<dyn crate::fleet::probes::RemoteProber>,
     pub slo_store: Arc<dyn crate::slo_store::SloStore>,
     pub fetcher: Arc<dyn crate::slo_scrape::MetricsFetcher>,
+    /// The config generations kept; `None` keeps no history.
+    pub generations: Option<crate::generations::GenerationStore>,
 }
 
 /// Where the config comes from, for `reload`, `apply` and `plan`.
@@ -161,6 +166,7 @@ pub struct Owner {
     job_mapping: JobMapping,
     /// Every container's CPU time, from its cgroup (`crate::cpu_use`).
     cpu: crate::cpu_use::CpuUse,
+    history: history::History,
 }
 
 impl std::fmt::Debug for Owner {
@@ -233,6 +239,15 @@ impl Owner {
         let clocks = Clocks::new(deps.clock.clone());
         sup.set_wall_origin(clocks.wall_at_epoch);
         let scaling = Autoscaling::new(stats_rt, event::Sender::new(tx), clocks.epoch);
+        let mut history = history::History::new(deps.generations);
+        history.startup(history::Taken {
+            generation: sup.generation(),
+            unix_ms: clocks.unix_ms(),
+            applied_by: "startup".into(),
+            source: orch_api::GenerationSource::Startup,
+            changes: Default::default(),
+            text: crate::generations::read_config_text(&settings.config_path),
+        });
         Ok(Owner {
             sup,
             clocks,
@@ -248,6 +263,7 @@ impl Owner {
             scaling,
             job_mapping: JobMapping::new(settings.dcgm_job_mapping_dir),
             cpu: Default::default(),
+            history,
         })
     }
 
@@ -591,6 +607,7 @@ impl Owner {
         self.observer.settle_commands(&self.sup);
         self.fleet.probe_remotes(&self.sup);
         self.job_mapping.update(&self.sup);
+        self.history.settle(&self.sup);
     }
 
     /// Writes the desired state; a failure is counted and said once.

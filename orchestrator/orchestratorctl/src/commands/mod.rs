@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod gpu;
 pub mod group;
 pub mod groups;
+pub mod history;
 pub mod keys;
 pub mod logs;
 pub mod man;
