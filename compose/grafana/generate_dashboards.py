@@ -244,7 +244,24 @@ def layout(panels):
     return placed
 
 
-def dashboard(uid, title, description, variables, panels):
+def annotation(name, expr, color, title, text):
+    """A Prometheus annotation: a mark wherever `expr` has a value."""
+    return {
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "enable": True,
+        "hide": False,
+        "iconColor": color,
+        "name": name,
+        "expr": expr,
+        "step": "30s",
+        "titleFormat": title,
+        "textFormat": text,
+        "tagKeys": "host",
+        "useValueForTime": False,
+    }
+
+
+def dashboard(uid, title, description, variables, panels, annotations=()):
     return {
         "annotations": {
             "list": [
@@ -258,6 +275,7 @@ def dashboard(uid, title, description, variables, panels):
                     "type": "dashboard",
                 }
             ]
+            + list(annotations)
         },
         "description": description,
         "editable": True,
@@ -771,6 +789,22 @@ def slo():
                 min_zero=False,
                 description="What each daemon computes itself (also shown by `orchestratorctl slo`); "
                 "it should agree with the Prometheus recordings above.",
+            ),
+        ],
+        annotations=[
+            annotation(
+                "Config applied",
+                f"changes(orchestrator_config_generation{{{H}}}[1m]) > 0",
+                "rgba(138, 184, 255, 1)",
+                "{{host}}: new config generation",
+                "a new config generation (apply, reload, rollback or undo)",
+            ),
+            annotation(
+                "Rollback",
+                f'orchestrator_rollout_phase{{{H}, phase="rolling_back"}} == 1',
+                "rgba(242, 73, 92, 1)",
+                "{{host}}: generation {{generation}} rolled back",
+                "a rollout step failed and the last good generation was put back",
             ),
         ],
     )

@@ -250,6 +250,23 @@ impl Client {
         .await
     }
 
+    /// `rollout status|pause|resume`.
+    pub async fn rollout(
+        &self,
+        action: crate::rollout::RolloutAction,
+    ) -> Result<crate::rollout::RolloutStatus, ClientError> {
+        self.unary(Request::Rollout { action }).await
+    }
+
+    /// `rollout undo [--to GENERATION]`: an earlier generation's config
+    /// rolls out.
+    pub async fn rollout_undo(&self, to: Option<u64>) -> Result<Applied, ClientError> {
+        self.unary(Request::Rollout {
+            action: crate::rollout::RolloutAction::Undo { to },
+        })
+        .await
+    }
+
     pub async fn apply(&self, file_name: &str, config_text: &str) -> Result<Applied, ClientError> {
         self.apply_with(file_name, config_text, false).await
     }

@@ -111,6 +111,8 @@ pub enum Rejection {
         file_name: String,
         errors: Vec<String>,
     },
+    /// A rollout command that does not fit the rollout's state.
+    Rollout(RolloutRefusal),
     /// A replica count `agent` cannot run with; nothing was changed.
     Scale {
         group: String,
@@ -321,6 +323,34 @@ pub enum Asked {
     Events,
 }
 
+/// Why a rollout command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutRefusal {
+    /// No rollout has run since the daemon started.
+    NoRollout,
+    /// The rollout has ended.
+    Ended {
+        generation: u64,
+        phase: String,
+    },
+    AlreadyPaused {
+        generation: u64,
+    },
+    NotPaused {
+        generation: u64,
+    },
+    /// `undo`: the generation asked for (or, `None`, any earlier good
+    /// one) is not kept; `kept`: the generations that are.
+    NotKept {
+        generation: Option<u64>,
+        kept: Vec<u64>,
+    },
+    /// `undo` to the generation that runs.
+    AlreadyRunning {
+        generation: u64,
+    },
+}
+
 /// Why a replica count was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScaleRefusal {
@@ -380,6 +410,7 @@ impl Rejection {
             | NoMig { .. }
             | GpuHeld { .. }
             | Scale { .. }
+            | Rollout(_)
             | Unplaceable { .. } => ErrorCode::Conflict,
             WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Gpu {

@@ -228,6 +228,20 @@ pub fn to_route(env: &Envelope) -> Route {
             (Method::Get, "slo".into(), None)
         }
         Request::StateExport => (Method::Get, "state".into(), None),
+        Request::Rollout { action } => {
+            use crate::rollout::RolloutAction as A;
+            match action {
+                A::Status => (Method::Get, "rollout".into(), None),
+                A::Pause => (Method::Post, "rollout/pause".into(), None),
+                A::Resume => (Method::Post, "rollout/resume".into(), None),
+                A::Undo { to } => {
+                    if let Some(to) = to {
+                        query.push(format!("to={to}"));
+                    }
+                    (Method::Post, "rollout/undo".into(), None)
+                }
+            }
+        }
         Request::StateImport { state } => (Method::Post, "state".into(), json(state)),
         Request::History => (Method::Get, "history".into(), None),
     };
@@ -385,6 +399,26 @@ pub fn from_route(
             Request::ConfigDiff { config: b.config }
         }
         ["state"] if get => Request::StateExport,
+        ["rollout"] if get => Request::Rollout {
+            action: crate::rollout::RolloutAction::Status,
+        },
+        ["rollout", "pause"] if post => Request::Rollout {
+            action: crate::rollout::RolloutAction::Pause,
+        },
+        ["rollout", "resume"] if post => Request::Rollout {
+            action: crate::rollout::RolloutAction::Resume,
+        },
+        ["rollout", "undo"] if post => Request::Rollout {
+            action: crate::rollout::RolloutAction::Undo {
+                to: match query_value(query, "to").filter(|t| !t.is_empty()) {
+                    None => None,
+                    Some(t) => Some(
+                        t.parse()
+                            .map_err(|_| bad(format!("`{t}` is not a generation number")))?,
+                    ),
+                },
+            },
+        },
         ["state"] if post => Request::StateImport {
             state: body_as(body, "state")?,
         },
@@ -539,6 +573,21 @@ mod tests {
             },
             Request::StateExport,
             Request::History,
+            Request::Rollout {
+                action: crate::rollout::RolloutAction::Status,
+            },
+            Request::Rollout {
+                action: crate::rollout::RolloutAction::Pause,
+            },
+            Request::Rollout {
+                action: crate::rollout::RolloutAction::Resume,
+            },
+            Request::Rollout {
+                action: crate::rollout::RolloutAction::Undo { to: None },
+            },
+            Request::Rollout {
+                action: crate::rollout::RolloutAction::Undo { to: Some(7) },
+            },
             Request::StateImport {
                 state: crate::wire::StateDocument {
                     kind: crate::wire::StateDocument::KIND.into(),

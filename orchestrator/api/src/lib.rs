@@ -36,6 +36,9 @@
 //! | `state_export` | GET /v1/state | [`wire::StateDocument`] | read only |
 //! | `state_import` | POST /v1/state [`wire::StateDocument`] | [`Accepted`] | admin |
 //! | `history` | GET /v1/history | `Vec<GenerationView>` | read only |
+//! | `rollout` status | GET /v1/rollout | [`rollout::RolloutStatus`] | read only |
+//! | `rollout` pause, resume | POST /v1/rollout/{pause,resume} | [`rollout::RolloutStatus`] | operate |
+//! | `rollout` undo | POST /v1/rollout/undo?to | [`Applied`] | admin |
 //!
 //! Any route takes `host=NAME` to reach another host. Every failure is an
 //! [`ApiError`] with an HTTP status that matches its code. The class
@@ -54,6 +57,7 @@ pub mod http;
 mod reply;
 pub mod report;
 mod request;
+pub mod rollout;
 pub mod text;
 pub mod wait;
 pub mod wire;
@@ -62,7 +66,7 @@ pub use client::{Client, ClientError, LogsWanted, SinceError, logs_since, ndjson
 pub use diff::DiffReport;
 pub use error::{
     ApiError, Asked, ErrorCode, Forbidden, GpuRefusal, NoContainer, Rejection, RemoteLevel,
-    RemoteRefusal, ScaleRefusal,
+    RemoteRefusal, RolloutRefusal, ScaleRefusal,
 };
 pub use reply::*;
 pub use request::{

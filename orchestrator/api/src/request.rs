@@ -140,6 +140,11 @@ pub enum Request {
     /// The config generations kept on disk, newest first. Reply:
     /// `Vec<GenerationView>`.
     History,
+    /// The rollout of a changed config: its status, pause, resume, undo.
+    /// Reply: [`crate::rollout::RolloutStatus`] (undo: [`Applied`]).
+    Rollout {
+        action: crate::rollout::RolloutAction,
+    },
 }
 
 /// A config text and the name of the file it came from (for its
@@ -190,16 +195,25 @@ impl Request {
             | Request::Fleet
             | Request::Slo { .. }
             | Request::StateExport
-            | Request::History => RequestClass::ReadOnly,
+            | Request::History
+            | Request::Rollout {
+                action: crate::rollout::RolloutAction::Status,
+            } => RequestClass::ReadOnly,
             Request::GroupStart { .. }
             | Request::GroupStop { .. }
             | Request::GroupRestart { .. }
             | Request::AgentRestart { .. }
-            | Request::Scale { .. } => RequestClass::Operate,
+            | Request::Scale { .. }
+            | Request::Rollout {
+                action: crate::rollout::RolloutAction::Pause | crate::rollout::RolloutAction::Resume,
+            } => RequestClass::Operate,
             Request::Apply { .. }
             | Request::Reload
             | Request::MigMode { .. }
-            | Request::StateImport { .. } => RequestClass::Admin,
+            | Request::StateImport { .. }
+            | Request::Rollout {
+                action: crate::rollout::RolloutAction::Undo { .. },
+            } => RequestClass::Admin,
         }
     }
 
@@ -229,6 +243,7 @@ impl Request {
             Request::StateExport => "state_export",
             Request::StateImport { .. } => "state_import",
             Request::History => "history",
+            Request::Rollout { .. } => "rollout",
         }
     }
 }
@@ -345,6 +360,7 @@ pub enum Response {
     Slo(SloReport),
     State(StateDocument),
     History(Vec<GenerationView>),
+    Rollout(crate::rollout::RolloutStatus),
 }
 
 impl Response {
@@ -367,6 +383,7 @@ impl Response {
             Response::Slo(_) => "slo",
             Response::State(_) => "state",
             Response::History(_) => "history",
+            Response::Rollout(_) => "rollout",
         }
     }
 }
@@ -542,7 +559,23 @@ mod tests {
                 ReadOnly,
             ),
             (Request::History, ReadOnly),
+            (
+                Request::Rollout {
+                    action: crate::rollout::RolloutAction::Status,
+                },
+                ReadOnly,
+            ),
         ]
+    }
+
+    #[test]
+    fn a_rollout_request_is_read_operate_or_admin_by_its_action() {
+        use crate::rollout::RolloutAction as A;
+        let class = |action| Request::Rollout { action }.class();
+        assert_eq!(class(A::Status), RequestClass::ReadOnly);
+        assert_eq!(class(A::Pause), RequestClass::Operate);
+        assert_eq!(class(A::Resume), RequestClass::Operate);
+        assert_eq!(class(A::Undo { to: Some(3) }), RequestClass::Admin);
     }
 
     #[test]
@@ -576,12 +609,13 @@ mod tests {
                 Request::PlanFleet { .. } => 20,
                 Request::ConfigDiff { .. } => 21,
                 Request::History => 22,
+                Request::Rollout { .. } => 23,
             }
         };
         let rows: Vec<usize> = table.iter().map(|(r, _)| row(r)).collect();
         assert_eq!(
             rows,
-            (0..23).collect::<Vec<_>>(),
+            (0..24).collect::<Vec<_>>(),
             "one row per request, in order"
         );
         for (request, class) in &table {

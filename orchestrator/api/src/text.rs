@@ -679,6 +679,45 @@ impl fmt::Display for EventKind {
                     changed.join(", ")
                 }
             ),
+            RolloutStarted {
+                generation,
+                rollout,
+                previous,
+                agents,
+            } => write!(
+                f,
+                "generation {generation} rolling out ({rollout}) to {}; a failed step goes back to generation {previous}",
+                agents.join(", ")
+            ),
+            RolloutStepDone {
+                generation,
+                replica,
+            } => write!(
+                f,
+                "generation {generation}: {replica} healthy and watched through"
+            ),
+            RolloutFailed {
+                generation,
+                failure,
+                rollback_to,
+            } => match rollback_to {
+                Some(to) => write!(
+                    f,
+                    "generation {generation}: step failed, {failure}; rolling back to generation {to}"
+                ),
+                None => write!(
+                    f,
+                    "generation {generation}: step failed, {failure}; rollout paused (`orchestratorctl rollout resume` or `rollout undo`)"
+                ),
+            },
+            RolloutPaused { generation } => write!(f, "generation {generation}: rollout paused"),
+            RolloutResumed { generation } => {
+                write!(f, "generation {generation}: rollout resumed")
+            }
+            RolloutCompleted {
+                generation,
+                rollout,
+            } => write!(f, "generation {generation} rolled out ({rollout})"),
             DockerDown => f.write_str("docker engine unreachable"),
             DockerUp => f.write_str("docker engine connected"),
             SliceAssigned {
@@ -938,6 +977,42 @@ impl fmt::Display for crate::Rejection {
             InvalidConfig { message, .. } => f.write_str(message),
             ConfigNotWritten { path, error } => {
                 write!(f, "cannot write {path}: {error}; nothing was applied")
+            }
+            Rollout(r) => {
+                use crate::error::RolloutRefusal as R;
+                match r {
+                    R::NoRollout => f.write_str("no rollout has run since the daemon started"),
+                    R::Ended { generation, phase } => write!(
+                        f,
+                        "the rollout of generation {generation} has ended ({})",
+                        phase.replace('_', " ")
+                    ),
+                    R::AlreadyPaused { generation } => {
+                        write!(
+                            f,
+                            "the rollout of generation {generation} is paused already"
+                        )
+                    }
+                    R::NotPaused { generation } => {
+                        write!(f, "the rollout of generation {generation} is not paused")
+                    }
+                    R::NotKept { generation, kept } => {
+                        match generation {
+                            Some(g) => write!(f, "generation {g} is not kept")?,
+                            None => f.write_str("no earlier generation is kept")?,
+                        }
+                        if kept.is_empty() {
+                            f.write_str("; none is")
+                        } else {
+                            let kept: Vec<String> = kept.iter().map(u64::to_string).collect();
+                            write!(f, "; kept: {} (`orchestratorctl history`)", kept.join(", "))
+                        }
+                    }
+                    R::AlreadyRunning { generation } => write!(
+                        f,
+                        "generation {generation} is the one running; nothing to undo"
+                    ),
+                }
             }
             Scale {
                 group,
@@ -2269,5 +2344,108 @@ mod tests {
             old,
             crate::EventKind::AgentRestarting { reason: None, .. }
         ));
+    }
+}
+
+impl fmt::Display for crate::rollout::RolloutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::rollout::RolloutKind as K;
+        match self {
+            K::Apply => f.write_str("apply"),
+            K::Rollback { from } => write!(f, "rollback of generation {from}"),
+            K::Undo { to } => write!(f, "undo to generation {to}'s config"),
+        }
+    }
+}
+
+impl fmt::Display for crate::rollout::StepFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::rollout::RolloutSignal as S;
+        let who = format!("{}/{}", self.group, self.replica);
+        match &self.signal {
+            S::NotLaunched { reason } => write!(f, "{who} could not be created: {reason}"),
+            S::NotHealthyInTime { deadline_ms } => write!(
+                f,
+                "{who} was not healthy within {} (rollout.healthy_deadline)",
+                ms_text(*deadline_ms)
+            ),
+            S::Exited { code } => write!(f, "{who} exited with code {code} while watched"),
+            S::Unhealthy => write!(f, "{who} failed its health checks while watched"),
+            S::CrashLoop {
+                restarts,
+                window_ms,
+            } => write!(
+                f,
+                "{who} crash-looped ({restarts} restarts in {})",
+                ms_text(*window_ms)
+            ),
+            S::SloBurn {
+                sli,
+                burn,
+                threshold,
+                requests,
+                bad,
+            } => write!(
+                f,
+                "{who} burned its {sli} objective at {burn:.1}x (threshold {threshold}x): {bad} bad of {requests} requests while watched"
+            ),
+        }
+    }
+}
+
+/// `rollout status`.
+pub fn rollout_status(s: &crate::rollout::RolloutStatus) -> String {
+    use std::fmt::Write as _;
+    let Some(ro) = &s.rollout else {
+        return format!(
+            "generation {}; no rollout since the daemon started\n",
+            s.generation
+        );
+    };
+    let mut out = String::new();
+    let phase = match (ro.phase, ro.paused_by_operator) {
+        (crate::rollout::RolloutPhase::Paused, true) => "paused by an operator".to_string(),
+        (p, _) => p.label().replace('_', " "),
+    };
+    let _ = writeln!(
+        out,
+        "generation {} ({}): {phase}, {} ago; a failed step goes back to generation {}",
+        ro.generation,
+        ro.kind,
+        ms_text(ro.age_ms),
+        ro.previous
+    );
+    if let Some(f) = &ro.failure {
+        let _ = writeln!(out, "failed step: {f}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<28} {:<20} {:>8} {:>8} {:>8}",
+        "AGENT", "GROUP", "REPLICAS", "DONE", "IN STEP"
+    );
+    for a in &ro.agents {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<20} {:>8} {:>8} {:>8}",
+            a.agent, a.group, a.replicas, a.done, a.in_step
+        );
+    }
+    out
+}
+
+/// How a waited-for rollout ended.
+pub fn rollout_end(generation: u64, end: &crate::rollout::RolloutEnd) -> String {
+    use crate::rollout::RolloutEnd as E;
+    match end {
+        E::Completed => format!("generation {generation} rolled out"),
+        E::RolledBack { failure, to } => {
+            format!("generation {generation} rolled back (now generation {to}): {failure}")
+        }
+        E::Paused { failure } => format!(
+            "generation {generation} paused: {failure}; `orchestratorctl rollout resume` goes on, `rollout undo` goes back"
+        ),
+        E::Superseded { by } => {
+            format!("generation {generation} was superseded by generation {by}")
+        }
     }
 }

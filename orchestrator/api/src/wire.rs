@@ -698,6 +698,36 @@ pub enum EventKind {
         generation: u64,
         changed: Vec<String>,
     },
+    /// A config's rollout began: `agents` are replaced step by step;
+    /// `previous` is the generation a failed step goes back to.
+    RolloutStarted {
+        generation: u64,
+        rollout: crate::rollout::RolloutKind,
+        previous: u64,
+        agents: Vec<String>,
+    },
+    /// A step's new replica was healthy and watched through.
+    RolloutStepDone {
+        generation: u64,
+        replica: ReplicaRef,
+    },
+    /// A step failed: the rollout rolls back to `rollback_to`, or (`None`)
+    /// is paused.
+    RolloutFailed {
+        generation: u64,
+        failure: crate::rollout::StepFailure,
+        rollback_to: Option<u64>,
+    },
+    RolloutPaused {
+        generation: u64,
+    },
+    RolloutResumed {
+        generation: u64,
+    },
+    RolloutCompleted {
+        generation: u64,
+        rollout: crate::rollout::RolloutKind,
+    },
     DockerDown,
     DockerUp,
     SliceAssigned {
@@ -804,6 +834,7 @@ impl EventKind {
             | AgentStopped { replica, .. }
             | AgentAdopted { replica, .. }
             | DuplicateRemoved { replica, .. }
+            | RolloutStepDone { replica, .. }
             | AgentStaysDown { replica, .. }
             | SliceAssigned { replica, .. } => Some(replica),
             _ => None,
@@ -839,6 +870,12 @@ impl EventKind {
             AgentAdopted { .. } => "agent-adopted",
             DuplicateRemoved { .. } => "duplicate-removed",
             ConfigApplied { .. } => "config-applied",
+            RolloutStarted { .. } => "rollout-started",
+            RolloutStepDone { .. } => "rollout-step-done",
+            RolloutFailed { .. } => "rollout-failed",
+            RolloutPaused { .. } => "rollout-paused",
+            RolloutResumed { .. } => "rollout-resumed",
+            RolloutCompleted { .. } => "rollout-completed",
             DockerDown => "docker-down",
             DockerUp => "docker-up",
             SliceAssigned { .. } => "slice-assigned",
@@ -879,6 +916,12 @@ impl EventKind {
         "agent-adopted",
         "duplicate-removed",
         "config-applied",
+        "rollout-started",
+        "rollout-step-done",
+        "rollout-failed",
+        "rollout-paused",
+        "rollout-resumed",
+        "rollout-completed",
         "docker-down",
         "docker-up",
         "slice-assigned",

@@ -153,6 +153,8 @@ pub enum Command {
     },
     /// Install a config on the daemon and apply it: only changed agents restart.
     Apply {
+        /// The config file; with --all-hosts, a directory holding
+        /// HOST/startup_config.yaml for each host.
         file: PathBuf,
         #[command(flatten)]
         load: LoadArgs,
@@ -160,7 +162,23 @@ pub enum Command {
         /// (without it such a config is refused with exit code 7).
         #[arg(long)]
         force: bool,
+        /// Wait until the rollout ends: exit 0 when it completed, 3 when it
+        /// was rolled back, 4 when it is paused, 6 when time ran out.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit code 6): `90`, `30s`, `5m`.
+        /// Implies --wait.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Roll out host by host (this one, then its peers by name), each
+        /// waited for; stop at the first host whose rollout does not
+        /// complete.
+        #[arg(long)]
+        all_hosts: bool,
     },
+    /// The rollout of a changed config: status, pause, resume, undo.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Make the daemon re-read its config file (like SIGHUP).
     Reload,
     /// GPUs: inventory, slices and their owners, free capacity.
@@ -308,6 +326,36 @@ pub enum GroupCmd {
         /// Also restart started groups that depend on this one.
         #[arg(long)]
         with_dependents: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// The current (or last) rollout: its generation, phase, the failed
+    /// step if one failed, and each agent's replicas done.
+    Status {
+        /// Wait until it ends (exit codes as `apply --wait`).
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit code 6). Implies --wait.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// No further step starts (the steps under way finish).
+    Pause,
+    /// A paused rollout goes on (a failed step's replica is watched again).
+    Resume,
+    /// Roll out an earlier generation's config: by default the last one
+    /// that completed before the running one (`orchestratorctl history`).
+    Undo {
+        #[arg(long, value_name = "GENERATION")]
+        to: Option<u64>,
+        /// Wait until its rollout ends.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit code 6). Implies --wait.
+        #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
     },
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, RolloutCmd};
 use crate::output::Out;
 
 fn main() -> ExitCode {
@@ -70,6 +70,7 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
         Command::Slo { fleet, .. } => fleet.all_hosts,
         Command::Top { all_hosts, .. } => *all_hosts,
         Command::Events { all_hosts, .. } | Command::Plan { all_hosts, .. } => *all_hosts,
+        Command::Apply { all_hosts, .. } => *all_hosts,
         _ => false,
     };
     if all_hosts && cli.host.is_some() {
@@ -170,8 +171,38 @@ fn run(cli: &Cli, out: &Out) -> anyhow::Result<()> {
             },
             out,
         ),
-        Command::Apply { file, load, force } => {
-            commands::apply::apply(&client(), file, load, *force, out)
+        Command::Apply {
+            file,
+            load,
+            force,
+            wait,
+            timeout,
+            all_hosts,
+        } => {
+            let waited = (*wait || timeout.is_some() || *all_hosts)
+                .then(|| timeout.unwrap_or(commands::rollout::DEFAULT_TIMEOUT));
+            match waited {
+                Some(t) if *all_hosts => {
+                    commands::apply::apply_all_hosts(&client(), file, load, *force, t, out)
+                }
+                _ => commands::apply::apply(&client(), file, load, *force, waited, out),
+            }
+        }
+        Command::Rollout(cmd) => {
+            let waited = |wait: bool, timeout: &Option<std::time::Duration>| {
+                (wait || timeout.is_some())
+                    .then(|| timeout.unwrap_or(commands::rollout::DEFAULT_TIMEOUT))
+            };
+            match cmd {
+                RolloutCmd::Status { wait, timeout } => {
+                    commands::rollout::status(&client(), waited(*wait, timeout), out)
+                }
+                RolloutCmd::Pause => commands::rollout::pause(&client(), out),
+                RolloutCmd::Resume => commands::rollout::resume(&client(), out),
+                RolloutCmd::Undo { to, wait, timeout } => {
+                    commands::rollout::undo(&client(), *to, waited(*wait, timeout), out)
+                }
+            }
         }
         Command::Reload => commands::apply::reload(&client(), out),
         Command::Gpu {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::rollout::{RolloutGate, RolloutKind};
 use super::state::*;
 use crate::gpu::ReplicaKey;
 use crate::graph::{agent_graph, group_graph};
@@ -175,6 +176,7 @@ impl Supervisor {
             })
             .chain(self.next_remote_deadline())
             .chain(self.next_ready_deadline())
+            .chain(self.next_rollout_deadline())
             .chain(
                 self.replicas
                     .values()
@@ -488,6 +490,18 @@ impl Supervisor {
         config: HostConfig,
         hashes: BTreeMap<String, String>,
     ) -> Result<Commanded<Reloaded>, CommandError> {
+        self.reload_as(now, config, hashes, RolloutKind::Apply)
+    }
+
+    /// [`Supervisor::reload`], saying why (a rollback, an undo): the
+    /// changed agents roll out as `kind` does.
+    pub fn reload_as(
+        &mut self,
+        now: Millis,
+        config: HostConfig,
+        hashes: BTreeMap<String, String>,
+        kind: RolloutKind,
+    ) -> Result<Commanded<Reloaded>, CommandError> {
         if config.host.name != self.config.host.name {
             return Err(CommandError::WrongHost {
                 current: self.config.host.name.clone(),
@@ -563,9 +577,8 @@ impl Supervisor {
             changed: changed.clone(),
         });
         out.persist();
-        self.settle(now, &mut out);
         let active = self.active_agents();
-        let recreated = changed
+        let recreated: Vec<String> = changed
             .iter()
             .filter(|agent| {
                 active.contains(agent.as_str())
@@ -576,6 +589,14 @@ impl Supervisor {
             })
             .cloned()
             .collect();
+        // Only agents that are still configured have replicas to replace.
+        let replaced = recreated
+            .iter()
+            .filter(|a| self.agents.contains_key(a.as_str()))
+            .cloned()
+            .collect();
+        self.begin_rollout(now, kind, replaced, &mut out);
+        self.settle(now, &mut out);
         // Counts that change with nothing recreated: replicas start or stop.
         let rescaled = self
             .agents
@@ -1241,6 +1262,9 @@ impl Supervisor {
     /// Group transitions, then stops (reverse order), then starts (order).
     pub(crate) fn settle(&mut self, now: Millis, out: &mut Outcome) {
         self.expire_remote(now);
+        // Steps through their watch free the next ones in this pass; what
+        // the pass itself causes is looked at after it.
+        self.check_rollout(now, out);
         // A group being restarted comes back once all of it is down.
         let done: Vec<String> = if self.restarting.is_empty() {
             Vec::new()
@@ -1292,6 +1316,7 @@ impl Supervisor {
             self.agent_order = order;
         }
         self.group_events(now, out);
+        self.check_rollout(now, out);
         self.visited(self.replicas.len());
         let counts = &mut self.restart_counts;
         self.replicas.retain(|k, r| {
@@ -1641,6 +1666,7 @@ impl Supervisor {
         // per group rather than once per agent; forgotten when this pass
         // takes a running replica down (a restart, a recreate).
         let mut groups_ready = BTreeMap::new();
+        let mut stepped: Vec<ReplicaKey> = Vec::new();
         let looping = self.scan().any(|r| r.crashloop);
         for agent in order {
             let Some(spec) = self.agents.get(agent).cloned() else {
@@ -1658,10 +1684,17 @@ impl Supervisor {
                 if !self.wanted(&key) {
                     continue;
                 }
-                // One replica of an agent changes at a time.
-                let sibling_busy = self.replicas_of(agent).any(|x| {
-                    x.key != key && (x.op.is_some() || (x.is_running() && !self.replica_healthy(x)))
-                });
+                // One replica of an agent changes at a time, or as many as
+                // a rollout's step takes.
+                let gate = self.rollout_allows(&key);
+                let sibling_busy = match gate {
+                    RolloutGate::Held => true,
+                    RolloutGate::Stepped => false,
+                    RolloutGate::Free => self.replicas_of(agent).any(|x| {
+                        x.key != key
+                            && (x.op.is_some() || (x.is_running() && !self.replica_healthy(x)))
+                    }),
+                };
                 let Some(r) = self.replicas.get_mut(&key) else {
                     continue;
                 };
@@ -1739,6 +1772,7 @@ impl Supervisor {
                         r.op = Some(OpKind::Recreate);
                         r.replace_after = 0;
                         r.phase = Phase::Starting;
+                        stepped.push(key.clone());
                         groups_ready.clear();
                         out.actions.push(Action::UnwatchHealth { key: key.clone() });
                         out.events.push(SupervisorEvent::AgentStarting {
@@ -1845,6 +1879,9 @@ impl Supervisor {
                     },
                 }
             }
+        }
+        for key in stepped {
+            self.step_launched(now, &key);
         }
     }
 

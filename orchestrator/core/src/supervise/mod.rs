@@ -15,7 +15,10 @@
 //!   its replicas running and healthy, or running with no probe). An
 //!   optional dependency (`required: false`) never holds anyone.
 //! - Independent replicas start together; an agent's replicas are
-//!   recreated one at a time when its config hash changes.
+//!   recreated when its config hash changes, as a rollout (`rollout`):
+//!   step by step, each step's new replicas watched, a failed step paused
+//!   or rolled back; a replacement's old container stops only once its
+//!   new one exists.
 //! - A container that exits is restarted as its policy says, after an
 //!   exponential backoff with jitter; `restarts` restarts within `window`
 //!   mark it crash-looping, which stops its (transitive, required)
@@ -45,6 +48,7 @@ mod mps;
 #[cfg(test)]
 mod prop;
 mod remote;
+mod rollout;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -59,8 +63,14 @@ mod tests_remote;
 #[cfg(test)]
 mod tests_restart;
 #[cfg(test)]
+mod tests_rollout;
+#[cfg(test)]
 mod tests_scale;
 
 pub use infer::*;
 pub use mps::{FaultingClient, MpsFault, MpsFaultClient, RestartCause};
+pub use rollout::{
+    AgentProgress, MIN_REQUESTS, PAGE_BURN, PauseCause, RollbackAsk, Rollout, RolloutKind,
+    RolloutPhase, RolloutRefusal, Signal, Step, StepFailure,
+};
 pub use state::*;

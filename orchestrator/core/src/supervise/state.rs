@@ -613,6 +613,36 @@ pub enum SupervisorEvent {
         generation: u64,
         changed: Vec<String>,
     },
+    /// A config's rollout began: `agents` are replaced step by step;
+    /// `previous` is the generation a failed step goes back to.
+    RolloutStarted {
+        generation: u64,
+        kind: super::rollout::RolloutKind,
+        previous: u64,
+        agents: Vec<String>,
+    },
+    /// A step's new replica was healthy and watched through.
+    RolloutStepDone {
+        generation: u64,
+        replica: ReplicaKey,
+    },
+    /// A step failed; `rollback_to` names the generation going back in,
+    /// `None` when the rollout is paused instead.
+    RolloutFailed {
+        generation: u64,
+        failure: super::rollout::StepFailure,
+        rollback_to: Option<u64>,
+    },
+    RolloutPaused {
+        generation: u64,
+    },
+    RolloutResumed {
+        generation: u64,
+    },
+    RolloutCompleted {
+        generation: u64,
+        kind: super::rollout::RolloutKind,
+    },
     DockerDown,
     DockerUp,
     SliceAssigned {
@@ -663,6 +693,9 @@ pub struct Outcome {
     pub persist: bool,
     pub actions: Vec<Action>,
     pub events: Vec<SupervisorEvent>,
+    /// A rollout step failed and its group rolls back by itself: the
+    /// caller installs this earlier generation's config.
+    pub rollback: Option<super::rollout::RollbackAsk>,
 }
 
 impl Outcome {
@@ -863,6 +896,8 @@ pub struct Supervisor {
     /// container's run (not persisted: a daemon that restarts reports a
     /// replica still over once more).
     pub(crate) over_limits: crate::over_limit::OverLimits<(ReplicaKey, Millis)>,
+    /// The last rollout since this supervisor was made (`rollout`).
+    pub(crate) rollout: Option<super::rollout::Rollout>,
     /// Replicas visited by the decision passes. Tests compare it across
     /// host sizes: a pass that grows worse than linearly with replicas
     /// fails on the count, never on a timing.
@@ -906,6 +941,7 @@ impl Supervisor {
             agent_order: Vec::new(),
             wall_origin: 0,
             over_limits: Default::default(),
+            rollout: None,
             #[cfg(test)]
             visits: std::cell::Cell::new(0),
         };

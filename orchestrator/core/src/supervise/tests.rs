@@ -781,6 +781,11 @@ fn a_reload_recreates_only_changed_agents_one_replica_at_a_time() {
     h.finish_ops();
     assert!(h.take_log().is_empty());
     h.healthy(kr("Pool", 0));
+    // Healthy, then watched for the rollout's `watch` (30 s by default).
+    assert!(h.take_log().is_empty());
+    h.at(29_999);
+    assert!(h.take_log().is_empty());
+    h.at(30_000);
     assert_eq!(h.take_log(), ["recreate Pool#1"]);
 }
 
@@ -1083,7 +1088,12 @@ fn a_replacement_not_made_keeps_the_old_container_running_and_tries_again_later(
     let good = config(spec);
     let mut bad = hashes(&good, "v1");
     bad.insert("A".into(), "A-v2".into());
-    h.cmd(|s| s.reload(0, good.clone(), bad).unwrap());
+    // A rollout that is not watched (a rollback's) tries again by itself;
+    // a watched one fails its step (`tests_rollout`).
+    h.cmd(|s| {
+        s.reload_as(0, good.clone(), bad, RolloutKind::Rollback { from: 0 })
+            .unwrap()
+    });
     assert_eq!(h.take_log(), ["recreate A"]);
     let out = h.apply(Input::ReplacementNotMade {
         key: k("A"),

@@ -344,6 +344,10 @@ pub struct MetricsSnapshot {
     pub version: String,
     pub reconcile: Histogram,
     pub state_write_failures: u64,
+    /// The running config's generation.
+    pub generation: u64,
+    /// The last rollout's generation and phase.
+    pub rollout: Option<(u64, orch_api::rollout::RolloutPhase)>,
     pub replicas: Vec<ReplicaRow>,
     pub agents: Vec<AgentRow>,
     /// Autoscaler decisions so far.
@@ -371,6 +375,8 @@ impl MetricsSnapshot {
             version: version.to_string(),
             reconcile: Histogram::new(RECONCILE_BUCKETS),
             state_write_failures: 0,
+            generation: 0,
+            rollout: None,
             replicas: Vec::new(),
             agents: Vec::new(),
             autoscale: Vec::new(),
@@ -601,6 +607,10 @@ pub fn snapshot(
         version: version.to_string(),
         reconcile: counters.reconcile.clone(),
         state_write_failures: counters.state_write_failures,
+        generation: sup.generation(),
+        rollout: sup
+            .rollout()
+            .map(|ro| (ro.generation, orch_api::convert::rollout_phase(&ro.phase))),
         replicas,
         agents,
         autoscale: counters

@@ -48,6 +48,16 @@ pub const FAMILIES: &[(&str, MetricType, &str)] = &[
         COUNTER,
         "Failed writes of the desired-state file.",
     ),
+    (
+        "orchestrator_config_generation",
+        GAUGE,
+        "The generation of the config the daemon runs (each apply, reload, rollback or undo adds one).",
+    ),
+    (
+        "orchestrator_rollout_phase",
+        GAUGE,
+        "1 for the phase of the last rollout (progressing, paused, rolling_back, completed, superseded), 0 for the others; absent before the first rollout.",
+    ),
     // Agents.
     (
         "orchestrator_agent_up",
@@ -244,6 +254,8 @@ enum F {
     BuildInfo,
     ReconcileDurationSeconds,
     StateWriteFailuresTotal,
+    ConfigGeneration,
+    RolloutPhase,
     AgentUp,
     AgentState,
     AgentCrashlooping,
@@ -447,6 +459,17 @@ pub fn families(s: &MetricsSnapshot) -> Vec<MetricFamily> {
     b.gauge(F::BuildInfo, &[("version", &s.version)], 1.0);
     b.histogram(F::ReconcileDurationSeconds, &[], &s.reconcile);
     b.counter(F::StateWriteFailuresTotal, &[], s.state_write_failures);
+    b.gauge(F::ConfigGeneration, &[], s.generation as f64);
+    if let Some((generation, phase)) = s.rollout {
+        let generation = generation.to_string();
+        for p in orch_api::rollout::RolloutPhase::ALL {
+            b.flag(
+                F::RolloutPhase,
+                &[("phase", p.label()), ("generation", &generation)],
+                p == phase,
+            );
+        }
+    }
 
     // Agents.
     for r in &s.replicas {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use orch_api::text::{self, GroupVerb};
 use orch_api::{Accepted, ApiError, Applied, GpuRefusal, Rejection, Request, Response};
-use orch_core::supervise::{CommandError, Commanded, Supervisor};
+use orch_core::supervise::{CommandError, Commanded, RolloutKind, Supervisor};
 
 use super::{ConfigSource, Owner, history};
 use crate::event::{Asked, ContainerOf, Responder};
@@ -15,7 +15,10 @@ use crate::views::{self, Facts};
 
 impl ConfigSource {
     /// The config file (`text: None`), or a new text for it.
-    fn load(&self, text: Option<(&str, &str)>) -> Result<orch_config::Loaded, Rejection> {
+    pub(super) fn load(
+        &self,
+        text: Option<(&str, &str)>,
+    ) -> Result<orch_config::Loaded, Rejection> {
         match text {
             None => orch_config::load_file(&self.path, &self.options),
             Some((name, text)) => orch_config::load_str(name, text, &self.options),
@@ -175,7 +178,14 @@ impl Owner {
                         errors: unplaceable,
                     });
                 }
-                let mut applied = self.take_config(now, loaded, Some(&config_text), caller, by)?;
+                let mut applied = self.take_config(
+                    now,
+                    loaded,
+                    Some(&config_text),
+                    caller,
+                    by,
+                    RolloutKind::Apply,
+                )?;
                 if !unplaceable.is_empty() {
                     let warning = text::applied_unplaceable(&unplaceable);
                     tracing::warn!("{warning}");
@@ -241,6 +251,7 @@ impl Owner {
                 .map(Response::Slo),
             Request::StateImport { state } => self.state_import(now, state),
             Request::History => self.history.views().map(Response::History),
+            Request::Rollout { action } => self.rollout_request(now, action, caller, by),
             Request::Logs { .. } | Request::Events { .. } => Err(Rejection::TransportOnly),
             // Answered above.
             Request::Status
@@ -331,24 +342,27 @@ impl Owner {
     /// Re-reads the config file.
     fn reload(&mut self, now: u64, caller: &tracing::Span, by: &str) -> Result<Applied, Rejection> {
         let loaded = self.source.load(None)?;
-        self.take_config(now, loaded, None, caller, by)
+        self.take_config(now, loaded, None, caller, by, RolloutKind::Apply)
     }
 
     /// Takes a loaded config; with `text` (`apply`), that text becomes the
     /// config file first. Its span (`apply` or `reload`) is the parent of
     /// the replacements it causes, until their groups settle. The config
     /// taken is kept as a generation, applied `by` whom.
-    fn take_config(
+    pub(super) fn take_config(
         &mut self,
         now: u64,
         loaded: orch_config::Loaded,
         text: Option<&str>,
         caller: &tracing::Span,
         by: &str,
+        kind: RolloutKind,
     ) -> Result<Applied, Rejection> {
-        let span = match text {
-            Some(_) => tracing::info_span!(parent: caller, "apply"),
-            None => tracing::info_span!(parent: caller, "reload"),
+        let span = match (text, kind) {
+            (_, RolloutKind::Rollback { .. }) => tracing::info_span!(parent: caller, "rollback"),
+            (_, RolloutKind::Undo { .. }) => tracing::info_span!(parent: caller, "undo"),
+            (Some(_), RolloutKind::Apply) => tracing::info_span!(parent: caller, "apply"),
+            (None, RolloutKind::Apply) => tracing::info_span!(parent: caller, "reload"),
         };
         let _in = span.enter();
         if loaded.config.host.name != self.sup.config().host.name {
@@ -371,10 +385,10 @@ impl Owner {
         let hashes = orch_core::container::config_hashes(&loaded.config);
         let done = self
             .sup
-            .reload(now, loaded.config, hashes)
+            .reload_as(now, loaded.config, hashes, kind)
             .map_err(|e| views::command_error(&self.sup, &e))?;
         let unix_ms = self.clocks.unix_ms();
-        let taken = history::taken(&done.changed, text, &self.source.path, by, unix_ms);
+        let taken = history::taken(&done.changed, text, &self.source.path, by, unix_ms, kind);
         self.history.took(taken);
         self.observer.configure(self.sup.config());
         let groups: BTreeSet<&str> = self

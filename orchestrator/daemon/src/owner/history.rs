@@ -5,7 +5,7 @@
 //! never supervision: it is logged and `history` says it is unavailable.
 
 use orch_api::{GenerationChanges, GenerationOutcome, GenerationSource, GenerationView, Rejection};
-use orch_core::supervise::Supervisor;
+use orch_core::supervise::{RolloutKind, Supervisor, SupervisorEvent};
 
 use crate::generations::{self, GenerationMeta, GenerationStore, NewGeneration};
 
@@ -67,8 +67,9 @@ impl History {
             return;
         };
         let outcome = generations::default_outcome(&taken.changes);
-        self.rolling = (outcome == GenerationOutcome::InProgress)
-            .then(|| (taken.generation, taken.changes.recreated.clone()));
+        // While this daemon runs, the rollout's events give the outcome
+        // (`saw`); a newer config ends the watch of an older one.
+        self.rolling = None;
         let entry = NewGeneration {
             meta: GenerationMeta {
                 generation: taken.generation,
@@ -116,6 +117,71 @@ impl History {
         }
     }
 
+    /// The outcome of each generation whose rollout ended in `events`.
+    pub(super) fn saw(&mut self, events: &[SupervisorEvent]) {
+        let Some(store) = &mut self.store else { return };
+        for e in events {
+            let (generation, outcome) = match e {
+                SupervisorEvent::RolloutCompleted { generation, .. } => {
+                    (*generation, GenerationOutcome::Completed)
+                }
+                SupervisorEvent::RolloutFailed {
+                    generation,
+                    rollback_to,
+                    ..
+                } => (
+                    *generation,
+                    match rollback_to {
+                        Some(_) => GenerationOutcome::RolledBack,
+                        None => GenerationOutcome::Paused,
+                    },
+                ),
+                SupervisorEvent::RolloutPaused { generation } => {
+                    (*generation, GenerationOutcome::Paused)
+                }
+                SupervisorEvent::RolloutResumed { generation } => {
+                    (*generation, GenerationOutcome::InProgress)
+                }
+                _ => continue,
+            };
+            if let Err(e) = store.set_outcome(generation, outcome) {
+                tracing::warn!("outcome of generation {generation} not kept: {e}");
+            }
+        }
+    }
+
+    /// Whether generations are kept at all.
+    pub(super) fn available(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// A kept generation's config text.
+    pub(super) fn text(&self, generation: u64) -> Option<String> {
+        Some(self.store.as_ref()?.get(generation)?.text)
+    }
+
+    /// The generations kept, newest first.
+    pub(super) fn kept(&self) -> Vec<u64> {
+        self.store
+            .as_ref()
+            .map(|s| s.list().iter().map(|m| m.generation).collect())
+            .unwrap_or_default()
+    }
+
+    /// What `rollout undo` goes back to: the newest generation before
+    /// `running` whose rollout completed and whose config differs from the
+    /// running one (a rollback's config is the one it went back to).
+    pub(super) fn last_good_before(&self, running: u64) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        let current = store.get(running).map(|g| g.text);
+        store
+            .list()
+            .iter()
+            .filter(|m| m.generation < running && m.outcome == GenerationOutcome::Completed)
+            .map(|m| m.generation)
+            .find(|g| store.get(*g).map(|x| x.text) != current)
+    }
+
     /// `history`: the generations kept, newest first.
     pub(super) fn views(&self) -> Result<Vec<GenerationView>, Rejection> {
         let store = self.store.as_ref().ok_or(Rejection::NoHistory)?;
@@ -131,14 +197,23 @@ pub(super) fn taken(
     config_path: &std::path::Path,
     applied_by: &str,
     unix_ms: u64,
+    kind: RolloutKind,
 ) -> Taken {
     Taken {
         generation: done.generation,
         unix_ms,
         applied_by: applied_by.to_string(),
-        source: match text {
-            Some(_) => GenerationSource::Apply,
-            None => GenerationSource::Reload,
+        source: match (kind, text) {
+            (RolloutKind::Rollback { from }, _) => GenerationSource::Rollback {
+                from,
+                to: done.generation,
+            },
+            (RolloutKind::Undo { to }, _) => GenerationSource::Undo {
+                from: done.generation.saturating_sub(1),
+                to,
+            },
+            (RolloutKind::Apply, Some(_)) => GenerationSource::Apply,
+            (RolloutKind::Apply, None) => GenerationSource::Reload,
         },
         changes: GenerationChanges {
             changed: done.changed.clone(),

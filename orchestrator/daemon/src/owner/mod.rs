@@ -21,7 +21,10 @@
 //! - `history`: the config generations kept on disk and the newest
 //!   one's outcome;
 //! - `handlers`: the answer to each request, from `crate::views` (pure
-//!   queries) or a supervisor command.
+//!   queries) or a supervisor command;
+//! - `rollout`: `rollout status|pause|resume|undo`, the rollback a failed
+//!   step asks for, and a watched replica's requests handed to the
+//!   supervisor.
 //!
 //! Nothing else mutates host state. No lock is held across an await.
 
@@ -34,6 +37,7 @@ mod history;
 mod journal;
 mod observe;
 mod persist;
+mod rollout;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -373,7 +377,11 @@ impl Owner {
                 if let Some(v) = s.gauge {
                     self.scaling.gauge(s.key.clone(), v, self.clocks.now());
                 }
-                return self.observer.scraped(s, self.clocks.unix_ms());
+                let key = s.key.clone();
+                if let Some(delta) = self.observer.scraped(s, self.clocks.unix_ms()) {
+                    self.watched_requests(&key, &delta);
+                }
+                return;
             }
             OwnerEvent::CpuRead(read) => {
                 self.scaling.cpu_read(&self.sup, read);
@@ -583,7 +591,9 @@ impl Owner {
     /// journal, the counters, the peers), writes desired state if it
     /// changed, then runs its actions.
     fn carry_out(&mut self, out: Outcome) {
+        let rollback = out.rollback;
         self.observer.saw(&out.events);
+        self.history.saw(&out.events);
         let span = if out.actions.is_empty() {
             tracing::Span::none()
         } else {
@@ -608,6 +618,11 @@ impl Owner {
         self.fleet.probe_remotes(&self.sup);
         self.job_mapping.update(&self.sup);
         self.history.settle(&self.sup);
+        // A failed rollout step goes back to the last good generation once
+        // what it decided has been carried out.
+        if let Some(ask) = rollback {
+            self.roll_back(ask);
+        }
     }
 
     /// Writes the desired state; a failure is counted and said once.

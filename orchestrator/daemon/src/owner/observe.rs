@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use orch_api::{GpuReport, Rejection, SloReport};
 use orch_core::gpu::ReplicaKey;
-use orch_core::slo::{ScrapeOutcome, SloEngine};
+use orch_core::slo::{RequestDelta, ScrapeOutcome, SloEngine};
 use orch_core::supervise::{GroupPhase, OpKind, Supervisor, SupervisorEvent};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -329,27 +329,32 @@ impl Observer {
     }
 
     /// One agent's scrape.
-    pub(super) fn scraped(&mut self, s: Scraped, now_ms: u64) {
+    /// One agent's scrape; the requests it counted since the last one.
+    pub(super) fn scraped(&mut self, s: Scraped, now_ms: u64) -> Option<RequestDelta> {
         let scrape = match s.result {
             Ok(scrape) => scrape,
             Err(e) => {
                 tracing::debug!(replica = %s.key, "agent metrics not read: {e}");
-                return;
+                return None;
             }
         };
+        self.dirty = true;
         match self
             .slo
             .record_scrape(now_ms, &s.group, &replica_id(&s.key), scrape)
         {
-            Ok(ScrapeOutcome::Counted {
-                restarted: true, ..
-            }) => {
-                tracing::debug!(replica = %s.key, "agent counters restarted");
+            Ok(ScrapeOutcome::Counted { restarted, delta }) => {
+                if restarted {
+                    tracing::debug!(replica = %s.key, "agent counters restarted");
+                }
+                Some(delta)
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(replica = %s.key, "scrape not recorded: {e}"),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(replica = %s.key, "scrape not recorded: {e}");
+                None
+            }
         }
-        self.dirty = true;
     }
 
     /// A group's latency burn rate over the shortest window, when it has a

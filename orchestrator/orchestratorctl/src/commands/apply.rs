@@ -2,6 +2,7 @@
 //! `reload` (re-read the daemon's config file).
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use orch_api::Applied;
@@ -16,6 +17,7 @@ pub fn apply(
     file: &Path,
     load: &LoadArgs,
     force: bool,
+    wait: Option<Duration>,
     out: &Out,
 ) -> Result<()> {
     // Checked here first, so mistakes show with their source lines.
@@ -24,7 +26,70 @@ pub fn apply(
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let applied: Applied =
         block_on(client.apply_with(&file.display().to_string(), &text, force))?.map_err(refused)?;
-    show(&applied, out)
+    show(&applied, out)?;
+    match wait {
+        Some(timeout) => super::rollout::wait_applied(client, &applied, timeout),
+        None => Ok(()),
+    }
+}
+
+/// `apply --all-hosts DIR`: each host's `DIR/<HOST>/startup_config.yaml`,
+/// this host first and then its peers by name, each rolled out and waited
+/// for before the next; the first host whose rollout does not complete
+/// stops the rest (its exit code is the command's).
+pub fn apply_all_hosts(
+    client: &orch_api::Client,
+    dir: &Path,
+    load: &LoadArgs,
+    force: bool,
+    timeout: Duration,
+    out: &Out,
+) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Exit::with(
+            exit::USAGE,
+            format!(
+                "{}: --all-hosts takes a directory holding HOST/startup_config.yaml for each host",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let status = block_on(client.status())?.map_err(fail)?;
+    let mut peers: Vec<String> = block_on(client.peers())?
+        .map_err(fail)?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    peers.sort();
+    let hosts = std::iter::once(status.host.clone()).chain(peers);
+    let mut done = Vec::new();
+    for host in hosts {
+        let file = dir.join(&host).join("startup_config.yaml");
+        if !file.is_file() {
+            eprintln!("{host}: no {}; skipped", file.display());
+            continue;
+        }
+        eprintln!("{host}: applying {}", file.display());
+        let c = client.clone().for_host(Some(host.clone()));
+        if let Err(e) = apply(&c, &file, load, force, Some(timeout), out) {
+            let stopped = if done.is_empty() {
+                format!("{host}: {e:#}; no other host was changed")
+            } else {
+                format!(
+                    "{host}: {e:#}; stopped there (rolled out: {})",
+                    done.join(", ")
+                )
+            };
+            return Err(match e.downcast::<Exit>() {
+                Ok(x) => Exit::with(x.code, stopped).into(),
+                Err(_) => Exit::with(exit::FAILED, stopped).into(),
+            });
+        }
+        done.push(host);
+    }
+    println!("rolled out on {}", done.join(", "));
+    Ok(())
 }
 
 /// An apply's refusal: a GPU request that cannot be placed (the only
@@ -50,7 +115,7 @@ pub fn reload(client: &orch_api::Client, out: &Out) -> Result<()> {
     show(&applied, out)
 }
 
-fn show(a: &Applied, out: &Out) -> Result<()> {
+pub(super) fn show(a: &Applied, out: &Out) -> Result<()> {
     if out.format != Format::Table {
         return print_data(out.format, a);
     }
@@ -71,7 +136,7 @@ fn show(a: &Applied, out: &Out) -> Result<()> {
             a.generation
         ),
         (false, _) => println!(
-            "generation {} applied; recreating changed agents one replica at a time: {}",
+            "generation {} applied; rolling out step by step to: {}",
             a.generation,
             a.recreated.join(", ")
         ),

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod man;
 pub mod peers;
 pub mod plan;
+pub mod rollout;
 pub mod scale;
 pub mod slo;
 pub mod state;

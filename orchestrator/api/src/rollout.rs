@@ -1,0 +1,274 @@
+//! Rollouts as the API carries them: the request's actions, the status
+//! view, the events' parts, and the decision of an `apply --wait` or
+//! `rollout status --wait` from the events it follows.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Event, EventKind, FailReason, ReplicaRef};
+
+/// What a `rollout` request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum RolloutAction {
+    /// The current (or last) rollout. Reply: [`RolloutStatus`].
+    Status,
+    /// No further step starts. Reply: [`RolloutStatus`].
+    Pause,
+    /// A paused rollout goes on. Reply: [`RolloutStatus`].
+    Resume,
+    /// Roll out an earlier generation's config (`to`; `None`: the last
+    /// good one before the running generation). Reply: [`crate::Applied`].
+    Undo {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<u64>,
+    },
+}
+
+/// Why a generation rolls out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum RolloutKind {
+    /// A new config (`apply`, `reload`).
+    Apply,
+    /// Back to an earlier generation after generation `from` failed.
+    Rollback { from: u64 },
+    /// An operator's `rollout undo` to generation `to`'s config.
+    Undo { to: u64 },
+}
+
+/// What failed a step, with its figure and threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "signal")]
+pub enum RolloutSignal {
+    /// The new container could not be made or started.
+    NotLaunched {
+        reason: FailReason,
+    },
+    NotHealthyInTime {
+        deadline_ms: u64,
+    },
+    Exited {
+        code: i64,
+    },
+    Unhealthy,
+    CrashLoop {
+        restarts: u32,
+        window_ms: u64,
+    },
+    /// The replica's answers while watched burned the objective `sli`
+    /// (`latency`, `error_rate`) at `burn` times its allowance, over
+    /// `threshold`.
+    SloBurn {
+        sli: String,
+        burn: f64,
+        threshold: f64,
+        requests: u64,
+        bad: u64,
+    },
+}
+
+/// A failed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub replica: ReplicaRef,
+    pub group: String,
+    #[serde(flatten)]
+    pub signal: RolloutSignal,
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutPhase {
+    Progressing,
+    Paused,
+    RollingBack,
+    Completed,
+    Superseded,
+}
+
+impl RolloutPhase {
+    pub const ALL: [RolloutPhase; 5] = [
+        RolloutPhase::Progressing,
+        RolloutPhase::Paused,
+        RolloutPhase::RollingBack,
+        RolloutPhase::Completed,
+        RolloutPhase::Superseded,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RolloutPhase::Progressing => "progressing",
+            RolloutPhase::Paused => "paused",
+            RolloutPhase::RollingBack => "rolling_back",
+            RolloutPhase::Completed => "completed",
+            RolloutPhase::Superseded => "superseded",
+        }
+    }
+}
+
+/// One agent's progress in a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutAgent {
+    pub agent: String,
+    pub group: String,
+    pub replicas: u32,
+    /// Running the new config, through their watch.
+    pub done: u32,
+    /// Replaced and starting or being watched.
+    pub in_step: u32,
+}
+
+/// A rollout as `rollout status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    pub generation: u64,
+    pub kind: RolloutKind,
+    /// The generation a failed step goes back to.
+    pub previous: u64,
+    pub phase: RolloutPhase,
+    /// Paused by an operator (not by a failed step).
+    #[serde(default)]
+    pub paused_by_operator: bool,
+    /// The failed step, when one failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<StepFailure>,
+    /// Milliseconds since the rollout began (at the time of the answer).
+    pub age_ms: u64,
+    pub agents: Vec<RolloutAgent>,
+}
+
+/// The answer to `rollout status|pause|resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    /// The running config's generation.
+    pub generation: u64,
+    /// The last rollout since the daemon started; `None`: none.
+    pub rollout: Option<RolloutView>,
+    /// The first event that may concern this answer (to follow).
+    pub events_from: u64,
+}
+
+/// How a rollout ended, as a wait sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutEnd {
+    /// Every step done.
+    Completed,
+    /// A step failed and the previous generation was put back (`to` is
+    /// the generation of the rollback).
+    RolledBack { failure: StepFailure, to: u64 },
+    /// A step failed and the rollout is paused.
+    Paused { failure: StepFailure },
+    /// A newer config took over.
+    Superseded { by: u64 },
+}
+
+impl RolloutEnd {
+    /// `orchestratorctl`'s exit code for it: 0 completed, 3 rolled back,
+    /// 4 paused (or superseded).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RolloutEnd::Completed => 0,
+            RolloutEnd::RolledBack { .. } => 3,
+            RolloutEnd::Paused { .. } | RolloutEnd::Superseded { .. } => 4,
+        }
+    }
+}
+
+/// Follows the events of generation `generation`'s rollout to its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutWait {
+    generation: u64,
+    failure: Option<StepFailure>,
+    /// The rollback's generation, once it started.
+    rollback: Option<u64>,
+}
+
+impl RolloutWait {
+    pub fn new(generation: u64) -> Self {
+        RolloutWait {
+            generation,
+            failure: None,
+            rollback: None,
+        }
+    }
+
+    /// Takes one event; `Some` when the rollout has ended.
+    pub fn see(&mut self, event: &Event) -> Option<RolloutEnd> {
+        match &event.kind {
+            EventKind::RolloutCompleted { generation, .. } if *generation == self.generation => {
+                Some(RolloutEnd::Completed)
+            }
+            EventKind::RolloutFailed {
+                generation,
+                failure,
+                rollback_to,
+            } if *generation == self.generation => {
+                self.failure = Some(failure.clone());
+                match rollback_to {
+                    Some(_) => None,
+                    None => Some(RolloutEnd::Paused {
+                        failure: failure.clone(),
+                    }),
+                }
+            }
+            EventKind::RolloutStarted {
+                generation,
+                rollout,
+                ..
+            } => match rollout {
+                RolloutKind::Rollback { from } if *from == self.generation => {
+                    self.rollback = Some(*generation);
+                    None
+                }
+                _ if *generation > self.generation && self.rollback.is_none() => {
+                    Some(RolloutEnd::Superseded { by: *generation })
+                }
+                _ => None,
+            },
+            EventKind::RolloutCompleted { generation, .. }
+                if Some(*generation) == self.rollback =>
+            {
+                self.failure.clone().map(|failure| RolloutEnd::RolledBack {
+                    failure,
+                    to: *generation,
+                })
+            }
+            EventKind::ConfigApplied { generation, .. }
+                if *generation > self.generation && self.rollback.is_none() =>
+            {
+                // A newer config with nothing to roll out.
+                Some(RolloutEnd::Superseded { by: *generation })
+            }
+            _ => None,
+        }
+    }
+
+    /// The end a status shows, when the rollout has ended already.
+    pub fn from_status(&self, s: &RolloutStatus) -> Option<RolloutEnd> {
+        let ro = s.rollout.as_ref()?;
+        if ro.generation == self.generation {
+            return match (ro.phase, &ro.failure) {
+                (RolloutPhase::Completed, _) => Some(RolloutEnd::Completed),
+                (RolloutPhase::Paused, Some(f)) => Some(RolloutEnd::Paused { failure: f.clone() }),
+                (RolloutPhase::Superseded, _) => Some(RolloutEnd::Superseded { by: s.generation }),
+                _ => None,
+            };
+        }
+        match ro.kind {
+            RolloutKind::Rollback { from } if from == self.generation => {
+                match (ro.phase, &self.failure) {
+                    (RolloutPhase::Completed, Some(f)) => Some(RolloutEnd::RolledBack {
+                        failure: f.clone(),
+                        to: ro.generation,
+                    }),
+                    _ => None,
+                }
+            }
+            _ if ro.generation > self.generation => {
+                Some(RolloutEnd::Superseded { by: ro.generation })
+            }
+            _ => None,
+        }
+    }
+}
