@@ -49,7 +49,8 @@ async fn history_until(
     cond: impl Fn(&[GenerationView]) -> bool,
 ) -> Vec<GenerationView> {
     let mut last = Vec::new();
-    for _ in 0..600 {
+    // Each step of a rollout is watched for 30 s.
+    for _ in 0..3000 {
         last = h.client.history().await.unwrap();
         if cond(&last) {
             return last;
@@ -180,6 +181,11 @@ async fn a_rollout_left_in_progress_by_the_last_daemon_completes_under_the_next(
     let applied = h.client.apply("new.yaml", &second()).await.unwrap();
     assert_eq!(applied.recreated, ["Api"]);
     h.until_ready().await;
+    history_until(&h, "the rollout completes", |g| {
+        g.first()
+            .is_some_and(|g| g.outcome == GenerationOutcome::Completed)
+    })
+    .await;
     // The last daemon stopped before the rollout was done.
     h.stop().await;
     let meta = h

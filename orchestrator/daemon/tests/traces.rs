@@ -332,14 +332,14 @@ groups:
     h.until_ready().await;
     settle(500).await;
 
-    // One replica at a time, each after the one before is healthy (the
-    // group is ready again in between): all three under the apply.
+    // One replica at a time, each after the one before is healthy and
+    // watched (30 s): all three under the apply.
     exporter.reset();
     h.client
         .apply("new.yaml", &text("orchestrator-agent:v2"))
         .await
         .unwrap();
-    settle(30_000).await;
+    settle(120_000).await;
     h.until_ready().await;
     let spans = exporter.get_finished_spans().unwrap();
     let apply = one(&spans, "apply");
