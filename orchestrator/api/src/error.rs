@@ -111,6 +111,13 @@ pub enum Rejection {
         file_name: String,
         errors: Vec<String>,
     },
+    /// `apply` (without `force`) of a config whose agents use images the
+    /// Docker Engine does not have (their containers could not be made);
+    /// nothing was applied.
+    ImagesMissing {
+        file_name: String,
+        images: Vec<String>,
+    },
     /// A replica count `agent` cannot run with; nothing was changed.
     Scale {
         group: String,
@@ -378,7 +385,8 @@ impl Rejection {
             | NoMig { .. }
             | GpuHeld { .. }
             | Scale { .. }
-            | Unplaceable { .. } => ErrorCode::Conflict,
+            | Unplaceable { .. }
+            | ImagesMissing { .. } => ErrorCode::Conflict,
             WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Gpu {
                 refusal: GpuRefusal::NotSupported,
@@ -415,6 +423,9 @@ impl From<Rejection> for ApiError {
         let details = match r {
             Rejection::InvalidConfig { details, .. } => details,
             Rejection::Unplaceable { errors, .. }
+            | Rejection::ImagesMissing {
+                images: errors, ..
+            }
             | Rejection::Scale {
                 why: ScaleRefusal::Unplaceable { errors, .. },
                 ..

@@ -24,6 +24,7 @@ pub mod events;
 pub mod fleet;
 pub mod gpu;
 pub mod gpu_use;
+pub mod images;
 pub mod metrics;
 pub mod mps;
 pub mod notify;
