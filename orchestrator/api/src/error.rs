@@ -423,9 +423,7 @@ impl From<Rejection> for ApiError {
         let details = match r {
             Rejection::InvalidConfig { details, .. } => details,
             Rejection::Unplaceable { errors, .. }
-            | Rejection::ImagesMissing {
-                images: errors, ..
-            }
+            | Rejection::ImagesMissing { images: errors, .. }
             | Rejection::Scale {
                 why: ScaleRefusal::Unplaceable { errors, .. },
                 ..

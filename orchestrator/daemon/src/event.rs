@@ -154,7 +154,6 @@ impl From<LaunchError> for JobFailure {
     }
 }
 
-
 #[derive(Debug)]
 pub struct SliceReady {
     pub key: ReplicaKey,

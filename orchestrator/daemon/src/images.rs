@@ -32,11 +32,7 @@ pub fn of_config(config: &HostConfig) -> Vec<String> {
 
 /// The images of `images` Docker says it does not have, in the order
 /// given; only the first [`MAX_IMAGES`] are asked about, within `limit`.
-pub async fn missing(
-    rt: &dyn ContainerRuntime,
-    images: &[String],
-    limit: Duration,
-) -> Vec<String> {
+pub async fn missing(rt: &dyn ContainerRuntime, images: &[String], limit: Duration) -> Vec<String> {
     missing_by(images, limit, |image| rt.image_exists(image)).await
 }
 

@@ -542,7 +542,10 @@ mod tests {
             let names: Vec<_> = rt.containers().into_iter().map(|c| c.name).collect();
             stopped_late.store(
                 names.contains(&"orch-main-a-0.next".to_string())
-                    && rt.containers().iter().any(|c| c.id == old && c.state.is_alive()),
+                    && rt
+                        .containers()
+                        .iter()
+                        .any(|c| c.id == old && c.state.is_alive()),
                 Ordering::SeqCst,
             );
         };
@@ -559,7 +562,10 @@ mod tests {
         .expect("replaced");
         assert!(stopped_late.load(Ordering::SeqCst));
         assert_eq!(
-            only(&rt, &[Op::Create, Op::Stop, Op::Remove, Op::Rename, Op::Start]),
+            only(
+                &rt,
+                &[Op::Create, Op::Stop, Op::Remove, Op::Rename, Op::Start]
+            ),
             [Op::Create, Op::Stop, Op::Remove, Op::Rename, Op::Start]
         );
         let new = done.container.expect("the new container");
@@ -613,9 +619,17 @@ mod tests {
         stale.name = staging_name(&stale.name);
         let stale_id = rt.create(&stale).await.expect("stale");
         rt.take_calls();
-        let done = launch(&rt, &spec(IMAGE_V2, "h2"), Some(&old), STOP, None, true, async {})
-            .await
-            .expect("replaced");
+        let done = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await
+        .expect("replaced");
         let calls = rt.calls();
         let removed_stale = calls.iter().position(|c| {
             *c == Call::Remove {
@@ -624,7 +638,10 @@ mod tests {
             }
         });
         let created = calls.iter().position(|c| matches!(c, Call::Create(_)));
-        assert!(removed_stale.is_some() && removed_stale < created, "{calls:?}");
+        assert!(
+            removed_stale.is_some() && removed_stale < created,
+            "{calls:?}"
+        );
         let left = rt.containers();
         assert_eq!(left.len(), 1);
         assert_eq!(Some(&left[0].id), done.container.map(|c| c.id).as_ref());
@@ -641,8 +658,16 @@ mod tests {
                 message: "rename went wrong".into(),
             },
         );
-        let failed = launch(&rt, &spec(IMAGE_V2, "h2"), Some(&old), STOP, None, true, async {})
-            .await;
+        let failed = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await;
         assert!(
             matches!(
                 failed,
@@ -665,8 +690,16 @@ mod tests {
                 message: "start went wrong".into(),
             },
         );
-        let failed = launch(&rt, &spec(IMAGE_V2, "h2"), Some(&old), STOP, None, true, async {})
-            .await;
+        let failed = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await;
         assert!(
             matches!(
                 failed,
@@ -692,9 +725,17 @@ mod tests {
         adopted.name = staging_name(&adopted.name);
         let old = rt.create(&adopted).await.expect("create");
         rt.start(&old).await.expect("start");
-        let done = launch(&rt, &spec(IMAGE_V2, "h2"), Some(&old), STOP, None, true, async {})
-            .await
-            .expect("replaced");
+        let done = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await
+        .expect("replaced");
         let left = rt.containers();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].name, "orch-main-a-0");

@@ -296,8 +296,12 @@ impl Service {
                 let missing = match (&request, &config) {
                     (Request::Apply { .. } | Request::Plan { .. }, Some(loaded)) => {
                         let images = crate::images::of_config(&loaded.config);
-                        crate::images::missing(self.rt.as_ref(), &images, crate::images::CHECK_LIMIT)
-                            .await
+                        crate::images::missing(
+                            self.rt.as_ref(),
+                            &images,
+                            crate::images::CHECK_LIMIT,
+                        )
+                        .await
                     }
                     _ => Vec::new(),
                 };

@@ -998,7 +998,11 @@ fn plan_and_apply_say_when_an_image_is_missing_and_the_old_container_runs_on() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let agents = host.rt.block_on(host.h.client.agents(None)).unwrap();
-    assert_eq!(agents[0].phase, orch_api::wire::Phase::Running, "{agents:?}");
+    assert_eq!(
+        agents[0].phase,
+        orch_api::wire::Phase::Running,
+        "{agents:?}"
+    );
 
     // Once the image is here, the retry replaces it.
     fake.add_image("orchestrator-agent:missing");

@@ -28,8 +28,7 @@ fn a_replacement_whose_image_is_missing_keeps_the_old_container_running() {
     let unchanged = |why: &str| {
         let now = host.container_of("Top");
         assert!(
-            now.as_ref()
-                .is_some_and(|c| c.id == before.id && c.running),
+            now.as_ref().is_some_and(|c| c.id == before.id && c.running),
             "{why}: Top is {now:?}, was {before:?}\ndaemon log: {}",
             daemon.log_tail(30)
         );
@@ -58,7 +57,10 @@ fn a_replacement_whose_image_is_missing_keeps_the_old_container_running() {
     let out = daemon.ctl(&["apply", bad]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(err.contains("was not applied") && err.contains(MISSING), "{err}");
+    assert!(
+        err.contains("was not applied") && err.contains(MISSING),
+        "{err}"
+    );
     unchanged("after the refused apply");
 
     // `--force` applies it: the replacement is tried, cannot be made, and
