@@ -2,17 +2,25 @@
 //! takes the agent down: `apply` refuses the file, and `apply --force`
 //! leaves the old container running, with the same id the whole time,
 //! reported running everywhere an operator looks (`status`, `agents`),
-//! while the replacement is tried again after a backoff; applying the
-//! previous good file keeps it.
+//! while the replacement is tried again after a backoff; once the image is
+//! there the replacement is made (new container first, then the old one
+//! goes), under the replica's own name.
 
 // Test code: a failed unwrap is the failure report.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use e2e::{Daemon, Host, agent_events, chain_config, kind_name};
+use e2e::{Daemon, Host, IMAGE, agent_events, chain_config, docker, docker_ok, kind_name};
 
-const MISSING: &str = "orchestrator-agent:not-built-here";
+/// An image tag of this test only, removed when it ends.
+struct Tag(String);
+
+impl Drop for Tag {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", &self.0]);
+    }
+}
 
 #[test]
 fn a_failed_replacement_for_a_missing_image_keeps_the_old_container_running() {
@@ -20,6 +28,9 @@ fn a_failed_replacement_for_a_missing_image_keeps_the_old_container_running() {
     let ctl = host.path("ctl");
     std::fs::create_dir_all(&ctl).unwrap();
     let text = chain_config(&host.name, &ctl);
+    // Not on the host until the test tags it.
+    let missing = Tag(format!("orchestrator-agent:{}", host.name));
+    let missing = missing.0.as_str();
     let daemon = Daemon::start(&host, &text, &[]);
     daemon.ctl_ok(&["group", "start", "base", "--wait", "--timeout", "60"]);
     let before = host.container_of("Top").unwrap();
@@ -40,7 +51,7 @@ fn a_failed_replacement_for_a_missing_image_keeps_the_old_container_running() {
         &bad,
         text.replace(
             "Top: {depends_on: [Mid]}",
-            &format!("Top: {{depends_on: [Mid], image: \"{MISSING}\"}}"),
+            &format!("Top: {{depends_on: [Mid], image: \"{missing}\"}}"),
         ),
     )
     .unwrap();
@@ -53,7 +64,7 @@ fn a_failed_replacement_for_a_missing_image_keeps_the_old_container_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(
-        err.contains("was not applied") && err.contains(MISSING),
+        err.contains("was not applied") && err.contains(missing),
         "{err}"
     );
     unchanged("after the refused apply");
@@ -96,17 +107,37 @@ fn a_failed_replacement_for_a_missing_image_keeps_the_old_container_running() {
     );
     host.assert_no_duplicates();
 
-    // The previous good file again: Top's running container is what it
-    // asks for, so it stays.
+    // Once the image is here, the next try replaces Top: a new container,
+    // under the replica's own name.
+    docker_ok(&["tag", IMAGE, missing]);
+    let name_of = |id: &str| docker_ok(&["inspect", "--format", "{{.Name}}", id]);
+    let name = name_of(&before.id);
+    daemon.wait_until("Top replaced and healthy", Duration::from_secs(60), |d| {
+        host.container_of("Top")
+            .is_some_and(|c| c.id != before.id && c.running)
+            && d.status().agents.healthy == 3
+    });
+    let replaced = host.container_of("Top").unwrap();
+    assert_eq!(name_of(&replaced.id), name);
+    host.assert_no_duplicates();
+
+    // The previous good file again: replaced back the same way.
     let good = host.path("good.yaml");
     std::fs::write(&good, &text).unwrap();
     daemon.ctl_ok(&["apply", good.to_str().unwrap()]);
-    daemon.wait_until("Top healthy again", Duration::from_secs(60), |d| {
-        d.status().agents.healthy == 3
-            && d.groups()
-                .iter()
-                .any(|g| g.name == "base" && g.state == orch_api::GroupState::Ready)
-    });
-    unchanged("after the good file");
+    daemon.wait_until(
+        "Top back on the first image",
+        Duration::from_secs(60),
+        |d| {
+            host.container_of("Top")
+                .is_some_and(|c| c.id != replaced.id && c.running)
+                && d.status().agents.healthy == 3
+                && d.groups()
+                    .iter()
+                    .any(|g| g.name == "base" && g.state == orch_api::GroupState::Ready)
+        },
+    );
+    let back = host.container_of("Top").unwrap();
+    assert_eq!(name_of(&back.id), name);
     host.assert_no_duplicates();
 }
