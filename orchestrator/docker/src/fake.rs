@@ -1249,27 +1249,31 @@ mod tests {
     #[tokio::test]
     async fn a_rename_keeps_the_id_and_refuses_a_name_in_use() {
         let fake = ready().await;
-        let a = fake.create(&spec("a")).await.expect("create a");
-        let b = fake.create(&spec("b")).await.expect("create b");
+        let a = fake.create(&spec("first")).await.expect("create a");
+        let b = fake.create(&spec("second")).await.expect("create b");
         assert_eq!(
-            fake.rename(&b, "a").await,
+            fake.rename(&b, "first").await,
             Err(DockerError::NameConflict {
-                name: "a".into(),
+                name: "first".into(),
                 existing_id: a.clone()
             })
         );
-        assert_eq!(fake.rename(&b, "c").await, Ok(()));
-        assert_eq!(fake.inspect("c").await.map(|i| i.id), Ok(b.clone()));
-        assert!(fake.inspect("b").await.is_err());
+        assert_eq!(fake.rename(&b, "third").await, Ok(()));
+        assert_eq!(fake.inspect("third").await.map(|i| i.id), Ok(b.clone()));
+        // The old name is free again.
         assert!(matches!(
-            fake.rename("nothing", "d").await,
+            fake.inspect("second").await,
+            Err(DockerError::NotFound { .. })
+        ));
+        assert!(matches!(
+            fake.rename("nothing", "fourth").await,
             Err(DockerError::NotFound { .. })
         ));
         assert_eq!(
             fake.calls().last(),
             Some(&Call::Rename {
                 id: "nothing".into(),
-                new_name: "d".into()
+                new_name: "fourth".into()
             })
         );
     }
