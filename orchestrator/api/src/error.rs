@@ -113,6 +113,13 @@ pub enum Rejection {
     },
     /// A rollout command that does not fit the rollout's state.
     Rollout(RolloutRefusal),
+    /// `apply` (without `force`) of a config whose agents use images the
+    /// Docker Engine does not have (their containers could not be made);
+    /// nothing was applied.
+    ImagesMissing {
+        file_name: String,
+        images: Vec<String>,
+    },
     /// A replica count `agent` cannot run with; nothing was changed.
     Scale {
         group: String,
@@ -411,7 +418,8 @@ impl Rejection {
             | GpuHeld { .. }
             | Scale { .. }
             | Rollout(_)
-            | Unplaceable { .. } => ErrorCode::Conflict,
+            | Unplaceable { .. }
+            | ImagesMissing { .. } => ErrorCode::Conflict,
             WrongHost { .. } | InvalidConfig { .. } => ErrorCode::InvalidConfig,
             Gpu {
                 refusal: GpuRefusal::NotSupported,
@@ -449,6 +457,7 @@ impl From<Rejection> for ApiError {
         let details = match r {
             Rejection::InvalidConfig { details, .. } => details,
             Rejection::Unplaceable { errors, .. }
+            | Rejection::ImagesMissing { images: errors, .. }
             | Rejection::Scale {
                 why: ScaleRefusal::Unplaceable { errors, .. },
                 ..

@@ -334,6 +334,11 @@ pub struct PlanReport {
     /// ready there now (as far as this host knows).
     #[serde(default)]
     pub remote: Vec<RemoteDependency>,
+    /// With a running daemon: the config's images the Docker Engine does
+    /// not have (`apply` refuses the file without `force`). Empty when
+    /// none is missing or Docker could not be asked.
+    #[serde(default)]
+    pub missing_images: Vec<String>,
 }
 
 /// Where a config's GPU requests (or one agent's) would fit in the fleet

@@ -72,6 +72,7 @@ pub fn plan_report(
         changes: None,
         diff: None,
         remote: remote_dependencies(config, |_| crate::reply::RemoteReadiness::Unknown),
+        missing_images: Vec::new(),
     }
 }
 

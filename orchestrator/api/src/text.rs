@@ -1063,6 +1063,12 @@ impl fmt::Display for crate::Rejection {
                 "{file_name} was not applied: {} GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan {file_name}`); apply it anyway with --force",
                 errors.len()
             ),
+            ImagesMissing { file_name, images } => write!(
+                f,
+                "{file_name} was not applied: {} image(s) its agents use are not on this host, so their containers could not be made (the running ones would keep running): {}; build or load them here (`docker build -t IMAGE CONTEXT`, `docker load -i FILE`), or apply it anyway with --force",
+                images.len(),
+                images.join(", ")
+            ),
             NotInConfig {
                 target,
                 file_name,
@@ -1325,6 +1331,23 @@ pub fn applied_unplaceable(errors: &[String]) -> String {
         "applied with --force although {} GPU request(s) cannot be placed on this host's GPUs; those replicas cannot start until their request fits: {}",
         errors.len(),
         errors.join("; ")
+    )
+}
+
+/// The warning of an `apply --force` whose agents use images this host
+/// does not have.
+pub fn applied_images_missing(images: &[String]) -> String {
+    format!(
+        "applied with --force although {} image(s) are not on this host: {}; a replica using one keeps its old container running (or cannot start) until the image is here",
+        images.len(),
+        images.join(", ")
+    )
+}
+
+/// A `plan` line for an image of the config that this host does not have.
+pub fn plan_image_missing(image: &str) -> String {
+    format!(
+        "image `{image}` is not on this host: the containers of the agents using it cannot be made, and `apply` refuses the file without --force"
     )
 }
 
@@ -1995,6 +2018,14 @@ mod tests {
                 },
                 ErrorCode::Conflict,
                 "c.yaml was not applied: 1 GPU request(s) cannot be placed on this host's GPUs (see `orchestratorctl plan c.yaml`); apply it anyway with --force",
+            ),
+            (
+                Rejection::ImagesMissing {
+                    file_name: "c.yaml".into(),
+                    images: vec!["agent:v2".into()],
+                },
+                ErrorCode::Conflict,
+                "c.yaml was not applied: 1 image(s) its agents use are not on this host, so their containers could not be made (the running ones would keep running): agent:v2; build or load them here (`docker build -t IMAGE CONTEXT`, `docker load -i FILE`), or apply it anyway with --force",
             ),
             (
                 Rejection::UnknownGroup {

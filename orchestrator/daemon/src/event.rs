@@ -136,7 +136,24 @@ pub struct HealthNews {
 pub struct OpDone {
     pub key: ReplicaKey,
     pub op: OpKind,
-    pub result: Result<OpSuccess, LaunchError>,
+    pub result: Result<OpSuccess, JobFailure>,
+}
+
+/// How a job failed, as the supervisor must hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobFailure {
+    /// A replacement's new container could not be made; the container it
+    /// was to replace was not touched and runs on.
+    ReplacementNotMade(LaunchError),
+    /// Anything else (for a replacement: once the old container was
+    /// touched).
+    Failed(LaunchError),
+}
+
+impl From<LaunchError> for JobFailure {
+    fn from(e: LaunchError) -> Self {
+        JobFailure::Failed(e)
+    }
 }
 
 #[derive(Debug)]

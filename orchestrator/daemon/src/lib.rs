@@ -25,6 +25,7 @@ pub mod fleet;
 pub mod generations;
 pub mod gpu;
 pub mod gpu_use;
+pub mod images;
 pub mod metrics;
 pub mod mps;
 pub mod notify;

@@ -1,6 +1,9 @@
 //! The Docker side of each supervisor action, run as a task per action.
 //! The executor reports each back to the owner as an `OpDone`, with a
-//! typed [`LaunchError`] when it fails; none touches host state. A
+//! typed [`LaunchError`] when it fails ([`JobFailure`] says whether a
+//! replacement left its old container untouched); none touches host
+//! state. A replacement creates its new container before it stops the old
+//! one ([`launch`]). A
 //! container of an MPS replica has its MPS clients terminated before it is
 //! stopped (`release_mps`).
 
@@ -16,7 +19,7 @@ use orch_docker::{ContainerInfo, ContainerRuntime, ContainerState, DockerError};
 
 use orch_gpu::MpsGpu;
 
-use crate::event::{self, SliceReady};
+use crate::event::{self, JobFailure, SliceReady};
 use crate::gpu::GpuWorker;
 
 /// Container facts as the supervisor needs them.
@@ -85,9 +88,16 @@ async fn inspect_facts(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess,
     })
 }
 
-/// Creates a replica's container and, unless `start` is false, starts it. A container already holding
-/// the name is adopted when it is this replica at this config hash (an
-/// earlier launch got as far as creating it), and replaced otherwise.
+/// The name a replacement is created under until the container it
+/// replaces is gone.
+pub fn staging_name(name: &str) -> String {
+    format!("{name}.next")
+}
+
+/// Creates a replica's container and, unless `start` is false, starts it.
+/// With `replace`, the new container is made before the old one is
+/// touched (see [`replace`]); `before_stop` runs just before the old one
+/// is stopped.
 pub async fn launch(
     rt: &dyn ContainerRuntime,
     spec: &ContainerSpec,
@@ -95,12 +105,30 @@ pub async fn launch(
     stop_timeout: Duration,
     slice: Option<Slice>,
     start: bool,
-) -> Result<OpSuccess, LaunchError> {
-    if let Some(old) = replace {
-        stop_and_remove(rt, old, stop_timeout).await?;
+    before_stop: impl Future<Output = ()> + Send,
+) -> Result<OpSuccess, JobFailure> {
+    let id = match replace {
+        Some(old) => self::replace(rt, spec, old, stop_timeout, before_stop).await?,
+        None => create(rt, spec, stop_timeout).await?,
+    };
+    if start {
+        rt.start(&id).await.map_err(launch_error)?;
     }
-    let id = match rt.create(spec).await {
-        Ok(id) => id,
+    let mut done = inspect_facts(rt, &id).await?;
+    done.slice = slice;
+    Ok(done)
+}
+
+/// Creates a replica's container. A container already holding the name is
+/// adopted when it is this replica at this config hash (an earlier launch
+/// got as far as creating it), and replaced otherwise.
+async fn create(
+    rt: &dyn ContainerRuntime,
+    spec: &ContainerSpec,
+    stop_timeout: Duration,
+) -> Result<String, LaunchError> {
+    match rt.create(spec).await {
+        Ok(id) => Ok(id),
         Err(DockerError::NameConflict { existing_id, .. }) => {
             let info = rt.inspect(&existing_id).await.map_err(launch_error)?;
             let same = |k: &str| info.labels.get(k) == spec.labels.get(k);
@@ -109,20 +137,71 @@ pub async fn launch(
                 && same(labels::REPLICA)
                 && same(labels::CONFIG_HASH)
             {
-                existing_id
+                Ok(existing_id)
             } else {
                 stop_and_remove(rt, &existing_id, stop_timeout).await?;
-                rt.create(spec).await.map_err(launch_error)?
+                rt.create(spec).await.map_err(launch_error)
             }
         }
-        Err(e) => return Err(launch_error(e)),
-    };
-    if start {
-        rt.start(&id).await.map_err(launch_error)?;
+        Err(e) => Err(launch_error(e)),
     }
-    let mut done = inspect_facts(rt, &id).await?;
-    done.slice = slice;
-    Ok(done)
+}
+
+/// Create before destroy: the new container is created under the staging
+/// name (a stale one, left by an earlier run, removed first), and only
+/// then is `old` stopped and removed and the new one given the replica's
+/// name. Until the create succeeds nothing of `old` is touched, so a
+/// replacement that cannot be made (a missing image) leaves the replica
+/// running: [`JobFailure::ReplacementNotMade`]. Returns the new id,
+/// created, not started.
+async fn replace(
+    rt: &dyn ContainerRuntime,
+    spec: &ContainerSpec,
+    old: &str,
+    stop_timeout: Duration,
+    before_stop: impl Future<Output = ()> + Send,
+) -> Result<String, JobFailure> {
+    let not_made = JobFailure::ReplacementNotMade;
+    let staging = staging_name(&spec.name);
+    // A stale staging container is removed, unless it is `old` itself (an
+    // earlier run stopped before its rename and the replica was adopted
+    // under the staging name): the new one then takes the free name.
+    let staged_name = match rt.inspect(&staging).await {
+        Ok(info) if info.name != staging => staging,
+        Ok(info) if info.id.starts_with(old) || old.starts_with(&info.id) => spec.name.clone(),
+        Ok(info) => {
+            rt.remove(&info.id, true)
+                .await
+                .map_err(|e| not_made(launch_error(e)))?;
+            staging
+        }
+        Err(e) if e.is_not_found() => staging,
+        Err(e) => return Err(not_made(launch_error(e))),
+    };
+    let staged_spec = ContainerSpec {
+        name: staged_name.clone(),
+        ..spec.clone()
+    };
+    let id = rt
+        .create(&staged_spec)
+        .await
+        .map_err(|e| not_made(launch_error(e)))?;
+    before_stop.await;
+    let swapped = async {
+        stop_and_remove(rt, old, stop_timeout).await?;
+        if staged_name != spec.name {
+            rt.rename(&id, &spec.name).await.map_err(launch_error)?;
+        }
+        Ok::<_, LaunchError>(())
+    };
+    if let Err(e) = swapped.await {
+        // Nothing is left under the staging name with the replica's labels.
+        if let Err(gone) = rt.remove(&id, true).await {
+            tracing::warn!(container = %id, "cannot remove the replacement that was not put in place: {gone}");
+        }
+        return Err(JobFailure::Failed(e));
+    }
+    Ok(id)
 }
 
 pub async fn start(rt: &dyn ContainerRuntime, id: &str) -> Result<OpSuccess, LaunchError> {
@@ -303,7 +382,7 @@ async fn prepare_gpu(
 }
 
 impl Job {
-    pub async fn run(self, ctx: JobCtx) -> Result<OpSuccess, LaunchError> {
+    pub async fn run(self, ctx: JobCtx) -> Result<OpSuccess, JobFailure> {
         let rt = ctx.rt.as_ref();
         match self {
             Job::Launch {
@@ -313,9 +392,11 @@ impl Job {
                 stop_timeout,
                 start,
             } => {
-                if let Some(old) = &replace {
-                    release_mps(&ctx, old).await;
-                }
+                // Until the new container exists the old one is not touched.
+                let not_made = |e: LaunchError| match &replace {
+                    Some(_) => JobFailure::ReplacementNotMade(e),
+                    None => JobFailure::Failed(e),
+                };
                 let gpu_span = match &slice {
                     Some(s) => tracing::info_span!(
                         "gpu_prepare",
@@ -325,13 +406,14 @@ impl Job {
                     None => tracing::Span::none(),
                 };
                 let (slice, pipe) =
-                    tracing::Instrument::instrument(prepare_gpu(&ctx, slice), gpu_span).await?;
-                let agent =
-                    spec.config
-                        .agent(&spec.agent)
-                        .ok_or_else(|| LaunchError::NotConfigured {
-                            agent: spec.agent.clone(),
-                        })?;
+                    tracing::Instrument::instrument(prepare_gpu(&ctx, slice), gpu_span)
+                        .await
+                        .map_err(not_made)?;
+                let agent = spec.config.agent(&spec.agent).ok_or_else(|| {
+                    not_made(LaunchError::NotConfigured {
+                        agent: spec.agent.clone(),
+                    })
+                })?;
                 let pipe_text = pipe.as_ref().map(|p| p.display().to_string());
                 let built = container::build_spec(
                     &spec.config,
@@ -345,26 +427,319 @@ impl Job {
                         mps_pipe_dir: pipe_text.as_deref(),
                     },
                 );
-                launch(rt, &built, replace.as_deref(), stop_timeout, slice, start).await
+                // The old container's MPS clients are let go only once its
+                // replacement exists, just before it is stopped.
+                let release = async {
+                    if let Some(old) = &replace {
+                        release_mps(&ctx, old).await;
+                    }
+                };
+                launch(
+                    rt,
+                    &built,
+                    replace.as_deref(),
+                    stop_timeout,
+                    slice,
+                    start,
+                    release,
+                )
+                .await
             }
-            Job::Start { id } => start(rt, &id).await,
+            Job::Start { id } => Ok(start(rt, &id).await?),
             Job::Restart { id, stop_timeout } => {
                 release_mps(&ctx, &id).await;
-                restart(rt, &id, stop_timeout).await
+                Ok(restart(rt, &id, stop_timeout).await?)
             }
             Job::Stop { id, stop_timeout } => {
                 release_mps(&ctx, &id).await;
-                stop_and_remove(rt, &id, stop_timeout)
-                    .await
-                    .map(|()| OpSuccess {
-                        container: None,
-                        slice: None,
-                    })
+                stop_and_remove(rt, &id, stop_timeout).await?;
+                Ok(OpSuccess {
+                    container: None,
+                    slice: None,
+                })
             }
-            Job::Remove { id } => remove(rt, &id).await.map(|()| OpSuccess {
-                container: None,
-                slice: None,
-            }),
+            Job::Remove { id } => {
+                remove(rt, &id).await?;
+                Ok(OpSuccess {
+                    container: None,
+                    slice: None,
+                })
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use orch_core::container::GpuDevices;
+    use orch_core::units::Duration as CoreDuration;
+    use orch_docker::fake::{Call, FakeRuntime, Op};
+
+    use super::*;
+
+    const STOP: Duration = Duration::from_secs(5);
+    const IMAGE_V1: &str = "agent:v1";
+    const IMAGE_V2: &str = "agent:v2";
+
+    fn spec(image: &str, hash: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: "orch-main-a-0".into(),
+            image: image.into(),
+            command: None,
+            env: BTreeMap::new(),
+            labels: BTreeMap::from([
+                (labels::HOST.into(), "main".into()),
+                (labels::AGENT.into(), "a".into()),
+                (labels::REPLICA.into(), "0".into()),
+                (labels::CONFIG_HASH.into(), hash.into()),
+            ]),
+            network: "orch-main".into(),
+            aliases: vec![],
+            hostname: None,
+            ports: vec![],
+            mounts: vec![],
+            cpus: None,
+            memory: None,
+            pids: None,
+            cap_add: vec![],
+            read_only_rootfs: false,
+            gpu: GpuDevices::None,
+            ipc_host: false,
+            stop_timeout: CoreDuration::from_secs(5),
+        }
+    }
+
+    /// A host with `agent:v1` only, and replica a/0 running on it.
+    async fn running_v1() -> (FakeRuntime, String) {
+        let rt = FakeRuntime::new();
+        rt.strict_images();
+        rt.add_image(IMAGE_V1);
+        rt.ensure_network("orch-main", &BTreeMap::new())
+            .await
+            .expect("network");
+        let done = launch(&rt, &spec(IMAGE_V1, "h1"), None, STOP, None, true, async {})
+            .await
+            .expect("first launch");
+        let id = done.container.expect("a container").id;
+        rt.take_calls();
+        (rt, id)
+    }
+
+    fn only(rt: &FakeRuntime, ops: &[Op]) -> Vec<Op> {
+        rt.ops().into_iter().filter(|o| ops.contains(o)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_replacement_is_created_before_the_old_container_is_stopped() {
+        let (rt, old) = running_v1().await;
+        rt.add_image(IMAGE_V2);
+        let stopped_late = AtomicBool::new(false);
+        let before_stop = async {
+            // The MPS release sees the new container made, the old one up.
+            let names: Vec<_> = rt.containers().into_iter().map(|c| c.name).collect();
+            stopped_late.store(
+                names.contains(&"orch-main-a-0.next".to_string())
+                    && rt
+                        .containers()
+                        .iter()
+                        .any(|c| c.id == old && c.state.is_alive()),
+                Ordering::SeqCst,
+            );
+        };
+        let done = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            before_stop,
+        )
+        .await
+        .expect("replaced");
+        assert!(stopped_late.load(Ordering::SeqCst));
+        assert_eq!(
+            only(
+                &rt,
+                &[Op::Create, Op::Stop, Op::Remove, Op::Rename, Op::Start]
+            ),
+            [Op::Create, Op::Stop, Op::Remove, Op::Rename, Op::Start]
+        );
+        let new = done.container.expect("the new container");
+        assert_ne!(new.id, old);
+        assert_eq!(new.status, ContainerStatus::Running);
+        assert_eq!(new.config_hash, "h2");
+        let left = rt.containers();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, "orch-main-a-0");
+        assert_eq!(left[0].id, new.id);
+        assert!(rt.calls().contains(&Call::Rename {
+            id: new.id.clone(),
+            new_name: "orch-main-a-0".into()
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_replacement_whose_image_is_missing_leaves_the_old_container_running() {
+        let (rt, old) = running_v1().await;
+        let released = AtomicBool::new(false);
+        let failed = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async { released.store(true, Ordering::SeqCst) },
+        )
+        .await;
+        assert_eq!(
+            failed,
+            Err(JobFailure::ReplacementNotMade(LaunchError::ImageMissing {
+                image: IMAGE_V2.into()
+            }))
+        );
+        assert!(!released.load(Ordering::SeqCst), "MPS clients let go");
+        assert!(only(&rt, &[Op::Stop, Op::Remove, Op::Rename, Op::Start]).is_empty());
+        let left = rt.containers();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, old);
+        assert_eq!(left[0].name, "orch-main-a-0");
+        assert_eq!(left[0].state, ContainerState::Running);
+    }
+
+    #[tokio::test]
+    async fn a_stale_staging_container_is_removed_first() {
+        let (rt, old) = running_v1().await;
+        rt.add_image(IMAGE_V2);
+        let mut stale = spec(IMAGE_V2, "h0");
+        stale.name = staging_name(&stale.name);
+        let stale_id = rt.create(&stale).await.expect("stale");
+        rt.take_calls();
+        let done = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await
+        .expect("replaced");
+        let calls = rt.calls();
+        let removed_stale = calls.iter().position(|c| {
+            *c == Call::Remove {
+                id: stale_id.clone(),
+                force: true,
+            }
+        });
+        let created = calls.iter().position(|c| matches!(c, Call::Create(_)));
+        assert!(
+            removed_stale.is_some() && removed_stale < created,
+            "{calls:?}"
+        );
+        let left = rt.containers();
+        assert_eq!(left.len(), 1);
+        assert_eq!(Some(&left[0].id), done.container.map(|c| c.id).as_ref());
+    }
+
+    #[tokio::test]
+    async fn a_failed_rename_after_the_old_is_gone_is_an_operation_failure() {
+        let (rt, old) = running_v1().await;
+        rt.add_image(IMAGE_V2);
+        rt.fail_next(
+            Op::Rename,
+            DockerError::Api {
+                status: 500,
+                message: "rename went wrong".into(),
+            },
+        );
+        let failed = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await;
+        assert!(
+            matches!(
+                failed,
+                Err(JobFailure::Failed(LaunchError::DockerRefused { .. }))
+            ),
+            "{failed:?}"
+        );
+        // Nothing is left under the staging name with the replica's labels.
+        assert!(rt.containers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_after_the_old_is_gone_is_an_operation_failure() {
+        let (rt, old) = running_v1().await;
+        rt.add_image(IMAGE_V2);
+        rt.fail_next(
+            Op::Start,
+            DockerError::Api {
+                status: 500,
+                message: "start went wrong".into(),
+            },
+        );
+        let failed = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await;
+        assert!(
+            matches!(
+                failed,
+                Err(JobFailure::Failed(LaunchError::DockerRefused { .. }))
+            ),
+            "{failed:?}"
+        );
+        // The new one is in place, created: the retry adopts it.
+        let left = rt.containers();
+        assert_eq!(left.len(), 1);
+        assert_ne!(left[0].id, old);
+        assert_eq!(left[0].name, "orch-main-a-0");
+        assert_eq!(left[0].state, ContainerState::Created);
+    }
+
+    #[tokio::test]
+    async fn a_replica_left_under_the_staging_name_is_replaced_under_its_own() {
+        let rt = FakeRuntime::new();
+        rt.ensure_network("orch-main", &BTreeMap::new())
+            .await
+            .expect("network");
+        let mut adopted = spec(IMAGE_V1, "h1");
+        adopted.name = staging_name(&adopted.name);
+        let old = rt.create(&adopted).await.expect("create");
+        rt.start(&old).await.expect("start");
+        let done = launch(
+            &rt,
+            &spec(IMAGE_V2, "h2"),
+            Some(&old),
+            STOP,
+            None,
+            true,
+            async {},
+        )
+        .await
+        .expect("replaced");
+        let left = rt.containers();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].name, "orch-main-a-0");
+        assert_eq!(Some(&left[0].id), done.container.map(|c| c.id).as_ref());
+        assert!(!rt.ops().contains(&Op::Rename));
     }
 }

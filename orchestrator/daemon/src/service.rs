@@ -291,17 +291,58 @@ impl Service {
             }
             request => {
                 let (request, config) = self.parse(request).await?;
+                // The images a new config needs, asked of Docker here: the
+                // owner's handlers do no I/O.
+                let missing = match (&request, &config) {
+                    (Request::Apply { .. } | Request::Plan { .. }, Some(loaded)) => {
+                        let images = crate::images::of_config(&loaded.config);
+                        crate::images::missing(
+                            self.rt.as_ref(),
+                            &images,
+                            crate::images::CHECK_LIMIT,
+                        )
+                        .await
+                    }
+                    _ => Vec::new(),
+                };
+                if let Request::Apply {
+                    file_name,
+                    force: false,
+                    ..
+                } = &request
+                    && !missing.is_empty()
+                {
+                    return Err(Rejection::ImagesMissing {
+                        file_name: file_name.clone(),
+                        images: missing,
+                    }
+                    .into());
+                }
                 let span = tracing::Span::current();
-                self.ask(|responder| {
-                    OwnerEvent::Request(Asked {
-                        request,
-                        config,
-                        responder,
-                        span,
-                        operator: env.operator,
+                let reply = self
+                    .ask(|responder| {
+                        OwnerEvent::Request(Asked {
+                            request,
+                            config,
+                            responder,
+                            span,
+                            operator: env.operator,
+                        })
                     })
+                    .await?;
+                Ok(match reply? {
+                    Response::Plan(mut report) => {
+                        report.missing_images = missing;
+                        Response::Plan(report)
+                    }
+                    Response::Applied(mut applied) if !missing.is_empty() => {
+                        let warning = orch_api::text::applied_images_missing(&missing);
+                        tracing::warn!("{warning}");
+                        applied.warnings.push(warning);
+                        Response::Applied(applied)
+                    }
+                    other => other,
                 })
-                .await?
             }
         }
     }

@@ -20,7 +20,7 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
     InspectNetworkOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, TryStreamExt};
@@ -569,6 +569,23 @@ impl ContainerRuntime for DockerEngine {
             .kill_container(id, Some(options))
             .await
             .map_err(|e| self.container_err(e, "killing a container", id))
+    }
+
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), DockerError> {
+        let options = RenameContainerOptionsBuilder::new().name(new_name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| {
+                self.map_err(e, "renaming a container", |status, message| match status {
+                    404 => Some(DockerError::not_found(ObjectKind::Container, id)),
+                    409 => Some(DockerError::NameConflict {
+                        name: new_name.to_string(),
+                        existing_id: mapping::conflict_id(message).unwrap_or_default(),
+                    }),
+                    _ => None,
+                })
+            })
     }
 
     async fn remove(&self, id: &str, force: bool) -> Result<Removal, DockerError> {

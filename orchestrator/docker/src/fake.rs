@@ -71,6 +71,10 @@ pub enum Call {
         id: String,
         signal: String,
     },
+    Rename {
+        id: String,
+        new_name: String,
+    },
     Remove {
         id: String,
         force: bool,
@@ -116,6 +120,7 @@ impl Call {
             Call::Start { .. } => Op::Start,
             Call::Stop { .. } => Op::Stop,
             Call::Kill { .. } => Op::Kill,
+            Call::Rename { .. } => Op::Rename,
             Call::Remove { .. } => Op::Remove,
             Call::Inspect { .. } => Op::Inspect,
             Call::List { .. } => Op::List,
@@ -140,6 +145,7 @@ pub enum Op {
     Start,
     Stop,
     Kill,
+    Rename,
     Remove,
     Inspect,
     List,
@@ -878,6 +884,38 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), DockerError> {
+        let mut s = self.lock();
+        s.enter(Call::Rename {
+            id: id.to_string(),
+            new_name: new_name.to_string(),
+        })?;
+        let id = s.resolve(id)?;
+        if !valid_name(new_name) {
+            return Err(DockerError::Api {
+                status: 400,
+                message: format!(
+                    "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                ),
+            });
+        }
+        if let Some(holder) = s
+            .containers
+            .values()
+            .find(|c| c.spec.name == new_name && c.id != id)
+        {
+            return Err(DockerError::NameConflict {
+                name: new_name.to_string(),
+                existing_id: holder.id.clone(),
+            });
+        }
+        if let Some(c) = s.containers.get_mut(&id) {
+            c.spec.name = new_name.to_string();
+        }
+        s.emit(&id, DockerEventKind::Other("rename".into()));
+        Ok(())
+    }
+
     async fn remove(&self, id: &str, force: bool) -> Result<Removal, DockerError> {
         let mut s = self.lock();
         s.enter(Call::Remove {
@@ -1206,6 +1244,38 @@ mod tests {
             fake.create(&bad).await,
             Err(DockerError::Api { status: 400, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_rename_keeps_the_id_and_refuses_a_name_in_use() {
+        let fake = ready().await;
+        let a = fake.create(&spec("first")).await.expect("create a");
+        let b = fake.create(&spec("second")).await.expect("create b");
+        assert_eq!(
+            fake.rename(&b, "first").await,
+            Err(DockerError::NameConflict {
+                name: "first".into(),
+                existing_id: a.clone()
+            })
+        );
+        assert_eq!(fake.rename(&b, "third").await, Ok(()));
+        assert_eq!(fake.inspect("third").await.map(|i| i.id), Ok(b.clone()));
+        // The old name is free again.
+        assert!(matches!(
+            fake.inspect("second").await,
+            Err(DockerError::NotFound { .. })
+        ));
+        assert!(matches!(
+            fake.rename("nothing", "fourth").await,
+            Err(DockerError::NotFound { .. })
+        ));
+        assert_eq!(
+            fake.calls().last(),
+            Some(&Call::Rename {
+                id: "nothing".into(),
+                new_name: "fourth".into()
+            })
+        );
     }
 
     #[tokio::test]

@@ -125,6 +125,14 @@ impl ContainerRuntime for Reconnecting {
         self.seen(r)
     }
 
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), DockerError> {
+        let r = match self.engine().await {
+            Ok(e) => e.rename(id, new_name).await,
+            Err(e) => Err(e),
+        };
+        self.seen(r)
+    }
+
     async fn remove(&self, id: &str, force: bool) -> Result<Removal, DockerError> {
         let r = match self.engine().await {
             Ok(e) => e.remove(id, force).await,

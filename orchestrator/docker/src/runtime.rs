@@ -61,6 +61,10 @@ pub trait ContainerRuntime: Send + Sync + fmt::Debug {
     /// Sends a signal (`"SIGKILL"`, `"TERM"`, `"9"`) to the main process.
     async fn kill(&self, id: &str, signal: &str) -> Result<(), DockerError>;
 
+    /// Gives a container a new name (Docker's `POST /containers/{id}/rename`).
+    /// [`DockerError::NameConflict`] if another container holds it.
+    async fn rename(&self, id: &str, new_name: &str) -> Result<(), DockerError>;
+
     /// Removes a container (with `force`, also a running one).
     async fn remove(&self, id: &str, force: bool) -> Result<Removal, DockerError>;
 

@@ -461,6 +461,42 @@ async fn a_name_conflict_carries_the_existing_id() {
 }
 
 #[tokio::test]
+async fn a_rename_keeps_the_container_and_refuses_a_name_in_use() {
+    let engine = engine().await;
+    let image = probe_image(&engine).await;
+    let scope = Scope::new("rename");
+    scope.network(&engine).await;
+    let first = engine
+        .create(&scope.spec("first", image))
+        .await
+        .expect("create first");
+    let second_spec = scope.spec("second", image);
+    let second = engine.create(&second_spec).await.expect("create second");
+    let first_name = scope.name("first");
+    assert_eq!(
+        engine.rename(&second, &first_name).await,
+        Err(DockerError::NameConflict {
+            name: first_name.clone(),
+            existing_id: first.clone()
+        })
+    );
+    let third = scope.name("third");
+    assert_eq!(engine.rename(&second, &third).await, Ok(()));
+    assert_eq!(
+        engine.inspect(&third).await.map(|i| (i.id, i.name)),
+        Ok((second, third))
+    );
+    let ghost = scope.name("ghost");
+    assert_eq!(
+        engine.rename(&ghost, &scope.name("fourth")).await,
+        Err(DockerError::NotFound {
+            kind: ObjectKind::Container,
+            id: ghost.clone()
+        })
+    );
+}
+
+#[tokio::test]
 async fn missing_containers_are_not_found() {
     let engine = engine().await;
     let scope = Scope::new("missing");

@@ -17,7 +17,8 @@ pub const UNREACHABLE: u8 = 4;
 pub const NOT_FOUND: u8 = 5;
 /// Waiting (`--wait`) ran out of time before the goal was reached.
 pub const TIMEOUT: u8 = 6;
-/// A GPU plan cannot place every request.
+/// A GPU plan cannot place every request, or (`plan`, `apply`) an image
+/// the config needs is not on the host.
 pub const UNSATISFIABLE: u8 = 7;
 /// `config diff`: applying would change something (as `diff` exits 1,
 /// and `terraform plan -detailed-exitcode` 2, but apart from failures).

@@ -882,3 +882,138 @@ fn config_diff_says_what_an_apply_would_change_and_exits_8_when_something() {
     let out = host.ctl(&["config", "diff"]);
     code(&out, 0);
 }
+
+/// One agent on the image the fake engine has.
+const ONE_IMAGE: &str = r#"version: 1
+host: {name: imagehost}
+defaults:
+  image: orchestrator-agent:latest
+  health: {http: {port: 8080}, interval: 200ms, timeout: 1s, retries: 1, start_period: 1s}
+  stop_timeout: 1s
+groups:
+  memory:
+    agents:
+      Memory: {}
+"#;
+
+#[test]
+fn plan_and_apply_say_when_an_image_is_missing_and_the_old_container_runs_on() {
+    let class = orch_core::gpu::class_by_name("NVIDIA GeForce RTX 4090").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let world = orch_daemon::testing::World::new()
+        .with_gpu(orch_gpu::FakeGpu::new().with_gpu(class, false));
+    let h = rt.block_on(Harness::start_in(world, ONE_IMAGE));
+    let host = Host { rt, h };
+    for _ in 0..100 {
+        if host.rt.block_on(host.h.client.gpu()).unwrap().available {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fake = host.h.world.rt.clone();
+    fake.strict_images();
+    fake.add_image("orchestrator-agent:latest");
+    code(&host.ctl(&["group", "start", "memory", "--wait"]), 0);
+    let running = || {
+        fake.containers()
+            .into_iter()
+            .filter(|c| c.state.is_alive())
+            .map(|c| (c.id, c.name))
+            .collect::<Vec<_>>()
+    };
+    let before = running();
+    assert_eq!(before.len(), 1, "{before:?}");
+    let generation = || host.rt.block_on(host.h.client.status()).unwrap().generation;
+    let first = generation();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("new.yaml");
+    std::fs::write(
+        &file,
+        ONE_IMAGE.replace("orchestrator-agent:latest", "orchestrator-agent:missing"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    // `plan` lists the image, as an error, and exits 7.
+    let out = host.ctl(&["plan", file]);
+    code(&out, 7);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("error: image `orchestrator-agent:missing` is not on this host"),
+        "{shown}"
+    );
+    let out = host.ctl(&["-o", "json", "plan", file]);
+    code(&out, 7);
+    let report: orch_api::PlanReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report.missing_images, ["orchestrator-agent:missing"]);
+
+    // `apply` refuses it, exit 7, and nothing changes.
+    let out = host.ctl(&["apply", file]);
+    code(&out, 7);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("was not applied: 1 image(s) its agents use are not on this host")
+            && err.contains("orchestrator-agent:missing"),
+        "{err}"
+    );
+    assert_eq!(generation(), first);
+
+    // `--force` applies it with a warning; the replacement cannot be made,
+    // and the old container runs on, with the same id, the whole time.
+    let out = host.ctl(&["apply", "--force", file]);
+    code(&out, 0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("applied with --force although 1 image(s) are not on this host"),
+        "{err}"
+    );
+    let failed = |events: &[orch_api::Event]| {
+        events.iter().any(|e| {
+            matches!(
+                &e.kind,
+                orch_api::wire::EventKind::AgentFailed {
+                    reason: orch_api::wire::FailReason::ImageMissing { .. },
+                    ..
+                }
+            )
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert_eq!(running(), before);
+        let events = host.rt.block_on(host.h.events());
+        if failed(&events) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        assert_eq!(running(), before);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let agents = host.rt.block_on(host.h.client.agents(None)).unwrap();
+    assert_eq!(
+        agents[0].phase,
+        orch_api::wire::Phase::Running,
+        "{agents:?}"
+    );
+
+    // Once the image is here, the retry replaces it.
+    fake.add_image("orchestrator-agent:missing");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = running();
+        if now.len() == 1 && now != before {
+            assert_eq!(now[0].1, before[0].1, "the new one has the replica's name");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

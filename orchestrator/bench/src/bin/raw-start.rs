@@ -91,8 +91,16 @@ async fn main() -> anyhow::Result<()> {
             tasks.spawn(async move {
                 let launched = {
                     let _permit = permits.acquire_owned().await;
-                    orch_daemon::ops::launch(rt.as_ref(), &spec, None, stop_timeout, None, true)
-                        .await
+                    orch_daemon::ops::launch(
+                        rt.as_ref(),
+                        &spec,
+                        None,
+                        stop_timeout,
+                        None,
+                        true,
+                        std::future::ready(()),
+                    )
+                    .await
                 };
                 let done = launched
                     .map_err(|e| format!("{}: {e:?}", spec.name))?

@@ -53,7 +53,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::event::{self, DockerNews, GpuNews, HealthNews, OpDone, OwnerEvent, PeerNews, Tick};
+use crate::event::{
+    self, DockerNews, GpuNews, HealthNews, JobFailure, OpDone, OwnerEvent, PeerNews, Tick,
+};
 use crate::gpu::GpuWorker;
 use crate::probe::Prober;
 use crate::store::StateStore;
@@ -449,16 +451,32 @@ impl Owner {
     }
 
     fn op_done(&mut self, now: u64, done: OpDone) {
-        if let Err(e) = &done.result {
+        let error = match &done.result {
+            Ok(_) => None,
+            Err(JobFailure::ReplacementNotMade(e) | JobFailure::Failed(e)) => Some(e),
+        };
+        if let Some(e) = error {
             let reason = orch_api::convert::fail_reason(&orch_core::supervise::FailReason::Launch(
                 e.clone(),
             ));
             tracing::warn!(replica = %done.key, op = ?done.op, reason = reason.label(), "operation failed: {reason}");
         }
-        let input = Input::OpFinished {
-            key: done.key,
-            op: done.op,
-            result: done.result,
+        let input = match done.result {
+            // The old container runs on: the replica is as it was.
+            Err(JobFailure::ReplacementNotMade(error)) => Input::ReplacementNotMade {
+                key: done.key,
+                error,
+            },
+            Err(JobFailure::Failed(error)) => Input::OpFinished {
+                key: done.key,
+                op: done.op,
+                result: Err(error),
+            },
+            Ok(success) => Input::OpFinished {
+                key: done.key,
+                op: done.op,
+                result: Ok(success),
+            },
         };
         self.decide(now, input);
     }

@@ -92,8 +92,9 @@ pub fn apply_all_hosts(
     Ok(())
 }
 
-/// An apply's refusal: a GPU request that cannot be placed (the only
-/// conflict an apply meets) is exit code 7, as for `plan`.
+/// An apply's refusal: a GPU request that cannot be placed or an image
+/// that is not on the host (the only conflicts an apply meets) is exit
+/// code 7, as for `plan`.
 fn refused(e: orch_api::ClientError) -> anyhow::Error {
     let unplaceable =
         matches!(&e, orch_api::ClientError::Api(api) if api.code == orch_api::ErrorCode::Conflict);

@@ -2,8 +2,9 @@
 //! instances would be made, like `nomad plan`. With a daemon running for
 //! the file's host, on its live inventory and keeping running agents'
 //! slices, plus what applying the file would change (the `config diff`
-//! lines, and a summary that names agents only scaled); otherwise on the GPUs
-//! NVML reports here.
+//! lines, and a summary that names agents only scaled) and the file's
+//! images Docker does not have there (exit 7, as for a request that
+//! cannot be placed); otherwise on the GPUs NVML reports here.
 //!
 //! `plan --all-hosts [FILE] [--agent GROUP/AGENT]`: which hosts of the
 //! federation it would fit on, the daemon planning each host (itself live,
@@ -60,7 +61,7 @@ pub fn run(
         Some(r) => r,
         None => local(config)?,
     };
-    let failed = !report.errors.is_empty();
+    let failed = !report.errors.is_empty() || !report.missing_images.is_empty();
     if out.format != Format::Table {
         print_data(out.format, &report)?;
     } else {
@@ -196,6 +197,13 @@ fn show(r: &PlanReport, out: &Out) {
     }
     for e in &r.errors {
         println!("{} {e}", out.red("cannot place:"));
+    }
+    for image in &r.missing_images {
+        println!(
+            "{} {}",
+            out.red("error:"),
+            orch_api::text::plan_image_missing(image)
+        );
     }
 }
 
