@@ -169,7 +169,7 @@ impl Supervisor {
             .filter_map(|r| match &r.phase {
                 Phase::BackingOff { until, .. } => Some(*until),
                 Phase::Failed { retry_at, .. } => Some(*retry_at),
-                _ if r.failures > 0 || r.crashloop => {
+                _ if (r.failures > 0 || r.crashloop) && !replacing(&self.hashes, r) => {
                     r.healthy_since.map(|t| t + self.stable_after(&r.key.agent))
                 }
                 _ => None,
@@ -180,12 +180,7 @@ impl Supervisor {
             .chain(
                 self.replicas
                     .values()
-                    .filter(|r| r.op.is_none() && r.replace_after > 0)
-                    .filter(|r| {
-                        r.container
-                            .as_ref()
-                            .is_some_and(|c| self.hashes.get(&r.key.agent) != Some(&c.config_hash))
-                    })
+                    .filter(|r| r.op.is_none() && replacing(&self.hashes, r))
                     .map(|r| r.replace_after),
             )
             .min()
@@ -1289,9 +1284,13 @@ impl Supervisor {
             .map(|a| (a.clone(), self.stable_after(a)))
             .collect();
         self.visited(self.replicas.len());
+        let hashes = &self.hashes;
         for r in self.replicas.values_mut() {
             let period = stable.get(&r.key.agent).copied().unwrap_or(10_000);
+            // A replacement that could not be made keeps its count (and
+            // its growing backoff) while the old container runs on.
             if (r.failures > 0 || r.crashloop)
+                && !replacing(hashes, r)
                 && r.health == Health::Healthy
                 && r.healthy_since.is_some_and(|t| now >= t + period)
             {
@@ -2028,4 +2027,14 @@ fn commanded(outcome: Outcome, mut touched: Vec<String>, group: &str) -> Command
         outcome,
         changed: touched,
     }
+}
+
+/// A replica whose replacement could not be made: its old container runs
+/// a config hash that is not the agent's, and a retry is due.
+fn replacing(hashes: &BTreeMap<String, String>, r: &Replica) -> bool {
+    r.replace_after > 0
+        && r
+            .container
+            .as_ref()
+            .is_some_and(|c| hashes.get(&r.key.agent) != Some(&c.config_hash))
 }

@@ -1115,27 +1115,42 @@ fn a_replacement_not_made_keeps_the_old_container_running_and_tries_again_later(
     assert_eq!(r.phase, Phase::Running);
     assert!(!r.crashloop);
     assert!(h.s.group_ready("g"), "the old replica still serves");
-    // Not again at once; again at the backoff's end.
-    let retry = h.s.next_deadline().unwrap();
-    assert!(retry > h.now);
-    h.at(retry - 1);
-    assert!(h.take_log().is_empty());
-    h.at(retry);
+    // Not again at once; again at the backoff's end, each wait longer
+    // than the one before, however long the old one has been healthy.
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let retry = h.s.next_deadline().unwrap();
+        assert!(retry > h.now);
+        waits.push(retry - h.now);
+        h.at(retry - 1);
+        assert!(h.take_log().is_empty());
+        h.at(retry);
+        assert_eq!(h.take_log(), ["recreate A"]);
+        h.apply(Input::ReplacementNotMade {
+            key: k("A"),
+            error: missing(),
+        });
+    }
+    assert!(waits.windows(2).all(|w| w[1] > w[0]), "{waits:?}");
+    // Long past the stability period, the old one healthy all along: the
+    // count (and the backoff) still grows.
+    let later = h.now + 2 * h.s.stable_after("A");
+    h.at(later);
     assert_eq!(h.take_log(), ["recreate A"]);
-    // Back to the old config: nothing to replace, nothing scheduled.
     h.apply(Input::ReplacementNotMade {
         key: k("A"),
         error: missing(),
     });
+    let wait = h.s.next_deadline().unwrap() - h.now;
+    assert!(wait > *waits.last().unwrap(), "{wait} after {waits:?}");
+    // Back to the old config: nothing to replace, nothing scheduled.
     let hs = hashes(&good, "v1");
     let now = h.now;
     h.cmd(|s| s.reload(now, good, hs).unwrap());
     assert!(h.take_log().is_empty());
-    // What remains due is the failure count's reset once stable.
-    let due = h.s.next_deadline().unwrap();
-    h.at(due);
-    assert!(h.take_log().is_empty());
+    // Healthy all along, and nothing to replace: its count is forgotten.
     assert_eq!(h.s.replica(&k("A")).unwrap().failures, 0);
+    assert_eq!(h.s.next_deadline(), None);
 }
 
 #[test]
