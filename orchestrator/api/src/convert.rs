@@ -1578,7 +1578,7 @@ pub fn rollout_kind(k: core::RolloutKind) -> crate::rollout::RolloutKind {
     use crate::rollout::RolloutKind as W;
     match k {
         core::RolloutKind::Apply => W::Apply,
-        core::RolloutKind::Rollback { from } => W::Rollback { from },
+        core::RolloutKind::Rollback { from, to } => W::Rollback { from, to },
         core::RolloutKind::Undo { to } => W::Undo { to },
     }
 }

@@ -30,8 +30,8 @@ pub enum RolloutAction {
 pub enum RolloutKind {
     /// A new config (`apply`, `reload`).
     Apply,
-    /// Back to an earlier generation after generation `from` failed.
-    Rollback { from: u64 },
+    /// Back to generation `to`'s config after generation `from` failed.
+    Rollback { from: u64, to: u64 },
     /// An operator's `rollout undo` to generation `to`'s config.
     Undo { to: u64 },
 }
@@ -217,11 +217,14 @@ impl RolloutWait {
                 rollout,
                 ..
             } => match rollout {
-                RolloutKind::Rollback { from } if *from == self.generation => {
+                RolloutKind::Rollback { from, .. } if *from == self.generation => {
                     self.rollback = Some(*generation);
                     None
                 }
-                _ if *generation > self.generation && self.rollback.is_none() => {
+                _ if *generation > self.generation
+                    && self.rollback.is_none()
+                    && self.failure.is_none() =>
+                {
                     Some(RolloutEnd::Superseded { by: *generation })
                 }
                 _ => None,
@@ -234,8 +237,12 @@ impl RolloutWait {
                     to: *generation,
                 })
             }
+            // A rollback's own config comes first; once a failure has
+            // asked for one, only its rollout's events count.
             EventKind::ConfigApplied { generation, .. }
-                if *generation > self.generation && self.rollback.is_none() =>
+                if *generation > self.generation
+                    && self.rollback.is_none()
+                    && self.failure.is_none() =>
             {
                 // A newer config with nothing to roll out.
                 Some(RolloutEnd::Superseded { by: *generation })
@@ -256,7 +263,7 @@ impl RolloutWait {
             };
         }
         match ro.kind {
-            RolloutKind::Rollback { from } if from == self.generation => {
+            RolloutKind::Rollback { from, .. } if from == self.generation => {
                 match (ro.phase, &self.failure) {
                     (RolloutPhase::Completed, Some(f)) => Some(RolloutEnd::RolledBack {
                         failure: f.clone(),
@@ -270,5 +277,123 @@ impl RolloutWait {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ReplicaRef;
+
+    fn ev(seq: u64, kind: EventKind) -> Event {
+        Event {
+            host: "h".into(),
+            seq,
+            time_ms: 0,
+            kind,
+        }
+    }
+
+    fn failure() -> StepFailure {
+        StepFailure {
+            replica: ReplicaRef {
+                agent: "Pool".into(),
+                replica: 0,
+            },
+            group: "web".into(),
+            signal: RolloutSignal::Exited { code: 1 },
+        }
+    }
+
+    fn run(generation: u64, kinds: Vec<EventKind>) -> Vec<Option<RolloutEnd>> {
+        let mut w = RolloutWait::new(generation);
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| w.see(&ev(i as u64 + 1, k)))
+            .collect()
+    }
+
+    #[test]
+    fn a_rollout_ends_completed_rolled_back_paused_or_superseded() {
+        let started = |generation, rollout| EventKind::RolloutStarted {
+            generation,
+            rollout,
+            previous: 1,
+            agents: vec!["Pool".into()],
+        };
+        let applied = |generation| EventKind::ConfigApplied {
+            generation,
+            changed: vec!["Pool".into()],
+        };
+        let done = |generation, rollout| EventKind::RolloutCompleted {
+            generation,
+            rollout,
+        };
+        // Completed.
+        let ends = run(
+            2,
+            vec![started(2, RolloutKind::Apply), done(2, RolloutKind::Apply)],
+        );
+        assert_eq!(ends, [None, Some(RolloutEnd::Completed)]);
+        // Rolled back: the rollback's config and rollout come after the
+        // failure, and it ends when the rollback completes.
+        let back = RolloutKind::Rollback { from: 2, to: 1 };
+        let ends = run(
+            2,
+            vec![
+                EventKind::RolloutFailed {
+                    generation: 2,
+                    failure: failure(),
+                    rollback_to: Some(1),
+                },
+                applied(3),
+                started(3, back),
+                done(3, back),
+            ],
+        );
+        assert_eq!(
+            ends,
+            [
+                None,
+                None,
+                None,
+                Some(RolloutEnd::RolledBack {
+                    failure: failure(),
+                    to: 3
+                })
+            ]
+        );
+        // Paused.
+        let ends = run(
+            2,
+            vec![EventKind::RolloutFailed {
+                generation: 2,
+                failure: failure(),
+                rollback_to: None,
+            }],
+        );
+        assert_eq!(ends, [Some(RolloutEnd::Paused { failure: failure() })]);
+        // Another apply took over.
+        let ends = run(2, vec![applied(3)]);
+        assert_eq!(ends, [Some(RolloutEnd::Superseded { by: 3 })]);
+        // Others' events change nothing.
+        let ends = run(
+            2,
+            vec![done(1, RolloutKind::Apply), started(1, RolloutKind::Apply)],
+        );
+        assert_eq!(ends, [None, None]);
+        assert_eq!(RolloutEnd::Completed.exit_code(), 0);
+        let to = 3;
+        assert_eq!(
+            RolloutEnd::RolledBack {
+                failure: failure(),
+                to
+            }
+            .exit_code(),
+            3
+        );
+        assert_eq!(RolloutEnd::Paused { failure: failure() }.exit_code(), 4);
+        assert_eq!(RolloutEnd::Superseded { by: 3 }.exit_code(), 4);
     }
 }

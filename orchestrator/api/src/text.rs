@@ -2383,7 +2383,12 @@ impl fmt::Display for crate::rollout::RolloutKind {
         use crate::rollout::RolloutKind as K;
         match self {
             K::Apply => f.write_str("apply"),
-            K::Rollback { from } => write!(f, "rollback of generation {from}"),
+            K::Rollback { from, to } => {
+                write!(
+                    f,
+                    "rollback of generation {from} to generation {to}'s config"
+                )
+            }
             K::Undo { to } => write!(f, "undo to generation {to}'s config"),
         }
     }

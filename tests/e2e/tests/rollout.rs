@@ -130,7 +130,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
     let events = rollout_events(&daemon);
     assert!(
         events.iter().any(|e| e.starts_with("rollout-failed")
-            && e.contains("Pool#0")
+            && e.contains("web/Pool exited")
             && e.contains("rolling back to generation 1")),
         "{events:#?}"
     );
@@ -154,7 +154,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
         serde_json::from_str(&daemon.ctl_ok(&["history", "-o", "json"])).unwrap();
     let sources: Vec<String> = history
         .iter()
-        .map(|g| g["source"].as_str().unwrap_or_default().to_string())
+        .map(|g| g["source"]["kind"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(
         sources,
@@ -175,7 +175,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
     assert_eq!(versions(&host), ["1", "1"]);
     let history: Vec<serde_json::Value> =
         serde_json::from_str(&daemon.ctl_ok(&["history", "-o", "json"])).unwrap();
-    assert_eq!(history[0]["source"], "undo", "{history:#?}");
+    assert_eq!(history[0]["source"]["kind"], "undo", "{history:#?}");
     host.assert_no_duplicates();
 }
 

@@ -2033,8 +2033,7 @@ fn commanded(outcome: Outcome, mut touched: Vec<String>, group: &str) -> Command
 /// a config hash that is not the agent's, and a retry is due.
 fn replacing(hashes: &BTreeMap<String, String>, r: &Replica) -> bool {
     r.replace_after > 0
-        && r
-            .container
+        && r.container
             .as_ref()
             .is_some_and(|c| hashes.get(&r.key.agent) != Some(&c.config_hash))
 }

@@ -42,8 +42,8 @@ pub const MIN_REQUESTS: u64 = 20;
 pub enum RolloutKind {
     /// A new config (`apply`, `reload`).
     Apply,
-    /// Back to an earlier generation after generation `from` failed.
-    Rollback { from: u64 },
+    /// Back to generation `to`'s config after generation `from` failed.
+    Rollback { from: u64, to: u64 },
     /// An operator's `rollout undo` to an earlier generation's config.
     Undo { to: u64 },
 }

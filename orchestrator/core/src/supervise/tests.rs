@@ -1091,8 +1091,13 @@ fn a_replacement_not_made_keeps_the_old_container_running_and_tries_again_later(
     // A rollout that is not watched (a rollback's) tries again by itself;
     // a watched one fails its step (`tests_rollout`).
     h.cmd(|s| {
-        s.reload_as(0, good.clone(), bad, RolloutKind::Rollback { from: 0 })
-            .unwrap()
+        s.reload_as(
+            0,
+            good.clone(),
+            bad,
+            RolloutKind::Rollback { from: 0, to: 0 },
+        )
+        .unwrap()
     });
     assert_eq!(h.take_log(), ["recreate A"]);
     let out = h.apply(Input::ReplacementNotMade {

@@ -107,14 +107,14 @@ fn a_new_replica_that_exits_while_watched_rolls_back_to_the_last_good_generation
     let c = config(POOL);
     let hs = hashes(&c, "v1");
     let out = h.cmd(|s| {
-        s.reload_as(10_000, c, hs, RolloutKind::Rollback { from: 1 })
+        s.reload_as(10_000, c, hs, RolloutKind::Rollback { from: 1, to: 0 })
             .unwrap()
     });
     assert!(out.events.iter().any(|e| matches!(
         e,
         SupervisorEvent::RolloutStarted {
             generation: 2,
-            kind: RolloutKind::Rollback { from: 1 },
+            kind: RolloutKind::Rollback { from: 1, to: 0 },
             agents,
             ..
         } if agents == &["Pool".to_string()]

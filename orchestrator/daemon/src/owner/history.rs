@@ -204,10 +204,7 @@ pub(super) fn taken(
         unix_ms,
         applied_by: applied_by.to_string(),
         source: match (kind, text) {
-            (RolloutKind::Rollback { from }, _) => GenerationSource::Rollback {
-                from,
-                to: done.generation,
-            },
+            (RolloutKind::Rollback { from, to }, _) => GenerationSource::Rollback { from, to },
             (RolloutKind::Undo { to }, _) => GenerationSource::Undo {
                 from: done.generation.saturating_sub(1),
                 to,

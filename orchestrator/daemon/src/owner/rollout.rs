@@ -101,7 +101,10 @@ impl Owner {
             Some(&text),
             span,
             "rollback",
-            RolloutKind::Rollback { from: ask.from },
+            RolloutKind::Rollback {
+                from: ask.from,
+                to: ask.to,
+            },
         )
     }
 
