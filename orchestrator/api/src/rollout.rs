@@ -163,18 +163,6 @@ pub enum RolloutEnd {
     Superseded { by: u64 },
 }
 
-impl RolloutEnd {
-    /// `orchestratorctl`'s exit code for it: 0 completed, 3 rolled back,
-    /// 4 paused (or superseded).
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            RolloutEnd::Completed => 0,
-            RolloutEnd::RolledBack { .. } => 3,
-            RolloutEnd::Paused { .. } | RolloutEnd::Superseded { .. } => 4,
-        }
-    }
-}
-
 /// Follows the events of generation `generation`'s rollout to its end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RolloutWait {
@@ -383,17 +371,5 @@ mod tests {
             vec![done(1, RolloutKind::Apply), started(1, RolloutKind::Apply)],
         );
         assert_eq!(ends, [None, None]);
-        assert_eq!(RolloutEnd::Completed.exit_code(), 0);
-        let to = 3;
-        assert_eq!(
-            RolloutEnd::RolledBack {
-                failure: failure(),
-                to
-            }
-            .exit_code(),
-            3
-        );
-        assert_eq!(RolloutEnd::Paused { failure: failure() }.exit_code(), 4);
-        assert_eq!(RolloutEnd::Superseded { by: 3 }.exit_code(), 4);
     }
 }

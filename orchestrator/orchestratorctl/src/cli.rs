@@ -162,8 +162,8 @@ pub enum Command {
         /// (without it such a config is refused with exit code 7).
         #[arg(long)]
         force: bool,
-        /// Wait until the rollout ends: exit 0 when it completed, 3 when it
-        /// was rolled back, 4 when it is paused, 6 when time ran out.
+        /// Wait until the rollout ends: exit 0 when it completed, 9 when it
+        /// was rolled back, 10 when it is paused, 6 when time ran out.
         #[arg(long)]
         wait: bool,
         /// Give up waiting after this long (exit code 6): `90`, `30s`, `5m`.

@@ -23,6 +23,12 @@ pub const UNSATISFIABLE: u8 = 7;
 /// `config diff`: applying would change something (as `diff` exits 1,
 /// and `terraform plan -detailed-exitcode` 2, but apart from failures).
 pub const CHANGES: u8 = 8;
+/// `--wait` on a rollout: a step failed and the previous generation was
+/// put back.
+pub const ROLLED_BACK: u8 = 9;
+/// `--wait` on a rollout: a step failed and the rollout is paused (or a
+/// newer config took over before it ended).
+pub const PAUSED: u8 = 10;
 
 /// An error carrying the exit code it should end the process with.
 #[derive(Debug)]

@@ -122,7 +122,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
     );
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(9),
         "{said}\n{}",
         daemon.log_tail(40)
     );
@@ -200,7 +200,7 @@ fn a_missing_image_rolls_back_with_the_old_containers_untouched() {
     );
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(9),
         "{said}\n{}",
         daemon.log_tail(40)
     );
@@ -282,7 +282,7 @@ fn apply_all_hosts_stops_at_the_first_host_whose_rollout_fails() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.status.code(), Some(3), "{said}\n{}", d0.log_tail(40));
+    assert_eq!(out.status.code(), Some(9), "{said}\n{}", d0.log_tail(40));
     assert!(said.contains("no other host was changed"), "{said}");
     assert_eq!(versions(&hosts[0]), ["1", "1"]);
     assert_eq!(

@@ -3,8 +3,8 @@
 //! ([`orch_api::rollout::RolloutWait`] decides; this only prints), with its
 //! status asked once at the start (a rollout that has ended already).
 //!
-//! Exit codes of a wait: 0 the rollout completed, 3 it was rolled back,
-//! 4 it is paused (or a newer config took over), 6 time ran out.
+//! Exit codes of a wait: 0 the rollout completed, 9 it was rolled back,
+//! 10 it is paused (or a newer config took over), 6 time ran out.
 
 use std::time::Duration;
 
@@ -65,12 +65,21 @@ pub fn wait_applied(client: &Client, a: &Applied, timeout: Duration) -> Result<(
 /// The end of a rollout as the command's exit.
 fn ended(generation: u64, end: &RolloutEnd) -> Result<()> {
     let message = text::rollout_end(generation, end);
-    match end.exit_code() {
-        0 => {
+    match exit_code(end) {
+        exit::OK => {
             println!("{message}");
             Ok(())
         }
-        code => Err(Exit::with(code as u8, message).into()),
+        code => Err(Exit::with(code, message).into()),
+    }
+}
+
+/// The documented exit code of a rollout's end.
+pub fn exit_code(end: &RolloutEnd) -> u8 {
+    match end {
+        RolloutEnd::Completed => exit::OK,
+        RolloutEnd::RolledBack { .. } => exit::ROLLED_BACK,
+        RolloutEnd::Paused { .. } | RolloutEnd::Superseded { .. } => exit::PAUSED,
     }
 }
 
