@@ -1403,6 +1403,118 @@ fn agent_change(c: &orch_core::diff::AgentChange) -> Vec<crate::diff::FieldChang
     }
 }
 
+pub fn rollout_kind(k: core::RolloutKind) -> crate::rollout::RolloutKind {
+    use crate::rollout::RolloutKind as W;
+    match k {
+        core::RolloutKind::Apply => W::Apply,
+        core::RolloutKind::Rollback { from, to } => W::Rollback { from, to },
+        core::RolloutKind::Undo { to } => W::Undo { to },
+    }
+}
+
+pub fn step_failure(f: &core::StepFailure) -> crate::rollout::StepFailure {
+    use crate::rollout::RolloutSignal as W;
+    let signal = match &f.signal {
+        core::Signal::NotLaunched(e) => W::NotLaunched {
+            reason: fail_reason(&core::FailReason::Launch(e.clone())),
+        },
+        core::Signal::NotHealthyInTime { deadline_ms } => W::NotHealthyInTime {
+            deadline_ms: *deadline_ms,
+        },
+        core::Signal::Exited { code } => W::Exited { code: *code },
+        core::Signal::Unhealthy => W::Unhealthy,
+        core::Signal::CrashLoop {
+            restarts,
+            window_ms,
+        } => W::CrashLoop {
+            restarts: *restarts,
+            window_ms: *window_ms,
+        },
+        core::Signal::SloBurn {
+            sli,
+            burn,
+            threshold,
+            requests,
+            bad,
+        } => W::SloBurn {
+            sli: sli.as_str().to_string(),
+            burn: *burn,
+            threshold: *threshold,
+            requests: *requests,
+            bad: *bad,
+        },
+    };
+    crate::rollout::StepFailure {
+        replica: replica(&f.replica),
+        group: f.group.clone(),
+        signal,
+    }
+}
+
+pub fn rollout_phase(p: &core::RolloutPhase) -> crate::rollout::RolloutPhase {
+    use crate::rollout::RolloutPhase as W;
+    match p {
+        core::RolloutPhase::Progressing => W::Progressing,
+        core::RolloutPhase::Paused { .. } => W::Paused,
+        core::RolloutPhase::RollingBack { .. } => W::RollingBack,
+        core::RolloutPhase::Completed => W::Completed,
+        core::RolloutPhase::Superseded { .. } => W::Superseded,
+    }
+}
+
+/// `rollout status`: the supervisor's last rollout, with each agent's
+/// progress.
+pub fn rollout_status(
+    sup: &core::Supervisor,
+    now: Millis,
+    events_from: u64,
+) -> crate::rollout::RolloutStatus {
+    use crate::rollout::{RolloutAgent, RolloutView};
+    let rollout = sup.rollout().map(|ro| {
+        let (failure, by_operator) = match &ro.phase {
+            core::RolloutPhase::Paused { cause } => match cause {
+                core::PauseCause::Operator => (None, true),
+                core::PauseCause::Failed(f) => (Some(step_failure(f)), false),
+            },
+            core::RolloutPhase::RollingBack { failure } => (Some(step_failure(failure)), false),
+            _ => (None, false),
+        };
+        let phase = rollout_phase(&ro.phase);
+        RolloutView {
+            generation: ro.generation,
+            kind: rollout_kind(ro.kind),
+            previous: ro.previous,
+            phase,
+            paused_by_operator: by_operator,
+            failure,
+            age_ms: ro.ended_at.unwrap_or(now).saturating_sub(ro.started_at),
+            agents: ro
+                .agents
+                .iter()
+                .map(|a| {
+                    let p = sup.rollout_progress(a);
+                    RolloutAgent {
+                        agent: a.clone(),
+                        group: sup
+                            .config()
+                            .agent(a)
+                            .map(|x| x.group.clone())
+                            .unwrap_or_default(),
+                        replicas: p.replicas,
+                        done: p.done,
+                        in_step: p.in_step,
+                    }
+                })
+                .collect(),
+        }
+    });
+    crate::rollout::RolloutStatus {
+        generation: sup.generation(),
+        rollout,
+        events_from,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1571,117 +1683,5 @@ mod tests {
             e.to_string(),
             "jobs/Batch: exited with code 0 and stays down (its restart policy does not restart it; `restart: always` would, `agent restart` starts it now)"
         );
-    }
-}
-
-pub fn rollout_kind(k: core::RolloutKind) -> crate::rollout::RolloutKind {
-    use crate::rollout::RolloutKind as W;
-    match k {
-        core::RolloutKind::Apply => W::Apply,
-        core::RolloutKind::Rollback { from, to } => W::Rollback { from, to },
-        core::RolloutKind::Undo { to } => W::Undo { to },
-    }
-}
-
-pub fn step_failure(f: &core::StepFailure) -> crate::rollout::StepFailure {
-    use crate::rollout::RolloutSignal as W;
-    let signal = match &f.signal {
-        core::Signal::NotLaunched(e) => W::NotLaunched {
-            reason: fail_reason(&core::FailReason::Launch(e.clone())),
-        },
-        core::Signal::NotHealthyInTime { deadline_ms } => W::NotHealthyInTime {
-            deadline_ms: *deadline_ms,
-        },
-        core::Signal::Exited { code } => W::Exited { code: *code },
-        core::Signal::Unhealthy => W::Unhealthy,
-        core::Signal::CrashLoop {
-            restarts,
-            window_ms,
-        } => W::CrashLoop {
-            restarts: *restarts,
-            window_ms: *window_ms,
-        },
-        core::Signal::SloBurn {
-            sli,
-            burn,
-            threshold,
-            requests,
-            bad,
-        } => W::SloBurn {
-            sli: sli.as_str().to_string(),
-            burn: *burn,
-            threshold: *threshold,
-            requests: *requests,
-            bad: *bad,
-        },
-    };
-    crate::rollout::StepFailure {
-        replica: replica(&f.replica),
-        group: f.group.clone(),
-        signal,
-    }
-}
-
-pub fn rollout_phase(p: &core::RolloutPhase) -> crate::rollout::RolloutPhase {
-    use crate::rollout::RolloutPhase as W;
-    match p {
-        core::RolloutPhase::Progressing => W::Progressing,
-        core::RolloutPhase::Paused { .. } => W::Paused,
-        core::RolloutPhase::RollingBack { .. } => W::RollingBack,
-        core::RolloutPhase::Completed => W::Completed,
-        core::RolloutPhase::Superseded { .. } => W::Superseded,
-    }
-}
-
-/// `rollout status`: the supervisor's last rollout, with each agent's
-/// progress.
-pub fn rollout_status(
-    sup: &core::Supervisor,
-    now: Millis,
-    events_from: u64,
-) -> crate::rollout::RolloutStatus {
-    use crate::rollout::{RolloutAgent, RolloutView};
-    let rollout = sup.rollout().map(|ro| {
-        let (failure, by_operator) = match &ro.phase {
-            core::RolloutPhase::Paused { cause } => match cause {
-                core::PauseCause::Operator => (None, true),
-                core::PauseCause::Failed(f) => (Some(step_failure(f)), false),
-            },
-            core::RolloutPhase::RollingBack { failure } => (Some(step_failure(failure)), false),
-            _ => (None, false),
-        };
-        let phase = rollout_phase(&ro.phase);
-        RolloutView {
-            generation: ro.generation,
-            kind: rollout_kind(ro.kind),
-            previous: ro.previous,
-            phase,
-            paused_by_operator: by_operator,
-            failure,
-            age_ms: ro.ended_at.unwrap_or(now).saturating_sub(ro.started_at),
-            agents: ro
-                .agents
-                .iter()
-                .map(|a| {
-                    let p = sup.rollout_progress(a);
-                    RolloutAgent {
-                        agent: a.clone(),
-                        group: sup
-                            .config()
-                            .agent(a)
-                            .map(|x| x.group.clone())
-                            .unwrap_or_default(),
-                        replicas: p.replicas,
-                        done: p.done,
-                        in_step: p.in_step,
-                    }
-                })
-                .collect(),
-        }
-    });
-    crate::rollout::RolloutStatus {
-        generation: sup.generation(),
-        rollout,
-        events_from,
     }
 }

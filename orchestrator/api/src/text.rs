@@ -1656,6 +1656,114 @@ impl fmt::Display for AutoscaleCause {
     }
 }
 
+impl fmt::Display for crate::rollout::RolloutKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::rollout::RolloutKind as K;
+        match self {
+            K::Apply => f.write_str("apply"),
+            K::Rollback { from, to } => {
+                write!(
+                    f,
+                    "rollback of generation {from} to generation {to}'s config"
+                )
+            }
+            K::Undo { to } => write!(f, "undo to generation {to}'s config"),
+        }
+    }
+}
+
+impl fmt::Display for crate::rollout::StepFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::rollout::RolloutSignal as S;
+        let who = format!("{}/{}", self.group, self.replica);
+        match &self.signal {
+            S::NotLaunched { reason } => write!(f, "{who} could not be created: {reason}"),
+            S::NotHealthyInTime { deadline_ms } => write!(
+                f,
+                "{who} was not healthy within {} (rollout.healthy_deadline)",
+                ms_text(*deadline_ms)
+            ),
+            S::Exited { code } => write!(f, "{who} exited with code {code} while watched"),
+            S::Unhealthy => write!(f, "{who} failed its health checks while watched"),
+            S::CrashLoop {
+                restarts,
+                window_ms,
+            } => write!(
+                f,
+                "{who} crash-looped ({restarts} restarts in {})",
+                ms_text(*window_ms)
+            ),
+            S::SloBurn {
+                sli,
+                burn,
+                threshold,
+                requests,
+                bad,
+            } => write!(
+                f,
+                "{who} burned its {sli} objective at {burn:.1}x (threshold {threshold}x): {bad} bad of {requests} requests while watched"
+            ),
+        }
+    }
+}
+
+/// `rollout status`.
+pub fn rollout_status(s: &crate::rollout::RolloutStatus) -> String {
+    use std::fmt::Write as _;
+    let Some(ro) = &s.rollout else {
+        return format!(
+            "generation {}; no rollout since the daemon started\n",
+            s.generation
+        );
+    };
+    let mut out = String::new();
+    let phase = match (ro.phase, ro.paused_by_operator) {
+        (crate::rollout::RolloutPhase::Paused, true) => "paused by an operator".to_string(),
+        (p, _) => p.label().replace('_', " "),
+    };
+    let _ = writeln!(
+        out,
+        "generation {} ({}): {phase}, {} ago; a failed step goes back to generation {}",
+        ro.generation,
+        ro.kind,
+        ms_text(ro.age_ms),
+        ro.previous
+    );
+    if let Some(f) = &ro.failure {
+        let _ = writeln!(out, "failed step: {f}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<28} {:<20} {:>8} {:>8} {:>8}",
+        "AGENT", "GROUP", "REPLICAS", "DONE", "IN STEP"
+    );
+    for a in &ro.agents {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<20} {:>8} {:>8} {:>8}",
+            a.agent, a.group, a.replicas, a.done, a.in_step
+        );
+    }
+    out
+}
+
+/// How a waited-for rollout ended.
+pub fn rollout_end(generation: u64, end: &crate::rollout::RolloutEnd) -> String {
+    use crate::rollout::RolloutEnd as E;
+    match end {
+        E::Completed => format!("generation {generation} rolled out"),
+        E::RolledBack { failure, to } => {
+            format!("generation {generation} rolled back (now generation {to}): {failure}")
+        }
+        E::Paused { failure } => format!(
+            "generation {generation} paused: {failure}; `orchestratorctl rollout resume` goes on, `rollout undo` goes back"
+        ),
+        E::Superseded { by } => {
+            format!("generation {generation} was superseded by generation {by}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use orch_core::gpu::{GpuInfo, ReplicaKey, class_by_name};
@@ -2375,113 +2483,5 @@ mod tests {
             old,
             crate::EventKind::AgentRestarting { reason: None, .. }
         ));
-    }
-}
-
-impl fmt::Display for crate::rollout::RolloutKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::rollout::RolloutKind as K;
-        match self {
-            K::Apply => f.write_str("apply"),
-            K::Rollback { from, to } => {
-                write!(
-                    f,
-                    "rollback of generation {from} to generation {to}'s config"
-                )
-            }
-            K::Undo { to } => write!(f, "undo to generation {to}'s config"),
-        }
-    }
-}
-
-impl fmt::Display for crate::rollout::StepFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::rollout::RolloutSignal as S;
-        let who = format!("{}/{}", self.group, self.replica);
-        match &self.signal {
-            S::NotLaunched { reason } => write!(f, "{who} could not be created: {reason}"),
-            S::NotHealthyInTime { deadline_ms } => write!(
-                f,
-                "{who} was not healthy within {} (rollout.healthy_deadline)",
-                ms_text(*deadline_ms)
-            ),
-            S::Exited { code } => write!(f, "{who} exited with code {code} while watched"),
-            S::Unhealthy => write!(f, "{who} failed its health checks while watched"),
-            S::CrashLoop {
-                restarts,
-                window_ms,
-            } => write!(
-                f,
-                "{who} crash-looped ({restarts} restarts in {})",
-                ms_text(*window_ms)
-            ),
-            S::SloBurn {
-                sli,
-                burn,
-                threshold,
-                requests,
-                bad,
-            } => write!(
-                f,
-                "{who} burned its {sli} objective at {burn:.1}x (threshold {threshold}x): {bad} bad of {requests} requests while watched"
-            ),
-        }
-    }
-}
-
-/// `rollout status`.
-pub fn rollout_status(s: &crate::rollout::RolloutStatus) -> String {
-    use std::fmt::Write as _;
-    let Some(ro) = &s.rollout else {
-        return format!(
-            "generation {}; no rollout since the daemon started\n",
-            s.generation
-        );
-    };
-    let mut out = String::new();
-    let phase = match (ro.phase, ro.paused_by_operator) {
-        (crate::rollout::RolloutPhase::Paused, true) => "paused by an operator".to_string(),
-        (p, _) => p.label().replace('_', " "),
-    };
-    let _ = writeln!(
-        out,
-        "generation {} ({}): {phase}, {} ago; a failed step goes back to generation {}",
-        ro.generation,
-        ro.kind,
-        ms_text(ro.age_ms),
-        ro.previous
-    );
-    if let Some(f) = &ro.failure {
-        let _ = writeln!(out, "failed step: {f}");
-    }
-    let _ = writeln!(
-        out,
-        "{:<28} {:<20} {:>8} {:>8} {:>8}",
-        "AGENT", "GROUP", "REPLICAS", "DONE", "IN STEP"
-    );
-    for a in &ro.agents {
-        let _ = writeln!(
-            out,
-            "{:<28} {:<20} {:>8} {:>8} {:>8}",
-            a.agent, a.group, a.replicas, a.done, a.in_step
-        );
-    }
-    out
-}
-
-/// How a waited-for rollout ended.
-pub fn rollout_end(generation: u64, end: &crate::rollout::RolloutEnd) -> String {
-    use crate::rollout::RolloutEnd as E;
-    match end {
-        E::Completed => format!("generation {generation} rolled out"),
-        E::RolledBack { failure, to } => {
-            format!("generation {generation} rolled back (now generation {to}): {failure}")
-        }
-        E::Paused { failure } => format!(
-            "generation {generation} paused: {failure}; `orchestratorctl rollout resume` goes on, `rollout undo` goes back"
-        ),
-        E::Superseded { by } => {
-            format!("generation {generation} was superseded by generation {by}")
-        }
     }
 }

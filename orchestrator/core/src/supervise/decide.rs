@@ -1742,6 +1742,10 @@ impl Supervisor {
                         }
                         r.op = Some(OpKind::Launch);
                         r.phase = Phase::Starting;
+                        // A rollout's surge replica is a step of its own.
+                        if key.replica >= spec.replicas {
+                            stepped.push(key.clone());
+                        }
                         out.events.push(SupervisorEvent::AgentStarting {
                             replica: key.clone(),
                             group: group.clone(),

@@ -315,11 +315,57 @@ impl Supervisor {
                         || ro.steps.get(&x.key).is_some_and(|s| !s.done))
             })
             .count() as u32;
-        if in_flight >= self.step_size(&key.agent) {
+        // A surge replica still to be made and watched is a step under
+        // way too (one that cannot be placed is not waited for).
+        let replicas = self.agents.get(&key.agent).map_or(0, |a| a.replicas);
+        let surging = (replicas..replicas + self.surge_of(&key.agent))
+            .map(|i| ReplicaKey::new(&key.agent, i))
+            .filter(|k| k != key && !ro.steps.get(k).is_some_and(|s| s.done))
+            .filter(|k| {
+                self.replicas.get(k).is_none_or(|r| {
+                    r.op.is_none() && r.container.is_none() && r.plan_error.is_none()
+                })
+            })
+            .count() as u32;
+        if in_flight + surging >= self.step_size(&key.agent) {
             RolloutGate::Held
         } else {
             RolloutGate::Stepped
         }
+    }
+
+    /// Extra replicas an agent runs during its rollout: the step's surge
+    /// (`rollout.max_surge`, within the spare ports of its host port
+    /// ranges), started with the new config beyond `replicas` while any
+    /// of its replicas still runs the old one, so that the one replaced in
+    /// place is never missing from the count. Stopped once every replica
+    /// runs the new config (or the rollout is rolled back).
+    pub(crate) fn surge_of(&self, agent: &str) -> u32 {
+        let Some(ro) = &self.rollout else {
+            return 0;
+        };
+        if !ro.kind.watched()
+            || !matches!(
+                ro.phase,
+                RolloutPhase::Progressing | RolloutPhase::Paused { .. }
+            )
+            || !ro.agents.contains(agent)
+        {
+            return 0;
+        }
+        let (Some(a), Some(hash)) = (self.agents.get(agent), self.hashes.get(agent)) else {
+            return 0;
+        };
+        let Some(g) = self.config.group(&a.group) else {
+            return 0;
+        };
+        let surge = g.rollout.budget(a, a.replicas).surge;
+        let old_left = self.replicas_of(agent).any(|r| {
+            r.key.replica < a.replicas
+                && (r.op == Some(OpKind::Recreate)
+                    || r.container.as_ref().is_some_and(|c| &c.config_hash != hash))
+        });
+        if old_left { surge } else { 0 }
     }
 
     /// How many replicas of an agent one step replaces.

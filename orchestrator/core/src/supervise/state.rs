@@ -1237,7 +1237,9 @@ impl Supervisor {
     /// Whether a replica is wanted right now.
     pub(crate) fn wanted(&self, key: &ReplicaKey) -> bool {
         match self.agents.get(&key.agent) {
-            Some(a) => key.replica < a.replicas && self.group_wanted(&a.group),
+            Some(a) => {
+                key.replica < a.replicas + self.surge_of(&key.agent) && self.group_wanted(&a.group)
+            }
             None => false,
         }
     }
@@ -1358,7 +1360,7 @@ impl Supervisor {
         let mut wanted = Vec::new();
         for a in self.config.agents() {
             if self.group_wanted(&a.group) {
-                for i in 0..self.replica_count(&a.name) {
+                for i in 0..self.replica_count(&a.name) + self.surge_of(&a.name) {
                     wanted.push((ReplicaKey::new(&a.name, i), a.group.clone()));
                 }
             }

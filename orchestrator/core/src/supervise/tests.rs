@@ -769,7 +769,12 @@ fn a_reload_recreates_only_changed_agents_one_replica_at_a_time() {
     h.cmd(|s| s.start_group(0, "g").unwrap());
     h.settle_healthy();
     h.take_log();
-    let c = config(spec);
+    let mut c = config(spec);
+    // In place, one at a time (no surge replica: `tests_rollout`).
+    for g in &mut c.groups {
+        g.rollout.max_surge = Amount::Count(0);
+        g.rollout.max_unavailable = Amount::Count(1);
+    }
     let mut hs = hashes(&c, "v1");
     hs.insert("Pool".into(), "Pool-v2".into());
     let out = h.cmd(|s| s.reload(0, c, hs).unwrap());
@@ -1165,7 +1170,11 @@ fn a_failed_replacement_leaves_the_replica_down_backing_off_and_a_good_reload_re
     h.cmd(|s| s.start_group(0, "g").unwrap());
     h.settle_healthy();
     h.take_log();
-    let good = config(spec);
+    let mut good = config(spec);
+    for g in &mut good.groups {
+        g.rollout.max_surge = Amount::Count(0);
+        g.rollout.max_unavailable = Amount::Count(1);
+    }
     let mut bad = hashes(&good, "v1");
     bad.insert("A".into(), "A-v2".into());
     h.cmd(|s| s.reload(0, good.clone(), bad).unwrap());

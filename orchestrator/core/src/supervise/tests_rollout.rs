@@ -5,7 +5,7 @@
 use super::tests::{Harness, Spec, config, hashes};
 use super::*;
 use crate::gpu::ReplicaKey;
-use crate::model::{HostConfig, Slo};
+use crate::model::{Amount, HostConfig, Slo};
 use crate::slo::RequestDelta;
 use crate::units::{Duration, Percent};
 
@@ -14,6 +14,14 @@ const WATCH: Millis = 30_000;
 
 fn kr(agent: &str, r: u32) -> ReplicaKey {
     ReplicaKey::new(agent, r)
+}
+
+/// POOL replaced in place, one replica at a time (no surge replica).
+fn in_place() -> HostConfig {
+    let mut c = config(POOL);
+    c.groups[0].rollout.max_surge = Amount::Count(0);
+    c.groups[0].rollout.max_unavailable = Amount::Count(1);
+    c
 }
 
 fn started(c: HostConfig) -> Harness {
@@ -50,8 +58,8 @@ fn completed(out: &Outcome) -> bool {
 
 #[test]
 fn a_good_version_is_replaced_one_watched_step_at_a_time_and_completes() {
-    let mut h = started(config(POOL));
-    let out = apply(&mut h, config(POOL), "v2");
+    let mut h = started(in_place());
+    let out = apply(&mut h, in_place(), "v2");
     assert!(out.events.contains(&SupervisorEvent::RolloutStarted {
         generation: 1,
         kind: RolloutKind::Apply,
@@ -85,8 +93,8 @@ fn a_good_version_is_replaced_one_watched_step_at_a_time_and_completes() {
 
 #[test]
 fn a_new_replica_that_exits_while_watched_rolls_back_to_the_last_good_generation() {
-    let mut h = started(config(POOL));
-    apply(&mut h, config(POOL), "v2");
+    let mut h = started(in_place());
+    apply(&mut h, in_place(), "v2");
     h.finish_ops();
     h.healthy(kr("Pool", 0));
     h.take_log();
@@ -104,7 +112,7 @@ fn a_new_replica_that_exits_while_watched_rolls_back_to_the_last_good_generation
     ));
     // The rollback: generation 0's config again, as a rollout of its own
     // that is not watched.
-    let c = config(POOL);
+    let c = in_place();
     let hs = hashes(&c, "v1");
     let out = h.cmd(|s| {
         s.reload_as(10_000, c, hs, RolloutKind::Rollback { from: 1, to: 0 })
@@ -138,7 +146,7 @@ fn a_new_replica_that_exits_while_watched_rolls_back_to_the_last_good_generation
 
 #[test]
 fn without_auto_rollback_a_failed_step_pauses_until_resumed() {
-    let mut c = config(POOL);
+    let mut c = in_place();
     c.groups[0].rollout.auto_rollback = false;
     let mut h = started(c.clone());
     apply(&mut h, c, "v2");
@@ -175,9 +183,9 @@ fn without_auto_rollback_a_failed_step_pauses_until_resumed() {
 
 #[test]
 fn an_operators_pause_holds_the_next_step_and_resume_lets_it_go() {
-    let mut h = started(config(POOL));
+    let mut h = started(in_place());
     assert_eq!(h.s.pause_rollout(), Err(RolloutRefusal::NoRollout));
-    apply(&mut h, config(POOL), "v2");
+    apply(&mut h, in_place(), "v2");
     h.cmd(|s| s.pause_rollout().unwrap());
     assert_eq!(
         h.take_log(),
@@ -199,7 +207,7 @@ fn an_operators_pause_holds_the_next_step_and_resume_lets_it_go() {
 
 #[test]
 fn a_missing_image_fails_the_first_step_with_the_old_replicas_untouched() {
-    let mut h = started(config(POOL));
+    let mut h = started(in_place());
     let old: Vec<String> = (0..2)
         .map(|i| {
             h.s.replica(&kr("Pool", i))
@@ -210,7 +218,7 @@ fn a_missing_image_fails_the_first_step_with_the_old_replicas_untouched() {
                 .id
         })
         .collect();
-    apply(&mut h, config(POOL), "v2");
+    apply(&mut h, in_place(), "v2");
     assert_eq!(h.take_log(), ["recreate Pool"]);
     let out = h.apply(Input::ReplacementNotMade {
         key: kr("Pool", 0),
@@ -247,7 +255,7 @@ fn a_missing_image_fails_the_first_step_with_the_old_replicas_untouched() {
 
 #[test]
 fn a_new_replica_not_healthy_by_its_deadline_fails_its_step() {
-    let mut c = config(POOL);
+    let mut c = in_place();
     c.groups[0].rollout.healthy_deadline = Duration::from_secs(60);
     let mut h = started(c.clone());
     apply(&mut h, c, "v2");
@@ -264,7 +272,7 @@ fn a_new_replica_not_healthy_by_its_deadline_fails_its_step() {
 }
 
 fn with_error_slo() -> HostConfig {
-    let mut c = config(POOL);
+    let mut c = in_place();
     c.groups[0].slo = Some(Slo {
         availability: None,
         latency_p99: None,
@@ -335,10 +343,10 @@ fn a_good_version_answering_well_is_not_paused() {
 
 #[test]
 fn a_newer_apply_supersedes_a_rollout_and_goes_back_to_what_was_good_before_it() {
-    let mut h = started(config(POOL));
-    apply(&mut h, config(POOL), "v2");
+    let mut h = started(in_place());
+    apply(&mut h, in_place(), "v2");
     h.finish_ops();
-    let out = apply(&mut h, config(POOL), "v3");
+    let out = apply(&mut h, in_place(), "v3");
     assert!(out.events.iter().any(|e| matches!(
         e,
         SupervisorEvent::RolloutStarted {
@@ -352,4 +360,63 @@ fn a_newer_apply_supersedes_a_rollout_and_goes_back_to_what_was_good_before_it()
         2,
         "the new rollout is the one shown"
     );
+}
+
+#[test]
+fn with_a_surge_a_new_replica_serves_before_any_old_one_goes_and_leaves_at_the_end() {
+    // The defaults: max_surge 1, max_unavailable 0.
+    let mut h = started(config(POOL));
+    apply(&mut h, config(POOL), "v2");
+    // First the surge replica, with the new config; no old one touched.
+    assert_eq!(h.take_log(), ["launch Pool#2"]);
+    h.finish_ops();
+    h.healthy(kr("Pool", 2));
+    assert!(h.take_log().is_empty(), "watched before any old one goes");
+    let serving = |h: &Harness| {
+        h.s.replicas()
+            .filter(|r| r.is_running() && r.op.is_none() && h.s.replica_healthy(r))
+            .count()
+    };
+    h.at(WATCH);
+    assert_eq!(h.take_log(), ["recreate Pool"]);
+    // While Pool is replaced, two others serve.
+    assert_eq!(serving(&h), 2);
+    h.finish_ops();
+    h.healthy(kr("Pool", 0));
+    h.at(2 * WATCH);
+    assert_eq!(h.take_log(), ["recreate Pool#1"]);
+    assert_eq!(serving(&h), 2);
+    h.finish_ops();
+    h.healthy(kr("Pool", 1));
+    // Every replica runs the new config: the surge replica goes.
+    let out = h.at(3 * WATCH);
+    assert_eq!(h.take_log(), ["stop Pool#2"]);
+    assert!(completed(&out) || h.s.rollout().unwrap().phase == RolloutPhase::Completed);
+    h.finish_ops();
+    assert_eq!(h.s.replicas().filter(|r| r.container.is_some()).count(), 2);
+}
+
+#[test]
+fn a_surge_replica_that_fails_rolls_back_and_is_stopped() {
+    let mut h = started(config(POOL));
+    apply(&mut h, config(POOL), "v2");
+    assert_eq!(h.take_log(), ["launch Pool#2"]);
+    h.finish_ops();
+    h.healthy(kr("Pool", 2));
+    let out = h.die(kr("Pool", 2), 1);
+    let (failure, to) = failed(&out).unwrap();
+    assert_eq!((failure.replica, to), (kr("Pool", 2), Some(0)));
+    // The old replicas were never touched.
+    let c = config(POOL);
+    let hs = hashes(&c, "v1");
+    h.cmd(|s| {
+        s.reload_as(10, c, hs, RolloutKind::Rollback { from: 1, to: 0 })
+            .unwrap()
+    });
+    let log = h.take_log();
+    assert!(
+        log.contains(&"remove Pool#2".to_string()) || log.contains(&"stop Pool#2".to_string()),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("recreate")), "{log:?}");
 }
