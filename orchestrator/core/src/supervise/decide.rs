@@ -1686,6 +1686,7 @@ impl Supervisor {
                 // One replica of an agent changes at a time, or as many as
                 // a rollout's step takes.
                 let gate = self.rollout_allows(&key);
+                let surge_held = self.surge_held(&key);
                 let sibling_busy = match gate {
                     RolloutGate::Held => true,
                     RolloutGate::Stepped => false,
@@ -1718,6 +1719,9 @@ impl Supervisor {
                         if let Phase::Failed { retry_at, .. } = r.phase
                             && now < retry_at
                         {
+                            continue;
+                        }
+                        if surge_held {
                             continue;
                         }
                         if needs_slice {

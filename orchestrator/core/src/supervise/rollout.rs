@@ -368,6 +368,24 @@ impl Supervisor {
         if old_left { surge } else { 0 }
     }
 
+    /// A surge replica is not started (or tried again) while its rollout
+    /// is paused or rolling back.
+    pub(crate) fn surge_held(&self, key: &ReplicaKey) -> bool {
+        let Some(ro) = &self.rollout else {
+            return false;
+        };
+        let beyond = self
+            .agents
+            .get(&key.agent)
+            .is_some_and(|a| key.replica >= a.replicas);
+        beyond
+            && ro.agents.contains(&key.agent)
+            && matches!(
+                ro.phase,
+                RolloutPhase::Paused { .. } | RolloutPhase::RollingBack { .. }
+            )
+    }
+
     /// How many replicas of an agent one step replaces.
     fn step_size(&self, agent: &str) -> u32 {
         let Some(a) = self.agents.get(agent) else {

@@ -420,3 +420,28 @@ fn a_surge_replica_that_fails_rolls_back_and_is_stopped() {
     );
     assert!(!log.iter().any(|l| l.starts_with("recreate")), "{log:?}");
 }
+
+#[test]
+fn a_paused_rollout_does_not_try_its_surge_replica_again() {
+    let mut c = config(POOL);
+    c.groups[0].rollout.auto_rollback = false;
+    let mut h = started(c.clone());
+    apply(&mut h, c, "v2");
+    assert_eq!(h.take_log(), ["launch Pool#2"]);
+    let out = h.apply(Input::OpFinished {
+        key: kr("Pool", 2),
+        op: OpKind::Launch,
+        result: Err(LaunchError::ImageMissing {
+            image: "img:v2".into(),
+        }),
+    });
+    let (failure, to) = failed(&out).unwrap();
+    assert_eq!((failure.replica, to), (kr("Pool", 2), None));
+    // Long past any backoff: nothing is launched while it is paused.
+    h.at(10 * WATCH);
+    assert!(h.take_log().is_empty());
+    // Resumed, the surge replica is tried again.
+    let now = h.now;
+    h.cmd(|s| s.resume_rollout(now).unwrap());
+    assert_eq!(h.take_log(), ["launch Pool#2"]);
+}
