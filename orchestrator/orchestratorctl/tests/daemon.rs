@@ -892,6 +892,7 @@ defaults:
   stop_timeout: 1s
 groups:
   memory:
+    rollout: {auto_rollback: false, watch: 1s}
     agents:
       Memory: {}
 "#;
@@ -1004,8 +1005,17 @@ fn plan_and_apply_say_when_an_image_is_missing_and_the_old_container_runs_on() {
         "{agents:?}"
     );
 
-    // Once the image is here, the retry replaces it.
+    // The failed step paused the rollout; once the image is here,
+    // resuming it replaces the old container.
+    let status = host.ctl(&["rollout", "status"]);
+    code(&status, 0);
+    assert!(
+        text(&status.stdout).contains("paused"),
+        "{}",
+        text(&status.stdout)
+    );
     fake.add_image("orchestrator-agent:missing");
+    code(&host.ctl(&["rollout", "resume"]), 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let now = running();
