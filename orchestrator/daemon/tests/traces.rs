@@ -238,10 +238,17 @@ async fn local_commands_parent_the_operations_they_cause() {
             && s.agents.healthy == s.agents.wanted
     })
     .await;
-    settle(5000).await;
+    // Each agent's rollout: a surge replica (#1) first, watched, then the
+    // replica itself.
+    settle(120_000).await;
     let spans = exporter.get_finished_spans().unwrap();
     let apply = one(&spans, "apply");
-    children_of(&spans, "agent_start", apply, &["A", "B", "C"]);
+    children_of(
+        &spans,
+        "agent_start",
+        apply,
+        &["A", "A#1", "B", "B#1", "C", "C#1"],
+    );
 
     // group stop: every replica's stop under it; then, with nothing left
     // to do, a crash restart would be a trace of its own (none here).
@@ -332,16 +339,16 @@ groups:
     h.until_ready().await;
     settle(500).await;
 
-    // One replica at a time, each after the one before is healthy and
-    // watched (30 s): all three under the apply.
+    // A surge replica (#3) first, then one replica at a time, each after
+    // the one before is healthy and watched (30 s): all under the apply.
     exporter.reset();
     h.client
         .apply("new.yaml", &text("orchestrator-agent:v2"))
         .await
         .unwrap();
-    settle(120_000).await;
+    settle(180_000).await;
     h.until_ready().await;
     let spans = exporter.get_finished_spans().unwrap();
     let apply = one(&spans, "apply");
-    children_of(&spans, "agent_start", apply, &["A", "A#1", "A#2"]);
+    children_of(&spans, "agent_start", apply, &["A", "A#1", "A#2", "A#3"]);
 }
