@@ -85,7 +85,7 @@ fn a_reload_changing_one_agent_restarts_only_that_agent() {
     let out = daemon.ctl_ok(&["apply", newer.to_str().unwrap()]);
     assert_eq!(
         out.trim(),
-        "generation 2 applied; recreating changed agents one replica at a time: Top"
+        "generation 2 applied; rolling out step by step to: Top"
     );
     assert!(
         std::fs::read_to_string(&daemon.config)
