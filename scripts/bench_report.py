@@ -360,6 +360,13 @@ def rollout_section(r):
           f"rollout median {median(per):.0f}, max {max(per)}) | few (a replica replaced in place is "
           "down between its old container's stop and its new one's listening) | |")
         w("")
+        per_port = r["rps"] / 2
+        w(f"Each rollout replaces both replicas in place, one step each; at {per_port:.0f} requests per "
+          f"second on each host port, the median {median(per):.0f} failed connections per rollout are "
+          f"about {median(per) / 2 / per_port:.2f} s without a listener per replaced replica. A rollout "
+          f"takes two steps of about the new container's start, its health checks, `min_healthy` "
+          f"({r.get('min_healthy', '?')}) and the watch ({g['watch']}).")
+        w("")
     m = r.get("missing")
     if m:
         w(f"**Missing image** (`{m['image']}`, not on the host):")
