@@ -2,7 +2,7 @@
 # Every benchmark in one command; rewrites docs/BENCHMARKS.md with the
 # figures, this command and the machine, and draws docs/bench-*.png.
 #
-#   scripts/bench.sh            about 40 minutes on 2 cores
+#   scripts/bench.sh            about 55 minutes on 2 cores
 #
 # Steps: the GPU planner and SLO benches (`cargo bench -p orch-core`), the
 # `/metrics` render bench (`cargo bench -p orch-daemon --bench metrics`),
@@ -14,7 +14,9 @@
 # autoscaling (scripts/bench_autoscale.py: a load step, 10 minutes of
 # constant load, the cost of 20 autoscaled agents), the idle demo fleet with everything on (scripts/bench_idle.py),
 # GPU use per agent (scripts/bench_gpu_use.py: accuracy and latency of the
-# per-agent figures, the cost of sampling 200 agents' GPU processes), the plots
+# per-agent figures, the cost of sampling 200 agents' GPU processes),
+# rollouts under a steady load (scripts/bench_rollout.py: a bad version
+# rolled back, BENCH_ROLLOUTS good ones in a row, a missing image), the plots
 # (scripts/plot_bench.py, matplotlib in a venv under target/) and the
 # report (scripts/bench_report.py).
 #
@@ -24,10 +26,11 @@
 # BENCH_SCALE_CPU_SECS (CPU sample length, default 30), BENCH_IDLE_SECS
 # (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it),
 # BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_AUTOSCALE_RPS,
-# BENCH_AUTOSCALE_CONSTANT_SECS (default 600), BENCH_SKIP (comma list
-# of planner, metrics, federation, fleet, crash, scale, autoscale, idle, gpu_use: reuse that
-# step's last output from target/bench), BENCH_NO_REPORT=1 (leave docs/
-# alone).
+# BENCH_AUTOSCALE_CONSTANT_SECS (default 600), BENCH_ROLLOUTS (good
+# rollouts in a row, default 20), BENCH_ROLLOUT_RPS (default 20),
+# BENCH_SKIP (comma list of planner, metrics, federation, fleet, crash,
+# scale, autoscale, idle, gpu_use, rollout: reuse that step's last output
+# from target/bench), BENCH_NO_REPORT=1 (leave docs/ alone).
 # The machine is shared and noisy: compare the side-by-side figures of one
 # run (medians and ratios), not absolute times across runs.
 set -euo pipefail
@@ -38,7 +41,7 @@ mkdir -p "$out"
 # The command as given, knobs included, for the report.
 command="scripts/bench.sh"
 for knob in BENCH_ROUNDS BENCH_SIZES BENCH_CRASHES BENCH_PARALLEL BENCH_SCALE_CPU_SECS \
-            BENCH_IDLE_SECS BENCH_IDLE_PERF BENCH_FED_FULL BENCH_SKIP; do
+            BENCH_IDLE_SECS BENCH_IDLE_PERF BENCH_FED_FULL BENCH_ROLLOUTS BENCH_ROLLOUT_RPS BENCH_SKIP; do
     if [[ -n "${!knob:-}" ]]; then command="$knob=${!knob} $command"; fi
 done
 skip() { [[ ",${BENCH_SKIP:-}," == *",$1,"* ]]; }
@@ -91,6 +94,10 @@ fi
 if ! skip gpu_use; then
     echo "==> GPU use per agent: accuracy, latency, sampling cost (scripts/bench_gpu_use.py)"
     python3 scripts/bench_gpu_use.py
+fi
+if ! skip rollout; then
+    echo "==> rollouts under load: bad version, good versions, missing image (scripts/bench_rollout.py)"
+    python3 scripts/bench_rollout.py
 fi
 
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"

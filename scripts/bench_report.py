@@ -3,14 +3,14 @@
 
 Inputs (target/bench): machine.json, fleet.json, crash.json, scale.json,
 idle.json (and idle-perf-HOST.txt when profiled), autoscale.json,
-gpu_use.json, core.txt
+gpu_use.json, rollout.json, core.txt
 (`cargo bench -p orch-core`), metrics.txt (`cargo bench -p orch-daemon
 --bench metrics`), federation.md (scripts/bench_federation.sh). The
 "Earlier runs" table of the document being replaced is kept, and this
 run is added to it.
 
 Usage: bench_report.py BENCH_DIR OUT_MD
-       bench_report.py --section autoscale|gpu_use BENCH_DIR OUT_MD
+       bench_report.py --section autoscale|gpu_use|rollout BENCH_DIR OUT_MD
        (rewrites that one section of OUT_MD)
 """
 import json
@@ -274,6 +274,124 @@ def gpu_use_section(g):
     return L
 
 
+def rollout_section(r):
+    """The rollouts section from rollout.json (scripts/bench_rollout.py)."""
+    L = []
+    w = L.append
+    w("## Rollouts (`scripts/bench_rollout.py`)")
+    w("")
+    w(f"Run: `{r.get('command', 'python3 scripts/bench_rollout.py')}` on {r.get('date', '?')} at "
+      f"{r.get('commit', '?')} ({r.get('build', 'release')} build), {r.get('cpus', '?')} cores "
+      f"({r.get('cpu_model', '?')}); load average (1, 5, 15 min) {r.get('load_before', '?')} at the "
+      f"start, {r.get('load_after', '?')} at the end.")
+    w("")
+    w(f"One group `web` (`slo: {{error_rate: 0.5%, availability: 99%, window: 30d}}`, `min_healthy: "
+      f"{r.get('min_healthy', '?')}`) with an agent `Pool` of 2 replicas of the reference agent, each "
+      "publishing port 8080 on its own host port (a range of exactly 2 ports, so each replica is "
+      f"replaced in place), HTTP health check every {r.get('health_interval', '?')}. A load generator "
+      f"on loopback sends {r['rps']:.0f} `GET /work` per second in total (measured "
+      f"{r.get('measured_rps', float('nan')):.1f}), round-robin over the two host ports, for the whole "
+      "run. Each version has its own `VERSION` env; a request is put on the version of the container "
+      "that last started under that replica's name before it was sent (Docker's `start` events).")
+    w("")
+    b = r.get("bad")
+    if b:
+        bv = b.get("by_version", {}).get("bad", {})
+        share = b.get("budget_used_share")
+        w(f"**Bad version** (`AGENT_WORK_ERROR_RATE={b['error_rate']}`, `rollout: {{watch: {b['watch']}}}`), "
+          "`apply --wait`:")
+        w("")
+        f = b.get("failure", {})
+        w("| what | measured | target | |")
+        w("|---|---|---|---|")
+        sig = f.get("signal", "?")
+        if sig == "slo_burn":
+            sig += f" ({f.get('sli')}, burn {f.get('burn', 0):.1f}x against {f.get('threshold')}x, {f.get('bad')} bad of {f.get('requests')} requests)"
+        rep = f.get("replica", {})
+        w(f"| the step that failed | {rep.get('agent', '?')}#{rep.get('replica', '?')}: {sig} | | |")
+        hf = b.get("healthy_to_failed_s")
+        w(f"| apply to `rollout-failed` / the replica's `agent-healthy` to `rollout-failed` | "
+          f"{b.get('apply_to_failed_s', float('nan')):.1f} s / "
+          + (f"{hf:.1f} s" if hf is not None else "—")
+          + f" | within one watch ({b['watch']}) | {yes(hf is not None and hf <= 30)} |")
+        rb = b.get("first_step_to_rolled_back_s")
+        w(f"| apply / first step (`rollout-started`) to the rollback's `rollout-completed` | "
+          f"{b.get('apply_to_rolled_back_s', float('nan')):.1f} s / "
+          + (f"{rb:.1f} s" if rb is not None else "—")
+          + f" | within two watches (60 s) | {yes(rb is not None and rb <= 60)} |")
+        w(f"| `apply --wait` exit code | {b['code']} | 3 | {yes(b['code'] == 3)} |")
+        w(f"| requests the bad version answered / of them failed (500) / connection failures | "
+          f"{bv.get('requests', 0)} / {bv.get('http', 0)} / {bv.get('conn', 0)} | | |")
+        w(f"| share of the 30-day error budget those errors used: errors / (measured rate × 30 d × "
+          f"0.005 = {b.get('budget_requests', 0):,.0f} requests) | "
+          + (f"{share * 100:.4f}%" if share is not None else "—")
+          + f" | under 2% | {yes(share is not None and share < 0.02)} |")
+        d = b.get("during", {})
+        w(f"| every request from the apply to both replicas back (either version) | {d.get('requests', 0)}: "
+          f"{d.get('ok', 0)} ok, {d.get('http', 0)} HTTP errors, {d.get('conn', 0)} connection failures | | |")
+
+        def budget(slo):
+            for g in (slo or {}).get("groups", []):
+                for sli in g.get("slis", []):
+                    if sli.get("slo") == "error_rate":
+                        return sli
+            return None
+        before, after = budget(b.get("slo_before")), budget(b.get("slo_after"))
+        if before and after:
+            w(f"| the daemon's `slo` error-rate figures before / after: events, errors, budget remaining | "
+              f"{before['events']}, {before['errors']}, {before['budget_remaining'] * 100:.4f}% / "
+              f"{after['events']}, {after['errors']}, {after['budget_remaining'] * 100:.4f}% | | |")
+        w("")
+    g = r.get("good")
+    if g:
+        rows = g["rollouts"]
+        w(f"**Good version**, {len(rows)} `apply --wait` in a row (`VERSION` alternating a/b, `rollout: "
+          f"{{watch: {g['watch']}}}`), under the same load:")
+        w("")
+        w("| what | measured | target | |")
+        w("|---|---|---|---|")
+        w(f"| false rollbacks / false pauses | {g['false_rollbacks']} / {g['false_pauses']} | 0 / 0 | "
+          f"{yes(g['false_rollbacks'] == 0 and g['false_pauses'] == 0)} |")
+        w(f"| rollout duration (apply to `--wait` returning), median / max | {g['median_s']:.1f} s / "
+          f"{g['max_s']:.1f} s | | |")
+        per = [x["http"] + x["conn"] for x in rows]
+        w(f"| requests during the rollouts / HTTP errors / connection failures | {g['requests']} / "
+          f"{g['http']} / {g['conn']} ({(g['http'] + g['conn']) / max(1, g['requests']) * 100:.2f}%; per "
+          f"rollout median {median(per):.0f}, max {max(per)}) | few (a replica replaced in place is "
+          "down between its old container's stop and its new one's listening) | |")
+        w("")
+        per_port = r["rps"] / 2
+        w(f"Each rollout replaces both replicas in place, one step each; at {per_port:.0f} requests per "
+          f"second on each host port, the median {median(per):.0f} failed connections per rollout are "
+          f"about {median(per) / 2 / per_port:.2f} s without a listener per replaced replica. A rollout "
+          f"takes two steps of about the new container's start, its health checks, `min_healthy` "
+          f"({r.get('min_healthy', '?')}) and the watch ({g['watch']}).")
+        w("")
+    m = r.get("missing")
+    if m:
+        w(f"**Missing image** (`{m['image']}`, not on the host):")
+        w("")
+        f = m.get("failure", {})
+        rep = f.get("replica", {})
+        w("| what | measured | target | |")
+        w("|---|---|---|---|")
+        w(f"| `apply` without `--force` | exit {m['refused_code']}, refused naming the image | refused | "
+          f"{yes(m['refused_code'] != 0)} |")
+        w(f"| the step that failed (events) | {rep.get('agent', '?')}#{rep.get('replica', '?')}: "
+          f"{f.get('signal', '?')} ({(f.get('reason') or {}).get('reason', '?')}), "
+          f"{m.get('apply_to_failed_s', float('nan')) * 1000:.0f} ms after the apply; steps done before it: "
+          f"{m['steps_done']} | its first replica | {yes(rep.get('replica') == 0 and m['steps_done'] == 0)} |")
+        w(f"| `apply --force --wait` exit code | {m['code']} | 3 | {yes(m['code'] == 3)} |")
+        w(f"| the containers (name, id, state) before / after | {', '.join(m['ids_before'])} / "
+          f"{', '.join(m['ids_after'])} | the same | {yes(m['same_containers'])} |")
+        d = m["during"]
+        lost = d["http"] + d["conn"]
+        w(f"| requests lost from the apply to 5 s after the rollback | {lost} of {d['requests']} | 0 | "
+          f"{yes(lost == 0)} |")
+        w("")
+    return L
+
+
 def replace_section(doc, heading, lines):
     """`doc` with the section starting at `heading` replaced by `lines`
     (inserted before "## Earlier runs" when it has none)."""
@@ -291,6 +409,8 @@ def main():
         name, bench, out_md = sys.argv[2], sys.argv[3], sys.argv[4]
         if name == "autoscale":
             heading, lines = "## Autoscaling", autoscale_section(load(bench, "autoscale.json"))
+        elif name == "rollout":
+            heading, lines = "## Rollouts", rollout_section(load(bench, "rollout.json"))
         elif name == "gpu_use":
             heading, lines = "## GPU use per agent", gpu_use_section(load(bench, "gpu_use.json"))
         else:
@@ -323,7 +443,8 @@ def main():
       "by side with docker-compose and the raw Docker baseline; crash to running), "
       "`scripts/bench_crash.py` (crash to running side by side with Docker's own restart policy), "
       "`scripts/bench_scale.py` (200 agents), `scripts/bench_idle.py` (the idle demo fleet, "
-      "everything on) and `scripts/bench_gpu_use.py` (GPU use per agent), then draws the plots and writes this file. The machine "
+      "everything on), `scripts/bench_gpu_use.py` (GPU use per agent) and "
+      "`scripts/bench_rollout.py` (rollouts under load), then draws the plots and writes this file. The machine "
       "is shared and noisy: compare the side-by-side figures of one run (medians, ratios), not "
       "absolute times across machines or runs.")
     w("")
@@ -703,6 +824,9 @@ def main():
         L.extend(autoscale_section(autoscale))
     if gpu_use:
         L.extend(gpu_use_section(gpu_use))
+    rollout = load(bench, "rollout.json")
+    if rollout:
+        L.extend(rollout_section(rollout))
 
     # ---- earlier runs ----
     w("## Earlier runs")
