@@ -319,7 +319,7 @@ def rollout_section(r):
           f"{b.get('apply_to_rolled_back_s', float('nan')):.1f} s / "
           + (f"{rb:.1f} s" if rb is not None else "—")
           + f" | within two watches (60 s) | {yes(rb is not None and rb <= 60)} |")
-        w(f"| `apply --wait` exit code | {b['code']} | 3 | {yes(b['code'] == 3)} |")
+        w(f"| `apply --wait` exit code | {b['code']} | 9 (rolled back) | {yes(b['code'] == 9)} |")
         w(f"| requests the bad version answered / of them failed (500) / connection failures | "
           f"{bv.get('requests', 0)} / {bv.get('http', 0)} / {bv.get('conn', 0)} | | |")
         w(f"| share of the 30-day error budget those errors used: errors / (measured rate × 30 d × "
@@ -381,7 +381,7 @@ def rollout_section(r):
           f"{f.get('signal', '?')} ({(f.get('reason') or {}).get('reason', '?')}), "
           f"{m.get('apply_to_failed_s', float('nan')) * 1000:.0f} ms after the apply; steps done before it: "
           f"{m['steps_done']} | its first replica | {yes(rep.get('replica') == 0 and m['steps_done'] == 0)} |")
-        w(f"| `apply --force --wait` exit code | {m['code']} | 3 | {yes(m['code'] == 3)} |")
+        w(f"| `apply --force --wait` exit code | {m['code']} | 9 (rolled back) | {yes(m['code'] == 9)} |")
         w(f"| the containers (name, id, state) before / after | {', '.join(m['ids_before'])} / "
           f"{', '.join(m['ids_after'])} | the same | {yes(m['same_containers'])} |")
         d = m["during"]

@@ -46,6 +46,9 @@ import tempfile
 import threading
 import time
 
+# `orchestratorctl apply --wait`: the rollout was rolled back (docs/cli.md).
+ROLLED_BACK = 9
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_lib import BIN, median, remove_labelled, remove_network, save  # noqa: E402
 
@@ -391,8 +394,8 @@ def good_phase(d, load, versions, port0):
               f"{row['http']} HTTP errors, {row['conn']} connection failures of {row['requests']}",
               flush=True)
     rows = res["rollouts"]
-    res["false_rollbacks"] = sum(1 for x in rows if x["code"] == 3)
-    res["false_pauses"] = sum(1 for x in rows if x["code"] not in (0, 3))
+    res["false_rollbacks"] = sum(1 for x in rows if x["code"] == ROLLED_BACK)
+    res["false_pauses"] = sum(1 for x in rows if x["code"] not in (0, ROLLED_BACK))
     res["median_s"] = median([x["seconds"] for x in rows]) if rows else None
     res["max_s"] = max(x["seconds"] for x in rows) if rows else None
     res["requests"] = sum(x["requests"] for x in rows)
@@ -501,10 +504,10 @@ def main():
     results["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
     path = save("rollout.json", results)
     print(f"written: {path}")
-    ok = (results.get("bad", {}).get("code", 3) == 3
+    ok = (results.get("bad", {}).get("code") == ROLLED_BACK
           and results.get("good", {}).get("false_rollbacks", 0) == 0
           and results.get("good", {}).get("false_pauses", 0) == 0
-          and results.get("missing", {}).get("code", 3) == 3)
+          and results.get("missing", {}).get("code") == ROLLED_BACK)
     return 0 if ok else 1
 
 
