@@ -1451,6 +1451,20 @@ pub fn step_failure(f: &core::StepFailure) -> crate::rollout::StepFailure {
     }
 }
 
+/// A rollout command the supervisor refused.
+pub fn rollout_refusal(r: core::RolloutRefusal) -> crate::RolloutRefusal {
+    use crate::RolloutRefusal as W;
+    match r {
+        core::RolloutRefusal::NoRollout => W::NoRollout,
+        core::RolloutRefusal::Ended { generation, phase } => W::Ended {
+            generation,
+            phase: phase.to_string(),
+        },
+        core::RolloutRefusal::AlreadyPaused { generation } => W::AlreadyPaused { generation },
+        core::RolloutRefusal::NotPaused { generation } => W::NotPaused { generation },
+    }
+}
+
 pub fn rollout_phase(p: &core::RolloutPhase) -> crate::rollout::RolloutPhase {
     use crate::rollout::RolloutPhase as W;
     match p {

@@ -647,15 +647,17 @@ mod tests {
         assert_eq!(Some(&left[0].id), done.container.map(|c| c.id).as_ref());
     }
 
-    #[tokio::test]
-    async fn a_failed_rename_after_the_old_is_gone_is_an_operation_failure() {
+    /// A replacement of a running v1 whose `op` fails once the old
+    /// container is gone: an operation failure, not "not made". Returns
+    /// the runtime and the old container's id.
+    async fn replace_failing_at(op: Op) -> (FakeRuntime, String) {
         let (rt, old) = running_v1().await;
         rt.add_image(IMAGE_V2);
         rt.fail_next(
-            Op::Rename,
+            op,
             DockerError::Api {
                 status: 500,
-                message: "rename went wrong".into(),
+                message: "went wrong".into(),
             },
         );
         let failed = launch(
@@ -675,38 +677,19 @@ mod tests {
             ),
             "{failed:?}"
         );
+        (rt, old)
+    }
+
+    #[tokio::test]
+    async fn a_failed_rename_after_the_old_is_gone_is_an_operation_failure() {
+        let (rt, _old) = replace_failing_at(Op::Rename).await;
         // Nothing is left under the staging name with the replica's labels.
         assert!(rt.containers().is_empty());
     }
 
     #[tokio::test]
     async fn a_failed_start_after_the_old_is_gone_is_an_operation_failure() {
-        let (rt, old) = running_v1().await;
-        rt.add_image(IMAGE_V2);
-        rt.fail_next(
-            Op::Start,
-            DockerError::Api {
-                status: 500,
-                message: "start went wrong".into(),
-            },
-        );
-        let failed = launch(
-            &rt,
-            &spec(IMAGE_V2, "h2"),
-            Some(&old),
-            STOP,
-            None,
-            true,
-            async {},
-        )
-        .await;
-        assert!(
-            matches!(
-                failed,
-                Err(JobFailure::Failed(LaunchError::DockerRefused { .. }))
-            ),
-            "{failed:?}"
-        );
+        let (rt, old) = replace_failing_at(Op::Start).await;
         // The new one is in place, created: the retry adopts it.
         let left = rt.containers();
         assert_eq!(left.len(), 1);

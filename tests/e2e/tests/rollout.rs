@@ -82,6 +82,15 @@ fn apply(
     daemon.ctl(&all)
 }
 
+/// What a command printed, stdout then stderr.
+fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn rollout_events(d: &Daemon) -> Vec<String> {
     d.events()
         .iter()
@@ -105,11 +114,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
         &config(&host.name, "2", "", IMAGE),
         &["--wait", "--timeout", "120"],
     );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = printed(&out);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -130,11 +135,7 @@ fn a_bad_env_rolls_back_by_itself_and_undo_returns_to_the_previous_generation() 
         &bad,
         &["--wait", "--timeout", "120"],
     );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = printed(&out);
     assert_eq!(
         out.status.code(),
         Some(9),
@@ -208,11 +209,7 @@ fn a_missing_image_rolls_back_with_the_old_containers_untouched() {
         &config(&host.name, "2", "", missing),
         &["--force", "--wait", "--timeout", "120"],
     );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = printed(&out);
     assert_eq!(
         out.status.code(),
         Some(9),
@@ -292,11 +289,7 @@ fn apply_all_hosts_stops_at_the_first_host_whose_rollout_fails() {
         "--timeout",
         "120",
     ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = printed(&out);
     assert_eq!(out.status.code(), Some(9), "{said}\n{}", d0.log_tail(40));
     assert!(said.contains("no other host was changed"), "{said}");
     assert_eq!(versions(&hosts[0]), ["1", "1"]);
@@ -320,11 +313,7 @@ fn apply_all_hosts_stops_at_the_first_host_whose_rollout_fails() {
         "--timeout",
         "120",
     ]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = printed(&out);
     assert_eq!(out.status.code(), Some(0), "{said}\n{}", d1.log_tail(40));
     assert_eq!(versions(&hosts[0]), ["2", "2"]);
     assert_eq!(versions(&hosts[1]), ["2", "2"]);

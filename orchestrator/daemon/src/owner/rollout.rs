@@ -10,20 +10,6 @@ use orch_core::supervise::{RollbackAsk, RolloutKind};
 
 use super::Owner;
 
-/// The API's words for a supervisor's refusal.
-fn refusal(r: orch_core::supervise::RolloutRefusal) -> Rejection {
-    use orch_core::supervise::RolloutRefusal as C;
-    Rejection::Rollout(match r {
-        C::NoRollout => RolloutRefusal::NoRollout,
-        C::Ended { generation, phase } => RolloutRefusal::Ended {
-            generation,
-            phase: phase.to_string(),
-        },
-        C::AlreadyPaused { generation } => RolloutRefusal::AlreadyPaused { generation },
-        C::NotPaused { generation } => RolloutRefusal::NotPaused { generation },
-    })
-}
-
 impl Owner {
     /// `rollout ACTION`.
     pub(super) fn rollout_request(
@@ -37,11 +23,17 @@ impl Owner {
         match action {
             RolloutAction::Status => {}
             RolloutAction::Pause => {
-                let out = self.sup.pause_rollout().map_err(refusal)?;
+                let out = self
+                    .sup
+                    .pause_rollout()
+                    .map_err(|r| Rejection::Rollout(orch_api::convert::rollout_refusal(r)))?;
                 self.carry_out(out);
             }
             RolloutAction::Resume => {
-                let out = self.sup.resume_rollout(now).map_err(refusal)?;
+                let out = self
+                    .sup
+                    .resume_rollout(now)
+                    .map_err(|r| Rejection::Rollout(orch_api::convert::rollout_refusal(r)))?;
                 self.carry_out(out);
             }
             RolloutAction::Undo { to } => {
