@@ -125,14 +125,20 @@ pub fn encode_meta(meta: &GenerationMeta) -> Vec<u8> {
     bytes
 }
 
+/// Why a meta's bytes were not read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error("format {0} (this daemon reads {FORMAT})")]
+    Format(u32),
+}
+
 /// A meta from its bytes, or why not.
-pub fn decode_meta(bytes: &[u8]) -> Result<GenerationMeta, String> {
-    let on_disk: MetaOnDisk = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+pub fn decode_meta(bytes: &[u8]) -> Result<GenerationMeta, MetaError> {
+    let on_disk: MetaOnDisk = serde_json::from_slice(bytes)?;
     if on_disk.format != FORMAT {
-        return Err(format!(
-            "format {} (this daemon reads {FORMAT})",
-            on_disk.format
-        ));
+        return Err(MetaError::Format(on_disk.format));
     }
     Ok(on_disk.meta)
 }
@@ -437,7 +443,7 @@ mod tests {
             ("[]", "invalid type"),
             ("{\"format\": 1, \"generation\": 1}", "missing field"),
         ] {
-            let e = decode_meta(bytes.as_bytes()).unwrap_err();
+            let e = decode_meta(bytes.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");
         }
     }
