@@ -168,8 +168,8 @@ up() {
     done
     status
     echo
-    echo "Drive a host with: export ORCHESTRATOR_SOCKET=target/demo/mainpc/orchestrator.sock; target/release/orchestratorctl --help"
-    echo "Stop the fleet with: scripts/demo.sh down"
+    echo "Drive a host with: export ORCHESTRATOR_SOCKET=$demo/mainpc/orchestrator.sock; $bin/orchestratorctl --help"
+    echo "Stop the fleet with: ${DEMO_DIR:+DEMO_DIR=$DEMO_DIR }scripts/demo.sh down"
 }
 
 # The fleet as mainpc sees it: both hosts, each with its state.
