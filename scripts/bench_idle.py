@@ -12,7 +12,10 @@ used, whatever else the machine runs, so other load does not inflate it.
 
 Also per daemon: wakeups (the scheduler's timeslices, /proc/PID/task/*/schedstat,
 and voluntary context switches), per thread; and with BENCH_IDLE_PERF=1 a
-`perf record` profile over the same window (target/bench/idle-perf-HOST.txt).
+`perf record` profile over the same window (target/bench/idle-perf-HOST.txt);
+BENCH_IDLE_PERF=dwarf records call graphs from the debug info (the release
+build keeps no frame pointers) and adds, per thread, the daemon's own
+innermost functions the samples fell under (idle-perf-HOST-callers.txt).
 
 Then the same for the 200-agent host of scripts/bench_scale.py (one host,
 no peer) with `/metrics` on and scraped every 15 s and an SLO on every
@@ -35,7 +38,8 @@ from bench_lib import BIN, OUT, ROOT, cpu_ticks, rss_kib, save  # noqa: E402
 
 SECS = float(os.environ.get("BENCH_IDLE_SECS", "60"))
 SETTLE = float(os.environ.get("BENCH_IDLE_SETTLE", "90"))
-PERF = os.environ.get("BENCH_IDLE_PERF") == "1"
+PERF = os.environ.get("BENCH_IDLE_PERF") in ("1", "dwarf")
+DWARF = os.environ.get("BENCH_IDLE_PERF") == "dwarf"
 DEMO = os.path.join(ROOT, "target", "bench-demo")
 HOSTS = {"mainpc": 9464, "pc2": 9465}
 
@@ -80,12 +84,52 @@ class SkipFleet(Exception):
     """BENCH_IDLE_ONLY_200=1: the 200-agent host alone."""
 
 
+def perf_record(pid, data):
+    graph = ["--call-graph", "dwarf,16384"] if DWARF else ["-g"]
+    return subprocess.Popen(
+        ["perf", "record", "-F", "999", *graph, "-p", str(pid), "-o", data, "--", "sleep", str(SECS)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def perf_report(data, out):
     report = subprocess.run(
         ["perf", "report", "-i", data, "--no-children", "--stdio", "--percent-limit", "1",
          "--sort", "dso,symbol", "-g", "none"], capture_output=True, text=True).stdout
     with open(out, "w") as f:
         f.write(report)
+    if DWARF:
+        script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+        with open(out.replace(".txt", "-callers.txt"), "w") as f:
+            f.write(callers(script))
+
+
+def callers(script):
+    """Per thread, the samples under each of the daemon's own innermost
+    functions (the crates `orch_*`), from `perf script` call graphs."""
+    import collections
+    import re
+    total = 0
+    by_thread = collections.Counter()
+    under = collections.Counter()
+    for sample in script.split("\n\n"):
+        lines = sample.strip().split("\n")
+        if len(lines) < 2:
+            continue
+        total += 1
+        thread = lines[0].split()[0]
+        by_thread[thread] += 1
+        frames = []
+        for line in lines[1:]:
+            parts = line.strip().split(" ", 1)
+            if len(parts) == 2:
+                frames.append(re.sub(r"\+0x[0-9a-f]+ \(.*\)$| \(.*\)$", "", parts[1]))
+        ours = next((f for f in frames if f.startswith("orch_") or f.startswith("<orch_")), "(none of ours)")
+        under[(thread, ours[:160])] += 1
+    out = [f"{total} samples"]
+    out += [f"{n:6} {n / total:6.1%}  {t}" for t, n in by_thread.most_common()]
+    out.append("innermost function of the daemon's own crates on the stack, per thread:")
+    out += [f"{n:6} {n / total:6.1%}  {t}: {f}" for (t, f), n in under.most_common(60)]
+    return "\n".join(out) + "\n"
 
 
 def main():
@@ -118,10 +162,7 @@ def main():
         if PERF:
             os.makedirs(OUT, exist_ok=True)
             for host, pid in pids.items():
-                data = os.path.join(OUT, f"idle-perf-{host}.data")
-                perfs[host] = subprocess.Popen(
-                    ["perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", data, "--",
-                     "sleep", str(SECS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                perfs[host] = perf_record(pid, os.path.join(OUT, f"idle-perf-{host}.data"))
         time.sleep(SECS)
         after = {h: (time.monotonic(), cpu_ticks(p), threads(p)) for h, p in pids.items()}
         stop.set()
@@ -219,9 +260,7 @@ def host200(hz):
         if PERF:
             os.makedirs(OUT, exist_ok=True)
             data = os.path.join(OUT, "idle-perf-host200.data")
-            perf = subprocess.Popen(
-                ["perf", "record", "-F", "999", "-g", "-p", str(proc.pid), "-o", data, "--",
-                 "sleep", str(SECS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            perf = perf_record(proc.pid, data)
         time.sleep(SECS)
         t1, c1, th1 = time.monotonic(), cpu_ticks(proc.pid), threads(proc.pid)
         if perf:
