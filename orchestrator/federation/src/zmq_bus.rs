@@ -174,6 +174,19 @@ struct Dealer {
     ledger: Ledger,
 }
 
+/// How often libzmq pings a connection (ZMTP PING, answered by a PONG),
+/// each end on its own: once a lease. The bus's own heartbeats say whether
+/// a peer is alive, every `heartbeat`; the pings only find a TCP
+/// connection that died without closing (a host that vanished, a cut
+/// link), which then gets no answer within `heartbeat_timeout` (a lease)
+/// and is dropped and redialled: within two leases (3 s by default; a
+/// ping every heartbeat took a heartbeat and a lease, 2 s, for
+/// `down_after` times the frames, each encrypted and each waking both
+/// ends' bus threads on a quiet link).
+fn zmtp_ping_ms(timing: &Timing) -> i32 {
+    i32::try_from(timing.lease_ms().max(timing.heartbeat_ms)).unwrap_or(i32::MAX)
+}
+
 struct Dialer {
     ctx: zmq::Context,
     secret: SecretKey,
@@ -185,6 +198,7 @@ impl Dialer {
     fn dial(&mut self, peer: &PeerConfig, key: PublicKey) -> Result<Dealer, StartError> {
         let hb = i32::try_from(self.timing.heartbeat_ms).unwrap_or(i32::MAX);
         let lease = i32::try_from(self.timing.lease_ms()).unwrap_or(i32::MAX);
+        let ping = zmtp_ping_ms(&self.timing);
         let dealer = self.ctx.socket(zmq::DEALER)?;
         dealer.set_linger(0)?;
         dealer.set_curve_serverkey(key.as_bytes())?;
@@ -196,7 +210,7 @@ impl Dialer {
         dealer.set_maxmsgsize(MAX_WIRE_FRAME)?;
         dealer.set_reconnect_ivl(100)?;
         dealer.set_reconnect_ivl_max(hb.clamp(100, 2000))?;
-        dealer.set_heartbeat_ivl(hb)?;
+        dealer.set_heartbeat_ivl(ping)?;
         dealer.set_heartbeat_timeout(lease)?;
         self.next += 1;
         let monitor = monitor(&self.ctx, &dealer, &format!("dealer-{}", self.next))?;
@@ -255,7 +269,6 @@ impl ZmqBus {
 
         let timing = config.timing;
         let limits = config.limits;
-        let hb = i32::try_from(timing.heartbeat_ms).unwrap_or(i32::MAX);
         let lease = i32::try_from(timing.lease_ms()).unwrap_or(i32::MAX);
 
         let router = ctx.socket(zmq::ROUTER)?;
@@ -272,7 +285,7 @@ impl ZmqBus {
         router.set_handshake_ivl(i32::try_from(limits.handshake_ms).unwrap_or(i32::MAX))?;
         // ZMTP pings find dead TCP connections (a host that vanished
         // without closing them) so they are dropped and redialled.
-        router.set_heartbeat_ivl(hb)?;
+        router.set_heartbeat_ivl(zmtp_ping_ms(&timing))?;
         router.set_heartbeat_timeout(lease)?;
         let router_monitor = monitor(&ctx, &router, "router")?;
         router
