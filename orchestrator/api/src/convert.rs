@@ -1403,7 +1403,7 @@ fn agent_change(c: &orch_core::diff::AgentChange) -> Vec<crate::diff::FieldChang
     }
 }
 
-pub fn rollout_kind(k: core::RolloutKind) -> crate::rollout::RolloutKind {
+pub fn rollout_kind(k: core::RolloutKind) -> RolloutKind {
     use crate::rollout::RolloutKind as W;
     match k {
         core::RolloutKind::Apply => W::Apply,
@@ -1412,7 +1412,7 @@ pub fn rollout_kind(k: core::RolloutKind) -> crate::rollout::RolloutKind {
     }
 }
 
-pub fn step_failure(f: &core::StepFailure) -> crate::rollout::StepFailure {
+pub fn step_failure(f: &core::StepFailure) -> StepFailure {
     use crate::rollout::RolloutSignal as W;
     let signal = match &f.signal {
         core::Signal::NotLaunched(e) => W::NotLaunched {
@@ -1444,7 +1444,7 @@ pub fn step_failure(f: &core::StepFailure) -> crate::rollout::StepFailure {
             bad: *bad,
         },
     };
-    crate::rollout::StepFailure {
+    StepFailure {
         replica: replica(&f.replica),
         group: f.group.clone(),
         signal,

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Event, EventKind, FailReason, ReplicaRef};
+use crate::wire::{Event, EventKind};
+/// The parts of the rollout events (defined with the events).
+pub use crate::wire::{RolloutKind, RolloutSignal, StepFailure};
 
 /// What a `rollout` request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,58 +24,6 @@ pub enum RolloutAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<u64>,
     },
-}
-
-/// Why a generation rolls out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum RolloutKind {
-    /// A new config (`apply`, `reload`).
-    Apply,
-    /// Back to generation `to`'s config after generation `from` failed.
-    Rollback { from: u64, to: u64 },
-    /// An operator's `rollout undo` to generation `to`'s config.
-    Undo { to: u64 },
-}
-
-/// What failed a step, with its figure and threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "signal")]
-pub enum RolloutSignal {
-    /// The new container could not be made or started.
-    NotLaunched {
-        reason: FailReason,
-    },
-    NotHealthyInTime {
-        deadline_ms: u64,
-    },
-    Exited {
-        code: i64,
-    },
-    Unhealthy,
-    CrashLoop {
-        restarts: u32,
-        window_ms: u64,
-    },
-    /// The replica's answers while watched burned the objective `sli`
-    /// (`latency`, `error_rate`) at `burn` times its allowance, over
-    /// `threshold`.
-    SloBurn {
-        sli: String,
-        burn: f64,
-        threshold: f64,
-        requests: u64,
-        bad: u64,
-    },
-}
-
-/// A failed step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepFailure {
-    pub replica: ReplicaRef,
-    pub group: String,
-    #[serde(flatten)]
-    pub signal: RolloutSignal,
 }
 
 /// Where a rollout is.

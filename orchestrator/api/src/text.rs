@@ -1656,7 +1656,7 @@ impl fmt::Display for AutoscaleCause {
     }
 }
 
-impl fmt::Display for crate::rollout::RolloutKind {
+impl fmt::Display for RolloutKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use crate::rollout::RolloutKind as K;
         match self {
@@ -1672,7 +1672,7 @@ impl fmt::Display for crate::rollout::RolloutKind {
     }
 }
 
-impl fmt::Display for crate::rollout::StepFailure {
+impl fmt::Display for StepFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use crate::rollout::RolloutSignal as S;
         let who = format!("{}/{}", self.group, self.replica);

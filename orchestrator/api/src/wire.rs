@@ -702,7 +702,7 @@ pub enum EventKind {
     /// `previous` is the generation a failed step goes back to.
     RolloutStarted {
         generation: u64,
-        rollout: crate::rollout::RolloutKind,
+        rollout: RolloutKind,
         previous: u64,
         agents: Vec<String>,
     },
@@ -715,7 +715,7 @@ pub enum EventKind {
     /// is paused.
     RolloutFailed {
         generation: u64,
-        failure: crate::rollout::StepFailure,
+        failure: StepFailure,
         rollback_to: Option<u64>,
     },
     RolloutPaused {
@@ -726,7 +726,7 @@ pub enum EventKind {
     },
     RolloutCompleted {
         generation: u64,
-        rollout: crate::rollout::RolloutKind,
+        rollout: RolloutKind,
     },
     DockerDown,
     DockerUp,
@@ -1078,6 +1078,58 @@ impl StateDocument {
         }
         Ok(())
     }
+}
+
+/// Why a generation rolls out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum RolloutKind {
+    /// A new config (`apply`, `reload`).
+    Apply,
+    /// Back to generation `to`'s config after generation `from` failed.
+    Rollback { from: u64, to: u64 },
+    /// An operator's `rollout undo` to generation `to`'s config.
+    Undo { to: u64 },
+}
+
+/// What failed a step, with its figure and threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "signal")]
+pub enum RolloutSignal {
+    /// The new container could not be made or started.
+    NotLaunched {
+        reason: FailReason,
+    },
+    NotHealthyInTime {
+        deadline_ms: u64,
+    },
+    Exited {
+        code: i64,
+    },
+    Unhealthy,
+    CrashLoop {
+        restarts: u32,
+        window_ms: u64,
+    },
+    /// The replica's answers while watched burned the objective `sli`
+    /// (`latency`, `error_rate`) at `burn` times its allowance, over
+    /// `threshold`.
+    SloBurn {
+        sli: String,
+        burn: f64,
+        threshold: f64,
+        requests: u64,
+        bad: u64,
+    },
+}
+
+/// A failed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub replica: ReplicaRef,
+    pub group: String,
+    #[serde(flatten)]
+    pub signal: RolloutSignal,
 }
 
 #[cfg(test)]
