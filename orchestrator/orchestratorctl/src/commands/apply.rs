@@ -10,7 +10,7 @@ use orch_api::Applied;
 use super::daemon::{block_on, fail};
 use crate::cli::LoadArgs;
 use crate::exit::{self, Exit};
-use crate::output::{Format, Out, print_data};
+use crate::output::Out;
 
 pub fn apply(
     client: &orch_api::Client,
@@ -21,12 +21,12 @@ pub fn apply(
     out: &Out,
 ) -> Result<()> {
     // Checked here first, so mistakes show with their source lines.
-    super::config::load(file, load, out)?;
+    super::load::load(file, load, out)?;
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let applied: Applied =
         block_on(client.apply_with(&file.display().to_string(), &text, force))?.map_err(refused)?;
-    show(&applied, out)?;
+    super::rollout::show_applied(&applied, out)?;
     match wait {
         Some(timeout) => super::rollout::wait_applied(client, &applied, timeout),
         None => Ok(()),
@@ -113,44 +113,5 @@ fn refused(e: orch_api::ClientError) -> anyhow::Error {
 
 pub fn reload(client: &orch_api::Client, out: &Out) -> Result<()> {
     let applied: Applied = block_on(client.reload())?.map_err(fail)?;
-    show(&applied, out)
-}
-
-pub(super) fn show(a: &Applied, out: &Out) -> Result<()> {
-    if out.format != Format::Table {
-        return print_data(out.format, a);
-    }
-    for w in &a.warnings {
-        eprintln!("{}", out.yellow(w));
-    }
-    let idle: Vec<&str> = a
-        .changed
-        .iter()
-        .filter(|c| !a.recreated.contains(c))
-        .map(String::as_str)
-        .collect();
-    match (a.recreated.is_empty(), idle.is_empty()) {
-        // Not "no changes": a count the file changes is reached without
-        // recreating anything (`config diff` shows it beforehand).
-        (true, true) => println!(
-            "generation {} applied; no container recreated",
-            a.generation
-        ),
-        (false, _) => println!(
-            "generation {} applied; rolling out step by step to: {}",
-            a.generation,
-            a.recreated.join(", ")
-        ),
-        (true, false) => println!("generation {} applied", a.generation),
-    }
-    if !idle.is_empty() {
-        println!(
-            "changed, applied when their group starts: {}",
-            idle.join(", ")
-        );
-    }
-    for r in &a.rescaled {
-        println!("{}: {} -> {} replica(s)", r.agent, r.from, r.to);
-    }
-    Ok(())
+    super::rollout::show_applied(&applied, out)
 }

@@ -1,10 +1,10 @@
-//! `config validate|show|convert`, and the loading every verb that reads
-//! a config file shares (`config diff` is in `config_diff.rs`).
+//! `config validate|show|convert` (`config diff` is in `config_diff.rs`;
+//! the loading every verb that reads a config file shares, in `load.rs`).
 
 use std::path::Path;
 
 use anyhow::Result;
-use orch_config::{ConfigError, Diagnostic, Format as FileFormat, Loaded, Severity};
+use orch_config::{ConfigError, Diagnostic, Format as FileFormat, Severity};
 use orch_core::gpu::GpuRequest;
 use orch_core::model::HostConfig;
 use serde::Serialize;
@@ -38,48 +38,6 @@ struct ValidateReport<'a> {
     groups: usize,
     agents: usize,
     diagnostics: &'a [Diagnostic],
-}
-
-/// Loads a config, printing diagnostics for people on failure (and
-/// warnings on success unless `quiet_warnings`). The error carries the
-/// documented exit code.
-pub fn load(file: &Path, load: &LoadArgs, out: &Out) -> Result<Loaded> {
-    match orch_config::load_file(file, &load.options()) {
-        Ok(l) => {
-            if out.format == Format::Table && !l.warnings.is_empty() {
-                let text = std::fs::read_to_string(file).unwrap_or_default();
-                eprint!(
-                    "{}",
-                    orch_config::diag::render(&l.warnings, &text, out.color_stderr)
-                );
-            }
-            Ok(l)
-        }
-        Err(e) => Err(config_error(e, out)),
-    }
-}
-
-/// Prints a load failure and turns it into the right exit.
-pub fn config_error(e: ConfigError, out: &Out) -> anyhow::Error {
-    match e {
-        ConfigError::Invalid {
-            path,
-            diagnostics,
-            source_text,
-        } => {
-            eprint!(
-                "{}",
-                orch_config::diag::render(&diagnostics, &source_text, out.color_stderr)
-            );
-            let n = diagnostics
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .count();
-            Exit::with(exit::INVALID_CONFIG, format!("{path}: {n} error(s)")).into()
-        }
-        ConfigError::Io { .. } => Exit::with(exit::NOT_FOUND, e.to_string()).into(),
-        ConfigError::Options(m) => Exit::with(exit::USAGE, m).into(),
-    }
 }
 
 fn validate(files: &[std::path::PathBuf], load: &LoadArgs, strict: bool, out: &Out) -> Result<()> {
@@ -153,7 +111,7 @@ fn validate(files: &[std::path::PathBuf], load: &LoadArgs, strict: bool, out: &O
                 reports.push((label, false, None, 0, 0));
                 all_diags.push(Vec::new());
             }
-            Err(e) => return Err(config_error(e, out)),
+            Err(e) => return Err(super::load::config_error(e, out)),
         }
     }
     if out.format != Format::Table {
@@ -188,7 +146,7 @@ pub fn describe_gpu(r: &GpuRequest) -> String {
 }
 
 fn show(file: &Path, load_args: &LoadArgs, out: &Out) -> Result<()> {
-    let l = load(file, load_args, out)?;
+    let l = super::load::load(file, load_args, out)?;
     let c: &HostConfig = &l.config;
     match out.format {
         Format::Json => print_data(Format::Json, c)?,
@@ -256,7 +214,7 @@ fn show(file: &Path, load_args: &LoadArgs, out: &Out) -> Result<()> {
 }
 
 fn convert(file: &Path, write: Option<&Path>, load_args: &LoadArgs, out: &Out) -> Result<()> {
-    let l = load(file, load_args, out)?;
+    let l = super::load::load(file, load_args, out)?;
     let text =
         crate::output::yaml_file_as(out.format, &orch_config::convert::to_v1_yaml(&l.config))?;
     match write {

@@ -32,7 +32,7 @@ pub fn run(
         }
         ([file], false) => {
             // Diagnostics here, with their source lines.
-            super::config::load(file, load, out)?;
+            super::load::load(file, load, out)?;
             let text = std::fs::read_to_string(file)?;
             let name = file.display().to_string();
             ask(&client(), Some((&name, &text)))?
@@ -65,8 +65,8 @@ fn ask(client: &orch_api::Client, config: Option<(&str, &str)>) -> Result<DiffRe
 }
 
 fn two_files(old: &Path, new: &Path, load: &LoadArgs, out: &Out) -> Result<DiffReport> {
-    let o = super::config::load(old, load, out)?;
-    let n = super::config::load(new, load, out)?;
+    let o = super::load::load(old, load, out)?;
+    let n = super::load::load(new, load, out)?;
     Ok(orch_api::convert::file_diff(
         &old.display().to_string(),
         &o.config,

@@ -11,7 +11,7 @@ use crate::output::Out;
 pub fn run(cmd: &ExportCmd, out: &Out) -> Result<()> {
     let (args, text) = match cmd {
         ExportCmd::Compose(args) => {
-            let l = super::config::load(&args.file, &args.load, out)?;
+            let l = super::load::load(&args.file, &args.load, out)?;
             let opts = compose::ComposeOptions {
                 groups: args.groups.clone(),
                 source: Some(args.file.display().to_string()),
@@ -23,7 +23,7 @@ pub fn run(cmd: &ExportCmd, out: &Out) -> Result<()> {
             )
         }
         ExportCmd::K8s(args) => {
-            let l = super::config::load(&args.file, &args.load, out)?;
+            let l = super::load::load(&args.file, &args.load, out)?;
             let opts = k8s::K8sOptions {
                 groups: args.groups.clone(),
                 source: Some(args.file.display().to_string()),

@@ -16,6 +16,7 @@ pub mod group;
 pub mod groups;
 pub mod history;
 pub mod keys;
+pub mod load;
 pub mod logs;
 pub mod man;
 pub mod peers;

@@ -28,7 +28,7 @@ pub fn run(
     offline: bool,
     out: &Out,
 ) -> Result<()> {
-    let loaded = super::config::load(file, load, out)?;
+    let loaded = super::load::load(file, load, out)?;
     let config = &loaded.config;
     let mut report = None;
     if !offline {
@@ -220,7 +220,7 @@ pub fn fleet(
     let (config, agent) = match file {
         Some(f) => {
             // Diagnostics here, as `plan FILE` gives them.
-            let loaded = super::config::load(f, load, out)?;
+            let loaded = super::load::load(f, load, out)?;
             let agent = agent.map(|t| in_config(&loaded.config, t)).transpose()?;
             let text = std::fs::read_to_string(f)?;
             (Some((f.display().to_string(), text)), agent)

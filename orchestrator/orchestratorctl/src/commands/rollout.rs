@@ -44,7 +44,7 @@ pub fn resume(client: &Client, out: &Out) -> Result<()> {
 
 pub fn undo(client: &Client, to: Option<u64>, wait: Option<Duration>, out: &Out) -> Result<()> {
     let a: Applied = block_on(client.rollout_undo(to))?.map_err(fail)?;
-    super::apply::show(&a, out)?;
+    show_applied(&a, out)?;
     match wait {
         Some(timeout) => wait_applied(client, &a, timeout),
         None => Ok(()),
@@ -133,5 +133,45 @@ fn show(s: &RolloutStatus, out: &Out) -> Result<()> {
         return print_data(out.format, s);
     }
     print!("{}", text::rollout_status(s));
+    Ok(())
+}
+
+/// What an apply, a reload or an undo took, for people (or as data).
+pub(super) fn show_applied(a: &Applied, out: &Out) -> Result<()> {
+    if out.format != Format::Table {
+        return print_data(out.format, a);
+    }
+    for w in &a.warnings {
+        eprintln!("{}", out.yellow(w));
+    }
+    let idle: Vec<&str> = a
+        .changed
+        .iter()
+        .filter(|c| !a.recreated.contains(c))
+        .map(String::as_str)
+        .collect();
+    match (a.recreated.is_empty(), idle.is_empty()) {
+        // Not "no changes": a count the file changes is reached without
+        // recreating anything (`config diff` shows it beforehand).
+        (true, true) => println!(
+            "generation {} applied; no container recreated",
+            a.generation
+        ),
+        (false, _) => println!(
+            "generation {} applied; rolling out step by step to: {}",
+            a.generation,
+            a.recreated.join(", ")
+        ),
+        (true, false) => println!("generation {} applied", a.generation),
+    }
+    if !idle.is_empty() {
+        println!(
+            "changed, applied when their group starts: {}",
+            idle.join(", ")
+        );
+    }
+    for r in &a.rescaled {
+        println!("{}: {} -> {} replica(s)", r.agent, r.from, r.to);
+    }
     Ok(())
 }
