@@ -24,7 +24,8 @@
 # default 5), BENCH_SIZES (group sizes, default 10,20,40), BENCH_CRASHES
 # (default 20), BENCH_PARALLEL (Docker operations at once, default 16),
 # BENCH_SCALE_CPU_SECS (CPU sample length, default 30), BENCH_IDLE_SECS
-# (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it),
+# (idle CPU sample, default 60), BENCH_IDLE_PERF=1 (a perf profile of it;
+# =dwarf with call graphs),
 # BENCH_FED_FULL=1 (the 20-minute federation run), BENCH_AUTOSCALE_RPS,
 # BENCH_AUTOSCALE_CONSTANT_SECS (default 600), BENCH_ROLLOUTS (good
 # rollouts in a row, default 20), BENCH_ROLLOUT_RPS (default 20),

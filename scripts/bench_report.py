@@ -2,7 +2,7 @@
 """Writes docs/BENCHMARKS.md from one run of scripts/bench.sh.
 
 Inputs (target/bench): machine.json, fleet.json, crash.json, scale.json,
-idle.json (and idle-perf-HOST.txt when profiled), autoscale.json,
+idle.json (and idle-perf-HOST.txt, idle-perf-HOST-callers.txt when profiled), autoscale.json,
 gpu_use.json, rollout.json, core.txt
 (`cargo bench -p orch-core`), metrics.txt (`cargo bench -p orch-daemon
 --bench metrics`), federation.md (scripts/bench_federation.sh). The
@@ -718,7 +718,17 @@ def main():
               f"{h['cpu_pct']:.2f}% of one core ({h['cpu_s']:.2f} s in {h['window_s']:.0f} s), "
               f"{h['wakeups_per_s']:.0f} wakeups/s, {h['rss_kib'] / 1024:.1f} MiB resident.")
             w("")
-        for host in idle["hosts"]:
+        for host in [*idle["hosts"], *(["host200"] if h else [])]:
+            callers = load(bench, f"idle-perf-{host}-callers.txt", "") or ""
+            if callers:
+                w(f"`perf record -F 999 --call-graph dwarf` of {host}'s daemon over the same window: "
+                  "samples per thread, and under the daemon's own innermost function:")
+                w("")
+                w("```")
+                w("\n".join(callers.splitlines()[:30]))
+                w("```")
+                w("")
+                continue
             perf = load(bench, f"idle-perf-{host}.txt", "") or ""
             rows = [line for line in perf.splitlines() if line.strip() and not line.startswith("#")][:15]
             if rows:
