@@ -33,7 +33,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import BIN, cpu_ticks, median, remove_labelled, remove_network, save  # noqa: E402
+from bench_lib import BIN, cpu_ticks, median, save, stop_daemon  # noqa: E402
 
 RPS = float(os.environ.get("BENCH_AUTOSCALE_RPS", "40"))
 CONSTANT = float(os.environ.get("BENCH_AUTOSCALE_CONSTANT_SECS", "600"))
@@ -73,14 +73,7 @@ class Daemon:
         return [json.loads(line) for line in self.ctl("-o", "json", "events").splitlines() if line]
 
     def close(self):
-        try:
-            subprocess.run([*self.ctl_args, "group", "stop", "g", "--wait", "--timeout", "120"],
-                           capture_output=True)
-        finally:
-            self.proc.terminate()
-            self.proc.wait()
-            remove_labelled(f"{LABEL}={self.host}")
-            remove_network(f"orch-{self.host}")
+        stop_daemon(self.ctl_args, "g", self.proc, f"{LABEL}={self.host}", f"orch-{self.host}")
 
 
 def addresses(host, agent):

@@ -122,6 +122,28 @@ class StartEvents:
         self.proc.wait()
 
 
+def stop_daemon(ctl_args, group, proc, label, network):
+    """Stops a benchmark's group (and waits for it), then its daemon, then
+    removes whatever containers and network it left."""
+    try:
+        subprocess.run([*ctl_args, "group", "stop", group, "--wait", "--timeout", "120"],
+                       capture_output=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+        remove_labelled(label)
+        remove_network(network)
+
+
+def cpu_model():
+    """The CPU's model name, from /proc/cpuinfo ("" when it gives none)."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
 def save(name, data):
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, name)

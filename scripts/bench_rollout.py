@@ -50,7 +50,7 @@ import time
 ROLLED_BACK = 9
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_lib import BIN, median, remove_labelled, remove_network, save  # noqa: E402
+from bench_lib import BIN, cpu_model, median, remove_labelled, save, stop_daemon  # noqa: E402
 
 RPS = float(os.environ.get("BENCH_ROLLOUT_RPS", "20"))
 ROLLOUTS = int(os.environ.get("BENCH_ROLLOUTS", "20"))
@@ -150,14 +150,7 @@ class Daemon:
                 "said": (out.stdout + out.stderr).strip()[-2000:]}
 
     def close(self):
-        try:
-            subprocess.run([*self.ctl_args, "group", "stop", "web", "--wait", "--timeout", "120"],
-                           capture_output=True)
-        finally:
-            self.proc.terminate()
-            self.proc.wait()
-            remove_labelled(f"{LABEL}={HOST}")
-            remove_network(f"orch-{HOST}")
+        stop_daemon(self.ctl_args, "web", self.proc, f"{LABEL}={HOST}", f"orch-{HOST}")
 
 
 class Versions:
@@ -448,12 +441,7 @@ def main():
                             text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     knobs = " ".join(f"{k}={os.environ[k]}" for k in ("BENCH_ROLLOUT_RPS", "BENCH_ROLLOUTS",
                                                       "BENCH_ROLLOUT_SKIP") if os.environ.get(k))
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     results = {"rps": RPS, "ports": [port0, port0 + 1], "load_before": " ".join(load_before),
                "min_healthy": MIN_HEALTHY, "health_interval": "1s", "commit": commit,
                "date": time.strftime("%Y-%m-%d", time.gmtime()),
